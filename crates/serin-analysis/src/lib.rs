@@ -1,0 +1,2 @@
+//! The canary judge. Pure: no I/O, no clock, no async.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! serin's data plane.
+#![forbid(unsafe_code)]

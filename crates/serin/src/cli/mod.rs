@@ -1,0 +1,5 @@
+//! One module per command group: each has an `Args` (clap) and a `run`.
+
+pub mod analyze;
+pub mod output;
+pub mod proxy;

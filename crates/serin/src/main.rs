@@ -1,0 +1,72 @@
+//! `serin`: canary releases with nothing but one binary.
+//!
+//! # Layout
+//! - [`cli`]: one module per command group; each has an `Args` (clap) and a
+//!   `run` that returns the process exit code. Start reading at `Command` below.
+//! - [`spec`]: the rollout file (YAML), its types and validation with located errors.
+//! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
+//! - [`exit`]: the SPEC's exit codes and the error that maps to "invalid input".
+//!
+//! The data plane lives in the `serin-proxy` crate and the judge in `serin-analysis`;
+//! this crate wires them to files, sockets and the command line.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod demo;
+mod exit;
+mod spec;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cli::output::OutputFormat;
+
+/// serin runs canary releases: it shifts traffic from stable to canary step by
+/// step, judges the canary while traffic flows, and rolls back on its own.
+#[derive(Debug, Parser)]
+#[command(name = "serin", version, about, propagate_version = true)]
+struct Cli {
+    /// Output format: human-readable text or machine-readable JSON.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The data plane alone: a traffic-splitting reverse proxy.
+    Proxy(cli::proxy::Args),
+    /// Standalone canary analysis of recorded metrics (exit 3 on `fail`).
+    Analyze(cli::analyze::Args),
+    /// A small upstream for demos and tests, with fault injection.
+    DemoApp(demo::app::Args),
+    /// Steady open-loop load with a latency summary.
+    Load(demo::load::Args),
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Proxy(args) => cli::proxy::run(args),
+        Command::Analyze(args) => cli::analyze::run(args, cli.output),
+        Command::DemoApp(args) => demo::app::run(args),
+        Command::Load(args) => demo::load::run(args, cli.output),
+    };
+    exit::report(result)
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays
+/// clean for command output and `-o json`.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
