@@ -1,26 +1,13 @@
-//! `serin`: canary releases with nothing but one binary.
-//!
-//! # Layout
-//! - [`cli`]: one module per command group; each has an `Args` (clap) and a
-//!   `run` that returns the process exit code. Start reading at `Command` below.
-//! - [`spec`]: the rollout file (YAML), its types and validation with located errors.
-//! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
-//! - [`exit`]: the SPEC's exit codes and the error that maps to "invalid input".
-//!
-//! The data plane lives in the `serin-proxy` crate and the judge in `serin-analysis`;
-//! this crate wires them to files, sockets and the command line.
+//! The `serin` command line: parse, dispatch, map the outcome to an exit code.
+//! Start reading at `Command`; the modules live in the library (`lib.rs`).
 #![forbid(unsafe_code)]
-
-mod cli;
-mod demo;
-mod exit;
-mod spec;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::output::OutputFormat;
+use serin::cli::output::OutputFormat;
+use serin::{cli, demo, exit};
 
 /// serin runs canary releases: it shifts traffic from stable to canary step by
 /// step, judges the canary while traffic flows, and rolls back on its own.

@@ -1,0 +1,20 @@
+//! `serin`: canary releases with nothing but one binary.
+//!
+//! The library half of the `serin` binary, so integration tests can start its
+//! parts in-process. `main.rs` only parses the command line and dispatches.
+//!
+//! # Layout
+//! - [`cli`]: one module per command group; each has an `Args` (clap) and a
+//!   `run` that returns the process exit code; `main.rs` dispatches to them.
+//! - [`spec`]: the rollout file (YAML), its types and validation with located errors.
+//! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
+//! - [`exit`]: the SPEC's exit codes and the error that maps to "invalid input".
+//!
+//! The data plane lives in the `serin-proxy` crate and the judge in `serin-analysis`;
+//! this crate wires them to files, sockets and the command line.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod demo;
+pub mod exit;
+pub mod spec;
