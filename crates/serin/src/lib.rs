@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`cli`]: one module per command group; each has an `Args` (clap) and a
 //!   `run` that returns the process exit code; `main.rs` dispatches to them.
+//! - [`controller`]: the rollout state machine (pure) and its driver.
 //! - [`spec`]: the rollout file (YAML), its types and validation with located errors.
 //! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
 //! - [`exit`]: the SPEC's exit codes and the error that maps to "invalid input".
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod controller;
 pub mod demo;
 pub mod exit;
 pub mod spec;

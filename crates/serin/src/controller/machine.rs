@@ -1,0 +1,1153 @@
+//! The rollout state machine: `(state, input) -> (state, actions, decisions)`.
+//!
+//! Pure: no I/O, no clock. Time comes in with every input as [`Millis`], so a
+//! test runs hours of steps in microseconds. The driver executes the returned
+//! [`Action`]s in order after it has persisted the new [`State`] and the
+//! [`Decision`]s: persist first, then apply, so a crash in between is repaired
+//! on restart by applying the persisted weight again.
+//!
+//! # Rules
+//! - `setWeight` steps apply at once and the machine moves straight on.
+//! - A timed pause ends when its time is up **and** the current weight stage
+//!   has been judged `pass` on enough canary requests (`minRequests`); with the
+//!   `fixed` method, on a verdict taken at the end of the pause. Without canary
+//!   traffic (weight 0) there is nothing to judge and the time alone counts.
+//! - A pause without a duration holds the rollout in `Paused` until `promote`.
+//! - A gate pause asks the driver to check a URL every interval and moves on
+//!   when it answers 2xx.
+//! - Analysis runs every interval while the canary has traffic, in
+//!   `Progressing` and in `Paused` alike: a paused rollout is still watched.
+//! - `fail`, or `noDataLimit` no-data verdicts in a row, roll back at once.
+//! - After the last step the canary is promoted: it becomes the new stable.
+
+use std::time::Duration;
+
+use serin_proxy::Weight;
+
+/// Wall-clock time in milliseconds since the Unix epoch. An input, never read
+/// from a clock here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// This time plus a duration (saturating).
+    pub fn after(self, d: Duration) -> Millis {
+        Millis(
+            self.0
+                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
+    pub fn since(self, earlier: Millis) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// Where a rollout is in its life (the SPEC's phases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Registered; health checks run before the first step.
+    Initializing,
+    /// Steps are being executed.
+    Progressing,
+    /// Held: by a pause step without duration, or by an operator.
+    Paused,
+    /// The canary became the new stable.
+    Succeeded,
+    /// All traffic is back on stable.
+    RolledBack,
+}
+
+impl Phase {
+    /// Every phase, in the SPEC's order (for metrics with one series per phase).
+    pub const ALL: [Phase; 5] = [
+        Phase::Initializing,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Succeeded,
+        Phase::RolledBack,
+    ];
+
+    /// The SPEC's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Initializing => "Initializing",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Succeeded => "Succeeded",
+            Phase::RolledBack => "RolledBack",
+        }
+    }
+
+    /// Parses the SPEC's spelling.
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// `Succeeded` or `RolledBack`: nothing more will happen.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::RolledBack)
+    }
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Send this share of requests to the canary.
+    SetWeight(Weight),
+    /// Wait this long (and until the stage is judged).
+    PauseFor(Duration),
+    /// Wait for `serin promote`.
+    PauseUntilPromoted,
+    /// Wait until this URL answers 2xx (a confirm-promotion gate).
+    PauseUntilGate(String),
+}
+
+/// What the machine needs to know of the rollout file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// How often a verdict is made.
+    pub interval: Duration,
+    /// Consecutive no-data verdicts that roll back.
+    pub no_data_limit: u32,
+    /// `fixed` method: a pause ends on a verdict taken at its end.
+    pub judge_at_end_of_pause: bool,
+}
+
+/// The verdict of one analysis, as the machine sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Enough data, no check failed.
+    Pass,
+    /// The canary is worse.
+    Fail,
+    /// Not enough canary requests yet in this stage (does not count towards `noDataLimit`).
+    NotEnoughData,
+    /// The source failed or the canary got no requests when it should have (counts towards `noDataLimit`).
+    NoData,
+}
+
+impl Verdict {
+    /// The SPEC's three-valued spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::NotEnoughData | Verdict::NoData => "inconclusive",
+        }
+    }
+}
+
+/// Why the rollout is held in `Paused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// A pause step without duration: waits for `promote`.
+    Step,
+    /// `serin pause` or `serin traffic`: waits for `resume` or `promote`.
+    Operator,
+}
+
+/// Everything the machine remembers; persisted whole after every transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    /// Where the rollout is.
+    pub phase: Phase,
+    /// Index of the current step; `steps.len()` once past the last one.
+    pub step: usize,
+    /// The canary weight in force.
+    pub weight: Weight,
+    /// When the current step (or the rest of a resumed pause) started counting.
+    pub step_started: Millis,
+    /// Why `Paused`, if it is.
+    pub hold: Option<Hold>,
+    /// Milliseconds of a timed pause already served when an operator paused it.
+    pub pause_served_ms: Option<u64>,
+    /// When the next analysis is due.
+    pub next_analysis: Millis,
+    /// The current weight stage has a `pass` on enough data.
+    pub stage_judged: bool,
+    /// No-data verdicts in a row.
+    pub no_data_streak: u32,
+    /// Why the rollout ended, or what it waits for.
+    pub reason: String,
+}
+
+impl State {
+    /// A rollout that has not started: all traffic on stable.
+    pub fn new(now: Millis) -> State {
+        State {
+            phase: Phase::Initializing,
+            step: 0,
+            weight: Weight::ZERO,
+            step_started: now,
+            hold: None,
+            pause_served_ms: None,
+            next_analysis: now,
+            stage_judged: false,
+            no_data_streak: 0,
+            reason: "waiting for health checks".into(),
+        }
+    }
+}
+
+/// Something that happened to a rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Health checks passed: start the first step.
+    Start,
+    /// Time passed.
+    Tick,
+    /// An analysis asked for by [`Action::Analyze`] came back.
+    Verdict {
+        /// The verdict.
+        verdict: Verdict,
+        /// Its reason, with the numbers.
+        reason: String,
+        /// Whether it was taken with `end_of_pause` set.
+        end_of_pause: bool,
+    },
+    /// A gate asked for by [`Action::CheckGate`] answered.
+    Gate {
+        /// It answered 2xx.
+        open: bool,
+        /// What it answered, for the record.
+        detail: String,
+    },
+    /// `serin promote [--full]`.
+    Promote {
+        /// Skip every remaining step.
+        full: bool,
+    },
+    /// `serin rollback`.
+    Rollback,
+    /// `serin pause`.
+    Pause,
+    /// `serin resume`.
+    Resume,
+    /// `serin traffic PCT`: set the weight by hand and hold the automation.
+    SetWeight(Weight),
+}
+
+/// What the driver must do, in order, after persisting the new state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Make the data plane send this share to the canary.
+    ApplyWeight(Weight),
+    /// A new weight stage starts: absolute limits and `fixed` tests start over.
+    BeginStage(Weight),
+    /// Take metrics and judge them; answer with [`Input::Verdict`].
+    Analyze {
+        /// The current timed pause is over: `fixed` judges now.
+        end_of_pause: bool,
+    },
+    /// Ask the gate; answer with [`Input::Gate`].
+    CheckGate(String),
+    /// The canary becomes the new stable: all traffic on it, versions recorded.
+    PromoteCanary,
+    /// The phase changed: tell people and systems.
+    Notify(Phase),
+}
+
+/// What kind of decision a [`Decision`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionKind {
+    /// The rollout started.
+    Started,
+    /// A step was applied or completed.
+    Step,
+    /// An analysis verdict.
+    Verdict,
+    /// An operator command.
+    Operator,
+    /// A gate answered.
+    Gate,
+    /// Promoted: the canary is the new stable.
+    Promoted,
+    /// Rolled back.
+    RolledBack,
+}
+
+impl DecisionKind {
+    /// A short lowercase name for storage and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Started => "started",
+            DecisionKind::Step => "step",
+            DecisionKind::Verdict => "verdict",
+            DecisionKind::Operator => "operator",
+            DecisionKind::Gate => "gate",
+            DecisionKind::Promoted => "promoted",
+            DecisionKind::RolledBack => "rolled-back",
+        }
+    }
+}
+
+/// One recorded decision: time, step, weight, verdict and the reason with its numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// When.
+    pub at: Millis,
+    /// What kind.
+    pub kind: DecisionKind,
+    /// The step index at the time.
+    pub step: usize,
+    /// The weight after the decision.
+    pub weight: Weight,
+    /// The phase after the decision.
+    pub phase: Phase,
+    /// The verdict, for verdict decisions.
+    pub verdict: Option<&'static str>,
+    /// Why, with the numbers.
+    pub reason: String,
+}
+
+/// An operator command that makes no sense in the current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// The outcome of one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The state to persist.
+    pub state: State,
+    /// What to do after persisting, in order.
+    pub actions: Vec<Action>,
+    /// What to record.
+    pub decisions: Vec<Decision>,
+}
+
+/// Feeds one input to the machine. Operator commands that do not fit the
+/// current phase are [`Refused`] and change nothing.
+pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Transition, Refused> {
+    let mut t = Machine {
+        plan,
+        now,
+        state: state.clone(),
+        actions: Vec::new(),
+        decisions: Vec::new(),
+    };
+    let before = state.phase;
+    match input {
+        Input::Start => t.start()?,
+        Input::Tick => t.tick(),
+        Input::Verdict {
+            verdict,
+            reason,
+            end_of_pause,
+        } => t.verdict(verdict, reason, end_of_pause),
+        Input::Gate { open, detail } => t.gate(open, detail),
+        Input::Promote { full } => t.promote(full)?,
+        Input::Rollback => t.rollback_by_operator()?,
+        Input::Pause => t.pause()?,
+        Input::Resume => t.resume()?,
+        Input::SetWeight(w) => t.set_weight_by_hand(w)?,
+    }
+    if t.state.phase != before {
+        t.actions.push(Action::Notify(t.state.phase));
+    }
+    Ok(Transition {
+        state: t.state,
+        actions: t.actions,
+        decisions: t.decisions,
+    })
+}
+
+struct Machine<'a> {
+    plan: &'a Plan,
+    now: Millis,
+    state: State,
+    actions: Vec<Action>,
+    decisions: Vec<Decision>,
+}
+
+impl Machine<'_> {
+    fn record(
+        &mut self,
+        kind: DecisionKind,
+        verdict: Option<&'static str>,
+        reason: impl Into<String>,
+    ) {
+        self.decisions.push(Decision {
+            at: self.now,
+            kind,
+            step: self.state.step,
+            weight: self.state.weight,
+            phase: self.state.phase,
+            verdict,
+            reason: reason.into(),
+        });
+    }
+
+    fn active(&self, command: &str) -> Result<(), Refused> {
+        match self.state.phase {
+            Phase::Progressing | Phase::Paused => Ok(()),
+            Phase::Initializing => Err(Refused(format!(
+                "cannot {command}: the rollout has not started"
+            ))),
+            p => Err(Refused(format!(
+                "cannot {command}: the rollout has already ended ({})",
+                p.as_str()
+            ))),
+        }
+    }
+
+    fn start(&mut self) -> Result<(), Refused> {
+        if self.state.phase != Phase::Initializing {
+            return Err(Refused(format!(
+                "cannot start: the rollout is already {}",
+                self.state.phase.as_str()
+            )));
+        }
+        self.state.phase = Phase::Progressing;
+        self.state.step = 0;
+        self.state.next_analysis = self.now.after(self.plan.interval);
+        self.record(
+            DecisionKind::Started,
+            None,
+            "health checks passed; starting the first step",
+        );
+        self.enter_step();
+        Ok(())
+    }
+
+    /// Executes steps from `state.step` until one has to wait.
+    fn enter_step(&mut self) {
+        loop {
+            let Some(step) = self.plan.steps.get(self.state.step).cloned() else {
+                self.promote_now("all steps completed");
+                return;
+            };
+            self.state.step_started = self.now;
+            self.state.pause_served_ms = None;
+            match step {
+                Step::SetWeight(w) => {
+                    self.change_weight(w);
+                    self.record(
+                        DecisionKind::Step,
+                        None,
+                        format!("canary weight set to {w} %"),
+                    );
+                    self.state.step += 1;
+                }
+                Step::PauseFor(d) => {
+                    self.state.reason = format!("pausing {}", human(d));
+                    self.record(DecisionKind::Step, None, self.state.reason.clone());
+                    return;
+                }
+                Step::PauseUntilPromoted => {
+                    self.state.phase = Phase::Paused;
+                    self.state.hold = Some(Hold::Step);
+                    self.state.reason = "waiting for `serin promote`".into();
+                    self.record(DecisionKind::Step, None, self.state.reason.clone());
+                    return;
+                }
+                Step::PauseUntilGate(url) => {
+                    self.state.reason = format!("waiting for gate {url} to answer 2xx");
+                    self.record(DecisionKind::Step, None, self.state.reason.clone());
+                    self.actions.push(Action::CheckGate(url));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn change_weight(&mut self, w: Weight) {
+        self.state.weight = w;
+        self.state.stage_judged = false;
+        self.actions.push(Action::ApplyWeight(w));
+        self.actions.push(Action::BeginStage(w));
+    }
+
+    fn advance(&mut self) {
+        self.state.step += 1;
+        self.enter_step();
+    }
+
+    fn current_step(&self) -> Option<&Step> {
+        self.plan.steps.get(self.state.step)
+    }
+
+    /// A timed pause's time is up (counting time served before an operator pause).
+    fn pause_time_up(&self) -> bool {
+        match (self.current_step(), self.state.hold) {
+            (Some(Step::PauseFor(d)), None) => u128::from(self.pause_served()) >= d.as_millis(),
+            _ => false,
+        }
+    }
+
+    /// Milliseconds of the current timed pause served so far.
+    fn pause_served(&self) -> u64 {
+        self.state.pause_served_ms.unwrap_or(0) + self.now.since(self.state.step_started)
+    }
+
+    /// An operator holds a timed pause: remember the time served, so `resume`
+    /// continues the pause instead of starting it over.
+    fn bank_pause_time(&mut self) {
+        if let Some(Step::PauseFor(_)) = self.current_step() {
+            self.state.pause_served_ms = Some(self.pause_served());
+        }
+    }
+
+    /// The stage has been judged as the method requires (nothing to judge at weight 0).
+    fn stage_done(&self) -> bool {
+        self.state.weight == Weight::ZERO || self.state.stage_judged
+    }
+
+    fn tick(&mut self) {
+        if !matches!(self.state.phase, Phase::Progressing | Phase::Paused) {
+            return;
+        }
+        if self.pause_time_up() && self.stage_done() {
+            self.record(DecisionKind::Step, None, "pause complete and stage judged");
+            self.advance();
+            return;
+        }
+        if self.now >= self.state.next_analysis {
+            self.state.next_analysis = self.now.after(self.plan.interval);
+            if self.state.weight > Weight::ZERO {
+                let end_of_pause = self.pause_time_up();
+                self.actions.push(Action::Analyze { end_of_pause });
+                if end_of_pause && !self.state.stage_judged {
+                    self.state.reason =
+                        "pause complete; waiting for a passing verdict on enough canary requests"
+                            .into();
+                }
+            }
+            if let (Some(Step::PauseUntilGate(url)), None) = (self.current_step(), self.state.hold)
+            {
+                self.actions.push(Action::CheckGate(url.clone()));
+            }
+        }
+    }
+
+    fn verdict(&mut self, verdict: Verdict, reason: String, end_of_pause: bool) {
+        if !matches!(self.state.phase, Phase::Progressing | Phase::Paused) {
+            return; // a late answer for a rollout that has ended
+        }
+        let spelled = verdict.as_str();
+        match verdict {
+            Verdict::Fail => {
+                self.state.no_data_streak = 0;
+                self.record(DecisionKind::Verdict, Some(spelled), reason.clone());
+                self.roll_back(reason);
+                return;
+            }
+            Verdict::NoData => {
+                self.state.no_data_streak += 1;
+                self.record(DecisionKind::Verdict, Some(spelled), reason.clone());
+                if self.state.no_data_streak >= self.plan.no_data_limit {
+                    let why = format!(
+                        "no data for {} intervals in a row (noDataLimit {}): {reason}",
+                        self.state.no_data_streak, self.plan.no_data_limit
+                    );
+                    self.roll_back(why);
+                }
+                return;
+            }
+            Verdict::NotEnoughData => {
+                self.state.no_data_streak = 0;
+                self.record(DecisionKind::Verdict, Some(spelled), reason);
+            }
+            Verdict::Pass => {
+                self.state.no_data_streak = 0;
+                if end_of_pause || !self.plan.judge_at_end_of_pause {
+                    self.state.stage_judged = true;
+                }
+                self.record(DecisionKind::Verdict, Some(spelled), reason);
+            }
+        }
+        if self.state.phase == Phase::Progressing && self.pause_time_up() && self.stage_done() {
+            self.record(DecisionKind::Step, None, "pause complete and stage judged");
+            self.advance();
+        }
+    }
+
+    fn gate(&mut self, open: bool, detail: String) {
+        let waiting_here = matches!(self.current_step(), Some(Step::PauseUntilGate(_)))
+            && self.state.phase == Phase::Progressing
+            && self.state.hold.is_none();
+        if !waiting_here {
+            return;
+        }
+        if open {
+            self.record(DecisionKind::Gate, None, format!("gate open: {detail}"));
+            self.advance();
+        } else {
+            self.state.reason = format!("gate closed: {detail}");
+        }
+    }
+
+    fn promote(&mut self, full: bool) -> Result<(), Refused> {
+        self.active("promote")?;
+        if full {
+            self.record(
+                DecisionKind::Operator,
+                None,
+                "promote --full: skipping the remaining steps",
+            );
+            self.promote_now("promoted by an operator (--full)");
+            return Ok(());
+        }
+        let in_pause = matches!(
+            self.current_step(),
+            Some(Step::PauseFor(_) | Step::PauseUntilPromoted | Step::PauseUntilGate(_))
+        );
+        if self.state.hold.is_none() && !in_pause {
+            return Err(Refused(
+                "cannot promote: the rollout is not in a pause".into(),
+            ));
+        }
+        self.state.hold = None;
+        self.state.phase = Phase::Progressing;
+        self.record(
+            DecisionKind::Operator,
+            None,
+            "promote: ending the current pause",
+        );
+        if in_pause {
+            self.advance();
+        } else {
+            // Held by an operator between steps (after `serin traffic`): carry on.
+            self.enter_step();
+        }
+        Ok(())
+    }
+
+    fn promote_now(&mut self, why: &str) {
+        self.state.step = self.plan.steps.len();
+        self.state.phase = Phase::Succeeded;
+        self.state.hold = None;
+        self.state.weight = Weight::ZERO;
+        self.state.reason = why.to_string();
+        self.actions.push(Action::PromoteCanary);
+        self.record(
+            DecisionKind::Promoted,
+            None,
+            format!("{why}; the canary is the new stable"),
+        );
+    }
+
+    fn rollback_by_operator(&mut self) -> Result<(), Refused> {
+        self.active("roll back")?;
+        self.record(DecisionKind::Operator, None, "rollback requested");
+        self.roll_back("manual".into());
+        Ok(())
+    }
+
+    fn roll_back(&mut self, why: String) {
+        self.state.phase = Phase::RolledBack;
+        self.state.hold = None;
+        self.state.weight = Weight::ZERO;
+        self.actions.push(Action::ApplyWeight(Weight::ZERO));
+        self.state.reason = why.clone();
+        self.record(DecisionKind::RolledBack, None, why);
+    }
+
+    fn pause(&mut self) -> Result<(), Refused> {
+        self.active("pause")?;
+        if self.state.phase == Phase::Paused {
+            return Err(Refused(
+                "cannot pause: the rollout is already paused".into(),
+            ));
+        }
+        self.bank_pause_time();
+        self.state.phase = Phase::Paused;
+        self.state.hold = Some(Hold::Operator);
+        self.state.reason = "paused by an operator; `serin resume` continues".into();
+        self.record(DecisionKind::Operator, None, "paused by an operator");
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), Refused> {
+        self.active("resume")?;
+        match self.state.hold {
+            Some(Hold::Operator) => {}
+            Some(Hold::Step) => {
+                return Err(Refused(
+                    "cannot resume: this pause step waits for `serin promote`".into(),
+                ));
+            }
+            None => return Err(Refused("cannot resume: the rollout is not paused".into())),
+        }
+        self.state.hold = None;
+        self.state.phase = Phase::Progressing;
+        self.state.step_started = self.now;
+        self.record(DecisionKind::Operator, None, "resumed by an operator");
+        match self.current_step() {
+            Some(Step::PauseFor(d)) => self.state.reason = format!("pausing {}", human(*d)),
+            Some(Step::PauseUntilGate(url)) => {
+                let url = url.clone();
+                self.actions.push(Action::CheckGate(url));
+            }
+            Some(Step::PauseUntilPromoted) => {
+                self.state.phase = Phase::Paused;
+                self.state.hold = Some(Hold::Step);
+            }
+            // Held between steps (after `serin traffic`): continue with the next step.
+            Some(Step::SetWeight(_)) | None => self.enter_step(),
+        }
+        Ok(())
+    }
+
+    fn set_weight_by_hand(&mut self, w: Weight) -> Result<(), Refused> {
+        self.active("set the weight")?;
+        if self.state.hold.is_none() {
+            self.bank_pause_time();
+        }
+        self.change_weight(w);
+        self.state.phase = Phase::Paused;
+        self.state.hold = Some(Hold::Operator);
+        self.state.reason =
+            format!("weight set to {w} % by an operator; automation held until `serin resume`");
+        self.record(
+            DecisionKind::Operator,
+            None,
+            format!("canary weight set to {w} % by hand"),
+        );
+        Ok(())
+    }
+}
+
+/// `60s`, `5m`, `1m30s`, `250ms`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(p: u16) -> Weight {
+        Weight::from_hundredths(p * 100).unwrap()
+    }
+
+    fn classic() -> Plan {
+        let mut steps = Vec::new();
+        for p in [5, 25, 50, 100] {
+            steps.push(Step::SetWeight(w(p)));
+            steps.push(Step::PauseFor(Duration::from_secs(60)));
+        }
+        Plan {
+            steps,
+            interval: Duration::from_secs(10),
+            no_data_limit: 3,
+            judge_at_end_of_pause: false,
+        }
+    }
+
+    /// A rollout driven by simulated time; `check` helpers keep tests short.
+    struct Sim {
+        plan: Plan,
+        state: State,
+        now: Millis,
+        actions: Vec<Action>,
+        decisions: Vec<Decision>,
+    }
+
+    impl Sim {
+        fn new(plan: Plan) -> Sim {
+            Sim {
+                plan,
+                state: State::new(Millis(1_000_000)),
+                now: Millis(1_000_000),
+                actions: vec![],
+                decisions: vec![],
+            }
+        }
+
+        fn feed(&mut self, input: Input) -> Result<Vec<Action>, Refused> {
+            let t = step(&self.plan, &self.state, self.now, input)?;
+            self.state = t.state;
+            self.actions.extend(t.actions.clone());
+            self.decisions.extend(t.decisions);
+            Ok(t.actions)
+        }
+
+        /// Advances time second by second, answering every analysis with `answer`.
+        fn run_for(&mut self, secs: u64, mut answer: impl FnMut(&Sim) -> Verdict) {
+            for _ in 0..secs {
+                self.now = Millis(self.now.0 + 1000);
+                let actions = self.feed(Input::Tick).unwrap();
+                for a in actions {
+                    if let Action::Analyze { end_of_pause } = a {
+                        let v = answer(self);
+                        self.feed(Input::Verdict {
+                            verdict: v,
+                            reason: "test".into(),
+                            end_of_pause,
+                        })
+                        .unwrap();
+                    }
+                }
+                if self.state.phase.is_finished() {
+                    return;
+                }
+            }
+        }
+
+        fn applied_weights(&self) -> Vec<u16> {
+            self.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::ApplyWeight(w) => Some(w.hundredths() / 100),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn healthy_canary_walks_every_step_and_is_promoted() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        assert_eq!(sim.state.weight, w(5));
+        sim.run_for(10 * 60, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+        assert_eq!(sim.applied_weights(), vec![5, 25, 50, 100]);
+        assert!(sim.actions.contains(&Action::PromoteCanary));
+        assert!(sim.actions.contains(&Action::Notify(Phase::Succeeded)));
+        // Four pauses of 60 s: promotion lands right after the fourth ends.
+        let promoted = sim
+            .decisions
+            .iter()
+            .find(|d| d.kind == DecisionKind::Promoted)
+            .unwrap();
+        assert_eq!(promoted.at.since(Millis(1_000_000)), 240_000);
+    }
+
+    #[test]
+    fn fail_rolls_back_at_once_and_ignores_later_verdicts() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(70, |s| {
+            if s.state.weight == w(25) {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            }
+        });
+        assert_eq!(sim.state.phase, Phase::RolledBack);
+        assert_eq!(sim.state.weight, Weight::ZERO);
+        assert_eq!(sim.applied_weights(), vec![5, 25, 0]);
+        let before = sim.decisions.len();
+        sim.feed(Input::Verdict {
+            verdict: Verdict::Fail,
+            reason: "late".into(),
+            end_of_pause: false,
+        })
+        .unwrap();
+        assert_eq!(
+            sim.decisions.len(),
+            before,
+            "a late verdict changes nothing"
+        );
+    }
+
+    #[test]
+    fn no_data_rolls_back_after_the_limit_but_not_enough_data_never_does() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(20, |_| Verdict::NoData);
+        assert_eq!(
+            sim.state.phase,
+            Phase::Progressing,
+            "two no-data verdicts are under the limit"
+        );
+        sim.run_for(10, |_| Verdict::NoData);
+        assert_eq!(sim.state.phase, Phase::RolledBack);
+        assert!(
+            sim.state.reason.contains("no data for 3 intervals"),
+            "{}",
+            sim.state.reason
+        );
+
+        let mut patient = Sim::new(classic());
+        patient.feed(Input::Start).unwrap();
+        patient.run_for(600, |_| Verdict::NotEnoughData);
+        assert_eq!(
+            patient.state.phase,
+            Phase::Progressing,
+            "never rolled back, never promoted"
+        );
+        assert_eq!(
+            patient.state.weight,
+            w(5),
+            "a pause does not end without a judged stage"
+        );
+        assert!(
+            patient
+                .state
+                .reason
+                .contains("waiting for a passing verdict")
+        );
+    }
+
+    #[test]
+    fn no_data_streak_is_broken_by_data() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        let mut n = 0;
+        sim.run_for(200, |_| {
+            n += 1;
+            if n % 3 == 0 {
+                Verdict::Pass
+            } else {
+                Verdict::NoData
+            }
+        });
+        assert_ne!(sim.state.phase, Phase::RolledBack);
+    }
+
+    #[test]
+    fn pass_before_the_pause_ends_does_not_shorten_it() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(59, |_| Verdict::Pass);
+        assert_eq!(sim.state.weight, w(5));
+        sim.run_for(1, |_| Verdict::Pass);
+        assert_eq!(sim.state.weight, w(25));
+    }
+
+    #[test]
+    fn fixed_method_needs_a_verdict_taken_at_the_end_of_the_pause() {
+        // Analyses at 25 s, 50 s, 75 s; the pause ends at 60 s.
+        let mut plan = classic();
+        plan.interval = Duration::from_secs(25);
+        let mut sequential = Sim::new(plan.clone());
+        sequential.feed(Input::Start).unwrap();
+        sequential.run_for(60, |_| Verdict::Pass);
+        assert_eq!(
+            sequential.state.weight,
+            w(25),
+            "a pass at 25 s judged the stage"
+        );
+
+        plan.judge_at_end_of_pause = true;
+        let mut fixed = Sim::new(plan);
+        fixed.feed(Input::Start).unwrap();
+        fixed.run_for(74, |_| Verdict::Pass);
+        assert_eq!(
+            fixed.state.weight,
+            w(5),
+            "mid-pause passes do not count for `fixed`"
+        );
+        fixed.run_for(1, |_| Verdict::Pass);
+        assert_eq!(
+            fixed.state.weight,
+            w(25),
+            "the end-of-pause verdict at 75 s does"
+        );
+    }
+
+    #[test]
+    fn indefinite_pause_waits_for_promote() {
+        let plan = Plan {
+            steps: vec![
+                Step::SetWeight(w(10)),
+                Step::PauseUntilPromoted,
+                Step::SetWeight(w(50)),
+            ],
+            interval: Duration::from_secs(10),
+            no_data_limit: 3,
+            judge_at_end_of_pause: false,
+        };
+        let mut sim = Sim::new(plan);
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(3600, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Paused);
+        assert!(
+            sim.actions
+                .iter()
+                .any(|a| matches!(a, Action::Analyze { .. })),
+            "a paused canary is still judged"
+        );
+        assert!(
+            sim.feed(Input::Resume).is_err(),
+            "resume does not end a promote-only pause"
+        );
+        sim.feed(Input::Promote { full: false }).unwrap();
+        assert_eq!(
+            sim.state.phase,
+            Phase::Succeeded,
+            "50 % then the end of the steps"
+        );
+        assert_eq!(sim.applied_weights(), vec![10, 50]);
+    }
+
+    #[test]
+    fn operator_pause_keeps_the_time_served() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(40, |_| Verdict::Pass);
+        sim.feed(Input::Pause).unwrap();
+        assert_eq!(sim.state.phase, Phase::Paused);
+        sim.run_for(600, |_| Verdict::Pass);
+        assert_eq!(sim.state.weight, w(5), "held while paused");
+        sim.feed(Input::Resume).unwrap();
+        sim.run_for(19, |_| Verdict::Pass);
+        assert_eq!(sim.state.weight, w(5));
+        sim.run_for(1, |_| Verdict::Pass);
+        assert_eq!(
+            sim.state.weight,
+            w(25),
+            "40 s before the pause + 20 s after = 60 s"
+        );
+    }
+
+    #[test]
+    fn traffic_by_hand_holds_and_resume_continues() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.feed(Input::SetWeight(w(40))).unwrap();
+        assert_eq!(sim.state.phase, Phase::Paused);
+        assert_eq!(sim.state.weight, w(40));
+        sim.run_for(300, |_| Verdict::Pass);
+        assert_eq!(sim.state.weight, w(40));
+        sim.feed(Input::Resume).unwrap();
+        sim.run_for(600, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+        assert_eq!(sim.applied_weights(), vec![5, 40, 25, 50, 100]);
+    }
+
+    #[test]
+    fn promote_full_and_rollback_and_refusals() {
+        let mut sim = Sim::new(classic());
+        assert!(
+            sim.feed(Input::Promote { full: true }).is_err(),
+            "not started"
+        );
+        sim.feed(Input::Start).unwrap();
+        sim.feed(Input::Promote { full: true }).unwrap();
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+        let e = sim.feed(Input::Rollback).unwrap_err();
+        assert!(e.0.contains("already ended (Succeeded)"), "{e}");
+
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.feed(Input::Rollback).unwrap();
+        assert_eq!(sim.state.phase, Phase::RolledBack);
+        assert_eq!(sim.state.reason, "manual");
+        assert_eq!(sim.applied_weights(), vec![5, 0]);
+        let e = sim.feed(Input::Pause).unwrap_err();
+        assert!(e.0.contains("RolledBack"));
+    }
+
+    #[test]
+    fn promote_skips_the_rest_of_a_timed_pause() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(5, |_| Verdict::Pass);
+        sim.feed(Input::Promote { full: false }).unwrap();
+        assert_eq!(sim.state.weight, w(25));
+        assert_eq!(sim.state.phase, Phase::Progressing);
+    }
+
+    #[test]
+    fn gate_holds_until_it_opens() {
+        let plan = Plan {
+            steps: vec![
+                Step::SetWeight(w(20)),
+                Step::PauseUntilGate("http://127.0.0.1:1/gate".into()),
+                Step::SetWeight(w(100)),
+            ],
+            interval: Duration::from_secs(10),
+            no_data_limit: 3,
+            judge_at_end_of_pause: false,
+        };
+        let mut sim = Sim::new(plan);
+        let first = sim.feed(Input::Start).unwrap();
+        assert!(first.contains(&Action::CheckGate("http://127.0.0.1:1/gate".into())));
+        sim.feed(Input::Gate {
+            open: false,
+            detail: "503".into(),
+        })
+        .unwrap();
+        sim.run_for(30, |_| Verdict::Pass);
+        let checks = sim
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::CheckGate(_)))
+            .count();
+        assert_eq!(checks, 4, "asked at start and every interval");
+        assert_eq!(sim.state.weight, w(20));
+        sim.feed(Input::Gate {
+            open: true,
+            detail: "200".into(),
+        })
+        .unwrap();
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+    }
+
+    #[test]
+    fn leading_pause_at_weight_zero_ends_on_time_alone() {
+        let plan = Plan {
+            steps: vec![
+                Step::PauseFor(Duration::from_secs(30)),
+                Step::SetWeight(w(50)),
+            ],
+            interval: Duration::from_secs(10),
+            no_data_limit: 3,
+            judge_at_end_of_pause: false,
+        };
+        let mut sim = Sim::new(plan);
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(31, |_| Verdict::NoData);
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+        assert!(
+            !sim.actions
+                .iter()
+                .any(|a| matches!(a, Action::Analyze { .. })),
+            "nothing to judge at weight 0"
+        );
+    }
+
+    #[test]
+    fn every_phase_change_is_notified_once() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.feed(Input::Pause).unwrap();
+        sim.feed(Input::Resume).unwrap();
+        sim.feed(Input::Rollback).unwrap();
+        let notes: Vec<_> = sim
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Notify(p) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            notes,
+            vec![
+                Phase::Progressing,
+                Phase::Paused,
+                Phase::Progressing,
+                Phase::RolledBack
+            ]
+        );
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_secs(60)), "1m");
+        assert_eq!(human(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human(Duration::from_secs(45)), "45s");
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
+        assert_eq!(human(Duration::from_secs(7200)), "2h");
+    }
+}
