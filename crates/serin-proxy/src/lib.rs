@@ -1,6 +1,59 @@
-//! serin's data plane.
+//! serin's data plane: a traffic-splitting HTTP/1.1 reverse proxy that records
+//! each version's requests.
+//!
+//! It knows nothing of rollouts: it holds a [`RoutingTable`] (two upstreams,
+//! the canary [`Weight`], an optional sticky key, route overrides) behind one
+//! atomic swap and a [`Recorder`] per proxy. The controller changes the weight
+//! with [`Proxy::set_weight`] and reads [`Recorder::snapshot`].
+//!
+//! # Layout
+//! - [`weight`](Weight), `table`: the domain words and the routing table, validated once.
+//! - `split`: the choice of version, a pure function ([`route`]). Start here.
+//! - `proxy`: [`Proxy`] and the request path (check, route, rewrite, forward, record).
+//! - `forwarding`: what a gateway changes in forwarded messages (hop-by-hop
+//!   fields, `X-Forwarded-*`, `Via`) and the request checks hyper leaves to us.
+//! - `body`: streaming bodies; the response body records the request when sent.
+//! - `failure`: upstream failures → 502/504, client aborts → neither version.
+//! - `recorder`, `latency`: lock-free counters and HDR-shaped latency buckets.
+//! - `prometheus`: the text exposition with the SPEC's metric names.
+//! - `server`: accept loops and graceful shutdown ([`serve`], [`serve_admin`]).
+//! - `admin`: `GET /metrics`, `GET`/`PUT /weight`.
+//!
+//! # Example
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use serin_proxy::{Proxy, ProxyOptions, RoutingTable, Weight};
+//! let table = RoutingTable::new("http://127.0.0.1:9001", "http://127.0.0.1:9002", Weight::from_percent(5.0)?)?;
+//! let proxy = Proxy::new(table, ProxyOptions::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! serin_proxy::serve(listener, proxy.clone(), async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+mod admin;
+mod body;
+mod cookie;
+mod failure;
+mod forwarding;
+mod latency;
+mod prometheus;
+mod proxy;
+mod recorder;
+mod server;
+mod split;
+mod table;
 mod weight;
 
+pub use body::ResponseBody;
+pub use latency::empty_histogram;
+pub use prometheus::{
+    CONTENT_TYPE as METRICS_CONTENT_TYPE, LATENCY_BOUNDS, RolloutMetrics, encode as encode_metrics,
+};
+pub use proxy::{Proxy, ProxyOptions};
+pub use recorder::{Recorder, RecorderSnapshot, StatusClass, VersionSnapshot};
+pub use server::{serve, serve_admin};
+pub use split::{STICKY_BUCKETS, route, split, sticky, sticky_bucket};
+pub use table::{ConfigError, Match, Route, RoutingTable, StickyKey, Upstream};
 pub use weight::{Version, Weight, WeightError};

@@ -1,0 +1,119 @@
+//! The admin endpoints of one proxy: `GET /metrics` (Prometheus text),
+//! `GET /weight` and `PUT /weight` with `{"weight": 25}`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::prometheus::{self, RolloutMetrics};
+use crate::proxy::Proxy;
+use crate::weight::Weight;
+
+/// Largest `PUT /weight` body read; a weight fits in a few bytes.
+const MAX_BODY: usize = 4096;
+
+pub(crate) struct Admin {
+    proxy: Arc<Proxy>,
+    rollout: String,
+}
+
+/// The body of `PUT /weight`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: f64,
+}
+
+impl Admin {
+    pub(crate) fn new(proxy: Arc<Proxy>, rollout: String) -> Admin {
+        Admin { proxy, rollout }
+    }
+
+    pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => self.metrics(),
+            (&Method::GET, "/weight") => weight_json(StatusCode::OK, self.proxy.weight()),
+            (&Method::PUT, "/weight") => self.put_weight(req).await,
+            (_, "/metrics") => not_allowed("GET"),
+            (_, "/weight") => not_allowed("GET, PUT"),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "not found: the admin endpoints are GET /metrics, GET /weight and PUT /weight",
+            ),
+        }
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let snapshot = self.proxy.recorder().snapshot();
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus::encode(
+            &[RolloutMetrics {
+                rollout: &self.rollout,
+                weight: self.proxy.weight(),
+                snapshot: &snapshot,
+            }],
+            &mut out,
+        );
+        respond(StatusCode::OK, prometheus::CONTENT_TYPE, out)
+    }
+
+    async fn put_weight(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let expected = "expected a JSON body {\"weight\": N} with N a number from 0 to 100 with at most two decimals";
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{expected}; the body was unreadable or over {MAX_BODY} bytes"),
+                );
+            }
+        };
+        let parsed: WeightBody = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(err) => return error(StatusCode::BAD_REQUEST, &format!("{expected}; {err}")),
+        };
+        let weight = match Weight::from_percent(parsed.weight) {
+            Ok(w) => w,
+            Err(err) => return error(StatusCode::BAD_REQUEST, &format!("weight: {err}")),
+        };
+        self.proxy.set_weight(weight);
+        tracing::info!(rollout = %self.rollout, %weight, "canary weight set");
+        weight_json(StatusCode::OK, weight)
+    }
+}
+
+fn weight_json(status: StatusCode, weight: Weight) -> Response<Full<Bytes>> {
+    // Weight's Display is a JSON number: `25`, `5.25`, never `25.0`.
+    respond(
+        status,
+        "application/json",
+        format!("{{\"weight\":{weight}}}\n"),
+    )
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": message }).to_string() + "\n";
+    respond(status, "application/json", body)
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method not allowed; use {allow}"),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}

@@ -1,0 +1,241 @@
+//! What an HTTP/1.1 gateway changes in the messages it forwards (RFC 9110 7.6,
+//! RFC 9112), and the request checks hyper leaves to us.
+//!
+//! - Hop-by-hop fields go, in both directions: `Connection` and every field it
+//!   names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+//!   `Transfer-Encoding` and `Upgrade`. hyper re-frames each message for its
+//!   own hop (Content-Length or chunked).
+//! - Requests get `X-Forwarded-For` (the client's IP appended to any list it
+//!   sent), `X-Forwarded-Proto: http` (replacing what the client sent: serin
+//!   terminates plain HTTP only) and `Via: 1.1 serin` appended (RFC 9110 7.6.3
+//!   requires it of a gateway on requests; it is optional on responses, and
+//!   serin leaves responses alone).
+//! - The client's `Host` is kept, as nginx's `proxy_set_header Host $host`
+//!   does, so upstreams see the name the client asked for. With an
+//!   absolute-form target (`GET http://a/x`) the target's authority wins over
+//!   `Host`, as RFC 9112 3.2.2 requires.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Version};
+
+/// `Via` value for forwarded requests.
+const VIA: HeaderValue = HeaderValue::from_static("1.1 serin");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Why a request is refused before it is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadRequest {
+    /// HTTP/1.1 without `Host`, or with more than one (RFC 9112 3.2).
+    Host,
+    /// A `Host` value that is not an authority (`host[:port]`).
+    HostValue,
+    /// `CONNECT`: serin is a gateway, not a forward proxy.
+    Connect,
+}
+
+impl BadRequest {
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            BadRequest::Host => "an HTTP/1.1 request needs exactly one Host header\n",
+            BadRequest::HostValue => "the Host header must be host[:port]\n",
+            BadRequest::Connect => "CONNECT is not supported by this gateway\n",
+        }
+    }
+}
+
+/// The checks RFC 9112 asks of a server that hyper does not make. (hyper itself
+/// refuses differing duplicate `Content-Length`, a `Transfer-Encoding` whose last
+/// coding is not chunked, `Transfer-Encoding` in HTTP/1.0, obs-fold and bad
+/// field syntax, with 400 and a closed connection.)
+pub(crate) fn check_request(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+    has_authority: bool,
+) -> Result<(), BadRequest> {
+    if method == Method::CONNECT {
+        return Err(BadRequest::Connect);
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(BadRequest::Host),
+        (None, _) if version == Version::HTTP_11 && !has_authority => return Err(BadRequest::Host),
+        (Some(h), None) => {
+            let ok = std::str::from_utf8(h.as_bytes())
+                .ok()
+                .and_then(|s| s.parse::<http::uri::Authority>().ok())
+                .is_some_and(|a| !a.as_str().contains('@'));
+            if !ok {
+                return Err(BadRequest::HostValue);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Removes the hop-by-hop fields: those `Connection` names, then the fixed set.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|line| line.to_str().ok())
+            .flat_map(|line| line.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        headers.remove(header::CONNECTION);
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Adds what the upstream should know about the client and the hop.
+/// `client_ip` is the peer address as a header value, made once per connection.
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        None => client_ip.clone(),
+        Some(_) => {
+            // Several lines are one comma-separated list (RFC 9110 5.3): join
+            // them so upstreams that read only the first line see the client.
+            let mut joined = Vec::new();
+            for line in headers.get_all(&X_FORWARDED_FOR) {
+                joined.extend_from_slice(line.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
+        }
+    };
+    headers.insert(X_FORWARDED_FOR, xff);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.append(header::VIA, VIA);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_fixed_and_connection_named_fields() {
+        let mut h = map(&[
+            ("connection", "x-secret, Keep-Alive"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-kept", "3"),
+            ("content-length", "4"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn appends_client_ip_and_via() {
+        let ip = HeaderValue::from_static("127.0.0.1");
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("via", "1.0 edge"),
+        ]);
+        add_forwarded(&mut h, &ip);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let via: Vec<_> = h
+            .get_all("via")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(via, ["1.0 edge", "1.1 serin"]);
+        let mut fresh = HeaderMap::new();
+        add_forwarded(&mut fresh, &ip);
+        assert_eq!(fresh["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
+    fn host_rules() {
+        let get = Method::GET;
+        assert_eq!(
+            check_request(&get, Version::HTTP_11, &map(&[]), false),
+            Err(BadRequest::Host)
+        );
+        assert_eq!(
+            check_request(&get, Version::HTTP_11, &map(&[]), true),
+            Ok(())
+        );
+        assert_eq!(
+            check_request(&get, Version::HTTP_10, &map(&[]), false),
+            Ok(())
+        );
+        assert_eq!(
+            check_request(
+                &get,
+                Version::HTTP_11,
+                &map(&[("host", "a"), ("host", "b")]),
+                false
+            ),
+            Err(BadRequest::Host)
+        );
+        assert_eq!(
+            check_request(&get, Version::HTTP_11, &map(&[("host", "a b")]), false),
+            Err(BadRequest::HostValue)
+        );
+        assert_eq!(
+            check_request(&get, Version::HTTP_11, &map(&[("host", "u@a")]), false),
+            Err(BadRequest::HostValue)
+        );
+        assert_eq!(
+            check_request(
+                &get,
+                Version::HTTP_11,
+                &map(&[("host", "a.example:8080")]),
+                false
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check_request(
+                &Method::CONNECT,
+                Version::HTTP_11,
+                &map(&[("host", "a:1")]),
+                false
+            ),
+            Err(BadRequest::Connect)
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! The proxy: the current routing table, the recorder, the pooled upstream
+//! client, and the path one request takes through them.
+//!
+//! The request path, in order: [`check`](Proxy::handle) the request head,
+//! choose the version ([`crate::split`]), rewrite the head for the upstream
+//! ([`crate::forwarding`]), forward with a timeout, rewrite the response head,
+//! and stream the response back through a body that records the request when it
+//! has been sent ([`crate::body`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{Exchange, ForwardBody, ResponseBody};
+use crate::failure::{Chain, Failure, WarnLimit};
+use crate::forwarding;
+use crate::recorder::{Recorder, StatusClass};
+use crate::split;
+use crate::table::RoutingTable;
+use crate::weight::Weight;
+
+/// How the proxy treats upstreams and shutdown.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// How long to wait for an upstream's response headers (including the
+    /// connect) before answering 504. Default 30 s.
+    pub upstream_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept. Default 90 s.
+    pub pool_idle_timeout: Duration,
+    /// After shutdown is asked for, how long open requests may take to finish
+    /// before their connections are closed. Default 30 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            upstream_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(90),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A traffic-splitting reverse proxy: one routing table, one recorder, one
+/// pool of keep-alive connections to the upstreams. Share it as `Arc<Proxy>`
+/// between [`serve`](crate::serve), [`serve_admin`](crate::serve_admin) and
+/// whoever changes the weight.
+pub struct Proxy {
+    table: ArcSwap<RoutingTable>,
+    /// Sequence numbers for the exact split; only requests that reach the split
+    /// take one, so the split is exact over them.
+    seq: AtomicU64,
+    recorder: Arc<Recorder>,
+    client: Client<HttpConnector, ForwardBody>,
+    options: ProxyOptions,
+    warnings: WarnLimit,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("table", &self.table.load())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy routing by `table`. Needs no runtime until it serves.
+    pub fn new(table: RoutingTable, options: ProxyOptions) -> Arc<Proxy> {
+        let mut connector = HttpConnector::new();
+        // Small requests and responses must not wait for Nagle's algorithm.
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(options.upstream_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(options.pool_idle_timeout)
+            .build(connector);
+        Arc::new(Proxy {
+            table: ArcSwap::from_pointee(table),
+            seq: AtomicU64::new(0),
+            recorder: Arc::new(Recorder::new()),
+            client,
+            options,
+            warnings: WarnLimit::new(),
+        })
+    }
+
+    /// The routing table requests are routed by now.
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// Replaces the whole routing table. Takes effect on the next request;
+    /// requests already forwarded and open connections are left alone.
+    pub fn set_table(&self, table: RoutingTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// Changes only the canary weight, keeping the rest of the table (also
+    /// when another thread replaces the table at the same moment).
+    pub fn set_weight(&self, weight: Weight) {
+        self.table.rcu(|t| t.with_weight(weight));
+    }
+
+    /// The canary weight now.
+    pub fn weight(&self) -> Weight {
+        self.table.load().weight()
+    }
+
+    /// What the proxy has recorded, per version.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    /// The options the proxy was made with.
+    pub fn options(&self) -> &ProxyOptions {
+        &self.options
+    }
+
+    /// Serves one request from `client_ip` (the connection's peer, as a header
+    /// value made once per connection).
+    pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client_ip: &HeaderValue,
+    ) -> Response<ResponseBody> {
+        let received = Instant::now();
+        let (mut head, body) = req.into_parts();
+
+        if let Err(bad) = forwarding::check_request(
+            &head.method,
+            head.version,
+            &head.headers,
+            head.uri.authority().is_some(),
+        ) {
+            return refuse(bad.reason());
+        }
+
+        let (version, uri) = {
+            let table = self.table.load();
+            let version = split::fixed(&table, &head).unwrap_or_else(|| {
+                split::split(self.seq.fetch_add(1, Ordering::Relaxed), table.weight())
+            });
+            let upstream = table.upstream(version);
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(upstream.scheme());
+            parts.authority = Some(upstream.authority().clone());
+            parts.path_and_query = Some(
+                head.uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            );
+            (version, Uri::from_parts(parts))
+        };
+        let Ok(uri) = uri else {
+            // Scheme, authority and path each parsed already; their sum always
+            // forms a URI, but a refusal is better than a panic on the path.
+            return refuse("request target cannot be forwarded\n");
+        };
+        let exchange = Exchange::begin(self.recorder.clone(), version, received);
+
+        if let Some(authority) = head.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            head.headers.insert(header::HOST, host);
+        }
+        forwarding::strip_hop_by_hop(&mut head.headers);
+        forwarding::add_forwarded(&mut head.headers, client_ip);
+        head.uri = uri;
+        // An intermediary speaks its own version on each hop (RFC 9110 6.2).
+        head.version = http::Version::HTTP_11;
+
+        let sent = self
+            .client
+            .request(Request::from_parts(head, ForwardBody(body)));
+        let failure = match tokio::time::timeout(self.options.upstream_timeout, sent).await {
+            Ok(Ok(resp)) => {
+                let (mut head, body) = resp.into_parts();
+                forwarding::strip_hop_by_hop(&mut head.headers);
+                let class = StatusClass::of(head.status);
+                return Response::from_parts(head, ResponseBody::upstream(body, exchange, class));
+            }
+            Ok(Err(err)) => {
+                let failure = Failure::of(&err);
+                if failure != Failure::Client {
+                    let upstream = self.table.load().upstream(version).clone();
+                    self.warnings
+                        .warn(version, &upstream, failure, &Chain(&err));
+                }
+                failure
+            }
+            Err(_elapsed) => {
+                let upstream = self.table.load().upstream(version).clone();
+                let cause = format!(
+                    "no response headers within {:?}",
+                    self.options.upstream_timeout
+                );
+                self.warnings
+                    .warn(version, &upstream, Failure::Timeout, &cause);
+                Failure::Timeout
+            }
+        };
+        // A client that broke its own upload is not the version's fault:
+        // dropping the exchange unanswered counts it as cancelled.
+        let exchange = (failure != Failure::Client).then_some(exchange);
+        local(failure.status(), failure.body(), exchange)
+    }
+}
+
+/// A response the proxy writes itself.
+fn local(
+    status: StatusCode,
+    text: &'static str,
+    exchange: Option<Exchange>,
+) -> Response<ResponseBody> {
+    let body = ResponseBody::local(text, exchange, StatusClass::of(status));
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// 400 for a request refused before routing; the connection is closed after
+/// it, since what follows on it may be framed as the client did not mean.
+fn refuse(text: &'static str) -> Response<ResponseBody> {
+    let mut resp = local(StatusCode::BAD_REQUEST, text, None);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}

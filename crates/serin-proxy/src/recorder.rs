@@ -1,0 +1,292 @@
+//! Per-version request counters and latency histograms, written on the request
+//! path and read by `/metrics`, the controller and the judge.
+//!
+//! Writes are relaxed atomic adds: no lock, no allocation, and memory does not
+//! grow with traffic. A [`RecorderSnapshot`] is read field by field without a
+//! lock, so under load its figures may be a few requests apart from one another;
+//! each one is cumulative and never goes backwards.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use http::StatusCode;
+
+use crate::latency::LatencyBuckets;
+use crate::weight::Version;
+
+/// The class of an HTTP status code, as counted in `serin_requests_total{code}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatusClass {
+    /// 1xx
+    Informational,
+    /// 2xx
+    Success,
+    /// 3xx
+    Redirection,
+    /// 4xx
+    ClientError,
+    /// 5xx, including the proxy's own 502 and 504 for an upstream failure.
+    ServerError,
+}
+
+impl StatusClass {
+    /// All classes, 1xx first.
+    pub const ALL: [StatusClass; 5] = [
+        StatusClass::Informational,
+        StatusClass::Success,
+        StatusClass::Redirection,
+        StatusClass::ClientError,
+        StatusClass::ServerError,
+    ];
+
+    /// The class of `status`. hyper's `StatusCode` is always 100-999; codes
+    /// from 600 up (which no RFC defines) are counted as 5xx, since the
+    /// upstream misbehaved.
+    pub fn of(status: StatusCode) -> StatusClass {
+        match status.as_u16() {
+            100..=199 => StatusClass::Informational,
+            200..=299 => StatusClass::Success,
+            300..=399 => StatusClass::Redirection,
+            400..=499 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
+        }
+    }
+
+    /// The metric label: `1xx` ... `5xx`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StatusClass::Informational => "1xx",
+            StatusClass::Success => "2xx",
+            StatusClass::Redirection => "3xx",
+            StatusClass::ClientError => "4xx",
+            StatusClass::ServerError => "5xx",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Keeps each version's counters on their own cache lines, so the two
+/// versions' request paths do not slow each other down.
+#[repr(align(128))]
+struct VersionStats {
+    by_class: [AtomicU64; 5],
+    in_flight: AtomicU64,
+    cancelled: AtomicU64,
+    latency: LatencyBuckets,
+}
+
+impl VersionStats {
+    fn new() -> VersionStats {
+        VersionStats {
+            by_class: Default::default(),
+            in_flight: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            latency: LatencyBuckets::new(),
+        }
+    }
+}
+
+/// What the proxy has seen, per version, since it started.
+pub struct Recorder {
+    versions: [VersionStats; 2],
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// A recorder with every count at zero.
+    pub fn new() -> Recorder {
+        Recorder {
+            versions: [VersionStats::new(), VersionStats::new()],
+        }
+    }
+
+    fn of(&self, version: Version) -> &VersionStats {
+        match version {
+            Version::Stable => &self.versions[0],
+            Version::Canary => &self.versions[1],
+        }
+    }
+
+    /// Counts one answered request of `version` with its status and latency
+    /// (from request received to response fully sent). Does not touch the
+    /// in-flight gauge: the proxy's request path pairs that itself.
+    pub fn record(&self, version: Version, status: StatusClass, latency: Duration) {
+        let v = self.of(version);
+        // Histogram first, so a reader that takes the counts first never sees
+        // more requests than latencies.
+        v.latency.record(latency);
+        v.by_class[status.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request of `version` has started.
+    pub(crate) fn started(&self, version: Version) {
+        self.of(version).in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A started request of `version` has ended, answered or not.
+    pub(crate) fn ended(&self, version: Version) {
+        self.of(version).in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A started request of `version` was abandoned by its client: counted on
+    /// its own, against neither version's error rate.
+    pub(crate) fn cancelled(&self, version: Version) {
+        self.of(version).cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The cumulative figures of both versions.
+    pub fn snapshot(&self) -> RecorderSnapshot {
+        let read = |version| {
+            let v = self.of(version);
+            let by_class = std::array::from_fn(|i| v.by_class[i].load(Ordering::Relaxed));
+            let (latency, latency_sum) = v.latency.snapshot();
+            VersionSnapshot {
+                requests_by_class: by_class,
+                in_flight: v.in_flight.load(Ordering::Relaxed),
+                cancelled: v.cancelled.load(Ordering::Relaxed),
+                latency,
+                latency_sum,
+            }
+        };
+        RecorderSnapshot {
+            stable: read(Version::Stable),
+            canary: read(Version::Canary),
+        }
+    }
+}
+
+/// Both versions' cumulative figures at one moment.
+#[derive(Debug, Clone)]
+pub struct RecorderSnapshot {
+    /// The stable version.
+    pub stable: VersionSnapshot,
+    /// The canary version.
+    pub canary: VersionSnapshot,
+}
+
+impl RecorderSnapshot {
+    /// The figures of `version`.
+    pub fn version(&self, version: Version) -> &VersionSnapshot {
+        match version {
+            Version::Stable => &self.stable,
+            Version::Canary => &self.canary,
+        }
+    }
+}
+
+/// One version's cumulative figures since the proxy started.
+#[derive(Debug, Clone)]
+pub struct VersionSnapshot {
+    /// Answered requests by status class, indexed like [`StatusClass::ALL`]
+    /// (`[1xx, 2xx, 3xx, 4xx, 5xx]`).
+    pub requests_by_class: [u64; 5],
+    /// Requests started and not yet answered in full.
+    pub in_flight: u64,
+    /// Requests whose client went away before the response was fully sent;
+    /// counted in no class and in no latency.
+    pub cancelled: u64,
+    /// Latency of answered requests in microseconds, 1 µs to 60 s, two
+    /// significant digits.
+    pub latency: Histogram<u64>,
+    /// Exact sum of the latencies in `latency`.
+    pub latency_sum: Duration,
+}
+
+impl VersionSnapshot {
+    /// Answered requests of one class.
+    pub fn requests_of(&self, class: StatusClass) -> u64 {
+        self.requests_by_class[class.index()]
+    }
+
+    /// All answered requests.
+    pub fn requests(&self) -> u64 {
+        self.requests_by_class.iter().sum()
+    }
+
+    /// Errors: answered with 5xx (the upstream's own, or the proxy's 502/504).
+    pub fn errors(&self) -> u64 {
+        self.requests_of(StatusClass::ServerError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        for (code, class) in [
+            (100, StatusClass::Informational),
+            (204, StatusClass::Success),
+            (308, StatusClass::Redirection),
+            (404, StatusClass::ClientError),
+            (502, StatusClass::ServerError),
+            (599, StatusClass::ServerError),
+            (700, StatusClass::ServerError),
+        ] {
+            assert_eq!(
+                StatusClass::of(StatusCode::from_u16(code).unwrap()),
+                class,
+                "{code}"
+            );
+        }
+        let labels: Vec<_> = StatusClass::ALL.iter().map(|c| c.label()).collect();
+        assert_eq!(labels, ["1xx", "2xx", "3xx", "4xx", "5xx"]);
+    }
+
+    #[test]
+    fn counts_per_version() {
+        let r = Recorder::new();
+        r.started(Version::Canary);
+        r.record(
+            Version::Canary,
+            StatusClass::ServerError,
+            Duration::from_millis(3),
+        );
+        r.ended(Version::Canary);
+        r.started(Version::Canary);
+        r.record(
+            Version::Stable,
+            StatusClass::Success,
+            Duration::from_millis(1),
+        );
+        r.record(
+            Version::Stable,
+            StatusClass::Success,
+            Duration::from_millis(2),
+        );
+        r.started(Version::Stable);
+        r.cancelled(Version::Stable);
+        r.ended(Version::Stable);
+        let s = r.snapshot();
+        assert_eq!(s.stable.requests(), 2);
+        assert_eq!(s.stable.errors(), 0);
+        assert_eq!(s.stable.cancelled, 1);
+        assert_eq!(s.stable.in_flight, 0);
+        assert_eq!(s.stable.latency.len(), 2);
+        assert_eq!(s.stable.latency_sum, Duration::from_millis(3));
+        assert_eq!(s.canary.requests(), 1);
+        assert_eq!(s.canary.errors(), 1);
+        assert_eq!(s.canary.in_flight, 1);
+        assert_eq!(
+            s.version(Version::Canary)
+                .requests_of(StatusClass::ServerError),
+            1
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Accepting connections and shutting down: the shell around [`Proxy`].
+//!
+//! Shutdown order: when the `shutdown` future resolves, stop accepting, ask
+//! every open connection to finish its current request and close (idle ones
+//! close at once), wait for them up to the proxy's `drain_timeout`, then close
+//! whatever is left. The caller binds the listener, so it chooses the address
+//! (tests bind `127.0.0.1:0`) and sees bind errors itself.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::{HttpService, service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::admin::Admin;
+use crate::proxy::Proxy;
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then drains open
+/// requests (up to [`ProxyOptions::drain_timeout`](crate::ProxyOptions)).
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+    let drain = proxy.options().drain_timeout;
+    accept_loop(listener, shutdown, drain, move |peer: SocketAddr| {
+        let proxy = proxy.clone();
+        // Made once per connection: every request on it carries the same IP.
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        service_fn(move |req: http::Request<Incoming>| {
+            let proxy = proxy.clone();
+            let client_ip = client_ip.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &client_ip).await) }
+        })
+    })
+    .await;
+}
+
+/// Serves the admin endpoints (`GET /metrics`, `GET`/`PUT /weight`) of `proxy`
+/// on `listener` until `shutdown` resolves. `rollout` is the `rollout` label of
+/// every metric.
+pub async fn serve_admin(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    rollout: String,
+    shutdown: impl Future<Output = ()>,
+) {
+    let admin = Arc::new(Admin::new(proxy, rollout));
+    accept_loop(listener, shutdown, Duration::from_secs(5), move |_peer| {
+        let admin = admin.clone();
+        service_fn(move |req: http::Request<Incoming>| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(admin.handle(req).await) }
+        })
+    })
+    .await;
+}
+
+async fn accept_loop<S, B>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    mut service_for: impl FnMut(SocketAddr) -> S,
+) where
+    S: HttpService<Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off rather
+                        // than spin, and keep serving the connections we have.
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let conn = builder.serve_connection(io(stream), service_for(peer));
+                let conn = graceful.watch(conn);
+                connections.spawn(async move {
+                    if let Err(err) = conn.await {
+                        tracing::debug!(%peer, %err, "connection ended with an error");
+                    }
+                });
+            }
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "drain timeout: closing open connections"
+        );
+    }
+    connections.shutdown().await;
+}
+
+fn io(stream: TcpStream) -> TokioIo<TcpStream> {
+    // Best effort: a socket that refuses NODELAY still works, only slower.
+    let _ = stream.set_nodelay(true);
+    TokioIo::new(stream)
+}

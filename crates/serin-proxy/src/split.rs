@@ -1,0 +1,124 @@
+//! The choice of version for one request: a pure function of the routing
+//! table, the request head and a sequence number.
+//!
+//! Order of precedence: route overrides (first match wins), then the sticky
+//! key's bucket if the request carries the key, then the exact split on `seq`.
+//! The shell (the proxy) owns the counter that produces `seq`; keeping the
+//! counter out of here makes the split testable without sockets or threads.
+
+use http::request::Parts;
+
+use crate::cookie;
+use crate::table::{Match, Route, RoutingTable, StickyKey};
+use crate::weight::{Version, Weight};
+
+/// Buckets a sticky key falls into; one per hundredth of a percent of weight.
+pub const STICKY_BUCKETS: u64 = 10_000;
+
+/// The version that serves `req`, given the table and the request's sequence
+/// number (`0, 1, 2, ...` in arrival order).
+pub fn route(table: &RoutingTable, req: &Parts, seq: u64) -> Version {
+    fixed(table, req).unwrap_or_else(|| split(seq, table.weight()))
+}
+
+/// The version a request gets without the split: by route override, or by
+/// sticky key if it carries one. `None` means "take the next `seq`"; the proxy
+/// hands out sequence numbers only then, so the split stays exact over the
+/// requests that reach it.
+pub(crate) fn fixed(table: &RoutingTable, req: &Parts) -> Option<Version> {
+    if let Some(version) = matched_route(table.routes(), req) {
+        return Some(version);
+    }
+    let key = table.sticky().and_then(|k| sticky_value(k, req))?;
+    Some(sticky(key, table.weight()))
+}
+
+/// The first route override that matches, if any.
+fn matched_route(routes: &[Route], req: &Parts) -> Option<Version> {
+    routes
+        .iter()
+        .find(|r| matches(&r.when, req))
+        .map(|r| r.version)
+}
+
+fn matches(m: &Match, req: &Parts) -> bool {
+    match m {
+        Match::Header { name, value } => req.headers.get_all(name).iter().any(|v| v == value),
+        Match::Cookie { name, value } => cookie::find(&req.headers, name) == Some(value.as_str()),
+    }
+}
+
+fn sticky_value<'r>(key: &StickyKey, req: &'r Parts) -> Option<&'r [u8]> {
+    match key {
+        StickyKey::Cookie(name) => cookie::find(&req.headers, name).map(str::as_bytes),
+        StickyKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes()),
+    }
+}
+
+/// The exact split: request `seq` goes to the canary iff
+/// `floor((seq+1)·w / 10000) > floor(seq·w / 10000)` (Bresenham's line).
+///
+/// Any `n` consecutive sequence numbers then hold `floor(n·w/10000)` or
+/// `ceil(n·w/10000)` canary requests, so the canary gets the traffic analysis
+/// was promised even over short windows, and the two versions interleave
+/// instead of taking turns in runs as weighted round robin would.
+pub fn split(seq: u64, weight: Weight) -> Version {
+    // The pattern repeats every 10000 requests; reducing first keeps the
+    // products far from overflow for any seq.
+    let s = seq % STICKY_BUCKETS;
+    let w = u64::from(weight.hundredths());
+    if (s + 1) * w / STICKY_BUCKETS > s * w / STICKY_BUCKETS {
+        Version::Canary
+    } else {
+        Version::Stable
+    }
+}
+
+/// The bucket `0..10000` of a sticky key: `xxh3_64(key) mod 10000`.
+///
+/// xxh3 is a specified algorithm, so a user's bucket is the same on every
+/// machine, process and release of serin.
+pub fn sticky_bucket(key: &[u8]) -> u16 {
+    // The remainder is below 10000, so it fits.
+    (xxhash_rust::xxh3::xxh3_64(key) % STICKY_BUCKETS) as u16
+}
+
+/// Sticky assignment: canary iff the key's bucket is below the weight in
+/// hundredths. Monotone in the weight: raising it only moves users from
+/// stable to canary, and weight 0 puts everyone on stable.
+pub fn sticky(key: &[u8], weight: Weight) -> Version {
+    if sticky_bucket(key) < weight.hundredths() {
+        Version::Canary
+    } else {
+        Version::Stable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xxh3_golden_value_pins_every_users_bucket() {
+        // If this changes, every sticky user changes version on upgrade.
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b"user-1") % 10_000, 6057);
+        assert_eq!(sticky_bucket(b"user-1"), 6057);
+        assert_eq!(
+            sticky(b"user-1", Weight::from_hundredths(6057).unwrap()),
+            Version::Stable
+        );
+        assert_eq!(
+            sticky(b"user-1", Weight::from_hundredths(6058).unwrap()),
+            Version::Canary
+        );
+    }
+
+    #[test]
+    fn split_extremes() {
+        for seq in 0..20_000 {
+            assert_eq!(split(seq, Weight::ZERO), Version::Stable);
+            assert_eq!(split(seq, Weight::FULL), Version::Canary);
+        }
+        assert_eq!(split(u64::MAX, Weight::FULL), Version::Canary);
+    }
+}
