@@ -1,0 +1,757 @@
+//! Durable state: rollouts, their decisions (events) and per-interval metric
+//! samples, in SQLite under the state directory (`--state-dir`,
+//! `SERIN_STATE_DIR`, default `.serin/`).
+//!
+//! # Guarantees
+//! - [`Store::save`] writes a rollout's whole state and its new decisions in
+//!   one transaction. The driver calls it *before* it applies a decision, so
+//!   whatever was acknowledged survives `kill -9`.
+//! - Writes are conditional on the generation read (`WHERE generation = ?`):
+//!   a second writer for the same rollout fails instead of clobbering.
+//! - The schema is versioned (`PRAGMA user_version`) and migrated forward on
+//!   open; a database from a newer serin is refused rather than damaged.
+//!
+//! rusqlite is blocking; calls are short (one small transaction), and async
+//! callers run them on `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serin_proxy::Weight;
+
+use crate::controller::machine::{Decision, Hold, Millis, Phase, State};
+
+/// Each entry migrates the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: rollouts, events, samples.
+    "CREATE TABLE rollouts (
+        name            TEXT PRIMARY KEY,
+        spec            TEXT NOT NULL,
+        stable_version  TEXT NOT NULL,
+        canary_version  TEXT,
+        phase           TEXT NOT NULL,
+        step            INTEGER NOT NULL,
+        weight          INTEGER NOT NULL,
+        step_started_ms INTEGER NOT NULL,
+        hold            TEXT,
+        pause_served_ms INTEGER,
+        next_analysis_ms INTEGER NOT NULL,
+        stage_judged    INTEGER NOT NULL,
+        no_data_streak  INTEGER NOT NULL,
+        reason          TEXT NOT NULL,
+        last_verdict    TEXT,
+        last_verdict_reason TEXT,
+        last_verdict_ms INTEGER,
+        generation      INTEGER NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        updated_ms      INTEGER NOT NULL
+    );
+    CREATE TABLE events (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        rollout  TEXT NOT NULL,
+        at_ms    INTEGER NOT NULL,
+        kind     TEXT NOT NULL,
+        step     INTEGER NOT NULL,
+        weight   INTEGER NOT NULL,
+        phase    TEXT NOT NULL,
+        verdict  TEXT,
+        reason   TEXT NOT NULL
+    );
+    CREATE INDEX events_by_rollout ON events (rollout, id);
+    CREATE TABLE samples (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        rollout  TEXT NOT NULL,
+        at_ms    INTEGER NOT NULL,
+        step     INTEGER NOT NULL,
+        weight   INTEGER NOT NULL,
+        verdict  TEXT NOT NULL,
+        stable   TEXT NOT NULL,
+        canary   TEXT NOT NULL
+    );
+    CREATE INDEX samples_by_rollout ON samples (rollout, id);",
+];
+
+/// Something the store could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed (disk, permissions, corruption).
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The state directory could not be created.
+    #[error("state directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database was written by a newer serin.
+    #[error("state database {path} has schema version {found}; this serin knows up to {known}")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+    /// Another writer changed the rollout since it was read.
+    #[error("rollout {0} was changed by another writer; reload and retry")]
+    Conflict(String),
+    /// No such rollout.
+    #[error("no rollout named {0}")]
+    NotFound(String),
+    /// A stored value does not parse (the file was edited by hand?).
+    #[error("state database: rollout {rollout}: bad {field} `{value}`")]
+    Corrupt {
+        /// The rollout.
+        rollout: String,
+        /// The column.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// A rollout as stored: its file, versions, state and last verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutRecord {
+    /// The rollout's name.
+    pub name: String,
+    /// The rollout file as registered (YAML or JSON text).
+    pub spec: String,
+    /// The stable version (after promotion: the former canary).
+    pub stable_version: String,
+    /// The canary version, if one is deployed.
+    pub canary_version: Option<String>,
+    /// The machine's state.
+    pub state: State,
+    /// The last verdict: (`pass|fail|inconclusive`, reason, time).
+    pub last_verdict: Option<(String, String, Millis)>,
+    /// Bumped by every write; writes check it.
+    pub generation: i64,
+}
+
+/// A stored decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Its order.
+    pub id: i64,
+    /// The decision.
+    pub decision: Decision,
+    /// The kind as stored (`started`, `verdict`, ...).
+    pub kind: String,
+    /// The phase as stored.
+    pub phase: String,
+}
+
+/// Per-interval metrics of both versions, for the report's charts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// When.
+    pub at: Millis,
+    /// The step index.
+    pub step: usize,
+    /// The weight in force.
+    pub weight: Weight,
+    /// The verdict of that interval.
+    pub verdict: String,
+    /// Stable's numbers, as JSON (requests, errors, errorRate, p50Ms, p95Ms, p99Ms).
+    pub stable: serde_json::Value,
+    /// Canary's numbers, same shape.
+    pub canary: serde_json::Value,
+}
+
+/// The SQLite store. Cheap to clone; one connection behind a mutex (writes
+/// are tiny, and SQLite serialises writers anyway).
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `DIR/serin.db` and migrates it.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("serin.db");
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(sql)?;
+        // WAL: readers (`serin status` in another process) never block the writer.
+        // synchronous=FULL: a commit is on disk before `save` returns.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(sql)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path,
+                found: version,
+                known,
+            });
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(sql)?;
+            tx.execute_batch(migration).map_err(sql)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+        }
+        Ok(Store {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (the
+        // transaction rolls back on drop), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a rollout, or replaces its file and state (`serin init` again).
+    /// Its decisions and samples are kept.
+    pub fn register(
+        &self,
+        record: &RolloutRecord,
+        now: Millis,
+    ) -> Result<RolloutRecord, StoreError> {
+        let conn = self.lock();
+        let s = &record.state;
+        conn.execute(
+            "INSERT INTO rollouts (name, spec, stable_version, canary_version, phase, step, weight,
+                step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak,
+                reason, last_verdict, last_verdict_reason, last_verdict_ms, generation, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL, 1, ?15, ?15)
+             ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, stable_version = excluded.stable_version,
+                canary_version = excluded.canary_version, phase = excluded.phase, step = excluded.step,
+                weight = excluded.weight, step_started_ms = excluded.step_started_ms, hold = excluded.hold,
+                pause_served_ms = excluded.pause_served_ms, next_analysis_ms = excluded.next_analysis_ms,
+                stage_judged = excluded.stage_judged, no_data_streak = excluded.no_data_streak,
+                reason = excluded.reason, last_verdict = NULL, last_verdict_reason = NULL,
+                last_verdict_ms = NULL, generation = rollouts.generation + 1, updated_ms = excluded.updated_ms",
+            params![
+                record.name,
+                record.spec,
+                record.stable_version,
+                record.canary_version,
+                s.phase.as_str(),
+                s.step as i64,
+                s.weight.hundredths(),
+                s.step_started.0 as i64,
+                s.hold.map(hold_str),
+                s.pause_served_ms.map(|v| v as i64),
+                s.next_analysis.0 as i64,
+                s.stage_judged,
+                s.no_data_streak,
+                s.reason,
+                now.0 as i64,
+            ],
+        )
+        .map_err(|e| self.sql(e))?;
+        drop(conn);
+        self.get(&record.name)
+    }
+
+    /// Writes a rollout's new state, versions, last verdict and decisions in
+    /// one transaction, if nobody wrote it since `record.generation`. Returns
+    /// the new generation.
+    pub fn save(
+        &self,
+        record: &RolloutRecord,
+        decisions: &[Decision],
+        now: Millis,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let s = &record.state;
+        let (lv, lvr, lvt) = match &record.last_verdict {
+            Some((v, r, t)) => (Some(v.as_str()), Some(r.as_str()), Some(t.0 as i64)),
+            None => (None, None, None),
+        };
+        let changed = tx
+            .execute(
+                "UPDATE rollouts SET stable_version = ?2, canary_version = ?3, phase = ?4, step = ?5,
+                    weight = ?6, step_started_ms = ?7, hold = ?8, pause_served_ms = ?9,
+                    next_analysis_ms = ?10, stage_judged = ?11, no_data_streak = ?12, reason = ?13,
+                    last_verdict = ?14, last_verdict_reason = ?15, last_verdict_ms = ?16,
+                    generation = generation + 1, updated_ms = ?17
+                 WHERE name = ?1 AND generation = ?18",
+                params![
+                    record.name,
+                    record.stable_version,
+                    record.canary_version,
+                    s.phase.as_str(),
+                    s.step as i64,
+                    s.weight.hundredths(),
+                    s.step_started.0 as i64,
+                    s.hold.map(hold_str),
+                    s.pause_served_ms.map(|v| v as i64),
+                    s.next_analysis.0 as i64,
+                    s.stage_judged,
+                    s.no_data_streak,
+                    s.reason,
+                    lv,
+                    lvr,
+                    lvt,
+                    now.0 as i64,
+                    record.generation,
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        if changed != 1 {
+            return Err(StoreError::Conflict(record.name.clone()));
+        }
+        for d in decisions {
+            tx.execute(
+                "INSERT INTO events (rollout, at_ms, kind, step, weight, phase, verdict, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    record.name,
+                    d.at.0 as i64,
+                    d.kind.as_str(),
+                    d.step as i64,
+                    d.weight.hundredths(),
+                    d.phase.as_str(),
+                    d.verdict,
+                    d.reason,
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(record.generation + 1)
+    }
+
+    /// One rollout.
+    pub fn get(&self, name: &str) -> Result<RolloutRecord, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                &format!("{SELECT_ROLLOUT} WHERE name = ?1"),
+                params![name],
+                RawRollout::from_row,
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        row.ok_or_else(|| StoreError::NotFound(name.to_string()))?
+            .parse()
+    }
+
+    /// Every rollout, by name.
+    pub fn list(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!("{SELECT_ROLLOUT} ORDER BY name"))
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], RawRollout::from_row)
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        rows.into_iter().map(RawRollout::parse).collect()
+    }
+
+    /// Removes a rollout with its events and samples (`serin cleanup`).
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let n = tx
+            .execute("DELETE FROM rollouts WHERE name = ?1", params![name])
+            .map_err(|e| self.sql(e))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        tx.execute("DELETE FROM events WHERE rollout = ?1", params![name])
+            .map_err(|e| self.sql(e))?;
+        tx.execute("DELETE FROM samples WHERE rollout = ?1", params![name])
+            .map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// A rollout's decisions, oldest first.
+    pub fn events(&self, name: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, at_ms, kind, step, weight, phase, verdict, reason
+                 FROM events WHERE rollout = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![name], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        rows.into_iter()
+            .map(|(id, at, kind, step, weight, phase, verdict, reason)| {
+                let corrupt = |field, value: String| StoreError::Corrupt {
+                    rollout: name.to_string(),
+                    field,
+                    value,
+                };
+                let decision = Decision {
+                    at: Millis(at as u64),
+                    kind: decision_kind(&kind)
+                        .ok_or_else(|| corrupt("event kind", kind.clone()))?,
+                    step: step as usize,
+                    weight: weight_from(weight)
+                        .ok_or_else(|| corrupt("weight", weight.to_string()))?,
+                    phase: Phase::parse(&phase).ok_or_else(|| corrupt("phase", phase.clone()))?,
+                    verdict: verdict.as_deref().and_then(verdict_str),
+                    reason,
+                };
+                Ok(EventRecord {
+                    id,
+                    decision,
+                    kind,
+                    phase,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends one interval's metrics.
+    pub fn add_sample(&self, rollout: &str, sample: &Sample) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO samples (rollout, at_ms, step, weight, verdict, stable, canary)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                rollout,
+                sample.at.0 as i64,
+                sample.step as i64,
+                sample.weight.hundredths(),
+                sample.verdict,
+                sample.stable.to_string(),
+                sample.canary.to_string(),
+            ],
+        )
+        .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// A rollout's samples, oldest first.
+    pub fn samples(&self, rollout: &str) -> Result<Vec<Sample>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT at_ms, step, weight, verdict, stable, canary
+                 FROM samples WHERE rollout = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![rollout], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        rows.into_iter()
+            .map(|(at, step, weight, verdict, stable, canary)| {
+                let corrupt = |field, value: String| StoreError::Corrupt {
+                    rollout: rollout.to_string(),
+                    field,
+                    value,
+                };
+                Ok(Sample {
+                    at: Millis(at as u64),
+                    step: step as usize,
+                    weight: weight_from(weight)
+                        .ok_or_else(|| corrupt("weight", weight.to_string()))?,
+                    verdict,
+                    stable: serde_json::from_str(&stable)
+                        .map_err(|_| corrupt("stable sample", stable.clone()))?,
+                    canary: serde_json::from_str(&canary)
+                        .map_err(|_| corrupt("canary sample", canary.clone()))?,
+                })
+            })
+            .collect()
+    }
+}
+
+const SELECT_ROLLOUT: &str =
+    "SELECT name, spec, stable_version, canary_version, phase, step, weight,
+    step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak, reason,
+    last_verdict, last_verdict_reason, last_verdict_ms, generation FROM rollouts";
+
+/// A row as SQLite returns it, before its values are checked.
+struct RawRollout {
+    name: String,
+    spec: String,
+    stable_version: String,
+    canary_version: Option<String>,
+    phase: String,
+    step: i64,
+    weight: i64,
+    step_started_ms: i64,
+    hold: Option<String>,
+    pause_served_ms: Option<i64>,
+    next_analysis_ms: i64,
+    stage_judged: bool,
+    no_data_streak: i64,
+    reason: String,
+    last_verdict: Option<String>,
+    last_verdict_reason: Option<String>,
+    last_verdict_ms: Option<i64>,
+    generation: i64,
+}
+
+impl RawRollout {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRollout> {
+        Ok(RawRollout {
+            name: r.get(0)?,
+            spec: r.get(1)?,
+            stable_version: r.get(2)?,
+            canary_version: r.get(3)?,
+            phase: r.get(4)?,
+            step: r.get(5)?,
+            weight: r.get(6)?,
+            step_started_ms: r.get(7)?,
+            hold: r.get(8)?,
+            pause_served_ms: r.get(9)?,
+            next_analysis_ms: r.get(10)?,
+            stage_judged: r.get(11)?,
+            no_data_streak: r.get(12)?,
+            reason: r.get(13)?,
+            last_verdict: r.get(14)?,
+            last_verdict_reason: r.get(15)?,
+            last_verdict_ms: r.get(16)?,
+            generation: r.get(17)?,
+        })
+    }
+
+    fn parse(self) -> Result<RolloutRecord, StoreError> {
+        let corrupt = |field, value: String| StoreError::Corrupt {
+            rollout: self.name.clone(),
+            field,
+            value,
+        };
+        let phase =
+            Phase::parse(&self.phase).ok_or_else(|| corrupt("phase", self.phase.clone()))?;
+        let weight =
+            weight_from(self.weight).ok_or_else(|| corrupt("weight", self.weight.to_string()))?;
+        let hold = match self.hold.as_deref() {
+            None => None,
+            Some("step") => Some(Hold::Step),
+            Some("operator") => Some(Hold::Operator),
+            Some(other) => return Err(corrupt("hold", other.to_string())),
+        };
+        let last_verdict = match (
+            self.last_verdict,
+            self.last_verdict_reason,
+            self.last_verdict_ms,
+        ) {
+            (Some(v), Some(r), Some(t)) => Some((v, r, Millis(t as u64))),
+            _ => None,
+        };
+        Ok(RolloutRecord {
+            state: State {
+                phase,
+                step: self.step.max(0) as usize,
+                weight,
+                step_started: Millis(self.step_started_ms as u64),
+                hold,
+                pause_served_ms: self.pause_served_ms.map(|v| v as u64),
+                next_analysis: Millis(self.next_analysis_ms as u64),
+                stage_judged: self.stage_judged,
+                no_data_streak: self.no_data_streak.max(0) as u32,
+                reason: self.reason,
+            },
+            name: self.name,
+            spec: self.spec,
+            stable_version: self.stable_version,
+            canary_version: self.canary_version,
+            last_verdict,
+            generation: self.generation,
+        })
+    }
+}
+
+fn hold_str(h: Hold) -> &'static str {
+    match h {
+        Hold::Step => "step",
+        Hold::Operator => "operator",
+    }
+}
+
+fn weight_from(v: i64) -> Option<Weight> {
+    u16::try_from(v)
+        .ok()
+        .and_then(|h| Weight::from_hundredths(h).ok())
+}
+
+fn verdict_str(v: &str) -> Option<&'static str> {
+    ["pass", "fail", "inconclusive"]
+        .into_iter()
+        .find(|k| *k == v)
+}
+
+fn decision_kind(s: &str) -> Option<crate::controller::machine::DecisionKind> {
+    use crate::controller::machine::DecisionKind as K;
+    [
+        K::Started,
+        K::Step,
+        K::Verdict,
+        K::Operator,
+        K::Gate,
+        K::Promoted,
+        K::RolledBack,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::machine::DecisionKind;
+
+    fn record(name: &str) -> RolloutRecord {
+        RolloutRecord {
+            name: name.into(),
+            spec: "name: x".into(),
+            stable_version: "v1".into(),
+            canary_version: Some("v2".into()),
+            state: State::new(Millis(5)),
+            last_verdict: None,
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn round_trips_state_events_and_samples_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut r = store.register(&record("checkout"), Millis(10)).unwrap();
+        assert_eq!(r.generation, 1);
+        r.state.phase = Phase::Paused;
+        r.state.hold = Some(Hold::Operator);
+        r.state.weight = Weight::from_hundredths(2550).unwrap();
+        r.state.pause_served_ms = Some(40_000);
+        r.last_verdict = Some(("fail".into(), "canary error rate 30 %".into(), Millis(99)));
+        let d = Decision {
+            at: Millis(99),
+            kind: DecisionKind::Verdict,
+            step: 3,
+            weight: r.state.weight,
+            phase: Phase::Paused,
+            verdict: Some("fail"),
+            reason: "canary error rate 30 %".into(),
+        };
+        let generation = store
+            .save(&r, std::slice::from_ref(&d), Millis(100))
+            .unwrap();
+        assert_eq!(generation, 2);
+        store
+            .add_sample(
+                "checkout",
+                &Sample {
+                    at: Millis(99),
+                    step: 3,
+                    weight: r.state.weight,
+                    verdict: "fail".into(),
+                    stable: serde_json::json!({"requests": 10}),
+                    canary: serde_json::json!({"requests": 3}),
+                },
+            )
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        let back = store.get("checkout").unwrap();
+        assert_eq!(back.state, r.state);
+        assert_eq!(back.last_verdict, r.last_verdict);
+        assert_eq!(back.generation, 2);
+        let events = store.events("checkout").unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].decision, d);
+        assert_eq!(store.samples("checkout").unwrap()[0].canary["requests"], 3);
+    }
+
+    #[test]
+    fn a_stale_writer_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = store.register(&record("a"), Millis(1)).unwrap();
+        let mut first = r.clone();
+        first.state.step = 4;
+        store.save(&first, &[], Millis(2)).unwrap();
+        let mut stale = r;
+        stale.state.step = 9;
+        assert!(matches!(
+            store.save(&stale, &[], Millis(3)),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(store.get("a").unwrap().state.step, 4);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("serin.db")).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99").unwrap();
+        drop(conn);
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn list_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.register(&record("b"), Millis(1)).unwrap();
+        store.register(&record("a"), Millis(1)).unwrap();
+        let names: Vec<_> = store.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        store.remove("a").unwrap();
+        assert!(matches!(store.get("a"), Err(StoreError::NotFound(_))));
+        assert!(matches!(store.remove("a"), Err(StoreError::NotFound(_))));
+    }
+}
