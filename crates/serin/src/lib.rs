@@ -8,6 +8,7 @@
 //!   `run` that returns the process exit code; `main.rs` dispatches to them.
 //! - [`controller`]: the rollout state machine (pure) and its driver.
 //! - [`spec`]: the rollout file (YAML), its types and validation with located errors.
+//! - [`report`]: the rollout report as JSON and as self-contained HTML with SVG charts.
 //! - [`store`]: durable state in SQLite (rollouts, decisions, samples).
 //! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
 //! - [`exit`]: the SPEC's exit codes and the error that maps to "invalid input".
@@ -20,5 +21,6 @@ pub mod cli;
 pub mod controller;
 pub mod demo;
 pub mod exit;
+pub mod report;
 pub mod spec;
 pub mod store;

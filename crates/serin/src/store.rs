@@ -164,10 +164,33 @@ pub struct Sample {
     pub weight: Weight,
     /// The verdict of that interval.
     pub verdict: String,
-    /// Stable's numbers, as JSON (requests, errors, errorRate, p50Ms, p95Ms, p99Ms).
-    pub stable: serde_json::Value,
-    /// Canary's numbers, same shape.
-    pub canary: serde_json::Value,
+    /// Stable's numbers over the interval.
+    pub stable: VersionSample,
+    /// Canary's numbers over the interval.
+    pub canary: VersionSample,
+}
+
+/// One version's numbers over one interval (not cumulative).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSample {
+    /// Requests answered in the interval.
+    pub requests: u64,
+    /// Of which errors (5xx or upstream failure).
+    pub errors: u64,
+    /// Median latency, if any request was answered.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile latency.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile latency.
+    pub p99_ms: Option<f64>,
+}
+
+impl VersionSample {
+    /// Errors per request, `None` without requests.
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
 }
 
 /// The SQLite store. Cheap to clone; one connection behind a mutex (writes
@@ -459,8 +482,8 @@ impl Store {
                 sample.step as i64,
                 sample.weight.hundredths(),
                 sample.verdict,
-                sample.stable.to_string(),
-                sample.canary.to_string(),
+                serde_json::to_string(&sample.stable).unwrap_or_default(),
+                serde_json::to_string(&sample.canary).unwrap_or_default(),
             ],
         )
         .map_err(|e| self.sql(e))?;
@@ -694,8 +717,16 @@ mod tests {
                     step: 3,
                     weight: r.state.weight,
                     verdict: "fail".into(),
-                    stable: serde_json::json!({"requests": 10}),
-                    canary: serde_json::json!({"requests": 3}),
+                    stable: VersionSample {
+                        requests: 10,
+                        ..Default::default()
+                    },
+                    canary: VersionSample {
+                        requests: 3,
+                        errors: 1,
+                        p95_ms: Some(12.5),
+                        ..Default::default()
+                    },
                 },
             )
             .unwrap();
@@ -709,7 +740,10 @@ mod tests {
         let events = store.events("checkout").unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].decision, d);
-        assert_eq!(store.samples("checkout").unwrap()[0].canary["requests"], 3);
+        let samples = store.samples("checkout").unwrap();
+        assert_eq!(samples[0].canary.requests, 3);
+        assert_eq!(samples[0].canary.p95_ms, Some(12.5));
+        assert_eq!(samples[0].canary.error_rate(), Some(1.0 / 3.0));
     }
 
     #[test]

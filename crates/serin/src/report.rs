@@ -1,0 +1,596 @@
+//! The rollout report: JSON for machines, and one self-contained HTML file
+//! (inline CSS and SVG, no scripts, no fonts to fetch) for people.
+//!
+//! The charts show stable against canary per interval — error rate and p95
+//! latency — with the canary weight as a step line underneath and every
+//! decision (steps, verdicts that failed, operator commands, the outcome)
+//! marked where it happened.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::controller::machine::Millis;
+use crate::store::{EventRecord, RolloutRecord, Sample, VersionSample};
+
+/// Everything `serin report` shows.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The rollout's name.
+    pub name: String,
+    /// Its phase now.
+    pub phase: String,
+    /// Why it is where it is.
+    pub reason: String,
+    /// The stable version.
+    pub stable_version: String,
+    /// The canary version, if any.
+    pub canary_version: Option<String>,
+    /// The weight now, in percent.
+    pub weight: f64,
+    /// Every decision, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+    /// Totals over every sampled interval, per version.
+    pub summary: Summary,
+    /// Per-interval numbers, oldest first.
+    pub samples: Vec<SampleEntry>,
+}
+
+/// One decision in the report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// RFC 3339 time.
+    pub at: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// `started`, `step`, `verdict`, `operator`, `gate`, `promoted`, `rolled-back`.
+    pub kind: String,
+    /// Step index.
+    pub step: usize,
+    /// Weight in percent after the decision.
+    pub weight: f64,
+    /// Phase after the decision.
+    pub phase: String,
+    /// The verdict, for verdicts.
+    pub verdict: Option<String>,
+    /// Why, with the numbers.
+    pub reason: String,
+}
+
+/// One interval in the report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SampleEntry {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Step index.
+    pub step: usize,
+    /// Weight in percent.
+    pub weight: f64,
+    /// The interval's verdict.
+    pub verdict: String,
+    /// Stable's numbers.
+    pub stable: VersionSample,
+    /// Canary's numbers.
+    pub canary: VersionSample,
+}
+
+/// Totals per version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Stable.
+    pub stable: VersionSummary,
+    /// Canary.
+    pub canary: VersionSummary,
+}
+
+/// One version's totals over the sampled intervals.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSummary {
+    /// Requests.
+    pub requests: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Errors per request, in percent.
+    pub error_rate_pct: Option<f64>,
+    /// The highest per-interval p95 seen.
+    pub worst_p95_ms: Option<f64>,
+}
+
+impl VersionSummary {
+    fn of<'a>(samples: impl Iterator<Item = &'a VersionSample>) -> VersionSummary {
+        let (mut requests, mut errors, mut worst) = (0, 0, None::<f64>);
+        for s in samples {
+            requests += s.requests;
+            errors += s.errors;
+            if let Some(p) = s.p95_ms {
+                worst = Some(worst.map_or(p, |w| w.max(p)));
+            }
+        }
+        VersionSummary {
+            requests,
+            errors,
+            error_rate_pct: (requests > 0).then(|| 100.0 * errors as f64 / requests as f64),
+            worst_p95_ms: worst,
+        }
+    }
+}
+
+impl Report {
+    /// Builds the report from what the store holds.
+    pub fn new(rollout: &RolloutRecord, events: &[EventRecord], samples: &[Sample]) -> Report {
+        Report {
+            name: rollout.name.clone(),
+            phase: rollout.state.phase.as_str().to_string(),
+            reason: rollout.state.reason.clone(),
+            stable_version: rollout.stable_version.clone(),
+            canary_version: rollout.canary_version.clone(),
+            weight: rollout.state.weight.percent(),
+            timeline: events
+                .iter()
+                .map(|e| TimelineEntry {
+                    at: rfc3339(e.decision.at),
+                    at_ms: e.decision.at.0,
+                    kind: e.kind.clone(),
+                    step: e.decision.step,
+                    weight: e.decision.weight.percent(),
+                    phase: e.phase.clone(),
+                    verdict: e.decision.verdict.map(str::to_string),
+                    reason: e.decision.reason.clone(),
+                })
+                .collect(),
+            summary: Summary {
+                stable: VersionSummary::of(samples.iter().map(|s| &s.stable)),
+                canary: VersionSummary::of(samples.iter().map(|s| &s.canary)),
+            },
+            samples: samples
+                .iter()
+                .map(|s| SampleEntry {
+                    at_ms: s.at.0,
+                    step: s.step,
+                    weight: s.weight.percent(),
+                    verdict: s.verdict.clone(),
+                    stable: s.stable.clone(),
+                    canary: s.canary.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The report as one self-contained HTML page.
+    pub fn to_html(&self) -> String {
+        let mut h = String::with_capacity(32 * 1024);
+        let title = format!("serin report: {}", self.name);
+        let outcome_class = match self.phase.as_str() {
+            "Succeeded" => "ok",
+            "RolledBack" => "bad",
+            _ => "wait",
+        };
+        let _ = write!(
+            h,
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{}</title><style>{CSS}</style></head><body>\n",
+            escape(&title)
+        );
+        let _ = write!(
+            h,
+            "<header><h1>{}</h1><p class=\"phase {outcome_class}\">{}</p><p class=\"reason\">{}</p></header>",
+            escape(&self.name),
+            escape(&self.phase),
+            escape(&self.reason)
+        );
+        let canary = self.canary_version.as_deref().unwrap_or("none");
+        let _ = write!(
+            h,
+            "<section class=\"facts\"><div><span>stable</span><b>{}</b></div>\
+             <div><span>canary</span><b>{}</b></div><div><span>weight now</span><b>{} %</b></div>\
+             <div><span>decisions</span><b>{}</b></div><div><span>intervals</span><b>{}</b></div></section>",
+            escape(&self.stable_version),
+            escape(canary),
+            self.weight,
+            self.timeline.len(),
+            self.samples.len()
+        );
+        h.push_str("<section><h2>Per-version totals</h2><table><tr><th></th><th>requests</th><th>errors</th><th>error rate</th><th>worst interval p95</th></tr>");
+        for (label, v) in [
+            ("stable", &self.summary.stable),
+            ("canary", &self.summary.canary),
+        ] {
+            let _ = write!(
+                h,
+                "<tr><th class=\"{label}\">{label}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                v.requests,
+                v.errors,
+                v.error_rate_pct.map_or("–".into(), |r| format!("{r:.2} %")),
+                v.worst_p95_ms.map_or("–".into(), |p| format!("{p:.1} ms")),
+            );
+        }
+        h.push_str("</table></section>\n");
+
+        h.push_str("<section><h2>Error rate per interval</h2>");
+        h.push_str(&self.chart(|s| s.error_rate().map(|r| 100.0 * r), "%"));
+        h.push_str("</section>\n<section><h2>p95 latency per interval</h2>");
+        h.push_str(&self.chart(|s| s.p95_ms, "ms"));
+        h.push_str("</section>\n");
+
+        h.push_str("<section><h2>Decisions</h2><table class=\"timeline\"><tr><th>time (UTC)</th><th>kind</th><th>step</th><th>weight</th><th>verdict</th><th>reason</th></tr>");
+        for e in &self.timeline {
+            let verdict = e.verdict.as_deref().unwrap_or("");
+            let _ = write!(
+                h,
+                "<tr class=\"k-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{} %</td><td class=\"v-{}\">{}</td><td>{}</td></tr>",
+                escape(&e.kind),
+                escape(&e.at),
+                escape(&e.kind),
+                e.step,
+                e.weight,
+                escape(verdict),
+                escape(verdict),
+                escape(&e.reason)
+            );
+        }
+        h.push_str("</table></section>\n<footer>made by serin</footer></body></html>\n");
+        h
+    }
+
+    /// One SVG chart: stable and canary lines of `value`, the weight as a
+    /// shaded step area, decisions as vertical marks.
+    fn chart(&self, value: impl Fn(&VersionSample) -> Option<f64>, unit: &str) -> String {
+        const W: f64 = 900.0;
+        const H: f64 = 260.0;
+        const L: f64 = 60.0; // left margin for the y axis labels
+        const R: f64 = 50.0; // right margin for the weight axis
+        const T: f64 = 14.0;
+        const B: f64 = 36.0;
+        let mut svg = String::new();
+        if self.samples.is_empty() {
+            return "<p class=\"empty\">No intervals were sampled.</p>".into();
+        }
+        let t0 = self.samples[0]
+            .at_ms
+            .min(self.timeline.first().map_or(u64::MAX, |e| e.at_ms));
+        let t1 = self
+            .samples
+            .last()
+            .map_or(t0, |s| s.at_ms)
+            .max(self.timeline.last().map_or(0, |e| e.at_ms))
+            .max(t0 + 1);
+        let x = |t: u64| L + (W - L - R) * (t.saturating_sub(t0)) as f64 / (t1 - t0) as f64;
+        let ymax = self
+            .samples
+            .iter()
+            .flat_map(|s| [value(&s.stable), value(&s.canary)])
+            .flatten()
+            .fold(0.0_f64, f64::max);
+        let ymax = nice_ceiling(ymax);
+        let y = |v: f64| T + (H - T - B) * (1.0 - v / ymax);
+        let yw = |w: f64| T + (H - T - B) * (1.0 - w / 100.0);
+        let _ = write!(
+            svg,
+            "<svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"chart\" xmlns=\"http://www.w3.org/2000/svg\">"
+        );
+        // Weight as a shaded step area on its own 0–100 % axis (right).
+        let mut area = format!("M{:.1},{:.1}", x(self.samples[0].at_ms), yw(0.0));
+        let mut prev = None;
+        for s in &self.samples {
+            if let Some(p) = prev {
+                let _ = write!(area, " L{:.1},{:.1}", x(s.at_ms), yw(p));
+            }
+            let _ = write!(area, " L{:.1},{:.1}", x(s.at_ms), yw(s.weight));
+            prev = Some(s.weight);
+        }
+        let last = self.samples.last().map_or(t0, |s| s.at_ms);
+        let _ = write!(area, " L{:.1},{:.1} Z", x(last), yw(0.0));
+        let _ = write!(svg, "<path class=\"weight\" d=\"{area}\"/>");
+        // Grid and axes.
+        for i in 0..=4 {
+            let v = ymax * f64::from(i) / 4.0;
+            let _ = write!(
+                svg,
+                "<line class=\"grid\" x1=\"{L}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\
+                 <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{} {unit}</text>\
+                 <text class=\"axis w\" x=\"{:.1}\" y=\"{:.1}\">{}%</text>",
+                W - R,
+                y(v),
+                y(v),
+                L - 6.0,
+                y(v) + 4.0,
+                short(v),
+                W - R + 6.0,
+                yw(25.0 * f64::from(i)) + 4.0,
+                25 * i
+            );
+        }
+        let span_s = (t1 - t0) as f64 / 1000.0;
+        for i in 0..=5 {
+            let t = t0 + ((t1 - t0) as f64 * f64::from(i) / 5.0) as u64;
+            let _ = write!(
+                svg,
+                "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">+{:.0}s</text>",
+                x(t),
+                H - B + 16.0,
+                span_s * f64::from(i) / 5.0
+            );
+        }
+        // Decisions.
+        for e in &self.timeline {
+            let class = match (e.kind.as_str(), e.verdict.as_deref()) {
+                ("rolled-back", _) | (_, Some("fail")) => "mark bad",
+                ("promoted", _) => "mark ok",
+                ("verdict", _) => continue, // passing verdicts every interval would be noise
+                _ => "mark",
+            };
+            let _ = write!(
+                svg,
+                "<line class=\"{class}\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{T}\" y2=\"{:.1}\"><title>{}: {}</title></line>",
+                H - B,
+                escape(&e.kind),
+                escape(&e.reason),
+                x = x(e.at_ms)
+            );
+        }
+        // The two versions.
+        for (class, pick) in [("stable", 0usize), ("canary", 1usize)] {
+            let mut d = String::new();
+            let mut pen_up = true;
+            for s in &self.samples {
+                let v = if pick == 0 {
+                    value(&s.stable)
+                } else {
+                    value(&s.canary)
+                };
+                match v {
+                    Some(v) => {
+                        let _ = write!(
+                            d,
+                            "{}{:.1},{:.1} ",
+                            if pen_up { "M" } else { "L" },
+                            x(s.at_ms),
+                            y(v)
+                        );
+                        pen_up = false;
+                    }
+                    None => pen_up = true,
+                }
+            }
+            let _ = write!(svg, "<path class=\"line {class}\" d=\"{d}\"/>");
+        }
+        let _ = write!(
+            svg,
+            "<g class=\"legend\"><rect x=\"{L}\" y=\"{:.1}\" width=\"12\" height=\"3\" class=\"stable\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">stable</text><rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"3\" class=\"canary\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">canary</text><rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"8\" class=\"weight\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">canary weight</text></g></svg>",
+            H - 8.0,
+            L + 16.0,
+            H - 4.0,
+            L + 80.0,
+            H - 8.0,
+            L + 96.0,
+            H - 4.0,
+            L + 160.0,
+            H - 11.0,
+            L + 176.0,
+            H - 4.0
+        );
+        svg
+    }
+}
+
+/// A round number at or above `v` for an axis top (never 0, so an all-zero
+/// chart still has an axis).
+fn nice_ceiling(v: f64) -> f64 {
+    if v.is_nan() || v <= 0.0 {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(v.log10().floor());
+    for step in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if step * magnitude >= v {
+            return step * magnitude;
+        }
+    }
+    10.0 * magnitude
+}
+
+fn short(v: f64) -> String {
+    if v >= 100.0 || v == v.round() {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `2026-11-25T02:04:05.123Z` from milliseconds since the epoch (UTC, no
+/// time-zone database needed).
+pub fn rfc3339(t: Millis) -> String {
+    let ms = t.0 % 1000;
+    let secs = t.0 / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm), valid for the Unix era.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+}
+
+const CSS: &str = "
+:root{--stable:#2563eb;--canary:#ea580c;--ok:#15803d;--bad:#b91c1c;--ink:#1f2937;--mute:#6b7280}
+body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:var(--ink);max-width:980px;margin:24px auto;padding:0 16px}
+h1{margin:0;font-size:26px}h2{font-size:17px;margin:28px 0 8px}
+header{display:flex;flex-wrap:wrap;align-items:baseline;gap:12px}
+.phase{font-weight:600;padding:2px 10px;border-radius:12px;margin:0}
+.phase.ok{background:#dcfce7;color:var(--ok)}.phase.bad{background:#fee2e2;color:var(--bad)}.phase.wait{background:#fef3c7;color:#92400e}
+.reason{flex-basis:100%;margin:4px 0 0;color:var(--mute)}
+.facts{display:flex;gap:12px;flex-wrap:wrap;margin-top:16px}
+.facts div{border:1px solid #e5e7eb;border-radius:8px;padding:8px 14px;min-width:110px}
+.facts span{display:block;font-size:12px;color:var(--mute)}.facts b{font-size:18px}
+table{border-collapse:collapse;width:100%;font-size:14px}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eee;vertical-align:top}
+th.stable{color:var(--stable)}th.canary{color:var(--canary)}
+.timeline td:first-child{white-space:nowrap;color:var(--mute);font-variant-numeric:tabular-nums}
+.v-fail,.k-rolled-back td{color:var(--bad);font-weight:600}.k-promoted td{color:var(--ok);font-weight:600}
+svg{width:100%;height:auto;background:#fff}
+.grid{stroke:#eee}.axis{fill:var(--mute);font-size:11px}.axis.w{fill:#9ca3af}
+.line{fill:none;stroke-width:2}.line.stable{stroke:var(--stable)}.line.canary{stroke:var(--canary)}
+rect.stable{fill:var(--stable)}rect.canary{fill:var(--canary)}
+.weight{fill:#fde68a;opacity:.45}
+.mark{stroke:#9ca3af;stroke-dasharray:3 3}.mark.bad{stroke:var(--bad);stroke-width:2;stroke-dasharray:none}.mark.ok{stroke:var(--ok);stroke-width:2;stroke-dasharray:none}
+.legend text{font-size:12px;fill:var(--ink)}
+footer{margin:32px 0;color:var(--mute);font-size:12px}
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::machine::{Decision, DecisionKind, Phase, State};
+    use serin_proxy::Weight;
+
+    fn sample(at: u64, weight: u16, canary_errors: u64) -> Sample {
+        Sample {
+            at: Millis(at),
+            step: 0,
+            weight: Weight::from_hundredths(weight * 100).unwrap(),
+            verdict: "pass".into(),
+            stable: VersionSample {
+                requests: 95,
+                errors: 1,
+                p50_ms: Some(10.0),
+                p95_ms: Some(20.0),
+                p99_ms: Some(30.0),
+            },
+            canary: VersionSample {
+                requests: 5,
+                errors: canary_errors,
+                p50_ms: Some(11.0),
+                p95_ms: Some(40.0),
+                p99_ms: None,
+            },
+        }
+    }
+
+    fn fixture() -> Report {
+        let mut state = State::new(Millis(1_700_000_000_000));
+        state.phase = Phase::RolledBack;
+        state.reason = "canary error rate <high> & worse".into();
+        let record = RolloutRecord {
+            name: "checkout".into(),
+            spec: String::new(),
+            stable_version: "v1".into(),
+            canary_version: Some("v2".into()),
+            state,
+            last_verdict: None,
+            generation: 1,
+        };
+        let event = |at, kind: DecisionKind, verdict, reason: &str| EventRecord {
+            id: 0,
+            kind: kind.as_str().into(),
+            phase: "Progressing".into(),
+            decision: Decision {
+                at: Millis(at),
+                kind,
+                step: 1,
+                weight: Weight::from_hundredths(500).unwrap(),
+                phase: Phase::Progressing,
+                verdict,
+                reason: reason.into(),
+            },
+        };
+        let events = vec![
+            event(1_700_000_000_000, DecisionKind::Started, None, "go"),
+            event(
+                1_700_000_020_000,
+                DecisionKind::Verdict,
+                Some("fail"),
+                "canary error rate 40 %",
+            ),
+            event(
+                1_700_000_020_001,
+                DecisionKind::RolledBack,
+                None,
+                "canary error rate 40 %",
+            ),
+        ];
+        let samples = vec![
+            sample(1_700_000_010_000, 5, 0),
+            sample(1_700_000_020_000, 5, 2),
+        ];
+        Report::new(&record, &events, &samples)
+    }
+
+    #[test]
+    fn summary_adds_up_the_intervals() {
+        let r = fixture();
+        assert_eq!(r.summary.stable.requests, 190);
+        assert_eq!(r.summary.canary.errors, 2);
+        assert_eq!(r.summary.canary.error_rate_pct, Some(20.0));
+        assert_eq!(r.summary.canary.worst_p95_ms, Some(40.0));
+        assert_eq!(r.timeline[1].at, "2023-11-14T22:13:40.000Z");
+    }
+
+    #[test]
+    fn html_is_self_contained_escaped_and_marks_the_rollback() {
+        let html = fixture().to_html();
+        assert!(html.starts_with("<!doctype html>"));
+        assert!(!html.contains("<script"), "no scripts");
+        assert!(
+            !html.contains("http://") || !html.contains("src=\"http"),
+            "nothing fetched"
+        );
+        assert!(html.contains("canary error rate &lt;high&gt; &amp; worse"));
+        assert!(!html.contains("<high>"));
+        assert_eq!(html.matches("<svg").count(), 2, "error-rate and p95 charts");
+        assert!(
+            html.contains("class=\"mark bad\""),
+            "rollback marked on the chart"
+        );
+        assert!(html.contains("class=\"line canary\""));
+    }
+
+    #[test]
+    fn rfc3339_known_values() {
+        assert_eq!(rfc3339(Millis(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(Millis(951_782_400_000)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(Millis(1_795_573_445_123)),
+            "2026-11-25T02:24:05.123Z"
+        );
+    }
+
+    #[test]
+    fn axis_tops_are_round() {
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(3.2), 5.0);
+        assert_eq!(nice_ceiling(42.0), 50.0);
+        assert_eq!(nice_ceiling(100.0), 100.0);
+        assert_eq!(nice_ceiling(0.013), 0.02);
+    }
+}
