@@ -71,7 +71,7 @@ impl Upstream {
             .as_str()
             .rsplit_once(':')
             .is_some_and(|(_, port)| !port.contains(']'));
-        if wrote_port && !authority.port_u16().is_some_and(|p| p > 0) {
+        if wrote_port && authority.port_u16().is_none_or(|p| p == 0) {
             return Err(bad("the port must be a number from 1 to 65535"));
         }
         if let Some(pq) = uri.path_and_query()
