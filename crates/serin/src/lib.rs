@@ -8,6 +8,7 @@
 //!   `run` that returns the process exit code; `main.rs` dispatches to them.
 //! - [`controller`]: the rollout state machine (pure) and its driver.
 //! - [`spec`]: the rollout file (YAML), its types and validation with located errors.
+//! - [`providers`]: traffic routers (built-in proxy, ...) behind the controller's seams.
 //! - [`report`]: the rollout report as JSON and as self-contained HTML with SVG charts.
 //! - [`store`]: durable state in SQLite (rollouts, decisions, samples).
 //! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod controller;
 pub mod demo;
 pub mod exit;
+pub mod providers;
 pub mod report;
 pub mod spec;
 pub mod store;

@@ -1,4 +1,7 @@
-//! The rollout controller: a pure state machine ([`machine`]) and, around it,
-//! the thin async driver that executes its actions.
+//! The rollout controller: a pure state machine ([`machine`]) and the thin
+//! async [`driver`] that persists its decisions and executes its actions
+//! through the seams ([`driver::TrafficRouter`], [`driver::Analysis`]).
 
+pub mod driver;
 pub mod machine;
+pub mod probe;

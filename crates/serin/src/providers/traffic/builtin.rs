@@ -1,0 +1,61 @@
+//! The built-in proxy as a traffic router: a weight change is one atomic swap
+//! of the routing table, in-process, so a rollback takes effect on the next
+//! request.
+
+use std::sync::Arc;
+
+use serin_proxy::{Proxy, RoutingTable, Version, Weight};
+
+use crate::controller::driver::{BoxFuture, TrafficRouter};
+use crate::controller::probe;
+
+/// The path asked by the health check. Any answer below 500 means the
+/// version is up (a service without `/healthz` answers 404, which is fine).
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// Routes through an in-process [`Proxy`].
+pub struct BuiltinRouter {
+    proxy: Arc<Proxy>,
+}
+
+impl BuiltinRouter {
+    /// Drives `proxy`.
+    pub fn new(proxy: Arc<Proxy>) -> BuiltinRouter {
+        BuiltinRouter { proxy }
+    }
+}
+
+impl TrafficRouter for BuiltinRouter {
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let table = self.proxy.table();
+            for version in Version::ALL {
+                let url = format!("{}{HEALTH_PATH}", table.upstream(version));
+                match probe::get(&url).await {
+                    Ok(status) if status.as_u16() < 500 => {}
+                    Ok(status) => return Err(format!("{version} ({url}) answered {status}")),
+                    Err(e) => return Err(format!("{version}: {e}")),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+        self.proxy.set_weight(weight);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+        let old = self.proxy.table();
+        let canary = old.upstream(Version::Canary).to_string();
+        let result = RoutingTable::new(&canary, &canary, Weight::ZERO)
+            .map(|t| {
+                t.with_sticky(old.sticky().cloned())
+                    .with_routes(old.routes().to_vec())
+            })
+            .map(|t| self.proxy.set_table(t))
+            .map_err(|e| e.to_string());
+        Box::pin(async move { result })
+    }
+}

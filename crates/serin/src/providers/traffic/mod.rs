@@ -1,0 +1,3 @@
+//! Traffic routers: make a data plane send the canary its share.
+
+pub mod builtin;
