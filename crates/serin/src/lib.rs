@@ -4,6 +4,7 @@
 //! parts in-process. `main.rs` only parses the command line and dispatches.
 //!
 //! # Layout
+//! - [`api`]: the daemon's HTTP API, its JSON wire types, and the dashboard.
 //! - [`cli`]: one module per command group; each has an `Args` (clap) and a
 //!   `run` that returns the process exit code; `main.rs` dispatches to them.
 //! - [`controller`]: the rollout state machine (pure) and its driver.
@@ -18,6 +19,7 @@
 //! this crate wires them to files, sockets and the command line.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod demo;

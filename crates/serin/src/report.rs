@@ -8,13 +8,13 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::controller::machine::Millis;
 use crate::store::{EventRecord, RolloutRecord, Sample, VersionSample};
 
 /// Everything `serin report` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     /// The rollout's name.
@@ -38,7 +38,7 @@ pub struct Report {
 }
 
 /// One decision in the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineEntry {
     /// RFC 3339 time.
@@ -60,7 +60,7 @@ pub struct TimelineEntry {
 }
 
 /// One interval in the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SampleEntry {
     /// Milliseconds since the Unix epoch.
@@ -78,7 +78,7 @@ pub struct SampleEntry {
 }
 
 /// Totals per version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// Stable.
     pub stable: VersionSummary,
@@ -87,7 +87,7 @@ pub struct Summary {
 }
 
 /// One version's totals over the sampled intervals.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionSummary {
     /// Requests.

@@ -1,5 +1,6 @@
 //! One module per command group: each has an `Args` (clap) and a `run`.
 
 pub mod analyze;
+pub mod client;
 pub mod output;
 pub mod proxy;

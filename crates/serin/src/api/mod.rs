@@ -1,0 +1,3 @@
+//! The daemon's HTTP API (`/api/v1`), its wire types, and the dashboard.
+
+pub mod wire;
