@@ -1,11 +1,326 @@
-//! `serin proxy`: the data plane alone. (Owned by the proxy work; placeholder.)
+//! `serin proxy`: the data plane alone, a traffic-splitting reverse proxy.
+//!
+//! Every flag is checked before any socket is bound; a bad one is exit 2 with
+//! a message naming the flag and what was expected. Then the proxy (and the
+//! admin server, with `--admin`) serve until SIGINT or SIGTERM, and drain open
+//! requests before exiting.
 
-use crate::exit::Exit;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::Context;
+use serin_proxy::{Proxy, ProxyOptions, Route, RoutingTable, StickyKey, Version, Weight};
+use tokio::net::TcpListener;
+
+use crate::exit::{Exit, invalid};
 
 /// Flags of `serin proxy`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = "\
+Upstreams are plain HTTP origins, http://host:port (no https, no path): the client's \
+path and query are forwarded unchanged. The client's Host header is kept (like nginx's \
+`proxy_set_header Host $host`); X-Forwarded-For gets the client's IP appended, \
+X-Forwarded-Proto is set to http, and Via: 1.1 serin is added.
 
-pub fn run(_args: Args) -> anyhow::Result<Exit> {
-    anyhow::bail!("serin proxy is not built yet")
+Route overrides are checked before the weight, --route-header ones first, each in the \
+order given; the first match wins. NAME=VALUE sends matching requests to the canary; \
+NAME=VALUE=stable or NAME=VALUE=canary says which version.
+
+The admin address serves GET /metrics (Prometheus text; every series carries \
+rollout=\"<--name>\"), GET /weight and PUT /weight with {\"weight\": 25}.")]
+pub struct Args {
+    /// Address for client traffic, HOST:PORT (port 0 picks a free one; the
+    /// chosen address is logged).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+
+    /// The stable version's upstream, http://host:port.
+    #[arg(long, value_name = "URL")]
+    pub stable: String,
+
+    /// The canary version's upstream, http://host:port.
+    #[arg(long, value_name = "URL")]
+    pub canary: String,
+
+    /// Percentage of requests sent to the canary, 0-100 with up to two decimals.
+    #[arg(long, value_name = "PCT", default_value = "0")]
+    pub weight: String,
+
+    /// Keep each user on one version by this cookie's value.
+    #[arg(long, value_name = "NAME", conflicts_with = "sticky_header")]
+    pub sticky_cookie: Option<String>,
+
+    /// Keep each user on one version by this header's value.
+    #[arg(long, value_name = "NAME")]
+    pub sticky_header: Option<String>,
+
+    /// Requests whose header NAME equals VALUE go to the canary (or to the
+    /// version named by a third part). Repeatable.
+    #[arg(long = "route-header", value_name = "NAME=VALUE[=stable|canary]")]
+    pub route_header: Vec<String>,
+
+    /// Requests whose cookie NAME equals VALUE go to the canary (or to the
+    /// version named by a third part). Repeatable.
+    #[arg(long = "route-cookie", value_name = "NAME=VALUE[=stable|canary]")]
+    pub route_cookie: Vec<String>,
+
+    /// Address for the admin endpoints (/metrics, /weight), HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// How long to wait for an upstream's response headers before answering
+    /// 504, e.g. 30s, 500ms, 2m.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub upstream_timeout: String,
+
+    /// The `rollout` label of the metrics.
+    #[arg(long, value_name = "NAME", default_value = "proxy")]
+    pub name: String,
+}
+
+/// The flags, checked.
+struct Config {
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    table: RoutingTable,
+    options: ProxyOptions,
+    name: String,
+}
+
+/// Runs `serin proxy` until SIGINT or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let config = check(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn check(args: Args) -> anyhow::Result<Config> {
+    let listen = address("--listen", &args.listen)?;
+    let admin = args
+        .admin
+        .as_deref()
+        .map(|a| address("--admin", a))
+        .transpose()?;
+    let weight: Weight = args
+        .weight
+        .parse()
+        .map_err(|e| invalid(format!("--weight: {e}")))?;
+    let mut table = RoutingTable::new(&args.stable, &args.canary, weight).map_err(|e| {
+        // Say which of the two URLs is wrong.
+        let flag = if serin_proxy::Upstream::parse(&args.stable).is_err() {
+            "--stable"
+        } else {
+            "--canary"
+        };
+        invalid(format!("{flag}: {e}"))
+    })?;
+    let sticky = match (&args.sticky_cookie, &args.sticky_header) {
+        (Some(c), _) => {
+            Some(StickyKey::cookie(c).map_err(|e| invalid(format!("--sticky-cookie: {e}")))?)
+        }
+        (None, Some(h)) => {
+            Some(StickyKey::header(h).map_err(|e| invalid(format!("--sticky-header: {e}")))?)
+        }
+        (None, None) => None,
+    };
+    let mut routes = Vec::new();
+    for spec in &args.route_header {
+        routes.push(route("--route-header", spec, Route::header)?);
+    }
+    for spec in &args.route_cookie {
+        routes.push(route("--route-cookie", spec, Route::cookie)?);
+    }
+    table = table.with_sticky(sticky).with_routes(routes);
+    let upstream_timeout = duration("--upstream-timeout", &args.upstream_timeout)?;
+    Ok(Config {
+        listen,
+        admin,
+        table,
+        options: ProxyOptions {
+            upstream_timeout,
+            ..ProxyOptions::default()
+        },
+        name: args.name,
+    })
+}
+
+fn address(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
+    let expected = || {
+        invalid(format!(
+            "{flag}: expected HOST:PORT such as 127.0.0.1:8080, got `{value}`"
+        ))
+    };
+    value
+        .to_socket_addrs()
+        .map_err(|_| expected())?
+        .next()
+        .ok_or_else(expected)
+}
+
+/// `NAME=VALUE` or `NAME=VALUE=stable|canary`.
+fn route(
+    flag: &str,
+    spec: &str,
+    make: fn(&str, &str, Version) -> Result<Route, serin_proxy::ConfigError>,
+) -> anyhow::Result<Route> {
+    let expected = || {
+        invalid(format!(
+            "{flag}: expected NAME=VALUE or NAME=VALUE=stable|canary, got `{spec}`"
+        ))
+    };
+    let (name, rest) = spec.split_once('=').ok_or_else(expected)?;
+    let (value, version) = match rest.rsplit_once('=') {
+        Some((v, "canary")) => (v, Version::Canary),
+        Some((v, "stable")) => (v, Version::Stable),
+        _ => (rest, Version::Canary),
+    };
+    if name.is_empty() || value.is_empty() {
+        return Err(expected());
+    }
+    make(name, value, version).map_err(|e| invalid(format!("{flag} `{spec}`: {e}")))
+}
+
+/// `30s`, `500ms`, `2m`, or a bare number of seconds.
+fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
+    let expected = || {
+        invalid(format!(
+            "{flag}: expected a positive duration such as 30s, 500ms or 2m, got `{value}`"
+        ))
+    };
+    let v = value.trim();
+    let (number, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: f64 = number.trim().parse().map_err(|_| expected())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(expected()),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(expected());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+async fn bind(flag: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AddrInUse => "address already in use".to_owned(),
+            std::io::ErrorKind::AddrNotAvailable => {
+                "address not available on this machine".to_owned()
+            }
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            _ => e.to_string(),
+        };
+        invalid(format!("{flag} {addr}: cannot listen: {why}"))
+    })
+}
+
+async fn serve(config: Config) -> anyhow::Result<Exit> {
+    let listener = bind("--listen", config.listen).await?;
+    let admin_listener = match config.admin {
+        Some(a) => Some(bind("--admin", a).await?),
+        None => None,
+    };
+    let listen = listener
+        .local_addr()
+        .context("reading the --listen address")?;
+    let table = config.table;
+    tracing::info!(
+        %listen,
+        stable = %table.upstream(Version::Stable),
+        canary = %table.upstream(Version::Canary),
+        weight = %table.weight(),
+        "proxy listening"
+    );
+    let proxy = Proxy::new(table, config.options);
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(l) = admin_listener {
+        let admin = l.local_addr().context("reading the --admin address")?;
+        tracing::info!(%admin, rollout = %config.name, "admin listening (GET /metrics, GET/PUT /weight)");
+        tasks.spawn(serin_proxy::serve_admin(
+            l,
+            proxy.clone(),
+            config.name.clone(),
+            until_stopped(stopped.clone()),
+        ));
+    }
+    tasks.spawn(serin_proxy::serve(
+        listener,
+        proxy.clone(),
+        until_stopped(stopped),
+    ));
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down: draining open requests");
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(Exit::Success)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("listening for SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("listening for Ctrl-C")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("--t", "30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            duration("--t", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(duration("--t", "2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(duration("--t", "1.5").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "0s", "-1s", "soon", "5h", "1e400s"] {
+            let err = duration("--t", bad).unwrap_err().to_string();
+            assert!(err.starts_with("--t: expected"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let r = route("--route-header", "x-canary=always", Route::header).unwrap();
+        assert_eq!(r.version, Version::Canary);
+        let r = route("--route-header", "x-canary=no=stable", Route::header).unwrap();
+        assert_eq!(r.version, Version::Stable);
+        // Only a last part naming a version is taken as one.
+        let r = route("--route-cookie", "beta=a=b", Route::cookie).unwrap();
+        assert_eq!(r.version, Version::Canary);
+        assert!(matches!(r.when, serin_proxy::Match::Cookie { ref value, .. } if value == "a=b"));
+        for bad in ["novalue", "=x", "x=", "x y=1"] {
+            let err = route("--route-header", bad, Route::header)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("--route-header"), "{bad}: {err}");
+        }
+    }
 }
