@@ -10,6 +10,8 @@
 //! - [`controller`]: the rollout state machine (pure) and its driver.
 //! - [`spec`]: the rollout file (YAML), its types and validation with located errors.
 //! - [`providers`]: traffic routers (built-in proxy, ...) behind the controller's seams.
+//! - [`daemon`]: the registry of rollouts behind `serin serve`; [`runtime`]: a rollout's
+//!   proxy and driver, started from its file (shared by `serve` and `run`).
 //! - [`report`]: the rollout report as JSON and as self-contained HTML with SVG charts.
 //! - [`store`]: durable state in SQLite (rollouts, decisions, samples).
 //! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
@@ -22,9 +24,11 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod daemon;
 pub mod demo;
 pub mod exit;
 pub mod providers;
 pub mod report;
+pub mod runtime;
 pub mod spec;
 pub mod store;

@@ -506,6 +506,8 @@ mod tests {
             spec: String::new(),
             stable_version: "v1".into(),
             canary_version: Some("v2".into()),
+            stable_upstream: None,
+            canary_upstream: None,
             state,
             last_verdict: None,
             generation: 1,

@@ -30,6 +30,8 @@ const MIGRATIONS: &[&str] = &[
         spec            TEXT NOT NULL,
         stable_version  TEXT NOT NULL,
         canary_version  TEXT,
+        stable_upstream TEXT,
+        canary_upstream TEXT,
         phase           TEXT NOT NULL,
         step            INTEGER NOT NULL,
         weight          INTEGER NOT NULL,
@@ -132,6 +134,11 @@ pub struct RolloutRecord {
     pub stable_version: String,
     /// The canary version, if one is deployed.
     pub canary_version: Option<String>,
+    /// Where stable's requests go (built-in and nginx providers): the file's
+    /// upstream, or the former canary's after a promotion.
+    pub stable_upstream: Option<String>,
+    /// Where canary's requests go: the file's, or the one given to `deploy`.
+    pub canary_upstream: Option<String>,
     /// The machine's state.
     pub state: State,
     /// The last verdict: (`pass|fail|inconclusive`, reason, time).
@@ -269,10 +276,12 @@ impl Store {
         conn.execute(
             "INSERT INTO rollouts (name, spec, stable_version, canary_version, phase, step, weight,
                 step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak,
-                reason, last_verdict, last_verdict_reason, last_verdict_ms, generation, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL, 1, ?15, ?15)
+                reason, last_verdict, last_verdict_reason, last_verdict_ms, generation, created_ms, updated_ms,
+                stable_upstream, canary_upstream)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL, 1, ?15, ?15, ?16, ?17)
              ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, stable_version = excluded.stable_version,
-                canary_version = excluded.canary_version, phase = excluded.phase, step = excluded.step,
+                canary_version = excluded.canary_version, stable_upstream = excluded.stable_upstream,
+                canary_upstream = excluded.canary_upstream, phase = excluded.phase, step = excluded.step,
                 weight = excluded.weight, step_started_ms = excluded.step_started_ms, hold = excluded.hold,
                 pause_served_ms = excluded.pause_served_ms, next_analysis_ms = excluded.next_analysis_ms,
                 stage_judged = excluded.stage_judged, no_data_streak = excluded.no_data_streak,
@@ -294,6 +303,8 @@ impl Store {
                 s.no_data_streak,
                 s.reason,
                 now.0 as i64,
+                record.stable_upstream,
+                record.canary_upstream,
             ],
         )
         .map_err(|e| self.sql(e))?;
@@ -323,7 +334,8 @@ impl Store {
                     weight = ?6, step_started_ms = ?7, hold = ?8, pause_served_ms = ?9,
                     next_analysis_ms = ?10, stage_judged = ?11, no_data_streak = ?12, reason = ?13,
                     last_verdict = ?14, last_verdict_reason = ?15, last_verdict_ms = ?16,
-                    generation = generation + 1, updated_ms = ?17
+                    generation = generation + 1, updated_ms = ?17,
+                    stable_upstream = ?19, canary_upstream = ?20
                  WHERE name = ?1 AND generation = ?18",
                 params![
                     record.name,
@@ -344,6 +356,8 @@ impl Store {
                     lvt,
                     now.0 as i64,
                     record.generation,
+                    record.stable_upstream,
+                    record.canary_upstream,
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -470,6 +484,23 @@ impl Store {
             .collect()
     }
 
+    /// How many verdicts of each kind a rollout has had (`serin_verdicts_total`).
+    pub fn verdict_counts(&self, name: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT verdict, COUNT(*) FROM events WHERE rollout = ?1 AND verdict IS NOT NULL
+                 GROUP BY verdict ORDER BY verdict",
+            )
+            .map_err(|e| self.sql(e))?;
+        stmt.query_map(params![name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })
+        .map_err(|e| self.sql(e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| self.sql(e))
+    }
+
     /// Appends one interval's metrics.
     pub fn add_sample(&self, rollout: &str, sample: &Sample) -> Result<(), StoreError> {
         let conn = self.lock();
@@ -539,7 +570,8 @@ impl Store {
 const SELECT_ROLLOUT: &str =
     "SELECT name, spec, stable_version, canary_version, phase, step, weight,
     step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak, reason,
-    last_verdict, last_verdict_reason, last_verdict_ms, generation FROM rollouts";
+    last_verdict, last_verdict_reason, last_verdict_ms, generation, stable_upstream, canary_upstream
+    FROM rollouts";
 
 /// A row as SQLite returns it, before its values are checked.
 struct RawRollout {
@@ -561,6 +593,8 @@ struct RawRollout {
     last_verdict_reason: Option<String>,
     last_verdict_ms: Option<i64>,
     generation: i64,
+    stable_upstream: Option<String>,
+    canary_upstream: Option<String>,
 }
 
 impl RawRollout {
@@ -584,6 +618,8 @@ impl RawRollout {
             last_verdict_reason: r.get(15)?,
             last_verdict_ms: r.get(16)?,
             generation: r.get(17)?,
+            stable_upstream: r.get(18)?,
+            canary_upstream: r.get(19)?,
         })
     }
 
@@ -628,6 +664,8 @@ impl RawRollout {
             spec: self.spec,
             stable_version: self.stable_version,
             canary_version: self.canary_version,
+            stable_upstream: self.stable_upstream,
+            canary_upstream: self.canary_upstream,
             last_verdict,
             generation: self.generation,
         })
@@ -679,6 +717,8 @@ mod tests {
             spec: "name: x".into(),
             stable_version: "v1".into(),
             canary_version: Some("v2".into()),
+            stable_upstream: Some("http://127.0.0.1:9001".into()),
+            canary_upstream: None,
             state: State::new(Millis(5)),
             last_verdict: None,
             generation: 0,

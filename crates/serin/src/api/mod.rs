@@ -1,3 +1,4 @@
 //! The daemon's HTTP API (`/api/v1`), its wire types, and the dashboard.
 
+pub mod server;
 pub mod wire;

@@ -268,6 +268,9 @@ impl Driver {
                 && let Some(canary) = next.canary_version.take()
             {
                 next.stable_version = canary;
+                if next.canary_upstream.is_some() {
+                    next.stable_upstream = next.canary_upstream.clone();
+                }
             }
             if let Some(d) = t.decisions.iter().rev().find(|d| d.verdict.is_some()) {
                 next.last_verdict =
@@ -474,6 +477,8 @@ mod tests {
                 spec: String::new(),
                 stable_version: "v1".into(),
                 canary_version: Some("v2".into()),
+                stable_upstream: None,
+                canary_upstream: None,
                 state: State::new(now_millis()),
                 last_verdict: None,
                 generation: 0,

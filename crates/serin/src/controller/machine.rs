@@ -632,7 +632,10 @@ impl Machine<'_> {
     }
 
     fn rollback_by_operator(&mut self) -> Result<(), Refused> {
-        self.active("roll back")?;
+        // An operator may abort a rollout that is still waiting for its health checks.
+        if self.state.phase != Phase::Initializing {
+            self.active("roll back")?;
+        }
         self.record(DecisionKind::Operator, None, "rollback requested");
         self.roll_back("manual".into());
         Ok(())

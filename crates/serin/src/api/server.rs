@@ -1,0 +1,260 @@
+//! The daemon's HTTP API (axum): the SPEC's `/api/v1` routes, `/metrics`,
+//! `/healthz` and the dashboard at `/`.
+//!
+//! Reads are open; every mutation needs `Authorization: Bearer TOKEN` when
+//! the daemon has a token. Errors are JSON `{"error": "..."}` with a status
+//! that says whose fault it is: 400 bad input, 401 no or wrong token, 404 no
+//! such rollout, 409 the command does not fit the rollout's phase, 500 ours.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+
+use super::wire::{DeployRequest, ErrorBody, PromoteRequest, WeightRequest};
+use crate::controller::machine::Input;
+use crate::daemon::{Daemon, DaemonError};
+
+/// Request bodies larger than this are refused (a rollout file is a few KiB).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The whole API as an axum router.
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/rollouts", get(list).post(register))
+        .route("/api/v1/rollouts/{name}", get(status).delete(cleanup))
+        .route("/api/v1/rollouts/{name}/deploy", post(deploy))
+        .route("/api/v1/rollouts/{name}/promote", post(promote))
+        .route("/api/v1/rollouts/{name}/rollback", post(rollback))
+        .route("/api/v1/rollouts/{name}/pause", post(pause))
+        .route("/api/v1/rollouts/{name}/resume", post(resume))
+        .route("/api/v1/rollouts/{name}/weight", put(set_weight))
+        .route("/api/v1/rollouts/{name}/events", get(events))
+        .route("/api/v1/rollouts/{name}/report", get(report))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; the API is under /api/v1".into(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(daemon)
+}
+
+/// An error answer.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<DaemonError> for ApiError {
+    fn from(e: DaemonError) -> ApiError {
+        let status = match &e {
+            DaemonError::Invalid(_) => StatusCode::BAD_REQUEST,
+            DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
+            DaemonError::Conflict(_) => StatusCode::CONFLICT,
+            DaemonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Checks the bearer token of a mutation. Constant-time comparison, so the
+/// token cannot be guessed byte by byte from response times.
+fn authorize(daemon: &Daemon, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(expected) = daemon.token() else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "this command needs `Authorization: Bearer TOKEN` with the daemon's token (--token or SERIN_TOKEN)".into(),
+        ))
+    }
+}
+
+/// A JSON body, or `{}` when empty, with serde's message on error.
+fn json_body<T: for<'de> Deserialize<'de>>(body: &Bytes, what: &str) -> ApiResult<T> {
+    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(text)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{what}: {e}")))
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, serin_proxy::METRICS_CONTENT_TYPE)],
+        daemon.metrics_text().await,
+    )
+        .into_response()
+}
+
+async fn list(State(daemon): State<Arc<Daemon>>) -> ApiResult<Response> {
+    Ok(axum::Json(daemon.list().await?).into_response())
+}
+
+async fn status(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(daemon.status(&name).await?).into_response())
+}
+
+async fn register(
+    State(daemon): State<Arc<Daemon>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&daemon, &headers)?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "request body: expected a rollout file as UTF-8 YAML or JSON".into(),
+        )
+    })?;
+    let status = daemon.register(text).await?;
+    Ok((StatusCode::CREATED, axum::Json(status)).into_response())
+}
+
+async fn cleanup(
+    State(daemon): State<Arc<Daemon>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&daemon, &headers)?;
+    daemon.cleanup(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn deploy(
+    State(daemon): State<Arc<Daemon>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&daemon, &headers)?;
+    let req: DeployRequest = json_body(
+        &body,
+        "deploy body (expected {\"version\":\"v2\",\"upstream\":\"http://…\"})",
+    )?;
+    Ok(axum::Json(daemon.deploy(&name, req).await?).into_response())
+}
+
+async fn promote(
+    State(daemon): State<Arc<Daemon>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&daemon, &headers)?;
+    let req: PromoteRequest = json_body(&body, "promote body (expected {\"full\":false})")?;
+    Ok(axum::Json(
+        daemon
+            .command(&name, Input::Promote { full: req.full })
+            .await?,
+    )
+    .into_response())
+}
+
+async fn rollback(
+    State(d): State<Arc<Daemon>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&d, &h)?;
+    Ok(axum::Json(d.command(&name, Input::Rollback).await?).into_response())
+}
+
+async fn pause(
+    State(d): State<Arc<Daemon>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&d, &h)?;
+    Ok(axum::Json(d.command(&name, Input::Pause).await?).into_response())
+}
+
+async fn resume(
+    State(d): State<Arc<Daemon>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&d, &h)?;
+    Ok(axum::Json(d.command(&name, Input::Resume).await?).into_response())
+}
+
+async fn set_weight(
+    State(daemon): State<Arc<Daemon>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&daemon, &headers)?;
+    let req: WeightRequest = json_body(&body, "weight body (expected {\"weight\":25})")?;
+    let weight = serin_proxy::Weight::from_percent(req.weight)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("weight: {e}")))?;
+    Ok(axum::Json(daemon.command(&name, Input::SetWeight(weight)).await?).into_response())
+}
+
+async fn events(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(daemon.report(&name).await?.timeline).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    format: Option<String>,
+}
+
+async fn report(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult<Response> {
+    let report = daemon.report(&name).await?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(axum::Json(report).into_response()),
+        Some("html") => Ok(Html(report.to_html()).into_response()),
+        Some(other) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("format: expected json or html, got `{other}`"),
+        )),
+    }
+}

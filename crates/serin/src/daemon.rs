@@ -1,0 +1,472 @@
+//! The daemon's state: every registered rollout with its data plane and, while
+//! a rollout is in progress, its driver. The HTTP API (`api::server`) is a thin
+//! layer over these methods.
+//!
+//! # Lifecycle of a rollout in the daemon
+//! - `register` (`serin init`): the file is validated, stored, and its proxy
+//!   starts listening with all traffic on stable. No canary yet.
+//! - `deploy`: a canary version (and optionally its upstream) starts the
+//!   steps; a driver task runs them.
+//! - Operator commands go to the driver; they are refused (409) when no
+//!   rollout is in progress.
+//! - `cleanup`: weight 0, driver and proxy stopped, the rollout forgotten.
+//! - On start, every stored rollout gets its proxy back at its persisted
+//!   weight, and every rollout in progress its driver.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serin_proxy::{RolloutMetrics, RoutingTable, Version, VersionSnapshot, Weight};
+use tokio::sync::Mutex;
+
+use crate::api::wire::{self, DeployRequest, RolloutStatus};
+use crate::controller::driver::{DriverError, now_millis};
+use crate::controller::machine::{Input, Phase, State};
+use crate::report::{Report, rfc3339};
+use crate::runtime::{DataPlane, RunningDriver, Setup};
+use crate::store::{RolloutRecord, Store, StoreError};
+
+/// Why a daemon operation failed; the API maps each kind to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad input (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such rollout (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The command does not fit the rollout's phase (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Our fault (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> DaemonError {
+        match e {
+            StoreError::NotFound(name) => DaemonError::NotFound(format!("no rollout named {name}")),
+            StoreError::Conflict(_) => DaemonError::Conflict(e.to_string()),
+            other => DaemonError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<DriverError> for DaemonError {
+    fn from(e: DriverError) -> DaemonError {
+        match e {
+            DriverError::Refused(r) => DaemonError::Conflict(r.0),
+            DriverError::Store(s) => s.into(),
+            DriverError::Stopped => {
+                DaemonError::Conflict("the rollout is no longer in progress".into())
+            }
+        }
+    }
+}
+
+/// Turns a rollout file's text into a [`Setup`]; `origin` names it in errors.
+pub type Parser = Arc<dyn Fn(&str, &str) -> Result<Setup, String> + Send + Sync>;
+
+struct Entry {
+    setup: Setup,
+    plane: DataPlane,
+    driver: Option<RunningDriver>,
+}
+
+/// The registry of rollouts.
+pub struct Daemon {
+    store: Store,
+    token: Option<String>,
+    parse: Parser,
+    rollouts: Mutex<BTreeMap<String, Entry>>,
+}
+
+impl Daemon {
+    /// Opens the daemon over `store`, bringing back every stored rollout.
+    pub async fn start(
+        store: Store,
+        token: Option<String>,
+        parse: Parser,
+    ) -> Result<Arc<Daemon>, DaemonError> {
+        let daemon = Arc::new(Daemon {
+            store,
+            token,
+            parse,
+            rollouts: Mutex::new(BTreeMap::new()),
+        });
+        let records = daemon.store.list()?;
+        let mut map = daemon.rollouts.lock().await;
+        for record in records {
+            let setup = match daemon.setup_for(&record) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(rollout = %record.name, "stored rollout file no longer valid, not started: {e}");
+                    continue;
+                }
+            };
+            let plane = match DataPlane::start(&setup, record.state.weight).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(rollout = %record.name, "{e}");
+                    continue;
+                }
+            };
+            let driver = (record.canary_version.is_some() && !record.state.phase.is_finished())
+                .then(|| {
+                    RunningDriver::spawn(&setup, daemon.store.clone(), record.clone(), &plane)
+                });
+            if driver.is_some() {
+                tracing::info!(rollout = %record.name, phase = record.state.phase.as_str(), step = record.state.step, weight = %record.state.weight, "resumed");
+            }
+            map.insert(
+                record.name.clone(),
+                Entry {
+                    setup,
+                    plane,
+                    driver,
+                },
+            );
+        }
+        drop(map);
+        Ok(daemon)
+    }
+
+    /// The token mutations need, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The file's setup, with the upstreams the record says are in force.
+    fn setup_for(&self, record: &RolloutRecord) -> Result<Setup, String> {
+        let mut setup = (self.parse)(&record.spec, &format!("stored rollout {}", record.name))?;
+        let table = &setup.table;
+        let stable = record
+            .stable_upstream
+            .clone()
+            .unwrap_or_else(|| table.upstream(Version::Stable).to_string());
+        let canary = record
+            .canary_upstream
+            .clone()
+            .unwrap_or_else(|| table.upstream(Version::Canary).to_string());
+        setup.table = RoutingTable::new(&stable, &canary, Weight::ZERO)
+            .map_err(|e| e.to_string())?
+            .with_sticky(table.sticky().cloned())
+            .with_routes(table.routes().to_vec());
+        Ok(setup)
+    }
+
+    /// Registers (or updates) a rollout from its file: all traffic on stable.
+    pub async fn register(&self, text: &str) -> Result<RolloutStatus, DaemonError> {
+        let setup = (self.parse)(text, "request body").map_err(DaemonError::Invalid)?;
+        let mut map = self.rollouts.lock().await;
+        if let Some(entry) = map.get(&setup.name)
+            && entry.driver.as_ref().is_some_and(|d| !d.is_finished())
+        {
+            return Err(DaemonError::Conflict(format!(
+                "rollout {} is in progress; roll it back or let it finish before registering it again",
+                setup.name
+            )));
+        }
+        if let Some(old) = map.remove(&setup.name) {
+            old.plane.stop().await;
+        }
+        let now = now_millis();
+        let mut state = State::new(now);
+        state.reason = format!(
+            "registered; `serin deploy {} VERSION` starts a rollout",
+            setup.name
+        );
+        let record = RolloutRecord {
+            name: setup.name.clone(),
+            spec: text.to_string(),
+            stable_version: setup.stable_version.clone(),
+            canary_version: None,
+            stable_upstream: Some(setup.table.upstream(Version::Stable).to_string()),
+            canary_upstream: Some(setup.table.upstream(Version::Canary).to_string()),
+            state,
+            last_verdict: None,
+            generation: 0,
+        };
+        let plane = DataPlane::start(&setup, Weight::ZERO)
+            .await
+            .map_err(|e| DaemonError::Invalid(e.to_string()))?;
+        let record = match self.store.register(&record, now) {
+            Ok(r) => r,
+            Err(e) => {
+                plane.stop().await;
+                return Err(e.into());
+            }
+        };
+        let status = self.status_of(&record, Some(&plane));
+        map.insert(
+            setup.name.clone(),
+            Entry {
+                setup,
+                plane,
+                driver: None,
+            },
+        );
+        Ok(status)
+    }
+
+    /// Starts the rollout of `req.version` as the canary.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        req: DeployRequest,
+    ) -> Result<RolloutStatus, DaemonError> {
+        if req.version.trim().is_empty() {
+            return Err(DaemonError::Invalid(
+                "version: expected a version name, got an empty string".into(),
+            ));
+        }
+        let mut map = self.rollouts.lock().await;
+        let entry = map.get_mut(name).ok_or_else(|| {
+            DaemonError::NotFound(format!(
+                "no rollout named {name}; `serin init FILE` registers one"
+            ))
+        })?;
+        if entry.driver.as_ref().is_some_and(|d| !d.is_finished()) {
+            return Err(DaemonError::Conflict(format!(
+                "rollout {name} is already in progress; promote, roll back or wait"
+            )));
+        }
+        let mut record = self.store.get(name)?;
+        if record.stable_version == req.version {
+            return Err(DaemonError::Invalid(format!(
+                "version: {} is already the stable version of {name}",
+                req.version
+            )));
+        }
+        if let Some(upstream) = &req.upstream {
+            let table = RoutingTable::new(
+                &entry.setup.table.upstream(Version::Stable).to_string(),
+                upstream,
+                Weight::ZERO,
+            )
+            .map_err(|e| DaemonError::Invalid(format!("upstream: {e}")))?;
+            record.canary_upstream = Some(table.upstream(Version::Canary).to_string());
+        }
+        record.canary_version = Some(req.version.clone());
+        let now = now_millis();
+        record.state = State::new(now);
+        record.last_verdict = None;
+        record.generation = self.store.save(&record, &[], now)?;
+        // The table follows the record: stable may be a former canary, the
+        // canary may have a new upstream.
+        entry.setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
+        entry.plane.proxy.set_table(entry.setup.table.clone());
+        entry.driver = Some(RunningDriver::spawn(
+            &entry.setup,
+            self.store.clone(),
+            record.clone(),
+            &entry.plane,
+        ));
+        Ok(self.status_of(&record, Some(&entry.plane)))
+    }
+
+    /// Sends an operator command to the rollout's driver.
+    pub async fn command(&self, name: &str, input: Input) -> Result<RolloutStatus, DaemonError> {
+        let handle = {
+            let map = self.rollouts.lock().await;
+            let entry = map
+                .get(name)
+                .ok_or_else(|| DaemonError::NotFound(format!("no rollout named {name}")))?;
+            match &entry.driver {
+                Some(d) if !d.is_finished() => d.handle.clone(),
+                _ => {
+                    let record = self.store.get(name)?;
+                    let why = if record.canary_version.is_none() {
+                        format!(
+                            "no rollout of {name} is in progress; `serin deploy {name} VERSION` starts one"
+                        )
+                    } else {
+                        format!(
+                            "the rollout of {name} has already ended ({}): {}",
+                            record.state.phase.as_str(),
+                            record.state.reason
+                        )
+                    };
+                    return Err(DaemonError::Conflict(why));
+                }
+            }
+        };
+        let record = handle.command(input).await?;
+        let map = self.rollouts.lock().await;
+        Ok(self.status_of(&record, map.get(name).map(|e| &e.plane)))
+    }
+
+    /// Stops and forgets a rollout: weight 0 first, then driver and proxy.
+    pub async fn cleanup(&self, name: &str) -> Result<(), DaemonError> {
+        let mut map = self.rollouts.lock().await;
+        let entry = map.remove(name);
+        if let Some(entry) = entry {
+            entry.plane.proxy.set_weight(Weight::ZERO);
+            if let Some(driver) = entry.driver {
+                let _ = driver.finish(async {}).await;
+            }
+            entry.plane.stop().await;
+        }
+        self.store.remove(name)?;
+        Ok(())
+    }
+
+    /// One rollout's status.
+    pub async fn status(&self, name: &str) -> Result<RolloutStatus, DaemonError> {
+        let record = self.store.get(name)?;
+        let map = self.rollouts.lock().await;
+        Ok(self.status_of(&record, map.get(name).map(|e| &e.plane)))
+    }
+
+    /// Every rollout's status, by name.
+    pub async fn list(&self) -> Result<Vec<RolloutStatus>, DaemonError> {
+        let records = self.store.list()?;
+        let map = self.rollouts.lock().await;
+        Ok(records
+            .iter()
+            .map(|r| self.status_of(r, map.get(&r.name).map(|e| &e.plane)))
+            .collect())
+    }
+
+    /// A rollout's report.
+    pub async fn report(&self, name: &str) -> Result<Report, DaemonError> {
+        let record = self.store.get(name)?;
+        let events = self.store.events(name)?;
+        let samples = self.store.samples(name)?;
+        Ok(Report::new(&record, &events, &samples))
+    }
+
+    /// The Prometheus page: proxy figures, weights, phases, verdict counts.
+    pub async fn metrics_text(&self) -> String {
+        let map = self.rollouts.lock().await;
+        let snapshots: Vec<_> = map
+            .iter()
+            .map(|(name, e)| {
+                (
+                    name.clone(),
+                    e.plane.proxy.weight(),
+                    e.plane.proxy.recorder().snapshot(),
+                )
+            })
+            .collect();
+        drop(map);
+        let figures: Vec<_> = snapshots
+            .iter()
+            .map(|(name, weight, snapshot)| RolloutMetrics {
+                rollout: name,
+                weight: *weight,
+                snapshot,
+            })
+            .collect();
+        let mut out = String::new();
+        serin_proxy::encode_metrics(&figures, &mut out);
+        let records = self.store.list().unwrap_or_default();
+        out.push_str("# HELP serin_rollout_phase The rollout's phase (1 for the current one).\n# TYPE serin_rollout_phase gauge\n");
+        for r in &records {
+            for p in Phase::ALL {
+                let _ = writeln!(
+                    out,
+                    "serin_rollout_phase{{rollout=\"{}\",phase=\"{}\"}} {}",
+                    label(&r.name),
+                    p.as_str(),
+                    u8::from(r.state.phase == p)
+                );
+            }
+        }
+        out.push_str("# HELP serin_verdicts_total Analysis verdicts, by kind.\n# TYPE serin_verdicts_total counter\n");
+        for r in &records {
+            let counts = self.store.verdict_counts(&r.name).unwrap_or_default();
+            for v in ["pass", "fail", "inconclusive"] {
+                let n = counts.iter().find(|(k, _)| k == v).map_or(0, |(_, n)| *n);
+                let _ = writeln!(
+                    out,
+                    "serin_verdicts_total{{rollout=\"{}\",verdict=\"{v}\"}} {n}",
+                    label(&r.name)
+                );
+            }
+        }
+        out
+    }
+
+    fn status_of(&self, record: &RolloutRecord, plane: Option<&DataPlane>) -> RolloutStatus {
+        status_of(
+            record,
+            plane.map(|p| p.proxy.recorder().snapshot()).as_ref(),
+            self.steps_of(record),
+        )
+    }
+
+    fn steps_of(&self, record: &RolloutRecord) -> usize {
+        (self.parse)(&record.spec, "stored rollout").map_or(0, |s| s.plan.steps.len())
+    }
+
+    /// Stops every driver (rollouts stay where they are, to be resumed) and
+    /// every proxy.
+    pub async fn shutdown(&self) {
+        let mut map = self.rollouts.lock().await;
+        for (_, entry) in std::mem::take(&mut *map) {
+            if let Some(driver) = entry.driver {
+                let _ = driver.finish(async {}).await;
+            }
+            entry.plane.stop().await;
+        }
+    }
+}
+
+/// A status object from a record and, when its proxy runs here, live figures.
+pub fn status_of(
+    record: &RolloutRecord,
+    snapshot: Option<&serin_proxy::RecorderSnapshot>,
+    steps: usize,
+) -> RolloutStatus {
+    RolloutStatus {
+        name: record.name.clone(),
+        phase: record.state.phase.as_str().to_string(),
+        step: record.state.step,
+        steps,
+        weight: record.state.weight.percent(),
+        reason: record.state.reason.clone(),
+        stable: wire::VersionRef {
+            version: Some(record.stable_version.clone()),
+        },
+        canary: wire::VersionRef {
+            version: record.canary_version.clone(),
+        },
+        last_verdict: record
+            .last_verdict
+            .as_ref()
+            .map(|(v, reason, at)| wire::LastVerdict {
+                verdict: v.clone(),
+                reason: reason.clone(),
+                at: rfc3339(*at),
+            }),
+        metrics: snapshot.map(|s| wire::Metrics {
+            stable: version_metrics(&s.stable),
+            canary: version_metrics(&s.canary),
+        }),
+    }
+}
+
+/// One version's figures from the recorder (latency histograms are in µs).
+pub fn version_metrics(v: &VersionSnapshot) -> wire::VersionMetrics {
+    let requests = v.requests();
+    let q =
+        |p: f64| (!v.latency.is_empty()).then(|| v.latency.value_at_quantile(p) as f64 / 1000.0);
+    wire::VersionMetrics {
+        requests,
+        errors: v.errors(),
+        error_rate: (requests > 0).then(|| v.errors() as f64 / requests as f64),
+        p50_ms: q(0.50),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
