@@ -26,6 +26,30 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The daemon: API, dashboard, proxies and controllers of all registered rollouts.
+    Serve(cli::serve::Args),
+    /// Register (or update) a rollout with the daemon; all traffic on stable.
+    Init(cli::control::InitArgs),
+    /// Phase, step, weight, versions, last verdict and per-version metrics.
+    Status(cli::inspect::StatusArgs),
+    /// Start the automated rollout of VERSION as the canary.
+    Deploy(cli::control::DeployArgs),
+    /// Set the canary weight by hand and hold the automation.
+    Traffic(cli::control::TrafficArgs),
+    /// End the current pause; --full: the canary becomes stable now.
+    Promote(cli::control::PromoteArgs),
+    /// All traffic to stable now.
+    Rollback(cli::control::NameArgs),
+    /// Hold the automation.
+    Pause(cli::control::NameArgs),
+    /// Continue the automation.
+    Resume(cli::control::NameArgs),
+    /// Canary weight to 0 and the rollout unregistered.
+    Cleanup(cli::control::NameArgs),
+    /// Every decision with its time, weight, verdict and reason.
+    History(cli::inspect::HistoryArgs),
+    /// The rollout report: timeline, decisions, per-version summaries, charts (html).
+    Report(cli::inspect::ReportArgs),
     /// The data plane alone: a traffic-splitting reverse proxy.
     Proxy(cli::proxy::Args),
     /// Standalone canary analysis of recorded metrics (exit 3 on `fail`).
@@ -39,7 +63,21 @@ enum Command {
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    use cli::control::Simple;
+    let out = cli.output;
     let result = match cli.command {
+        Command::Serve(args) => cli::serve::run(args),
+        Command::Init(args) => cli::control::init(args, out),
+        Command::Status(args) => cli::inspect::status(args, out),
+        Command::Deploy(args) => cli::control::deploy(args, out),
+        Command::Traffic(args) => cli::control::traffic(args, out),
+        Command::Promote(args) => cli::control::promote(args, out),
+        Command::Rollback(args) => cli::control::simple(args, Simple::Rollback, out),
+        Command::Pause(args) => cli::control::simple(args, Simple::Pause, out),
+        Command::Resume(args) => cli::control::simple(args, Simple::Resume, out),
+        Command::Cleanup(args) => cli::control::cleanup(args, out),
+        Command::History(args) => cli::inspect::history(args, out),
+        Command::Report(args) => cli::inspect::report(args),
         Command::Proxy(args) => cli::proxy::run(args),
         Command::Analyze(args) => cli::analyze::run(args, cli.output),
         Command::DemoApp(args) => demo::app::run(args),

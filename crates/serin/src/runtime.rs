@@ -155,3 +155,13 @@ impl RunningDriver {
         self.task.await.map_err(|_| DriverError::Stopped)?
     }
 }
+
+/// The daemon's rollout-file parser.
+pub fn parser() -> crate::daemon::Parser {
+    Arc::new(|text: &str, origin: &str| {
+        Err(format!(
+            "{origin}: rollout files cannot be read by this build yet ({} bytes)",
+            text.len()
+        ))
+    })
+}

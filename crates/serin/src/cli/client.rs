@@ -97,6 +97,13 @@ impl ApiClient {
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// `DELETE path`, expecting no body back.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.call(Method::DELETE, path, None, None)
+            .await
+            .map(|_| ())
+    }
+
     /// `method path` with a JSON body → JSON.
     pub async fn send<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -2,5 +2,9 @@
 
 pub mod analyze;
 pub mod client;
+pub mod control;
+pub mod inspect;
 pub mod output;
 pub mod proxy;
+pub mod serve;
+pub mod signals;

@@ -1,0 +1,233 @@
+//! Commands that change a rollout through the daemon: `init`, `deploy`,
+//! `traffic`, `promote`, `rollback`, `pause`, `resume`, `cleanup`.
+
+use std::path::PathBuf;
+
+use http::Method;
+use serde_json::json;
+
+use crate::api::wire::{DeployRequest, PromoteRequest, RolloutStatus, WeightRequest};
+use crate::cli::client::{ApiArgs, ApiClient};
+use crate::cli::inspect::print_status;
+use crate::cli::output::OutputFormat;
+use crate::exit::{Exit, invalid};
+
+/// `serin init FILE`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The rollout file (YAML or JSON).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `serin deploy NAME VERSION [--upstream URL]`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The rollout.
+    pub name: String,
+    /// The canary version to roll out.
+    pub version: String,
+    /// The canary's upstream, if not the rollout file's.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `serin traffic NAME PCT`.
+#[derive(Debug, clap::Args)]
+pub struct TrafficArgs {
+    /// The rollout.
+    pub name: String,
+    /// Canary weight in percent (0–100, two decimals); holds the automation.
+    pub weight: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `serin promote NAME [--full]`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// The rollout.
+    pub name: String,
+    /// Skip every remaining step: the canary becomes stable now.
+    #[arg(long)]
+    pub full: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `serin rollback|pause|resume|cleanup NAME`.
+#[derive(Debug, clap::Args)]
+pub struct NameArgs {
+    /// The rollout.
+    pub name: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// A command without a body of its own.
+#[derive(Debug, Clone, Copy)]
+pub enum Simple {
+    /// All traffic to stable now.
+    Rollback,
+    /// Hold the automation.
+    Pause,
+    /// Continue the automation.
+    Resume,
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyhow::Result<Exit> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+fn done(status: &RolloutStatus, output: OutputFormat, what: &str) -> anyhow::Result<Exit> {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(status)?),
+        OutputFormat::Text => {
+            println!("{what}");
+            print_status(status);
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub fn init(args: InitArgs, output: OutputFormat) -> anyhow::Result<Exit> {
+    let text =
+        std::fs::read(&args.file).map_err(|e| invalid(format!("{}: {e}", args.file.display())))?;
+    let content_type = match args.file.extension().and_then(|e| e.to_str()) {
+        Some("json") => "application/json",
+        _ => "application/yaml",
+    };
+    block_on(async move {
+        let client = ApiClient::new(&args.api)?;
+        let status: RolloutStatus = client
+            .send_raw(Method::POST, "/api/v1/rollouts", text, content_type)
+            .await
+            .map_err(|e| with_file(e, &args.file))?;
+        done(
+            &status,
+            output,
+            &format!("registered {}: all traffic on stable", status.name),
+        )
+    })
+}
+
+/// The daemon names the body "request body"; the user knows it as their file.
+fn with_file(e: anyhow::Error, file: &std::path::Path) -> anyhow::Error {
+    if let Some(inv) = e.downcast_ref::<crate::exit::InvalidInput>() {
+        return invalid(inv.0.replace("request body", &file.display().to_string()));
+    }
+    e
+}
+
+pub fn deploy(args: DeployArgs, output: OutputFormat) -> anyhow::Result<Exit> {
+    block_on(async move {
+        let client = ApiClient::new(&args.api)?;
+        let body = DeployRequest {
+            version: args.version.clone(),
+            upstream: args.upstream.clone(),
+        };
+        let status: RolloutStatus = client
+            .send(Method::POST, &rollout_path(&args.name, "/deploy")?, &body)
+            .await?;
+        done(
+            &status,
+            output,
+            &format!("deploying {} as the canary of {}", args.version, args.name),
+        )
+    })
+}
+
+pub fn traffic(args: TrafficArgs, output: OutputFormat) -> anyhow::Result<Exit> {
+    let weight: serin_proxy::Weight = args
+        .weight
+        .parse()
+        .map_err(|e| invalid(format!("PCT: {e}")))?;
+    block_on(async move {
+        let client = ApiClient::new(&args.api)?;
+        let body = WeightRequest {
+            weight: weight.percent(),
+        };
+        let status: RolloutStatus = client
+            .send(Method::PUT, &rollout_path(&args.name, "/weight")?, &body)
+            .await?;
+        done(
+            &status,
+            output,
+            &format!(
+                "canary weight of {} set to {weight} %; automation held",
+                args.name
+            ),
+        )
+    })
+}
+
+pub fn promote(args: PromoteArgs, output: OutputFormat) -> anyhow::Result<Exit> {
+    block_on(async move {
+        let client = ApiClient::new(&args.api)?;
+        let body = PromoteRequest { full: args.full };
+        let status: RolloutStatus = client
+            .send(Method::POST, &rollout_path(&args.name, "/promote")?, &body)
+            .await?;
+        let what = if args.full {
+            "promoted fully"
+        } else {
+            "pause ended"
+        };
+        done(&status, output, &format!("{}: {what}", args.name))
+    })
+}
+
+pub fn simple(args: NameArgs, which: Simple, output: OutputFormat) -> anyhow::Result<Exit> {
+    let (verb, what) = match which {
+        Simple::Rollback => ("rollback", "rolled back: all traffic on stable"),
+        Simple::Pause => ("pause", "paused"),
+        Simple::Resume => ("resume", "resumed"),
+    };
+    block_on(async move {
+        let client = ApiClient::new(&args.api)?;
+        let status: RolloutStatus = client
+            .send(
+                Method::POST,
+                &rollout_path(&args.name, &format!("/{verb}"))?,
+                &json!({}),
+            )
+            .await?;
+        done(&status, output, &format!("{}: {what}", args.name))
+    })
+}
+
+pub fn cleanup(args: NameArgs, output: OutputFormat) -> anyhow::Result<Exit> {
+    block_on(async move {
+        let client = ApiClient::new(&args.api)?;
+        client.delete(&rollout_path(&args.name, "")?).await?;
+        match output {
+            OutputFormat::Json => println!("{}", json!({"name": args.name, "removed": true})),
+            OutputFormat::Text => println!(
+                "{}: canary weight 0, proxy stopped, rollout removed",
+                args.name
+            ),
+        }
+        Ok(Exit::Success)
+    })
+}
+
+/// `/api/v1/rollouts/NAME` plus `rest`. Names are `[a-z0-9-]`; anything else
+/// is refused (exit 2) before it reaches a URL.
+pub fn rollout_path(name: &str, rest: &str) -> anyhow::Result<String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(invalid(format!(
+            "NAME: expected a rollout name of a-z, 0-9 and -, got `{name}`"
+        )));
+    }
+    Ok(format!("/api/v1/rollouts/{name}{rest}"))
+}
