@@ -46,6 +46,8 @@ enum Command {
     Resume(cli::control::NameArgs),
     /// Canary weight to 0 and the rollout unregistered.
     Cleanup(cli::control::NameArgs),
+    /// Live per-interval comparison of stable and canary, with threshold flags.
+    Monitor(cli::monitor::Args),
     /// Every decision with its time, weight, verdict and reason.
     History(cli::inspect::HistoryArgs),
     /// The rollout report: timeline, decisions, per-version summaries, charts (html).
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Pause(args) => cli::control::simple(args, Simple::Pause, out),
         Command::Resume(args) => cli::control::simple(args, Simple::Resume, out),
         Command::Cleanup(args) => cli::control::cleanup(args, out),
+        Command::Monitor(args) => cli::monitor::run(args, out),
         Command::History(args) => cli::inspect::history(args, out),
         Command::Report(args) => cli::inspect::report(args),
         Command::Proxy(args) => cli::proxy::run(args),

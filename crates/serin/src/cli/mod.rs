@@ -3,7 +3,9 @@
 pub mod analyze;
 pub mod client;
 pub mod control;
+pub mod duration;
 pub mod inspect;
+pub mod monitor;
 pub mod output;
 pub mod proxy;
 pub mod serve;
