@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use serin_proxy::{Proxy, RoutingTable, Version, Weight};
+use serin_proxy::{Proxy, RoutingTable, Upstream, Version, Weight};
 
 use crate::controller::driver::{BoxFuture, TrafficRouter};
 use crate::controller::probe;
@@ -12,6 +12,19 @@ use crate::controller::probe;
 /// The path asked by the health check. Any answer below 500 means the
 /// version is up (a service without `/healthz` answers 404, which is fine).
 pub const HEALTH_PATH: &str = "/healthz";
+
+/// Health-checks plain-HTTP upstreams: each must answer [`HEALTH_PATH`] below 500.
+pub async fn check_upstreams(upstreams: &[(Version, &Upstream)]) -> Result<(), String> {
+    for (version, upstream) in upstreams {
+        let url = format!("{upstream}{HEALTH_PATH}");
+        match probe::get(&url).await {
+            Ok(status) if status.as_u16() < 500 => {}
+            Ok(status) => return Err(format!("{version} ({url}) answered {status}")),
+            Err(e) => return Err(format!("{version}: {e}")),
+        }
+    }
+    Ok(())
+}
 
 /// Routes through an in-process [`Proxy`].
 pub struct BuiltinRouter {
@@ -29,15 +42,11 @@ impl TrafficRouter for BuiltinRouter {
     fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let table = self.proxy.table();
-            for version in Version::ALL {
-                let url = format!("{}{HEALTH_PATH}", table.upstream(version));
-                match probe::get(&url).await {
-                    Ok(status) if status.as_u16() < 500 => {}
-                    Ok(status) => return Err(format!("{version} ({url}) answered {status}")),
-                    Err(e) => return Err(format!("{version}: {e}")),
-                }
-            }
-            Ok(())
+            check_upstreams(&[
+                (Version::Stable, table.upstream(Version::Stable)),
+                (Version::Canary, table.upstream(Version::Canary)),
+            ])
+            .await
         })
     }
 

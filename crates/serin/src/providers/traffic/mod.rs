@@ -1,3 +1,4 @@
 //! Traffic routers: make a data plane send the canary its share.
 
 pub mod builtin;
+pub mod nginx;

@@ -1,0 +1,5 @@
+//! Helpers shared by the end-to-end tests. Each test binary uses a part.
+#![allow(dead_code)]
+
+pub mod nginx;
+pub mod upstream;

@@ -1,0 +1,126 @@
+//! A real nginx for tests: its own prefix in a temp dir, a free port, killed
+//! on Drop. Needs the `nginx` binary (scripts/install-test-deps.sh installs it).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running nginx master with a main config that includes `conf.d/*.conf`.
+pub struct Nginx {
+    child: Child,
+    /// The prefix directory (config, logs, pid, temp paths).
+    pub dir: PathBuf,
+    _temp: tempfile::TempDir,
+}
+
+/// A port that was free a moment ago (bind :0, read it, close).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn nginx_bin() -> &'static str {
+    if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    }
+}
+
+impl Nginx {
+    /// Starts nginx in the foreground with an empty `conf.d/`.
+    pub fn start() -> Nginx {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let user = if unsafe_is_root() { "user root;\n" } else { "" };
+        let conf = format!(
+            "{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
+             events {{ worker_connections 512; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+             include {d}/conf.d/*.conf;\n}}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx_bin())
+            .args([
+                "-p",
+                &dir.display().to_string(),
+                "-c",
+                &dir.join("nginx.conf").display().to_string(),
+            ])
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx (is it installed? scripts/install-test-deps.sh)");
+        let nginx = Nginx {
+            child,
+            dir,
+            _temp: temp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !nginx.dir.join("nginx.pid").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not write its pid file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    /// `nginx -p DIR -c DIR/nginx.conf` plus `extra`, as an argv.
+    pub fn command(&self, extra: &[&str]) -> Vec<String> {
+        let mut argv = vec![
+            nginx_bin().to_string(),
+            "-p".into(),
+            self.dir.display().to_string(),
+            "-c".into(),
+            self.dir.join("nginx.conf").display().to_string(),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        argv
+    }
+
+    /// Where serin's include file goes.
+    pub fn include(&self, name: &str) -> PathBuf {
+        self.dir.join("conf.d").join(format!("{name}.conf"))
+    }
+
+    /// The error log, for failure messages.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether this process runs as root (nginx then needs `user root;` to let its
+/// workers write into a root-owned temp dir).
+fn unsafe_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// An address on loopback with the given port.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}

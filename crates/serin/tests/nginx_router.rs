@@ -1,0 +1,112 @@
+//! The nginx traffic router against a real nginx: weights take effect through
+//! reloads, and a configuration that fails `nginx -t` leaves the old one in
+//! place and serving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::nginx::{Nginx, free_port, local};
+use common::upstream::{client, version_of, versioned};
+use serin::controller::driver::TrafficRouter;
+use serin::providers::traffic::nginx::{NginxConfig, NginxRouter, install, render};
+use serin_proxy::{Upstream, Weight};
+
+/// Canary share over `n` requests.
+async fn canary_share(url: &str, n: usize) -> f64 {
+    let c = client();
+    let mut canary = 0;
+    for _ in 0..n {
+        if version_of(&c, url).await.as_deref() == Some("canary") {
+            canary += 1;
+        }
+    }
+    canary as f64 / n as f64
+}
+
+/// Waits (bounded) until the share is within `range`: a reload replaces
+/// workers gracefully, so old workers may answer for a moment.
+async fn settles(url: &str, range: std::ops::RangeInclusive<f64>) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let share = canary_share(url, 400).await;
+        if range.contains(&share) || Instant::now() > deadline {
+            return share;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_follow_through_reloads_and_a_failing_test_changes_nothing() {
+    let nginx = Nginx::start();
+    let stable = versioned("stable").await;
+    let canary = versioned("canary").await;
+    let port = free_port();
+    let config = NginxConfig {
+        rollout: "checkout".into(),
+        include: nginx.include("serin-checkout"),
+        test: nginx.command(&["-t", "-q"]),
+        reload: nginx.command(&["-s", "reload"]),
+        access_log: nginx.dir.join("logs/serin-checkout.json"),
+        listen: local(port),
+        stable: Upstream::parse(&format!("http://{stable}")).unwrap(),
+        canary: Upstream::parse(&format!("http://{canary}")).unwrap(),
+        sticky: None,
+        routes: vec![],
+    };
+    let router = NginxRouter::new(config.clone());
+    let url = format!("http://127.0.0.1:{port}/");
+
+    router
+        .apply_weight(Weight::from_percent(25.0).unwrap())
+        .await
+        .unwrap();
+    let share = settles(&url, 0.17..=0.33).await;
+    assert!(
+        (0.17..=0.33).contains(&share),
+        "25 % weight gave {share}; {}",
+        nginx.error_log()
+    );
+
+    router.apply_weight(Weight::ZERO).await.unwrap();
+    assert_eq!(settles(&url, 0.0..=0.0).await, 0.0, "weight 0: all stable");
+
+    // A configuration nginx -t refuses: its access log cannot be opened.
+    let good = std::fs::read_to_string(&config.include).unwrap();
+    let mut broken = config.clone();
+    broken.access_log = nginx.dir.join("no/such/dir/log.json");
+    let err = install(&broken, &render(&broken, Weight::FULL))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("-t"),
+        "the failing command is named: {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config.include).unwrap(),
+        good,
+        "old file back in place"
+    );
+    assert_eq!(
+        canary_share(&url, 200).await,
+        0.0,
+        "still serving the old split"
+    );
+
+    router.apply_weight(Weight::FULL).await.unwrap();
+    assert_eq!(
+        settles(&url, 1.0..=1.0).await,
+        1.0,
+        "weight 100: all canary"
+    );
+    router.promote().await.unwrap();
+    // After promotion the stable upstream is the former canary.
+    assert!(
+        std::fs::read_to_string(&config.include)
+            .unwrap()
+            .contains(&format!(
+                "upstream serin_checkout_stable {{\n    server {canary};"
+            ))
+    );
+}
