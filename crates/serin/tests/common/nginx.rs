@@ -101,7 +101,22 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGKILL of the master would orphan its workers: ask it to stop (they
+    /// go with it), and kill only if it does not.
     fn drop(&mut self) {
+        let argv = self.command(&["-s", "stop"]);
+        let _ = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
