@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod nginx_log;
+pub mod prometheus;
 
 use crate::controller::driver::BoxFuture;
 
