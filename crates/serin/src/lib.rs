@@ -9,6 +9,7 @@
 //!   `run` that returns the process exit code; `main.rs` dispatches to them.
 //! - [`controller`]: the rollout state machine (pure) and its driver.
 //! - [`spec`]: the rollout file (YAML), its types and validation with located errors.
+//! - [`notify`]: webhook notifications (JSON, Slack) with retries, off the controller's path.
 //! - [`providers`]: traffic routers (built-in proxy, ...) behind the controller's seams.
 //! - [`daemon`]: the registry of rollouts behind `serin serve`; [`runtime`]: a rollout's
 //!   proxy and driver, started from its file (shared by `serve` and `run`).
@@ -27,6 +28,7 @@ pub mod controller;
 pub mod daemon;
 pub mod demo;
 pub mod exit;
+pub mod notify;
 pub mod providers;
 pub mod report;
 pub mod runtime;

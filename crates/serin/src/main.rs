@@ -64,6 +64,7 @@ enum Command {
 
 fn main() -> ExitCode {
     init_tracing();
+    serin::notify::install_crypto();
     let cli = Cli::parse();
     use cli::control::Simple;
     let out = cli.output;

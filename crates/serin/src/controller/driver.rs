@@ -30,6 +30,7 @@ use serin_proxy::Weight;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::machine::{self, Action, Decision, Input, Millis, Phase, Plan, Refused, Verdict};
+use crate::notify::{Message, Notifier};
 use crate::store::{RolloutRecord, Sample, Store, StoreError, VersionSample};
 
 /// A boxed future, for object-safe async seams.
@@ -145,6 +146,8 @@ pub struct Driver {
     gate_rx: mpsc::Receiver<Input>,
     /// The weight the data plane is known to hold (None: unknown, apply again).
     applied: Option<Weight>,
+    notifier: Notifier,
+    report_url: Option<String>,
 }
 
 impl Driver {
@@ -174,8 +177,32 @@ impl Driver {
             gate_tx,
             gate_rx,
             applied: None,
+            notifier: Notifier::none(),
+            report_url: None,
         };
         (driver, handle)
+    }
+
+    /// Sends phase changes and failed verdicts to `notifier`; `report_url`
+    /// is the link to put in them.
+    pub fn with_notifier(mut self, notifier: Notifier, report_url: Option<String>) -> Driver {
+        self.notifier = notifier;
+        self.report_url = report_url;
+        self
+    }
+
+    fn notify(&self, event: &str, reason: &str) {
+        self.notifier.send(Message {
+            event: event.to_string(),
+            rollout: self.record.name.clone(),
+            phase: self.record.state.phase.as_str().to_string(),
+            stable_version: self.record.stable_version.clone(),
+            canary_version: self.record.canary_version.clone(),
+            weight: self.record.state.weight.percent(),
+            reason: reason.to_string(),
+            at: crate::report::rfc3339(now_millis()),
+            report: self.report_url.clone(),
+        });
     }
 
     /// The rollout as last persisted.
@@ -281,6 +308,9 @@ impl Driver {
             }
             self.record = next;
             for d in t.decisions {
+                if d.verdict == Some("fail") {
+                    self.notify("verdict-failed", &d.reason);
+                }
                 let _ = self.progress.send(Progress::Decision(d));
             }
             for action in t.actions {
@@ -317,6 +347,7 @@ impl Driver {
                     }
                     Action::Notify(phase) => {
                         tracing::info!(rollout = %self.record.name, phase = phase.as_str(), reason = %self.record.state.reason, "phase changed");
+                        self.notify("phase-changed", &self.record.state.reason.clone());
                     }
                 }
             }
