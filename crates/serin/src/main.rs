@@ -26,6 +26,8 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one rollout in the foreground and exit with its outcome.
+    Run(cli::run::Args),
     /// The daemon: API, dashboard, proxies and controllers of all registered rollouts.
     Serve(cli::serve::Args),
     /// Register (or update) a rollout with the daemon; all traffic on stable.
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
     use cli::control::Simple;
     let out = cli.output;
     let result = match cli.command {
+        Command::Run(args) => cli::run::run(args, out),
         Command::Serve(args) => cli::serve::run(args),
         Command::Init(args) => cli::control::init(args, out),
         Command::Status(args) => cli::inspect::status(args, out),

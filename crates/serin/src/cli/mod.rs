@@ -8,5 +8,6 @@ pub mod inspect;
 pub mod monitor;
 pub mod output;
 pub mod proxy;
+pub mod run;
 pub mod serve;
 pub mod signals;

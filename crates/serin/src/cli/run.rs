@@ -1,0 +1,288 @@
+//! `serin run FILE`: one rollout in the foreground — proxy, analysis and
+//! state in this process — exiting with its outcome (0 promoted, 3 rolled
+//! back by analysis, 4 stopped by an operator, 1 runtime failure, 2 bad file).
+//!
+//! On a terminal it draws a progress bar; otherwise (CI logs, pipes) it
+//! prints one line per event. Ctrl-C is an operator's stop: the canary's
+//! weight goes to 0 before the process exits (exit 4).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serin_proxy::Weight;
+
+use crate::cli::output::OutputFormat;
+use crate::cli::serve::StateArgs;
+use crate::controller::driver::{Progress, now_millis};
+use crate::controller::machine::{Decision, DecisionKind, Input, Phase, State};
+use crate::exit::{Exit, invalid};
+use crate::runtime::{DataPlane, RunningDriver, Setup};
+use crate::store::{RolloutRecord, Sample, Store};
+
+/// Flags of `serin run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The rollout file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Also write the HTML report here when the rollout ends.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// The outcome of a finished rollout as an exit code.
+pub fn exit_for(record: &RolloutRecord) -> Exit {
+    match record.state.phase {
+        Phase::Succeeded => Exit::Success,
+        Phase::RolledBack if is_operator_stop(&record.state.reason) => Exit::Stopped,
+        Phase::RolledBack => Exit::RolledBack,
+        _ => Exit::Runtime,
+    }
+}
+
+fn is_operator_stop(reason: &str) -> bool {
+    reason == "manual"
+}
+
+pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| invalid(format!("{}: {e}", args.file.display())))?;
+    let setup =
+        (crate::runtime::parser())(&text, &args.file.display().to_string()).map_err(invalid)?;
+    let store = args.state.open()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run_setup(setup, text, store, args.report, output))
+}
+
+/// Runs `setup` to its end; shared by `serin run` and the demo tour.
+pub async fn run_setup(
+    setup: Setup,
+    text: String,
+    store: Store,
+    report: Option<PathBuf>,
+    output: OutputFormat,
+) -> anyhow::Result<Exit> {
+    let record = resume_or_register(&store, &setup, &text)?;
+    let plane = DataPlane::start(&setup, record.state.weight)
+        .await
+        .map_err(|e| invalid(e.to_string()))?;
+    let driver = RunningDriver::spawn(&setup, store.clone(), record.clone(), &plane);
+    let handle = driver.handle.clone();
+    let mut progress = handle.subscribe();
+    let mut view = View::new(&setup, &record, output);
+    view.line(&format!(
+        "{}: {} → {} through {} ({} steps)",
+        setup.name,
+        setup.stable_version,
+        setup.canary_version,
+        plane.addr,
+        setup.plan.steps.len()
+    ));
+    let finish = driver.finish(std::future::pending());
+    tokio::pin!(finish);
+    let mut interrupted = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut finish => break r,
+            p = progress.recv() => {
+                if let Ok(p) = p {
+                    view.show(&p);
+                }
+            }
+            () = crate::cli::signals::terminated(), if !interrupted => {
+                interrupted = true;
+                view.line("interrupted: rolling back (all traffic to stable)");
+                if let Err(e) = handle.command(Input::Rollback).await {
+                    view.line(&format!("rollback refused: {e}"));
+                }
+            }
+        }
+    };
+    // Drain what the driver said last.
+    while let Ok(p) = progress.try_recv() {
+        view.show(&p);
+    }
+    let record = result.map_err(|e| anyhow::anyhow!(e))?;
+    plane.stop().await;
+    view.done(&record);
+    if let Some(path) = report {
+        let r = crate::report::Report::new(
+            &record,
+            &store.events(&record.name)?,
+            &store.samples(&record.name)?,
+        );
+        std::fs::write(&path, r.to_html())
+            .map_err(|e| invalid(format!("--report {}: {e}", path.display())))?;
+        view.line(&format!("report written to {}", path.display()));
+    }
+    if output == OutputFormat::Json {
+        let status = crate::daemon::status_of(&record, None, setup.plan.steps.len());
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    }
+    Ok(exit_for(&record))
+}
+
+/// A rollout of the same name left in progress (a crash, a killed run) with
+/// the same file carries on where it was; anything else starts afresh.
+fn resume_or_register(store: &Store, setup: &Setup, text: &str) -> anyhow::Result<RolloutRecord> {
+    if let Ok(existing) = store.get(&setup.name)
+        && !existing.state.phase.is_finished()
+        && existing.spec == text
+        && existing.canary_version.as_deref() == Some(setup.canary_version.as_str())
+    {
+        return Ok(existing);
+    }
+    let now = now_millis();
+    let record = RolloutRecord {
+        name: setup.name.clone(),
+        spec: text.to_string(),
+        stable_version: setup.stable_version.clone(),
+        canary_version: Some(setup.canary_version.clone()),
+        stable_upstream: Some(
+            setup
+                .table
+                .upstream(serin_proxy::Version::Stable)
+                .to_string(),
+        ),
+        canary_upstream: Some(
+            setup
+                .table
+                .upstream(serin_proxy::Version::Canary)
+                .to_string(),
+        ),
+        state: State::new(now),
+        last_verdict: None,
+        generation: 0,
+    };
+    Ok(store.register(&record, now)?)
+}
+
+/// What a person sees: a bar on a terminal, lines elsewhere.
+struct View {
+    bar: Option<ProgressBar>,
+    steps: usize,
+    json: bool,
+    weight: Weight,
+    verdict: String,
+}
+
+impl View {
+    fn new(setup: &Setup, record: &RolloutRecord, output: OutputFormat) -> View {
+        let json = output == OutputFormat::Json;
+        let steps = setup.plan.steps.len();
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30.cyan/blue}] step {pos}/{len} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(setup.name.clone());
+            bar.set_position(record.state.step as u64);
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar
+        });
+        View {
+            bar,
+            steps,
+            json,
+            weight: record.state.weight,
+            verdict: String::new(),
+        }
+    }
+
+    /// A line above the bar (or on stderr without one); JSON mode keeps
+    /// stdout for the final document.
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn show(&mut self, p: &Progress) {
+        match p {
+            Progress::Decision(d) => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(d.step.min(self.steps) as u64);
+                }
+                self.weight = d.weight;
+                if let Some(v) = d.verdict {
+                    self.verdict = v.to_string();
+                }
+                // Passing verdicts every interval would drown the log; the
+                // bar shows the latest, and failures and steps get a line.
+                let quiet = d.kind == DecisionKind::Verdict && d.verdict != Some("fail");
+                if !quiet || self.bar.is_none() {
+                    self.line(&decision_line(d));
+                }
+            }
+            Progress::Sample(s) => {
+                if self.bar.is_none() && !self.json {
+                    eprintln!("{}", sample_line(s));
+                }
+            }
+            Progress::WeightApplied {
+                weight,
+                since_decision,
+            } => {
+                self.weight = *weight;
+                tracing::debug!(%weight, ?since_decision, "weight applied");
+            }
+            Progress::RouterError(e) => {
+                self.line(&format!("data plane refused a change (retrying): {e}"))
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("canary {} % {}", self.weight, self.verdict));
+        }
+    }
+
+    fn done(&self, record: &RolloutRecord) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let outcome = match record.state.phase {
+            Phase::Succeeded => format!("promoted: {} is the new stable", record.stable_version),
+            Phase::RolledBack => format!("rolled back: {}", record.state.reason),
+            p => format!("stopped in phase {}", p.as_str()),
+        };
+        self.line(&format!("{}: {outcome}", record.name));
+    }
+}
+
+fn decision_line(d: &Decision) -> String {
+    format!(
+        "{} step {} weight {} % {}{}: {}",
+        crate::report::rfc3339(d.at),
+        d.step,
+        d.weight,
+        d.kind.as_str(),
+        d.verdict.map(|v| format!(" {v}")).unwrap_or_default(),
+        d.reason
+    )
+}
+
+fn sample_line(s: &Sample) -> String {
+    let rate = |v: &crate::store::VersionSample| {
+        v.error_rate().map_or("-".to_string(), |r| {
+            format!("{:.2}% of {}", 100.0 * r, v.requests)
+        })
+    };
+    let p95 =
+        |v: &crate::store::VersionSample| v.p95_ms.map_or("-".to_string(), |p| format!("{p:.1}ms"));
+    format!(
+        "{} interval: stable errors {} p95 {} | canary errors {} p95 {} | {}",
+        crate::report::rfc3339(s.at),
+        rate(&s.stable),
+        p95(&s.stable),
+        rate(&s.canary),
+        p95(&s.canary),
+        s.verdict
+    )
+}
