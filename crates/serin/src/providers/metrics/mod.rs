@@ -20,6 +20,63 @@ pub struct Totals {
     pub counts: Vec<u64>,
 }
 
+impl Totals {
+    /// The numbers of the interval between `earlier` and `self`: request and
+    /// error deltas, and quantiles of the bucket deltas. `None` where counters
+    /// went backwards or the buckets changed (the caller decides what that
+    /// means; the judge reports it).
+    pub fn since(&self, earlier: &Totals) -> Option<crate::store::VersionSample> {
+        let requests = self.requests.checked_sub(earlier.requests)?;
+        let errors = self.errors.checked_sub(earlier.errors)?;
+        let deltas: Option<Vec<u64>> = if earlier.counts.is_empty() && earlier.requests == 0 {
+            Some(self.counts.clone())
+        } else if earlier.le_ms == self.le_ms {
+            self.counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(a, b)| a.checked_sub(*b))
+                .collect()
+        } else {
+            None
+        };
+        let deltas = deltas?;
+        let q = |p: f64| quantile(&self.le_ms, &deltas, requests, p);
+        Some(crate::store::VersionSample {
+            requests,
+            errors,
+            p50_ms: q(0.50),
+            p95_ms: q(0.95),
+            p99_ms: q(0.99),
+        })
+    }
+}
+
+/// The `p` quantile of `total` requests whose cumulative bucket counts are
+/// `counts` (at most `le_ms[i]`), interpolated linearly inside the bucket as
+/// Prometheus' `histogram_quantile` does. Requests beyond the last bound are
+/// reported at the last bound (a lower limit). `None` without requests.
+pub fn quantile(le_ms: &[f64], counts: &[u64], total: u64, p: f64) -> Option<f64> {
+    if total == 0 || le_ms.is_empty() {
+        return None;
+    }
+    let rank = p * total as f64;
+    let (mut lower, mut below) = (0.0, 0u64);
+    for (&le, &count) in le_ms.iter().zip(counts) {
+        if count as f64 >= rank {
+            let in_bucket = (count - below) as f64;
+            let frac = if in_bucket > 0.0 {
+                (rank - below as f64) / in_bucket
+            } else {
+                1.0
+            };
+            return Some(lower + (le - lower) * frac.clamp(0.0, 1.0));
+        }
+        lower = le;
+        below = count;
+    }
+    le_ms.last().copied()
+}
+
 /// Both versions' totals at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -56,6 +113,46 @@ pub fn default_bounds_ms() -> Vec<f64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_numbers_come_from_deltas() {
+        let le = vec![10.0, 20.0, 40.0];
+        let a = Totals {
+            requests: 100,
+            errors: 1,
+            le_ms: le.clone(),
+            counts: vec![50, 90, 100],
+        };
+        let b = Totals {
+            requests: 200,
+            errors: 11,
+            le_ms: le.clone(),
+            counts: vec![60, 180, 200],
+        };
+        let s = b.since(&a).unwrap();
+        assert_eq!((s.requests, s.errors), (100, 10));
+        // Deltas: 10 at <=10, 80 in (10,20], 10 in (20,40]. Median rank 50:
+        // in the second bucket, (50-10)/80 of the way from 10 to 20.
+        assert!((s.p50_ms.unwrap() - 15.0).abs() < 1e-9);
+        assert!((s.p95_ms.unwrap() - 30.0).abs() < 1e-9);
+        let backwards = Totals {
+            requests: 50,
+            ..b.clone()
+        };
+        assert!(backwards.since(&b).is_none());
+    }
+
+    #[test]
+    fn quantile_edges() {
+        assert_eq!(quantile(&[1.0], &[0], 0, 0.5), None);
+        assert_eq!(
+            quantile(&[1.0, 2.0], &[0, 0], 10, 0.5),
+            Some(2.0),
+            "all beyond the last bound"
+        );
+        assert_eq!(quantile(&[1.0, 2.0], &[10, 10], 10, 0.99), Some(0.99));
+    }
     #[test]
     fn bounds_ascend_and_cover_a_minute() {
         let b = super::default_bounds_ms();
