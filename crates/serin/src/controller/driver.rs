@@ -148,7 +148,14 @@ pub struct Driver {
     applied: Option<Weight>,
     notifier: Notifier,
     report_url: Option<String>,
+    /// Must answer 2xx before the first step (Flagger's pre-rollout hook).
+    pre_rollout: Option<String>,
+    /// When the next health check may run while `Initializing`.
+    next_check: Option<Instant>,
 }
+
+/// How often an `Initializing` rollout re-checks its versions.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl Driver {
     /// A driver for a stored rollout, and the handle to command it.
@@ -179,6 +186,8 @@ impl Driver {
             applied: None,
             notifier: Notifier::none(),
             report_url: None,
+            pre_rollout: None,
+            next_check: None,
         };
         (driver, handle)
     }
@@ -188,6 +197,12 @@ impl Driver {
     pub fn with_notifier(mut self, notifier: Notifier, report_url: Option<String>) -> Driver {
         self.notifier = notifier;
         self.report_url = report_url;
+        self
+    }
+
+    /// `url` must answer 2xx to a POST before the first step.
+    pub fn with_pre_rollout(mut self, url: Option<String>) -> Driver {
+        self.pre_rollout = url;
         self
     }
 
@@ -257,10 +272,26 @@ impl Driver {
 
     /// Health-checks both versions; starts the first step when they answer.
     async fn initialize(&mut self) -> Result<(), DriverError> {
-        match self.router.check_ready().await {
+        if self.next_check.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
+        self.next_check = Some(Instant::now() + CHECK_EVERY);
+        let ready = match self.router.check_ready().await {
+            Err(why) => Err(format!("waiting for both versions to answer: {why}")),
+            Ok(()) => match &self.pre_rollout {
+                None => Ok(()),
+                Some(url) => match super::probe::post_json(url, &self.hook_body()).await {
+                    Ok(status) if status.is_success() => Ok(()),
+                    Ok(status) => Err(format!(
+                        "waiting for the pre-rollout check {url}: it answered {status}"
+                    )),
+                    Err(e) => Err(format!("waiting for the pre-rollout check {url}: {e}")),
+                },
+            },
+        };
+        match ready {
             Ok(()) => self.feed(Input::Start).await,
-            Err(why) => {
-                let reason = format!("waiting for both versions to answer: {why}");
+            Err(reason) => {
                 if self.record.state.reason != reason {
                     tracing::warn!(rollout = %self.record.name, "{reason}");
                     self.record.state.reason = reason;
@@ -268,6 +299,18 @@ impl Driver {
                 Ok(())
             }
         }
+    }
+
+    /// What gates and pre-rollout checks receive (as Flagger's webhooks do).
+    fn hook_body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rollout": self.record.name,
+            "phase": self.record.state.phase.as_str(),
+            "step": self.record.state.step,
+            "weight": self.record.state.weight.percent(),
+            "stableVersion": self.record.stable_version,
+            "canaryVersion": self.record.canary_version,
+        })
     }
 
     /// Feeds one input, and every input its actions produce, through the
@@ -402,8 +445,9 @@ impl Driver {
 
     fn check_gate(&self, url: String) {
         let tx = self.gate_tx.clone();
+        let body = self.hook_body();
         tokio::spawn(async move {
-            let (open, detail) = match super::probe::get(&url).await {
+            let (open, detail) = match super::probe::post_json(&url, &body).await {
                 Ok(status) => (status.is_success(), format!("{url} answered {status}")),
                 Err(e) => (false, format!("{url}: {e}")),
             };
@@ -687,5 +731,107 @@ mod tests {
         assert_eq!(rig.proxy.weight(), Weight::ZERO);
         let done = bounded(task).await.unwrap().unwrap();
         assert_eq!(done.state.phase, Phase::RolledBack);
+    }
+
+    #[tokio::test]
+    async fn a_gate_holds_until_it_answers_2xx_and_a_webhook_hears_everything() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let open = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+        let notified = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+        let (o, a, n) = (open.clone(), asked.clone(), notified.clone());
+        let app = axum::Router::new()
+            .route(
+                "/gate",
+                axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                    let (o, a) = (o.clone(), a.clone());
+                    async move {
+                        a.lock().unwrap().push(v);
+                        if o.load(Ordering::SeqCst) {
+                            axum::http::StatusCode::OK
+                        } else {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/hook",
+                axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                    let n = n.clone();
+                    async move {
+                        n.lock().unwrap().push(v);
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        crate::notify::install_crypto();
+
+        let rig = Rig::new().await;
+        let w = |p| Weight::from_percent(p).unwrap();
+        let plan = Plan {
+            steps: vec![
+                Step::SetWeight(w(10.0)),
+                Step::PauseUntilGate(format!("http://{addr}/gate")),
+                Step::SetWeight(w(100.0)),
+            ],
+            interval: Duration::from_millis(100),
+            no_data_limit: 3,
+            judge_at_end_of_pause: false,
+        };
+        let analysis = Scripted {
+            verdicts: rig.verdicts.clone(),
+            stages: rig.stages.clone(),
+        };
+        let (driver, _handle) = Driver::new(
+            plan,
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            Box::new(analysis),
+        );
+        let driver = driver.with_notifier(
+            crate::notify::Notifier::start(vec![crate::notify::Target {
+                url: format!("http://{addr}/hook"),
+                format: crate::notify::Format::Json,
+            }]),
+            None,
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        bounded(async {
+            while asked.lock().unwrap().len() < 3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert_eq!(
+            rig.proxy.weight(),
+            w(10.0),
+            "held at the gate while it answers 503"
+        );
+        assert_eq!(asked.lock().unwrap()[0]["rollout"], "checkout");
+        open.store(true, Ordering::SeqCst);
+        let done = bounded(task).await.unwrap().unwrap();
+        assert_eq!(done.state.phase, Phase::Succeeded);
+        bounded(async {
+            while notified.lock().unwrap().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let phases: Vec<_> = notified
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["phase"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(
+            phases,
+            ["Progressing", "Succeeded"],
+            "every phase change, in order"
+        );
     }
 }

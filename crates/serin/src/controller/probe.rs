@@ -1,5 +1,6 @@
-//! One HTTP GET with a timeout: gates (`pause: { until: webhook }`) and
-//! health checks use it. Plain HTTP only, like the built-in proxy's upstreams.
+//! Probes with a timeout: a GET for health checks (plain HTTP, like the
+//! built-in proxy's upstreams) and a JSON POST for gates and pre-rollout
+//! checks (HTTP or HTTPS, as Flagger's webhooks).
 
 use std::time::Duration;
 
@@ -27,5 +28,18 @@ pub async fn get(url: &str) -> Result<StatusCode, String> {
         Ok(Ok(response)) => Ok(response.status()),
         Ok(Err(e)) => Err(format!("no answer: {e}")),
         Err(_) => Err(format!("no answer within {}s", TIMEOUT.as_secs())),
+    }
+}
+
+/// POSTs `body` as JSON to `url` and returns the status, or why there was none.
+pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<StatusCode, String> {
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    match client.post(url).json(body).send().await {
+        Ok(r) => StatusCode::from_u16(r.status().as_u16()).map_err(|e| e.to_string()),
+        Err(e) if e.is_builder() => Err(format!("bad URL `{url}`: {e}")),
+        Err(e) => Err(format!("no answer: {e}")),
     }
 }
