@@ -28,6 +28,9 @@ use crate::split;
 use crate::table::RoutingTable;
 use crate::weight::Weight;
 
+/// hyper-util's pooled client, keyed by upstream `host:port`.
+pub(crate) type UpstreamPool = Client<HttpConnector, ForwardBody>;
+
 /// How the proxy treats upstreams and shutdown.
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
@@ -51,17 +54,15 @@ impl Default for ProxyOptions {
     }
 }
 
-/// A traffic-splitting reverse proxy: one routing table, one recorder, one
-/// pool of keep-alive connections to the upstreams. Share it as `Arc<Proxy>`
-/// between [`serve`](crate::serve), [`serve_admin`](crate::serve_admin) and
-/// whoever changes the weight.
+/// A traffic-splitting reverse proxy: one routing table and one recorder.
+/// Share it as `Arc<Proxy>` between [`serve`](crate::serve) (once, or once per
+/// runtime), [`serve_admin`](crate::serve_admin) and whoever changes the weight.
 pub struct Proxy {
     table: ArcSwap<RoutingTable>,
     /// Sequence numbers for the exact split; only requests that reach the split
     /// take one, so the split is exact over them.
     seq: AtomicU64,
     recorder: Arc<Recorder>,
-    client: Client<HttpConnector, ForwardBody>,
     options: ProxyOptions,
     warnings: WarnLimit,
 }
@@ -78,20 +79,10 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// A proxy routing by `table`. Needs no runtime until it serves.
     pub fn new(table: RoutingTable, options: ProxyOptions) -> Arc<Proxy> {
-        let mut connector = HttpConnector::new();
-        // Small requests and responses must not wait for Nagle's algorithm.
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(options.upstream_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .build(connector);
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(table),
             seq: AtomicU64::new(0),
             recorder: Arc::new(Recorder::new()),
-            client,
             options,
             warnings: WarnLimit::new(),
         })
@@ -129,10 +120,26 @@ impl Proxy {
         &self.options
     }
 
+    /// A pool of keep-alive connections to the upstreams. Each [`serve`](crate::serve)
+    /// makes its own, so that with one runtime per core a request never waits
+    /// on a connection driven by another core's runtime.
+    pub(crate) fn upstream_pool(&self) -> UpstreamPool {
+        let mut connector = HttpConnector::new();
+        // Small requests and responses must not wait for Nagle's algorithm.
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(self.options.upstream_timeout));
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(self.options.pool_idle_timeout)
+            .build(connector)
+    }
+
     /// Serves one request from `client_ip` (the connection's peer, as a header
-    /// value made once per connection).
+    /// value made once per connection) through `pool`.
     pub(crate) async fn handle(
         &self,
+        pool: &UpstreamPool,
         req: Request<Incoming>,
         client_ip: &HeaderValue,
     ) -> Response<ResponseBody> {
@@ -183,9 +190,7 @@ impl Proxy {
         // An intermediary speaks its own version on each hop (RFC 9110 6.2).
         head.version = http::Version::HTTP_11;
 
-        let sent = self
-            .client
-            .request(Request::from_parts(head, ForwardBody(body)));
+        let sent = pool.request(Request::from_parts(head, ForwardBody(body)));
         let failure = match tokio::time::timeout(self.options.upstream_timeout, sent).await {
             Ok(Ok(resp)) => {
                 let (mut head, body) = resp.into_parts();

@@ -26,17 +26,27 @@ use crate::proxy::Proxy;
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then drains open
 /// requests (up to [`ProxyOptions::drain_timeout`](crate::ProxyOptions)).
+///
+/// Each call keeps its own pool of upstream connections, driven by the runtime
+/// it runs on. On a multi-thread runtime call it once; for one runtime per core,
+/// call it once in each with listeners bound to the same address with
+/// `SO_REUSEPORT`, sharing one `Proxy` (and so one table and one recorder).
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
     let drain = proxy.options().drain_timeout;
+    let pool = proxy.upstream_pool();
+    let worker = Arc::new((proxy, pool));
     accept_loop(listener, shutdown, drain, move |peer: SocketAddr| {
-        let proxy = proxy.clone();
+        let worker = worker.clone();
         // Made once per connection: every request on it carries the same IP.
         let client_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
         service_fn(move |req: http::Request<Incoming>| {
-            let proxy = proxy.clone();
+            let worker = worker.clone();
             let client_ip = client_ip.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, &client_ip).await) }
+            async move {
+                let (proxy, pool) = &*worker;
+                Ok::<_, Infallible>(proxy.handle(pool, req, &client_ip).await)
+            }
         })
     })
     .await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serin_proxy::{Proxy, ProxyOptions, Route, RoutingTable, StickyKey, Version, Weight};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::exit::{Exit, invalid};
 
@@ -88,13 +88,20 @@ struct Config {
 }
 
 /// Runs `serin proxy` until SIGINT or SIGTERM.
+///
+/// One single-threaded runtime per core, each with its own listener on the
+/// same address (`SO_REUSEPORT`: the kernel spreads connections) and its own
+/// upstream pool: a request is served start to end on one thread, with no
+/// wake-ups across cores. (Measured against one multi-thread runtime in
+/// docs/benchmarks.md.) The main thread runs the admin server and waits for
+/// signals.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let config = check(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let main = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+    main.block_on(serve(config))
 }
 
 fn check(args: Args) -> anyhow::Result<Config> {
@@ -208,8 +215,20 @@ fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-async fn bind(flag: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+/// Binds `addr` with `SO_REUSEPORT`, so each worker can have its own listener.
+fn bind(flag: &str, addr: SocketAddr, backlog: u32) -> anyhow::Result<TcpListener> {
+    let bound = (|| {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    })();
+    bound.map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::AddrInUse => "address already in use".to_owned(),
             std::io::ErrorKind::AddrNotAvailable => {
@@ -223,20 +242,25 @@ async fn bind(flag: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<Exit> {
-    let listener = bind("--listen", config.listen).await?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The first bind resolves port 0; the others share the port it got.
+    let first = bind("--listen", config.listen, 1024)?;
+    let listen = first.local_addr().context("reading the --listen address")?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind("--listen", listen, 1024)?);
+    }
     let admin_listener = match config.admin {
-        Some(a) => Some(bind("--admin", a).await?),
+        Some(a) => Some(bind("--admin", a, 128)?),
         None => None,
     };
-    let listen = listener
-        .local_addr()
-        .context("reading the --listen address")?;
     let table = config.table;
     tracing::info!(
         %listen,
         stable = %table.upstream(Version::Stable),
         canary = %table.upstream(Version::Canary),
         weight = %table.weight(),
+        workers,
         "proxy listening"
     );
     let proxy = Proxy::new(table, config.options);
@@ -245,27 +269,65 @@ async fn serve(config: Config) -> anyhow::Result<Exit> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(l) = admin_listener {
-        let admin = l.local_addr().context("reading the --admin address")?;
-        tracing::info!(%admin, rollout = %config.name, "admin listening (GET /metrics, GET/PUT /weight)");
-        tasks.spawn(serin_proxy::serve_admin(
-            l,
-            proxy.clone(),
-            config.name.clone(),
-            until_stopped(stopped.clone()),
-        ));
+
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        // Registered with this runtime's reactor; each worker re-registers its
+        // own with its runtime.
+        let listener = listener
+            .into_std()
+            .context("handing a listener to a worker")?;
+        let (proxy, stopped) = (proxy.clone(), stopped.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("serin-proxy-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting a worker runtime")?;
+                rt.block_on(async move {
+                    let listener =
+                        TcpListener::from_std(listener).context("registering a listener")?;
+                    serin_proxy::serve(listener, proxy, until_stopped(stopped)).await;
+                    Ok(())
+                })
+            })
+            .context("starting a worker thread")?;
+        threads.push(thread);
     }
-    tasks.spawn(serin_proxy::serve(
-        listener,
-        proxy.clone(),
-        until_stopped(stopped),
-    ));
+
+    let admin = match admin_listener {
+        Some(l) => {
+            let addr = l.local_addr().context("reading the --admin address")?;
+            tracing::info!(admin = %addr, rollout = %config.name, "admin listening (GET /metrics, GET/PUT /weight)");
+            Some(tokio::spawn(serin_proxy::serve_admin(
+                l,
+                proxy.clone(),
+                config.name.clone(),
+                until_stopped(stopped.clone()),
+            )))
+        }
+        None => None,
+    };
 
     shutdown_signal().await?;
     tracing::info!("shutting down: draining open requests");
     let _ = stop.send(true);
-    while tasks.join_next().await.is_some() {}
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("a proxy worker panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<()>>>()
+    })
+    .await
+    .context("waiting for the proxy workers")?;
+    joined?;
     Ok(Exit::Success)
 }
 
