@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::recorder::{Recorder, StatusClass};
+use crate::proxy::Worker;
+use crate::recorder::StatusClass;
 use crate::weight::Version;
 
 /// The client's request body, forwarded as it arrives.
@@ -55,17 +56,17 @@ impl Body for ForwardBody {
 /// recorded. Dropped without [`Exchange::answered`], it counts as cancelled:
 /// the client went away (hyper drops the response future or body).
 pub(crate) struct Exchange {
-    recorder: Arc<Recorder>,
+    worker: Arc<Worker>,
     version: Version,
     started: Instant,
     done: bool,
 }
 
 impl Exchange {
-    pub(crate) fn begin(recorder: Arc<Recorder>, version: Version, started: Instant) -> Exchange {
-        recorder.started(version);
+    pub(crate) fn begin(worker: Arc<Worker>, version: Version, started: Instant) -> Exchange {
+        worker.recorder().started(version);
         Exchange {
-            recorder,
+            worker,
             version,
             started,
             done: false,
@@ -74,7 +75,8 @@ impl Exchange {
 
     /// The response was fully sent with this status class.
     pub(crate) fn answered(mut self, class: StatusClass) {
-        self.recorder
+        self.worker
+            .recorder()
             .record(self.version, class, self.started.elapsed());
         self.done = true;
     }
@@ -83,9 +85,9 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         if !self.done {
-            self.recorder.cancelled(self.version);
+            self.worker.recorder().cancelled(self.version);
         }
-        self.recorder.ended(self.version);
+        self.worker.recorder().ended(self.version);
     }
 }
 

@@ -70,19 +70,24 @@ impl LatencyBuckets {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    /// The recorded latencies as an HDR histogram (microseconds, 1 µs to 60 s,
-    /// two significant digits), and their exact sum.
-    pub(crate) fn snapshot(&self) -> (Histogram<u64>, Duration) {
+    /// The latencies recorded in all of `parts` as one HDR histogram
+    /// (microseconds, 1 µs to 60 s, two significant digits), and their exact sum.
+    pub(crate) fn merged<'a>(
+        parts: impl Iterator<Item = &'a LatencyBuckets> + Clone,
+    ) -> (Histogram<u64>, Duration) {
         let mut h = empty_histogram();
-        for (i, c) in self.counts.iter().enumerate() {
-            let n = c.load(Ordering::Relaxed);
+        for i in 0..BUCKETS {
+            let n: u64 = parts
+                .clone()
+                .map(|p| p.counts[i].load(Ordering::Relaxed))
+                .sum();
             if n > 0 {
                 // In range by construction: lowest_value(i) <= MAX_MICROS.
                 h.saturating_record_n(lowest_value(i), n);
             }
         }
-        let sum = Duration::from_micros(self.sum_micros.load(Ordering::Relaxed));
-        (h, sum)
+        let sum = parts.map(|p| p.sum_micros.load(Ordering::Relaxed)).sum();
+        (h, Duration::from_micros(sum))
     }
 }
 
@@ -129,7 +134,7 @@ mod tests {
             b.record(Duration::from_millis(ms));
         }
         b.record(Duration::from_secs(3600));
-        let (h, sum) = b.snapshot();
+        let (h, sum) = LatencyBuckets::merged(std::iter::once(&b));
         assert_eq!(h.len(), 101);
         let p50 = h.value_at_quantile(0.5);
         assert!((50_000..=51_500).contains(&p50), "{p50}");

@@ -8,7 +8,7 @@
 //! has been sent ([`crate::body`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::{Exchange, ForwardBody, ResponseBody};
 use crate::failure::{Chain, Failure, WarnLimit};
 use crate::forwarding;
-use crate::recorder::{Recorder, StatusClass};
+use crate::recorder::{Recorder, Shard, StatusClass};
 use crate::split;
 use crate::table::RoutingTable;
 use crate::weight::Weight;
@@ -62,7 +62,9 @@ pub struct Proxy {
     /// Sequence numbers for the exact split; only requests that reach the split
     /// take one, so the split is exact over them.
     seq: AtomicU64,
-    recorder: Arc<Recorder>,
+    recorder: Recorder,
+    /// Hands each serving runtime its own recorder shard.
+    workers: AtomicUsize,
     options: ProxyOptions,
     warnings: WarnLimit,
 }
@@ -82,7 +84,10 @@ impl Proxy {
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(table),
             seq: AtomicU64::new(0),
-            recorder: Arc::new(Recorder::new()),
+            recorder: Recorder::with_shards(
+                std::thread::available_parallelism().map_or(1, |n| n.get().min(16)),
+            ),
+            workers: AtomicUsize::new(0),
             options,
             warnings: WarnLimit::new(),
         })
@@ -120,29 +125,49 @@ impl Proxy {
         &self.options
     }
 
-    /// A pool of keep-alive connections to the upstreams. Each [`serve`](crate::serve)
-    /// makes its own, so that with one runtime per core a request never waits
-    /// on a connection driven by another core's runtime.
-    pub(crate) fn upstream_pool(&self) -> UpstreamPool {
+    /// What one [`serve`](crate::serve) call needs: its own pool of keep-alive
+    /// connections to the upstreams and its own recorder shard, so that with
+    /// one runtime per core a request never waits on a connection driven by
+    /// another core, nor writes to counters another core is writing.
+    pub(crate) fn worker(self: &Arc<Self>) -> Arc<Worker> {
         let mut connector = HttpConnector::new();
         // Small requests and responses must not wait for Nagle's algorithm.
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(self.options.upstream_timeout));
-        Client::builder(TokioExecutor::new())
+        let pool = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.options.pool_idle_timeout)
-            .build(connector)
+            .build(connector);
+        Arc::new(Worker {
+            proxy: self.clone(),
+            pool,
+            shard: self.workers.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+}
+
+/// One serving runtime's view of the proxy: see [`Proxy::worker`].
+pub(crate) struct Worker {
+    proxy: Arc<Proxy>,
+    pool: UpstreamPool,
+    shard: usize,
+}
+
+impl Worker {
+    /// This worker's recorder shard.
+    pub(crate) fn recorder(&self) -> &Shard {
+        self.proxy.recorder.shard(self.shard)
     }
 
     /// Serves one request from `client_ip` (the connection's peer, as a header
-    /// value made once per connection) through `pool`.
+    /// value made once per connection).
     pub(crate) async fn handle(
-        &self,
-        pool: &UpstreamPool,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         client_ip: &HeaderValue,
     ) -> Response<ResponseBody> {
+        let proxy = &*self.proxy;
         let received = Instant::now();
         let (mut head, body) = req.into_parts();
 
@@ -156,9 +181,9 @@ impl Proxy {
         }
 
         let (version, uri) = {
-            let table = self.table.load();
+            let table = proxy.table.load();
             let version = split::fixed(&table, &head).unwrap_or_else(|| {
-                split::split(self.seq.fetch_add(1, Ordering::Relaxed), table.weight())
+                split::split(proxy.seq.fetch_add(1, Ordering::Relaxed), table.weight())
             });
             let upstream = table.upstream(version);
             let mut parts = http::uri::Parts::default();
@@ -177,7 +202,7 @@ impl Proxy {
             // forms a URI, but a refusal is better than a panic on the path.
             return refuse("request target cannot be forwarded\n");
         };
-        let exchange = Exchange::begin(self.recorder.clone(), version, received);
+        let exchange = Exchange::begin(self.clone(), version, received);
 
         if let Some(authority) = head.uri.authority()
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
@@ -190,8 +215,10 @@ impl Proxy {
         // An intermediary speaks its own version on each hop (RFC 9110 6.2).
         head.version = http::Version::HTTP_11;
 
-        let sent = pool.request(Request::from_parts(head, ForwardBody(body)));
-        let failure = match tokio::time::timeout(self.options.upstream_timeout, sent).await {
+        let sent = self
+            .pool
+            .request(Request::from_parts(head, ForwardBody(body)));
+        let failure = match tokio::time::timeout(proxy.options.upstream_timeout, sent).await {
             Ok(Ok(resp)) => {
                 let (mut head, body) = resp.into_parts();
                 forwarding::strip_hop_by_hop(&mut head.headers);
@@ -201,19 +228,21 @@ impl Proxy {
             Ok(Err(err)) => {
                 let failure = Failure::of(&err);
                 if failure != Failure::Client {
-                    let upstream = self.table.load().upstream(version).clone();
-                    self.warnings
+                    let upstream = proxy.table.load().upstream(version).clone();
+                    proxy
+                        .warnings
                         .warn(version, &upstream, failure, &Chain(&err));
                 }
                 failure
             }
             Err(_elapsed) => {
-                let upstream = self.table.load().upstream(version).clone();
+                let upstream = proxy.table.load().upstream(version).clone();
                 let cause = format!(
                     "no response headers within {:?}",
-                    self.options.upstream_timeout
+                    proxy.options.upstream_timeout
                 );
-                self.warnings
+                proxy
+                    .warnings
                     .warn(version, &upstream, Failure::Timeout, &cause);
                 Failure::Timeout
             }

@@ -90,27 +90,16 @@ impl VersionStats {
     }
 }
 
-/// What the proxy has seen, per version, since it started.
-pub struct Recorder {
+/// One writer's counters. The proxy gives each runtime that serves it its own
+/// shard, so that cores do not fight over the same cache lines on every request;
+/// a snapshot adds the shards up.
+pub(crate) struct Shard {
     versions: [VersionStats; 2],
 }
 
-impl Default for Recorder {
-    fn default() -> Self {
-        Recorder::new()
-    }
-}
-
-impl std::fmt::Debug for Recorder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").finish_non_exhaustive()
-    }
-}
-
-impl Recorder {
-    /// A recorder with every count at zero.
-    pub fn new() -> Recorder {
-        Recorder {
+impl Shard {
+    fn new() -> Shard {
+        Shard {
             versions: [VersionStats::new(), VersionStats::new()],
         }
     }
@@ -122,10 +111,8 @@ impl Recorder {
         }
     }
 
-    /// Counts one answered request of `version` with its status and latency
-    /// (from request received to response fully sent). Does not touch the
-    /// in-flight gauge: the proxy's request path pairs that itself.
-    pub fn record(&self, version: Version, status: StatusClass, latency: Duration) {
+    /// Counts one answered request.
+    pub(crate) fn record(&self, version: Version, status: StatusClass, latency: Duration) {
         let v = self.of(version);
         // Histogram first, so a reader that takes the counts first never sees
         // more requests than latencies.
@@ -148,17 +135,66 @@ impl Recorder {
     pub(crate) fn cancelled(&self, version: Version) {
         self.of(version).cancelled.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// What the proxy has seen, per version, since it started.
+pub struct Recorder {
+    shards: Box<[Shard]>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// A recorder with every count at zero.
+    pub fn new() -> Recorder {
+        Recorder::with_shards(1)
+    }
+
+    /// A recorder with `n` shards (at least one), for `n` writers on
+    /// different cores.
+    pub(crate) fn with_shards(n: usize) -> Recorder {
+        Recorder {
+            shards: (0..n.max(1)).map(|_| Shard::new()).collect(),
+        }
+    }
+
+    /// The shard for writer `i`.
+    pub(crate) fn shard(&self, i: usize) -> &Shard {
+        &self.shards[i % self.shards.len()]
+    }
+
+    /// Counts one answered request of `version` with its status and latency
+    /// (from request received to response fully sent). Does not touch the
+    /// in-flight gauge: the proxy's request path pairs that itself.
+    pub fn record(&self, version: Version, status: StatusClass, latency: Duration) {
+        self.shards[0].record(version, status, latency);
+    }
 
     /// The cumulative figures of both versions.
     pub fn snapshot(&self) -> RecorderSnapshot {
         let read = |version| {
-            let v = self.of(version);
-            let by_class = std::array::from_fn(|i| v.by_class[i].load(Ordering::Relaxed));
-            let (latency, latency_sum) = v.latency.snapshot();
+            let sum = |f: &dyn Fn(&VersionStats) -> u64| -> u64 {
+                self.shards.iter().map(|s| f(s.of(version))).sum()
+            };
+            let by_class = std::array::from_fn(|i| sum(&|v| v.by_class[i].load(Ordering::Relaxed)));
+            let (latency, latency_sum) =
+                LatencyBuckets::merged(self.shards.iter().map(|s| &s.of(version).latency));
             VersionSnapshot {
                 requests_by_class: by_class,
-                in_flight: v.in_flight.load(Ordering::Relaxed),
-                cancelled: v.cancelled.load(Ordering::Relaxed),
+                in_flight: sum(&|v| v.in_flight.load(Ordering::Relaxed)),
+                cancelled: sum(&|v| v.cancelled.load(Ordering::Relaxed)),
                 latency,
                 latency_sum,
             }
@@ -251,28 +287,29 @@ mod tests {
 
     #[test]
     fn counts_per_version() {
-        let r = Recorder::new();
-        r.started(Version::Canary);
-        r.record(
+        let r = Recorder::with_shards(3);
+        let (a, b) = (r.shard(0), r.shard(4));
+        a.started(Version::Canary);
+        a.record(
             Version::Canary,
             StatusClass::ServerError,
             Duration::from_millis(3),
         );
-        r.ended(Version::Canary);
-        r.started(Version::Canary);
+        a.ended(Version::Canary);
+        b.started(Version::Canary);
         r.record(
             Version::Stable,
             StatusClass::Success,
             Duration::from_millis(1),
         );
-        r.record(
+        b.record(
             Version::Stable,
             StatusClass::Success,
             Duration::from_millis(2),
         );
-        r.started(Version::Stable);
-        r.cancelled(Version::Stable);
-        r.ended(Version::Stable);
+        a.started(Version::Stable);
+        a.cancelled(Version::Stable);
+        a.ended(Version::Stable);
         let s = r.snapshot();
         assert_eq!(s.stable.requests(), 2);
         assert_eq!(s.stable.errors(), 0);

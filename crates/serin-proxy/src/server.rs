@@ -33,8 +33,7 @@ use crate::proxy::Proxy;
 /// `SO_REUSEPORT`, sharing one `Proxy` (and so one table and one recorder).
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
     let drain = proxy.options().drain_timeout;
-    let pool = proxy.upstream_pool();
-    let worker = Arc::new((proxy, pool));
+    let worker = proxy.worker();
     accept_loop(listener, shutdown, drain, move |peer: SocketAddr| {
         let worker = worker.clone();
         // Made once per connection: every request on it carries the same IP.
@@ -43,10 +42,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
         service_fn(move |req: http::Request<Incoming>| {
             let worker = worker.clone();
             let client_ip = client_ip.clone();
-            async move {
-                let (proxy, pool) = &*worker;
-                Ok::<_, Infallible>(proxy.handle(pool, req, &client_ip).await)
-            }
+            async move { Ok::<_, Infallible>(worker.handle(req, &client_ip).await) }
         })
     })
     .await;
