@@ -1,0 +1,958 @@
+//! The judge: observations in, a verdict with its reason out.
+//!
+//! One [`Judge`] follows one rollout. The controller calls
+//! [`Judge::begin_stage`] when a step (weight) begins and [`Judge::observe`]
+//! after every interval with the cumulative observation. The judge keeps the
+//! data since the stage began (for absolute limits, `minRequests` and the
+//! `fixed` tests) and the anytime-valid evidence since the rollout began (for
+//! `sequential` ratio tests). See `docs/judge.md`.
+
+use crate::config::{Config, ConfigError, Direction, Method};
+use crate::eprocess::{ProportionTest, RatioTest};
+use crate::histogram::Histogram;
+use crate::observation::{Delta, Observation, Ratio, VersionDelta};
+use crate::stats;
+use crate::verdict::{CheckResult, Evidence, Judgement, Verdict, count, ms, pct, ratio};
+
+/// Expected canary requests in an interval above which getting none is "no
+/// data" (P(0) for a Poisson of mean 5 is 0.7 %).
+const NO_DATA_EXPECTED: f64 = 5.0;
+
+/// Below this many expected events in either group the `fixed` method uses
+/// the exact conditional binomial test instead of the z-test.
+const SMALL_COUNT: f64 = 5.0;
+
+#[derive(Debug, Clone, Default)]
+struct VersionAcc {
+    requests: u64,
+    errors: u64,
+    latency: Option<Histogram>,
+    /// Requests arrived in an interval without a histogram.
+    latency_missing: bool,
+}
+
+impl VersionAcc {
+    fn add(&mut self, d: &VersionDelta) {
+        self.requests += d.requests;
+        self.errors += d.errors;
+        match &d.latency {
+            Some(h) => match &mut self.latency {
+                Some(acc) => acc.merge(h),
+                None => self.latency = Some(h.clone()),
+            },
+            None if d.requests > 0 => self.latency_missing = true,
+            None => {}
+        }
+    }
+
+    fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
+
+    fn latency_total(&self) -> u64 {
+        self.latency
+            .as_ref()
+            .map_or(0, |h| latency_total(h, self.requests))
+    }
+
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let h = self.latency.as_ref()?;
+        h.quantile(latency_total(h, self.requests), q)
+    }
+}
+
+/// Requests a histogram covers: its last count if it ends at +Inf, else the
+/// request total (the rest being slower than the last bound).
+fn latency_total(h: &Histogram, requests: u64) -> u64 {
+    match h.le_ms.last() {
+        Some(b) if b.is_infinite() => h.counted(),
+        _ => requests.max(h.counted()),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Acc {
+    stable: VersionAcc,
+    canary: VersionAcc,
+    custom: Vec<(Ratio, Ratio)>,
+}
+
+impl Acc {
+    fn add(&mut self, d: &Delta) {
+        self.stable.add(&d.stable);
+        self.canary.add(&d.canary);
+        if self.custom.len() < d.custom.len() {
+            self.custom
+                .resize(d.custom.len(), (Ratio::default(), Ratio::default()));
+        }
+        for (acc, (s, c)) in self.custom.iter_mut().zip(&d.custom) {
+            acc.0.numerator += s.numerator;
+            acc.0.denominator += s.denominator;
+            acc.1.numerator += c.numerator;
+            acc.1.denominator += c.denominator;
+        }
+    }
+}
+
+/// What one check tests.
+#[derive(Debug, Clone)]
+enum Kind {
+    ErrorMax(f64),
+    ErrorRatio(f64),
+    LatencyMax {
+        q: f64,
+        name: &'static str,
+        max: f64,
+    },
+    LatencyRatio {
+        q: f64,
+        name: &'static str,
+        m: f64,
+    },
+    Custom(usize),
+}
+
+/// A check and its anytime-valid state.
+#[derive(Debug, Clone)]
+struct Check {
+    kind: Kind,
+    name: String,
+    /// `sequential` evidence on the stage (absolute limits).
+    proportion: Option<ProportionTest>,
+    /// `sequential` evidence since the rollout began (ratio limits).
+    ratio: Option<RatioTest>,
+    /// Latency ratio: last pair of bounds compared (stable, canary), ms.
+    bounds: Option<(f64, f64)>,
+    /// Why the sequential test could not use the data, if so.
+    untestable: Option<String>,
+}
+
+/// The canary judge for one rollout. Pure: same observations, same verdicts.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    config: Config,
+    checks: Vec<Check>,
+    /// `(1 − confidence) / number of statistical checks`.
+    alpha: f64,
+    /// `ln(1 / alpha)`.
+    log_threshold: f64,
+    weight: Option<f64>,
+    last: Option<Observation>,
+    stage: Acc,
+    rollout: Acc,
+}
+
+fn pct_conf(c: f64) -> String {
+    let p = 100.0 * c;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0} %")
+    } else {
+        format!("{p} %")
+    }
+}
+
+fn e_fmt(log_e: f64) -> String {
+    let e = log_e.exp();
+    if e >= 1e6 {
+        format!("{e:.1e}")
+    } else if e >= 10.0 {
+        format!("{e:.0}")
+    } else if e >= 0.01 {
+        format!("{e:.2}")
+    } else {
+        format!("{e:.1e}")
+    }
+}
+
+fn p_fmt(p: f64) -> String {
+    if p >= 0.01 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
+impl Judge {
+    /// A judge for one rollout; fails if the configuration is out of range.
+    pub fn new(config: Config) -> Result<Judge, ConfigError> {
+        config.validate()?;
+        let mut checks = Vec::new();
+        let mut push = |kind: Kind, name: String| {
+            checks.push(Check {
+                kind,
+                name,
+                proportion: None,
+                ratio: None,
+                bounds: None,
+                untestable: None,
+            })
+        };
+        if let Some(max) = config.error_rate.max {
+            push(Kind::ErrorMax(max), "error-rate".into());
+        }
+        if let Some(m) = config.error_rate.max_ratio_to_stable {
+            push(Kind::ErrorRatio(m), "error-rate/ratio".into());
+        }
+        for (q, name, limit) in config.latency_limits() {
+            if let Some(max) = limit.max {
+                push(Kind::LatencyMax { q, name, max }, format!("latency-{name}"));
+            }
+            if let Some(m) = limit.max_ratio_to_stable {
+                push(
+                    Kind::LatencyRatio { q, name, m },
+                    format!("latency-{name}/ratio"),
+                );
+            }
+        }
+        for (i, c) in config.custom.iter().enumerate() {
+            push(Kind::Custom(i), format!("custom/{}", c.name));
+        }
+        let n = checks.len().max(1) as f64;
+        let alpha = (1.0 - config.confidence) / n;
+        let mut judge = Judge {
+            config,
+            checks,
+            alpha,
+            log_threshold: (1.0 / alpha).ln(),
+            weight: None,
+            last: None,
+            stage: Acc::default(),
+            rollout: Acc::default(),
+        };
+        judge.reset_sequential(true);
+        Ok(judge)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The e-value every `sequential` check must reach
+    /// (`checks / (1 − confidence)`), or the level every `fixed` p-value
+    /// must go below is its inverse.
+    pub fn threshold(&self) -> f64 {
+        1.0 / self.alpha
+    }
+
+    /// Tells the judge the canary's weight (percent) in this step, so that
+    /// an interval in which the canary got no requests can be told apart
+    /// from a quiet one. Without it the judge estimates the share from the
+    /// requests seen.
+    pub fn set_canary_weight(&mut self, percent: f64) {
+        self.weight = (percent.is_finite() && percent >= 0.0).then_some(percent.min(100.0));
+    }
+
+    fn reset_sequential(&mut self, rollout_too: bool) {
+        if self.config.method != Method::Sequential {
+            return;
+        }
+        for c in &mut self.checks {
+            match c.kind {
+                Kind::ErrorMax(max) if max < 1.0 => c.proportion = Some(ProportionTest::new(max)),
+                Kind::LatencyMax { q, .. } => c.proportion = Some(ProportionTest::new(1.0 - q)),
+                Kind::ErrorRatio(m) if rollout_too => c.ratio = Some(RatioTest::new(m)),
+                Kind::LatencyRatio { .. } if rollout_too => c.ratio = Some(RatioTest::new(1.0)),
+                Kind::Custom(i) if rollout_too => {
+                    c.ratio = Some(RatioTest::new(self.config.custom[i].ratio()))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A new step (weight) begins; `at` is the cumulative observation at its
+    /// start. Data up to `at` still feeds the rollout-long `sequential`
+    /// ratio tests; absolute limits, `minRequests` and `fixed` tests start
+    /// again from `at`.
+    pub fn begin_stage(&mut self, at: &Observation) {
+        let base = self.last.clone().unwrap_or_default();
+        if let Ok(d) = at.since(&base) {
+            self.update_sequential_rollout(&d);
+            self.rollout.add(&d);
+        }
+        self.stage = Acc::default();
+        self.reset_sequential(false);
+        self.last = Some(at.clone());
+    }
+
+    /// Feeds one interval to the rollout-long tests. Bounds for latency are
+    /// chosen from stable data before the interval, so the choice is
+    /// predictable and the e-process stays valid.
+    fn update_sequential_rollout(&mut self, d: &Delta) {
+        if self.config.method != Method::Sequential {
+            return;
+        }
+        let before = &self.rollout.stable;
+        for c in &mut self.checks {
+            let Some(test) = c.ratio.as_mut() else {
+                continue;
+            };
+            match c.kind {
+                Kind::ErrorRatio(_) => test.update(
+                    d.canary.errors,
+                    d.canary.requests as f64,
+                    d.stable.errors,
+                    d.stable.requests as f64,
+                ),
+                Kind::LatencyRatio { q, m, .. } => {
+                    let (Some(hs), Some(hc), Some(prior)) =
+                        (&d.stable.latency, &d.canary.latency, &before.latency)
+                    else {
+                        continue;
+                    };
+                    let prior_total = latency_total(prior, before.requests);
+                    match latency_pair(prior, prior_total, hc, q, m) {
+                        Ok((i_s, i_c)) => {
+                            let n_s = latency_total(hs, d.stable.requests);
+                            let n_c = latency_total(hc, d.canary.requests);
+                            test.update(
+                                hc.above(i_c, n_c),
+                                n_c as f64,
+                                hs.above(i_s, n_s),
+                                n_s as f64,
+                            );
+                            c.bounds = Some((hs.le_ms[i_s], hc.le_ms[i_c]));
+                            c.untestable = None;
+                        }
+                        Err(why) => c.untestable = Some(why),
+                    }
+                }
+                Kind::Custom(i) => {
+                    let Some((s, cn)) = d.custom.get(i) else {
+                        continue;
+                    };
+                    let direction = self.config.custom[i].direction;
+                    let (a, b) = match direction {
+                        Direction::LowerIsBetter => (cn, s),
+                        Direction::HigherIsBetter => (s, cn),
+                    };
+                    test.update(
+                        a.numerator,
+                        a.denominator as f64,
+                        b.numerator,
+                        b.denominator as f64,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn update_sequential_stage(&mut self, d: &Delta) {
+        for c in &mut self.checks {
+            let Some(test) = c.proportion.as_mut() else {
+                continue;
+            };
+            match c.kind {
+                Kind::ErrorMax(_) => test.update(d.canary.errors, d.canary.requests),
+                Kind::LatencyMax { max, .. } => {
+                    let Some(h) = &d.canary.latency else { continue };
+                    match h.bound_at_or_above(max) {
+                        Some(i) if h.le_ms[i].is_finite() => {
+                            let n = latency_total(h, d.canary.requests);
+                            test.update(h.above(i, n), n);
+                            c.bounds = Some((h.le_ms[i], h.le_ms[i]));
+                            c.untestable = None;
+                        }
+                        _ => {
+                            c.untestable = Some(format!(
+                                "the histogram has no bound at or above {}",
+                                ms(max)
+                            ))
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Judges after an interval. `current` is cumulative since the rollout
+    /// start. `end_of_pause` matters only to `fixed`, which judges only
+    /// then: before it, its checks are `NotEnoughData` ("not judged yet"),
+    /// though no-data is still reported. `sequential` and `none` judge
+    /// every interval.
+    pub fn observe(&mut self, current: &Observation, end_of_pause: bool) -> Judgement {
+        let base = self.last.clone().unwrap_or_default();
+        let delta = match current.validate().and_then(|()| current.since(&base)) {
+            Ok(d) => d,
+            Err(e) => {
+                // Start again from here: the next interval is judged on its own.
+                self.last = Some(current.clone());
+                return self.judgement(Verdict::NoData, format!("no data: {e}"), Vec::new());
+            }
+        };
+        self.update_sequential_rollout(&delta);
+        self.update_sequential_stage(&delta);
+        self.rollout.add(&delta);
+        self.stage.add(&delta);
+        self.last = Some(current.clone());
+
+        let no_data = self.no_data_reason(&delta);
+        let mut checks: Vec<CheckResult> = (0..self.checks.len())
+            .map(|i| self.evaluate(i, end_of_pause))
+            .collect();
+        let fixed_waiting = self.config.method == Method::Fixed && !end_of_pause;
+
+        let n_c = self.stage.canary.requests;
+        let min = self.config.min_requests;
+        if let Some(reason) = no_data {
+            return self.judgement(Verdict::NoData, reason, checks);
+        }
+        let failed: Vec<&CheckResult> = checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Fail)
+            .collect();
+        if !failed.is_empty() {
+            let mut reason = failed
+                .iter()
+                .map(|c| c.reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            if self.config.method == Method::Fixed {
+                reason.push_str(&format!(" [{}]", self.score(&checks)));
+            }
+            return self.judgement(Verdict::Fail, reason, checks);
+        }
+        if let Some(c) = checks.iter().find(|c| c.verdict == Verdict::NoData) {
+            let reason = format!("no data: {}", c.reason);
+            return self.judgement(Verdict::NoData, reason, checks);
+        }
+        if n_c < min {
+            let reason = format!(
+                "not enough data: {} of {} canary requests in this step",
+                count(n_c),
+                count(min)
+            );
+            return self.judgement(Verdict::NotEnoughData, reason, checks);
+        }
+        if fixed_waiting {
+            let reason = format!(
+                "not judged yet: the fixed method judges at the end of the pause ({} canary requests so far)",
+                count(n_c)
+            );
+            return self.judgement(Verdict::NotEnoughData, reason, checks);
+        }
+        if let Some(c) = checks.iter().find(|c| c.verdict == Verdict::NotEnoughData) {
+            let reason = format!("not enough data: {}", c.reason);
+            return self.judgement(Verdict::NotEnoughData, reason, checks);
+        }
+        let mut reason = if checks.is_empty() {
+            format!(
+                "pass: no limits configured ({} canary requests in this step)",
+                count(n_c)
+            )
+        } else {
+            format!(
+                "pass: {}",
+                checks
+                    .iter()
+                    .map(|c| c.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        };
+        if self.config.method == Method::Fixed && !checks.is_empty() {
+            reason.push_str(&format!(" [{}]", self.score(&checks)));
+        }
+        checks.shrink_to_fit();
+        self.judgement(Verdict::Pass, reason, checks)
+    }
+
+    /// Kayenta-like score: the share of checks that pass.
+    fn score(&self, checks: &[CheckResult]) -> String {
+        let passed = checks.iter().filter(|c| c.verdict == Verdict::Pass).count();
+        format!(
+            "score {:.0}: {passed} of {} checks pass",
+            100.0 * passed as f64 / checks.len().max(1) as f64,
+            checks.len()
+        )
+    }
+
+    fn judgement(&self, verdict: Verdict, reason: String, checks: Vec<CheckResult>) -> Judgement {
+        Judgement {
+            verdict,
+            reason,
+            checks,
+            stage_canary_requests: self.stage.canary.requests,
+            stage_stable_requests: self.stage.stable.requests,
+        }
+    }
+
+    /// The canary's expected share of requests in this interval, if known.
+    fn canary_share(&self) -> Option<f64> {
+        if let Some(w) = self.weight {
+            return Some(w / 100.0);
+        }
+        for acc in [&self.stage, &self.rollout] {
+            let total = acc.canary.requests + acc.stable.requests;
+            if acc.canary.requests > 0 && total > 0 {
+                return Some(acc.canary.requests as f64 / total as f64);
+            }
+        }
+        None
+    }
+
+    fn no_data_reason(&self, d: &Delta) -> Option<String> {
+        if d.canary.requests == 0 && d.stable.requests > 0 {
+            let share = self.canary_share()?;
+            if share >= 1.0 {
+                return Some(format!(
+                    "the canary got no requests in this interval although it has all the traffic (stable got {})",
+                    count(d.stable.requests)
+                ));
+            }
+            let expected = d.stable.requests as f64 * share / (1.0 - share);
+            if expected >= NO_DATA_EXPECTED {
+                return Some(format!(
+                    "the canary got no requests in this interval while stable got {} (about {:.0} expected at a {} share)",
+                    count(d.stable.requests),
+                    expected,
+                    pct(share)
+                ));
+            }
+        }
+        None
+    }
+
+    fn evaluate(&self, i: usize, end_of_pause: bool) -> CheckResult {
+        let check = &self.checks[i];
+        let stage = &self.stage;
+        let enough = stage.canary.requests >= self.config.min_requests;
+        let mut r = CheckResult {
+            name: check.name.clone(),
+            verdict: Verdict::Pass,
+            reason: String::new(),
+            canary: None,
+            stable: None,
+            limit: 0.0,
+            evidence: Evidence::None,
+        };
+        // Describe the numbers first.
+        match check.kind {
+            Kind::ErrorMax(max) => {
+                r.limit = max;
+                r.canary = stage.canary.error_rate();
+                r.reason = format!(
+                    "canary error rate {} ({}/{}) in this step, limit {}",
+                    r.canary.map_or("n/a".into(), pct),
+                    count(stage.canary.errors),
+                    count(stage.canary.requests),
+                    pct(max)
+                );
+            }
+            Kind::ErrorRatio(m) => {
+                r.limit = m;
+                let acc = self.ratio_acc();
+                r.canary = acc.canary.error_rate();
+                r.stable = acc.stable.error_rate();
+                r.reason = format!(
+                    "canary error rate {} ({}/{}) vs stable {} ({}/{})",
+                    r.canary.map_or("n/a".into(), pct),
+                    count(acc.canary.errors),
+                    count(acc.canary.requests),
+                    r.stable.map_or("n/a".into(), pct),
+                    count(acc.stable.errors),
+                    count(acc.stable.requests),
+                );
+            }
+            Kind::LatencyMax { q, name, max } => {
+                r.limit = max;
+                r.canary = stage.canary.quantile(q);
+                r.reason = format!(
+                    "canary {name} {} in this step, limit {}",
+                    r.canary.map_or("n/a".into(), ms),
+                    ms(max)
+                );
+            }
+            Kind::LatencyRatio { q, name, m } => {
+                r.limit = m;
+                let acc = self.ratio_acc();
+                r.canary = acc.canary.quantile(q);
+                r.stable = acc.stable.quantile(q);
+                r.reason = format!(
+                    "canary {name} {} vs stable {}",
+                    r.canary.map_or("n/a".into(), ms),
+                    r.stable.map_or("n/a".into(), ms)
+                );
+            }
+            Kind::Custom(ci) => {
+                let metric = &self.config.custom[ci];
+                r.limit = metric.ratio();
+                let acc = self.ratio_acc();
+                match acc.custom.get(ci) {
+                    Some((s, c)) => {
+                        let rate = |x: &Ratio| {
+                            (x.denominator > 0).then(|| x.numerator as f64 / x.denominator as f64)
+                        };
+                        r.canary = rate(c);
+                        r.stable = rate(s);
+                        r.reason = format!(
+                            "{}: canary {} ({}/{}) vs stable {} ({}/{})",
+                            metric.name,
+                            r.canary.map_or("n/a".into(), pct),
+                            count(c.numerator),
+                            count(c.denominator),
+                            r.stable.map_or("n/a".into(), pct),
+                            count(s.numerator),
+                            count(s.denominator)
+                        );
+                    }
+                    None => {
+                        r.verdict = Verdict::NoData;
+                        r.reason = format!("{}: the metric source gave no values", metric.name);
+                        return r;
+                    }
+                }
+            }
+        }
+        // Missing latency histograms are no data, never a pass.
+        if let Kind::LatencyMax { .. } | Kind::LatencyRatio { .. } = check.kind {
+            let acc = match check.kind {
+                Kind::LatencyMax { .. } => stage,
+                _ => self.ratio_acc(),
+            };
+            let needs_stable = matches!(check.kind, Kind::LatencyRatio { .. });
+            if (acc.canary.requests > 0 && acc.canary.latency.is_none())
+                || (needs_stable && acc.stable.requests > 0 && acc.stable.latency.is_none())
+            {
+                r.verdict = Verdict::NoData;
+                r.reason = format!("{}: the metric source gave no latency histogram", r.name);
+                return r;
+            }
+        }
+        match self.config.method {
+            Method::Sequential => self.evaluate_sequential(check, &mut r),
+            Method::Fixed => {
+                if end_of_pause && enough {
+                    self.evaluate_fixed(check, &mut r)
+                } else {
+                    r.verdict = Verdict::NotEnoughData;
+                    r.reason.push_str(": judged at the end of the pause");
+                }
+            }
+            Method::None => self.evaluate_none(check, &mut r),
+        }
+        if !enough && r.verdict != Verdict::NoData {
+            if r.verdict == Verdict::Fail {
+                r.reason.push_str(&format!(
+                    " (held: only {} of {} canary requests in this step)",
+                    count(stage.canary.requests),
+                    count(self.config.min_requests)
+                ));
+            }
+            r.verdict = Verdict::NotEnoughData;
+        }
+        r
+    }
+
+    /// The data the ratio checks are judged on: since the rollout began for
+    /// `sequential` (its evidence accumulates), since the stage began for
+    /// the others.
+    fn ratio_acc(&self) -> &Acc {
+        if self.config.method == Method::Sequential {
+            &self.rollout
+        } else {
+            &self.stage
+        }
+    }
+
+    fn conf(&self) -> String {
+        pct_conf(self.config.confidence)
+    }
+
+    fn evaluate_sequential(&self, check: &Check, r: &mut CheckResult) {
+        let (log_e, max_log_e) = match (&check.proportion, &check.ratio) {
+            (Some(p), _) => (p.log_e(), p.max_log_e),
+            (_, Some(t)) => (t.log_e(), t.max_log_e),
+            _ => {
+                // ErrorMax of 100 %: nothing can exceed it.
+                r.reason.push_str(": cannot be exceeded");
+                return;
+            }
+        };
+        let threshold = self.log_threshold;
+        r.evidence = Evidence::EValue {
+            value: log_e.exp(),
+            max: max_log_e.exp(),
+            threshold: threshold.exp(),
+        };
+        let crossed = max_log_e >= threshold;
+        let e_text = format!(
+            "e-value {} {} {}",
+            e_fmt(max_log_e),
+            if crossed { "≥" } else { "<" },
+            e_fmt(threshold)
+        );
+        if crossed {
+            r.verdict = Verdict::Fail;
+            let what = match check.kind {
+                Kind::ErrorMax(_) | Kind::LatencyMax { .. } => "above the limit".to_string(),
+                Kind::ErrorRatio(m) => worse_than(m),
+                Kind::LatencyRatio { m, .. } => {
+                    let (b_s, b_c) = check.bounds.unwrap_or((f64::NAN, f64::NAN));
+                    if (m - 1.0).abs() < 1e-12 {
+                        format!("slower than stable above {}", ms(b_s))
+                    } else {
+                        format!(
+                            "more requests above {} than stable above {}",
+                            ms(b_c),
+                            ms(b_s)
+                        )
+                    }
+                }
+                Kind::Custom(i) => match self.config.custom[i].direction {
+                    Direction::LowerIsBetter => worse_than(self.config.custom[i].ratio()),
+                    Direction::HigherIsBetter => {
+                        let m = self.config.custom[i].ratio();
+                        if (m - 1.0).abs() < 1e-12 {
+                            "lower than stable".into()
+                        } else {
+                            format!("below stable ÷ {}", ratio(m))
+                        }
+                    }
+                },
+            };
+            let bound = check
+                .ratio
+                .as_ref()
+                .filter(|t| t.log_e() >= threshold)
+                .and_then(|t| t.lower_bound(threshold))
+                .filter(|lb| matches!(check.kind, Kind::ErrorRatio(_)) && *lb > 0.0)
+                .map(|lb| format!("; ratio ≥ {}", ratio(lb)))
+                .unwrap_or_default();
+            r.reason = format!(
+                "{}: {what} with {} confidence ({e_text}{bound})",
+                r.reason,
+                self.conf()
+            );
+        } else {
+            let note = check
+                .untestable
+                .as_ref()
+                .map(|w| format!("; not tested: {w}"))
+                .unwrap_or_default();
+            r.reason = format!("{} ({e_text}{note})", r.reason);
+        }
+    }
+
+    fn evaluate_fixed(&self, check: &Check, r: &mut CheckResult) {
+        let s = &self.stage;
+        let alpha = self.alpha;
+        let result: Option<(f64, String)> = match check.kind {
+            Kind::ErrorMax(max) => Some((
+                stats::binomial_sf_ge(s.canary.errors, s.canary.requests, max),
+                "exact binomial test".into(),
+            )),
+            Kind::ErrorRatio(m) => rate_ratio_fixed(
+                s.canary.errors,
+                s.canary.requests,
+                s.stable.errors,
+                s.stable.requests,
+                m,
+            ),
+            Kind::LatencyMax { q, max, .. } => {
+                let h = s.canary.latency.as_ref();
+                match h.and_then(|h| h.bound_at_or_above(max).map(|i| (h, i))) {
+                    Some((h, i)) if h.le_ms[i].is_finite() => {
+                        let n = s.canary.latency_total();
+                        Some((
+                            stats::binomial_sf_ge(h.above(i, n), n, 1.0 - q),
+                            format!("exact binomial test of requests above {}", ms(h.le_ms[i])),
+                        ))
+                    }
+                    _ => {
+                        r.reason.push_str(&format!(
+                            " (not tested: the histogram has no bound at or above {})",
+                            ms(max)
+                        ));
+                        None
+                    }
+                }
+            }
+            Kind::LatencyRatio { m, .. } => {
+                let (Some(hc), Some(hs)) = (&s.canary.latency, &s.stable.latency) else {
+                    r.verdict = Verdict::NotEnoughData;
+                    r.reason.push_str(" (no stable requests to compare with)");
+                    return;
+                };
+                if hc.le_ms != hs.le_ms {
+                    r.verdict = Verdict::NoData;
+                    r.reason
+                        .push_str(" (the versions' histograms have different buckets)");
+                    return;
+                }
+                let c = stats::per_bucket(hc, s.canary.latency_total());
+                let st = stats::per_bucket(hs, s.stable.latency_total());
+                match stats::mann_whitney_binned(&c, &st) {
+                    Some(mw) => {
+                        let ratio_est = match (r.canary, r.stable) {
+                            (Some(c), Some(s)) if s > 0.0 => c / s,
+                            _ => f64::NAN,
+                        };
+                        // Kayenta-like: significant and larger than the allowed effect.
+                        let p = if ratio_est > m { mw.p_value } else { 1.0 };
+                        Some((
+                            p,
+                            format!(
+                                "Mann–Whitney U p = {}, rank-biserial {:.3}, ratio {}",
+                                p_fmt(mw.p_value),
+                                mw.rank_biserial,
+                                if ratio_est.is_finite() {
+                                    ratio(ratio_est)
+                                } else {
+                                    "n/a".into()
+                                }
+                            ),
+                        ))
+                    }
+                    None => None,
+                }
+            }
+            Kind::Custom(i) => {
+                let metric = &self.config.custom[i];
+                match s.custom.get(i) {
+                    Some((st, c)) => {
+                        let (a, b) = match metric.direction {
+                            Direction::LowerIsBetter => (c, st),
+                            Direction::HigherIsBetter => (st, c),
+                        };
+                        rate_ratio_fixed(
+                            a.numerator,
+                            a.denominator,
+                            b.numerator,
+                            b.denominator,
+                            metric.ratio(),
+                        )
+                    }
+                    None => None,
+                }
+            }
+        };
+        let Some((p, test)) = result else {
+            if r.stable.is_none() && matches!(check.kind, Kind::ErrorRatio(_) | Kind::Custom(_)) {
+                r.verdict = Verdict::NotEnoughData;
+                r.reason.push_str(" (nothing to compare with)");
+            }
+            return;
+        };
+        r.evidence = Evidence::PValue { value: p, alpha };
+        if p < alpha {
+            r.verdict = Verdict::Fail;
+            r.reason = format!(
+                "{}: worse with {} confidence ({test}, p = {} < {})",
+                r.reason,
+                self.conf(),
+                p_fmt(p),
+                p_fmt(alpha)
+            );
+        } else {
+            r.reason = format!("{} ({test}, p = {} ≥ {})", r.reason, p_fmt(p), p_fmt(alpha));
+        }
+    }
+
+    fn evaluate_none(&self, check: &Check, r: &mut CheckResult) {
+        let over = match check.kind {
+            Kind::ErrorMax(max) | Kind::LatencyMax { max, .. } => r.canary.map(|c| c > max),
+            Kind::ErrorRatio(m) | Kind::LatencyRatio { m, .. } => match (r.canary, r.stable) {
+                (Some(c), Some(s)) => Some(c > m * s),
+                _ => None,
+            },
+            Kind::Custom(i) => {
+                let metric = &self.config.custom[i];
+                match (r.canary, r.stable, metric.direction) {
+                    (Some(c), Some(s), Direction::LowerIsBetter) => Some(c > metric.ratio() * s),
+                    (Some(c), Some(s), Direction::HigherIsBetter) => Some(c * metric.ratio() < s),
+                    _ => None,
+                }
+            }
+        };
+        match over {
+            Some(true) => {
+                r.verdict = Verdict::Fail;
+                r.reason.push_str(&match check.kind {
+                    Kind::ErrorRatio(m) | Kind::LatencyRatio { m, .. } => {
+                        format!(": more than {} × stable", ratio(m))
+                    }
+                    Kind::Custom(_) => {
+                        format!(": worse than stable by more than {}×", ratio(r.limit))
+                    }
+                    _ => ": over the limit".into(),
+                });
+            }
+            Some(false) => {}
+            None => {
+                r.verdict = Verdict::NotEnoughData;
+                r.reason.push_str(" (nothing to compare with)");
+            }
+        }
+    }
+}
+
+fn worse_than(m: f64) -> String {
+    if (m - 1.0).abs() < 1e-12 {
+        "worse than stable".into()
+    } else {
+        format!("above {} × stable", ratio(m))
+    }
+}
+
+/// The pair of bounds compared for a latency ratio check: the stable's
+/// smallest bound `b` with at least a share `q` of its requests at or below
+/// (from data before the interval), and the canary's smallest bound at or
+/// above `m · b`.
+fn latency_pair(
+    prior: &Histogram,
+    prior_total: u64,
+    canary: &Histogram,
+    q: f64,
+    m: f64,
+) -> Result<(usize, usize), String> {
+    if prior_total == 0 {
+        return Err("no stable latencies yet".into());
+    }
+    let target = q * prior_total as f64;
+    let i_s = prior
+        .counts
+        .iter()
+        .position(|&c| c as f64 >= target && c > 0)
+        .filter(|&i| prior.le_ms[i].is_finite())
+        .ok_or_else(|| "the stable quantile is beyond the histogram's last bound".to_string())?;
+    let i_c = canary
+        .bound_at_or_above(m * prior.le_ms[i_s])
+        .filter(|&i| canary.le_ms[i].is_finite())
+        .ok_or_else(|| {
+            format!(
+                "the histogram has no bound at or above {} × {}",
+                ratio(m),
+                ms(prior.le_ms[i_s])
+            )
+        })?;
+    if i_s >= canary.le_ms.len() || prior.le_ms.len() != canary.le_ms.len() {
+        return Err("the versions' histograms have different buckets".into());
+    }
+    Ok((i_s, i_c))
+}
+
+/// Fixed-horizon one-sided test of `p_a > m · p_b` for `x_a` of `n_a` against
+/// `x_b` of `n_b`: the two-proportion z-test, or with few events the exact
+/// conditional binomial test (`x_a ~ Binomial(x_a + x_b, θ(m))`).
+fn rate_ratio_fixed(x_a: u64, n_a: u64, x_b: u64, n_b: u64, m: f64) -> Option<(f64, String)> {
+    if n_a == 0 || n_b == 0 {
+        return None;
+    }
+    let pooled = (x_a + x_b) as f64 / (n_a + n_b) as f64;
+    let small = (pooled * n_a as f64).min(pooled * n_b as f64) < SMALL_COUNT
+        || (n_a as f64 - x_a as f64).min(n_b as f64 - x_b as f64) < SMALL_COUNT;
+    if small {
+        let rho = n_a as f64 / (n_a + n_b) as f64;
+        let theta = m * rho / (m * rho + 1.0 - rho);
+        return Some((
+            stats::binomial_sf_ge(x_a, x_a + x_b, theta),
+            "exact conditional binomial test".into(),
+        ));
+    }
+    stats::two_proportion_z(x_a, n_a, x_b, n_b, m)
+        .map(|t| (t.p_value, format!("two-proportion z = {:.2}", t.statistic)))
+}

@@ -1,0 +1,282 @@
+//! The judge's verdicts on hand-made observations: precedence, no data,
+//! minRequests, each method's rules, reasons carrying the numbers.
+
+use serin_analysis::{
+    Config, CustomMetric, Direction, Evidence, Histogram, Judge, Limit, Method, Observation, Ratio,
+    Totals, Verdict, check,
+};
+
+const LE: [f64; 6] = [50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
+
+/// Cumulative observation with latency from per-bucket counts (the last
+/// bucket is everything above 2000 ms).
+fn totals(requests: u64, errors: u64, buckets: Option<[u64; 7]>) -> Totals {
+    Totals {
+        requests,
+        errors,
+        latency: buckets.map(|b| Histogram::from_bucket_counts(LE.to_vec(), &b[..6])),
+    }
+}
+
+fn obs(stable: Totals, canary: Totals) -> Observation {
+    Observation {
+        stable,
+        canary,
+        custom: vec![],
+    }
+}
+
+fn plain(sr: u64, se: u64, cr: u64, ce: u64) -> Observation {
+    obs(totals(sr, se, None), totals(cr, ce, None))
+}
+
+fn no_latency(method: Method) -> Config {
+    Config {
+        latency_p95: Limit::NONE,
+        method,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn none_method_is_the_classic_threshold() {
+    let mut j = Judge::new(no_latency(Method::None)).unwrap();
+    j.begin_stage(&Observation::default());
+    // 50 canary requests: not enough yet, even with 6 % errors.
+    let r = j.observe(&plain(950, 9, 50, 3), false);
+    assert_eq!(r.verdict, Verdict::NotEnoughData);
+    assert!(
+        r.reason.contains("50 of 100 canary requests"),
+        "{}",
+        r.reason
+    );
+    // 120 requests, 4 errors = 3.3 %: pass.
+    let r = j.observe(&plain(1900, 19, 120, 4), false);
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+    // 200 requests, 12 errors = 6 %: fail, with the numbers.
+    let r = j.observe(&plain(3800, 38, 200, 12), false);
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(
+        r.reason,
+        "canary error rate 6.0 % (12/200) in this step, limit 5.0 %: over the limit"
+    );
+    assert_eq!(r.checks[0].canary, Some(0.06));
+    assert_eq!(r.checks[0].evidence, Evidence::None);
+}
+
+#[test]
+fn none_method_compares_point_estimates_and_quantiles() {
+    let cfg = Config {
+        method: Method::None,
+        error_rate: Limit {
+            max: None,
+            max_ratio_to_stable: Some(2.0),
+        },
+        latency_p95: Limit {
+            max: Some(1000.0),
+            max_ratio_to_stable: Some(1.5),
+        },
+        ..Config::default()
+    };
+    let mut j = Judge::new(cfg).unwrap();
+    // Stable p95 inside (200, 500]; canary p95 inside (500, 1000].
+    let s = totals(1000, 10, Some([300, 400, 200, 100, 0, 0, 0]));
+    let c = totals(200, 3, Some([20, 40, 60, 40, 40, 0, 0]));
+    let r = j.observe(&obs(s, c), false);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    let p95 = r
+        .checks
+        .iter()
+        .find(|c| c.name == "latency-p95/ratio")
+        .unwrap();
+    assert_eq!(p95.verdict, Verdict::Fail);
+    // Stable: rank 950 of 1000 in (200,500] holding 100 from 900: 200 + 300 * 0.5 = 350.
+    assert!((p95.stable.unwrap() - 350.0).abs() < 1e-9);
+    // Canary: rank 190 of 200 in (500,1000] holding 40 from 160: 500 + 500 * 0.75 = 875.
+    assert!((p95.canary.unwrap() - 875.0).abs() < 1e-9);
+    assert!(
+        p95.reason.contains("canary p95 875 ms vs stable 350 ms"),
+        "{}",
+        p95.reason
+    );
+    let err = r
+        .checks
+        .iter()
+        .find(|c| c.name == "error-rate/ratio")
+        .unwrap();
+    assert_eq!(err.verdict, Verdict::Pass, "1.5 % is below 2 × 1 %");
+    let max = r.checks.iter().find(|c| c.name == "latency-p95").unwrap();
+    assert_eq!(max.verdict, Verdict::Pass);
+}
+
+#[test]
+fn no_data_is_kept_apart_from_not_enough_data() {
+    let mut j = Judge::new(no_latency(Method::Sequential)).unwrap();
+    j.begin_stage(&Observation::default());
+    j.set_canary_weight(5.0);
+    // Idle service: nobody got requests. Not enough data, not no data.
+    let r = j.observe(&plain(0, 0, 0, 0), false);
+    assert_eq!(r.verdict, Verdict::NotEnoughData);
+    // Stable got 1000 requests, canary none at 5 %: no data.
+    let r = j.observe(&plain(1000, 0, 0, 0), false);
+    assert_eq!(r.verdict, Verdict::NoData);
+    assert!(r.reason.contains("canary got no requests"), "{}", r.reason);
+    assert_eq!(r.verdict.as_str(), "inconclusive");
+    // 40 stable requests at 5 %: about 2 canary requests expected; none is fine.
+    let r = j.observe(&plain(1040, 0, 0, 0), false);
+    assert_eq!(r.verdict, Verdict::NotEnoughData);
+    // Counters going backwards: no data, and the next interval is judged on its own.
+    let r = j.observe(&plain(900, 0, 0, 0), false);
+    assert_eq!(r.verdict, Verdict::NoData);
+    assert!(
+        r.reason.contains("stable requests went backwards"),
+        "{}",
+        r.reason
+    );
+    let r = j.observe(&plain(2000, 10, 150, 1), false);
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+}
+
+#[test]
+fn missing_latency_is_never_a_pass() {
+    let mut j = Judge::new(Config::default()).unwrap();
+    let r = j.observe(&plain(2000, 10, 150, 1), false);
+    assert_eq!(r.verdict, Verdict::NoData, "{}", r.reason);
+    assert!(r.reason.contains("no latency histogram"), "{}", r.reason);
+}
+
+#[test]
+fn custom_metrics_missing_are_no_data() {
+    let cfg = Config {
+        custom: vec![CustomMetric {
+            name: "checkout".into(),
+            direction: Direction::HigherIsBetter,
+            max_ratio_to_stable: None,
+        }],
+        ..no_latency(Method::None)
+    };
+    let mut j = Judge::new(cfg).unwrap();
+    let r = j.observe(&plain(2000, 10, 150, 1), false);
+    assert_eq!(r.verdict, Verdict::NoData);
+    let mut o = plain(4000, 20, 300, 2);
+    o.custom = vec![(
+        Ratio {
+            numerator: 300,
+            denominator: 4000,
+        },
+        Ratio {
+            numerator: 10,
+            denominator: 300,
+        },
+    )];
+    let r = j.observe(&o, false);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    assert!(r.reason.starts_with("checkout: canary"), "{}", r.reason);
+}
+
+#[test]
+fn fixed_judges_only_at_the_end_of_the_pause() {
+    let cfg = Config {
+        error_rate: Limit {
+            max: None,
+            max_ratio_to_stable: Some(1.0),
+        },
+        ..no_latency(Method::Fixed)
+    };
+    let mut j = Judge::new(cfg).unwrap();
+    j.begin_stage(&Observation::default());
+    let r = j.observe(&plain(9500, 85, 500, 41), false);
+    assert_eq!(r.verdict, Verdict::NotEnoughData);
+    assert!(r.reason.contains("end of the pause"), "{}", r.reason);
+    let r = j.observe(&plain(9500, 85, 500, 41), true);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    assert!(
+        r.reason.starts_with("canary error rate 8.2 % (41/500) vs stable 0.89 % (85/9 500): worse with 95 % confidence"),
+        "{}",
+        r.reason
+    );
+    assert!(
+        r.reason.contains("score 0: 0 of 1 checks pass"),
+        "{}",
+        r.reason
+    );
+}
+
+#[test]
+fn sequential_fails_on_a_clear_regression_with_the_numbers() {
+    let cfg = Config {
+        error_rate: Limit {
+            max: None,
+            max_ratio_to_stable: Some(1.0),
+        },
+        ..no_latency(Method::Sequential)
+    };
+    let mut j = Judge::new(cfg).unwrap();
+    j.begin_stage(&Observation::default());
+    let mut last = None;
+    for i in 1..=10u64 {
+        last = Some(j.observe(&plain(950 * i, 9 * i, 50 * i, 4 * i), false));
+    }
+    let r = last.unwrap();
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    assert!(
+        r.reason.starts_with("canary error rate 8.0 % (40/500) vs stable 0.95 % (90/9 500): worse than stable with 95 % confidence (e-value"),
+        "{}",
+        r.reason
+    );
+    assert!(r.reason.contains("ratio ≥"), "{}", r.reason);
+    match r.checks[0].evidence {
+        Evidence::EValue { max, threshold, .. } => {
+            assert!(max >= threshold && (threshold - 20.0).abs() < 1e-9)
+        }
+        e => panic!("expected an e-value, got {e:?}"),
+    }
+}
+
+#[test]
+fn sequential_holds_a_fail_until_min_requests() {
+    let cfg = Config {
+        error_rate: Limit {
+            max: None,
+            max_ratio_to_stable: Some(1.0),
+        },
+        ..no_latency(Method::Sequential)
+    };
+    let mut j = Judge::new(cfg).unwrap();
+    j.begin_stage(&Observation::default());
+    // 60 canary requests, 30 errors against 1 % stable: overwhelming but too few requests.
+    let r = j.observe(&plain(6000, 60, 60, 30), false);
+    assert_eq!(r.verdict, Verdict::NotEnoughData);
+    assert!(
+        r.checks[0].reason.contains("held: only 60 of 100"),
+        "{}",
+        r.checks[0].reason
+    );
+    // The evidence stays: at 100 requests the step fails even though the new
+    // interval itself is clean.
+    let r = j.observe(&plain(10000, 100, 100, 30), false);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+}
+
+#[test]
+fn config_errors_surface_from_new() {
+    let e = Judge::new(Config {
+        confidence: 0.0,
+        ..Config::default()
+    })
+    .unwrap_err();
+    assert_eq!(e.field, "analysis.statistics.confidence");
+}
+
+#[test]
+fn check_reports_backwards_counters() {
+    assert!(check(&plain(10, 0, 10, 0), &plain(11, 0, 10, 0)).is_ok());
+    assert!(check(&plain(10, 0, 10, 0), &plain(11, 0, 9, 0)).is_err());
+}
+
+#[test]
+fn threshold_splits_alpha_over_checks() {
+    let j = Judge::new(Config::default()).unwrap();
+    // Two checks (error max, p95 max) at 0.95: 2 / 0.05 = 40.
+    assert!((j.threshold() - 40.0).abs() < 1e-9);
+}
