@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 /// Number of alternatives in each mixture.
-pub(crate) const ALTERNATIVES: usize = 31;
+pub const ALTERNATIVES: usize = 31;
 
 /// Step of the alternatives' grid: alternatives are `null · STEP^(2j−1)`,
 /// j = 1..=31, i.e. from 1.05 to 19.6 times the null.
@@ -44,7 +44,7 @@ fn log_mean_exp(v: &[f64]) -> f64 {
 /// `L_t(r_k)` is a supermartingale for every `r <= m`: the composite null is
 /// covered.
 #[derive(Debug, Clone)]
-pub(crate) struct RatioTest {
+pub struct RatioTest {
     null: f64,
     ratios: [f64; ALTERNATIVES],
     ln_mult: [f64; ALTERNATIVES],
@@ -143,7 +143,6 @@ impl RatioTest {
     }
 
     /// The null ratio.
-    #[cfg(test)]
     pub fn null(&self) -> f64 {
         self.null
     }
@@ -153,7 +152,7 @@ impl RatioTest {
 /// trials. Alternatives have odds `odds(π0) · 1.05^(2k−1)`;
 /// `ln L_t(π) = Σ x ln(π/π0) + (n − x) ln((1−π)/(1−π0))`.
 #[derive(Debug, Clone)]
-pub(crate) struct ProportionTest {
+pub struct ProportionTest {
     a: [f64; ALTERNATIVES],
     b: [f64; ALTERNATIVES],
     log_l: [f64; ALTERNATIVES],

@@ -15,7 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
-mod eprocess;
+pub mod eprocess;
 mod histogram;
 mod judge;
 mod observation;

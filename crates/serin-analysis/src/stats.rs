@@ -79,7 +79,11 @@ pub fn normal_quantile(p: f64) -> f64 {
     if p >= 1.0 {
         return f64::INFINITY;
     }
-    let (mut lo, mut hi) = (-40.0f64, 40.0f64);
+    if p > 0.5 {
+        // 1 - p is exact here (Sterbenz), and the lower tail is accurate.
+        return -normal_quantile(1.0 - p);
+    }
+    let (mut lo, mut hi) = (-40.0f64, 0.0f64);
     for _ in 0..100 {
         let mid = 0.5 * (lo + hi);
         if normal_cdf(mid) < p {
