@@ -148,3 +148,47 @@ fn a_b_latency_regressions_are_caught() {
         );
     }
 }
+
+#[test]
+fn plan_agrees_with_simulation() {
+    use serin_analysis::{PlanInput, plan};
+    let cfg = Config {
+        error_rate: Limit {
+            max: None,
+            max_ratio_to_stable: Some(1.0),
+        },
+        latency_p95: Limit::NONE,
+        ..Config::default()
+    };
+    let js = vec![(Judge::new(cfg).unwrap(), Drive::Normal)];
+    for (w, c) in [(5.0, 0.05), (25.0, 0.02)] {
+        let scenario = Scenario {
+            rps: 100.0,
+            stages: vec![(w, 600)],
+            stable: Version::BASE,
+            canary: Version {
+                error_rate: c,
+                ..Version::BASE
+            },
+        };
+        let runs = 200;
+        let mut times: Vec<u32> = (0..runs)
+            .map(|r| run(&scenario, &js, 7_000 + r).first_fail[0].unwrap_or(u32::MAX))
+            .collect();
+        times.sort_unstable();
+        for power in [0.5, 0.9] {
+            let p = plan(&PlanInput {
+                power,
+                ..PlanInput::new(0.01, c, 100.0, w)
+            })
+            .unwrap();
+            let planned = p.seconds.unwrap();
+            let simulated = times[((runs as f64 * power) as usize).min(runs as usize - 1)] as f64;
+            eprintln!("w={w} c={c} power={power}: plan {planned:.1} s, simulated {simulated} s");
+            assert!(
+                (planned - simulated).abs() <= 0.2 * simulated + 3.0,
+                "w={w} c={c} power={power}: plan {planned:.1} s, simulated {simulated} s"
+            );
+        }
+    }
+}

@@ -145,6 +145,8 @@ pub struct RunResult {
     pub first_fail: Vec<Option<u32>>,
     /// No-data verdicts per judge.
     pub no_data: Vec<u32>,
+    /// Names of the failing checks at the first fail, per judge.
+    pub failed_checks: Vec<Vec<String>>,
 }
 
 /// Runs one rollout with seed `seed` through every judge built by `judges`
@@ -159,6 +161,7 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
     let mut judges: Vec<(Judge, Drive)> = judges.to_vec();
     let mut first_fail = vec![None; judges.len()];
     let mut no_data = vec![0; judges.len()];
+    let mut failed_checks = vec![Vec::new(); judges.len()];
     let mut obs = Observation {
         stable: Totals {
             requests: 0,
@@ -197,9 +200,17 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
                     continue;
                 }
                 let end = stage_end || *drive == Drive::EveryInterval;
-                let verdict = j.observe(&obs, end).verdict;
-                match verdict {
-                    Verdict::Fail => first_fail[i] = Some(t),
+                let judgement = j.observe(&obs, end);
+                match judgement.verdict {
+                    Verdict::Fail => {
+                        first_fail[i] = Some(t);
+                        failed_checks[i] = judgement
+                            .checks
+                            .iter()
+                            .filter(|c| c.verdict == Verdict::Fail)
+                            .map(|c| c.name.clone())
+                            .collect();
+                    }
                     Verdict::NoData => no_data[i] += 1,
                     _ => {}
                 }
@@ -209,6 +220,7 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
     RunResult {
         first_fail,
         no_data,
+        failed_checks,
     }
 }
 

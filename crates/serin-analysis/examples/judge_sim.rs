@@ -1,0 +1,268 @@
+//! Simulation benchmark of the judges (seeded, deterministic): false
+//! rollbacks under A/A and detection of regressions under A/B, for
+//! `none`, a naive fixed test re-run every second, `fixed` at the end of the
+//! stage, and `sequential`. Prints the markdown tables of
+//! `docs/benchmarks.md`.
+//!
+//! ```text
+//! cargo run --release -p serin-analysis --example judge_sim -- [--runs N] [--seed S] [--threads T]
+//! ```
+
+#[path = "../tests/sim/mod.rs"]
+mod sim;
+
+use serin_analysis::{Config, Judge, Limit, Method};
+use sim::{Drive, Scenario, Version, run, wilson};
+
+const RPS: f64 = 100.0;
+const WEIGHTS: [f64; 3] = [5.0, 25.0, 50.0];
+const STAGE: u32 = 300;
+
+/// The configuration of the statistical judges: error rate max 5 % and any
+/// worsening vs stable; p50 and p99 any worsening vs stable; p95 max 1000 ms.
+fn stat_config(method: Method) -> Config {
+    Config {
+        error_rate: Limit {
+            max: Some(0.05),
+            max_ratio_to_stable: Some(1.0),
+        },
+        latency_p50: Limit {
+            max: None,
+            max_ratio_to_stable: Some(1.0),
+        },
+        latency_p99: Limit {
+            max: None,
+            max_ratio_to_stable: Some(1.0),
+        },
+        method,
+        ..Config::default()
+    }
+}
+
+fn judges() -> Result<Vec<(Judge, Drive)>, serin_analysis::ConfigError> {
+    Ok(vec![
+        (
+            Judge::new(Config {
+                method: Method::None,
+                ..Config::default()
+            })?,
+            Drive::Normal,
+        ),
+        (
+            Judge::new(stat_config(Method::Fixed))?,
+            Drive::EveryInterval,
+        ),
+        (Judge::new(stat_config(Method::Fixed))?, Drive::Normal),
+        (Judge::new(stat_config(Method::Sequential))?, Drive::Normal),
+    ])
+}
+
+const NAMES: [&str; 4] = [
+    "`none` (5 % / p95 1000 ms)",
+    "naive fixed test re-run every second",
+    "`fixed` at the end of the stage",
+    "`sequential`",
+];
+
+struct Outcome {
+    detected: Vec<u64>,
+    times: Vec<Vec<u32>>,
+    runs: u64,
+}
+
+fn simulate(
+    scenario: &Scenario,
+    runs: u64,
+    seed: u64,
+    threads: u64,
+) -> Result<Outcome, Box<dyn std::error::Error>> {
+    let js = judges()?;
+    let n = js.len();
+    let chunks: Vec<Vec<Option<u32>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let js = js.clone();
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut r = t;
+                    while r < runs {
+                        out.push(run(scenario, &js, seed + r).first_fail);
+                        r += threads;
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut detected = vec![0; n];
+    let mut times = vec![Vec::new(); n];
+    for ff in &chunks {
+        for (i, f) in ff.iter().enumerate() {
+            if let Some(t) = f {
+                detected[i] += 1;
+                times[i].push(*t);
+            }
+        }
+    }
+    if chunks.len() as u64 != runs {
+        return Err(format!("only {} of {runs} runs finished", chunks.len()).into());
+    }
+    Ok(Outcome {
+        detected,
+        times,
+        runs,
+    })
+}
+
+fn median(v: &mut [u32]) -> Option<u32> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    Some(v[(v.len() - 1) / 2])
+}
+
+fn arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{name} expects a number")),
+        None => Ok(default),
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let runs = arg(&args, "--runs", 1000)?;
+    let seed = arg(&args, "--seed", 20_261_202)?;
+    let threads = arg(&args, "--threads", 2)?.max(1);
+    let base = Version::BASE;
+    let regressions: [(&str, Version); 5] = [
+        (
+            "errors 1 → 2 %",
+            Version {
+                error_rate: 0.02,
+                ..base
+            },
+        ),
+        (
+            "errors 1 → 5 %",
+            Version {
+                error_rate: 0.05,
+                ..base
+            },
+        ),
+        (
+            "p50 +20 %",
+            Version {
+                median_ms: base.median_ms * 1.2,
+                ..base
+            },
+        ),
+        (
+            "p50 +50 %",
+            Version {
+                median_ms: base.median_ms * 1.5,
+                ..base
+            },
+        ),
+        (
+            "p99 ×2, same p50",
+            Version {
+                sigma: base.sigma + 2f64.ln() / 2.326_347_874,
+                ..base
+            },
+        ),
+    ];
+    let mut targets = Vec::new();
+    for (wi, &w) in WEIGHTS.iter().enumerate() {
+        let aa = Scenario {
+            rps: RPS,
+            stages: vec![(w, STAGE), (w, STAGE)],
+            stable: base,
+            canary: base,
+        };
+        let aa_out = simulate(&aa, runs, seed + 1_000_000 * wi as u64, threads)?;
+        let mut ab_out = Vec::new();
+        for (ri, (_, canary)) in regressions.iter().enumerate() {
+            let ab = Scenario {
+                rps: RPS,
+                stages: vec![(w, STAGE)],
+                stable: base,
+                canary: *canary,
+            };
+            let s = seed + 1_000_000 * wi as u64 + 100_000 * (ri as u64 + 1);
+            ab_out.push(simulate(&ab, runs, s, threads)?);
+        }
+        println!("\n### Canary weight {w} %\n");
+        print!("| judge | A/A false rollbacks (95 % CI) |");
+        for (name, _) in &regressions {
+            print!(" {name} |");
+        }
+        println!();
+        print!("|---|---|");
+        for _ in &regressions {
+            print!("---|");
+        }
+        println!();
+        for (j, name) in NAMES.iter().enumerate() {
+            let k = aa_out.detected[j];
+            let (lo, hi) = wilson(k, aa_out.runs);
+            print!(
+                "| {name} | {:.1} % ({:.1}–{:.1}) |",
+                100.0 * k as f64 / aa_out.runs as f64,
+                100.0 * lo,
+                100.0 * hi
+            );
+            for o in ab_out.iter_mut() {
+                let rate = 100.0 * o.detected[j] as f64 / o.runs as f64;
+                match median(&mut o.times[j]) {
+                    Some(m) => print!(" {rate:.1} % / {m} s |"),
+                    None => print!(" {rate:.1} % / — |"),
+                }
+            }
+            println!();
+        }
+        // Targets for `sequential` (index 3) against `fixed` (index 2).
+        let fr = aa_out.detected[3] as f64 / aa_out.runs as f64;
+        targets.push(format!(
+            "weight {w} %: sequential false rollbacks {:.1} % (target ≤ 5 %): {}",
+            100.0 * fr,
+            if fr <= 0.05 { "met" } else { "NOT met" }
+        ));
+        if w == 5.0 {
+            let d = ab_out[1].detected[3] as f64 / ab_out[1].runs as f64;
+            targets.push(format!(
+                "weight 5 %: sequential detects errors 1 → 5 % within {STAGE} s in {:.1} % (target ≥ 99 %): {}",
+                100.0 * d,
+                if d >= 0.99 { "met" } else { "NOT met" }
+            ));
+        }
+        for (ri, o) in ab_out.iter_mut().enumerate() {
+            let seq = median(&mut o.times[3]);
+            let fixed = median(&mut o.times[2]);
+            let ok = match (seq, fixed) {
+                (Some(s), Some(f)) => s < f,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            targets.push(format!(
+                "weight {w} %, {}: median detection sequential {} vs fixed {}: {}",
+                regressions[ri].0,
+                seq.map_or("—".into(), |s| format!("{s} s")),
+                fixed.map_or("—".into(), |s| format!("{s} s")),
+                if ok { "faster" } else { "NOT faster" }
+            ));
+        }
+    }
+    println!("\nTargets:\n");
+    for t in targets {
+        println!("- {t}");
+    }
+    Ok(())
+}
