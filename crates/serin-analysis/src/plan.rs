@@ -216,7 +216,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, ConfigError> {
             }
         }
         let c_n = l;
-        if c_n <= lo + next.len() - 1 {
+        if c_n < lo + next.len() {
             let keep = c_n.saturating_sub(lo);
             next.truncate(keep);
         }
@@ -253,10 +253,9 @@ pub fn plan(input: &PlanInput) -> Result<Plan, ConfigError> {
         let mut tail = 0.0;
         for n in from..=to {
             let pmf = (n as f64 * mu.ln() - mu - stats::ln_gamma(n as f64 + 1.0)).exp();
-            if n <= last {
-                s += pmf * crossed[n];
-            } else {
-                tail += pmf;
+            match crossed.get(n) {
+                Some(d) => s += pmf * d,
+                None => tail += pmf,
             }
         }
         // Beyond the horizon D_n is at least its last value.
