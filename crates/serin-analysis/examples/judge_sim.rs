@@ -11,7 +11,7 @@
 #[path = "../tests/sim/mod.rs"]
 mod sim;
 
-use serin_analysis::{Config, Judge, Limit, Method};
+use serin_analysis::{Config, Judge, Limit, Method, PlanInput, plan};
 use sim::{Drive, Scenario, Version, run, wilson};
 
 const RPS: f64 = 100.0;
@@ -179,6 +179,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         ),
     ];
+    let checks = Judge::new(stat_config(Method::Sequential))?.threshold() * 0.05;
+    println!(
+        "### Planned detection times (`plan()`, sequential error test, {RPS} req/s, {checks:.0} checks, power 0.9)\n"
+    );
+    println!(
+        "| canary weight | errors 1 → 2 %: seconds (canary requests) | expected (KL) | errors 1 → 5 %: seconds (canary requests) | expected (KL) |"
+    );
+    println!("|---|---|---|---|---|");
+    for &w in &WEIGHTS {
+        print!("| {w} % |");
+        for c in [0.02, 0.05] {
+            let p = plan(&PlanInput {
+                checks: checks.round() as usize,
+                ..PlanInput::new(0.01, c, RPS, w)
+            })?;
+            match (p.seconds, p.canary_requests) {
+                (Some(s), Some(n)) => print!(" {s:.0} s ({n}) |"),
+                _ => print!(" — |"),
+            }
+            match p.expected_seconds {
+                Some(e) => print!(" {e:.0} s |"),
+                None => print!(" — |"),
+            }
+        }
+        println!();
+    }
     let mut targets = Vec::new();
     for (wi, &w) in WEIGHTS.iter().enumerate() {
         let aa = Scenario {

@@ -153,7 +153,7 @@ fn pct_conf(c: f64) -> String {
 
 fn e_fmt(log_e: f64) -> String {
     let e = log_e.exp();
-    if e >= 1e6 {
+    if e >= 1e4 {
         format!("{e:.1e}")
     } else if e >= 10.0 {
         format!("{e:.0}")
@@ -397,9 +397,6 @@ impl Judge {
 
         let n_c = self.stage.canary.requests;
         let min = self.config.min_requests;
-        if let Some(reason) = no_data {
-            return self.judgement(Verdict::NoData, reason, checks);
-        }
         let failed: Vec<&CheckResult> = checks
             .iter()
             .filter(|c| c.verdict == Verdict::Fail)
@@ -414,6 +411,9 @@ impl Judge {
                 reason.push_str(&format!(" [{}]", self.score(&checks)));
             }
             return self.judgement(Verdict::Fail, reason, checks);
+        }
+        if let Some(reason) = no_data {
+            return self.judgement(Verdict::NoData, reason, checks);
         }
         if let Some(c) = checks.iter().find(|c| c.verdict == Verdict::NoData) {
             let reason = format!("no data: {}", c.reason);

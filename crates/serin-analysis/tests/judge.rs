@@ -280,3 +280,214 @@ fn threshold_splits_alpha_over_checks() {
     // Two checks (error max, p95 max) at 0.95: 2 / 0.05 = 40.
     assert!((j.threshold() - 40.0).abs() < 1e-9);
 }
+
+fn ratio_only(method: Method) -> Config {
+    Config {
+        error_rate: Limit {
+            max: None,
+            max_ratio_to_stable: Some(1.0),
+        },
+        ..no_latency(method)
+    }
+}
+
+#[test]
+fn fail_takes_precedence_over_no_data() {
+    let mut j = Judge::new(ratio_only(Method::Sequential)).unwrap();
+    j.begin_stage(&Observation::default());
+    j.set_canary_weight(5.0);
+    let r = j.observe(&plain(9500, 95, 500, 50), false);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    // The canary now gets nothing, but the evidence already failed it.
+    let r = j.observe(&plain(10500, 105, 500, 50), false);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+}
+
+#[test]
+fn stages_reset_absolute_limits_but_keep_ratio_evidence() {
+    let cfg = Config {
+        error_rate: Limit {
+            max: Some(0.05),
+            max_ratio_to_stable: Some(1.0),
+        },
+        ..no_latency(Method::Sequential)
+    };
+    let mut j = Judge::new(cfg).unwrap();
+    j.begin_stage(&Observation::default());
+    // Stage 1: canary 3 % vs stable 1 %: some evidence, no verdict yet.
+    let r = j.observe(&plain(4750, 47, 250, 7), false);
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+    let e1 = match r.checks[1].evidence {
+        Evidence::EValue { value, .. } => value,
+        e => panic!("{e:?}"),
+    };
+    assert!(e1 > 1.0, "e-value {e1}");
+    let at = plain(4750, 47, 250, 7);
+    j.begin_stage(&at);
+    // A new stage starts with no requests of its own…
+    let r = j.observe(&plain(4800, 47, 260, 7), false);
+    assert_eq!(r.verdict, Verdict::NotEnoughData);
+    assert_eq!(r.stage_canary_requests, 10);
+    // …but the ratio evidence carried over and keeps growing.
+    let r = j.observe(&plain(8550, 85, 1500, 45), false);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    assert_eq!(
+        r.checks[0].verdict,
+        Verdict::Pass,
+        "3 % is under the 5 % max"
+    );
+    assert_eq!(r.checks[1].verdict, Verdict::Fail);
+    // Since the rollout began: the ratio test's evidence covers both stages.
+    assert!(
+        r.reason
+            .contains("3.0 % (45/1 500) vs stable 0.99 % (85/8 550)"),
+        "{}",
+        r.reason
+    );
+}
+
+#[test]
+fn sequential_absolute_limit_needs_evidence_not_a_point_estimate() {
+    let mut j = Judge::new(no_latency(Method::Sequential)).unwrap();
+    // 6 % of 200 is above 5 % but not shown to be: pass (none would fail).
+    let r = j.observe(&plain(3800, 38, 200, 12), false);
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+    // 15 % of 400: shown.
+    let r = j.observe(&plain(7600, 76, 600, 72), false);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    assert!(
+        r.reason.contains("above the limit with 95 % confidence"),
+        "{}",
+        r.reason
+    );
+}
+
+fn latency_config(method: Method, max: Option<f64>, ratio: Option<f64>) -> Config {
+    Config {
+        error_rate: Limit::NONE,
+        latency_p95: Limit::NONE,
+        latency_p50: Limit {
+            max,
+            max_ratio_to_stable: ratio,
+        },
+        method,
+        ..Config::default()
+    }
+}
+
+/// Stable: half at <= 100 ms, half in (100, 200]. Canary "slow": a quarter
+/// at <= 100, the rest in (100, 200] and (200, 500].
+fn latency_obs(i: u64, slow: bool) -> Observation {
+    let s = [0, 50 * i, 50 * i, 0, 0, 0, 0];
+    let c = if slow {
+        [0, 5 * i, 10 * i, 5 * i, 0, 0, 0]
+    } else {
+        [0, 10 * i, 10 * i, 0, 0, 0, 0]
+    };
+    obs(totals(100 * i, 0, Some(s)), totals(20 * i, 0, Some(c)))
+}
+
+#[test]
+fn sequential_latency_ratio_detects_a_slower_canary() {
+    let mut j = Judge::new(latency_config(Method::Sequential, None, Some(1.0))).unwrap();
+    let mut last = None;
+    for i in 1..=12 {
+        last = Some(j.observe(&latency_obs(i, true), false));
+    }
+    let r = last.unwrap();
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    assert!(
+        r.reason
+            .contains("slower than stable above 100 ms with 95 % confidence"),
+        "{}",
+        r.reason
+    );
+    let mut same = Judge::new(latency_config(Method::Sequential, None, Some(1.0))).unwrap();
+    for i in 1..=12 {
+        let r = same.observe(&latency_obs(i, false), false);
+        assert_ne!(r.verdict, Verdict::Fail, "{}", r.reason);
+    }
+}
+
+#[test]
+fn fixed_latency_ratio_uses_mann_whitney() {
+    let mut j = Judge::new(latency_config(Method::Fixed, None, Some(1.0))).unwrap();
+    let r = j.observe(&latency_obs(12, true), true);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    assert!(r.reason.contains("Mann–Whitney U p ="), "{}", r.reason);
+    match r.checks[0].evidence {
+        Evidence::PValue { value, alpha } => assert!(value < alpha && (alpha - 0.05).abs() < 1e-12),
+        e => panic!("{e:?}"),
+    }
+    let mut ok = Judge::new(latency_config(Method::Fixed, None, Some(1.0))).unwrap();
+    let r = ok.observe(&latency_obs(12, false), true);
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+}
+
+#[test]
+fn latency_max_in_every_method() {
+    // Canary median is in (100, 200]: 150 ms by interpolation.
+    for method in [Method::None, Method::Fixed, Method::Sequential] {
+        let mut j = Judge::new(latency_config(method, Some(100.0), None)).unwrap();
+        let mut r = None;
+        for i in 1..=12 {
+            r = Some(j.observe(&latency_obs(i, true), true));
+        }
+        let r = r.unwrap();
+        assert_eq!(r.verdict, Verdict::Fail, "{method:?}: {}", r.reason);
+        let mut j = Judge::new(latency_config(method, Some(500.0), None)).unwrap();
+        let r = j.observe(&latency_obs(12, true), true);
+        assert_eq!(r.verdict, Verdict::Pass, "{method:?}: {}", r.reason);
+    }
+}
+
+fn custom_config(method: Method, direction: Direction) -> Config {
+    Config {
+        custom: vec![CustomMetric {
+            name: "checkout".into(),
+            direction,
+            max_ratio_to_stable: None,
+        }],
+        ..ratio_only(method)
+    }
+}
+
+fn custom_obs(i: u64, stable_rate: u64, canary_rate: u64) -> Observation {
+    let mut o = plain(1000 * i, 0, 200 * i, 0);
+    o.custom = vec![(
+        Ratio {
+            numerator: stable_rate * i,
+            denominator: 1000 * i,
+        },
+        Ratio {
+            numerator: canary_rate * i / 5,
+            denominator: 200 * i,
+        },
+    )];
+    o
+}
+
+#[test]
+fn custom_ratios_follow_their_direction() {
+    for method in [Method::Sequential, Method::Fixed] {
+        // Conversions 10 % on stable, 5 % on the canary: worse when higher is better.
+        let mut j = Judge::new(custom_config(method, Direction::HigherIsBetter)).unwrap();
+        let mut r = None;
+        for i in 1..=10 {
+            r = Some(j.observe(&custom_obs(i, 100, 50), true));
+        }
+        let r = r.unwrap();
+        assert_eq!(r.verdict, Verdict::Fail, "{method:?}: {}", r.reason);
+        assert!(
+            r.reason.starts_with("checkout: canary 5.0 %"),
+            "{}",
+            r.reason
+        );
+        // The same numbers are an improvement when lower is better.
+        let mut j = Judge::new(custom_config(method, Direction::LowerIsBetter)).unwrap();
+        for i in 1..=10 {
+            let r = j.observe(&custom_obs(i, 100, 50), true);
+            assert_ne!(r.verdict, Verdict::Fail, "{method:?}: {}", r.reason);
+        }
+    }
+}
