@@ -10,7 +10,7 @@
 use crate::config::{Config, ConfigError, Direction, Method};
 use crate::eprocess::{ProportionTest, RatioTest};
 use crate::histogram::Histogram;
-use crate::observation::{Delta, Observation, Ratio, VersionDelta};
+use crate::observation::{Delta, Observation, ObservationError, Ratio, VersionDelta};
 use crate::stats;
 use crate::verdict::{CheckResult, Evidence, Judgement, Verdict, count, ms, pct, ratio};
 
@@ -27,21 +27,20 @@ struct VersionAcc {
     requests: u64,
     errors: u64,
     latency: Option<Histogram>,
-    /// Requests arrived in an interval without a histogram.
-    latency_missing: bool,
+    /// Requests in intervals that came with a histogram.
+    latency_requests: u64,
 }
 
 impl VersionAcc {
     fn add(&mut self, d: &VersionDelta) {
         self.requests += d.requests;
         self.errors += d.errors;
-        match &d.latency {
-            Some(h) => match &mut self.latency {
+        if let Some(h) = &d.latency {
+            self.latency_requests += d.latency_requests;
+            match &mut self.latency {
                 Some(acc) => acc.merge(h),
                 None => self.latency = Some(h.clone()),
-            },
-            None if d.requests > 0 => self.latency_missing = true,
-            None => {}
+            }
         }
     }
 
@@ -52,12 +51,12 @@ impl VersionAcc {
     fn latency_total(&self) -> u64 {
         self.latency
             .as_ref()
-            .map_or(0, |h| latency_total(h, self.requests))
+            .map_or(0, |h| latency_total(h, self.latency_requests))
     }
 
     fn quantile(&self, q: f64) -> Option<f64> {
         let h = self.latency.as_ref()?;
-        h.quantile(latency_total(h, self.requests), q)
+        h.quantile(latency_total(h, self.latency_requests), q)
     }
 }
 
@@ -137,7 +136,11 @@ pub struct Judge {
     /// `ln(1 / alpha)`.
     log_threshold: f64,
     weight: Option<f64>,
+    /// The previous observation, with each version's last histogram carried
+    /// forward over intervals that had none.
     last: Option<Observation>,
+    /// Requests (stable, canary) when the carried histograms were taken.
+    hist_requests: [u64; 2],
     stage: Acc,
     rollout: Acc,
 }
@@ -216,6 +219,7 @@ impl Judge {
             log_threshold: (1.0 / alpha).ln(),
             weight: None,
             last: None,
+            hist_requests: [0, 0],
             stage: Acc::default(),
             rollout: Acc::default(),
         };
@@ -261,19 +265,54 @@ impl Judge {
         }
     }
 
+    /// `current − last`, the latency deltas measured from the last
+    /// histogram seen.
+    fn delta(&self, current: &Observation) -> Result<Delta, ObservationError> {
+        let base = self.last.clone().unwrap_or_default();
+        let mut d = current.since(&base)?;
+        for (v, now, h_req) in [
+            (&mut d.stable, &current.stable, self.hist_requests[0]),
+            (&mut d.canary, &current.canary, self.hist_requests[1]),
+        ] {
+            if v.latency.is_some() {
+                v.latency_requests = now.requests.saturating_sub(h_req);
+            }
+        }
+        Ok(d)
+    }
+
+    /// Makes `current` the base of the next interval.
+    fn remember(&mut self, current: &Observation) {
+        let mut next = current.clone();
+        if let Some(prev) = self.last.take() {
+            if next.stable.latency.is_none() {
+                next.stable.latency = prev.stable.latency;
+            }
+            if next.canary.latency.is_none() {
+                next.canary.latency = prev.canary.latency;
+            }
+        }
+        if current.stable.latency.is_some() {
+            self.hist_requests[0] = current.stable.requests;
+        }
+        if current.canary.latency.is_some() {
+            self.hist_requests[1] = current.canary.requests;
+        }
+        self.last = Some(next);
+    }
+
     /// A new step (weight) begins; `at` is the cumulative observation at its
     /// start. Data up to `at` still feeds the rollout-long `sequential`
     /// ratio tests; absolute limits, `minRequests` and `fixed` tests start
     /// again from `at`.
     pub fn begin_stage(&mut self, at: &Observation) {
-        let base = self.last.clone().unwrap_or_default();
-        if let Ok(d) = at.since(&base) {
+        if let Ok(d) = at.validate().and_then(|()| self.delta(at)) {
             self.update_sequential_rollout(&d);
             self.rollout.add(&d);
         }
         self.stage = Acc::default();
         self.reset_sequential(false);
-        self.last = Some(at.clone());
+        self.remember(at);
     }
 
     /// Feeds one interval to the rollout-long tests. Bounds for latency are
@@ -301,11 +340,11 @@ impl Judge {
                     else {
                         continue;
                     };
-                    let prior_total = latency_total(prior, before.requests);
+                    let prior_total = latency_total(prior, before.latency_requests);
                     match latency_pair(prior, prior_total, hc, q, m) {
                         Ok((i_s, i_c)) => {
-                            let n_s = latency_total(hs, d.stable.requests);
-                            let n_c = latency_total(hc, d.canary.requests);
+                            let n_s = latency_total(hs, d.stable.latency_requests);
+                            let n_c = latency_total(hc, d.canary.latency_requests);
                             test.update(
                                 hc.above(i_c, n_c),
                                 n_c as f64,
@@ -350,7 +389,7 @@ impl Judge {
                     let Some(h) = &d.canary.latency else { continue };
                     match h.bound_at_or_above(max) {
                         Some(i) if h.le_ms[i].is_finite() => {
-                            let n = latency_total(h, d.canary.requests);
+                            let n = latency_total(h, d.canary.latency_requests);
                             test.update(h.above(i, n), n);
                             c.bounds = Some((h.le_ms[i], h.le_ms[i]));
                             c.untestable = None;
@@ -374,12 +413,12 @@ impl Judge {
     /// though no-data is still reported. `sequential` and `none` judge
     /// every interval.
     pub fn observe(&mut self, current: &Observation, end_of_pause: bool) -> Judgement {
-        let base = self.last.clone().unwrap_or_default();
-        let delta = match current.validate().and_then(|()| current.since(&base)) {
+        let delta = match current.validate().and_then(|()| self.delta(current)) {
             Ok(d) => d,
             Err(e) => {
                 // Start again from here: the next interval is judged on its own.
-                self.last = Some(current.clone());
+                self.last = None;
+                self.remember(current);
                 return self.judgement(Verdict::NoData, format!("no data: {e}"), Vec::new());
             }
         };
@@ -387,7 +426,7 @@ impl Judge {
         self.update_sequential_stage(&delta);
         self.rollout.add(&delta);
         self.stage.add(&delta);
-        self.last = Some(current.clone());
+        self.remember(current);
 
         let no_data = self.no_data_reason(&delta);
         let mut checks: Vec<CheckResult> = (0..self.checks.len())
@@ -495,6 +534,19 @@ impl Judge {
     }
 
     fn no_data_reason(&self, d: &Delta) -> Option<String> {
+        let wants_latency = self
+            .checks
+            .iter()
+            .any(|c| matches!(c.kind, Kind::LatencyMax { .. } | Kind::LatencyRatio { .. }));
+        if wants_latency {
+            for (name, v) in [("canary", &d.canary), ("stable", &d.stable)] {
+                if v.requests > 0 && v.latency.is_none() {
+                    return Some(format!(
+                        "the metric source gave no latency histogram for the {name} in this interval"
+                    ));
+                }
+            }
+        }
         if d.canary.requests == 0 && d.stable.requests > 0 {
             let share = self.canary_share()?;
             if share >= 1.0 {

@@ -108,6 +108,9 @@ pub(crate) struct VersionDelta {
     pub errors: u64,
     /// `None` if either observation had no histogram.
     pub latency: Option<Histogram>,
+    /// Requests the latency delta covers (the judge widens it when the
+    /// earlier histogram is older than the earlier request count).
+    pub latency_requests: u64,
 }
 
 /// Everything between two observations.
@@ -178,6 +181,7 @@ impl Totals {
             requests,
             errors,
             latency,
+            latency_requests: requests,
         })
     }
 }

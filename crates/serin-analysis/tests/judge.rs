@@ -491,3 +491,25 @@ fn custom_ratios_follow_their_direction() {
         }
     }
 }
+
+#[test]
+fn an_interval_without_a_histogram_is_no_data_and_not_counted_as_slow() {
+    let mut j = Judge::new(latency_config(Method::None, Some(500.0), None)).unwrap();
+    let r = j.observe(&latency_obs(6, false), false);
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+    // The source loses the histograms for one interval.
+    let mut gap = latency_obs(12, false);
+    gap.stable.latency = None;
+    gap.canary.latency = None;
+    let r = j.observe(&gap, false);
+    assert_eq!(r.verdict, Verdict::NoData, "{}", r.reason);
+    assert!(r.reason.contains("no latency histogram"), "{}", r.reason);
+    // Back: the gap's requests are not taken as slower than every bound.
+    let r = j.observe(&latency_obs(18, false), false);
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+    assert!(
+        r.checks[0].canary.unwrap() < 200.0,
+        "{:?}",
+        r.checks[0].canary
+    );
+}
