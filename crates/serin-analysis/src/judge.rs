@@ -429,7 +429,7 @@ impl Judge {
         self.remember(current);
 
         let no_data = self.no_data_reason(&delta);
-        let mut checks: Vec<CheckResult> = (0..self.checks.len())
+        let checks: Vec<CheckResult> = (0..self.checks.len())
             .map(|i| self.evaluate(i, end_of_pause))
             .collect();
         let fixed_waiting = self.config.method == Method::Fixed && !end_of_pause;
@@ -495,7 +495,6 @@ impl Judge {
         if self.config.method == Method::Fixed && !checks.is_empty() {
             reason.push_str(&format!(" [{}]", self.score(&checks)));
         }
-        checks.shrink_to_fit();
         self.judgement(Verdict::Pass, reason, checks)
     }
 
