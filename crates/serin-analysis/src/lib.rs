@@ -12,6 +12,29 @@
 //! - `stats.rs`: distribution functions, z-test and Mann–Whitney U (`fixed`);
 //! - `histogram.rs`: cumulative latency histograms, deltas and quantiles;
 //! - `judge.rs`: the checks and how they combine into a verdict.
+//!
+//! ```
+//! use serin_analysis::{Config, Judge, Limit, Observation, Totals, Verdict};
+//!
+//! let config = Config {
+//!     error_rate: Limit { max: Some(0.05), max_ratio_to_stable: Some(1.0) },
+//!     latency_p95: Limit::NONE,
+//!     ..Config::default()
+//! };
+//! let mut judge = Judge::new(config)?;
+//! let at = |s: u64, se: u64, c: u64, ce: u64| Observation {
+//!     stable: Totals { requests: s, errors: se, latency: None },
+//!     canary: Totals { requests: c, errors: ce, latency: None },
+//!     custom: vec![],
+//! };
+//! judge.begin_stage(&at(0, 0, 0, 0));
+//! judge.set_canary_weight(5.0);
+//! let j = judge.observe(&at(9_500, 85, 500, 41), false);
+//! assert_eq!(j.verdict, Verdict::Fail);
+//! assert_eq!(j.verdict.as_str(), "fail");
+//! assert!(j.reason.starts_with("canary error rate 8.2 % (41/500) vs stable 0.89 % (85/9 500)"));
+//! # Ok::<(), serin_analysis::ConfigError>(())
+//! ```
 #![forbid(unsafe_code)]
 
 mod config;
