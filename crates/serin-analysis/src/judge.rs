@@ -452,7 +452,7 @@ impl Judge {
             return self.judgement(Verdict::Fail, reason, checks);
         }
         if let Some(reason) = no_data {
-            return self.judgement(Verdict::NoData, reason, checks);
+            return self.judgement(Verdict::NoData, format!("no data: {reason}"), checks);
         }
         if let Some(c) = checks.iter().find(|c| c.verdict == Verdict::NoData) {
             let reason = format!("no data: {}", c.reason);
