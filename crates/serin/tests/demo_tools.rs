@@ -446,12 +446,13 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn cli_load_rejects_bad_flags_with_exit_2() {
     let base = ["load", "http://127.0.0.1:1/", "--duration", "1s"];
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--rps", "10", "--header", "nocolon"], "--header"),
         (&["--rps", "10", "--header", "bad name:1"], "--header"),
         (&["--rps", "0"], "--rps"),
         (&["--rps", "-5"], "--rps"),
         (&["--rps", "10", "--timeout", "soon"], "--timeout"),
+        (&["--rps", "10", "--max-in-flight", "0"], "--max-in-flight"),
     ];
     for (extra, flag) in cases {
         let out = serin(&[&base[..], extra].concat());

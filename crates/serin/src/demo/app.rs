@@ -54,6 +54,9 @@ use crate::exit::{Exit, invalid};
 /// The response header naming the app's version.
 pub const VERSION_HEADER: &str = "x-serin-version";
 
+/// How long [`DemoApp::stop`] waits for requests in flight.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// The largest `latencyMs` or `jitterMs` accepted: one hour.
 pub const MAX_LATENCY_MS: u64 = 3_600_000;
 
@@ -119,20 +122,28 @@ impl Faults {
     /// Checks the ranges; the message names the field (as in the JSON) and
     /// what was expected.
     pub fn validate(&self) -> Result<(), String> {
+        self.problem()
+            .map_or(Ok(()), |(field, what)| Err(format!("{field}: {what}")))
+    }
+
+    /// The first value out of range: its JSON field name and what was
+    /// expected.
+    fn problem(&self) -> Option<(&'static str, String)> {
         if !(0.0..=1.0).contains(&self.error_rate) {
-            return Err(format!(
-                "errorRate: expected a number from 0 to 1, got {}",
-                self.error_rate
+            return Some((
+                "errorRate",
+                format!("expected a number from 0 to 1, got {}", self.error_rate),
             ));
         }
-        for (name, value) in [("latencyMs", self.latency_ms), ("jitterMs", self.jitter_ms)] {
+        for (field, value) in [("latencyMs", self.latency_ms), ("jitterMs", self.jitter_ms)] {
             if value > MAX_LATENCY_MS {
-                return Err(format!(
-                    "{name}: expected at most {MAX_LATENCY_MS} (one hour), got {value}"
+                return Some((
+                    field,
+                    format!("expected at most {MAX_LATENCY_MS} (one hour), got {value}"),
                 ));
             }
         }
-        Ok(())
+        None
     }
 
     /// The same faults brought into range: an error rate outside `0..=1`
@@ -425,13 +436,23 @@ impl DemoApp {
         self.shared.set_faults(faults.clamped());
     }
 
-    /// Stops accepting, and waits for the requests in flight to be answered.
+    /// Stops accepting, and waits for the requests in flight to be answered,
+    /// at most [`STOP_GRACE`]; connections still open then are left to
+    /// finish on their own.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
-        if let Err(e) = self.task.await
-            && e.is_panic()
-        {
-            tracing::warn!(addr = %self.addr, "demo app task panicked");
+        let mut task = self.task;
+        match tokio::time::timeout(STOP_GRACE, &mut task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if e.is_panic() {
+                    tracing::warn!(addr = %self.addr, "demo app task panicked");
+                }
+            }
+            Err(_) => {
+                tracing::warn!(addr = %self.addr, "demo app: requests still open after {STOP_GRACE:?}; not waiting for them");
+                task.abort();
+            }
         }
     }
 }
@@ -530,13 +551,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         jitter_ms: args.jitter_ms,
     };
     // Name the flag, not the JSON field, in the message.
-    if let Err(message) = faults.validate() {
-        let flag = match message.split(':').next() {
-            Some("errorRate") => "--error-rate",
-            Some("latencyMs") => "--latency-ms",
+    if let Some((field, what)) = faults.problem() {
+        let flag = match field {
+            "errorRate" => "--error-rate",
+            "latencyMs" => "--latency-ms",
             _ => "--jitter-ms",
         };
-        let what = message.split_once(": ").map_or(&*message, |(_, w)| w);
         return Err(invalid(format!("{flag}: {what}")));
     }
     let listen = address(&args.listen)?;

@@ -42,6 +42,9 @@ use crate::exit::{Exit, invalid};
 /// The highest rate accepted, requests per second.
 pub const MAX_RPS: f64 = 1_000_000.0;
 
+/// The highest `max_in_flight` accepted.
+pub const MAX_IN_FLIGHT: usize = 100_000;
+
 /// The default limit on requests in flight is `rps × timeout`, at most this.
 pub const DEFAULT_MAX_IN_FLIGHT_CAP: usize = 1000;
 
@@ -293,7 +296,7 @@ pub async fn run_load_with(
     };
     // Every request gives its permit back when done (each is bounded by the
     // timeout), so holding all permits means nothing is in flight.
-    let all = u32::try_from(plan.max_in_flight).unwrap_or(u32::MAX);
+    let all = u32::try_from(plan.max_in_flight).context("max in flight above u32")?;
     let _ = permits
         .acquire_many(all)
         .await
@@ -305,8 +308,9 @@ pub async fn run_load_with(
     let count = scheduled - skipped;
     let h = &tally.latency;
     let ms = |micros: u64| micros as f64 / 1000.0;
-    let answered = !h.is_empty();
-    let pick = |f: &dyn Fn() -> f64| answered.then(f);
+    // Percentiles only when something was answered (an empty histogram
+    // reads 0, which would look like a fast server).
+    let quantile = |q: f64| (!h.is_empty()).then(|| ms(h.value_at_quantile(q)));
     let secs = sent_for.as_secs_f64();
     Ok(Summary {
         url: config.url,
@@ -319,11 +323,11 @@ pub async fn run_load_with(
         achieved_rps: if secs > 0.0 { count as f64 / secs } else { 0.0 },
         classes: tally.classes.clone(),
         timed_out: tally.timed_out,
-        p50_ms: pick(&|| ms(h.value_at_quantile(0.50))),
-        p95_ms: pick(&|| ms(h.value_at_quantile(0.95))),
-        p99_ms: pick(&|| ms(h.value_at_quantile(0.99))),
-        max_ms: pick(&|| ms(h.max())),
-        mean_ms: pick(&|| h.mean() / 1000.0),
+        p50_ms: quantile(0.50),
+        p95_ms: quantile(0.95),
+        p99_ms: quantile(0.99),
+        max_ms: (!h.is_empty()).then(|| ms(h.max())),
+        mean_ms: (!h.is_empty()).then(|| h.mean() / 1000.0),
         first_error: tally.first_error.clone(),
         interrupted,
     })
@@ -411,7 +415,11 @@ fn plan(config: &LoadConfig, options: &LoadOptions) -> anyhow::Result<Plan> {
             .push(header(name, value).map_err(|e| invalid(format!("load header `{name}`: {e}")))?);
     }
     let max_in_flight = match options.max_in_flight {
-        Some(0) => return Err(invalid("load max in flight: expected at least 1")),
+        Some(n) if !(1..=MAX_IN_FLIGHT).contains(&n) => {
+            return Err(invalid(format!(
+                "load max in flight: expected 1 to {MAX_IN_FLIGHT}, got {n}"
+            )));
+        }
         Some(n) => n,
         None => {
             let n = (config.rps * options.timeout.as_secs_f64()).ceil();
@@ -492,14 +500,19 @@ fn duration_flag(flag: &str, value: &str) -> anyhow::Result<Duration> {
 }
 
 /// Runs `serin load`: checks every flag (exit 2 naming it), loads, prints the
-/// summary. Ctrl-C ends sending early; the summary still prints.
+/// summary. Ctrl-C ends sending early; the summary still prints, once the
+/// requests in flight are answered (each waited for at most `--timeout`).
 pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
     parse_url(&args.url).map_err(|e| invalid(format!("URL: {e}")))?;
     check_rps(args.rps).map_err(|e| invalid(format!("--rps: {e}")))?;
     let length = duration_flag("--duration", &args.duration)?;
     let timeout = duration_flag("--timeout", &args.timeout)?;
-    if args.max_in_flight == Some(0) {
-        return Err(invalid("--max-in-flight: expected at least 1, got 0"));
+    if let Some(n) = args.max_in_flight
+        && !(1..=MAX_IN_FLIGHT).contains(&n)
+    {
+        return Err(invalid(format!(
+            "--max-in-flight: expected 1 to {MAX_IN_FLIGHT}, got {n}"
+        )));
     }
     let headers = args
         .header
