@@ -1,0 +1,202 @@
+//! Gateway API: the weights of an HTTPRoute's backendRefs.
+//!
+//! Every rule of the route that sends to the stable Service gets a second
+//! backendRef, the canary Service, and the pair's weights are the split in
+//! hundredths of a percent (`10000 − w` and `w`): Gateway API weights are
+//! proportional integers, so 5.25 % is exact. serin's `routes` become extra
+//! rules ahead of each such rule, with the same matches plus a header match
+//! (a cookie is matched as a regular expression on the `Cookie` header,
+//! which is Gateway API's "implementation-specific" support level). Header
+//! matches are more specific, so they win over the weighted rule whatever
+//! the order, by Gateway API's precedence rules.
+
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use serin_proxy::{Route, Version, Weight};
+
+use super::{Object, cookie_regex, header_text};
+
+/// `gateway.networking.k8s.io/v1` `HTTPRoute`.
+pub(crate) fn resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ))
+}
+
+/// What serin writes into one HTTPRoute.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RoutePlan {
+    namespace: String,
+    name: String,
+    stable: String,
+    canary: String,
+    /// The route's rules without serin's own header rules and canary refs.
+    rules: Vec<Value>,
+    routes: Vec<Route>,
+}
+
+/// The header match for one of serin's routes.
+fn header_match(route: &Route) -> Value {
+    match &route.when {
+        serin_proxy::Match::Header { name, value } => {
+            json!({ "type": "Exact", "name": name.as_str(), "value": header_text(value) })
+        }
+        serin_proxy::Match::Cookie { name, value } => json!({
+            "type": "RegularExpression",
+            "name": "Cookie",
+            "value": cookie_regex(name, value),
+        }),
+    }
+}
+
+fn ref_name(r: &Value) -> Option<&str> {
+    // A backendRef to another kind (or another namespace's Service) is not ours.
+    let kind = r.get("kind").and_then(Value::as_str).unwrap_or("Service");
+    let group = r.get("group").and_then(Value::as_str).unwrap_or("");
+    if kind != "Service" || !group.is_empty() {
+        return None;
+    }
+    r.get("name").and_then(Value::as_str)
+}
+
+impl RoutePlan {
+    /// Reads the live HTTPRoute `live` (its JSON).
+    pub(crate) fn new(
+        namespace: &str,
+        live: &Value,
+        stable: &str,
+        routes: &[Route],
+    ) -> Result<RoutePlan, String> {
+        let name = live["metadata"]["name"].as_str().unwrap_or_default();
+        let canary = format!("{stable}{}", super::CANARY_SUFFIX);
+        let what = format!("HTTPRoute {namespace}/{name}");
+        let ours: Vec<Value> = routes.iter().map(header_match).collect();
+        let rules = live["spec"]["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut kept = Vec::new();
+        for mut rule in rules {
+            let refs = rule["backendRefs"].as_array().cloned().unwrap_or_default();
+            let only_ours =
+                refs.len() == 1 && ref_name(&refs[0]).is_some_and(|n| n == stable || n == canary);
+            let matches = rule["matches"].as_array().cloned().unwrap_or_default();
+            let serin_rule = only_ours
+                && !ours.is_empty()
+                && !matches.is_empty()
+                && matches.iter().all(|m| {
+                    m["headers"]
+                        .as_array()
+                        .is_some_and(|hs| hs.iter().any(|h| ours.contains(h)))
+                });
+            if serin_rule {
+                continue;
+            }
+            if let Some(list) = rule["backendRefs"].as_array_mut() {
+                list.retain(|r| ref_name(r) != Some(canary.as_str()));
+            }
+            kept.push(rule);
+        }
+        if !kept.iter().any(|r| targets(r, stable)) {
+            return Err(format!(
+                "{what} has no rule with a backendRef to Service {stable} (traffic.kubernetes.service)"
+            ));
+        }
+        Ok(RoutePlan {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            stable: stable.to_string(),
+            canary,
+            rules: kept,
+            routes: routes.to_vec(),
+        })
+    }
+
+    /// The HTTPRoute as serin applies it: `spec.rules` only.
+    pub(crate) fn render(&self, weight: Weight, overrides: bool) -> Object {
+        let h = i64::from(weight.hundredths());
+        let mut rules = Vec::new();
+        for rule in &self.rules {
+            if !targets(rule, &self.stable) {
+                rules.push(rule.clone());
+                continue;
+            }
+            let stable_ref = rule["backendRefs"]
+                .as_array()
+                .and_then(|refs| refs.iter().find(|r| ref_name(r) == Some(&self.stable)))
+                .cloned()
+                .unwrap_or_else(|| json!({ "name": self.stable }));
+            let to = |version: Version, weight: Option<i64>| {
+                let mut r = stable_ref.clone();
+                if version == Version::Canary {
+                    r["name"] = json!(self.canary);
+                }
+                match weight {
+                    Some(w) => r["weight"] = json!(w),
+                    None => {
+                        if let Some(o) = r.as_object_mut() {
+                            o.remove("weight");
+                        }
+                    }
+                }
+                r
+            };
+            if overrides {
+                for route in &self.routes {
+                    let mut extra = rule.clone();
+                    if let Some(o) = extra.as_object_mut() {
+                        o.remove("name");
+                    }
+                    let cond = header_match(route);
+                    let matches = match rule["matches"].as_array() {
+                        Some(ms) if !ms.is_empty() => ms
+                            .iter()
+                            .map(|m| {
+                                let mut m = m.clone();
+                                let mut hs = m["headers"].as_array().cloned().unwrap_or_default();
+                                hs.push(cond.clone());
+                                m["headers"] = Value::Array(hs);
+                                m
+                            })
+                            .collect(),
+                        _ => vec![json!({ "headers": [cond] })],
+                    };
+                    extra["matches"] = Value::Array(matches);
+                    extra["backendRefs"] = json!([to(route.version, None)]);
+                    rules.push(extra);
+                }
+            }
+            let mut weighted = rule.clone();
+            let mut refs = Vec::new();
+            for r in rule["backendRefs"].as_array().cloned().unwrap_or_default() {
+                if ref_name(&r) == Some(&self.stable) {
+                    refs.push(to(Version::Stable, Some(10_000 - h)));
+                    refs.push(to(Version::Canary, Some(h)));
+                } else {
+                    refs.push(r);
+                }
+            }
+            weighted["backendRefs"] = Value::Array(refs);
+            rules.push(weighted);
+        }
+        Object {
+            resource: resource(),
+            name: self.name.clone(),
+            body: json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": { "name": self.name, "namespace": self.namespace },
+                "spec": { "rules": rules },
+            }),
+        }
+    }
+}
+
+/// Whether `rule` sends to Service `stable`.
+fn targets(rule: &Value, stable: &str) -> bool {
+    rule["backendRefs"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| ref_name(r) == Some(stable)))
+}

@@ -1,0 +1,291 @@
+//! Istio: VirtualService route weights to the DestinationRule subsets
+//! `stable` and `canary`.
+//!
+//! Both versions sit behind the one stable Service; the subsets tell them
+//! apart by the pods' `version` label: `stable` selects the value the stable
+//! pods already carry (serin requires one, and never relabels the user's
+//! pods, which would restart them), `canary` selects `version: canary`.
+//! Every VirtualService HTTP route that sends to the stable Service gets
+//! destinations `stable` and `canary` with the split, and, ahead of it,
+//! serin's `routes` as routes named `serin-…` with the same matches plus a
+//! header match (a cookie as a regex on the `cookie` header). Istio takes
+//! the first matching route, so the overrides win. Istio weights are whole
+//! percents: a weight is rounded to the nearest one, and a weight strictly
+//! between 0 and 100 stays strictly between (0.5 % is 1 %, 99.5 % is 99 %).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use serin_proxy::{Route, Version, Weight};
+
+use super::deployments::Labels;
+use super::{CANARY_TRACK, Object, TRACK_LABEL, cookie_regex, header_text};
+
+/// The prefix of the names of the VirtualService routes serin adds.
+pub(crate) const ROUTE_PREFIX: &str = "serin-";
+
+/// `networking.istio.io/v1` `VirtualService` (Istio 1.22 and later).
+pub(crate) fn virtual_service() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+    ))
+}
+
+/// `networking.istio.io/v1` `DestinationRule`.
+pub(crate) fn destination_rule() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "networking.istio.io",
+        "v1",
+        "DestinationRule",
+    ))
+}
+
+/// The canary's whole percent for Istio; see the module doc.
+pub(crate) fn whole_percent(weight: Weight) -> i64 {
+    match weight.hundredths() {
+        0 => 0,
+        10_000 => 100,
+        h => i64::from((h + 50) / 100).clamp(1, 99),
+    }
+}
+
+/// What serin writes into the VirtualService and its DestinationRule.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct IstioPlan {
+    namespace: String,
+    name: String,
+    service: String,
+    /// The HTTP routes without serin's own.
+    http: Vec<Value>,
+    stable_version: String,
+    dr_host: String,
+    /// Subsets of the DestinationRule other than `stable` and `canary`.
+    other_subsets: Vec<Value>,
+    routes: Vec<Route>,
+}
+
+impl IstioPlan {
+    /// Reads the live VirtualService and DestinationRule.
+    pub(crate) fn new(
+        namespace: &str,
+        live: &Value,
+        dr: Option<&Value>,
+        stable: &Deployment,
+        selector: &Labels,
+        service: &str,
+        routes: &[Route],
+    ) -> Result<IstioPlan, String> {
+        let name = live["metadata"]["name"].as_str().unwrap_or_default();
+        let deployment = stable.metadata.name.as_deref().unwrap_or_default();
+        if selector.contains_key(TRACK_LABEL) {
+            return Err(format!(
+                "Service {namespace}/{service} selects on `{TRACK_LABEL}`; with Istio the canary pods must be behind the stable Service, so its selector cannot include `{TRACK_LABEL}`"
+            ));
+        }
+        let stable_version = stable
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(TRACK_LABEL))
+            .filter(|v| v.as_str() != CANARY_TRACK)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "Deployment {namespace}/{deployment}: its pods need a `{TRACK_LABEL}` label other than `{CANARY_TRACK}` for the DestinationRule subset `stable` (add e.g. `{TRACK_LABEL}: stable` to spec.template.metadata.labels)"
+                )
+            })?;
+        let what = format!("VirtualService {namespace}/{name}");
+        let mut http = Vec::new();
+        for r in live["spec"]["http"].as_array().cloned().unwrap_or_default() {
+            let ours = r["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(ROUTE_PREFIX));
+            if ours {
+                continue;
+            }
+            let dests = r["route"].as_array().cloned().unwrap_or_default();
+            let to_service = dests
+                .iter()
+                .filter(|d| is_service(&d["destination"]["host"], service, namespace))
+                .count();
+            if to_service > 0 && to_service != dests.len() {
+                let label = r["name"].as_str().unwrap_or("(unnamed)");
+                return Err(format!(
+                    "{what}: HTTP route {label} sends to {service} and to other hosts; serin splits only routes that send to {service} alone"
+                ));
+            }
+            http.push(r);
+        }
+        if !http.iter().any(|r| targets(r, service, namespace)) {
+            return Err(format!(
+                "{what} has no HTTP route to host {service} (traffic.kubernetes.service)"
+            ));
+        }
+        let dr_host = dr
+            .and_then(|d| d["spec"]["host"].as_str())
+            .unwrap_or(service)
+            .to_string();
+        let other_subsets = dr
+            .and_then(|d| d["spec"]["subsets"].as_array())
+            .map(|subsets| {
+                subsets
+                    .iter()
+                    .filter(|s| !matches!(s["name"].as_str(), Some("stable" | "canary")))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(IstioPlan {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            service: service.to_string(),
+            http,
+            stable_version,
+            dr_host,
+            other_subsets,
+            routes: routes.to_vec(),
+        })
+    }
+
+    /// The DestinationRule (same name as the VirtualService) with the subsets.
+    pub(crate) fn destination_rule(&self) -> Object {
+        let mut subsets = self.other_subsets.clone();
+        subsets.push(json!({ "name": "stable", "labels": { TRACK_LABEL: self.stable_version } }));
+        subsets.push(json!({ "name": "canary", "labels": { TRACK_LABEL: CANARY_TRACK } }));
+        Object {
+            resource: destination_rule(),
+            name: self.name.clone(),
+            body: json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": { "name": self.name, "namespace": self.namespace },
+                "spec": { "host": self.dr_host, "subsets": subsets },
+            }),
+        }
+    }
+
+    /// The VirtualService as serin applies it: `spec.http` only.
+    pub(crate) fn render(&self, weight: Weight, overrides: bool) -> Object {
+        let canary = whole_percent(weight);
+        let mut http = Vec::new();
+        for (i, r) in self.http.iter().enumerate() {
+            if !targets(r, &self.service, &self.namespace) {
+                http.push(r.clone());
+                continue;
+            }
+            let first = r["route"][0]["destination"].clone();
+            let dest = |subset: &str| {
+                let mut d = first.clone();
+                d["subset"] = json!(subset);
+                d
+            };
+            if overrides {
+                for (j, route) in self.routes.iter().enumerate() {
+                    let cond = match &route.when {
+                        serin_proxy::Match::Header { name, value } => (
+                            name.as_str().to_string(),
+                            json!({ "exact": header_text(value) }),
+                        ),
+                        serin_proxy::Match::Cookie { name, value } => (
+                            "cookie".to_string(),
+                            json!({ "regex": cookie_regex(name, value) }),
+                        ),
+                    };
+                    let matches: Vec<Value> = match r["match"].as_array() {
+                        Some(ms) if !ms.is_empty() => ms
+                            .iter()
+                            .map(|m| {
+                                let mut m = m.clone();
+                                m["headers"][&cond.0] = cond.1.clone();
+                                m
+                            })
+                            .collect(),
+                        _ => vec![json!({ "headers": { cond.0.clone(): cond.1.clone() } })],
+                    };
+                    let mut extra = r.clone();
+                    let subset = match route.version {
+                        Version::Stable => "stable",
+                        Version::Canary => "canary",
+                    };
+                    extra["name"] = json!(format!("{ROUTE_PREFIX}{i}-{j}"));
+                    extra["match"] = Value::Array(matches);
+                    extra["route"] = json!([{ "destination": dest(subset), "weight": 100 }]);
+                    http.push(extra);
+                }
+            }
+            let mut weighted = r.clone();
+            weighted["route"] = json!([
+                { "destination": dest("stable"), "weight": 100 - canary },
+                { "destination": dest("canary"), "weight": canary },
+            ]);
+            http.push(weighted);
+        }
+        Object {
+            resource: virtual_service(),
+            name: self.name.clone(),
+            body: json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": { "name": self.name, "namespace": self.namespace },
+                "spec": { "http": http },
+            }),
+        }
+    }
+}
+
+/// Whether `host` names Service `service` in `namespace`.
+fn is_service(host: &Value, service: &str, namespace: &str) -> bool {
+    let Some(h) = host.as_str() else {
+        return false;
+    };
+    let short = format!("{service}.{namespace}");
+    h == service
+        || h == short
+        || h.strip_prefix(&short)
+            .is_some_and(|rest| rest.starts_with(".svc"))
+}
+
+fn targets(r: &Value, service: &str, namespace: &str) -> bool {
+    r["route"].as_array().is_some_and(|ds| {
+        ds.iter()
+            .any(|d| is_service(&d["destination"]["host"], service, namespace))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_percents_never_hide_a_canary() {
+        let w = |h| whole_percent(Weight::from_hundredths(h).unwrap());
+        assert_eq!(w(0), 0);
+        assert_eq!(w(1), 1);
+        assert_eq!(w(50), 1);
+        assert_eq!(w(525), 5);
+        assert_eq!(w(550), 6);
+        assert_eq!(w(2500), 25);
+        assert_eq!(w(9950), 99);
+        assert_eq!(w(9999), 99);
+        assert_eq!(w(10_000), 100);
+    }
+
+    #[test]
+    fn hosts_match_short_and_full_names() {
+        for h in [
+            "checkout",
+            "checkout.shop",
+            "checkout.shop.svc",
+            "checkout.shop.svc.cluster.local",
+        ] {
+            assert!(is_service(&json!(h), "checkout", "shop"), "{h}");
+        }
+        for h in ["checkout2", "checkout.other", "checkout.shopx.svc"] {
+            assert!(!is_service(&json!(h), "checkout", "shop"), "{h}");
+        }
+    }
+}

@@ -1,0 +1,631 @@
+//! Kubernetes as a traffic router: NGINX Ingress, Istio and Gateway API.
+//!
+//! The user owns the stable Deployment `NAME`, its Service and the routing
+//! object (an Ingress, a VirtualService with its DestinationRule, or an
+//! HTTPRoute). serin owns `NAME-canary` (a Deployment cloned from the stable
+//! one with the canary's image; see [`deployments`] for the labels), the
+//! canary Service and canary Ingress where the provider needs them, and the
+//! routing fields of the user's Istio / Gateway API objects.
+//!
+//! Every write is a server-side apply with field manager [`FIELD_MANAGER`],
+//! never forced: a field another manager (kubectl, a GitOps tool) owns with a
+//! different value is a conflict, reported with the object's name, and the
+//! operation stops there. Reads are plain GETs.
+//!
+//! What each call does, in order (tested request by request in
+//! `tests/kubernetes.rs`):
+//! - first use (`check_ready` or `apply_weight`): read the stable Deployment,
+//!   the stable Service and the routing object; apply the canary Deployment,
+//!   its Service (or the DestinationRule subsets), then the routing at
+//!   weight 0.
+//! - `check_ready`: read both Deployments; `Ok` once both have rolled out.
+//! - `apply_weight(w > 0)`: apply the canary Deployment with its replicas for
+//!   `w`; if they are not all available yet the weight is not moved and the
+//!   call fails with the count (the driver retries); then the routing.
+//! - `apply_weight(0)`: the routing first (one call), then the canary's
+//!   replicas to 0 when they scale with the weight.
+//! - `promote`: the stable Deployment takes the canary's image; wait until it
+//!   has rolled out; routing to weight 0 without the header routes; canary
+//!   to 0 replicas.
+//! - `cleanup`: as the end of `promote`, and the canary Ingress is deleted.
+
+mod deployments;
+mod gateway_api;
+mod istio;
+mod nginx_ingress;
+mod prometheus_templates;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
+use serde_json::Value;
+use serin_proxy::{Route, StickyKey, Version, Weight};
+use tokio::sync::Mutex;
+
+use crate::controller::driver::{BoxFuture, TrafficRouter};
+
+pub use deployments::scaled_replicas;
+pub use prometheus_templates::prometheus_queries;
+
+/// The field manager of every server-side apply serin makes.
+pub const FIELD_MANAGER: &str = "serin";
+/// Appended to the stable names for the objects serin owns.
+pub const CANARY_SUFFIX: &str = "-canary";
+/// The pod label that tells canary pods apart (and names Istio subsets).
+pub const TRACK_LABEL: &str = "version";
+/// The [`TRACK_LABEL`] value of canary pods.
+pub const CANARY_TRACK: &str = "canary";
+/// The label on every object serin creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "serin");
+
+/// Which Kubernetes traffic provider routes the canary's share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeProvider {
+    /// ingress-nginx: a canary Ingress with the `canary-*` annotations.
+    NginxIngress,
+    /// Istio: VirtualService weights to DestinationRule subsets.
+    Istio,
+    /// Gateway API: HTTPRoute backendRef weights.
+    GatewayApi,
+}
+
+impl KubeProvider {
+    /// The name used in rollout files (`traffic.provider`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KubeProvider::NginxIngress => "nginx-ingress",
+            KubeProvider::Istio => "istio",
+            KubeProvider::GatewayApi => "gateway-api",
+        }
+    }
+}
+
+/// What to roll out where: the rollout file's `traffic.kubernetes` section
+/// with the canary's version and image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeTarget {
+    /// The traffic provider.
+    pub provider: KubeProvider,
+    /// Namespace of every object.
+    pub namespace: String,
+    /// The stable Deployment; serin manages `DEPLOYMENT-canary`.
+    pub deployment: String,
+    /// The stable Service; the canary's is `SERVICE-canary` (not for Istio).
+    pub service: String,
+    /// nginx-ingress: the primary Ingress; serin owns `INGRESS-canary`.
+    pub ingress: Option<String>,
+    /// istio: the VirtualService, and the DestinationRule of the same name.
+    pub virtual_service: Option<String>,
+    /// gateway-api: the HTTPRoute.
+    pub http_route: Option<String>,
+    /// Canary replicas = ceil(stable × weight / 100), at least 1 above 0.
+    pub scale_with_weight: bool,
+    /// The canary's version (the image tag unless `canary_image` is given).
+    pub canary_version: String,
+    /// The canary's image (`canary.image`).
+    pub canary_image: Option<String>,
+    /// Sticky assignment; none of the Kubernetes providers can keep it
+    /// (see [`KubeTarget::validate`]).
+    pub sticky: Option<StickyKey>,
+    /// A/B overrides, applied before the weight.
+    pub routes: Vec<Route>,
+}
+
+/// A Kubernetes object name (RFC 1123 label, as Services need).
+fn check_name(field: &str, value: &str, max: usize) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "traffic.kubernetes.{field}: expected a name of lowercase letters, digits and `-`, at most {max} characters, got `{value}`"
+        ))
+    }
+}
+
+impl KubeTarget {
+    /// Checks what can be checked without a cluster. Errors name the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let room = 63 - CANARY_SUFFIX.len();
+        check_name("namespace", &self.namespace, 63)?;
+        check_name("deployment", &self.deployment, room)?;
+        check_name("service", &self.service, room)?;
+        let (field, value) = match self.provider {
+            KubeProvider::NginxIngress => ("ingress", &self.ingress),
+            KubeProvider::Istio => ("virtualService", &self.virtual_service),
+            KubeProvider::GatewayApi => ("httpRoute", &self.http_route),
+        };
+        match value {
+            None => {
+                return Err(format!(
+                    "traffic.kubernetes.{field}: required with provider {}",
+                    self.provider.as_str()
+                ));
+            }
+            Some(v) => check_name(field, v, 253 - CANARY_SUFFIX.len())?,
+        }
+        if self.canary_image.is_none() && !deployments::valid_tag(&self.canary_version) {
+            return Err(format!(
+                "canary.version: `{}` cannot be an image tag (letters, digits, `_`, `.`, `-`, at most 128); give canary.image",
+                self.canary_version
+            ));
+        }
+        if self.sticky.is_some() {
+            return Err(format!(
+                "traffic.sticky: provider {} cannot keep a user on one version while the weight changes; remove it, or pin users with traffic.routes (see docs/kubernetes.md)",
+                self.provider.as_str()
+            ));
+        }
+        if self.provider == KubeProvider::NginxIngress {
+            nginx_ingress::check_routes(&self.routes)?;
+        }
+        Ok(())
+    }
+
+    fn canary_deployment(&self) -> String {
+        format!("{}{CANARY_SUFFIX}", self.deployment)
+    }
+
+    /// Whether a route sends requests to the canary whatever the weight.
+    fn routes_to_canary(&self) -> bool {
+        self.routes.iter().any(|r| r.version == Version::Canary)
+    }
+}
+
+/// A header value as text (non-UTF-8 bytes replaced).
+pub(crate) fn header_text(v: &http::HeaderValue) -> String {
+    String::from_utf8_lossy(v.as_bytes()).into_owned()
+}
+
+/// `s` with regular-expression metacharacters escaped.
+pub(crate) fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A regular expression matching a `Cookie` header that carries
+/// `name=value`, anchored on both ends (Istio and Envoy match whole values).
+pub(crate) fn cookie_regex(name: &str, value: &str) -> String {
+    format!(
+        "^(.*?;\\s*)?{}=\"?{}\"?(;.*)?$",
+        regex_escape(name),
+        regex_escape(value)
+    )
+}
+
+/// One whole object serin applies (a dynamic one).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Object {
+    resource: ApiResource,
+    name: String,
+    body: Value,
+}
+
+/// The traffic part, per provider.
+#[derive(Debug, Clone, PartialEq)]
+enum Routing {
+    Nginx(Box<nginx_ingress::CanaryIngress>),
+    Istio(istio::IstioPlan),
+    Gateway(gateway_api::RoutePlan),
+}
+
+impl Routing {
+    fn render(&self, weight: Weight, overrides: bool) -> Object {
+        match self {
+            Routing::Nginx(p) => p.render(weight, overrides),
+            Routing::Istio(p) => p.render(weight, overrides),
+            Routing::Gateway(p) => p.render(weight, overrides),
+        }
+    }
+}
+
+/// Everything serin writes, read once from the user's objects.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    stable_replicas: i32,
+    canary: deployments::CanaryDeployment,
+    /// The canary Service, or the DestinationRule with the subsets.
+    support: Object,
+    routing: Routing,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    plan: Option<Plan>,
+    /// The canary Deployment and the support object were applied by this
+    /// router (since it started).
+    set_up: bool,
+}
+
+/// Rolls a canary out on Kubernetes; see the module doc for what each call
+/// sends.
+pub struct KubernetesRouter {
+    client: kube::Client,
+    target: KubeTarget,
+    poll: Duration,
+    timeout: Duration,
+    state: Mutex<State>,
+}
+
+/// Turns a kube error into the text shown to the user, naming the object.
+fn api_error(what: &str, e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => format!(
+            "{what}: conflict, not forced: {}. serin applies as field manager `{FIELD_MANAGER}` and never takes fields from other managers; change them where they are managed, or hand them to serin (docs/kubernetes.md, \"Field ownership\")",
+            s.message
+        ),
+        kube::Error::Api(s) if s.code == 404 => format!("{what}: not found"),
+        kube::Error::Api(s) => format!("{what}: {} {}: {}", s.code, s.reason, s.message),
+        other => format!("{what}: {other}"),
+    }
+}
+
+impl KubernetesRouter {
+    /// Drives `target` through `client`. Call [`KubeTarget::validate`] first.
+    pub fn new(client: kube::Client, target: KubeTarget) -> KubernetesRouter {
+        KubernetesRouter {
+            client,
+            target,
+            poll: Duration::from_secs(2),
+            timeout: Duration::from_secs(600),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// How often and how long `promote` waits for the stable Deployment to
+    /// roll out (default: every 2 s, at most 600 s).
+    pub fn with_wait(mut self, poll: Duration, timeout: Duration) -> KubernetesRouter {
+        self.poll = poll;
+        self.timeout = timeout;
+        self
+    }
+
+    /// The target this router drives.
+    pub fn target(&self) -> &KubeTarget {
+        &self.target
+    }
+
+    fn ns(&self) -> &str {
+        &self.target.namespace
+    }
+
+    fn what(&self, kind: &str, name: &str) -> String {
+        format!("{kind} {}/{name}", self.ns())
+    }
+
+    async fn get_typed<K>(&self, kind: &str, name: &str) -> Result<K, String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::<K>::namespaced(self.client.clone(), self.ns())
+            .get(name)
+            .await
+            .map_err(|e| api_error(&self.what(kind, name), e))
+    }
+
+    async fn get_dynamic(&self, ar: &ApiResource, name: &str) -> Result<Option<Value>, String> {
+        let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), ar);
+        match api.get_opt(name).await {
+            Ok(o) => Ok(o.map(|o| serde_json::to_value(o).unwrap_or(Value::Null))),
+            Err(e) => Err(api_error(&self.what(&ar.kind, name), e)),
+        }
+    }
+
+    async fn apply(&self, o: &Object) -> Result<(), String> {
+        let api =
+            Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), &o.resource);
+        api.patch(
+            &o.name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&o.body),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| api_error(&self.what(&o.resource.kind, &o.name), e))
+    }
+
+    async fn apply_deployment(&self, d: &Deployment) -> Result<Deployment, String> {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        Api::<Deployment>::namespaced(self.client.clone(), self.ns())
+            .patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(d))
+            .await
+            .map_err(|e| api_error(&self.what("Deployment", &name), e))
+    }
+
+    /// Reads the user's objects and works out everything serin writes.
+    async fn read_plan(&self) -> Result<Plan, String> {
+        let t = &self.target;
+        let stable: Deployment = self.get_typed("Deployment", &t.deployment).await?;
+        let service: Service = self.get_typed("Service", &t.service).await?;
+        let selector = deployments::service_selector(&service, &self.what("Service", &t.service))?;
+        let (routing, rename) = match t.provider {
+            KubeProvider::NginxIngress => {
+                let name = t.ingress.as_deref().unwrap_or_default();
+                let ingress = self.get_typed("Ingress", name).await?;
+                let p =
+                    nginx_ingress::CanaryIngress::new(self.ns(), &ingress, &t.service, &t.routes)?;
+                (Routing::Nginx(Box::new(p)), true)
+            }
+            KubeProvider::GatewayApi => {
+                let name = t.http_route.as_deref().unwrap_or_default();
+                let ar = gateway_api::resource();
+                let live = self
+                    .get_dynamic(&ar, name)
+                    .await?
+                    .ok_or_else(|| format!("{}: not found", self.what("HTTPRoute", name)))?;
+                let p = gateway_api::RoutePlan::new(self.ns(), &live, &t.service, &t.routes)?;
+                (Routing::Gateway(p), true)
+            }
+            KubeProvider::Istio => {
+                let name = t.virtual_service.as_deref().unwrap_or_default();
+                let live = self
+                    .get_dynamic(&istio::virtual_service(), name)
+                    .await?
+                    .ok_or_else(|| format!("{}: not found", self.what("VirtualService", name)))?;
+                let dr = self.get_dynamic(&istio::destination_rule(), name).await?;
+                let p = istio::IstioPlan::new(
+                    self.ns(),
+                    &live,
+                    dr.as_ref(),
+                    &stable,
+                    &selector,
+                    &t.service,
+                    &t.routes,
+                )?;
+                (Routing::Istio(p), false)
+            }
+        };
+        let canary = deployments::canary_deployment(
+            self.ns(),
+            &stable,
+            &selector,
+            rename,
+            &t.canary_version,
+            t.canary_image.as_deref(),
+        )?;
+        let support = match &routing {
+            Routing::Istio(p) => p.destination_rule(),
+            _ => Object {
+                resource: ApiResource::erase::<Service>(&()),
+                name: format!("{}{CANARY_SUFFIX}", t.service),
+                body: serde_json::to_value(deployments::canary_service(
+                    self.ns(),
+                    &service,
+                    &canary.selector,
+                ))
+                .map_err(|e| format!("canary Service: {e}"))?,
+            },
+        };
+        Ok(Plan {
+            stable_replicas: stable.spec.replicas.unwrap_or(1),
+            canary,
+            support,
+            routing,
+        })
+    }
+
+    async fn plan(&self, state: &mut State) -> Result<Plan, String> {
+        if let Some(p) = &state.plan {
+            return Ok(p.clone());
+        }
+        let p = self.read_plan().await?;
+        state.plan = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Canary replicas while the weight is `weight`.
+    fn replicas(&self, plan: &Plan, weight: Weight) -> i32 {
+        let n = if self.target.scale_with_weight {
+            scaled_replicas(plan.stable_replicas, weight.hundredths())
+        } else {
+            plan.stable_replicas
+        };
+        if self.target.routes_to_canary() {
+            n.max(1)
+        } else {
+            n
+        }
+    }
+
+    /// First use: the canary Deployment, its Service or subsets, the routing
+    /// at weight 0.
+    async fn set_up(&self, state: &mut State) -> Result<(), String> {
+        let plan = self.plan(state).await?;
+        let replicas = self.replicas(&plan, Weight::ZERO).max(1);
+        self.apply_deployment(&plan.canary.with_replicas(replicas))
+            .await?;
+        self.apply(&plan.support).await?;
+        self.apply(&plan.routing.render(Weight::ZERO, true)).await?;
+        state.set_up = true;
+        Ok(())
+    }
+
+    async fn check_ready_locked(&self, state: &mut State) -> Result<(), String> {
+        if !state.set_up {
+            self.set_up(state).await?;
+        }
+        let t = &self.target;
+        let stable: Deployment = self.get_typed("Deployment", &t.deployment).await?;
+        let canary_name = t.canary_deployment();
+        let canary: Deployment = self.get_typed("Deployment", &canary_name).await?;
+        if let Some(p) = state.plan.as_mut() {
+            p.stable_replicas = stable.spec.replicas.unwrap_or(1);
+        }
+        let mut waiting = Vec::new();
+        for (role, name, d) in [
+            ("stable", t.deployment.as_str(), &stable),
+            ("canary", canary_name.as_str(), &canary),
+        ] {
+            let r = deployments::readiness(d);
+            if !r.done {
+                waiting.push(format!(
+                    "{role} Deployment {}/{name} {}/{} ready",
+                    self.ns(),
+                    r.ready,
+                    r.want
+                ));
+            }
+        }
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(waiting.join("; "))
+        }
+    }
+
+    async fn apply_weight_locked(&self, state: &mut State, weight: Weight) -> Result<(), String> {
+        if weight == Weight::ZERO {
+            if !state.set_up {
+                return self.set_up(state).await;
+            }
+            let plan = self.plan(state).await?;
+            // Traffic off the canary first, in one call; then scale down.
+            self.apply(&plan.routing.render(weight, true)).await?;
+            if self.target.scale_with_weight {
+                let replicas = self.replicas(&plan, weight);
+                self.apply_deployment(&plan.canary.with_replicas(replicas))
+                    .await?;
+            }
+            return Ok(());
+        }
+        let plan = self.plan(state).await?;
+        let replicas = self.replicas(&plan, weight);
+        let applied = self
+            .apply_deployment(&plan.canary.with_replicas(replicas))
+            .await?;
+        if !state.set_up {
+            self.apply(&plan.support).await?;
+            state.set_up = true;
+        }
+        let r = deployments::readiness(&applied);
+        if !r.done {
+            return Err(format!(
+                "canary Deployment {}/{} {}/{} ready; the weight moves to {weight} % once all are",
+                self.ns(),
+                self.target.canary_deployment(),
+                r.ready,
+                r.want
+            ));
+        }
+        self.apply(&plan.routing.render(weight, true)).await
+    }
+
+    /// All traffic to stable, header routes dropped, canary at 0 replicas.
+    async fn retire_canary(&self, plan: &Plan) -> Result<(), String> {
+        self.apply(&plan.routing.render(Weight::ZERO, false))
+            .await?;
+        self.apply_deployment(&plan.canary.with_replicas(0)).await?;
+        Ok(())
+    }
+
+    async fn promote_locked(&self, state: &mut State) -> Result<(), String> {
+        let plan = self.plan(state).await?;
+        let t = &self.target;
+        let body = deployments::stable_image_patch(
+            self.ns(),
+            &t.deployment,
+            &plan.canary.container,
+            &plan.canary.image,
+        );
+        let what = self.what("Deployment", &t.deployment);
+        Api::<Deployment>::namespaced(self.client.clone(), self.ns())
+            .patch(
+                &t.deployment,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|e| api_error(&what, e))?;
+        let started = tokio::time::Instant::now();
+        loop {
+            let stable: Deployment = self.get_typed("Deployment", &t.deployment).await?;
+            let r = deployments::readiness(&stable);
+            if r.done {
+                break;
+            }
+            if started.elapsed() >= self.timeout {
+                return Err(format!(
+                    "{what} has not rolled out the canary's image {} after {} s ({}/{} ready); traffic stays on the canary",
+                    plan.canary.image,
+                    self.timeout.as_secs(),
+                    r.ready,
+                    r.want
+                ));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+        self.retire_canary(&plan).await
+    }
+
+    /// `serin cleanup`: weight 0 without header routes, the canary scaled to
+    /// 0, and (nginx-ingress) the canary Ingress deleted.
+    pub async fn cleanup(&self) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        let plan = self.plan(&mut state).await?;
+        self.retire_canary(&plan).await?;
+        if let Routing::Nginx(p) = &plan.routing {
+            let o = p.render(Weight::ZERO, false);
+            let api =
+                Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), &o.resource);
+            match api.delete(&o.name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(api_error(&self.what("Ingress", &o.name), e)),
+            }
+        }
+        state.set_up = false;
+        Ok(())
+    }
+}
+
+impl TrafficRouter for KubernetesRouter {
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut state = self.state.lock().await;
+            self.check_ready_locked(&mut state).await
+        })
+    }
+
+    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut state = self.state.lock().await;
+            self.apply_weight_locked(&mut state, weight).await
+        })
+    }
+
+    fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut state = self.state.lock().await;
+            self.promote_locked(&mut state).await
+        })
+    }
+}
+
+/// A client from `KUBECONFIG` (or `~/.kube/config`), else the in-cluster
+/// service account.
+pub async fn client_from_env() -> Result<kube::Client, String> {
+    crate::notify::install_crypto();
+    let config = kube::Config::infer().await.map_err(|e| {
+        format!("no Kubernetes configuration (KUBECONFIG, ~/.kube/config, or in-cluster): {e}")
+    })?;
+    kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
+}

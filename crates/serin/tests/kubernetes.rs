@@ -1,0 +1,1296 @@
+//! The Kubernetes traffic routers against kube's mock service (tower-test):
+//! a small in-memory API server answers GET / apply-PATCH / DELETE, records
+//! every request, and the tests assert the exact sequence each operation
+//! makes (method, path, query, body). No cluster runs here; what this does
+//! and does not prove is written in docs/kubernetes.md.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::client::Body;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use serin::controller::driver::TrafficRouter;
+use serin::providers::traffic::kubernetes::{
+    KubeProvider, KubeTarget, KubernetesRouter, prometheus_queries, scaled_replicas,
+};
+use serin_proxy::{Route, StickyKey, Version, Weight};
+
+const NS: &str = "shop";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/shop/deployments/checkout";
+const CANARY_DEPLOY: &str = "/apis/apps/v1/namespaces/shop/deployments/checkout-canary";
+const SERVICE: &str = "/api/v1/namespaces/shop/services/checkout";
+const CANARY_SERVICE: &str = "/api/v1/namespaces/shop/services/checkout-canary";
+const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/checkout";
+const CANARY_INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/checkout-canary";
+const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/checkout";
+const VS: &str = "/apis/networking.istio.io/v1/namespaces/shop/virtualservices/checkout";
+const DR: &str = "/apis/networking.istio.io/v1/namespaces/shop/destinationrules/checkout";
+
+/// One request the router made.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+/// The in-memory API server's state.
+#[derive(Default)]
+struct Cluster {
+    objects: BTreeMap<String, Value>,
+    /// Deployments report all replicas available after a change.
+    ready: bool,
+    /// A path that answers 409 to every PATCH.
+    conflict: Option<String>,
+    log: Vec<Call>,
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+/// JSON merge of `patch` into `base` (objects merge, everything else replaces):
+/// close enough to server-side apply for one field manager.
+fn merge(base: &mut Value, patch: &Value) {
+    match (base.as_object_mut(), patch.as_object()) {
+        (Some(b), Some(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        _ => *base = patch.clone(),
+    }
+}
+
+fn set_deployment_status(d: &mut Value, ready: bool) {
+    let generation = d["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+    d["metadata"]["generation"] = json!(generation);
+    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let available = if ready { want } else { 0 };
+    d["status"] = json!({"observedGeneration": generation, "replicas": want,
+        "updatedReplicas": want, "readyReplicas": available, "availableReplicas": available});
+}
+
+impl Cluster {
+    fn answer(&mut self, call: &Call) -> (u16, Value) {
+        match call.method.as_str() {
+            "GET" => match self.objects.get(&call.path) {
+                Some(o) => (200, o.clone()),
+                None => (404, status(404, "NotFound", "not found")),
+            },
+            "PATCH" => {
+                if self.conflict.as_deref() == Some(call.path.as_str()) {
+                    return (
+                        409,
+                        status(
+                            409,
+                            "Conflict",
+                            "Apply failed with 1 conflict: conflict with \"argocd-controller\": .spec.rules",
+                        ),
+                    );
+                }
+                let ready = self.ready;
+                let o = self.objects.entry(call.path.clone()).or_insert(json!({}));
+                merge(o, &call.body);
+                if call.path.contains("/deployments/") {
+                    set_deployment_status(o, ready);
+                }
+                (200, o.clone())
+            }
+            "DELETE" => match self.objects.remove(&call.path) {
+                Some(_) => (
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+                ),
+                None => (404, status(404, "NotFound", "not found")),
+            },
+            _ => (405, status(405, "MethodNotAllowed", "unexpected method")),
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Cluster>>;
+
+/// A kube client served by the in-memory cluster.
+fn client(cluster: Shared) -> kube::Client {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        let mut handle = pin!(handle);
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let call = Call {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().unwrap_or("").to_string(),
+                content_type: parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            let (code, answer) = {
+                let mut c = cluster.lock().unwrap();
+                let a = c.answer(&call);
+                c.log.push(call);
+                a
+            };
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    kube::Client::new(service, NS)
+}
+
+fn stable_deployment() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "checkout", "namespace": NS, "generation": 3, "uid": "u-1",
+                     "resourceVersion": "77", "labels": {"app": "checkout"}},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "checkout"}},
+            "template": {
+                "metadata": {"labels": {"app": "checkout", "version": "v1"},
+                             "annotations": {"prometheus.io/scrape": "true"}},
+                "spec": {"containers": [
+                    {"name": "checkout", "image": "registry.example.com/checkout:v1.1.0",
+                     "ports": [{"containerPort": 8080, "name": "http"}]},
+                    {"name": "sidecar", "image": "busybox:1.36"}
+                ]}
+            },
+            "strategy": {"type": "RollingUpdate"}
+        },
+        "status": {"observedGeneration": 3, "replicas": 4, "updatedReplicas": 4,
+                   "readyReplicas": 4, "availableReplicas": 4}
+    })
+}
+
+fn stable_service() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "checkout", "namespace": NS},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.0.0.7", "selector": {"app": "checkout"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+    })
+}
+
+fn primary_ingress() -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "checkout", "namespace": NS,
+                     "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "8m"}},
+        "spec": {
+            "ingressClassName": "nginx",
+            "tls": [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}],
+            "rules": [{"host": "shop.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "checkout", "port": {"number": 80}}}},
+                {"path": "/admin", "pathType": "Prefix",
+                 "backend": {"service": {"name": "admin", "port": {"number": 80}}}}
+            ]}}]
+        }
+    })
+}
+
+fn http_route() -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "checkout", "namespace": NS},
+        "spec": {
+            "parentRefs": [{"name": "shop-gateway"}],
+            "hostnames": ["shop.example.com"],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                 "backendRefs": [{"group": "", "kind": "Service", "name": "checkout", "port": 80, "weight": 1}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                 "backendRefs": [{"name": "admin", "port": 80}]}
+            ]
+        }
+    })
+}
+
+fn virtual_service() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "checkout", "namespace": NS},
+        "spec": {
+            "hosts": ["shop.example.com"], "gateways": ["shop-gateway"],
+            "http": [
+                {"name": "admin", "match": [{"uri": {"prefix": "/admin"}}],
+                 "route": [{"destination": {"host": "admin"}}]},
+                {"name": "main", "match": [{"uri": {"prefix": "/"}}], "timeout": "5s",
+                 "route": [{"destination": {"host": "checkout.shop.svc.cluster.local", "port": {"number": 80}}}]}
+            ]
+        }
+    })
+}
+
+fn destination_rule() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "checkout", "namespace": NS},
+        "spec": {"host": "checkout.shop.svc.cluster.local",
+                 "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}
+    })
+}
+
+fn target(provider: KubeProvider) -> KubeTarget {
+    KubeTarget {
+        provider,
+        namespace: NS.into(),
+        deployment: "checkout".into(),
+        service: "checkout".into(),
+        ingress: Some("checkout".into()),
+        virtual_service: Some("checkout".into()),
+        http_route: Some("checkout".into()),
+        scale_with_weight: true,
+        canary_version: "v1.2.0".into(),
+        canary_image: None,
+        sticky: None,
+        routes: vec![],
+    }
+}
+
+fn header_route() -> Route {
+    Route::header("x-canary", "always", Version::Canary).unwrap()
+}
+
+fn cluster_for(provider: KubeProvider) -> Shared {
+    let mut c = Cluster::default();
+    c.objects.insert(DEPLOY.into(), stable_deployment());
+    c.objects.insert(SERVICE.into(), stable_service());
+    match provider {
+        KubeProvider::NginxIngress => {
+            c.objects.insert(INGRESS.into(), primary_ingress());
+        }
+        KubeProvider::GatewayApi => {
+            c.objects.insert(ROUTE.into(), http_route());
+        }
+        KubeProvider::Istio => {
+            c.objects.insert(VS.into(), virtual_service());
+            c.objects.insert(DR.into(), destination_rule());
+        }
+    }
+    Arc::new(Mutex::new(c))
+}
+
+fn router(cluster: &Shared, t: KubeTarget) -> KubernetesRouter {
+    t.validate().unwrap();
+    KubernetesRouter::new(client(cluster.clone()), t)
+        .with_wait(Duration::from_millis(1), Duration::from_millis(200))
+}
+
+/// The calls made since the last `take`, as "METHOD path".
+fn take(cluster: &Shared) -> Vec<Call> {
+    std::mem::take(&mut cluster.lock().unwrap().log)
+}
+
+fn lines(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
+}
+
+/// Every write is a server-side apply as `serin`, never forced.
+fn assert_applies(calls: &[Call]) {
+    for c in calls.iter().filter(|c| c.method == "PATCH") {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(c.query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("fieldManager".to_string(), "serin".to_string())],
+            "{} {}",
+            c.method,
+            c.path
+        );
+        assert_eq!(c.content_type, "application/apply-patch+yaml", "{}", c.path);
+    }
+}
+
+fn w(pct: f64) -> Weight {
+    Weight::from_percent(pct).unwrap()
+}
+
+fn body_of<'a>(calls: &'a [Call], method: &str, path: &str) -> &'a Value {
+    &calls
+        .iter()
+        .find(|c| c.method == method && c.path == path)
+        .unwrap_or_else(|| panic!("no {method} {path} in {:?}", lines(calls)))
+        .body
+}
+
+/// Compares `value` with `tests/golden/kubernetes/NAME.json`; with
+/// `SERIN_BLESS=1` (re)writes the file instead.
+fn golden(name: &str, value: &Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/kubernetes")
+        .join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(value).unwrap() + "\n";
+    if std::env::var_os("SERIN_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with SERIN_BLESS=1 to create)", path.display()));
+    assert_eq!(
+        text,
+        want,
+        "{} differs (SERIN_BLESS=1 rewrites it)",
+        path.display()
+    );
+}
+
+// ---- CRD shapes: the spec fields serin writes, unknown fields refused. ----
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CrdObject<S> {
+    api_version: String,
+    kind: String,
+    metadata: CrdMeta,
+    spec: S,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrdMeta {
+    name: String,
+    namespace: String,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpRouteSpec {
+    rules: Vec<HttpRouteRule>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HttpRouteRule {
+    #[serde(default)]
+    matches: Vec<HttpRouteMatch>,
+    backend_refs: Vec<BackendRef>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpRouteMatch {
+    path: Option<PathMatch>,
+    #[serde(default)]
+    headers: Vec<HeaderMatch>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathMatch {
+    #[serde(rename = "type")]
+    type_: String,
+    value: String,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderMatch {
+    #[serde(rename = "type")]
+    type_: String,
+    name: String,
+    value: String,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendRef {
+    group: Option<String>,
+    kind: Option<String>,
+    name: String,
+    port: Option<u16>,
+    weight: Option<u32>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VirtualServiceSpec {
+    http: Vec<IstioHttpRoute>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IstioHttpRoute {
+    name: Option<String>,
+    #[serde(rename = "match", default)]
+    match_: Vec<IstioMatch>,
+    route: Vec<IstioDestinationWeight>,
+    timeout: Option<String>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IstioMatch {
+    uri: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IstioDestinationWeight {
+    destination: IstioDestination,
+    weight: Option<u32>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IstioDestination {
+    host: String,
+    subset: Option<String>,
+    port: Option<BTreeMap<String, u32>>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationRuleSpec {
+    host: String,
+    subsets: Vec<Subset>,
+}
+
+#[allow(dead_code)] // only parsed: the check is that the bodies fit
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subset {
+    name: String,
+    labels: BTreeMap<String, String>,
+}
+
+/// Parses every written body into its type: k8s-openapi for built-in
+/// kinds, the CRD shapes above for Istio and Gateway API.
+fn parse_all(calls: &[Call]) {
+    for c in calls.iter().filter(|c| c.method == "PATCH") {
+        let b = c.body.clone();
+        let kind = b["kind"].as_str().unwrap_or_default().to_string();
+        let ok = match kind.as_str() {
+            "Deployment" => serde_json::from_value::<Deployment>(b).map(|_| ()),
+            "Service" => serde_json::from_value::<Service>(b).map(|_| ()),
+            "Ingress" => serde_json::from_value::<Ingress>(b).map(|_| ()),
+            "HTTPRoute" => serde_json::from_value::<CrdObject<HttpRouteSpec>>(b).map(|o| {
+                assert_eq!(o.api_version, "gateway.networking.k8s.io/v1");
+                assert_eq!(
+                    (o.metadata.name.as_str(), o.metadata.namespace.as_str()),
+                    ("checkout", NS)
+                );
+            }),
+            "VirtualService" => {
+                serde_json::from_value::<CrdObject<VirtualServiceSpec>>(b).map(|o| {
+                    assert_eq!(o.api_version, "networking.istio.io/v1");
+                    assert_eq!(o.kind, "VirtualService");
+                })
+            }
+            "DestinationRule" => {
+                serde_json::from_value::<CrdObject<DestinationRuleSpec>>(b).map(|o| {
+                    assert_eq!(o.api_version, "networking.istio.io/v1");
+                })
+            }
+            other => panic!("unexpected kind {other} at {}", c.path),
+        };
+        ok.unwrap_or_else(|e| panic!("{kind} at {} does not parse: {e}", c.path));
+    }
+}
+
+fn route_weights(body: &Value) -> Vec<(String, u64)> {
+    let rules: CrdObject<HttpRouteSpec> = serde_json::from_value(body.clone()).unwrap();
+    rules
+        .spec
+        .rules
+        .iter()
+        .flat_map(|r| r.backend_refs.iter())
+        .filter(|b| b.name.starts_with("checkout"))
+        .map(|b| (b.name.clone(), u64::from(b.weight.unwrap_or(1))))
+        .collect()
+}
+
+fn deployment_replicas(body: &Value) -> i32 {
+    let d: Deployment = serde_json::from_value(body.clone()).unwrap();
+    d.spec.replicas.unwrap()
+}
+
+#[tokio::test]
+async fn gateway_api_whole_rollout_request_by_request() {
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    let mut t = target(KubeProvider::GatewayApi);
+    t.routes = vec![header_route()];
+    let r = router(&cluster, t);
+
+    // First check: read, set up at weight 0, then wait for the canary.
+    let err = r.check_ready().await.unwrap_err();
+    assert!(
+        err.contains("canary Deployment shop/checkout-canary 0/1 ready"),
+        "{err}"
+    );
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("GET {DEPLOY}"),
+            format!("GET {SERVICE}"),
+            format!("GET {ROUTE}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {CANARY_SERVICE}"),
+            format!("PATCH {ROUTE}"),
+            format!("GET {DEPLOY}"),
+            format!("GET {CANARY_DEPLOY}"),
+        ]
+    );
+    assert_applies(&calls);
+    parse_all(&calls);
+    let canary = body_of(&calls, "PATCH", CANARY_DEPLOY);
+    assert_eq!(deployment_replicas(canary), 1);
+    assert_eq!(
+        canary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/checkout:v1.2.0"
+    );
+    assert_eq!(
+        canary["spec"]["template"]["spec"]["containers"][1]["image"],
+        "busybox:1.36"
+    );
+    assert_eq!(
+        canary["spec"]["selector"]["matchLabels"],
+        json!({"app": "checkout-canary", "version": "canary"})
+    );
+    assert!(canary["metadata"].get("resourceVersion").is_none());
+    assert!(canary.get("status").is_none());
+    golden("gateway-api-canary-deployment", canary);
+    let svc = body_of(&calls, "PATCH", CANARY_SERVICE);
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({"app": "checkout-canary", "version": "canary"})
+    );
+    assert!(svc["spec"].get("clusterIP").is_none());
+    golden("gateway-api-canary-service", svc);
+    let route = body_of(&calls, "PATCH", ROUTE);
+    assert_eq!(
+        route_weights(route),
+        [
+            ("checkout-canary".to_string(), 1),
+            ("checkout".to_string(), 10_000),
+            ("checkout-canary".to_string(), 0)
+        ]
+    );
+    assert!(
+        route["spec"].get("parentRefs").is_none(),
+        "serin must not own parentRefs"
+    );
+    golden("gateway-api-route-0", route);
+
+    // Still waiting: only reads.
+    assert!(r.check_ready().await.is_err());
+    assert_eq!(
+        lines(&take(&cluster)),
+        [format!("GET {DEPLOY}"), format!("GET {CANARY_DEPLOY}")]
+    );
+
+    cluster.lock().unwrap().ready = true;
+    let canary = cluster.lock().unwrap().objects[CANARY_DEPLOY].clone();
+    let mut c2 = canary.clone();
+    set_deployment_status(&mut c2, true);
+    cluster
+        .lock()
+        .unwrap()
+        .objects
+        .insert(CANARY_DEPLOY.into(), c2);
+    r.check_ready().await.unwrap();
+    assert_eq!(
+        lines(&take(&cluster)),
+        [format!("GET {DEPLOY}"), format!("GET {CANARY_DEPLOY}")]
+    );
+
+    // 25 %: canary scaled to ceil(4 × 0.25) = 1, then the weights.
+    r.apply_weight(w(25.0)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [format!("PATCH {CANARY_DEPLOY}"), format!("PATCH {ROUTE}")]
+    );
+    assert_applies(&calls);
+    assert_eq!(deployment_replicas(&calls[0].body), 1);
+    assert_eq!(
+        route_weights(&calls[1].body),
+        [
+            ("checkout-canary".to_string(), 1),
+            ("checkout".to_string(), 7500),
+            ("checkout-canary".to_string(), 2500)
+        ]
+    );
+    golden("gateway-api-route-25", &calls[1].body);
+
+    // 5.25 % is exact.
+    r.apply_weight(w(5.25)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        route_weights(&calls[1].body)[1..],
+        [
+            ("checkout".to_string(), 9475),
+            ("checkout-canary".to_string(), 525)
+        ]
+    );
+
+    // 60 %: ceil(4 × 0.6) = 3 replicas.
+    r.apply_weight(w(60.0)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(deployment_replicas(&calls[0].body), 3);
+
+    // Rollback: the weight first, in one call, then the scale-down.
+    r.apply_weight(Weight::ZERO).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [format!("PATCH {ROUTE}"), format!("PATCH {CANARY_DEPLOY}")]
+    );
+    assert_eq!(
+        route_weights(&calls[0].body)[1..],
+        [
+            ("checkout".to_string(), 10_000),
+            ("checkout-canary".to_string(), 0)
+        ]
+    );
+    // The header route stays in force (as with every router), so one pod stays.
+    assert_eq!(deployment_replicas(&calls[1].body), 1);
+
+    // Promote: stable takes the image, rolls out, traffic back, canary to 0.
+    r.promote().await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {DEPLOY}"),
+            format!("GET {DEPLOY}"),
+            format!("PATCH {ROUTE}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+        ]
+    );
+    assert_applies(&calls);
+    parse_all(&calls);
+    assert_eq!(
+        calls[0].body,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "checkout", "namespace": NS},
+               "spec": {"template": {"spec": {"containers": [
+                   {"name": "checkout", "image": "registry.example.com/checkout:v1.2.0"}]}}}})
+    );
+    assert_eq!(
+        route_weights(&calls[2].body),
+        [
+            ("checkout".to_string(), 10_000),
+            ("checkout-canary".to_string(), 0)
+        ],
+        "no header rule after promotion"
+    );
+    assert_eq!(deployment_replicas(&calls[3].body), 0);
+    golden("gateway-api-route-promoted", &calls[2].body);
+
+    r.cleanup().await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [format!("PATCH {ROUTE}"), format!("PATCH {CANARY_DEPLOY}")]
+    );
+}
+
+#[tokio::test]
+async fn gateway_api_reads_back_its_own_rules_idempotently() {
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    let mut t = target(KubeProvider::GatewayApi);
+    t.routes = vec![
+        header_route(),
+        Route::cookie("beta", "yes", Version::Canary).unwrap(),
+    ];
+    let r = router(&cluster, t.clone());
+    r.apply_weight(Weight::ZERO).await.unwrap();
+    let first = body_of(&take(&cluster), "PATCH", ROUTE).clone();
+    golden("gateway-api-route-header-cookie", &first);
+    // A restarted serin reads the route it wrote and writes the same thing.
+    let again = router(&cluster, t);
+    again.apply_weight(Weight::ZERO).await.unwrap();
+    let second = body_of(&take(&cluster), "PATCH", ROUTE).clone();
+    assert_eq!(first, second);
+    let rules = first["spec"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 4, "2 header rules + weighted rule + /admin");
+    assert_eq!(
+        rules[1]["matches"][0]["headers"][0]["type"],
+        "RegularExpression"
+    );
+    assert_eq!(rules[1]["matches"][0]["headers"][0]["name"], "Cookie");
+    assert_eq!(
+        rules[3]["backendRefs"],
+        json!([{"name": "admin", "port": 80}])
+    );
+}
+
+#[tokio::test]
+async fn istio_whole_rollout_request_by_request() {
+    let cluster = cluster_for(KubeProvider::Istio);
+    let mut t = target(KubeProvider::Istio);
+    t.routes = vec![header_route()];
+    let r = router(&cluster, t);
+    cluster.lock().unwrap().ready = true;
+
+    // The driver's first call on start is apply_weight(0): it sets up.
+    r.apply_weight(Weight::ZERO).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("GET {DEPLOY}"),
+            format!("GET {SERVICE}"),
+            format!("GET {VS}"),
+            format!("GET {DR}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {DR}"),
+            format!("PATCH {VS}"),
+        ]
+    );
+    assert_applies(&calls);
+    parse_all(&calls);
+    let canary = body_of(&calls, "PATCH", CANARY_DEPLOY);
+    // Istio: canary pods stay behind the stable Service, told apart by version.
+    assert_eq!(
+        canary["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "checkout", "version": "canary"})
+    );
+    golden("istio-canary-deployment", canary);
+    let dr = body_of(&calls, "PATCH", DR);
+    assert_eq!(
+        dr["spec"],
+        json!({"host": "checkout.shop.svc.cluster.local", "subsets": [
+            {"name": "stable", "labels": {"version": "v1"}},
+            {"name": "canary", "labels": {"version": "canary"}}]}),
+        "only host (same value) and subsets: trafficPolicy stays the user's"
+    );
+    golden("istio-destination-rule", dr);
+    let vs = body_of(&calls, "PATCH", VS);
+    golden("istio-virtual-service-0", vs);
+    let http = vs["spec"]["http"].as_array().unwrap();
+    assert_eq!(http.len(), 3);
+    assert_eq!(http[0]["name"], "admin");
+    assert_eq!(http[1]["name"], "serin-1-0");
+    assert_eq!(
+        http[1]["match"],
+        json!([{"uri": {"prefix": "/"}, "headers": {"x-canary": {"exact": "always"}}}])
+    );
+    assert_eq!(
+        http[1]["route"],
+        json!([{"destination": {"host": "checkout.shop.svc.cluster.local", "port": {"number": 80}, "subset": "canary"}, "weight": 100}])
+    );
+    assert_eq!(http[2]["timeout"], "5s");
+    assert_eq!(http[2]["route"][0]["weight"], 100);
+    assert_eq!(http[2]["route"][1]["weight"], 0);
+
+    r.check_ready().await.unwrap();
+    assert_eq!(
+        lines(&take(&cluster)),
+        [format!("GET {DEPLOY}"), format!("GET {CANARY_DEPLOY}")]
+    );
+
+    r.apply_weight(w(25.0)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [format!("PATCH {CANARY_DEPLOY}"), format!("PATCH {VS}")]
+    );
+    let http = &calls[1].body["spec"]["http"];
+    assert_eq!(
+        (
+            http[2]["route"][0]["weight"].as_i64(),
+            http[2]["route"][1]["weight"].as_i64()
+        ),
+        (Some(75), Some(25))
+    );
+    golden("istio-virtual-service-25", &calls[1].body);
+
+    // Istio takes whole percents; a small canary never rounds to 0.
+    r.apply_weight(w(0.5)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(calls[1].body["spec"]["http"][2]["route"][1]["weight"], 1);
+
+    r.apply_weight(Weight::ZERO).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [format!("PATCH {VS}"), format!("PATCH {CANARY_DEPLOY}")]
+    );
+
+    r.promote().await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {DEPLOY}"),
+            format!("GET {DEPLOY}"),
+            format!("PATCH {VS}"),
+            format!("PATCH {CANARY_DEPLOY}")
+        ]
+    );
+    parse_all(&calls);
+    assert_eq!(
+        calls[2].body["spec"]["http"].as_array().unwrap().len(),
+        2,
+        "header route gone"
+    );
+    assert_eq!(deployment_replicas(&calls[3].body), 0);
+
+    r.cleanup().await.unwrap();
+    assert_eq!(
+        lines(&take(&cluster)),
+        [format!("PATCH {VS}"), format!("PATCH {CANARY_DEPLOY}")]
+    );
+}
+
+#[tokio::test]
+async fn istio_needs_a_version_label_on_stable_pods() {
+    let cluster = cluster_for(KubeProvider::Istio);
+    cluster.lock().unwrap().objects.get_mut(DEPLOY).unwrap()["spec"]["template"]["metadata"]["labels"] =
+        json!({"app": "checkout"});
+    let r = router(&cluster, target(KubeProvider::Istio));
+    let err = r.check_ready().await.unwrap_err();
+    assert!(
+        err.contains("Deployment shop/checkout: its pods need a `version` label"),
+        "{err}"
+    );
+    assert!(
+        take(&cluster).iter().all(|c| c.method == "GET"),
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn nginx_ingress_whole_rollout_request_by_request() {
+    let cluster = cluster_for(KubeProvider::NginxIngress);
+    let mut t = target(KubeProvider::NginxIngress);
+    t.routes = vec![
+        header_route(),
+        Route::cookie("canary", "always", Version::Canary).unwrap(),
+        Route::cookie("canary", "never", Version::Stable).unwrap(),
+    ];
+    t.canary_image = Some("registry.example.com/checkout@sha256:0123".into());
+    t.scale_with_weight = false;
+    let r = router(&cluster, t);
+
+    let err = r.check_ready().await.unwrap_err();
+    assert!(err.contains("checkout-canary 0/4 ready"), "{err}");
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("GET {DEPLOY}"),
+            format!("GET {SERVICE}"),
+            format!("GET {INGRESS}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {CANARY_SERVICE}"),
+            format!("PATCH {CANARY_INGRESS}"),
+            format!("GET {DEPLOY}"),
+            format!("GET {CANARY_DEPLOY}"),
+        ]
+    );
+    assert_applies(&calls);
+    parse_all(&calls);
+    let canary = body_of(&calls, "PATCH", CANARY_DEPLOY);
+    assert_eq!(
+        deployment_replicas(canary),
+        4,
+        "not scaled with the weight: stable's size"
+    );
+    assert_eq!(
+        canary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/checkout@sha256:0123"
+    );
+    let ing = body_of(&calls, "PATCH", CANARY_INGRESS);
+    golden("nginx-ingress-canary-0", ing);
+    let ingress: Ingress = serde_json::from_value(ing.clone()).unwrap();
+    let a = ingress.metadata.annotations.unwrap();
+    assert_eq!(a["nginx.ingress.kubernetes.io/canary"], "true");
+    assert_eq!(a["nginx.ingress.kubernetes.io/canary-weight"], "0");
+    assert_eq!(
+        a["nginx.ingress.kubernetes.io/canary-weight-total"],
+        "10000"
+    );
+    assert_eq!(
+        a["nginx.ingress.kubernetes.io/canary-by-header"],
+        "x-canary"
+    );
+    assert_eq!(
+        a["nginx.ingress.kubernetes.io/canary-by-header-value"],
+        "always"
+    );
+    assert_eq!(a["nginx.ingress.kubernetes.io/canary-by-cookie"], "canary");
+    assert!(!a.contains_key("nginx.ingress.kubernetes.io/proxy-body-size"));
+    let spec = ingress.spec.unwrap();
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+    let rules = spec.rules.unwrap();
+    let paths = &rules[0].http.as_ref().unwrap().paths;
+    assert_eq!(paths.len(), 1, "only the stable Service's paths");
+    assert_eq!(
+        paths[0].backend.service.as_ref().unwrap().name,
+        "checkout-canary"
+    );
+
+    cluster.lock().unwrap().ready = true;
+    let mut c = cluster.lock().unwrap().objects[CANARY_DEPLOY].clone();
+    set_deployment_status(&mut c, true);
+    cluster
+        .lock()
+        .unwrap()
+        .objects
+        .insert(CANARY_DEPLOY.into(), c);
+    r.check_ready().await.unwrap();
+    take(&cluster);
+
+    r.apply_weight(w(12.34)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {CANARY_INGRESS}")
+        ]
+    );
+    assert_eq!(
+        calls[1].body["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"],
+        "1234"
+    );
+    golden("nginx-ingress-canary-12.34", &calls[1].body);
+
+    // Rollback without scaling: one call, the weight.
+    r.apply_weight(Weight::ZERO).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(lines(&calls), [format!("PATCH {CANARY_INGRESS}")]);
+    assert_eq!(
+        calls[0].body["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"],
+        "0"
+    );
+
+    r.promote().await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {DEPLOY}"),
+            format!("GET {DEPLOY}"),
+            format!("PATCH {CANARY_INGRESS}"),
+            format!("PATCH {CANARY_DEPLOY}")
+        ]
+    );
+    let a = &calls[2].body["metadata"]["annotations"];
+    assert!(
+        a.get("nginx.ingress.kubernetes.io/canary-by-header")
+            .is_none()
+    );
+    assert_eq!(
+        calls[0].body["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/checkout@sha256:0123"
+    );
+
+    r.cleanup().await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {CANARY_INGRESS}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("DELETE {CANARY_INGRESS}")
+        ]
+    );
+    assert!(!cluster.lock().unwrap().objects.contains_key(CANARY_INGRESS));
+}
+
+#[tokio::test]
+async fn a_conflict_is_reported_with_the_object_and_not_forced() {
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    cluster.lock().unwrap().conflict = Some(ROUTE.into());
+    let r = router(&cluster, target(KubeProvider::GatewayApi));
+    let err = r.apply_weight(Weight::ZERO).await.unwrap_err();
+    assert!(
+        err.starts_with("HTTPRoute shop/checkout: conflict, not forced"),
+        "{err}"
+    );
+    assert!(err.contains("argocd-controller"), "{err}");
+    let calls = take(&cluster);
+    let route_patches: Vec<_> = calls
+        .iter()
+        .filter(|c| c.path == ROUTE && c.method == "PATCH")
+        .collect();
+    assert_eq!(route_patches.len(), 1, "not retried");
+    assert!(calls.iter().all(|c| !c.query.contains("force")));
+}
+
+#[tokio::test]
+async fn the_weight_waits_for_scaled_up_canary_pods() {
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    let r = router(&cluster, target(KubeProvider::GatewayApi));
+    cluster.lock().unwrap().ready = true;
+    r.apply_weight(Weight::ZERO).await.unwrap();
+    take(&cluster);
+    cluster.lock().unwrap().ready = false;
+    let err = r.apply_weight(w(50.0)).await.unwrap_err();
+    assert!(
+        err.contains("checkout-canary 0/2 ready; the weight moves to 50 %"),
+        "{err}"
+    );
+    assert_eq!(
+        lines(&take(&cluster)),
+        [format!("PATCH {CANARY_DEPLOY}")],
+        "weight not moved"
+    );
+    cluster.lock().unwrap().ready = true;
+    r.apply_weight(w(50.0)).await.unwrap();
+    assert_eq!(
+        lines(&take(&cluster)),
+        [format!("PATCH {CANARY_DEPLOY}"), format!("PATCH {ROUTE}")]
+    );
+}
+
+#[tokio::test]
+async fn a_restart_mid_rollout_does_not_shrink_the_canary() {
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    cluster.lock().unwrap().ready = true;
+    let r = router(&cluster, target(KubeProvider::GatewayApi));
+    r.apply_weight(w(75.0)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("GET {DEPLOY}"),
+            format!("GET {SERVICE}"),
+            format!("GET {ROUTE}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {CANARY_SERVICE}"),
+            format!("PATCH {ROUTE}"),
+        ]
+    );
+    assert_eq!(deployment_replicas(&calls[3].body), 3);
+}
+
+#[tokio::test]
+async fn promotion_gives_up_after_the_timeout_and_keeps_traffic() {
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    let r = router(&cluster, target(KubeProvider::GatewayApi));
+    let err = r.promote().await.unwrap_err();
+    assert!(
+        err.contains("Deployment shop/checkout has not rolled out the canary's image"),
+        "{err}"
+    );
+    let calls = take(&cluster);
+    assert!(
+        calls.iter().all(|c| c.path != ROUTE || c.method == "GET"),
+        "traffic untouched"
+    );
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.method == "GET" && c.path == DEPLOY)
+            .count()
+            >= 2
+    );
+}
+
+#[tokio::test]
+async fn missing_objects_are_named() {
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    cluster.lock().unwrap().objects.remove(ROUTE);
+    let r = router(&cluster, target(KubeProvider::GatewayApi));
+    let err = r.check_ready().await.unwrap_err();
+    assert_eq!(err, "HTTPRoute shop/checkout: not found");
+    let cluster = cluster_for(KubeProvider::NginxIngress);
+    cluster.lock().unwrap().objects.remove(SERVICE);
+    let r = router(&cluster, target(KubeProvider::NginxIngress));
+    assert_eq!(
+        r.check_ready().await.unwrap_err(),
+        "Service shop/checkout: not found"
+    );
+}
+
+#[test]
+fn validation_names_the_field() {
+    let mut t = target(KubeProvider::NginxIngress);
+    t.ingress = None;
+    let e = t.validate().unwrap_err();
+    assert!(
+        e.starts_with("traffic.kubernetes.ingress: required with provider nginx-ingress"),
+        "{e}"
+    );
+    let mut t = target(KubeProvider::Istio);
+    t.virtual_service = None;
+    assert!(
+        t.validate()
+            .unwrap_err()
+            .starts_with("traffic.kubernetes.virtualService")
+    );
+    let mut t = target(KubeProvider::GatewayApi);
+    t.http_route = None;
+    assert!(
+        t.validate()
+            .unwrap_err()
+            .starts_with("traffic.kubernetes.httpRoute")
+    );
+    let mut t = target(KubeProvider::GatewayApi);
+    t.service = "Checkout".into();
+    assert!(
+        t.validate()
+            .unwrap_err()
+            .starts_with("traffic.kubernetes.service")
+    );
+    let mut t = target(KubeProvider::GatewayApi);
+    t.canary_version = "v1/2".into();
+    assert!(t.validate().unwrap_err().starts_with("canary.version"));
+    t.canary_image = Some("reg/app:any".into());
+    t.validate().unwrap();
+    let mut t = target(KubeProvider::Istio);
+    t.sticky = Some(StickyKey::cookie("session").unwrap());
+    assert!(t.validate().unwrap_err().starts_with("traffic.sticky"));
+    let mut t = target(KubeProvider::NginxIngress);
+    t.routes = vec![
+        header_route(),
+        Route::header("x-other", "1", Version::Canary).unwrap(),
+    ];
+    assert!(
+        t.validate()
+            .unwrap_err()
+            .starts_with("traffic.routes[1]: nginx-ingress takes one header")
+    );
+    t.routes = vec![Route::cookie("beta", "yes", Version::Canary).unwrap()];
+    assert!(t.validate().unwrap_err().contains("`always`"));
+    t.provider = KubeProvider::GatewayApi;
+    t.validate().unwrap();
+}
+
+#[test]
+fn replicas_follow_the_weight() {
+    assert_eq!(scaled_replicas(4, 2500), 1);
+    assert_eq!(scaled_replicas(4, 2501), 2);
+    assert_eq!(scaled_replicas(4, 0), 0);
+    assert_eq!(scaled_replicas(4, 1), 1);
+    assert_eq!(scaled_replicas(4, 10_000), 4);
+}
+
+#[test]
+fn prometheus_templates_per_provider() {
+    let mut all = serde_json::Map::new();
+    for p in [
+        KubeProvider::NginxIngress,
+        KubeProvider::Istio,
+        KubeProvider::GatewayApi,
+    ] {
+        let (requests, errors, buckets) = prometheus_queries(p, &target(p));
+        for q in [&requests, &errors, &buckets] {
+            assert_eq!(q.matches("{{version}}").count(), 1, "{q}");
+            assert_eq!(q.matches('(').count(), q.matches(')').count(), "{q}");
+            assert_eq!(q.matches('"').count() % 2, 0, "{q}");
+        }
+        assert!(buckets.contains("sum by (le, serin_version)"), "{buckets}");
+        assert!(errors.contains("5.."), "{errors}");
+        all.insert(
+            p.as_str().to_string(),
+            json!({"requests": requests, "errors": errors, "latencyBuckets": buckets}),
+        );
+    }
+    golden("prometheus-queries", &Value::Object(all));
+}
+
+#[test]
+fn manifests_parse_and_grant_the_least() {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
+    let mut kinds = Vec::new();
+    let mut verbs = BTreeMap::new();
+    for file in ["serviceaccount.yaml", "rbac.yaml", "deployment.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for doc in docs {
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            let parsed = match kind.as_str() {
+                "ServiceAccount" => serde_json::from_value::<ServiceAccount>(doc).map(|_| ()),
+                "ClusterRole" => serde_json::from_value::<ClusterRole>(doc).map(|r| {
+                    for rule in r.rules.unwrap() {
+                        for res in rule.resources.unwrap() {
+                            verbs.insert(res, rule.verbs.join(","));
+                        }
+                    }
+                }),
+                "RoleBinding" => serde_json::from_value::<RoleBinding>(doc).map(|b| {
+                    assert_eq!(b.role_ref.name, "serin");
+                    assert_eq!(b.subjects.unwrap()[0].name, "serin");
+                }),
+                "Deployment" => serde_json::from_value::<Deployment>(doc).map(|d| {
+                    let spec = d.spec;
+                    assert_eq!(spec.replicas, Some(1));
+                    let pod = spec.template.spec.unwrap();
+                    assert_eq!(pod.service_account_name.as_deref(), Some("serin"));
+                    assert_eq!(pod.containers[0].args.as_ref().unwrap()[0], "serve");
+                }),
+                "PersistentVolumeClaim" => {
+                    serde_json::from_value::<PersistentVolumeClaim>(doc).map(|_| ())
+                }
+                "Service" => serde_json::from_value::<Service>(doc).map(|_| ()),
+                other => panic!("{file}: unexpected kind {other}"),
+            };
+            parsed.unwrap_or_else(|e| panic!("{file}: {kind}: {e}"));
+            kinds.push(kind);
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "RoleBinding",
+            "Deployment",
+            "PersistentVolumeClaim",
+            "Service"
+        ]
+    );
+    let want: BTreeMap<String, String> = [
+        ("deployments", "get,patch"),
+        ("services", "get,patch"),
+        ("ingresses", "get,patch,delete"),
+        ("virtualservices", "get,patch"),
+        ("destinationrules", "get,patch"),
+        ("httproutes", "get,patch"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(verbs, want, "no list/watch/create/update anywhere");
+}
