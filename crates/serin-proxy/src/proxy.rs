@@ -188,7 +188,10 @@ impl Worker {
             let upstream = table.upstream(version);
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(upstream.scheme());
-            parts.authority = Some(upstream.authority().clone());
+            // A private copy: cloning the table's would bump one reference
+            // count from every core on every request (and hyper-util clones it
+            // again for its pool key).
+            parts.authority = Some(upstream.authority_copy());
             parts.path_and_query = Some(
                 head.uri
                     .path_and_query()

@@ -257,7 +257,10 @@ impl Daemon {
         // The table follows the record: stable may be a former canary, the
         // canary may have a new upstream.
         entry.setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
-        entry.plane.proxy.set_table(entry.setup.table.clone());
+        entry
+            .plane
+            .set_table(&entry.setup, entry.setup.table.clone())
+            .await;
         entry.driver = Some(RunningDriver::spawn(
             &entry.setup,
             self.store.clone(),
@@ -303,7 +306,9 @@ impl Daemon {
         let mut map = self.rollouts.lock().await;
         let entry = map.remove(name);
         if let Some(entry) = entry {
-            entry.plane.proxy.set_weight(Weight::ZERO);
+            if let Err(e) = entry.plane.router().apply_weight(Weight::ZERO).await {
+                tracing::error!(rollout = %name, "cleanup could not set the weight to 0: {e}");
+            }
             if let Some(driver) = entry.driver {
                 let _ = driver.finish(async {}).await;
             }
@@ -343,12 +348,9 @@ impl Daemon {
         let map = self.rollouts.lock().await;
         let snapshots: Vec<_> = map
             .iter()
-            .map(|(name, e)| {
-                (
-                    name.clone(),
-                    e.plane.proxy.weight(),
-                    e.plane.proxy.recorder().snapshot(),
-                )
+            .filter_map(|(name, e)| {
+                let proxy = e.plane.proxy.as_ref()?;
+                Some((name.clone(), proxy.weight(), proxy.recorder().snapshot()))
             })
             .collect();
         drop(map);
@@ -393,7 +395,10 @@ impl Daemon {
     fn status_of(&self, record: &RolloutRecord, plane: Option<&DataPlane>) -> RolloutStatus {
         status_of(
             record,
-            plane.map(|p| p.proxy.recorder().snapshot()).as_ref(),
+            plane
+                .and_then(|p| p.proxy.as_ref())
+                .map(|p| p.recorder().snapshot())
+                .as_ref(),
             self.steps_of(record),
         )
     }

@@ -6,18 +6,35 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serin_proxy::{Proxy, ProxyOptions, RoutingTable, Weight};
+use serin_proxy::{Proxy, ProxyOptions, RoutingTable, Version, Weight};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::controller::analysis::{LiveAnalysis, judge_config};
 use crate::controller::driver::{Analysis, Driver, DriverError, Handle, TrafficRouter};
 use crate::controller::machine::Plan;
+use crate::notify::{self, Notifier};
+use crate::providers::metrics::MetricSource;
+use crate::providers::metrics::builtin::BuiltinSource;
+use crate::providers::metrics::nginx_log::NginxLogSource;
+use crate::providers::metrics::prometheus::{PrometheusConfig, PrometheusSource};
 use crate::providers::traffic::builtin::BuiltinRouter;
+use crate::providers::traffic::nginx::{NginxConfig, NginxRouter};
+use crate::spec::{NginxSettings, Provider, Rollout};
 use crate::store::{RolloutRecord, Store};
 
 /// Builds a fresh analysis (metric source and judge) for a rollout whose
 /// built-in proxy is `proxy` (None for other providers).
 pub type AnalysisFactory = Arc<dyn Fn(Option<Arc<Proxy>>) -> Box<dyn Analysis> + Send + Sync>;
+
+/// Which data plane carries the rollout's traffic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlaneKind {
+    /// serin's own proxy on `Setup::listen`.
+    Builtin,
+    /// A real nginx with serin's include file.
+    Nginx(NginxSettings),
+}
 
 /// Everything needed to run a rollout, taken from its rollout file.
 #[derive(Clone)]
@@ -28,7 +45,7 @@ pub struct Setup {
     pub stable_version: String,
     /// The canary version named in the file.
     pub canary_version: String,
-    /// Where the built-in proxy listens.
+    /// Where the built-in proxy (or nginx's server) listens.
     pub listen: SocketAddr,
     /// Upstreams, sticky key and routes, with the weight at 0.
     pub table: RoutingTable,
@@ -36,59 +53,202 @@ pub struct Setup {
     pub plan: Plan,
     /// Makes the analysis.
     pub analysis: AnalysisFactory,
+    /// The data plane.
+    pub plane: PlaneKind,
+    /// Webhooks for phase changes and failed verdicts.
+    pub notifications: Vec<notify::Target>,
+    /// Must answer 2xx before the first step.
+    pub pre_rollout: Option<String>,
 }
 
-/// The built-in proxy of one rollout, listening.
+impl Setup {
+    /// A setup for a checked rollout file.
+    pub fn from_rollout(rollout: &Rollout) -> Result<Setup, String> {
+        let plane = match rollout.traffic.provider {
+            Provider::Builtin => PlaneKind::Builtin,
+            Provider::Nginx => PlaneKind::Nginx(
+                rollout
+                    .traffic
+                    .nginx
+                    .clone()
+                    .ok_or("traffic.nginx: missing")?,
+            ),
+            other => {
+                return Err(format!(
+                    "traffic.provider: {} is not available in this build yet",
+                    other.as_str()
+                ));
+            }
+        };
+        let listen = rollout
+            .traffic
+            .listen
+            .ok_or("traffic.listen: expected an address like 127.0.0.1:8080")?;
+        let upstream = |side: &crate::spec::Side, which: &str| {
+            side.upstream
+                .clone()
+                .ok_or_else(|| format!("{which}.upstream: expected http://host:port"))
+        };
+        let table = RoutingTable::new(
+            &upstream(&rollout.stable, "stable")?,
+            &upstream(&rollout.canary, "canary")?,
+            Weight::ZERO,
+        )
+        .map_err(|e| e.to_string())?
+        .with_sticky(rollout.traffic.sticky.clone())
+        .with_routes(rollout.traffic.routes.clone());
+        let config = judge_config(&rollout.analysis);
+        config.validate().map_err(|e| format!("analysis: {e}"))?;
+        let prometheus = rollout.analysis.prometheus.clone();
+        let access_log = match &plane {
+            PlaneKind::Nginx(n) => Some(n.access_log.clone()),
+            PlaneKind::Builtin => None,
+        };
+        let analysis: AnalysisFactory = Arc::new(move |proxy: Option<Arc<Proxy>>| {
+            let source: Box<dyn MetricSource> = match (&prometheus, &access_log, proxy) {
+                (Some(p), _, _) => Box::new(PrometheusSource::new(PrometheusConfig {
+                    address: p.address.clone(),
+                    requests: p.requests.clone(),
+                    errors: p.errors.clone(),
+                    latency_buckets: p.latency_buckets.clone(),
+                })),
+                (None, Some(log), _) => Box::new(NginxLogSource::new(log.clone())),
+                (None, None, Some(proxy)) => Box::new(BuiltinSource::new(proxy)),
+                (None, None, None) => Box::new(crate::providers::metrics::Unavailable(
+                    "no metric source: set analysis.prometheus".into(),
+                )),
+            };
+            match LiveAnalysis::new(source, config.clone()) {
+                Ok(a) => Box::new(a),
+                // Validated above; kept total rather than panicking.
+                Err(e) => Box::new(crate::controller::analysis::Refusing(e.to_string())),
+            }
+        });
+        Ok(Setup {
+            name: rollout.name.clone(),
+            stable_version: rollout.stable.version.clone(),
+            canary_version: rollout.canary.version.clone(),
+            listen,
+            table,
+            plan: rollout.plan(),
+            analysis,
+            plane,
+            notifications: rollout.notifications.clone(),
+            pre_rollout: rollout.pre_rollout.clone(),
+        })
+    }
+}
+
+/// The data plane of one rollout: the built-in proxy, listening, or the
+/// nginx serin writes an include file for.
 pub struct DataPlane {
-    /// The proxy (weight changes, recorder).
-    pub proxy: Arc<Proxy>,
-    /// The address it listens on.
+    /// The built-in proxy (weight changes, recorder), if that is the plane.
+    pub proxy: Option<Arc<Proxy>>,
+    /// The address traffic comes in on.
     pub addr: SocketAddr,
+    router: Arc<dyn TrafficRouter>,
+    nginx: Option<Arc<NginxRouter>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
-/// A listener that could not be bound.
+/// A data plane that could not be started.
 #[derive(Debug, thiserror::Error)]
-#[error("traffic.listen {addr}: {source}")]
-pub struct BindError {
-    /// The address.
-    pub addr: SocketAddr,
-    /// What the OS said (in use, not permitted, ...).
-    #[source]
-    pub source: std::io::Error,
+pub enum StartError {
+    /// The listener could not be bound.
+    #[error("traffic.listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said (in use, not permitted, ...).
+        #[source]
+        source: std::io::Error,
+    },
+    /// nginx refused the configuration, or could not be reloaded.
+    #[error("nginx: {0}")]
+    Nginx(String),
+}
+
+fn nginx_config(setup: &Setup, n: &NginxSettings, table: &RoutingTable) -> NginxConfig {
+    NginxConfig {
+        rollout: setup.name.clone(),
+        include: n.include.clone(),
+        test: n.test.clone(),
+        reload: n.reload.clone(),
+        access_log: n.access_log.clone(),
+        listen: setup.listen,
+        stable: table.upstream(Version::Stable).clone(),
+        canary: table.upstream(Version::Canary).clone(),
+        sticky: table.sticky().cloned(),
+        routes: table.routes().to_vec(),
+    }
 }
 
 impl DataPlane {
-    /// Binds `setup.listen` and serves the proxy with `weight` on the canary.
-    pub async fn start(setup: &Setup, weight: Weight) -> Result<DataPlane, BindError> {
-        let listener = tokio::net::TcpListener::bind(setup.listen)
-            .await
-            .map_err(|source| BindError {
-                addr: setup.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| BindError {
-            addr: setup.listen,
-            source,
-        })?;
-        let proxy = Proxy::new(setup.table.with_weight(weight), ProxyOptions::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serin_proxy::serve(listener, proxy.clone(), async move {
-            let _ = stopped.await;
-        }));
-        tracing::info!(rollout = %setup.name, %addr, "proxy listening");
-        Ok(DataPlane {
-            proxy,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+    /// Starts the plane with `weight` on the canary: binds `setup.listen`
+    /// for the built-in proxy, or writes and reloads nginx's include file.
+    pub async fn start(setup: &Setup, weight: Weight) -> Result<DataPlane, StartError> {
+        match &setup.plane {
+            PlaneKind::Builtin => {
+                let listener =
+                    tokio::net::TcpListener::bind(setup.listen)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: setup.listen,
+                            source,
+                        })?;
+                let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                    addr: setup.listen,
+                    source,
+                })?;
+                let proxy = Proxy::new(setup.table.with_weight(weight), ProxyOptions::default());
+                let (stop, stopped) = oneshot::channel::<()>();
+                let task = tokio::spawn(serin_proxy::serve(listener, proxy.clone(), async move {
+                    let _ = stopped.await;
+                }));
+                tracing::info!(rollout = %setup.name, %addr, "proxy listening");
+                Ok(DataPlane {
+                    router: Arc::new(BuiltinRouter::new(proxy.clone())),
+                    proxy: Some(proxy),
+                    addr,
+                    nginx: None,
+                    stop: Some(stop),
+                    task: Some(task),
+                })
+            }
+            PlaneKind::Nginx(n) => {
+                let router = Arc::new(NginxRouter::new(nginx_config(setup, n, &setup.table)));
+                router
+                    .apply_weight(weight)
+                    .await
+                    .map_err(StartError::Nginx)?;
+                tracing::info!(rollout = %setup.name, include = %n.include.display(), "nginx configured");
+                Ok(DataPlane {
+                    router: router.clone(),
+                    proxy: None,
+                    addr: setup.listen,
+                    nginx: Some(router),
+                    stop: None,
+                    task: None,
+                })
+            }
+        }
     }
 
-    /// The traffic router that drives this proxy.
+    /// The traffic router that drives this plane.
     pub fn router(&self) -> Arc<dyn TrafficRouter> {
-        Arc::new(BuiltinRouter::new(self.proxy.clone()))
+        self.router.clone()
+    }
+
+    /// New upstreams (after a promotion or a deploy with `--upstream`),
+    /// keeping the weight in force.
+    pub async fn set_table(&self, setup: &Setup, table: RoutingTable) {
+        if let Some(proxy) = &self.proxy {
+            proxy.set_table(table.with_weight(proxy.weight()));
+        }
+        if let (Some(router), PlaneKind::Nginx(n)) = (&self.nginx, &setup.plane) {
+            router.set_config(nginx_config(setup, n, &table)).await;
+        }
     }
 
     /// Stops accepting, drains open requests, and returns when done.
@@ -118,9 +278,12 @@ impl RunningDriver {
         record: RolloutRecord,
         plane: &DataPlane,
     ) -> RunningDriver {
-        let analysis = (setup.analysis)(Some(plane.proxy.clone()));
+        let analysis = (setup.analysis)(plane.proxy.clone());
         let (driver, handle) =
             Driver::new(setup.plan.clone(), store, record, plane.router(), analysis);
+        let driver = driver
+            .with_notifier(Notifier::start(setup.notifications.clone()), None)
+            .with_pre_rollout(setup.pre_rollout.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(driver.run(async move {
             let _ = stopped.await;
@@ -156,12 +319,10 @@ impl RunningDriver {
     }
 }
 
-/// The daemon's rollout-file parser.
+/// The daemon's rollout-file parser: the file checked, then made a [`Setup`].
 pub fn parser() -> crate::daemon::Parser {
     Arc::new(|text: &str, origin: &str| {
-        Err(format!(
-            "{origin}: rollout files cannot be read by this build yet ({} bytes)",
-            text.len()
-        ))
+        let rollout = crate::spec::parse(text, origin).map_err(|e| e.to_string())?;
+        Setup::from_rollout(&rollout).map_err(|e| format!("{origin}: {e}"))
     })
 }

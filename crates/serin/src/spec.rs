@@ -1,1 +1,1413 @@
-//! The rollout file. (Placeholder.)
+//! The rollout file: YAML (or JSON) read into typed, validated settings.
+//!
+//! Two layers. The `Raw*` types mirror the file one to one (serde, unknown
+//! fields rejected); scalar fields that need checking (weights, percentages,
+//! durations) are newtypes whose `Deserialize` refuses bad values, so the
+//! parser reports them at their line and column. [`parse`] then checks what
+//! spans several fields (a provider's required sections, upstream URLs,
+//! names), collecting every problem with its location before giving up, and
+//! builds a [`Rollout`]: the only type the rest of serin sees.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
+use serin_proxy::{Route, StickyKey, Upstream, Version, Weight};
+
+use crate::cli::duration;
+use crate::controller::machine::{Plan, Step};
+use crate::notify;
+
+// ---------------------------------------------------------------------------
+// The validated rollout.
+
+/// A rollout file, read and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// `[a-z0-9-]`, unique per daemon.
+    pub name: String,
+    /// The version now serving.
+    pub stable: Side,
+    /// The version being rolled out.
+    pub canary: Side,
+    /// Where and how the weight is applied.
+    pub traffic: Traffic,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// How verdicts are made.
+    pub analysis: AnalysisSettings,
+    /// Webhooks told of phase changes and failed verdicts.
+    pub notifications: Vec<notify::Target>,
+    /// A URL that must answer 2xx before the first step (Flagger's pre-rollout webhook).
+    pub pre_rollout: Option<String>,
+}
+
+/// One version of the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Side {
+    /// Its version label, e.g. `v1.2.0`.
+    pub version: String,
+    /// `http://host:port` (built-in and nginx providers).
+    pub upstream: Option<String>,
+    /// Container image (Kubernetes providers).
+    pub image: Option<String>,
+}
+
+/// Which data plane applies the weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// serin's own proxy.
+    Builtin,
+    /// A real nginx serin writes an include file for.
+    Nginx,
+    /// Kubernetes NGINX Ingress (canary annotations).
+    NginxIngress,
+    /// Istio VirtualService weights.
+    Istio,
+    /// Gateway API HTTPRoute backend weights.
+    GatewayApi,
+}
+
+impl Provider {
+    /// The file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Builtin => "builtin",
+            Provider::Nginx => "nginx",
+            Provider::NginxIngress => "nginx-ingress",
+            Provider::Istio => "istio",
+            Provider::GatewayApi => "gateway-api",
+        }
+    }
+
+    /// Runs on Kubernetes.
+    pub fn is_kubernetes(self) -> bool {
+        matches!(
+            self,
+            Provider::NginxIngress | Provider::Istio | Provider::GatewayApi
+        )
+    }
+}
+
+/// The `traffic` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traffic {
+    /// The provider.
+    pub provider: Provider,
+    /// Where the built-in proxy (or nginx's generated server) listens.
+    pub listen: Option<SocketAddr>,
+    /// Same user, same version.
+    pub sticky: Option<StickyKey>,
+    /// Overrides checked before the weight.
+    pub routes: Vec<Route>,
+    /// `provider: nginx` settings.
+    pub nginx: Option<NginxSettings>,
+    /// Kubernetes providers' settings.
+    pub kubernetes: Option<KubernetesSettings>,
+}
+
+/// `traffic.nginx`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NginxSettings {
+    /// The include file serin owns and rewrites.
+    pub include: PathBuf,
+    /// The configuration test command, split on white space.
+    pub test: Vec<String>,
+    /// The reload command, split on white space.
+    pub reload: Vec<String>,
+    /// The JSON access log serin writes and reads.
+    pub access_log: PathBuf,
+}
+
+/// `traffic.kubernetes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubernetesSettings {
+    /// Namespace of every object.
+    pub namespace: String,
+    /// The stable Deployment; serin manages `<deployment>-canary`.
+    pub deployment: String,
+    /// The stable Service; the canary's is `<service>-canary`.
+    pub service: String,
+    /// nginx-ingress: the primary Ingress.
+    pub ingress: Option<String>,
+    /// istio: the VirtualService (and DestinationRule of the same name).
+    pub virtual_service: Option<String>,
+    /// gateway-api: the HTTPRoute.
+    pub http_route: Option<String>,
+    /// Canary replicas follow the weight.
+    pub scale_with_weight: bool,
+}
+
+/// How the statistics are done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Anytime-valid: safe to judge every interval.
+    Sequential,
+    /// Fixed horizon: judged once at the end of each pause (Kayenta-like).
+    Fixed,
+    /// Point estimates against the limits (the classic behaviour).
+    None,
+}
+
+/// Limits of one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Limit {
+    /// Absolute limit on the canary alone (error rate as a fraction; latency in ms).
+    pub max: Option<f64>,
+    /// Canary / stable must not exceed this.
+    pub max_ratio_to_stable: Option<f64>,
+}
+
+/// Whether a bigger custom metric is good or bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Direction {
+    /// e.g. checkouts per visit.
+    HigherIsBetter,
+    /// e.g. cart abandonments per visit.
+    LowerIsBetter,
+}
+
+/// A business metric: numerator / denominator, compared between versions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomMetric {
+    /// Its name in reasons and reports.
+    pub name: String,
+    /// PromQL counter with `{{version}}`.
+    pub numerator: String,
+    /// PromQL counter with `{{version}}`.
+    pub denominator: String,
+    /// Which way is worse.
+    pub direction: Direction,
+    /// Allowed worsening as a ratio (1.0: any).
+    pub max_ratio_to_stable: f64,
+}
+
+/// `analysis.prometheus`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusSettings {
+    /// `http://host:port`.
+    pub address: String,
+    /// Request counter query.
+    pub requests: String,
+    /// Error counter query.
+    pub errors: String,
+    /// Cumulative latency buckets by `le`, in seconds.
+    pub latency_buckets: Option<String>,
+}
+
+/// The `analysis` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisSettings {
+    /// How often a verdict is made.
+    pub interval: Duration,
+    /// Canary requests in a step before a verdict can be pass or fail.
+    pub min_requests: u64,
+    /// Error rate limits.
+    pub error_rate: Limit,
+    /// Median latency limits.
+    pub latency_p50: Limit,
+    /// p95 latency limits.
+    pub latency_p95: Limit,
+    /// p99 latency limits.
+    pub latency_p99: Limit,
+    /// The statistics.
+    pub method: Method,
+    /// e.g. 0.95.
+    pub confidence: f64,
+    /// Consecutive no-data intervals that roll back.
+    pub no_data_limit: u32,
+    /// Take metrics from Prometheus instead of the provider's own.
+    pub prometheus: Option<PrometheusSettings>,
+    /// Business metrics (need `prometheus`).
+    pub custom: Vec<CustomMetric>,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        AnalysisSettings {
+            interval: Duration::from_secs(10),
+            min_requests: 100,
+            error_rate: Limit {
+                max: Some(0.05),
+                max_ratio_to_stable: None,
+            },
+            latency_p50: Limit::default(),
+            latency_p95: Limit {
+                max: Some(1000.0),
+                max_ratio_to_stable: None,
+            },
+            latency_p99: Limit::default(),
+            method: Method::Sequential,
+            confidence: 0.95,
+            no_data_limit: 3,
+            prometheus: None,
+            custom: Vec::new(),
+        }
+    }
+}
+
+/// The steps when the file names none: 5, 25, 50, 100 % with 60 s pauses.
+pub fn default_steps() -> Vec<Step> {
+    [5u16, 25, 50, 100]
+        .into_iter()
+        .flat_map(|w| {
+            [
+                // 5..=100 % in hundredths is always a weight.
+                Step::SetWeight(Weight::from_hundredths(w * 100).unwrap_or(Weight::FULL)),
+                Step::PauseFor(Duration::from_secs(60)),
+            ]
+        })
+        .collect()
+}
+
+impl Rollout {
+    /// What the state machine needs.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            steps: self.steps.clone(),
+            interval: self.analysis.interval,
+            no_data_limit: self.analysis.no_data_limit,
+            judge_at_end_of_pause: self.analysis.method == Method::Fixed,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors.
+
+/// One thing wrong with a rollout file, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, 0 if unknown.
+    pub line: u64,
+    /// 1-based column, 0 if unknown.
+    pub column: u64,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+/// A rollout file that cannot be used: every problem found, with the file's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    /// The file's name (or `request body`).
+    pub origin: String,
+    /// At least one.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if p.line > 0 {
+                write!(f, "{}:{}:{}: {}", self.origin, p.line, p.column, p.message)?;
+            } else {
+                write!(f, "{}: {}", self.origin, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checked scalars: refused by the parser itself, so errors carry a location.
+
+/// A canary weight: `5`, `5.25`, `"25%"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct WeightValue(Weight);
+
+/// A percentage written with `%`: `5%`, `0.5%`. Stored as a fraction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Percent(f64);
+
+/// A duration: `10s`, `1000ms`, `1m30s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Dur(Duration);
+
+/// A strictly positive ratio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ratio(f64);
+
+/// Accepts a YAML scalar as text (numbers too), for the checked scalars.
+struct ScalarText(&'static str);
+
+impl<'de> Visitor<'de> for ScalarText {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+const WEIGHT_EXPECTED: &str =
+    "a weight from 0 to 100 with at most two decimals, like 5, 12.5 or 25%";
+const PERCENT_EXPECTED: &str = "a percentage like 5% or 0.5%";
+const DURATION_EXPECTED: &str = "a duration like 500ms, 10s, 2m or 1m30s";
+const RATIO_EXPECTED: &str = "a ratio greater than 0, like 1.5";
+
+impl<'de> Deserialize<'de> for WeightValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = d.deserialize_any(ScalarText(WEIGHT_EXPECTED))?;
+        text.parse::<Weight>()
+            .map(WeightValue)
+            .map_err(|_| de::Error::custom(format!("expected {WEIGHT_EXPECTED}, got `{text}`")))
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = d.deserialize_any(ScalarText(PERCENT_EXPECTED))?;
+        let bad = || de::Error::custom(format!("expected {PERCENT_EXPECTED}, got `{text}`"));
+        let number = text.trim().strip_suffix('%').ok_or_else(bad)?;
+        let value: f64 = number.trim().parse().map_err(|_| bad())?;
+        if !(0.0..=100.0).contains(&value) {
+            return Err(de::Error::custom(format!(
+                "expected a percentage from 0% to 100%, got `{text}`"
+            )));
+        }
+        Ok(Percent(value / 100.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = d.deserialize_any(ScalarText(DURATION_EXPECTED))?;
+        duration::parse(&text)
+            .map(Dur)
+            .map_err(|_| de::Error::custom(format!("expected {DURATION_EXPECTED}, got `{text}`")))
+    }
+}
+
+impl<'de> Deserialize<'de> for Ratio {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = d.deserialize_any(ScalarText(RATIO_EXPECTED))?;
+        match text.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(Ratio(v)),
+            _ => Err(de::Error::custom(format!(
+                "expected {RATIO_EXPECTED}, got `{text}`"
+            ))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRollout {
+    name: Spanned<String>,
+    stable: Spanned<RawSide>,
+    canary: Spanned<RawSide>,
+    #[serde(default)]
+    traffic: Option<Spanned<RawTraffic>>,
+    #[serde(default)]
+    steps: Option<Spanned<Vec<RawStep>>>,
+    #[serde(default)]
+    analysis: Option<RawAnalysis>,
+    #[serde(default)]
+    notifications: Vec<RawNotification>,
+    #[serde(default)]
+    pre_rollout: Option<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSide {
+    version: Spanned<String>,
+    #[serde(default)]
+    upstream: Option<Spanned<String>>,
+    #[serde(default)]
+    image: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTraffic {
+    #[serde(default)]
+    provider: Option<Provider>,
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    sticky: Option<Spanned<RawSticky>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    nginx: Option<RawNginx>,
+    #[serde(default)]
+    kubernetes: Option<RawKubernetes>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSticky {
+    #[serde(default)]
+    cookie: Option<String>,
+    #[serde(default)]
+    header: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRoute {
+    #[serde(rename = "match")]
+    when: RawMatch,
+    version: RawVersion,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    #[serde(default)]
+    header: Option<RawNameValue>,
+    #[serde(default)]
+    cookie: Option<RawNameValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNameValue {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawVersion {
+    Stable,
+    Canary,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawNginx {
+    include: PathBuf,
+    #[serde(default)]
+    test: Option<String>,
+    #[serde(default)]
+    reload: Option<String>,
+    access_log: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawKubernetes {
+    #[serde(default)]
+    namespace: Option<String>,
+    deployment: String,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    ingress: Option<String>,
+    #[serde(default)]
+    virtual_service: Option<String>,
+    #[serde(default)]
+    http_route: Option<String>,
+    #[serde(default)]
+    scale_with_weight: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+enum RawStep {
+    SetWeight(WeightValue),
+    Pause(Spanned<RawPause>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPause {
+    #[serde(default)]
+    duration: Option<Dur>,
+    #[serde(default)]
+    until: Option<RawUntil>,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum RawUntil {
+    Webhook,
+    Promoted,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAnalysis {
+    #[serde(default)]
+    interval: Option<Spanned<Dur>>,
+    #[serde(default)]
+    min_requests: Option<u64>,
+    #[serde(default)]
+    error_rate: Option<RawPercentLimit>,
+    #[serde(default)]
+    latency_p50: Option<RawLatencyLimit>,
+    #[serde(default)]
+    latency_p95: Option<RawLatencyLimit>,
+    #[serde(default)]
+    latency_p99: Option<RawLatencyLimit>,
+    #[serde(default)]
+    statistics: Option<RawStatistics>,
+    #[serde(default)]
+    no_data_limit: Option<Spanned<u32>>,
+    #[serde(default)]
+    prometheus: Option<RawPrometheus>,
+    #[serde(default)]
+    custom: Vec<Spanned<RawCustom>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPercentLimit {
+    #[serde(default)]
+    max: Option<Percent>,
+    #[serde(default)]
+    max_ratio_to_stable: Option<Ratio>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLatencyLimit {
+    #[serde(default)]
+    max: Option<Dur>,
+    #[serde(default)]
+    max_ratio_to_stable: Option<Ratio>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawStatistics {
+    #[serde(default)]
+    method: Option<Method>,
+    #[serde(default)]
+    confidence: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPrometheus {
+    address: Spanned<String>,
+    requests: String,
+    errors: String,
+    #[serde(default)]
+    latency_buckets: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCustom {
+    name: String,
+    numerator: String,
+    denominator: String,
+    direction: Direction,
+    #[serde(default)]
+    max_ratio_to_stable: Option<Ratio>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawNotification {
+    webhook: Spanned<String>,
+    #[serde(default)]
+    format: Option<RawFormat>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawFormat {
+    Json,
+    Slack,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: Spanned<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Reading and checking.
+
+/// Reads a rollout file's text. `origin` names it in errors (a path, or
+/// `request body`).
+pub fn parse(text: &str, origin: &str) -> Result<Rollout, SpecError> {
+    let raw: RawRollout = serde_saphyr::from_str(text).map_err(|e| SpecError {
+        origin: origin.to_string(),
+        problems: vec![problem_of(&e)],
+    })?;
+    let mut check = Checker::default();
+    let rollout = check.rollout(raw);
+    match rollout {
+        Some(r) if check.problems.is_empty() => Ok(r),
+        _ => {
+            let mut problems = check.problems;
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(SpecError {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
+    }
+}
+
+/// Reads a rollout file from disk.
+pub fn read(path: &std::path::Path) -> Result<Rollout, SpecError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        origin: origin.clone(),
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            message: format!("cannot read the rollout file: {e}"),
+        }],
+    })?;
+    parse(&text, &origin)
+}
+
+fn problem_of(e: &serde_saphyr::Error) -> Problem {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    let options = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+    let mut message = e.render_with_options(options);
+    // The plain rendering ends with " at line L column C"; the location is
+    // printed in front instead, as `file:line:col:`.
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    Problem {
+        line,
+        column,
+        message: message.trim().to_string(),
+    }
+}
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn at(&mut self, location: &Location, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: location.line(),
+            column: location.column(),
+            message: message.into(),
+        });
+    }
+
+    fn rollout(&mut self, raw: RawRollout) -> Option<Rollout> {
+        let name = raw.name.value.clone();
+        if !valid_name(&name) {
+            self.at(
+                &raw.name.referenced,
+                format!(
+                    "name: expected 1 to 63 characters of a-z, 0-9 and -, starting with a letter or digit, got `{name}`"
+                ),
+            );
+        }
+        let stable = self.side(raw.stable, "stable");
+        let canary = self.side(raw.canary, "canary");
+        let traffic = self.traffic(raw.traffic, &stable, &canary);
+        let steps = self.steps(raw.steps);
+        let analysis = self.analysis(raw.analysis);
+        let notifications = raw
+            .notifications
+            .into_iter()
+            .filter_map(|n| {
+                let url = self.http_url(&n.webhook, "notifications[].webhook", true)?;
+                Some(notify::Target {
+                    url,
+                    format: match n.format {
+                        Some(RawFormat::Slack) => notify::Format::Slack,
+                        _ => notify::Format::Json,
+                    },
+                })
+            })
+            .collect();
+        let pre_rollout = match raw.pre_rollout {
+            Some(hook) => Some(self.http_url(&hook.url, "preRollout.url", true)?),
+            None => None,
+        };
+        Some(Rollout {
+            name,
+            stable,
+            canary,
+            traffic: traffic?,
+            steps: steps?,
+            analysis: analysis?,
+            notifications,
+            pre_rollout,
+        })
+    }
+
+    fn side(&mut self, raw: Spanned<RawSide>, which: &str) -> Side {
+        let RawSide {
+            version,
+            upstream,
+            image,
+        } = raw.value;
+        if version.value.trim().is_empty() {
+            self.at(
+                &version.referenced,
+                format!("{which}.version: expected a version label, got an empty one"),
+            );
+        }
+        let upstream = upstream.and_then(|u| {
+            if let Err(e) = Upstream::parse(&u.value) {
+                self.at(
+                    &u.referenced,
+                    format!("{which}.upstream: expected http://host:port, {e}"),
+                );
+                return None;
+            }
+            Some(u.value)
+        });
+        Side {
+            version: version.value,
+            upstream,
+            image,
+        }
+    }
+
+    fn traffic(
+        &mut self,
+        raw: Option<Spanned<RawTraffic>>,
+        stable: &Side,
+        canary: &Side,
+    ) -> Option<Traffic> {
+        let (raw, at) = match raw {
+            Some(t) => (t.value, t.referenced),
+            None => (
+                RawTraffic {
+                    provider: None,
+                    listen: None,
+                    sticky: None,
+                    routes: Vec::new(),
+                    nginx: None,
+                    kubernetes: None,
+                },
+                Location::UNKNOWN,
+            ),
+        };
+        let provider = raw.provider.unwrap_or(Provider::Builtin);
+        let mut ok = true;
+        let listen = match &raw.listen {
+            Some(l) => match l.value.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.at(
+                        &l.referenced,
+                        format!(
+                            "traffic.listen: expected an address like 127.0.0.1:8080, got `{}`",
+                            l.value
+                        ),
+                    );
+                    ok = false;
+                    None
+                }
+            },
+            None => None,
+        };
+        if matches!(provider, Provider::Builtin | Provider::Nginx) {
+            if raw.listen.is_none() {
+                self.at(
+                    &at,
+                    format!(
+                        "traffic.listen: expected an address like 127.0.0.1:8080 (required by provider {})",
+                        provider.as_str()
+                    ),
+                );
+                ok = false;
+            }
+            for (side, which) in [(stable, "stable"), (canary, "canary")] {
+                if side.upstream.is_none() {
+                    self.at(
+                        &at,
+                        format!(
+                            "{which}.upstream: expected http://host:port (required by provider {})",
+                            provider.as_str()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let sticky = match raw.sticky {
+            Some(s) => {
+                let key = match (&s.value.cookie, &s.value.header) {
+                    (Some(c), None) => StickyKey::cookie(c).map_err(|e| e.to_string()),
+                    (None, Some(h)) => StickyKey::header(h).map_err(|e| e.to_string()),
+                    _ => Err("expected exactly one of cookie or header".to_string()),
+                };
+                match key {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        self.at(&s.referenced, format!("traffic.sticky: {e}"));
+                        ok = false;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut routes = Vec::new();
+        for r in raw.routes {
+            let version = match r.value.version {
+                RawVersion::Stable => Version::Stable,
+                RawVersion::Canary => Version::Canary,
+            };
+            let route = match (&r.value.when.header, &r.value.when.cookie) {
+                (Some(h), None) => {
+                    Route::header(&h.name, &h.value, version).map_err(|e| e.to_string())
+                }
+                (None, Some(c)) => {
+                    Route::cookie(&c.name, &c.value, version).map_err(|e| e.to_string())
+                }
+                _ => Err("expected exactly one of header or cookie in match".to_string()),
+            };
+            match route {
+                Ok(route) => routes.push(route),
+                Err(e) => {
+                    self.at(&r.referenced, format!("traffic.routes: {e}"));
+                    ok = false;
+                }
+            }
+        }
+        let nginx = match (provider, raw.nginx) {
+            (Provider::Nginx, Some(n)) => Some(NginxSettings {
+                include: n.include,
+                test: crate::providers::traffic::nginx::argv(
+                    n.test.as_deref().unwrap_or("nginx -t"),
+                ),
+                reload: crate::providers::traffic::nginx::argv(
+                    n.reload.as_deref().unwrap_or("nginx -s reload"),
+                ),
+                access_log: n.access_log,
+            }),
+            (Provider::Nginx, None) => {
+                self.at(
+                    &at,
+                    "traffic.nginx: expected a section with include and accessLog (required by provider nginx)",
+                );
+                ok = false;
+                None
+            }
+            (_, Some(_)) => {
+                self.at(
+                    &at,
+                    format!(
+                        "traffic.nginx: only used by provider nginx, not {}",
+                        provider.as_str()
+                    ),
+                );
+                ok = false;
+                None
+            }
+            (_, None) => None,
+        };
+        let kubernetes = match (provider.is_kubernetes(), raw.kubernetes) {
+            (true, Some(k)) => {
+                let needed = match provider {
+                    Provider::NginxIngress => ("ingress", k.ingress.is_some()),
+                    Provider::Istio => ("virtualService", k.virtual_service.is_some()),
+                    _ => ("httpRoute", k.http_route.is_some()),
+                };
+                if !needed.1 {
+                    self.at(
+                        &at,
+                        format!(
+                            "traffic.kubernetes.{}: expected a name (required by provider {})",
+                            needed.0,
+                            provider.as_str()
+                        ),
+                    );
+                    ok = false;
+                }
+                Some(KubernetesSettings {
+                    namespace: k.namespace.unwrap_or_else(|| "default".to_string()),
+                    service: k.service.unwrap_or_else(|| k.deployment.clone()),
+                    deployment: k.deployment,
+                    ingress: k.ingress,
+                    virtual_service: k.virtual_service,
+                    http_route: k.http_route,
+                    scale_with_weight: k.scale_with_weight.unwrap_or(true),
+                })
+            }
+            (true, None) => {
+                self.at(
+                    &at,
+                    format!(
+                        "traffic.kubernetes: expected a section with namespace and deployment (required by provider {})",
+                        provider.as_str()
+                    ),
+                );
+                ok = false;
+                None
+            }
+            (false, Some(_)) => {
+                self.at(
+                    &at,
+                    format!(
+                        "traffic.kubernetes: only used by the Kubernetes providers, not {}",
+                        provider.as_str()
+                    ),
+                );
+                ok = false;
+                None
+            }
+            (false, None) => None,
+        };
+        ok.then_some(Traffic {
+            provider,
+            listen,
+            sticky,
+            routes,
+            nginx,
+            kubernetes,
+        })
+    }
+
+    fn steps(&mut self, raw: Option<Spanned<Vec<RawStep>>>) -> Option<Vec<Step>> {
+        let Some(raw) = raw else {
+            return Some(default_steps());
+        };
+        if raw.value.is_empty() {
+            self.at(
+                &raw.referenced,
+                "steps: expected at least one step (or leave steps out for 5, 25, 50, 100 % with 60 s pauses)",
+            );
+            return None;
+        }
+        let mut ok = true;
+        let mut steps = Vec::new();
+        for step in raw.value {
+            match step {
+                RawStep::SetWeight(w) => steps.push(Step::SetWeight(w.0)),
+                RawStep::Pause(p) => {
+                    let RawPause {
+                        duration,
+                        until,
+                        url,
+                    } = p.value;
+                    let step = match (duration, until, url) {
+                        (Some(d), None, None) => Some(Step::PauseFor(d.0)),
+                        (None, None, None) | (None, Some(RawUntil::Promoted), None) => {
+                            Some(Step::PauseUntilPromoted)
+                        }
+                        (None, Some(RawUntil::Webhook), Some(url)) => {
+                            if url.starts_with("http://") || url.starts_with("https://") {
+                                Some(Step::PauseUntilGate(url))
+                            } else {
+                                self.at(
+                                    &p.referenced,
+                                    format!("pause.url: expected an http:// or https:// URL, got `{url}`"),
+                                );
+                                None
+                            }
+                        }
+                        (None, Some(RawUntil::Webhook), None) => {
+                            self.at(&p.referenced, "pause: `until: webhook` expects a url");
+                            None
+                        }
+                        _ => {
+                            self.at(
+                                &p.referenced,
+                                "pause: expected one of {duration: 60s}, {} (wait for promote), or {until: webhook, url: http://…}",
+                            );
+                            None
+                        }
+                    };
+                    match step {
+                        Some(s) => steps.push(s),
+                        None => ok = false,
+                    }
+                }
+            }
+        }
+        ok.then_some(steps)
+    }
+
+    fn analysis(&mut self, raw: Option<RawAnalysis>) -> Option<AnalysisSettings> {
+        let defaults = AnalysisSettings::default();
+        let Some(raw) = raw else {
+            return Some(defaults);
+        };
+        let mut ok = true;
+        let interval = match raw.interval {
+            Some(i) if i.value.0 < Duration::from_millis(100) => {
+                self.at(&i.referenced, "analysis.interval: expected at least 100ms");
+                ok = false;
+                defaults.interval
+            }
+            Some(i) => i.value.0,
+            None => defaults.interval,
+        };
+        let confidence = match raw.statistics.as_ref().and_then(|s| s.confidence.as_ref()) {
+            Some(c) if !(c.value > 0.5 && c.value < 1.0) => {
+                self.at(
+                    &c.referenced,
+                    format!(
+                        "analysis.statistics.confidence: expected a number between 0.5 and 1 (exclusive), like 0.95, got {}",
+                        c.value
+                    ),
+                );
+                ok = false;
+                defaults.confidence
+            }
+            Some(c) => c.value,
+            None => defaults.confidence,
+        };
+        let no_data_limit = match raw.no_data_limit {
+            Some(n) if n.value == 0 => {
+                self.at(&n.referenced, "analysis.noDataLimit: expected at least 1");
+                ok = false;
+                defaults.no_data_limit
+            }
+            Some(n) => n.value,
+            None => defaults.no_data_limit,
+        };
+        let prometheus = match raw.prometheus {
+            Some(p) => {
+                let address = p.address.value.trim_end_matches('/').to_string();
+                if !(address.starts_with("http://") || address.starts_with("https://")) {
+                    self.at(
+                        &p.address.referenced,
+                        format!(
+                            "analysis.prometheus.address: expected http://host:port, got `{}`",
+                            p.address.value
+                        ),
+                    );
+                    ok = false;
+                }
+                Some(PrometheusSettings {
+                    address,
+                    requests: p.requests,
+                    errors: p.errors,
+                    latency_buckets: p.latency_buckets,
+                })
+            }
+            None => None,
+        };
+        let mut custom = Vec::new();
+        for c in raw.custom {
+            if prometheus.is_none() {
+                self.at(
+                    &c.referenced,
+                    "analysis.custom: expected analysis.prometheus too (custom metrics are PromQL queries)",
+                );
+                ok = false;
+            }
+            custom.push(CustomMetric {
+                name: c.value.name,
+                numerator: c.value.numerator,
+                denominator: c.value.denominator,
+                direction: c.value.direction,
+                max_ratio_to_stable: c.value.max_ratio_to_stable.map_or(1.0, |r| r.0),
+            });
+        }
+        // Without latency buckets from Prometheus there is no latency to
+        // judge: the default p95 limit is dropped, an explicit one refused
+        // (it would be no data every interval).
+        let no_latency = prometheus
+            .as_ref()
+            .is_some_and(|p| p.latency_buckets.is_none());
+        if no_latency {
+            for (given, field) in [
+                (raw.latency_p50.is_some(), "latencyP50"),
+                (raw.latency_p95.is_some(), "latencyP95"),
+                (raw.latency_p99.is_some(), "latencyP99"),
+            ] {
+                if given {
+                    self.problems.push(Problem {
+                        line: 0,
+                        column: 0,
+                        message: format!(
+                            "analysis.{field}: expected analysis.prometheus.latencyBuckets too (without it there is no latency to judge)"
+                        ),
+                    });
+                    ok = false;
+                }
+            }
+        }
+        let defaults = if no_latency {
+            AnalysisSettings {
+                latency_p95: Limit::default(),
+                ..defaults
+            }
+        } else {
+            defaults
+        };
+        let latency = |l: Option<RawLatencyLimit>, default: Limit| match l {
+            Some(l) => Limit {
+                max: l.max.map(|d| d.0.as_secs_f64() * 1000.0),
+                max_ratio_to_stable: l.max_ratio_to_stable.map(|r| r.0),
+            },
+            None => default,
+        };
+        let settings = AnalysisSettings {
+            interval,
+            min_requests: raw.min_requests.unwrap_or(defaults.min_requests),
+            error_rate: match raw.error_rate {
+                Some(e) => Limit {
+                    max: e.max.map(|p| p.0),
+                    max_ratio_to_stable: e.max_ratio_to_stable.map(|r| r.0),
+                },
+                None => defaults.error_rate,
+            },
+            latency_p50: latency(raw.latency_p50, defaults.latency_p50),
+            latency_p95: latency(raw.latency_p95, defaults.latency_p95),
+            latency_p99: latency(raw.latency_p99, defaults.latency_p99),
+            method: raw
+                .statistics
+                .as_ref()
+                .and_then(|s| s.method)
+                .unwrap_or(defaults.method),
+            confidence,
+            no_data_limit,
+            prometheus,
+            custom,
+        };
+        ok.then_some(settings)
+    }
+
+    fn http_url(&mut self, url: &Spanned<String>, field: &str, https: bool) -> Option<String> {
+        let v = url.value.trim();
+        if v.starts_with("http://") || (https && v.starts_with("https://")) {
+            Some(v.to_string())
+        } else {
+            self.at(
+                &url.referenced,
+                format!(
+                    "{field}: expected an http:// or https:// URL, got `{}`",
+                    url.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `[a-z0-9-]`, 1 to 63 characters, not starting with `-`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "\
+name: checkout
+stable:
+  version: v1
+  upstream: http://127.0.0.1:9001
+canary:
+  version: v2
+  upstream: http://127.0.0.1:9002
+traffic:
+  listen: 127.0.0.1:8080
+";
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, "r.yaml") {
+            Ok(r) => panic!("expected an error, got {r:?}"),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_file_gets_the_spec_defaults() {
+        let r = parse(MINIMAL, "r.yaml").expect("valid");
+        assert_eq!(r.name, "checkout");
+        assert_eq!(r.traffic.provider, Provider::Builtin);
+        assert_eq!(r.steps, default_steps());
+        assert_eq!(r.steps.len(), 8);
+        assert_eq!(r.analysis, AnalysisSettings::default());
+        assert_eq!(r.analysis.error_rate.max, Some(0.05));
+        assert_eq!(r.analysis.latency_p95.max, Some(1000.0));
+        assert_eq!(r.analysis.interval, Duration::from_secs(10));
+        let plan = r.plan();
+        assert_eq!(plan.no_data_limit, 3);
+        assert!(!plan.judge_at_end_of_pause);
+    }
+
+    #[test]
+    fn the_specs_example_reads() {
+        let text = format!(
+            "{MINIMAL}  sticky:\n    cookie: session\n  routes:\n    - match: {{ header: {{ name: x-canary, value: always }} }}\n      version: canary\n\
+steps:\n  - setWeight: 5\n  - pause: {{ duration: 60s }}\n  - setWeight: 12.5\n  - pause: {{}}\n  - setWeight: \"50%\"\n  - pause: {{ until: webhook, url: http://127.0.0.1:1/gate }}\n\
+analysis:\n  interval: 2s\n  minRequests: 50\n  errorRate: {{ max: 2%, maxRatioToStable: 2.0 }}\n  latencyP95: {{ max: 500ms, maxRatioToStable: 1.5 }}\n  latencyP99: {{ max: 2s }}\n  statistics: {{ method: fixed, confidence: 0.99 }}\n  noDataLimit: 5\n\
+notifications:\n  - webhook: https://hooks.example.com/x\n    format: slack\n\
+preRollout:\n  url: http://127.0.0.1:1/check\n"
+        );
+        let r = parse(&text, "r.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            r.steps,
+            vec![
+                Step::SetWeight(Weight::from_percent(5.0).expect("w")),
+                Step::PauseFor(Duration::from_secs(60)),
+                Step::SetWeight(Weight::from_hundredths(1250).expect("w")),
+                Step::PauseUntilPromoted,
+                Step::SetWeight(Weight::from_percent(50.0).expect("w")),
+                Step::PauseUntilGate("http://127.0.0.1:1/gate".into()),
+            ]
+        );
+        assert_eq!(
+            r.traffic.sticky,
+            Some(StickyKey::cookie("session").expect("ok"))
+        );
+        assert_eq!(r.traffic.routes.len(), 1);
+        let a = &r.analysis;
+        assert_eq!(a.interval, Duration::from_secs(2));
+        assert_eq!(a.min_requests, 50);
+        assert_eq!(a.error_rate.max, Some(0.02));
+        assert_eq!(a.error_rate.max_ratio_to_stable, Some(2.0));
+        assert_eq!(a.latency_p95.max, Some(500.0));
+        assert_eq!(a.latency_p99.max, Some(2000.0));
+        assert_eq!(a.method, Method::Fixed);
+        assert_eq!(a.confidence, 0.99);
+        assert_eq!(a.no_data_limit, 5);
+        assert!(r.plan().judge_at_end_of_pause);
+        assert_eq!(r.notifications[0].format, notify::Format::Slack);
+        assert_eq!(r.pre_rollout.as_deref(), Some("http://127.0.0.1:1/check"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_place() {
+        let text = MINIMAL.replace("  listen:", "  lisen: x\n  listen:");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("r.yaml:9:3: "), "{p:?}");
+        assert!(p[0].contains("lisen"), "{p:?}");
+    }
+
+    #[test]
+    fn a_weight_above_100_names_its_line() {
+        let text = format!("{MINIMAL}steps:\n  - setWeight: 120\n");
+        let p = problems(&text);
+        assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+        assert!(p[0].contains("0 to 100"), "{p:?}");
+    }
+
+    #[test]
+    fn durations_and_percentages_must_parse() {
+        let text = format!("{MINIMAL}analysis:\n  interval: soon\n");
+        let p = problems(&text);
+        assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+        assert!(p[0].contains("duration"), "{p:?}");
+        let text = format!("{MINIMAL}analysis:\n  errorRate: {{ max: 0.05 }}\n");
+        let p = problems(&text);
+        assert!(p[0].contains("percentage like 5%"), "{p:?}");
+    }
+
+    #[test]
+    fn an_empty_step_list_is_refused() {
+        let p = problems(&format!("{MINIMAL}steps: []\n"));
+        assert!(p[0].starts_with("r.yaml:10:"), "{p:?}");
+        assert!(p[0].contains("at least one step"), "{p:?}");
+    }
+
+    #[test]
+    fn every_cross_field_problem_is_reported_at_once() {
+        let text = "\
+name: Bad_Name
+stable:
+  version: v1
+  upstream: ftp://x
+canary:
+  version: v2
+traffic:
+  listen: nowhere
+";
+        let p = problems(text);
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("r.yaml:1:") && l.contains("name:")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("r.yaml:4:") && l.contains("stable.upstream")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|l| l.contains("canary.upstream")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("r.yaml:8:") && l.contains("traffic.listen")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn providers_need_their_sections() {
+        let text = MINIMAL.replace("traffic:\n", "traffic:\n  provider: nginx\n");
+        assert!(problems(&text)[0].contains("traffic.nginx"));
+        let text = "name: a\nstable: {version: v1}\ncanary: {version: v2}\ntraffic:\n  provider: gateway-api\n  kubernetes: {namespace: shop, deployment: a}\n";
+        assert!(problems(text)[0].contains("traffic.kubernetes.httpRoute"));
+        let ok = text.replace("deployment: a}", "deployment: a, httpRoute: a}");
+        let r = parse(&ok, "r.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let k = r.traffic.kubernetes.expect("kubernetes");
+        assert_eq!(k.service, "a");
+        assert!(k.scale_with_weight);
+    }
+
+    #[test]
+    fn custom_metrics_need_prometheus() {
+        let text = format!(
+            "{MINIMAL}analysis:\n  custom:\n    - {{name: checkout, numerator: a, denominator: b, direction: higherIsBetter}}\n"
+        );
+        assert!(problems(&text)[0].contains("analysis.prometheus"));
+    }
+
+    #[test]
+    fn every_example_file_reads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                read(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "{n} examples");
+    }
+
+    #[test]
+    fn json_is_read_too() {
+        let text = r#"{"name":"a","stable":{"version":"v1","upstream":"http://127.0.0.1:1"},"canary":{"version":"v2","upstream":"http://127.0.0.1:2"},"traffic":{"listen":"127.0.0.1:0"},"steps":[{"setWeight":50}]}"#;
+        let r = parse(text, "body").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            r.steps,
+            vec![Step::SetWeight(Weight::from_percent(50.0).expect("w"))]
+        );
+    }
+}

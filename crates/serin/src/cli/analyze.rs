@@ -1,12 +1,266 @@
-//! `serin analyze`: standalone canary analysis. (Owned by the judge work; placeholder.)
+//! `serin analyze FILE --config ROLLOUT`: judges recorded metrics with a
+//! rollout file's `analysis` section, interval by interval, exactly as the
+//! live judge would see them.
+//!
+//! Input: JSON lines, each with cumulative totals since the start for both
+//! versions (SPEC, "`serin analyze` input"). An optional `"weight"` (percent)
+//! on a line says the canary's weight from that line on; a change starts a new
+//! step, as in a live rollout. The last line counts as the end of a pause (the
+//! `fixed` method judges there). Judging stops at the first `fail`, where a
+//! live rollout would roll back.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serin_analysis::{Histogram, Judge, Observation, Totals, Verdict};
 
 use crate::cli::output::OutputFormat;
-use crate::exit::Exit;
+use crate::controller::analysis::judge_config;
+use crate::exit::{Exit, invalid};
 
 /// Flags of `serin analyze`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Recorded metrics: JSON lines of cumulative totals (`-` for stdin).
+    pub file: PathBuf,
+    /// The rollout file whose `analysis` section judges them.
+    #[arg(long)]
+    pub config: PathBuf,
+}
 
-pub fn run(_args: Args, _output: OutputFormat) -> anyhow::Result<Exit> {
-    anyhow::bail!("serin analyze is not built yet")
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    t: f64,
+    #[serde(default)]
+    weight: Option<f64>,
+    stable: Side,
+    canary: Side,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Side {
+    requests: u64,
+    errors: u64,
+    #[serde(default)]
+    latency_ms: Option<Buckets>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Buckets {
+    le: Vec<f64>,
+    counts: Vec<u64>,
+}
+
+impl Side {
+    fn totals(self) -> Totals {
+        Totals {
+            requests: self.requests,
+            errors: self.errors,
+            latency: self.latency_ms.map(|b| Histogram {
+                le_ms: b.le,
+                counts: b.counts,
+            }),
+        }
+    }
+}
+
+/// One interval's verdict.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Entry {
+    /// The line's `t`.
+    pub t: f64,
+    /// `pass`, `fail` or `inconclusive`.
+    pub verdict: &'static str,
+    /// Why, with the numbers.
+    pub reason: String,
+}
+
+/// The whole analysis.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Outcome {
+    /// `fail` if any interval failed, else the last interval's verdict.
+    pub verdict: &'static str,
+    /// Time of the first `fail`.
+    pub at: Option<f64>,
+    /// The deciding interval's reason.
+    pub reason: String,
+    /// Every interval.
+    pub verdicts: Vec<Entry>,
+}
+
+/// Judges `input` (JSON lines) with `judge`; `origin` names the input in errors.
+pub fn analyze(mut judge: Judge, input: impl BufRead, origin: &str) -> anyhow::Result<Outcome> {
+    let mut lines: Vec<(usize, Line)> = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let n = i + 1;
+        let line = line.map_err(|e| invalid(format!("{origin}:{n}: cannot read: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line = serde_json::from_str(&line).map_err(|e| {
+            invalid(format!(
+                "{origin}:{n}: expected a JSON object with t, stable and canary (SPEC, `serin analyze` input): {e}"
+            ))
+        })?;
+        lines.push((n, parsed));
+    }
+    if lines.is_empty() {
+        return Err(invalid(format!("{origin}: no observations in the file")));
+    }
+    let mut previous = Observation::default();
+    let mut weight: Option<f64> = None;
+    let mut verdicts = Vec::new();
+    let count = lines.len();
+    judge.begin_stage(&previous);
+    let mut fail: Option<(f64, String)> = None;
+    for (k, (n, line)) in lines.into_iter().enumerate() {
+        let current = Observation {
+            stable: line.stable.totals(),
+            canary: line.canary.totals(),
+            custom: Vec::new(),
+        };
+        current
+            .validate()
+            .map_err(|e| invalid(format!("{origin}:{n}: {e}")))?;
+        serin_analysis::check(&previous, &current)
+            .map_err(|e| invalid(format!("{origin}:{n}: {e}")))?;
+        if let Some(w) = line.weight {
+            if !(0.0..=100.0).contains(&w) {
+                return Err(invalid(format!(
+                    "{origin}:{n}: weight: expected a percentage from 0 to 100, got {w}"
+                )));
+            }
+            if weight != Some(w) {
+                if weight.is_some() {
+                    judge.begin_stage(&previous);
+                }
+                judge.set_canary_weight(w);
+                weight = Some(w);
+            }
+        }
+        let judged = judge.observe(&current, k + 1 == count);
+        verdicts.push(Entry {
+            t: line.t,
+            verdict: judged.verdict.as_str(),
+            reason: judged.reason.clone(),
+        });
+        previous = current;
+        if judged.verdict == Verdict::Fail {
+            fail = Some((line.t, judged.reason));
+            break;
+        }
+    }
+    Ok(match fail {
+        Some((at, reason)) => Outcome {
+            verdict: "fail",
+            at: Some(at),
+            reason,
+            verdicts,
+        },
+        None => {
+            let last = verdicts.last();
+            Outcome {
+                verdict: last.map_or("inconclusive", |e| e.verdict),
+                at: None,
+                reason: last.map(|e| e.reason.clone()).unwrap_or_default(),
+                verdicts,
+            }
+        }
+    })
+}
+
+pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
+    let rollout = crate::spec::read(&args.config).map_err(|e| invalid(e.to_string()))?;
+    let judge = Judge::new(judge_config(&rollout.analysis))
+        .map_err(|e| invalid(format!("{}: {e}", args.config.display())))?;
+    let origin = args.file.display().to_string();
+    let outcome = if origin == "-" {
+        analyze(judge, std::io::stdin().lock(), "stdin")?
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .map_err(|e| invalid(format!("{origin}: cannot open: {e}")))?;
+        analyze(judge, std::io::BufReader::new(file), &origin)?
+    };
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
+        OutputFormat::Text => {
+            for e in &outcome.verdicts {
+                println!("t={:<8} {:<12} {}", e.t, e.verdict, e.reason);
+            }
+            match outcome.at {
+                Some(at) => println!("verdict: fail at t={at}: {}", outcome.reason),
+                None => println!("verdict: {}: {}", outcome.verdict, outcome.reason),
+            }
+        }
+    }
+    Ok(if outcome.verdict == "fail" {
+        Exit::RolledBack
+    } else {
+        Exit::Success
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_analysis::Config;
+
+    fn line(t: f64, s: (u64, u64), c: (u64, u64)) -> String {
+        format!(
+            r#"{{"t":{t},"stable":{{"requests":{},"errors":{}}},"canary":{{"requests":{},"errors":{}}}}}"#,
+            s.0, s.1, c.0, c.1
+        )
+    }
+
+    fn config() -> Config {
+        Config {
+            latency_p95: serin_analysis::Limit::NONE,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn a_healthy_canary_passes_and_a_broken_one_fails_with_its_time() {
+        let good: String = (1..=30)
+            .map(|i| line(i as f64, (i * 190, i * 2), (i * 10, 0)) + "\n")
+            .collect();
+        let judge = Judge::new(config()).expect("config");
+        let out = analyze(judge, good.as_bytes(), "good.jsonl").expect("analyzed");
+        assert_eq!(out.verdict, "pass", "{out:?}");
+        assert_eq!(out.at, None);
+        let bad: String = (1..=30)
+            .map(|i| line(i as f64, (i * 190, i * 2), (i * 10, i * 4)) + "\n")
+            .collect();
+        let judge = Judge::new(config()).expect("config");
+        let out = analyze(judge, bad.as_bytes(), "bad.jsonl").expect("analyzed");
+        assert_eq!(out.verdict, "fail", "{out:?}");
+        let at = out.at.expect("a time");
+        assert!(at > 1.0 && at <= 30.0, "{at}");
+        assert!(out.reason.contains("error rate"), "{}", out.reason);
+        assert_eq!(out.verdicts.last().map(|e| e.t), Some(at));
+    }
+
+    #[test]
+    fn counters_going_backwards_name_the_line() {
+        let text = format!(
+            "{}\n{}\n",
+            line(1.0, (100, 1), (10, 0)),
+            line(2.0, (90, 1), (20, 0))
+        );
+        let judge = Judge::new(config()).expect("config");
+        let err = analyze(judge, text.as_bytes(), "x.jsonl").expect_err("refused");
+        assert!(err.to_string().starts_with("x.jsonl:2: "), "{err}");
+    }
+
+    #[test]
+    fn malformed_lines_name_the_line() {
+        let text = format!("{}\n{{\"t\": 2}}\n", line(1.0, (100, 1), (10, 0)));
+        let judge = Judge::new(config()).expect("config");
+        let err = analyze(judge, text.as_bytes(), "x.jsonl").expect_err("refused");
+        assert!(err.to_string().starts_with("x.jsonl:2: expected"), "{err}");
+    }
 }

@@ -59,8 +59,9 @@ pub struct Analysed {
 
 /// Takes metrics from a source and judges them.
 pub trait Analysis: Send {
-    /// A new weight stage begins (absolute limits and `fixed` tests restart).
-    fn begin_stage(&mut self, weight: Weight);
+    /// A new weight stage begins (absolute limits and `fixed` tests restart
+    /// from the numbers as they are now).
+    fn begin_stage(&mut self, weight: Weight) -> BoxFuture<'_, ()>;
     /// Judge the interval that just ended.
     fn analyse(&mut self, end_of_pause: bool) -> BoxFuture<'_, Analysed>;
 }
@@ -238,7 +239,7 @@ impl Driver {
         // Repair whatever a crash left between persist and apply.
         self.apply(self.record.state.weight, Instant::now()).await;
         if matches!(self.record.state.phase, Phase::Progressing | Phase::Paused) {
-            self.analysis.begin_stage(self.record.state.weight);
+            self.analysis.begin_stage(self.record.state.weight).await;
         }
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -359,7 +360,7 @@ impl Driver {
             for action in t.actions {
                 match action {
                     Action::ApplyWeight(w) => self.apply(w, started).await,
-                    Action::BeginStage(w) => self.analysis.begin_stage(w),
+                    Action::BeginStage(w) => self.analysis.begin_stage(w).await,
                     Action::Analyze { end_of_pause } => {
                         let a = self.analysis.analyse(end_of_pause).await;
                         if let Some((stable, canary)) = a.sample {
@@ -480,8 +481,9 @@ mod tests {
     }
 
     impl Analysis for Scripted {
-        fn begin_stage(&mut self, weight: Weight) {
+        fn begin_stage(&mut self, weight: Weight) -> BoxFuture<'_, ()> {
             self.stages.lock().unwrap().push(weight);
+            Box::pin(async {})
         }
         fn analyse(&mut self, _end_of_pause: bool) -> BoxFuture<'_, Analysed> {
             let v = self

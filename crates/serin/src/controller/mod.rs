@@ -2,6 +2,7 @@
 //! async [`driver`] that persists its decisions and executes its actions
 //! through the seams ([`driver::TrafficRouter`], [`driver::Analysis`]).
 
+pub mod analysis;
 pub mod driver;
 pub mod machine;
 pub mod probe;

@@ -93,6 +93,17 @@ pub trait MetricSource: Send {
     fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>>;
 }
 
+/// A source that has nothing to read: every interval is no data (so the
+/// rollout rolls back after `noDataLimit`, never promotes blind).
+pub struct Unavailable(pub String);
+
+impl MetricSource for Unavailable {
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
+        let why = self.0.clone();
+        Box::pin(async move { Err(why) })
+    }
+}
+
 /// Latency bucket bounds (ms) used by sources that can choose them: 1-1.5-2-3-5-7
 /// per decade from 0.1 ms to 60 s, fine enough for quantiles and for the
 /// judge's per-boundary tail tests.

@@ -310,6 +310,11 @@ impl NginxRouter {
             config: Mutex::new(config),
         }
     }
+
+    /// Replaces the configuration (new upstreams); written with the next weight.
+    pub async fn set_config(&self, config: NginxConfig) {
+        *self.config.lock().await = config;
+    }
 }
 
 impl TrafficRouter for NginxRouter {

@@ -1,0 +1,189 @@
+//! The live analysis: a metric source read every interval, judged by
+//! `serin-analysis`. This is the driver's [`Analysis`] seam made real.
+//!
+//! A source that fails is *no data* (counts towards `noDataLimit`), never a
+//! pass. Counters that go backwards (a restarted upstream, a replaced
+//! Prometheus) restart the judge's baseline from the new numbers, and that
+//! interval is no data too.
+
+use serin_analysis::{Config, Histogram, Judge, Observation, Verdict as JudgeVerdict};
+use serin_proxy::Weight;
+
+use crate::controller::driver::{Analysed, Analysis, BoxFuture};
+use crate::controller::machine::Verdict;
+use crate::providers::metrics::{MetricSource, Snapshot, Totals};
+use crate::spec::{AnalysisSettings, Limit, Method};
+
+/// The judge's configuration from the rollout file's `analysis` section.
+pub fn judge_config(a: &AnalysisSettings) -> Config {
+    let limit = |l: &Limit| serin_analysis::Limit {
+        max: l.max,
+        max_ratio_to_stable: l.max_ratio_to_stable,
+    };
+    Config {
+        min_requests: a.min_requests,
+        error_rate: limit(&a.error_rate),
+        latency_p50: limit(&a.latency_p50),
+        latency_p95: limit(&a.latency_p95),
+        latency_p99: limit(&a.latency_p99),
+        method: match a.method {
+            Method::Sequential => serin_analysis::Method::Sequential,
+            Method::Fixed => serin_analysis::Method::Fixed,
+            Method::None => serin_analysis::Method::None,
+        },
+        confidence: a.confidence,
+        custom: a
+            .custom
+            .iter()
+            .map(|c| serin_analysis::CustomMetric {
+                name: c.name.clone(),
+                direction: match c.direction {
+                    crate::spec::Direction::HigherIsBetter => {
+                        serin_analysis::Direction::HigherIsBetter
+                    }
+                    crate::spec::Direction::LowerIsBetter => {
+                        serin_analysis::Direction::LowerIsBetter
+                    }
+                },
+                max_ratio_to_stable: Some(c.max_ratio_to_stable),
+            })
+            .collect(),
+    }
+}
+
+/// A source's totals as the judge's.
+pub fn observation(s: &Snapshot) -> Observation {
+    let side = |t: &Totals| serin_analysis::Totals {
+        requests: t.requests,
+        errors: t.errors,
+        latency: (!t.le_ms.is_empty()).then(|| Histogram {
+            le_ms: t.le_ms.clone(),
+            counts: t.counts.clone(),
+        }),
+    };
+    Observation {
+        stable: side(&s.stable),
+        canary: side(&s.canary),
+        custom: Vec::new(),
+    }
+}
+
+/// Judges a metric source's numbers every interval.
+pub struct LiveAnalysis {
+    source: Box<dyn MetricSource>,
+    judge: Judge,
+    /// The last snapshot read, for interval numbers and baselines.
+    last: Option<Snapshot>,
+}
+
+impl LiveAnalysis {
+    /// An analysis of `source` with `config` (already validated by the rollout file).
+    pub fn new(
+        source: Box<dyn MetricSource>,
+        config: Config,
+    ) -> Result<LiveAnalysis, serin_analysis::ConfigError> {
+        Ok(LiveAnalysis {
+            source,
+            judge: Judge::new(config)?,
+            last: None,
+        })
+    }
+
+    async fn read(&mut self) -> Result<Snapshot, String> {
+        self.source.snapshot().await
+    }
+}
+
+impl Analysis for LiveAnalysis {
+    fn begin_stage(&mut self, weight: Weight) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.judge.set_canary_weight(weight.percent());
+            match self.read().await {
+                Ok(s) => {
+                    self.judge.begin_stage(&observation(&s));
+                    self.last = Some(s);
+                }
+                Err(e) => {
+                    // The stage starts from the last numbers seen; without
+                    // any, from zero.
+                    tracing::warn!("metrics at the start of a stage: {e}");
+                    let base = self.last.as_ref().map(observation).unwrap_or_default();
+                    self.judge.begin_stage(&base);
+                }
+            }
+        })
+    }
+
+    fn analyse(&mut self, end_of_pause: bool) -> BoxFuture<'_, Analysed> {
+        Box::pin(async move {
+            let now = match self.read().await {
+                Ok(s) => s,
+                Err(e) => {
+                    return Analysed {
+                        verdict: Verdict::NoData,
+                        reason: format!("no data: {e}"),
+                        sample: None,
+                    };
+                }
+            };
+            let interval = self.last.as_ref().and_then(|before| {
+                Some((
+                    now.stable.since(&before.stable)?,
+                    now.canary.since(&before.canary)?,
+                ))
+            });
+            let backwards = self.last.is_some() && interval.is_none();
+            let current = observation(&now);
+            if backwards {
+                // A counter went backwards: start over from these numbers.
+                self.judge.begin_stage(&current);
+                self.last = Some(now);
+                return Analysed {
+                    verdict: Verdict::NoData,
+                    reason: "no data: counters went backwards (an upstream or the metric source restarted); judging restarts from here".into(),
+                    sample: None,
+                };
+            }
+            let judged = self.judge.observe(&current, end_of_pause);
+            let first = self.last.is_none();
+            self.last = Some(now.clone());
+            let sample = if first {
+                let zero = Totals::default();
+                now.stable.since(&zero).zip(now.canary.since(&zero))
+            } else {
+                interval
+            };
+            Analysed {
+                verdict: match judged.verdict {
+                    JudgeVerdict::Pass => Verdict::Pass,
+                    JudgeVerdict::Fail => Verdict::Fail,
+                    JudgeVerdict::NoData => Verdict::NoData,
+                    JudgeVerdict::NotEnoughData => Verdict::NotEnoughData,
+                },
+                reason: judged.reason,
+                sample,
+            }
+        })
+    }
+}
+
+/// An analysis that cannot judge (its configuration was refused): every
+/// interval is no data, so the rollout rolls back rather than promote blind.
+pub struct Refusing(pub String);
+
+impl Analysis for Refusing {
+    fn begin_stage(&mut self, _weight: Weight) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn analyse(&mut self, _end_of_pause: bool) -> BoxFuture<'_, Analysed> {
+        let reason = format!("no data: the analysis cannot run: {}", self.0);
+        Box::pin(async move {
+            Analysed {
+                verdict: Verdict::NoData,
+                reason,
+                sample: None,
+            }
+        })
+    }
+}
