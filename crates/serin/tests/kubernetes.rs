@@ -1294,3 +1294,165 @@ fn manifests_parse_and_grant_the_least() {
     .collect();
     assert_eq!(verbs, want, "no list/watch/create/update anywhere");
 }
+
+/// A `promtool test rules` file that evaluates every template, for stable
+/// and canary, on made-up series of each provider's metrics. Pinned as a
+/// golden file so it always holds the current queries; run it with
+/// `promtool test rules crates/serin/tests/golden/kubernetes/promtool-tests.json`
+/// (see docs/kubernetes.md for the version it passed with).
+#[test]
+fn promtool_test_file_holds_the_current_queries() {
+    let series = |s: &str, v: u64| json!({"series": s, "values": v.to_string()});
+    let sample = |labels: &str, v: f64| json!({"labels": labels, "value": v});
+    let mut tests = Vec::new();
+    for p in [
+        KubeProvider::NginxIngress,
+        KubeProvider::Istio,
+        KubeProvider::GatewayApi,
+    ] {
+        let (requests, errors, buckets) = prometheus_queries(p, &target(p));
+        let (input, le) = match p {
+            KubeProvider::NginxIngress => {
+                let m = |extra: &str, v| {
+                    series(
+                        &format!(
+                            "nginx_ingress_controller_requests{{namespace=\"shop\",ingress=\"checkout\",{extra}}}"
+                        ),
+                        v,
+                    )
+                };
+                let b = |canary: &str, le: &str, v| {
+                    series(
+                        &format!(
+                            "nginx_ingress_controller_request_duration_seconds_bucket{{namespace=\"shop\",ingress=\"checkout\",canary=\"{canary}\",le=\"{le}\"}}"
+                        ),
+                        v,
+                    )
+                };
+                (
+                    vec![
+                        m("status=\"200\",canary=\"\"", 100),
+                        m("status=\"500\",canary=\"\"", 5),
+                        m("status=\"200\",canary=\"shop-checkout-canary-80\"", 20),
+                        m("status=\"503\",canary=\"shop-checkout-canary-80\"", 2),
+                        series(
+                            "nginx_ingress_controller_requests{namespace=\"shop\",ingress=\"other\",status=\"500\",canary=\"\"}",
+                            999,
+                        ),
+                        b("", "0.1", 50),
+                        b("", "1", 100),
+                        b("", "+Inf", 105),
+                        b("shop-checkout-canary-80", "0.1", 10),
+                        b("shop-checkout-canary-80", "1", 20),
+                        b("shop-checkout-canary-80", "+Inf", 22),
+                    ],
+                    vec![
+                        ("0.1", 50.0, 10.0),
+                        ("1", 100.0, 20.0),
+                        ("+Inf", 105.0, 22.0),
+                    ],
+                )
+            }
+            KubeProvider::Istio => {
+                let m = |reporter: &str, w: &str, code: &str, v| {
+                    series(
+                        &format!(
+                            "istio_requests_total{{reporter=\"{reporter}\",destination_workload_namespace=\"shop\",destination_workload=\"{w}\",response_code=\"{code}\"}}"
+                        ),
+                        v,
+                    )
+                };
+                let b = |w: &str, le: &str, v| {
+                    series(
+                        &format!(
+                            "istio_request_duration_milliseconds_bucket{{reporter=\"destination\",destination_workload_namespace=\"shop\",destination_workload=\"{w}\",le=\"{le}\"}}"
+                        ),
+                        v,
+                    )
+                };
+                let mut input = vec![
+                    m("destination", "checkout", "200", 100),
+                    m("destination", "checkout", "500", 5),
+                    m("destination", "checkout-canary", "200", 20),
+                    m("destination", "checkout-canary", "503", 2),
+                    m("source", "checkout", "500", 999),
+                    m("destination", "checkout-db", "500", 999),
+                ];
+                let les = [
+                    ("0.5", "0.0005"),
+                    ("5", "0.005"),
+                    ("25", "0.025"),
+                    ("250", "0.250"),
+                    ("2500", "2.500"),
+                    ("+Inf", "+Inf"),
+                ];
+                let mut want = Vec::new();
+                for (i, (ms, s)) in les.iter().enumerate() {
+                    let (st, ca) = (10 * (i as u64 + 1), 2 * (i as u64 + 1));
+                    input.push(b("checkout", ms, st));
+                    input.push(b("checkout-canary", ms, ca));
+                    want.push((*s, st as f64, ca as f64));
+                }
+                (input, want)
+            }
+            KubeProvider::GatewayApi => {
+                let m = |pod: &str, code: &str, v| {
+                    series(
+                        &format!(
+                            "http_requests_total{{namespace=\"shop\",pod=\"{pod}\",code=\"{code}\"}}"
+                        ),
+                        v,
+                    )
+                };
+                let b = |pod: &str, le: &str, v| {
+                    series(
+                        &format!(
+                            "http_request_duration_seconds_bucket{{namespace=\"shop\",pod=\"{pod}\",le=\"{le}\"}}"
+                        ),
+                        v,
+                    )
+                };
+                let (sp, cp) = ("checkout-5d9f8b7c4-x2k9q", "checkout-canary-7c6b9d-fzq4m");
+                (
+                    vec![
+                        m(sp, "200", 60),
+                        m("checkout-7f8c9d6b5-b4n7r", "200", 40),
+                        m(sp, "500", 5),
+                        m(cp, "200", 20),
+                        m(cp, "502", 2),
+                        m("checkout-db-0", "500", 999),
+                        b(sp, "0.1", 50),
+                        b(sp, "+Inf", 65),
+                        b(cp, "0.1", 10),
+                        b(cp, "+Inf", 22),
+                    ],
+                    vec![("0.1", 50.0, 10.0), ("+Inf", 65.0, 22.0)],
+                )
+            }
+        };
+        // Every provider's input has stable 105 requests (5 errors), canary 22 (2).
+        let totals = [(105.0, 5.0), (22.0, 2.0)];
+        let mut exprs = Vec::new();
+        for (i, version) in ["stable", "canary"].iter().enumerate() {
+            let at = |q: &str| q.replace("{{version}}", version);
+            let one = format!("{{serin_version=\"{version}\"}}");
+            exprs.push(json!({"expr": at(&requests), "eval_time": "0m", "exp_samples": [sample(&one, totals[i].0)]}));
+            exprs.push(json!({"expr": at(&errors), "eval_time": "0m", "exp_samples": [sample(&one, totals[i].1)]}));
+            let samples: Vec<Value> = le
+                .iter()
+                .map(|(le, s, c)| {
+                    sample(
+                        &format!("{{le=\"{le}\",serin_version=\"{version}\"}}"),
+                        if i == 0 { *s } else { *c },
+                    )
+                })
+                .collect();
+            exprs.push(json!({"expr": at(&buckets), "eval_time": "0m", "exp_samples": samples}));
+        }
+        tests.push(json!({"interval": "1m", "input_series": input, "promql_expr_test": exprs}));
+    }
+    golden(
+        "promtool-tests",
+        &json!({"rule_files": [], "evaluation_interval": "1m", "tests": tests}),
+    );
+}

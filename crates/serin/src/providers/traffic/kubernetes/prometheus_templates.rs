@@ -21,7 +21,8 @@
 //! - gateway-api: the gateways' own metrics differ by implementation, so the
 //!   queries read the application's `http_requests_total{code}` and
 //!   `http_request_duration_seconds_bucket` (what `serin demo-app` exports)
-//!   by pod name: `NAME-<hash>-<id>` is stable, `NAME-canary-<hash>-<id>` the canary.
+//!   by pod name: `NAME-<hash>-<id>` is stable, `NAME-canary-<hash>-<id>` the canary
+//!   (hash 5 to 10 characters, id 5, as the ReplicaSet controller names pods).
 
 use super::{CANARY_SUFFIX, KubeProvider, KubeTarget};
 
@@ -109,9 +110,10 @@ pub fn prometheus_queries(provider: KubeProvider, target: &KubeTarget) -> (Strin
         }
         KubeProvider::GatewayApi => {
             let d = &target.deployment;
-            let sel = format!("namespace=\"{ns}\",pod=~\"{d}(-canary)?-[a-z0-9]+-[a-z0-9]+\"");
-            let stable_re = format!("{d}-[a-z0-9]+-[a-z0-9]+");
-            let canary_re = format!("{d}{CANARY_SUFFIX}-[a-z0-9]+-[a-z0-9]+");
+            let pod = "-[a-z0-9]{5,10}-[a-z0-9]{5}";
+            let sel = format!("namespace=\"{ns}\",pod=~\"{d}(-canary)?{pod}\"");
+            let stable_re = format!("{d}{pod}");
+            let canary_re = format!("{d}{CANARY_SUFFIX}{pod}");
             let q = |metric: &str, extra: &str, by: &str| {
                 by_version(
                     &format!("{metric}{{{sel}{extra}}}"),
