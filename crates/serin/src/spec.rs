@@ -337,6 +337,10 @@ struct Dur(Duration);
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Ratio(f64);
 
+/// A whole number (counts, limits).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Count(u64);
+
 /// Accepts a YAML scalar as text (numbers too), for the checked scalars.
 struct ScalarText(&'static str);
 
@@ -364,6 +368,17 @@ const WEIGHT_EXPECTED: &str =
 const PERCENT_EXPECTED: &str = "a percentage like 5% or 0.5%";
 const DURATION_EXPECTED: &str = "a duration like 500ms, 10s, 2m or 1m30s";
 const RATIO_EXPECTED: &str = "a ratio greater than 0, like 1.5";
+const COUNT_EXPECTED: &str = "a whole number like 100";
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = d.deserialize_any(ScalarText(COUNT_EXPECTED))?;
+        text.trim()
+            .parse::<u64>()
+            .map(Count)
+            .map_err(|_| de::Error::custom(format!("expected {COUNT_EXPECTED}, got `{text}`")))
+    }
+}
 
 impl<'de> Deserialize<'de> for WeightValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -558,7 +573,7 @@ struct RawAnalysis {
     #[serde(default)]
     interval: Option<Spanned<Dur>>,
     #[serde(default)]
-    min_requests: Option<u64>,
+    min_requests: Option<Count>,
     #[serde(default)]
     error_rate: Option<RawPercentLimit>,
     #[serde(default)]
@@ -570,7 +585,7 @@ struct RawAnalysis {
     #[serde(default)]
     statistics: Option<RawStatistics>,
     #[serde(default)]
-    no_data_limit: Option<Spanned<u32>>,
+    no_data_limit: Option<Spanned<Count>>,
     #[serde(default)]
     prometheus: Option<RawPrometheus>,
     #[serde(default)]
@@ -1081,12 +1096,12 @@ impl Checker {
             None => defaults.confidence,
         };
         let no_data_limit = match raw.no_data_limit {
-            Some(n) if n.value == 0 => {
+            Some(n) if n.value.0 == 0 || n.value.0 > 1000 => {
                 self.at(&n.referenced, "analysis.noDataLimit: expected at least 1");
                 ok = false;
                 defaults.no_data_limit
             }
-            Some(n) => n.value,
+            Some(n) => u32::try_from(n.value.0).unwrap_or(u32::MAX),
             None => defaults.no_data_limit,
         };
         let prometheus = match raw.prometheus {
@@ -1169,7 +1184,7 @@ impl Checker {
         };
         let settings = AnalysisSettings {
             interval,
-            min_requests: raw.min_requests.unwrap_or(defaults.min_requests),
+            min_requests: raw.min_requests.map_or(defaults.min_requests, |c| c.0),
             error_rate: match raw.error_rate {
                 Some(e) => Limit {
                     max: e.max.map(|p| p.0),

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod serin;
 pub mod upstream;

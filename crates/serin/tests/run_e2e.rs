@@ -1,0 +1,185 @@
+//! `serin run` end to end: real demo apps, real load through serin's proxy,
+//! the real judge and state. Steps are short so each test takes seconds.
+
+mod common;
+
+use std::time::Duration;
+
+use common::nginx::free_port;
+use common::serin::{Proc, demo_app, load, serin, text, write};
+
+/// A rollout file with short steps, for `stable` and `canary` addresses.
+fn rollout(
+    name: &str,
+    listen: u16,
+    stable: std::net::SocketAddr,
+    canary: std::net::SocketAddr,
+) -> String {
+    format!(
+        "name: {name}
+stable:
+  version: v1
+  upstream: http://{stable}
+canary:
+  version: v2
+  upstream: http://{canary}
+traffic:
+  provider: builtin
+  listen: 127.0.0.1:{listen}
+steps:
+  - setWeight: 20
+  - pause: {{ duration: 2s }}
+  - setWeight: 50
+  - pause: {{ duration: 2s }}
+  - setWeight: 100
+  - pause: {{ duration: 1s }}
+analysis:
+  interval: 500ms
+  minRequests: 20
+  errorRate: {{ max: 5% }}
+  latencyP95: {{ max: 200ms }}
+  noDataLimit: 4
+"
+    )
+}
+
+struct Outcome {
+    code: Option<i32>,
+    out: String,
+}
+
+/// Runs the rollout with load on its proxy; returns exit code and output.
+fn run_with_load(name: &str, canary_flags: &[&str]) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", canary_flags);
+    let port = free_port();
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &rollout(name, port, stable, canary),
+    );
+    let mut cmd = serin();
+    cmd.args([
+        "run",
+        &file.display().to_string(),
+        "--state-dir",
+        &dir.path().join("state").display().to_string(),
+    ]);
+    let run = Proc::spawn(cmd, true);
+    common::serin::wait_for_port(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let _load = load(&format!("http://127.0.0.1:{port}/"), 200, "30s");
+    let output = run.wait_output(Duration::from_secs(60));
+    Outcome {
+        code: output.status.code(),
+        out: text(&output),
+    }
+}
+
+#[test]
+fn a_healthy_canary_is_promoted() {
+    let o = run_with_load("healthy", &[]);
+    assert_eq!(o.code, Some(0), "{}", o.out);
+    assert!(o.out.contains("promoted"), "{}", o.out);
+}
+
+#[test]
+fn a_canary_with_30_percent_errors_is_rolled_back_on_its_error_rate() {
+    let o = run_with_load("errors", &["--error-rate", "0.3"]);
+    assert_eq!(o.code, Some(3), "{}", o.out);
+    assert!(o.out.contains("rolled back"), "{}", o.out);
+    assert!(
+        o.out.contains("error rate"),
+        "the reason names the error rate: {}",
+        o.out
+    );
+}
+
+#[test]
+fn a_slow_canary_is_rolled_back_on_latency() {
+    let o = run_with_load("slow", &["--latency-ms", "400"]);
+    assert_eq!(o.code, Some(3), "{}", o.out);
+    assert!(
+        o.out.to_lowercase().contains("p95") || o.out.contains("latency"),
+        "{}",
+        o.out
+    );
+}
+
+/// Every kind of bad rollout file: exit 2, the file's name with the line of
+/// the problem and what was expected, and no state created.
+#[test]
+fn bad_rollout_files_are_refused_with_their_location_and_change_nothing() {
+    let good = rollout(
+        "bad",
+        free_port(),
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    let empty_steps = {
+        let a = good.find("steps:").unwrap();
+        let b = good.find("analysis:").unwrap();
+        format!("{}steps: []\n{}", &good[..a], &good[b..])
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            good.replace("  - setWeight: 20", "  - setWeight: 150"),
+            ":12:",
+            "0 to 100",
+        ),
+        (
+            good.replace("  listen:", "  lissen: x\n  listen:"),
+            ":10:",
+            "unknown field `lissen`",
+        ),
+        (
+            good.replace("interval: 500ms", "interval: often"),
+            ":19:",
+            "duration",
+        ),
+        (
+            good.replace("max: 5%", "max: 0.05"),
+            ":21:",
+            "percentage like 5%",
+        ),
+        (empty_steps, ":11:", "at least one step"),
+        (
+            good.replace("minRequests: 20", "minRequests: many"),
+            ":20:",
+            "many",
+        ),
+        (
+            good.replace("upstream: http://127.0.0.1:1", "upstream: ftp://x"),
+            ":4:",
+            "stable.upstream",
+        ),
+        (
+            good.replace("name: bad", "name: Bad_Name"),
+            ":1:",
+            "a-z, 0-9",
+        ),
+        ("name: [unclosed\n".to_string(), ":", ""),
+    ];
+    for (i, (yaml, line, expected)) in cases.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "bad.yaml", yaml);
+        let state = dir.path().join("state");
+        let o = serin()
+            .args([
+                "run",
+                &file.display().to_string(),
+                "--state-dir",
+                &state.display().to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "case {i}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("bad.yaml{line}")),
+            "case {i}: names the file and line {line}: {err}"
+        );
+        assert!(err.contains(expected), "case {i}: says `{expected}`: {err}");
+        assert!(!state.exists(), "case {i}: nothing was created");
+    }
+}
