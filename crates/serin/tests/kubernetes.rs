@@ -1456,3 +1456,48 @@ fn promtool_test_file_holds_the_current_queries() {
         &json!({"rule_files": [], "evaluation_interval": "1m", "tests": tests}),
     );
 }
+
+#[tokio::test]
+async fn istio_refuses_a_route_that_also_sends_elsewhere() {
+    let cluster = cluster_for(KubeProvider::Istio);
+    cluster.lock().unwrap().objects.get_mut(VS).unwrap()["spec"]["http"][1]["route"] = json!([
+        {"destination": {"host": "checkout"}, "weight": 90},
+        {"destination": {"host": "legacy"}, "weight": 10}
+    ]);
+    let r = router(&cluster, target(KubeProvider::Istio));
+    let err = r.apply_weight(Weight::ZERO).await.unwrap_err();
+    assert!(
+        err.starts_with(
+            "VirtualService shop/checkout: HTTP route main sends to checkout and to other hosts"
+        ),
+        "{err}"
+    );
+    assert!(
+        take(&cluster).iter().all(|c| c.method == "GET"),
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn nginx_sends_a_never_header_to_stable() {
+    let cluster = cluster_for(KubeProvider::NginxIngress);
+    let mut t = target(KubeProvider::NginxIngress);
+    t.routes = vec![Route::header("x-canary", "never", Version::Stable).unwrap()];
+    let r = router(&cluster, t);
+    r.apply_weight(Weight::ZERO).await.unwrap();
+    let calls = take(&cluster);
+    let a = &body_of(&calls, "PATCH", CANARY_INGRESS)["metadata"]["annotations"];
+    assert_eq!(
+        a["nginx.ingress.kubernetes.io/canary-by-header"],
+        "x-canary"
+    );
+    assert!(
+        a.get("nginx.ingress.kubernetes.io/canary-by-header-value")
+            .is_none()
+    );
+    // No route to the canary: at weight 0 with scaling, one pod to get ready on.
+    assert_eq!(
+        deployment_replicas(body_of(&calls, "PATCH", CANARY_DEPLOY)),
+        1
+    );
+}

@@ -3,7 +3,7 @@
 //! The user owns the stable Deployment `NAME`, its Service and the routing
 //! object (an Ingress, a VirtualService with its DestinationRule, or an
 //! HTTPRoute). serin owns `NAME-canary` (a Deployment cloned from the stable
-//! one with the canary's image; see [`deployments`] for the labels), the
+//! one with the canary's image; `deployments.rs` explains the labels), the
 //! canary Service and canary Ingress where the provider needs them, and the
 //! routing fields of the user's Istio / Gateway API objects.
 //!
