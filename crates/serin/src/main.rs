@@ -26,6 +26,8 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The self-contained tour: a bad canary rolled back, a good one promoted (under 90 s).
+    Demo(demo::tour::Args),
     /// Run one rollout in the foreground and exit with its outcome.
     Run(cli::run::Args),
     /// The daemon: API, dashboard, proxies and controllers of all registered rollouts.
@@ -65,9 +67,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
-    serin::notify::install_crypto();
     let cli = Cli::parse();
+    // Commands that print their own events to a person keep the log to
+    // warnings unless RUST_LOG asks for more.
+    init_tracing(match cli.command {
+        Command::Run(_) | Command::Demo(_) | Command::Load(_) => "warn",
+        _ => "info",
+    });
+    serin::notify::install_crypto();
     use cli::control::Simple;
     let out = cli.output;
     let result = match cli.command {
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cli::inspect::report(args),
         Command::Proxy(args) => cli::proxy::run(args),
         Command::Analyze(args) => cli::analyze::run(args, cli.output),
+        Command::Demo(args) => demo::tour::run(args, cli.output),
         Command::DemoApp(args) => demo::app::run(args),
         Command::Load(args) => demo::load::run(args, cli.output),
     };
@@ -95,9 +103,9 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays
 /// clean for command output and `-o json`.
-fn init_tracing() {
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -25,14 +25,24 @@ impl BuiltinSource {
 }
 
 /// One version's recorder figures as totals with `bounds_ms` buckets.
+///
+/// The recorder's counters and histogram are read one after the other while
+/// requests go on, so the histogram may already hold a request the counters
+/// do not: bucket counts are capped at the request total (the request shows
+/// up in full at the next read).
 pub fn totals(v: &VersionSnapshot, bounds_ms: &[f64]) -> Totals {
+    let requests = v.requests();
     Totals {
-        requests: v.requests(),
+        requests,
         errors: v.errors(),
         le_ms: bounds_ms.to_vec(),
         counts: bounds_ms
             .iter()
-            .map(|&le| v.latency.count_between(0, (le * 1000.0).round() as u64))
+            .map(|&le| {
+                v.latency
+                    .count_between(0, (le * 1000.0).round() as u64)
+                    .min(requests)
+            })
             .collect(),
     }
 }
@@ -43,6 +53,7 @@ impl MetricSource for BuiltinSource {
         let snapshot = Snapshot {
             stable: totals(&s.stable, &self.bounds_ms),
             canary: totals(&s.canary, &self.bounds_ms),
+            custom: Vec::new(),
         };
         Box::pin(async move { Ok(snapshot) })
     }
