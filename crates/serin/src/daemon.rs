@@ -154,6 +154,9 @@ impl Daemon {
             .map_err(|e| e.to_string())?
             .with_sticky(table.sticky().cloned())
             .with_routes(table.routes().to_vec());
+        if let Some(version) = &record.canary_version {
+            setup.retarget_canary(version);
+        }
         Ok(setup)
     }
 
@@ -257,10 +260,7 @@ impl Daemon {
         // The table follows the record: stable may be a former canary, the
         // canary may have a new upstream.
         entry.setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
-        entry
-            .plane
-            .set_table(&entry.setup, entry.setup.table.clone())
-            .await;
+        entry.plane.update(&entry.setup).await;
         entry.driver = Some(RunningDriver::spawn(
             &entry.setup,
             self.store.clone(),
@@ -306,7 +306,7 @@ impl Daemon {
         let mut map = self.rollouts.lock().await;
         let entry = map.remove(name);
         if let Some(entry) = entry {
-            if let Err(e) = entry.plane.router().apply_weight(Weight::ZERO).await {
+            if let Err(e) = entry.plane.cleanup().await {
                 tracing::error!(rollout = %name, "cleanup could not set the weight to 0: {e}");
             }
             if let Some(driver) = entry.driver {

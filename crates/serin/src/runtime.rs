@@ -17,8 +17,9 @@ use crate::notify::{self, Notifier};
 use crate::providers::metrics::MetricSource;
 use crate::providers::metrics::builtin::BuiltinSource;
 use crate::providers::metrics::nginx_log::NginxLogSource;
-use crate::providers::metrics::prometheus::{PrometheusConfig, PrometheusSource};
+use crate::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, PrometheusSource};
 use crate::providers::traffic::builtin::BuiltinRouter;
+use crate::providers::traffic::kubernetes::{KubeProvider, KubeTarget, KubernetesRouter};
 use crate::providers::traffic::nginx::{NginxConfig, NginxRouter};
 use crate::spec::{NginxSettings, Provider, Rollout};
 use crate::store::{RolloutRecord, Store};
@@ -34,6 +35,34 @@ pub enum PlaneKind {
     Builtin,
     /// A real nginx with serin's include file.
     Nginx(NginxSettings),
+    /// Deployments and routing objects in a Kubernetes cluster.
+    Kubernetes(KubeTarget),
+}
+
+/// What a Kubernetes provider needs of the rollout file; `None` for the
+/// other providers.
+pub fn kube_target(rollout: &Rollout) -> Option<KubeTarget> {
+    let provider = match rollout.traffic.provider {
+        Provider::NginxIngress => KubeProvider::NginxIngress,
+        Provider::Istio => KubeProvider::Istio,
+        Provider::GatewayApi => KubeProvider::GatewayApi,
+        Provider::Builtin | Provider::Nginx => return None,
+    };
+    let k = rollout.traffic.kubernetes.clone()?;
+    Some(KubeTarget {
+        provider,
+        namespace: k.namespace,
+        deployment: k.deployment,
+        service: k.service,
+        ingress: k.ingress,
+        virtual_service: k.virtual_service,
+        http_route: k.http_route,
+        scale_with_weight: k.scale_with_weight,
+        canary_version: rollout.canary.version.clone(),
+        canary_image: rollout.canary.image.clone(),
+        sticky: rollout.traffic.sticky.clone(),
+        routes: rollout.traffic.routes.clone(),
+    })
 }
 
 /// Everything needed to run a rollout, taken from its rollout file.
@@ -45,8 +74,8 @@ pub struct Setup {
     pub stable_version: String,
     /// The canary version named in the file.
     pub canary_version: String,
-    /// Where the built-in proxy (or nginx's server) listens.
-    pub listen: SocketAddr,
+    /// Where the built-in proxy (or nginx's server) listens; `None` on Kubernetes.
+    pub listen: Option<SocketAddr>,
     /// Upstreams, sticky key and routes, with the weight at 0.
     pub table: RoutingTable,
     /// The steps and their timing, for the state machine.
@@ -73,25 +102,28 @@ impl Setup {
                     .clone()
                     .ok_or("traffic.nginx: missing")?,
             ),
-            other => {
-                return Err(format!(
-                    "traffic.provider: {} is not available in this build yet",
-                    other.as_str()
-                ));
+            Provider::NginxIngress | Provider::Istio | Provider::GatewayApi => {
+                let target = kube_target(rollout).ok_or("traffic.kubernetes: missing")?;
+                target.validate()?;
+                PlaneKind::Kubernetes(target)
             }
         };
-        let listen = rollout
-            .traffic
-            .listen
-            .ok_or("traffic.listen: expected an address like 127.0.0.1:8080")?;
-        let upstream = |side: &crate::spec::Side, which: &str| {
-            side.upstream
+        let listen = rollout.traffic.listen;
+        // On Kubernetes the upstreams are the two Services' cluster addresses
+        // (shown in status; the cluster does the routing).
+        let upstream = |side: &crate::spec::Side, which: &str, suffix: &str| match &plane {
+            PlaneKind::Kubernetes(t) => Ok(format!(
+                "http://{}{suffix}.{}.svc:80",
+                t.service, t.namespace
+            )),
+            _ => side
+                .upstream
                 .clone()
-                .ok_or_else(|| format!("{which}.upstream: expected http://host:port"))
+                .ok_or_else(|| format!("{which}.upstream: expected http://host:port")),
         };
         let table = RoutingTable::new(
-            &upstream(&rollout.stable, "stable")?,
-            &upstream(&rollout.canary, "canary")?,
+            &upstream(&rollout.stable, "stable", "")?,
+            &upstream(&rollout.canary, "canary", "-canary")?,
             Weight::ZERO,
         )
         .map_err(|e| e.to_string())?
@@ -100,9 +132,19 @@ impl Setup {
         let config = judge_config(&rollout.analysis);
         config.validate().map_err(|e| format!("analysis: {e}"))?;
         let prometheus = rollout.analysis.prometheus.clone();
+        let custom: Vec<CustomQuery> = rollout
+            .analysis
+            .custom
+            .iter()
+            .map(|c| CustomQuery {
+                name: c.name.clone(),
+                numerator: c.numerator.clone(),
+                denominator: c.denominator.clone(),
+            })
+            .collect();
         let access_log = match &plane {
             PlaneKind::Nginx(n) => Some(n.access_log.clone()),
-            PlaneKind::Builtin => None,
+            _ => None,
         };
         let analysis: AnalysisFactory = Arc::new(move |proxy: Option<Arc<Proxy>>| {
             let source: Box<dyn MetricSource> = match (&prometheus, &access_log, proxy) {
@@ -111,6 +153,7 @@ impl Setup {
                     requests: p.requests.clone(),
                     errors: p.errors.clone(),
                     latency_buckets: p.latency_buckets.clone(),
+                    custom: custom.clone(),
                 })),
                 (None, Some(log), _) => Box::new(NginxLogSource::new(log.clone())),
                 (None, None, Some(proxy)) => Box::new(BuiltinSource::new(proxy)),
@@ -139,15 +182,37 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// The canary is `version` (a `serin deploy` of another version than the
+    /// file names). On Kubernetes the canary image follows: an image whose
+    /// tag was the file's version gets the new version as its tag; without
+    /// one, serin derives it from the stable image as usual.
+    pub fn retarget_canary(&mut self, version: &str) {
+        if self.canary_version == version {
+            return;
+        }
+        if let PlaneKind::Kubernetes(t) = &mut self.plane {
+            t.canary_image = t.canary_image.as_ref().and_then(|image| {
+                image
+                    .strip_suffix(&format!(":{}", self.canary_version))
+                    .map(|repo| format!("{repo}:{version}"))
+            });
+            t.canary_version = version.to_string();
+        }
+        self.canary_version = version.to_string();
+    }
+}
+
 /// The data plane of one rollout: the built-in proxy, listening, or the
 /// nginx serin writes an include file for.
 pub struct DataPlane {
     /// The built-in proxy (weight changes, recorder), if that is the plane.
     pub proxy: Option<Arc<Proxy>>,
-    /// The address traffic comes in on.
-    pub addr: SocketAddr,
+    /// The address traffic comes in on (none on Kubernetes).
+    pub addr: Option<SocketAddr>,
     router: Arc<dyn TrafficRouter>,
     nginx: Option<Arc<NginxRouter>>,
+    kube: Option<(kube::Client, Arc<KubernetesRouter>)>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -167,16 +232,33 @@ pub enum StartError {
     /// nginx refused the configuration, or could not be reloaded.
     #[error("nginx: {0}")]
     Nginx(String),
+    /// The cluster could not be reached or refused serin's objects.
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
+    /// The rollout file lacks something this plane needs.
+    #[error("{0}")]
+    Setup(String),
 }
 
-fn nginx_config(setup: &Setup, n: &NginxSettings, table: &RoutingTable) -> NginxConfig {
+fn listen_of(setup: &Setup) -> Result<SocketAddr, StartError> {
+    setup.listen.ok_or_else(|| {
+        StartError::Setup("traffic.listen: expected an address like 127.0.0.1:8080".into())
+    })
+}
+
+fn nginx_config(
+    setup: &Setup,
+    listen: SocketAddr,
+    n: &NginxSettings,
+    table: &RoutingTable,
+) -> NginxConfig {
     NginxConfig {
         rollout: setup.name.clone(),
         include: n.include.clone(),
         test: n.test.clone(),
         reload: n.reload.clone(),
         access_log: n.access_log.clone(),
-        listen: setup.listen,
+        listen,
         stable: table.upstream(Version::Stable).clone(),
         canary: table.upstream(Version::Canary).clone(),
         sticky: table.sticky().cloned(),
@@ -190,15 +272,15 @@ impl DataPlane {
     pub async fn start(setup: &Setup, weight: Weight) -> Result<DataPlane, StartError> {
         match &setup.plane {
             PlaneKind::Builtin => {
-                let listener =
-                    tokio::net::TcpListener::bind(setup.listen)
-                        .await
-                        .map_err(|source| StartError::Bind {
-                            addr: setup.listen,
-                            source,
-                        })?;
+                let listen = listen_of(setup)?;
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: listen,
+                        source,
+                    })?;
                 let addr = listener.local_addr().map_err(|source| StartError::Bind {
-                    addr: setup.listen,
+                    addr: listen,
                     source,
                 })?;
                 let proxy = Proxy::new(setup.table.with_weight(weight), ProxyOptions::default());
@@ -210,14 +292,21 @@ impl DataPlane {
                 Ok(DataPlane {
                     router: Arc::new(BuiltinRouter::new(proxy.clone())),
                     proxy: Some(proxy),
-                    addr,
+                    addr: Some(addr),
                     nginx: None,
+                    kube: None,
                     stop: Some(stop),
                     task: Some(task),
                 })
             }
             PlaneKind::Nginx(n) => {
-                let router = Arc::new(NginxRouter::new(nginx_config(setup, n, &setup.table)));
+                let listen = listen_of(setup)?;
+                let router = Arc::new(NginxRouter::new(nginx_config(
+                    setup,
+                    listen,
+                    n,
+                    &setup.table,
+                )));
                 router
                     .apply_weight(weight)
                     .await
@@ -226,8 +315,28 @@ impl DataPlane {
                 Ok(DataPlane {
                     router: router.clone(),
                     proxy: None,
-                    addr: setup.listen,
+                    addr: Some(listen),
                     nginx: Some(router),
+                    kube: None,
+                    stop: None,
+                    task: None,
+                })
+            }
+            PlaneKind::Kubernetes(target) => {
+                let client = crate::providers::traffic::kubernetes::client_from_env()
+                    .await
+                    .map_err(StartError::Kubernetes)?;
+                let router = Arc::new(KubernetesRouter::new(client.clone(), target.clone()));
+                router
+                    .apply_weight(weight)
+                    .await
+                    .map_err(StartError::Kubernetes)?;
+                Ok(DataPlane {
+                    router: router.clone(),
+                    proxy: None,
+                    addr: None,
+                    nginx: None,
+                    kube: Some((client, router)),
                     stop: None,
                     task: None,
                 })
@@ -240,14 +349,33 @@ impl DataPlane {
         self.router.clone()
     }
 
-    /// New upstreams (after a promotion or a deploy with `--upstream`),
-    /// keeping the weight in force.
-    pub async fn set_table(&self, setup: &Setup, table: RoutingTable) {
+    /// Follows a changed setup (new upstreams after a promotion, a deploy
+    /// with `--upstream`, a new canary version on Kubernetes), keeping the
+    /// weight in force.
+    pub async fn update(&mut self, setup: &Setup) {
         if let Some(proxy) = &self.proxy {
-            proxy.set_table(table.with_weight(proxy.weight()));
+            proxy.set_table(setup.table.with_weight(proxy.weight()));
         }
-        if let (Some(router), PlaneKind::Nginx(n)) = (&self.nginx, &setup.plane) {
-            router.set_config(nginx_config(setup, n, &table)).await;
+        if let (Some(router), PlaneKind::Nginx(n), Some(listen)) =
+            (&self.nginx, &setup.plane, setup.listen)
+        {
+            router
+                .set_config(nginx_config(setup, listen, n, &setup.table))
+                .await;
+        }
+        if let (Some((client, _)), PlaneKind::Kubernetes(target)) = (&self.kube, &setup.plane) {
+            let router = Arc::new(KubernetesRouter::new(client.clone(), target.clone()));
+            self.router = router.clone();
+            self.kube = Some((client.clone(), router));
+        }
+    }
+
+    /// Weight 0 and, on Kubernetes, the canary scaled to 0 and its routing
+    /// objects removed (`serin cleanup`).
+    pub async fn cleanup(&self) -> Result<(), String> {
+        match &self.kube {
+            Some((_, router)) => router.cleanup().await,
+            None => self.router.apply_weight(Weight::ZERO).await,
         }
     }
 
@@ -325,4 +453,50 @@ pub fn parser() -> crate::daemon::Parser {
         let rollout = crate::spec::parse(text, origin).map_err(|e| e.to_string())?;
         Setup::from_rollout(&rollout).map_err(|e| format!("{origin}: {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> Rollout {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(name);
+        crate::spec::read(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn each_provider_gets_its_plane() {
+        let s = Setup::from_rollout(&example("minimal.yaml")).expect("setup");
+        assert_eq!(s.plane, PlaneKind::Builtin);
+        assert_eq!(s.listen, Some("127.0.0.1:8080".parse().expect("addr")));
+        let s = Setup::from_rollout(&example("nginx.yaml")).expect("setup");
+        assert!(matches!(s.plane, PlaneKind::Nginx(_)));
+        let s = Setup::from_rollout(&example("gateway-api.yaml")).expect("setup");
+        let PlaneKind::Kubernetes(t) = &s.plane else {
+            panic!("kubernetes plane")
+        };
+        assert_eq!(t.provider, KubeProvider::GatewayApi);
+        assert_eq!(s.listen, None);
+        assert_eq!(
+            s.table.upstream(Version::Canary).to_string(),
+            "http://checkout-canary.shop.svc:80"
+        );
+    }
+
+    #[test]
+    fn a_deployed_version_retargets_the_canary_image() {
+        let mut s = Setup::from_rollout(&example("gateway-api.yaml")).expect("setup");
+        s.retarget_canary("v1.3.0");
+        let PlaneKind::Kubernetes(t) = &s.plane else {
+            panic!("kubernetes plane")
+        };
+        assert_eq!(t.canary_version, "v1.3.0");
+        assert_eq!(
+            t.canary_image.as_deref(),
+            Some("registry.example.com/checkout:v1.3.0")
+        );
+        assert_eq!(s.canary_version, "v1.3.0");
+    }
 }

@@ -623,8 +623,10 @@ struct RawStatistics {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawPrometheus {
     address: Spanned<String>,
-    requests: String,
-    errors: String,
+    #[serde(default)]
+    requests: Option<String>,
+    #[serde(default)]
+    errors: Option<String>,
     #[serde(default)]
     latency_buckets: Option<String>,
 }
@@ -674,7 +676,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Rollout, SpecError> {
     let mut check = Checker::default();
     let rollout = check.rollout(raw);
     match rollout {
-        Some(r) if check.problems.is_empty() => Ok(r),
+        Some(mut r) if check.problems.is_empty() => {
+            ready_made_queries(&mut r);
+            Ok(r)
+        }
         _ => {
             let mut problems = check.problems;
             problems.sort_by_key(|p| (p.line, p.column));
@@ -698,6 +703,23 @@ pub fn read(path: &std::path::Path) -> Result<Rollout, SpecError> {
         }],
     })?;
     parse(&text, &origin)
+}
+
+/// Kubernetes providers with only a Prometheus address get the queries for
+/// their standard metrics (docs/kubernetes.md).
+fn ready_made_queries(r: &mut Rollout) {
+    let Some(target) = crate::runtime::kube_target(r) else {
+        return;
+    };
+    if let Some(p) = &mut r.analysis.prometheus
+        && p.requests.is_empty()
+    {
+        let (requests, errors, latency) =
+            crate::providers::traffic::kubernetes::prometheus_queries(target.provider, &target);
+        p.requests = requests;
+        p.errors = errors;
+        p.latency_buckets = Some(latency);
+    }
 }
 
 fn problem_of(e: &serde_saphyr::Error) -> Problem {
@@ -745,9 +767,24 @@ impl Checker {
         }
         let stable = self.side(raw.stable, "stable");
         let canary = self.side(raw.canary, "canary");
+        let provider = raw
+            .traffic
+            .as_ref()
+            .and_then(|t| t.value.provider)
+            .unwrap_or(Provider::Builtin);
+        if provider.is_kubernetes() && raw.analysis.as_ref().is_none_or(|a| a.prometheus.is_none())
+        {
+            self.at(
+                &raw.name.referenced,
+                format!(
+                    "analysis.prometheus: expected at least an address (provider {} takes its metrics from Prometheus)",
+                    provider.as_str()
+                ),
+            );
+        }
         let traffic = self.traffic(raw.traffic, &stable, &canary);
         let steps = self.steps(raw.steps);
-        let analysis = self.analysis(raw.analysis);
+        let analysis = self.analysis(raw.analysis, provider);
         let notifications = raw
             .notifications
             .into_iter()
@@ -1065,7 +1102,11 @@ impl Checker {
         ok.then_some(steps)
     }
 
-    fn analysis(&mut self, raw: Option<RawAnalysis>) -> Option<AnalysisSettings> {
+    fn analysis(
+        &mut self,
+        raw: Option<RawAnalysis>,
+        provider: Provider,
+    ) -> Option<AnalysisSettings> {
         let defaults = AnalysisSettings::default();
         let Some(raw) = raw else {
             return Some(defaults);
@@ -1117,12 +1158,32 @@ impl Checker {
                     );
                     ok = false;
                 }
-                Some(PrometheusSettings {
-                    address,
-                    requests: p.requests,
-                    errors: p.errors,
-                    latency_buckets: p.latency_buckets,
-                })
+                match (p.requests, p.errors) {
+                    (Some(requests), Some(errors)) => Some(PrometheusSettings {
+                        address,
+                        requests,
+                        errors,
+                        latency_buckets: p.latency_buckets,
+                    }),
+                    // Filled with the provider's ready-made queries by `parse`.
+                    (None, None) if provider.is_kubernetes() => Some(PrometheusSettings {
+                        address,
+                        requests: String::new(),
+                        errors: String::new(),
+                        latency_buckets: None,
+                    }),
+                    _ => {
+                        self.at(
+                            &p.address.referenced,
+                            format!(
+                                "analysis.prometheus: expected both requests and errors queries (ready-made ones exist only for the Kubernetes providers, not {})",
+                                provider.as_str()
+                            ),
+                        );
+                        ok = false;
+                        None
+                    }
+                }
             }
             None => None,
         };
@@ -1386,12 +1447,32 @@ traffic:
         let text = MINIMAL.replace("traffic:\n", "traffic:\n  provider: nginx\n");
         assert!(problems(&text)[0].contains("traffic.nginx"));
         let text = "name: a\nstable: {version: v1}\ncanary: {version: v2}\ntraffic:\n  provider: gateway-api\n  kubernetes: {namespace: shop, deployment: a}\n";
-        assert!(problems(text)[0].contains("traffic.kubernetes.httpRoute"));
-        let ok = text.replace("deployment: a}", "deployment: a, httpRoute: a}");
+        let p = problems(text);
+        assert!(
+            p.iter().any(|l| l.contains("traffic.kubernetes.httpRoute")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("analysis.prometheus: expected at least an address")),
+            "{p:?}"
+        );
+        let ok = text.replace("deployment: a}", "deployment: a, httpRoute: a}")
+            + "analysis:\n  prometheus: {address: http://127.0.0.1:9090}\n";
         let r = parse(&ok, "r.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let prometheus = r.analysis.prometheus.clone().expect("prometheus");
+        assert!(
+            prometheus.requests.contains("http_requests_total"),
+            "ready-made: {prometheus:?}"
+        );
+        assert!(prometheus.latency_buckets.is_some());
         let k = r.traffic.kubernetes.expect("kubernetes");
         assert_eq!(k.service, "a");
         assert!(k.scale_with_weight);
+        // Outside Kubernetes there are no ready-made queries.
+        let text =
+            format!("{MINIMAL}analysis:\n  prometheus: {{address: http://127.0.0.1:9090}}\n");
+        assert!(problems(&text)[0].contains("expected both requests and errors"));
     }
 
     #[test]

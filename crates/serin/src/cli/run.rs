@@ -78,7 +78,9 @@ pub async fn run_setup(
         setup.name,
         setup.stable_version,
         setup.canary_version,
-        plane.addr,
+        plane
+            .addr
+            .map_or_else(|| "the cluster".to_string(), |a| a.to_string()),
         setup.plan.steps.len()
     ));
     let finish = driver.finish(std::future::pending());
