@@ -51,7 +51,7 @@ pub fn judge_config(a: &AnalysisSettings) -> Config {
     }
 }
 
-/// A source's totals as the judge's.
+/// A source's totals, and its custom metrics' counts, as the judge's observation.
 pub fn observation(s: &Snapshot) -> Observation {
     let side = |t: &Totals| serin_analysis::Totals {
         requests: t.requests,
@@ -64,7 +64,7 @@ pub fn observation(s: &Snapshot) -> Observation {
     Observation {
         stable: side(&s.stable),
         canary: side(&s.canary),
-        custom: Vec::new(),
+        custom: s.custom.clone(),
     }
 }
 
@@ -185,5 +185,121 @@ impl Analysis for Refusing {
                 sample: None,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_analysis::{CustomMetric, Direction, Limit, Ratio};
+    use std::collections::VecDeque;
+
+    /// Hands out prepared snapshots, one per read.
+    struct Scripted(VecDeque<Result<Snapshot, String>>);
+
+    impl MetricSource for Scripted {
+        fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
+            let next = self
+                .0
+                .pop_front()
+                .unwrap_or_else(|| Err("script ended".into()));
+            Box::pin(async move { next })
+        }
+    }
+
+    /// Both versions with `n` requests and no errors, and the conversion
+    /// counters (numerator, denominator) of each.
+    fn at(n_s: u64, n_c: u64, stable: (u64, u64), canary: (u64, u64)) -> Snapshot {
+        let t = |n| Totals {
+            requests: n,
+            ..Totals::default()
+        };
+        let r = |(numerator, denominator)| Ratio {
+            numerator,
+            denominator,
+        };
+        Snapshot {
+            stable: t(n_s),
+            canary: t(n_c),
+            custom: vec![(r(stable), r(canary))],
+        }
+    }
+
+    fn config(direction: Direction) -> Config {
+        Config {
+            min_requests: 100,
+            error_rate: Limit::NONE,
+            latency_p95: Limit::NONE,
+            custom: vec![CustomMetric {
+                name: "checkout conversion".into(),
+                direction,
+                max_ratio_to_stable: Some(1.0),
+            }],
+            ..Config::default()
+        }
+    }
+
+    /// Runs `snapshots` (the first is the stage's start) and returns the
+    /// last verdict with its reason.
+    async fn judge(direction: Direction, snapshots: Vec<Snapshot>) -> Analysed {
+        let mut a = LiveAnalysis::new(
+            Box::new(Scripted(snapshots.into_iter().map(Ok).collect())),
+            config(direction),
+        )
+        .unwrap();
+        a.begin_stage(Weight::from_percent(50.0).unwrap()).await;
+        let mut last = None;
+        while let Some(x) = {
+            let r = a.analyse(false).await;
+            (!r.reason.contains("script ended")).then_some(r)
+        } {
+            last = Some(x);
+        }
+        last.unwrap()
+    }
+
+    /// Conversion 10 % on stable; the canary at `canary_pct` %, over
+    /// `intervals` intervals of 2 000 visits per version.
+    fn conversions(canary_pct: u64, intervals: u64) -> Vec<Snapshot> {
+        (0..=intervals)
+            .map(|i| {
+                let v = 2000 * i;
+                at(v, v, (v / 10, v), (v * canary_pct / 100, v))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_canary_that_converts_less_fails_on_its_custom_metric() {
+        let a = judge(Direction::HigherIsBetter, conversions(5, 4)).await;
+        assert_eq!(a.verdict, Verdict::Fail, "{}", a.reason);
+        assert!(
+            a.reason.contains("checkout conversion") && a.reason.contains("lower than stable"),
+            "{}",
+            a.reason
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_conversion_passes_and_direction_matters() {
+        let same = judge(Direction::HigherIsBetter, conversions(10, 4)).await;
+        assert_eq!(same.verdict, Verdict::Pass, "{}", same.reason);
+        // A canary that converts more is better when higher is better...
+        let more = judge(Direction::HigherIsBetter, conversions(20, 4)).await;
+        assert_eq!(more.verdict, Verdict::Pass, "{}", more.reason);
+        // ...and worse when the ratio counts something bad (abandonments).
+        let worse = judge(Direction::LowerIsBetter, conversions(20, 4)).await;
+        assert_eq!(worse.verdict, Verdict::Fail, "{}", worse.reason);
+    }
+
+    #[tokio::test]
+    async fn a_source_without_custom_values_is_no_data_for_a_custom_metric() {
+        let mut snapshots = conversions(10, 3);
+        for s in &mut snapshots {
+            s.custom.clear();
+        }
+        let a = judge(Direction::HigherIsBetter, snapshots).await;
+        assert_eq!(a.verdict, Verdict::NoData, "{}", a.reason);
+        assert!(a.reason.starts_with("no data:"), "{}", a.reason);
     }
 }

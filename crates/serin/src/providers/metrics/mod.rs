@@ -84,6 +84,13 @@ pub struct Snapshot {
     pub stable: Totals,
     /// Canary.
     pub canary: Totals,
+    /// Custom business metrics (`analysis.custom`), in the rollout file's
+    /// order: cumulative numerator and denominator as (stable, canary),
+    /// never going backwards (the source carries counter resets). Sources
+    /// that cannot query them (the built-in recorder, nginx's access log)
+    /// leave it empty, which the judge reports as no data for a configured
+    /// custom metric.
+    pub custom: Vec<(serin_analysis::Ratio, serin_analysis::Ratio)>,
 }
 
 /// Where the judge's numbers come from.

@@ -63,6 +63,7 @@ impl NginxLogSource {
             totals: Snapshot {
                 stable: empty.clone(),
                 canary: empty,
+                custom: Vec::new(),
             },
             skipped: 0,
         };

@@ -3,14 +3,22 @@
 //! Every interval, three instant queries per version through the HTTP API
 //! (`/api/v1/query`), with `{{version}}` replaced by `stable` or `canary`:
 //! `requests` and `errors` return counters, `latencyBuckets` a histogram's
-//! cumulative buckets by `le` (seconds). serin takes differences between
-//! intervals itself, so there is no `rate()` window to line up with the
-//! scrape interval (the classic source of empty results and false rollbacks).
+//! cumulative buckets by `le` (seconds). Then two per custom business metric
+//! (`analysis.custom`) and version: its `numerator` and `denominator`
+//! counters. serin takes differences between intervals itself, so there is
+//! no `rate()` window to line up with the scrape interval (the classic source
+//! of empty results and false rollbacks).
+//!
+//! All queries of one snapshot are evaluated at the same instant (`time=`),
+//! so the errors, buckets and custom counters belong to the same scrapes as
+//! the request counter they are compared with.
 //!
 //! Counter resets (a restarted app) are handled: when a counter goes down,
 //! the value before the reset is carried as an offset, so the totals handed
 //! to the judge never go backwards. An error, a non-success answer, or an
-//! empty result is an error here, which the judge counts as no data.
+//! empty result is an error here, which the judge counts as no data; the
+//! exceptions are the error counter and a custom numerator, for which no
+//! series means none yet (0).
 
 use std::time::Duration;
 
@@ -20,6 +28,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
+use serin_analysis::Ratio;
 use serin_proxy::Version;
 
 use super::{MetricSource, Snapshot, Totals};
@@ -39,6 +48,19 @@ pub struct PrometheusConfig {
     pub errors: String,
     /// Query returning cumulative latency buckets by `le` (seconds).
     pub latency_buckets: Option<String>,
+    /// Custom business metrics, in the rollout file's order.
+    pub custom: Vec<CustomQuery>,
+}
+
+/// One custom business metric's queries (`analysis.custom`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomQuery {
+    /// Its name, for error messages.
+    pub name: String,
+    /// Counter of events (e.g. checkouts) of `{{version}}`.
+    pub numerator: String,
+    /// Counter of exposures (e.g. visits) of `{{version}}`.
+    pub denominator: String,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +110,8 @@ struct VersionState {
     requests: Monotone,
     errors: Monotone,
     buckets: Vec<Monotone>,
+    /// (numerator, denominator) per custom metric.
+    custom: Vec<(Monotone, Monotone)>,
 }
 
 /// Queries a Prometheus server.
@@ -109,12 +133,18 @@ impl PrometheusSource {
         }
     }
 
-    /// Runs one instant query; the result's series.
-    async fn query(&self, template: &str, version: Version) -> Result<Vec<Series>, String> {
+    /// Runs one instant query evaluated at `at` (Unix seconds); the
+    /// result's series.
+    async fn query(
+        &self,
+        template: &str,
+        version: Version,
+        at: f64,
+    ) -> Result<Vec<Series>, String> {
         let promql = template.replace("{{version}}", version.as_str());
         let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
         let url = format!(
-            "{}/api/v1/query?query={encoded}",
+            "{}/api/v1/query?query={encoded}&time={at:.3}",
             self.config.address.trim_end_matches('/')
         );
         let request = http::Request::get(&url)
@@ -165,8 +195,8 @@ impl PrometheusSource {
     }
 
     /// A query that must return one number.
-    async fn scalar(&self, template: &str, version: Version) -> Result<f64, String> {
-        let series = self.query(template, version).await?;
+    async fn scalar(&self, template: &str, version: Version, at: f64) -> Result<f64, String> {
+        let series = self.query(template, version, at).await?;
         if series.len() != 1 {
             return Err(format!(
                 "`{}` returned {} series, expected one (wrap it in sum())",
@@ -177,17 +207,30 @@ impl PrometheusSource {
         parse_value(&series[0].value.1)
     }
 
-    async fn totals(&mut self, version: Version) -> Result<Totals, String> {
-        let requests = self.scalar(&self.config.requests, version).await?;
+    /// A counter for which no series means none counted yet (errors,
+    /// custom numerators): 0 rather than an error.
+    async fn scalar_or_zero(
+        &self,
+        template: &str,
+        version: Version,
+        at: f64,
+    ) -> Result<f64, String> {
+        match self.scalar(template, version, at).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.contains("no series") => Ok(0.0),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn totals(&mut self, version: Version, at: f64) -> Result<Totals, String> {
+        let requests = self.scalar(&self.config.requests, version, at).await?;
         // No error yet is a legitimate empty result for an error counter.
-        let errors = match self.scalar(&self.config.errors, version).await {
-            Ok(v) => v,
-            Err(e) if e.contains("no series") => 0.0,
-            Err(e) => return Err(e),
-        };
+        let errors = self
+            .scalar_or_zero(&self.config.errors, version, at)
+            .await?;
         let mut buckets = match &self.config.latency_buckets {
             Some(q) => {
-                let series = self.query(q, version).await?;
+                let series = self.query(q, version, at).await?;
                 let mut b = Vec::with_capacity(series.len());
                 for s in &series {
                     let le = s.metric.get("le").ok_or_else(|| {
@@ -236,12 +279,66 @@ fn parse_value(v: &str) -> Result<f64, String> {
     }
 }
 
+impl PrometheusSource {
+    /// Cumulative numerator and denominator of every custom metric for
+    /// `version`, in configuration order, carried across counter resets.
+    async fn custom(&mut self, version: Version, at: f64) -> Result<Vec<Ratio>, String> {
+        let mut raw = Vec::with_capacity(self.config.custom.len());
+        for c in &self.config.custom {
+            // No event yet (no checkout) is a legitimate empty numerator; an
+            // empty denominator is no exposure seen, or a wrong query.
+            let numerator = self
+                .scalar_or_zero(&c.numerator, version, at)
+                .await
+                .map_err(|e| format!("custom metric `{}` numerator: {e}", c.name))?;
+            let denominator = self
+                .scalar(&c.denominator, version, at)
+                .await
+                .map_err(|e| format!("custom metric `{}` denominator: {e}", c.name))?;
+            raw.push((numerator, denominator));
+        }
+        let state = match version {
+            Version::Stable => &mut self.stable,
+            Version::Canary => &mut self.canary,
+        };
+        if state.custom.len() != raw.len() {
+            state.custom = vec![Default::default(); raw.len()];
+        }
+        Ok(raw
+            .into_iter()
+            .zip(state.custom.iter_mut())
+            .map(|((n, d), (mn, md))| Ratio {
+                numerator: mn.feed(n).round() as u64,
+                denominator: md.feed(d).round() as u64,
+            })
+            .collect())
+    }
+}
+
+/// Now as Unix seconds (the evaluation time of one snapshot's queries).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 impl MetricSource for PrometheusSource {
     fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
         Box::pin(async move {
+            let at = unix_now();
+            let stable = self.totals(Version::Stable, at).await?;
+            let canary = self.totals(Version::Canary, at).await?;
+            let custom = if self.config.custom.is_empty() {
+                Vec::new()
+            } else {
+                let s = self.custom(Version::Stable, at).await?;
+                let c = self.custom(Version::Canary, at).await?;
+                s.into_iter().zip(c).collect()
+            };
             Ok(Snapshot {
-                stable: self.totals(Version::Stable).await?,
-                canary: self.totals(Version::Canary).await?,
+                stable,
+                canary,
+                custom,
             })
         })
     }
@@ -266,5 +363,135 @@ mod tests {
         assert!(parse_value("NaN").is_err());
         assert!(parse_value("-1").is_err());
         assert!(parse_value("+Inf").is_err());
+    }
+
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    /// Values by PromQL text (absent: an empty result), and the `time`
+    /// parameters seen.
+    #[derive(Default)]
+    struct Fake {
+        values: HashMap<String, f64>,
+        times: Vec<String>,
+    }
+
+    /// A stand-in for Prometheus' instant-query API on 127.0.0.1.
+    async fn fake_prometheus(state: Arc<Mutex<Fake>>) -> String {
+        use axum::extract::Query;
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+                let state = state.clone();
+                async move {
+                    let mut s = state.lock().unwrap();
+                    s.times.push(q.get("time").cloned().unwrap_or_default());
+                    let result = match s.values.get(q.get("query").map_or("", |x| x.as_str())) {
+                        Some(v) => {
+                            serde_json::json!([{"metric": {}, "value": [1.0, v.to_string()]}])
+                        }
+                        None => serde_json::json!([]),
+                    };
+                    axum::Json(serde_json::json!({
+                        "status": "success",
+                        "data": {"resultType": "vector", "result": result}
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    fn config(address: String) -> PrometheusConfig {
+        PrometheusConfig {
+            address,
+            requests: "req{v=\"{{version}}\"}".into(),
+            errors: "err{v=\"{{version}}\"}".into(),
+            latency_buckets: None,
+            custom: vec![CustomQuery {
+                name: "conversion".into(),
+                numerator: "checkouts{v=\"{{version}}\"}".into(),
+                denominator: "visits{v=\"{{version}}\"}".into(),
+            }],
+        }
+    }
+
+    fn set(state: &Arc<Mutex<Fake>>, pairs: &[(&str, f64)]) {
+        let mut s = state.lock().unwrap();
+        for (k, v) in pairs {
+            s.values.insert(k.to_string(), *v);
+        }
+    }
+
+    #[tokio::test]
+    async fn custom_metrics_are_queried_per_version_and_carried_across_resets() {
+        let state = Arc::new(Mutex::new(Fake::default()));
+        let address = fake_prometheus(state.clone()).await;
+        let mut source = PrometheusSource::new(config(address));
+        set(
+            &state,
+            &[
+                ("req{v=\"stable\"}", 1000.0),
+                ("req{v=\"canary\"}", 100.0),
+                ("visits{v=\"stable\"}", 900.0),
+                ("visits{v=\"canary\"}", 90.0),
+                ("checkouts{v=\"stable\"}", 90.0),
+            ],
+        );
+        // No error and no canary checkout yet: both count as 0.
+        let first = source.snapshot().await.unwrap();
+        assert_eq!(first.stable.errors, 0);
+        let r = |numerator, denominator| Ratio {
+            numerator,
+            denominator,
+        };
+        assert_eq!(first.custom, vec![(r(90, 900), r(0, 90))]);
+        {
+            let s = state.lock().unwrap();
+            assert!(
+                s.times.windows(2).all(|w| w[0] == w[1] && !w[0].is_empty()),
+                "one evaluation time per snapshot: {:?}",
+                s.times
+            );
+        }
+        // The canary app restarted: its counters start again from 0.
+        set(
+            &state,
+            &[
+                ("visits{v=\"stable\"}", 1800.0),
+                ("checkouts{v=\"stable\"}", 180.0),
+                ("visits{v=\"canary\"}", 30.0),
+                ("checkouts{v=\"canary\"}", 2.0),
+            ],
+        );
+        let second = source.snapshot().await.unwrap();
+        assert_eq!(
+            second.custom,
+            vec![(r(180, 1800), r(2, 120))],
+            "the canary's 90 visits before the reset are carried"
+        );
+        // No denominator is no data, naming the metric.
+        state.lock().unwrap().values.remove("visits{v=\"canary\"}");
+        let err = source.snapshot().await.unwrap_err();
+        assert!(
+            err.contains("custom metric `conversion` denominator") && err.contains("no series"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_prometheus_is_an_error_never_numbers() {
+        // A port nothing listens on (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut source = PrometheusSource::new(config(format!("http://127.0.0.1:{port}")));
+        let err = source.snapshot().await.unwrap_err();
+        assert!(err.contains("unreachable"), "{err}");
     }
 }
