@@ -27,6 +27,7 @@ pub struct DeployArgs {
     /// The rollout.
     pub name: String,
     /// The canary version to roll out.
+    #[arg(id = "canary_version", value_name = "VERSION")]
     pub version: String,
     /// The canary's upstream, if not the rollout file's.
     #[arg(long)]
