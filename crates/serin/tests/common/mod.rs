@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod prometheus;
 pub mod serin;
 pub mod upstream;
