@@ -1,0 +1,217 @@
+//! Webhooks and promotion gates end to end: `serin run` with a local
+//! receiver on 127.0.0.1 as its notification targets (JSON and Slack
+//! format), its pre-rollout check and its gate. The pre-rollout check and
+//! the gate hold the rollout until they answer 2xx; every phase change and
+//! every failed verdict reaches every target.
+
+mod common;
+#[path = "common/hooks.rs"]
+mod hooks;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::nginx::{free_port, local};
+use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
+use hooks::{Hooks, Received};
+
+fn rollout(
+    name: &str,
+    port: u16,
+    stable: SocketAddr,
+    canary: SocketAddr,
+    hooks: &Hooks,
+    steps: &str,
+) -> String {
+    format!(
+        "name: {name}
+stable:
+  version: v1
+  upstream: http://{stable}
+canary:
+  version: v2
+  upstream: http://{canary}
+traffic:
+  provider: builtin
+  listen: 127.0.0.1:{port}
+steps:
+{steps}analysis:
+  interval: 500ms
+  minRequests: 20
+  errorRate: {{ max: 5% }}
+  latencyP95: {{ max: 200ms }}
+  noDataLimit: 4
+notifications:
+  - webhook: {json}
+    format: json
+  - webhook: {slack}
+    format: slack
+preRollout:
+  url: {pre}
+",
+        json = hooks.url("/notify"),
+        slack = hooks.url("/slack"),
+        pre = hooks.url("/pre"),
+    )
+}
+
+fn spawn_run(dir: &std::path::Path, yaml: &str, port: u16) -> Proc {
+    let file = write(dir, "rollout.yaml", yaml);
+    let mut cmd = serin();
+    cmd.args([
+        "run",
+        &file.display().to_string(),
+        "--state-dir",
+        &dir.join("state").display().to_string(),
+    ]);
+    let run = Proc::spawn(cmd, true);
+    wait_for_port(local(port));
+    run
+}
+
+/// `(event, phase)` of each JSON notification.
+fn events(got: &[Received]) -> Vec<(String, String)> {
+    got.iter()
+        .map(|r| {
+            (
+                r.body["event"].as_str().unwrap_or("?").to_string(),
+                r.body["phase"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `path` has `n` requests, and a moment more to
+/// catch any extra; returns them all.
+fn settle(hooks: &Hooks, path: &str, n: usize) -> Vec<Received> {
+    hooks.wait_for(path, n, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    hooks.received(path)
+}
+
+#[test]
+fn the_pre_rollout_check_and_a_gate_hold_until_they_answer_2xx_and_every_notification_arrives() {
+    let hooks = Hooks::start();
+    hooks.set_status("/pre", 503);
+    hooks.set_status("/gate", 503);
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let steps = format!(
+        "  - setWeight: 20\n  - pause: {{ duration: 1s }}\n  - pause: {{ until: webhook, url: {} }}\n  \
+         - setWeight: 100\n  - pause: {{ duration: 1s }}\n",
+        hooks.url("/gate")
+    );
+    let mut run = spawn_run(
+        dir.path(),
+        &rollout("gated", port, stable, canary, &hooks, &steps),
+        port,
+    );
+    let _load = load(&format!("http://127.0.0.1:{port}/"), 150, "40s");
+
+    // The pre-rollout check answers 503: asked again and again, nothing starts.
+    let pre = hooks.wait_for("/pre", 2, Duration::from_secs(15));
+    assert_eq!(pre[0].body["rollout"], "gated", "{:?}", pre[0].body);
+    assert_eq!(pre[0].body["phase"], "Initializing");
+    assert_eq!(pre[0].body["canaryVersion"], "v2");
+    assert!(hooks.received("/notify").is_empty(), "nothing started yet");
+    assert!(hooks.received("/gate").is_empty());
+
+    // It answers 200: the rollout starts, and holds at the gate (503).
+    hooks.set_status("/pre", 200);
+    let gate = hooks.wait_for("/gate", 3, Duration::from_secs(20));
+    for g in &gate {
+        assert_eq!(g.answered, 503);
+        assert_eq!(g.body["weight"], 20.0, "held at 20 %: {:?}", g.body);
+        assert_eq!(g.body["rollout"], "gated");
+    }
+    let asked = hooks.received("/gate").len();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        hooks.received("/gate").len() > asked,
+        "the gate is asked again while it is closed"
+    );
+    assert!(
+        matches!(run.child.try_wait(), Ok(None)),
+        "serin run did not go past a closed gate"
+    );
+    assert_eq!(
+        events(&hooks.received("/notify")),
+        [("phase-changed".to_string(), "Progressing".to_string())],
+        "started, not finished"
+    );
+
+    // The gate opens: on to 100 % and promotion.
+    let opened = Instant::now();
+    hooks.set_status("/gate", 200);
+    let output = run.wait_output(Duration::from_secs(30));
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("gate open"), "{out}");
+
+    // Every phase change, to both targets, in order; none after the end.
+    let json = settle(&hooks, "/notify", 2);
+    assert_eq!(
+        events(&json),
+        [
+            ("phase-changed".to_string(), "Progressing".to_string()),
+            ("phase-changed".to_string(), "Succeeded".to_string()),
+        ],
+        "{out}"
+    );
+    assert!(json[1].at > opened, "promotion came after the gate opened");
+    assert_eq!(json[1].body["weight"], 0.0, "{:?}", json[1].body);
+    assert_eq!(json[1].body["stableVersion"], "v2", "{:?}", json[1].body);
+    let slack = settle(&hooks, "/slack", 2);
+    assert_eq!(slack.len(), 2, "{slack:?}");
+    let last = slack[1].body["text"].as_str().unwrap_or("");
+    assert!(
+        last.starts_with(":white_check_mark: *gated* Succeeded"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_rolled_back_rollout_notifies_its_failed_verdict_and_the_rollback() {
+    let hooks = Hooks::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &["--error-rate", "0.3"]);
+    let port = free_port();
+    let steps = "  - setWeight: 20\n  - pause: { duration: 3s }\n  - setWeight: 100\n";
+    let run = spawn_run(
+        dir.path(),
+        &rollout("failing", port, stable, canary, &hooks, steps),
+        port,
+    );
+    let _load = load(&format!("http://127.0.0.1:{port}/"), 150, "40s");
+    let output = run.wait_output(Duration::from_secs(40));
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{out}");
+
+    let json = settle(&hooks, "/notify", 3);
+    assert_eq!(
+        events(&json),
+        [
+            ("phase-changed".to_string(), "Progressing".to_string()),
+            ("verdict-failed".to_string(), "RolledBack".to_string()),
+            ("phase-changed".to_string(), "RolledBack".to_string()),
+        ],
+        "{out}"
+    );
+    let reason = json[1].body["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("canary error rate"), "{reason}");
+    assert_eq!(json[2].body["weight"], 0.0, "{:?}", json[2].body);
+    let slack = settle(&hooks, "/slack", 3);
+    assert_eq!(slack.len(), 3, "{slack:?}");
+    for s in &slack[1..] {
+        let t = s.body["text"].as_str().unwrap_or("");
+        assert!(
+            t.starts_with(":rotating_light: *failing* RolledBack"),
+            "{t}"
+        );
+    }
+    // The pre-rollout check answered 200 at once.
+    assert!(!hooks.received("/pre").is_empty());
+}
