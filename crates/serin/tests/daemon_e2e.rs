@@ -1,0 +1,721 @@
+//! `serin serve` end to end: the real daemon binary on 127.0.0.1, driven by
+//! the real client commands (`init`, `deploy`, `status`, `traffic`, `pause`,
+//! `resume`, `promote`, `rollback`, `history`, `report`, `cleanup`), with real
+//! demo apps behind its proxy and real requests through it.
+//!
+//! Every mutation is tried first without the token (refused, exit 1, nothing
+//! changes) and then with it. A daemon killed with SIGKILL in the middle of a
+//! rollout comes back from its state directory where it was.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::nginx::free_port;
+use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
+use serde_json::Value;
+
+const TOKEN: &str = "s3cret-token-for-tests";
+
+/// Exit code of a client command the daemon refused with 401 (cli/client.rs:
+/// an error status other than 400 is a runtime failure).
+const UNAUTHORIZED_EXIT: i32 = 1;
+
+// ---------------------------------------------------------------- HTTP
+
+/// One HTTP/1.1 answer.
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+/// A plain HTTP/1.1 request with `Connection: close`; bounded by timeouts.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Content-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
+    parse_answer(&raw)
+}
+
+fn parse_answer(raw: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head:?}"));
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Sends `n` requests through the proxy at `addr`; how many were answered by
+/// each version (the `x-serin-version` header).
+fn split(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        let a = http(addr, "GET", &format!("/split/{i}"), &[]);
+        assert_eq!(a.status, 200, "request {i} through the proxy: {}", a.body);
+        let v = a
+            .headers
+            .get("x-serin-version")
+            .cloned()
+            .unwrap_or_else(|| "(none)".into());
+        *counts.entry(v).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn count(c: &BTreeMap<String, usize>, v: &str) -> usize {
+    c.get(v).copied().unwrap_or(0)
+}
+
+/// Waits until nothing accepts connections on `addr`.
+fn wait_until_closed(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} still accepts connections"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+// ---------------------------------------------------------------- daemon
+
+/// A `serin serve` process and how to talk to it.
+struct Daemon {
+    proc: Proc,
+    addr: SocketAddr,
+    state: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `serin serve` with the token on `addr`, state in `state`.
+    fn start(addr: SocketAddr, state: &Path) -> Daemon {
+        let mut cmd = serin();
+        cmd.args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--state-dir",
+            &state.display().to_string(),
+        ])
+        .env("SERIN_TOKEN", TOKEN);
+        let proc = Proc::spawn(cmd, false);
+        wait_for_port(addr);
+        let d = Daemon {
+            proc,
+            addr,
+            state: state.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(addr, "GET", "/healthz", &[]).status != 200 {
+            assert!(Instant::now() < deadline, "daemon not healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn api(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client command against this daemon, with or without the token.
+    fn cli(&self, args: &[&str], token: bool) -> Output {
+        let mut cmd = serin();
+        cmd.args(args)
+            .env("SERIN_API", self.api())
+            .env_remove("SERIN_TOKEN");
+        if token {
+            cmd.env("SERIN_TOKEN", TOKEN);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("serin {args:?} did not exit within 40 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// A client command that must succeed.
+    fn ok(&self, args: &[&str]) -> Output {
+        let o = self.cli(args, true);
+        assert_eq!(o.status.code(), Some(0), "serin {args:?}: {}", text(&o));
+        o
+    }
+
+    /// A mutation without the token: refused as unauthorized.
+    fn refused_without_token(&self, args: &[&str]) {
+        let o = self.cli(args, false);
+        assert_eq!(
+            o.status.code(),
+            Some(UNAUTHORIZED_EXIT),
+            "serin {args:?} without the token: {}",
+            text(&o)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("401") && err.contains("token"),
+            "serin {args:?} without the token says why: {err}"
+        );
+    }
+
+    /// `serin status NAME -o json`, parsed.
+    fn status(&self, name: &str) -> Value {
+        let o = self.ok(&["status", name, "-o", "json"]);
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("status -o json is JSON: {e}: {}", text(&o)))
+    }
+
+    /// The status over the API (cheap, for polling).
+    fn status_api(&self, name: &str) -> Value {
+        let a = http(self.addr, "GET", &format!("/api/v1/rollouts/{name}"), &[]);
+        assert_eq!(a.status, 200, "GET rollout {name}: {}", a.body);
+        serde_json::from_str(&a.body).unwrap()
+    }
+
+    /// Polls the status until `cond` holds (20 s at most).
+    fn wait_for(&self, name: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.status_api(name);
+            if cond(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 20 s for {what}; status: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `serin history NAME -o json`, parsed.
+    fn history(&self, name: &str) -> Vec<Value> {
+        let o = self.ok(&["history", name, "-o", "json"]);
+        serde_json::from_slice::<Vec<Value>>(&o.stdout)
+            .unwrap_or_else(|e| panic!("history -o json: {e}: {}", text(&o)))
+    }
+}
+
+fn phase(s: &Value) -> &str {
+    s["phase"].as_str().unwrap_or("")
+}
+
+fn weight(s: &Value) -> f64 {
+    s["weight"].as_f64().unwrap_or(-1.0)
+}
+
+fn step(s: &Value) -> u64 {
+    s["step"].as_u64().unwrap_or(u64::MAX)
+}
+
+/// A rollout file for the builtin proxy on `listen` with `steps` (YAML list
+/// items, one per line).
+fn rollout_file(
+    name: &str,
+    listen: SocketAddr,
+    stable: SocketAddr,
+    canary: SocketAddr,
+    steps: &[&str],
+) -> String {
+    let steps: String = steps.iter().map(|s| format!("  - {s}\n")).collect();
+    format!(
+        "name: {name}
+stable:
+  version: v1
+  upstream: http://{stable}
+canary:
+  version: v2
+  upstream: http://{canary}
+traffic:
+  provider: builtin
+  listen: {listen}
+steps:
+{steps}analysis:
+  interval: 500ms
+  minRequests: 20
+  errorRate: {{ max: 5% }}
+  latencyP95: {{ max: 500ms }}
+  noDataLimit: 20
+"
+    )
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Asserts that `n` requests through `proxy` split as `pct` % canary, within
+/// four standard deviations of the binomial.
+fn assert_split(proxy: SocketAddr, n: usize, pct: f64, when: &str) {
+    let c = split(proxy, n);
+    let v2 = count(&c, "v2") as f64;
+    let expected = n as f64 * pct / 100.0;
+    let sd = (n as f64 * pct / 100.0 * (1.0 - pct / 100.0)).sqrt();
+    assert_eq!(
+        count(&c, "v1") + count(&c, "v2"),
+        n,
+        "{when}: every answer from v1 or v2: {c:?}"
+    );
+    assert!(
+        (v2 - expected).abs() <= 4.0 * sd.max(0.5),
+        "{when}: {n} requests at weight {pct} gave {v2} on v2 (expected {expected} ± {:.0}): {c:?}",
+        4.0 * sd
+    );
+}
+
+// ---------------------------------------------------------------- tests
+
+/// The whole operator's life of one rollout through the client commands.
+#[test]
+fn operator_commands_need_the_token_and_drive_the_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let d = Daemon::start(local(free_port()), &dir.path().join("state"));
+    let file = write(
+        dir.path(),
+        "checkout.yaml",
+        &rollout_file(
+            "checkout",
+            proxy,
+            stable,
+            canary,
+            &[
+                "setWeight: 10",
+                "pause: { duration: 1h }",
+                "setWeight: 40",
+                "pause: {}",
+            ],
+        ),
+    );
+    let file = file.display().to_string();
+
+    // init: refused without the token, nothing registered.
+    d.refused_without_token(&["init", &file]);
+    let o = d.ok(&["status", "-o", "json"]);
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&o.stdout).unwrap(),
+        Vec::<Value>::new(),
+        "nothing registered without the token"
+    );
+    assert!(
+        TcpStream::connect_timeout(&proxy, Duration::from_millis(200)).is_err(),
+        "no proxy started without the token"
+    );
+    let o = d.ok(&["init", &file]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("registered checkout"),
+        "{}",
+        text(&o)
+    );
+    wait_for_port(proxy);
+    let s = d.status("checkout");
+    assert_eq!(phase(&s), "Initializing", "{s:#}");
+    assert_eq!(weight(&s), 0.0);
+    assert_eq!(s["stable"]["version"], "v1");
+    assert!(s["canary"]["version"].is_null(), "no canary yet: {s:#}");
+    let c = split(proxy, 30);
+    assert_eq!(
+        count(&c, "v1"),
+        30,
+        "all traffic on stable after init: {c:?}"
+    );
+
+    // Light steady load so that the judge has data and the report has lines.
+    let _load = load(&format!("http://{proxy}/load"), 40, "120s");
+
+    // deploy.
+    d.refused_without_token(&["deploy", "checkout", "v2"]);
+    let s = d.status("checkout");
+    assert!(s["canary"]["version"].is_null(), "deploy refused: {s:#}");
+    assert_eq!(phase(&s), "Initializing");
+    d.ok(&["deploy", "checkout", "v2"]);
+    let s = d.wait_for("checkout", "the first step (weight 10, pausing)", |s| {
+        phase(s) == "Progressing" && step(s) == 1 && weight(s) == 10.0
+    });
+    assert_eq!(s["canary"]["version"], "v2");
+
+    // status -o json: every SPEC field, with live metrics and a verdict.
+    let s = d.wait_for("checkout", "a verdict", |s| !s["lastVerdict"].is_null());
+    let s2 = d.status("checkout");
+    for key in [
+        "name",
+        "phase",
+        "step",
+        "weight",
+        "stable",
+        "canary",
+        "lastVerdict",
+        "metrics",
+    ] {
+        assert!(s2.get(key).is_some(), "status has `{key}`: {s2:#}");
+    }
+    assert_eq!(s2["name"], "checkout");
+    assert_eq!(s2["stable"]["version"], "v1");
+    assert_eq!(s2["canary"]["version"], "v2");
+    let v = &s["lastVerdict"];
+    assert!(
+        ["pass", "fail", "inconclusive"].contains(&v["verdict"].as_str().unwrap_or("")),
+        "{v:#}"
+    );
+    assert!(!v["reason"].as_str().unwrap_or("").is_empty(), "{v:#}");
+    assert!(
+        v["at"].as_str().unwrap_or("").ends_with('Z'),
+        "RFC 3339: {v:#}"
+    );
+    for side in ["stable", "canary"] {
+        let m = &s2["metrics"][side];
+        for key in ["requests", "errors", "errorRate", "p50Ms", "p95Ms", "p99Ms"] {
+            assert!(m.get(key).is_some(), "metrics.{side}.{key}: {s2:#}");
+        }
+        assert!(
+            m["requests"].as_u64().unwrap_or(0) > 0,
+            "{side} served requests: {s2:#}"
+        );
+        assert_eq!(m["errors"], 0, "{side}: {s2:#}");
+    }
+
+    // pause / resume.
+    d.refused_without_token(&["pause", "checkout"]);
+    assert_eq!(phase(&d.status("checkout")), "Progressing");
+    d.ok(&["pause", "checkout"]);
+    let s = d.status("checkout");
+    assert_eq!(phase(&s), "Paused", "{s:#}");
+    assert!(
+        s["reason"].as_str().unwrap_or("").contains("operator"),
+        "{s:#}"
+    );
+    d.refused_without_token(&["resume", "checkout"]);
+    assert_eq!(phase(&d.status("checkout")), "Paused");
+    d.ok(&["resume", "checkout"]);
+    let s = d.status("checkout");
+    assert_eq!(phase(&s), "Progressing", "{s:#}");
+    assert_eq!((step(&s), weight(&s)), (1, 10.0), "{s:#}");
+
+    // traffic 30: weight applied, automation held.
+    d.refused_without_token(&["traffic", "checkout", "30"]);
+    let s = d.status("checkout");
+    assert_eq!((phase(&s), weight(&s)), ("Progressing", 10.0), "{s:#}");
+    d.ok(&["traffic", "checkout", "30"]);
+    let s = d.status("checkout");
+    assert_eq!((phase(&s), weight(&s)), ("Paused", 30.0), "{s:#}");
+    assert_split(proxy, 400, 30.0, "after `traffic checkout 30`");
+    // Several analysis intervals later the automation still holds.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = d.status("checkout");
+    assert_eq!(
+        (phase(&s), step(&s), weight(&s)),
+        ("Paused", 1, 30.0),
+        "{s:#}"
+    );
+
+    // promote: ends the 1 h pause; next step 40 %, then a pause for promote.
+    d.refused_without_token(&["promote", "checkout"]);
+    let s = d.status("checkout");
+    assert_eq!((phase(&s), step(&s), weight(&s)), ("Paused", 1, 30.0));
+    d.ok(&["promote", "checkout"]);
+    let s = d.wait_for("checkout", "step 3 waiting for promote at 40 %", |s| {
+        phase(s) == "Paused" && step(s) == 3 && weight(s) == 40.0
+    });
+    assert!(
+        s["reason"].as_str().unwrap_or("").contains("promote"),
+        "{s:#}"
+    );
+    assert_split(proxy, 300, 40.0, "at step 3");
+
+    // rollback.
+    d.refused_without_token(&["rollback", "checkout"]);
+    let s = d.status("checkout");
+    assert_eq!((phase(&s), weight(&s)), ("Paused", 40.0), "{s:#}");
+    d.ok(&["rollback", "checkout"]);
+    let s = d.status("checkout");
+    assert_eq!(phase(&s), "RolledBack", "{s:#}");
+    assert_eq!(s["reason"], "manual", "{s:#}");
+    assert_eq!(weight(&s), 0.0);
+    let c = split(proxy, 40);
+    assert_eq!(count(&c, "v1"), 40, "all traffic on stable: {c:?}");
+    // A finished rollout refuses more commands (409, exit 1).
+    let o = d.cli(&["promote", "checkout"], true);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("409"),
+        "{}",
+        text(&o)
+    );
+
+    // history: every decision, in order, in text and JSON.
+    let events = d.history("checkout");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"rolled-back"), "{kinds:?}");
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "operator")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for expected in [
+        "paused by an operator",
+        "resumed by an operator",
+        "canary weight set to 30 % by hand",
+        "promote: ending the current pause",
+        "rollback requested",
+    ] {
+        assert!(
+            reasons.contains(&expected),
+            "history has `{expected}`: {reasons:?}"
+        );
+    }
+    for e in &events {
+        for key in ["at", "kind", "step", "weight"] {
+            assert!(e.get(key).is_some(), "event has `{key}`: {e}");
+        }
+    }
+    let o = d.ok(&["history", "checkout"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines().count(),
+        events.len(),
+        "one line per decision: {out}"
+    );
+    assert!(
+        out.contains("rolled-back") && out.contains("manual"),
+        "{out}"
+    );
+
+    // report --format html: one self-contained file.
+    let html_path = dir.path().join("report.html");
+    let o = d.ok(&[
+        "report",
+        "checkout",
+        "--format",
+        "html",
+        "--out",
+        &html_path.display().to_string(),
+    ]);
+    assert!(
+        o.stdout.is_empty(),
+        "the report went to the file: {}",
+        text(&o)
+    );
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.starts_with("<!doctype html>"), "{}", &html[..80]);
+    assert!(html.contains("checkout") && html.contains("RolledBack"));
+    assert!(html.contains("manual"), "the reason is in the report");
+    assert_eq!(html.matches("<svg").count(), 2, "two charts");
+    assert!(
+        html.contains("class=\"line canary\""),
+        "the canary has a line"
+    );
+    for external in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(external), "self-contained: found {external}");
+    }
+    let o = d.ok(&["report", "checkout", "-o", "json"]);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["phase"], "RolledBack");
+    assert!(
+        !r["samples"].as_array().unwrap().is_empty(),
+        "intervals sampled"
+    );
+
+    // cleanup.
+    d.refused_without_token(&["cleanup", "checkout"]);
+    assert_eq!(phase(&d.status("checkout")), "RolledBack", "still there");
+    let o = d.ok(&["cleanup", "checkout"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("removed"),
+        "{}",
+        text(&o)
+    );
+    let o = d.cli(&["status", "checkout"], false);
+    assert_eq!(o.status.code(), Some(1), "gone: {}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("404"),
+        "{}",
+        text(&o)
+    );
+    wait_until_closed(proxy);
+    drop(d);
+}
+
+/// SPEC: "the daemon refuses to listen on a non-loopback address without" a token.
+#[test]
+fn a_daemon_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = free_port();
+    let o = serin()
+        .args([
+            "serve",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--state-dir",
+            &state.display().to_string(),
+        ])
+        .env_remove("SERIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--listen") && err.contains("token"),
+        "says why: {err}"
+    );
+    assert!(!state.exists(), "no state created");
+    // An empty token is no token.
+    let o = serin()
+        .args([
+            "serve",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--state-dir",
+            &state.display().to_string(),
+        ])
+        .env("SERIN_TOKEN", "")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// SIGKILL in the middle of a rollout; the next daemon on the same state
+/// directory has the same phase, step and weight, its proxy splits as before,
+/// the history is kept, and the rollout can be finished.
+#[test]
+fn a_killed_daemon_comes_back_where_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let api = local(free_port());
+    let file = write(
+        dir.path(),
+        "cart.yaml",
+        &rollout_file(
+            "cart",
+            proxy,
+            stable,
+            canary,
+            &["setWeight: 25", "pause: {}", "setWeight: 60", "pause: {}"],
+        ),
+    );
+    let mut d = Daemon::start(api, &state);
+    d.ok(&["init", &file.display().to_string()]);
+    d.ok(&["deploy", "cart", "v2"]);
+    let before = d.wait_for("cart", "step 1 at 25 % waiting for promote", |s| {
+        phase(s) == "Paused" && step(s) == 1 && weight(s) == 25.0
+    });
+    wait_for_port(proxy);
+    assert_split(proxy, 200, 25.0, "before the crash");
+    let history_before = d.history("cart");
+    assert!(history_before.len() >= 3, "{history_before:?}");
+
+    d.proc.kill();
+    wait_until_closed(proxy);
+    wait_until_closed(api);
+
+    let d = Daemon::start(api, &d.state);
+    let after = d.status("cart");
+    for key in ["phase", "step", "weight", "stable", "canary", "reason"] {
+        assert_eq!(after[key], before[key], "`{key}` survives the crash");
+    }
+    wait_for_port(proxy);
+    assert_split(proxy, 200, 25.0, "after the restart");
+    let history_after = d.history("cart");
+    assert!(
+        history_after.len() >= history_before.len(),
+        "history kept: {} then {}",
+        history_before.len(),
+        history_after.len()
+    );
+    assert_eq!(
+        &history_after[..history_before.len()],
+        &history_before[..],
+        "the same decisions, in the same order"
+    );
+
+    d.refused_without_token(&["promote", "cart", "--full"]);
+    assert_eq!(phase(&d.status("cart")), "Paused");
+    d.ok(&["promote", "cart", "--full"]);
+    let s = d.status("cart");
+    assert_eq!(phase(&s), "Succeeded", "{s:#}");
+    assert_eq!(s["stable"]["version"], "v2", "the canary is the new stable");
+    let c = split(proxy, 40);
+    assert_eq!(
+        count(&c, "v2"),
+        40,
+        "after promotion every request goes to v2: {c:?}"
+    );
+    let kinds: Vec<String> = d
+        .history("cart")
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("promoted"),
+        "{kinds:?}"
+    );
+}
