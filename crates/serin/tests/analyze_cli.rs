@@ -1,0 +1,96 @@
+//! `serin analyze` as a CI step would run it: exit 0 on a healthy recording,
+//! 3 with the time of the first `fail`, 2 on bad input with the line named.
+
+mod common;
+
+use common::serin::{serin, text, write};
+
+fn line(t: u64, stable: (u64, u64), canary: (u64, u64)) -> String {
+    let le = "[5, 10, 25, 50, 100, 250, 500, 1000]";
+    let counts = |n: u64| {
+        let c: Vec<u64> = [0.1, 0.4, 0.8, 0.95, 1.0, 1.0, 1.0, 1.0]
+            .iter()
+            .map(|f| (n as f64 * f) as u64)
+            .collect();
+        format!("{c:?}")
+    };
+    format!(
+        r#"{{"t": {t}.0, "stable": {{"requests": {}, "errors": {}, "latencyMs": {{"le": {le}, "counts": {}}}}}, "canary": {{"requests": {}, "errors": {}, "latencyMs": {{"le": {le}, "counts": {}}}}}}}"#,
+        stable.0,
+        stable.1,
+        counts(stable.0),
+        canary.0,
+        canary.1,
+        counts(canary.0)
+    ) + "\n"
+}
+
+const CONFIG: &str = "name: a\nstable: {version: v1, upstream: 'http://127.0.0.1:1'}\ncanary: {version: v2, upstream: 'http://127.0.0.1:2'}\ntraffic: {listen: '127.0.0.1:0'}\nanalysis:\n  minRequests: 50\n";
+
+fn analyze(dir: &std::path::Path, lines: &str) -> std::process::Output {
+    let data = write(dir, "metrics.jsonl", lines);
+    let config = write(dir, "rollout.yaml", CONFIG);
+    serin()
+        .args([
+            "analyze",
+            &data.display().to_string(),
+            "--config",
+            &config.display().to_string(),
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn healthy_recording_passes_and_a_bad_one_fails_with_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let good: String = (1..=40)
+        .map(|i| line(i, (i * 190, i), (i * 10, 0)))
+        .collect();
+    let o = analyze(dir.path(), &good);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"], "pass", "{v}");
+    assert!(v["at"].is_null());
+    assert_eq!(v["verdicts"].as_array().unwrap().len(), 40);
+
+    let bad: String = (1..=40)
+        .map(|i| line(i, (i * 190, i), (i * 10, i * 3)))
+        .collect();
+    let o = analyze(dir.path(), &bad);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"], "fail", "{v}");
+    assert!(
+        v["at"].as_f64().unwrap() >= 5.0,
+        "not before minRequests: {v}"
+    );
+    assert!(v["reason"].as_str().unwrap().contains("error rate"), "{v}");
+}
+
+#[test]
+fn bad_input_names_the_line_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (lines, expect) in [
+        (
+            format!("{}not json\n", line(1, (100, 1), (10, 0))),
+            "metrics.jsonl:2: expected",
+        ),
+        (
+            format!(
+                "{}{}",
+                line(1, (100, 1), (10, 0)),
+                line(2, (90, 1), (20, 0))
+            ),
+            "metrics.jsonl:2: ",
+        ),
+        (String::new(), "no observations"),
+    ] {
+        let o = analyze(dir.path(), &lines);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(expect), "`{expect}` in {err}");
+    }
+}
