@@ -622,10 +622,12 @@ fn nginx_reloads_keep_serving_and_the_new_split_follows_the_decision() {
     // 1. Through `serin run`: the decision to set 100 % (the time on its
     //    line) to the first answer from v2 and the last answer from v1.
     let (mut first_new, mut last_old) = (Vec::new(), Vec::new());
-    for i in 0..3 {
+    for i in 0..5 {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let steps = "  - setWeight: 100\n  - pause: { duration: 1s }\n";
+        // A first pause at 0 % so that the observer runs before the decision.
+        let steps =
+            "  - pause: { duration: 1s }\n  - setWeight: 100\n  - pause: { duration: 1s }\n";
         let file = write(
             dir.path(),
             "rollout.yaml",
@@ -653,6 +655,10 @@ fn nginx_reloads_keep_serving_and_the_new_split_follows_the_decision() {
             nginx.error_log()
         );
         let t = weight_steps(&out)[0].0 as i64;
+        assert!(
+            seen.iter().any(|s| (s.at_ms as i64) < t - 100),
+            "observed from before the decision: {out}"
+        );
         let new = seen
             .iter()
             .find(|s| s.at_ms as i64 >= t && s.version.as_deref() == Some("v2"))
