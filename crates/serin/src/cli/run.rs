@@ -162,12 +162,74 @@ fn resume_or_register(store: &Store, setup: &Setup, text: &str) -> anyhow::Resul
     Ok(store.register(&record, now)?)
 }
 
+/// The bar `serin run` draws, while it draws one, so that log lines
+/// ([`LogWriter`]) are written above it instead of through it.
+static ACTIVE_BAR: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+
+fn active_bar() -> Option<ProgressBar> {
+    ACTIVE_BAR.lock().map_or(None, |b| b.clone())
+}
+
+fn set_active_bar(bar: Option<ProgressBar>) {
+    if let Ok(mut slot) = ACTIVE_BAR.lock() {
+        *slot = bar;
+    }
+}
+
+/// Where log lines (tracing) go: stderr, but while `serin run` draws its
+/// progress bar the bar is cleared for the line and drawn again below it,
+/// so a warning never leaves a torn copy of the bar on the screen.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Vec::new())
+    }
+}
+
+/// One log event, buffered and written whole when dropped.
+#[derive(Debug)]
+pub struct LogLine(Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        let text = std::mem::take(&mut self.0);
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(&text);
+        };
+        match active_bar() {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+}
+
 /// What a person sees: a bar on a terminal, lines elsewhere.
+///
+/// The bar reads `checkout [=====>     ] 1/6 steps · Progressing · canary 20 % · last verdict pass`:
+/// the steps completed (the fill), the phase, the weight in force and the
+/// latest verdict.
 struct View {
     bar: Option<ProgressBar>,
     steps: usize,
     json: bool,
     weight: Weight,
+    phase: Phase,
     verdict: String,
 }
 
@@ -178,23 +240,46 @@ impl View {
         let bar = (!json && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(steps as u64);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:.bold} [{bar:30.cyan/blue}] step {pos}/{len} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             bar.set_prefix(setup.name.clone());
-            bar.set_position(record.state.step as u64);
+            bar.set_position(record.state.step.min(steps) as u64);
             bar.enable_steady_tick(Duration::from_millis(250));
+            set_active_bar(Some(bar.clone()));
             bar
         });
-        View {
+        let view = View {
             bar,
             steps,
             json,
             weight: record.state.weight,
+            phase: record.state.phase,
             verdict: String::new(),
+        };
+        view.redraw();
+        view
+    }
+
+    /// The bar's text after the fill.
+    fn message(&self, done: u64) -> String {
+        let mut m = format!(
+            "{done}/{} steps · {} · canary {} %",
+            self.steps,
+            self.phase.as_str(),
+            self.weight
+        );
+        if !self.verdict.is_empty() {
+            m.push_str(" · last verdict ");
+            m.push_str(&self.verdict);
+        }
+        m
+    }
+
+    fn redraw(&self) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.message(bar.position()));
         }
     }
 
@@ -214,6 +299,7 @@ impl View {
                     bar.set_position(d.step.min(self.steps) as u64);
                 }
                 self.weight = d.weight;
+                self.phase = d.phase;
                 if let Some(v) = d.verdict {
                     self.verdict = v.to_string();
                 }
@@ -240,13 +326,12 @@ impl View {
                 self.line(&format!("data plane refused a change (retrying): {e}"))
             }
         }
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("canary {} % {}", self.weight, self.verdict));
-        }
+        self.redraw();
     }
 
     fn done(&self, record: &RolloutRecord) {
         if let Some(bar) = &self.bar {
+            set_active_bar(None);
             bar.finish_and_clear();
         }
         let outcome = match record.state.phase {
@@ -255,6 +340,14 @@ impl View {
             p => format!("stopped in phase {}", p.as_str()),
         };
         self.line(&format!("{}: {outcome}", record.name));
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if self.bar.is_some() {
+            set_active_bar(None);
+        }
     }
 }
 

@@ -1,0 +1,279 @@
+//! `serin run`'s progress bar as a person sees it: the real binary on a real
+//! terminal (a detached tmux pane of 120×30), with demo apps and load behind
+//! its proxy. The pane is captured while the rollout runs and after it ends.
+//! tmux comes from scripts/install-test-deps.sh.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::nginx::free_port;
+use common::serin::{BIN, Proc, demo_app, load, serin, wait_for_port, write};
+
+/// A tmux server of our own (its own socket), killed on Drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(tag: &str) -> Tmux {
+        Tmux {
+            socket: format!("serin-test-{tag}-{}", std::process::id()),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux (is it installed? scripts/install-test-deps.sh)")
+    }
+
+    /// The visible pane as text, one line per row, trailing blanks trimmed.
+    fn capture(&self) -> String {
+        let o = self.cmd(&["capture-pane", "-p", "-t", "main"]);
+        assert!(o.status.success(), "capture-pane: {o:?}");
+        String::from_utf8_lossy(&o.stdout).trim_end().to_string()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+fn rollout(name: &str, listen: SocketAddr, stable: SocketAddr, canary: SocketAddr) -> String {
+    format!(
+        "name: {name}
+stable:
+  version: v1
+  upstream: http://{stable}
+canary:
+  version: v2
+  upstream: http://{canary}
+traffic:
+  provider: builtin
+  listen: {listen}
+steps:
+  - setWeight: 20
+  - pause: {{ duration: 2s }}
+  - setWeight: 50
+  - pause: {{ duration: 2s }}
+  - setWeight: 100
+  - pause: {{ duration: 1s }}
+analysis:
+  interval: 500ms
+  minRequests: 20
+  errorRate: {{ max: 5% }}
+  latencyP95: {{ max: 300ms }}
+  noDataLimit: 10
+"
+    )
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Runs `serin run` in a 120×30 pane; returns the captures taken while it
+/// ran (distinct, in order) and the final screen.
+/// The canary's demo app starts `canary_late` after `serin run`, so that the
+/// health checks wait (and log a warning) while the bar is drawn.
+fn run_in_tmux(tag: &str, canary_flags: &[&str], canary_late: Duration) -> (Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let canary = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let start_canary = || {
+        let mut cmd = serin();
+        cmd.args([
+            "demo-app",
+            "--listen",
+            &canary.to_string(),
+            "--version",
+            "v2",
+        ])
+        .args(canary_flags);
+        let p = Proc::spawn(cmd, false);
+        wait_for_port(canary);
+        p
+    };
+    let mut _canary = (canary_late.is_zero()).then(start_canary);
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &rollout(tag, listen, stable, canary),
+    );
+    let state = dir.path().join("state");
+    let script = format!(
+        "cd {dir}; RUST_LOG=warn {bin} run {file} --state-dir {state}; echo \"serin exited with $?\"; sleep 120",
+        dir = shell_quote(&dir.path().display().to_string()),
+        bin = shell_quote(BIN),
+        file = shell_quote(&file.display().to_string()),
+        state = shell_quote(&state.display().to_string()),
+    );
+    let tmux = Tmux::new(tag);
+    let o = tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "main",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &script,
+    ]);
+    assert!(o.status.success(), "tmux new-session: {o:?}");
+    wait_for_port(listen);
+    let _load = load(&format!("http://{listen}/"), 150, "60s");
+    if !canary_late.is_zero() {
+        std::thread::sleep(canary_late);
+        _canary = Some(start_canary());
+    }
+    let mut captures: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let screen = tmux.capture();
+        if screen.contains("serin exited with") {
+            break screen;
+        }
+        if captures.last() != Some(&screen) && !screen.is_empty() {
+            captures.push(screen);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serin run did not end within 60 s; screen:\n{}",
+            tmux.capture()
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    keep(tag, &captures, &last);
+    (captures, last)
+}
+
+/// Leaves the captures in the target dir for a person to read.
+fn keep(tag: &str, captures: &[String], last: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tmux");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut all = String::new();
+    for (i, c) in captures.iter().enumerate() {
+        all.push_str(&format!("===== capture {i}\n{c}\n"));
+    }
+    all.push_str(&format!("===== final\n{last}\n"));
+    let _ = std::fs::write(dir.join(format!("{tag}.txt")), all);
+}
+
+/// The bar is drawn once, on the last line: nothing written while it is on
+/// the screen (decisions, warnings) leaves a torn copy of it above.
+fn assert_one_bar_at_the_bottom(captures: &[String], name: &str) {
+    for c in captures {
+        let bars = c
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name} [")))
+            .count();
+        let last = c.lines().last().unwrap_or("");
+        assert!(
+            bars <= 1 && (bars == 0 || last.starts_with(&format!("{name} ["))),
+            "one bar, at the bottom:\n{c}"
+        );
+    }
+}
+
+/// The line of the bar in a capture: the one that starts with the name and
+/// has the `[===>  ]` bar.
+fn bar_line<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
+    screen
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(name) && l.contains('[') && l.contains(']'))
+}
+
+#[test]
+fn the_bar_shows_name_step_weight_and_phase_and_the_end_shows_the_outcome() {
+    let (captures, last) = run_in_tmux("healthy", &[], Duration::ZERO);
+    assert_one_bar_at_the_bottom(&captures, "healthy");
+    let bars: Vec<&str> = captures
+        .iter()
+        .filter_map(|c| bar_line(c, "healthy"))
+        .collect();
+    assert!(
+        bars.len() >= 3,
+        "the bar was seen while the rollout ran: {captures:#?}"
+    );
+    for b in &bars {
+        assert!(b.chars().count() <= 120, "fits the terminal: {b:?}");
+        assert!(b.contains("/6 steps"), "steps done of 6: {b:?}");
+        assert!(b.contains("canary "), "weight: {b:?}");
+        assert!(
+            b.contains("Progressing") || b.contains("Paused") || b.contains("Initializing"),
+            "phase: {b:?}"
+        );
+    }
+    for w in ["20 %", "50 %"] {
+        assert!(
+            bars.iter().any(|b| b.contains(&format!("canary {w}"))),
+            "the bar showed weight {w}: {bars:#?}"
+        );
+    }
+    assert!(
+        bars.iter().any(|b| b.contains("Progressing")),
+        "phase Progressing seen: {bars:#?}"
+    );
+    // The final screen: the outcome, no bar left behind, exit 0.
+    assert!(
+        last.contains("healthy: promoted: v2 is the new stable"),
+        "outcome on the final screen:\n{last}"
+    );
+    assert!(last.contains("serin exited with 0"), "{last}");
+    assert!(
+        bar_line(&last, "healthy").is_none(),
+        "the bar is cleared at the end:\n{last}"
+    );
+    // The decision lines above the bar stay readable: steps are logged.
+    assert!(
+        last.contains("canary weight set to 20 %") && last.contains("canary weight set to 50 %"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_rolled_back_canary_leaves_the_reason_on_the_screen() {
+    let (captures, last) = run_in_tmux("broken", &["--error-rate", "0.4"], Duration::ZERO);
+    assert!(
+        captures
+            .iter()
+            .any(|c| bar_line(c, "broken").is_some_and(|b| b.contains("canary 20 %"))),
+        "the bar was seen at 20 %: {captures:#?}"
+    );
+    assert_one_bar_at_the_bottom(&captures, "broken");
+    assert!(
+        last.contains("broken: rolled back:") && last.contains("error rate"),
+        "the outcome with its reason:\n{last}"
+    );
+    assert!(last.contains("serin exited with 3"), "{last}");
+    assert!(bar_line(&last, "broken").is_none(), "bar cleared:\n{last}");
+}
+
+#[test]
+fn a_warning_while_the_bar_is_drawn_is_written_above_it() {
+    let (captures, last) = run_in_tmux("late", &[], Duration::from_millis(2500));
+    assert!(
+        captures.iter().any(|c| c.contains("WARN")
+            && c.contains("waiting for both versions to answer")
+            && bar_line(c, "late").is_some_and(|b| b.contains("Initializing"))),
+        "the health-check warning and the bar in phase Initializing: {captures:#?}"
+    );
+    assert_one_bar_at_the_bottom(&captures, "late");
+    assert!(
+        last.contains("late: promoted: v2 is the new stable"),
+        "{last}"
+    );
+    assert!(last.contains("serin exited with 0"), "{last}");
+}
