@@ -183,26 +183,63 @@ impl Report {
             escape(&self.phase),
             escape(&self.reason)
         );
-        let canary = self.canary_version.as_deref().unwrap_or("none");
-        let _ = write!(
-            h,
-            "<section class=\"facts\"><div><span>stable</span><b>{}</b></div>\
-             <div><span>canary</span><b>{}</b></div><div><span>weight now</span><b>{} %</b></div>\
-             <div><span>decisions</span><b>{}</b></div><div><span>intervals</span><b>{}</b></div></section>",
-            escape(&self.stable_version),
-            escape(canary),
-            self.weight,
-            self.timeline.len(),
-            self.samples.len()
-        );
+        h.push_str("<section class=\"facts\">");
+        let fact = |h: &mut String, label: &str, value: &str| {
+            let _ = write!(
+                h,
+                "<div><span>{}</span><b>{}</b></div>",
+                escape(label),
+                escape(value)
+            );
+        };
+        match (self.phase.as_str(), self.canary_version.as_deref()) {
+            // A promotion makes the canary the stable: say so rather than
+            // "canary none, weight 0 %", which reads like nothing happened.
+            ("Succeeded", None) => {
+                fact(&mut h, "promoted, now stable", &self.stable_version);
+                fact(
+                    &mut h,
+                    "traffic now",
+                    &format!("all on {}", self.stable_version),
+                );
+            }
+            (_, canary) => {
+                fact(&mut h, "stable", &self.stable_version);
+                fact(&mut h, "canary", canary.unwrap_or("none"));
+                fact(&mut h, "canary weight now", &format!("{} %", self.weight));
+            }
+        }
+        if let (Some(first), Some(last)) = (self.timeline.first(), self.timeline.last()) {
+            fact(
+                &mut h,
+                "duration",
+                &human_span(last.at_ms.saturating_sub(first.at_ms)),
+            );
+        }
+        fact(&mut h, "decisions", &self.timeline.len().to_string());
+        fact(&mut h, "intervals", &self.samples.len().to_string());
+        h.push_str("</section>");
         h.push_str("<section><h2>Per-version totals</h2><table><tr><th></th><th>requests</th><th>errors</th><th>error rate</th><th>worst interval p95</th></tr>");
-        for (label, v) in [
-            ("stable", &self.summary.stable),
-            ("canary", &self.summary.canary),
+        // The rows are roles during the rollout; name the versions where known
+        // (after a promotion the record's stable is the former canary).
+        let (stable_name, canary_name) = match (self.phase.as_str(), &self.canary_version) {
+            ("Succeeded", None) => (
+                "former stable".to_string(),
+                format!("{} (promoted)", self.stable_version),
+            ),
+            (_, canary) => (
+                self.stable_version.clone(),
+                canary.clone().unwrap_or_default(),
+            ),
+        };
+        for (label, name, v) in [
+            ("stable", stable_name, &self.summary.stable),
+            ("canary", canary_name, &self.summary.canary),
         ] {
             let _ = write!(
                 h,
-                "<tr><th class=\"{label}\">{label}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><th class=\"{label}\">{label} <small>{}</small></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&name),
                 v.requests,
                 v.errors,
                 v.error_rate_pct.map_or("–".into(), |r| format!("{r:.2} %")),
@@ -266,7 +303,9 @@ impl Report {
             .flat_map(|s| [value(&s.stable), value(&s.canary)])
             .flatten()
             .fold(0.0_f64, f64::max);
-        let ymax = nice_ceiling(ymax);
+        // Four divisions of a round step: 0, 2.5, 5, 7.5, 10 rather than 1.2, 3.8.
+        let ystep = nice_ceiling(ymax / 4.0);
+        let ymax = 4.0 * ystep;
         let y = |v: f64| T + (H - T - B) * (1.0 - v / ymax);
         let yw = |w: f64| T + (H - T - B) * (1.0 - w / 100.0);
         let _ = write!(
@@ -299,24 +338,22 @@ impl Report {
                 y(v),
                 L - 6.0,
                 y(v) + 4.0,
-                short(v),
+                axis_label(v, ystep),
                 W - R + 6.0,
                 yw(25.0 * f64::from(i)) + 4.0,
                 25 * i
             );
         }
-        let span_s = (t1 - t0) as f64 / 1000.0;
-        for i in 0..=5 {
-            let t = t0 + ((t1 - t0) as f64 * f64::from(i) / 5.0) as u64;
+        for (offset, label) in time_ticks(t1 - t0) {
             let _ = write!(
                 svg,
-                "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">+{:.0}s</text>",
-                x(t),
+                "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
+                x(t0 + offset),
                 H - B + 16.0,
-                span_s * f64::from(i) / 5.0
             );
         }
         // Decisions.
+        let mut drawn = [false; 3]; // step or operator, bad, ok
         for e in &self.timeline {
             let class = match (e.kind.as_str(), e.verdict.as_deref()) {
                 ("rolled-back", _) | (_, Some("fail")) => "mark bad",
@@ -324,6 +361,11 @@ impl Report {
                 ("verdict", _) => continue, // passing verdicts every interval would be noise
                 _ => "mark",
             };
+            drawn[match class {
+                "mark bad" => 1,
+                "mark ok" => 2,
+                _ => 0,
+            }] = true;
             let _ = write!(
                 svg,
                 "<line class=\"{class}\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{T}\" y2=\"{:.1}\"><title>{}: {}</title></line>",
@@ -359,24 +401,73 @@ impl Report {
             }
             let _ = write!(svg, "<path class=\"line {class}\" d=\"{d}\"/>");
         }
-        let _ = write!(
-            svg,
-            "<g class=\"legend\"><rect x=\"{L}\" y=\"{:.1}\" width=\"12\" height=\"3\" class=\"stable\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\">stable</text><rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"3\" class=\"canary\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\">canary</text><rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"8\" class=\"weight\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\">canary weight</text></g></svg>",
-            H - 8.0,
-            L + 16.0,
-            H - 4.0,
-            L + 80.0,
-            H - 8.0,
-            L + 96.0,
-            H - 4.0,
-            L + 160.0,
-            H - 11.0,
-            L + 176.0,
-            H - 4.0
-        );
+        // The legend: the lines, the weight, and the kinds of marks drawn.
+        let mut legend = String::from("<g class=\"legend\">");
+        let ly = H - 4.0;
+        let mut items: Vec<(String, &str)> = vec![
+            (
+                format!(
+                    "<rect y=\"{:.1}\" width=\"14\" height=\"3\" class=\"stable\"",
+                    ly - 5.0
+                ),
+                "stable",
+            ),
+            (
+                format!(
+                    "<rect y=\"{:.1}\" width=\"14\" height=\"3\" class=\"canary\"",
+                    ly - 5.0
+                ),
+                "canary",
+            ),
+            (
+                format!(
+                    "<rect y=\"{:.1}\" width=\"14\" height=\"10\" class=\"weight\"",
+                    ly - 9.0
+                ),
+                "canary weight (right axis)",
+            ),
+        ];
+        for (i, (class, label)) in [
+            ("mark", "step or command"),
+            ("mark bad", "failed verdict / rollback"),
+            ("mark ok", "promoted"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if drawn[i] {
+                items.push((
+                    format!(
+                        "<line class=\"{class}\" y1=\"{:.1}\" y2=\"{:.1}\"",
+                        ly - 11.0,
+                        ly + 1.0
+                    ),
+                    label,
+                ));
+            }
+        }
+        let mut lx = L;
+        for (swatch, label) in items {
+            // Lines are placed by x1/x2, rectangles by x.
+            if swatch.starts_with("<line") {
+                let _ = write!(
+                    legend,
+                    "{swatch} x1=\"{x:.1}\" x2=\"{x:.1}\"/>",
+                    x = lx + 7.0
+                );
+            } else {
+                let _ = write!(legend, "{swatch} x=\"{lx:.1}\"/>");
+            }
+            let _ = write!(
+                legend,
+                "<text x=\"{:.1}\" y=\"{ly:.1}\">{label}</text>",
+                lx + 18.0
+            );
+            // About 6.5 px per character at 12 px, then a gap.
+            lx += 18.0 + 6.5 * label.len() as f64 + 20.0;
+        }
+        legend.push_str("</g></svg>");
+        svg.push_str(&legend);
         svg
     }
 }
@@ -396,13 +487,50 @@ fn nice_ceiling(v: f64) -> f64 {
     10.0 * magnitude
 }
 
-fn short(v: f64) -> String {
-    if v >= 100.0 || v == v.round() {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
+/// An axis label for `v` on an axis whose step is `step`: as many decimals
+/// as the step needs (2.5 → one, 0.25 → two), none for whole steps.
+fn axis_label(v: f64, step: f64) -> String {
+    let mut decimals = 0;
+    while decimals < 6 {
+        let scaled = step * 10f64.powi(decimals);
+        if (scaled - scaled.round()).abs() < 1e-6 {
+            break;
+        }
+        decimals += 1;
+    }
+    format!("{v:.prec$}", prec = decimals as usize)
+}
+
+/// Ticks for a time axis `span_ms` long: offsets (ms) at a round interval
+/// (1, 2, 5, 10, 15, 30 s, 1, 2, 5, 10, 15, 30 min, 1, 2, 6, 12 h) giving at
+/// most seven labels, each label distinct.
+fn time_ticks(span_ms: u64) -> Vec<(u64, String)> {
+    const STEPS_MS: [u64; 19] = [
+        100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000,
+        600_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000, 43_200_000,
+    ];
+    let step = STEPS_MS
+        .iter()
+        .copied()
+        .find(|s| span_ms / s <= 6)
+        .unwrap_or(86_400_000);
+    (0..=span_ms / step)
+        .map(|i| (i * step, format!("+{}", human_span(i * step))))
+        .collect()
+}
+
+/// `0.5s`, `7s`, `2m`, `1m30s`, `2h`, `1h15m`.
+fn human_span(ms: u64) -> String {
+    if ms < 10_000 && !ms.is_multiple_of(1000) {
+        return format!("{:.1}s", ms as f64 / 1000.0);
+    }
+    let s = ms / 1000;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
     }
 }
 
@@ -455,8 +583,9 @@ header{display:flex;flex-wrap:wrap;align-items:baseline;gap:12px}
 .facts span{display:block;font-size:12px;color:var(--mute)}.facts b{font-size:18px}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eee;vertical-align:top}
-th.stable{color:var(--stable)}th.canary{color:var(--canary)}
+th.stable{color:var(--stable)}th.canary{color:var(--canary)}th small{color:var(--mute);font-weight:400;margin-left:4px}
 .timeline td:first-child{white-space:nowrap;color:var(--mute);font-variant-numeric:tabular-nums}
+.timeline td:not(:last-child),.timeline th{white-space:nowrap}
 .v-fail,.k-rolled-back td{color:var(--bad);font-weight:600}.k-promoted td{color:var(--ok);font-weight:600}
 svg{width:100%;height:auto;background:#fff}
 .grid{stroke:#eee}.axis{fill:var(--mute);font-size:11px}.axis.w{fill:#9ca3af}
@@ -585,6 +714,48 @@ mod tests {
             rfc3339(Millis(1_795_573_445_123)),
             "2026-11-25T02:24:05.123Z"
         );
+    }
+
+    #[test]
+    fn axis_labels_have_the_decimals_their_step_needs() {
+        assert_eq!(axis_label(7.5, 2.5), "7.5");
+        assert_eq!(axis_label(10.0, 2.5), "10.0");
+        assert_eq!(axis_label(40.0, 10.0), "40");
+        assert_eq!(axis_label(0.05, 0.025), "0.050");
+        assert_eq!(axis_label(0.0, 0.5), "0.0");
+    }
+
+    #[test]
+    fn time_ticks_are_round_and_distinct() {
+        let labels = |span| {
+            time_ticks(span)
+                .into_iter()
+                .map(|(_, l)| l)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(labels(2_300), ["+0s", "+0.5s", "+1s", "+1.5s", "+2s"]);
+        assert_eq!(labels(7_700), ["+0s", "+2s", "+4s", "+6s"]);
+        assert_eq!(labels(600_000), ["+0s", "+2m", "+4m", "+6m", "+8m", "+10m"]);
+        assert_eq!(labels(5_400_000)[1], "+15m");
+        for span in [1, 999, 12_345, 3_600_000, 100_000_000] {
+            let l = labels(span);
+            assert!(l.len() >= 1 && l.len() <= 7, "{span}: {l:?}");
+            let mut d = l.clone();
+            d.dedup();
+            assert_eq!(d, l, "distinct labels for {span}");
+        }
+    }
+
+    #[test]
+    fn a_promoted_rollout_names_its_new_stable() {
+        let mut r = fixture();
+        r.phase = "Succeeded".into();
+        r.stable_version = "v2".into();
+        r.canary_version = None;
+        let html = r.to_html();
+        assert!(html.contains("promoted, now stable</span><b>v2</b>"));
+        assert!(html.contains("all on v2"));
+        assert!(!html.contains("canary weight now"));
     }
 
     #[test]

@@ -1,0 +1,388 @@
+//! What a person sees in a browser: the HTML report of a finished rollout
+//! and the dashboard of a running daemon, rendered by a real headless
+//! Chromium (scripts/install-test-deps.sh installs it).
+//!
+//! The test checks the DOM after the dashboard's JavaScript ran (the
+//! rollout's name, phase and weight are on the page), and that each
+//! screenshot is a full-size PNG with content. The PNGs are left in
+//! `CARGO_TARGET_TMPDIR/screens/` for a person to look at; docs/screens.md
+//! says what was looked at (docs/img/ holds the last ones checked).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::nginx::free_port;
+use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
+
+const TOKEN: &str = "screens-token";
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 1600;
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Where the screenshots are kept after the test.
+fn out_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screens");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn chromium_bin() -> &'static str {
+    if Path::new("/usr/bin/chromium").exists() {
+        "/usr/bin/chromium"
+    } else {
+        "chromium"
+    }
+}
+
+/// Headless Chromium with a throw-away profile and nothing fetched but `url`.
+fn chromium(profile: &Path, extra: &[&str], url: &str) -> Output {
+    let mut cmd = Command::new(chromium_bin());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(extra)
+    .arg(url);
+    let p = Proc::spawn(cmd, true);
+    let o = p.wait_output(Duration::from_secs(90));
+    assert!(
+        o.status.success(),
+        "chromium (is it installed? scripts/install-test-deps.sh): {}",
+        text(&o)
+    );
+    o
+}
+
+/// Takes a screenshot of `url` into `png`.
+fn screenshot(profile: &Path, url: &str, png: &Path, wait_for_js: bool) {
+    let _ = std::fs::remove_file(png);
+    let shot = format!("--screenshot={}", png.display());
+    let size = format!("--window-size={WIDTH},{HEIGHT}");
+    let mut extra = vec![shot.as_str(), size.as_str()];
+    if wait_for_js {
+        extra.push("--virtual-time-budget=3000");
+    }
+    chromium(profile, &extra, url);
+    assert_png(png);
+}
+
+/// The DOM of `url` after its scripts ran for 3 s of virtual time.
+fn dump_dom(profile: &Path, url: &str) -> String {
+    let o = chromium(profile, &["--virtual-time-budget=3000", "--dump-dom"], url);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A PNG of the window's size and with more in it than a blank page: a
+/// blank 1280×1600 page compresses to about 12 KB.
+fn assert_png(png: &Path) {
+    let bytes = std::fs::read(png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is a PNG",
+        png.display()
+    );
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((w, h), (WIDTH, HEIGHT), "{} size", png.display());
+    assert!(
+        bytes.len() > 40_000,
+        "{} has content ({} bytes; a blank page is about 12 KB)",
+        png.display(),
+        bytes.len()
+    );
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A rollout file with short steps for the builtin proxy on `listen`.
+fn rollout_file(
+    name: &str,
+    listen: SocketAddr,
+    stable: SocketAddr,
+    canary: SocketAddr,
+    steps: &str,
+) -> String {
+    format!(
+        "name: {name}
+stable:
+  version: v1.4.2
+  upstream: http://{stable}
+canary:
+  version: v1.5.0
+  upstream: http://{canary}
+traffic:
+  provider: builtin
+  listen: {listen}
+steps:
+{steps}analysis:
+  interval: 500ms
+  minRequests: 20
+  errorRate: {{ max: 5% }}
+  latencyP95: {{ max: 300ms }}
+  noDataLimit: 20
+"
+    )
+}
+
+/// Runs one rollout to its end with `serin run --report`; returns the HTML.
+fn finished_report(dir: &Path, name: &str, canary_flags: &[&str], expect_exit: i32) -> PathBuf {
+    let (_stable, stable) = demo_app("v1.4.2", &["--latency-ms", "8", "--jitter-ms", "4"]);
+    let (_canary, canary) = demo_app("v1.5.0", canary_flags);
+    let proxy = local(free_port());
+    let file = write(
+        dir,
+        &format!("{name}.yaml"),
+        &rollout_file(
+            name,
+            proxy,
+            stable,
+            canary,
+            "  - setWeight: 10\n  - pause: { duration: 2s }\n  - setWeight: 30\n  - pause: { duration: 2s }\n  - setWeight: 60\n  - pause: { duration: 2s }\n  - setWeight: 100\n  - pause: { duration: 1s }\n",
+        ),
+    );
+    let html = dir.join(format!("{name}.html"));
+    let mut cmd = serin();
+    cmd.args([
+        "run",
+        &file.display().to_string(),
+        "--state-dir",
+        &dir.join(format!("{name}-state")).display().to_string(),
+        "--report",
+        &html.display().to_string(),
+    ]);
+    let run = Proc::spawn(cmd, true);
+    wait_for_port(proxy);
+    let _load = load(&format!("http://{proxy}/"), 150, "60s");
+    let o = run.wait_output(Duration::from_secs(90));
+    assert_eq!(o.status.code(), Some(expect_exit), "{}", text(&o));
+    assert!(html.exists(), "--report wrote {}", html.display());
+    html
+}
+
+/// The report of a finished rollout, as a browser shows it.
+#[test]
+fn the_report_of_a_finished_rollout_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = out_dir();
+    for (name, flags, exit, phase) in [
+        (
+            "checkout",
+            &[
+                "--latency-ms",
+                "20",
+                "--jitter-ms",
+                "10",
+                "--error-rate",
+                "0.01",
+            ][..],
+            0,
+            "Succeeded",
+        ),
+        (
+            "payments",
+            &[
+                "--latency-ms",
+                "12",
+                "--jitter-ms",
+                "6",
+                "--error-rate",
+                "0.25",
+            ][..],
+            3,
+            "RolledBack",
+        ),
+    ] {
+        let html = finished_report(dir.path(), name, flags, exit);
+        let url = format!("file://{}", html.display());
+        let dom = dump_dom(&dir.path().join(format!("profile-{name}-dom")), &url);
+        assert!(dom.contains(name), "{name}: the name is on the page");
+        assert!(
+            dom.contains(phase),
+            "{name}: the phase {phase} is on the page"
+        );
+        assert_eq!(dom.matches("<svg").count(), 2, "{name}: two charts");
+        assert!(
+            dom.contains("class=\"line canary\"") && dom.contains("class=\"line stable\""),
+            "{name}: both versions drawn"
+        );
+        if phase == "Succeeded" {
+            assert!(
+                dom.contains("promoted, now stable</span><b>v1.5.0</b>"),
+                "{name}: the new stable is named"
+            );
+        } else {
+            assert!(dom.contains("failed verdict / rollback"), "{name}: legend");
+        }
+        // The time axis: distinct labels (not "+0s +0s +1s +1s"), the
+        // legend explains the marks drawn.
+        let ticks: Vec<&str> = dom
+            .split("text-anchor=\"middle\">")
+            .skip(1)
+            .filter_map(|t| t.split('<').next())
+            .collect();
+        assert!(ticks.len() >= 4, "{name}: time labels {ticks:?}");
+        let half = &ticks[..ticks.len() / 2];
+        let mut distinct = half.to_vec();
+        distinct.dedup();
+        assert_eq!(distinct, half, "{name}: distinct time labels");
+        assert!(
+            dom.contains("step or command"),
+            "{name}: legend of the marks"
+        );
+        let png = out.join(format!("report-{name}.png"));
+        screenshot(
+            &dir.path().join(format!("profile-{name}")),
+            &url,
+            &png,
+            false,
+        );
+        eprintln!("screenshot: {}", png.display());
+    }
+}
+
+/// The dashboard of a running daemon, after its JavaScript fetched the list.
+#[test]
+fn the_dashboard_of_a_running_daemon_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1.4.2", &["--latency-ms", "8", "--jitter-ms", "4"]);
+    let (_canary, canary) = demo_app("v1.5.0", &["--latency-ms", "15", "--jitter-ms", "5"]);
+    let api = local(free_port());
+    let proxy = local(free_port());
+    let mut cmd = serin();
+    cmd.args([
+        "serve",
+        "--listen",
+        &api.to_string(),
+        "--state-dir",
+        &dir.path().join("state").display().to_string(),
+    ])
+    .env("SERIN_TOKEN", TOKEN);
+    let _daemon = Proc::spawn(cmd, false);
+    wait_for_port(api);
+    let file = write(
+        dir.path(),
+        "checkout.yaml",
+        &rollout_file(
+            "checkout",
+            proxy,
+            stable,
+            canary,
+            "  - setWeight: 5\n  - pause: { duration: 1s }\n  - setWeight: 30\n  - pause: {}\n  - setWeight: 100\n",
+        ),
+    );
+    let cli = |args: &[&str]| {
+        let o = serin()
+            .args(args)
+            .env("SERIN_API", format!("http://{api}"))
+            .env("SERIN_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "serin {args:?}: {}", text(&o));
+    };
+    cli(&["init", &file.display().to_string()]);
+    wait_for_port(proxy);
+    let _load = load(&format!("http://{proxy}/"), 100, "60s");
+    cli(&["deploy", "checkout", "v1.5.0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(api, "/api/v1/rollouts/checkout");
+        assert_eq!(status, 200, "{body}");
+        if body.contains("\"phase\":\"Paused\"")
+            && body.contains("\"weight\":30")
+            && body.contains("\"lastVerdict\":{")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout did not reach the 30 % pause: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A second rollout, registered but not deployed: how an idle one looks.
+    let (_s2, s2) = demo_app("v3.0.1", &[]);
+    let (_c2, c2) = demo_app("v3.1.0", &[]);
+    let p2 = local(free_port());
+    let file2 = write(
+        dir.path(),
+        "search.yaml",
+        &rollout_file("search", p2, s2, c2, "  - setWeight: 50\n")
+            .replace("v1.4.2", "v3.0.1")
+            .replace("v1.5.0", "v3.1.0"),
+    );
+    cli(&["init", &file2.display().to_string()]);
+
+    let url = format!("http://{api}/");
+    let dom = dump_dom(&dir.path().join("profile-dom"), &url);
+    assert!(
+        dom.contains("data-name=\"checkout\""),
+        "the dashboard's script drew a card for checkout: {dom}"
+    );
+    assert!(dom.contains("data-name=\"search\""), "and for search");
+    assert!(dom.contains(">Paused<"), "checkout's phase: {dom}");
+    assert!(dom.contains(">Initializing<"), "search's phase: {dom}");
+    assert!(
+        dom.contains("canary weight 30 %"),
+        "checkout's weight: {dom}"
+    );
+    assert!(dom.contains("v1.5.0") && dom.contains("v1.4.2"), "versions");
+    assert!(dom.contains("2 rollouts"), "the header counts them: {dom}");
+    assert!(
+        dom.contains("waiting for `serin promote`"),
+        "why it waits: {dom}"
+    );
+    assert!(dom.contains("id=\"token\""), "a token field for actions");
+    assert!(
+        dom.contains("not deployed"),
+        "search has no rollout yet: {dom}"
+    );
+    let verdict = ["pass", "inconclusive", "fail"]
+        .into_iter()
+        .find(|v| dom.contains(&format!("last verdict <b>{v}</b> · ")))
+        .unwrap_or_else(|| panic!("checkout's last verdict is shown: {dom}"));
+    assert!(
+        !dom.contains(&format!("<b>{verdict}</b> · {verdict}:")),
+        "the verdict is said once: {dom}"
+    );
+    let png = out_dir().join("dashboard.png");
+    screenshot(&dir.path().join("profile"), &url, &png, true);
+    eprintln!("screenshot: {}", png.display());
+}
