@@ -312,18 +312,37 @@ impl Report {
             svg,
             "<svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"chart\" xmlns=\"http://www.w3.org/2000/svg\">"
         );
-        // Weight as a shaded step area on its own 0–100 % axis (right).
-        let mut area = format!("M{:.1},{:.1}", x(self.samples[0].at_ms), yw(0.0));
-        let mut prev = None;
-        for s in &self.samples {
-            if let Some(p) = prev {
-                let _ = write!(area, " L{:.1},{:.1}", x(s.at_ms), yw(p));
+        // Weight as a shaded step area on its own 0–100 % axis (right). The
+        // decisions say when the weight changed; samples only say what it
+        // was when they were taken (without decisions, they are all there is).
+        let changes: Vec<(u64, f64)> = if self.timeline.is_empty() {
+            self.samples.iter().map(|s| (s.at_ms, s.weight)).collect()
+        } else {
+            self.timeline.iter().map(|e| (e.at_ms, e.weight)).collect()
+        };
+        let mut area = format!("M{:.1},{:.1}", x(t0), yw(0.0));
+        let mut level = 0.0;
+        for (at, w) in changes {
+            if w != level {
+                let _ = write!(
+                    area,
+                    " L{:.1},{:.1} L{:.1},{:.1}",
+                    x(at),
+                    yw(level),
+                    x(at),
+                    yw(w)
+                );
+                level = w;
             }
-            let _ = write!(area, " L{:.1},{:.1}", x(s.at_ms), yw(s.weight));
-            prev = Some(s.weight);
         }
-        let last = self.samples.last().map_or(t0, |s| s.at_ms);
-        let _ = write!(area, " L{:.1},{:.1} Z", x(last), yw(0.0));
+        let _ = write!(
+            area,
+            " L{:.1},{:.1} L{:.1},{:.1} Z",
+            x(t1),
+            yw(level),
+            x(t1),
+            yw(0.0)
+        );
         let _ = write!(svg, "<path class=\"weight\" d=\"{area}\"/>");
         // Grid and axes.
         for i in 0..=4 {
@@ -744,6 +763,31 @@ mod tests {
             d.dedup();
             assert_eq!(d, l, "distinct labels for {span}");
         }
+    }
+
+    #[test]
+    fn the_weight_area_follows_the_decisions_to_the_end() {
+        let mut r = fixture();
+        // 5 % from the start, 100 % for the last second before the end.
+        r.timeline[1].weight = 100.0;
+        r.timeline[1].at_ms = 1_700_000_019_000;
+        r.timeline[2].weight = 100.0;
+        let html = r.to_html();
+        let area = html
+            .split("<path class=\"weight\" d=\"")
+            .nth(1)
+            .and_then(|p| p.split('"').next())
+            .unwrap();
+        // A corner at 100 % (y = T = 14.0) that is wide, not a sliver.
+        let at_full: Vec<f64> = area
+            .split('L')
+            .filter_map(|pt| {
+                let (x, y) = pt.trim().trim_end_matches(" Z").split_once(',')?;
+                (y.trim().parse::<f64>().ok()? == 14.0).then(|| x.parse().ok())?
+            })
+            .collect();
+        assert_eq!(at_full.len(), 2, "{area}");
+        assert!(at_full[1] - at_full[0] > 30.0, "{area}");
     }
 
     #[test]
