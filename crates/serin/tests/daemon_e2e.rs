@@ -497,6 +497,15 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     assert_eq!(weight(&s), 0.0);
     let c = split(proxy, 40);
     assert_eq!(count(&c, "v1"), 40, "all traffic on stable: {c:?}");
+    // The daemon's metrics say the same.
+    let m = http(d.addr, "GET", "/metrics", &[]).body;
+    for line in [
+        "serin_rollout_phase{rollout=\"checkout\",phase=\"RolledBack\"} 1",
+        "serin_rollout_phase{rollout=\"checkout\",phase=\"Paused\"} 0",
+        "serin_canary_weight{rollout=\"checkout\"} 0",
+    ] {
+        assert!(m.contains(line), "/metrics has `{line}`:\n{m}");
+    }
     // A finished rollout refuses more commands (409, exit 1).
     let o = d.cli(&["promote", "checkout"], true);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -708,6 +717,20 @@ fn a_killed_daemon_comes_back_where_it_was() {
         40,
         "after promotion every request goes to v2: {c:?}"
     );
+    // A second crash after the promotion: the new stable stays in force.
+    let mut d = d;
+    d.proc.kill();
+    wait_until_closed(proxy);
+    let d = Daemon::start(api, &state);
+    let s = d.status("cart");
+    assert_eq!(
+        (phase(&s), s["stable"]["version"].as_str()),
+        ("Succeeded", Some("v2")),
+        "{s:#}"
+    );
+    wait_for_port(proxy);
+    let c = split(proxy, 40);
+    assert_eq!(count(&c, "v2"), 40, "after a restart too: {c:?}");
     let kinds: Vec<String> = d
         .history("cart")
         .iter()
