@@ -397,6 +397,16 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         phase(s) == "Progressing" && step(s) == 1 && weight(s) == 10.0
     });
     assert_eq!(s["canary"]["version"], "v2");
+    // Registering the file again while it runs is refused (409) and changes nothing.
+    let o = d.cli(&["init", &file], true);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("409"),
+        "{}",
+        text(&o)
+    );
+    let s = d.status("checkout");
+    assert_eq!((phase(&s), step(&s), weight(&s)), ("Progressing", 1, 10.0));
 
     // status -o json: every SPEC field, with live metrics and a verdict.
     let s = d.wait_for("checkout", "a verdict", |s| !s["lastVerdict"].is_null());
