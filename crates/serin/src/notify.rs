@@ -90,12 +90,37 @@ impl Message {
 #[derive(Clone)]
 pub struct Notifier {
     tx: Option<mpsc::Sender<Message>>,
+    delivered: Option<Delivered>,
+}
+
+/// Resolves when a notifier's queue has been delivered: every sender is
+/// gone (the rollout's driver ended) and the delivery task has worked
+/// through what was queued, retries included.
+#[derive(Clone)]
+pub struct Delivered(tokio::sync::watch::Receiver<bool>);
+
+impl Delivered {
+    /// Waits until delivered, at most `limit` (a webhook that keeps failing
+    /// must not hold a process's exit for long).
+    pub async fn wait(mut self, limit: Duration) {
+        // An error means the task is gone: nothing more will be delivered.
+        let _ = tokio::time::timeout(limit, self.0.wait_for(|done| *done)).await;
+    }
 }
 
 impl Notifier {
     /// No targets: every message is dropped at once.
     pub fn none() -> Notifier {
-        Notifier { tx: None }
+        Notifier {
+            tx: None,
+            delivered: None,
+        }
+    }
+
+    /// What to wait on before exiting so the last messages are not lost
+    /// (`None` without targets).
+    pub fn delivered(&self) -> Option<Delivered> {
+        self.delivered.clone()
     }
 
     /// Starts the delivery task for `targets` (nothing to start without any).
@@ -104,7 +129,10 @@ impl Notifier {
             return Notifier::none();
         }
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+        let (done, delivered) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
+            // Dropped (or set) when the task ends, however it ends.
+            let _done = scopeguard(done);
             let client = match reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -121,7 +149,10 @@ impl Notifier {
                 }
             }
         });
-        Notifier { tx: Some(tx) }
+        Notifier {
+            tx: Some(tx),
+            delivered: Some(Delivered(delivered)),
+        }
     }
 
     /// Queues a message; never waits.
@@ -132,6 +163,19 @@ impl Notifier {
             tracing::warn!("notification dropped (webhook queue full or closed): {e}");
         }
     }
+}
+
+/// Marks the delivery task done when it ends.
+struct DoneOnDrop(tokio::sync::watch::Sender<bool>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+fn scopeguard(done: tokio::sync::watch::Sender<bool>) -> DoneOnDrop {
+    DoneOnDrop(done)
 }
 
 async fn deliver(client: &reqwest::Client, target: &Target, message: &Message) {

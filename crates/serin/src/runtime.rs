@@ -390,10 +390,14 @@ impl DataPlane {
     }
 }
 
+/// How long a finished rollout waits for its last webhooks.
+const WEBHOOK_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A driver running on its own task.
 pub struct RunningDriver {
     /// Commands go here.
     pub handle: Handle,
+    delivered: Option<notify::Delivered>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<RolloutRecord, DriverError>>,
 }
@@ -409,8 +413,10 @@ impl RunningDriver {
         let analysis = (setup.analysis)(plane.proxy.clone());
         let (driver, handle) =
             Driver::new(setup.plan.clone(), store, record, plane.router(), analysis);
+        let notifier = Notifier::start(setup.notifications.clone());
+        let delivered = notifier.delivered();
         let driver = driver
-            .with_notifier(Notifier::start(setup.notifications.clone()), None)
+            .with_notifier(notifier, None)
             .with_pre_rollout(setup.pre_rollout.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(driver.run(async move {
@@ -418,6 +424,7 @@ impl RunningDriver {
         }));
         RunningDriver {
             handle,
+            delivered,
             stop: Some(stop),
             task,
         }
@@ -436,14 +443,21 @@ impl RunningDriver {
     ) -> Result<RolloutRecord, DriverError> {
         tokio::pin!(interrupt);
         let stop = self.stop.take();
-        tokio::select! {
-            r = &mut self.task => return r.map_err(|_| DriverError::Stopped)?,
-            () = &mut interrupt => {}
+        let result = tokio::select! {
+            r = &mut self.task => r,
+            () = &mut interrupt => {
+                if let Some(stop) = stop {
+                    let _ = stop.send(());
+                }
+                (&mut self.task).await
+            }
+        };
+        // The driver is gone, so is its sender: let the webhooks get the
+        // last phase change before the caller (perhaps `serin run`) exits.
+        if let Some(delivered) = self.delivered.take() {
+            delivered.wait(WEBHOOK_FLUSH).await;
         }
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
-        self.task.await.map_err(|_| DriverError::Stopped)?
+        result.map_err(|_| DriverError::Stopped)?
     }
 }
 

@@ -133,6 +133,8 @@ impl Handle {
 
 /// How often the driver wakes without a command: pauses end within this.
 const TICK: Duration = Duration::from_millis(100);
+/// How often an ended rollout retries a promotion or rollback the data plane refused.
+const RETRY_END: Duration = Duration::from_secs(1);
 
 /// The shell around one rollout's state machine.
 pub struct Driver {
@@ -147,6 +149,8 @@ pub struct Driver {
     gate_rx: mpsc::Receiver<Input>,
     /// The weight the data plane is known to hold (None: unknown, apply again).
     applied: Option<Weight>,
+    /// The canary was promoted but the data plane refused it; retried.
+    promotion_pending: bool,
     notifier: Notifier,
     report_url: Option<String>,
     /// Must answer 2xx before the first step (Flagger's pre-rollout hook).
@@ -185,6 +189,7 @@ impl Driver {
             gate_tx,
             gate_rx,
             applied: None,
+            promotion_pending: false,
             notifier: Notifier::none(),
             report_url: None,
             pre_rollout: None,
@@ -252,7 +257,12 @@ impl Driver {
                         if self.applied != Some(self.record.state.weight) {
                             self.apply(self.record.state.weight, Instant::now()).await;
                         }
-                        self.feed(Input::Tick).await?;
+                        // Time runs and verdicts are made only on the split
+                        // that is really in force: while the data plane
+                        // refuses the weight, the rollout holds.
+                        if self.applied == Some(self.record.state.weight) {
+                            self.feed(Input::Tick).await?;
+                        }
                     }
                 }
                 Some(cmd) = self.commands.recv() => {
@@ -265,7 +275,31 @@ impl Driver {
                 Some(input) = self.gate_rx.recv() => {
                     self.feed(input).await?;
                 }
+                () = &mut shutdown => return Ok(self.record),
+            }
+        }
+        // The rollout has ended; its end is not done until the data plane
+        // has it (all traffic on the new stable, or on stable after a
+        // rollback). Retried once a second, as long as it takes.
+        while self.promotion_pending || self.applied != Some(self.record.state.weight) {
+            tokio::select! {
+                () = tokio::time::sleep(RETRY_END) => {}
                 () = &mut shutdown => break,
+            }
+            if self.promotion_pending {
+                match self.router.promote().await {
+                    Ok(()) => {
+                        self.promotion_pending = false;
+                        self.applied = Some(Weight::ZERO);
+                        tracing::info!(rollout = %self.record.name, "promotion applied");
+                    }
+                    Err(e) => {
+                        tracing::warn!(rollout = %self.record.name, "promotion still not applied (retrying): {e}");
+                        let _ = self.progress.send(Progress::RouterError(e));
+                    }
+                }
+            } else {
+                self.apply(self.record.state.weight, Instant::now()).await;
             }
         }
         Ok(self.record)
@@ -382,13 +416,14 @@ impl Driver {
                         });
                     }
                     Action::CheckGate(url) => self.check_gate(url),
-                    Action::PromoteCanary => {
-                        if let Err(e) = self.router.promote().await {
-                            tracing::error!(rollout = %self.record.name, "promotion not applied: {e}");
+                    Action::PromoteCanary => match self.router.promote().await {
+                        Ok(()) => self.applied = Some(Weight::ZERO),
+                        Err(e) => {
+                            tracing::error!(rollout = %self.record.name, "promotion not applied (will retry): {e}");
                             let _ = self.progress.send(Progress::RouterError(e));
+                            self.promotion_pending = true;
                         }
-                        self.applied = Some(Weight::ZERO);
-                    }
+                    },
                     Action::Notify(phase) => {
                         tracing::info!(rollout = %self.record.name, phase = phase.as_str(), reason = %self.record.state.reason, "phase changed");
                         self.notify("phase-changed", &self.record.state.reason.clone());
