@@ -205,7 +205,7 @@ async fn tour(
     }
     if all_as_expected {
         say(
-            "\nThe bad canary was rolled back by the judge and the good one promoted. `serin history checkout` lists the decisions.",
+            "\nThe bad canary was rolled back by the judge and the good one promoted. The reports show every decision with its numbers, and charts.",
         );
         Ok(Exit::Success)
     } else {
