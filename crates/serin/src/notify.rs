@@ -132,7 +132,7 @@ impl Notifier {
         let (done, delivered) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             // Dropped (or set) when the task ends, however it ends.
-            let _done = scopeguard(done);
+            let _done = DoneOnDrop(done);
             let client = match reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -172,10 +172,6 @@ impl Drop for DoneOnDrop {
     fn drop(&mut self) {
         let _ = self.0.send(true);
     }
-}
-
-fn scopeguard(done: tokio::sync::watch::Sender<bool>) -> DoneOnDrop {
-    DoneOnDrop(done)
 }
 
 async fn deliver(client: &reqwest::Client, target: &Target, message: &Message) {

@@ -789,7 +789,11 @@ impl Checker {
             .notifications
             .into_iter()
             .filter_map(|n| {
-                let url = self.http_url(&n.webhook, "notifications[].webhook", true)?;
+                let url = self.http_url(
+                    &n.webhook.value,
+                    &n.webhook.referenced,
+                    "notifications[].webhook",
+                )?;
                 Some(notify::Target {
                     url,
                     format: match n.format {
@@ -800,7 +804,9 @@ impl Checker {
             })
             .collect();
         let pre_rollout = match raw.pre_rollout {
-            Some(hook) => Some(self.http_url(&hook.url, "preRollout.url", true)?),
+            Some(hook) => {
+                Some(self.http_url(&hook.url.value, &hook.url.referenced, "preRollout.url")?)
+            }
             None => None,
         };
         Some(Rollout {
@@ -1069,17 +1075,9 @@ impl Checker {
                         (None, None, None) | (None, Some(RawUntil::Promoted), None) => {
                             Some(Step::PauseUntilPromoted)
                         }
-                        (None, Some(RawUntil::Webhook), Some(url)) => {
-                            if url.starts_with("http://") || url.starts_with("https://") {
-                                Some(Step::PauseUntilGate(url))
-                            } else {
-                                self.at(
-                                    &p.referenced,
-                                    format!("pause.url: expected an http:// or https:// URL, got `{url}`"),
-                                );
-                                None
-                            }
-                        }
+                        (None, Some(RawUntil::Webhook), Some(url)) => self
+                            .http_url(&url, &p.referenced, "pause.url")
+                            .map(Step::PauseUntilGate),
                         (None, Some(RawUntil::Webhook), None) => {
                             self.at(&p.referenced, "pause: `until: webhook` expects a url");
                             None
@@ -1269,17 +1267,14 @@ impl Checker {
         ok.then_some(settings)
     }
 
-    fn http_url(&mut self, url: &Spanned<String>, field: &str, https: bool) -> Option<String> {
-        let v = url.value.trim();
-        if v.starts_with("http://") || (https && v.starts_with("https://")) {
+    fn http_url(&mut self, url: &str, at: &Location, field: &str) -> Option<String> {
+        let v = url.trim();
+        if v.starts_with("http://") || v.starts_with("https://") {
             Some(v.to_string())
         } else {
             self.at(
-                &url.referenced,
-                format!(
-                    "{field}: expected an http:// or https:// URL, got `{}`",
-                    url.value
-                ),
+                at,
+                format!("{field}: expected an http:// or https:// URL, got `{url}`"),
             );
             None
         }

@@ -6,7 +6,7 @@
 //! Prometheus) restart the judge's baseline from the new numbers, and that
 //! interval is no data too.
 
-use serin_analysis::{Config, Histogram, Judge, Observation, Verdict as JudgeVerdict};
+use serin_analysis::{Config, Histogram, Judge, Observation};
 use serin_proxy::Weight;
 
 use crate::controller::driver::{Analysed, Analysis, BoxFuture};
@@ -145,23 +145,12 @@ impl Analysis for LiveAnalysis {
                 };
             }
             let judged = self.judge.observe(&current, end_of_pause);
-            let first = self.last.is_none();
-            self.last = Some(now.clone());
-            let sample = if first {
-                let zero = Totals::default();
-                now.stable.since(&zero).zip(now.canary.since(&zero))
-            } else {
-                interval
-            };
+            self.last = Some(now);
             Analysed {
-                verdict: match judged.verdict {
-                    JudgeVerdict::Pass => Verdict::Pass,
-                    JudgeVerdict::Fail => Verdict::Fail,
-                    JudgeVerdict::NoData => Verdict::NoData,
-                    JudgeVerdict::NotEnoughData => Verdict::NotEnoughData,
-                },
+                verdict: judged.verdict,
                 reason: judged.reason,
-                sample,
+                // The interval's own numbers; none before a first baseline.
+                sample: interval,
             }
         })
     }

@@ -117,29 +117,9 @@ pub struct Plan {
     pub judge_at_end_of_pause: bool,
 }
 
-/// The verdict of one analysis, as the machine sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Enough data, no check failed.
-    Pass,
-    /// The canary is worse.
-    Fail,
-    /// Not enough canary requests yet in this stage (does not count towards `noDataLimit`).
-    NotEnoughData,
-    /// The source failed or the canary got no requests when it should have (counts towards `noDataLimit`).
-    NoData,
-}
-
-impl Verdict {
-    /// The SPEC's three-valued spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::NotEnoughData | Verdict::NoData => "inconclusive",
-        }
-    }
-}
+/// The verdict of one analysis: the judge's own type (`NotEnoughData` does
+/// not count towards `noDataLimit`, `NoData` does).
+pub use serin_analysis::Verdict;
 
 /// Why the rollout is held in `Paused`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,25 +56,11 @@ impl Totals {
 /// Prometheus' `histogram_quantile` does. Requests beyond the last bound are
 /// reported at the last bound (a lower limit). `None` without requests.
 pub fn quantile(le_ms: &[f64], counts: &[u64], total: u64, p: f64) -> Option<f64> {
-    if total == 0 || le_ms.is_empty() {
-        return None;
+    serin_analysis::Histogram {
+        le_ms: le_ms.to_vec(),
+        counts: counts.to_vec(),
     }
-    let rank = p * total as f64;
-    let (mut lower, mut below) = (0.0, 0u64);
-    for (&le, &count) in le_ms.iter().zip(counts) {
-        if count as f64 >= rank {
-            let in_bucket = (count - below) as f64;
-            let frac = if in_bucket > 0.0 {
-                (rank - below as f64) / in_bucket
-            } else {
-                1.0
-            };
-            return Some(lower + (le - lower) * frac.clamp(0.0, 1.0));
-        }
-        lower = le;
-        below = count;
-    }
-    le_ms.last().copied()
+    .quantile(total, p)
 }
 
 /// Both versions' totals at one moment.
