@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::nginx::free_port;
+use common::nginx::{free_port, local};
 use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
 use serde_json::Value;
 
@@ -300,10 +300,6 @@ steps:
   noDataLimit: 20
 "
     )
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Asserts that `n` requests through `proxy` split as `pct` % canary, within

@@ -9,8 +9,8 @@
 //! also records which version answered and when.
 
 mod common;
-#[path = "common/hooks.rs"]
-mod hooks;
+
+use common::hooks;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -16,16 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::nginx::free_port;
+use common::nginx::{free_port, local};
 use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
 
 const TOKEN: &str = "screens-token";
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 1600;
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 /// Where the screenshots are kept after the test.
 fn out_dir() -> PathBuf {

@@ -5,8 +5,8 @@
 //! every failed verdict reaches every target.
 
 mod common;
-#[path = "common/hooks.rs"]
-mod hooks;
+
+use common::hooks;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
