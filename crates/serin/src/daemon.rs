@@ -181,17 +181,7 @@ impl Daemon {
             "registered; `serin deploy {} VERSION` starts a rollout",
             setup.name
         );
-        let record = RolloutRecord {
-            name: setup.name.clone(),
-            spec: text.to_string(),
-            stable_version: setup.stable_version.clone(),
-            canary_version: None,
-            stable_upstream: Some(setup.table.upstream(Version::Stable).to_string()),
-            canary_upstream: Some(setup.table.upstream(Version::Canary).to_string()),
-            state,
-            last_verdict: None,
-            generation: 0,
-        };
+        let record = setup.record(text, None, state);
         let plane = DataPlane::start(&setup, Weight::ZERO)
             .await
             .map_err(|e| DaemonError::Invalid(e.to_string()))?;

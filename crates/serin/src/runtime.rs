@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::controller::analysis::{LiveAnalysis, judge_config};
 use crate::controller::driver::{Analysis, Driver, DriverError, Handle, TrafficRouter};
-use crate::controller::machine::Plan;
+use crate::controller::machine::{Plan, State};
 use crate::notify::{self, Notifier};
 use crate::providers::metrics::MetricSource;
 use crate::providers::metrics::builtin::BuiltinSource;
@@ -183,6 +183,22 @@ impl Setup {
 }
 
 impl Setup {
+    /// A new record of this rollout, read from `spec`, in `state`, with
+    /// `canary` as the version being rolled out (none until a deploy).
+    pub fn record(&self, spec: &str, canary: Option<String>, state: State) -> RolloutRecord {
+        RolloutRecord {
+            name: self.name.clone(),
+            spec: spec.to_string(),
+            stable_version: self.stable_version.clone(),
+            canary_version: canary,
+            stable_upstream: Some(self.table.upstream(Version::Stable).to_string()),
+            canary_upstream: Some(self.table.upstream(Version::Canary).to_string()),
+            state,
+            last_verdict: None,
+            generation: 0,
+        }
+    }
+
     /// The canary is `version` (a `serin deploy` of another version than the
     /// file names). On Kubernetes the canary image follows: an image whose
     /// tag was the file's version gets the new version as its tag; without

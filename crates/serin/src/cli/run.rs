@@ -138,27 +138,7 @@ fn resume_or_register(store: &Store, setup: &Setup, text: &str) -> anyhow::Resul
         return Ok(existing);
     }
     let now = now_millis();
-    let record = RolloutRecord {
-        name: setup.name.clone(),
-        spec: text.to_string(),
-        stable_version: setup.stable_version.clone(),
-        canary_version: Some(setup.canary_version.clone()),
-        stable_upstream: Some(
-            setup
-                .table
-                .upstream(serin_proxy::Version::Stable)
-                .to_string(),
-        ),
-        canary_upstream: Some(
-            setup
-                .table
-                .upstream(serin_proxy::Version::Canary)
-                .to_string(),
-        ),
-        state: State::new(now),
-        last_verdict: None,
-        generation: 0,
-    };
+    let record = setup.record(text, Some(setup.canary_version.clone()), State::new(now));
     Ok(store.register(&record, now)?)
 }
 
