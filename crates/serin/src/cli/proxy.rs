@@ -310,7 +310,7 @@ async fn serve(config: Config) -> anyhow::Result<Exit> {
         None => None,
     };
 
-    shutdown_signal().await?;
+    crate::cli::signals::terminated().await;
     tracing::info!("shutting down: draining open requests");
     let _ = stop.send(true);
     if let Some(a) = admin {
@@ -329,24 +329,6 @@ async fn serve(config: Config) -> anyhow::Result<Exit> {
     .context("waiting for the proxy workers")?;
     joined?;
     Ok(Exit::Success)
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("listening for SIGINT")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("listening for Ctrl-C")?;
-    Ok(())
 }
 
 #[cfg(test)]
