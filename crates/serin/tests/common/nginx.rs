@@ -14,13 +14,25 @@ pub struct Nginx {
     _temp: tempfile::TempDir,
 }
 
-/// A port that was free a moment ago (bind :0, read it, close).
+/// A port that was free a moment ago. Picked below the kernel's ephemeral
+/// range (32768 and up by default), so servers that bind `:0` and client
+/// sockets never take it between this check and the real bind; each call
+/// in a process tries the next port, so two picks never meet either.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Test binaries run one after another; the pid spreads their starts.
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 pub fn nginx_bin() -> &'static str {

@@ -29,7 +29,10 @@ fn prometheus_bin() -> &'static str {
 
 impl Prometheus {
     /// Starts Prometheus scraping `targets` (`host:port`, path `/metrics`)
-    /// every second, and waits (bounded) until it is ready.
+    /// every second, and waits (bounded) until it is ready. The free port is
+    /// only free a moment ago, so another test may take it first: then
+    /// Prometheus exits ("address already in use") and it starts again on
+    /// another port (at most five tries).
     pub fn start(targets: &[SocketAddr]) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let list = targets
@@ -43,37 +46,56 @@ impl Prometheus {
         );
         let file = dir.path().join("prometheus.yml");
         std::fs::write(&file, config).unwrap();
-        let addr = local(free_port());
-        let child = Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("prometheus.log")).unwrap(),
-            ))
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start prometheus (is it installed? scripts/install-test-deps.sh)");
-        let p = Prometheus {
-            child: Some(child),
-            addr,
+        let mut p = Prometheus {
+            child: None,
+            addr: local(free_port()),
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while get(addr, "/-/ready").map(|(status, _)| status) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus not ready on {addr}: {}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..5 {
+            p.addr = local(free_port());
+            let mut child = Command::new(prometheus_bin())
+                .arg(format!("--config.file={}", file.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    p.dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address={}", p.addr))
+                .arg("--log.level=warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::File::create(p.dir.path().join("prometheus.log")).unwrap(),
+                ))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start prometheus (is it installed? scripts/install-test-deps.sh)");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = p.log();
+                    assert!(
+                        log.contains("address already in use"),
+                        "Prometheus exited ({status}): {log}"
+                    );
+                    break;
+                }
+                // Only Prometheus says this; another test's server on the
+                // same port would not.
+                if let Some((200, body)) = get(p.addr, "/-/ready")
+                    && body.contains("Prometheus Server is Ready")
+                {
+                    p.child = Some(child);
+                    return p;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Prometheus not ready on {}: {}",
+                    p.addr,
+                    p.log()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        p
+        panic!("Prometheus found no free port in five tries: {}", p.log())
     }
 
     /// `http://127.0.0.1:PORT`.
