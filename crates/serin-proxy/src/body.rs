@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::pool::Lent;
 use crate::proxy::Worker;
 use crate::recorder::StatusClass;
 use crate::weight::Version;
@@ -102,7 +103,9 @@ pub struct ResponseBody {
 }
 
 enum Source {
-    Upstream(Incoming),
+    /// The upstream's body, and its connection until the body has been read
+    /// to the end (then it goes back to the pool for the next request).
+    Upstream(Incoming, Option<Lent>),
     Local(Option<Bytes>),
 }
 
@@ -113,9 +116,14 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn upstream(body: Incoming, exchange: Exchange, class: StatusClass) -> ResponseBody {
+    pub(crate) fn upstream(
+        body: Incoming,
+        lent: Lent,
+        exchange: Exchange,
+        class: StatusClass,
+    ) -> ResponseBody {
         ResponseBody {
-            source: Source::Upstream(body),
+            source: Source::Upstream(body, Some(lent)),
             exchange: Some(exchange),
             class,
         }
@@ -133,8 +141,19 @@ impl ResponseBody {
         }
     }
 
-    fn finish(&mut self, class: StatusClass) {
+    /// Records the request. After a complete body (`reuse`) the upstream
+    /// connection is given back; after a failed one it is closed.
+    fn finish(&mut self, class: StatusClass, reuse: bool) {
+        let lent = match &mut self.source {
+            Source::Upstream(_, lent) => lent.take(),
+            Source::Local(_) => None,
+        };
         if let Some(x) = self.exchange.take() {
+            if let Some(lent) = lent
+                && reuse
+            {
+                x.worker.give_back(lent);
+            }
             x.answered(class);
         }
     }
@@ -151,15 +170,15 @@ impl Body for ResponseBody {
         // Every field is Unpin (Incoming, Bytes, plain data).
         let this = self.get_mut();
         let polled = match &mut this.source {
-            Source::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Source::Upstream(b, _) => Pin::new(b).poll_frame(cx),
             Source::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         };
         match &polled {
-            Poll::Ready(None) => this.finish(this.class),
+            Poll::Ready(None) => this.finish(this.class, true),
             // The upstream failed mid-body: the client gets a cut response, and
             // the version an error.
-            Poll::Ready(Some(Err(_))) => this.finish(StatusClass::ServerError),
-            Poll::Ready(Some(Ok(_))) if this.is_end_stream() => this.finish(this.class),
+            Poll::Ready(Some(Err(_))) => this.finish(StatusClass::ServerError, false),
+            Poll::Ready(Some(Ok(_))) if this.is_end_stream() => this.finish(this.class, true),
             _ => {}
         }
         polled
@@ -167,14 +186,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.source {
-            Source::Upstream(b) => b.is_end_stream(),
+            Source::Upstream(b, _) => b.is_end_stream(),
             Source::Local(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
-            Source::Upstream(b) => b.size_hint(),
+            Source::Upstream(b, _) => b.size_hint(),
             Source::Local(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -187,7 +206,7 @@ impl Drop for ResponseBody {
         // hyper may drop a body it knows is complete (an empty one, or one whose
         // Content-Length it has written) without polling it to the end.
         if self.exchange.is_some() && self.is_end_stream() {
-            self.finish(self.class);
+            self.finish(self.class, true);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use http::StatusCode;
 
 use crate::body::ClientBodyError;
+use crate::pool::SendError;
 use crate::weight::Version;
 
 /// What went wrong between the proxy and an upstream.
@@ -25,11 +26,12 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    /// Sorts a client error from hyper-util's pooled client.
-    pub(crate) fn of(err: &hyper_util::client::legacy::Error) -> Failure {
-        if err.is_connect() {
-            return Failure::Connect;
-        }
+    /// Sorts a failed exchange with an upstream.
+    pub(crate) fn of(err: &SendError) -> Failure {
+        let err = match err {
+            SendError::Connect { .. } => return Failure::Connect,
+            SendError::Exchange(err) => err,
+        };
         let mut source = err.source();
         while let Some(e) = source {
             if e.is::<ClientBodyError>() {

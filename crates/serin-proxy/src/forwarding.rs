@@ -63,43 +63,75 @@ pub(crate) fn check_request(
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err(BadRequest::Host),
         (None, _) if version == Version::HTTP_11 && !has_authority => return Err(BadRequest::Host),
-        (Some(h), None) => {
-            let ok = std::str::from_utf8(h.as_bytes())
-                .ok()
-                .and_then(|s| s.parse::<http::uri::Authority>().ok())
-                .is_some_and(|a| !a.as_str().contains('@'));
-            if !ok {
-                return Err(BadRequest::HostValue);
-            }
-        }
+        (Some(h), None) if !is_host(h.as_bytes()) => return Err(BadRequest::HostValue),
         _ => {}
     }
     Ok(())
 }
 
-/// Removes the hop-by-hop fields: those `Connection` names, then the fixed set.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
+/// Whether a `Host` value is an authority (`host[:port]`) without userinfo.
+fn is_host(value: &[u8]) -> bool {
+    // The usual `name.example:8080` is checked without parsing; anything
+    // else goes to the URI parser.
+    let (name, port) = match value.iter().rposition(|&b| b == b':') {
+        Some(i) => (&value[..i], Some(&value[i + 1..])),
+        None => (value, None),
+    };
+    let plain = name.first().is_some_and(u8::is_ascii_alphanumeric)
+        && name
             .iter()
-            .filter_map(|line| line.to_str().ok())
-            .flat_map(|line| line.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        headers.remove(header::CONNECTION);
-        for name in named {
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit));
+    plain
+        || std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse::<http::uri::Authority>().ok())
+            .is_some_and(|a| !a.as_str().contains('@'))
+}
+
+const HOPS: usize = 7;
+
+/// The fixed hop-by-hop fields (RFC 9110 7.6.1); `Connection` may name more.
+const HOP_BY_HOP: [HeaderName; HOPS] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop fields: the fixed set, and those `Connection` names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names finds which are present: most messages carry
+    // none (or only `Connection`), and each removal is a hash lookup.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if present == [false; HOPS] {
+        return;
+    }
+    // `Connection: keep-alive` (the usual) names a field removed anyway.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|line| line.to_str().ok())
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|token| !token.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .filter(|name| headers.contains_key(name) && !HOP_BY_HOP.contains(name))
+        .collect();
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
             headers.remove(name);
         }
     }
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in named {
         headers.remove(name);
     }
 }
@@ -107,21 +139,23 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Adds what the upstream should know about the client and the hop.
 /// `client_ip` is the peer address as a header value, made once per connection.
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        None => client_ip.clone(),
-        Some(_) => {
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(e) => {
+            e.insert(client_ip.clone());
+        }
+        header::Entry::Occupied(mut e) => {
             // Several lines are one comma-separated list (RFC 9110 5.3): join
             // them so upstreams that read only the first line see the client.
             let mut joined = Vec::new();
-            for line in headers.get_all(&X_FORWARDED_FOR) {
+            for line in e.iter() {
                 joined.extend_from_slice(line.as_bytes());
                 joined.extend_from_slice(b", ");
             }
             joined.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
+            let xff = HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone());
+            e.insert(xff);
         }
-    };
-    headers.insert(X_FORWARDED_FOR, xff);
+    }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     headers.append(header::VIA, VIA);
 }
@@ -161,6 +195,51 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn connection_options_are_removed_whatever_their_case() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("host", "a"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host"]);
+        let mut none = map(&[("host", "a"), ("x-kept", "1")]);
+        strip_hop_by_hop(&mut none);
+        assert_eq!(none.len(), 2);
+    }
+
+    #[test]
+    fn host_values_are_checked_as_the_uri_parser_does() {
+        for ok in [
+            "a",
+            "a.example:8080",
+            "127.0.0.1",
+            "127.0.0.1:1",
+            "[::1]:8080",
+            "xn--bcher-kva.example",
+            "a_b.example",
+            "a:",
+        ] {
+            assert!(is_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", "a b", "u@a", "a/b", "a?b", "[::1"] {
+            assert!(!is_host(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The fast path never accepts what the URI parser refuses.
+        #[test]
+        fn host_fast_path_agrees_with_the_uri_parser(value in "[a-zA-Z0-9.:@_\\[\\]-]{0,12}") {
+            let parsed = value
+                .parse::<http::uri::Authority>()
+                .is_ok_and(|a| !a.as_str().contains('@'));
+            proptest::prop_assert_eq!(is_host(value.as_bytes()), parsed);
+        }
     }
 
     #[test]

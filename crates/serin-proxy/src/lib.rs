@@ -10,6 +10,7 @@
 //! - [`weight`](Weight), `table`: the domain words and the routing table, validated once.
 //! - `split`: the choice of version, a pure function ([`route`]). Start here.
 //! - `proxy`: [`Proxy`] and the request path (check, route, rewrite, forward, record).
+//! - `pool`: keep-alive connections to the upstreams, one pool per serving runtime.
 //! - `forwarding`: what a gateway changes in forwarded messages (hop-by-hop
 //!   fields, `X-Forwarded-*`, `Via`) and the request checks hyper leaves to us.
 //! - `body`: streaming bodies; the response body records the request when sent.
@@ -38,6 +39,7 @@ mod cookie;
 mod failure;
 mod forwarding;
 mod latency;
+mod pool;
 mod prometheus;
 mod proxy;
 mod recorder;

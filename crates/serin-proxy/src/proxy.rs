@@ -13,23 +13,18 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::Uri;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Exchange, ForwardBody, ResponseBody};
 use crate::failure::{Chain, Failure, WarnLimit};
 use crate::forwarding;
+use crate::pool::{Lent, Pool};
 use crate::recorder::{Recorder, Shard, StatusClass};
 use crate::split;
 use crate::table::RoutingTable;
 use crate::weight::Weight;
-
-/// hyper-util's pooled client, keyed by upstream `host:port`.
-pub(crate) type UpstreamPool = Client<HttpConnector, ForwardBody>;
 
 /// How the proxy treats upstreams and shutdown.
 #[derive(Debug, Clone)]
@@ -130,27 +125,33 @@ impl Proxy {
     /// one runtime per core a request never waits on a connection driven by
     /// another core, nor writes to counters another core is writing.
     pub(crate) fn worker(self: &Arc<Self>) -> Arc<Worker> {
-        let mut connector = HttpConnector::new();
-        // Small requests and responses must not wait for Nagle's algorithm.
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(self.options.upstream_timeout));
-        let pool = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(self.options.pool_idle_timeout)
-            .build(connector);
-        Arc::new(Worker {
+        let worker = Arc::new(Worker {
             proxy: self.clone(),
-            pool,
+            pool: Pool::new(self.options.pool_idle_timeout),
             shard: self.workers.fetch_add(1, Ordering::Relaxed),
-        })
+        });
+        // Closes idle connections in the background until the worker is gone.
+        let weak = Arc::downgrade(&worker);
+        let every = worker.pool.expiry_interval();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(worker) => worker.pool.expire(),
+                    None => return,
+                }
+            }
+        });
+        worker
     }
 }
 
 /// One serving runtime's view of the proxy: see [`Proxy::worker`].
 pub(crate) struct Worker {
     proxy: Arc<Proxy>,
-    pool: UpstreamPool,
+    pool: Pool,
     shard: usize,
 }
 
@@ -158,6 +159,11 @@ impl Worker {
     /// This worker's recorder shard.
     pub(crate) fn recorder(&self) -> &Shard {
         self.proxy.recorder.shard(self.shard)
+    }
+
+    /// Keeps an upstream connection whose response was read to the end.
+    pub(crate) fn give_back(&self, lent: Lent) {
+        self.pool.give_back(lent);
     }
 
     /// Serves one request from `client_ip` (the connection's peer, as a header
@@ -180,53 +186,53 @@ impl Worker {
             return refuse(bad.reason());
         }
 
-        let (version, uri) = {
+        let version = {
             let table = proxy.table.load();
             let version = split::fixed(&table, &head).unwrap_or_else(|| {
                 split::split(proxy.seq.fetch_add(1, Ordering::Relaxed), table.weight())
             });
-            let upstream = table.upstream(version);
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(upstream.scheme());
-            // A private copy: cloning the table's would bump one reference
-            // count from every core on every request (and hyper-util clones it
-            // again for its pool key).
-            parts.authority = Some(upstream.authority_copy());
-            parts.path_and_query = Some(
-                head.uri
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            );
-            (version, Uri::from_parts(parts))
-        };
-        let Ok(uri) = uri else {
-            // Scheme, authority and path each parsed already; their sum always
-            // forms a URI, but a refusal is better than a panic on the path.
-            return refuse("request target cannot be forwarded\n");
+            if !head.headers.contains_key(header::HOST)
+                && head.uri.authority().is_none()
+                && let Ok(host) =
+                    HeaderValue::from_str(table.upstream(version).authority().as_str())
+            {
+                // An HTTP/1.0 request without Host: name the upstream.
+                head.headers.insert(header::HOST, host);
+            }
+            version
         };
         let exchange = Exchange::begin(self.clone(), version, received);
 
-        if let Some(authority) = head.uri.authority()
+        // The upstream gets the origin form (`/path?query`); an absolute-form
+        // target's authority wins over `Host` (RFC 9112 3.2.2).
+        let target = std::mem::take(&mut head.uri).into_parts();
+        if let Some(authority) = target.authority
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
             head.headers.insert(header::HOST, host);
         }
+        head.uri = target
+            .path_and_query
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
         forwarding::strip_hop_by_hop(&mut head.headers);
         forwarding::add_forwarded(&mut head.headers, client_ip);
-        head.uri = uri;
         // An intermediary speaks its own version on each hop (RFC 9110 6.2).
         head.version = http::Version::HTTP_11;
 
-        let sent = self
-            .pool
-            .request(Request::from_parts(head, ForwardBody(body)));
+        let sent = self.pool.send(
+            version,
+            &proxy.table,
+            Request::from_parts(head, ForwardBody(body)),
+        );
         let failure = match tokio::time::timeout(proxy.options.upstream_timeout, sent).await {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, lent))) => {
                 let (mut head, body) = resp.into_parts();
                 forwarding::strip_hop_by_hop(&mut head.headers);
                 let class = StatusClass::of(head.status);
-                return Response::from_parts(head, ResponseBody::upstream(body, exchange, class));
+                return Response::from_parts(
+                    head,
+                    ResponseBody::upstream(body, lent, exchange, class),
+                );
             }
             Ok(Err(err)) => {
                 let failure = Failure::of(&err);

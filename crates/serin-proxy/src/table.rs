@@ -87,13 +87,6 @@ impl Upstream {
         &self.authority
     }
 
-    /// `host:port` in memory of its own, not shared with the table.
-    pub(crate) fn authority_copy(&self) -> Authority {
-        let bytes = bytes::Bytes::copy_from_slice(self.authority.as_str().as_bytes());
-        // Re-parsing bytes that already parsed as an authority cannot fail.
-        Authority::from_maybe_shared(bytes).unwrap_or_else(|_| self.authority.clone())
-    }
-
     /// The URI scheme, always `http`.
     pub fn scheme(&self) -> Scheme {
         Scheme::HTTP

@@ -1,0 +1,244 @@
+//! Keep-alive connections to the two upstreams, one pool per serving runtime.
+//!
+//! A request takes the most recently used idle connection to its version's
+//! upstream (or opens one), and its response body gives the connection back
+//! once the upstream's response has been read to the end
+//! ([`crate::body::ResponseBody`]). A connection the upstream closed while it
+//! sat idle hands the request back unsent, and the next one is tried, so a
+//! request is only failed for what happened to it.
+//!
+//! Why not hyper-util's pooled client: it keys its pool by hashing the
+//! upstream's scheme and authority on every request, re-parses the request
+//! URI, and spawns a task per request to return the connection; the proxy
+//! knows the version it routes to and when the body is done, and nothing
+//! else is needed. Each serving runtime has its own pool, so its connections
+//! are driven on its own core and the locks below are never contended.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::ForwardBody;
+use crate::table::{RoutingTable, Upstream};
+use crate::weight::Version;
+
+/// Idle connections kept per version at most; more are closed when given back.
+const MAX_IDLE: usize = 1024;
+
+/// Why a request could not be exchanged with its upstream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// No TCP connection could be made.
+    #[error("connect to {upstream}: {source}")]
+    Connect {
+        upstream: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection failed before response headers arrived (or the request
+    /// body failed: see [`crate::failure::Failure::of`]).
+    #[error(transparent)]
+    Exchange(#[from] hyper::Error),
+}
+
+/// A connection lent to one request; see [`Pool::give_back`].
+#[derive(Debug)]
+pub(crate) struct Lent {
+    sender: SendRequest<ForwardBody>,
+    version: Version,
+    generation: u64,
+}
+
+struct Idle {
+    sender: SendRequest<ForwardBody>,
+    since: Instant,
+}
+
+/// One version's idle connections.
+#[derive(Default)]
+struct Slot {
+    /// The upstream the connections go to; when the table names another, the
+    /// slot is emptied and `generation` moves on, so connections lent before
+    /// the change are not given back.
+    authority: Option<http::uri::Authority>,
+    generation: u64,
+    /// Oldest first: requests take from the back, expiry starts at the front.
+    idle: VecDeque<Idle>,
+}
+
+impl Slot {
+    /// Empties the slot if `upstream` is not the one its connections go to.
+    fn aim(&mut self, upstream: &Upstream) {
+        if self.authority.as_ref().map(|a| a.as_str()) != Some(upstream.authority().as_str()) {
+            self.authority = Some(upstream.authority().clone());
+            self.generation += 1;
+            self.idle.clear();
+        }
+    }
+
+    fn expire(&mut self, older_than: Duration) {
+        while self
+            .idle
+            .front()
+            .is_some_and(|i| i.since.elapsed() >= older_than || i.sender.is_closed())
+        {
+            self.idle.pop_front();
+        }
+    }
+}
+
+/// The keep-alive connections of one serving runtime.
+pub(crate) struct Pool {
+    slots: [Mutex<Slot>; 2],
+    idle_timeout: Duration,
+}
+
+/// What to do next for one request: use an idle connection or open one.
+enum Pick {
+    Idle(SendRequest<ForwardBody>, u64),
+    Connect(Upstream, u64),
+}
+
+impl Pool {
+    pub(crate) fn new(idle_timeout: Duration) -> Pool {
+        Pool {
+            slots: Default::default(),
+            idle_timeout,
+        }
+    }
+
+    fn slot(&self, version: Version) -> MutexGuard<'_, Slot> {
+        let slot = match version {
+            Version::Stable => &self.slots[0],
+            Version::Canary => &self.slots[1],
+        };
+        // A panic while holding the lock leaves a consistent slot behind.
+        slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The next connection to try for `version`, by the table now.
+    fn pick(&self, version: Version, table: &ArcSwap<RoutingTable>) -> Pick {
+        let table = table.load();
+        let upstream = table.upstream(version);
+        let mut slot = self.slot(version);
+        slot.aim(upstream);
+        let generation = slot.generation;
+        // The newest is the warmest; if it is too old, so are all the others.
+        match slot.idle.pop_back() {
+            Some(idle) if idle.since.elapsed() < self.idle_timeout => {
+                Pick::Idle(idle.sender, generation)
+            }
+            Some(_) => {
+                slot.idle.clear();
+                Pick::Connect(upstream.clone(), generation)
+            }
+            None => Pick::Connect(upstream.clone(), generation),
+        }
+    }
+
+    /// Sends `req` to `version`'s upstream as the table names it now, on an
+    /// idle connection or a new one. Returns the response (its body still to
+    /// be read) and the connection, to be given back when the body is done.
+    pub(crate) async fn send(
+        &self,
+        version: Version,
+        table: &ArcSwap<RoutingTable>,
+        mut req: Request<ForwardBody>,
+    ) -> Result<(Response<Incoming>, Lent), SendError> {
+        loop {
+            match self.pick(version, table) {
+                Pick::Idle(mut sender, generation) => {
+                    // Waits only while the connection finishes reading its
+                    // previous response; an error means it has closed.
+                    if sender.ready().await.is_err() {
+                        continue;
+                    }
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => return Ok((resp, lend(sender, version, generation))),
+                        Err(mut err) => match err.take_message() {
+                            // Never written: the connection closed under it.
+                            Some(unsent) => req = unsent,
+                            None => return Err(err.into_error().into()),
+                        },
+                    }
+                }
+                Pick::Connect(upstream, generation) => {
+                    let mut sender = connect(&upstream).await?;
+                    let resp = sender.send_request(req).await?;
+                    return Ok((resp, lend(sender, version, generation)));
+                }
+            }
+        }
+    }
+
+    /// Keeps a connection whose response was read to the end for the next
+    /// request, unless its upstream has changed since it was lent.
+    pub(crate) fn give_back(&self, lent: Lent) {
+        if lent.sender.is_closed() {
+            return;
+        }
+        let mut slot = self.slot(lent.version);
+        if slot.generation == lent.generation && slot.idle.len() < MAX_IDLE {
+            slot.idle.push_back(Idle {
+                sender: lent.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes connections idle for longer than the idle timeout, and those the
+    /// upstream has closed.
+    pub(crate) fn expire(&self) {
+        for version in Version::ALL {
+            self.slot(version).expire(self.idle_timeout);
+        }
+    }
+
+    /// How often [`Pool::expire`] should run.
+    pub(crate) fn expiry_interval(&self) -> Duration {
+        (self.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30))
+    }
+}
+
+fn lend(sender: SendRequest<ForwardBody>, version: Version, generation: u64) -> Lent {
+    Lent {
+        sender,
+        version,
+        generation,
+    }
+}
+
+/// Opens a connection to `upstream` and drives it on this runtime.
+async fn connect(upstream: &Upstream) -> Result<SendRequest<ForwardBody>, SendError> {
+    let authority = upstream.authority();
+    // `[::1]` is the URI spelling; the socket wants `::1`.
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|source| SendError::Connect {
+            upstream: upstream.to_string(),
+            source,
+        })?;
+    // Small requests and responses must not wait for Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(err) = conn.await {
+            tracing::debug!(%err, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}

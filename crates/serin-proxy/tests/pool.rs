@@ -1,0 +1,190 @@
+//! The proxy's keep-alive connections to its upstreams, seen from a raw-socket
+//! upstream that counts the connections it accepts and sees closed: reuse,
+//! connections the upstream closes, idle expiry, and a changed upstream.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+use serin_proxy::{ProxyOptions, RoutingTable, Weight};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A keep-alive HTTP/1.1 upstream on raw sockets that answers every request
+/// `200 name`; with `close_after`, it closes each connection that long after
+/// its last answer (as a server's keep-alive timeout does), without saying so.
+struct Counting {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Counting {
+    async fn start(name: &'static str, close_after: Option<Duration>) -> Counting {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (a, c) = (accepted.clone(), closed.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let read = match close_after {
+                            Some(t) if buf.is_empty() => {
+                                match tokio::time::timeout(t, s.read(&mut chunk)).await {
+                                    Ok(r) => r,
+                                    Err(_) => break, // idle too long: hang up
+                                }
+                            }
+                            _ => s.read(&mut chunk).await,
+                        };
+                        match read {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\nx-version: {name}\r\ncontent-length: {}\r\n\r\n{name}",
+                                name.len()
+                            );
+                            if s.write_all(answer.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Counting {
+            addr,
+            accepted,
+            closed,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn table(stable: &Counting, canary: &Counting, pct: f64) -> RoutingTable {
+    RoutingTable::new(
+        &stable.url(),
+        &canary.url(),
+        Weight::from_percent(pct).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Waits (bounded) until `cond` holds.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_upstream_connection() {
+    let stable = Counting::start("stable", None).await;
+    let canary = Counting::start("canary", None).await;
+    let proxy = start_proxy(table(&stable, &canary, 0.0), ProxyOptions::default()).await;
+    let c = client();
+    for _ in 0..200 {
+        let a = get(&c, &proxy.url("/")).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.text(), "stable");
+    }
+    assert_eq!(stable.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(canary.accepted.load(Ordering::SeqCst), 0);
+    assert_eq!(stable.closed.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn connections_the_upstream_closed_while_idle_are_not_used() {
+    // The upstream hangs up 50 ms after each answer; a request every 150 ms
+    // finds the pooled connection closed and must get a new one, not a 502.
+    let stable = Counting::start("stable", Some(Duration::from_millis(50))).await;
+    let canary = Counting::start("canary", None).await;
+    let proxy = start_proxy(table(&stable, &canary, 0.0), ProxyOptions::default()).await;
+    let c = client();
+    for i in 1..=10 {
+        let a = get(&c, &proxy.url("/")).await;
+        assert_eq!(a.status, StatusCode::OK, "request {i}: {}", a.text());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(stable.accepted.load(Ordering::SeqCst), 10);
+    assert_eq!(proxy.proxy.recorder().snapshot().stable.errors(), 0);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let stable = Counting::start("stable", None).await;
+    let canary = Counting::start("canary", None).await;
+    let options = ProxyOptions {
+        pool_idle_timeout: Duration::from_millis(300),
+        ..ProxyOptions::default()
+    };
+    let proxy = start_proxy(table(&stable, &canary, 50.0), options).await;
+    let c = client();
+    for _ in 0..4 {
+        assert_eq!(get(&c, &proxy.url("/")).await.status, StatusCode::OK);
+    }
+    assert_eq!(stable.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(canary.accepted.load(Ordering::SeqCst), 1);
+    eventually("both idle upstream connections closed by the proxy", || {
+        stable.closed.load(Ordering::SeqCst) == 1 && canary.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // And the next request opens a fresh one.
+    assert_eq!(get(&c, &proxy.url("/")).await.status, StatusCode::OK);
+    assert_eq!(
+        stable.accepted.load(Ordering::SeqCst) + canary.accepted.load(Ordering::SeqCst),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_new_canary_upstream_gets_the_requests_and_the_old_connections_go() {
+    let stable = Counting::start("stable", None).await;
+    let old = Counting::start("old-canary", None).await;
+    let new = Counting::start("new-canary", None).await;
+    let proxy = start_proxy(table(&stable, &old, 100.0), ProxyOptions::default()).await;
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(get(&c, &proxy.url("/")).await.text(), "old-canary");
+    }
+    proxy.proxy.set_table(table(&stable, &new, 100.0));
+    for _ in 0..5 {
+        assert_eq!(get(&c, &proxy.url("/")).await.text(), "new-canary");
+    }
+    assert_eq!(new.accepted.load(Ordering::SeqCst), 1);
+    // The old canary's idle connection is not kept for nothing.
+    eventually("the old canary's connection closed", || {
+        old.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
