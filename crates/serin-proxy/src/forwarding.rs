@@ -92,7 +92,7 @@ fn is_host(value: &[u8]) -> bool {
 const HOPS: usize = 7;
 
 /// The fixed hop-by-hop fields (RFC 9110 7.6.1); `Connection` may name more.
-const HOP_BY_HOP: [HeaderName; HOPS] = [
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,

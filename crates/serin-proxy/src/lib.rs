@@ -18,6 +18,7 @@
 //! - `recorder`, `latency`: lock-free counters and HDR-shaped latency buckets.
 //! - `prometheus`: the text exposition with the SPEC's metric names.
 //! - `server`: accept loops and graceful shutdown ([`serve`], [`serve_admin`]).
+//! - `balance`: spreads client connections evenly over the serving runtimes.
 //! - `admin`: `GET /metrics`, `GET`/`PUT /weight`.
 //!
 //! # Example
@@ -34,6 +35,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod balance;
 mod body;
 mod cookie;
 mod failure;

@@ -233,6 +233,8 @@ async fn connect(upstream: &Upstream) -> Result<SendRequest<ForwardBody>, SendEr
     // Small requests and responses must not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::Builder::new()
+        // One buffer per write: requests are small (see server.rs).
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await?;
     tokio::spawn(async move {

@@ -17,6 +17,7 @@ use http::uri::Uri;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::balance::Balancer;
 use crate::body::{Exchange, ForwardBody, ResponseBody};
 use crate::failure::{Chain, Failure, WarnLimit};
 use crate::forwarding;
@@ -62,6 +63,7 @@ pub struct Proxy {
     workers: AtomicUsize,
     options: ProxyOptions,
     warnings: WarnLimit,
+    balancer: Balancer,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -85,6 +87,7 @@ impl Proxy {
             workers: AtomicUsize::new(0),
             options,
             warnings: WarnLimit::new(),
+            balancer: Balancer::default(),
         })
     }
 
@@ -113,6 +116,11 @@ impl Proxy {
     /// What the proxy has recorded, per version.
     pub fn recorder(&self) -> &Recorder {
         &self.recorder
+    }
+
+    /// Spreads client connections over the runtimes serving this proxy.
+    pub(crate) fn balancer(&self) -> &Balancer {
+        &self.balancer
     }
 
     /// The options the proxy was made with.

@@ -9,12 +9,6 @@ use clap::{Parser, Subcommand};
 use serin::cli::output::OutputFormat;
 use serin::{cli, demo, exit};
 
-/// mimalloc instead of glibc's malloc: the proxy allocates and frees small
-/// buffers on every request, and spends measurably less time doing it so
-/// (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// serin runs canary releases: it shifts traffic from stable to canary step by
 /// step, judges the canary while traffic flows, and rolls back on its own.
 #[derive(Debug, Parser)]
