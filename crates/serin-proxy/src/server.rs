@@ -6,10 +6,14 @@
 //! whatever is left. The caller binds the listener, so it chooses the address
 //! (tests bind `127.0.0.1:0`) and sees bind errors itself.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -17,7 +21,6 @@ use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -126,7 +129,7 @@ async fn accept_loop<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = GracefulShutdown::new();
+    let drain_signal = Arc::new(Drain::default());
     let mut connections = JoinSet::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new());
@@ -150,7 +153,7 @@ async fn accept_loop<S, B>(
                     }
                 };
                 let conn = builder.serve_connection(io(stream), service_for(peer));
-                let conn = graceful.watch(conn);
+                let conn = Draining::new(conn, drain_signal.clone());
                 connections.spawn(async move {
                     if let Err(err) = conn.await {
                         tracing::debug!(%peer, %err, "connection ended with an error");
@@ -163,16 +166,100 @@ async fn accept_loop<S, B>(
         }
     }
     incoming.close();
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drain_signal.ask();
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!(
             open = connections.len(),
             "drain timeout: closing open connections"
         );
     }
     connections.shutdown().await;
+}
+
+/// Asks every open connection to finish the request it is serving and close
+/// (idle ones close at once).
+///
+/// hyper-util's `GracefulShutdown` does the same with a watch channel that
+/// every connection polls each time it wakes, i.e. on every request; here a
+/// connection registers its task once and is woken only when asked.
+#[derive(Default)]
+struct Drain {
+    asked: AtomicBool,
+    waiting: Mutex<HashMap<u64, Waker>>,
+    next_id: AtomicU64,
+}
+
+impl Drain {
+    fn ask(&self) {
+        self.asked.store(true, Ordering::SeqCst);
+        let waiting = std::mem::take(&mut *self.lock());
+        for waker in waiting.into_values() {
+            waker.wake();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waker>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A served connection that closes gracefully when its [`Drain`] is asked.
+struct Draining<C> {
+    conn: Pin<Box<C>>,
+    drain: Arc<Drain>,
+    /// Where its task's waker is registered with the drain, once registered.
+    id: Option<u64>,
+    closing: bool,
+}
+
+impl<C> Draining<C> {
+    fn new(conn: C, drain: Arc<Drain>) -> Draining<C> {
+        Draining {
+            conn: Box::pin(conn),
+            drain,
+            id: None,
+            closing: false,
+        }
+    }
+}
+
+impl<I, S> Future for Draining<http1::Connection<I, S>>
+where
+    http1::Connection<I, S>: Future,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: HttpService<Incoming>,
+    S::ResBody: Body + 'static,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = <http1::Connection<I, S> as Future>::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if !this.closing {
+            if this.id.is_none() {
+                // A spawned task keeps its waker: registering it once is enough.
+                let id = this.drain.next_id.fetch_add(1, Ordering::Relaxed);
+                this.drain.lock().insert(id, cx.waker().clone());
+                this.id = Some(id);
+            }
+            if this.drain.asked.load(Ordering::SeqCst) {
+                this.conn.as_mut().graceful_shutdown();
+                this.closing = true;
+            }
+        }
+        this.conn.as_mut().poll(cx)
+    }
+}
+
+impl<C> Drop for Draining<C> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.drain.lock().remove(&id);
+        }
+    }
 }
 
 fn io(stream: TcpStream) -> TokioIo<TcpStream> {
