@@ -18,13 +18,17 @@ use crate::proxy::Worker;
 use crate::recorder::StatusClass;
 use crate::weight::Version;
 
-/// The client's request body, forwarded as it arrives.
+/// The client's request body, forwarded as it arrives; or none, for a
+/// body-less request sent again on a fresh connection ([`crate::pool`]).
 ///
 /// Its error type marks a failure as the client's, so that when the upstream
 /// exchange fails the proxy can tell a client that went away mid-upload (no
 /// version's fault) from an upstream that failed.
 #[derive(Debug)]
-pub(crate) struct ForwardBody(pub(crate) Incoming);
+pub(crate) enum ForwardBody {
+    Client(Incoming),
+    Empty,
+}
 
 /// The client's connection failed while its request body was being forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -39,17 +43,24 @@ impl Body for ForwardBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        Pin::new(&mut self.0)
-            .poll_frame(cx)
-            .map_err(ClientBodyError)
+        match &mut *self {
+            ForwardBody::Client(body) => Pin::new(body).poll_frame(cx).map_err(ClientBodyError),
+            ForwardBody::Empty => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        match self {
+            ForwardBody::Client(body) => body.is_end_stream(),
+            ForwardBody::Empty => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.size_hint()
+        match self {
+            ForwardBody::Client(body) => body.size_hint(),
+            ForwardBody::Empty => SizeHint::with_exact(0),
+        }
     }
 }
 

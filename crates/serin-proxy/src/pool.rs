@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -31,6 +32,12 @@ use crate::weight::Version;
 
 /// Idle connections kept per version at most; more are closed when given back.
 const MAX_IDLE: usize = 1024;
+
+/// A connection idle this long may be closed by the upstream (its keep-alive
+/// timeout) just as a request goes out on it: such a request, if it may be
+/// sent twice (idempotent, no body), is kept to be sent again on a fresh
+/// connection, as nginx does. Reused sooner, the copy is not worth making.
+const STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// Why a request could not be exchanged with its upstream.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +109,8 @@ pub(crate) struct Pool {
 
 /// What to do next for one request: use an idle connection or open one.
 enum Pick {
-    Idle(SendRequest<ForwardBody>, u64),
+    /// An idle connection, and since when it has been idle.
+    Idle(SendRequest<ForwardBody>, u64, Instant),
     Connect(Upstream, u64),
 }
 
@@ -123,17 +131,21 @@ impl Pool {
         slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The next connection to try for `version`, by the table now.
-    fn pick(&self, version: Version, table: &ArcSwap<RoutingTable>) -> Pick {
+    /// The next connection to try for `version`, by the table now; a new
+    /// one if `fresh`.
+    fn pick(&self, version: Version, table: &ArcSwap<RoutingTable>, fresh: bool) -> Pick {
         let table = table.load();
         let upstream = table.upstream(version);
         let mut slot = self.slot(version);
         slot.aim(upstream);
         let generation = slot.generation;
+        if fresh {
+            return Pick::Connect(upstream.clone(), generation);
+        }
         // The newest is the warmest; if it is too old, so are all the others.
         match slot.idle.pop_back() {
             Some(idle) if idle.since.elapsed() < self.idle_timeout => {
-                Pick::Idle(idle.sender, generation)
+                Pick::Idle(idle.sender, generation, idle.since)
             }
             Some(_) => {
                 slot.idle.clear();
@@ -152,20 +164,33 @@ impl Pool {
         table: &ArcSwap<RoutingTable>,
         mut req: Request<ForwardBody>,
     ) -> Result<(Response<Incoming>, Lent), SendError> {
+        let mut fresh = false;
         loop {
-            match self.pick(version, table) {
-                Pick::Idle(mut sender, generation) => {
+            match self.pick(version, table, fresh) {
+                Pick::Idle(mut sender, generation, idle_since) => {
                     // Waits only while the connection finishes reading its
                     // previous response; an error means it has closed.
                     if sender.ready().await.is_err() {
                         continue;
                     }
+                    let again = (idle_since.elapsed() >= STALE_AFTER)
+                        .then(|| replayable(&req))
+                        .flatten();
                     match sender.try_send_request(req).await {
                         Ok(resp) => return Ok((resp, lend(sender, version, generation))),
-                        Err(mut err) => match err.take_message() {
+                        Err(mut err) => match (err.take_message(), again) {
                             // Never written: the connection closed under it.
-                            Some(unsent) => req = unsent,
-                            None => return Err(err.into_error().into()),
+                            (Some(unsent), _) => req = unsent,
+                            // Written, and the connection closed before any
+                            // answer: the upstream hung up as it went out.
+                            (None, Some(copy)) if err.error().is_incomplete_message() => {
+                                tracing::debug!(
+                                    "pooled upstream connection closed under a request; sending it again on a new one"
+                                );
+                                req = copy;
+                                fresh = true;
+                            }
+                            (None, _) => return Err(err.into_error().into()),
                         },
                     }
                 }
@@ -205,6 +230,20 @@ impl Pool {
     pub(crate) fn expiry_interval(&self) -> Duration {
         (self.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30))
     }
+}
+
+/// A copy of `req` to send again, if sending it twice is harmless: an
+/// idempotent method (RFC 9110 9.2.2) and no body.
+fn replayable(req: &Request<ForwardBody>) -> Option<Request<ForwardBody>> {
+    if !req.method().is_idempotent() || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(ForwardBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 fn lend(sender: SendRequest<ForwardBody>, version: Version, generation: u64) -> Lent {

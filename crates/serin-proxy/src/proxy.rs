@@ -230,7 +230,7 @@ impl Worker {
         let sent = self.pool.send(
             version,
             &proxy.table,
-            Request::from_parts(head, ForwardBody(body)),
+            Request::from_parts(head, ForwardBody::Client(body)),
         );
         let failure = match tokio::time::timeout(proxy.options.upstream_timeout, sent).await {
             Ok(Ok((resp, lent))) => {

@@ -18,7 +18,9 @@ use tokio::task::JoinHandle;
 
 /// A keep-alive HTTP/1.1 upstream on raw sockets that answers every request
 /// `200 name`; with `close_after`, it closes each connection that long after
-/// its last answer (as a server's keep-alive timeout does), without saying so.
+/// its last answer (as a server's keep-alive timeout does), without saying so;
+/// with `answers`, it hangs up on the request after that many on a
+/// connection, unanswered (a keep-alive timeout firing as a request arrives).
 struct Counting {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -34,6 +36,14 @@ impl Drop for Counting {
 
 impl Counting {
     async fn start(name: &'static str, close_after: Option<Duration>) -> Counting {
+        Counting::start_with(name, close_after, usize::MAX).await
+    }
+
+    async fn start_with(
+        name: &'static str,
+        close_after: Option<Duration>,
+        answers: usize,
+    ) -> Counting {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -45,6 +55,7 @@ impl Counting {
                 a.fetch_add(1, Ordering::SeqCst);
                 let c = c.clone();
                 tokio::spawn(async move {
+                    let mut answered = 0;
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
                     loop {
@@ -61,8 +72,16 @@ impl Counting {
                             Ok(0) | Err(_) => break,
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
+                        if answered == answers {
+                            break;
+                        }
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             buf.drain(..end + 4);
+                            if answered == answers {
+                                buf.clear();
+                                break;
+                            }
+                            answered += 1;
                             let answer = format!(
                                 "HTTP/1.1 200 OK\r\nx-version: {name}\r\ncontent-length: {}\r\n\r\n{name}",
                                 name.len()
@@ -187,4 +206,30 @@ async fn a_new_canary_upstream_gets_the_requests_and_the_old_connections_go() {
         old.closed.load(Ordering::SeqCst) == 1
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_get_the_upstream_hangs_up_on_is_sent_again_on_a_new_connection() {
+    // Each upstream connection answers one request and hangs up on the next
+    // one unanswered, as a keep-alive timeout firing as it arrives would.
+    let stable = Counting::start_with("stable", None, 1).await;
+    let canary = Counting::start("canary", None).await;
+    let proxy = start_proxy(table(&stable, &canary, 0.0), ProxyOptions::default()).await;
+    let c = client();
+    assert_eq!(get(&c, &proxy.url("/")).await.status, StatusCode::OK);
+    // Idle long enough that the proxy keeps a copy to send again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let a = get(&c, &proxy.url("/")).await;
+    assert_eq!((a.status, a.text().as_str()), (StatusCode::OK, "stable"));
+    assert_eq!(stable.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(proxy.proxy.recorder().snapshot().stable.errors(), 0);
+
+    // A POST with a body is not sent twice: the client gets the 502.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let post = http::Request::post(proxy.url("/"))
+        .body(full("order #1"))
+        .unwrap();
+    let a = send(&c, post).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(stable.accepted.load(Ordering::SeqCst), 2);
 }

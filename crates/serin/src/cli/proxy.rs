@@ -90,9 +90,10 @@ struct Config {
 /// Runs `serin proxy` until SIGINT or SIGTERM.
 ///
 /// One single-threaded runtime per core, each with its own listener on the
-/// same address (`SO_REUSEPORT`: the kernel spreads connections) and its own
-/// upstream pool: a request is served start to end on one thread, with no
-/// wake-ups across cores. (Measured against one multi-thread runtime in
+/// same address (`SO_REUSEPORT`: the kernel spreads connections, and the
+/// runtimes even out what it spreads unevenly) and its own upstream pool: a
+/// request is served start to end on one thread, with no wake-ups across
+/// cores. (Measured against one multi-thread runtime in
 /// docs/benchmarks.md.) The main thread runs the admin server and waits for
 /// signals.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
