@@ -1,4 +1,4 @@
-//! The driver: the thin async shell around the pure [`machine`](super::machine).
+//! The driver: the thin async shell around the pure [`machine`].
 //!
 //! # Expected flow
 //! One task per rollout. It wakes on a short tick, on an operator command, or

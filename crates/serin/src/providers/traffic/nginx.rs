@@ -7,15 +7,16 @@
 //! naming the version that served each request, and a `server` on
 //! `traffic.listen`.
 //!
-//! # Changing the file
+//! # Changing the file ([`install`])
 //! 1. The new text goes to a temporary file next to the include and is
-//!    checked on its own (`nginx -t` of a wrapper config that includes only
-//!    it), when the test command is an nginx binary.
-//! 2. It is renamed over the include (atomic), the configured `test` runs
-//!    against the whole configuration, then `reload`.
+//!    renamed over it (atomic: nginx never reads half a file).
+//! 2. The configured `test` (`nginx -t`) runs against the whole
+//!    configuration, then `reload`.
 //! 3. If either fails, the previous text is put back (atomically again) and
 //!    nginx, which never loaded the new file, keeps serving the old split.
-//!    The error says which command failed and what it printed.
+//!    The error says which command failed and what it printed. While the
+//!    test runs, the new text is on disk: a reload by anyone else in that
+//!    moment would load it untested.
 //!
 //! Monotone stickiness: `split_clients` maps a MurmurHash2 of the key to a
 //! point in 0–100 % and takes the first bucket it falls in. The canary bucket
