@@ -144,4 +144,15 @@ for t in direct nginx serin; do
     p99=$(for v in ${P99[$t]}; do echo "$v" | to_us; done | tr '\n' ' ' | median)
     printf "  %-8s %10s req/s   p99 %8s us\n" "$t" "$rps" "$p99"
 done
+# Round by round: one round's noise on this machine is larger than the
+# difference, so say how often serin came out ahead, not only the medians.
+read -r -a nr <<<"${RPS[nginx]}"; read -r -a sr <<<"${RPS[serin]}"
+read -r -a np <<<"${P99[nginx]}"; read -r -a sp <<<"${P99[serin]}"
+more=0; lower=0
+for i in "${!nr[@]}"; do
+    awk -v a="${sr[$i]}" -v b="${nr[$i]}" 'BEGIN { exit !(a > b) }' && more=$((more + 1))
+    awk -v a="$(echo "${sp[$i]}" | to_us)" -v b="$(echo "${np[$i]}" | to_us)" 'BEGIN { exit !(a < b) }' &&
+        lower=$((lower + 1))
+done
+echo "serin ahead of nginx: more req/s in $more of $ROUNDS rounds, lower p99 in $lower of $ROUNDS"
 grep -i -E "warn|error" "$TMP/serin.log" | head -5 || true
