@@ -109,8 +109,8 @@ pub(crate) struct Pool {
 
 /// What to do next for one request: use an idle connection or open one.
 enum Pick {
-    /// An idle connection, and since when it has been idle.
-    Idle(SendRequest<ForwardBody>, u64, Instant),
+    /// An idle connection, and how long it has been idle.
+    Idle(SendRequest<ForwardBody>, u64, Duration),
     Connect(Upstream, u64),
 }
 
@@ -143,16 +143,14 @@ impl Pool {
             return Pick::Connect(upstream.clone(), generation);
         }
         // The newest is the warmest; if it is too old, so are all the others.
-        match slot.idle.pop_back() {
-            Some(idle) if idle.since.elapsed() < self.idle_timeout => {
-                Pick::Idle(idle.sender, generation, idle.since)
+        if let Some(idle) = slot.idle.pop_back() {
+            let idle_for = idle.since.elapsed();
+            if idle_for < self.idle_timeout {
+                return Pick::Idle(idle.sender, generation, idle_for);
             }
-            Some(_) => {
-                slot.idle.clear();
-                Pick::Connect(upstream.clone(), generation)
-            }
-            None => Pick::Connect(upstream.clone(), generation),
+            slot.idle.clear();
         }
+        Pick::Connect(upstream.clone(), generation)
     }
 
     /// Sends `req` to `version`'s upstream as the table names it now, on an
@@ -167,13 +165,13 @@ impl Pool {
         let mut fresh = false;
         loop {
             match self.pick(version, table, fresh) {
-                Pick::Idle(mut sender, generation, idle_since) => {
+                Pick::Idle(mut sender, generation, idle_for) => {
                     // Waits only while the connection finishes reading its
                     // previous response; an error means it has closed.
                     if sender.ready().await.is_err() {
                         continue;
                     }
-                    let again = (idle_since.elapsed() >= STALE_AFTER)
+                    let again = (idle_for >= STALE_AFTER)
                         .then(|| replayable(&req))
                         .flatten();
                     match sender.try_send_request(req).await {

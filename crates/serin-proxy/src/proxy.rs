@@ -199,8 +199,10 @@ impl Worker {
             let version = split::fixed(&table, &head).unwrap_or_else(|| {
                 split::split(proxy.seq.fetch_add(1, Ordering::Relaxed), table.weight())
             });
-            if !head.headers.contains_key(header::HOST)
+            // check_request let only HTTP/1.0 through without Host.
+            if head.version == http::Version::HTTP_10
                 && head.uri.authority().is_none()
+                && !head.headers.contains_key(header::HOST)
                 && let Ok(host) =
                     HeaderValue::from_str(table.upstream(version).authority().as_str())
             {
