@@ -35,48 +35,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+source "$ROOT/bench/nginx-conf.sh"
 UP1=$(free_port); UP2=$(free_port); PORT=$(free_port)
 mkdir -p "$TMP/up" "$TMP/px"
-temp_paths() {
-    echo "client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/fcgi; uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;"
-}
-cat > "$TMP/up/nginx.conf" <<CONF
-worker_processes 1; daemon on; error_log $TMP/up/error.log warn; pid $TMP/up/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off; $(temp_paths "$TMP/up")
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$UP1; location / { return 200 "ok\n"; } }
-    server { listen 127.0.0.1:$UP2; location / { return 200 "ok\n"; } }
-}
-CONF
-cat > "$TMP/px/nginx.conf" <<CONF
-master_process off; daemon off; worker_processes 1;
-error_log $TMP/px/error.log warn; pid $TMP/px/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off; $(temp_paths "$TMP/px")
-    keepalive_requests 1000000;
-    upstream stable { server 127.0.0.1:$UP1; keepalive 64; keepalive_requests 1000000; }
-    upstream canary { server 127.0.0.1:$UP2; keepalive 64; keepalive_requests 1000000; }
-    split_clients "\${request_id}" \$backend { 50% canary; * stable; }
-    server {
-        listen 127.0.0.1:$PORT;
-        location / {
-            proxy_pass http://\$backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header Via "1.1 nginx";
-        }
-    }
-}
-CONF
+upstream_conf "$TMP/up" "$UP1" "$UP2" > "$TMP/up/nginx.conf"
+proxy_conf "$TMP/px" "$PORT" "$UP1" "$UP2" "master_process off; daemon off; worker_processes 1;" \
+    > "$TMP/px/nginx.conf"
 "$NGINX" -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf"
 
 # count NAME SECONDS STOP-SIGNAL CMD...: prints "requests instructions".

@@ -43,59 +43,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+source "$ROOT/bench/nginx-conf.sh"
 UP1=$(free_port); UP2=$(free_port); NGX=$(free_port); SRN=$(free_port)
 
 mkdir -p "$TMP/up" "$TMP/px"
-common="
-error_log $TMP/%s/error.log warn;
-pid $TMP/%s/nginx.pid;
-daemon on;
-events { worker_connections 4096; }
-"
-{
-    printf "$common" up up
-    cat <<CONF
-worker_processes 1;
-http {
-    access_log off;
-    client_body_temp_path $TMP/up/body; proxy_temp_path $TMP/up/proxy;
-    fastcgi_temp_path $TMP/up/fcgi; uwsgi_temp_path $TMP/up/uwsgi; scgi_temp_path $TMP/up/scgi;
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$UP1; location / { return 200 "ok\n"; } }
-    server { listen 127.0.0.1:$UP2; location / { return 200 "ok\n"; } }
-}
-CONF
-} > "$TMP/up/nginx.conf"
-{
-    printf "$common" px px
-    cat <<CONF
-worker_processes 2;
-http {
-    access_log off;
-    client_body_temp_path $TMP/px/body; proxy_temp_path $TMP/px/proxy;
-    fastcgi_temp_path $TMP/px/fcgi; uwsgi_temp_path $TMP/px/uwsgi; scgi_temp_path $TMP/px/scgi;
-    keepalive_requests 1000000;
-    upstream stable { server 127.0.0.1:$UP1; keepalive 64; keepalive_requests 1000000; }
-    upstream canary { server 127.0.0.1:$UP2; keepalive 64; keepalive_requests 1000000; }
-    split_clients "\${request_id}" \$backend { 50% canary; * stable; }
-    server {
-        listen 127.0.0.1:$NGX;
-        location / {
-            proxy_pass http://\$backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header Via "1.1 nginx";
-        }
-    }
-}
-CONF
-} > "$TMP/px/nginx.conf"
+upstream_conf "$TMP/up" "$UP1" "$UP2" > "$TMP/up/nginx.conf"
+proxy_conf "$TMP/px" "$NGX" "$UP1" "$UP2" "worker_processes 2; daemon on;" > "$TMP/px/nginx.conf"
 
 "$NGINX" -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf"
 "$NGINX" -p "$TMP/px" -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf"

@@ -17,6 +17,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::nginx::{free_port, local};
+use common::rollout::Rollout;
 use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
 use serde_json::Value;
 
@@ -280,26 +281,10 @@ fn rollout_file(
     steps: &[&str],
 ) -> String {
     let steps: String = steps.iter().map(|s| format!("  - {s}\n")).collect();
-    format!(
-        "name: {name}
-stable:
-  version: v1
-  upstream: http://{stable}
-canary:
-  version: v2
-  upstream: http://{canary}
-traffic:
-  provider: builtin
-  listen: {listen}
-steps:
-{steps}analysis:
-  interval: 500ms
-  minRequests: 20
-  errorRate: {{ max: 5% }}
-  latencyP95: {{ max: 500ms }}
-  noDataLimit: 20
-"
-    )
+    Rollout::new(name, listen, stable, canary)
+        .steps(&steps)
+        .no_data_limit(20)
+        .yaml()
 }
 
 /// Asserts that `n` requests through `proxy` split as `pct` % canary, within

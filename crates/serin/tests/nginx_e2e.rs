@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::nginx::{Nginx, free_port, local};
+use common::rollout::Rollout;
 use common::serin::{Proc, demo_app, serin, text, write};
 use hooks::Hooks;
 
@@ -245,34 +246,21 @@ fn rollout(
     test: &str,
     steps: &str,
 ) -> String {
-    format!(
-        "name: {name}
-stable:
-  version: v1
-  upstream: http://{stable}
-canary:
-  version: v2
-  upstream: http://{canary}
-traffic:
-  provider: nginx
-  listen: 127.0.0.1:{port}
+    Rollout::new(name, local(port), stable, canary)
+        .traffic(&format!(
+            "  provider: nginx
   nginx:
     include: {include}
     test: {test}
     reload: {reload}
     accessLog: {log}
-steps:
-{steps}analysis:
-  interval: 500ms
-  minRequests: 20
-  errorRate: {{ max: 5% }}
-  latencyP95: {{ max: 500ms }}
-  noDataLimit: 4
 ",
-        include = nginx.include(&format!("serin-{name}")).display(),
-        reload = nginx.command(&["-s", "reload"]).join(" "),
-        log = nginx.dir.join(format!("logs/serin-{name}.json")).display(),
-    )
+            include = nginx.include(&format!("serin-{name}")).display(),
+            reload = nginx.command(&["-s", "reload"]).join(" "),
+            log = nginx.dir.join(format!("logs/serin-{name}.json")).display(),
+        ))
+        .steps(steps)
+        .yaml()
 }
 
 /// The configuration test most rollouts use: `nginx -t -q`.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::nginx::{free_port, local};
 use common::prometheus::Prometheus;
+use common::rollout::Rollout;
 use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
 
 /// A `/metrics` endpoint serving whatever text the test sets, on 127.0.0.1.
@@ -125,31 +126,19 @@ fn rollout(
     steps: &str,
     extra: &str,
 ) -> String {
-    format!(
-        "name: {name}
-stable:
-  version: v1
-  upstream: http://{stable}
-canary:
-  version: v2
-  upstream: http://{canary}
-traffic:
-  provider: builtin
-  listen: 127.0.0.1:{port}
-steps:
-{steps}analysis:
-  interval: 2s
-  minRequests: 20
-  errorRate: {{ max: 5% }}
-  latencyP95: {{ max: 500ms }}
-  noDataLimit: 2
-  prometheus:
+    Rollout::new(name, local(port), stable, canary)
+        .steps(steps)
+        .interval("2s")
+        .no_data_limit(2)
+        .analysis(&format!(
+            "  prometheus:
     address: {prometheus}
     requests: sum(http_requests_total{{version=\"{{{{version}}}}\"}})
     errors: sum(http_requests_total{{version=\"{{{{version}}}}\",code=~\"5..\"}})
     latencyBuckets: sum by (le) (http_request_duration_seconds_bucket{{version=\"{{{{version}}}}\"}})
 {extra}"
-    )
+        ))
+        .yaml()
 }
 
 /// Two demo apps labelled `stable` and `canary` (the canary with

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::nginx::free_port;
+use common::nginx::{free_port, local};
+use common::rollout::Rollout;
 use common::serin::{Proc, demo_app, load, serin, text, write};
 
 /// A rollout file with short steps, for `stable` and `canary` addresses.
@@ -15,32 +16,9 @@ fn rollout(
     stable: std::net::SocketAddr,
     canary: std::net::SocketAddr,
 ) -> String {
-    format!(
-        "name: {name}
-stable:
-  version: v1
-  upstream: http://{stable}
-canary:
-  version: v2
-  upstream: http://{canary}
-traffic:
-  provider: builtin
-  listen: 127.0.0.1:{listen}
-steps:
-  - setWeight: 20
-  - pause: {{ duration: 2s }}
-  - setWeight: 50
-  - pause: {{ duration: 2s }}
-  - setWeight: 100
-  - pause: {{ duration: 1s }}
-analysis:
-  interval: 500ms
-  minRequests: 20
-  errorRate: {{ max: 5% }}
-  latencyP95: {{ max: 200ms }}
-  noDataLimit: 4
-"
-    )
+    Rollout::new(name, local(listen), stable, canary)
+        .latency_p95("200ms")
+        .yaml()
 }
 
 struct Outcome {

@@ -17,6 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::nginx::{free_port, local};
+use common::rollout::Rollout;
 use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
 
 const TOKEN: &str = "screens-token";
@@ -136,26 +137,12 @@ fn rollout_file(
     canary: SocketAddr,
     steps: &str,
 ) -> String {
-    format!(
-        "name: {name}
-stable:
-  version: v1.4.2
-  upstream: http://{stable}
-canary:
-  version: v1.5.0
-  upstream: http://{canary}
-traffic:
-  provider: builtin
-  listen: {listen}
-steps:
-{steps}analysis:
-  interval: 500ms
-  minRequests: 20
-  errorRate: {{ max: 5% }}
-  latencyP95: {{ max: 300ms }}
-  noDataLimit: 20
-"
-    )
+    Rollout::new(name, listen, stable, canary)
+        .versions("v1.4.2", "v1.5.0")
+        .steps(steps)
+        .latency_p95("300ms")
+        .no_data_limit(20)
+        .yaml()
 }
 
 /// Runs one rollout to its end with `serin run --report`; returns the HTML.

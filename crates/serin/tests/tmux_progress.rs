@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::nginx::free_port;
+use common::rollout::Rollout;
 use common::serin::{BIN, Proc, demo_app, load, serin, wait_for_port, write};
 
 /// A tmux server of our own (its own socket), killed on Drop.
@@ -49,32 +50,10 @@ impl Drop for Tmux {
 }
 
 fn rollout(name: &str, listen: SocketAddr, stable: SocketAddr, canary: SocketAddr) -> String {
-    format!(
-        "name: {name}
-stable:
-  version: v1
-  upstream: http://{stable}
-canary:
-  version: v2
-  upstream: http://{canary}
-traffic:
-  provider: builtin
-  listen: {listen}
-steps:
-  - setWeight: 20
-  - pause: {{ duration: 2s }}
-  - setWeight: 50
-  - pause: {{ duration: 2s }}
-  - setWeight: 100
-  - pause: {{ duration: 1s }}
-analysis:
-  interval: 500ms
-  minRequests: 20
-  errorRate: {{ max: 5% }}
-  latencyP95: {{ max: 300ms }}
-  noDataLimit: 10
-"
-    )
+    Rollout::new(name, listen, stable, canary)
+        .latency_p95("300ms")
+        .no_data_limit(10)
+        .yaml()
 }
 
 fn shell_quote(s: &str) -> String {

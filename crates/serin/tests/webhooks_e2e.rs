@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::nginx::{free_port, local};
+use common::rollout::Rollout;
 use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
 use hooks::{Hooks, Received};
 
@@ -23,25 +24,11 @@ fn rollout(
     hooks: &Hooks,
     steps: &str,
 ) -> String {
-    format!(
-        "name: {name}
-stable:
-  version: v1
-  upstream: http://{stable}
-canary:
-  version: v2
-  upstream: http://{canary}
-traffic:
-  provider: builtin
-  listen: 127.0.0.1:{port}
-steps:
-{steps}analysis:
-  interval: 500ms
-  minRequests: 20
-  errorRate: {{ max: 5% }}
-  latencyP95: {{ max: 200ms }}
-  noDataLimit: 4
-notifications:
+    Rollout::new(name, local(port), stable, canary)
+        .steps(steps)
+        .latency_p95("200ms")
+        .rest(&format!(
+            "notifications:
   - webhook: {json}
     format: json
   - webhook: {slack}
@@ -49,10 +36,11 @@ notifications:
 preRollout:
   url: {pre}
 ",
-        json = hooks.url("/notify"),
-        slack = hooks.url("/slack"),
-        pre = hooks.url("/pre"),
-    )
+            json = hooks.url("/notify"),
+            slack = hooks.url("/slack"),
+            pre = hooks.url("/pre"),
+        ))
+        .yaml()
 }
 
 fn spawn_run(dir: &std::path::Path, yaml: &str, port: u16) -> Proc {

@@ -4,5 +4,6 @@
 pub mod hooks;
 pub mod nginx;
 pub mod prometheus;
+pub mod rollout;
 pub mod serin;
 pub mod upstream;
