@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 
 type Handover = (std::net::TcpStream, SocketAddr);
 
-/// The runtimes serving one proxy.
+/// The runtimes serving one proxy. One that has stopped stays listed and is
+/// skipped (its inbox is closed): a proxy is served by a fixed set of them.
 #[derive(Default)]
 pub(crate) struct Balancer {
     members: Mutex<Vec<Arc<Seat>>>,
@@ -60,13 +61,10 @@ impl Balancer {
             .filter(|s| s.open.load(Ordering::Relaxed) < mine)
             .cloned()
     }
-
-    fn leave(&self, me: &Arc<Seat>) {
-        self.lock().retain(|s| !Arc::ptr_eq(s, me));
-    }
 }
 
-/// One runtime's place in the [`Balancer`]; leaves it when dropped.
+/// One runtime's place in the [`Balancer`]. Once dropped, its inbox is closed
+/// and no connection is handed to it.
 pub(crate) struct Member {
     seat: Arc<Seat>,
     handed: mpsc::UnboundedReceiver<Handover>,
@@ -128,11 +126,6 @@ impl Member {
                 }
             }
         }
-    }
-
-    /// Leaves the balancer (no more connections are handed to this runtime).
-    pub(crate) fn leave(self, balancer: &Balancer) {
-        balancer.leave(&self.seat);
     }
 }
 
@@ -214,7 +207,7 @@ mod tests {
     async fn a_runtime_that_left_is_handed_nothing() {
         let balancer = Arc::new(Balancer::default());
         let (a, b) = (balancer.join(), balancer.join());
-        b.leave(&balancer);
+        drop(b);
         let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = la.local_addr().unwrap();
         let (task, kept) = serve(a, balancer.clone(), la, b'a');

@@ -108,13 +108,6 @@ impl Connections {
             }
         }
     }
-
-    /// Stops taking connections (closes the listener).
-    fn close(self) {
-        if let Connections::Balanced { member, proxy, .. } = self {
-            member.leave(proxy.balancer());
-        }
-    }
 }
 
 async fn accept_loop<S, B>(
@@ -165,7 +158,8 @@ async fn accept_loop<S, B>(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    incoming.close();
+    // Stop accepting: closes the listener, and no connection is handed over.
+    drop(incoming);
     drain_signal.ask();
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(drain, drained).await.is_err() {
