@@ -102,12 +102,16 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays
-/// clean for command output and `-o json`.
+/// clean for command output and `-o json`. Coloured only on a terminal (and
+/// not with `NO_COLOR`): a log file or a pipe gets plain text.
 fn init_tracing(default: &str) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(cli::run::LogWriter)
         .with_target(false)
         .init();
