@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
                 spec: String::new(),
                 stable_version: "v1".into(),
                 canary_version: Some("v2".into()),
+                former_stable_version: None,
                 stable_upstream: None,
                 canary_upstream: None,
                 state: State::new(serin::controller::driver::now_millis()),

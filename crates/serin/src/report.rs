@@ -27,6 +27,8 @@ pub struct Report {
     pub stable_version: String,
     /// The canary version, if any.
     pub canary_version: Option<String>,
+    /// The stable version the last promotion replaced, if one did.
+    pub former_stable_version: Option<String>,
     /// The weight now, in percent.
     pub weight: f64,
     /// Every decision, oldest first.
@@ -128,6 +130,7 @@ impl Report {
             reason: rollout.state.reason.clone(),
             stable_version: rollout.stable_version.clone(),
             canary_version: rollout.canary_version.clone(),
+            former_stable_version: rollout.former_stable_version.clone(),
             weight: rollout.state.weight.percent(),
             timeline: events
                 .iter()
@@ -197,6 +200,9 @@ impl Report {
             // "canary none, weight 0 %", which reads like nothing happened.
             ("Succeeded", None) => {
                 fact(&mut h, "promoted, now stable", &self.stable_version);
+                if let Some(former) = &self.former_stable_version {
+                    fact(&mut h, "replaced", former);
+                }
                 fact(
                     &mut h,
                     "traffic now",
@@ -224,7 +230,9 @@ impl Report {
         // (after a promotion the record's stable is the former canary).
         let (stable_name, canary_name) = match (self.phase.as_str(), &self.canary_version) {
             ("Succeeded", None) => (
-                "former stable".to_string(),
+                self.former_stable_version
+                    .clone()
+                    .unwrap_or_else(|| "former stable".to_string()),
                 format!("{} (promoted)", self.stable_version),
             ),
             (_, canary) => (
@@ -654,6 +662,7 @@ mod tests {
             spec: String::new(),
             stable_version: "v1".into(),
             canary_version: Some("v2".into()),
+            former_stable_version: None,
             stable_upstream: None,
             canary_upstream: None,
             state,
@@ -796,8 +805,14 @@ mod tests {
         r.phase = "Succeeded".into();
         r.stable_version = "v2".into();
         r.canary_version = None;
+        r.former_stable_version = Some("v1".into());
         let html = r.to_html();
         assert!(html.contains("promoted, now stable</span><b>v2</b>"));
+        assert!(html.contains("replaced</span><b>v1</b>"));
+        // The totals' rows name both versions, not "former stable".
+        assert!(html.contains("stable <small>v1</small>"), "{html}");
+        assert!(html.contains("v2 (promoted)"));
+        assert!(!html.contains("former stable"));
         assert!(html.contains("all on v2"));
         assert!(!html.contains("canary weight now"));
     }

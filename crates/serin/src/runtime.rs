@@ -191,6 +191,7 @@ impl Setup {
             spec: spec.to_string(),
             stable_version: self.stable_version.clone(),
             canary_version: canary,
+            former_stable_version: None,
             stable_upstream: Some(self.table.upstream(Version::Stable).to_string()),
             canary_upstream: Some(self.table.upstream(Version::Canary).to_string()),
             state,

@@ -72,6 +72,8 @@ const MIGRATIONS: &[&str] = &[
         canary   TEXT NOT NULL
     );
     CREATE INDEX samples_by_rollout ON samples (rollout, id);",
+    // 1 -> 2: the version a promotion replaced, for the report.
+    "ALTER TABLE rollouts ADD COLUMN former_stable_version TEXT;",
 ];
 
 /// Something the store could not do.
@@ -134,6 +136,8 @@ pub struct RolloutRecord {
     pub stable_version: String,
     /// The canary version, if one is deployed.
     pub canary_version: Option<String>,
+    /// The stable version the last promotion replaced (none before one).
+    pub former_stable_version: Option<String>,
     /// Where stable's requests go (built-in and nginx providers): the file's
     /// upstream, or the former canary's after a promotion.
     pub stable_upstream: Option<String>,
@@ -277,11 +281,12 @@ impl Store {
             "INSERT INTO rollouts (name, spec, stable_version, canary_version, phase, step, weight,
                 step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak,
                 reason, last_verdict, last_verdict_reason, last_verdict_ms, generation, created_ms, updated_ms,
-                stable_upstream, canary_upstream)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL, 1, ?15, ?15, ?16, ?17)
+                stable_upstream, canary_upstream, former_stable_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL, 1, ?15, ?15, ?16, ?17, ?18)
              ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, stable_version = excluded.stable_version,
                 canary_version = excluded.canary_version, stable_upstream = excluded.stable_upstream,
-                canary_upstream = excluded.canary_upstream, phase = excluded.phase, step = excluded.step,
+                canary_upstream = excluded.canary_upstream, former_stable_version = excluded.former_stable_version,
+                phase = excluded.phase, step = excluded.step,
                 weight = excluded.weight, step_started_ms = excluded.step_started_ms, hold = excluded.hold,
                 pause_served_ms = excluded.pause_served_ms, next_analysis_ms = excluded.next_analysis_ms,
                 stage_judged = excluded.stage_judged, no_data_streak = excluded.no_data_streak,
@@ -305,6 +310,7 @@ impl Store {
                 now.0 as i64,
                 record.stable_upstream,
                 record.canary_upstream,
+                record.former_stable_version,
             ],
         )
         .map_err(|e| self.sql(e))?;
@@ -335,7 +341,7 @@ impl Store {
                     next_analysis_ms = ?10, stage_judged = ?11, no_data_streak = ?12, reason = ?13,
                     last_verdict = ?14, last_verdict_reason = ?15, last_verdict_ms = ?16,
                     generation = generation + 1, updated_ms = ?17,
-                    stable_upstream = ?19, canary_upstream = ?20
+                    stable_upstream = ?19, canary_upstream = ?20, former_stable_version = ?21
                  WHERE name = ?1 AND generation = ?18",
                 params![
                     record.name,
@@ -358,6 +364,7 @@ impl Store {
                     record.generation,
                     record.stable_upstream,
                     record.canary_upstream,
+                    record.former_stable_version,
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -570,7 +577,8 @@ impl Store {
 const SELECT_ROLLOUT: &str =
     "SELECT name, spec, stable_version, canary_version, phase, step, weight,
     step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak, reason,
-    last_verdict, last_verdict_reason, last_verdict_ms, generation, stable_upstream, canary_upstream
+    last_verdict, last_verdict_reason, last_verdict_ms, generation, stable_upstream, canary_upstream,
+    former_stable_version
     FROM rollouts";
 
 /// A row as SQLite returns it, before its values are checked.
@@ -595,6 +603,7 @@ struct RawRollout {
     generation: i64,
     stable_upstream: Option<String>,
     canary_upstream: Option<String>,
+    former_stable_version: Option<String>,
 }
 
 impl RawRollout {
@@ -620,6 +629,7 @@ impl RawRollout {
             generation: r.get(17)?,
             stable_upstream: r.get(18)?,
             canary_upstream: r.get(19)?,
+            former_stable_version: r.get(20)?,
         })
     }
 
@@ -664,6 +674,7 @@ impl RawRollout {
             spec: self.spec,
             stable_version: self.stable_version,
             canary_version: self.canary_version,
+            former_stable_version: self.former_stable_version,
             stable_upstream: self.stable_upstream,
             canary_upstream: self.canary_upstream,
             last_verdict,
@@ -717,6 +728,7 @@ mod tests {
             spec: "name: x".into(),
             stable_version: "v1".into(),
             canary_version: Some("v2".into()),
+            former_stable_version: None,
             stable_upstream: Some("http://127.0.0.1:9001".into()),
             canary_upstream: None,
             state: State::new(Millis(5)),
@@ -801,6 +813,32 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(store.get("a").unwrap().state.step, 4);
+    }
+
+    #[test]
+    fn a_database_of_the_first_schema_is_migrated_and_keeps_its_rollouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("serin.db")).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO rollouts VALUES ('old', 'name: old', 'v1', 'v2', NULL, NULL, 'Progressing',
+                1, 500, 10, NULL, NULL, 20, 0, 0, 'waiting', NULL, NULL, NULL, 3, 1, 1);",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        let old = store.get("old").unwrap();
+        assert_eq!((old.stable_version.as_str(), old.generation), ("v1", 3));
+        assert_eq!(old.former_stable_version, None);
+        // The new column is written and read back.
+        let mut promoted = old.clone();
+        promoted.former_stable_version = Some("v1".into());
+        promoted.stable_version = "v2".into();
+        store.save(&promoted, &[], Millis(2)).unwrap();
+        let read = store.get("old").unwrap();
+        assert_eq!(read.former_stable_version.as_deref(), Some("v1"));
+        assert_eq!(read.stable_version, "v2");
     }
 
     #[test]

@@ -372,7 +372,8 @@ impl Driver {
             if t.actions.contains(&Action::PromoteCanary)
                 && let Some(canary) = next.canary_version.take()
             {
-                next.stable_version = canary;
+                next.former_stable_version =
+                    Some(std::mem::replace(&mut next.stable_version, canary));
                 if next.canary_upstream.is_some() {
                     next.stable_upstream = next.canary_upstream.clone();
                 }
@@ -589,6 +590,7 @@ mod tests {
                 spec: String::new(),
                 stable_version: "v1".into(),
                 canary_version: Some("v2".into()),
+                former_stable_version: None,
                 stable_upstream: None,
                 canary_upstream: None,
                 state: State::new(now_millis()),
@@ -641,6 +643,7 @@ mod tests {
         let stored = rig.store.get("checkout").unwrap();
         assert_eq!(stored.state.phase, Phase::Succeeded);
         assert_eq!(stored.stable_version, "v2");
+        assert_eq!(stored.former_stable_version.as_deref(), Some("v1"));
         assert!(!rig.store.samples("checkout").unwrap().is_empty());
         let kinds: Vec<_> = rig
             .store
