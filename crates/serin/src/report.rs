@@ -49,7 +49,8 @@ pub struct TimelineEntry {
     pub at_ms: u64,
     /// `started`, `step`, `verdict`, `operator`, `gate`, `promoted`, `rolled-back`.
     pub kind: String,
-    /// Step index.
+    /// Index of the step the decision was made in (0-based, like the
+    /// status's `step`); the text and HTML forms show it 1-based.
     pub step: usize,
     /// Weight in percent after the decision.
     pub weight: f64,
@@ -271,7 +272,7 @@ impl Report {
                 escape(&e.kind),
                 escape(&e.at),
                 escape(&e.kind),
-                e.step,
+                e.step + 1,
                 e.weight,
                 escape(verdict),
                 escape(verdict),

@@ -153,7 +153,7 @@ pub fn print_history(events: &[Event]) {
             "{}  {:<11} step {:<2} weight {:>6} %  {:<12} {}",
             e.at,
             e.kind,
-            e.step,
+            e.step + 1,
             e.weight,
             e.verdict.as_deref().unwrap_or(""),
             e.reason

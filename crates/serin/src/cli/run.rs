@@ -335,7 +335,7 @@ fn decision_line(d: &Decision) -> String {
     format!(
         "{} step {} weight {} % {}{}: {}",
         crate::report::rfc3339(d.at),
-        d.step,
+        d.step + 1,
         d.weight,
         d.kind.as_str(),
         d.verdict.map(|v| format!(" {v}")).unwrap_or_default(),

@@ -272,7 +272,8 @@ pub struct Decision {
     pub at: Millis,
     /// What kind.
     pub kind: DecisionKind,
-    /// The step index at the time.
+    /// The index of the step it was made in (0-based, as the status's
+    /// `step`; the last step's once all are done). Text shows it 1-based.
     pub step: usize,
     /// The weight after the decision.
     pub weight: Weight,
@@ -354,7 +355,8 @@ impl Machine<'_> {
         self.decisions.push(Decision {
             at: self.now,
             kind,
-            step: self.state.step,
+            // After the last step `state.step` is one past it.
+            step: self.state.step.min(self.plan.steps.len().saturating_sub(1)),
             weight: self.state.weight,
             phase: self.state.phase,
             verdict,
@@ -811,6 +813,12 @@ mod tests {
             .find(|d| d.kind == DecisionKind::Promoted)
             .unwrap();
         assert_eq!(promoted.at.since(Millis(1_000_000)), 240_000);
+        // Every decision names a step of the plan, the promotion the last one
+        // (the state's index is one past it by then).
+        let last = sim.plan.steps.len() - 1;
+        assert_eq!(promoted.step, last);
+        assert_eq!(sim.state.step, last + 1);
+        assert!(sim.decisions.iter().all(|d| d.step <= last));
     }
 
     #[test]
