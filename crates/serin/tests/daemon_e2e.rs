@@ -439,12 +439,14 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         s["reason"].as_str().unwrap_or("").contains("operator"),
         "{s:#}"
     );
+    assert_eq!(s["pausedBy"], "operator", "{s:#}");
     d.refused_without_token(&["resume", "checkout"]);
     assert_eq!(phase(&d.status("checkout")), "Paused");
     d.ok(&["resume", "checkout"]);
     let s = d.status("checkout");
     assert_eq!(phase(&s), "Progressing", "{s:#}");
     assert_eq!((step(&s), weight(&s)), (1, 10.0), "{s:#}");
+    assert!(s["pausedBy"].is_null(), "{s:#}");
 
     // traffic 30: weight applied, automation held.
     d.refused_without_token(&["traffic", "checkout", "30"]);
@@ -475,6 +477,7 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         s["reason"].as_str().unwrap_or("").contains("promote"),
         "{s:#}"
     );
+    assert_eq!(s["pausedBy"], "step", "{s:#}");
     assert_split(proxy, 300, 40.0, "at step 3");
 
     // rollback.

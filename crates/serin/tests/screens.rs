@@ -353,6 +353,20 @@ fn the_dashboard_of_a_running_daemon_renders() {
         "why it waits: {dom}"
     );
     assert!(dom.contains("id=\"token\""), "a token field for actions");
+    // checkout waits in a `pause: {}` step: promote ends it, resume cannot.
+    let card = dom
+        .split("data-name=\"checkout\"")
+        .nth(1)
+        .and_then(|c| c.split("</section>").next())
+        .unwrap_or_default();
+    assert!(
+        card.contains("data-act=\"promote\">"),
+        "promote is enabled: {card}"
+    );
+    assert!(
+        card.contains("data-act=\"resume\" disabled"),
+        "resume is disabled in a pause step: {card}"
+    );
     assert!(
         dom.contains("not deployed"),
         "search has no rollout yet: {dom}"

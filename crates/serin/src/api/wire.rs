@@ -19,6 +19,10 @@ pub struct RolloutStatus {
     pub weight: f64,
     /// What the rollout waits for, or why it ended.
     pub reason: String,
+    /// Who holds a `Paused` rollout: `step` (a `pause: {}` step, which only
+    /// `promote` ends) or `operator` (`serin pause`/`traffic`, which `resume`
+    /// ends too); null when not paused.
+    pub paused_by: Option<String>,
     /// The stable version.
     pub stable: VersionRef,
     /// The canary version (`version` is null when none is deployed).
