@@ -149,6 +149,8 @@ pub struct Driver {
     gate_rx: mpsc::Receiver<Input>,
     /// The weight the data plane is known to hold (None: unknown, apply again).
     applied: Option<Weight>,
+    /// Since when the data plane has refused the weight (None: it has not).
+    refused_since: Option<Instant>,
     /// The canary was promoted but the data plane refused it; retried.
     promotion_pending: bool,
     notifier: Notifier,
@@ -189,6 +191,7 @@ impl Driver {
             gate_tx,
             gate_rx,
             applied: None,
+            refused_since: None,
             promotion_pending: false,
             notifier: Notifier::none(),
             report_url: None,
@@ -254,8 +257,12 @@ impl Driver {
                     if self.record.state.phase == Phase::Initializing {
                         self.initialize().await?;
                     } else {
-                        if self.applied != Some(self.record.state.weight) {
-                            self.apply(self.record.state.weight, Instant::now()).await;
+                        if self.applied != Some(self.record.state.weight)
+                            && let Some(refused) =
+                                self.apply(self.record.state.weight, Instant::now()).await
+                        {
+                            let refused_ms = u64::try_from(refused.as_millis()).unwrap_or(u64::MAX);
+                            self.feed(Input::WeightApplied { refused_ms }).await?;
                         }
                         // Time runs and verdicts are made only on the split
                         // that is really in force: while the data plane
@@ -394,7 +401,9 @@ impl Driver {
             }
             for action in t.actions {
                 match action {
-                    Action::ApplyWeight(w) => self.apply(w, started).await,
+                    Action::ApplyWeight(w) => {
+                        self.apply(w, started).await;
+                    }
                     Action::BeginStage(w) => self.analysis.begin_stage(w).await,
                     Action::Analyze { end_of_pause } => {
                         let a = self.analysis.analyse(end_of_pause).await;
@@ -435,7 +444,9 @@ impl Driver {
         Ok(())
     }
 
-    async fn apply(&mut self, weight: Weight, since: Instant) {
+    /// Applies `weight`; when it lands after refusals, returns how long
+    /// they lasted.
+    async fn apply(&mut self, weight: Weight, since: Instant) -> Option<Duration> {
         match self.router.apply_weight(weight).await {
             Ok(()) => {
                 self.applied = Some(weight);
@@ -443,11 +454,14 @@ impl Driver {
                     weight,
                     since_decision: since.elapsed(),
                 });
+                self.refused_since.take().map(|t| t.elapsed())
             }
             Err(e) => {
                 self.applied = None;
+                self.refused_since.get_or_insert_with(Instant::now);
                 tracing::warn!(rollout = %self.record.name, "weight {weight} % not applied (will retry): {e}");
                 let _ = self.progress.send(Progress::RouterError(e));
+                None
             }
         }
     }
@@ -737,6 +751,66 @@ mod tests {
             .filter(|e| e.kind == "started")
             .count();
         assert_eq!(started, 1, "the restart did not start the rollout over");
+    }
+
+    /// The built-in router, refusing the first `refusals` weight changes.
+    struct Refusing {
+        inner: BuiltinRouter,
+        refusals: Mutex<u32>,
+    }
+
+    impl TrafficRouter for Refusing {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+            self.inner.check_ready()
+        }
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+            let mut left = self.refusals.lock().unwrap();
+            if *left > 0 && weight > Weight::ZERO {
+                *left -= 1;
+                return Box::pin(async { Err("refused by the test".to_string()) });
+            }
+            drop(left);
+            self.inner.apply_weight(weight)
+        }
+        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+            self.inner.promote()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pause_runs_in_full_after_a_refused_weight_lands() {
+        let rig = Rig::new().await;
+        let router = Refusing {
+            inner: BuiltinRouter::new(rig.proxy.clone()),
+            refusals: Mutex::new(6),
+        };
+        let (driver, _handle) = Driver::new(
+            plan(),
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(router),
+            Box::new(Scripted {
+                verdicts: rig.verdicts.clone(),
+                stages: rig.stages.clone(),
+            }),
+        );
+        let done = bounded(driver.run(std::future::pending())).await.unwrap();
+        assert_eq!(done.state.phase, Phase::Succeeded);
+        let events = rig.store.events("checkout").unwrap();
+        let at = |what: &str| {
+            events
+                .iter()
+                .find(|e| e.decision.reason.contains(what))
+                .unwrap_or_else(|| panic!("a decision saying {what:?}: {events:#?}"))
+                .decision
+                .at
+        };
+        let set = at("canary weight set to 10 %");
+        let landed = at("applied after the data plane refused it");
+        let paused = at("pause complete");
+        // Six refusals a tick apart, then the whole 300 ms pause on 10 %.
+        assert!(landed.since(set) >= 500, "{events:#?}");
+        assert!(paused.since(landed) >= 300, "{events:#?}");
     }
 
     #[tokio::test]

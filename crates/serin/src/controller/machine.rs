@@ -209,6 +209,13 @@ pub enum Input {
     Resume,
     /// `serin traffic PCT`: set the weight by hand and hold the automation.
     SetWeight(Weight),
+    /// The data plane took the weight in force after refusing it for
+    /// `refused_ms`: a timed pause counts from now, as no time ran on the
+    /// split it was meant to observe.
+    WeightApplied {
+        /// How long the data plane refused it.
+        refused_ms: u64,
+    },
 }
 
 /// What the driver must do, in order, after persisting the new state.
@@ -326,6 +333,7 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
         Input::Pause => t.pause()?,
         Input::Resume => t.resume()?,
         Input::SetWeight(w) => t.set_weight_by_hand(w)?,
+        Input::WeightApplied { refused_ms } => t.weight_applied_late(refused_ms),
     }
     if t.state.phase != before {
         t.actions.push(Action::Notify(t.state.phase));
@@ -477,6 +485,27 @@ impl Machine<'_> {
     /// The stage has been judged as the method requires (nothing to judge at weight 0).
     fn stage_done(&self) -> bool {
         self.state.weight == Weight::ZERO || self.state.stage_judged
+    }
+
+    fn weight_applied_late(&mut self, refused_ms: u64) {
+        if self.state.phase != Phase::Progressing || self.state.hold.is_some() {
+            return; // ended, or held: `resume` restarts the clock anyway
+        }
+        if let Some(Step::PauseFor(d)) = self.current_step() {
+            let d = *d;
+            self.state.step_started = self.now;
+            self.state.reason = format!("pausing {}", human(d));
+            self.record(
+                DecisionKind::Step,
+                None,
+                format!(
+                    "canary weight {} % applied after the data plane refused it for {}; the {} pause counts from now",
+                    self.state.weight,
+                    human(Duration::from_millis(refused_ms)),
+                    human(d)
+                ),
+            );
+        }
     }
 
     fn tick(&mut self) {
@@ -819,6 +848,34 @@ mod tests {
         assert_eq!(promoted.step, last);
         assert_eq!(sim.state.step, last + 1);
         assert!(sim.decisions.iter().all(|d| d.step <= last));
+    }
+
+    #[test]
+    fn a_pause_counts_from_when_a_refused_weight_lands() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        // The data plane refuses 5 % for 45 s: the driver feeds no ticks.
+        sim.now = Millis(sim.now.0 + 45_000);
+        sim.feed(Input::WeightApplied { refused_ms: 45_000 })
+            .unwrap();
+        let said = sim.decisions.last().unwrap();
+        assert_eq!(said.kind, DecisionKind::Step);
+        assert!(
+            said.reason.contains("refused it for 45s") && said.reason.contains("from now"),
+            "{}",
+            said.reason
+        );
+        // Not done 59 s after it landed (104 s after the step began)...
+        sim.run_for(59, |_| Verdict::Pass);
+        assert_eq!(sim.applied_weights(), vec![5]);
+        // ...but at 60 s.
+        sim.run_for(1, |_| Verdict::Pass);
+        assert_eq!(sim.applied_weights(), vec![5, 25]);
+        // Late for a held or ended rollout, it changes nothing.
+        sim.feed(Input::Pause).unwrap();
+        let held = sim.state.clone();
+        sim.feed(Input::WeightApplied { refused_ms: 1 }).unwrap();
+        assert_eq!(sim.state, held);
     }
 
     #[test]
