@@ -3,20 +3,10 @@
 #
 #   bench/proxy-vs-nginx.sh [ROUNDS] [SECONDS] [CONNECTIONS]    (default 3 10 64)
 #
-# Starts on free 127.0.0.1 ports, in a temporary directory:
-#   - two upstreams: one nginx (1 worker) with two servers answering 200 "ok";
-#   - nginx as the proxy: worker_processes 2 (one per core), access_log off,
-#     upstream keepalive 64, proxy_http_version 1.1, Connection "", a 50/50
-#     split_clients on $request_id, and the same request rewriting serin does
-#     (Host kept, X-Forwarded-For appended, X-Forwarded-Proto, Via);
-#   - serin proxy (release build) --weight 50, one worker thread per core,
-#     RUST_LOG=warn, started with setsid. nginx daemonizes into a session of
-#     its own, and Linux's autogroup gives every session its own share of
-#     the CPU; started from this script, serin would share one with wrk and
-#     wait behind the upstream for whole ticks (perf sched: 4.9 ms waits
-#     against nginx's 1.7 ms). setsid puts both proxies on the same footing.
-#     SESSIONS=shared runs the other fair comparison: nginx in the foreground
-#     (daemon off) and serin without setsid, both sharing wrk's session.
+# Starts the two upstreams, nginx as the proxy and serin's proxy as
+# bench/side-by-side.sh says (same 50/50 split, upstream keep-alive and
+# request rewriting on both; each proxy in a session of its own unless
+# SESSIONS=shared).
 # Then runs wrk against direct-to-upstream (the ceiling), nginx and serin in
 # turn, ROUNDS times each, and prints requests/s and p99 for every run and the
 # median per target. All processes are stopped on exit.
@@ -29,58 +19,8 @@ THREADS=${WRK_THREADS:-2}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-
-SESSIONS=${SESSIONS:-own}
-case "$SESSIONS" in
-    own) DAEMON="daemon on;"; SETSID=setsid ;;
-    shared) DAEMON="daemon off;"; SETSID= ;;
-    *) echo "SESSIONS: expected own or shared, got $SESSIONS" >&2; exit 2 ;;
-esac
 command -v "$WRK" >/dev/null || { echo "wrk not found" >&2; exit 1; }
-[ -x "$NGINX" ] || { echo "nginx not found at $NGINX" >&2; exit 1; }
-
-echo "building serin (release)..." >&2
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -q -p serin)
-SERIN=$TARGET/release/serin
-
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$TMP/up/nginx.pid" ] && kill "$(cat "$TMP/up/nginx.pid")" 2>/dev/null || true
-    [ -f "$TMP/px/nginx.pid" ] && kill "$(cat "$TMP/px/nginx.pid")" 2>/dev/null || true
-    sleep 0.3
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-
-source "$ROOT/bench/nginx-conf.sh"
-UP1=$(free_port); UP2=$(free_port); NGX=$(free_port); SRN=$(free_port)
-
-mkdir -p "$TMP/up" "$TMP/px"
-upstream_conf "$TMP/up" "$UP1" "$UP2" > "$TMP/up/nginx.conf"
-proxy_conf "$TMP/px" "$NGX" "$UP1" "$UP2" "worker_processes 2; $DAEMON" > "$TMP/px/nginx.conf"
-
-"$NGINX" -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf"
-if [ "$SESSIONS" = own ]; then
-    "$NGINX" -p "$TMP/px" -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf"
-else
-    "$NGINX" -p "$TMP/px" -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf" &
-    PIDS+=($!)
-fi
-RUST_LOG=warn $SETSID "$SERIN" proxy --listen "127.0.0.1:$SRN" --stable "http://127.0.0.1:$UP1" \
-    --canary "http://127.0.0.1:$UP2" --weight 50 --name bench 2>"$TMP/serin.log" &
-PIDS+=($!)
-
-wait_up() {
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing answers on port $1" >&2; cat "$TMP/serin.log" >&2; exit 1
-}
-wait_up "$UP1"; wait_up "$UP2"; wait_up "$NGX"; wait_up "$SRN"
+source "$ROOT/bench/side-by-side.sh"
 
 declare -A RPS P99
 run() { # name port round

@@ -6,8 +6,8 @@
 #   bench/sched-waits.sh [SECONDS] [ROUNDS]        (default 10 2)
 #   SESSIONS=shared bench/sched-waits.sh           (both in wrk's session)
 #
-# Same setup as bench/proxy-vs-nginx.sh (same upstreams, nginx and serin
-# configuration, wrk -t2 -c64). Reads /proc/PID/task/*/schedstat and status
+# Same setup as bench/proxy-vs-nginx.sh (bench/side-by-side.sh; wrk -t2
+# -c64). Reads /proc/PID/task/*/schedstat and status
 # around each wrk run; `perf sched record` (root) samples 2 s in the middle.
 # A thread that waits for a CPU holds every request it serves: the p99 at
 # saturation on a 2-core machine is mostly such waits.
@@ -17,58 +17,10 @@ SECS=${1:-10}
 ROUNDS=${2:-2}
 NGINX=${NGINX:-/usr/sbin/nginx}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-SESSIONS=${SESSIONS:-own}
-case "$SESSIONS" in
-    own) DAEMON="daemon on;"; SETSID=setsid ;;
-    shared) DAEMON="daemon off;"; SETSID= ;;
-    *) echo "SESSIONS: expected own or shared, got $SESSIONS" >&2; exit 2 ;;
-esac
 command -v wrk >/dev/null || { echo "wrk not found" >&2; exit 1; }
-[ -x "$NGINX" ] || { echo "nginx not found at $NGINX" >&2; exit 1; }
 PERF=
 if command -v perf >/dev/null && [ "$(id -u)" = 0 ]; then PERF=perf; fi
-
-echo "building serin (release)..." >&2
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -q -p serin)
-SERIN=$TARGET/release/serin
-
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for d in up px; do
-        [ -f "$TMP/$d/nginx.pid" ] && kill "$(cat "$TMP/$d/nginx.pid")" 2>/dev/null || true
-    done
-    sleep 0.3
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-
-source "$ROOT/bench/nginx-conf.sh"
-UP1=$(free_port); UP2=$(free_port); NGX=$(free_port); SRN=$(free_port)
-mkdir -p "$TMP/up" "$TMP/px"
-upstream_conf "$TMP/up" "$UP1" "$UP2" > "$TMP/up/nginx.conf"
-proxy_conf "$TMP/px" "$NGX" "$UP1" "$UP2" "worker_processes 2; $DAEMON" > "$TMP/px/nginx.conf"
-"$NGINX" -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf"
-if [ "$SESSIONS" = own ]; then
-    "$NGINX" -p "$TMP/px" -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf"
-else
-    "$NGINX" -p "$TMP/px" -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf" &
-    PIDS+=($!)
-fi
-RUST_LOG=warn $SETSID "$SERIN" proxy --listen "127.0.0.1:$SRN" --stable "http://127.0.0.1:$UP1" \
-    --canary "http://127.0.0.1:$UP2" --weight 50 --name bench 2>"$TMP/serin.log" &
-SERIN_PID=$!
-PIDS+=("$SERIN_PID")
-for port in "$UP1" "$UP2" "$NGX" "$SRN"; do
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
-        sleep 0.1
-    done
-done
-for _ in $(seq 50); do [ -f "$TMP/px/nginx.pid" ] && break; sleep 0.1; done
-NGINX_WORKERS=$(pgrep -P "$(cat "$TMP/px/nginx.pid")" | tr '\n' ' ')
+source "$ROOT/bench/side-by-side.sh"
 
 # Sums over every thread of the given processes:
 # cpu_ns wait_ns voluntary_switches involuntary_switches
