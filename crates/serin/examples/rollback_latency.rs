@@ -110,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
             interval: Duration::from_millis(50),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
+            progress_deadline: None,
         };
         let (driver, handle) = Driver::new(
             plan,

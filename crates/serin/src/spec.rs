@@ -44,6 +44,9 @@ pub struct Rollout {
     pub notifications: Vec<notify::Target>,
     /// A URL that must answer 2xx before the first step (Flagger's pre-rollout webhook).
     pub pre_rollout: Option<String>,
+    /// How long a timed pause may overrun, or a gate stay shut, before the
+    /// rollout rolls back (none: it waits).
+    pub progress_deadline: Option<Duration>,
 }
 
 /// One version of the service.
@@ -275,6 +278,7 @@ impl Rollout {
             interval: self.analysis.interval,
             no_data_limit: self.analysis.no_data_limit,
             judge_at_end_of_pause: self.analysis.method == Method::Fixed,
+            progress_deadline: self.progress_deadline,
         }
     }
 }
@@ -444,6 +448,8 @@ struct RawRollout {
     notifications: Vec<RawNotification>,
     #[serde(default)]
     pre_rollout: Option<RawWebhook>,
+    #[serde(default)]
+    progress_deadline: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]
@@ -809,6 +815,17 @@ impl Checker {
             }
             None => None,
         };
+        let progress_deadline = match raw.progress_deadline {
+            Some(d) if d.value.0.is_zero() => {
+                self.at(
+                    &d.referenced,
+                    "progressDeadline: expected a duration above 0, like 10m",
+                );
+                None
+            }
+            Some(d) => Some(d.value.0),
+            None => None,
+        };
         Some(Rollout {
             name,
             stable,
@@ -818,6 +835,7 @@ impl Checker {
             analysis: analysis?,
             notifications,
             pre_rollout,
+            progress_deadline,
         })
     }
 
@@ -1397,6 +1415,25 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
         let text = format!("{MINIMAL}analysis:\n  errorRate: {{ max: 0.05 }}\n");
         let p = problems(&text);
         assert!(p[0].contains("percentage like 5%"), "{p:?}");
+    }
+
+    #[test]
+    fn a_progress_deadline_is_read_and_must_be_above_zero() {
+        assert_eq!(
+            parse(MINIMAL, "r.yaml").unwrap().plan().progress_deadline,
+            None
+        );
+        let r = parse(&format!("{MINIMAL}progressDeadline: 10m\n"), "r.yaml").unwrap();
+        assert_eq!(r.progress_deadline, Some(Duration::from_secs(600)));
+        assert_eq!(r.plan().progress_deadline, Some(Duration::from_secs(600)));
+        let p = problems(&format!("{MINIMAL}progressDeadline: 0s\n"));
+        assert!(p[0].starts_with("r.yaml:10:"), "{p:?}");
+        assert!(
+            p[0].contains("progressDeadline: expected a duration above 0"),
+            "{p:?}"
+        );
+        let p = problems(&format!("{MINIMAL}progressDeadline: soon\n"));
+        assert!(p[0].starts_with("r.yaml:10:"), "{p:?}");
     }
 
     #[test]

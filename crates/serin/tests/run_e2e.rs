@@ -84,6 +84,36 @@ fn a_slow_canary_is_rolled_back_on_latency() {
     );
 }
 
+/// A canary that gets no traffic at all is never judged; with a progress
+/// deadline its pause does not wait for ever: rolled back, exit 3, the
+/// reason names the deadline.
+#[test]
+fn a_step_that_never_gets_enough_requests_rolls_back_at_the_progress_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let yaml = Rollout::new("idle", local(port), stable, canary)
+        .steps("  - setWeight: 20\n  - pause: { duration: 1s }\n")
+        .rest("progressDeadline: 2s\n")
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let mut cmd = serin();
+    cmd.args([
+        "run",
+        &file.display().to_string(),
+        "--state-dir",
+        &dir.path().join("state").display().to_string(),
+    ]);
+    let output = Proc::spawn(cmd, true).wait_output(Duration::from_secs(60));
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("no progress within the progress deadline (2s)"),
+        "{out}"
+    );
+}
+
 /// Every kind of bad rollout file: exit 2, the file's name with the line of
 /// the problem and what was expected, and no state created.
 #[test]

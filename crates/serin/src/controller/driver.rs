@@ -572,6 +572,7 @@ mod tests {
             interval: Duration::from_millis(100),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
+            progress_deadline: None,
         }
     }
 
@@ -895,6 +896,7 @@ mod tests {
             interval: Duration::from_millis(100),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
+            progress_deadline: None,
         };
         let analysis = Scripted {
             verdicts: rig.verdicts.clone(),

@@ -115,6 +115,9 @@ pub struct Plan {
     pub no_data_limit: u32,
     /// `fixed` method: a pause ends on a verdict taken at its end.
     pub judge_at_end_of_pause: bool,
+    /// How long a timed pause may overrun, or a gate stay shut, before the
+    /// rollout is rolled back (`progressDeadline`; none: wait for ever).
+    pub progress_deadline: Option<Duration>,
 }
 
 /// The verdict of one analysis: the judge's own type (`NotEnoughData` does
@@ -487,6 +490,26 @@ impl Machine<'_> {
         self.state.weight == Weight::ZERO || self.state.stage_judged
     }
 
+    /// A timed pause has overrun its duration, or a gate has stayed shut,
+    /// for longer than the progress deadline. Steps that wait for a person
+    /// (`pause: {}`, an operator's pause) never do.
+    fn past_progress_deadline(&self) -> bool {
+        let Some(limit) = self.plan.progress_deadline else {
+            return false;
+        };
+        if self.state.phase != Phase::Progressing || self.state.hold.is_some() {
+            return false;
+        }
+        let overrun = match self.current_step() {
+            Some(Step::PauseFor(d)) => {
+                u128::from(self.pause_served()).saturating_sub(d.as_millis())
+            }
+            Some(Step::PauseUntilGate(_)) => u128::from(self.now.since(self.state.step_started)),
+            _ => return false,
+        };
+        overrun >= limit.as_millis()
+    }
+
     fn weight_applied_late(&mut self, refused_ms: u64) {
         if self.state.phase != Phase::Progressing || self.state.hold.is_some() {
             return; // ended, or held: `resume` restarts the clock anyway
@@ -515,6 +538,15 @@ impl Machine<'_> {
         if self.pause_time_up() && self.stage_done() {
             self.record(DecisionKind::Step, None, "pause complete and stage judged");
             self.advance();
+            return;
+        }
+        if self.past_progress_deadline() {
+            let why = format!(
+                "no progress within the progress deadline ({}): {}",
+                human(self.plan.progress_deadline.unwrap_or_default()),
+                self.state.reason
+            );
+            self.roll_back(why);
             return;
         }
         if self.now >= self.state.next_analysis {
@@ -761,6 +793,7 @@ mod tests {
             interval: Duration::from_secs(10),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
+            progress_deadline: None,
         }
     }
 
@@ -1013,6 +1046,7 @@ mod tests {
             interval: Duration::from_secs(10),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
+            progress_deadline: None,
         };
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
@@ -1106,6 +1140,66 @@ mod tests {
     }
 
     #[test]
+    fn the_progress_deadline_rolls_back_what_waits_too_long_but_not_a_person() {
+        let deadline = |plan: Plan| Plan {
+            progress_deadline: Some(Duration::from_secs(300)),
+            ..plan
+        };
+        // A canary that never gets enough requests: the 60 s pause may run
+        // 5 more minutes, then the rollout rolls back, saying why.
+        let mut idle = Sim::new(deadline(classic()));
+        idle.feed(Input::Start).unwrap();
+        idle.run_for(60 + 299, |_| Verdict::NotEnoughData);
+        assert_eq!(idle.state.phase, Phase::Progressing);
+        idle.run_for(1, |_| Verdict::NotEnoughData);
+        assert_eq!(idle.state.phase, Phase::RolledBack);
+        assert_eq!(idle.state.weight, Weight::ZERO);
+        assert!(
+            idle.state.reason.contains("progress deadline (5m)")
+                && idle.state.reason.contains("waiting for a passing verdict"),
+            "{}",
+            idle.state.reason
+        );
+        // An operator's pause stops the clock; what was served still counts.
+        let mut held = Sim::new(deadline(classic()));
+        held.feed(Input::Start).unwrap();
+        held.run_for(200, |_| Verdict::NotEnoughData);
+        held.feed(Input::Pause).unwrap();
+        held.run_for(3600, |_| Verdict::NotEnoughData);
+        assert_eq!(held.state.phase, Phase::Paused);
+        held.feed(Input::Resume).unwrap();
+        held.run_for(159, |_| Verdict::NotEnoughData);
+        assert_eq!(held.state.phase, Phase::Progressing);
+        held.run_for(1, |_| Verdict::NotEnoughData);
+        assert_eq!(held.state.phase, Phase::RolledBack);
+        // A gate that stays shut.
+        let gated = Plan {
+            steps: vec![
+                Step::SetWeight(w(20)),
+                Step::PauseUntilGate("http://127.0.0.1:1/gate".into()),
+                Step::SetWeight(w(100)),
+            ],
+            ..deadline(classic())
+        };
+        let mut shut = Sim::new(gated);
+        shut.feed(Input::Start).unwrap();
+        shut.run_for(299, |_| Verdict::Pass);
+        assert_eq!(shut.state.phase, Phase::Progressing);
+        shut.run_for(1, |_| Verdict::Pass);
+        assert_eq!(shut.state.phase, Phase::RolledBack);
+        assert!(shut.state.reason.contains("gate"), "{}", shut.state.reason);
+        // `pause: {}` waits for a person: no deadline.
+        let manual = Plan {
+            steps: vec![Step::SetWeight(w(20)), Step::PauseUntilPromoted],
+            ..deadline(classic())
+        };
+        let mut waiting = Sim::new(manual);
+        waiting.feed(Input::Start).unwrap();
+        waiting.run_for(3600, |_| Verdict::Pass);
+        assert_eq!(waiting.state.phase, Phase::Paused);
+    }
+
+    #[test]
     fn gate_holds_until_it_opens() {
         let plan = Plan {
             steps: vec![
@@ -1116,6 +1210,7 @@ mod tests {
             interval: Duration::from_secs(10),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
+            progress_deadline: None,
         };
         let mut sim = Sim::new(plan);
         let first = sim.feed(Input::Start).unwrap();
@@ -1151,6 +1246,7 @@ mod tests {
             interval: Duration::from_secs(10),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
+            progress_deadline: None,
         };
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
