@@ -21,6 +21,18 @@ fn rollout(
         .yaml()
 }
 
+/// `serin run FILE` with its state under `dir/state`.
+fn serin_run(file: &std::path::Path, dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = serin();
+    cmd.args([
+        "run",
+        &file.display().to_string(),
+        "--state-dir",
+        &dir.join("state").display().to_string(),
+    ]);
+    cmd
+}
+
 struct Outcome {
     code: Option<i32>,
     out: String,
@@ -37,14 +49,7 @@ fn run_with_load(name: &str, canary_flags: &[&str]) -> Outcome {
         "rollout.yaml",
         &rollout(name, port, stable, canary),
     );
-    let mut cmd = serin();
-    cmd.args([
-        "run",
-        &file.display().to_string(),
-        "--state-dir",
-        &dir.path().join("state").display().to_string(),
-    ]);
-    let run = Proc::spawn(cmd, true);
+    let run = Proc::spawn(serin_run(&file, dir.path()), true);
     common::serin::wait_for_port(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     let _load = load(&format!("http://127.0.0.1:{port}/"), 200, "30s");
     let output = run.wait_output(Duration::from_secs(60));
@@ -98,14 +103,8 @@ fn a_step_that_never_gets_enough_requests_rolls_back_at_the_progress_deadline() 
         .rest("progressDeadline: 2s\n")
         .yaml();
     let file = write(dir.path(), "rollout.yaml", &yaml);
-    let mut cmd = serin();
-    cmd.args([
-        "run",
-        &file.display().to_string(),
-        "--state-dir",
-        &dir.path().join("state").display().to_string(),
-    ]);
-    let output = Proc::spawn(cmd, true).wait_output(Duration::from_secs(60));
+    let output =
+        Proc::spawn(serin_run(&file, dir.path()), true).wait_output(Duration::from_secs(60));
     let out = text(&output);
     assert_eq!(output.status.code(), Some(3), "{out}");
     assert!(
@@ -172,15 +171,7 @@ fn bad_rollout_files_are_refused_with_their_location_and_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let file = write(dir.path(), "bad.yaml", yaml);
         let state = dir.path().join("state");
-        let o = serin()
-            .args([
-                "run",
-                &file.display().to_string(),
-                "--state-dir",
-                &state.display().to_string(),
-            ])
-            .output()
-            .unwrap();
+        let o = serin_run(&file, dir.path()).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "case {i}: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
