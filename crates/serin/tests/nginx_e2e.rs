@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::nginx::{Nginx, free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, serin, text, write};
+use common::serin::{Proc, demo_app, serin_run, text, write};
 use hooks::Hooks;
 
 /// Milliseconds since the Unix epoch, the clock of `serin run`'s lines.
@@ -270,14 +270,7 @@ fn nginx_test(nginx: &Nginx) -> String {
 
 /// `serin run FILE --state-dir DIR/state` with its output captured.
 fn spawn_run(file: &Path, dir: &Path) -> Proc {
-    let mut cmd = serin();
-    cmd.args([
-        "run",
-        &file.display().to_string(),
-        "--state-dir",
-        &dir.join("state").display().to_string(),
-    ]);
-    Proc::spawn(cmd, true)
+    Proc::spawn(serin_run(file, dir), true)
 }
 
 /// Waits (bounded) until `path` contains `needle`.

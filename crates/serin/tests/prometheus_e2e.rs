@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::nginx::{free_port, local};
 use common::prometheus::Prometheus;
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
+use common::serin::{Proc, demo_app, load, serin_run, text, wait_for_port, write};
 
 /// A `/metrics` endpoint serving whatever text the test sets, on 127.0.0.1.
 struct Exporter {
@@ -164,14 +164,7 @@ fn scraped(p: &Prometheus) {
 /// `serin run FILE` with its output captured; waits for its proxy.
 fn spawn_run(dir: &Path, yaml: &str, port: u16) -> Proc {
     let file = write(dir, "rollout.yaml", yaml);
-    let mut cmd = serin();
-    cmd.args([
-        "run",
-        &file.display().to_string(),
-        "--state-dir",
-        &dir.join("state").display().to_string(),
-    ]);
-    let run = Proc::spawn(cmd, true);
+    let run = Proc::spawn(serin_run(&file, dir), true);
     wait_for_port(local(port));
     run
 }

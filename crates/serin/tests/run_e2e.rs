@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, load, serin, text, write};
+use common::serin::{Proc, demo_app, load, serin_run, text, write};
 
 /// A rollout file with short steps, for `stable` and `canary` addresses.
 fn rollout(
@@ -19,18 +19,6 @@ fn rollout(
     Rollout::new(name, local(listen), stable, canary)
         .latency_p95("200ms")
         .yaml()
-}
-
-/// `serin run FILE` with its state under `dir/state`.
-fn serin_run(file: &std::path::Path, dir: &std::path::Path) -> std::process::Command {
-    let mut cmd = serin();
-    cmd.args([
-        "run",
-        &file.display().to_string(),
-        "--state-dir",
-        &dir.join("state").display().to_string(),
-    ]);
-    cmd
 }
 
 struct Outcome {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
+use common::serin::{Proc, demo_app, load, serin_run, text, wait_for_port, write};
 use hooks::{Hooks, Received};
 
 fn rollout(
@@ -45,14 +45,7 @@ preRollout:
 
 fn spawn_run(dir: &std::path::Path, yaml: &str, port: u16) -> Proc {
     let file = write(dir, "rollout.yaml", yaml);
-    let mut cmd = serin();
-    cmd.args([
-        "run",
-        &file.display().to_string(),
-        "--state-dir",
-        &dir.join("state").display().to_string(),
-    ]);
-    let run = Proc::spawn(cmd, true);
+    let run = Proc::spawn(serin_run(&file, dir), true);
     wait_for_port(local(port));
     run
 }

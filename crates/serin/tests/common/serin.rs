@@ -112,6 +112,18 @@ pub fn load(url: &str, rps: u32, duration: &str) -> Proc {
 }
 
 /// Writes `text` to `dir/name` and returns the path.
+/// `serin run FILE` with its state under `dir/state`.
+pub fn serin_run(file: &Path, dir: &Path) -> Command {
+    let mut cmd = serin();
+    cmd.args([
+        "run",
+        &file.display().to_string(),
+        "--state-dir",
+        &dir.join("state").display().to_string(),
+    ]);
+    cmd
+}
+
 pub fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
