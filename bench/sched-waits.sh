@@ -43,16 +43,19 @@ measure() { # name port pids...
     read -r -a before <<<"$(snap "$@")"
     wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:$port/" > "$TMP/wrk.out" &
     local w=$!
+    PIDS+=("$w")
     if [ -n "$PERF" ] && [ "$SECS" -ge 6 ]; then
         sleep 3
-        perf sched record -a -o "$TMP/sched.data" -- sleep 2 >/dev/null 2>&1
+        # Where the sched tracepoints are missing (some containers) perf
+        # fails: the longest wait is then left out, not the whole run.
+        perf sched record -a -o "$TMP/sched.data" -- sleep 2 >/dev/null 2>&1 || true
         # Longest wait of any of the proxy's threads (perf sched latency's
         # max, per thread id: the upstream's nginx is not the proxy's).
         local ids
         ids=$(for p in "$@"; do ls "/proc/$p/task"; done | paste -sd'|')
         max=$(perf sched latency -p -i "$TMP/sched.data" 2>/dev/null |
             awk -v ids="^($ids)\$" '{ split($1, c, ":"); if (c[2] ~ ids) for (i = 1; i <= NF; i++) if ($i == "max:") print $(i + 1) }' |
-            sort -g | tail -1)
+            sort -g | tail -1) || max=
     fi
     wait "$w"
     read -r -a after <<<"$(snap "$@")"

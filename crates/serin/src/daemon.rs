@@ -243,6 +243,8 @@ impl Daemon {
             record.canary_upstream = Some(table.upstream(Version::Canary).to_string());
         }
         record.canary_version = Some(req.version.clone());
+        // A new rollout: the version an earlier promotion replaced is history.
+        record.former_stable_version = None;
         let now = now_millis();
         record.state = State::new(now);
         record.last_verdict = None;

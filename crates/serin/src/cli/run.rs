@@ -276,7 +276,14 @@ impl View {
         match p {
             Progress::Decision(d) => {
                 if let Some(bar) = &self.bar {
-                    bar.set_position(d.step.min(self.steps) as u64);
+                    // A decision names the step it was made in; promotion
+                    // comes after the last one.
+                    let done = if d.kind == DecisionKind::Promoted {
+                        self.steps
+                    } else {
+                        d.step.min(self.steps)
+                    };
+                    bar.set_position(done as u64);
                 }
                 self.weight = d.weight;
                 self.phase = d.phase;

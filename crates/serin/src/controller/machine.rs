@@ -510,25 +510,42 @@ impl Machine<'_> {
         overrun >= limit.as_millis()
     }
 
+    /// The weight in force only now: what ran before it (pause time, even
+    /// time banked by an operator's pause; the stage's numbers; a gate's
+    /// wait) was not on this split, so it starts over.
     fn weight_applied_late(&mut self, refused_ms: u64) {
-        if self.state.phase != Phase::Progressing || self.state.hold.is_some() {
-            return; // ended, or held: `resume` restarts the clock anyway
+        if !matches!(self.state.phase, Phase::Progressing | Phase::Paused) {
+            return; // ended: nothing runs any more
         }
-        if let Some(Step::PauseFor(d)) = self.current_step() {
-            let d = *d;
-            self.state.step_started = self.now;
-            self.state.reason = format!("pausing {}", human(d));
-            self.record(
-                DecisionKind::Step,
-                None,
-                format!(
-                    "canary weight {} % applied after the data plane refused it for {}; the {} pause counts from now",
-                    self.state.weight,
-                    human(Duration::from_millis(refused_ms)),
-                    human(d)
-                ),
-            );
+        let held = self.state.hold.is_some();
+        let refused = if refused_ms >= 1000 {
+            human(Duration::from_secs((refused_ms + 500) / 1000))
+        } else {
+            format!("{refused_ms}ms")
+        };
+        let mut said = format!(
+            "canary weight {} % applied after the data plane refused it for {refused}",
+            self.state.weight
+        );
+        self.state.stage_judged = false;
+        self.state.next_analysis = self.now.after(self.plan.interval);
+        self.actions.push(Action::BeginStage(self.state.weight));
+        match self.current_step().cloned() {
+            Some(Step::PauseFor(d)) => {
+                self.state.pause_served_ms = None;
+                if !held {
+                    self.state.step_started = self.now;
+                    self.state.reason = format!("pausing {}", human(d));
+                }
+                said.push_str(&format!("; the {} pause counts from now", human(d)));
+            }
+            Some(Step::PauseUntilGate(url)) if !held => {
+                self.state.step_started = self.now;
+                self.actions.push(Action::CheckGate(url));
+            }
+            _ => {}
         }
+        self.record(DecisionKind::Step, None, said);
     }
 
     fn tick(&mut self) {
@@ -904,11 +921,65 @@ mod tests {
         // ...but at 60 s.
         sim.run_for(1, |_| Verdict::Pass);
         assert_eq!(sim.applied_weights(), vec![5, 25]);
-        // Late for a held or ended rollout, it changes nothing.
-        sim.feed(Input::Pause).unwrap();
-        let held = sim.state.clone();
-        sim.feed(Input::WeightApplied { refused_ms: 1 }).unwrap();
-        assert_eq!(sim.state, held);
+        // The stage's numbers start over on the split now in force.
+        assert!(sim.actions.contains(&Action::BeginStage(w(5))));
+
+        // Time an operator's pause banked during the refusal is dropped too.
+        let mut banked = Sim::new(classic());
+        banked.feed(Input::Start).unwrap();
+        banked.now = Millis(banked.now.0 + 40_000);
+        banked.feed(Input::Pause).unwrap();
+        banked.feed(Input::Resume).unwrap();
+        banked.now = Millis(banked.now.0 + 1_500);
+        banked
+            .feed(Input::WeightApplied { refused_ms: 41_500 })
+            .unwrap();
+        assert!(
+            banked
+                .decisions
+                .last()
+                .unwrap()
+                .reason
+                .contains("refused it for 42s"),
+            "rounded to seconds: {}",
+            banked.decisions.last().unwrap().reason
+        );
+        banked.run_for(59, |_| Verdict::Pass);
+        assert_eq!(banked.applied_weights(), vec![5], "the pause starts over");
+        banked.run_for(1, |_| Verdict::Pass);
+        assert_eq!(banked.applied_weights(), vec![5, 25]);
+
+        // A gate is asked again, and waits from the landing.
+        let gated = Plan {
+            steps: vec![
+                Step::SetWeight(w(20)),
+                Step::PauseUntilGate("http://127.0.0.1:1/gate".into()),
+                Step::SetWeight(w(100)),
+            ],
+            progress_deadline: Some(Duration::from_secs(60)),
+            ..classic()
+        };
+        let mut gate = Sim::new(gated);
+        gate.feed(Input::Start).unwrap();
+        gate.now = Millis(gate.now.0 + 90_000);
+        let asked = gate
+            .feed(Input::WeightApplied { refused_ms: 90_000 })
+            .unwrap();
+        assert!(asked.contains(&Action::CheckGate("http://127.0.0.1:1/gate".into())));
+        gate.run_for(59, |_| Verdict::Pass);
+        assert_eq!(
+            gate.state.phase,
+            Phase::Progressing,
+            "{}",
+            gate.state.reason
+        );
+        gate.run_for(1, |_| Verdict::Pass);
+        assert_eq!(gate.state.phase, Phase::RolledBack);
+
+        // Late for an ended rollout, it changes nothing.
+        let ended = gate.state.clone();
+        gate.feed(Input::WeightApplied { refused_ms: 1 }).unwrap();
+        assert_eq!(gate.state, ended);
     }
 
     #[test]

@@ -111,7 +111,6 @@ pub fn load(url: &str, rps: u32, duration: &str) -> Proc {
     Proc::spawn(cmd, false)
 }
 
-/// Writes `text` to `dir/name` and returns the path.
 /// `serin run FILE` with its state under `dir/state`.
 pub fn serin_run(file: &Path, dir: &Path) -> Command {
     let mut cmd = serin();
@@ -124,6 +123,7 @@ pub fn serin_run(file: &Path, dir: &Path) -> Command {
     cmd
 }
 
+/// Writes `text` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
