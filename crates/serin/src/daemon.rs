@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::api::wire::{self, DeployRequest, RolloutStatus};
 use crate::controller::driver::{DriverError, now_millis};
-use crate::controller::machine::{Hold, Input, Phase, State};
+use crate::controller::machine::{Input, Phase, State};
 use crate::report::{Report, rfc3339};
 use crate::runtime::{DataPlane, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Store, StoreError};
@@ -425,11 +425,11 @@ pub fn status_of(
         steps,
         weight: record.state.weight.percent(),
         reason: record.state.reason.clone(),
-        paused_by: match (record.state.phase, record.state.hold) {
-            (Phase::Paused, Some(Hold::Step)) => Some("step".into()),
-            (Phase::Paused, Some(Hold::Operator)) => Some("operator".into()),
-            _ => None,
-        },
+        paused_by: record
+            .state
+            .hold
+            .filter(|_| record.state.phase == Phase::Paused)
+            .map(|h| h.as_str().to_string()),
         stable: wire::VersionRef {
             version: Some(record.stable_version.clone()),
         },

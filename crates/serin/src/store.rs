@@ -301,7 +301,7 @@ impl Store {
                 s.step as i64,
                 s.weight.hundredths(),
                 s.step_started.0 as i64,
-                s.hold.map(hold_str),
+                s.hold.map(Hold::as_str),
                 s.pause_served_ms.map(|v| v as i64),
                 s.next_analysis.0 as i64,
                 s.stage_judged,
@@ -351,7 +351,7 @@ impl Store {
                     s.step as i64,
                     s.weight.hundredths(),
                     s.step_started.0 as i64,
-                    s.hold.map(hold_str),
+                    s.hold.map(Hold::as_str),
                     s.pause_served_ms.map(|v| v as i64),
                     s.next_analysis.0 as i64,
                     s.stage_judged,
@@ -680,13 +680,6 @@ impl RawRollout {
             last_verdict,
             generation: self.generation,
         })
-    }
-}
-
-fn hold_str(h: Hold) -> &'static str {
-    match h {
-        Hold::Step => "step",
-        Hold::Operator => "operator",
     }
 }
 

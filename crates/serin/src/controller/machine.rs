@@ -133,6 +133,16 @@ pub enum Hold {
     Operator,
 }
 
+impl Hold {
+    /// As stored and shown (`pausedBy`): `step` or `operator`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hold::Step => "step",
+            Hold::Operator => "operator",
+        }
+    }
+}
+
 /// Everything the machine remembers; persisted whole after every transition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct State {
