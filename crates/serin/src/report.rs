@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::machine::Millis;
+use crate::controller::machine::{Millis, human_span};
 use crate::store::{EventRecord, RolloutRecord, Sample, VersionSample};
 
 /// Everything `serin report` shows.
@@ -545,21 +545,6 @@ fn time_ticks(span_ms: u64) -> Vec<(u64, String)> {
     (0..=span_ms / step)
         .map(|i| (i * step, format!("+{}", human_span(i * step))))
         .collect()
-}
-
-/// `0.5s`, `7s`, `2m`, `1m30s`, `2h`, `1h15m`.
-fn human_span(ms: u64) -> String {
-    if ms < 10_000 && !ms.is_multiple_of(1000) {
-        return format!("{:.1}s", ms as f64 / 1000.0);
-    }
-    let s = ms / 1000;
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, _) => format!("{h}h"),
-        (h, m, _) => format!("{h}h{m}m"),
-    }
 }
 
 /// Escapes text for HTML element content and attribute values.

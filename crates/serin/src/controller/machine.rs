@@ -528,14 +528,10 @@ impl Machine<'_> {
             return; // ended: nothing runs any more
         }
         let held = self.state.hold.is_some();
-        let refused = if refused_ms >= 1000 {
-            human(Duration::from_secs((refused_ms + 500) / 1000))
-        } else {
-            format!("{refused_ms}ms")
-        };
         let mut said = format!(
-            "canary weight {} % applied after the data plane refused it for {refused}",
-            self.state.weight
+            "canary weight {} % applied after the data plane refused it for {}",
+            self.state.weight,
+            human_span(refused_ms)
         );
         self.state.stage_judged = false;
         self.state.next_analysis = self.now.after(self.plan.interval);
@@ -797,8 +793,23 @@ pub fn human(d: Duration) -> String {
         (0, m, 0) => format!("{m}m"),
         (0, m, s) => format!("{m}m{s}s"),
         (h, 0, 0) => format!("{h}h"),
+        (h, m, 0) => format!("{h}h{m}m"),
         (h, m, s) => format!("{h}h{m}m{s}s"),
     }
+}
+
+/// A measured span, as precise as it is worth reading: `0.5s`, `7s`, `2m`,
+/// `1m30s`, `2h`, `1h15m` (tenths under 10 s, whole seconds to an hour, then
+/// minutes).
+pub fn human_span(ms: u64) -> String {
+    if ms < 10_000 && !ms.is_multiple_of(1000) {
+        return format!("{:.1}s", ms as f64 / 1000.0);
+    }
+    let mut s = (ms + 500) / 1000;
+    if s >= 3600 {
+        s -= s % 60;
+    }
+    human(Duration::from_secs(s))
 }
 
 #[cfg(test)]
@@ -1374,5 +1385,10 @@ mod tests {
         assert_eq!(human(Duration::from_secs(45)), "45s");
         assert_eq!(human(Duration::from_millis(250)), "250ms");
         assert_eq!(human(Duration::from_secs(7200)), "2h");
+        assert_eq!(human(Duration::from_secs(4500)), "1h15m");
+        assert_eq!(human_span(500), "0.5s");
+        assert_eq!(human_span(7_200), "7.2s");
+        assert_eq!(human_span(41_500), "42s");
+        assert_eq!(human_span(4_530_000), "1h15m");
     }
 }
