@@ -100,11 +100,22 @@ pub struct Config {
     pub confidence: f64,
     /// Custom ratio metrics, in the order of `Observation::custom`.
     pub custom: Vec<CustomMetric>,
+    /// Limit on the canary's client-error (4xx) rate ÷ stable's
+    /// (`analysis.clientErrorRate.maxRatioToStable`); `None` turns the check
+    /// off. On by default ([`DEFAULT_CLIENT_ERROR_RATIO`]): a canary that
+    /// answers 404 to everything is broken although 4xx are not errors.
+    /// Skipped while the metric source counts no 4xx.
+    pub client_error_ratio: Option<f64>,
 }
+
+/// The default `analysis.clientErrorRate.maxRatioToStable`: a canary is
+/// failed once it is shown to answer 4xx more than 5 times as often as
+/// stable.
+pub const DEFAULT_CLIENT_ERROR_RATIO: f64 = 5.0;
 
 impl Default for Config {
     /// The SPEC's defaults: `minRequests` 100, error rate max 5 %, p95 max
-    /// 1000 ms, `sequential` at 0.95.
+    /// 1000 ms, `sequential` at 0.95, client errors at most 5 × stable's.
     fn default() -> Config {
         Config {
             min_requests: 100,
@@ -121,6 +132,7 @@ impl Default for Config {
             method: Method::Sequential,
             confidence: 0.95,
             custom: Vec::new(),
+            client_error_ratio: Some(DEFAULT_CLIENT_ERROR_RATIO),
         }
     }
 }
@@ -172,6 +184,13 @@ impl Config {
 
     /// Checks every value's range; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_requests < 1 {
+            // A step judged on no canary request at all would pass blind.
+            return Err(err(
+                "analysis.minRequests",
+                "got 0, expected at least 1 canary request before a verdict",
+            ));
+        }
         if !(self.confidence > 0.0 && self.confidence < 1.0) {
             return Err(err(
                 "analysis.statistics.confidence",
@@ -212,6 +231,10 @@ impl Config {
                 limit.max_ratio_to_stable,
             )?;
         }
+        check_ratio(
+            "analysis.clientErrorRate.maxRatioToStable",
+            self.client_error_ratio,
+        )?;
         for (i, c) in self.custom.iter().enumerate() {
             if c.name.trim().is_empty() {
                 return Err(err(
@@ -246,6 +269,7 @@ mod tests {
         assert_eq!(c.latency_p95.max, Some(1000.0));
         assert_eq!(c.method, Method::Sequential);
         assert_eq!(c.confidence, 0.95);
+        assert_eq!(c.client_error_ratio, Some(5.0));
         assert!(c.validate().is_ok());
     }
 
@@ -267,6 +291,11 @@ mod tests {
         assert_eq!(
             bad(&|c| c.latency_p99.max_ratio_to_stable = Some(0.0)),
             "analysis.latencyP99.maxRatioToStable"
+        );
+        assert_eq!(bad(&|c| c.min_requests = 0), "analysis.minRequests");
+        assert_eq!(
+            bad(&|c| c.client_error_ratio = Some(-1.0)),
+            "analysis.clientErrorRate.maxRatioToStable"
         );
         assert_eq!(
             bad(&|c| c.latency_p50.max = Some(f64::NAN)),

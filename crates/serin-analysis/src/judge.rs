@@ -22,10 +22,18 @@ const NO_DATA_EXPECTED: f64 = 5.0;
 /// the exact conditional binomial test instead of the z-test.
 const SMALL_COUNT: f64 = 5.0;
 
+/// How a check says that the canary looks beyond its limit although no test
+/// has shown it yet: the step is held, never passed.
+const HELD: &str = "above the limit, not yet significant";
+
 #[derive(Debug, Clone, Default)]
 struct VersionAcc {
     requests: u64,
     errors: u64,
+    /// 4xx in intervals whose source counted them.
+    client_errors: u64,
+    /// Requests in intervals whose source counted 4xx.
+    client_requests: u64,
     latency: Option<Histogram>,
     /// Requests in intervals that came with a histogram.
     latency_requests: u64,
@@ -35,6 +43,10 @@ impl VersionAcc {
     fn add(&mut self, d: &VersionDelta) {
         self.requests += d.requests;
         self.errors += d.errors;
+        if let Some(c) = d.client_errors {
+            self.client_errors += c;
+            self.client_requests += d.requests;
+        }
         if let Some(h) = &d.latency {
             self.latency_requests += d.latency_requests;
             match &mut self.latency {
@@ -46,6 +58,10 @@ impl VersionAcc {
 
     fn error_rate(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
+
+    fn client_error_rate(&self) -> Option<f64> {
+        (self.client_requests > 0).then(|| self.client_errors as f64 / self.client_requests as f64)
     }
 
     fn latency_total(&self) -> u64 {
@@ -109,6 +125,8 @@ enum Kind {
         m: f64,
     },
     Custom(usize),
+    /// Canary 4xx rate ÷ stable's; anytime-valid whatever the method.
+    ClientErrorRatio(f64),
 }
 
 /// A check and its anytime-valid state.
@@ -118,7 +136,9 @@ struct Check {
     name: String,
     /// `sequential` evidence on the stage (absolute limits).
     proportion: Option<ProportionTest>,
-    /// `sequential` evidence since the rollout began (ratio limits).
+    /// Evidence on a ratio limit: since the rollout began for `sequential`
+    /// (and the 4xx check), since the step began for `fixed` (where it only
+    /// tells whether the data lean beyond the limit).
     ratio: Option<RatioTest>,
     /// Latency ratio: last pair of bounds compared (stable, canary), ms.
     bounds: Option<(f64, f64)>,
@@ -141,6 +161,10 @@ pub struct Judge {
     last: Option<Observation>,
     /// Requests (stable, canary) when the carried histograms were taken.
     hist_requests: [u64; 2],
+    /// The last observation refused as implausible: if the next one rises
+    /// plausibly from it (the counters moved for good), judging goes on
+    /// from it.
+    refused: Option<Observation>,
     stage: Acc,
     rollout: Acc,
 }
@@ -210,6 +234,9 @@ impl Judge {
         for (i, c) in config.custom.iter().enumerate() {
             push(Kind::Custom(i), format!("custom/{}", c.name));
         }
+        if let Some(m) = config.client_error_ratio {
+            push(Kind::ClientErrorRatio(m), "client-error-rate/ratio".into());
+        }
         let n = checks.len().max(1) as f64;
         let alpha = (1.0 - config.confidence) / n;
         let mut judge = Judge {
@@ -220,10 +247,11 @@ impl Judge {
             weight: None,
             last: None,
             hist_requests: [0, 0],
+            refused: None,
             stage: Acc::default(),
             rollout: Acc::default(),
         };
-        judge.reset_sequential(true);
+        judge.reset_tests(true);
         Ok(judge)
     }
 
@@ -247,19 +275,31 @@ impl Judge {
         self.weight = (percent.is_finite() && percent >= 0.0).then_some(percent.min(100.0));
     }
 
-    fn reset_sequential(&mut self, rollout_too: bool) {
-        if self.config.method != Method::Sequential {
-            return;
-        }
+    /// Starts the anytime-valid tests again: those on the step at every
+    /// step, those on the rollout when it begins (`rollout_too`).
+    fn reset_tests(&mut self, rollout_too: bool) {
+        let method = self.config.method;
+        // `sequential` ratio tests run over the rollout; `fixed` keeps one
+        // per step to tell whether the step's data lean beyond the limit.
+        let ratio_reset = match method {
+            Method::Sequential => rollout_too,
+            Method::Fixed => true,
+            Method::None => false,
+        };
         for c in &mut self.checks {
             match c.kind {
-                Kind::ErrorMax(max) if max < 1.0 => c.proportion = Some(ProportionTest::new(max)),
-                Kind::LatencyMax { q, .. } => c.proportion = Some(ProportionTest::new(1.0 - q)),
-                Kind::ErrorRatio(m) if rollout_too => c.ratio = Some(RatioTest::new(m)),
-                Kind::LatencyRatio { .. } if rollout_too => c.ratio = Some(RatioTest::new(1.0)),
-                Kind::Custom(i) if rollout_too => {
+                Kind::ErrorMax(max) if max < 1.0 && method == Method::Sequential => {
+                    c.proportion = Some(ProportionTest::new(max))
+                }
+                Kind::LatencyMax { q, .. } if method == Method::Sequential => {
+                    c.proportion = Some(ProportionTest::new(1.0 - q))
+                }
+                Kind::ErrorRatio(m) if ratio_reset => c.ratio = Some(RatioTest::new(m)),
+                Kind::LatencyRatio { .. } if ratio_reset => c.ratio = Some(RatioTest::new(1.0)),
+                Kind::Custom(i) if ratio_reset => {
                     c.ratio = Some(RatioTest::new(self.config.custom[i].ratio()))
                 }
+                Kind::ClientErrorRatio(m) if rollout_too => c.ratio = Some(RatioTest::new(m)),
                 _ => {}
             }
         }
@@ -305,13 +345,46 @@ impl Judge {
     /// start. Data up to `at` still feeds the rollout-long `sequential`
     /// ratio tests; absolute limits, `minRequests` and `fixed` tests start
     /// again from `at`.
+    /// An observation that fails the bounds (`bounds`) is not made the
+    /// base: the step starts from the last sound one.
     pub fn begin_stage(&mut self, at: &Observation) {
-        if let Ok(d) = at.validate().and_then(|()| self.delta(at)) {
-            self.update_sequential_rollout(&d);
-            self.rollout.add(&d);
+        match at.validate().and_then(|()| self.sound_delta(at)) {
+            Ok(d) => {
+                if self.config.method == Method::Sequential {
+                    self.update_sequential_rollout(&d);
+                }
+                self.update_client_errors(&d);
+                self.rollout.add(&d);
+                self.remember(at);
+            }
+            Err(ObservationError::Implausible { .. } | ObservationError::Inconsistent { .. })
+                if self.last.is_some() => {}
+            Err(_) => {
+                self.last = None;
+                self.remember(at);
+            }
         }
+        self.refused = None;
         self.stage = Acc::default();
-        self.reset_sequential(false);
+        self.reset_tests(false);
+    }
+
+    /// `current − last`, refused if a counter rose faster than `bounds`
+    /// allows.
+    fn sound_delta(&self, current: &Observation) -> Result<Delta, ObservationError> {
+        let d = self.delta(current)?;
+        if let Some(last) = &self.last {
+            current.check_rise(last, &d)?;
+        }
+        Ok(d)
+    }
+
+    /// Makes `at` the base of the next interval without judging the
+    /// interval that led to it (the counters moved for a reason the judge
+    /// cannot see, e.g. a metric source that restarted). The step goes on.
+    pub fn rebase(&mut self, at: &Observation) {
+        self.last = None;
+        self.refused = None;
         self.remember(at);
     }
 
@@ -319,9 +392,6 @@ impl Judge {
     /// chosen from stable data before the interval, so the choice is
     /// predictable and the e-process stays valid.
     fn update_sequential_rollout(&mut self, d: &Delta) {
-        if self.config.method != Method::Sequential {
-            return;
-        }
         let before = &self.rollout.stable;
         for c in &mut self.checks {
             let Some(test) = c.ratio.as_mut() else {
@@ -378,6 +448,18 @@ impl Judge {
         }
     }
 
+    /// Feeds one interval to the 4xx test (every method).
+    fn update_client_errors(&mut self, d: &Delta) {
+        let (Some(x_c), Some(x_s)) = (d.canary.client_errors, d.stable.client_errors) else {
+            return;
+        };
+        for c in &mut self.checks {
+            if let (Kind::ClientErrorRatio(_), Some(test)) = (&c.kind, c.ratio.as_mut()) {
+                test.update(x_c, d.canary.requests as f64, x_s, d.stable.requests as f64);
+            }
+        }
+    }
+
     fn update_sequential_stage(&mut self, d: &Delta) {
         for c in &mut self.checks {
             let Some(test) = c.proportion.as_mut() else {
@@ -407,22 +489,80 @@ impl Judge {
         }
     }
 
+    /// The interval from the base to `current`, or the no-data judgement
+    /// that replaces it. An observation beyond `bounds` (implausible,
+    /// inconsistent) is left out and the base kept, so the next sound one
+    /// is judged from a sound base; if the next one rises plausibly from the
+    /// refused one (the counters moved for good), judging goes on from the
+    /// refused one. Counters going backwards, changed buckets or custom
+    /// metrics restart from `current`.
+    fn accept(&mut self, current: &Observation) -> Result<Delta, Box<Judgement>> {
+        let refuse = |judge: &mut Judge, e: ObservationError| {
+            Box::new(Judgement {
+                skipped: true,
+                ..judge.judgement(
+                    Verdict::NoData,
+                    format!("no data: {e}; this observation is left out"),
+                    Vec::new(),
+                )
+            })
+        };
+        if let Err(e) = current.validate() {
+            if self.last.is_none() {
+                self.remember(current);
+            }
+            return Err(refuse(self, e));
+        }
+        match self.sound_delta(current) {
+            Ok(d) => {
+                self.refused = None;
+                Ok(d)
+            }
+            Err(e @ ObservationError::Implausible { .. }) => {
+                if let Some(refused) = self.refused.take() {
+                    let moved = current
+                        .since(&refused)
+                        .and_then(|d| current.check_rise(&refused, &d));
+                    if moved.is_ok() {
+                        self.rebase(&refused);
+                        return self.sound_delta(current).map_err(|e| {
+                            Box::new(self.judgement(
+                                Verdict::NoData,
+                                format!("no data: {e}"),
+                                Vec::new(),
+                            ))
+                        });
+                    }
+                }
+                self.refused = Some(current.clone());
+                Err(refuse(self, e))
+            }
+            Err(e) => {
+                // Start again from here: the next interval is judged on its own.
+                self.rebase(current);
+                Err(Box::new(self.judgement(
+                    Verdict::NoData,
+                    format!("no data: {e}"),
+                    Vec::new(),
+                )))
+            }
+        }
+    }
+
     /// Judges after an interval. `current` is cumulative since the rollout
     /// start. `end_of_pause` matters only to `fixed`, which judges only
     /// then: before it, its checks are `NotEnoughData` ("not judged yet"),
     /// though no-data is still reported. `sequential` and `none` judge
     /// every interval.
     pub fn observe(&mut self, current: &Observation, end_of_pause: bool) -> Judgement {
-        let delta = match current.validate().and_then(|()| self.delta(current)) {
+        let delta = match self.accept(current) {
             Ok(d) => d,
-            Err(e) => {
-                // Start again from here: the next interval is judged on its own.
-                self.last = None;
-                self.remember(current);
-                return self.judgement(Verdict::NoData, format!("no data: {e}"), Vec::new());
-            }
+            Err(judgement) => return *judgement,
         };
-        self.update_sequential_rollout(&delta);
+        if self.config.method != Method::None {
+            self.update_sequential_rollout(&delta);
+        }
+        self.update_client_errors(&delta);
         self.update_sequential_stage(&delta);
         self.rollout.add(&delta);
         self.stage.add(&delta);
@@ -473,8 +613,22 @@ impl Judge {
             );
             return self.judgement(Verdict::NotEnoughData, reason, checks);
         }
+        let held: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::NotEnoughData && c.reason.contains(HELD))
+            .map(|c| c.reason.as_str())
+            .collect();
+        if !held.is_empty() {
+            let reason = held.join("; ");
+            return self.judgement(Verdict::NotEnoughData, reason, checks);
+        }
         if let Some(c) = checks.iter().find(|c| c.verdict == Verdict::NotEnoughData) {
             let reason = format!("not enough data: {}", c.reason);
+            return self.judgement(Verdict::NotEnoughData, reason, checks);
+        }
+        if n_c == 0 {
+            // Whatever minRequests says, no canary request is no evidence.
+            let reason = "not enough data: no canary requests in this step".to_string();
             return self.judgement(Verdict::NotEnoughData, reason, checks);
         }
         let mut reason = if checks.is_empty() {
@@ -515,6 +669,7 @@ impl Judge {
             checks,
             stage_canary_requests: self.stage.canary.requests,
             stage_stable_requests: self.stage.stable.requests,
+            skipped: false,
         }
     }
 
@@ -657,6 +812,27 @@ impl Judge {
                     }
                 }
             }
+            Kind::ClientErrorRatio(m) => {
+                r.limit = m;
+                let acc = &self.rollout;
+                if acc.canary.client_requests == 0 && acc.stable.client_requests == 0 {
+                    // Skipped, as documented: not every source counts 4xx.
+                    r.reason =
+                        "client errors (4xx): not checked, the metric source counts none".into();
+                    return r;
+                }
+                r.canary = acc.canary.client_error_rate();
+                r.stable = acc.stable.client_error_rate();
+                r.reason = format!(
+                    "canary client errors (4xx) {} ({}/{}) vs stable {} ({}/{})",
+                    r.canary.map_or("n/a".into(), pct),
+                    count(acc.canary.client_errors),
+                    count(acc.canary.client_requests),
+                    r.stable.map_or("n/a".into(), pct),
+                    count(acc.stable.client_errors),
+                    count(acc.stable.client_requests),
+                );
+            }
         }
         // Missing latency histograms are no data, never a pass.
         if let Kind::LatencyMax { .. } | Kind::LatencyRatio { .. } = check.kind {
@@ -673,11 +849,15 @@ impl Judge {
                 return r;
             }
         }
+        let beyond = self.beyond(check, &r);
         match self.config.method {
-            Method::Sequential => self.evaluate_sequential(check, &mut r),
+            _ if matches!(check.kind, Kind::ClientErrorRatio(_)) => {
+                self.evaluate_sequential(check, &mut r, beyond)
+            }
+            Method::Sequential => self.evaluate_sequential(check, &mut r, beyond),
             Method::Fixed => {
                 if end_of_pause && enough {
-                    self.evaluate_fixed(check, &mut r)
+                    self.evaluate_fixed(check, &mut r, beyond)
                 } else {
                     r.verdict = Verdict::NotEnoughData;
                     r.reason.push_str(": judged at the end of the pause");
@@ -698,6 +878,36 @@ impl Judge {
         r
     }
 
+    /// Whether the canary looks beyond the check's limit: its point estimate
+    /// is beyond the limit and, for a ratio limit, the data also lean that
+    /// way (the check's e-value is at least 1: the data are likelier if the
+    /// canary is beyond the limit than if it is within). Two identical
+    /// versions have a canary "worse" than stable half the time by the
+    /// point estimates alone; the e-value of a canary within its limit
+    /// tends to 0, so such holds end.
+    fn beyond(&self, check: &Check, r: &CheckResult) -> bool {
+        let point = match check.kind {
+            Kind::ErrorMax(max) | Kind::LatencyMax { max, .. } => {
+                return r.canary.is_some_and(|c| c > max);
+            }
+            Kind::ErrorRatio(m) | Kind::LatencyRatio { m, .. } | Kind::ClientErrorRatio(m) => {
+                match (r.canary, r.stable) {
+                    (Some(c), Some(s)) => c > m * s,
+                    _ => false,
+                }
+            }
+            Kind::Custom(i) => {
+                let metric = &self.config.custom[i];
+                match (r.canary, r.stable, metric.direction) {
+                    (Some(c), Some(s), Direction::LowerIsBetter) => c > metric.ratio() * s,
+                    (Some(c), Some(s), Direction::HigherIsBetter) => c * metric.ratio() < s,
+                    _ => false,
+                }
+            }
+        };
+        point && check.ratio.as_ref().is_none_or(|t| t.log_e() >= 0.0)
+    }
+
     /// The data the ratio checks are judged on: since the rollout began for
     /// `sequential` (its evidence accumulates), since the stage began for
     /// the others.
@@ -713,7 +923,7 @@ impl Judge {
         pct_conf(self.config.confidence)
     }
 
-    fn evaluate_sequential(&self, check: &Check, r: &mut CheckResult) {
+    fn evaluate_sequential(&self, check: &Check, r: &mut CheckResult, beyond: bool) {
         let (log_e, max_log_e) = match (&check.proportion, &check.ratio) {
             (Some(p), _) => (p.log_e(), p.max_log_e),
             (_, Some(t)) => (t.log_e(), t.max_log_e),
@@ -740,7 +950,7 @@ impl Judge {
             r.verdict = Verdict::Fail;
             let what = match check.kind {
                 Kind::ErrorMax(_) | Kind::LatencyMax { .. } => "above the limit".to_string(),
-                Kind::ErrorRatio(m) => worse_than(m),
+                Kind::ErrorRatio(m) | Kind::ClientErrorRatio(m) => worse_than(m),
                 Kind::LatencyRatio { m, .. } => {
                     let (b_s, b_c) = check.bounds.unwrap_or((f64::NAN, f64::NAN));
                     if (m - 1.0).abs() < 1e-12 {
@@ -770,7 +980,10 @@ impl Judge {
                 .as_ref()
                 .filter(|t| t.log_e() >= threshold)
                 .and_then(|t| t.lower_bound(threshold))
-                .filter(|lb| matches!(check.kind, Kind::ErrorRatio(_)) && *lb > 0.0)
+                .filter(|lb| {
+                    matches!(check.kind, Kind::ErrorRatio(_) | Kind::ClientErrorRatio(_))
+                        && *lb > 0.0
+                })
                 .map(|lb| format!("; ratio ≥ {}", ratio(lb)))
                 .unwrap_or_default();
             r.reason = format!(
@@ -784,11 +997,16 @@ impl Judge {
                 .as_ref()
                 .map(|w| format!("; not tested: {w}"))
                 .unwrap_or_default();
-            r.reason = format!("{} ({e_text}{note})", r.reason);
+            if beyond {
+                r.verdict = Verdict::NotEnoughData;
+                r.reason = format!("{}: {HELD} ({e_text}{note})", r.reason);
+            } else {
+                r.reason = format!("{} ({e_text}{note})", r.reason);
+            }
         }
     }
 
-    fn evaluate_fixed(&self, check: &Check, r: &mut CheckResult) {
+    fn evaluate_fixed(&self, check: &Check, r: &mut CheckResult, beyond: bool) {
         let s = &self.stage;
         let alpha = self.alpha;
         let result: Option<(f64, String)> = match check.kind {
@@ -880,6 +1098,7 @@ impl Judge {
                     None => None,
                 }
             }
+            Kind::ClientErrorRatio(_) => None,
         };
         let Some((p, test)) = result else {
             if r.stable.is_none() && matches!(check.kind, Kind::ErrorRatio(_) | Kind::Custom(_)) {
@@ -895,6 +1114,14 @@ impl Judge {
                 "{}: worse with {} confidence ({test}, p = {} < {})",
                 r.reason,
                 self.conf(),
+                p_fmt(p),
+                p_fmt(alpha)
+            );
+        } else if beyond {
+            r.verdict = Verdict::NotEnoughData;
+            r.reason = format!(
+                "{}: {HELD} ({test}, p = {} ≥ {})",
+                r.reason,
                 p_fmt(p),
                 p_fmt(alpha)
             );
@@ -918,6 +1145,8 @@ impl Judge {
                     _ => None,
                 }
             }
+            // Judged by its anytime-valid test whatever the method.
+            Kind::ClientErrorRatio(_) => None,
         };
         match over {
             Some(true) => {

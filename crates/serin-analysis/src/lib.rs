@@ -11,7 +11,8 @@
 //! - `eprocess.rs`: anytime-valid mixture e-processes (the `sequential` method);
 //! - `stats.rs`: distribution functions, z-test and Mann–Whitney U (`fixed`);
 //! - `histogram.rs`: cumulative latency histograms, deltas and quantiles;
-//! - `judge.rs`: the checks and how they combine into a verdict.
+//! - `judge.rs`: the checks and how they combine into a verdict;
+//! - [`bounds`]: what a metric may plausibly say (shared with the sources).
 //!
 //! ```
 //! use serin_analysis::{Config, Judge, Limit, Observation, Totals, Verdict};
@@ -23,9 +24,9 @@
 //! };
 //! let mut judge = Judge::new(config)?;
 //! let at = |s: u64, se: u64, c: u64, ce: u64| Observation {
-//!     stable: Totals { requests: s, errors: se, latency: None },
-//!     canary: Totals { requests: c, errors: ce, latency: None },
-//!     custom: vec![],
+//!     stable: Totals { requests: s, errors: se, ..Totals::default() },
+//!     canary: Totals { requests: c, errors: ce, ..Totals::default() },
+//!     ..Observation::default()
 //! };
 //! judge.begin_stage(&at(0, 0, 0, 0));
 //! judge.set_canary_weight(5.0);
@@ -37,6 +38,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod bounds;
 mod config;
 pub mod eprocess;
 mod histogram;
@@ -46,7 +48,9 @@ mod plan;
 pub mod stats;
 mod verdict;
 
-pub use config::{Config, ConfigError, CustomMetric, Direction, Limit, Method};
+pub use config::{
+    Config, ConfigError, CustomMetric, DEFAULT_CLIENT_ERROR_RATIO, Direction, Limit, Method,
+};
 pub use histogram::{Histogram, HistogramError};
 pub use judge::Judge;
 pub use observation::{Observation, ObservationError, Ratio, Totals, check};

@@ -1,6 +1,7 @@
 //! What the judge is given: cumulative totals of both versions, and the
 //! differences between two of them.
 
+use crate::bounds;
 use crate::histogram::{Histogram, HistogramError};
 use std::fmt;
 
@@ -11,6 +12,8 @@ pub struct Totals {
     pub requests: u64,
     /// Of which errors (HTTP 5xx or upstream failure).
     pub errors: u64,
+    /// Of which client errors (HTTP 4xx), if the source counts them.
+    pub client_errors: Option<u64>,
     /// Latency histogram of the same requests, if the source has one.
     pub latency: Option<Histogram>,
 }
@@ -34,6 +37,11 @@ pub struct Observation {
     pub canary: Totals,
     /// Custom ratios as (stable, canary), in the order of `Config::custom`.
     pub custom: Vec<(Ratio, Ratio)>,
+    /// When it was taken, in seconds from any fixed origin (the live
+    /// analysis' clock, `serin analyze`'s `t`). With it, counters that rise
+    /// faster than any service could answer are refused (see `bounds`);
+    /// without it only the counts themselves are bounded.
+    pub at: Option<f64>,
 }
 
 /// Why two observations cannot be subtracted.
@@ -61,6 +69,15 @@ pub enum ObservationError {
         /// The problem.
         error: HistogramError,
     },
+    /// A counter says something no service could: saturated, beyond 2^53,
+    /// or rising faster than 10^7 a second. The observation is missing
+    /// data, never traffic.
+    Implausible {
+        /// Which counter, e.g. `canary requests`.
+        what: String,
+        /// What it did.
+        why: String,
+    },
     /// The number of custom ratios changed.
     CustomCount {
         /// Earlier count.
@@ -82,6 +99,7 @@ impl fmt::Display for ObservationError {
                 "{what} went backwards from {before} to {after} (expected cumulative counters that never decrease)"
             ),
             Self::Inconsistent { what } => write!(f, "inconsistent totals: {what}"),
+            Self::Implausible { what, why } => write!(f, "{what} {why}"),
             Self::Histogram { version, error } => write!(f, "{version}: {error}"),
             Self::CustomCount { before, after } => write!(
                 f,
@@ -106,6 +124,8 @@ pub fn check(previous: &Observation, current: &Observation) -> Result<(), Observ
 pub(crate) struct VersionDelta {
     pub requests: u64,
     pub errors: u64,
+    /// `None` unless both observations counted 4xx.
+    pub client_errors: Option<u64>,
     /// `None` if either observation had no histogram.
     pub latency: Option<Histogram>,
     /// Requests the latency delta covers (the judge widens it when the
@@ -133,6 +153,20 @@ fn sub(what: impl Fn() -> String, before: u64, after: u64) -> Result<u64, Observ
 
 impl Totals {
     fn validate(&self, version: &'static str) -> Result<(), ObservationError> {
+        bounds::bounded(|| format!("{version} requests"), self.requests)?;
+        if let Some(h) = &self.latency {
+            bounds::bounded(|| format!("{version} latency histogram"), h.counted())?;
+        }
+        if let Some(c) = self.client_errors
+            && c > self.requests
+        {
+            return Err(ObservationError::Inconsistent {
+                what: format!(
+                    "{version} has {c} client errors (4xx) but only {} requests",
+                    self.requests
+                ),
+            });
+        }
         if self.errors > self.requests {
             return Err(ObservationError::Inconsistent {
                 what: format!(
@@ -168,6 +202,13 @@ impl Totals {
             self.requests,
         )?;
         let errors = sub(|| format!("{version} errors"), earlier.errors, self.errors)?;
+        let client_errors = match (self.client_errors, earlier.client_errors) {
+            (Some(now), Some(before)) => {
+                Some(sub(|| format!("{version} client errors"), before, now)?)
+            }
+            (Some(now), None) if earlier.requests == 0 => Some(now),
+            _ => None,
+        };
         let latency = match (&self.latency, &earlier.latency) {
             (Some(now), Some(before)) => Some(
                 now.since(before)
@@ -180,6 +221,7 @@ impl Totals {
         Ok(VersionDelta {
             requests,
             errors,
+            client_errors,
             latency,
             latency_requests: requests,
         })
@@ -187,10 +229,57 @@ impl Totals {
 }
 
 impl Observation {
-    /// Checks each version's totals on their own.
+    /// Checks each version's totals on their own: consistent, and every
+    /// count at most 2^53.
     pub fn validate(&self) -> Result<(), ObservationError> {
         self.stable.validate("stable")?;
-        self.canary.validate("canary")
+        self.canary.validate("canary")?;
+        for (i, (s, c)) in self.custom.iter().enumerate() {
+            for (v, r) in [("stable", s), ("canary", c)] {
+                bounds::bounded(|| format!("custom[{i}] {v} numerator"), r.numerator)?;
+                bounds::bounded(|| format!("custom[{i}] {v} denominator"), r.denominator)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that no counter rose by more than the time between `earlier`
+    /// and `self` allows (`bounds::max_rise`); `delta` is `self − earlier`.
+    /// Without both times there is nothing to check.
+    pub(crate) fn check_rise(
+        &self,
+        earlier: &Observation,
+        delta: &Delta,
+    ) -> Result<(), ObservationError> {
+        let (Some(now), Some(then)) = (self.at, earlier.at) else {
+            return Ok(());
+        };
+        let seconds = now - then;
+        for (v, d) in [("stable", &delta.stable), ("canary", &delta.canary)] {
+            bounds::rise(|| format!("{v} requests"), d.requests, seconds)?;
+            bounds::rise(|| format!("{v} errors"), d.errors, seconds)?;
+            if let Some(c) = d.client_errors {
+                bounds::rise(|| format!("{v} client errors"), c, seconds)?;
+            }
+            if let Some(h) = &d.latency {
+                bounds::rise(|| format!("{v} latency histogram"), h.counted(), seconds)?;
+            }
+        }
+        for (i, (s, c)) in delta.custom.iter().enumerate() {
+            for (v, r) in [("stable", s), ("canary", c)] {
+                bounds::rise(
+                    || format!("custom[{i}] {v} numerator"),
+                    r.numerator,
+                    seconds,
+                )?;
+                bounds::rise(
+                    || format!("custom[{i}] {v} denominator"),
+                    r.denominator,
+                    seconds,
+                )?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn since(&self, earlier: &Observation) -> Result<Delta, ObservationError> {
@@ -241,14 +330,14 @@ mod tests {
             stable: Totals {
                 requests: sr,
                 errors: se,
-                latency: None,
+                ..Totals::default()
             },
             canary: Totals {
                 requests: cr,
                 errors: ce,
-                latency: None,
+                ..Totals::default()
             },
-            custom: vec![],
+            ..Observation::default()
         }
     }
 

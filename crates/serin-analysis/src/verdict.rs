@@ -11,9 +11,11 @@ pub enum Verdict {
     /// Inconclusive, counts towards `noDataLimit`: the canary got no
     /// requests although it should have, or the metric source failed.
     NoData,
-    /// Inconclusive, does not count towards `noDataLimit`: fewer than
-    /// `minRequests` canary requests in this step (or, for `fixed`, the
-    /// pause has not ended yet).
+    /// Inconclusive, does not count towards `noDataLimit`, holds the step:
+    /// fewer than `minRequests` canary requests in this step (or, for
+    /// `fixed`, the pause has not ended yet), or the canary looks beyond a
+    /// limit that no test has shown yet ("above the limit, not yet
+    /// significant"). Never ends a pause; more requests decide.
     NotEnoughData,
 }
 
@@ -93,6 +95,9 @@ pub struct Judgement {
     pub stage_canary_requests: u64,
     /// Stable requests since the step began.
     pub stage_stable_requests: u64,
+    /// The observation was refused (implausible or inconsistent, see
+    /// `bounds`) and left out: the next one is judged from the one before.
+    pub skipped: bool,
 }
 
 /// `8.2 %`, `0.35 %`, `0.012 %`.

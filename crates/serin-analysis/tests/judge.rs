@@ -15,6 +15,7 @@ fn totals(requests: u64, errors: u64, buckets: Option<[u64; 7]>) -> Totals {
         requests,
         errors,
         latency: buckets.map(|b| Histogram::from_bucket_counts(LE.to_vec(), &b[..6])),
+        client_errors: None,
     }
 }
 
@@ -22,7 +23,7 @@ fn obs(stable: Totals, canary: Totals) -> Observation {
     Observation {
         stable,
         canary,
-        custom: vec![],
+        ..Observation::default()
     }
 }
 
@@ -33,6 +34,7 @@ fn plain(sr: u64, se: u64, cr: u64, ce: u64) -> Observation {
 fn no_latency(method: Method) -> Config {
     Config {
         latency_p95: Limit::NONE,
+        client_error_ratio: None,
         method,
         ..Config::default()
     }
@@ -277,7 +279,13 @@ fn check_reports_backwards_counters() {
 #[test]
 fn threshold_splits_alpha_over_checks() {
     let j = Judge::new(Config::default()).unwrap();
-    // Two checks (error max, p95 max) at 0.95: 2 / 0.05 = 40.
+    // Three checks (error max, p95 max, client errors) at 0.95: 3 / 0.05 = 60.
+    assert!((j.threshold() - 60.0).abs() < 1e-9);
+    let j = Judge::new(Config {
+        client_error_ratio: None,
+        ..Config::default()
+    })
+    .unwrap();
     assert!((j.threshold() - 40.0).abs() < 1e-9);
 }
 
@@ -314,9 +322,16 @@ fn stages_reset_absolute_limits_but_keep_ratio_evidence() {
     };
     let mut j = Judge::new(cfg).unwrap();
     j.begin_stage(&Observation::default());
-    // Stage 1: canary 3 % vs stable 1 %: some evidence, no verdict yet.
+    // Stage 1: canary 3 % vs stable 1 %: some evidence, no verdict yet,
+    // and held: the canary looks worse than stable.
     let r = j.observe(&plain(4750, 47, 250, 7), false);
-    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+    assert_eq!(r.verdict, Verdict::NotEnoughData, "{}", r.reason);
+    assert!(
+        r.reason
+            .contains("vs stable 0.99 % (47/4 750): above the limit, not yet significant (e-value"),
+        "{}",
+        r.reason
+    );
     let e1 = match r.checks[1].evidence {
         Evidence::EValue { value, .. } => value,
         e => panic!("{e:?}"),
@@ -349,9 +364,15 @@ fn stages_reset_absolute_limits_but_keep_ratio_evidence() {
 #[test]
 fn sequential_absolute_limit_needs_evidence_not_a_point_estimate() {
     let mut j = Judge::new(no_latency(Method::Sequential)).unwrap();
-    // 6 % of 200 is above 5 % but not shown to be: pass (none would fail).
+    // 6 % of 200 is above 5 % but not shown to be: not a fail (none would
+    // fail), and not a pass either: held, saying so.
     let r = j.observe(&plain(3800, 38, 200, 12), false);
-    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+    assert_eq!(r.verdict, Verdict::NotEnoughData, "{}", r.reason);
+    assert_eq!(r.verdict.as_str(), "inconclusive");
+    assert_eq!(
+        r.reason,
+        "canary error rate 6.0 % (12/200) in this step, limit 5.0 %: above the limit, not yet significant (e-value 1.00 < 20)"
+    );
     // 15 % of 400: shown.
     let r = j.observe(&plain(7600, 76, 600, 72), false);
     assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
@@ -370,6 +391,7 @@ fn latency_config(method: Method, max: Option<f64>, ratio: Option<f64>) -> Confi
             max,
             max_ratio_to_stable: ratio,
         },
+        client_error_ratio: None,
         method,
         ..Config::default()
     }

@@ -158,6 +158,8 @@ fn plan_agrees_with_simulation() {
             max_ratio_to_stable: Some(1.0),
         },
         latency_p95: Limit::NONE,
+        // The plan is for the error test alone (one check).
+        client_error_ratio: None,
         ..Config::default()
     };
     let js = vec![(Judge::new(cfg).unwrap(), Drive::Normal)];

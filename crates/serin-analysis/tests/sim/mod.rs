@@ -34,6 +34,8 @@ pub fn bounds_ms() -> Vec<f64> {
 pub struct Version {
     /// Error probability per request.
     pub error_rate: f64,
+    /// Client error (4xx) probability per request.
+    pub client_error_rate: f64,
     /// Median latency, ms.
     pub median_ms: f64,
     /// Log-normal shape (standard deviation of ln latency).
@@ -41,9 +43,11 @@ pub struct Version {
 }
 
 impl Version {
-    /// The baseline: 1 % errors, median 120 ms, σ = 0.5 (p99 ≈ 383 ms).
+    /// The baseline: 1 % errors, 2 % client errors, median 120 ms, σ = 0.5
+    /// (p99 ≈ 383 ms).
     pub const BASE: Version = Version {
         error_rate: 0.01,
+        client_error_rate: 0.02,
         median_ms: 120.0,
         sigma: 0.5,
     };
@@ -125,9 +129,10 @@ impl Sampler {
     }
 }
 
-fn add(t: &mut Totals, requests: u64, errors: u64, buckets: &[u64]) {
+fn add(t: &mut Totals, requests: u64, errors: u64, client_errors: u64, buckets: &[u64]) {
     t.requests += requests;
     t.errors += errors;
+    t.client_errors = Some(t.client_errors.unwrap_or(0) + client_errors);
     if let Some(h) = t.latency.as_mut() {
         let mut cum = 0;
         for (c, b) in h.counts.iter_mut().zip(buckets) {
@@ -166,14 +171,16 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
         stable: Totals {
             requests: 0,
             errors: 0,
+            client_errors: Some(0),
             latency: Some(Histogram::empty(bounds.clone())),
         },
         canary: Totals {
             requests: 0,
             errors: 0,
+            client_errors: Some(0),
             latency: Some(Histogram::empty(bounds.clone())),
         },
-        custom: vec![],
+        ..Observation::default()
     };
     let mut buckets_s = vec![0u64; bounds.len() + 1];
     let mut buckets_c = vec![0u64; bounds.len() + 1];
@@ -190,10 +197,12 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
             let n_s = n - n_c;
             let e_c = s.binomial(n_c, scenario.canary.error_rate);
             let e_s = s.binomial(n_s, scenario.stable.error_rate);
+            let k_c = s.binomial(n_c - e_c, scenario.canary.client_error_rate);
+            let k_s = s.binomial(n_s - e_s, scenario.stable.client_error_rate);
             s.multinomial(n_c, &probs_c, &mut buckets_c);
             s.multinomial(n_s, &probs_s, &mut buckets_s);
-            add(&mut obs.canary, n_c, e_c, &buckets_c);
-            add(&mut obs.stable, n_s, e_s, &buckets_s);
+            add(&mut obs.canary, n_c, e_c, k_c, &buckets_c);
+            add(&mut obs.stable, n_s, e_s, k_s, &buckets_s);
             let stage_end = sec == seconds;
             for (i, (j, drive)) in judges.iter_mut().enumerate() {
                 if first_fail[i].is_some() {

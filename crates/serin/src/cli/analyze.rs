@@ -44,6 +44,9 @@ struct Line {
 struct Side {
     requests: u64,
     errors: u64,
+    /// Client errors (4xx), for the 4xx check; without them it is skipped.
+    #[serde(default)]
+    client_errors: Option<u64>,
     #[serde(default)]
     latency_ms: Option<Buckets>,
 }
@@ -60,6 +63,7 @@ impl Side {
         Totals {
             requests: self.requests,
             errors: self.errors,
+            client_errors: self.client_errors,
             latency: self.latency_ms.map(|b| Histogram {
                 le_ms: b.le,
                 counts: b.counts,
@@ -122,12 +126,16 @@ pub fn analyze(mut judge: Judge, input: impl BufRead, origin: &str) -> anyhow::R
             stable: line.stable.totals(),
             canary: line.canary.totals(),
             custom: Vec::new(),
+            at: Some(line.t),
         };
-        current
-            .validate()
-            .map_err(|e| invalid(format!("{origin}:{n}: {e}")))?;
-        serin_analysis::check(&previous, &current)
-            .map_err(|e| invalid(format!("{origin}:{n}: {e}")))?;
+        // Counters going backwards are bad input; implausible ones
+        // (saturated, or rising faster than any service could answer) are
+        // no data for that line, as in a live rollout.
+        if let Err(e) = serin_analysis::check(&previous, &current)
+            && !matches!(e, serin_analysis::ObservationError::Implausible { .. })
+        {
+            return Err(invalid(format!("{origin}:{n}: {e}")));
+        }
         if let Some(w) = line.weight {
             if !(0.0..=100.0).contains(&w) {
                 return Err(invalid(format!(
@@ -148,7 +156,9 @@ pub fn analyze(mut judge: Judge, input: impl BufRead, origin: &str) -> anyhow::R
             verdict: judged.verdict.as_str(),
             reason: judged.reason.clone(),
         });
-        previous = current;
+        if !judged.skipped {
+            previous = current;
+        }
         if judged.verdict == Verdict::Fail {
             fail = Some((line.t, judged.reason));
             break;
@@ -254,6 +264,24 @@ mod tests {
         let judge = Judge::new(config()).expect("config");
         let err = analyze(judge, text.as_bytes(), "x.jsonl").expect_err("refused");
         assert!(err.to_string().starts_with("x.jsonl:2: "), "{err}");
+    }
+
+    #[test]
+    fn a_10_to_the_12_jump_is_no_data_and_the_next_sound_line_is_judged_from_before_it() {
+        // 30 % canary errors every line; line 2's request counter jumps by 10^12.
+        let mut lines: Vec<String> = (1..=4)
+            .map(|i| line(i as f64, (i * 700, i * 7), (i * 30, i * 9)))
+            .collect();
+        lines[1] = line(2.0, (1400, 14), (60 + 1_000_000_000_000, 18));
+        let text = lines.join("\n") + "\n";
+        let judge = Judge::new(config()).expect("config");
+        let out = analyze(judge, text.as_bytes(), "spike.jsonl").expect("analyzed");
+        assert_eq!(out.verdicts[1].verdict, "inconclusive", "{out:?}");
+        assert!(
+            out.verdicts[1].reason.contains("canary requests rose by"),
+            "{out:?}"
+        );
+        assert_eq!(out.verdict, "fail", "{out:?}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! A source that fails is *no data* (counts towards `noDataLimit`), never a
 //! pass. Counters that go backwards (a restarted upstream, a replaced
 //! Prometheus) restart the judge's baseline from the new numbers, and that
-//! interval is no data too.
+//! interval is no data too. Implausible numbers (`serin_analysis::bounds`)
+//! are no data as well, and left out: the next sound interval is judged
+//! from the last sound numbers.
 
 use serin_analysis::{Config, Histogram, Judge, Observation};
 use serin_proxy::Weight;
@@ -13,6 +15,15 @@ use crate::controller::driver::{Analysed, Analysis, BoxFuture};
 use crate::controller::machine::Verdict;
 use crate::providers::metrics::{MetricSource, Snapshot, Totals};
 use crate::spec::{AnalysisSettings, Limit, Method};
+
+/// The 4xx limit in force. The rollout file does not spell it yet: the
+/// default (5 × stable's rate) for sources that count 4xx; off for
+/// Prometheus, whose settings have no 4xx query yet.
+fn client_error_ratio(a: &AnalysisSettings) -> Option<f64> {
+    a.prometheus
+        .is_none()
+        .then_some(serin_analysis::DEFAULT_CLIENT_ERROR_RATIO)
+}
 
 /// The judge's configuration from the rollout file's `analysis` section.
 pub fn judge_config(a: &AnalysisSettings) -> Config {
@@ -48,23 +59,32 @@ pub fn judge_config(a: &AnalysisSettings) -> Config {
                 max_ratio_to_stable: Some(c.max_ratio_to_stable),
             })
             .collect(),
+        client_error_ratio: client_error_ratio(a),
     }
 }
 
-/// A source's totals, and its custom metrics' counts, as the judge's observation.
-pub fn observation(s: &Snapshot) -> Observation {
-    let side = |t: &Totals| serin_analysis::Totals {
+/// A source's totals, its 4xx counts (stable, canary) if it has them, and
+/// its custom metrics' counts, as the judge's observation taken `at`
+/// seconds (any fixed origin).
+pub fn observation(
+    s: &Snapshot,
+    client_errors: Option<(u64, u64)>,
+    at: Option<f64>,
+) -> Observation {
+    let side = |t: &Totals, c: Option<u64>| serin_analysis::Totals {
         requests: t.requests,
         errors: t.errors,
+        client_errors: c,
         latency: (!t.le_ms.is_empty()).then(|| Histogram {
             le_ms: t.le_ms.clone(),
             counts: t.counts.clone(),
         }),
     };
     Observation {
-        stable: side(&s.stable),
-        canary: side(&s.canary),
+        stable: side(&s.stable, client_errors.map(|c| c.0)),
+        canary: side(&s.canary, client_errors.map(|c| c.1)),
         custom: s.custom.clone(),
+        at,
     }
 }
 
@@ -72,8 +92,11 @@ pub fn observation(s: &Snapshot) -> Observation {
 pub struct LiveAnalysis {
     source: Box<dyn MetricSource>,
     judge: Judge,
-    /// The last snapshot read, for interval numbers and baselines.
-    last: Option<Snapshot>,
+    /// The last sound snapshot read, for interval numbers and baselines,
+    /// as the judge's observation too.
+    last: Option<(Snapshot, Observation)>,
+    /// The clock observations are timed by.
+    started: std::time::Instant,
 }
 
 impl LiveAnalysis {
@@ -86,11 +109,16 @@ impl LiveAnalysis {
             source,
             judge: Judge::new(config)?,
             last: None,
+            started: std::time::Instant::now(),
         })
     }
 
-    async fn read(&mut self) -> Result<Snapshot, String> {
-        self.source.snapshot().await
+    /// A snapshot and the judge's observation of it, timed.
+    async fn read(&mut self) -> Result<(Snapshot, Observation), String> {
+        let s = self.source.snapshot().await?;
+        let at = self.started.elapsed().as_secs_f64();
+        let o = observation(&s, self.source.client_errors(), Some(at));
+        Ok((s, o))
     }
 }
 
@@ -99,15 +127,15 @@ impl Analysis for LiveAnalysis {
         Box::pin(async move {
             self.judge.set_canary_weight(weight.percent());
             match self.read().await {
-                Ok(s) => {
-                    self.judge.begin_stage(&observation(&s));
-                    self.last = Some(s);
+                Ok((s, o)) => {
+                    self.judge.begin_stage(&o);
+                    self.last = Some((s, o));
                 }
                 Err(e) => {
                     // The stage starts from the last numbers seen; without
                     // any, from zero.
                     tracing::warn!("metrics at the start of a stage: {e}");
-                    let base = self.last.as_ref().map(observation).unwrap_or_default();
+                    let base = self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default();
                     self.judge.begin_stage(&base);
                 }
             }
@@ -116,8 +144,8 @@ impl Analysis for LiveAnalysis {
 
     fn analyse(&mut self, end_of_pause: bool) -> BoxFuture<'_, Analysed> {
         Box::pin(async move {
-            let now = match self.read().await {
-                Ok(s) => s,
+            let (now, current) = match self.read().await {
+                Ok(x) => x,
                 Err(e) => {
                     return Analysed {
                         verdict: Verdict::NoData,
@@ -126,18 +154,17 @@ impl Analysis for LiveAnalysis {
                     };
                 }
             };
-            let interval = self.last.as_ref().and_then(|before| {
+            let interval = self.last.as_ref().map(|l| &l.0).and_then(|before| {
                 Some((
                     now.stable.since(&before.stable)?,
                     now.canary.since(&before.canary)?,
                 ))
             });
             let backwards = self.last.is_some() && interval.is_none();
-            let current = observation(&now);
             if backwards {
                 // A counter went backwards: start over from these numbers.
                 self.judge.begin_stage(&current);
-                self.last = Some(now);
+                self.last = Some((now, current));
                 return Analysed {
                     verdict: Verdict::NoData,
                     reason: "no data: counters went backwards (an upstream or the metric source restarted); judging restarts from here".into(),
@@ -145,7 +172,15 @@ impl Analysis for LiveAnalysis {
                 };
             }
             let judged = self.judge.observe(&current, end_of_pause);
-            self.last = Some(now);
+            if judged.skipped {
+                // Implausible: left out, the last sound numbers stay the base.
+                return Analysed {
+                    verdict: judged.verdict,
+                    reason: judged.reason,
+                    sample: None,
+                };
+            }
+            self.last = Some((now, current));
             Analysed {
                 verdict: judged.verdict,
                 reason: judged.reason,

@@ -84,6 +84,13 @@ pub trait MetricSource: Send {
     /// Cumulative totals now, or why there are none (which the judge treats
     /// as no data — never as a pass).
     fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>>;
+
+    /// Cumulative client errors (4xx) as (stable, canary) in the snapshot
+    /// last returned, if the source counts them; the judge's 4xx check is
+    /// skipped without them.
+    fn client_errors(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A source that has nothing to read: every interval is no data (so the

@@ -40,6 +40,8 @@ pub struct NginxLogSource {
     /// file was truncated and rewritten past our offset.
     fingerprint: Vec<u8>,
     totals: Snapshot,
+    /// 4xx answers (stable, canary) since the start.
+    client_errors: (u64, u64),
     /// Lines that could not be parsed, since the start.
     pub skipped: u64,
 }
@@ -65,6 +67,7 @@ impl NginxLogSource {
                 canary: empty,
                 custom: Vec::new(),
             },
+            client_errors: (0, 0),
             skipped: 0,
         };
         if let Ok(f) = File::open(&source.path)
@@ -155,15 +158,18 @@ impl NginxLogSource {
             }
             return;
         };
-        let totals = match version.as_str() {
-            "stable" => &mut self.totals.stable,
-            "canary" => &mut self.totals.canary,
+        let (totals, client_errors) = match version.as_str() {
+            "stable" => (&mut self.totals.stable, &mut self.client_errors.0),
+            "canary" => (&mut self.totals.canary, &mut self.client_errors.1),
             _ => {
                 self.skipped += 1;
                 return;
             }
         };
         totals.requests += 1;
+        if (400..500).contains(&status) {
+            *client_errors += 1;
+        }
         if status >= 500 {
             totals.errors += 1;
         }
@@ -180,6 +186,10 @@ impl MetricSource for NginxLogSource {
     fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
         let result = self.poll().map(|()| self.totals.clone());
         Box::pin(async move { result })
+    }
+
+    fn client_errors(&self) -> Option<(u64, u64)> {
+        Some(self.client_errors)
     }
 }
 
@@ -225,6 +235,14 @@ mod tests {
         assert_eq!(at(&t.canary, 2.0), 1);
         assert_eq!(at(&t.canary, 100.0), 1);
         assert_eq!(at(&t.canary, 150.0), 2);
+        assert_eq!(src.client_errors(), Some((0, 0)));
+        append(
+            &path,
+            &(line("canary", 404, 0.001) + &line("canary", 499, 0.001)),
+        );
+        src.poll().unwrap();
+        assert_eq!(src.client_errors(), Some((0, 2)), "4xx counted per version");
+        assert_eq!(src.totals.canary.errors, 1, "and not as errors");
     }
 
     #[test]

@@ -87,20 +87,29 @@ struct Series {
 }
 
 /// Carries counter values across resets.
+///
+/// Only a believable value (`serin_analysis::bounds`) becomes the one later
+/// values are compared with: after a value that rose implausibly (a
+/// 10^12 jump), the counter coming back down is the spike ending, not a
+/// reset, so the spike never enters the offset. The implausible total is
+/// still handed on, for the judge to refuse as no data.
 #[derive(Debug, Default, Clone)]
 struct Monotone {
-    last: Option<f64>,
+    /// The last believable value and its evaluation time.
+    last: Option<(f64, f64)>,
     offset: f64,
 }
 
 impl Monotone {
-    fn feed(&mut self, value: f64) -> f64 {
-        if let Some(last) = self.last
-            && value < last
-        {
-            self.offset += last;
+    fn feed(&mut self, value: f64, at: f64) -> f64 {
+        match self.last {
+            Some((last, _)) if value < last => self.offset += last,
+            Some((last, then)) if !serin_analysis::bounds::rise_ok(value - last, at - then) => {
+                return self.offset + value;
+            }
+            _ => {}
         }
-        self.last = Some(value);
+        self.last = Some((value, at));
         self.offset + value
     }
 }
@@ -109,6 +118,7 @@ impl Monotone {
 struct VersionState {
     requests: Monotone,
     errors: Monotone,
+    client_errors: Monotone,
     buckets: Vec<Monotone>,
     /// (numerator, denominator) per custom metric.
     custom: Vec<(Monotone, Monotone)>,
@@ -120,6 +130,10 @@ pub struct PrometheusSource {
     client: Client<HttpConnector, Empty<Bytes>>,
     stable: VersionState,
     canary: VersionState,
+    /// Query of the 4xx counter of `{{version}}`, if any.
+    client_errors: Option<String>,
+    /// 4xx (stable, canary) of the last snapshot.
+    last_client_errors: (u64, u64),
 }
 
 impl PrometheusSource {
@@ -130,7 +144,18 @@ impl PrometheusSource {
             client: Client::builder(TokioExecutor::new()).build_http(),
             stable: VersionState::default(),
             canary: VersionState::default(),
+            client_errors: None,
+            last_client_errors: (0, 0),
         }
+    }
+
+    /// Also queries `query` (`{{version}}` replaced), a counter of client
+    /// errors (4xx), for the judge's 4xx check
+    /// (`analysis.prometheus.clientErrors`). Without it that check is
+    /// skipped.
+    pub fn with_client_errors(mut self, query: Option<String>) -> PrometheusSource {
+        self.client_errors = query;
+        self
     }
 
     /// Runs one instant query evaluated at `at` (Unix seconds); the
@@ -228,6 +253,10 @@ impl PrometheusSource {
         let errors = self
             .scalar_or_zero(&self.config.errors, version, at)
             .await?;
+        let client_errors = match &self.client_errors {
+            Some(q) => Some(self.scalar_or_zero(q, version, at).await?),
+            None => None,
+        };
         let mut buckets = match &self.config.latency_buckets {
             Some(q) => {
                 let series = self.query(q, version, at).await?;
@@ -257,13 +286,33 @@ impl PrometheusSource {
             state.buckets = vec![Monotone::default(); buckets.len()];
         }
         for (b, m) in buckets.iter_mut().zip(state.buckets.iter_mut()) {
-            b.1 = m.feed(b.1);
+            b.1 = m.feed(b.1, at);
+        }
+        let what = |q: &str| q.replace("{{version}}", version.as_str());
+        let count = |q: &str, v: f64| {
+            serin_analysis::bounds::count(&format!("`{}`", what(q)), v).map_err(|e| e.to_string())
+        };
+        let requests = count(&self.config.requests, state.requests.feed(requests, at))?;
+        let errors = count(&self.config.errors, state.errors.feed(errors, at))?;
+        let mut counts = Vec::with_capacity(buckets.len());
+        for b in &buckets {
+            counts.push(count(
+                self.config.latency_buckets.as_deref().unwrap_or_default(),
+                b.1,
+            )?);
+        }
+        if let (Some(q), Some(x)) = (&self.client_errors, client_errors) {
+            let c = count(q, state.client_errors.feed(x, at))?;
+            match version {
+                Version::Stable => self.last_client_errors.0 = c,
+                Version::Canary => self.last_client_errors.1 = c,
+            }
         }
         Ok(Totals {
-            requests: state.requests.feed(requests).round() as u64,
-            errors: state.errors.feed(errors).round() as u64,
+            requests,
+            errors,
             le_ms: buckets.iter().map(|b| b.0).collect(),
-            counts: buckets.iter().map(|b| b.1.round() as u64).collect(),
+            counts,
         })
     }
 }
@@ -272,11 +321,10 @@ fn parse_value(v: &str) -> Result<f64, String> {
     let x: f64 = v
         .parse()
         .map_err(|_| format!("value `{v}` is not a number"))?;
-    if x.is_finite() && x >= 0.0 {
-        Ok(x)
-    } else {
-        Err(format!("value `{v}` is not a finite count"))
-    }
+    // The same bound the judge uses: finite, not negative, at most 2^53.
+    serin_analysis::bounds::count("value", x)
+        .map(|_| x)
+        .map_err(|_| format!("value `{v}` is not a count from 0 to 2^53"))
 }
 
 impl PrometheusSource {
@@ -308,8 +356,8 @@ impl PrometheusSource {
             .into_iter()
             .zip(state.custom.iter_mut())
             .map(|((n, d), (mn, md))| Ratio {
-                numerator: mn.feed(n).round() as u64,
-                denominator: md.feed(d).round() as u64,
+                numerator: mn.feed(n, at).round() as u64,
+                denominator: md.feed(d, at).round() as u64,
             })
             .collect())
     }
@@ -342,6 +390,10 @@ impl MetricSource for PrometheusSource {
             })
         })
     }
+
+    fn client_errors(&self) -> Option<(u64, u64)> {
+        self.client_errors.as_ref().map(|_| self.last_client_errors)
+    }
 }
 
 #[cfg(test)]
@@ -351,10 +403,20 @@ mod tests {
     #[test]
     fn counter_resets_carry_the_old_total() {
         let mut m = Monotone::default();
-        assert_eq!(m.feed(100.0), 100.0);
-        assert_eq!(m.feed(150.0), 150.0);
-        assert_eq!(m.feed(20.0), 170.0, "reset: 150 before, 20 since");
-        assert_eq!(m.feed(30.0), 180.0);
+        assert_eq!(m.feed(100.0, 0.0), 100.0);
+        assert_eq!(m.feed(150.0, 2.0), 150.0);
+        assert_eq!(m.feed(20.0, 4.0), 170.0, "reset: 150 before, 20 since");
+        assert_eq!(m.feed(30.0, 6.0), 180.0);
+    }
+
+    #[test]
+    fn a_spike_is_handed_on_but_never_taken_for_a_reset() {
+        let mut m = Monotone::default();
+        assert_eq!(m.feed(1000.0, 0.0), 1000.0);
+        // 10^12 in 2 s: handed on (the judge refuses it), not remembered.
+        assert_eq!(m.feed(1e12 + 1100.0, 2.0), 1e12 + 1100.0);
+        // Back to normal: not a reset, no offset.
+        assert_eq!(m.feed(1200.0, 4.0), 1200.0);
     }
 
     #[test]
@@ -363,6 +425,7 @@ mod tests {
         assert!(parse_value("NaN").is_err());
         assert!(parse_value("-1").is_err());
         assert!(parse_value("+Inf").is_err());
+        assert!(parse_value("1e30").is_err(), "beyond 2^53: saturated");
     }
 
     use std::collections::HashMap;
