@@ -19,7 +19,8 @@
 //! - `prometheus`: the text exposition with the SPEC's metric names.
 //! - `server`: accept loops and graceful shutdown ([`serve`], [`serve_admin`]).
 //! - `balance`: spreads client connections evenly over the serving runtimes.
-//! - `admin`: `GET /metrics`, `GET`/`PUT /weight`.
+//! - `admin`: `GET /metrics`, `GET`/`PUT /weight` (the latter behind a
+//!   bearer token when one is set).
 //!
 //! # Example
 //! ```no_run
@@ -57,7 +58,7 @@ pub use prometheus::{
 };
 pub use proxy::{Proxy, ProxyOptions};
 pub use recorder::{Recorder, RecorderSnapshot, StatusClass, VersionSnapshot};
-pub use server::{serve, serve_admin};
+pub use server::{serve, serve_admin, serve_admin_with_token};
 pub use split::{STICKY_BUCKETS, route, split, sticky, sticky_bucket};
 pub use table::{ConfigError, Match, Route, RoutingTable, StickyKey, Upstream};
 pub use weight::{Version, Weight, WeightError};
