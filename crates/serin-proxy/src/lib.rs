@@ -13,8 +13,11 @@
 //! - `pool`: keep-alive connections to the upstreams, one pool per serving runtime.
 //! - `forwarding`: what a gateway changes in forwarded messages (hop-by-hop
 //!   fields, `X-Forwarded-*`, `Via`) and the request checks hyper leaves to us.
-//! - `body`: streaming bodies; the response body records the request when sent.
-//! - `failure`: upstream failures → 502/504, client aborts → neither version.
+//! - `body`: streaming bodies, each with an idle timeout; the response body
+//!   records the request when sent (or as a timeout of its version when the
+//!   client gives up before the response head).
+//! - `failure`: upstream failures → 502/504 against the version; a client's
+//!   broken or stalled upload → 400/408 against neither version.
 //! - `recorder`, `latency`: lock-free counters and HDR-shaped latency buckets.
 //! - `prometheus`: the text exposition with the SPEC's metric names.
 //! - `server`: accept loops and graceful shutdown ([`serve`], [`serve_admin`]).
