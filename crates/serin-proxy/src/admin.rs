@@ -1,5 +1,8 @@
 //! The admin endpoints of one proxy: `GET /metrics` (Prometheus text),
 //! `GET /weight` and `PUT /weight` with `{"weight": 25}`.
+//!
+//! Reads are open. With a token, `PUT /weight` needs `Authorization: Bearer
+//! TOKEN` (compared in constant time) and is otherwise refused with 401.
 
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ const MAX_BODY: usize = 4096;
 pub(crate) struct Admin {
     proxy: Arc<Proxy>,
     rollout: String,
+    token: Option<String>,
 }
 
 /// The body of `PUT /weight`.
@@ -29,14 +33,47 @@ struct WeightBody {
 }
 
 impl Admin {
-    pub(crate) fn new(proxy: Arc<Proxy>, rollout: String) -> Admin {
-        Admin { proxy, rollout }
+    pub(crate) fn new(proxy: Arc<Proxy>, rollout: String, token: Option<String>) -> Admin {
+        Admin {
+            proxy,
+            rollout,
+            token,
+        }
+    }
+
+    /// Whether `req` may change something: no token is set, or it carries it.
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Constant time, so the token cannot be guessed byte by byte.
+        given.len() == expected.len()
+            && given
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => self.metrics(),
             (&Method::GET, "/weight") => weight_json(StatusCode::OK, self.proxy.weight()),
+            (&Method::PUT, "/weight") if !self.authorized(&req) => {
+                let mut resp = error(
+                    StatusCode::UNAUTHORIZED,
+                    "PUT /weight needs `Authorization: Bearer TOKEN` with the proxy's token (--token or SERIN_TOKEN)",
+                );
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                resp
+            }
             (&Method::PUT, "/weight") => self.put_weight(req).await,
             (_, "/metrics") => not_allowed("GET"),
             (_, "/weight") => not_allowed("GET, PUT"),

@@ -1,5 +1,10 @@
 //! When the upstream exchange fails: whose fault it is, what the client gets,
 //! and a warning that does not flood the log.
+//!
+//! The version's faults (no connection, no response head in time, a broken
+//! connection) are 502/504 and count against it; the client's (a body that
+//! broke, or stalled past the client body timeout) are 400/408 and count
+//! against neither version.
 
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +28,9 @@ pub(crate) enum Failure {
     /// The client's side failed while its body was being forwarded; not the
     /// version's fault and not counted against it.
     Client,
+    /// The client sent nothing of its body for the client body timeout: 408,
+    /// not counted against the version.
+    ClientTimeout,
 }
 
 impl Failure {
@@ -34,18 +42,27 @@ impl Failure {
         };
         let mut source = err.source();
         while let Some(e) = source {
-            if e.is::<ClientBodyError>() {
-                return Failure::Client;
+            if let Some(client) = e.downcast_ref::<ClientBodyError>() {
+                return match client {
+                    ClientBodyError::Broken(_) => Failure::Client,
+                    ClientBodyError::Stalled(_) => Failure::ClientTimeout,
+                };
             }
             source = e.source();
         }
         Failure::Upstream
     }
 
+    /// Whether the client is at fault (the version is not).
+    pub(crate) fn is_client(self) -> bool {
+        matches!(self, Failure::Client | Failure::ClientTimeout)
+    }
+
     pub(crate) fn status(self) -> StatusCode {
         match self {
             Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::Client => StatusCode::BAD_REQUEST,
+            Failure::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Failure::Connect | Failure::Upstream => StatusCode::BAD_GATEWAY,
         }
     }
@@ -56,6 +73,7 @@ impl Failure {
             Failure::Timeout => "upstream timed out\n",
             Failure::Upstream => "upstream failed\n",
             Failure::Client => "request body failed\n",
+            Failure::ClientTimeout => "request body timed out\n",
         }
     }
 }

@@ -4,7 +4,9 @@
 //! - Hop-by-hop fields go, in both directions: `Connection` and every field it
 //!   names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
 //!   `Transfer-Encoding` and `Upgrade`. hyper re-frames each message for its
-//!   own hop (Content-Length or chunked).
+//!   own hop (Content-Length or chunked). `Connection` cannot remove `Host`
+//!   (which names the target, RFC 9110 7.2) nor `Content-Length` (which
+//!   frames the message): a sender naming them gets them forwarded.
 //! - Requests get `X-Forwarded-For` (the client's IP appended to any list it
 //!   sent), `X-Forwarded-Proto: http` (replacing what the client sent: serin
 //!   terminates plain HTTP only) and `Via: 1.1 serin` appended (RFC 9110 7.6.3
@@ -13,9 +15,12 @@
 //! - The client's `Host` is kept, as nginx's `proxy_set_header Host $host`
 //!   does, so upstreams see the name the client asked for. With an
 //!   absolute-form target (`GET http://a/x`) the target's authority wins over
-//!   `Host`, as RFC 9112 3.2.2 requires.
+//!   `Host`, as RFC 9112 3.2.2 requires. A target with userinfo
+//!   (`http://u:p@host/`, forbidden by RFC 9110 4.2.4) is refused with 400, so
+//!   that a request never names two hosts.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{Method, Version};
 
 /// `Via` value for forwarded requests.
@@ -32,6 +37,8 @@ pub(crate) enum BadRequest {
     HostValue,
     /// `CONNECT`: serin is a gateway, not a forward proxy.
     Connect,
+    /// An absolute-form target with userinfo (`http://u:p@host/`).
+    Userinfo,
 }
 
 impl BadRequest {
@@ -40,6 +47,9 @@ impl BadRequest {
             BadRequest::Host => "an HTTP/1.1 request needs exactly one Host header\n",
             BadRequest::HostValue => "the Host header must be host[:port]\n",
             BadRequest::Connect => "CONNECT is not supported by this gateway\n",
+            BadRequest::Userinfo => {
+                "the request target must not carry userinfo (user@host): RFC 9110 4.2.4\n"
+            }
         }
     }
 }
@@ -52,11 +62,15 @@ pub(crate) fn check_request(
     method: &Method,
     version: Version,
     headers: &HeaderMap,
-    has_authority: bool,
+    authority: Option<&Authority>,
 ) -> Result<(), BadRequest> {
     if method == Method::CONNECT {
         return Err(BadRequest::Connect);
     }
+    if authority.is_some_and(|a| a.as_str().contains('@')) {
+        return Err(BadRequest::Userinfo);
+    }
+    let has_authority = authority.is_some();
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err(BadRequest::Host),
@@ -107,7 +121,15 @@ fn hop_by_hop(name: &HeaderName) -> Option<usize> {
     }
 }
 
-/// Removes the hop-by-hop fields: the fixed set, and those `Connection` names.
+/// Fields `Connection` cannot make hop-by-hop: `Host` names the target and
+/// `Content-Length` frames the message; removing either would let a request
+/// mean something else upstream than it did here.
+fn end_to_end(name: &HeaderName) -> bool {
+    name == header::HOST || name == header::CONTENT_LENGTH
+}
+
+/// Removes the hop-by-hop fields: the fixed set, and those `Connection` names
+/// (except [`end_to_end`] ones).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds which are present: most messages carry
     // none (or only `Connection`), and each removal is a hash lookup.
@@ -129,7 +151,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .map(str::trim)
         .filter(|token| !token.eq_ignore_ascii_case("keep-alive"))
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .filter(|name| hop_by_hop(name).is_none() && headers.contains_key(name))
+        .filter(|name| {
+            hop_by_hop(name).is_none() && !end_to_end(name) && headers.contains_key(name)
+        })
         .collect();
     for name in present.into_iter().flatten() {
         headers.remove(name);
@@ -228,6 +252,16 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["host"]);
+        let mut named = map(&[
+            ("connection", "Host, content-length, x-gone"),
+            ("host", "a"),
+            ("content-length", "3"),
+            ("x-gone", "1"),
+        ]);
+        strip_hop_by_hop(&mut named);
+        let mut left: Vec<_> = named.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host"]);
         let mut none = map(&[("host", "a"), ("x-kept", "1")]);
         strip_hop_by_hop(&mut none);
         assert_eq!(none.len(), 2);
@@ -290,16 +324,25 @@ mod tests {
     #[test]
     fn host_rules() {
         let get = Method::GET;
+        let a: Authority = "a.example:8080".parse().unwrap();
+        for userinfo in ["u:p@evil.example", "u@a", "@a:80"] {
+            let with: Authority = userinfo.parse().unwrap();
+            assert_eq!(
+                check_request(&get, Version::HTTP_11, &map(&[("host", "a")]), Some(&with)),
+                Err(BadRequest::Userinfo),
+                "{userinfo}"
+            );
+        }
         assert_eq!(
-            check_request(&get, Version::HTTP_11, &map(&[]), false),
+            check_request(&get, Version::HTTP_11, &map(&[]), None),
             Err(BadRequest::Host)
         );
         assert_eq!(
-            check_request(&get, Version::HTTP_11, &map(&[]), true),
+            check_request(&get, Version::HTTP_11, &map(&[]), Some(&a)),
             Ok(())
         );
         assert_eq!(
-            check_request(&get, Version::HTTP_10, &map(&[]), false),
+            check_request(&get, Version::HTTP_10, &map(&[]), None),
             Ok(())
         );
         assert_eq!(
@@ -307,16 +350,16 @@ mod tests {
                 &get,
                 Version::HTTP_11,
                 &map(&[("host", "a"), ("host", "b")]),
-                false
+                None
             ),
             Err(BadRequest::Host)
         );
         assert_eq!(
-            check_request(&get, Version::HTTP_11, &map(&[("host", "a b")]), false),
+            check_request(&get, Version::HTTP_11, &map(&[("host", "a b")]), None),
             Err(BadRequest::HostValue)
         );
         assert_eq!(
-            check_request(&get, Version::HTTP_11, &map(&[("host", "u@a")]), false),
+            check_request(&get, Version::HTTP_11, &map(&[("host", "u@a")]), None),
             Err(BadRequest::HostValue)
         );
         assert_eq!(
@@ -324,7 +367,7 @@ mod tests {
                 &get,
                 Version::HTTP_11,
                 &map(&[("host", "a.example:8080")]),
-                false
+                None
             ),
             Ok(())
         );
@@ -333,7 +376,7 @@ mod tests {
                 &Method::CONNECT,
                 Version::HTTP_11,
                 &map(&[("host", "a:1")]),
-                false
+                None
             ),
             Err(BadRequest::Connect)
         );

@@ -13,13 +13,17 @@
 //! - `pool`: keep-alive connections to the upstreams, one pool per serving runtime.
 //! - `forwarding`: what a gateway changes in forwarded messages (hop-by-hop
 //!   fields, `X-Forwarded-*`, `Via`) and the request checks hyper leaves to us.
-//! - `body`: streaming bodies; the response body records the request when sent.
-//! - `failure`: upstream failures → 502/504, client aborts → neither version.
+//! - `body`: streaming bodies, each with an idle timeout; the response body
+//!   records the request when sent (or as a timeout of its version when the
+//!   client gives up before the response head).
+//! - `failure`: upstream failures → 502/504 against the version; a client's
+//!   broken or stalled upload → 400/408 against neither version.
 //! - `recorder`, `latency`: lock-free counters and HDR-shaped latency buckets.
 //! - `prometheus`: the text exposition with the SPEC's metric names.
 //! - `server`: accept loops and graceful shutdown ([`serve`], [`serve_admin`]).
 //! - `balance`: spreads client connections evenly over the serving runtimes.
-//! - `admin`: `GET /metrics`, `GET`/`PUT /weight`.
+//! - `admin`: `GET /metrics`, `GET`/`PUT /weight` (the latter behind a
+//!   bearer token when one is set).
 //!
 //! # Example
 //! ```no_run
@@ -57,7 +61,7 @@ pub use prometheus::{
 };
 pub use proxy::{Proxy, ProxyOptions};
 pub use recorder::{Recorder, RecorderSnapshot, StatusClass, VersionSnapshot};
-pub use server::{serve, serve_admin};
+pub use server::{serve, serve_admin, serve_admin_with_token};
 pub use split::{STICKY_BUCKETS, route, split, sticky, sticky_bucket};
 pub use table::{ConfigError, Match, Route, RoutingTable, StickyKey, Upstream};
 pub use weight::{Version, Weight, WeightError};

@@ -7,6 +7,15 @@
 //! sat idle hands the request back unsent, and the next one is tried, so a
 //! request is only failed for what happened to it.
 //!
+//! An upstream may close an idle connection (its keep-alive timeout, however
+//! short) just as a request goes out on it: the request was written and
+//! nothing came back. A request that may be sent twice (idempotent method, no
+//! body: RFC 9110 9.2.2) is then sent again, once, on a fresh connection,
+//! whatever the connection's idle age, as nginx does; only if that fails too
+//! does it count against the version. A request that may not be sent twice
+//! gets the 502: the proxy cannot tell this race from an upstream that
+//! crashed on it.
+//!
 //! Why not hyper-util's pooled client: it keys its pool by hashing the
 //! upstream's scheme and authority on every request, re-parses the request
 //! URI, and spawns a task per request to return the connection; the proxy
@@ -32,12 +41,6 @@ use crate::weight::Version;
 
 /// Idle connections kept per version at most; more are closed when given back.
 const MAX_IDLE: usize = 1024;
-
-/// A connection idle this long may be closed by the upstream (its keep-alive
-/// timeout) just as a request goes out on it: such a request, if it may be
-/// sent twice (idempotent, no body), is kept to be sent again on a fresh
-/// connection, as nginx does. Reused sooner, the copy is not worth making.
-const STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// Why a request could not be exchanged with its upstream.
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +112,8 @@ pub(crate) struct Pool {
 
 /// What to do next for one request: use an idle connection or open one.
 enum Pick {
-    /// An idle connection, and how long it has been idle.
-    Idle(SendRequest<ForwardBody>, u64, Duration),
+    /// An idle connection.
+    Idle(SendRequest<ForwardBody>, u64),
     Connect(Upstream, u64),
 }
 
@@ -146,7 +149,7 @@ impl Pool {
         if let Some(idle) = slot.idle.pop_back() {
             let idle_for = idle.since.elapsed();
             if idle_for < self.idle_timeout {
-                return Pick::Idle(idle.sender, generation, idle_for);
+                return Pick::Idle(idle.sender, generation);
             }
             slot.idle.clear();
         }
@@ -165,23 +168,22 @@ impl Pool {
         let mut fresh = false;
         loop {
             match self.pick(version, table, fresh) {
-                Pick::Idle(mut sender, generation, idle_for) => {
+                Pick::Idle(mut sender, generation) => {
                     // Waits only while the connection finishes reading its
                     // previous response; an error means it has closed.
                     if sender.ready().await.is_err() {
                         continue;
                     }
-                    let again = (idle_for >= STALE_AFTER)
-                        .then(|| replayable(&req))
-                        .flatten();
+                    let again = replayable(&req);
                     match sender.try_send_request(req).await {
                         Ok(resp) => return Ok((resp, lend(sender, version, generation))),
                         Err(mut err) => match (err.take_message(), again) {
                             // Never written: the connection closed under it.
                             (Some(unsent), _) => req = unsent,
-                            // Written, and the connection closed before any
-                            // answer: the upstream hung up as it went out.
-                            (None, Some(copy)) if err.error().is_incomplete_message() => {
+                            // Written, and the connection closed or broke
+                            // before any answer: the upstream hung up as it
+                            // went out.
+                            (None, Some(copy)) if hung_up(err.error()) => {
                                 tracing::debug!(
                                     "pooled upstream connection closed under a request; sending it again on a new one"
                                 );
@@ -228,6 +230,14 @@ impl Pool {
     pub(crate) fn expiry_interval(&self) -> Duration {
         (self.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30))
     }
+}
+
+/// Whether a pooled connection failed the way a connection the upstream
+/// closed as the request went out does: closed, reset, or ended before a
+/// response (not an answer that failed to parse, nor a request that failed
+/// on our side).
+fn hung_up(err: &hyper::Error) -> bool {
+    !err.is_parse() && !err.is_user() && !err.is_timeout()
 }
 
 /// A copy of `req` to send again, if sending it twice is harmless: an

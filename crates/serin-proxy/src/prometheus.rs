@@ -38,6 +38,10 @@ pub const LATENCY_BOUNDS: [(&str, u64); 18] = [
     ("60", 60_000_000),
 ];
 
+/// The `code` label of requests whose client gave up waiting for the
+/// version's response head ([`VersionSnapshot::timed_out`]).
+const TIMEOUT: &str = "timeout";
+
 /// One rollout's figures, as the page shows them.
 #[derive(Debug, Clone, Copy)]
 pub struct RolloutMetrics<'a> {
@@ -51,9 +55,12 @@ pub struct RolloutMetrics<'a> {
 
 /// Appends the metrics of every rollout in `rollouts` to `out`:
 ///
-/// - `serin_requests_total{rollout,version,code}` counter, `code` = `1xx`..`5xx`
+/// - `serin_requests_total{rollout,version,code}` counter, `code` = `1xx`..`5xx`,
+///   or `timeout`: the client gave up before the version sent its response
+///   head (an error of the version, like `5xx`; its latency is the time waited)
 /// - `serin_requests_cancelled_total{rollout,version}` counter: the client went
-///   away first; in no class and no latency
+///   away after the response head, or failed sending its body; in no class
+///   and no latency, against neither version
 /// - `serin_requests_in_flight{rollout,version}` gauge
 /// - `serin_request_duration_seconds{rollout,version}` histogram
 /// - `serin_canary_weight{rollout}` gauge, in percent
@@ -62,7 +69,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         out,
         "serin_requests_total",
         "counter",
-        "Requests answered, by version and status class.",
+        "Requests answered, by version and status class; code=\"timeout\": the client gave up waiting for the version's response head (an error).",
     );
     for r in rollouts {
         for v in Version::ALL {
@@ -77,6 +84,14 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
                     s.requests_of(class),
                 );
             }
+            line(
+                out,
+                "serin_requests_total",
+                r.rollout,
+                v,
+                &[("code", TIMEOUT)],
+                s.timed_out,
+            );
         }
     }
 
@@ -84,7 +99,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         out,
         "serin_requests_cancelled_total",
         "counter",
-        "Requests whose client went away before the response was sent; counted against neither version.",
+        "Requests whose client went away after the response head, or failed sending its body; counted against neither version.",
     );
     for_each_version(rollouts, |r, v, s| {
         line(
@@ -207,6 +222,8 @@ mod tests {
             StatusClass::ServerError,
             Duration::from_millis(7),
         );
+        a.shard(0)
+            .timed_out(Version::Stable, Duration::from_millis(2500));
         let b = Recorder::new();
         let (sa, sb) = (a.snapshot(), b.snapshot());
         let mut out = String::new();
@@ -232,6 +249,15 @@ mod tests {
         assert!(
             out.contains("serin_requests_total{rollout=\"a\",version=\"canary\",code=\"5xx\"} 1\n")
         );
+        assert!(out.contains(
+            "serin_requests_total{rollout=\"a\",version=\"stable\",code=\"timeout\"} 1\n"
+        ));
+        assert!(out.contains(
+            "serin_requests_total{rollout=\"a\",version=\"canary\",code=\"timeout\"} 0\n"
+        ));
+        assert!(out.contains(
+            "serin_request_duration_seconds_count{rollout=\"a\",version=\"stable\"} 1\n"
+        ));
         assert!(out.contains("serin_canary_weight{rollout=\"a\"} 5.25\n"));
         assert!(out.contains("serin_canary_weight{rollout=\"we\\\"ird\\\\\\n\"} 0\n"));
         assert!(out.contains(

@@ -6,6 +6,15 @@
 //! ([`crate::forwarding`]), forward with a timeout, rewrite the response head,
 //! and stream the response back through a body that records the request when it
 //! has been sent ([`crate::body`]).
+//!
+//! Three timeouts, each counted where the fault is:
+//! - `upstream_timeout`: the version's response head. It does not run while
+//!   the proxy waits for the client's request body: it counts from the last
+//!   moment the upstream had the turn (504, an error of the version).
+//! - `client_body_timeout`: each wait for the client's next body bytes (408,
+//!   against neither version).
+//! - `upstream_body_timeout`: each wait for the upstream's next response body
+//!   bytes (the response is cut; an error of the version).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,8 +40,15 @@ use crate::weight::Weight;
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
     /// How long to wait for an upstream's response headers (including the
-    /// connect) before answering 504. Default 30 s.
+    /// connect) before answering 504. Default 30 s. Time spent waiting for
+    /// the client's request body is not counted.
     pub upstream_timeout: Duration,
+    /// How long to wait for each next part of an upstream's response body
+    /// before cutting the response (counted against the version). Default 60 s.
+    pub upstream_body_timeout: Duration,
+    /// How long to wait for each next part of a client's request body before
+    /// answering 408 (counted against neither version). Default 60 s.
+    pub client_body_timeout: Duration,
     /// How long an idle pooled upstream connection is kept. Default 90 s.
     pub pool_idle_timeout: Duration,
     /// After shutdown is asked for, how long open requests may take to finish
@@ -44,6 +60,8 @@ impl Default for ProxyOptions {
     fn default() -> Self {
         ProxyOptions {
             upstream_timeout: Duration::from_secs(30),
+            upstream_body_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
             drain_timeout: Duration::from_secs(30),
         }
@@ -189,7 +207,7 @@ impl Worker {
             &head.method,
             head.version,
             &head.headers,
-            head.uri.authority().is_some(),
+            head.uri.authority(),
         ) {
             return refuse(bad.reason());
         }
@@ -211,10 +229,13 @@ impl Worker {
             }
             version
         };
-        let exchange = Exchange::begin(self.clone(), version, received);
+        let options = &proxy.options;
+        let (body, upload) = ForwardBody::client(body, options.client_body_timeout);
+        let exchange = Exchange::begin(self.clone(), version, received, upload.clone());
 
         // The upstream gets the origin form (`/path?query`); an absolute-form
-        // target's authority wins over `Host` (RFC 9112 3.2.2).
+        // target's authority (never with userinfo: check_request refused
+        // that) wins over `Host` (RFC 9112 3.2.2).
         let target = std::mem::take(&mut head.uri).into_parts();
         if let Some(authority) = target.authority
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
@@ -229,24 +250,45 @@ impl Worker {
         // An intermediary speaks its own version on each hop (RFC 9110 6.2).
         head.version = http::Version::HTTP_11;
 
-        let sent = self.pool.send(
-            version,
-            &proxy.table,
-            Request::from_parts(head, ForwardBody::Client(body)),
-        );
-        let failure = match tokio::time::timeout(proxy.options.upstream_timeout, sent).await {
-            Ok(Ok((resp, lent))) => {
+        let sent = self
+            .pool
+            .send(version, &proxy.table, Request::from_parts(head, body));
+        tokio::pin!(sent);
+        let mut deadline = tokio::time::Instant::now() + options.upstream_timeout;
+        let answer = loop {
+            match tokio::time::timeout_at(deadline, &mut sent).await {
+                Ok(answer) => break Some(answer),
+                // The head timeout runs only while the upstream has the turn:
+                // while the client is still sending, look again later.
+                Err(_elapsed) => match upload.as_deref() {
+                    Some(up) => {
+                        let next = up.head_deadline(options.upstream_timeout);
+                        if next <= Instant::now() {
+                            break None;
+                        }
+                        deadline = next.into();
+                    }
+                    None => break None,
+                },
+            }
+        };
+        let failure = match answer {
+            Some(Ok((resp, lent))) => {
                 let (mut head, body) = resp.into_parts();
                 forwarding::strip_hop_by_hop(&mut head.headers);
                 let class = StatusClass::of(head.status);
-                return Response::from_parts(
-                    head,
-                    ResponseBody::upstream(body, lent, exchange, class),
+                let body = ResponseBody::upstream(
+                    body,
+                    lent,
+                    exchange,
+                    class,
+                    options.upstream_body_timeout,
                 );
+                return Response::from_parts(head, body);
             }
-            Ok(Err(err)) => {
+            Some(Err(err)) => {
                 let failure = Failure::of(&err);
-                if failure != Failure::Client {
+                if !failure.is_client() {
                     let upstream = proxy.table.load().upstream(version).clone();
                     proxy
                         .warnings
@@ -254,22 +296,26 @@ impl Worker {
                 }
                 failure
             }
-            Err(_elapsed) => {
+            None => {
                 let upstream = proxy.table.load().upstream(version).clone();
-                let cause = format!(
-                    "no response headers within {:?}",
-                    proxy.options.upstream_timeout
-                );
+                let cause = format!("no response headers within {:?}", options.upstream_timeout);
                 proxy
                     .warnings
                     .warn(version, &upstream, Failure::Timeout, &cause);
                 Failure::Timeout
             }
         };
-        // A client that broke its own upload is not the version's fault:
-        // dropping the exchange unanswered counts it as cancelled.
-        let exchange = (failure != Failure::Client).then_some(exchange);
-        local(failure.status(), failure.body(), exchange)
+        if failure.is_client() {
+            // A client that broke or stalled its own upload is not the
+            // version's fault; what follows on its connection is not framed
+            // as it meant, so the connection is closed.
+            exchange.cancel();
+            let mut resp = local(failure.status(), failure.body(), None);
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        local(failure.status(), failure.body(), Some(exchange))
     }
 }
 

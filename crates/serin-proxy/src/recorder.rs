@@ -1,6 +1,16 @@
 //! Per-version request counters and latency histograms, written on the request
 //! path and read by `/metrics`, the controller and the judge.
 //!
+//! Every request routed to a version ends in exactly one of three ways:
+//! - **answered**: counted by status class, with its latency;
+//! - **timed out**: the client gave up while the version had not yet sent its
+//!   response head. The version kept it waiting, so it counts against the
+//!   version: an error, in [`VersionSnapshot::requests`] and
+//!   [`VersionSnapshot::errors`], with the time waited as its latency;
+//! - **cancelled**: the client went away or failed on its own side (after the
+//!   response head came, or while it was still sending its body); counted on
+//!   its own, against neither version.
+//!
 //! Writes are relaxed atomic adds: no lock, no allocation, and memory does not
 //! grow with traffic. A [`RecorderSnapshot`] is read field by field without a
 //! lock, so under load its figures may be a few requests apart from one another;
@@ -75,6 +85,7 @@ impl StatusClass {
 struct VersionStats {
     by_class: [AtomicU64; 5],
     in_flight: AtomicU64,
+    timed_out: AtomicU64,
     cancelled: AtomicU64,
     latency: LatencyBuckets,
 }
@@ -84,6 +95,7 @@ impl VersionStats {
         VersionStats {
             by_class: Default::default(),
             in_flight: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             latency: LatencyBuckets::new(),
         }
@@ -130,8 +142,17 @@ impl Shard {
         self.of(version).in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A started request of `version` was abandoned by its client: counted on
-    /// its own, against neither version's error rate.
+    /// The client of a request of `version` gave up after `waited` without
+    /// the version's response head: an error of the version.
+    pub(crate) fn timed_out(&self, version: Version, waited: Duration) {
+        let v = self.of(version);
+        v.latency.record(waited);
+        v.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A started request of `version` was abandoned by its client (after the
+    /// response head, or while sending its own body): counted on its own,
+    /// against neither version's error rate.
     pub(crate) fn cancelled(&self, version: Version) {
         self.of(version).cancelled.fetch_add(1, Ordering::Relaxed);
     }
@@ -194,6 +215,7 @@ impl Recorder {
             VersionSnapshot {
                 requests_by_class: by_class,
                 in_flight: sum(&|v| v.in_flight.load(Ordering::Relaxed)),
+                timed_out: sum(&|v| v.timed_out.load(Ordering::Relaxed)),
                 cancelled: sum(&|v| v.cancelled.load(Ordering::Relaxed)),
                 latency,
                 latency_sum,
@@ -233,11 +255,16 @@ pub struct VersionSnapshot {
     pub requests_by_class: [u64; 5],
     /// Requests started and not yet answered in full.
     pub in_flight: u64,
-    /// Requests whose client went away before the response was fully sent;
-    /// counted in no class and in no latency.
+    /// Requests whose client gave up before the version sent its response
+    /// head: errors of the version, in no status class; their latency is the
+    /// time waited.
+    pub timed_out: u64,
+    /// Requests whose client went away after the response head, or failed
+    /// while sending its own body; counted in no class, in no latency and
+    /// against neither version.
     pub cancelled: u64,
-    /// Latency of answered requests in microseconds, 1 µs to 60 s, two
-    /// significant digits.
+    /// Latency of answered and timed-out requests in microseconds, 1 µs to
+    /// 60 s, two significant digits.
     pub latency: Histogram<u64>,
     /// Exact sum of the latencies in `latency`.
     pub latency_sum: Duration,
@@ -249,14 +276,15 @@ impl VersionSnapshot {
         self.requests_by_class[class.index()]
     }
 
-    /// All answered requests.
+    /// All requests judged: answered ones and timed-out ones.
     pub fn requests(&self) -> u64 {
-        self.requests_by_class.iter().sum()
+        self.requests_by_class.iter().sum::<u64>() + self.timed_out
     }
 
-    /// Errors: answered with 5xx (the upstream's own, or the proxy's 502/504).
+    /// Errors: answered with 5xx (the upstream's own, or the proxy's
+    /// 502/504), or timed out while the client waited for the version.
     pub fn errors(&self) -> u64 {
-        self.requests_of(StatusClass::ServerError)
+        self.requests_of(StatusClass::ServerError) + self.timed_out
     }
 }
 
@@ -310,6 +338,9 @@ mod tests {
         a.started(Version::Stable);
         a.cancelled(Version::Stable);
         a.ended(Version::Stable);
+        b.started(Version::Canary);
+        b.timed_out(Version::Canary, Duration::from_secs(2));
+        b.ended(Version::Canary);
         let s = r.snapshot();
         assert_eq!(s.stable.requests(), 2);
         assert_eq!(s.stable.errors(), 0);
@@ -317,8 +348,12 @@ mod tests {
         assert_eq!(s.stable.in_flight, 0);
         assert_eq!(s.stable.latency.len(), 2);
         assert_eq!(s.stable.latency_sum, Duration::from_millis(3));
-        assert_eq!(s.canary.requests(), 1);
-        assert_eq!(s.canary.errors(), 1);
+        assert_eq!(s.canary.requests(), 2);
+        assert_eq!(s.canary.errors(), 2);
+        assert_eq!(s.canary.timed_out, 1);
+        assert_eq!(s.canary.cancelled, 0);
+        assert_eq!(s.canary.latency.len(), 2);
+        assert!(s.canary.latency.max() >= 1_990_000);
         assert_eq!(s.canary.in_flight, 1);
         assert_eq!(
             s.version(Version::Canary)

@@ -66,7 +66,19 @@ pub async fn serve_admin(
     rollout: String,
     shutdown: impl Future<Output = ()>,
 ) {
-    let admin = Arc::new(Admin::new(proxy, rollout));
+    serve_admin_with_token(listener, proxy, rollout, None, shutdown).await;
+}
+
+/// [`serve_admin`], where with `token` `PUT /weight` needs `Authorization:
+/// Bearer TOKEN` (401 without it). Reads stay open.
+pub async fn serve_admin_with_token(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    rollout: String,
+    token: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let admin = Arc::new(Admin::new(proxy, rollout, token));
     let incoming = Connections::Plain(listener);
     accept_loop(incoming, shutdown, Duration::from_secs(5), move |_peer| {
         let admin = admin.clone();

@@ -181,3 +181,40 @@ async fn http_1_0_clients_are_answered_and_closed() {
     // Host filled in from the upstream address, as the proxy's own hop needs one.
     assert_eq!(log.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_absolute_form_target_with_userinfo_is_refused() {
+    let (up, log) = logging_upstream().await;
+    let p = proxy_to(&up).await;
+    for target in [
+        "http://u:p@evil.example/",
+        "http://u@evil.example:81/x",
+        "http://@evil.example/",
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let (resp, closed) = raw(p.addr, req.as_bytes()).await;
+        assert_eq!(status(&resp), 400, "{target}: {resp}");
+        assert!(resp.contains("userinfo"), "{target}: {resp}");
+        assert!(closed, "{target}: connection left open");
+    }
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+    // Refused before routing: no version saw a request.
+    let snap = p.proxy.recorder().snapshot();
+    assert_eq!(snap.stable.requests() + snap.canary.requests(), 0);
+}
+
+#[tokio::test]
+async fn connection_cannot_remove_host() {
+    let (up, log) = logging_upstream().await;
+    let p = proxy_to(&up).await;
+    let (resp, _) = raw(
+        p.addr,
+        b"POST /x HTTP/1.1\r\nHost: shop.example\r\nConnection: Host, content-length, close\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(
+        log.lock().unwrap().clone(),
+        ["POST /x host=shop.example body=abc"]
+    );
+}

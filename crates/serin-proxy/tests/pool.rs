@@ -233,3 +233,23 @@ async fn a_get_the_upstream_hangs_up_on_is_sent_again_on_a_new_connection() {
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert_eq!(stable.accepted.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_get_the_upstream_hangs_up_on_at_once_is_sent_again_too() {
+    // As above, with no idle time at all: the upstream may close a
+    // keep-alive connection at any age.
+    let stable = Counting::start_with("stable", None, 1).await;
+    let canary = Counting::start("canary", None).await;
+    let proxy = start_proxy(table(&stable, &canary, 0.0), ProxyOptions::default()).await;
+    let c = client();
+    for n in 1..=5 {
+        let a = get(&c, &proxy.url("/")).await;
+        assert_eq!((a.status, a.text().as_str()), (StatusCode::OK, "stable"));
+        // The first on a new connection; each later one written on the
+        // previous connection, hung up on, and sent again on a new one.
+        assert_eq!(stable.accepted.load(Ordering::SeqCst), n);
+    }
+    let snap = proxy.proxy.recorder().snapshot();
+    assert_eq!(snap.stable.errors(), 0);
+    assert_eq!(snap.stable.requests(), 5);
+}

@@ -618,7 +618,7 @@ impl http_body::Body for Generated {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_leaves_is_counted_against_neither_version() {
+async fn a_client_that_leaves_before_the_head_counts_a_timeout_of_the_version() {
     let slow = upstream(|_req| async {
         tokio::time::sleep(Duration::from_millis(400)).await;
         Response::new(full("late"))
@@ -642,9 +642,11 @@ async fn a_client_that_leaves_is_counted_against_neither_version() {
         snap = p.proxy.recorder().snapshot();
     }
     assert_eq!(snap.stable.in_flight, 0);
-    assert_eq!(snap.stable.cancelled, 1);
-    assert_eq!(snap.stable.requests(), 0);
-    assert_eq!(snap.stable.errors(), 0);
+    // The client gave up while the version kept it waiting: its error.
+    assert_eq!(snap.stable.timed_out, 1);
+    assert_eq!(snap.stable.cancelled, 0);
+    assert_eq!(snap.stable.requests(), 1);
+    assert_eq!(snap.stable.errors(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -701,5 +703,6 @@ async fn the_drain_has_a_deadline() {
         .unwrap()
         .unwrap();
     assert!(r.is_err(), "the stuck request's connection was closed");
-    assert_eq!(p.proxy.recorder().snapshot().stable.cancelled, 1);
+    // The version kept it waiting past the drain: its error.
+    assert_eq!(p.proxy.recorder().snapshot().stable.timed_out, 1);
 }

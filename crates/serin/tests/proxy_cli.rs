@@ -566,3 +566,110 @@ fn serves_split_routes_weight_and_metrics() {
         assert_eq!(line.rsplit(' ').next().unwrap(), want, "{line}");
     }
 }
+
+/// Runs `serin proxy ARGS` (without any SERIN_TOKEN from the environment) to
+/// completion within 20 s: (exit code, stderr).
+fn run_without_env_token(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(BIN)
+        .arg("proxy")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("SERIN_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serin proxy {args:?} did not exit");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port free on all addresses now (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `PUT /weight` on `admin` with `{"weight":N}` and an optional bearer token:
+/// the response head.
+fn put_weight(admin: SocketAddr, weight: u32, token: Option<&str>) -> String {
+    let body = format!("{{\"weight\":{weight}}}");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let (head, _) = http(
+        admin,
+        &format!(
+            "PUT /weight HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    head
+}
+
+#[test]
+fn a_non_loopback_admin_address_needs_a_token() {
+    let ok = [
+        "--listen",
+        "127.0.0.1:0",
+        "--stable",
+        "http://127.0.0.1:9",
+        "--canary",
+        "http://127.0.0.1:9",
+    ];
+    for admin in ["0.0.0.0:0", "[::]:0"] {
+        let (code, err) = run_without_env_token(&[&ok[..], &["--admin", admin]].concat());
+        assert_eq!(code, 2, "--admin {admin}: {err}");
+        assert!(
+            err.contains("--admin") && err.contains("--token") && err.contains("non-loopback"),
+            "--admin {admin}: {err}"
+        );
+    }
+    for blank in ["", "   ", "\t", "two words"] {
+        let (code, err) =
+            run_without_env_token(&[&ok[..], &["--admin", "0.0.0.0:0", "--token", blank]].concat());
+        assert_eq!(code, 2, "--token {blank:?}: {err}");
+        assert!(
+            err.contains("--token: expected"),
+            "--token {blank:?}: {err}"
+        );
+    }
+
+    // With a token it starts, and the weight changes only with the token.
+    let port = free_port();
+    let admin_flag = format!("0.0.0.0:{port}");
+    let proxy = ProxyProcess::start(
+        &[&ok[2..], &["--admin", &admin_flag, "--token", "s3cret"]].concat(),
+        false,
+    );
+    let admin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(admin).is_err() {
+        assert!(Instant::now() < deadline, "the admin address never opened");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(put_weight(admin, 30, None).starts_with("HTTP/1.1 401"));
+    assert!(put_weight(admin, 30, Some("wrong!")).starts_with("HTTP/1.1 401"));
+    let (_, weight) = http(admin, "GET /weight HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(weight.trim(), r#"{"weight":0}"#);
+    assert!(put_weight(admin, 30, Some("s3cret")).starts_with("HTTP/1.1 200"));
+    let (_, weight) = http(admin, "GET /weight HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(weight.trim(), r#"{"weight":30}"#);
+    drop(proxy);
+}

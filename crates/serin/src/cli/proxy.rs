@@ -1,7 +1,10 @@
 //! `serin proxy`: the data plane alone, a traffic-splitting reverse proxy.
 //!
 //! Every flag is checked before any socket is bound; a bad one is exit 2 with
-//! a message naming the flag and what was expected. Then the proxy (and the
+//! a message naming the flag and what was expected. An `--admin` address off
+//! loopback needs `--token` (as `serin serve --listen` does): the admin
+//! address sets the canary weight, and without a token anyone who could
+//! reach it could. Then the proxy (and the
 //! admin server, with `--admin`) serve until SIGINT or SIGTERM, and drain open
 //! requests before exiting.
 
@@ -27,7 +30,15 @@ order given; the first match wins. NAME=VALUE sends matching requests to the can
 NAME=VALUE=stable or NAME=VALUE=canary says which version.
 
 The admin address serves GET /metrics (Prometheus text; every series carries \
-rollout=\"<--name>\"), GET /weight and PUT /weight with {\"weight\": 25}.")]
+rollout=\"<--name>\"), GET /weight and PUT /weight with {\"weight\": 25}. With --token, \
+PUT /weight needs `Authorization: Bearer TOKEN`; an --admin address that is not loopback \
+needs a token.
+
+Timeouts count where the fault is: --upstream-timeout (no response head: 504, an error \
+of the version; it does not run while the client is still sending its body), \
+--upstream-body-timeout (the response body stalls: the response is cut, an error of the \
+version), --client-body-timeout (the client's body stalls: 408, no version's error). A \
+client that gives up before the response head counts as a timeout of the version.")]
 pub struct Args {
     /// Address for client traffic, HOST:PORT (port 0 picks a free one; the
     /// chosen address is logged).
@@ -73,6 +84,26 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub upstream_timeout: String,
 
+    /// How long to wait for each next part of an upstream's response body
+    /// before cutting the response.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub upstream_body_timeout: String,
+
+    /// How long to wait for each next part of a client's request body before
+    /// answering 408.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub client_body_timeout: String,
+
+    /// Bearer token that PUT /weight on the admin address must carry;
+    /// required when --admin is not a loopback address.
+    #[arg(
+        long,
+        env = "SERIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
     /// The `rollout` label of the metrics.
     #[arg(long, value_name = "NAME", default_value = "proxy")]
     pub name: String,
@@ -85,6 +116,7 @@ struct Config {
     table: RoutingTable,
     options: ProxyOptions,
     name: String,
+    token: Option<String>,
 }
 
 /// Runs `serin proxy` until SIGINT or SIGTERM.
@@ -112,6 +144,15 @@ fn check(args: Args) -> anyhow::Result<Config> {
         .as_deref()
         .map(|a| address("--admin", a))
         .transpose()?;
+    let token = args.token.as_deref().map(token).transpose()?;
+    if let Some(admin) = admin
+        && !admin.ip().is_loopback()
+        && token.is_none()
+    {
+        return Err(invalid(format!(
+            "--admin {admin}: a non-loopback address needs a token (--token or SERIN_TOKEN), or anyone who can reach it could set the canary weight"
+        )));
+    }
     let weight: Weight = args
         .weight
         .parse()
@@ -143,16 +184,32 @@ fn check(args: Args) -> anyhow::Result<Config> {
     }
     table = table.with_sticky(sticky).with_routes(routes);
     let upstream_timeout = duration("--upstream-timeout", &args.upstream_timeout)?;
+    let upstream_body_timeout = duration("--upstream-body-timeout", &args.upstream_body_timeout)?;
+    let client_body_timeout = duration("--client-body-timeout", &args.client_body_timeout)?;
     Ok(Config {
         listen,
         admin,
         table,
         options: ProxyOptions {
             upstream_timeout,
+            upstream_body_timeout,
+            client_body_timeout,
             ..ProxyOptions::default()
         },
         name: args.name,
+        token,
     })
+}
+
+/// A bearer token: visible ASCII without spaces, as an `Authorization:
+/// Bearer TOKEN` header carries it unchanged.
+fn token(value: &str) -> anyhow::Result<String> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "--token: expected visible ASCII characters without spaces (it is sent as `Authorization: Bearer TOKEN`); got an empty, blank or spaced value".to_owned(),
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 fn address(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
@@ -287,11 +344,17 @@ async fn serve(config: Config) -> anyhow::Result<Exit> {
     let admin = match admin_listener {
         Some(l) => {
             let addr = l.local_addr().context("reading the --admin address")?;
-            tracing::info!(admin = %addr, rollout = %config.name, "admin listening (GET /metrics, GET/PUT /weight)");
-            Some(tokio::spawn(serin_proxy::serve_admin(
+            tracing::info!(
+                admin = %addr,
+                rollout = %config.name,
+                token = config.token.is_some(),
+                "admin listening (GET /metrics, GET/PUT /weight)"
+            );
+            Some(tokio::spawn(serin_proxy::serve_admin_with_token(
                 l,
                 proxy.clone(),
                 config.name.clone(),
+                config.token.clone(),
                 until_stopped(stopped.clone()),
             )))
         }
@@ -337,6 +400,15 @@ mod tests {
         for bad in ["", "0s", "-1s", "soon", "25h", "1.5", "1e400s"] {
             let err = duration("--t", bad).unwrap_err().to_string();
             assert!(err.starts_with("--t: expected"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn tokens() {
+        assert_eq!(token("s3cret-~").unwrap(), "s3cret-~");
+        for bad in ["", " ", "\t \n", "two words", " lead", "tail ", "é"] {
+            let err = token(bad).unwrap_err().to_string();
+            assert!(err.starts_with("--token: expected"), "{bad:?}: {err}");
         }
     }
 

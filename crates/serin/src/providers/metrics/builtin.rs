@@ -1,5 +1,10 @@
 //! The built-in proxy's recorder as a metric source: read in-process, no
 //! scrape lag, no window to misalign.
+//!
+//! Errors are the recorder's [`VersionSnapshot::errors`]: 5xx (the upstream's
+//! own and the proxy's 502/504) and timeouts (requests whose client gave up
+//! waiting for the version's response head). Requests cancelled by a client
+//! after the head came are in neither requests nor errors.
 
 use std::sync::Arc;
 
@@ -24,7 +29,8 @@ impl BuiltinSource {
     }
 }
 
-/// One version's recorder figures as totals with `bounds_ms` buckets.
+/// One version's recorder figures as totals with `bounds_ms` buckets; timed
+/// out requests count as requests and errors, with the time waited as latency.
 ///
 /// The recorder's counters and histogram are read one after the other while
 /// requests go on, so the histogram may already hold a request the counters
@@ -56,5 +62,32 @@ impl MetricSource for BuiltinSource {
             custom: Vec::new(),
         };
         Box::pin(async move { Ok(snapshot) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timed_out_requests_reach_the_judge_as_errors() {
+        let mut latency = serin_proxy::empty_histogram();
+        for micros in [2_000, 3_000, 2_500_000, 2_600_000] {
+            latency.record(micros).unwrap();
+        }
+        let v = VersionSnapshot {
+            requests_by_class: [0, 2, 0, 0, 0],
+            in_flight: 0,
+            timed_out: 2,
+            cancelled: 5,
+            latency,
+            latency_sum: std::time::Duration::from_millis(5_105),
+        };
+        let t = totals(&v, &default_bounds_ms());
+        assert_eq!((t.requests, t.errors), (4, 2));
+        // The two waits of 2.5 s and more are above the 1 s bound.
+        let at_1s = t.le_ms.iter().position(|&le| le == 1000.0).unwrap();
+        assert_eq!(t.counts[at_1s], 2);
+        assert_eq!(*t.counts.last().unwrap(), 4);
     }
 }
