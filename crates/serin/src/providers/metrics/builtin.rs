@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use serin_proxy::{Proxy, VersionSnapshot};
+use serin_proxy::{Proxy, StatusClass, VersionSnapshot};
 
 use super::{MetricSource, Snapshot, Totals, default_bounds_ms};
 use crate::controller::driver::BoxFuture;
@@ -17,6 +17,8 @@ use crate::controller::driver::BoxFuture;
 pub struct BuiltinSource {
     proxy: Arc<Proxy>,
     bounds_ms: Vec<f64>,
+    /// 4xx answers (stable, canary) in the snapshot last taken.
+    last_4xx: (u64, u64),
 }
 
 impl BuiltinSource {
@@ -25,6 +27,7 @@ impl BuiltinSource {
         BuiltinSource {
             proxy,
             bounds_ms: default_bounds_ms(),
+            last_4xx: (0, 0),
         }
     }
 }
@@ -61,7 +64,15 @@ impl MetricSource for BuiltinSource {
             canary: totals(&s.canary, &self.bounds_ms),
             custom: Vec::new(),
         };
+        self.last_4xx = (
+            s.stable.requests_of(StatusClass::ClientError),
+            s.canary.requests_of(StatusClass::ClientError),
+        );
         Box::pin(async move { Ok(snapshot) })
+    }
+
+    fn client_errors(&self) -> Option<(u64, u64)> {
+        Some(self.last_4xx)
     }
 }
 
