@@ -137,7 +137,11 @@ fn check_origin(headers: &HeaderMap, host: &str) -> Result<(), String> {
     let own = format!("http://{host}");
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("(not text)").trim();
-        if !origin.eq_ignore_ascii_case(&own) {
+        // https: the dashboard behind a TLS proxy that keeps the Host.
+        let same = [own.as_str(), &format!("https://{host}")]
+            .iter()
+            .any(|o| origin.eq_ignore_ascii_case(o));
+        if !same {
             return Err(format!(
                 "cross-origin request refused: Origin `{origin}` is not this daemon ({own}); \
                  a web page cannot steer serin — use the command line or the dashboard"
@@ -289,6 +293,13 @@ mod tests {
             post(&[("host", "127.0.0.1:9900"), ("content-length", "0")]),
             Ok(())
         );
+        assert_eq!(
+            post(&[
+                ("host", "localhost:9900"),
+                ("origin", "https://localhost:9900"),
+            ]),
+            Ok(())
+        );
         for refused in [
             &[
                 ("host", "127.0.0.1:9900"),
@@ -296,6 +307,10 @@ mod tests {
                 ("content-type", "application/json"),
             ][..],
             &[("host", "127.0.0.1:9900"), ("origin", "null")][..],
+            &[
+                ("host", "127.0.0.1:9900"),
+                ("origin", "https://127.0.0.1:9901"),
+            ][..],
             &[("host", "127.0.0.1:9900"), ("sec-fetch-site", "same-site")][..],
             &[
                 ("host", "127.0.0.1:9900"),

@@ -1,8 +1,10 @@
 //! The daemon's HTTP API (axum): the SPEC's `/api/v1` routes, `/metrics`,
 //! `/healthz` and the dashboard at `/`.
 //!
-//! Reads are open; every mutation needs `Authorization: Bearer TOKEN` when
-//! the daemon has a token. Errors are JSON `{"error": "..."}` with a status
+//! Every request passes [`Guard`] first (its Host names this daemon; a
+//! mutation does not come from another site's page). Reads are then open;
+//! every mutation needs `Authorization: Bearer TOKEN` when the daemon has a
+//! token. Errors are JSON `{"error": "..."}` with a status
 //! that says whose fault it is: 400 bad input, 401 no or wrong token, 404 no
 //! such rollout, 403 refused (a request from a web page, see [`super::guard`],
 //! or a rollout file naming commands the operator did not allow), 409 the
