@@ -141,3 +141,46 @@ fn one_shot_commands_exit_quietly_when_their_output_is_closed() {
         assert!(err.is_empty(), "serin {args:?} is quiet: {err}");
     }
 }
+
+/// `serin serve` whose stderr reader went away keeps serving: its log lines
+/// are dropped, rollouts are registered and their proxies listen.
+#[test]
+fn serin_serve_keeps_serving_when_its_log_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let api: SocketAddr = local(free_port());
+    let mut child = serin()
+        .args([
+            "serve",
+            "--listen",
+            &api.to_string(),
+            "--state-dir",
+            &dir.path().join("state").display().to_string(),
+        ])
+        .env("RUST_LOG", "debug")
+        .env_remove("SERIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let _guard = Proc { child };
+    wait_for_port(api);
+    for name in ["one", "two"] {
+        let proxy = local(free_port());
+        let file = write(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &Rollout::new(name, proxy, local(free_port()), local(free_port())).yaml(),
+        );
+        let o = serin()
+            .args(["init", &file.display().to_string()])
+            .env("SERIN_API", format!("http://{api}"))
+            .env_remove("SERIN_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        wait_for_port(proxy);
+    }
+}

@@ -45,9 +45,11 @@ pub struct Args {
     /// over the API never runs a program the operator did not name here.
     #[arg(long = "allow-command", value_name = "COMMAND")]
     pub allow_command: Vec<String>,
-    /// Another name the API answers to (e.g. a Kubernetes Service's DNS
-    /// name); by default only its own address, loopback addresses and
-    /// `localhost`, so that no web page can reach it through DNS rebinding.
+    /// Another name (or address) the API answers to, as clients write it in
+    /// the URL without the port (e.g. a Kubernetes Service's DNS name, or
+    /// its cluster IP). Repeatable; by default only the daemon's own
+    /// address, loopback addresses and `localhost`, so that no web page can
+    /// reach it through DNS rebinding.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_host: Vec<String>,
 }
