@@ -11,7 +11,15 @@
 //!   rollout is in progress.
 //! - `cleanup`: weight 0, driver and proxy stopped, the rollout forgotten.
 //! - On start, every stored rollout gets its proxy back at its persisted
-//!   weight, and every rollout in progress its driver.
+//!   weight, and every rollout in progress its driver. A rollout that cannot
+//!   be started (a row that does not read, a file no longer valid, a command
+//!   not allowed, an address in use) is reported in its status as not
+//!   running; the others start.
+//!
+//! # Commands
+//! A rollout file sent over the API never makes the daemon run a program the
+//! operator did not name: the nginx provider's test and reload commands must
+//! each be given to `serin serve --allow-command` exactly ([`Commands`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,6 +44,9 @@ pub enum DaemonError {
     /// No such rollout (404).
     #[error("{0}")]
     NotFound(String),
+    /// Not allowed by the operator's configuration (403).
+    #[error("{0}")]
+    Refused(String),
     /// The command does not fit the rollout's phase (409).
     #[error("{0}")]
     Conflict(String),
@@ -69,6 +80,64 @@ impl From<DriverError> for DaemonError {
 /// Turns a rollout file's text into a [`Setup`]; `origin` names it in errors.
 pub type Parser = Arc<dyn Fn(&str, &str) -> Result<Setup, String> + Send + Sync>;
 
+/// The programs the operator allowed rollout files to run (`serin serve
+/// --allow-command`), each as its words.
+#[derive(Debug, Clone, Default)]
+pub struct Commands(Vec<Vec<String>>);
+
+impl Commands {
+    /// From `--allow-command` values, split on white space as rollout files'
+    /// commands are.
+    pub fn new(allowed: &[String]) -> Commands {
+        Commands(
+            allowed
+                .iter()
+                .map(|c| crate::providers::traffic::nginx::argv(c))
+                .filter(|argv| !argv.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether every command `setup` would run was allowed, word for word;
+    /// if not, which are missing and how to allow them.
+    pub fn check(&self, setup: &Setup) -> Result<(), String> {
+        let mut missing = Vec::new();
+        if let crate::runtime::PlaneKind::Nginx(n) = &setup.plane {
+            for (field, argv) in [
+                ("traffic.nginx.test", &n.test),
+                ("traffic.nginx.reload", &n.reload),
+            ] {
+                if !self.0.contains(argv) {
+                    missing.push((field, argv.join(" ")));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<String> = missing
+            .iter()
+            .map(|(field, command)| format!("{field} runs `{command}`"))
+            .collect();
+        let flags: Vec<String> = missing
+            .iter()
+            .map(|(_, command)| format!("--allow-command {}", shell_quote(command)))
+            .collect();
+        Err(format!(
+            "rollout {}: {}, which this daemon was not allowed to run; the daemon runs only commands \
+             from its own configuration: start serin serve with {} (or run the file locally with serin run)",
+            setup.name,
+            fields.join(" and "),
+            flags.join(" ")
+        ))
+    }
+}
+
+/// `'text'` for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 struct Entry {
     setup: Setup,
     plane: DataPlane,
@@ -79,37 +148,55 @@ struct Entry {
 pub struct Daemon {
     store: Store,
     token: Option<String>,
+    commands: Commands,
     parse: Parser,
     rollouts: Mutex<BTreeMap<String, Entry>>,
+    /// Stored rollouts this daemon did not start, with why.
+    not_running: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl Daemon {
-    /// Opens the daemon over `store`, bringing back every stored rollout.
+    /// Opens the daemon over `store`, bringing back every stored rollout
+    /// that can be: one that cannot is reported, the others start.
     pub async fn start(
         store: Store,
         token: Option<String>,
+        commands: Commands,
         parse: Parser,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let daemon = Arc::new(Daemon {
             store,
             token,
+            commands,
             parse,
             rollouts: Mutex::new(BTreeMap::new()),
+            not_running: std::sync::Mutex::new(BTreeMap::new()),
         });
-        let records = daemon.store.list()?;
+        let rows = daemon.store.list_each()?;
         let mut map = daemon.rollouts.lock().await;
-        for record in records {
-            let setup = match daemon.setup_for(&record) {
-                Ok(s) => s,
+        for (name, row) in rows {
+            let record = match row {
+                Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(rollout = %record.name, "stored rollout file no longer valid, not started: {e}");
+                    daemon.not_start(&name, format!("its row cannot be read: {e}"));
                     continue;
                 }
             };
+            let setup = match daemon.setup_for(&record) {
+                Ok(s) => s,
+                Err(e) => {
+                    daemon.not_start(&name, format!("its stored file is no longer valid: {e}"));
+                    continue;
+                }
+            };
+            if let Err(e) = daemon.commands.check(&setup) {
+                daemon.not_start(&name, e);
+                continue;
+            }
             let plane = match DataPlane::start(&setup, record.state.weight).await {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::error!(rollout = %record.name, "{e}");
+                    daemon.not_start(&name, e.to_string());
                     continue;
                 }
             };
@@ -131,6 +218,33 @@ impl Daemon {
         }
         drop(map);
         Ok(daemon)
+    }
+
+    /// Records (and logs) that a stored rollout was not started.
+    fn not_start(&self, name: &str, why: String) {
+        tracing::error!(rollout = %name, "not started: {why}");
+        self.not_running_map().insert(name.to_string(), why);
+    }
+
+    fn not_running_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.not_running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why a stored rollout is not running here, if it is not.
+    fn why_not_running(&self, name: &str) -> Option<String> {
+        self.not_running_map().get(name).cloned()
+    }
+
+    /// The error for a command to a rollout this daemon does not run.
+    fn absent(&self, name: &str) -> DaemonError {
+        match self.why_not_running(name) {
+            Some(why) => DaemonError::Conflict(format!(
+                "rollout {name} is not running in this daemon: {why}"
+            )),
+            None => DaemonError::NotFound(format!(
+                "no rollout named {name}; `serin init FILE` registers one"
+            )),
+        }
     }
 
     /// The token mutations need, if any.
@@ -163,6 +277,7 @@ impl Daemon {
     /// Registers (or updates) a rollout from its file: all traffic on stable.
     pub async fn register(&self, text: &str) -> Result<RolloutStatus, DaemonError> {
         let setup = (self.parse)(text, "request body").map_err(DaemonError::Invalid)?;
+        self.commands.check(&setup).map_err(DaemonError::Refused)?;
         let mut map = self.rollouts.lock().await;
         if let Some(entry) = map.get(&setup.name)
             && entry.driver.as_ref().is_some_and(|d| !d.is_finished())
@@ -192,6 +307,7 @@ impl Daemon {
                 return Err(e.into());
             }
         };
+        self.not_running_map().remove(&setup.name);
         let status = self.status_of(&record, Some(&plane));
         map.insert(
             setup.name.clone(),
@@ -216,11 +332,10 @@ impl Daemon {
             ));
         }
         let mut map = self.rollouts.lock().await;
-        let entry = map.get_mut(name).ok_or_else(|| {
-            DaemonError::NotFound(format!(
-                "no rollout named {name}; `serin init FILE` registers one"
-            ))
-        })?;
+        let entry = map.get_mut(name).ok_or_else(|| self.absent(name))?;
+        self.commands
+            .check(&entry.setup)
+            .map_err(DaemonError::Refused)?;
         if entry.driver.as_ref().is_some_and(|d| !d.is_finished()) {
             return Err(DaemonError::Conflict(format!(
                 "rollout {name} is already in progress; promote, roll back or wait"
@@ -251,7 +366,9 @@ impl Daemon {
         record.generation = self.store.save(&record, &[], now)?;
         // The table follows the record: stable may be a former canary, the
         // canary may have a new upstream.
-        entry.setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
+        let setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
+        self.commands.check(&setup).map_err(DaemonError::Refused)?;
+        entry.setup = setup;
         entry.plane.update(&entry.setup).await;
         entry.driver = Some(RunningDriver::spawn(
             &entry.setup,
@@ -266,9 +383,7 @@ impl Daemon {
     pub async fn command(&self, name: &str, input: Input) -> Result<RolloutStatus, DaemonError> {
         let handle = {
             let map = self.rollouts.lock().await;
-            let entry = map
-                .get(name)
-                .ok_or_else(|| DaemonError::NotFound(format!("no rollout named {name}")))?;
+            let entry = map.get(name).ok_or_else(|| self.absent(name))?;
             match &entry.driver {
                 Some(d) if !d.is_finished() => d.handle.clone(),
                 _ => {
@@ -307,23 +422,33 @@ impl Daemon {
             entry.plane.stop().await;
         }
         self.store.remove(name)?;
+        self.not_running_map().remove(name);
         Ok(())
     }
 
-    /// One rollout's status.
+    /// One rollout's status (a row that cannot be read is reported as
+    /// `Unreadable`).
     pub async fn status(&self, name: &str) -> Result<RolloutStatus, DaemonError> {
-        let record = self.store.get(name)?;
+        let record = match self.store.get(name) {
+            Ok(r) => r,
+            Err(e @ StoreError::Corrupt { .. }) => return Ok(unreadable(name, &e)),
+            Err(e) => return Err(e.into()),
+        };
         let map = self.rollouts.lock().await;
         Ok(self.status_of(&record, map.get(name).map(|e| &e.plane)))
     }
 
-    /// Every rollout's status, by name.
+    /// Every rollout's status, by name; one whose row cannot be read is
+    /// listed as `Unreadable` beside the others.
     pub async fn list(&self) -> Result<Vec<RolloutStatus>, DaemonError> {
-        let records = self.store.list()?;
+        let rows = self.store.list_each()?;
         let map = self.rollouts.lock().await;
-        Ok(records
+        Ok(rows
             .iter()
-            .map(|r| self.status_of(r, map.get(&r.name).map(|e| &e.plane)))
+            .map(|(name, row)| match row {
+                Ok(r) => self.status_of(r, map.get(name).map(|e| &e.plane)),
+                Err(e) => unreadable(name, e),
+            })
             .collect())
     }
 
@@ -356,7 +481,13 @@ impl Daemon {
             .collect();
         let mut out = String::new();
         serin_proxy::encode_metrics(&figures, &mut out);
-        let records = self.store.list().unwrap_or_default();
+        let records: Vec<RolloutRecord> = self
+            .store
+            .list_each()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, row)| row.ok())
+            .collect();
         out.push_str("# HELP serin_rollout_phase The rollout's phase (1 for the current one).\n# TYPE serin_rollout_phase gauge\n");
         for r in &records {
             for p in Phase::ALL {
@@ -385,14 +516,18 @@ impl Daemon {
     }
 
     fn status_of(&self, record: &RolloutRecord, plane: Option<&DataPlane>) -> RolloutStatus {
-        status_of(
+        let mut status = status_of(
             record,
             plane
                 .and_then(|p| p.proxy.as_ref())
                 .map(|p| p.recorder().snapshot())
                 .as_ref(),
             self.steps_of(record),
-        )
+        );
+        if let Some(why) = self.why_not_running(&record.name) {
+            status.reason = format!("not running in this daemon: {why}");
+        }
+        status
     }
 
     fn steps_of(&self, record: &RolloutRecord) -> usize {
@@ -409,6 +544,26 @@ impl Daemon {
             }
             entry.plane.stop().await;
         }
+    }
+}
+
+/// The status of a rollout whose row cannot be read: nothing of it runs here.
+fn unreadable(name: &str, error: &StoreError) -> RolloutStatus {
+    RolloutStatus {
+        name: name.to_string(),
+        phase: "Unreadable".into(),
+        step: 0,
+        steps: 0,
+        weight: 0.0,
+        reason: format!(
+            "not running in this daemon (no proxy, no driver): {error}; \
+             fix the row, or `serin cleanup {name}` to forget it"
+        ),
+        paused_by: None,
+        stable: wire::VersionRef { version: None },
+        canary: wire::VersionRef { version: None },
+        last_verdict: None,
+        metrics: None,
     }
 }
 

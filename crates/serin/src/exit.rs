@@ -43,7 +43,7 @@ pub fn report(result: anyhow::Result<Exit>) -> ExitCode {
             } else {
                 Exit::Runtime
             };
-            eprintln!("serin: {err:#}");
+            crate::errln!("serin: {err:#}");
             code.into()
         }
     }

@@ -14,7 +14,8 @@
 //! - [`daemon`]: the registry of rollouts behind `serin serve`; [`runtime`]: a rollout's
 //!   proxy and driver, started from its file (shared by `serve` and `run`).
 //! - [`report`]: the rollout report as JSON and as self-contained HTML with SVG charts.
-//! - [`store`]: durable state in SQLite (rollouts, decisions, samples).
+//! - [`store`]: durable state in SQLite (rollouts, decisions, samples);
+//!   [`statedir`]: the lock that makes one process the owner of a state directory.
 //! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
 //! - [`exit`]: the SPEC's exit codes and the error that maps to "invalid input".
 //!
@@ -33,4 +34,5 @@ pub mod providers;
 pub mod report;
 pub mod runtime;
 pub mod spec;
+pub mod statedir;
 pub mod store;

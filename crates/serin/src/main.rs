@@ -67,6 +67,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     // Commands that print their own events to a person keep the log to
     // warnings unless RUST_LOG asks for more.
@@ -99,6 +100,25 @@ fn main() -> ExitCode {
         Command::Load(args) => demo::load::run(args, cli.output),
     };
     exit::report(result)
+}
+
+/// A `print!` on a closed pipe that did not go through `cli::output` (whose
+/// writers never panic) ends the process quietly, exit 0, as the commands
+/// that do go through it end, instead of with a panic and a backtrace.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if cli::output::is_closed_pipe_panic(message) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays

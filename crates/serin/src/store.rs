@@ -97,6 +97,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process owns the state directory.
+    #[error(transparent)]
+    Owned(#[from] crate::statedir::LockError),
     /// The database was written by a newer serin.
     #[error("state database {path} has schema version {found}; this serin knows up to {known}")]
     TooNew {
@@ -113,6 +116,16 @@ pub enum StoreError {
     /// No such rollout.
     #[error("no rollout named {0}")]
     NotFound(String),
+    /// The database file exists but is empty: not a database serin wrote
+    /// (SQLite would silently start a new one over it).
+    #[error(
+        "state database {path} is an empty file (0 bytes), not a serin database; \
+         it may have been truncated: restore it from a backup, or move it away to start with no rollouts"
+    )]
+    Empty {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A stored value does not parse (the file was edited by hand?).
     #[error("state database: rollout {rollout}: bad {field} `{value}`")]
     Corrupt {
@@ -124,6 +137,10 @@ pub enum StoreError {
         value: String,
     },
 }
+
+/// A row of [`Store::list_each`]: the rollout's name, and its record or why
+/// it cannot be read.
+pub type Row = (String, Result<RolloutRecord, StoreError>);
 
 /// A rollout as stored: its file, versions, state and last verdict.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,16 +227,29 @@ impl VersionSample {
 pub struct Store {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// Held while any clone lives, when opened by [`Store::open_owned`].
+    _owner: Option<Arc<crate::statedir::StateLock>>,
 }
 
 impl Store {
+    /// Opens `DIR/serin.db` as its one owner (`serve`, `run`, `demo`): takes
+    /// the state directory's lock first (see [`crate::statedir`]) and keeps
+    /// it while the store (any clone) lives.
+    pub fn open_owned(dir: &Path) -> Result<Store, StoreError> {
+        create_dir(dir)?;
+        let lock = crate::statedir::lock(dir)?;
+        let mut store = Store::open(dir)?;
+        store._owner = Some(Arc::new(lock));
+        Ok(store)
+    }
+
     /// Opens (creating if needed) `DIR/serin.db` and migrates it.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        create_dir(dir)?;
         let path = dir.join("serin.db");
+        if is_empty_file(&path) {
+            return Err(StoreError::Empty { path });
+        }
         let sql = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
@@ -252,6 +282,7 @@ impl Store {
         Ok(Store {
             path,
             conn: Arc::new(Mutex::new(conn)),
+            _owner: None,
         })
     }
 
@@ -407,7 +438,36 @@ impl Store {
             .parse()
     }
 
-    /// Every rollout, by name.
+    /// Every rollout by name, each row read on its own: a row that does not
+    /// parse (an unknown phase, a hand-edited value) is an error beside its
+    /// name and hides none of the others.
+    pub fn list_each(&self) -> Result<Vec<Row>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!("{SELECT_ROLLOUT} ORDER BY name"))
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let name = match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                Ok((name, RawRollout::from_row(r)))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, raw)| {
+                let record = raw.map_err(|e| self.sql(e)).and_then(RawRollout::parse);
+                (name, record)
+            })
+            .collect())
+    }
+
+    /// Every rollout, by name; fails if any row does not parse (see
+    /// [`Store::list_each`]).
     pub fn list(&self) -> Result<Vec<RolloutRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
@@ -683,6 +743,23 @@ impl RawRollout {
     }
 }
 
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// A database file of 0 bytes with no write-ahead log holding its pages.
+/// (A database in WAL mode may have an empty main file and everything in
+/// `serin.db-wal` until its first checkpoint; that one is not empty.)
+fn is_empty_file(path: &Path) -> bool {
+    let len = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    len(path) == Some(0) && len(Path::new(&wal)).unwrap_or(0) == 0
+}
+
 fn weight_from(v: i64) -> Option<Weight> {
     u16::try_from(v)
         .ok()
@@ -845,6 +922,66 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn a_row_that_does_not_parse_hides_none_of_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.register(&record("a"), Millis(1)).unwrap();
+        store.register(&record("b"), Millis(1)).unwrap();
+        store
+            .lock()
+            .execute(
+                "UPDATE rollouts SET phase = 'Exploding' WHERE name = 'a'",
+                [],
+            )
+            .unwrap();
+        assert!(store.list().is_err(), "the strict list fails");
+        let rows = store.list_each().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, "a");
+        let e = rows[0].1.as_ref().expect_err("a is corrupt").to_string();
+        assert!(e.contains("phase") && e.contains("Exploding"), "{e}");
+        assert_eq!(rows[1].1.as_ref().expect("b reads").name, "b");
+    }
+
+    #[test]
+    fn an_empty_database_file_is_refused_and_a_missing_one_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("serin.db"), b"").unwrap();
+        let e = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(e, StoreError::Empty { .. }), "{e}");
+        assert!(e.to_string().contains("0 bytes"), "{e}");
+        assert_eq!(
+            std::fs::metadata(dir.path().join("serin.db"))
+                .unwrap()
+                .len(),
+            0,
+            "left as it was"
+        );
+        // A fresh directory, and a database just created and not yet
+        // checkpointed (its pages in the WAL), open fine.
+        let fresh = tempfile::tempdir().unwrap();
+        let store = Store::open(fresh.path()).unwrap();
+        store.register(&record("a"), Millis(1)).unwrap();
+        std::mem::forget(store);
+        let again = Store::open(fresh.path()).unwrap();
+        assert_eq!(again.get("a").unwrap().name, "a");
+    }
+
+    #[test]
+    fn an_owned_store_keeps_the_state_dir_until_its_last_clone_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_owned(dir.path()).unwrap();
+        let clone = store.clone();
+        drop(store);
+        let e = Store::open_owned(dir.path()).err().expect("still owned");
+        assert!(e.to_string().contains("is in use by pid"), "{e}");
+        // Readers do not need the lock.
+        Store::open(dir.path()).unwrap();
+        drop(clone);
+        Store::open_owned(dir.path()).unwrap();
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! The daemon's HTTP API (axum): the SPEC's `/api/v1` routes, `/metrics`,
 //! `/healthz` and the dashboard at `/`.
 //!
-//! Reads are open; every mutation needs `Authorization: Bearer TOKEN` when
-//! the daemon has a token. Errors are JSON `{"error": "..."}` with a status
+//! Every request passes [`Guard`] first (its Host names this daemon; a
+//! mutation does not come from another site's page). Reads are then open;
+//! every mutation needs `Authorization: Bearer TOKEN` when the daemon has a
+//! token. Errors are JSON `{"error": "..."}` with a status
 //! that says whose fault it is: 400 bad input, 401 no or wrong token, 404 no
-//! such rollout, 409 the command does not fit the rollout's phase, 500 ours.
+//! such rollout, 403 refused (a request from a web page, see [`super::guard`],
+//! or a rollout file naming commands the operator did not allow), 409 the
+//! command does not fit the rollout's phase, 500 ours.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 
+use super::guard::Guard;
 use super::wire::{DeployRequest, ErrorBody, PromoteRequest, WeightRequest};
 use crate::controller::machine::Input;
 use crate::daemon::{Daemon, DaemonError};
@@ -25,8 +32,40 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// The whole API as an axum router.
-pub fn router(daemon: Arc<Daemon>) -> Router {
+/// The address a connection came in on (`serin serve` listening on
+/// `0.0.0.0` is reached at one of the machine's addresses).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub Option<std::net::SocketAddr>);
+
+impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for LocalAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        LocalAddr(stream.io().local_addr().ok())
+    }
+}
+
+/// Refuses what [`Guard`] refuses (403) before any handler runs.
+async fn guarded(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let local = request
+        .extensions()
+        .get::<ConnectInfo<LocalAddr>>()
+        .and_then(|c| c.0.0);
+    match guard.check(
+        request.method(),
+        request.uri().path(),
+        request.headers(),
+        local,
+    ) {
+        Ok(()) => next.run(request).await,
+        Err(why) => {
+            tracing::warn!(method = %request.method(), path = %request.uri().path(), "{why}");
+            ApiError(StatusCode::FORBIDDEN, why).into_response()
+        }
+    }
+}
+
+/// The whole API as an axum router; `guard` says which requests it answers.
+/// Serve it with `into_make_service_with_connect_info::<LocalAddr>()`.
+pub fn router(daemon: Arc<Daemon>, guard: Guard) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -48,6 +87,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard),
+            guarded,
+        ))
         .with_state(daemon)
 }
 
@@ -65,6 +108,7 @@ impl From<DaemonError> for ApiError {
         let status = match &e {
             DaemonError::Invalid(_) => StatusCode::BAD_REQUEST,
             DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
+            DaemonError::Refused(_) => StatusCode::FORBIDDEN,
             DaemonError::Conflict(_) => StatusCode::CONFLICT,
             DaemonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

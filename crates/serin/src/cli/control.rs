@@ -88,9 +88,9 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyh
 
 fn done(status: &RolloutStatus, output: OutputFormat, what: &str) -> anyhow::Result<Exit> {
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(status)?),
+        OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(status)?),
         OutputFormat::Text => {
-            println!("{what}");
+            crate::outln!("{what}");
             print_status(status);
         }
     }
@@ -208,8 +208,8 @@ pub fn cleanup(args: NameArgs, output: OutputFormat) -> anyhow::Result<Exit> {
         let client = ApiClient::new(&args.api)?;
         client.delete(&rollout_path(&args.name, "")?).await?;
         match output {
-            OutputFormat::Json => println!("{}", json!({"name": args.name, "removed": true})),
-            OutputFormat::Text => println!(
+            OutputFormat::Json => crate::outln!("{}", json!({"name": args.name, "removed": true})),
+            OutputFormat::Text => crate::outln!(
                 "{}: canary weight 0, proxy stopped, rollout removed",
                 args.name
             ),

@@ -65,19 +65,19 @@ pub fn status(args: StatusArgs, output: OutputFormat) -> anyhow::Result<Exit> {
             Some(name) => {
                 let s: RolloutStatus = client.get(&rollout_path(name, "")?).await?;
                 match output {
-                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+                    OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&s)?),
                     OutputFormat::Text => print_status(&s),
                 }
             }
             None => {
                 let all: Vec<RolloutStatus> = client.get("/api/v1/rollouts").await?;
                 match output {
-                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
-                    OutputFormat::Text if all.is_empty() => println!("no rollouts registered"),
+                    OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&all)?),
+                    OutputFormat::Text if all.is_empty() => crate::outln!("no rollouts registered"),
                     OutputFormat::Text => {
                         for (i, s) in all.iter().enumerate() {
                             if i > 0 {
-                                println!();
+                                crate::outln!();
                             }
                             print_status(s);
                         }
@@ -96,26 +96,34 @@ pub fn print_status(s: &RolloutStatus) {
     } else {
         format!("  step {}/{}", (s.step + 1).min(s.steps), s.steps)
     };
-    println!(
+    crate::outln!(
         "{}  {}{step}  canary weight {} %",
-        s.name, s.phase, s.weight
+        s.name,
+        s.phase,
+        s.weight
     );
-    println!(
+    crate::outln!(
         "  stable {}   canary {}",
         s.stable.version.as_deref().unwrap_or("-"),
         s.canary.version.as_deref().unwrap_or("none")
     );
-    println!("  {}", s.reason);
+    crate::outln!("  {}", s.reason);
     if let Some(v) = &s.last_verdict {
-        println!("  last verdict: {} at {}: {}", v.verdict, v.at, v.reason);
+        crate::outln!("  last verdict: {} at {}: {}", v.verdict, v.at, v.reason);
     }
     if let Some(m) = &s.metrics {
-        println!(
+        crate::outln!(
             "  {:<8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9}",
-            "", "requests", "errors", "error rate", "p50", "p95", "p99"
+            "",
+            "requests",
+            "errors",
+            "error rate",
+            "p50",
+            "p95",
+            "p99"
         );
         for (label, v) in [("stable", &m.stable), ("canary", &m.canary)] {
-            println!("  {label:<8} {}", metrics_row(v));
+            crate::outln!("  {label:<8} {}", metrics_row(v));
         }
     }
 }
@@ -139,7 +147,7 @@ pub fn history(args: HistoryArgs, output: OutputFormat) -> anyhow::Result<Exit> 
         let client = ApiClient::new(&args.api)?;
         let events: Vec<Event> = client.get(&rollout_path(&args.name, "/events")?).await?;
         match output {
-            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&events)?),
+            OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&events)?),
             OutputFormat::Text => print_history(&events),
         }
         Ok(Exit::Success)
@@ -149,7 +157,7 @@ pub fn history(args: HistoryArgs, output: OutputFormat) -> anyhow::Result<Exit> 
 /// The text form of a rollout's decisions.
 pub fn print_history(events: &[Event]) {
     for e in events {
-        println!(
+        crate::outln!(
             "{}  {:<11} step {:<2} weight {:>6} %  {:<12} {}",
             e.at,
             e.kind,
@@ -179,9 +187,9 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Exit> {
             Some(path) => {
                 std::fs::write(path, text)
                     .map_err(|e| invalid(format!("--out {}: {e}", path.display())))?;
-                eprintln!("report written to {}", path.display());
+                crate::errln!("report written to {}", path.display());
             }
-            None => print!("{text}"),
+            None => crate::out!("{text}"),
         }
         Ok(Exit::Success)
     })

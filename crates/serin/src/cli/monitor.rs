@@ -93,9 +93,14 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
         let mut seen = 0usize;
         let mut alerted = false;
         if output == OutputFormat::Text {
-            println!(
+            crate::outln!(
                 "{:<24} {:>6}  {:>18}  {:>18}  {:>10} {:>10}  verdict",
-                "time", "weight", "stable err", "canary err", "stable p95", "canary p95"
+                "time",
+                "weight",
+                "stable err",
+                "canary err",
+                "stable p95",
+                "canary p95"
             );
         }
         loop {
@@ -105,7 +110,7 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
                 print_sample(s, b.as_deref(), output);
                 if let Some(why) = b {
                     if args.alert_on_error && !alerted {
-                        eprintln!("ALERT {}: {why}", args.name);
+                        crate::errln!("ALERT {}: {why}", args.name);
                     }
                     alerted = true;
                     if args.auto_rollback
@@ -118,9 +123,10 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
                                 &json!({}),
                             )
                             .await?;
-                        eprintln!(
+                        crate::errln!(
                             "{}: rolled back by monitor: {why} (phase {})",
-                            args.name, status.phase
+                            args.name,
+                            status.phase
                         );
                         return Ok(Exit::RolledBack);
                     }
@@ -130,7 +136,7 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
             let finished = matches!(report.phase.as_str(), "Succeeded" | "RolledBack");
             if finished || limit.is_some_and(|l| started.elapsed() >= l) {
                 if output == OutputFormat::Text {
-                    println!("{}: {} — {}", args.name, report.phase, report.reason);
+                    crate::outln!("{}: {} — {}", args.name, report.phase, report.reason);
                 }
                 return Ok(if alerted && args.alert_on_error {
                     Exit::RolledBack
@@ -145,7 +151,7 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
 
 fn print_sample(s: &SampleEntry, breach: Option<&str>, output: OutputFormat) {
     match output {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => crate::outln!(
             "{}",
             json!({"atMs": s.at_ms, "weight": s.weight, "verdict": s.verdict,
                    "stable": s.stable, "canary": s.canary, "breach": breach})
@@ -156,7 +162,7 @@ fn print_sample(s: &SampleEntry, breach: Option<&str>, output: OutputFormat) {
                 None => "-".into(),
             };
             let p95 = |v: &VersionSample| v.p95_ms.map_or("-".into(), |p| format!("{p:.1}ms"));
-            println!(
+            crate::outln!(
                 "{:<24} {:>5}%  {:>18}  {:>18}  {:>10} {:>10}  {}{}",
                 crate::report::rfc3339(crate::controller::machine::Millis(s.at_ms)),
                 s.weight,

@@ -3,7 +3,9 @@
 //! back by analysis, 4 stopped by an operator, 1 runtime failure, 2 bad file).
 //!
 //! On a terminal it draws a progress bar; otherwise (CI logs, pipes) it
-//! prints one line per event. Ctrl-C is an operator's stop: the canary's
+//! prints one line per event. A closed output (`| head -3`) never stops the
+//! rollout: what cannot be written is dropped, and the rollout goes on to
+//! its end. Ctrl-C is an operator's stop: the canary's
 //! weight goes to 0 before the process exits (exit 4).
 
 use std::io::IsTerminal;
@@ -122,7 +124,10 @@ pub async fn run_setup(
     }
     if output == OutputFormat::Json {
         let status = crate::daemon::status_of(&record, None, setup.plan.steps.len());
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        crate::cli::output::write_ignoring(
+            true,
+            &format!("{}\n", serde_json::to_string_pretty(&status)?),
+        );
     }
     Ok(exit_for(&record))
 }
@@ -268,7 +273,7 @@ impl View {
     fn line(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            None => crate::cli::output::write_ignoring(false, &format!("{text}\n")),
         }
     }
 
@@ -299,7 +304,7 @@ impl View {
             }
             Progress::Sample(s) => {
                 if self.bar.is_none() && !self.json {
-                    eprintln!("{}", sample_line(s));
+                    crate::cli::output::write_ignoring(false, &format!("{}\n", sample_line(s)));
                 }
             }
             Progress::WeightApplied {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::daemon::Daemon;
+use crate::api::guard::Guard;
+use crate::api::server::LocalAddr;
+use crate::daemon::{Commands, Daemon};
 use crate::exit::{Exit, invalid};
 use crate::store::Store;
 
@@ -19,9 +21,10 @@ pub struct StateArgs {
 }
 
 impl StateArgs {
-    /// Opens the store (exit 1 if the directory cannot be used).
+    /// Opens the store as its one owner (exit 1 if the directory cannot be
+    /// used, or another serin owns it).
     pub fn open(&self) -> anyhow::Result<Store> {
-        Store::open(&self.state_dir).context("cannot open the state")
+        Store::open_owned(&self.state_dir).context("cannot open the state")
     }
 }
 
@@ -36,6 +39,19 @@ pub struct Args {
     /// Bearer token that mutations must carry; required off loopback.
     #[arg(long, env = "SERIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A command rollout files may make the daemon run, word for word (e.g.
+    /// `--allow-command 'nginx -t' --allow-command 'nginx -s reload'` for the
+    /// nginx provider's defaults). Repeatable; none by default: a file sent
+    /// over the API never runs a program the operator did not name here.
+    #[arg(long = "allow-command", value_name = "COMMAND")]
+    pub allow_command: Vec<String>,
+    /// Another name (or address) the API answers to, as clients write it in
+    /// the URL without the port (e.g. a Kubernetes Service's DNS name, or
+    /// its cluster IP). Repeatable; by default only the daemon's own
+    /// address, loopback addresses and `localhost`, so that no web page can
+    /// reach it through DNS rebinding.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_host: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -57,15 +73,22 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| invalid(format!("--listen {listen}: {e}")))?;
-        let daemon = Daemon::start(store, token, crate::runtime::parser())
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let own = listener.local_addr()?;
+        let daemon = Daemon::start(
+            store,
+            token,
+            Commands::new(&args.allow_command),
+            crate::runtime::parser(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(
-            api = %format!("http://{}", listener.local_addr()?),
+            api = %format!("http://{own}"),
             state = %args.state.state_dir.display(),
             "serin serve ready"
         );
-        let app = crate::api::server::router(daemon.clone());
+        let app = crate::api::server::router(daemon.clone(), Guard::new(own, &args.allow_host))
+            .into_make_service_with_connect_info::<LocalAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(crate::cli::signals::terminated())
             .await?;

@@ -1,0 +1,826 @@
+//! What must never steer `serin serve`, and what must never stop it: the real
+//! daemon binary on 127.0.0.1, sent the requests a browser sends (and a real
+//! headless Chromium), rollout files naming commands, a second owner of its
+//! state directory, and a state database it cannot fully read.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::nginx::{free_port, local};
+use common::rollout::Rollout;
+use common::serin::{Proc, serin, text, wait_for_port, write};
+use serde_json::Value;
+
+// ---------------------------------------------------------------- HTTP
+
+/// One HTTP/1.1 answer.
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+/// A request as written, `Connection: close`, with `body` and its length.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head:?}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Answer {
+        status,
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn get(addr: SocketAddr, path: &str) -> Answer {
+    http(addr, "GET", path, &[], "")
+}
+
+/// The rollouts the daemon has, by name (phase and reason).
+fn rollouts(api: SocketAddr) -> BTreeMap<String, Value> {
+    let a = get(api, "/api/v1/rollouts");
+    assert_eq!(a.status, 200, "GET /api/v1/rollouts: {}", a.body);
+    let list: Vec<Value> = serde_json::from_str(&a.body).unwrap();
+    list.into_iter()
+        .map(|r| (r["name"].as_str().unwrap_or("").to_string(), r))
+        .collect()
+}
+
+/// Waits until nothing accepts connections on `addr`.
+fn wait_until_closed(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} still accepts connections"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+// ---------------------------------------------------------------- daemon
+
+/// `serin serve` on `api` with state in `state` and extra flags; waits until
+/// it answers `/healthz`.
+fn serve(api: SocketAddr, state: &Path, flags: &[&str]) -> Proc {
+    let mut cmd = serin();
+    cmd.args([
+        "serve",
+        "--listen",
+        &api.to_string(),
+        "--state-dir",
+        &state.display().to_string(),
+    ])
+    .args(flags)
+    .env_remove("SERIN_TOKEN");
+    let p = Proc::spawn(cmd, false);
+    wait_for_port(api);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(api, "/healthz").status != 200 {
+        assert!(Instant::now() < deadline, "daemon not healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+/// `serin serve …` run to its exit (bounded), for the ones that must not start.
+fn serve_output(api: SocketAddr, state: &Path) -> Output {
+    let mut cmd = serin();
+    cmd.args([
+        "serve",
+        "--listen",
+        &api.to_string(),
+        "--state-dir",
+        &state.display().to_string(),
+    ])
+    .env_remove("SERIN_TOKEN");
+    Proc::spawn(cmd, true).wait_output(Duration::from_secs(20))
+}
+
+/// A client command against the daemon at `api`.
+fn cli(api: SocketAddr, args: &[&str], token: Option<&str>) -> Output {
+    let mut cmd = serin();
+    cmd.args(args)
+        .env("SERIN_API", format!("http://{api}"))
+        .env_remove("SERIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("SERIN_TOKEN", t);
+    }
+    Proc::spawn(cmd, true).wait_output(Duration::from_secs(40))
+}
+
+/// A builtin-proxy rollout file; its upstreams need not run.
+fn builtin_file(name: &str, listen: SocketAddr) -> String {
+    Rollout::new(name, listen, local(free_port()), local(free_port()))
+        .steps("  - setWeight: 20\n  - pause: {}\n")
+        .yaml()
+}
+
+// ------------------------------------------------------- 1. browsers
+
+/// The requests a page on another origin makes: a `text/plain` POST (a
+/// "simple" request, sent without asking), one with no type at all, a form
+/// post, a command with a cross-site `Sec-Fetch-Site`, and a page reached
+/// through DNS rebinding. None registers or changes anything.
+#[test]
+fn requests_a_web_page_can_send_do_not_steer_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = local(free_port());
+    let _d = serve(api, &dir.path().join("state"), &[]);
+    let proxy = local(free_port());
+    let yaml = builtin_file("evil", proxy);
+    let other = format!("http://127.0.0.1:{}", free_port());
+    let tries: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "text/plain from another origin",
+            vec![
+                ("Origin", other.as_str()),
+                ("Sec-Fetch-Site", "same-site"),
+                ("Sec-Fetch-Mode", "no-cors"),
+                ("Content-Type", "text/plain;charset=UTF-8"),
+            ],
+        ),
+        (
+            "a Blob without a type from another origin",
+            vec![("Origin", other.as_str()), ("Sec-Fetch-Site", "same-site")],
+        ),
+        (
+            "a form post",
+            vec![
+                ("Origin", "null"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+        ),
+        (
+            "text/plain without Origin (an old browser)",
+            vec![("Content-Type", "text/plain")],
+        ),
+        (
+            "YAML with a cross-site Sec-Fetch-Site",
+            vec![
+                ("Sec-Fetch-Site", "cross-site"),
+                ("Content-Type", "application/yaml"),
+            ],
+        ),
+        (
+            "a page of evil.example after DNS rebinding",
+            vec![
+                ("Host", "evil.example:9900"),
+                ("Origin", "http://evil.example:9900"),
+                ("Sec-Fetch-Site", "same-origin"),
+                ("Content-Type", "application/yaml"),
+            ],
+        ),
+    ];
+    for (what, headers) in &tries {
+        let a = http(api, "POST", "/api/v1/rollouts", headers, &yaml);
+        assert_eq!(a.status, 403, "{what}: {}", a.body);
+        let e: Value = serde_json::from_str(&a.body)
+            .unwrap_or_else(|_| panic!("{what}: a JSON error: {}", a.body));
+        let msg = e["error"].as_str().unwrap_or("");
+        assert!(msg.contains("refused"), "{what}: says it refused: {msg}");
+    }
+    assert!(rollouts(api).is_empty(), "nothing registered");
+    assert!(
+        TcpStream::connect_timeout(&proxy, Duration::from_millis(300)).is_err(),
+        "no proxy started on {proxy}"
+    );
+
+    // Reads through a rebound name are refused too: the page could read
+    // every rollout and the metrics.
+    for path in [
+        "/",
+        "/api/v1/rollouts",
+        "/metrics",
+        "/api/v1/rollouts/evil/report",
+    ] {
+        let a = http(api, "GET", path, &[("Host", "evil.example:9900")], "");
+        assert_eq!(a.status, 403, "GET {path} as evil.example: {}", a.body);
+        assert!(
+            a.body.contains("--allow-host"),
+            "says how to allow a name: {}",
+            a.body
+        );
+    }
+    // By address or a loopback name it answers.
+    for host in [api.to_string(), format!("localhost:{}", api.port())] {
+        let a = http(
+            api,
+            "GET",
+            "/api/v1/rollouts",
+            &[("Host", host.as_str())],
+            "",
+        );
+        assert_eq!(a.status, 200, "Host {host}: {}", a.body);
+    }
+
+    // A command from another origin, against a registered rollout, is refused
+    // too; the command line (no Origin, YAML) registers it.
+    let file = write(dir.path(), "evil.yaml", &yaml);
+    let o = cli(api, &["init", &file.display().to_string()], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let a = http(
+        api,
+        "POST",
+        "/api/v1/rollouts/evil/deploy",
+        &[("Origin", other.as_str()), ("Content-Type", "text/plain")],
+        "{\"version\":\"v2\"}",
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    let a = http(
+        api,
+        "DELETE",
+        "/api/v1/rollouts/evil",
+        &[("Origin", other.as_str())],
+        "",
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    let r = rollouts(api);
+    assert_eq!(
+        r["evil"]["canary"]["version"],
+        Value::Null,
+        "not deployed: {:#}",
+        r["evil"]
+    );
+}
+
+/// The dashboard's own buttons send what Chromium sends for a same-origin
+/// `fetch` with JSON: they still work.
+#[test]
+fn the_dashboards_own_requests_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = local(free_port());
+    let _d = serve(api, &dir.path().join("state"), &[]);
+    let proxy = local(free_port());
+    let file = write(dir.path(), "shop.yaml", &builtin_file("shop", proxy));
+    let o = cli(api, &["init", &file.display().to_string()], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Deploy from the dashboard's origin by the name localhost.
+    let host = format!("localhost:{}", api.port());
+    let origin = format!("http://{host}");
+    let a = http(
+        api,
+        "POST",
+        "/api/v1/rollouts/shop/deploy",
+        &[
+            ("Host", host.as_str()),
+            ("Origin", origin.as_str()),
+            ("Referer", origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Sec-Fetch-Mode", "cors"),
+            ("Content-Type", "application/json"),
+        ],
+        "{\"version\":\"v2\"}",
+    );
+    assert_eq!(a.status, 200, "deploy as localhost: {}", a.body);
+    // The rollback button, by address.
+    let origin = format!("http://{api}");
+    let a = http(
+        api,
+        "POST",
+        "/api/v1/rollouts/shop/rollback",
+        &[
+            ("Origin", origin.as_str()),
+            ("Referer", origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Sec-Fetch-Mode", "cors"),
+            ("Content-Type", "application/json"),
+        ],
+        "{}",
+    );
+    assert_eq!(a.status, 200, "the dashboard's rollback: {}", a.body);
+    let s: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(s["phase"], "RolledBack", "{s:#}");
+}
+
+/// A tiny web server for the attacker's page: `/` is `page`, and every
+/// request for `/done` sets the flag.
+fn page_server(page: String) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = if first.starts_with("GET /done") {
+                flag.store(true, Ordering::SeqCst);
+                "ok".to_string()
+            } else {
+                page.clone()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, done)
+}
+
+fn chromium_bin() -> &'static str {
+    if Path::new("/usr/bin/chromium").exists() {
+        "/usr/bin/chromium"
+    } else {
+        "chromium"
+    }
+}
+
+/// The DOM of `url` after 5 s of virtual time, in a throw-away profile.
+fn chromium_dom(profile: &Path, extra: &[&str], url: &str) -> String {
+    let mut cmd = Command::new(chromium_bin());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--disable-features=HttpsUpgrades",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(extra)
+    .arg(url);
+    let o = Proc::spawn(cmd, true).wait_output(Duration::from_secs(90));
+    assert!(
+        o.status.success(),
+        "chromium (is it installed? scripts/install-test-deps.sh): {}",
+        text(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A real browser: a page on another port posts a rollout file to the
+/// daemon (text/plain, and a typeless Blob, both sent without a preflight);
+/// nothing is registered. Then a page whose name resolves to 127.0.0.1 (DNS
+/// rebinding) loads the daemon's API: refused.
+#[test]
+fn headless_chromium_on_another_port_cannot_steer_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = local(free_port());
+    let _d = serve(api, &dir.path().join("state"), &[]);
+    let proxy = local(free_port());
+    let yaml = serde_json::to_string(&builtin_file("pwned", proxy)).unwrap();
+    let page = format!(
+        r#"<!doctype html><html><body><p id="out">waiting</p><script>
+const url = "http://{api}/api/v1/rollouts";
+const yaml = {yaml};
+Promise.allSettled([
+  fetch(url, {{method: "POST", mode: "no-cors", headers: {{"content-type": "text/plain"}}, body: yaml}}),
+  fetch(url, {{method: "POST", mode: "no-cors", body: new Blob([yaml])}}),
+]).then((rs) => fetch("/done").then(() => {{
+  document.getElementById("out").textContent = "sent: " + rs.map((r) => r.status).join(",");
+}}));
+</script></body></html>"#
+    );
+    let (page_addr, done) = page_server(page);
+    let dom = chromium_dom(
+        &dir.path().join("profile"),
+        &[],
+        &format!("http://{page_addr}/"),
+    );
+    assert!(
+        done.load(Ordering::SeqCst) && dom.contains("sent: fulfilled,fulfilled"),
+        "the page's script sent both requests: {dom}"
+    );
+    assert!(
+        rollouts(api).is_empty(),
+        "nothing registered: {:?}",
+        rollouts(api)
+    );
+    assert!(
+        TcpStream::connect_timeout(&proxy, Duration::from_millis(300)).is_err(),
+        "no proxy started on {proxy}"
+    );
+
+    // DNS rebinding: the browser believes rebind.test is 127.0.0.1.
+    let rule = "--host-resolver-rules=MAP rebind.test 127.0.0.1";
+    let port = api.port();
+    let dom = chromium_dom(
+        &dir.path().join("profile2"),
+        &[rule],
+        &format!("http://rebind.test:{port}/api/v1/rollouts"),
+    );
+    assert!(dom.contains("is not this daemon"), "refused by Host: {dom}");
+    let dom = chromium_dom(
+        &dir.path().join("profile3"),
+        &[rule],
+        &format!("http://rebind.test:{port}/"),
+    );
+    assert!(
+        dom.contains("is not this daemon") && !dom.contains("data-act"),
+        "no dashboard through a rebound name: {dom}"
+    );
+}
+
+// ------------------------------------------------------- 2. commands
+
+/// An nginx-provider rollout file whose test and reload commands touch
+/// files in `dir`, so that a test sees whether they ran.
+fn nginx_file(name: &str, dir: &Path, test: Option<&str>, reload: Option<&str>) -> String {
+    let mut lines = format!(
+        "  provider: nginx\n  nginx:\n    include: {}\n    accessLog: {}\n",
+        dir.join(format!("serin-{name}.conf")).display(),
+        dir.join(format!("{name}.json")).display(),
+    );
+    if let Some(t) = test {
+        lines.push_str(&format!("    test: {t}\n"));
+    }
+    if let Some(r) = reload {
+        lines.push_str(&format!("    reload: {r}\n"));
+    }
+    Rollout::new(
+        name,
+        local(free_port()),
+        local(free_port()),
+        local(free_port()),
+    )
+    .traffic(&lines)
+    .yaml()
+}
+
+/// A file sent over the API, even with the token, does not make the daemon
+/// run its commands unless the operator allowed each one exactly.
+#[test]
+fn a_rollout_file_over_the_api_runs_only_commands_the_operator_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let tested = marks.join("tested");
+    let reloaded = marks.join("reloaded");
+    let test = format!("touch {}", tested.display());
+    let reload = format!("touch {}", reloaded.display());
+    let api = local(free_port());
+    let state = dir.path().join("state");
+    let token = "t0ken";
+    let mut d = serve(api, &state, &["--token", token]);
+
+    let yaml = nginx_file("web", &marks, Some(&test), Some(&reload));
+    let a = http(
+        api,
+        "POST",
+        "/api/v1/rollouts",
+        &[
+            ("Authorization", "Bearer t0ken"),
+            ("Content-Type", "application/yaml"),
+        ],
+        &yaml,
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    for want in [
+        "traffic.nginx.test",
+        "traffic.nginx.reload",
+        &format!("--allow-command '{test}'"),
+        &format!("--allow-command '{reload}'"),
+    ] {
+        assert!(a.body.contains(want), "names {want}: {}", a.body);
+    }
+    assert!(!tested.exists() && !reloaded.exists(), "no command ran");
+    assert!(rollouts(api).is_empty(), "nothing registered");
+
+    // The defaults (`nginx -t`, `nginx -s reload`) are commands too; the
+    // client says why, exit 1.
+    let file = write(
+        dir.path(),
+        "default.yaml",
+        &nginx_file("deflt", &marks, None, None),
+    );
+    let o = cli(api, &["init", &file.display().to_string()], Some(token));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("403")
+            && err.contains("--allow-command 'nginx -t' --allow-command 'nginx -s reload'"),
+        "{err}"
+    );
+
+    // Allowed: one of them only is not enough.
+    d.kill();
+    wait_until_closed(api);
+    let mut d = serve(api, &state, &["--token", token, "--allow-command", &test]);
+    let file = write(dir.path(), "web.yaml", &yaml);
+    let o = cli(api, &["init", &file.display().to_string()], Some(token));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("traffic.nginx.reload") && !err.contains("traffic.nginx.test"),
+        "{err}"
+    );
+    assert!(!tested.exists() && !reloaded.exists(), "no command ran");
+
+    // Both allowed, word for word: the file registers and they run.
+    d.kill();
+    wait_until_closed(api);
+    let _d = serve(
+        api,
+        &state,
+        &[
+            "--token",
+            token,
+            "--allow-command",
+            &test,
+            "--allow-command",
+            &reload,
+        ],
+    );
+    let o = cli(api, &["init", &file.display().to_string()], Some(token));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        tested.exists() && reloaded.exists(),
+        "the allowed commands ran"
+    );
+}
+
+/// Files already in the store are checked when the daemon starts: one whose
+/// commands are no longer allowed is not started and says why; the others run.
+#[test]
+fn stored_rollouts_whose_commands_are_not_allowed_are_not_started_and_the_others_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let reloaded = marks.join("reloaded");
+    let test = "true".to_string();
+    let reload = format!("touch {}", reloaded.display());
+    let api = local(free_port());
+    let state = dir.path().join("state");
+    let mut d = serve(
+        api,
+        &state,
+        &["--allow-command", &test, "--allow-command", &reload],
+    );
+    let web = write(
+        dir.path(),
+        "web.yaml",
+        &nginx_file("web", &marks, Some(&test), Some(&reload)),
+    );
+    let proxy = local(free_port());
+    let shop = write(dir.path(), "shop.yaml", &builtin_file("shop", proxy));
+    for f in [&web, &shop] {
+        let o = cli(api, &["init", &f.display().to_string()], None);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    assert!(reloaded.exists());
+    d.kill();
+    wait_until_closed(api);
+    wait_until_closed(proxy);
+    std::fs::remove_file(&reloaded).unwrap();
+
+    let _d = serve(api, &state, &[]);
+    wait_for_port(proxy);
+    let r = rollouts(api);
+    let reason = r["web"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("not running") && reason.contains(&format!("--allow-command '{reload}'")),
+        "{:#}",
+        r["web"]
+    );
+    assert!(
+        !r["shop"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not running"),
+        "{:#}",
+        r["shop"]
+    );
+    assert!(!reloaded.exists(), "the stored file's reload did not run");
+    let o = cli(api, &["deploy", "web", "v2"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!reloaded.exists(), "nor on deploy");
+}
+
+// ------------------------------------------------------- 3. one owner
+
+/// The pid `serin serve` wrote, and the stderr of a second owner.
+fn assert_in_use(o: &Output, state: &Path, pid: u32) {
+    assert_eq!(o.status.code(), Some(1), "{}", text(o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "state dir {} is in use by pid {pid}",
+            state.display()
+        )),
+        "{err}"
+    );
+}
+
+/// A second `serin serve` and a `serin run` on a state dir a running daemon
+/// owns exit 1 and say whose it is; after `kill -9` of the owner, the dir is
+/// free at once.
+#[test]
+fn a_state_dir_has_one_owner_and_kill_9_leaves_nothing_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let api = local(free_port());
+    let mut first = serve(api, &state, &[]);
+    let pid = first.child.id();
+    let proxy = local(free_port());
+    let file = write(dir.path(), "shop.yaml", &builtin_file("shop", proxy));
+    let o = cli(api, &["init", &file.display().to_string()], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let second = local(free_port());
+    let o = serve_output(second, &state);
+    assert_in_use(&o, &state, pid);
+    assert!(
+        TcpStream::connect_timeout(&second, Duration::from_millis(300)).is_err(),
+        "the second daemon never listened"
+    );
+    let run = write(
+        dir.path(),
+        "run.yaml",
+        &builtin_file("other", local(free_port())),
+    );
+    let mut cmd = serin();
+    cmd.args([
+        "run",
+        &run.display().to_string(),
+        "--state-dir",
+        &state.display().to_string(),
+    ]);
+    let o = Proc::spawn(cmd, true).wait_output(Duration::from_secs(20));
+    assert_in_use(&o, &state, pid);
+    // The owner goes on as before.
+    assert!(rollouts(api).contains_key("shop"));
+    assert!(!rollouts(api).contains_key("other"));
+
+    first.kill();
+    wait_until_closed(api);
+    let again = serve(second, &state, &[]);
+    assert!(
+        rollouts(second).contains_key("shop"),
+        "the state is the same"
+    );
+    drop(again);
+}
+
+// ------------------------------------------------------- 5. bad rows
+
+/// A row the daemon cannot read (an unknown phase) is reported as
+/// unreadable; the daemon and the other rollouts' proxies run.
+#[test]
+fn an_unreadable_row_is_reported_and_the_other_rollouts_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let api = local(free_port());
+    let mut d = serve(api, &state, &[]);
+    let (pa, pb) = (local(free_port()), local(free_port()));
+    for (name, proxy) in [("alpha", pa), ("beta", pb)] {
+        let f = write(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &builtin_file(name, proxy),
+        );
+        let o = cli(api, &["init", &f.display().to_string()], None);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    d.kill();
+    wait_until_closed(api);
+    let db = rusqlite::Connection::open(state.join("serin.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE rollouts SET phase = 'Exploding' WHERE name = 'alpha'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+
+    let _d = serve(api, &state, &[]);
+    wait_for_port(pb);
+    let r = rollouts(api);
+    assert_eq!(r["alpha"]["phase"], "Unreadable", "{:#}", r["alpha"]);
+    let reason = r["alpha"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("phase") && reason.contains("Exploding"),
+        "{reason}"
+    );
+    assert_eq!(r["beta"]["phase"], "Initializing", "{:#}", r["beta"]);
+    let a = get(api, "/api/v1/rollouts/alpha");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("Unreadable"), "{}", a.body);
+    assert!(
+        TcpStream::connect_timeout(&pa, Duration::from_millis(300)).is_err(),
+        "alpha's proxy is not started from a row it cannot read"
+    );
+    let a = get(api, "/metrics");
+    assert_eq!(a.status, 200);
+    assert!(
+        a.body
+            .contains("serin_rollout_phase{rollout=\"beta\",phase=\"Initializing\"} 1"),
+        "the others' metrics stay: {}",
+        a.body
+    );
+    // The broken one can be forgotten.
+    let o = cli(api, &["cleanup", "alpha"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!rollouts(api).contains_key("alpha"));
+}
+
+/// A 0-byte file where the database should be is not a fresh start: serve
+/// and run refuse it, name it, and leave it as it was.
+#[test]
+fn a_zero_byte_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let db: PathBuf = state.join("serin.db");
+    std::fs::write(&db, b"").unwrap();
+    let api = local(free_port());
+    let o = serve_output(api, &state);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&db.display().to_string()) && err.contains("0 bytes"),
+        "{err}"
+    );
+    let run = write(
+        dir.path(),
+        "run.yaml",
+        &builtin_file("other", local(free_port())),
+    );
+    let mut cmd = serin();
+    cmd.args([
+        "run",
+        &run.display().to_string(),
+        "--state-dir",
+        &state.display().to_string(),
+    ]);
+    let o = Proc::spawn(cmd, true).wait_output(Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("0 bytes"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left as it was");
+}
