@@ -165,6 +165,8 @@ pub struct Judge {
     /// plausibly from it (the counters moved for good), judging goes on
     /// from it.
     refused: Option<Observation>,
+    /// The observation being judged is judged from `refused`.
+    from_refused: bool,
     stage: Acc,
     rollout: Acc,
 }
@@ -248,6 +250,7 @@ impl Judge {
             last: None,
             hist_requests: [0, 0],
             refused: None,
+            from_refused: false,
             stage: Acc::default(),
             rollout: Acc::default(),
         };
@@ -507,6 +510,7 @@ impl Judge {
                 )
             })
         };
+        self.from_refused = false;
         if let Err(e) = current.validate() {
             if self.last.is_none() {
                 self.remember(current);
@@ -525,6 +529,7 @@ impl Judge {
                         .and_then(|d| current.check_rise(&refused, &d));
                     if moved.is_ok() {
                         self.rebase(&refused);
+                        self.from_refused = true;
                         return self.sound_delta(current).map_err(|e| {
                             Box::new(self.judgement(
                                 Verdict::NoData,
@@ -670,6 +675,7 @@ impl Judge {
             stage_canary_requests: self.stage.canary.requests,
             stage_stable_requests: self.stage.stable.requests,
             skipped: false,
+            from_refused: self.from_refused,
         }
     }
 

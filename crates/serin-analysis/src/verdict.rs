@@ -98,6 +98,11 @@ pub struct Judgement {
     /// The observation was refused (implausible or inconsistent, see
     /// `bounds`) and left out: the next one is judged from the one before.
     pub skipped: bool,
+    /// The observation was judged from the one refused just before it, not
+    /// from the last sound one: the counters had moved for good (see
+    /// `bounds`), so this interval is `current − refused`. A caller keeping
+    /// its own interval numbers takes them from the refused observation too.
+    pub from_refused: bool,
 }
 
 /// `8.2 %`, `0.35 %`, `0.012 %`.

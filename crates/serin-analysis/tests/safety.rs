@@ -236,6 +236,7 @@ fn a_counter_jumping_by_10_to_the_12_is_no_data_and_judging_goes_on_from_a_sound
     let r = j.observe(&bad_canary(2), false);
     assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
     assert!(r.reason.contains("30.0 % (180/600)"), "{}", r.reason);
+    assert!(!r.from_refused, "judged from the sound base");
 }
 
 #[test]
@@ -253,6 +254,10 @@ fn a_counter_that_moved_for_good_is_judged_again_from_where_it_moved() {
     let r = j.observe(&shifted(2), false);
     assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
     assert!(r.reason.contains("30.0 % (90/300)"), "{}", r.reason);
+    assert!(
+        r.from_refused,
+        "says so, for callers that keep their own interval numbers"
+    );
 }
 
 #[test]

@@ -95,6 +95,10 @@ pub struct LiveAnalysis {
     /// The last sound snapshot read, for interval numbers and baselines,
     /// as the judge's observation too.
     last: Option<(Snapshot, Observation)>,
+    /// The snapshot the judge last refused as implausible, if the one after
+    /// it has not been judged yet: when the judge goes on from it (the
+    /// counters moved for good), the interval's numbers start there too.
+    refused: Option<Snapshot>,
     /// The clock observations are timed by.
     started: std::time::Instant,
 }
@@ -109,6 +113,7 @@ impl LiveAnalysis {
             source,
             judge: Judge::new(config)?,
             last: None,
+            refused: None,
             started: std::time::Instant::now(),
         })
     }
@@ -154,16 +159,18 @@ impl Analysis for LiveAnalysis {
                     };
                 }
             };
-            let interval = self.last.as_ref().map(|l| &l.0).and_then(|before| {
+            let since = |before: &Snapshot| {
                 Some((
                     now.stable.since(&before.stable)?,
                     now.canary.since(&before.canary)?,
                 ))
-            });
+            };
+            let interval = self.last.as_ref().and_then(|l| since(&l.0));
             let backwards = self.last.is_some() && interval.is_none();
             if backwards {
                 // A counter went backwards: start over from these numbers.
                 self.judge.begin_stage(&current);
+                self.refused = None;
                 self.last = Some((now, current));
                 return Analysed {
                     verdict: Verdict::NoData,
@@ -174,18 +181,25 @@ impl Analysis for LiveAnalysis {
             let judged = self.judge.observe(&current, end_of_pause);
             if judged.skipped {
                 // Implausible: left out, the last sound numbers stay the base.
+                self.refused = Some(now);
                 return Analysed {
                     verdict: judged.verdict,
                     reason: judged.reason,
                     sample: None,
                 };
             }
+            // The interval's own numbers, from where the judge took them
+            // (never across a refused spike); none before a first baseline.
+            let refused = self.refused.take();
+            let sample = match (judged.from_refused, &refused) {
+                (true, Some(r)) => since(r),
+                _ => interval,
+            };
             self.last = Some((now, current));
             Analysed {
                 verdict: judged.verdict,
                 reason: judged.reason,
-                // The interval's own numbers; none before a first baseline.
-                sample: interval,
+                sample,
             }
         })
     }
@@ -314,6 +328,56 @@ mod tests {
         // ...and worse when the ratio counts something bad (abandonments).
         let worse = judge(Direction::LowerIsBetter, conversions(20, 4)).await;
         assert_eq!(worse.verdict, Verdict::Fail, "{}", worse.reason);
+    }
+
+    /// A canary request counter 10^12 higher for two readings (a spike
+    /// Prometheus answered twice) is refused, then judged from where it
+    /// moved to: the interval's numbers, kept in the history, never hold
+    /// the spike.
+    #[tokio::test]
+    async fn a_spike_never_enters_the_interval_numbers() {
+        let t = |requests, errors| Totals {
+            requests,
+            errors,
+            ..Totals::default()
+        };
+        let s = |stable, (canary, errors)| Snapshot {
+            stable: t(stable, 0),
+            canary: t(canary, errors),
+            custom: Vec::new(),
+        };
+        const JUMP: u64 = 1_000_000_000_000;
+        let script = [
+            s(1000, (100, 30)),
+            s(1200, (JUMP + 200, 60)),
+            s(1400, (JUMP + 300, 90)),
+        ];
+        let mut a = LiveAnalysis::new(
+            Box::new(Scripted(script.into_iter().map(Ok).collect())),
+            Config {
+                min_requests: 20,
+                latency_p95: Limit::NONE,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        a.begin_stage(Weight::from_percent(30.0).unwrap()).await;
+        let spike = a.analyse(false).await;
+        assert_eq!(spike.verdict, Verdict::NoData, "{}", spike.reason);
+        assert!(
+            spike.reason.contains("canary requests rose by"),
+            "{}",
+            spike.reason
+        );
+        assert_eq!(spike.sample, None);
+        let moved = a.analyse(false).await;
+        let (stable, canary) = moved.sample.expect("a judged interval has numbers");
+        assert_eq!(
+            (stable.requests, canary.requests, canary.errors),
+            (200, 100, 30),
+            "the interval from the refused reading: {}",
+            moved.reason
+        );
     }
 
     #[tokio::test]

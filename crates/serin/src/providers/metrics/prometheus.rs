@@ -229,7 +229,8 @@ impl PrometheusSource {
                 series.len()
             ));
         }
-        parse_value(&series[0].value.1)
+        let what = format!("`{}`", template.replace("{{version}}", version.as_str()));
+        parse_value(&what, &series[0].value.1)
     }
 
     /// A counter for which no series means none counted yet (errors,
@@ -271,7 +272,11 @@ impl PrometheusSource {
                     let le: f64 = le
                         .parse()
                         .map_err(|_| format!("`{q}`: le=\"{le}\" is not a number"))?;
-                    b.push((le * 1000.0, parse_value(&s.value.1)?));
+                    let what = format!(
+                        "`{}` (le=\"{le}\")",
+                        q.replace("{{version}}", version.as_str())
+                    );
+                    b.push((le * 1000.0, parse_value(&what, &s.value.1)?));
                 }
                 b.sort_by(|x, y| x.0.total_cmp(&y.0));
                 b
@@ -317,14 +322,20 @@ impl PrometheusSource {
     }
 }
 
-fn parse_value(v: &str) -> Result<f64, String> {
+/// A sample value of `what` (the query, as the error names it) as a count:
+/// a number, finite, not negative, at most 2^53 — the bound the judge uses.
+/// A saturated counter (1e30) is refused here, so its interval is no data.
+fn parse_value(what: &str, v: &str) -> Result<f64, String> {
     let x: f64 = v
         .parse()
-        .map_err(|_| format!("value `{v}` is not a number"))?;
-    // The same bound the judge uses: finite, not negative, at most 2^53.
-    serin_analysis::bounds::count("value", x)
+        .map_err(|_| format!("{what} is `{v}`, not a number"))?;
+    serin_analysis::bounds::count(what, x)
         .map(|_| x)
-        .map_err(|_| format!("value `{v}` is not a count from 0 to 2^53"))
+        .map_err(|_| {
+            format!(
+                "{what} is {v}, expected a count from 0 to 2^53 (a saturated or broken counter)"
+            )
+        })
 }
 
 impl PrometheusSource {
@@ -421,11 +432,20 @@ mod tests {
 
     #[test]
     fn values_must_be_finite_counts() {
-        assert_eq!(parse_value("12"), Ok(12.0));
-        assert!(parse_value("NaN").is_err());
-        assert!(parse_value("-1").is_err());
-        assert!(parse_value("+Inf").is_err());
-        assert!(parse_value("1e30").is_err(), "beyond 2^53: saturated");
+        let v = |x| parse_value("`q`", x);
+        assert_eq!(v("12"), Ok(12.0));
+        assert!(v("NaN").is_err());
+        assert!(v("-1").is_err());
+        assert!(v("+Inf").is_err());
+        assert_eq!(
+            v("1e+30"),
+            Err(
+                "`q` is 1e+30, expected a count from 0 to 2^53 (a saturated or broken counter)"
+                    .into()
+            ),
+            "beyond 2^53: saturated, and the error names the query"
+        );
+        assert_eq!(v("x"), Err("`q` is `x`, not a number".into()));
     }
 
     use std::collections::HashMap;
