@@ -11,6 +11,11 @@
 //!
 //! Lines that do not parse are skipped and counted, with a warning: they are
 //! never guessed into a version.
+//!
+//! Errors are 5xx and timeouts: a 499 (the client closed the connection)
+//! before the version answered (`$upstream_status` `-`) is a client that
+//! gave up waiting on it, counted against it as the built-in proxy counts
+//! one; a 499 after it answered counts against neither version.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -28,6 +33,29 @@ struct Line {
     version: String,
     status: String,
     request_time: String,
+    /// `$upstream_status`: `-` while no upstream answered; several values,
+    /// comma-separated, when nginx tried more than one.
+    #[serde(default)]
+    upstream_status: Option<String>,
+}
+
+/// nginx's status for a request whose client closed the connection first.
+const CLIENT_CLOSED: u16 = 499;
+
+/// What a request whose client went away (nginx's 499) says of its version:
+/// while the version had not answered (`$upstream_status` `-` or missing) the
+/// client gave up waiting on it, a timeout counted against it, as the built-in
+/// proxy counts one; once the version had answered, the client left on its
+/// own and the request counts against neither (`None`).
+fn client_closed_is_timeout(upstream_status: Option<&str>) -> Option<bool> {
+    let last = upstream_status
+        .and_then(|s| s.rsplit(',').next())
+        .map(str::trim)
+        .unwrap_or("-");
+    match last.parse::<u16>() {
+        Ok(code) if (100..600).contains(&code) && code != CLIENT_CLOSED => None,
+        _ => Some(true),
+    }
 }
 
 /// Tails a JSON access log.
@@ -149,9 +177,9 @@ impl NginxLogSource {
         let parsed = serde_json::from_slice::<Line>(raw).ok().and_then(|l| {
             let status: u16 = l.status.parse().ok()?;
             let seconds: f64 = l.request_time.parse().ok()?;
-            Some((l.version, status, seconds))
+            Some((l.version, status, seconds, l.upstream_status))
         });
-        let Some((version, status, seconds)) = parsed else {
+        let Some((version, status, seconds, upstream_status)) = parsed else {
             self.skipped += 1;
             if self.skipped.is_power_of_two() {
                 tracing::warn!(log = %self.path.display(), skipped = self.skipped, "access log line not in serin's format, skipped");
@@ -166,11 +194,16 @@ impl NginxLogSource {
                 return;
             }
         };
+        let timed_out = status == CLIENT_CLOSED
+            && match client_closed_is_timeout(upstream_status.as_deref()) {
+                Some(t) => t,
+                None => return, // answered, then the client left: neither
+            };
         totals.requests += 1;
-        if (400..500).contains(&status) {
+        if (400..500).contains(&status) && !timed_out {
             *client_errors += 1;
         }
-        if status >= 500 {
+        if status >= 500 || timed_out {
             totals.errors += 1;
         }
         let ms = seconds * 1000.0;
@@ -238,11 +271,42 @@ mod tests {
         assert_eq!(src.client_errors(), Some((0, 0)));
         append(
             &path,
-            &(line("canary", 404, 0.001) + &line("canary", 499, 0.001)),
+            &(line("canary", 404, 0.001) + &line("canary", 403, 0.001)),
         );
         src.poll().unwrap();
         assert_eq!(src.client_errors(), Some((0, 2)), "4xx counted per version");
         assert_eq!(src.totals.canary.errors, 1, "and not as errors");
+    }
+
+    /// nginx logs 499 with `upstream_status` `-` for a client that gave up
+    /// waiting for the version (seen with nginx 1.22 and a 3 s upstream, curl
+    /// -m 1), and with the upstream's status for one that left after it
+    /// answered. Before this, both were 4xx and neither was an error.
+    #[test]
+    fn a_client_that_gave_up_waiting_is_a_timeout_of_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.json");
+        std::fs::write(&path, "").unwrap();
+        let mut src = NginxLogSource::new(path.clone());
+        let closed = |upstream: &str| {
+            format!(
+                "{{\"version\":\"canary\",\"status\":\"499\",\"request_time\":\"2.500\",\"upstream_status\":\"{upstream}\"}}\n"
+            )
+        };
+        append(
+            &path,
+            &(closed("-") + &closed("502, -") + &closed("200") + &line("canary", 200, 0.01)),
+        );
+        src.poll().unwrap();
+        let c = &src.totals.canary;
+        assert_eq!(
+            (c.requests, c.errors),
+            (3, 2),
+            "two waits timed out, one answered"
+        );
+        assert_eq!(src.client_errors(), Some((0, 0)), "none of them a 4xx");
+        let at_1s = c.le_ms.iter().position(|&le| le == 1000.0).unwrap();
+        assert_eq!(c.counts[at_1s], 1, "the waits count with the time waited");
     }
 
     #[test]
