@@ -94,3 +94,30 @@ fn bad_input_names_the_line_and_exits_2() {
         assert!(err.contains(expect), "`{expect}` in {err}");
     }
 }
+
+/// `serin analyze … | head -1` in a CI script with `pipefail`: the verdict is
+/// the exit code, so a reader that went away must not turn a fail into 0
+/// (it did: the write panicked and the closed-pipe hook exited 0).
+#[test]
+fn a_closed_output_keeps_the_verdicts_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad: String = (1..=40)
+        .map(|i| line(i, (i * 190, i), (i * 10, i * 3)))
+        .collect();
+    let data = write(dir.path(), "metrics.jsonl", &bad);
+    let config = write(dir.path(), "rollout.yaml", CONFIG);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // every write to stdout now fails with a broken pipe
+    let o = serin()
+        .args([
+            "analyze",
+            &data.display().to_string(),
+            "--config",
+            &config.display().to_string(),
+        ])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+}

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serin_analysis::{Histogram, Judge, Observation, Totals, Verdict};
 
-use crate::cli::output::OutputFormat;
+use crate::cli::output::{OutputFormat, write_ignoring};
 use crate::controller::analysis::judge_config;
 use crate::exit::{Exit, invalid};
 
@@ -195,16 +195,19 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
             .map_err(|e| invalid(format!("{origin}: cannot open: {e}")))?;
         analyze(judge, std::io::BufReader::new(file), &origin)?
     };
+    // The verdict is the exit code: a reader that went away (`| head -1`)
+    // must not turn a fail into a quiet 0, so failed writes are ignored.
+    let say = |line: String| write_ignoring(true, &(line + "\n"));
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
+        OutputFormat::Json => say(serde_json::to_string_pretty(&outcome)?),
         OutputFormat::Text => {
             for e in &outcome.verdicts {
-                println!("t={:<8} {:<12} {}", e.t, e.verdict, e.reason);
+                say(format!("t={:<8} {:<12} {}", e.t, e.verdict, e.reason));
             }
-            match outcome.at {
-                Some(at) => println!("verdict: fail at t={at}: {}", outcome.reason),
-                None => println!("verdict: {}: {}", outcome.verdict, outcome.reason),
-            }
+            say(match outcome.at {
+                Some(at) => format!("verdict: fail at t={at}: {}", outcome.reason),
+                None => format!("verdict: {}: {}", outcome.verdict, outcome.reason),
+            });
         }
     }
     Ok(if outcome.verdict == "fail" {
