@@ -110,8 +110,8 @@ pub struct Health {
     /// there is one: with [`Health::router_error`], what status must say
     /// (`rollback not applied yet: nginx -t: …`).
     pub weight_pending: Option<Weight>,
-    /// The rollout is promoted in the record but the data plane has refused
-    /// the promotion so far (retried).
+    /// The rollout is promoted in the record but the data plane has not
+    /// taken the promotion yet (running, or refused and retried).
     pub promotion_pending: bool,
     /// Why the data plane refused the last change, while what the record
     /// says is not in force (e.g. `nginx -t: …`).
@@ -283,8 +283,12 @@ pub struct Driver {
     last_applied: Option<Weight>,
     /// Since when the data plane has refused the weight (None: it has not).
     refused_since: Option<Instant>,
-    /// The canary was promoted but the data plane refused it; retried.
+    /// The canary was promoted but the data plane has not taken it yet.
     promotion_pending: bool,
+    /// A promotion is running on its task.
+    promoting: bool,
+    promoted_tx: mpsc::Sender<Result<(), String>>,
+    promoted_rx: mpsc::Receiver<Result<(), String>>,
     /// The data plane's last refusal, until it takes a change.
     router_error: Option<String>,
     /// The store's last error and since when it fails, until a write succeeds.
@@ -329,6 +333,7 @@ impl Driver {
         let (judged_tx, judged_rx) = mpsc::unbounded_channel();
         let (health, health_rx) = watch::channel(Health::default());
         let (flushed_tx, flushed_rx) = mpsc::channel(1);
+        let (promoted_tx, promoted_rx) = mpsc::channel(1);
         let handle = Handle {
             tx,
             progress: progress.clone(),
@@ -357,6 +362,9 @@ impl Driver {
             last_applied: None,
             refused_since: None,
             promotion_pending: false,
+            promoting: false,
+            promoted_tx,
+            promoted_rx,
             router_error: None,
             store_error: None,
             store_retry_at: None,
@@ -468,6 +476,11 @@ impl Driver {
                     let _ = cmd.reply.send(result);
                     continue;
                 }
+                Some(promoted) = self.promoted_rx.recv() => {
+                    self.on_promoted(promoted);
+                    self.publish();
+                    continue;
+                }
                 Some(flushed) = self.flushed_rx.recv() => {
                     self.on_flushed(flushed).await;
                     continue;
@@ -486,20 +499,7 @@ impl Driver {
                 }
             }
             if self.promotion_pending {
-                match self.router.promote().await {
-                    Ok(()) => {
-                        self.promotion_pending = false;
-                        self.applied = Some(Weight::ZERO);
-                        self.last_applied = Some(Weight::ZERO);
-                        self.router_error = None;
-                        tracing::info!(rollout = %self.record.name, "promotion applied");
-                    }
-                    Err(e) => {
-                        tracing::warn!(rollout = %self.record.name, "promotion still not applied (retrying): {e}");
-                        self.router_error = Some(e.clone());
-                        let _ = self.progress.send(Progress::RouterError(e));
-                    }
-                }
+                self.spawn_promotion();
             } else if self.applied != Some(self.record.state.weight) {
                 self.apply(self.record.state.weight, Instant::now()).await;
             }
@@ -509,6 +509,39 @@ impl Driver {
         self.publish();
         tracing::info!(rollout = %self.record.name, phase = self.record.state.phase.as_str(), "controller done: the end of the rollout is in force and written");
         Ok(self.record)
+    }
+
+    /// Promotes on a task of its own (a Kubernetes promotion waits for the
+    /// stable Deployment to roll out): commands are answered meanwhile.
+    fn spawn_promotion(&mut self) {
+        if self.promoting {
+            return;
+        }
+        self.promoting = true;
+        let router = self.router.clone();
+        let tx = self.promoted_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(router.promote().await).await;
+        });
+    }
+
+    /// The data plane answered a promotion.
+    fn on_promoted(&mut self, result: Result<(), String>) {
+        self.promoting = false;
+        match result {
+            Ok(()) => {
+                self.promotion_pending = false;
+                self.applied = Some(Weight::ZERO);
+                self.last_applied = Some(Weight::ZERO);
+                self.router_error = None;
+                tracing::info!(rollout = %self.record.name, "promotion applied");
+            }
+            Err(e) => {
+                tracing::error!(rollout = %self.record.name, "promotion not applied (retrying): {e}");
+                self.router_error = Some(e.clone());
+                let _ = self.progress.send(Progress::RouterError(e));
+            }
+        }
     }
 
     /// Moves the analysis onto a task of its own; it takes jobs in order
@@ -770,19 +803,10 @@ impl Driver {
                 Action::BeginStage(w) => self.begin_stage(w),
                 Action::Analyze { end_of_pause } => self.request_analysis(end_of_pause),
                 Action::CheckGate(url) => self.check_gate(url),
-                Action::PromoteCanary => match self.router.promote().await {
-                    Ok(()) => {
-                        self.applied = Some(Weight::ZERO);
-                        self.last_applied = Some(Weight::ZERO);
-                        self.router_error = None;
-                    }
-                    Err(e) => {
-                        tracing::error!(rollout = %self.record.name, "promotion not applied (will retry): {e}");
-                        self.router_error = Some(e.clone());
-                        let _ = self.progress.send(Progress::RouterError(e));
-                        self.promotion_pending = true;
-                    }
-                },
+                Action::PromoteCanary => {
+                    self.promotion_pending = true;
+                    self.spawn_promotion();
+                }
                 Action::Notify(phase) => {
                     tracing::info!(rollout = %self.record.name, phase = phase.as_str(), reason = %self.record.state.reason, "phase changed");
                     self.notify("phase-changed", &self.record.state.reason.clone());
@@ -1851,5 +1875,48 @@ mod tests {
         assert_eq!(health.router_error, None);
         assert_eq!(rig.proxy.weight(), Weight::ZERO);
         bounded(task).await.unwrap().unwrap();
+    }
+
+    /// The built-in router whose promotion never answers (a Deployment that
+    /// never rolls out).
+    struct SlowPromotion(BuiltinRouter);
+
+    impl TrafficRouter for SlowPromotion {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+            self.0.check_ready()
+        }
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+            self.0.apply_weight(weight)
+        }
+        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_promotion_is_shown_pending_and_commands_are_answered_meanwhile() {
+        let rig = Rig::new().await;
+        let (driver, handle) = Driver::new(
+            plan(),
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(SlowPromotion(BuiltinRouter::new(rig.proxy.clone()))),
+            scripted(&rig),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        let mut watch = handle.watch_health();
+        bounded(watch.wait_for(|h| h.promotion_pending))
+            .await
+            .unwrap();
+        let refused = bounded(handle.command(Input::Rollback)).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("already ended (Succeeded)"),
+            "{refused}"
+        );
+        let stored = rig.store.get("checkout").unwrap();
+        assert_eq!(stored.state.phase, Phase::Succeeded);
+        assert!(!handle.health().in_force(&stored), "not in force yet");
+        assert!(!task.is_finished(), "still promoting");
+        task.abort();
     }
 }
