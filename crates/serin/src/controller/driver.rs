@@ -269,6 +269,8 @@ pub struct Driver {
     stage: u64,
     /// Since when the analysis in flight was asked for.
     analysing: Option<Millis>,
+    /// When the next analysis is due while the store holds the rollout back.
+    held_analysis_at: Option<Instant>,
     commands: mpsc::Receiver<Command>,
     progress: broadcast::Sender<Progress>,
     gate_tx: mpsc::Sender<Input>,
@@ -351,6 +353,7 @@ impl Driver {
             judged_rx,
             stage: 0,
             analysing: None,
+            held_analysis_at: None,
             commands,
             progress,
             gate_tx,
@@ -771,13 +774,16 @@ impl Driver {
                 }
                 Err(SaveError::Adopted(e)) => return Err(e.into()),
                 Err(e) if forward => {
-                    if !matches!(e, SaveError::NotTried) {
-                        tracing::warn!(rollout = %self.record.name, "not moving forward until the state database can be written");
-                    }
-                    return Err(match e {
-                        SaveError::Failed(e) => e.into(),
-                        _ => DriverError::Stopped,
-                    });
+                    // Held where it is; the canary is still watched.
+                    self.analyse_while_held();
+                    return match e {
+                        SaveError::NotTried => Ok(()),
+                        SaveError::Failed(e) => {
+                            tracing::warn!(rollout = %self.record.name, "not moving forward until the state database can be written");
+                            Err(e.into())
+                        }
+                        SaveError::Lost | SaveError::Adopted(_) => Err(DriverError::Stopped),
+                    };
                 }
                 Err(_) => {
                     if rolls_back {
@@ -815,6 +821,21 @@ impl Driver {
         }
         self.publish();
         Ok(())
+    }
+
+    /// While the store holds the rollout back from a step it has earned, its
+    /// canary is still judged every interval: a `fail` rolls back (the safe
+    /// direction needs no write first).
+    fn analyse_while_held(&mut self) {
+        let active = matches!(self.record.state.phase, Phase::Progressing | Phase::Paused);
+        if !active || self.record.state.weight == Weight::ZERO {
+            return;
+        }
+        if self.held_analysis_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.held_analysis_at = Some(Instant::now() + self.plan.interval);
+        self.request_analysis(false);
     }
 
     /// A new weight stage: verdicts asked for before it are stale.
@@ -1918,5 +1939,82 @@ mod tests {
         assert!(!handle.health().in_force(&stored), "not in force yet");
         assert!(!task.is_finished(), "still promoting");
         task.abort();
+    }
+
+    /// Passes, but takes an exclusive lock on the state database on its
+    /// second analysis (a backup tool starting), then fails.
+    struct LockOnSecond {
+        db: std::path::PathBuf,
+        lock: Arc<Mutex<Option<rusqlite::Connection>>>,
+        n: usize,
+    }
+
+    impl Analysis for LockOnSecond {
+        fn begin_stage(&mut self, _weight: Weight) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn analyse(&mut self, _end_of_pause: bool) -> BoxFuture<'_, Analysed> {
+            self.n += 1;
+            if self.n == 2 {
+                let conn = rusqlite::Connection::open(&self.db).unwrap();
+                conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+                *self.lock.lock().unwrap() = Some(conn);
+            }
+            let verdict = if self.n >= 3 {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            };
+            Box::pin(async move {
+                Analysed {
+                    verdict,
+                    reason: format!("scripted {}", verdict.as_str()),
+                    sample: None,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rollout_held_by_the_store_at_the_end_of_a_pause_is_still_judged() {
+        let rig = Rig::new().await;
+        let lock = Arc::new(Mutex::new(None));
+        let plan = Plan {
+            steps: vec![
+                Step::SetWeight(w(10.0)),
+                Step::PauseFor(Duration::from_secs(1)),
+                Step::SetWeight(w(50.0)),
+                Step::PauseFor(Duration::from_secs(60)),
+            ],
+            ..plan()
+        };
+        let (driver, handle) = Driver::new(
+            plan,
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            Box::new(LockOnSecond {
+                db: rig._dir.path().join("serin.db"),
+                lock: lock.clone(),
+                n: 0,
+            }),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| handle.health().store_error.is_some()).await;
+        until(|| rig.proxy.weight() == Weight::ZERO).await;
+        assert_ne!(
+            rig.store.get("checkout").unwrap().state.weight,
+            w(50.0),
+            "never moved forward while the store was locked"
+        );
+        if let Some(conn) = lock.lock().unwrap().take() {
+            conn.execute_batch("COMMIT").unwrap();
+        }
+        let done = bounded(task).await.unwrap().unwrap();
+        assert_eq!(done.state.phase, Phase::RolledBack);
+        assert_eq!(
+            rig.store.get("checkout").unwrap().state.phase,
+            Phase::RolledBack
+        );
     }
 }
