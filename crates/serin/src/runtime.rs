@@ -447,6 +447,12 @@ impl RunningDriver {
         }
     }
 
+    /// What is in force now and what is wrong (weight in force or pending,
+    /// the data plane's and the store's last errors): for status and metrics.
+    pub fn health(&self) -> crate::controller::driver::Health {
+        self.handle.health()
+    }
+
     /// Whether the driver has stopped (the rollout ended).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
@@ -474,7 +480,11 @@ impl RunningDriver {
         if let Some(delivered) = self.delivered.take() {
             delivered.wait(WEBHOOK_FLUSH).await;
         }
-        result.map_err(|_| DriverError::Stopped)?
+        result.map_err(|e| {
+            // The driver never returns early on a fault; only a bug ends it so.
+            tracing::error!("the rollout's controller stopped abnormally: {e}");
+            DriverError::Stopped
+        })?
     }
 }
 

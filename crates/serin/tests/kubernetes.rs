@@ -1504,3 +1504,165 @@ async fn nginx_sends_a_never_header_to_stable() {
         1
     );
 }
+
+/// An analysis that passes every interval and, when the 50 % stage begins,
+/// stops the cluster's pods from becoming ready: the canary replicas of the
+/// next weight will not be ready.
+struct PassThenStall {
+    cluster: Shared,
+}
+
+impl serin::controller::driver::Analysis for PassThenStall {
+    fn begin_stage(&mut self, weight: Weight) -> serin::controller::driver::BoxFuture<'_, ()> {
+        if weight == w(50.0) {
+            self.cluster.lock().unwrap().ready = false;
+        }
+        Box::pin(async {})
+    }
+    fn analyse(
+        &mut self,
+        _end_of_pause: bool,
+    ) -> serin::controller::driver::BoxFuture<'_, serin::controller::driver::Analysed> {
+        Box::pin(async {
+            serin::controller::driver::Analysed {
+                verdict: serin::controller::machine::Verdict::Pass,
+                reason: "scripted pass".into(),
+                sample: None,
+            }
+        })
+    }
+}
+
+/// With scaleWithWeight, a last `setWeight: 100` whose canary replicas are
+/// not ready is refused; the rollout holds at 50 % (never promoted there)
+/// and is promoted only after 100 % has landed and been judged.
+#[tokio::test]
+async fn the_driver_holds_a_last_weight_until_its_canary_pods_are_ready() {
+    use serin::controller::driver::{Driver, now_millis};
+    use serin::controller::machine::{Phase, Plan, State, Step};
+    use serin::store::{RolloutRecord, Store};
+
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    cluster.lock().unwrap().ready = true;
+    let r = router(&cluster, target(KubeProvider::GatewayApi));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let record = store
+        .register(
+            &RolloutRecord {
+                name: "checkout".into(),
+                spec: String::new(),
+                stable_version: "v1.1.0".into(),
+                canary_version: Some("v1.2.0".into()),
+                former_stable_version: None,
+                stable_upstream: None,
+                canary_upstream: None,
+                state: State::new(now_millis()),
+                last_verdict: None,
+                generation: 0,
+            },
+            now_millis(),
+        )
+        .unwrap();
+    let plan = Plan {
+        steps: vec![
+            Step::SetWeight(w(50.0)),
+            Step::PauseFor(Duration::from_millis(200)),
+            Step::SetWeight(w(100.0)),
+        ],
+        interval: Duration::from_millis(50),
+        no_data_limit: 3,
+        judge_at_end_of_pause: false,
+        progress_deadline: None,
+    };
+    let (driver, handle) = Driver::new(
+        plan,
+        store.clone(),
+        record,
+        Arc::new(r),
+        Box::new(PassThenStall {
+            cluster: cluster.clone(),
+        }),
+    );
+    let task = tokio::spawn(driver.run(std::future::pending()));
+    let full = scaled_replicas(4, w(100.0).hundredths());
+    let refused_at_100 = || {
+        cluster
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|c| {
+                c.method == "PATCH"
+                    && c.path == CANARY_DEPLOY
+                    && deployment_replicas(&c.body) == full
+            })
+            .count()
+    };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while refused_at_100() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("100 % asked for three times");
+    let stored = store.get("checkout").unwrap();
+    assert_eq!(stored.state.phase, Phase::Progressing, "held, not promoted");
+    assert_eq!(stored.stable_version, "v1.1.0");
+    let last_route = cluster
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .rev()
+        .find(|c| c.method == "PATCH" && c.path == ROUTE)
+        .map(|c| route_weights(&c.body))
+        .expect("the route was applied");
+    assert!(
+        last_route.contains(&("checkout-canary".to_string(), 5_000)),
+        "the route still holds 50 %: {last_route:?}"
+    );
+    assert!(
+        !lines(&cluster.lock().unwrap().log).contains(&format!("PATCH {DEPLOY}")),
+        "promotion not started"
+    );
+    let health = handle.health();
+    assert_eq!(health.weight_pending, Some(w(100.0)), "{health:?}");
+    assert!(
+        health
+            .router_error
+            .as_deref()
+            .is_some_and(|e| e.contains("ready")),
+        "{health:?}"
+    );
+
+    cluster.lock().unwrap().ready = true;
+    let done = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("finished in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state.phase, Phase::Succeeded);
+    let log = cluster.lock().unwrap().log.clone();
+    let route_at_100 = log
+        .iter()
+        .position(|c| {
+            c.method == "PATCH"
+                && c.path == ROUTE
+                && route_weights(&c.body).contains(&("checkout-canary".to_string(), 10_000))
+        })
+        .expect("100 % reached the route");
+    let promoted = log
+        .iter()
+        .position(|c| c.method == "PATCH" && c.path == DEPLOY)
+        .expect("promoted");
+    assert!(route_at_100 < promoted, "{:#?}", lines(&log));
+    assert!(
+        store
+            .events("checkout")
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "verdict" && e.decision.weight == w(100.0)),
+        "judged at 100 % before the promotion"
+    );
+}

@@ -1,33 +1,43 @@
 //! The driver: the thin async shell around the pure [`machine`].
 //!
 //! # Expected flow
-//! One task per rollout. It wakes on a short tick, on an operator command, or
-//! on a gate's answer; turns that into a machine [`Input`]; persists the new
-//! state and decisions; then executes the machine's actions in order (apply a
-//! weight, start a stage, analyse, check a gate, promote, notify). An analysis
-//! produces another input (its verdict), handled the same way before the
-//! driver sleeps again.
+//! One task per rollout. It wakes on a short tick, on an operator command, on
+//! a gate's answer, on a health check's answer or on an analysis' verdict;
+//! turns that into a machine [`Input`]; persists the new state and decisions;
+//! then executes the machine's actions in order (apply a weight, start a
+//! stage, ask for an analysis, check a gate, promote, notify). Analyses,
+//! gates and health checks run on tasks of their own and answer as inputs, so
+//! a slow metric source or gate never keeps an operator's command waiting.
 //!
 //! # Guarantees
 //! - Persist, then apply: a decision is in SQLite before the data plane sees
 //!   it. After a crash, [`Driver::run`] re-applies the persisted weight first.
+//!   One exception, the safe direction: a rollback the store cannot take yet
+//!   is applied at once and written as soon as the store answers.
+//! - While the store cannot be written (locked by a backup tool, disk full,
+//!   another writer) nothing moves forward: no step, no weight, no
+//!   promotion. Writes are retried with backoff; analyses go on, so a failing
+//!   canary is still rolled back; the condition is in [`Health`] and the log.
 //! - A failed weight change (nginx reload refused, API down) is retried on
-//!   every tick until the data plane holds the persisted weight.
+//!   every tick until the data plane holds the persisted weight; until then
+//!   no time runs and no verdict is taken, so nothing is judged (or promoted)
+//!   on a split that is not in force. [`Health`] says what is in force.
 //! - Operator commands are answered after their decision is persisted and
 //!   applied; a refused command changes nothing.
+//! - The driver never ends with an error while its rollout is in progress,
+//!   and every way it ends is logged.
 //!
 //! # Seams
 //! [`TrafficRouter`] (built-in proxy, nginx, Kubernetes) and [`Analysis`]
 //! (a metric source and the judge together, so this module knows neither).
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serin_proxy::Weight;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::machine::{self, Action, Decision, Input, Millis, Phase, Plan, Refused, Verdict};
 use crate::notify::{Message, Notifier};
@@ -57,7 +67,8 @@ pub struct Analysed {
     pub sample: Option<(VersionSample, VersionSample)>,
 }
 
-/// Takes metrics from a source and judges them.
+/// Takes metrics from a source and judges them. It runs on a task of its
+/// own: however long it takes, the rollout's commands are answered.
 pub trait Analysis: Send {
     /// A new weight stage begins (absolute limits and `fixed` tests restart
     /// from the numbers as they are now).
@@ -83,6 +94,48 @@ pub enum Progress {
     },
     /// The data plane refused a change; it will be retried.
     RouterError(String),
+}
+
+/// What is really in force, and what is wrong, beside the rollout's record:
+/// the record says what was decided, this says whether the data plane and
+/// the store have it. Not persisted; watched through [`Handle::health`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Health {
+    /// The last canary weight the data plane took (after a promotion: 0 %
+    /// on the new stable); `None` before it took any. A refused change
+    /// leaves the previous weight in force (nginx keeps its last good
+    /// configuration).
+    pub weight_in_force: Option<Weight>,
+    /// The weight decided but not (yet) taken by the data plane, while
+    /// there is one: with [`Health::router_error`], what status must say
+    /// (`rollback not applied yet: nginx -t: …`).
+    pub weight_pending: Option<Weight>,
+    /// The rollout is promoted in the record but the data plane has not
+    /// taken the promotion yet (running, or refused and retried).
+    pub promotion_pending: bool,
+    /// Why the data plane refused the last change, while what the record
+    /// says is not in force (e.g. `nginx -t: …`).
+    pub router_error: Option<String>,
+    /// Why the store could not be written, while it cannot.
+    pub store_error: Option<String>,
+    /// Since when the store has failed.
+    pub store_failing_since: Option<Millis>,
+    /// The record in force is ahead of the store: a rollback (or verdicts)
+    /// applied while the store could not be written, written when it answers.
+    pub unsaved: bool,
+    /// Since when the analysis now running was asked for.
+    pub analysing_since: Option<Millis>,
+}
+
+impl Health {
+    /// Everything the record says is in force: the weight applied (or the
+    /// promotion done) and the state written.
+    pub fn in_force(&self, record: &RolloutRecord) -> bool {
+        self.weight_pending.is_none()
+            && self.weight_in_force == Some(record.state.weight)
+            && !self.promotion_pending
+            && !self.unsaved
+    }
 }
 
 /// An operator command with its answer channel.
@@ -112,6 +165,7 @@ pub enum DriverError {
 pub struct Handle {
     tx: mpsc::Sender<Command>,
     progress: broadcast::Sender<Progress>,
+    health: watch::Receiver<Health>,
 }
 
 impl Handle {
@@ -129,12 +183,75 @@ impl Handle {
     pub fn subscribe(&self) -> broadcast::Receiver<Progress> {
         self.progress.subscribe()
     }
+
+    /// What is in force now, and what is wrong (for status and metrics).
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    /// Watches [`Handle::health`] change.
+    pub fn watch_health(&self) -> watch::Receiver<Health> {
+        self.health.clone()
+    }
 }
 
 /// How often the driver wakes without a command: pauses end within this.
 const TICK: Duration = Duration::from_millis(100);
 /// How often an ended rollout retries a promotion or rollback the data plane refused.
 const RETRY_END: Duration = Duration::from_secs(1);
+/// The first wait before a failed store write is tried again; doubled on
+/// every failure up to [`STORE_BACKOFF_MAX`].
+const STORE_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait between store retries.
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(8);
+
+/// Work for the analysis task, in order.
+enum Job {
+    Begin(Weight),
+    Analyse {
+        end_of_pause: bool,
+        stage: u64,
+        step: usize,
+        weight: Weight,
+    },
+}
+
+/// An analysis' answer, with what it was asked on.
+struct Judged {
+    end_of_pause: bool,
+    stage: u64,
+    step: usize,
+    weight: Weight,
+    analysed: Analysed,
+}
+
+/// Why a write did not happen.
+enum SaveError {
+    /// Not tried: the store failed a moment ago and is being backed off.
+    NotTried,
+    /// Another writer changed the rollout; its state was taken instead.
+    Adopted(StoreError),
+    /// The store failed.
+    Failed(StoreError),
+    /// The write's task was lost.
+    Lost,
+}
+
+/// A background write's outcome: what was written, and the answer.
+struct Flushed {
+    record: RolloutRecord,
+    decisions: usize,
+    result: Result<i64, Option<StoreError>>,
+}
+
+/// Aborts a task when dropped: the analysis task ends with its driver.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The shell around one rollout's state machine.
 pub struct Driver {
@@ -142,17 +259,54 @@ pub struct Driver {
     store: Store,
     record: RolloutRecord,
     router: Arc<dyn TrafficRouter>,
-    analysis: Box<dyn Analysis>,
+    /// Moved onto its own task by [`Driver::run`].
+    analysis: Option<Box<dyn Analysis>>,
+    jobs_tx: mpsc::UnboundedSender<Job>,
+    jobs_rx: Option<mpsc::UnboundedReceiver<Job>>,
+    judged_tx: mpsc::UnboundedSender<Judged>,
+    judged_rx: mpsc::UnboundedReceiver<Judged>,
+    /// Counts weight stages: a verdict asked for in an earlier one is stale.
+    stage: u64,
+    /// Since when the analysis in flight was asked for.
+    analysing: Option<Millis>,
+    /// When the next analysis is due while the store holds the rollout back.
+    held_analysis_at: Option<Instant>,
     commands: mpsc::Receiver<Command>,
     progress: broadcast::Sender<Progress>,
     gate_tx: mpsc::Sender<Input>,
     gate_rx: mpsc::Receiver<Input>,
+    ready_tx: mpsc::Sender<Result<(), String>>,
+    ready_rx: mpsc::Receiver<Result<(), String>>,
+    /// A health check is running.
+    checking: bool,
     /// The weight the data plane is known to hold (None: unknown, apply again).
     applied: Option<Weight>,
+    /// The last weight the data plane took (it keeps it when it refuses a change).
+    last_applied: Option<Weight>,
     /// Since when the data plane has refused the weight (None: it has not).
     refused_since: Option<Instant>,
-    /// The canary was promoted but the data plane refused it; retried.
+    /// The canary was promoted but the data plane has not taken it yet.
     promotion_pending: bool,
+    /// A promotion is running on its task.
+    promoting: bool,
+    promoted_tx: mpsc::Sender<Result<(), String>>,
+    promoted_rx: mpsc::Receiver<Result<(), String>>,
+    /// The data plane's last refusal, until it takes a change.
+    router_error: Option<String>,
+    /// The store's last error and since when it fails, until a write succeeds.
+    store_error: Option<(String, Millis)>,
+    /// No automatic write is tried before this (backoff after a failure).
+    store_retry_at: Option<Instant>,
+    store_backoff: Duration,
+    /// Decisions in force but not written yet.
+    unsaved: Vec<Decision>,
+    /// `record` is ahead of the store.
+    dirty: bool,
+    /// A background write (of what is in force, while the store fails) is running.
+    flushing: bool,
+    flushed_tx: mpsc::Sender<Flushed>,
+    flushed_rx: mpsc::Receiver<Flushed>,
+    health: watch::Sender<Health>,
     notifier: Notifier,
     report_url: Option<String>,
     /// Must answer 2xx before the first step (Flagger's pre-rollout hook).
@@ -176,23 +330,54 @@ impl Driver {
         let (tx, commands) = mpsc::channel(16);
         let (progress, _) = broadcast::channel(1024);
         let (gate_tx, gate_rx) = mpsc::channel(4);
+        let (ready_tx, ready_rx) = mpsc::channel(1);
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        let (judged_tx, judged_rx) = mpsc::unbounded_channel();
+        let (health, health_rx) = watch::channel(Health::default());
+        let (flushed_tx, flushed_rx) = mpsc::channel(1);
+        let (promoted_tx, promoted_rx) = mpsc::channel(1);
         let handle = Handle {
             tx,
             progress: progress.clone(),
+            health: health_rx,
         };
         let driver = Driver {
             plan,
             store,
             record,
             router,
-            analysis,
+            analysis: Some(analysis),
+            jobs_tx,
+            jobs_rx: Some(jobs_rx),
+            judged_tx,
+            judged_rx,
+            stage: 0,
+            analysing: None,
+            held_analysis_at: None,
             commands,
             progress,
             gate_tx,
             gate_rx,
+            ready_tx,
+            ready_rx,
+            checking: false,
             applied: None,
+            last_applied: None,
             refused_since: None,
             promotion_pending: false,
+            promoting: false,
+            promoted_tx,
+            promoted_rx,
+            router_error: None,
+            store_error: None,
+            store_retry_at: None,
+            store_backoff: STORE_BACKOFF,
+            unsaved: Vec::new(),
+            dirty: false,
+            flushing: false,
+            flushed_tx,
+            flushed_rx,
+            health,
             notifier: Notifier::none(),
             report_url: None,
             pre_rollout: None,
@@ -229,118 +414,270 @@ impl Driver {
         });
     }
 
-    /// The rollout as last persisted.
+    /// The rollout as decided (persisted, unless [`Health::unsaved`]).
     pub fn record(&self) -> &RolloutRecord {
         &self.record
     }
 
     /// Runs the rollout until it ends (`Succeeded` or `RolledBack`) or
-    /// `shutdown` resolves; returns the last persisted record.
+    /// `shutdown` resolves; returns the last record.
     ///
     /// A rollout still `Initializing` is health-checked first; one that was
     /// already running (a restart) gets its persisted weight re-applied.
+    /// Faults (store, data plane, analysis) are retried, never returned: the
+    /// `Result` is kept for callers, and is always `Ok`.
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<RolloutRecord, DriverError> {
         tokio::pin!(shutdown);
+        let _analysis = self.start_analysis();
         // Repair whatever a crash left between persist and apply.
         self.apply(self.record.state.weight, Instant::now()).await;
         if matches!(self.record.state.phase, Phase::Progressing | Phase::Paused) {
-            self.analysis.begin_stage(self.record.state.weight).await;
+            self.begin_stage(self.record.state.weight);
         }
+        self.publish();
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.record.state.phase.is_finished() {
             tokio::select! {
-                _ = ticker.tick() => {
-                    if self.record.state.phase == Phase::Initializing {
-                        self.initialize().await?;
-                    } else {
-                        if self.applied != Some(self.record.state.weight)
-                            && let Some(refused) =
-                                self.apply(self.record.state.weight, Instant::now()).await
-                        {
-                            let refused_ms = u64::try_from(refused.as_millis()).unwrap_or(u64::MAX);
-                            self.feed(Input::WeightApplied { refused_ms }).await?;
-                        }
-                        // Time runs and verdicts are made only on the split
-                        // that is really in force: while the data plane
-                        // refuses the weight, the rollout holds.
-                        if self.applied == Some(self.record.state.weight) {
-                            self.feed(Input::Tick).await?;
-                        }
-                    }
-                }
+                _ = ticker.tick() => self.on_tick().await,
                 Some(cmd) = self.commands.recv() => {
-                    let result = self.feed(cmd.input).await.map(|()| self.record.clone());
-                    if let Err(DriverError::Store(e)) = &result {
-                        tracing::error!(rollout = %self.record.name, "cannot persist: {e}");
-                    }
+                    let result = self.feed(cmd.input, true).await.map(|()| self.record.clone());
+                    self.publish();
                     let _ = cmd.reply.send(result);
                 }
-                Some(input) = self.gate_rx.recv() => {
-                    self.feed(input).await?;
+                Some(input) = self.gate_rx.recv() => self.feed_logged(input).await,
+                Some(ready) = self.ready_rx.recv() => self.on_ready(ready).await,
+                Some(judged) = self.judged_rx.recv() => self.on_judged(judged).await,
+                Some(flushed) = self.flushed_rx.recv() => self.on_flushed(flushed).await,
+                () = &mut shutdown => {
+                    self.last_write().await;
+                    tracing::info!(
+                        rollout = %self.record.name,
+                        phase = self.record.state.phase.as_str(),
+                        unsaved = self.dirty,
+                        "controller stopped (shutdown); the rollout resumes where it is on the next start"
+                    );
+                    return Ok(self.record);
                 }
-                () = &mut shutdown => return Ok(self.record),
             }
+            self.publish();
         }
+        tracing::info!(rollout = %self.record.name, phase = self.record.state.phase.as_str(), reason = %self.record.state.reason, "rollout ended");
         // The rollout has ended; its end is not done until the data plane
         // has it (all traffic on the new stable, or on stable after a
-        // rollback). Retried once a second, as long as it takes.
-        while self.promotion_pending || self.applied != Some(self.record.state.weight) {
+        // rollback) and the store has it. Retried once a second, as long as
+        // it takes; commands meanwhile are answered (refused: it has ended).
+        while self.promotion_pending || self.applied != Some(self.record.state.weight) || self.dirty
+        {
             tokio::select! {
                 () = tokio::time::sleep(RETRY_END) => {}
-                () = &mut shutdown => break,
+                Some(cmd) = self.commands.recv() => {
+                    let result = self.feed(cmd.input, true).await.map(|()| self.record.clone());
+                    let _ = cmd.reply.send(result);
+                    continue;
+                }
+                Some(promoted) = self.promoted_rx.recv() => {
+                    self.on_promoted(promoted);
+                    self.publish();
+                    continue;
+                }
+                Some(flushed) = self.flushed_rx.recv() => {
+                    self.on_flushed(flushed).await;
+                    continue;
+                }
+                () = &mut shutdown => {
+                    self.last_write().await;
+                    tracing::warn!(
+                        rollout = %self.record.name,
+                        phase = self.record.state.phase.as_str(),
+                        promotion_pending = self.promotion_pending,
+                        weight_in_force = ?self.applied.map(|w| w.percent()),
+                        unsaved = self.dirty,
+                        "controller stopped (shutdown) before the end of the rollout was fully in force"
+                    );
+                    return Ok(self.record);
+                }
             }
             if self.promotion_pending {
-                match self.router.promote().await {
-                    Ok(()) => {
-                        self.promotion_pending = false;
-                        self.applied = Some(Weight::ZERO);
-                        tracing::info!(rollout = %self.record.name, "promotion applied");
-                    }
-                    Err(e) => {
-                        tracing::warn!(rollout = %self.record.name, "promotion still not applied (retrying): {e}");
-                        let _ = self.progress.send(Progress::RouterError(e));
-                    }
-                }
-            } else {
+                self.spawn_promotion();
+            } else if self.applied != Some(self.record.state.weight) {
                 self.apply(self.record.state.weight, Instant::now()).await;
             }
+            self.maybe_flush();
+            self.publish();
         }
+        self.publish();
+        tracing::info!(rollout = %self.record.name, phase = self.record.state.phase.as_str(), "controller done: the end of the rollout is in force and written");
         Ok(self.record)
     }
 
-    /// Health-checks both versions; starts the first step when they answer.
-    async fn initialize(&mut self) -> Result<(), DriverError> {
-        if self.next_check.is_some_and(|t| Instant::now() < t) {
-            return Ok(());
+    /// Promotes on a task of its own (a Kubernetes promotion waits for the
+    /// stable Deployment to roll out): commands are answered meanwhile.
+    fn spawn_promotion(&mut self) {
+        if self.promoting {
+            return;
         }
-        self.next_check = Some(Instant::now() + CHECK_EVERY);
-        let ready = match self.router.check_ready().await {
-            Err(why) => Err(format!("waiting for both versions to answer: {why}")),
-            Ok(()) => match &self.pre_rollout {
-                None => Ok(()),
-                Some(url) => match super::probe::post_json(url, &self.hook_body()).await {
-                    Ok(status) if status.is_success() => Ok(()),
-                    Ok(status) => Err(format!(
-                        "waiting for the pre-rollout check {url}: it answered {status}"
-                    )),
-                    Err(e) => Err(format!("waiting for the pre-rollout check {url}: {e}")),
+        self.promoting = true;
+        let router = self.router.clone();
+        let tx = self.promoted_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(router.promote().await).await;
+        });
+    }
+
+    /// The data plane answered a promotion.
+    fn on_promoted(&mut self, result: Result<(), String>) {
+        self.promoting = false;
+        match result {
+            Ok(()) => {
+                self.promotion_pending = false;
+                self.applied = Some(Weight::ZERO);
+                self.last_applied = Some(Weight::ZERO);
+                self.router_error = None;
+                tracing::info!(rollout = %self.record.name, "promotion applied");
+            }
+            Err(e) => {
+                tracing::error!(rollout = %self.record.name, "promotion not applied (retrying): {e}");
+                self.router_error = Some(e.clone());
+                let _ = self.progress.send(Progress::RouterError(e));
+            }
+        }
+    }
+
+    /// Moves the analysis onto a task of its own; it takes jobs in order
+    /// and answers verdicts as inputs. Ends with the returned guard.
+    fn start_analysis(&mut self) -> Option<AbortOnDrop> {
+        let mut analysis = self.analysis.take()?;
+        let mut jobs = self.jobs_rx.take()?;
+        let judged = self.judged_tx.clone();
+        Some(AbortOnDrop(tokio::spawn(async move {
+            while let Some(job) = jobs.recv().await {
+                match job {
+                    Job::Begin(weight) => analysis.begin_stage(weight).await,
+                    Job::Analyse {
+                        end_of_pause,
+                        stage,
+                        step,
+                        weight,
+                    } => {
+                        let analysed = analysis.analyse(end_of_pause).await;
+                        let answer = Judged {
+                            end_of_pause,
+                            stage,
+                            step,
+                            weight,
+                            analysed,
+                        };
+                        if judged.send(answer).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })))
+    }
+
+    /// One tick: write what waits for the store, re-apply a refused
+    /// weight, then let time run on the split in force.
+    async fn on_tick(&mut self) {
+        self.maybe_flush();
+        if self.record.state.phase == Phase::Initializing {
+            self.initialize();
+            return;
+        }
+        if self.applied != Some(self.record.state.weight)
+            && let Some(refused) = self.apply(self.record.state.weight, Instant::now()).await
+        {
+            let refused_ms = u64::try_from(refused.as_millis()).unwrap_or(u64::MAX);
+            self.feed_logged(Input::WeightApplied { refused_ms }).await;
+        }
+        // Time runs and verdicts are made only on the split that is really
+        // in force: while the data plane refuses the weight, the rollout holds.
+        if self.applied == Some(self.record.state.weight) {
+            self.feed_logged(Input::Tick).await;
+        }
+    }
+
+    /// Starts a health check of both versions (and the pre-rollout check)
+    /// on a task of its own; [`Driver::on_ready`] takes the answer.
+    fn initialize(&mut self) {
+        if self.checking || self.next_check.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.checking = true;
+        let router = self.router.clone();
+        let pre_rollout = self.pre_rollout.clone();
+        let body = self.hook_body();
+        let tx = self.ready_tx.clone();
+        tokio::spawn(async move {
+            let ready = match router.check_ready().await {
+                Err(why) => Err(format!("waiting for both versions to answer: {why}")),
+                Ok(()) => match &pre_rollout {
+                    None => Ok(()),
+                    Some(url) => match super::probe::post_json(url, &body).await {
+                        Ok(status) if status.is_success() => Ok(()),
+                        Ok(status) => Err(format!(
+                            "waiting for the pre-rollout check {url}: it answered {status}"
+                        )),
+                        Err(e) => Err(format!("waiting for the pre-rollout check {url}: {e}")),
+                    },
                 },
-            },
-        };
+            };
+            let _ = tx.send(ready).await;
+        });
+    }
+
+    /// Both versions answered (or why not): start the first step.
+    async fn on_ready(&mut self, ready: Result<(), String>) {
+        self.checking = false;
+        self.next_check = Some(Instant::now() + CHECK_EVERY);
+        if self.record.state.phase != Phase::Initializing {
+            return; // an operator rolled it back meanwhile
+        }
         match ready {
-            Ok(()) => self.feed(Input::Start).await,
+            Ok(()) => self.feed_logged(Input::Start).await,
             Err(reason) => {
                 if self.record.state.reason != reason {
                     tracing::warn!(rollout = %self.record.name, "{reason}");
                     self.record.state.reason = reason;
                 }
-                Ok(())
             }
         }
+    }
+
+    /// An analysis answered: record its numbers, and feed its verdict if it
+    /// was taken on the split in force. A `fail` always counts (rolling back
+    /// is the safe direction).
+    async fn on_judged(&mut self, j: Judged) {
+        self.analysing = None;
+        if let Some((stable, canary)) = j.analysed.sample {
+            let sample = Sample {
+                at: now_millis(),
+                step: j.step,
+                weight: j.weight,
+                verdict: j.analysed.verdict.as_str().to_string(),
+                stable,
+                canary,
+            };
+            if self.store_error.is_none() {
+                tokio::spawn(self.save_sample(&sample));
+            }
+            let _ = self.progress.send(Progress::Sample(sample));
+        }
+        let current = j.stage == self.stage && self.applied == Some(self.record.state.weight);
+        if !current && j.analysed.verdict != Verdict::Fail {
+            tracing::debug!(rollout = %self.record.name, verdict = j.analysed.verdict.as_str(), "a verdict on a split no longer in force is dropped");
+            return;
+        }
+        self.feed_logged(Input::Verdict {
+            verdict: j.analysed.verdict,
+            reason: j.analysed.reason,
+            end_of_pause: j.end_of_pause,
+        })
+        .await;
     }
 
     /// What gates and pre-rollout checks receive (as Flagger's webhooks do).
@@ -355,101 +692,189 @@ impl Driver {
         })
     }
 
-    /// Feeds one input, and every input its actions produce, through the
-    /// machine: persist, then act.
-    async fn feed(&mut self, first: Input) -> Result<(), DriverError> {
-        let mut queue = VecDeque::from([first]);
-        let mut first_input = true;
-        while let Some(input) = queue.pop_front() {
-            let started = Instant::now();
-            let now = now_millis();
-            let t = match machine::step(&self.plan, &self.record.state, now, input) {
-                Ok(t) => t,
-                // Only an operator's own command is refused to them; inputs
-                // produced here (verdicts) always fit.
-                Err(refused) if first_input => return Err(refused.into()),
-                Err(refused) => {
-                    tracing::warn!(rollout = %self.record.name, "{refused}");
-                    continue;
+    /// Feeds an input made here (a tick, a verdict, a gate's answer):
+    /// whatever goes wrong is logged where it happens, and retried.
+    async fn feed_logged(&mut self, input: Input) {
+        match self.feed(input, false).await {
+            Ok(()) | Err(DriverError::Store(_)) => {}
+            Err(e) => tracing::warn!(rollout = %self.record.name, "{e}"),
+        }
+    }
+
+    /// Feeds one input through the machine: persist, then act.
+    ///
+    /// When the store cannot take the new state, a transition that moves
+    /// the rollout forward (a step, a weight, a phase, a promotion) is
+    /// dropped and the operator's command refused with the store's error;
+    /// a rollback, and bookkeeping (verdicts, the next analysis' time), is
+    /// kept in force and written as soon as the store answers.
+    async fn feed(&mut self, input: Input, operator: bool) -> Result<(), DriverError> {
+        let started = Instant::now();
+        let now = now_millis();
+        let t = machine::step(&self.plan, &self.record.state, now, input)?;
+        let machine_state_before = self.record.state.clone();
+        let mut next = self.record.clone();
+        next.state = t.state;
+        if t.actions.contains(&Action::PromoteCanary)
+            && let Some(canary) = next.canary_version.take()
+        {
+            next.former_stable_version = Some(std::mem::replace(&mut next.stable_version, canary));
+            if next.canary_upstream.is_some() {
+                next.stable_upstream = next.canary_upstream.clone();
+            }
+        }
+        if let Some(d) = t.decisions.iter().rev().find(|d| d.verdict.is_some()) {
+            next.last_verdict = Some((d.verdict.unwrap_or("").to_string(), d.reason.clone(), d.at));
+        }
+        if next != self.record || !t.decisions.is_empty() {
+            let (was, is) = (&self.record.state, &next.state);
+            let rolls_back = is.phase == Phase::RolledBack && was.phase != Phase::RolledBack;
+            let forward = !rolls_back
+                && (is.phase != was.phase
+                    || is.step != was.step
+                    || is.weight != was.weight
+                    || is.hold != was.hold
+                    || t.actions.iter().any(|a| {
+                        matches!(
+                            a,
+                            Action::ApplyWeight(_) | Action::PromoteCanary | Action::BeginStage(_)
+                        )
+                    }));
+            if operator && self.flushing && !rolls_back {
+                // Let the write in flight answer first: one writer at a time.
+                if let Some(flushed) = self.flushed_rx.recv().await {
+                    self.on_flushed(flushed).await;
                 }
+                if self.record.state != machine_state_before {
+                    // Another writer's state was taken meanwhile.
+                    return Err(StoreError::Conflict(self.record.name.clone()).into());
+                }
+                next.generation = self.record.generation;
+            }
+            let mut decisions = self.unsaved.clone();
+            decisions.extend(t.decisions.iter().cloned());
+            // While the store fails, only the background write probes it;
+            // an operator's command other than a rollback tries it at once.
+            let failing = self.store_error.is_some() || self.flushing;
+            let try_now = if rolls_back {
+                !failing
+            } else {
+                operator || !failing
             };
-            first_input = false;
-            let mut next = self.record.clone();
-            next.state = t.state;
-            if t.actions.contains(&Action::PromoteCanary)
-                && let Some(canary) = next.canary_version.take()
-            {
-                next.former_stable_version =
-                    Some(std::mem::replace(&mut next.stable_version, canary));
-                if next.canary_upstream.is_some() {
-                    next.stable_upstream = next.canary_upstream.clone();
+            let saved = if try_now {
+                self.save(&next, &decisions, now, rolls_back).await
+            } else {
+                Err(SaveError::NotTried)
+            };
+            match saved {
+                Ok(generation) => {
+                    next.generation = generation;
+                    self.unsaved.clear();
+                    self.dirty = false;
                 }
-            }
-            if let Some(d) = t.decisions.iter().rev().find(|d| d.verdict.is_some()) {
-                next.last_verdict =
-                    Some((d.verdict.unwrap_or("").to_string(), d.reason.clone(), d.at));
-            }
-            if next != self.record || !t.decisions.is_empty() {
-                next.generation = self.persist(&next, t.decisions.clone(), now).await?;
-            }
-            self.record = next;
-            for d in t.decisions {
-                if d.verdict == Some("fail") {
-                    self.notify("verdict-failed", &d.reason);
+                Err(SaveError::Adopted(e)) => return Err(e.into()),
+                Err(e) if forward => {
+                    // Held where it is; the canary is still watched.
+                    self.analyse_while_held();
+                    return match e {
+                        SaveError::NotTried => Ok(()),
+                        SaveError::Failed(e) => {
+                            tracing::warn!(rollout = %self.record.name, "not moving forward until the state database can be written");
+                            Err(e.into())
+                        }
+                        SaveError::Lost | SaveError::Adopted(_) => Err(DriverError::Stopped),
+                    };
                 }
-                let _ = self.progress.send(Progress::Decision(d));
-            }
-            for action in t.actions {
-                match action {
-                    Action::ApplyWeight(w) => {
-                        self.apply(w, started).await;
+                Err(_) => {
+                    if rolls_back {
+                        tracing::error!(rollout = %self.record.name, reason = %next.state.reason, "rolling back before the state database has it (the safe direction); it is written as soon as the database answers");
                     }
-                    Action::BeginStage(w) => self.analysis.begin_stage(w).await,
-                    Action::Analyze { end_of_pause } => {
-                        let a = self.analysis.analyse(end_of_pause).await;
-                        if let Some((stable, canary)) = a.sample {
-                            let sample = Sample {
-                                at: now_millis(),
-                                step: self.record.state.step,
-                                weight: self.record.state.weight,
-                                verdict: a.verdict.as_str().to_string(),
-                                stable,
-                                canary,
-                            };
-                            self.save_sample(&sample).await;
-                            let _ = self.progress.send(Progress::Sample(sample));
-                        }
-                        queue.push_back(Input::Verdict {
-                            verdict: a.verdict,
-                            reason: a.reason,
-                            end_of_pause,
-                        });
-                    }
-                    Action::CheckGate(url) => self.check_gate(url),
-                    Action::PromoteCanary => match self.router.promote().await {
-                        Ok(()) => self.applied = Some(Weight::ZERO),
-                        Err(e) => {
-                            tracing::error!(rollout = %self.record.name, "promotion not applied (will retry): {e}");
-                            let _ = self.progress.send(Progress::RouterError(e));
-                            self.promotion_pending = true;
-                        }
-                    },
-                    Action::Notify(phase) => {
-                        tracing::info!(rollout = %self.record.name, phase = phase.as_str(), reason = %self.record.state.reason, "phase changed");
-                        self.notify("phase-changed", &self.record.state.reason.clone());
-                    }
+                    self.unsaved = decisions;
+                    self.dirty = true;
                 }
             }
         }
+        self.record = next;
+        for d in t.decisions {
+            if d.verdict == Some("fail") {
+                self.notify("verdict-failed", &d.reason);
+            }
+            let _ = self.progress.send(Progress::Decision(d));
+        }
+        for action in t.actions {
+            match action {
+                Action::ApplyWeight(w) => {
+                    self.apply(w, started).await;
+                }
+                Action::BeginStage(w) => self.begin_stage(w),
+                Action::Analyze { end_of_pause } => self.request_analysis(end_of_pause),
+                Action::CheckGate(url) => self.check_gate(url),
+                Action::PromoteCanary => {
+                    self.promotion_pending = true;
+                    self.spawn_promotion();
+                }
+                Action::Notify(phase) => {
+                    tracing::info!(rollout = %self.record.name, phase = phase.as_str(), reason = %self.record.state.reason, "phase changed");
+                    self.notify("phase-changed", &self.record.state.reason.clone());
+                }
+            }
+        }
+        self.publish();
         Ok(())
+    }
+
+    /// While the store holds the rollout back from a step it has earned, its
+    /// canary is still judged every interval: a `fail` rolls back (the safe
+    /// direction needs no write first).
+    fn analyse_while_held(&mut self) {
+        let active = matches!(self.record.state.phase, Phase::Progressing | Phase::Paused);
+        if !active || self.record.state.weight == Weight::ZERO {
+            return;
+        }
+        if self.held_analysis_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.held_analysis_at = Some(Instant::now() + self.plan.interval);
+        self.request_analysis(false);
+    }
+
+    /// A new weight stage: verdicts asked for before it are stale.
+    fn begin_stage(&mut self, weight: Weight) {
+        self.stage += 1;
+        if self.jobs_tx.send(Job::Begin(weight)).is_err() {
+            tracing::error!(rollout = %self.record.name, "the analysis task has stopped");
+        }
+    }
+
+    /// Asks the analysis task for a verdict, unless one is still running
+    /// (a slow source delays verdicts; it never piles them up).
+    fn request_analysis(&mut self, end_of_pause: bool) {
+        if let Some(since) = self.analysing {
+            tracing::debug!(rollout = %self.record.name, "an analysis asked for {} ago is still running", machine::human_span(now_millis().since(since)));
+            return;
+        }
+        let job = Job::Analyse {
+            end_of_pause,
+            stage: self.stage,
+            step: self.record.state.step,
+            weight: self.record.state.weight,
+        };
+        if self.jobs_tx.send(job).is_err() {
+            tracing::error!(rollout = %self.record.name, "the analysis task has stopped: no verdicts");
+            return;
+        }
+        self.analysing = Some(now_millis());
     }
 
     /// Applies `weight`; when it lands after refusals, returns how long
     /// they lasted.
     async fn apply(&mut self, weight: Weight, since: Instant) -> Option<Duration> {
-        match self.router.apply_weight(weight).await {
+        let result = self.router.apply_weight(weight).await;
+        let landed = match result {
             Ok(()) => {
                 self.applied = Some(weight);
+                self.last_applied = Some(weight);
+                self.router_error = None;
                 let _ = self.progress.send(Progress::WeightApplied {
                     weight,
                     since_decision: since.elapsed(),
@@ -460,25 +885,234 @@ impl Driver {
                 self.applied = None;
                 self.refused_since.get_or_insert_with(Instant::now);
                 tracing::warn!(rollout = %self.record.name, "weight {weight} % not applied (will retry): {e}");
+                self.router_error = Some(e.clone());
                 let _ = self.progress.send(Progress::RouterError(e));
                 None
+            }
+        };
+        self.publish();
+        landed
+    }
+
+    /// The store failed a moment ago: automatic writes wait.
+    fn in_backoff(&self) -> bool {
+        self.store_retry_at.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Writes `record` with `decisions`. A conflict (another writer) is
+    /// resolved by taking the stored state, except for a rollback
+    /// (`overwrite`), which is written over it: the safe direction wins.
+    async fn save(
+        &mut self,
+        record: &RolloutRecord,
+        decisions: &[Decision],
+        now: Millis,
+        overwrite: bool,
+    ) -> Result<i64, SaveError> {
+        let mut record = record.clone();
+        let mut conflicts = 0;
+        loop {
+            match self.persist(&record, decisions.to_vec(), now).await {
+                Ok(generation) => {
+                    self.store_ok();
+                    return Ok(generation);
+                }
+                Err(Some(StoreError::Conflict(name))) if conflicts == 0 => {
+                    conflicts += 1;
+                    let stored = match self.load().await {
+                        Ok(stored) => stored,
+                        Err(e) => {
+                            self.store_failed(&format!("after a write conflict: {e}"));
+                            return Err(SaveError::Failed(StoreError::Conflict(name)));
+                        }
+                    };
+                    if overwrite {
+                        tracing::warn!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; the rollback is written over it");
+                        record.generation = stored.generation;
+                        continue;
+                    }
+                    tracing::error!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; continuing from the stored state");
+                    self.adopt(stored);
+                    return Err(SaveError::Adopted(StoreError::Conflict(name)));
+                }
+                Err(Some(e)) => {
+                    self.store_failed(&e.to_string());
+                    return Err(SaveError::Failed(e));
+                }
+                Err(None) => {
+                    self.store_failed("the write's task was lost");
+                    return Err(SaveError::Lost);
+                }
             }
         }
     }
 
+    /// While the store fails (or what is in force is not written yet),
+    /// tries a write in the background, with backoff: the driver keeps
+    /// answering commands and judging the canary meanwhile.
+    fn maybe_flush(&mut self) {
+        if self.flushing || self.in_backoff() || !(self.dirty || self.store_error.is_some()) {
+            return;
+        }
+        self.flushing = true;
+        let record = self.record.clone();
+        let decisions = self.unsaved.clone();
+        let count = decisions.len();
+        let write = self.persist(&record, decisions, now_millis());
+        let tx = self.flushed_tx.clone();
+        tokio::spawn(async move {
+            let result = write.await;
+            let _ = tx
+                .send(Flushed {
+                    record,
+                    decisions: count,
+                    result,
+                })
+                .await;
+        });
+        self.publish();
+    }
+
+    /// A background write answered.
+    async fn on_flushed(&mut self, f: Flushed) {
+        self.flushing = false;
+        match f.result {
+            Ok(generation) => {
+                self.store_ok();
+                tracing::info!(rollout = %self.record.name, phase = f.record.state.phase.as_str(), decisions = f.decisions, "the rollout's state is written");
+                self.record.generation = generation;
+                self.unsaved.drain(..f.decisions.min(self.unsaved.len()));
+                let mut written = f.record;
+                written.generation = generation;
+                self.dirty = written != self.record || !self.unsaved.is_empty();
+            }
+            Err(Some(StoreError::Conflict(name))) => match self.load().await {
+                Ok(stored) if self.record.state.phase == Phase::RolledBack => {
+                    tracing::warn!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; the rollback is written over it");
+                    self.record.generation = stored.generation;
+                    self.store_retry_at = None;
+                }
+                Ok(stored) => {
+                    tracing::error!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; continuing from the stored state");
+                    self.store_ok();
+                    self.adopt(stored);
+                }
+                Err(e) => self.store_failed(&format!("after a write conflict: {e}")),
+            },
+            Err(Some(e)) => self.store_failed(&e.to_string()),
+            Err(None) => self.store_failed("the write's task was lost"),
+        }
+        self.publish();
+    }
+
+    /// On the way out: one last try to write what is in force.
+    async fn last_write(&mut self) {
+        if self.flushing
+            && let Some(flushed) = self.flushed_rx.recv().await
+        {
+            self.on_flushed(flushed).await;
+        }
+        if !self.dirty {
+            return;
+        }
+        let (record, decisions) = (self.record.clone(), self.unsaved.clone());
+        let overwrite = record.state.phase == Phase::RolledBack;
+        if let Ok(generation) = self
+            .save(&record, &decisions, now_millis(), overwrite)
+            .await
+        {
+            self.record.generation = generation;
+            self.unsaved.clear();
+            self.dirty = false;
+        }
+    }
+
+    /// Takes another writer's state as the rollout's: its weight is applied
+    /// again and its stage starts over.
+    fn adopt(&mut self, stored: RolloutRecord) {
+        if self.dirty {
+            tracing::warn!(rollout = %self.record.name, lost = self.unsaved.len(), "decisions not yet written are dropped in favour of the stored state");
+        }
+        self.unsaved.clear();
+        self.dirty = false;
+        let weight = stored.state.weight;
+        self.record = stored;
+        self.applied = None;
+        if matches!(self.record.state.phase, Phase::Progressing | Phase::Paused) {
+            self.begin_stage(weight);
+        }
+    }
+
+    fn store_ok(&mut self) {
+        if let Some((e, since)) = self.store_error.take() {
+            tracing::info!(rollout = %self.record.name, "the state database answers again after {} (last error: {e})", machine::human_span(now_millis().since(since)));
+        }
+        self.store_retry_at = None;
+        self.store_backoff = STORE_BACKOFF;
+    }
+
+    fn store_failed(&mut self, e: &str) {
+        match &self.store_error {
+            Some((last, _)) if last == e => {
+                tracing::warn!(rollout = %self.record.name, "state database still not writable (retrying in {}): {e}", machine::human_span(self.store_backoff.as_millis() as u64));
+            }
+            _ => {
+                tracing::error!(rollout = %self.record.name, "cannot write the state database; nothing moves forward until it can, a failing canary is still rolled back (retrying in {}): {e}", machine::human_span(self.store_backoff.as_millis() as u64));
+            }
+        }
+        let since = self.store_error.as_ref().map_or(now_millis(), |(_, t)| *t);
+        self.store_error = Some((e.to_string(), since));
+        self.store_retry_at = Some(Instant::now() + self.store_backoff);
+        self.store_backoff = (self.store_backoff * 2).min(STORE_BACKOFF_MAX);
+    }
+
+    /// Tells watchers what is in force now.
+    fn publish(&self) {
+        let weight = self.record.state.weight;
+        let health = Health {
+            weight_in_force: self.last_applied,
+            weight_pending: (self.promotion_pending || self.applied != Some(weight))
+                .then_some(weight),
+            promotion_pending: self.promotion_pending,
+            router_error: self.router_error.clone(),
+            store_error: self.store_error.as_ref().map(|(e, _)| e.clone()),
+            store_failing_since: self.store_error.as_ref().map(|(_, t)| *t),
+            unsaved: self.dirty,
+            analysing_since: self.analysing,
+        };
+        self.health.send_if_modified(|h| {
+            let changed = *h != health;
+            *h = health;
+            changed
+        });
+    }
+
+    /// Writes on a blocking thread; `None` if that thread was lost.
     fn persist(
         &self,
         record: &RolloutRecord,
         decisions: Vec<Decision>,
         now: Millis,
-    ) -> impl Future<Output = Result<i64, DriverError>> + Send + 'static {
+    ) -> impl Future<Output = Result<i64, Option<StoreError>>> + Send + 'static {
         let store = self.store.clone();
         let record = record.clone();
         async move {
             tokio::task::spawn_blocking(move || store.save(&record, &decisions, now))
                 .await
-                .map_err(|_| DriverError::Stopped)?
-                .map_err(DriverError::from)
+                .map_err(|_| None)?
+                .map_err(Some)
+        }
+    }
+
+    /// The rollout as stored.
+    fn load(&self) -> impl Future<Output = Result<RolloutRecord, String>> + Send + 'static {
+        let store = self.store.clone();
+        let name = self.record.name.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || store.get(&name)).await {
+                Ok(loaded) => loaded.map_err(|e| e.to_string()),
+                Err(_) => Err("the read's task was lost".into()),
+            }
         }
     }
 
@@ -522,6 +1156,7 @@ mod tests {
     use crate::controller::machine::{State, Step};
     use crate::providers::traffic::builtin::BuiltinRouter;
     use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
+    use std::collections::VecDeque;
     use std::sync::Mutex;
 
     /// A judge whose verdicts the test scripts (the real judge has its own tests).
@@ -948,6 +1583,438 @@ mod tests {
             phases,
             ["Progressing", "Succeeded"],
             "every phase change, in order"
+        );
+    }
+
+    /// The built-in router, refusing the weights `refuse` names while `closed`.
+    struct Gated {
+        inner: BuiltinRouter,
+        refuse: fn(Weight) -> bool,
+        closed: std::sync::atomic::AtomicBool,
+        refusals: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Gated {
+        fn new(rig: &Rig, refuse: fn(Weight) -> bool, closed: bool) -> Arc<Gated> {
+            Arc::new(Gated {
+                inner: BuiltinRouter::new(rig.proxy.clone()),
+                refuse,
+                closed: closed.into(),
+                refusals: 0.into(),
+            })
+        }
+        fn refusals(&self) -> usize {
+            self.refusals.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn set_closed(&self, closed: bool) {
+            self.closed
+                .store(closed, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl TrafficRouter for Gated {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+            self.inner.check_ready()
+        }
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) && (self.refuse)(weight) {
+                self.refusals
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                return Box::pin(async { Err("nginx -t: refused by the test".to_string()) });
+            }
+            self.inner.apply_weight(weight)
+        }
+        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+            self.inner.promote()
+        }
+    }
+
+    fn w(p: f64) -> Weight {
+        Weight::from_percent(p).unwrap()
+    }
+
+    /// A plan that holds at 10 % for a minute: long enough for a test to act.
+    fn long_plan() -> Plan {
+        Plan {
+            steps: vec![
+                Step::SetWeight(w(10.0)),
+                Step::PauseFor(Duration::from_secs(60)),
+            ],
+            ..plan()
+        }
+    }
+
+    /// Polls `f` every 10 ms until it holds (bounded).
+    async fn until(mut f: impl FnMut() -> bool) {
+        bounded(async {
+            while !f() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
+    fn scripted(rig: &Rig) -> Box<Scripted> {
+        Box::new(Scripted {
+            verdicts: rig.verdicts.clone(),
+            stages: rig.stages.clone(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refused_last_weight_holds_the_rollout_until_it_lands_and_is_judged() {
+        let rig = Rig::new().await;
+        let router = Gated::new(&rig, |weight| weight == w(100.0), true);
+        let plan = Plan {
+            steps: vec![
+                Step::SetWeight(w(10.0)),
+                Step::PauseFor(Duration::from_millis(300)),
+                Step::SetWeight(w(100.0)),
+            ],
+            ..plan()
+        };
+        let (driver, handle) = Driver::new(
+            plan,
+            rig.store.clone(),
+            rig.register(),
+            router.clone(),
+            scripted(&rig),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| router.refusals() >= 5).await;
+        let stored = rig.store.get("checkout").unwrap();
+        assert_eq!(stored.state.phase, Phase::Progressing, "held, not promoted");
+        assert_eq!(stored.state.weight, w(100.0), "100 % is decided");
+        assert_eq!(stored.stable_version, "v1");
+        assert_eq!(rig.proxy.weight(), w(10.0), "10 % is what is in force");
+        let health = handle.health();
+        assert_eq!(health.weight_in_force, Some(w(10.0)));
+        assert_eq!(health.weight_pending, Some(w(100.0)));
+        assert!(
+            health
+                .router_error
+                .as_deref()
+                .is_some_and(|e| e.contains("nginx -t")),
+            "{health:?}"
+        );
+        assert!(!health.in_force(&stored));
+        router.set_closed(false);
+        let done = bounded(task).await.unwrap().unwrap();
+        assert_eq!(done.state.phase, Phase::Succeeded);
+        let events = rig.store.events("checkout").unwrap();
+        let index = |what: &dyn Fn(&crate::store::EventRecord) -> bool| {
+            events
+                .iter()
+                .position(what)
+                .unwrap_or_else(|| panic!("{events:#?}"))
+        };
+        let landed = index(&|e| {
+            e.decision
+                .reason
+                .contains("applied after the data plane refused it")
+        });
+        let judged = index(&|e| e.kind == "verdict" && e.decision.weight == w(100.0));
+        let promoted = index(&|e| e.kind == "promoted");
+        assert!(landed < judged && judged < promoted, "{events:#?}");
+        assert!(
+            handle.health().in_force(&done)
+                || handle.health().weight_in_force == Some(Weight::ZERO)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_locked_store_does_not_stop_a_rollback_which_is_written_once_it_answers() {
+        let rig = Rig::new().await;
+        let (driver, handle) = Driver::new(
+            long_plan(),
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            scripted(&rig),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| rig.proxy.weight() == w(10.0)).await;
+        // A backup tool holds the database for a while.
+        let lock = rusqlite::Connection::open(rig._dir.path().join("serin.db")).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        until(|| handle.health().store_error.is_some()).await;
+        assert!(!task.is_finished(), "the driver survives the store");
+        // The canary fails while the store is locked: the rollback is in
+        // force at once, written later.
+        rig.verdicts.lock().unwrap().push_back(Verdict::Fail);
+        until(|| rig.proxy.weight() == Weight::ZERO).await;
+        let health = handle.health();
+        assert!(health.unsaved, "{health:?}");
+        assert_eq!(health.weight_in_force, Some(Weight::ZERO));
+        assert_eq!(
+            rig.store.get("checkout").unwrap().state.phase,
+            Phase::Progressing,
+            "not written while the store is locked"
+        );
+        // An operator's rollback is answered meanwhile (it has ended).
+        let refused = bounded(handle.command(Input::Rollback)).await.unwrap_err();
+        assert!(matches!(refused, DriverError::Refused(_)), "{refused}");
+        lock.execute_batch("COMMIT").unwrap();
+        let done = bounded(task).await.unwrap().unwrap();
+        assert_eq!(done.state.phase, Phase::RolledBack);
+        let stored = rig.store.get("checkout").unwrap();
+        assert_eq!(stored.state.phase, Phase::RolledBack);
+        assert_eq!(stored.generation, done.generation);
+        let kinds: Vec<_> = rig
+            .store
+            .events("checkout")
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.kind, e.decision.verdict))
+            .collect();
+        assert!(
+            kinds.contains(&("verdict".to_string(), Some("fail"))),
+            "{kinds:?}"
+        );
+        assert!(kinds.iter().any(|(k, _)| k == "rolled-back"), "{kinds:?}");
+        let health = handle.health();
+        assert!(
+            !health.unsaved && health.store_error.is_none(),
+            "{health:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_conflict_takes_the_stored_state_and_a_failure_still_rolls_back() {
+        let rig = Rig::new().await;
+        let (driver, _handle) = Driver::new(
+            long_plan(),
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            scripted(&rig),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| rig.proxy.weight() == w(10.0)).await;
+        // Another writer changes the rollout under the driver.
+        let mut other = rig.store.get("checkout").unwrap();
+        other.state.reason = "written by another writer".into();
+        rig.store.save(&other, &[], now_millis()).unwrap();
+        rig.verdicts
+            .lock()
+            .unwrap()
+            .extend([Verdict::Pass, Verdict::Pass, Verdict::Fail]);
+        let done = bounded(task).await.unwrap().unwrap();
+        assert_eq!(done.state.phase, Phase::RolledBack);
+        assert_eq!(rig.proxy.weight(), Weight::ZERO);
+        assert_eq!(
+            rig.store.get("checkout").unwrap().state.phase,
+            Phase::RolledBack
+        );
+    }
+
+    /// An analysis whose source never answers.
+    struct Hanging {
+        asked: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Analysis for Hanging {
+        fn begin_stage(&mut self, _weight: Weight) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn analyse(&mut self, _end_of_pause: bool) -> BoxFuture<'_, Analysed> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hanging_analysis_never_keeps_an_operator_waiting() {
+        let rig = Rig::new().await;
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (driver, handle) = Driver::new(
+            long_plan(),
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            Box::new(Hanging {
+                asked: asked.clone(),
+            }),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| asked.load(std::sync::atomic::Ordering::SeqCst) >= 1).await;
+        until(|| handle.health().analysing_since.is_some()).await;
+        let paused = bounded(handle.command(Input::Pause)).await.unwrap();
+        assert_eq!(paused.state.phase, Phase::Paused);
+        let rolled = bounded(handle.command(Input::Rollback)).await.unwrap();
+        assert_eq!(rolled.state.phase, Phase::RolledBack);
+        assert_eq!(
+            rig.proxy.weight(),
+            Weight::ZERO,
+            "in force before the answer"
+        );
+        let done = bounded(task).await.unwrap().unwrap();
+        assert_eq!(done.state.phase, Phase::RolledBack);
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "never piled up"
+        );
+    }
+
+    #[tokio::test]
+    async fn health_says_a_rollback_is_not_in_force_until_the_data_plane_takes_it() {
+        let rig = Rig::new().await;
+        let router = Gated::new(&rig, |weight| weight == Weight::ZERO, false);
+        let (driver, handle) = Driver::new(
+            long_plan(),
+            rig.store.clone(),
+            rig.register(),
+            router.clone(),
+            scripted(&rig),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| rig.proxy.weight() == w(10.0)).await;
+        router.set_closed(true);
+        let rolled = bounded(handle.command(Input::Rollback)).await.unwrap();
+        assert_eq!(rolled.state.phase, Phase::RolledBack);
+        assert_eq!(rolled.state.weight, Weight::ZERO, "decided");
+        assert_eq!(rig.proxy.weight(), w(10.0), "not in force");
+        let health = handle.health();
+        assert_eq!(health.weight_in_force, Some(w(10.0)), "{health:?}");
+        assert_eq!(health.weight_pending, Some(Weight::ZERO));
+        assert!(
+            health
+                .router_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("nginx -t:")),
+            "{health:?}"
+        );
+        assert!(!health.in_force(&rolled));
+        router.set_closed(false);
+        let mut watch = handle.watch_health();
+        bounded(watch.wait_for(|h| h.in_force(&rolled)))
+            .await
+            .unwrap();
+        let health = handle.health();
+        assert_eq!(health.weight_in_force, Some(Weight::ZERO));
+        assert_eq!(health.router_error, None);
+        assert_eq!(rig.proxy.weight(), Weight::ZERO);
+        bounded(task).await.unwrap().unwrap();
+    }
+
+    /// The built-in router whose promotion never answers (a Deployment that
+    /// never rolls out).
+    struct SlowPromotion(BuiltinRouter);
+
+    impl TrafficRouter for SlowPromotion {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+            self.0.check_ready()
+        }
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+            self.0.apply_weight(weight)
+        }
+        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_promotion_is_shown_pending_and_commands_are_answered_meanwhile() {
+        let rig = Rig::new().await;
+        let (driver, handle) = Driver::new(
+            plan(),
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(SlowPromotion(BuiltinRouter::new(rig.proxy.clone()))),
+            scripted(&rig),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        let mut watch = handle.watch_health();
+        bounded(watch.wait_for(|h| h.promotion_pending))
+            .await
+            .unwrap();
+        let refused = bounded(handle.command(Input::Rollback)).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("already ended (Succeeded)"),
+            "{refused}"
+        );
+        let stored = rig.store.get("checkout").unwrap();
+        assert_eq!(stored.state.phase, Phase::Succeeded);
+        assert!(!handle.health().in_force(&stored), "not in force yet");
+        assert!(!task.is_finished(), "still promoting");
+        task.abort();
+    }
+
+    /// Passes, but takes an exclusive lock on the state database on its
+    /// second analysis (a backup tool starting), then fails.
+    struct LockOnSecond {
+        db: std::path::PathBuf,
+        lock: Arc<Mutex<Option<rusqlite::Connection>>>,
+        n: usize,
+    }
+
+    impl Analysis for LockOnSecond {
+        fn begin_stage(&mut self, _weight: Weight) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn analyse(&mut self, _end_of_pause: bool) -> BoxFuture<'_, Analysed> {
+            self.n += 1;
+            if self.n == 2 {
+                let conn = rusqlite::Connection::open(&self.db).unwrap();
+                conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+                *self.lock.lock().unwrap() = Some(conn);
+            }
+            let verdict = if self.n >= 3 {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            };
+            Box::pin(async move {
+                Analysed {
+                    verdict,
+                    reason: format!("scripted {}", verdict.as_str()),
+                    sample: None,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rollout_held_by_the_store_at_the_end_of_a_pause_is_still_judged() {
+        let rig = Rig::new().await;
+        let lock = Arc::new(Mutex::new(None));
+        let plan = Plan {
+            steps: vec![
+                Step::SetWeight(w(10.0)),
+                Step::PauseFor(Duration::from_secs(1)),
+                Step::SetWeight(w(50.0)),
+                Step::PauseFor(Duration::from_secs(60)),
+            ],
+            ..plan()
+        };
+        let (driver, handle) = Driver::new(
+            plan,
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            Box::new(LockOnSecond {
+                db: rig._dir.path().join("serin.db"),
+                lock: lock.clone(),
+                n: 0,
+            }),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| handle.health().store_error.is_some()).await;
+        until(|| rig.proxy.weight() == Weight::ZERO).await;
+        assert_ne!(
+            rig.store.get("checkout").unwrap().state.weight,
+            w(50.0),
+            "never moved forward while the store was locked"
+        );
+        if let Some(conn) = lock.lock().unwrap().take() {
+            conn.execute_batch("COMMIT").unwrap();
+        }
+        let done = bounded(task).await.unwrap().unwrap();
+        assert_eq!(done.state.phase, Phase::RolledBack);
+        assert_eq!(
+            rig.store.get("checkout").unwrap().state.phase,
+            Phase::RolledBack
         );
     }
 }

@@ -18,7 +18,17 @@
 //! - Analysis runs every interval while the canary has traffic, in
 //!   `Progressing` and in `Paused` alike: a paused rollout is still watched.
 //! - `fail`, or `noDataLimit` no-data verdicts in a row, roll back at once.
-//! - After the last step the canary is promoted: it becomes the new stable.
+//! - No judgement, no promotion: after the last step the canary is promoted
+//!   (it becomes the new stable) only when the weight in force is above 0
+//!   and its stage has been judged `pass`. Otherwise the rollout waits at the
+//!   end of its steps, analysed every interval, until a passing verdict
+//!   (or, where set, `progressDeadline` rolls it back). A last `setWeight`
+//!   starts a new stage, so the weight it sets must be in force and judged
+//!   before promotion; the driver feeds [`Input::Tick`] only while the data
+//!   plane holds the weight, so no verdict is taken on a split not in force.
+//! - An operator's `promote --full`, or `promote` of the last pause or of a
+//!   rollout waiting at the end, promotes at once: the operator's evidence,
+//!   recorded as such.
 
 use std::time::Duration;
 
@@ -421,7 +431,14 @@ impl Machine<'_> {
     fn enter_step(&mut self) {
         loop {
             let Some(step) = self.plan.steps.get(self.state.step).cloned() else {
-                self.promote_now("all steps completed");
+                self.state.step_started = self.now;
+                self.state.pause_served_ms = None;
+                if self.judged_for_promotion() {
+                    self.promote_now("all steps completed");
+                } else {
+                    self.state.reason = self.waiting_at_end();
+                    self.record(DecisionKind::Step, None, self.state.reason.clone());
+                }
                 return;
             };
             self.state.step_started = self.now;
@@ -495,6 +512,42 @@ impl Machine<'_> {
         }
     }
 
+    /// All steps are done: the rollout waits for a passing verdict to promote.
+    fn at_end(&self) -> bool {
+        self.state.step >= self.plan.steps.len()
+    }
+
+    /// The canary has traffic and its stage is judged `pass`: evidence enough
+    /// to promote.
+    fn judged_for_promotion(&self) -> bool {
+        self.state.weight > Weight::ZERO && self.state.stage_judged
+    }
+
+    /// What a rollout at the end of its steps waits for.
+    fn waiting_at_end(&self) -> String {
+        if self.state.weight == Weight::ZERO {
+            "all steps done with no canary traffic (weight 0 %); nothing to judge, so not promoting: `serin promote --full` or `serin rollback`".into()
+        } else {
+            format!(
+                "all steps done; waiting for a passing verdict on enough canary requests at {} % before promoting",
+                self.state.weight
+            )
+        }
+    }
+
+    /// At the end of the steps, promotes once judged.
+    fn promote_if_judged_at_end(&mut self) -> bool {
+        if self.at_end()
+            && self.state.phase == Phase::Progressing
+            && self.state.hold.is_none()
+            && self.judged_for_promotion()
+        {
+            self.promote_now("all steps completed and the last stage judged");
+            return true;
+        }
+        false
+    }
+
     /// The stage has been judged as the method requires (nothing to judge at weight 0).
     fn stage_done(&self) -> bool {
         self.state.weight == Weight::ZERO || self.state.stage_judged
@@ -515,6 +568,8 @@ impl Machine<'_> {
                 u128::from(self.pause_served()).saturating_sub(d.as_millis())
             }
             Some(Step::PauseUntilGate(_)) => u128::from(self.now.since(self.state.step_started)),
+            // Waiting at the end for a verdict (or for canary traffic).
+            None => u128::from(self.now.since(self.state.step_started)),
             _ => return false,
         };
         overrun >= limit.as_millis()
@@ -549,6 +604,7 @@ impl Machine<'_> {
                 self.state.step_started = self.now;
                 self.actions.push(Action::CheckGate(url));
             }
+            None if !held => self.state.step_started = self.now,
             _ => {}
         }
         self.record(DecisionKind::Step, None, said);
@@ -559,8 +615,11 @@ impl Machine<'_> {
             return;
         }
         if self.pause_time_up() && self.stage_done() {
-            self.record(DecisionKind::Step, None, "pause complete and stage judged");
+            self.record(DecisionKind::Step, None, self.pause_complete());
             self.advance();
+            return;
+        }
+        if self.promote_if_judged_at_end() {
             return;
         }
         if self.past_progress_deadline() {
@@ -575,7 +634,9 @@ impl Machine<'_> {
         if self.now >= self.state.next_analysis {
             self.state.next_analysis = self.now.after(self.plan.interval);
             if self.state.weight > Weight::ZERO {
-                let end_of_pause = self.pause_time_up();
+                // At the end of the steps there is no pause left: `fixed`
+                // judges the last stage on every verdict.
+                let end_of_pause = self.pause_time_up() || self.at_end();
                 self.actions.push(Action::Analyze { end_of_pause });
                 if end_of_pause && !self.state.stage_judged {
                     self.state.reason =
@@ -627,8 +688,19 @@ impl Machine<'_> {
             }
         }
         if self.state.phase == Phase::Progressing && self.pause_time_up() && self.stage_done() {
-            self.record(DecisionKind::Step, None, "pause complete and stage judged");
+            self.record(DecisionKind::Step, None, self.pause_complete());
             self.advance();
+            return;
+        }
+        self.promote_if_judged_at_end();
+    }
+
+    /// What the end of a timed pause says: judged, or nothing to judge.
+    fn pause_complete(&self) -> &'static str {
+        if self.state.weight == Weight::ZERO {
+            "pause complete (no canary traffic to judge)"
+        } else {
+            "pause complete and stage judged"
         }
     }
 
@@ -655,13 +727,40 @@ impl Machine<'_> {
                 None,
                 "promote --full: skipping the remaining steps",
             );
-            self.promote_now("promoted by an operator (--full)");
+            let judged = if self.judged_for_promotion() {
+                "stage judged pass"
+            } else {
+                "without a passing verdict"
+            };
+            self.promote_now(&format!(
+                "promoted by an operator (--full) at {} %, {judged}",
+                self.state.weight
+            ));
             return Ok(());
         }
         let in_pause = matches!(
             self.current_step(),
             Some(Step::PauseFor(_) | Step::PauseUntilPromoted | Step::PauseUntilGate(_))
         );
+        // Promoting the last pause, or a rollout waiting at the end of its
+        // steps, promotes now: the operator's evidence stands for the verdict.
+        let last = self.state.step + 1 >= self.plan.steps.len();
+        if (in_pause && last) || self.at_end() {
+            let why = if self.judged_for_promotion() {
+                format!(
+                    "promoted by an operator at {} % (stage judged pass)",
+                    self.state.weight
+                )
+            } else {
+                format!(
+                    "promoted by an operator at {} % without a passing verdict",
+                    self.state.weight
+                )
+            };
+            self.record(DecisionKind::Operator, None, "promote: ending the rollout");
+            self.promote_now(&why);
+            return Ok(());
+        }
         if self.state.hold.is_none() && !in_pause {
             return Err(Refused(
                 "cannot promote: the rollout is not in a pause".into(),
@@ -1157,10 +1256,12 @@ mod tests {
         sim.feed(Input::Promote { full: false }).unwrap();
         assert_eq!(
             sim.state.phase,
-            Phase::Succeeded,
-            "50 % then the end of the steps"
+            Phase::Progressing,
+            "50 % is not judged yet: the promote ended the pause, not the rollout"
         );
         assert_eq!(sim.applied_weights(), vec![10, 50]);
+        sim.run_for(10, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Succeeded, "judged at 50 %");
     }
 
     #[test]
@@ -1325,6 +1426,9 @@ mod tests {
             detail: "200".into(),
         })
         .unwrap();
+        assert_eq!(sim.state.weight, w(100));
+        assert_eq!(sim.state.phase, Phase::Progressing, "100 % not judged yet");
+        sim.run_for(10, |_| Verdict::Pass);
         assert_eq!(sim.state.phase, Phase::Succeeded);
     }
 
@@ -1342,14 +1446,159 @@ mod tests {
         };
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
-        sim.run_for(31, |_| Verdict::NoData);
-        assert_eq!(sim.state.phase, Phase::Succeeded);
+        sim.run_for(30, |_| Verdict::NoData);
         assert!(
             !sim.actions
                 .iter()
                 .any(|a| matches!(a, Action::Analyze { .. })),
             "nothing to judge at weight 0"
         );
+        assert_eq!(sim.state.weight, w(50), "the pause ended on time alone");
+        assert_eq!(sim.state.phase, Phase::Progressing, "50 % not judged yet");
+        sim.run_for(10, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+    }
+
+    fn promotions(sim: &Sim) -> usize {
+        sim.actions
+            .iter()
+            .filter(|a| **a == Action::PromoteCanary)
+            .count()
+    }
+
+    #[test]
+    fn weights_without_a_verdict_are_never_promoted() {
+        // Two weights and nothing to wait for: today's bug promoted at once.
+        let plan = Plan {
+            steps: vec![Step::SetWeight(w(50)), Step::SetWeight(w(20))],
+            ..classic()
+        };
+        let mut sim = Sim::new(plan.clone());
+        sim.feed(Input::Start).unwrap();
+        assert_eq!(sim.state.phase, Phase::Progressing);
+        assert_eq!(promotions(&sim), 0);
+        assert_eq!(sim.state.weight, w(20));
+        assert!(
+            sim.state
+                .reason
+                .contains("all steps done; waiting for a passing verdict")
+                && sim.state.reason.contains("20 %"),
+            "{}",
+            sim.state.reason
+        );
+        // Inconclusive for an hour: still waiting, never promoted.
+        sim.run_for(3600, |_| Verdict::NotEnoughData);
+        assert_eq!(sim.state.phase, Phase::Progressing);
+        assert_eq!(promotions(&sim), 0);
+        // A pass at 20 % promotes.
+        sim.run_for(10, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+        assert_eq!(promotions(&sim), 1);
+        assert!(
+            sim.decisions
+                .iter()
+                .any(|d| d.kind == DecisionKind::Verdict && d.weight == w(20)),
+            "judged at the weight in force"
+        );
+
+        // `fixed`: there is no pause left to end, every verdict counts.
+        let mut fixed = Sim::new(Plan {
+            judge_at_end_of_pause: true,
+            ..plan.clone()
+        });
+        fixed.feed(Input::Start).unwrap();
+        fixed.run_for(10, |_| Verdict::Pass);
+        assert_eq!(fixed.state.phase, Phase::Succeeded);
+
+        // With a progress deadline, waiting too long rolls back.
+        let mut late = Sim::new(Plan {
+            progress_deadline: Some(Duration::from_secs(300)),
+            ..plan
+        });
+        late.feed(Input::Start).unwrap();
+        late.run_for(299, |_| Verdict::NotEnoughData);
+        assert_eq!(late.state.phase, Phase::Progressing);
+        late.run_for(1, |_| Verdict::NotEnoughData);
+        assert_eq!(late.state.phase, Phase::RolledBack);
+        assert!(
+            late.state.reason.contains("progress deadline"),
+            "{}",
+            late.state.reason
+        );
+        assert_eq!(promotions(&late), 0);
+    }
+
+    #[test]
+    fn a_pause_at_weight_zero_is_never_promoted() {
+        let plan = Plan {
+            steps: vec![Step::PauseFor(Duration::from_secs(10))],
+            ..classic()
+        };
+        let mut sim = Sim::new(plan.clone());
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(3600, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Progressing);
+        assert_eq!(promotions(&sim), 0);
+        assert!(
+            sim.decisions
+                .iter()
+                .all(|d| d.reason != "pause complete and stage judged"),
+            "nothing was judged at 0 %"
+        );
+        assert!(
+            sim.state.reason.contains("no canary traffic"),
+            "{}",
+            sim.state.reason
+        );
+        // The deadline rolls it back.
+        let mut late = Sim::new(Plan {
+            progress_deadline: Some(Duration::from_secs(60)),
+            ..plan.clone()
+        });
+        late.feed(Input::Start).unwrap();
+        late.run_for(200, |_| Verdict::Pass);
+        assert_eq!(late.state.phase, Phase::RolledBack);
+        assert_eq!(promotions(&late), 0);
+        // An operator's promote is their evidence, recorded as such.
+        sim.feed(Input::Promote { full: false }).unwrap();
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+        let promoted = sim.decisions.last().unwrap();
+        assert_eq!(promoted.kind, DecisionKind::Promoted);
+        assert!(
+            promoted.reason.contains("by an operator")
+                && promoted.reason.contains("without a passing verdict"),
+            "{}",
+            promoted.reason
+        );
+    }
+
+    #[test]
+    fn the_last_weight_must_be_in_force_and_judged_before_promotion() {
+        // A final setWeight: 100 after a judged 50 %: the 50 % pass does not
+        // promote 100 %; only a verdict taken once 100 % is in force does.
+        let plan = Plan {
+            steps: vec![
+                Step::SetWeight(w(50)),
+                Step::PauseFor(Duration::from_secs(60)),
+                Step::SetWeight(w(100)),
+            ],
+            ..classic()
+        };
+        let mut sim = Sim::new(plan);
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(60, |_| Verdict::Pass);
+        assert_eq!(sim.state.weight, w(100));
+        assert_eq!(sim.state.phase, Phase::Progressing);
+        assert_eq!(promotions(&sim), 0, "100 % applied, not yet in force");
+        // The data plane refuses 100 % for a while: the driver feeds no
+        // ticks, so no verdict; when it lands, the stage starts there.
+        sim.now = Millis(sim.now.0 + 30_000);
+        sim.feed(Input::WeightApplied { refused_ms: 30_000 })
+            .unwrap();
+        assert_eq!(promotions(&sim), 0);
+        sim.run_for(10, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+        assert_eq!(promotions(&sim), 1);
     }
 
     #[test]
