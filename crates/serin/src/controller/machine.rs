@@ -677,6 +677,10 @@ impl Machine<'_> {
             }
             Verdict::NotEnoughData => {
                 self.state.no_data_streak = 0;
+                // The judge's latest view of the stage (e.g. "above the
+                // limit, not yet significant") overrides an earlier pass:
+                // the pause does not end on a pass the data no longer bear.
+                self.state.stage_judged = false;
                 self.record(DecisionKind::Verdict, Some(spelled), reason);
             }
             Verdict::Pass => {
@@ -1193,6 +1197,20 @@ mod tests {
         assert_eq!(sim.state.weight, w(5));
         sim.run_for(1, |_| Verdict::Pass);
         assert_eq!(sim.state.weight, w(25));
+    }
+
+    /// A pass early in a pause, then the canary drifts above a limit (the
+    /// judge holds: inconclusive): the pause does not end on the old pass.
+    /// Before, `stage_judged` stayed set and the step advanced at 60 s.
+    #[test]
+    fn a_hold_after_a_pass_keeps_the_pause_from_ending() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(30, |_| Verdict::Pass);
+        sim.run_for(60, |_| Verdict::NotEnoughData);
+        assert_eq!(sim.state.weight, w(5), "held while the judge holds");
+        sim.run_for(15, |_| Verdict::Pass);
+        assert_eq!(sim.state.weight, w(25), "goes on once it passes again");
     }
 
     #[test]
