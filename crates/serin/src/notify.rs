@@ -3,10 +3,13 @@
 //! message format.
 //!
 //! The controller never waits for a webhook: [`Notifier::send`] puts the
-//! message on a queue and returns; a background task delivers each message to
-//! each target, retrying with exponential backoff (1 s, 2 s, 4 s, ... up to
-//! [`ATTEMPTS`] tries). A message that still fails is logged and dropped —
-//! notifications inform, they never decide.
+//! message on each target's own queue and returns. Each target has its own
+//! background task, so a receiver that hangs or fails delays only its own
+//! messages, never another target's. The task delivers its messages in
+//! order, each attempt bounded by [`ATTEMPT_TIMEOUT`], retrying with
+//! exponential backoff (1 s, 2 s, 4 s, ... up to [`ATTEMPTS`] tries). A
+//! message that still fails is logged and dropped — notifications inform,
+//! they never decide.
 
 use std::time::Duration;
 
@@ -15,8 +18,11 @@ use tokio::sync::mpsc;
 
 /// Tries per message and target.
 pub const ATTEMPTS: u32 = 5;
-/// Messages waiting beyond this are dropped (with a warning) rather than
-/// letting a dead webhook grow memory without bound.
+/// How long one attempt may take, connecting included: a receiver that
+/// accepts and never answers costs its own queue this much per try.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages waiting for one target beyond this are dropped (with a warning)
+/// rather than letting a dead webhook grow memory without bound.
 const QUEUE: usize = 256;
 
 /// The body format of a webhook.
@@ -89,13 +95,14 @@ impl Message {
 /// Sends messages to the rollout's webhooks in the background.
 #[derive(Clone)]
 pub struct Notifier {
-    tx: Option<mpsc::Sender<Message>>,
+    /// One queue per target, with the target's URL for warnings.
+    queues: Vec<(String, mpsc::Sender<Message>)>,
     delivered: Option<Delivered>,
 }
 
-/// Resolves when a notifier's queue has been delivered: every sender is
-/// gone (the rollout's driver ended) and the delivery task has worked
-/// through what was queued, retries included.
+/// Resolves when a notifier's queues have been delivered: every sender is
+/// gone (the rollout's driver ended) and every target's task has worked
+/// through what was queued for it, retries included.
 #[derive(Clone)]
 pub struct Delivered(tokio::sync::watch::Receiver<bool>);
 
@@ -112,7 +119,7 @@ impl Notifier {
     /// No targets: every message is dropped at once.
     pub fn none() -> Notifier {
         Notifier {
-            tx: None,
+            queues: Vec::new(),
             delivered: None,
         }
     }
@@ -123,49 +130,55 @@ impl Notifier {
         self.delivered.clone()
     }
 
-    /// Starts the delivery task for `targets` (nothing to start without any).
+    /// Starts one delivery task per target (nothing to start without any).
     pub fn start(targets: Vec<Target>) -> Notifier {
         if targets.is_empty() {
             return Notifier::none();
         }
-        let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+        let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("webhooks disabled: cannot build an HTTP client: {e}");
+                return Notifier::none();
+            }
+        };
         let (done, delivered) = tokio::sync::watch::channel(false);
+        let mut queues = Vec::new();
+        let mut tasks = Vec::new();
+        for target in targets {
+            let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+            queues.push((target.url.clone(), tx));
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(message) = rx.recv().await {
+                    deliver(&client, &target, &message).await;
+                }
+            }));
+        }
         tokio::spawn(async move {
-            // Dropped (or set) when the task ends, however it ends.
+            // Set when every target's task has ended, or this task is dropped.
             let _done = DoneOnDrop(done);
-            let client = match reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("webhooks disabled: cannot build an HTTP client: {e}");
-                    return;
-                }
-            };
-            while let Some(message) = rx.recv().await {
-                for target in &targets {
-                    deliver(&client, target, &message).await;
-                }
+            for task in tasks {
+                let _ = task.await;
             }
         });
         Notifier {
-            tx: Some(tx),
+            queues,
             delivered: Some(Delivered(delivered)),
         }
     }
 
-    /// Queues a message; never waits.
+    /// Queues a message for every target; never waits.
     pub fn send(&self, message: Message) {
-        if let Some(tx) = &self.tx
-            && let Err(e) = tx.try_send(message)
-        {
-            tracing::warn!("notification dropped (webhook queue full or closed): {e}");
+        for (url, tx) in &self.queues {
+            if let Err(e) = tx.try_send(message.clone()) {
+                tracing::warn!(url = %url, "notification dropped (webhook queue full or closed): {e}");
+            }
         }
     }
 }
 
-/// Marks the delivery task done when it ends.
+/// Marks the delivery done when the task waiting for every target's ends.
 struct DoneOnDrop(tokio::sync::watch::Sender<bool>);
 
 impl Drop for DoneOnDrop {
@@ -274,5 +287,86 @@ mod tests {
         let got = hits.lock().unwrap();
         assert_eq!(got[1]["rollout"], "checkout");
         assert_eq!(got[1]["reason"], "canary error rate 30 %");
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_never_answers_does_not_hold_up_another() {
+        install_crypto();
+        // Accepts connections and holds them open without a word.
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hung_addr = hung.local_addr().unwrap();
+        let held = Arc::new(tokio::sync::Mutex::new(Vec::<tokio::net::TcpStream>::new()));
+        let holder = held.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = hung.accept().await {
+                holder.lock().await.push(stream);
+            }
+        });
+        let hits = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+        let seen = hits.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(v);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // The hung receiver first: delivered in turn, it would block the other.
+        let notifier = Notifier::start(vec![
+            Target {
+                url: format!("http://{hung_addr}/hook"),
+                format: Format::Json,
+            },
+            Target {
+                url: format!("http://{addr}/hook"),
+                format: Format::Slack,
+            },
+        ]);
+        notifier.send(message());
+        let mut second = message();
+        second.phase = "Succeeded".into();
+        notifier.send(second);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while hits.lock().unwrap().len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "both messages reach the good receiver"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Fails before this change: the good receiver got its messages only
+        // once every attempt on the hung one had timed out and closed.
+        let mut open = 0;
+        for stream in held.lock().await.iter() {
+            // Read what was sent (the unanswered request) until the stream
+            // would block (still open) or ends (the client gave up).
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.try_read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        open += 1;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        assert!(
+            open >= 1,
+            "the hung receiver's first attempt is still waiting"
+        );
+        let got = hits.lock().unwrap();
+        assert!(
+            got[1]["text"].as_str().unwrap().contains("Succeeded"),
+            "{got:?}"
+        );
     }
 }

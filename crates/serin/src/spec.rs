@@ -346,6 +346,8 @@ struct Ratio(f64);
 struct Count(u64);
 
 /// Accepts a YAML scalar as text (numbers too), for the checked scalars.
+/// Read with `deserialize_string`, so a plain number arrives as written:
+/// `99.999999999999999999` stays that text instead of becoming the float 100.
 struct ScalarText(&'static str);
 
 impl<'de> Visitor<'de> for ScalarText {
@@ -369,14 +371,47 @@ impl<'de> Visitor<'de> for ScalarText {
 
 const WEIGHT_EXPECTED: &str =
     "a weight from 0 to 100 with at most two decimals, like 5, 12.5 or 25%";
-const PERCENT_EXPECTED: &str = "a percentage like 5% or 0.5%";
+const PERCENT_EXPECTED: &str =
+    "a percentage like 5% or 0.5% (from 0% to 100%, at most four decimals)";
 const DURATION_EXPECTED: &str = "a duration like 500ms, 10s, 2m or 1m30s";
+/// Most decimals a percentage may have: finer than any error rate serin can
+/// tell apart, and short enough to be kept exactly.
+const PERCENT_DECIMALS: usize = 4;
+
+/// A plain decimal number as written (`12`, `12.5`), in units of
+/// `10^-decimals`; `None` if it is anything else or has more decimals.
+/// Integer arithmetic only, so nothing is rounded on the way.
+fn exact_decimal(text: &str, decimals: usize) -> Option<u64> {
+    let (whole, frac) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) || frac.len() > decimals {
+        return None;
+    }
+    if text.contains('.') && frac.is_empty() {
+        return None;
+    }
+    let scale = 10u64.checked_pow(u32::try_from(decimals).ok()?)?;
+    let frac_scale = 10u64.checked_pow(u32::try_from(decimals - frac.len()).ok()?)?;
+    let frac_value = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u64>().ok()?
+    };
+    whole
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(scale)?
+        .checked_add(frac_value.checked_mul(frac_scale)?)
+}
 const RATIO_EXPECTED: &str = "a ratio greater than 0, like 1.5";
 const COUNT_EXPECTED: &str = "a whole number like 100";
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = d.deserialize_any(ScalarText(COUNT_EXPECTED))?;
+        let text = d.deserialize_string(ScalarText(COUNT_EXPECTED))?;
         text.trim()
             .parse::<u64>()
             .map(Count)
@@ -386,31 +421,43 @@ impl<'de> Deserialize<'de> for Count {
 
 impl<'de> Deserialize<'de> for WeightValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = d.deserialize_any(ScalarText(WEIGHT_EXPECTED))?;
-        text.parse::<Weight>()
+        let text = d.deserialize_string(ScalarText(WEIGHT_EXPECTED))?;
+        let t = text.trim();
+        let number = t.strip_suffix('%').unwrap_or(t).trim();
+        exact_decimal(number, 2)
+            .and_then(|h| u16::try_from(h).ok())
+            .and_then(|h| Weight::from_hundredths(h).ok())
             .map(WeightValue)
-            .map_err(|_| de::Error::custom(format!("expected {WEIGHT_EXPECTED}, got `{text}`")))
+            .ok_or_else(|| de::Error::custom(format!("expected {WEIGHT_EXPECTED}, got `{text}`")))
     }
 }
 
 impl<'de> Deserialize<'de> for Percent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = d.deserialize_any(ScalarText(PERCENT_EXPECTED))?;
+        let text = d.deserialize_string(ScalarText(PERCENT_EXPECTED))?;
         let bad = || de::Error::custom(format!("expected {PERCENT_EXPECTED}, got `{text}`"));
         let number = text.trim().strip_suffix('%').ok_or_else(bad)?;
-        let value: f64 = number.trim().parse().map_err(|_| bad())?;
-        if !(0.0..=100.0).contains(&value) {
-            return Err(de::Error::custom(format!(
-                "expected a percentage from 0% to 100%, got `{text}`"
-            )));
+        // In units of 10^-4 %; exact, then one division.
+        let units = exact_decimal(number.trim(), PERCENT_DECIMALS).ok_or_else(bad)?;
+        let hundred = 100 * 10u64.pow(PERCENT_DECIMALS as u32);
+        if units > hundred {
+            return Err(bad());
         }
-        Ok(Percent(value / 100.0))
+        Ok(Percent(units as f64 / hundred as f64))
     }
 }
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = d.deserialize_any(ScalarText(DURATION_EXPECTED))?;
+        let text = d.deserialize_string(ScalarText(DURATION_EXPECTED))?;
+        // A bare number has no unit: `1` could mean 1 s or 1 ms, so it is
+        // refused here (the command line's flags read it as seconds).
+        let t = text.trim();
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(de::Error::custom(format!(
+                "expected {DURATION_EXPECTED}, got `{text}` (a number without its unit)"
+            )));
+        }
         duration::parse(&text)
             .map(Dur)
             .map_err(|_| de::Error::custom(format!("expected {DURATION_EXPECTED}, got `{text}`")))
@@ -419,7 +466,7 @@ impl<'de> Deserialize<'de> for Dur {
 
 impl<'de> Deserialize<'de> for Ratio {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = d.deserialize_any(ScalarText(RATIO_EXPECTED))?;
+        let text = d.deserialize_string(ScalarText(RATIO_EXPECTED))?;
         match text.trim().parse::<f64>() {
             Ok(v) if v.is_finite() && v > 0.0 => Ok(Ratio(v)),
             _ => Err(de::Error::custom(format!(
@@ -440,8 +487,10 @@ struct RawRollout {
     canary: Spanned<RawSide>,
     #[serde(default)]
     traffic: Option<Spanned<RawTraffic>>,
-    #[serde(default)]
-    steps: Option<Spanned<Vec<RawStep>>>,
+    /// Outer `None`: no `steps` key (the default plan); inner `None`: a
+    /// `steps:` with nothing after it, refused like `steps: []`.
+    #[serde(default, deserialize_with = "present")]
+    steps: Option<Spanned<Option<Vec<RawStep>>>>,
     #[serde(default)]
     analysis: Option<RawAnalysis>,
     #[serde(default)]
@@ -548,10 +597,17 @@ struct RawKubernetes {
     scale_with_weight: Option<bool>,
 }
 
+/// A key that is present, even with a null value (`steps:` alone), as `Some`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 enum RawStep {
-    SetWeight(WeightValue),
+    SetWeight(Spanned<WeightValue>),
+    /// A weight below the one before it, on purpose.
+    LowerWeight(Spanned<WeightValue>),
     Pause(Spanned<RawPause>),
 }
 
@@ -579,15 +635,15 @@ struct RawAnalysis {
     #[serde(default)]
     interval: Option<Spanned<Dur>>,
     #[serde(default)]
-    min_requests: Option<Count>,
+    min_requests: Option<Spanned<Count>>,
     #[serde(default)]
     error_rate: Option<RawPercentLimit>,
     #[serde(default)]
-    latency_p50: Option<RawLatencyLimit>,
+    latency_p50: Option<Spanned<RawLatencyLimit>>,
     #[serde(default)]
-    latency_p95: Option<RawLatencyLimit>,
+    latency_p95: Option<Spanned<RawLatencyLimit>>,
     #[serde(default)]
-    latency_p99: Option<RawLatencyLimit>,
+    latency_p99: Option<Spanned<RawLatencyLimit>>,
     #[serde(default)]
     statistics: Option<RawStatistics>,
     #[serde(default)]
@@ -602,7 +658,7 @@ struct RawAnalysis {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawPercentLimit {
     #[serde(default)]
-    max: Option<Percent>,
+    max: Option<Spanned<Percent>>,
     #[serde(default)]
     max_ratio_to_stable: Option<Ratio>,
 }
@@ -611,7 +667,7 @@ struct RawPercentLimit {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawLatencyLimit {
     #[serde(default)]
-    max: Option<Dur>,
+    max: Option<Spanned<Dur>>,
     #[serde(default)]
     max_ratio_to_stable: Option<Ratio>,
 }
@@ -1066,11 +1122,12 @@ impl Checker {
         })
     }
 
-    fn steps(&mut self, raw: Option<Spanned<Vec<RawStep>>>) -> Option<Vec<Step>> {
+    fn steps(&mut self, raw: Option<Spanned<Option<Vec<RawStep>>>>) -> Option<Vec<Step>> {
         let Some(raw) = raw else {
             return Some(default_steps());
         };
-        if raw.value.is_empty() {
+        let list = raw.value.unwrap_or_default();
+        if list.is_empty() {
             self.at(
                 &raw.referenced,
                 "steps: expected at least one step (or leave steps out for 5, 25, 50, 100 % with 60 s pauses)",
@@ -1079,9 +1136,43 @@ impl Checker {
         }
         let mut ok = true;
         let mut steps = Vec::new();
-        for step in raw.value {
+        // The weight in force before each step, and where it was set.
+        let mut weight = Weight::ZERO;
+        let mut last_set: Option<(Location, &'static str)> = None;
+        let mut ever_above_zero = false;
+        for step in list {
             match step {
-                RawStep::SetWeight(w) => steps.push(Step::SetWeight(w.0)),
+                RawStep::SetWeight(w) => {
+                    let new = w.value.0;
+                    if new < weight {
+                        self.at(
+                            &w.referenced,
+                            format!(
+                                "setWeight: {new} lowers the canary weight from {weight} %, refused as a likely typo: expected a weight of at least {weight}, or `lowerWeight: {new}` to lower it on purpose"
+                            ),
+                        );
+                        ok = false;
+                    }
+                    weight = new;
+                    ever_above_zero |= new > Weight::ZERO;
+                    last_set = Some((w.referenced, "setWeight"));
+                    steps.push(Step::SetWeight(new));
+                }
+                RawStep::LowerWeight(w) => {
+                    let new = w.value.0;
+                    if new >= weight {
+                        self.at(
+                            &w.referenced,
+                            format!(
+                                "lowerWeight: {new} does not lower the canary weight ({weight} % before it): expected a weight below {weight}, or `setWeight: {new}`"
+                            ),
+                        );
+                        ok = false;
+                    }
+                    weight = new;
+                    last_set = Some((w.referenced, "lowerWeight"));
+                    steps.push(Step::SetWeight(new));
+                }
                 RawStep::Pause(p) => {
                     let RawPause {
                         duration,
@@ -1114,6 +1205,25 @@ impl Checker {
                     }
                 }
             }
+        }
+        // The end promotes the canary, which needs a passing verdict at a
+        // weight above 0: a plan whose weight is 0 at the end can never earn it.
+        if !ever_above_zero {
+            self.at(
+                &raw.referenced,
+                "steps: expected a setWeight above 0 before the end (without canary traffic the plan can never be judged, and its end promotes the canary)",
+            );
+            ok = false;
+        } else if weight == Weight::ZERO
+            && let Some((at, key)) = last_set
+        {
+            self.at(
+                &at,
+                format!(
+                    "{key}: 0 is the last weight: the end promotes the canary, which can never be judged at 0 %; expected a last weight above 0"
+                ),
+            );
+            ok = false;
         }
         ok.then_some(steps)
     }
@@ -1212,6 +1322,17 @@ impl Checker {
                 );
                 ok = false;
             }
+            let name = c.value.name.trim();
+            if name.is_empty() || custom.iter().any(|o: &CustomMetric| o.name == name) {
+                self.at(
+                    &c.referenced,
+                    format!(
+                        "analysis.custom: expected a name of its own, got `{}` (names tell the metrics apart in verdicts and reports)",
+                        c.value.name
+                    ),
+                );
+                ok = false;
+            }
             custom.push(CustomMetric {
                 name: c.value.name,
                 numerator: c.value.numerator,
@@ -1228,22 +1349,59 @@ impl Checker {
             .is_some_and(|p| p.latency_buckets.is_none());
         if no_latency {
             for (given, field) in [
-                (raw.latency_p50.is_some(), "latencyP50"),
-                (raw.latency_p95.is_some(), "latencyP95"),
-                (raw.latency_p99.is_some(), "latencyP99"),
+                (&raw.latency_p50, "latencyP50"),
+                (&raw.latency_p95, "latencyP95"),
+                (&raw.latency_p99, "latencyP99"),
             ] {
-                if given {
-                    self.problems.push(Problem {
-                        line: 0,
-                        column: 0,
-                        message: format!(
+                if let Some(given) = given {
+                    self.at(
+                        &given.referenced,
+                        format!(
                             "analysis.{field}: expected analysis.prometheus.latencyBuckets too (without it there is no latency to judge)"
                         ),
-                    });
+                    );
                     ok = false;
                 }
             }
         }
+        // Limits the judge could never meet, or never apply, are refused here
+        // where their place is known.
+        for (given, field) in [
+            (&raw.latency_p50, "latencyP50"),
+            (&raw.latency_p95, "latencyP95"),
+            (&raw.latency_p99, "latencyP99"),
+        ] {
+            if let Some(max) = given.as_ref().and_then(|l| l.value.max.as_ref())
+                && max.value.0.is_zero()
+            {
+                self.at(
+                    &max.referenced,
+                    format!("analysis.{field}.max: expected a latency above 0, like 500ms"),
+                );
+                ok = false;
+            }
+        }
+        if let Some(max) = raw.error_rate.as_ref().and_then(|e| e.max.as_ref())
+            && max.value.0 == 0.0
+        {
+            self.at(
+                &max.referenced,
+                "analysis.errorRate.max: expected a percentage above 0%, like 0.1% (at 0% a single error fails the canary; to allow no more errors than stable, use maxRatioToStable)",
+            );
+            ok = false;
+        }
+        let min_requests = match &raw.min_requests {
+            Some(n) if n.value.0 == 0 => {
+                self.at(
+                    &n.referenced,
+                    "analysis.minRequests: expected at least 1 (a verdict on no requests is no evidence)",
+                );
+                ok = false;
+                defaults.min_requests
+            }
+            Some(n) => n.value.0,
+            None => defaults.min_requests,
+        };
         let defaults = if no_latency {
             AnalysisSettings {
                 latency_p95: Limit::default(),
@@ -1252,19 +1410,19 @@ impl Checker {
         } else {
             defaults
         };
-        let latency = |l: Option<RawLatencyLimit>, default: Limit| match l {
+        let latency = |l: Option<Spanned<RawLatencyLimit>>, default: Limit| match l {
             Some(l) => Limit {
-                max: l.max.map(|d| d.0.as_secs_f64() * 1000.0),
-                max_ratio_to_stable: l.max_ratio_to_stable.map(|r| r.0),
+                max: l.value.max.map(|d| d.value.0.as_secs_f64() * 1000.0),
+                max_ratio_to_stable: l.value.max_ratio_to_stable.map(|r| r.0),
             },
             None => default,
         };
         let settings = AnalysisSettings {
             interval,
-            min_requests: raw.min_requests.map_or(defaults.min_requests, |c| c.0),
+            min_requests,
             error_rate: match raw.error_rate {
                 Some(e) => Limit {
-                    max: e.max.map(|p| p.0),
+                    max: e.max.map(|p| p.value.0),
                     max_ratio_to_stable: e.max_ratio_to_stable.map(|r| r.0),
                 },
                 None => defaults.error_rate,
@@ -1441,6 +1599,222 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
         let p = problems(&format!("{MINIMAL}steps: []\n"));
         assert!(p[0].starts_with("r.yaml:10:"), "{p:?}");
         assert!(p[0].contains("at least one step"), "{p:?}");
+    }
+
+    /// `MINIMAL` plus `steps:` with these items, e.g. `"  - setWeight: 5\n"`.
+    fn with_steps(items: &str) -> String {
+        format!("{MINIMAL}steps:\n{items}")
+    }
+
+    fn weights(text: &str) -> Vec<u16> {
+        let r = parse(text, "r.yaml").unwrap_or_else(|e| panic!("{e}"));
+        r.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::SetWeight(w) => Some(w.hundredths()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plan_that_can_never_be_judged_is_refused_at_its_place() {
+        // Fails before this change: each of these read as a valid plan.
+        let p = problems(&with_steps("  - pause: { duration: 1m }\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+        assert!(p[0].contains("expected a setWeight above 0"), "{p:?}");
+        let p = problems(&with_steps(
+            "  - setWeight: 0\n  - pause: { duration: 1m }\n",
+        ));
+        assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+        assert!(p[0].contains("expected a setWeight above 0"), "{p:?}");
+        // The last weight is 0: the end, a promotion, can never be judged.
+        let p = problems(&with_steps(
+            "  - setWeight: 20\n  - pause: { duration: 1m }\n  - lowerWeight: 0\n",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("r.yaml:13:18: lowerWeight: 0 is the last weight"),
+            "{p:?}"
+        );
+        assert!(p[0].contains("expected a last weight above 0"), "{p:?}");
+        // A plan ending on a weight above 0 reads.
+        assert_eq!(
+            weights(&with_steps(
+                "  - setWeight: 20\n  - pause: { duration: 1m }\n"
+            )),
+            [2000]
+        );
+    }
+
+    #[test]
+    fn a_weight_goes_down_only_where_the_file_says_so() {
+        // Fails before this change: 50 then 5 (a typo for 55?) was taken as written.
+        let p = problems(&with_steps(
+            "  - setWeight: 50\n  - pause: { duration: 1m }\n  - setWeight: 5\n  - pause: {}\n",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("r.yaml:13:16: setWeight: 5 lowers the canary weight from 50 %"),
+            "{p:?}"
+        );
+        assert!(p[0].contains("`lowerWeight: 5`"), "{p:?}");
+        // On purpose: lowerWeight.
+        let ok = with_steps(
+            "  - setWeight: 50\n  - pause: { duration: 1m }\n  - lowerWeight: 5\n  - pause: {}\n  - setWeight: 100\n",
+        );
+        assert_eq!(weights(&ok), [5000, 500, 10_000]);
+        // lowerWeight that does not lower is refused too (it says the opposite of the plan).
+        let p = problems(&with_steps(
+            "  - setWeight: 20\n  - pause: {}\n  - lowerWeight: 30\n  - pause: {}\n",
+        ));
+        assert!(
+            p[0].starts_with("r.yaml:13:18: lowerWeight: 30 does not lower"),
+            "{p:?}"
+        );
+        // The same weight twice is no decrease.
+        assert_eq!(
+            weights(&with_steps(
+                "  - setWeight: 20\n  - pause: {}\n  - setWeight: 20\n"
+            )),
+            [2000, 2000]
+        );
+    }
+
+    #[test]
+    fn min_requests_below_1_is_refused_at_its_place() {
+        // Fails before this change: 0 made an empty stage a pass.
+        let p = problems(&format!("{MINIMAL}analysis:\n  minRequests: 0\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("r.yaml:11:16: analysis.minRequests: expected at least 1"),
+            "{p:?}"
+        );
+        let r = parse(&format!("{MINIMAL}analysis:\n  minRequests: 1\n"), "r.yaml").unwrap();
+        assert_eq!(r.analysis.min_requests, 1);
+    }
+
+    #[test]
+    fn steps_with_nothing_after_it_is_refused_like_an_empty_list() {
+        // Fails before this change: `steps:` alone silently became the default plan.
+        for text in [
+            format!("{MINIMAL}steps:\n"),
+            format!("{MINIMAL}steps: ~\n"),
+            format!("{MINIMAL}steps: []\n"),
+        ] {
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{text}: {p:?}");
+            assert!(p[0].starts_with("r.yaml:10:"), "{text}: {p:?}");
+            assert!(p[0].contains("expected at least one step"), "{text}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn limits_the_judge_cannot_use_are_refused_at_their_place() {
+        // Fails before this change: read, then refused by the judge without a line.
+        let p = problems(&format!("{MINIMAL}analysis:\n  errorRate: {{ max: 0% }}\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+        assert!(
+            p[0].contains("analysis.errorRate.max: expected a percentage above 0%"),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{MINIMAL}analysis:\n  latencyP99: {{ max: 0ms }}\n"
+        ));
+        assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+        assert!(
+            p[0].contains("analysis.latencyP99.max: expected a latency above 0"),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{MINIMAL}analysis:\n  prometheus: {{ address: http://127.0.0.1:9090, requests: r, errors: e }}\n  latencyP95: {{ max: 300ms }}\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("r.yaml:12:"), "{p:?}");
+        assert!(
+            p[0].contains("analysis.latencyP95: expected analysis.prometheus.latencyBuckets"),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{MINIMAL}analysis:\n  prometheus: {{ address: http://127.0.0.1:9090, requests: r, errors: e }}\n  custom:\n    - {{name: x, numerator: a, denominator: b, direction: higherIsBetter}}\n    - {{name: x, numerator: c, denominator: d, direction: higherIsBetter}}\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("r.yaml:14:"), "{p:?}");
+        assert!(p[0].contains("a name of its own, got `x`"), "{p:?}");
+        // Every analysis section read here is one the judge accepts.
+        let r = parse(
+            &format!("{MINIMAL}analysis:\n  errorRate: {{ max: 0.0001% }}\n"),
+            "r.yaml",
+        )
+        .unwrap();
+        assert!(
+            crate::controller::analysis::judge_config(&r.analysis)
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn numbers_are_read_as_written_or_refused() {
+        // Fails before this change: both were read as 100 (%).
+        let p = problems(&with_steps("  - setWeight: 99.999999999999999999\n"));
+        assert!(
+            p[0].starts_with(
+                "r.yaml:11:16: expected a weight from 0 to 100 with at most two decimals"
+            ),
+            "{p:?}"
+        );
+        assert!(p[0].contains("`99.999999999999999999`"), "{p:?}");
+        let p = problems(&format!(
+            "{MINIMAL}analysis:\n  errorRate: {{ max: 99.999999999999999999% }}\n"
+        ));
+        assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+        assert!(p[0].contains("at most four decimals"), "{p:?}");
+        // Exact forms still read, quoted or not, in YAML and JSON.
+        assert_eq!(
+            weights(&with_steps(
+                "  - setWeight: 12.25\n  - setWeight: \"99.99%\"\n  - setWeight: 100.0\n"
+            )),
+            [1225, 9999, 10_000]
+        );
+        let r = parse(
+            &format!("{MINIMAL}analysis:\n  errorRate: {{ max: 0.0125% }}\n"),
+            "r.yaml",
+        )
+        .unwrap();
+        assert!((r.analysis.error_rate.max.unwrap() - 0.000125).abs() < 1e-15);
+        for bad in ["5.", ".5", "-1", "1e2", "0x10", "100.01", "5 %%"] {
+            let p = problems(&with_steps(&format!("  - setWeight: \"{bad}\"\n")));
+            assert!(p[0].contains("expected a weight"), "{bad}: {p:?}");
+        }
+        let text = r#"{"name":"a","stable":{"version":"v1","upstream":"http://127.0.0.1:1"},"canary":{"version":"v2","upstream":"http://127.0.0.1:2"},"traffic":{"listen":"127.0.0.1:0"},"steps":[{"setWeight":99.999999999999999999}]}"#;
+        assert!(
+            parse(text, "body").is_err(),
+            "JSON numbers are read as written too"
+        );
+    }
+
+    #[test]
+    fn a_bare_number_is_not_a_duration() {
+        // Fails before this change: `1` was read as one second.
+        for (text, line) in [
+            (format!("{MINIMAL}analysis:\n  interval: 1\n"), "r.yaml:11:"),
+            (
+                with_steps("  - setWeight: 5\n  - pause: { duration: 60 }\n"),
+                "r.yaml:12:",
+            ),
+            (
+                format!("{MINIMAL}analysis:\n  latencyP95: {{ max: 250 }}\n"),
+                "r.yaml:11:",
+            ),
+            (format!("{MINIMAL}progressDeadline: 600\n"), "r.yaml:10:"),
+        ] {
+            let p = problems(&text);
+            assert!(p[0].starts_with(line), "{text}: {p:?}");
+            assert!(p[0].contains("a number without its unit"), "{text}: {p:?}");
+        }
     }
 
     #[test]

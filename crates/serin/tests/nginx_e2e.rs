@@ -522,7 +522,10 @@ fn a_configuration_that_fails_the_test_leaves_the_old_split_serving() {
     let out = text(&output);
     assert_eq!(output.status.code(), Some(0), "{out}");
     assert!(out.contains("data plane refused a change"), "{out}");
-    assert!(out.contains("configuration refused on purpose"), "{out}");
+    assert!(
+        out.contains("nginx -t: serin-test: configuration refused on purpose"),
+        "the refusal names the test step and quotes its output: {out}"
+    );
     assert!(
         failures(&seen).is_empty(),
         "{:?}\n{}",
@@ -764,4 +767,68 @@ fn nginx_reloads_keep_serving_and_the_new_split_follows_the_decision() {
         "BENCH requests during the 20 reloads: {}, failed: 0",
         seen.len()
     );
+}
+
+/// Applied means applied: when `serin run` exits after a rollback, nginx
+/// already serves the rolled-back split alone. A reload returns before its
+/// old workers stop taking requests; before serin waited for nginx to
+/// serve the new file, requests made right after the exit still reached
+/// the canary for a moment (fails before this change).
+#[test]
+fn after_a_rollback_exits_nginx_no_longer_answers_from_the_canary() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &["--error-rate", "0.5"]);
+    let port = free_port();
+    let steps = "  - setWeight: 50\n  - pause: { duration: 30s }\n  - setWeight: 100\n";
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &rollout(
+            "back",
+            &nginx,
+            port,
+            stable,
+            canary,
+            &nginx_test(&nginx),
+            steps,
+        ),
+    );
+    let mut run = spawn_run(&file, dir.path());
+    wait_served(local(port));
+    let observer = Observer::start(local(port), 2, Duration::from_millis(4));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while matches!(run.child.try_wait(), Ok(None)) {
+        assert!(Instant::now() < deadline, "serin run did not end");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Every request from here on starts after the exit: four threads, 100
+    // requests each, on fresh connections.
+    let after: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| (0..100).map(|_| fetch(local(port))).collect::<Vec<_>>()))
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    observer.stop();
+    let output = run.wait_output(Duration::from_secs(5));
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{out}");
+    assert!(out.contains("rolled back"), "{out}");
+    let from_canary = after
+        .iter()
+        .filter(|(_, v)| v.as_deref() == Some("v2"))
+        .count();
+    assert_eq!(
+        from_canary,
+        0,
+        "{from_canary} of {} requests made after serin run exited were answered by the canary",
+        after.len()
+    );
+    let answered = after.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(answered, after.len(), "every request answered: {after:?}");
 }

@@ -196,3 +196,103 @@ fn a_rolled_back_rollout_notifies_its_failed_verdict_and_the_rollback() {
     // The pre-rollout check answered 200 at once.
     assert!(!hooks.received("/pre").is_empty());
 }
+
+/// A receiver that accepts connections and never answers: it holds each one
+/// open, unread, until dropped. Counts what it accepted.
+struct Silent {
+    addr: SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                // Bounded: at most two minutes, like any test.
+                let end = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            held.push(stream);
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        Silent {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One slow webhook never delays another: with a receiver that accepts and
+/// never answers listed first, the good one still gets every phase change
+/// of the run, and `serin run` still ends (its wait for the last
+/// notifications is bounded). Fails before this change: targets were
+/// served one after another, so the good receiver got nothing in the whole
+/// run.
+#[test]
+fn a_receiver_that_never_answers_does_not_hold_up_the_others() {
+    let hooks = Hooks::start();
+    let silent = Silent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let yaml = Rollout::new("slow-hook", local(port), stable, canary)
+        .steps("  - setWeight: 20\n  - pause: { duration: 1s }\n  - setWeight: 100\n")
+        .latency_p95("200ms")
+        .rest(&format!(
+            "notifications:
+  - webhook: http://{silent}/hang
+    format: json
+  - webhook: {good}
+    format: json
+",
+            silent = silent.addr,
+            good = hooks.url("/notify"),
+        ))
+        .yaml();
+    let run = spawn_run(dir.path(), &yaml, port);
+    let _load = load(&format!("http://127.0.0.1:{port}/"), 150, "40s");
+    let output = run.wait_output(Duration::from_secs(60));
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(
+        silent.accepted.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the silent receiver was tried"
+    );
+    let json = settle(&hooks, "/notify", 2);
+    assert_eq!(
+        events(&json),
+        [
+            ("phase-changed".to_string(), "Progressing".to_string()),
+            ("phase-changed".to_string(), "Succeeded".to_string()),
+        ],
+        "{out}"
+    );
+}

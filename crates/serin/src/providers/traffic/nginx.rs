@@ -14,9 +14,17 @@
 //!    configuration, then `reload`.
 //! 3. If either fails, the previous text is put back (atomically again) and
 //!    nginx, which never loaded the new file, keeps serving the old split.
-//!    The error says which command failed and what it printed. While the
-//!    test runs, the new text is on disk: a reload by anyone else in that
-//!    moment would load it untested.
+//!    The error says which step failed (`nginx -t: …` or `nginx reload: …`)
+//!    and what the command printed. While the test runs, the new text is on
+//!    disk: a reload by anyone else in that moment would load it untested.
+//! 4. A reload returns before nginx serves the new file: its master starts
+//!    new workers, and the old ones keep accepting requests with the old
+//!    split for about 100 ms more. So a change counts as applied only once
+//!    nginx answers with it: the file's `server` has a marker location
+//!    ([`MARKER_PATH`]) answering a fingerprint of the file, and serin asks
+//!    it on fresh connections until only the new fingerprint has answered
+//!    for [`SETTLE`] (at most [`SERVE_TIMEOUT`], else the change is an
+//!    error).
 //!
 //! Monotone stickiness: `split_clients` maps a MurmurHash2 of the key to a
 //! point in 0–100 % and takes the first bucket it falls in. The canary bucket
@@ -34,6 +42,19 @@ use crate::controller::driver::{BoxFuture, TrafficRouter};
 
 /// How long `test` or `reload` may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The path of the marker location in the generated server. It answers
+/// the file's fingerprint and is left out of the access log (so it never
+/// counts as a request of either version).
+pub const MARKER_PATH: &str = "/.serin/generation";
+/// How long only the new fingerprint must answer before a change counts
+/// as applied: longer than nginx's master waits (100 ms) between starting
+/// new workers and telling the old ones to stop accepting.
+pub const SETTLE: Duration = Duration::from_millis(500);
+/// How long nginx may take to serve a reloaded file before the change is
+/// an error.
+pub const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between two questions to the marker.
+const POLL: Duration = Duration::from_millis(10);
 
 /// What the nginx router needs from the rollout file.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,7 +200,7 @@ pub fn render(config: &NginxConfig, weight: Weight) -> String {
          \"status\":\"$status\",\"request_time\":\"$request_time\",\
          \"upstream_response_time\":\"$upstream_response_time\",\"upstream_status\":\"$upstream_status\"}}';\n"
     );
-    let _ = writeln!(
+    let _ = write!(
         f,
         "server {{\n    listen {};\n    access_log {} serin_{id};\n\n    location / {{\n        \
          proxy_pass http://serin_{id}_$serin_{id}_version;\n        \
@@ -187,11 +208,38 @@ pub fn render(config: &NginxConfig, weight: Weight) -> String {
          proxy_set_header Connection \"\";\n        \
          proxy_set_header Host $host;\n        \
          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n        \
-         proxy_set_header X-Forwarded-Proto $scheme;\n    }}\n}}",
+         proxy_set_header X-Forwarded-Proto $scheme;\n    }}\n",
         config.listen,
         quote(&config.access_log.display().to_string())
     );
+    // The marker answers a fingerprint of everything above it: the same
+    // file gives the same one, any change a new one.
+    let marker = fingerprint(&f);
+    let _ = writeln!(
+        f,
+        "\n    # serin asks this to know when nginx serves this file.\n    \
+         location = {MARKER_PATH} {{\n        access_log off;\n        \
+         default_type text/plain;\n        return 200 \"{marker}\\n\";\n    }}\n}}"
+    );
     f
+}
+
+/// FNV-1a (64 bit) of `text`, in hex: the generated file's fingerprint.
+fn fingerprint(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The fingerprint the marker of a generated file answers.
+pub fn marker_of(text: &str) -> Option<String> {
+    let after = text.split_once(&format!("location = {MARKER_PATH} {{"))?.1;
+    let value = after.split_once("return 200 \"")?.1;
+    let end = value.find('\\')?;
+    Some(value[..end].to_string())
 }
 
 /// A failed change, with the command's own words.
@@ -206,9 +254,15 @@ pub enum NginxError {
         #[source]
         source: std::io::Error,
     },
-    /// A command failed; the old file is back in place.
-    #[error("`{command}` failed ({status}); the previous configuration is back in place: {output}")]
+    /// A command failed; the old file is back in place. Shown as
+    /// `nginx -t: <what it printed> (…)`.
+    #[error(
+        "{step}: {} (`{command}`: {status}); the previous configuration is back in place",
+        one_line(output, status)
+    )]
     Command {
+        /// Which step: `nginx -t` or `nginx reload`.
+        step: &'static str,
         /// The command line.
         command: String,
         /// Exit status or "timed out".
@@ -216,13 +270,37 @@ pub enum NginxError {
         /// What it printed.
         output: String,
     },
+    /// nginx reloaded, but did not answer with the new file in time.
+    #[error(
+        "nginx reloaded but did not serve the new configuration within {} s: {detail}",
+        SERVE_TIMEOUT.as_secs()
+    )]
+    NotServed {
+        /// What the marker answered last.
+        detail: String,
+    },
 }
 
-/// Runs a command with a timeout; Ok if it exits 0.
-async fn run(argv: &[String]) -> Result<(), NginxError> {
+/// A command's output on one line (its status when it printed nothing).
+fn one_line(output: &str, status: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        status.to_string()
+    } else {
+        lines.join("; ")
+    }
+}
+
+/// Runs a command with a timeout; Ok if it exits 0. `step` names it in errors.
+async fn run(step: &'static str, argv: &[String]) -> Result<(), NginxError> {
     let command = argv.join(" ");
     let Some((program, args)) = argv.split_first() else {
         return Err(NginxError::Command {
+            step,
             command,
             status: "empty command".into(),
             output: String::new(),
@@ -235,6 +313,7 @@ async fn run(argv: &[String]) -> Result<(), NginxError> {
     match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
         Ok(Ok(out)) if out.status.success() => Ok(()),
         Ok(Ok(out)) => Err(NginxError::Command {
+            step,
             command,
             status: out.status.to_string(),
             output: String::from_utf8_lossy(&[out.stdout, out.stderr].concat())
@@ -242,11 +321,13 @@ async fn run(argv: &[String]) -> Result<(), NginxError> {
                 .to_string(),
         }),
         Ok(Err(e)) => Err(NginxError::Command {
+            step,
             command,
             status: "could not start".into(),
             output: e.to_string(),
         }),
         Err(_) => Err(NginxError::Command {
+            step,
             command,
             status: format!("no answer within {} s", COMMAND_TIMEOUT.as_secs()),
             output: String::new(),
@@ -266,7 +347,8 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), NginxError> {
 }
 
 /// Puts `text` in place as the include file: test, then reload; on failure
-/// the previous text goes back. Returns the command's error if any.
+/// the previous text goes back. Returns the command's error if any. Then,
+/// for a generated file (one with a marker), waits until nginx serves it.
 pub async fn install(config: &NginxConfig, text: &str) -> Result<(), NginxError> {
     let previous = std::fs::read_to_string(&config.include).ok();
     if let Some(parent) = config.include.parent()
@@ -285,18 +367,101 @@ pub async fn install(config: &NginxConfig, text: &str) -> Result<(), NginxError>
             source,
         }),
     };
-    if let Err(e) = run(&config.test).await {
+    if let Err(e) = run(TEST, &config.test).await {
         restore()?;
         return Err(e);
     }
-    if let Err(e) = run(&config.reload).await {
+    if let Err(e) = run(RELOAD, &config.reload).await {
         restore()?;
         // nginx may have half-applied nothing (a failed reload keeps the old
         // workers), but make sure it serves what is on disk again.
-        let _ = run(&config.reload).await;
+        let _ = run(RELOAD, &config.reload).await;
         return Err(e);
     }
-    Ok(())
+    match marker_of(text) {
+        Some(marker) => wait_served(config.listen, &marker).await,
+        None => Ok(()),
+    }
+}
+
+const TEST: &str = "nginx -t";
+const RELOAD: &str = "nginx reload";
+
+/// Where serin asks the marker: the listen address, or loopback when nginx
+/// listens on every address.
+fn marker_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// Asks the marker once, on a fresh connection (so whichever worker
+/// accepts, old or new, answers): the fingerprint it answers.
+async fn ask_marker(addr: SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(
+            format!("GET {MARKER_PATH} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+        let mut raw = Vec::new();
+        s.take(64 * 1024)
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| "an incomplete answer".to_string())?;
+        let status = head.lines().next().unwrap_or("");
+        if status.split_whitespace().nth(1) != Some("200") {
+            return Err(format!("answered `{status}`"));
+        }
+        Ok(body.trim().to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(1), exchange)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 1 s".into()))
+}
+
+/// Waits until only `marker` has answered for [`SETTLE`] (bounded by
+/// [`SERVE_TIMEOUT`]): nginx serves the new file, and its old workers no
+/// longer take requests.
+async fn wait_served(listen: SocketAddr, marker: &str) -> Result<(), NginxError> {
+    let addr = marker_addr(listen);
+    let deadline = tokio::time::Instant::now() + SERVE_TIMEOUT;
+    let mut since: Option<tokio::time::Instant> = None;
+    loop {
+        let last = match ask_marker(addr).await {
+            Ok(answer) if answer == marker => {
+                let now = tokio::time::Instant::now();
+                let first = *since.get_or_insert(now);
+                if now.duration_since(first) >= SETTLE {
+                    return Ok(());
+                }
+                None
+            }
+            Ok(answer) => Some(format!(
+                "http://{addr}{MARKER_PATH} still answers `{answer}`, not `{marker}`"
+            )),
+            Err(e) => Some(format!("http://{addr}{MARKER_PATH}: {e}")),
+        };
+        if let Some(detail) = last {
+            since = None;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NginxError::NotServed { detail });
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Routes through a real nginx by rewriting serin's include file.
@@ -411,6 +576,54 @@ mod tests {
         assert!(text.contains(
             "map \"$serin_check_out_route0:$serin_check_out_route1:$serin_check_out_split\" $serin_check_out_version"
         ));
+    }
+
+    #[test]
+    fn the_marker_answers_a_fingerprint_of_the_file() {
+        let c = config();
+        let at = |h| render(&c, Weight::from_hundredths(h).unwrap());
+        let m20 = marker_of(&at(2000)).expect("a marker");
+        assert_eq!(m20.len(), 16, "{m20}");
+        assert_eq!(
+            marker_of(&at(2000)),
+            Some(m20.clone()),
+            "same file, same marker"
+        );
+        assert_ne!(
+            marker_of(&at(0)),
+            Some(m20.clone()),
+            "another weight, another marker"
+        );
+        let text = at(2000);
+        assert!(text.contains(&format!(
+            "    location = {MARKER_PATH} {{\n        access_log off;\n        default_type text/plain;\n        return 200 \"{m20}\\n\";\n    }}\n}}\n"
+        )), "{text}");
+        assert_eq!(marker_of("server {}"), None);
+        assert_eq!(
+            marker_addr("0.0.0.0:8080".parse().unwrap()),
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            marker_addr("[::]:8080".parse().unwrap()),
+            "[::1]:8080".parse::<SocketAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_failed_step_says_which_and_what_it_printed() {
+        let e = NginxError::Command {
+            step: TEST,
+            command: "nginx -t -q".into(),
+            status: "exit status: 1".into(),
+            output:
+                "nginx: [emerg] unknown directive \"x\"\nnginx: configuration file test failed\n"
+                    .into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "nginx -t: nginx: [emerg] unknown directive \"x\"; nginx: configuration file test failed \
+             (`nginx -t -q`: exit status: 1); the previous configuration is back in place"
+        );
     }
 
     #[test]

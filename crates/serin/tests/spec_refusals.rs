@@ -1,0 +1,95 @@
+//! Rollout files serin refuses when it reads them: `serin run` exits 2,
+//! naming the file, line and column and what was expected, and creates
+//! nothing. Each case was read as valid (or refused without a place)
+//! before these checks.
+
+mod common;
+
+use common::nginx::{free_port, local};
+use common::rollout::Rollout;
+use std::time::Duration;
+
+use common::serin::{Proc, serin_run, text, write};
+
+fn good() -> String {
+    Rollout::new(
+        "refused",
+        local(free_port()),
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    )
+    .steps("  - setWeight: 20\n  - pause: { duration: 1s }\n  - setWeight: 50\n  - pause: { duration: 1s }\n")
+    .yaml()
+}
+
+#[test]
+fn plans_and_limits_that_could_never_be_judged_are_refused_with_their_place() {
+    let good = good();
+    // The lines of `good()`: 11 steps, 12 setWeight: 20, 13 its pause,
+    // 14 setWeight: 50, 18 minRequests, 19 errorRate.
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            good.replace("minRequests: 20", "minRequests: 0"),
+            ":18:16:",
+            "analysis.minRequests: expected at least 1",
+        ),
+        (
+            good.replace("  - setWeight: 50", "  - setWeight: 5"),
+            ":14:16:",
+            "setWeight: 5 lowers the canary weight from 20 %",
+        ),
+        (
+            good.replace("  - setWeight: 50", "  - lowerWeight: 0"),
+            ":14:18:",
+            "lowerWeight: 0 is the last weight",
+        ),
+        (
+            good.replace("  - setWeight: 20", "  - setWeight: 0")
+                .replace("  - setWeight: 50", "  - setWeight: 0"),
+            ":12:3:",
+            "expected a setWeight above 0 before the end",
+        ),
+        (
+            good.replace("{ max: 5% }", "{ max: 0% }"),
+            ":19:",
+            "analysis.errorRate.max: expected a percentage above 0%",
+        ),
+        (
+            good.replace("  - setWeight: 50", "  - setWeight: 99.999999999999999999"),
+            ":14:16:",
+            "at most two decimals",
+        ),
+        (
+            good.replace("duration: 1s", "duration: 1"),
+            ":13:",
+            "a number without its unit",
+        ),
+        (
+            {
+                let a = good.find("steps:").unwrap();
+                let b = good.find("analysis:").unwrap();
+                format!("{}steps:\n{}", &good[..a], &good[b..])
+            },
+            ":11:",
+            "expected at least one step",
+        ),
+    ];
+    for (i, (yaml, place, expected)) in cases.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "bad.yaml", yaml);
+        // Bounded: a file read as valid would start a rollout and wait.
+        let o =
+            Proc::spawn(serin_run(&file, dir.path()), true).wait_output(Duration::from_secs(20));
+        assert_eq!(o.status.code(), Some(2), "case {i}: {}\n{yaml}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("bad.yaml{place}")),
+            "case {i}: names the place {place}: {err}"
+        );
+        assert!(err.contains(expected), "case {i}: says `{expected}`: {err}");
+        assert!(
+            !dir.path().join("state").exists(),
+            "case {i}: nothing created"
+        );
+    }
+}
