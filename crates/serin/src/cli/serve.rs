@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::api::guard::Guard;
 use crate::api::server::LocalAddr;
-use crate::daemon::{Commands, Daemon};
+use crate::daemon::{Commands, Daemon, Paths};
 use crate::exit::{Exit, invalid};
 use crate::store::Store;
 
@@ -45,6 +45,13 @@ pub struct Args {
     /// over the API never runs a program the operator did not name here.
     #[arg(long = "allow-command", value_name = "COMMAND")]
     pub allow_command: Vec<String>,
+    /// A directory whose files rollout files may make the daemon write and
+    /// read (the nginx provider's include file and access log, e.g.
+    /// `--allow-path /etc/nginx/serin`): a file must lie inside it, symbolic
+    /// links resolved. Repeatable; none by default: a file sent over the API
+    /// never makes the daemon touch a file the operator did not allow here.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    pub allow_path: Vec<PathBuf>,
     /// Another name (or address) the API answers to, as clients write it in
     /// the URL without the port (e.g. a Kubernetes Service's DNS name, or
     /// its cluster IP). Repeatable; by default only the daemon's own
@@ -67,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             "--listen {listen}: a non-loopback address needs a token (--token or SERIN_TOKEN), or anyone who can reach it could roll your services"
         )));
     }
+    let paths = Paths::new(&args.allow_path).map_err(invalid)?;
     let store = args.state.open()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -78,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             store,
             token,
             Commands::new(&args.allow_command),
+            paths,
             crate::runtime::parser(),
         )
         .await
