@@ -909,6 +909,46 @@ fn stored_rollouts_whose_files_are_not_allowed_are_not_started_and_the_others_ru
     assert!(!include.exists(), "nor on deploy");
 }
 
+/// An empty, blank or spaced token, by flag or by SERIN_TOKEN, is refused
+/// with exit 2 naming the flag (never taken for "no token"), before any
+/// state is created.
+#[test]
+fn a_blank_token_is_refused_not_taken_for_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let api = local(free_port());
+    for blank in ["", "   ", "\t", "two words"] {
+        for by_env in [false, true] {
+            let mut cmd = serin();
+            cmd.args([
+                "serve",
+                "--listen",
+                &api.to_string(),
+                "--state-dir",
+                &state.display().to_string(),
+            ]);
+            if by_env {
+                cmd.env("SERIN_TOKEN", blank);
+            } else {
+                cmd.env_remove("SERIN_TOKEN").args(["--token", blank]);
+            }
+            let o = Proc::spawn(cmd, true).wait_output(Duration::from_secs(20));
+            assert_eq!(
+                o.status.code(),
+                Some(2),
+                "{blank:?} (env {by_env}): {}",
+                text(&o)
+            );
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("--token") && err.contains("SERIN_TOKEN") && err.contains("expected"),
+                "{blank:?} (env {by_env}): {err}"
+            );
+            assert!(!state.exists(), "no state created");
+        }
+    }
+}
+
 // ------------------------------------------------------- 3. one owner
 
 /// The pid `serin serve` wrote, and the stderr of a second owner.

@@ -36,7 +36,8 @@ pub struct Args {
     pub listen: String,
     #[command(flatten)]
     pub state: StateArgs,
-    /// Bearer token that mutations must carry; required off loopback.
+    /// Bearer token that mutations must carry; required off loopback. Visible
+    /// ASCII without spaces; an empty or blank value is refused (exit 2).
     #[arg(long, env = "SERIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// A command rollout files may make the daemon run, word for word (e.g.
@@ -61,6 +62,19 @@ pub struct Args {
     pub allow_host: Vec<String>,
 }
 
+/// A bearer token: visible ASCII without spaces, as an `Authorization:
+/// Bearer TOKEN` header carries it unchanged. An empty or blank value is an
+/// error, never "no token" (a typo in an environment must not open the API).
+fn token(value: &str) -> anyhow::Result<String> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "--token (or SERIN_TOKEN): expected visible ASCII characters without spaces (it is sent as `Authorization: Bearer TOKEN`); got an empty, blank or spaced value; unset it to run without a token on loopback".to_owned(),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let listen: SocketAddr = args.listen.parse().map_err(|_| {
         invalid(format!(
@@ -68,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             args.listen
         ))
     })?;
-    let token = args.token.filter(|t| !t.is_empty());
+    let token = args.token.as_deref().map(token).transpose()?;
     if !listen.ip().is_loopback() && token.is_none() {
         return Err(invalid(format!(
             "--listen {listen}: a non-loopback address needs a token (--token or SERIN_TOKEN), or anyone who can reach it could roll your services"
