@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::api::guard::Guard;
-use crate::api::server::LocalAddr;
 use crate::daemon::{Commands, Daemon, Paths};
 use crate::exit::{Exit, invalid};
 use crate::store::Store;
@@ -111,7 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             "serin serve ready"
         );
         let app = crate::api::server::router(daemon.clone(), Guard::new(own, &args.allow_host))
-            .into_make_service_with_connect_info::<LocalAddr>();
+            .into_make_service();
         axum::serve(listener, app)
             .with_graceful_shutdown(crate::cli::signals::terminated())
             .await?;
