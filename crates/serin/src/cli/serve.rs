@@ -52,10 +52,9 @@ pub struct Args {
     /// never makes the daemon touch a file the operator did not allow here.
     #[arg(long = "allow-path", value_name = "DIR")]
     pub allow_path: Vec<PathBuf>,
-    /// Another name (or address) the API answers to, as clients write it in
-    /// the URL without the port (e.g. a Kubernetes Service's DNS name, or
-    /// its cluster IP). Repeatable; by default only the daemon's own
-    /// address, loopback addresses and `localhost`, so that no web page can
+    /// Another DNS name the API answers to, as clients write it in the URL
+    /// without the port (e.g. a Kubernetes Service's DNS name). Repeatable;
+    /// by default only IP addresses and `localhost`, so that no web page can
     /// reach it through DNS rebinding.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_host: Vec<String>,
