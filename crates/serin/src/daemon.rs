@@ -20,9 +20,19 @@
 //! A rollout file sent over the API never makes the daemon run a program the
 //! operator did not name: the nginx provider's test and reload commands must
 //! each be given to `serin serve --allow-command` exactly ([`Commands`]).
+//!
+//! # Files
+//! Nor does it make the daemon write or read a file the operator did not
+//! allow: the nginx provider's include file (which the daemon writes,
+//! replaces and removes) and access log (which nginx writes and the daemon
+//! reads) must each lie inside a directory given to `serin serve
+//! --allow-path` ([`Paths`]): an absolute path without `..`, symbolic links
+//! resolved as far as the path exists. `serin run` (a local file, run by
+//! its own operator) is not restricted.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use serin_proxy::{RolloutMetrics, RoutingTable, Version, VersionSnapshot, Weight};
@@ -133,6 +143,127 @@ impl Commands {
     }
 }
 
+/// The directories the operator allowed rollout files' files to lie in
+/// (`serin serve --allow-path`), each resolved (absolute, symbolic links
+/// followed).
+#[derive(Debug, Clone, Default)]
+pub struct Paths(Vec<PathBuf>);
+
+impl Paths {
+    /// From `--allow-path` values: each must be an existing directory.
+    pub fn new(allowed: &[PathBuf]) -> Result<Paths, String> {
+        allowed
+            .iter()
+            .map(|dir| {
+                let resolved = std::fs::canonicalize(dir).map_err(|e| {
+                    format!(
+                        "--allow-path {}: expected an existing directory: {e}",
+                        dir.display()
+                    )
+                })?;
+                if !resolved.is_dir() {
+                    return Err(format!(
+                        "--allow-path {}: expected a directory, not a file",
+                        dir.display()
+                    ));
+                }
+                Ok(resolved)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Paths)
+    }
+
+    /// Whether every file `setup` would make the daemon write or read lies
+    /// inside an allowed directory; if not, which fields and how to allow them.
+    pub fn check(&self, setup: &Setup) -> Result<(), String> {
+        let crate::runtime::PlaneKind::Nginx(n) = &setup.plane else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        let mut dirs = Vec::new();
+        for (field, what, path) in [
+            ("traffic.nginx.include", "writes", &n.include),
+            ("traffic.nginx.accessLog", "reads", &n.access_log),
+        ] {
+            match resolve(path) {
+                Err(why) => problems.push(format!("{field}: {why}, got `{}`", path.display())),
+                Ok(real)
+                    if self
+                        .0
+                        .iter()
+                        .any(|dir| real.starts_with(dir) && real != *dir) => {}
+                Ok(real) => {
+                    let shown = if real == *path {
+                        format!("`{}`", path.display())
+                    } else {
+                        format!("`{}` (that is `{}`)", path.display(), real.display())
+                    };
+                    problems.push(format!(
+                        "{field} {what} {shown}, outside the directories this daemon may use"
+                    ));
+                    let dir = real.parent().unwrap_or(Path::new("/")).to_path_buf();
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let flags: Vec<String> = dirs
+            .iter()
+            .map(|d| format!("--allow-path {}", shell_quote(&d.display().to_string())))
+            .collect();
+        let fix = if flags.is_empty() {
+            "give an absolute path without `..`".to_string()
+        } else {
+            format!(
+                "the daemon writes and reads files only inside directories from its own configuration: \
+                 start serin serve with {}",
+                flags.join(" ")
+            )
+        };
+        Err(format!(
+            "rollout {}: {}; {fix} (or run the file locally with serin run)",
+            setup.name,
+            problems.join(" and ")
+        ))
+    }
+}
+
+/// Where `path` really is: absolute, without `.` or `..`, symbolic links
+/// resolved as far as the path exists (what does not exist yet cannot be a
+/// link).
+fn resolve(path: &Path) -> Result<PathBuf, String> {
+    if !path.is_absolute() {
+        return Err("expected an absolute path".into());
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err("expected a path without `..`".into());
+    }
+    let clean: PathBuf = path.components().collect();
+    let mut existing = clean.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if existing.symlink_metadata().is_ok() {
+            let mut real = std::fs::canonicalize(existing)
+                .map_err(|e| format!("cannot resolve `{}`: {e}", existing.display()))?;
+            for part in rest.iter().rev() {
+                real.push(part);
+            }
+            return Ok(real);
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return Ok(clean),
+        }
+    }
+}
+
 /// `'text'` for a POSIX shell.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
@@ -149,6 +280,7 @@ pub struct Daemon {
     store: Store,
     token: Option<String>,
     commands: Commands,
+    paths: Paths,
     parse: Parser,
     rollouts: Mutex<BTreeMap<String, Entry>>,
     /// Stored rollouts this daemon did not start, with why.
@@ -162,12 +294,14 @@ impl Daemon {
         store: Store,
         token: Option<String>,
         commands: Commands,
+        paths: Paths,
         parse: Parser,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let daemon = Arc::new(Daemon {
             store,
             token,
             commands,
+            paths,
             parse,
             rollouts: Mutex::new(BTreeMap::new()),
             not_running: std::sync::Mutex::new(BTreeMap::new()),
@@ -189,7 +323,7 @@ impl Daemon {
                     continue;
                 }
             };
-            if let Err(e) = daemon.commands.check(&setup) {
+            if let Err(e) = daemon.permitted(&setup) {
                 daemon.not_start(&name, e);
                 continue;
             }
@@ -218,6 +352,20 @@ impl Daemon {
         }
         drop(map);
         Ok(daemon)
+    }
+
+    /// Whether the operator allowed everything `setup` would make the daemon
+    /// run, write and read; if not, every reason.
+    fn permitted(&self, setup: &Setup) -> Result<(), String> {
+        let problems: Vec<String> = [self.commands.check(setup), self.paths.check(setup)]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
     /// Records (and logs) that a stored rollout was not started.
@@ -277,7 +425,7 @@ impl Daemon {
     /// Registers (or updates) a rollout from its file: all traffic on stable.
     pub async fn register(&self, text: &str) -> Result<RolloutStatus, DaemonError> {
         let setup = (self.parse)(text, "request body").map_err(DaemonError::Invalid)?;
-        self.commands.check(&setup).map_err(DaemonError::Refused)?;
+        self.permitted(&setup).map_err(DaemonError::Refused)?;
         let mut map = self.rollouts.lock().await;
         if let Some(entry) = map.get(&setup.name)
             && entry.driver.as_ref().is_some_and(|d| !d.is_finished())
@@ -333,9 +481,7 @@ impl Daemon {
         }
         let mut map = self.rollouts.lock().await;
         let entry = map.get_mut(name).ok_or_else(|| self.absent(name))?;
-        self.commands
-            .check(&entry.setup)
-            .map_err(DaemonError::Refused)?;
+        self.permitted(&entry.setup).map_err(DaemonError::Refused)?;
         if entry.driver.as_ref().is_some_and(|d| !d.is_finished()) {
             return Err(DaemonError::Conflict(format!(
                 "rollout {name} is already in progress; promote, roll back or wait"
@@ -367,7 +513,7 @@ impl Daemon {
         // The table follows the record: stable may be a former canary, the
         // canary may have a new upstream.
         let setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
-        self.commands.check(&setup).map_err(DaemonError::Refused)?;
+        self.permitted(&setup).map_err(DaemonError::Refused)?;
         entry.setup = setup;
         entry.plane.update(&entry.setup).await;
         entry.driver = Some(RunningDriver::spawn(

@@ -102,9 +102,17 @@ fn main() -> ExitCode {
     exit::report(result)
 }
 
-/// A `print!` on a closed pipe that did not go through `cli::output` (whose
-/// writers never panic) ends the process quietly, exit 0, as the commands
-/// that do go through it end, instead of with a panic and a backtrace.
+/// The last net, not the rule: a `print!` on a closed pipe that did not go
+/// through `cli::output` (whose writers never panic) ends the process
+/// quietly, exit 0, as one-shot commands that go through it end, instead of
+/// with a panic and a backtrace.
+///
+/// What it covers: one-shot output written with `print!` outside
+/// `cli::output` (today `serin analyze`'s result, `cli/analyze.rs`) and any
+/// dependency that prints to stdout. It ends the process at once, so a
+/// long-running command (`run`, `demo`, `serve`, `proxy`, `load`) must
+/// never rely on it: those write with `cli::output::write_ignoring` (or log
+/// through `tracing`, whose writer ignores failures) and reach their end.
 fn quiet_on_closed_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

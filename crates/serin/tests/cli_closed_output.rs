@@ -184,3 +184,39 @@ fn serin_serve_keeps_serving_when_its_log_is_closed() {
         wait_for_port(proxy);
     }
 }
+
+/// `serin demo` whose stdout and stderr readers went away before it wrote:
+/// the tour is not cut short mid-rollout; it runs both acts to their end,
+/// writes both reports and exits 0 (the bad canary rolled back, the good
+/// one promoted), and its state says so.
+#[test]
+fn the_demo_tour_runs_to_its_end_when_its_output_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = serin()
+        .args(["demo", "--state-dir", &state.display().to_string()])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let code = wait_code(&mut child, Duration::from_secs(150));
+    assert_eq!(code, Some(0), "both acts ended as expected");
+    for act in ["rolled-back", "promoted"] {
+        let html = std::fs::read_to_string(state.join(format!("demo-{act}.html")))
+            .unwrap_or_else(|e| panic!("the {act} report was written: {e}"));
+        assert!(html.contains("<svg"), "{act} report has charts");
+    }
+    let db = rusqlite::Connection::open(state.join("serin.db")).unwrap();
+    let (phase, stable): (String, String) = db
+        .query_row(
+            "SELECT phase, stable_version FROM rollouts WHERE name = 'checkout'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((phase.as_str(), stable.as_str()), ("Succeeded", "v1.2.1"));
+}

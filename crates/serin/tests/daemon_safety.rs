@@ -523,7 +523,8 @@ fn a_rollout_file_over_the_api_runs_only_commands_the_operator_allowed() {
     let api = local(free_port());
     let state = dir.path().join("state");
     let token = "t0ken";
-    let mut d = serve(api, &state, &["--token", token]);
+    let allow = marks.display().to_string();
+    let mut d = serve(api, &state, &["--token", token, "--allow-path", &allow]);
 
     let yaml = nginx_file("web", &marks, Some(&test), Some(&reload));
     let a = http(
@@ -567,7 +568,18 @@ fn a_rollout_file_over_the_api_runs_only_commands_the_operator_allowed() {
     // Allowed: one of them only is not enough.
     d.kill();
     wait_until_closed(api);
-    let mut d = serve(api, &state, &["--token", token, "--allow-command", &test]);
+    let mut d = serve(
+        api,
+        &state,
+        &[
+            "--token",
+            token,
+            "--allow-path",
+            &allow,
+            "--allow-command",
+            &test,
+        ],
+    );
     let file = write(dir.path(), "web.yaml", &yaml);
     let o = cli(api, &["init", &file.display().to_string()], Some(token));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -587,6 +599,8 @@ fn a_rollout_file_over_the_api_runs_only_commands_the_operator_allowed() {
         &[
             "--token",
             token,
+            "--allow-path",
+            &allow,
             "--allow-command",
             &test,
             "--allow-command",
@@ -613,10 +627,18 @@ fn stored_rollouts_whose_commands_are_not_allowed_are_not_started_and_the_others
     let reload = format!("touch {}", reloaded.display());
     let api = local(free_port());
     let state = dir.path().join("state");
+    let allow = marks.display().to_string();
     let mut d = serve(
         api,
         &state,
-        &["--allow-command", &test, "--allow-command", &reload],
+        &[
+            "--allow-path",
+            &allow,
+            "--allow-command",
+            &test,
+            "--allow-command",
+            &reload,
+        ],
     );
     let web = write(
         dir.path(),
@@ -635,7 +657,7 @@ fn stored_rollouts_whose_commands_are_not_allowed_are_not_started_and_the_others
     wait_until_closed(proxy);
     std::fs::remove_file(&reloaded).unwrap();
 
-    let _d = serve(api, &state, &[]);
+    let _d = serve(api, &state, &["--allow-path", &allow]);
     wait_for_port(proxy);
     let r = rollouts(api);
     let reason = r["web"]["reason"].as_str().unwrap_or("");
@@ -656,6 +678,275 @@ fn stored_rollouts_whose_commands_are_not_allowed_are_not_started_and_the_others
     let o = cli(api, &["deploy", "web", "v2"], None);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(!reloaded.exists(), "nor on deploy");
+}
+
+// ------------------------------------------------------- 2b. files
+
+/// An nginx-provider rollout file with this include file and access log;
+/// its commands (`true`) do nothing.
+fn nginx_paths_file(name: &str, include: &str, access_log: &str) -> String {
+    Rollout::new(
+        name,
+        local(free_port()),
+        local(free_port()),
+        local(free_port()),
+    )
+    .traffic(&format!(
+        "  provider: nginx\n  nginx:\n    include: {include}\n    accessLog: {access_log}\n    test: true\n    reload: true\n"
+    ))
+    .yaml()
+}
+
+/// `serin serve` with the given flags, run to its exit (bounded).
+fn serve_output_with(api: SocketAddr, state: &Path, flags: &[&str]) -> Output {
+    let mut cmd = serin();
+    cmd.args([
+        "serve",
+        "--listen",
+        &api.to_string(),
+        "--state-dir",
+        &state.display().to_string(),
+    ])
+    .args(flags)
+    .env_remove("SERIN_TOKEN");
+    Proc::spawn(cmd, true).wait_output(Duration::from_secs(20))
+}
+
+/// POSTs a rollout file as YAML.
+fn post_file(api: SocketAddr, yaml: &str) -> Answer {
+    http(
+        api,
+        "POST",
+        "/api/v1/rollouts",
+        &[("Content-Type", "application/yaml")],
+        yaml,
+    )
+}
+
+/// A file sent over the API never makes the daemon write its include file
+/// or read its access log outside the directories given to --allow-path:
+/// not by naming another directory, not through `..`, not through a
+/// symbolic link to a directory or to a file, not by a relative path. Inside
+/// one, the file registers and the include is written.
+#[test]
+fn a_rollout_file_over_the_api_touches_only_files_the_operator_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let allowed = root.join("allowed");
+    let outside = root.join("outside");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let precious = outside.join("profile");
+    std::fs::write(&precious, "keep\n").unwrap();
+    std::os::unix::fs::symlink(&outside, allowed.join("dirlink")).unwrap();
+    std::os::unix::fs::symlink(&precious, allowed.join("filelink.conf")).unwrap();
+    let state = root.join("state");
+    let api = local(free_port());
+    let allow = allowed.display().to_string();
+
+    // An --allow-path that is not a directory stops serve with exit 2.
+    let missing = root.join("missing").display().to_string();
+    let o = serve_output_with(
+        api,
+        &state,
+        &["--allow-path", &missing, "--allow-command", "true"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("--allow-path {missing}")),
+        "{}",
+        text(&o)
+    );
+
+    let _d = serve(
+        api,
+        &state,
+        &["--allow-path", &allow, "--allow-command", "true"],
+    );
+    let log = allowed.join("web.json").display().to_string();
+    let inside = allowed.join("serin-web.conf").display().to_string();
+    let profile = precious.display().to_string();
+    let dotdot = format!("{}/../outside/profile", allowed.display());
+    let via_dir = allowed.join("dirlink/new.conf").display().to_string();
+    let via_file = allowed.join("filelink.conf").display().to_string();
+    let outside_log = outside.join("web.json").display().to_string();
+    let flag = format!("--allow-path '{}'", outside.display());
+    for (include, access_log, wants) in [
+        (
+            profile.as_str(),
+            log.as_str(),
+            vec!["traffic.nginx.include", flag.as_str()],
+        ),
+        (
+            dotdot.as_str(),
+            log.as_str(),
+            vec!["traffic.nginx.include", "`..`"],
+        ),
+        (
+            via_dir.as_str(),
+            log.as_str(),
+            vec!["traffic.nginx.include", flag.as_str()],
+        ),
+        (
+            via_file.as_str(),
+            log.as_str(),
+            vec!["traffic.nginx.include", flag.as_str()],
+        ),
+        (
+            inside.as_str(),
+            outside_log.as_str(),
+            vec!["traffic.nginx.accessLog", flag.as_str()],
+        ),
+        (
+            "serin-web.conf",
+            log.as_str(),
+            vec!["traffic.nginx.include", "absolute"],
+        ),
+    ] {
+        let a = post_file(api, &nginx_paths_file("web", include, access_log));
+        assert_eq!(
+            a.status, 403,
+            "include {include}, log {access_log}: {}",
+            a.body
+        );
+        for want in wants {
+            assert!(
+                a.body.contains(want),
+                "include {include}: names {want}: {}",
+                a.body
+            );
+        }
+        assert!(!a.body.contains("--allow-command"), "{}", a.body);
+    }
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "keep\n",
+        "the file outside was not touched"
+    );
+    let written: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(written, vec![std::ffi::OsString::from("profile")]);
+    assert!(
+        !Path::new(&inside).exists(),
+        "nothing written for a refused file"
+    );
+    assert!(rollouts(api).is_empty(), "nothing registered");
+
+    // Inside the allowed directory (a subdirectory too): registered, written.
+    let deeper = allowed.join("sub/serin-web.conf").display().to_string();
+    let a = post_file(api, &nginx_paths_file("web", &deeper, &log));
+    assert!(a.status == 200 || a.status == 201, "{}", a.body);
+    assert!(Path::new(&deeper).exists(), "the include was written");
+}
+
+/// Stored files are checked at start: one whose include lies outside the
+/// allowed directories now is not started (its include is not rewritten,
+/// not even on deploy) and says which flag to add; the others run.
+#[test]
+fn stored_rollouts_whose_files_are_not_allowed_are_not_started_and_the_others_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let conf = root.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let include = conf.join("serin-web.conf");
+    let log = conf.join("web.json");
+    let state = root.join("state");
+    let api = local(free_port());
+    let allow = conf.display().to_string();
+    let mut d = serve(
+        api,
+        &state,
+        &["--allow-path", &allow, "--allow-command", "true"],
+    );
+    let web = write(
+        &root,
+        "web.yaml",
+        &nginx_paths_file(
+            "web",
+            &include.display().to_string(),
+            &log.display().to_string(),
+        ),
+    );
+    let proxy = local(free_port());
+    let shop = write(&root, "shop.yaml", &builtin_file("shop", proxy));
+    for f in [&web, &shop] {
+        let o = cli(api, &["init", &f.display().to_string()], None);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    assert!(include.exists());
+    d.kill();
+    wait_until_closed(api);
+    wait_until_closed(proxy);
+    std::fs::remove_file(&include).unwrap();
+
+    let _d = serve(api, &state, &["--allow-command", "true"]);
+    wait_for_port(proxy);
+    let r = rollouts(api);
+    let reason = r["web"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("not running")
+            && reason.contains("traffic.nginx.include")
+            && reason.contains(&format!("--allow-path '{allow}'")),
+        "{:#}",
+        r["web"]
+    );
+    assert!(
+        !r["shop"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not running"),
+        "{:#}",
+        r["shop"]
+    );
+    assert!(
+        !include.exists(),
+        "the stored file's include was not written"
+    );
+    let o = cli(api, &["deploy", "web", "v2"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!include.exists(), "nor on deploy");
+}
+
+/// An empty, blank or spaced token, by flag or by SERIN_TOKEN, is refused
+/// with exit 2 naming the flag (never taken for "no token"), before any
+/// state is created.
+#[test]
+fn a_blank_token_is_refused_not_taken_for_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let api = local(free_port());
+    for blank in ["", "   ", "\t", "two words"] {
+        for by_env in [false, true] {
+            let mut cmd = serin();
+            cmd.args([
+                "serve",
+                "--listen",
+                &api.to_string(),
+                "--state-dir",
+                &state.display().to_string(),
+            ]);
+            if by_env {
+                cmd.env("SERIN_TOKEN", blank);
+            } else {
+                cmd.env_remove("SERIN_TOKEN").args(["--token", blank]);
+            }
+            let o = Proc::spawn(cmd, true).wait_output(Duration::from_secs(20));
+            assert_eq!(
+                o.status.code(),
+                Some(2),
+                "{blank:?} (env {by_env}): {}",
+                text(&o)
+            );
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("--token") && err.contains("SERIN_TOKEN") && err.contains("expected"),
+                "{blank:?} (env {by_env}): {err}"
+            );
+            assert!(!state.exists(), "no state created");
+        }
+    }
 }
 
 // ------------------------------------------------------- 3. one owner

@@ -5,10 +5,14 @@
 //! request names the daemon's address. Three checks close the gaps:
 //!
 //! - **Host.** Every request (but `/healthz`) must name the daemon by an
-//!   address, not by a DNS name: a loopback address, `localhost`, the
-//!   address the connection came in on, or a name the operator allowed
-//!   (`--allow-host`). A page on `evil.example` whose name is re-pointed at
-//!   127.0.0.1 (DNS rebinding) sends `Host: evil.example` and is refused.
+//!   IP address, `localhost`, or a name the operator allowed
+//!   (`--allow-host`), not by any other DNS name. A page on `evil.example`
+//!   whose name is re-pointed at 127.0.0.1 (DNS rebinding) sends `Host:
+//!   evil.example` and is refused. Any IP address is accepted: an address
+//!   cannot be re-pointed, and a page whose origin is an address that
+//!   reaches the daemon (its own, or one forwarded to it, such as a
+//!   Kubernetes Service's cluster IP) is on the daemon's own origin, where
+//!   the browser's same-origin rule already protects it.
 //! - **Origin.** A mutation that carries `Origin` (browsers send it with every
 //!   POST, PUT and DELETE) must come from the daemon's own origin: the
 //!   dashboard. `Sec-Fetch-Site: cross-site` or `same-site` is refused too.
@@ -48,19 +52,12 @@ impl Guard {
         }
     }
 
-    /// Checks one request; `local` is the address the connection came in on,
-    /// when known. `Err` is the reason, for a 403.
-    pub fn check(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-        local: Option<SocketAddr>,
-    ) -> Result<(), String> {
+    /// Checks one request. `Err` is the reason, for a 403.
+    pub fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), String> {
         if path == "/healthz" {
             return Ok(());
         }
-        let host = self.check_host(headers, local)?;
+        let host = self.check_host(headers)?;
         if matches!(*method, Method::GET | Method::HEAD) {
             return Ok(());
         }
@@ -69,11 +66,7 @@ impl Guard {
     }
 
     /// The `Host` header, if it names this daemon.
-    fn check_host<'h>(
-        &self,
-        headers: &'h HeaderMap,
-        local: Option<SocketAddr>,
-    ) -> Result<&'h str, String> {
+    fn check_host<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, String> {
         let value = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -89,18 +82,18 @@ impl Guard {
             .parse::<axum::http::uri::Authority>()
             .map(|a| a.host().to_string())
             .unwrap_or_default();
-        if !name.is_empty() && self.is_own(&name, local) {
+        if !name.is_empty() && self.is_own(&name) {
             return Ok(value);
         }
         Err(format!(
-            "request refused: Host `{value}` is not this daemon's address; serin answers requests for {}, \
-             localhost or a loopback address only (a DNS name that reaches it could be a web page's DNS \
-             rebinding); to use another name, start serin serve with --allow-host NAME",
+            "request refused: Host `{value}` is not this daemon's address; serin answers requests that name \
+             it by an IP address such as {}, or localhost (a DNS name that reaches it could be a web page's \
+             DNS rebinding); to use another name, start serin serve with --allow-host NAME",
             self.own
         ))
     }
 
-    fn is_own(&self, name: &str, local: Option<SocketAddr>) -> bool {
+    fn is_own(&self, name: &str) -> bool {
         let name = normal_name(name);
         if name == "localhost" || name.ends_with(".localhost") {
             return true;
@@ -108,28 +101,15 @@ impl Guard {
         if self.names.contains(&name) {
             return true;
         }
+        // An address names no DNS record to re-point (see the module docs).
         let literal = name.trim_start_matches('[').trim_end_matches(']');
-        let Ok(ip) = literal.parse::<IpAddr>() else {
-            return false;
-        };
-        let ip = canonical(ip);
-        ip.is_loopback()
-            || (!self.own.ip().is_unspecified() && ip == canonical(self.own.ip()))
-            || local.is_some_and(|l| ip == canonical(l.ip()))
+        literal.parse::<IpAddr>().is_ok()
     }
 }
 
 /// Lower case, without the final dot of a fully qualified name.
 fn normal_name(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// `::ffff:127.0.0.1` is 127.0.0.1.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// A mutation from a page of another origin is refused.
@@ -226,49 +206,41 @@ mod tests {
             "127.0.0.2",
             "app.localhost:9900",
             "serin.serin-system.svc:9900",
+            // Any address: one cannot be re-pointed (a Service's cluster
+            // IP, a pod's address, a NAT in front).
+            "10.0.0.5:9900",
+            "[fd00::5]:9900",
+            "[::ffff:10.0.0.5]",
         ] {
             let h = headers(&[("host", host)]);
             assert_eq!(
-                g.check(&Method::GET, "/api/v1/rollouts", &h, None),
+                g.check(&Method::GET, "/api/v1/rollouts", &h),
                 Ok(()),
                 "{host}"
             );
         }
         for host in [
             "evil.example:9900",
-            "10.0.0.5:9900",
+            "10.0.0.5.evil.example",
             "",
             "localhost.evil.example",
         ] {
             let h = headers(&[("host", host)]);
             let e = g
-                .check(&Method::GET, "/api/v1/rollouts", &h, None)
+                .check(&Method::GET, "/api/v1/rollouts", &h)
                 .expect_err(host);
             assert!(e.contains("Host"), "{e}");
         }
-        // The address the connection came in on is the daemon's own.
-        let h = headers(&[("host", "10.0.0.5:9900")]);
-        let any = Guard::new("0.0.0.0:9900".parse().expect("addr"), &[]);
-        assert!(any.check(&Method::GET, "/", &h, None).is_err());
-        assert_eq!(
-            any.check(
-                &Method::GET,
-                "/",
-                &h,
-                Some("10.0.0.5:9900".parse().expect("addr"))
-            ),
-            Ok(())
-        );
         // Health checks name pods and services freely.
         let h = headers(&[("host", "evil.example")]);
-        assert_eq!(g.check(&Method::GET, "/healthz", &h, None), Ok(()));
+        assert_eq!(g.check(&Method::GET, "/healthz", &h), Ok(()));
     }
 
     #[test]
     fn mutations_from_other_origins_or_with_form_types_are_refused() {
         let g = guard();
         let post = |pairs: &[(&'static str, &'static str)]| {
-            g.check(&Method::POST, "/api/v1/rollouts", &headers(pairs), None)
+            g.check(&Method::POST, "/api/v1/rollouts", &headers(pairs))
         };
         // The dashboard, and the command line.
         assert_eq!(

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -32,29 +31,9 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// The address a connection came in on (`serin serve` listening on
-/// `0.0.0.0` is reached at one of the machine's addresses).
-#[derive(Debug, Clone, Copy)]
-pub struct LocalAddr(pub Option<std::net::SocketAddr>);
-
-impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for LocalAddr {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        LocalAddr(stream.io().local_addr().ok())
-    }
-}
-
 /// Refuses what [`Guard`] refuses (403) before any handler runs.
 async fn guarded(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    let local = request
-        .extensions()
-        .get::<ConnectInfo<LocalAddr>>()
-        .and_then(|c| c.0.0);
-    match guard.check(
-        request.method(),
-        request.uri().path(),
-        request.headers(),
-        local,
-    ) {
+    match guard.check(request.method(), request.uri().path(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err(why) => {
             tracing::warn!(method = %request.method(), path = %request.uri().path(), "{why}");
@@ -64,7 +43,6 @@ async fn guarded(State(guard): State<Arc<Guard>>, request: Request, next: Next) 
 }
 
 /// The whole API as an axum router; `guard` says which requests it answers.
-/// Serve it with `into_make_service_with_connect_info::<LocalAddr>()`.
 pub fn router(daemon: Arc<Daemon>, guard: Guard) -> Router {
     Router::new()
         .route("/", get(dashboard))

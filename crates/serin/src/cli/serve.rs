@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::api::guard::Guard;
-use crate::api::server::LocalAddr;
-use crate::daemon::{Commands, Daemon};
+use crate::daemon::{Commands, Daemon, Paths};
 use crate::exit::{Exit, invalid};
 use crate::store::Store;
 
@@ -36,7 +35,8 @@ pub struct Args {
     pub listen: String,
     #[command(flatten)]
     pub state: StateArgs,
-    /// Bearer token that mutations must carry; required off loopback.
+    /// Bearer token that mutations must carry; required off loopback. Visible
+    /// ASCII without spaces; an empty or blank value is refused (exit 2).
     #[arg(long, env = "SERIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// A command rollout files may make the daemon run, word for word (e.g.
@@ -45,15 +45,34 @@ pub struct Args {
     /// over the API never runs a program the operator did not name here.
     #[arg(long = "allow-command", value_name = "COMMAND")]
     pub allow_command: Vec<String>,
-    /// Another name (or address) the API answers to, as clients write it in
-    /// the URL without the port (e.g. a Kubernetes Service's DNS name, or
-    /// its cluster IP). Repeatable; by default only the daemon's own
-    /// address, loopback addresses and `localhost`, so that no web page can
+    /// A directory whose files rollout files may make the daemon write and
+    /// read (the nginx provider's include file and access log, e.g.
+    /// `--allow-path /etc/nginx/serin`): a file must lie inside it, symbolic
+    /// links resolved. Repeatable; none by default: a file sent over the API
+    /// never makes the daemon touch a file the operator did not allow here.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    pub allow_path: Vec<PathBuf>,
+    /// Another DNS name the API answers to, as clients write it in the URL
+    /// without the port (e.g. a Kubernetes Service's DNS name). Repeatable;
+    /// by default only IP addresses and `localhost`, so that no web page can
     /// reach it through DNS rebinding.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_host: Vec<String>,
 }
 
+/// A bearer token: visible ASCII without spaces, as an `Authorization:
+/// Bearer TOKEN` header carries it unchanged. An empty or blank value is an
+/// error, never "no token" (a typo in an environment must not open the API).
+fn token(value: &str) -> anyhow::Result<String> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "--token (or SERIN_TOKEN): expected visible ASCII characters without spaces (it is sent as `Authorization: Bearer TOKEN`); got an empty, blank or spaced value; unset it to run without a token on loopback".to_owned(),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let listen: SocketAddr = args.listen.parse().map_err(|_| {
         invalid(format!(
@@ -61,12 +80,13 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             args.listen
         ))
     })?;
-    let token = args.token.filter(|t| !t.is_empty());
+    let token = args.token.as_deref().map(token).transpose()?;
     if !listen.ip().is_loopback() && token.is_none() {
         return Err(invalid(format!(
             "--listen {listen}: a non-loopback address needs a token (--token or SERIN_TOKEN), or anyone who can reach it could roll your services"
         )));
     }
+    let paths = Paths::new(&args.allow_path).map_err(invalid)?;
     let store = args.state.open()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -78,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             store,
             token,
             Commands::new(&args.allow_command),
+            paths,
             crate::runtime::parser(),
         )
         .await
@@ -88,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             "serin serve ready"
         );
         let app = crate::api::server::router(daemon.clone(), Guard::new(own, &args.allow_host))
-            .into_make_service_with_connect_info::<LocalAddr>();
+            .into_make_service();
         axum::serve(listener, app)
             .with_graceful_shutdown(crate::cli::signals::terminated())
             .await?;

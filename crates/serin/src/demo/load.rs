@@ -535,8 +535,8 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
         .context("starting the async runtime")?;
     let summary = runtime.block_on(run_load_with(config, options, signals::terminated()))?;
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-        OutputFormat::Text => print!("{}", text(&summary)),
+        OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&summary)?),
+        OutputFormat::Text => crate::out!("{}", text(&summary)),
     }
     Ok(Exit::Success)
 }

@@ -2,6 +2,7 @@
 //! apps (stable, a bad canary, a good canary), serin's proxy and steady load;
 //! runs the bad canary (rolled back by the judge) and then the good one
 //! (promoted); prints every decision and writes an HTML report of each.
+//! A closed output does not stop it: it runs to its end (as `serin run`).
 //!
 //! Nothing here is special-cased: the rollouts are rollout files read by the
 //! same parser, run by the same code as `serin run`, judged by the same
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::cli::output::OutputFormat;
+use crate::cli::output::{OutputFormat, write_ignoring};
 use crate::cli::run::run_setup;
 use crate::cli::serve::StateArgs;
 use crate::demo::app::{DemoApp, Faults};
@@ -101,9 +102,12 @@ async fn tour(
     store: crate::store::Store,
     output: OutputFormat,
 ) -> anyhow::Result<Exit> {
+    // Like `serin run`, the tour writes ignoring failures: a reader that
+    // went away (`serin demo | head -3`) never stops it mid-rollout; it goes
+    // on to its end, writes its reports and exits with its outcome.
     let say = |s: &str| {
         if output == OutputFormat::Text {
-            println!("{s}");
+            write_ignoring(true, &format!("{s}\n"));
         }
     };
     // Stable: healthy, ~20 ms. The bad canary: 12 % errors and slower. The
@@ -201,7 +205,7 @@ async fn tour(
                 serde_json::json!({"version": version, "outcome": act, "exit": *exit as i32, "report": report})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        write_ignoring(true, &format!("{}\n", serde_json::to_string_pretty(&json)?));
     }
     if all_as_expected {
         say(
