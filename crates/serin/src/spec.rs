@@ -286,6 +286,7 @@ impl Rollout {
             no_data_limit: self.analysis.no_data_limit,
             judge_at_end_of_pause: self.analysis.method == Method::Fixed,
             progress_deadline: self.progress_deadline,
+            min_requests: self.analysis.min_requests,
         }
     }
 }
@@ -1775,6 +1776,7 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
         );
         let r = parse(&format!("{MINIMAL}analysis:\n  minRequests: 1\n"), "r.yaml").unwrap();
         assert_eq!(r.analysis.min_requests, 1);
+        assert_eq!(r.plan().min_requests, 1, "the plan names it in its reasons");
     }
 
     #[test]
