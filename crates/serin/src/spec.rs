@@ -505,14 +505,19 @@ struct RawRollout {
     name: Spanned<String>,
     stable: Spanned<RawSide>,
     canary: Spanned<RawSide>,
-    #[serde(default)]
-    traffic: Option<Spanned<RawTraffic>>,
+    /// Outer `None`: no `traffic` key; inner `None`: `traffic:` with
+    /// nothing after it, refused (as `steps:` and `analysis:` are).
+    #[serde(default, deserialize_with = "present")]
+    traffic: Option<Spanned<Option<RawTraffic>>>,
     /// Outer `None`: no `steps` key (the default plan); inner `None`: a
     /// `steps:` with nothing after it, refused like `steps: []`.
     #[serde(default, deserialize_with = "present")]
     steps: Option<Spanned<Option<Vec<RawStep>>>>,
-    #[serde(default)]
-    analysis: Option<RawAnalysis>,
+    /// Outer `None`: no `analysis` key (the defaults); inner `None`:
+    /// `analysis:` with nothing after it, refused rather than read as the
+    /// defaults (a section left empty by mistake).
+    #[serde(default, deserialize_with = "present")]
+    analysis: Option<Spanned<Option<RawAnalysis>>>,
     #[serde(default)]
     notifications: Vec<RawNotification>,
     #[serde(default)]
@@ -861,12 +866,23 @@ impl Checker {
         }
         let stable = self.side(raw.stable, "stable");
         let canary = self.side(raw.canary, "canary");
-        let provider = raw
-            .traffic
+        let (raw_traffic, traffic_ok) = self.section(
+            raw.traffic,
+            "traffic: expected a section with at least listen (e.g. `listen: 127.0.0.1:8080`), got nothing after `traffic:`",
+        );
+        let (raw_analysis, analysis_ok) = self.section(
+            raw.analysis,
+            "analysis: expected at least one setting, got nothing after `analysis:` (leave analysis out for the defaults)",
+        );
+        let provider = raw_traffic
             .as_ref()
             .and_then(|t| t.value.provider)
             .unwrap_or(Provider::Builtin);
-        if provider.is_kubernetes() && raw.analysis.as_ref().is_none_or(|a| a.prometheus.is_none())
+        if traffic_ok
+            && provider.is_kubernetes()
+            && raw_analysis
+                .as_ref()
+                .is_none_or(|a| a.value.prometheus.is_none())
         {
             self.at(
                 &raw.name.referenced,
@@ -876,9 +892,15 @@ impl Checker {
                 ),
             );
         }
-        let traffic = self.traffic(raw.traffic, &stable, &canary);
+        let traffic = if traffic_ok {
+            self.traffic(raw_traffic, &stable, &canary)
+        } else {
+            None
+        };
         let steps = self.steps(raw.steps);
-        let analysis = self.analysis(raw.analysis, provider);
+        let analysis = self
+            .analysis(raw_analysis.map(|a| a.value), provider)
+            .filter(|_| analysis_ok);
         let notifications = raw
             .notifications
             .into_iter()
@@ -925,6 +947,39 @@ impl Checker {
             pre_rollout,
             progress_deadline,
         })
+    }
+
+    /// A section as written: `(None, true)` when its key is left out,
+    /// `(None, false)` (a problem recorded) when the key has nothing after
+    /// it.
+    fn section<T>(
+        &mut self,
+        raw: Option<Spanned<Option<T>>>,
+        empty: &str,
+    ) -> (Option<Spanned<T>>, bool) {
+        match raw {
+            None => (None, true),
+            Some(Spanned {
+                value: None,
+                referenced,
+                ..
+            }) => {
+                self.at(&referenced, empty);
+                (None, false)
+            }
+            Some(Spanned {
+                value: Some(value),
+                referenced,
+                defined,
+            }) => (
+                Some(Spanned {
+                    value,
+                    referenced,
+                    defined,
+                }),
+                true,
+            ),
+        }
     }
 
     fn side(&mut self, raw: Spanned<RawSide>, which: &str) -> Side {
@@ -1867,6 +1922,41 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
             assert!(p[0].starts_with("r.yaml:10:"), "{text}: {p:?}");
             assert!(p[0].contains("expected at least one step"), "{text}: {p:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_analysis_or_traffic_section_is_refused_like_steps() {
+        // Fails before this change: `analysis:` alone silently became the
+        // defaults, `traffic:` alone a listen error without a line.
+        for text in [
+            format!("{MINIMAL}analysis:\n"),
+            format!("{MINIMAL}analysis: ~\n"),
+        ] {
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{text}: {p:?}");
+            assert!(
+                p[0].starts_with("r.yaml:10:")
+                    && p[0].contains("analysis: expected at least one setting"),
+                "{text}: {p:?}"
+            );
+        }
+        let bare = MINIMAL.replace("traffic:\n  listen: 127.0.0.1:8080\n", "traffic:\n");
+        for text in [bare.clone(), bare.replace("traffic:\n", "traffic: ~\n")] {
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{text}: {p:?}");
+            assert!(
+                p[0].starts_with("r.yaml:8:")
+                    && p[0].contains("traffic: expected a section with at least listen"),
+                "{text}: {p:?}"
+            );
+        }
+        // Left out, analysis gets the defaults; `{}` says so on purpose.
+        assert_eq!(
+            parse(MINIMAL, "r.yaml").unwrap().analysis,
+            AnalysisSettings::default()
+        );
+        let r = parse(&format!("{MINIMAL}analysis: {{}}\n"), "r.yaml").unwrap();
+        assert_eq!(r.analysis, AnalysisSettings::default());
     }
 
     #[test]
