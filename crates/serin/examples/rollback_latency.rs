@@ -111,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
+            min_requests: 100,
         };
         let (driver, handle) = Driver::new(
             plan,

@@ -148,13 +148,16 @@ impl Setup {
         };
         let analysis: AnalysisFactory = Arc::new(move |proxy: Option<Arc<Proxy>>| {
             let source: Box<dyn MetricSource> = match (&prometheus, &access_log, proxy) {
-                (Some(p), _, _) => Box::new(PrometheusSource::new(PrometheusConfig {
-                    address: p.address.clone(),
-                    requests: p.requests.clone(),
-                    errors: p.errors.clone(),
-                    latency_buckets: p.latency_buckets.clone(),
-                    custom: custom.clone(),
-                })),
+                (Some(p), _, _) => Box::new(
+                    PrometheusSource::new(PrometheusConfig {
+                        address: p.address.clone(),
+                        requests: p.requests.clone(),
+                        errors: p.errors.clone(),
+                        latency_buckets: p.latency_buckets.clone(),
+                        custom: custom.clone(),
+                    })
+                    .with_client_errors(p.client_errors.clone()),
+                ),
                 (None, Some(log), _) => Box::new(NginxLogSource::new(log.clone())),
                 (None, None, Some(proxy)) => Box::new(BuiltinSource::new(proxy)),
                 (None, None, None) => Box::new(crate::providers::metrics::Unavailable(

@@ -203,6 +203,9 @@ pub struct PrometheusSettings {
     pub errors: String,
     /// Cumulative latency buckets by `le`, in seconds.
     pub latency_buckets: Option<String>,
+    /// Client error (4xx) counter query, for the 4xx check; without it that
+    /// check is off.
+    pub client_errors: Option<String>,
 }
 
 /// The `analysis` section.
@@ -230,6 +233,9 @@ pub struct AnalysisSettings {
     pub prometheus: Option<PrometheusSettings>,
     /// Business metrics (need `prometheus`).
     pub custom: Vec<CustomMetric>,
+    /// `clientErrorRate.maxRatioToStable`: the canary's 4xx rate may be at
+    /// most this many times stable's (at least 1); `None`: `off`.
+    pub client_error_ratio: Option<f64>,
 }
 
 impl Default for AnalysisSettings {
@@ -252,6 +258,7 @@ impl Default for AnalysisSettings {
             no_data_limit: 3,
             prometheus: None,
             custom: Vec::new(),
+            client_error_ratio: Some(serin_analysis::DEFAULT_CLIENT_ERROR_RATIO),
         }
     }
 }
@@ -279,6 +286,7 @@ impl Rollout {
             no_data_limit: self.analysis.no_data_limit,
             judge_at_end_of_pause: self.analysis.method == Method::Fixed,
             progress_deadline: self.progress_deadline,
+            min_requests: self.analysis.min_requests,
         }
     }
 }
@@ -344,6 +352,18 @@ struct Ratio(f64);
 /// A whole number (counts, limits).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Count(u64);
+
+/// A scalar as written (numbers and words alike), for values checked where
+/// their field's name is known.
+#[derive(Debug, Clone, PartialEq)]
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_string(ScalarText("a number or a word"))
+            .map(Text)
+    }
+}
 
 /// Accepts a YAML scalar as text (numbers too), for the checked scalars.
 /// Read with `deserialize_string`, so a plain number arrives as written:
@@ -485,14 +505,19 @@ struct RawRollout {
     name: Spanned<String>,
     stable: Spanned<RawSide>,
     canary: Spanned<RawSide>,
-    #[serde(default)]
-    traffic: Option<Spanned<RawTraffic>>,
+    /// Outer `None`: no `traffic` key; inner `None`: `traffic:` with
+    /// nothing after it, refused (as `steps:` and `analysis:` are).
+    #[serde(default, deserialize_with = "present")]
+    traffic: Option<Spanned<Option<RawTraffic>>>,
     /// Outer `None`: no `steps` key (the default plan); inner `None`: a
     /// `steps:` with nothing after it, refused like `steps: []`.
     #[serde(default, deserialize_with = "present")]
     steps: Option<Spanned<Option<Vec<RawStep>>>>,
-    #[serde(default)]
-    analysis: Option<RawAnalysis>,
+    /// Outer `None`: no `analysis` key (the defaults); inner `None`:
+    /// `analysis:` with nothing after it, refused rather than read as the
+    /// defaults (a section left empty by mistake).
+    #[serde(default, deserialize_with = "present")]
+    analysis: Option<Spanned<Option<RawAnalysis>>>,
     #[serde(default)]
     notifications: Vec<RawNotification>,
     #[serde(default)]
@@ -652,6 +677,16 @@ struct RawAnalysis {
     prometheus: Option<RawPrometheus>,
     #[serde(default)]
     custom: Vec<Spanned<RawCustom>>,
+    #[serde(default)]
+    client_error_rate: Option<Spanned<RawClientErrorRate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawClientErrorRate {
+    /// A ratio of at least 1, or `off`.
+    #[serde(default)]
+    max_ratio_to_stable: Option<Spanned<Text>>,
 }
 
 #[derive(Deserialize)]
@@ -691,6 +726,8 @@ struct RawPrometheus {
     errors: Option<String>,
     #[serde(default)]
     latency_buckets: Option<String>,
+    #[serde(default)]
+    client_errors: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -829,12 +866,23 @@ impl Checker {
         }
         let stable = self.side(raw.stable, "stable");
         let canary = self.side(raw.canary, "canary");
-        let provider = raw
-            .traffic
+        let (raw_traffic, traffic_ok) = self.section(
+            raw.traffic,
+            "traffic: expected a section with at least listen (e.g. `listen: 127.0.0.1:8080`), got nothing after `traffic:`",
+        );
+        let (raw_analysis, analysis_ok) = self.section(
+            raw.analysis,
+            "analysis: expected at least one setting, got nothing after `analysis:` (leave analysis out for the defaults)",
+        );
+        let provider = raw_traffic
             .as_ref()
             .and_then(|t| t.value.provider)
             .unwrap_or(Provider::Builtin);
-        if provider.is_kubernetes() && raw.analysis.as_ref().is_none_or(|a| a.prometheus.is_none())
+        if traffic_ok
+            && provider.is_kubernetes()
+            && raw_analysis
+                .as_ref()
+                .is_none_or(|a| a.value.prometheus.is_none())
         {
             self.at(
                 &raw.name.referenced,
@@ -844,9 +892,15 @@ impl Checker {
                 ),
             );
         }
-        let traffic = self.traffic(raw.traffic, &stable, &canary);
+        let traffic = if traffic_ok {
+            self.traffic(raw_traffic, &stable, &canary)
+        } else {
+            None
+        };
         let steps = self.steps(raw.steps);
-        let analysis = self.analysis(raw.analysis, provider);
+        let analysis = self
+            .analysis(raw_analysis.map(|a| a.value), provider)
+            .filter(|_| analysis_ok);
         let notifications = raw
             .notifications
             .into_iter()
@@ -893,6 +947,39 @@ impl Checker {
             pre_rollout,
             progress_deadline,
         })
+    }
+
+    /// A section as written: `(None, true)` when its key is left out,
+    /// `(None, false)` (a problem recorded) when the key has nothing after
+    /// it.
+    fn section<T>(
+        &mut self,
+        raw: Option<Spanned<Option<T>>>,
+        empty: &str,
+    ) -> (Option<Spanned<T>>, bool) {
+        match raw {
+            None => (None, true),
+            Some(Spanned {
+                value: None,
+                referenced,
+                ..
+            }) => {
+                self.at(&referenced, empty);
+                (None, false)
+            }
+            Some(Spanned {
+                value: Some(value),
+                referenced,
+                defined,
+            }) => (
+                Some(Spanned {
+                    value,
+                    referenced,
+                    defined,
+                }),
+                true,
+            ),
+        }
     }
 
     fn side(&mut self, raw: Spanned<RawSide>, which: &str) -> Side {
@@ -1290,6 +1377,7 @@ impl Checker {
                         requests,
                         errors,
                         latency_buckets: p.latency_buckets,
+                        client_errors: p.client_errors,
                     }),
                     // Filled with the provider's ready-made queries by `parse`.
                     (None, None) if provider.is_kubernetes() => Some(PrometheusSettings {
@@ -1297,6 +1385,7 @@ impl Checker {
                         requests: String::new(),
                         errors: String::new(),
                         latency_buckets: None,
+                        client_errors: p.client_errors,
                     }),
                     _ => {
                         self.at(
@@ -1402,6 +1491,13 @@ impl Checker {
             Some(n) => n.value.0,
             None => defaults.min_requests,
         };
+        let client_error_ratio = self.client_error_ratio(
+            raw.client_error_rate.as_ref(),
+            prometheus.as_ref(),
+            defaults.client_error_ratio,
+        );
+        ok &= client_error_ratio.is_some();
+        let client_error_ratio = client_error_ratio.unwrap_or(None);
         let defaults = if no_latency {
             AnalysisSettings {
                 latency_p95: Limit::default(),
@@ -1439,8 +1535,50 @@ impl Checker {
             no_data_limit,
             prometheus,
             custom,
+            client_error_ratio,
         };
         ok.then_some(settings)
+    }
+
+    /// `analysis.clientErrorRate`: `Some(None)` when off, `Some(Some(r))`
+    /// for a ratio, `None` (a problem recorded) when it cannot be used.
+    /// With Prometheus as the source and no `clientErrors` query there are
+    /// no 4xx counts: the default check is off, an explicit one refused.
+    fn client_error_ratio(
+        &mut self,
+        raw: Option<&Spanned<RawClientErrorRate>>,
+        prometheus: Option<&PrometheusSettings>,
+        default: Option<f64>,
+    ) -> Option<Option<f64>> {
+        let no_counts = prometheus.is_some_and(|p| p.client_errors.is_none());
+        let Some(raw) = raw else {
+            return Some(if no_counts { None } else { default });
+        };
+        let ratio = match &raw.value.max_ratio_to_stable {
+            None => default,
+            Some(t) if t.value.0.trim() == "off" => return Some(None),
+            Some(t) => match t.value.0.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 1.0 => Some(v),
+                _ => {
+                    self.at(
+                        &t.referenced,
+                        format!(
+                            "analysis.clientErrorRate.maxRatioToStable: expected a ratio of at least 1, like 5, or `off`, got `{}`",
+                            t.value.0
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        if no_counts {
+            self.at(
+                &raw.referenced,
+                "analysis.clientErrorRate: expected analysis.prometheus.clientErrors too (without a 4xx query there is nothing to compare), or `maxRatioToStable: off`",
+            );
+            return None;
+        }
+        Some(ratio)
     }
 
     fn http_url(&mut self, url: &str, at: &Location, field: &str) -> Option<String> {
@@ -1693,6 +1831,82 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
         );
         let r = parse(&format!("{MINIMAL}analysis:\n  minRequests: 1\n"), "r.yaml").unwrap();
         assert_eq!(r.analysis.min_requests, 1);
+        assert_eq!(r.plan().min_requests, 1, "the plan names it in its reasons");
+    }
+
+    #[test]
+    fn the_4xx_check_is_read_overridden_or_turned_off() {
+        use crate::controller::analysis::judge_config;
+        // Default: on at 5 x stable's rate for sources that count 4xx.
+        let r = parse(MINIMAL, "r.yaml").unwrap();
+        assert_eq!(r.analysis.client_error_ratio, Some(5.0));
+        assert_eq!(judge_config(&r.analysis).client_error_ratio, Some(5.0));
+        let r = parse(
+            &format!("{MINIMAL}analysis:\n  clientErrorRate: {{ maxRatioToStable: 2.5 }}\n"),
+            "r.yaml",
+        )
+        .unwrap();
+        assert_eq!(judge_config(&r.analysis).client_error_ratio, Some(2.5));
+        for off in ["off", "\"off\""] {
+            let r = parse(
+                &format!("{MINIMAL}analysis:\n  clientErrorRate: {{ maxRatioToStable: {off} }}\n"),
+                "r.yaml",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.analysis.client_error_ratio, None, "{off}");
+            assert_eq!(judge_config(&r.analysis).client_error_ratio, None);
+        }
+        // A ratio below 1 would fail a canary with fewer 4xx than stable.
+        for bad in ["0.5", "0", "-1", "no", "5x"] {
+            let p = problems(&format!(
+                "{MINIMAL}analysis:\n  clientErrorRate: {{ maxRatioToStable: {bad} }}\n"
+            ));
+            assert_eq!(p.len(), 1, "{bad}: {p:?}");
+            assert!(p[0].starts_with("r.yaml:11:"), "{bad}: {p:?}");
+            assert!(
+                p[0].contains(
+                    "analysis.clientErrorRate.maxRatioToStable: expected a ratio of at least 1, like 5, or `off`"
+                ),
+                "{bad}: {p:?}"
+            );
+        }
+        // Prometheus: off without a 4xx query, on with one; an explicit
+        // limit without the query is refused at its place.
+        let prom = "  prometheus: { address: http://127.0.0.1:9090, requests: r, errors: e, latencyBuckets: b";
+        let r = parse(&format!("{MINIMAL}analysis:\n{prom} }}\n"), "r.yaml").unwrap();
+        assert_eq!(judge_config(&r.analysis).client_error_ratio, None);
+        let r = parse(
+            &format!("{MINIMAL}analysis:\n{prom}, clientErrors: c }}\n"),
+            "r.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            r.analysis
+                .prometheus
+                .as_ref()
+                .unwrap()
+                .client_errors
+                .as_deref(),
+            Some("c")
+        );
+        assert_eq!(judge_config(&r.analysis).client_error_ratio, Some(5.0));
+        let p = problems(&format!(
+            "{MINIMAL}analysis:\n{prom} }}\n  clientErrorRate: {{ maxRatioToStable: 3 }}\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("r.yaml:12:"), "{p:?}");
+        assert!(
+            p[0].contains("expected analysis.prometheus.clientErrors too"),
+            "{p:?}"
+        );
+        let r = parse(
+            &format!(
+                "{MINIMAL}analysis:\n{prom} }}\n  clientErrorRate: {{ maxRatioToStable: off }}\n"
+            ),
+            "r.yaml",
+        )
+        .unwrap();
+        assert_eq!(judge_config(&r.analysis).client_error_ratio, None);
     }
 
     #[test]
@@ -1708,6 +1922,41 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
             assert!(p[0].starts_with("r.yaml:10:"), "{text}: {p:?}");
             assert!(p[0].contains("expected at least one step"), "{text}: {p:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_analysis_or_traffic_section_is_refused_like_steps() {
+        // Fails before this change: `analysis:` alone silently became the
+        // defaults, `traffic:` alone a listen error without a line.
+        for text in [
+            format!("{MINIMAL}analysis:\n"),
+            format!("{MINIMAL}analysis: ~\n"),
+        ] {
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{text}: {p:?}");
+            assert!(
+                p[0].starts_with("r.yaml:10:")
+                    && p[0].contains("analysis: expected at least one setting"),
+                "{text}: {p:?}"
+            );
+        }
+        let bare = MINIMAL.replace("traffic:\n  listen: 127.0.0.1:8080\n", "traffic:\n");
+        for text in [bare.clone(), bare.replace("traffic:\n", "traffic: ~\n")] {
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{text}: {p:?}");
+            assert!(
+                p[0].starts_with("r.yaml:8:")
+                    && p[0].contains("traffic: expected a section with at least listen"),
+                "{text}: {p:?}"
+            );
+        }
+        // Left out, analysis gets the defaults; `{}` says so on purpose.
+        assert_eq!(
+            parse(MINIMAL, "r.yaml").unwrap().analysis,
+            AnalysisSettings::default()
+        );
+        let r = parse(&format!("{MINIMAL}analysis: {{}}\n"), "r.yaml").unwrap();
+        assert_eq!(r.analysis, AnalysisSettings::default());
     }
 
     #[test]

@@ -16,15 +16,6 @@ use crate::controller::machine::Verdict;
 use crate::providers::metrics::{MetricSource, Snapshot, Totals};
 use crate::spec::{AnalysisSettings, Limit, Method};
 
-/// The 4xx limit in force. The rollout file does not spell it yet: the
-/// default (5 × stable's rate) for sources that count 4xx; off for
-/// Prometheus, whose settings have no 4xx query yet.
-fn client_error_ratio(a: &AnalysisSettings) -> Option<f64> {
-    a.prometheus
-        .is_none()
-        .then_some(serin_analysis::DEFAULT_CLIENT_ERROR_RATIO)
-}
-
 /// The judge's configuration from the rollout file's `analysis` section.
 pub fn judge_config(a: &AnalysisSettings) -> Config {
     let limit = |l: &Limit| serin_analysis::Limit {
@@ -59,7 +50,13 @@ pub fn judge_config(a: &AnalysisSettings) -> Config {
                 max_ratio_to_stable: Some(c.max_ratio_to_stable),
             })
             .collect(),
-        client_error_ratio: client_error_ratio(a),
+        // Prometheus without a 4xx query counts none: the check is off
+        // (the rollout file refuses an explicit one without the query).
+        client_error_ratio: a.client_error_ratio.filter(|_| {
+            a.prometheus
+                .as_ref()
+                .is_none_or(|p| p.client_errors.is_some())
+        }),
     }
 }
 

@@ -1208,6 +1208,7 @@ mod tests {
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
+            min_requests: 100,
         }
     }
 
@@ -1532,6 +1533,7 @@ mod tests {
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
+            min_requests: 100,
         };
         let analysis = Scripted {
             verdicts: rig.verdicts.clone(),

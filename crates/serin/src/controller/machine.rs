@@ -128,6 +128,10 @@ pub struct Plan {
     /// How long a timed pause may overrun, or a gate stay shut, before the
     /// rollout is rolled back (`progressDeadline`; none: wait for ever).
     pub progress_deadline: Option<Duration>,
+    /// Canary requests a stage needs before its verdict can be pass
+    /// (`analysis.minRequests`): named in the reasons of a rollout waiting
+    /// for that verdict.
+    pub min_requests: u64,
 }
 
 /// The verdict of one analysis: the judge's own type (`NotEnoughData` does
@@ -529,8 +533,8 @@ impl Machine<'_> {
             "all steps done with no canary traffic (weight 0 %); nothing to judge, so not promoting: `serin promote --full` or `serin rollback`".into()
         } else {
             format!(
-                "all steps done; waiting for a passing verdict on enough canary requests at {} % before promoting",
-                self.state.weight
+                "all steps done; waiting for a passing verdict on {} canary requests at {} % before promoting",
+                self.plan.min_requests, self.state.weight
             )
         }
     }
@@ -639,9 +643,14 @@ impl Machine<'_> {
                 let end_of_pause = self.pause_time_up() || self.at_end();
                 self.actions.push(Action::Analyze { end_of_pause });
                 if end_of_pause && !self.state.stage_judged {
-                    self.state.reason =
-                        "pause complete; waiting for a passing verdict on enough canary requests"
-                            .into();
+                    self.state.reason = if self.at_end() {
+                        self.waiting_at_end()
+                    } else {
+                        format!(
+                            "pause complete; waiting for a passing verdict on {} canary requests",
+                            self.plan.min_requests
+                        )
+                    };
                 }
             }
             if let (Some(Step::PauseUntilGate(url)), None) = (self.current_step(), self.state.hold)
@@ -935,6 +944,7 @@ mod tests {
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
+            min_requests: 100,
         }
     }
 
@@ -1081,6 +1091,7 @@ mod tests {
                 Step::SetWeight(w(100)),
             ],
             progress_deadline: Some(Duration::from_secs(60)),
+            min_requests: 100,
             ..classic()
         };
         let mut gate = Sim::new(gated);
@@ -1174,6 +1185,35 @@ mod tests {
     }
 
     #[test]
+    fn waiting_reasons_name_the_requests_a_verdict_needs() {
+        // Fails before this change: both said "enough canary requests", and
+        // the end's said "pause complete" once judged every interval.
+        let mut paused = Sim::new(Plan {
+            min_requests: 250,
+            ..classic()
+        });
+        paused.feed(Input::Start).unwrap();
+        paused.run_for(120, |_| Verdict::NotEnoughData);
+        assert_eq!(paused.state.weight, w(5));
+        assert_eq!(
+            paused.state.reason,
+            "pause complete; waiting for a passing verdict on 250 canary requests"
+        );
+        let mut at_end = Sim::new(Plan {
+            steps: vec![Step::SetWeight(w(20))],
+            min_requests: 100,
+            ..classic()
+        });
+        at_end.feed(Input::Start).unwrap();
+        at_end.run_for(30, |_| Verdict::NotEnoughData);
+        assert_eq!(at_end.state.phase, Phase::Progressing);
+        assert_eq!(
+            at_end.state.reason,
+            "all steps done; waiting for a passing verdict on 100 canary requests at 20 % before promoting"
+        );
+    }
+
+    #[test]
     fn no_data_streak_is_broken_by_data() {
         let mut sim = Sim::new(classic());
         sim.feed(Input::Start).unwrap();
@@ -1256,6 +1296,7 @@ mod tests {
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
+            min_requests: 100,
         };
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
@@ -1422,6 +1463,7 @@ mod tests {
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
+            min_requests: 100,
         };
         let mut sim = Sim::new(plan);
         let first = sim.feed(Input::Start).unwrap();
@@ -1461,6 +1503,7 @@ mod tests {
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
+            min_requests: 100,
         };
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
@@ -1571,6 +1614,7 @@ mod tests {
         // The deadline rolls it back.
         let mut late = Sim::new(Plan {
             progress_deadline: Some(Duration::from_secs(60)),
+            min_requests: 100,
             ..plan.clone()
         });
         late.feed(Input::Start).unwrap();
