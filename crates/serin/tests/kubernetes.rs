@@ -1574,6 +1574,7 @@ async fn the_driver_holds_a_last_weight_until_its_canary_pods_are_ready() {
         no_data_limit: 3,
         judge_at_end_of_pause: false,
         progress_deadline: None,
+        min_requests: 100,
     };
     let (driver, handle) = Driver::new(
         plan,
