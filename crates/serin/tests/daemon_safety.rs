@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::nginx::{free_port, local};
+use common::nginx::{Nginx, free_port, local};
 use common::rollout::Rollout;
 use common::serin::{Proc, serin, text, wait_for_port, write};
 use serde_json::Value;
@@ -485,13 +485,40 @@ Promise.allSettled([
 
 // ------------------------------------------------------- 2. commands
 
-/// An nginx-provider rollout file whose test and reload commands touch
-/// files in `dir`, so that a test sees whether they ran.
-fn nginx_file(name: &str, dir: &Path, test: Option<&str>, reload: Option<&str>) -> String {
+/// nginx's own test and reload (of the real `nginx`) as two scripts that
+/// first leave a mark (`marks/tested`, `marks/reloaded`), so a test sees
+/// whether they ran; serin counts a change applied only once nginx serves
+/// it, so the commands must be real.
+fn nginx_commands(nginx: &Nginx, marks: &Path) -> (String, String) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let script = |mark: &str, extra: &[&str]| {
+        let path = marks.join(format!("{mark}.sh"));
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\ntouch {}\nexec {}\n",
+                marks.join(mark).display(),
+                nginx.command(extra).join(" ")
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    };
+    (
+        script("tested", &["-t"]),
+        script("reloaded", &["-s", "reload"]),
+    )
+}
+
+/// An nginx-provider rollout file whose include goes where `nginx` reads
+/// it (its `conf.d/`), its access log beside it, with these commands (none:
+/// the defaults `nginx -t`, `nginx -s reload`).
+fn nginx_file(name: &str, nginx: &Nginx, test: Option<&str>, reload: Option<&str>) -> String {
     let mut lines = format!(
         "  provider: nginx\n  nginx:\n    include: {}\n    accessLog: {}\n",
-        dir.join(format!("serin-{name}.conf")).display(),
-        dir.join(format!("{name}.json")).display(),
+        nginx.include(&format!("serin-{name}")).display(),
+        nginx.dir.join(format!("conf.d/{name}.json")).display(),
     );
     if let Some(t) = test {
         lines.push_str(&format!("    test: {t}\n"));
@@ -518,15 +545,15 @@ fn a_rollout_file_over_the_api_runs_only_commands_the_operator_allowed() {
     std::fs::create_dir_all(&marks).unwrap();
     let tested = marks.join("tested");
     let reloaded = marks.join("reloaded");
-    let test = format!("touch {}", tested.display());
-    let reload = format!("touch {}", reloaded.display());
+    let nginx = Nginx::start();
+    let (test, reload) = nginx_commands(&nginx, &marks);
     let api = local(free_port());
     let state = dir.path().join("state");
     let token = "t0ken";
-    let allow = marks.display().to_string();
+    let allow = nginx.dir.join("conf.d").display().to_string();
     let mut d = serve(api, &state, &["--token", token, "--allow-path", &allow]);
 
-    let yaml = nginx_file("web", &marks, Some(&test), Some(&reload));
+    let yaml = nginx_file("web", &nginx, Some(&test), Some(&reload));
     let a = http(
         api,
         "POST",
@@ -554,7 +581,7 @@ fn a_rollout_file_over_the_api_runs_only_commands_the_operator_allowed() {
     let file = write(
         dir.path(),
         "default.yaml",
-        &nginx_file("deflt", &marks, None, None),
+        &nginx_file("deflt", &nginx, None, None),
     );
     let o = cli(api, &["init", &file.display().to_string()], Some(token));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -623,11 +650,11 @@ fn stored_rollouts_whose_commands_are_not_allowed_are_not_started_and_the_others
     let marks = dir.path().join("marks");
     std::fs::create_dir_all(&marks).unwrap();
     let reloaded = marks.join("reloaded");
-    let test = "true".to_string();
-    let reload = format!("touch {}", reloaded.display());
+    let nginx = Nginx::start();
+    let (test, reload) = nginx_commands(&nginx, &marks);
     let api = local(free_port());
     let state = dir.path().join("state");
-    let allow = marks.display().to_string();
+    let allow = nginx.dir.join("conf.d").display().to_string();
     let mut d = serve(
         api,
         &state,
@@ -643,7 +670,7 @@ fn stored_rollouts_whose_commands_are_not_allowed_are_not_started_and_the_others
     let web = write(
         dir.path(),
         "web.yaml",
-        &nginx_file("web", &marks, Some(&test), Some(&reload)),
+        &nginx_file("web", &nginx, Some(&test), Some(&reload)),
     );
     let proxy = local(free_port());
     let shop = write(dir.path(), "shop.yaml", &builtin_file("shop", proxy));
@@ -682,9 +709,14 @@ fn stored_rollouts_whose_commands_are_not_allowed_are_not_started_and_the_others
 
 // ------------------------------------------------------- 2b. files
 
-/// An nginx-provider rollout file with this include file and access log;
-/// its commands (`true`) do nothing.
-fn nginx_paths_file(name: &str, include: &str, access_log: &str) -> String {
+/// An nginx-provider rollout file with this include file, access log and
+/// commands (`(test, reload)`).
+fn nginx_paths_file(
+    name: &str,
+    include: &str,
+    access_log: &str,
+    (test, reload): &(String, String),
+) -> String {
     Rollout::new(
         name,
         local(free_port()),
@@ -692,7 +724,7 @@ fn nginx_paths_file(name: &str, include: &str, access_log: &str) -> String {
         local(free_port()),
     )
     .traffic(&format!(
-        "  provider: nginx\n  nginx:\n    include: {include}\n    accessLog: {access_log}\n    test: true\n    reload: true\n"
+        "  provider: nginx\n  nginx:\n    include: {include}\n    accessLog: {access_log}\n    test: {test}\n    reload: {reload}\n"
     ))
     .yaml()
 }
@@ -732,14 +764,23 @@ fn post_file(api: SocketAddr, yaml: &str) -> Answer {
 fn a_rollout_file_over_the_api_touches_only_files_the_operator_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    let allowed = root.join("allowed");
+    let nginx = Nginx::start();
+    let marks = root.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let commands = nginx_commands(&nginx, &marks);
+    // nginx reads `conf.d/*.conf`, and through `sub.conf` `conf.d/sub/*.conf`.
+    let allowed = nginx.dir.join("conf.d").canonicalize().unwrap();
+    std::fs::write(
+        allowed.join("sub.conf"),
+        format!("include {}/sub/*.conf;\n", allowed.display()),
+    )
+    .unwrap();
     let outside = root.join("outside");
-    std::fs::create_dir_all(&allowed).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
     let precious = outside.join("profile");
     std::fs::write(&precious, "keep\n").unwrap();
     std::os::unix::fs::symlink(&outside, allowed.join("dirlink")).unwrap();
-    std::os::unix::fs::symlink(&precious, allowed.join("filelink.conf")).unwrap();
+    std::os::unix::fs::symlink(&precious, allowed.join("filelink")).unwrap();
     let state = root.join("state");
     let api = local(free_port());
     let allow = allowed.display().to_string();
@@ -761,14 +802,21 @@ fn a_rollout_file_over_the_api_touches_only_files_the_operator_allowed() {
     let _d = serve(
         api,
         &state,
-        &["--allow-path", &allow, "--allow-command", "true"],
+        &[
+            "--allow-path",
+            &allow,
+            "--allow-command",
+            &commands.0,
+            "--allow-command",
+            &commands.1,
+        ],
     );
     let log = allowed.join("web.json").display().to_string();
     let inside = allowed.join("serin-web.conf").display().to_string();
     let profile = precious.display().to_string();
     let dotdot = format!("{}/../outside/profile", allowed.display());
     let via_dir = allowed.join("dirlink/new.conf").display().to_string();
-    let via_file = allowed.join("filelink.conf").display().to_string();
+    let via_file = allowed.join("filelink").display().to_string();
     let outside_log = outside.join("web.json").display().to_string();
     let flag = format!("--allow-path '{}'", outside.display());
     for (include, access_log, wants) in [
@@ -803,7 +851,10 @@ fn a_rollout_file_over_the_api_touches_only_files_the_operator_allowed() {
             vec!["traffic.nginx.include", "absolute"],
         ),
     ] {
-        let a = post_file(api, &nginx_paths_file("web", include, access_log));
+        let a = post_file(
+            api,
+            &nginx_paths_file("web", include, access_log, &commands),
+        );
         assert_eq!(
             a.status, 403,
             "include {include}, log {access_log}: {}",
@@ -836,7 +887,7 @@ fn a_rollout_file_over_the_api_touches_only_files_the_operator_allowed() {
 
     // Inside the allowed directory (a subdirectory too): registered, written.
     let deeper = allowed.join("sub/serin-web.conf").display().to_string();
-    let a = post_file(api, &nginx_paths_file("web", &deeper, &log));
+    let a = post_file(api, &nginx_paths_file("web", &deeper, &log, &commands));
     assert!(a.status == 200 || a.status == 201, "{}", a.body);
     assert!(Path::new(&deeper).exists(), "the include was written");
 }
@@ -848,17 +899,26 @@ fn a_rollout_file_over_the_api_touches_only_files_the_operator_allowed() {
 fn stored_rollouts_whose_files_are_not_allowed_are_not_started_and_the_others_run() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    let conf = root.join("conf");
-    std::fs::create_dir_all(&conf).unwrap();
+    let nginx = Nginx::start();
+    let marks = root.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let commands = nginx_commands(&nginx, &marks);
+    let conf = nginx.dir.join("conf.d").canonicalize().unwrap();
     let include = conf.join("serin-web.conf");
     let log = conf.join("web.json");
     let state = root.join("state");
     let api = local(free_port());
     let allow = conf.display().to_string();
+    let allow_commands = [
+        "--allow-command",
+        commands.0.as_str(),
+        "--allow-command",
+        commands.1.as_str(),
+    ];
     let mut d = serve(
         api,
         &state,
-        &["--allow-path", &allow, "--allow-command", "true"],
+        &[&["--allow-path", allow.as_str()][..], &allow_commands[..]].concat(),
     );
     let web = write(
         &root,
@@ -867,6 +927,7 @@ fn stored_rollouts_whose_files_are_not_allowed_are_not_started_and_the_others_ru
             "web",
             &include.display().to_string(),
             &log.display().to_string(),
+            &commands,
         ),
     );
     let proxy = local(free_port());
@@ -881,7 +942,7 @@ fn stored_rollouts_whose_files_are_not_allowed_are_not_started_and_the_others_ru
     wait_until_closed(proxy);
     std::fs::remove_file(&include).unwrap();
 
-    let _d = serve(api, &state, &["--allow-command", "true"]);
+    let _d = serve(api, &state, &allow_commands);
     wait_for_port(proxy);
     let r = rollouts(api);
     let reason = r["web"]["reason"].as_str().unwrap_or("");
