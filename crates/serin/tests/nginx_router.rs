@@ -110,3 +110,39 @@ async fn weights_follow_through_reloads_and_a_failing_test_changes_nothing() {
             ))
     );
 }
+
+/// A file nginx does not include (a wrong `include` path) is tested and
+/// reloaded without error, but never served: the change is an error and the
+/// file goes back to what it was. Before, the generated text stayed on top
+/// of whatever the path held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_nginx_never_serves_is_put_back() {
+    let nginx = Nginx::start();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let include = elsewhere.path().join("not-included.conf");
+    std::fs::write(&include, "# somebody else's file\n").unwrap();
+    let config = NginxConfig {
+        rollout: "checkout".into(),
+        include: include.clone(),
+        test: nginx.command(&["-t", "-q"]),
+        reload: nginx.command(&["-s", "reload"]),
+        access_log: nginx.dir.join("logs/serin-checkout.json"),
+        listen: local(free_port()),
+        stable: Upstream::parse("http://127.0.0.1:1").unwrap(),
+        canary: Upstream::parse("http://127.0.0.1:2").unwrap(),
+        sticky: None,
+        routes: vec![],
+    };
+    let err = install(&config, &render(&config, Weight::ZERO))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("did not serve"),
+        "says nginx did not serve it: {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&include).unwrap(),
+        "# somebody else's file\n",
+        "the file is back as it was"
+    );
+}

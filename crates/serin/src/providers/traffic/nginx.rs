@@ -346,9 +346,10 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), NginxError> {
     std::fs::rename(&tmp, path).map_err(file)
 }
 
-/// Puts `text` in place as the include file: test, then reload; on failure
-/// the previous text goes back. Returns the command's error if any. Then,
-/// for a generated file (one with a marker), waits until nginx serves it.
+/// Puts `text` in place as the include file: test, then reload, then, for a
+/// generated file (one with a marker), waits until nginx serves it. On any
+/// failure the previous text goes back (or the file is removed if there was
+/// none) and the error says what failed.
 pub async fn install(config: &NginxConfig, text: &str) -> Result<(), NginxError> {
     let previous = std::fs::read_to_string(&config.include).ok();
     if let Some(parent) = config.include.parent()
@@ -378,10 +379,16 @@ pub async fn install(config: &NginxConfig, text: &str) -> Result<(), NginxError>
         let _ = run(RELOAD, &config.reload).await;
         return Err(e);
     }
-    match marker_of(text) {
-        Some(marker) => wait_served(config.listen, &marker).await,
-        None => Ok(()),
+    if let Some(marker) = marker_of(text)
+        && let Err(e) = wait_served(config.listen, &marker).await
+    {
+        // Not served (the file is not one nginx includes, or nginx never
+        // took it): what is on disk goes back to what nginx serves.
+        restore()?;
+        let _ = run(RELOAD, &config.reload).await;
+        return Err(e);
     }
+    Ok(())
 }
 
 const TEST: &str = "nginx -t";
