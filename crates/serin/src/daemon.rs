@@ -275,6 +275,31 @@ struct Entry {
     driver: Option<RunningDriver>,
 }
 
+/// Where a rollout runs here, for its status: its data plane and, once
+/// deployed, its driver.
+trait Here {
+    fn plane(&self) -> &DataPlane;
+    fn driver(&self) -> Option<&RunningDriver>;
+}
+
+impl Here for Entry {
+    fn plane(&self) -> &DataPlane {
+        &self.plane
+    }
+    fn driver(&self) -> Option<&RunningDriver> {
+        self.driver.as_ref()
+    }
+}
+
+impl Here for DataPlane {
+    fn plane(&self) -> &DataPlane {
+        self
+    }
+    fn driver(&self) -> Option<&RunningDriver> {
+        None
+    }
+}
+
 /// The registry of rollouts.
 pub struct Daemon {
     store: Store,
@@ -551,7 +576,7 @@ impl Daemon {
         };
         let record = handle.command(input).await?;
         let map = self.rollouts.lock().await;
-        Ok(self.status_of(&record, map.get(name).map(|e| &e.plane)))
+        Ok(self.status_of(&record, map.get(name)))
     }
 
     /// Stops and forgets a rollout: weight 0 first, then driver and proxy.
@@ -581,7 +606,7 @@ impl Daemon {
             Err(e) => return Err(e.into()),
         };
         let map = self.rollouts.lock().await;
-        Ok(self.status_of(&record, map.get(name).map(|e| &e.plane)))
+        Ok(self.status_of(&record, map.get(name)))
     }
 
     /// Every rollout's status, by name; one whose row cannot be read is
@@ -592,7 +617,7 @@ impl Daemon {
         Ok(rows
             .iter()
             .map(|(name, row)| match row {
-                Ok(r) => self.status_of(r, map.get(name).map(|e| &e.plane)),
+                Ok(r) => self.status_of(r, map.get(name)),
                 Err(e) => unreadable(name, e),
             })
             .collect())
@@ -609,6 +634,26 @@ impl Daemon {
     /// The Prometheus page: proxy figures, weights, phases, verdict counts.
     pub async fn metrics_text(&self) -> String {
         let map = self.rollouts.lock().await;
+        // (rollout, weight in force, router error, store error, unsaved).
+        let in_force: Vec<(String, Option<Weight>, bool, bool, bool)> = map
+            .iter()
+            .map(|(name, e)| match &e.driver {
+                Some(d) => {
+                    let h = d.health();
+                    (
+                        name.clone(),
+                        h.weight_in_force,
+                        h.router_error.is_some(),
+                        h.store_error.is_some(),
+                        h.unsaved,
+                    )
+                }
+                None => {
+                    let w = e.plane.proxy.as_ref().map(|p| p.weight());
+                    (name.clone(), w, false, false, false)
+                }
+            })
+            .collect();
         let snapshots: Vec<_> = map
             .iter()
             .filter_map(|(name, e)| {
@@ -646,6 +691,44 @@ impl Daemon {
                 );
             }
         }
+        out.push_str("# HELP serin_weight_in_force The canary weight (%) the data plane really serves (absent when not known).\n# TYPE serin_weight_in_force gauge\n");
+        for (name, weight, ..) in &in_force {
+            if let Some(w) = weight {
+                let _ = writeln!(
+                    out,
+                    "serin_weight_in_force{{rollout=\"{}\"}} {}",
+                    label(name),
+                    w.percent()
+                );
+            }
+        }
+        for (metric, help, pick) in [
+            (
+                "serin_router_error",
+                "1 while the data plane refuses what the rollout decided (e.g. nginx -t fails).",
+                (|r: &(String, Option<Weight>, bool, bool, bool)| r.2) as fn(&_) -> bool,
+            ),
+            (
+                "serin_store_error",
+                "1 while the state database cannot be written (nothing moves forward).",
+                |r| r.3,
+            ),
+            (
+                "serin_state_unsaved",
+                "1 while the state in force is ahead of the state database.",
+                |r| r.4,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+            for r in &in_force {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{rollout=\"{}\"}} {}",
+                    label(&r.0),
+                    u8::from(pick(r))
+                );
+            }
+        }
         out.push_str("# HELP serin_verdicts_total Analysis verdicts, by kind.\n# TYPE serin_verdicts_total counter\n");
         for r in &records {
             let counts = self.store.verdict_counts(&r.name).unwrap_or_default();
@@ -661,15 +744,20 @@ impl Daemon {
         out
     }
 
-    fn status_of(&self, record: &RolloutRecord, plane: Option<&DataPlane>) -> RolloutStatus {
+    fn status_of(&self, record: &RolloutRecord, here: Option<&impl Here>) -> RolloutStatus {
+        let plane = here.map(|h| h.plane());
+        let proxy = plane.and_then(|p| p.proxy.as_ref());
         let mut status = status_of(
             record,
-            plane
-                .and_then(|p| p.proxy.as_ref())
-                .map(|p| p.recorder().snapshot())
-                .as_ref(),
+            proxy.map(|p| p.recorder().snapshot()).as_ref(),
             self.steps_of(record),
         );
+        // What is in force: the driver knows; without one, the built-in
+        // proxy's own weight (another data plane's is not known here).
+        match here.and_then(|h| h.driver()) {
+            Some(driver) => status = status.with_health(record, &driver.health()),
+            None => status.weight_in_force = proxy.map(|p| p.weight().percent()),
+        }
         if let Some(why) = self.why_not_running(&record.name) {
             status.reason = format!("not running in this daemon: {why}");
         }
@@ -701,6 +789,8 @@ fn unreadable(name: &str, error: &StoreError) -> RolloutStatus {
         step: 0,
         steps: 0,
         weight: 0.0,
+        weight_in_force: None,
+        not_in_force: Vec::new(),
         reason: format!(
             "not running in this daemon (no proxy, no driver): {error}; \
              fix the row, or `serin cleanup {name}` to forget it"
@@ -725,6 +815,8 @@ pub fn status_of(
         step: record.state.step,
         steps,
         weight: record.state.weight.percent(),
+        weight_in_force: None,
+        not_in_force: Vec::new(),
         reason: record.state.reason.clone(),
         paused_by: record
             .state

@@ -2,6 +2,11 @@
 //! Field names are the SPEC's (`lastVerdict.reason`, `metrics.canary.p95Ms`, ...).
 
 use serde::{Deserialize, Serialize};
+use serin_proxy::Weight;
+
+use crate::controller::driver::Health;
+use crate::controller::machine::Phase;
+use crate::store::RolloutRecord;
 
 /// A rollout's status object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,8 +20,19 @@ pub struct RolloutStatus {
     pub step: usize,
     /// How many steps the plan has.
     pub steps: usize,
-    /// The canary weight in percent.
+    /// The canary weight in percent, as decided (and stored).
     pub weight: f64,
+    /// The canary weight the data plane really serves, as far as this
+    /// process knows (null when it does not: nothing applied yet, or the
+    /// rollout's data plane does not run here). It differs from `weight`
+    /// while a change is refused (e.g. `nginx -t` fails) or being applied.
+    #[serde(default)]
+    pub weight_in_force: Option<f64>,
+    /// What the record says that is not in force, one sentence each
+    /// (`rollback not applied yet: nginx -t: …`, `state not written yet: …`);
+    /// empty when everything is. `reason` begins with the same sentences.
+    #[serde(default)]
+    pub not_in_force: Vec<String>,
     /// What the rollout waits for, or why it ended.
     pub reason: String,
     /// Who holds a `Paused` rollout: `step` (a `pause: {}` step, which only
@@ -31,6 +47,50 @@ pub struct RolloutStatus {
     pub last_verdict: Option<LastVerdict>,
     /// Per-version figures.
     pub metrics: Option<Metrics>,
+}
+
+impl RolloutStatus {
+    /// Adds what the driver says is really in force: `weightInForce`, and
+    /// for everything the record claims that is not in force a sentence in
+    /// `notInForce`, also put before `reason`.
+    pub fn with_health(mut self, record: &RolloutRecord, health: &Health) -> RolloutStatus {
+        if let Some(w) = health.weight_in_force {
+            self.weight_in_force = Some(w.percent());
+        }
+        self.not_in_force = not_in_force(record.state.phase, health);
+        if !self.not_in_force.is_empty() {
+            self.reason = format!("{}; {}", self.not_in_force.join("; "), self.reason);
+        }
+        self
+    }
+}
+
+/// One sentence for each thing a rollout in `phase` claims that `health`
+/// says is not in force (empty when everything is).
+pub fn not_in_force(phase: Phase, health: &Health) -> Vec<String> {
+    let why = |what: String| match &health.router_error {
+        Some(e) => format!("{what} not applied yet: {e}"),
+        None => format!("{what} not applied yet (being applied)"),
+    };
+    let mut out = Vec::new();
+    if health.promotion_pending {
+        out.push(why("promotion".into()));
+    } else if let Some(w) = health.weight_pending {
+        let still = health
+            .weight_in_force
+            .map(|f| format!(" (canary still at {f} %)"))
+            .unwrap_or_default();
+        let what = if w == Weight::ZERO && phase == Phase::RolledBack {
+            "rollback".to_string()
+        } else {
+            format!("weight {w} %")
+        };
+        out.push(format!("{}{still}", why(what)));
+    }
+    if let Some(e) = &health.store_error {
+        out.push(format!("state not written yet: {e}"));
+    }
+    out
 }
 
 /// A version's name.

@@ -90,7 +90,16 @@ fn done(status: &RolloutStatus, output: OutputFormat, what: &str) -> anyhow::Res
     match output {
         OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(status)?),
         OutputFormat::Text => {
-            crate::outln!("{what}");
+            // A decision the data plane (or the store) has not taken yet is
+            // not claimed done: "rolled back" becomes "rollback decided".
+            if status.not_in_force.is_empty() {
+                crate::outln!("{what}");
+            } else {
+                crate::outln!(
+                    "{what} (decided, NOT in force yet: {})",
+                    status.not_in_force.join("; ")
+                );
+            }
             print_status(status);
         }
     }

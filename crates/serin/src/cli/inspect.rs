@@ -96,12 +96,15 @@ pub fn print_status(s: &RolloutStatus) {
     } else {
         format!("  step {}/{}", (s.step + 1).min(s.steps), s.steps)
     };
-    crate::outln!(
-        "{}  {}{step}  canary weight {} %",
-        s.name,
-        s.phase,
-        s.weight
-    );
+    // The weight in force when it differs from the decided one: status
+    // never claims a split the data plane does not serve.
+    let weight = match s.weight_in_force {
+        Some(w) if w != s.weight => {
+            format!("canary weight {w} % in force ({} % decided)", s.weight)
+        }
+        _ => format!("canary weight {} %", s.weight),
+    };
+    crate::outln!("{}  {}{step}  {weight}", s.name, s.phase);
     crate::outln!(
         "  stable {}   canary {}",
         s.stable.version.as_deref().unwrap_or("-"),

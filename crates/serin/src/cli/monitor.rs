@@ -128,6 +128,9 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
                             args.name,
                             status.phase
                         );
+                        for what in &status.not_in_force {
+                            crate::errln!("{}: {what}", args.name);
+                        }
                         return Ok(Exit::RolledBack);
                     }
                 }

@@ -17,7 +17,7 @@ use serin_proxy::Weight;
 
 use crate::cli::output::OutputFormat;
 use crate::cli::serve::StateArgs;
-use crate::controller::driver::{Progress, now_millis};
+use crate::controller::driver::{Health, Progress, now_millis};
 use crate::controller::machine::{Decision, DecisionKind, Input, Phase, State};
 use crate::exit::{Exit, invalid};
 use crate::runtime::{DataPlane, RunningDriver, Setup};
@@ -74,6 +74,8 @@ pub async fn run_setup(
     let driver = RunningDriver::spawn(&setup, store.clone(), record.clone(), &plane);
     let handle = driver.handle.clone();
     let mut progress = handle.subscribe();
+    let mut health = handle.watch_health();
+    let mut health_open = true;
     let mut view = View::new(&setup, &record, output);
     view.line(&format!(
         "{}: {} → {} through {} ({} steps)",
@@ -96,6 +98,15 @@ pub async fn run_setup(
                     view.show(&p);
                 }
             }
+            changed = health.changed(), if health_open => {
+                match changed {
+                    Ok(()) => {
+                        let h = health.borrow_and_update().clone();
+                        view.health(&h);
+                    }
+                    Err(_) => health_open = false,
+                }
+            }
             () = crate::cli::signals::terminated(), if !interrupted => {
                 interrupted = true;
                 view.line("interrupted: rolling back (all traffic to stable)");
@@ -111,7 +122,10 @@ pub async fn run_setup(
     }
     let record = result.map_err(|e| anyhow::anyhow!(e))?;
     plane.stop().await;
-    view.done(&record);
+    // What the driver said last of what is in force.
+    let last = health.borrow().clone();
+    view.health(&last);
+    view.done(&record, &last);
     if let Some(path) = report {
         let r = crate::report::Report::new(
             &record,
@@ -216,6 +230,11 @@ struct View {
     weight: Weight,
     phase: Phase,
     verdict: String,
+    /// What the last health told: (not in force, store error), to print
+    /// each change once.
+    told: (Vec<String>, Option<String>),
+    /// The last health seen, told again in the light of a new phase.
+    last: Health,
 }
 
 impl View {
@@ -242,6 +261,8 @@ impl View {
             weight: record.state.weight,
             phase: record.state.phase,
             verdict: String::new(),
+            told: (Vec::new(), None),
+            last: Health::default(),
         };
         view.redraw();
         view
@@ -290,7 +311,8 @@ impl View {
                     };
                     bar.set_position(done as u64);
                 }
-                self.weight = d.weight;
+                // The bar shows the weight in force (from WeightApplied and
+                // the health), never one only decided.
                 self.phase = d.phase;
                 if let Some(v) = d.verdict {
                     self.verdict = v.to_string();
@@ -301,6 +323,8 @@ impl View {
                 if !quiet || self.bar.is_none() {
                     self.line(&decision_line(d));
                 }
+                let last = self.last.clone();
+                self.health(&last);
             }
             Progress::Sample(s) => {
                 if self.bar.is_none() && !self.json {
@@ -321,12 +345,52 @@ impl View {
         self.redraw();
     }
 
-    fn done(&self, record: &RolloutRecord) {
+    /// Says, once per change, what the rollout decided that is not in
+    /// force (a rollback nginx has not taken yet) and whether the state
+    /// database can be written.
+    fn health(&mut self, h: &Health) {
+        self.last = h.clone();
+        if let Some(w) = h.weight_in_force {
+            self.weight = w;
+        }
+        let mut pending = h.clone();
+        pending.store_error = None;
+        let not_in_force = crate::api::wire::not_in_force(self.phase, &pending);
+        if not_in_force != self.told.0 {
+            for what in &not_in_force {
+                self.line(what);
+            }
+            if not_in_force.is_empty() && !self.told.0.is_empty() {
+                let w = h.weight_in_force.map_or("-".into(), |w| format!("{w} %"));
+                self.line(&format!("now in force: canary {w}"));
+            }
+            self.told.0 = not_in_force;
+        }
+        if h.store_error != self.told.1 {
+            match &h.store_error {
+                Some(e) => self.line(&format!(
+                    "state not written yet (nothing moves forward until it is; a failing canary is still rolled back): {e}"
+                )),
+                None => self.line("state database writable again: state written"),
+            }
+            self.told.1 = h.store_error.clone();
+        }
+        self.redraw();
+    }
+
+    fn done(&self, record: &RolloutRecord, health: &Health) {
         if let Some(bar) = &self.bar {
             set_active_bar(None);
             bar.finish_and_clear();
         }
+        let not_in_force = crate::api::wire::not_in_force(record.state.phase, health);
         let outcome = match record.state.phase {
+            _ if !not_in_force.is_empty() && record.state.phase.is_finished() => format!(
+                "{} decided but NOT in force: {} ({})",
+                record.state.phase.as_str(),
+                not_in_force.join("; "),
+                record.state.reason
+            ),
             Phase::Succeeded => format!("promoted: {} is the new stable", record.stable_version),
             Phase::RolledBack => format!("rolled back: {}", record.state.reason),
             p => format!("stopped in phase {}", p.as_str()),

@@ -1,0 +1,384 @@
+//! Status never claims what is not in force. With the real nginx provider
+//! behind `serin serve`, an unrelated broken file under nginx's
+//! configuration makes `nginx -t` fail: a rollback is decided (and stored)
+//! but nginx keeps the canary's 9 %. The API, `serin status`, `serin
+//! rollback` and /metrics say so until nginx takes it; `serin run` does not
+//! print a store failure only to its log.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::nginx::{Nginx, free_port, local};
+use common::rollout::Rollout;
+use common::serin::{Proc, demo_app, serin, serin_run, text, wait_for_port, write};
+use serde_json::Value;
+
+const TOKEN: &str = "status-test-token";
+
+/// `GET path` on `addr`: (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    common::prometheus::get(addr, path).unwrap_or_else(|| panic!("GET {addr}{path}: no answer"))
+}
+
+/// A client command against the daemon at `api`, with the token, bounded.
+fn cli(api: &str, args: &[&str]) -> Output {
+    let mut child = serin()
+        .args(args)
+        .env("SERIN_API", api)
+        .env("SERIN_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serin {args:?} did not exit within 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Polls `GET /api/v1/rollouts/NAME` until `cond` holds (30 s at most).
+fn wait_status(addr: SocketAddr, name: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = get(addr, &format!("/api/v1/rollouts/{name}"));
+        assert_eq!(code, 200, "{body}");
+        let s: Value = serde_json::from_str(&body).unwrap();
+        if cond(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "waited 30 s for {what}: {s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value of `metric{rollout="NAME"}` on /metrics, if present.
+fn metric(addr: SocketAddr, metric: &str, name: &str) -> Option<f64> {
+    let (_, body) = get(addr, "/metrics");
+    let prefix = format!("{metric}{{rollout=\"{name}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn nginx_rollout(
+    name: &str,
+    nginx: &Nginx,
+    port: u16,
+    stable: SocketAddr,
+    canary: SocketAddr,
+) -> String {
+    Rollout::new(name, local(port), stable, canary)
+        .traffic(&format!(
+            "  provider: nginx
+  nginx:
+    include: {include}
+    test: {test}
+    reload: {reload}
+    accessLog: {log}
+",
+            include = nginx.include(&format!("serin-{name}")).display(),
+            test = nginx.command(&["-t", "-q"]).join(" "),
+            reload = nginx.command(&["-s", "reload"]).join(" "),
+            log = nginx.dir.join(format!("logs/serin-{name}.json")).display(),
+        ))
+        .steps("  - setWeight: 9\n  - pause: {}\n")
+        .no_data_limit(1000)
+        .yaml()
+}
+
+#[test]
+fn a_rollback_nginx_refuses_is_shown_pending_with_the_weight_in_force() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let name = "pending";
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &nginx_rollout(name, &nginx, port, stable, canary),
+    );
+    let api_addr = local(free_port());
+    let api = format!("http://{api_addr}");
+    let mut serve = serin();
+    serve
+        .args([
+            "serve",
+            "--listen",
+            &api_addr.to_string(),
+            "--state-dir",
+            &dir.path().join("state").display().to_string(),
+            "--allow-command",
+            &nginx.command(&["-t", "-q"]).join(" "),
+            "--allow-command",
+            &nginx.command(&["-s", "reload"]).join(" "),
+        ])
+        .env("SERIN_TOKEN", TOKEN);
+    let _daemon = Proc::spawn(serve, false);
+    wait_for_port(api_addr);
+
+    let file = file.display().to_string();
+    for args in [vec!["init", file.as_str()], vec!["deploy", name, "v2"]] {
+        let o = cli(&api, &args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+    }
+    let s = wait_status(api_addr, name, "9 % in force", |s| {
+        s["weightInForce"].as_f64() == Some(9.0) && s["phase"] == "Paused"
+    });
+    assert_eq!(s["notInForce"], serde_json::json!([]), "{s:#}");
+    assert_eq!(metric(api_addr, "serin_weight_in_force", name), Some(9.0));
+    assert_eq!(metric(api_addr, "serin_router_error", name), Some(0.0));
+
+    // A file serin does not own breaks `nginx -t`: nginx keeps what it has.
+    let broken = nginx.dir.join("conf.d/zz-unrelated.conf");
+    std::fs::write(&broken, "this is not an nginx directive;\n").unwrap();
+    let o = cli(&api, &["rollback", name]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("NOT in force yet") && out.contains("rollback not applied yet: "),
+        "serin rollback does not claim a rollback nginx refused: {out}"
+    );
+    assert!(
+        !out.lines()
+            .any(|l| l.ends_with("rolled back: all traffic on stable")),
+        "{out}"
+    );
+
+    let s = wait_status(api_addr, name, "the refusal in the status", |s| {
+        s["phase"] == "RolledBack" && s["notInForce"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert_eq!(s["weight"].as_f64(), Some(0.0), "decided: {s:#}");
+    assert_eq!(s["weightInForce"].as_f64(), Some(9.0), "in force: {s:#}");
+    let first = s["notInForce"][0].as_str().unwrap_or("");
+    assert!(
+        first.starts_with("rollback not applied yet: ") && first.contains("zz-unrelated"),
+        "names nginx -t's complaint: {s:#}"
+    );
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("rollback not applied yet: "),
+        "{s:#}"
+    );
+    let o = cli(&api, &["status", name]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        out.contains("canary weight 9 % in force (0 % decided)")
+            && out.contains("rollback not applied yet: "),
+        "serin status: {out}"
+    );
+    assert_eq!(metric(api_addr, "serin_weight_in_force", name), Some(9.0));
+    assert_eq!(metric(api_addr, "serin_router_error", name), Some(1.0));
+    assert_eq!(metric(api_addr, "serin_store_error", name), Some(0.0));
+    assert_eq!(metric(api_addr, "serin_state_unsaved", name), Some(0.0));
+
+    // Fixed: the retry brings the rollback in, and status says so.
+    std::fs::remove_file(&broken).unwrap();
+    let s = wait_status(api_addr, name, "the rollback in force", |s| {
+        s["weightInForce"].as_f64() == Some(0.0)
+    });
+    assert_eq!(s["notInForce"], serde_json::json!([]), "{s:#}");
+    assert!(
+        !s["reason"].as_str().unwrap_or("").contains("not applied"),
+        "{s:#}"
+    );
+    assert_eq!(metric(api_addr, "serin_router_error", name), Some(0.0));
+    assert_eq!(metric(api_addr, "serin_weight_in_force", name), Some(0.0));
+}
+
+/// `serin run` with its output read while it runs.
+struct LiveRun {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl LiveRun {
+    fn spawn(file: &Path, dir: &Path) -> LiveRun {
+        let mut child = serin_run(file, dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let pipes: Vec<Box<dyn std::io::Read + Send>> = vec![
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for pipe in pipes {
+            let out = out.clone();
+            readers.push(std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { return };
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            }));
+        }
+        LiveRun {
+            child,
+            out,
+            readers,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the output contains `needle`.
+    fn wait_for(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "serin run never printed `{needle}` within {limit:?}:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) for the exit: (code, everything printed).
+    fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
+                return (status.code(), self.text());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("serin run did not end within {limit:?}:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for LiveRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `serin run` with the nginx provider, stopped by the operator (SIGINT)
+/// while `nginx -t` fails: it says the rollback is not applied yet, with
+/// nginx's complaint, until nginx takes it, and only then that it is done.
+#[test]
+fn serin_run_does_not_claim_a_rollback_nginx_refuses() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let name = "runpending";
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &nginx_rollout(name, &nginx, port, stable, canary),
+    );
+    let run = LiveRun::spawn(&file, dir.path());
+    let include = nginx.include(&format!("serin-{name}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&include)
+        .unwrap_or_default()
+        .contains("9.00% canary")
+    {
+        assert!(Instant::now() < deadline, "9 % never reached nginx");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let broken = nginx.dir.join("conf.d/zz-unrelated.conf");
+    std::fs::write(&broken, "this is not an nginx directive;\n").unwrap();
+    let pid = run.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    run.wait_for("rollback not applied yet: ", Duration::from_secs(20));
+    let said = run.text();
+    assert!(
+        said.contains("zz-unrelated"),
+        "names nginx -t's complaint: {said}"
+    );
+    assert!(
+        !said.contains(&format!("{name}: rolled back")),
+        "no rollback claimed while nginx refuses it: {said}"
+    );
+    std::fs::remove_file(&broken).unwrap();
+    let (code, out) = run.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(4), "{out}");
+    let pending = out.find("rollback not applied yet: ").unwrap_or(usize::MAX);
+    let in_force = out
+        .find("now in force: canary 0 %")
+        .unwrap_or_else(|| panic!("says when the rollback is in force: {out}"));
+    let done = out
+        .rfind(&format!("{name}: rolled back: "))
+        .unwrap_or_else(|| panic!("and then that it is done: {out}"));
+    assert!(pending < in_force && in_force < done, "{out}");
+}
+
+/// `serin run` tells a state database it cannot write on its own output
+/// (not only in the log), and when it can again.
+#[test]
+fn serin_run_shows_a_state_database_it_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let yaml = Rollout::new("locked", local(port), stable, canary)
+        .steps("  - setWeight: 30\n  - pause: { duration: 2s }\n  - setWeight: 60\n  - pause: { duration: 1s }\n")
+        .no_data_limit(1000)
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let run = LiveRun::spawn(&file, dir.path());
+    wait_for_port(local(port));
+    let db = rusqlite::Connection::open(dir.path().join("state/serin.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored_phase(&db).as_deref() != Some("Progressing") {
+        assert!(Instant::now() < deadline, "the rollout started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // The end of the pause must be written: it cannot be.
+    run.wait_for("state not written yet", Duration::from_secs(30));
+    db.execute_batch("COMMIT").unwrap();
+    run.wait_for("state database writable again", Duration::from_secs(30));
+    let out = run.text();
+    assert!(
+        out.find("state not written yet") < out.find("state database writable again"),
+        "{out}"
+    );
+}
+
+fn stored_phase(db: &rusqlite::Connection) -> Option<String> {
+    db.query_row(
+        "SELECT phase FROM rollouts WHERE name = 'locked'",
+        [],
+        |r| r.get(0),
+    )
+    .ok()
+}
