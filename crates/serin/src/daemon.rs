@@ -60,6 +60,11 @@ pub enum DaemonError {
     /// The command does not fit the rollout's phase (409).
     #[error("{0}")]
     Conflict(String),
+    /// Something serin depends on cannot answer now: the state database is
+    /// locked or busy, a port is taken, nginx refuses or does not serve the
+    /// change (503; the same request may succeed later).
+    #[error("{0}")]
+    Unavailable(String),
     /// Our fault (500).
     #[error("{0}")]
     Internal(String),
@@ -70,6 +75,19 @@ impl From<StoreError> for DaemonError {
         match e {
             StoreError::NotFound(name) => DaemonError::NotFound(format!("no rollout named {name}")),
             StoreError::Conflict(_) => DaemonError::Conflict(e.to_string()),
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(ref f, _),
+                ..
+            } if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+            {
+                DaemonError::Unavailable(e.to_string())
+            }
+            StoreError::Dir { .. } | StoreError::Owned(_) => {
+                DaemonError::Unavailable(e.to_string())
+            }
             other => DaemonError::Internal(other.to_string()),
         }
     }
@@ -472,7 +490,7 @@ impl Daemon {
         let record = setup.record(text, None, state);
         let plane = DataPlane::start(&setup, Weight::ZERO)
             .await
-            .map_err(|e| DaemonError::Invalid(e.to_string()))?;
+            .map_err(|e| DaemonError::Unavailable(e.to_string()))?;
         let record = match self.store.register(&record, now) {
             Ok(r) => r,
             Err(e) => {

@@ -1176,3 +1176,47 @@ fn a_zero_byte_database_is_refused_and_left_alone() {
     );
     assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left as it was");
 }
+
+/// Errors carry their kind: a state database another process holds locked,
+/// or a listen address already taken, is "unavailable" (HTTP 503, the CLI
+/// exits 1), not the file's fault (was 500 for the lock, 400 for the port).
+#[test]
+fn a_locked_store_or_a_taken_port_is_unavailable_not_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let api = local(free_port());
+    let _d = serve(api, &state, &[]);
+
+    // The listen port is taken by another program.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let file = write(
+        dir.path(),
+        "taken.yaml",
+        &builtin_file("taken", taken.local_addr().unwrap()),
+    );
+    let o = cli(api, &["init", &file.display().to_string()], None);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("503"),
+        "{}",
+        text(&o)
+    );
+
+    // The database is held by an exclusive transaction.
+    let db = rusqlite::Connection::open(state.join("serin.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE; SELECT 1;").unwrap();
+    let file = write(
+        dir.path(),
+        "shop.yaml",
+        &builtin_file("shop", local(free_port())),
+    );
+    let o = cli(api, &["init", &file.display().to_string()], None);
+    db.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("503") && err.contains("locked"),
+        "{}",
+        text(&o)
+    );
+}

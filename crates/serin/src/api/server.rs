@@ -88,6 +88,7 @@ impl From<DaemonError> for ApiError {
             DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
             DaemonError::Refused(_) => StatusCode::FORBIDDEN,
             DaemonError::Conflict(_) => StatusCode::CONFLICT,
+            DaemonError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             DaemonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
