@@ -467,6 +467,20 @@ impl<'de> Deserialize<'de> for Percent {
     }
 }
 
+/// Characters that make a label read differently from what it is: control
+/// characters, and the invisible or direction-changing format characters
+/// (bidirectional overrides and isolates, zero-width characters).
+fn hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// The longest duration a rollout file may give: 30 days (a longer wait is
+/// `pause: {}`, which waits for a person).
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = d.deserialize_string(ScalarText(DURATION_EXPECTED))?;
@@ -478,9 +492,15 @@ impl<'de> Deserialize<'de> for Dur {
                 "expected {DURATION_EXPECTED}, got `{text}` (a number without its unit)"
             )));
         }
-        duration::parse(&text)
-            .map(Dur)
-            .map_err(|_| de::Error::custom(format!("expected {DURATION_EXPECTED}, got `{text}`")))
+        match duration::parse(&text) {
+            Ok(d) if d > MAX_DURATION => Err(de::Error::custom(format!(
+                "expected {DURATION_EXPECTED} of at most 720h (30 days), got `{text}`"
+            ))),
+            Ok(d) => Ok(Dur(d)),
+            Err(_) => Err(de::Error::custom(format!(
+                "expected {DURATION_EXPECTED}, got `{text}`"
+            ))),
+        }
     }
 }
 
@@ -864,8 +884,8 @@ impl Checker {
                 ),
             );
         }
-        let stable = self.side(raw.stable, "stable");
-        let canary = self.side(raw.canary, "canary");
+        let stable = self.side(raw.stable, "stable", None);
+        let canary = self.side(raw.canary, "canary", Some(&stable));
         let (raw_traffic, traffic_ok) = self.section(
             raw.traffic,
             "traffic: expected a section with at least listen (e.g. `listen: 127.0.0.1:8080`), got nothing after `traffic:`",
@@ -982,7 +1002,8 @@ impl Checker {
         }
     }
 
-    fn side(&mut self, raw: Spanned<RawSide>, which: &str) -> Side {
+    /// One version's section; the canary's is checked against `stable`'s.
+    fn side(&mut self, raw: Spanned<RawSide>, which: &str, stable: Option<&Side>) -> Side {
         let RawSide {
             version,
             upstream,
@@ -992,6 +1013,31 @@ impl Checker {
             self.at(
                 &version.referenced,
                 format!("{which}.version: expected a version label, got an empty one"),
+            );
+        } else if version.value.chars().any(hidden_char) {
+            self.at(
+                &version.referenced,
+                format!(
+                    "{which}.version: expected a version label of visible characters, got one with control or direction-changing characters (it would read differently from what it is)"
+                ),
+            );
+        } else if stable.is_some_and(|s| s.version == version.value) {
+            self.at(
+                &version.referenced,
+                format!(
+                    "{which}.version: expected a version other than stable's, got `{}` for both",
+                    version.value
+                ),
+            );
+        }
+        if let (Some(u), Some(theirs)) = (&upstream, stable.and_then(|s| s.upstream.as_ref()))
+            && &u.value == theirs
+        {
+            self.at(
+                &u.referenced,
+                format!(
+                    "{which}.upstream: expected a server other than stable's, got `{theirs}` for both (the judge would compare the stable with itself)"
+                ),
             );
         }
         let upstream = upstream.and_then(|u| {
@@ -1328,6 +1374,13 @@ impl Checker {
         let interval = match raw.interval {
             Some(i) if i.value.0 < Duration::from_millis(100) => {
                 self.at(&i.referenced, "analysis.interval: expected at least 100ms");
+                ok = false;
+                defaults.interval
+            }
+            // A verdict at least every hour: a longer interval would leave a
+            // failing canary in traffic that long.
+            Some(i) if i.value.0 > Duration::from_secs(3600) => {
+                self.at(&i.referenced, "analysis.interval: expected at most 1h");
                 ok = false;
                 defaults.interval
             }
@@ -1711,6 +1764,44 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
         let text = format!("{MINIMAL}analysis:\n  errorRate: {{ max: 0.05 }}\n");
         let p = problems(&text);
         assert!(p[0].contains("percentage like 5%"), "{p:?}");
+    }
+
+    /// Found by trying to break it: these were accepted (a 584-million-year
+    /// interval never judges; a pause shown as 5124095576030431h; a canary
+    /// that is the stable server; a label with a right-to-left override).
+    #[test]
+    fn absurd_durations_and_look_alike_versions_are_refused_with_their_place() {
+        let p = problems(&format!(
+            "{MINIMAL}analysis:\n  interval: 18446744073709551615ms\n"
+        ));
+        assert!(
+            p[0].starts_with("r.yaml:11:") && p[0].contains("at most 720h"),
+            "{p:?}"
+        );
+        let p = problems(&format!("{MINIMAL}analysis:\n  interval: 2h\n"));
+        assert!(
+            p[0].contains("analysis.interval: expected at most 1h"),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{MINIMAL}steps:\n  - setWeight: 5\n  - pause: {{ duration: 99999999999999999h }}\n"
+        ));
+        assert!(p.iter().any(|e| e.contains("at most 720h")), "{p:?}");
+        let same = MINIMAL.replacen("http://127.0.0.1:9002", "http://127.0.0.1:9001", 1);
+        let p = problems(&same);
+        assert!(
+            p.iter()
+                .any(|e| e.contains("canary.upstream: expected a server other than stable's")),
+            "{p:?}"
+        );
+        let p = problems(&MINIMAL.replacen("v2", "v1", 1));
+        assert!(
+            p.iter()
+                .any(|e| e.contains("canary.version: expected a version other than stable's")),
+            "{p:?}"
+        );
+        let p = problems(&MINIMAL.replacen("v2", "\"v2\\u202Eevil\"", 1));
+        assert!(p.iter().any(|e| e.contains("visible characters")), "{p:?}");
     }
 
     #[test]

@@ -257,8 +257,12 @@ impl Store {
         let mut conn = Connection::open(&path).map_err(sql)?;
         // WAL: readers (`serin status` in another process) never block the writer.
         // synchronous=FULL: a commit is on disk before `save` returns.
+        // busy_timeout=250ms: a database another process holds (a backup
+        // tool, an sqlite3 shell) fails a write quickly; the driver retries
+        // with backoff and rolls back meanwhile, and nobody waits on the
+        // connection's lock for seconds.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 250;",
         )
         .map_err(sql)?;
         let version: i64 = conn
