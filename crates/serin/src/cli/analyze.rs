@@ -3,7 +3,7 @@
 //! live judge would see them.
 //!
 //! Input: JSON lines, each with cumulative totals since the start for both
-//! versions (SPEC, "`serin analyze` input"). An optional `"weight"` (percent)
+//! versions (docs/judge.md, "`serin analyze` input"). An optional `"weight"` (percent)
 //! on a line says the canary's weight from that line on; a change starts a new
 //! step, as in a live rollout. The last line counts as the end of a pause (the
 //! `fixed` method judges there). Judging stops at the first `fail`, where a
@@ -107,7 +107,7 @@ pub fn analyze(mut judge: Judge, input: impl BufRead, origin: &str) -> anyhow::R
         }
         let parsed: Line = serde_json::from_str(&line).map_err(|e| {
             invalid(format!(
-                "{origin}:{n}: expected a JSON object with t, stable and canary (SPEC, `serin analyze` input): {e}"
+                "{origin}:{n}: expected a JSON object with t, stable and canary (docs/judge.md, `serin analyze` input): {e}"
             ))
         })?;
         lines.push((n, parsed));
@@ -206,6 +206,10 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
             }
             say(match outcome.at {
                 Some(at) => format!("verdict: fail at t={at}: {}", outcome.reason),
+                // The reason may already begin with the verdict ("pass: …").
+                None if outcome.reason.starts_with(&format!("{}:", outcome.verdict)) => {
+                    format!("verdict: {}", outcome.reason)
+                }
                 None => format!("verdict: {}: {}", outcome.verdict, outcome.reason),
             });
         }

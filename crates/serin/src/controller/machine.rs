@@ -527,6 +527,18 @@ impl Machine<'_> {
         self.state.weight > Weight::ZERO && self.state.stage_judged
     }
 
+    /// What a rollout whose pause (or whose steps) are done waits for.
+    fn waiting_for_a_pass(&self) -> String {
+        if self.at_end() {
+            self.waiting_at_end()
+        } else {
+            format!(
+                "pause complete; waiting for a passing verdict on {} canary requests",
+                self.plan.min_requests
+            )
+        }
+    }
+
     /// What a rollout at the end of its steps waits for.
     fn waiting_at_end(&self) -> String {
         if self.state.weight == Weight::ZERO {
@@ -643,14 +655,7 @@ impl Machine<'_> {
                 let end_of_pause = self.pause_time_up() || self.at_end();
                 self.actions.push(Action::Analyze { end_of_pause });
                 if end_of_pause && !self.state.stage_judged {
-                    self.state.reason = if self.at_end() {
-                        self.waiting_at_end()
-                    } else {
-                        format!(
-                            "pause complete; waiting for a passing verdict on {} canary requests",
-                            self.plan.min_requests
-                        )
-                    };
+                    self.state.reason = self.waiting_for_a_pass();
                 }
             }
             if let (Some(Step::PauseUntilGate(url)), None) = (self.current_step(), self.state.hold)
@@ -690,6 +695,15 @@ impl Machine<'_> {
                 // limit, not yet significant") overrides an earlier pass:
                 // the pause does not end on a pass the data no longer bear.
                 self.state.stage_judged = false;
+                // A rollout that only waits for a pass says why it has none
+                // (and so does a progress deadline that ends the wait).
+                if self.state.phase == Phase::Progressing
+                    && self.state.hold.is_none()
+                    && (self.pause_time_up() || self.at_end())
+                {
+                    self.state.reason =
+                        format!("{}; last verdict: {reason}", self.waiting_for_a_pass());
+                }
                 self.record(DecisionKind::Verdict, Some(spelled), reason);
             }
             Verdict::Pass => {
@@ -1197,7 +1211,7 @@ mod tests {
         assert_eq!(paused.state.weight, w(5));
         assert_eq!(
             paused.state.reason,
-            "pause complete; waiting for a passing verdict on 250 canary requests"
+            "pause complete; waiting for a passing verdict on 250 canary requests; last verdict: test"
         );
         let mut at_end = Sim::new(Plan {
             steps: vec![Step::SetWeight(w(20))],
@@ -1209,7 +1223,7 @@ mod tests {
         assert_eq!(at_end.state.phase, Phase::Progressing);
         assert_eq!(
             at_end.state.reason,
-            "all steps done; waiting for a passing verdict on 100 canary requests at 20 % before promoting"
+            "all steps done; waiting for a passing verdict on 100 canary requests at 20 % before promoting; last verdict: test"
         );
     }
 
