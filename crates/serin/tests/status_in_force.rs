@@ -122,6 +122,10 @@ fn a_rollback_nginx_refuses_is_shown_pending_with_the_weight_in_force() {
             &nginx.command(&["-t", "-q"]).join(" "),
             "--allow-command",
             &nginx.command(&["-s", "reload"]).join(" "),
+            "--allow-path",
+            &nginx.dir.join("conf.d").display().to_string(),
+            "--allow-path",
+            &nginx.dir.join("logs").display().to_string(),
         ])
         .env("SERIN_TOKEN", TOKEN);
     let _daemon = Proc::spawn(serve, false);

@@ -67,6 +67,19 @@ impl Guard {
 
     /// The `Host` header, if it names this daemon.
     fn check_host<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, String> {
+        // Two Hosts, or one with userinfo, name two hosts: which one a
+        // proxy in front looked at is anybody's guess (RFC 9112 3.2: 400).
+        if headers.get_all(header::HOST).iter().count() > 1 {
+            return Err("request refused: more than one Host header".into());
+        }
+        if headers
+            .get(header::HOST)
+            .is_some_and(|v| v.as_bytes().contains(&b'@'))
+        {
+            return Err(
+                "request refused: a Host with userinfo (`user@host`); expected host[:port]".into(),
+            );
+        }
         let value = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -231,6 +244,23 @@ mod tests {
                 .expect_err(host);
             assert!(e.contains("Host"), "{e}");
         }
+        // Two hosts in one request (found by the outside tests).
+        let e = g
+            .check(
+                &Method::GET,
+                "/api/v1/rollouts",
+                &headers(&[("host", "evil@127.0.0.1:9900")]),
+            )
+            .expect_err("userinfo");
+        assert!(e.contains("userinfo"), "{e}");
+        let e = g
+            .check(
+                &Method::GET,
+                "/api/v1/rollouts",
+                &headers(&[("host", "127.0.0.1:9900"), ("host", "evil.example")]),
+            )
+            .expect_err("two Hosts");
+        assert!(e.contains("more than one Host"), "{e}");
         // Health checks name pods and services freely.
         let h = headers(&[("host", "evil.example")]);
         assert_eq!(g.check(&Method::GET, "/healthz", &h), Ok(()));
