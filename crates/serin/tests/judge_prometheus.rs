@@ -16,13 +16,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::exporter::Exporter;
 use common::nginx::{free_port, local};
 use common::prometheus::Prometheus;
 use common::serin::{Proc, demo_app, serin_run, wait_for_port, write};
@@ -59,70 +58,6 @@ impl Counters {
              errors_total{{version=\"canary\"}} {canary_errors}\n",
             canary + jump
         )
-    }
-}
-
-/// A `/metrics` endpoint on 127.0.0.1 answering with [`Counters::text`].
-struct Exporter {
-    addr: SocketAddr,
-    counters: Arc<Mutex<Counters>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Exporter {
-    fn start() -> Exporter {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let counters = Arc::new(Mutex::new(Counters::Idle));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (counters.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let Ok(clone) = stream.try_clone() else {
-                    continue;
-                };
-                let mut reader = BufReader::new(clone);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                    line.clear();
-                }
-                let body = c.lock().unwrap().text();
-                let mut stream = stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Exporter {
-            addr,
-            counters,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn set(&self, counters: Counters) {
-        *self.counters.lock().unwrap() = counters;
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -186,7 +121,11 @@ const CANARY_REQUESTS: &str = "sum(requests_total{version=\"canary\"})";
 fn rollout_with_a_jump(name: &str, jump: f64) -> (Option<i32>, String) {
     let (_s, stable) = demo_app("v1", &[]);
     let (_c, canary) = demo_app("v2", &[]);
-    let exporter = Exporter::start();
+    let counters = Arc::new(Mutex::new(Counters::Idle));
+    let exporter = Exporter::start({
+        let counters = counters.clone();
+        move || counters.lock().unwrap().text()
+    });
     let prometheus = Prometheus::start(&[exporter.addr]);
     prometheus.wait_for(CANARY_REQUESTS, 100.0, Duration::from_secs(20));
     let dir = tempfile::tempdir().unwrap();
@@ -227,14 +166,14 @@ analysis:
     lines.wait_verdicts(1);
     // Now the canary serves, 30 % errors, and its counter jumps.
     let since = Instant::now();
-    exporter.set(Counters::Moving { since, jump });
+    *counters.lock().unwrap() = Counters::Moving { since, jump };
     prometheus.wait_for(CANARY_REQUESTS, jump, Duration::from_secs(20));
     // Every query serin sends from here on sees the jump until it goes;
     // the verdict after next was asked for after this moment.
     let seen = lines.verdicts();
     lines.wait_verdicts(seen + 2);
     // The jump goes; the counters go on as they were.
-    exporter.set(Counters::Moving { since, jump: 0.0 });
+    *counters.lock().unwrap() = Counters::Moving { since, jump: 0.0 };
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let code = loop {

@@ -7,100 +7,30 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::exporter::Exporter;
 use common::nginx::{free_port, local};
 use common::prometheus::Prometheus;
 use common::rollout::Rollout;
 use common::serin::{Proc, demo_app, load, serin_run, text, wait_for_port, write};
 
-/// A `/metrics` endpoint serving whatever text the test sets, on 127.0.0.1.
-struct Exporter {
-    addr: SocketAddr,
-    text: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Exporter {
-    fn start() -> Exporter {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let text = Arc::new(Mutex::new(String::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (t, s) = (text.clone(), stop.clone());
-        let server = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let Ok(clone) = stream.try_clone() else {
-                    continue;
-                };
-                let mut reader = BufReader::new(clone);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                    line.clear();
-                }
-                let body = t.lock().unwrap().clone();
-                let mut stream = stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Exporter {
-            addr,
-            text,
-            stop,
-            threads: vec![server],
-        }
-    }
-
-    fn set(&self, text: String) {
-        *self.text.lock().unwrap() = text;
-    }
-
-    /// Business counters growing with time: per second, `visits` visits
-    /// per version, of which `stable_rate` (`canary_rate`) check out.
-    fn business(&mut self, visits: [f64; 2], stable_rate: f64, canary_rate: f64) {
-        let (text, stop) = (self.text.clone(), self.stop.clone());
-        let start = Instant::now();
-        self.threads.push(std::thread::spawn(move || {
-            let end = start + Duration::from_secs(90);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                let t = start.elapsed().as_secs_f64();
-                let (vs, vc) = ((visits[0] * t).floor(), (visits[1] * t).floor());
-                *text.lock().unwrap() = counters(
-                    (vs, (vs * stable_rate).floor()),
-                    (vc, (vc * canary_rate).floor()),
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }));
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
+/// An exporter of business counters growing with time (for 90 s, then
+/// still): per second, `visits` visits per version, of which `stable_rate`
+/// (`canary_rate`) check out.
+fn business(visits: [f64; 2], stable_rate: f64, canary_rate: f64) -> Exporter {
+    let start = Instant::now();
+    Exporter::start(move || {
+        let t = start.elapsed().as_secs_f64().min(90.0);
+        let (vs, vc) = ((visits[0] * t).floor(), (visits[1] * t).floor());
+        counters(
+            (vs, (vs * stable_rate).floor()),
+            (vc, (vc * canary_rate).floor()),
+        )
+    })
 }
 
 /// Exposition text for `visits_total` and `checkouts_total` of both
@@ -253,8 +183,7 @@ const CONVERSION: &str = "  custom:
 /// visits check out, 10 % of the stable's.
 fn business_rollout(name: &str, canary_rate: f64) -> (i32, String) {
     let ((_s, stable), (_c, canary)) = apps(&[]);
-    let mut exporter = Exporter::start();
-    exporter.business([100.0, 100.0], 0.10, canary_rate);
+    let exporter = business([100.0, 100.0], 0.10, canary_rate);
     let prometheus = Prometheus::start(&[stable, canary, exporter.addr]);
     scraped(&prometheus);
     prometheus.wait_for(
@@ -315,8 +244,11 @@ fn the_prometheus_source_reads_custom_counters_and_carries_a_reset() {
     use serin::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, PrometheusSource};
     use serin_analysis::Ratio;
 
-    let exporter = Exporter::start();
-    exporter.set(counters((500.0, 50.0), (100.0, 5.0)));
+    let text = Arc::new(Mutex::new(counters((500.0, 50.0), (100.0, 5.0))));
+    let exporter = Exporter::start({
+        let text = text.clone();
+        move || text.lock().unwrap().clone()
+    });
     let prometheus = Prometheus::start(&[exporter.addr]);
     let visits = |v: &str| format!("sum(visits_total{{version=\"{v}\"}})");
     prometheus.wait_for(&visits("canary"), 100.0, Duration::from_secs(20));
@@ -358,7 +290,7 @@ fn the_prometheus_source_reads_custom_counters_and_carries_a_reset() {
 
     // The canary restarts (its counters fall to 20 visits, 1 checkout)
     // while the stable goes on.
-    exporter.set(counters((1000.0, 100.0), (20.0, 1.0)));
+    *text.lock().unwrap() = counters((1000.0, 100.0), (20.0, 1.0));
     let deadline = Instant::now() + Duration::from_secs(20);
     while prometheus.value(&visits("canary")) != Some(20.0) {
         assert!(Instant::now() < deadline, "{}", prometheus.log());

@@ -7,25 +7,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::exporter::Exporter;
 use common::nginx::{free_port, local};
 use common::prometheus::Prometheus;
 use common::serin::{Proc, demo_app, serin_run, text, wait_for_port, write};
 
-/// `/metrics` with counters computed from the time since start (at most
-/// 120 s of serving).
-struct Exporter {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
+/// `/metrics` with counters computed from `seconds` since the exporter
+/// started.
 fn exposition(seconds: f64) -> String {
     let requests = (50.0 * seconds).floor();
     let (stable_4xx, canary_4xx) = ((requests * 0.02).floor(), (requests * 0.8).floor());
@@ -42,63 +32,15 @@ fn exposition(seconds: f64) -> String {
     )
 }
 
-impl Exporter {
-    fn start() -> Exporter {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let start = Instant::now();
-        let thread = std::thread::spawn(move || {
-            let end = start + Duration::from_secs(120);
-            while !s.load(Ordering::Relaxed) && Instant::now() < end {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let Ok(clone) = stream.try_clone() else {
-                    continue;
-                };
-                let mut reader = BufReader::new(clone);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                    line.clear();
-                }
-                let body = exposition(start.elapsed().as_secs_f64());
-                let mut stream = stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Exporter {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Runs a rollout judged on the exporter's numbers, with `extra` lines
 /// under `analysis:` (and `prometheus_extra` under `analysis.prometheus:`);
 /// returns the exit code and output.
 fn run(name: &str, prometheus_extra: &str, extra: &str) -> (Option<i32>, String) {
-    let exporter = Exporter::start();
+    // At most 120 s of serving.
+    let start = Instant::now();
+    let exporter = Exporter::start_for(Duration::from_secs(120), move || {
+        exposition(start.elapsed().as_secs_f64())
+    });
     let prometheus = Prometheus::start(&[exporter.addr]);
     prometheus.wait_for(
         "sum(app_requests_total{version=\"canary\"})",
