@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, load, serin, serin_run, text, wait_for_port, write};
+use common::serin::{
+    Proc, demo_app, load, serin, serin_run, serin_serve, text, wait_for_port, write,
+};
 
 /// Waits (bounded) for `child` to exit; its exit code.
 fn wait_code(child: &mut Child, limit: Duration) -> Option<i32> {
@@ -83,15 +85,8 @@ fn serin_run_goes_on_to_its_end_when_its_output_is_closed() {
 fn one_shot_commands_exit_quietly_when_their_output_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let api: SocketAddr = local(free_port());
-    let mut cmd = serin();
-    cmd.args([
-        "serve",
-        "--listen",
-        &api.to_string(),
-        "--state-dir",
-        &dir.path().join("state").display().to_string(),
-    ])
-    .env_remove("SERIN_TOKEN");
+    let mut cmd = serin_serve(api, &dir.path().join("state"));
+    cmd.env_remove("SERIN_TOKEN");
     let _daemon = Proc::spawn(cmd, false);
     wait_for_port(api);
     let file = write(
@@ -148,14 +143,7 @@ fn one_shot_commands_exit_quietly_when_their_output_is_closed() {
 fn serin_serve_keeps_serving_when_its_log_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let api: SocketAddr = local(free_port());
-    let mut child = serin()
-        .args([
-            "serve",
-            "--listen",
-            &api.to_string(),
-            "--state-dir",
-            &dir.path().join("state").display().to_string(),
-        ])
+    let mut child = serin_serve(api, &dir.path().join("state"))
         .env("RUST_LOG", "debug")
         .env_remove("SERIN_TOKEN")
         .stdin(Stdio::null())

@@ -9,14 +9,15 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::chromium::chromium;
 use common::nginx::{Nginx, free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, serin, text, wait_for_port, write};
+use common::serin::{Proc, serin, serin_serve, text, wait_for_port, write};
 use serde_json::Value;
 
 // ---------------------------------------------------------------- HTTP
@@ -117,16 +118,8 @@ fn wait_until_closed(addr: SocketAddr) {
 /// `serin serve` on `api` with state in `state` and extra flags; waits until
 /// it answers `/healthz`.
 fn serve(api: SocketAddr, state: &Path, flags: &[&str]) -> Proc {
-    let mut cmd = serin();
-    cmd.args([
-        "serve",
-        "--listen",
-        &api.to_string(),
-        "--state-dir",
-        &state.display().to_string(),
-    ])
-    .args(flags)
-    .env_remove("SERIN_TOKEN");
+    let mut cmd = serin_serve(api, state);
+    cmd.args(flags).env_remove("SERIN_TOKEN");
     let p = Proc::spawn(cmd, false);
     wait_for_port(api);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -139,16 +132,7 @@ fn serve(api: SocketAddr, state: &Path, flags: &[&str]) -> Proc {
 
 /// `serin serve …` run to its exit (bounded), for the ones that must not start.
 fn serve_output(api: SocketAddr, state: &Path) -> Output {
-    let mut cmd = serin();
-    cmd.args([
-        "serve",
-        "--listen",
-        &api.to_string(),
-        "--state-dir",
-        &state.display().to_string(),
-    ])
-    .env_remove("SERIN_TOKEN");
-    Proc::spawn(cmd, true).wait_output(Duration::from_secs(20))
+    serve_output_with(api, state, &[])
 }
 
 /// A client command against the daemon at `api`.
@@ -383,41 +367,18 @@ fn page_server(page: String) -> (SocketAddr, Arc<AtomicBool>) {
     (addr, done)
 }
 
-fn chromium_bin() -> &'static str {
-    if Path::new("/usr/bin/chromium").exists() {
-        "/usr/bin/chromium"
-    } else {
-        "chromium"
-    }
-}
-
 /// The DOM of `url` after 5 s of virtual time, in a throw-away profile.
 fn chromium_dom(profile: &Path, extra: &[&str], url: &str) -> String {
-    let mut cmd = Command::new(chromium_bin());
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--disable-features=HttpsUpgrades",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(url);
-    let o = Proc::spawn(cmd, true).wait_output(Duration::from_secs(90));
-    assert!(
-        o.status.success(),
-        "chromium (is it installed? scripts/install-test-deps.sh): {}",
-        text(&o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    let flags = [
+        &[
+            "--disable-features=HttpsUpgrades",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ][..],
+        extra,
+    ]
+    .concat();
+    String::from_utf8_lossy(&chromium(profile, &flags, url).stdout).into_owned()
 }
 
 /// A real browser: a page on another port posts a rollout file to the
@@ -731,16 +692,8 @@ fn nginx_paths_file(
 
 /// `serin serve` with the given flags, run to its exit (bounded).
 fn serve_output_with(api: SocketAddr, state: &Path, flags: &[&str]) -> Output {
-    let mut cmd = serin();
-    cmd.args([
-        "serve",
-        "--listen",
-        &api.to_string(),
-        "--state-dir",
-        &state.display().to_string(),
-    ])
-    .args(flags)
-    .env_remove("SERIN_TOKEN");
+    let mut cmd = serin_serve(api, state);
+    cmd.args(flags).env_remove("SERIN_TOKEN");
     Proc::spawn(cmd, true).wait_output(Duration::from_secs(20))
 }
 
@@ -980,14 +933,7 @@ fn a_blank_token_is_refused_not_taken_for_none() {
     let api = local(free_port());
     for blank in ["", "   ", "\t", "two words"] {
         for by_env in [false, true] {
-            let mut cmd = serin();
-            cmd.args([
-                "serve",
-                "--listen",
-                &api.to_string(),
-                "--state-dir",
-                &state.display().to_string(),
-            ]);
+            let mut cmd = serin_serve(api, &state);
             if by_env {
                 cmd.env("SERIN_TOKEN", blank);
             } else {

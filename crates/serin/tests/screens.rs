@@ -13,12 +13,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::chromium::chromium;
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
+use common::serin::{Proc, demo_app, load, serin, serin_serve, text, wait_for_port, write};
 
 const TOKEN: &str = "screens-token";
 const WIDTH: u32 = 1280;
@@ -31,48 +31,12 @@ fn out_dir() -> PathBuf {
     d
 }
 
-fn chromium_bin() -> &'static str {
-    if Path::new("/usr/bin/chromium").exists() {
-        "/usr/bin/chromium"
-    } else {
-        "chromium"
-    }
-}
-
-/// Headless Chromium with a throw-away profile and nothing fetched but `url`.
-fn chromium(profile: &Path, extra: &[&str], url: &str) -> Output {
-    let mut cmd = Command::new(chromium_bin());
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(url);
-    let p = Proc::spawn(cmd, true);
-    let o = p.wait_output(Duration::from_secs(90));
-    assert!(
-        o.status.success(),
-        "chromium (is it installed? scripts/install-test-deps.sh): {}",
-        text(&o)
-    );
-    o
-}
-
 /// Takes a screenshot of `url` into `png`.
 fn screenshot(profile: &Path, url: &str, png: &Path, wait_for_js: bool) {
     let _ = std::fs::remove_file(png);
     let shot = format!("--screenshot={}", png.display());
     let size = format!("--window-size={WIDTH},{HEIGHT}");
-    let mut extra = vec![shot.as_str(), size.as_str()];
+    let mut extra = vec!["--hide-scrollbars", shot.as_str(), size.as_str()];
     if wait_for_js {
         extra.push("--virtual-time-budget=3000");
     }
@@ -82,7 +46,15 @@ fn screenshot(profile: &Path, url: &str, png: &Path, wait_for_js: bool) {
 
 /// The DOM of `url` after its scripts ran for 3 s of virtual time.
 fn dump_dom(profile: &Path, url: &str) -> String {
-    let o = chromium(profile, &["--virtual-time-budget=3000", "--dump-dom"], url);
+    let o = chromium(
+        profile,
+        &[
+            "--hide-scrollbars",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ],
+        url,
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -269,15 +241,8 @@ fn the_dashboard_of_a_running_daemon_renders() {
     let (_canary, canary) = demo_app("v1.5.0", &["--latency-ms", "15", "--jitter-ms", "5"]);
     let api = local(free_port());
     let proxy = local(free_port());
-    let mut cmd = serin();
-    cmd.args([
-        "serve",
-        "--listen",
-        &api.to_string(),
-        "--state-dir",
-        &dir.path().join("state").display().to_string(),
-    ])
-    .env("SERIN_TOKEN", TOKEN);
+    let mut cmd = serin_serve(api, &dir.path().join("state"));
+    cmd.env("SERIN_TOKEN", TOKEN);
     let _daemon = Proc::spawn(cmd, false);
     wait_for_port(api);
     let file = write(

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests. Each test binary uses a part.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod exporter;
 pub mod hooks;
 pub mod nginx;

@@ -123,6 +123,20 @@ pub fn serin_run(file: &Path, dir: &Path) -> Command {
     cmd
 }
 
+/// `serin serve --listen API --state-dir STATE`; the caller sets the token
+/// (or removes it) and any other flags.
+pub fn serin_serve(api: SocketAddr, state: &Path) -> Command {
+    let mut cmd = serin();
+    cmd.args([
+        "serve",
+        "--listen",
+        &api.to_string(),
+        "--state-dir",
+        &state.display().to_string(),
+    ]);
+    cmd
+}
+
 /// Writes `text` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
