@@ -10,15 +10,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::http::{get, wait_until_closed};
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, load, serin, text, wait_for_port, write};
+use common::serin::{Proc, demo_app, load, serin, serin_serve, text, wait_for_port, write};
 use serde_json::Value;
 
 const TOKEN: &str = "s3cret-token-for-tests";
@@ -29,80 +29,12 @@ const UNAUTHORIZED_EXIT: i32 = 1;
 
 // ---------------------------------------------------------------- HTTP
 
-/// One HTTP/1.1 answer.
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-/// A plain HTTP/1.1 request with `Connection: close`; bounded by timeouts.
-fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("Content-Length: 0\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
-    parse_answer(&raw)
-}
-
-fn parse_answer(raw: &[u8]) -> Answer {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {head:?}"));
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let body = if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// Sends `n` requests through the proxy at `addr`; how many were answered by
 /// each version (the `x-serin-version` header).
 fn split(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for i in 0..n {
-        let a = http(addr, "GET", &format!("/split/{i}"), &[]);
+        let a = get(addr, &format!("/split/{i}"));
         assert_eq!(a.status, 200, "request {i} through the proxy: {}", a.body);
         let v = a
             .headers
@@ -118,18 +50,6 @@ fn count(c: &BTreeMap<String, usize>, v: &str) -> usize {
     c.get(v).copied().unwrap_or(0)
 }
 
-/// Waits until nothing accepts connections on `addr`.
-fn wait_until_closed(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "{addr} still accepts connections"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 // ---------------------------------------------------------------- daemon
 
 /// A `serin serve` process and how to talk to it.
@@ -142,15 +62,8 @@ struct Daemon {
 impl Daemon {
     /// Starts `serin serve` with the token on `addr`, state in `state`.
     fn start(addr: SocketAddr, state: &Path) -> Daemon {
-        let mut cmd = serin();
-        cmd.args([
-            "serve",
-            "--listen",
-            &addr.to_string(),
-            "--state-dir",
-            &state.display().to_string(),
-        ])
-        .env("SERIN_TOKEN", TOKEN);
+        let mut cmd = serin_serve(addr, state);
+        cmd.env("SERIN_TOKEN", TOKEN);
         let proc = Proc::spawn(cmd, false);
         wait_for_port(addr);
         let d = Daemon {
@@ -159,7 +72,7 @@ impl Daemon {
             state: state.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http(addr, "GET", "/healthz", &[]).status != 200 {
+        while get(addr, "/healthz").status != 200 {
             assert!(Instant::now() < deadline, "daemon not healthy");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -230,7 +143,7 @@ impl Daemon {
 
     /// The status over the API (cheap, for polling).
     fn status_api(&self, name: &str) -> Value {
-        let a = http(self.addr, "GET", &format!("/api/v1/rollouts/{name}"), &[]);
+        let a = get(self.addr, &format!("/api/v1/rollouts/{name}"));
         assert_eq!(a.status, 200, "GET rollout {name}: {}", a.body);
         serde_json::from_str(&a.body).unwrap()
     }
@@ -492,7 +405,7 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     let c = split(proxy, 40);
     assert_eq!(count(&c, "v1"), 40, "all traffic on stable: {c:?}");
     // The daemon's metrics say the same.
-    let m = http(d.addr, "GET", "/metrics", &[]).body;
+    let m = get(d.addr, "/metrics").body;
     for line in [
         "serin_rollout_phase{rollout=\"checkout\",phase=\"RolledBack\"} 1",
         "serin_rollout_phase{rollout=\"checkout\",phase=\"Paused\"} 0",

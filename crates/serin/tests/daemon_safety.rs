@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -15,81 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::chromium::chromium;
+use common::http::{Answer, get, http, wait_until_closed};
 use common::nginx::{Nginx, free_port, local};
 use common::rollout::Rollout;
 use common::serin::{Proc, serin, serin_serve, text, wait_for_port, write};
 use serde_json::Value;
 
 // ---------------------------------------------------------------- HTTP
-
-/// One HTTP/1.1 answer.
-struct Answer {
-    status: u16,
-    body: String,
-}
-
-/// A request as written, `Connection: close`, with `body` and its length.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {head:?}"));
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    Answer {
-        status,
-        body: if chunked {
-            dechunk(body)
-        } else {
-            body.to_string()
-        },
-    }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn get(addr: SocketAddr, path: &str) -> Answer {
-    http(addr, "GET", path, &[], "")
-}
 
 /// The rollouts the daemon has, by name (phase and reason).
 fn rollouts(api: SocketAddr) -> BTreeMap<String, Value> {
@@ -99,18 +31,6 @@ fn rollouts(api: SocketAddr) -> BTreeMap<String, Value> {
     list.into_iter()
         .map(|r| (r["name"].as_str().unwrap_or("").to_string(), r))
         .collect()
-}
-
-/// Waits until nothing accepts connections on `addr`.
-fn wait_until_closed(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "{addr} still accepts connections"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 // ---------------------------------------------------------------- daemon

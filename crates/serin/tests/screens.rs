@@ -10,12 +10,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::chromium::chromium;
+use common::http::get;
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
 use common::serin::{Proc, demo_app, load, serin, serin_serve, text, wait_for_port, write};
@@ -77,28 +77,6 @@ fn assert_png(png: &Path) {
         png.display(),
         bytes.len()
     );
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A rollout file with short steps for the builtin proxy on `listen`.
@@ -271,7 +249,8 @@ fn the_dashboard_of_a_running_daemon_renders() {
     cli(&["deploy", "checkout", "v1.5.0"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = http_get(api, "/api/v1/rollouts/checkout");
+        let a = get(api, "/api/v1/rollouts/checkout");
+        let (status, body) = (a.status, a.body);
         assert_eq!(status, 200, "{body}");
         if body.contains("\"phase\":\"Paused\"")
             && body.contains("\"weight\":30")

@@ -4,6 +4,7 @@
 pub mod chromium;
 pub mod exporter;
 pub mod hooks;
+pub mod http;
 pub mod nginx;
 pub mod prometheus;
 pub mod rollout;
