@@ -171,6 +171,20 @@ pub struct Judge {
     rollout: Acc,
 }
 
+/// `WHAT 8.2 % (82/1 000) vs stable 0.5 % (5/1 000)`: each version's rate
+/// (`n/a` without one), numerator and denominator.
+fn versus(what: &str, canary: (Option<f64>, u64, u64), stable: (Option<f64>, u64, u64)) -> String {
+    let side = |(rate, n, d): (Option<f64>, u64, u64)| {
+        format!(
+            "{} ({}/{})",
+            rate.map_or("n/a".into(), pct),
+            count(n),
+            count(d)
+        )
+    };
+    format!("{what} {} vs stable {}", side(canary), side(stable))
+}
+
 fn pct_conf(c: f64) -> String {
     let p = 100.0 * c;
     if (p - p.round()).abs() < 1e-9 {
@@ -759,14 +773,10 @@ impl Judge {
                 let acc = self.ratio_acc();
                 r.canary = acc.canary.error_rate();
                 r.stable = acc.stable.error_rate();
-                r.reason = format!(
-                    "canary error rate {} ({}/{}) vs stable {} ({}/{})",
-                    r.canary.map_or("n/a".into(), pct),
-                    count(acc.canary.errors),
-                    count(acc.canary.requests),
-                    r.stable.map_or("n/a".into(), pct),
-                    count(acc.stable.errors),
-                    count(acc.stable.requests),
+                r.reason = versus(
+                    "canary error rate",
+                    (r.canary, acc.canary.errors, acc.canary.requests),
+                    (r.stable, acc.stable.errors, acc.stable.requests),
                 );
             }
             Kind::LatencyMax { q, name, max } => {
@@ -800,15 +810,10 @@ impl Judge {
                         };
                         r.canary = rate(c);
                         r.stable = rate(s);
-                        r.reason = format!(
-                            "{}: canary {} ({}/{}) vs stable {} ({}/{})",
-                            metric.name,
-                            r.canary.map_or("n/a".into(), pct),
-                            count(c.numerator),
-                            count(c.denominator),
-                            r.stable.map_or("n/a".into(), pct),
-                            count(s.numerator),
-                            count(s.denominator)
+                        r.reason = versus(
+                            &format!("{}: canary", metric.name),
+                            (r.canary, c.numerator, c.denominator),
+                            (r.stable, s.numerator, s.denominator),
                         );
                     }
                     None => {
@@ -829,14 +834,18 @@ impl Judge {
                 }
                 r.canary = acc.canary.client_error_rate();
                 r.stable = acc.stable.client_error_rate();
-                r.reason = format!(
-                    "canary client errors (4xx) {} ({}/{}) vs stable {} ({}/{})",
-                    r.canary.map_or("n/a".into(), pct),
-                    count(acc.canary.client_errors),
-                    count(acc.canary.client_requests),
-                    r.stable.map_or("n/a".into(), pct),
-                    count(acc.stable.client_errors),
-                    count(acc.stable.client_requests),
+                r.reason = versus(
+                    "canary client errors (4xx)",
+                    (
+                        r.canary,
+                        acc.canary.client_errors,
+                        acc.canary.client_requests,
+                    ),
+                    (
+                        r.stable,
+                        acc.stable.client_errors,
+                        acc.stable.client_requests,
+                    ),
                 );
             }
         }
