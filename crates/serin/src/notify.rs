@@ -235,6 +235,30 @@ mod tests {
         }
     }
 
+    /// A webhook receiver on 127.0.0.1 taking JSON at `/hook`: what it got,
+    /// and its address. It answers the n-th delivery (from 1) `status(n)`.
+    async fn receiver(
+        status: fn(usize) -> axum::http::StatusCode,
+    ) -> (Arc<Mutex<Vec<serde_json::Value>>>, std::net::SocketAddr) {
+        let hits = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+        let seen = hits.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    let mut s = seen.lock().unwrap();
+                    s.push(v);
+                    status(s.len())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (hits, addr)
+    }
+
     #[test]
     fn slack_format_carries_the_reason_and_a_link() {
         let body = message().body(Format::Slack);
@@ -250,27 +274,15 @@ mod tests {
     #[tokio::test]
     async fn retries_until_the_receiver_answers_2xx() {
         install_crypto();
-        let hits = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
-        let seen = hits.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-                let seen = seen.clone();
-                async move {
-                    let mut s = seen.lock().unwrap();
-                    s.push(v);
-                    // The first delivery fails: the notifier must retry.
-                    if s.len() == 1 {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE
-                    } else {
-                        axum::http::StatusCode::OK
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        // The first delivery fails: the notifier must retry.
+        let (hits, addr) = receiver(|n| {
+            if n == 1 {
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                axum::http::StatusCode::OK
+            }
+        })
+        .await;
         let notifier = Notifier::start(vec![Target {
             url: format!("http://{addr}/hook"),
             format: Format::Json,
@@ -302,21 +314,7 @@ mod tests {
                 holder.lock().await.push(stream);
             }
         });
-        let hits = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
-        let seen = hits.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-                let seen = seen.clone();
-                async move {
-                    seen.lock().unwrap().push(v);
-                    axum::http::StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (hits, addr) = receiver(|_| axum::http::StatusCode::OK).await;
         // The hung receiver first: delivered in turn, it would block the other.
         let notifier = Notifier::start(vec![
             Target {
