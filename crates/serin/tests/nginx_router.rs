@@ -120,7 +120,8 @@ async fn a_file_nginx_never_serves_is_put_back() {
     let nginx = Nginx::start();
     let elsewhere = tempfile::tempdir().unwrap();
     let include = elsewhere.path().join("not-included.conf");
-    std::fs::write(&include, "# somebody else's file\n").unwrap();
+    let before = "# Managed by serin for rollout `checkout`: every change rewrites this file.\n# an earlier one\n";
+    std::fs::write(&include, before).unwrap();
     let config = NginxConfig {
         rollout: "checkout".into(),
         include: include.clone(),
@@ -142,7 +143,59 @@ async fn a_file_nginx_never_serves_is_put_back() {
     );
     assert_eq!(
         std::fs::read_to_string(&include).unwrap(),
-        "# somebody else's file\n",
+        before,
         "the file is back as it was"
+    );
+}
+
+/// Found by an outside test: a rollout file naming the operator's own site
+/// (or another rollout's include) as its include replaced it. A file serin
+/// did not write, or a symbolic link, is never replaced; a symbolic link
+/// left at the temp file's name is never followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_serin_did_not_write_is_never_replaced() {
+    let nginx = Nginx::start();
+    let site = nginx.include("default");
+    std::fs::write(&site, "# the operator's own site\n").unwrap();
+    let config = |include: std::path::PathBuf| NginxConfig {
+        rollout: "checkout".into(),
+        include,
+        test: nginx.command(&["-t", "-q"]),
+        reload: nginx.command(&["-s", "reload"]),
+        access_log: nginx.dir.join("logs/serin-checkout.json"),
+        listen: local(free_port()),
+        stable: Upstream::parse("http://127.0.0.1:1").unwrap(),
+        canary: Upstream::parse("http://127.0.0.1:2").unwrap(),
+        sticky: None,
+        routes: vec![],
+    };
+    let c = config(site.clone());
+    let err = install(&c, &render(&c, Weight::ZERO)).await.unwrap_err();
+    assert!(err.to_string().contains("is not this rollout's"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&site).unwrap(),
+        "# the operator's own site\n"
+    );
+    // Another rollout's file is not this one's either.
+    let other = nginx.include("serin-other");
+    std::fs::write(
+        &other,
+        "# Managed by serin for rollout `other`: every change rewrites this file.\n",
+    )
+    .unwrap();
+    let c = config(other.clone());
+    assert!(install(&c, &render(&c, Weight::ZERO)).await.is_err());
+    // A symbolic link at the temp file's name points outside: not followed.
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "keep\n").unwrap();
+    let include = nginx.include("serin-checkout");
+    std::os::unix::fs::symlink(&victim, include.with_extension("serin-tmp")).unwrap();
+    let c = config(include.clone());
+    install(&c, &render(&c, Weight::ZERO)).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+    assert!(
+        !std::fs::symlink_metadata(&include).unwrap().is_symlink(),
+        "the include is a file of its own"
     );
 }

@@ -39,6 +39,17 @@ struct Line {
     upstream_status: Option<String>,
 }
 
+/// The most one snapshot reads of the log (the rest waits for the next).
+const READ_LIMIT: u64 = 64 << 20;
+
+/// The longest unfinished line kept while waiting for its newline.
+const LINE_LIMIT: usize = 1 << 20;
+
+/// Whether `path` is a regular file (not a FIFO, device or directory).
+fn is_regular(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// nginx's status for a request whose client closed the connection first.
 const CLIENT_CLOSED: u16 = 499;
 
@@ -98,7 +109,8 @@ impl NginxLogSource {
             client_errors: (0, 0),
             skipped: 0,
         };
-        if let Ok(f) = File::open(&source.path)
+        if is_regular(&source.path)
+            && let Ok(f) = File::open(&source.path)
             && let Ok(meta) = f.metadata()
         {
             source.offset = meta.len();
@@ -121,6 +133,13 @@ impl NginxLogSource {
             self.fingerprint.clear();
         }
         if self.file.is_none() {
+            // A FIFO would block the open, a device never end: only a file.
+            if on_disk.as_ref().is_some_and(|m| !m.is_file()) {
+                return Err(format!(
+                    "access log {}: not a regular file",
+                    self.path.display()
+                ));
+            }
             match File::open(&self.path) {
                 Ok(f) => {
                     let ino = f.metadata().map_err(|e| e.to_string())?.ino();
@@ -155,8 +174,12 @@ impl NginxLogSource {
         }
         file.seek(SeekFrom::Start(self.offset))
             .map_err(|e| e.to_string())?;
+        // At most READ_LIMIT a call: the rest waits for the next.
         let mut buf = Vec::new();
-        let n = file.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        let n = file
+            .take(READ_LIMIT)
+            .read_to_end(&mut buf)
+            .map_err(|e| e.to_string())?;
         self.offset += n as u64;
         if n > 0 {
             let keep = n.min(64);
@@ -164,6 +187,11 @@ impl NginxLogSource {
         }
         self.partial.extend_from_slice(&buf);
         let Some(last_newline) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            if self.partial.len() > LINE_LIMIT {
+                // No line of serin's format is this long: drop it.
+                self.partial.clear();
+                self.skipped += 1;
+            }
             return Ok(());
         };
         let complete: Vec<u8> = self.partial.drain(..=last_newline).collect();
@@ -276,6 +304,16 @@ mod tests {
         src.poll().unwrap();
         assert_eq!(src.client_errors(), Some((0, 2)), "4xx counted per version");
         assert_eq!(src.totals.canary.errors, 1, "and not as errors");
+    }
+
+    /// Found by an outside test: an access log at /dev/zero grew the
+    /// daemon's memory by gigabytes in seconds (and a FIFO would block).
+    #[test]
+    fn a_log_that_is_not_a_regular_file_is_an_error_not_a_read() {
+        let mut src = NginxLogSource::new(std::path::PathBuf::from("/dev/zero"));
+        let e = src.poll().unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert_eq!(src.totals.canary.requests, 0);
     }
 
     /// nginx logs 499 with `upstream_status` `-` for a client that gave up

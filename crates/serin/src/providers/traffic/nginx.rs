@@ -126,9 +126,8 @@ pub fn render(config: &NginxConfig, weight: Weight) -> String {
     let mut f = String::new();
     let _ = writeln!(
         f,
-        "# Managed by serin for rollout `{}`: every change rewrites this file.\n\
-         # Canary weight: {weight} %.\n",
-        config.rollout
+        "{}\n# Canary weight: {weight} %.\n",
+        header(&config.rollout)
     );
     for (version, upstream) in [
         (Version::Stable, &config.stable),
@@ -270,6 +269,17 @@ pub enum NginxError {
         /// What it printed.
         output: String,
     },
+    /// The include path holds a file serin did not write: it is never
+    /// replaced (it could be the operator's own site, or another rollout's).
+    #[error(
+        "{path} exists and is not this rollout's (it does not begin with `{header}`): serin replaces only a file it wrote; remove it or give traffic.nginx.include a path of its own"
+    )]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+        /// The first line serin's file for this rollout begins with.
+        header: String,
+    },
     /// nginx reloaded, but did not answer with the new file in time.
     #[error(
         "nginx reloaded but did not serve the new configuration within {} s: {detail}",
@@ -335,14 +345,34 @@ async fn run(step: &'static str, argv: &[String]) -> Result<(), NginxError> {
     }
 }
 
-/// Writes `text` to `path` atomically (temp file in the same directory, then rename).
+/// The first line of the file serin writes for `rollout`: how serin knows a
+/// file at the include path is its own.
+fn header(rollout: &str) -> String {
+    format!("# Managed by serin for rollout `{rollout}`: every change rewrites this file.")
+}
+
+/// Writes `text` to `path` atomically (temp file in the same directory, then
+/// rename). The temp file is made anew (`create_new`: never through a
+/// symbolic link someone left at its name).
 fn write_atomically(path: &Path, text: &str) -> Result<(), NginxError> {
+    use std::io::Write as _;
     let file = |source| NginxError::File {
         path: path.to_path_buf(),
         source,
     };
     let tmp = path.with_extension("serin-tmp");
-    std::fs::write(&tmp, text).map_err(file)?;
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(file(e)),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(file)?;
+    f.write_all(text.as_bytes()).map_err(file)?;
+    drop(f);
     std::fs::rename(&tmp, path).map_err(file)
 }
 
@@ -352,6 +382,15 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), NginxError> {
 /// none) and the error says what failed.
 pub async fn install(config: &NginxConfig, text: &str) -> Result<(), NginxError> {
     let previous = std::fs::read_to_string(&config.include).ok();
+    let ours = header(&config.rollout);
+    if let Ok(meta) = std::fs::symlink_metadata(&config.include)
+        && (!meta.is_file() || !previous.as_deref().is_some_and(|p| p.starts_with(&ours)))
+    {
+        return Err(NginxError::NotOurs {
+            path: config.include.clone(),
+            header: ours,
+        });
+    }
     if let Some(parent) = config.include.parent()
         && !parent.as_os_str().is_empty()
     {
