@@ -826,10 +826,15 @@ impl Judge {
             Kind::ClientErrorRatio(m) => {
                 r.limit = m;
                 let acc = &self.rollout;
-                if acc.canary.client_requests == 0 && acc.stable.client_requests == 0 {
-                    // Skipped, as documented: not every source counts 4xx.
-                    r.reason =
-                        "client errors (4xx): not checked, the metric source counts none".into();
+                if acc.canary.client_requests == 0 || acc.stable.client_requests == 0 {
+                    // Skipped, as documented: not every source counts 4xx,
+                    // and with one side only there is nothing to compare.
+                    r.reason = if acc.canary.client_requests == 0 && acc.stable.client_requests == 0
+                    {
+                        "client errors (4xx): not checked, the metric source counts none".into()
+                    } else {
+                        "client errors (4xx): not checked yet, counted for one version only".into()
+                    };
                     return r;
                 }
                 r.canary = acc.canary.client_error_rate();

@@ -467,14 +467,45 @@ impl<'de> Deserialize<'de> for Percent {
     }
 }
 
-/// Characters that make a label read differently from what it is: control
-/// characters, and the invisible or direction-changing format characters
-/// (bidirectional overrides and isolates, zero-width characters).
-fn hidden_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+/// Whether two upstream URLs name one server: the same host and port, or
+/// the same port on two names of this machine's loopback (`localhost`,
+/// `127.0.0.1`, `[::1]`, `[::ffff:127.0.0.1]`).
+fn same_server(a: &str, b: &str) -> bool {
+    let (Ok(a), Ok(b)) = (Upstream::parse(a), Upstream::parse(b)) else {
+        return false;
+    };
+    let (a, b) = (a.authority(), b.authority());
+    let port = |x: &http::uri::Authority| x.port_u16().unwrap_or(80);
+    let loopback = |host: &str| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || match host.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+                Ok(std::net::IpAddr::V6(ip)) => {
+                    ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                }
+                // `127.1`, `0x7f.1`: numeric forms the resolver reads as
+                // addresses (no DNS asked for these).
+                Err(_)
+                    if host
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() || c == '.' || c == 'x') =>
+                {
+                    std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+                        .is_ok_and(|mut addrs| addrs.any(|a| a.ip().is_loopback()))
+                }
+                Err(_) => false,
+            }
+    };
+    port(a) == port(b)
+        && (a.host().eq_ignore_ascii_case(b.host()) || (loopback(a.host()) && loopback(b.host())))
+}
+
+/// A version label reads as what it is: visible ASCII only (no space, no
+/// control, invisible, direction-changing or look-alike characters), at
+/// most 128 of them, as a container image tag allows.
+fn readable_label(label: &str) -> bool {
+    label.len() <= 128 && label.chars().all(|c| c.is_ascii_graphic())
 }
 
 /// The longest duration a rollout file may give: 30 days (a longer wait is
@@ -1014,11 +1045,11 @@ impl Checker {
                 &version.referenced,
                 format!("{which}.version: expected a version label, got an empty one"),
             );
-        } else if version.value.chars().any(hidden_char) {
+        } else if !readable_label(&version.value) {
             self.at(
                 &version.referenced,
                 format!(
-                    "{which}.version: expected a version label of visible characters, got one with control or direction-changing characters (it would read differently from what it is)"
+                    "{which}.version: expected a version label of at most 128 visible ASCII characters, like v1.2.0 (no spaces, no invisible or look-alike characters: a label must read as what it is)"
                 ),
             );
         } else if stable.is_some_and(|s| s.version == version.value) {
@@ -1031,7 +1062,7 @@ impl Checker {
             );
         }
         if let (Some(u), Some(theirs)) = (&upstream, stable.and_then(|s| s.upstream.as_ref()))
-            && &u.value == theirs
+            && same_server(&u.value, theirs)
         {
             self.at(
                 &u.referenced,
@@ -1040,15 +1071,13 @@ impl Checker {
                 ),
             );
         }
-        let upstream = upstream.and_then(|u| {
+        // A bad upstream is reported here, once; it stays "given", so no
+        // second error says it is missing.
+        let upstream = upstream.map(|u| {
             if let Err(e) = Upstream::parse(&u.value) {
-                self.at(
-                    &u.referenced,
-                    format!("{which}.upstream: expected http://host:port, {e}"),
-                );
-                return None;
+                self.at(&u.referenced, format!("{which}.upstream: {e}"));
             }
-            Some(u.value)
+            u.value
         });
         Side {
             version: version.value,
@@ -1801,7 +1830,28 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
             "{p:?}"
         );
         let p = problems(&MINIMAL.replacen("v2", "\"v2\\u202Eevil\"", 1));
-        assert!(p.iter().any(|e| e.contains("visible characters")), "{p:?}");
+        assert!(p.iter().any(|e| e.contains("visible ASCII")), "{p:?}");
+        for look_alike in ["v1\\u00AD", "\\u0432", "v1\\u00A0", "v1 ", "v1\\u2028"] {
+            let p = problems(&MINIMAL.replacen("v2", &format!("\"{look_alike}\""), 1));
+            assert!(
+                p.iter().any(|e| e.contains("visible ASCII")),
+                "{look_alike}: {p:?}"
+            );
+        }
+        for same in [
+            "http://127.1:9001",
+            "http://localhost:9001",
+            "http://[::ffff:127.0.0.1]:9001",
+            "http://[::1]:9001",
+        ] {
+            let p = problems(&MINIMAL.replacen("http://127.0.0.1:9002", same, 1));
+            assert!(
+                p.iter()
+                    .any(|e| e.contains("expected a server other than stable's"))
+                    || p.iter().any(|e| e.contains("canary.upstream")),
+                "{same}: {p:?}"
+            );
+        }
     }
 
     #[test]
