@@ -91,8 +91,19 @@ impl Guard {
                 self.own
             ));
         }
+        // host[:port] with a port of digits only (`127.0.0.1:9900,evil`
+        // or `localhost:0x50` name no port a client could mean).
         let name = value
             .parse::<axum::http::uri::Authority>()
+            .ok()
+            .filter(|a| {
+                value.strip_prefix(a.host()).is_some_and(|rest| {
+                    rest.is_empty()
+                        || rest.strip_prefix(':').is_some_and(|p| {
+                            p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+                        })
+                })
+            })
             .map(|a| a.host().to_string())
             .unwrap_or_default();
         if !name.is_empty() && self.is_own(&name) {
@@ -234,6 +245,8 @@ mod tests {
         }
         for host in [
             "evil.example:9900",
+            "127.0.0.1:9900,evil.example",
+            "localhost:0x50",
             "10.0.0.5.evil.example",
             "",
             "localhost.evil.example",
