@@ -202,8 +202,10 @@ const RETRY_END: Duration = Duration::from_secs(1);
 /// The first wait before a failed store write is tried again; doubled on
 /// every failure up to [`STORE_BACKOFF_MAX`].
 const STORE_BACKOFF: Duration = Duration::from_millis(500);
-/// The longest wait between store retries.
-const STORE_BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// The longest wait between store retries: a write that fails costs at most
+/// the store's 250 ms busy timeout, so trying every 2 s is cheap and the
+/// state is written soon after the database answers again.
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Work for the analysis task, in order.
 enum Job {
