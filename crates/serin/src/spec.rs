@@ -1191,6 +1191,23 @@ impl Checker {
             }
         }
         let nginx = match (provider, raw.nginx) {
+            // nginx appends JSON to the access log: where nginx reads
+            // configuration (the include, any `*.conf`) it would break
+            // every later `nginx -t`, every rollout's rollback included.
+            (Provider::Nginx, Some(n))
+                if n.access_log == n.include
+                    || n.access_log.extension().is_some_and(|e| e == "conf") =>
+            {
+                self.at(
+                    &at,
+                    format!(
+                        "traffic.nginx.accessLog: expected a log file of its own, not the include nor a `.conf` file nginx could read as configuration, got `{}`",
+                        n.access_log.display()
+                    ),
+                );
+                ok = false;
+                None
+            }
             (Provider::Nginx, Some(n)) => Some(NginxSettings {
                 include: n.include,
                 test: crate::providers::traffic::nginx::argv(
@@ -2242,6 +2259,20 @@ traffic:
     fn providers_need_their_sections() {
         let text = MINIMAL.replace("traffic:\n", "traffic:\n  provider: nginx\n");
         assert!(problems(&text)[0].contains("traffic.nginx"));
+        // An access log where nginx reads configuration is refused (found
+        // by the outside tests: it broke every later `nginx -t`).
+        for log in ["/etc/nginx/conf.d/zz.conf", "/etc/nginx/conf.d/serin.conf"] {
+            let text = MINIMAL.replace(
+                "traffic:\n",
+                &format!("traffic:\n  provider: nginx\n  nginx: {{include: /etc/nginx/conf.d/serin.conf, accessLog: {log}}}\n"),
+            );
+            let p = problems(&text);
+            assert!(
+                p.iter()
+                    .any(|l| l.contains("traffic.nginx.accessLog: expected a log file of its own")),
+                "{p:?}"
+            );
+        }
         let text = "name: a\nstable: {version: v1}\ncanary: {version: v2}\ntraffic:\n  provider: gateway-api\n  kubernetes: {namespace: shop, deployment: a}\n";
         let p = problems(text);
         assert!(
