@@ -449,8 +449,22 @@ impl Daemon {
             Err(StoreError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(format!("the state database: {e}")),
         };
-        let setup = self.setup_for(&record)?;
-        self.permitted(&setup)?;
+        // Neither the file nor the policy changes while the daemon runs;
+        // should either fail, the rollout is not started, as at start.
+        let setup = match self
+            .setup_for(&record)
+            .map_err(|e| format!("its stored file is no longer valid: {e}"))
+            .and_then(|s| self.permitted(&s).map(|()| s))
+        {
+            Ok(s) => s,
+            Err(why) => {
+                let _map = self.rollouts.lock().await;
+                if self.starting_map().remove(name).is_some() {
+                    self.not_start(name, why);
+                }
+                return Ok(());
+            }
+        };
         let plane = DataPlane::start(&setup, record.state.weight)
             .await
             .map_err(|e| start_error(&e))?;
