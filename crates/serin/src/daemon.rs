@@ -13,8 +13,12 @@
 //! - On start, every stored rollout gets its proxy back at its persisted
 //!   weight, and every rollout in progress its driver. A rollout that cannot
 //!   be started (a row that does not read, a file no longer valid, a command
-//!   not allowed, an address in use) is reported in its status as not
-//!   running; the others start.
+//!   not allowed) is reported in its status as not running; the others
+//!   start. One whose data plane cannot start for want of something that may
+//!   come back (`nginx -t` failing, an address in use) is not abandoned: the
+//!   daemon keeps trying to start it in the background (1 s, doubling to
+//!   10 s), its status says its weight is not in force and why, and once
+//!   the plane starts the stored weight is in force and its driver runs.
 //!
 //! # Commands
 //! A rollout file sent over the API never makes the daemon run a program the
@@ -33,16 +37,18 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use serin_proxy::{RolloutMetrics, RoutingTable, Version, VersionSnapshot, Weight};
 use tokio::sync::Mutex;
 
 use crate::api::wire::{self, DeployRequest, RolloutStatus};
+use crate::controller::driver::Health;
 use crate::controller::driver::{DriverError, now_millis};
 use crate::controller::machine::{Input, Phase, State};
 use crate::report::{Report, rfc3339};
-use crate::runtime::{DataPlane, RunningDriver, Setup};
+use crate::runtime::{DataPlane, RunningDriver, Setup, StartError};
 use crate::store::{RolloutRecord, Store, StoreError};
 
 /// Why a daemon operation failed; the API maps each kind to a status.
@@ -291,6 +297,9 @@ struct Entry {
     setup: Setup,
     plane: DataPlane,
     driver: Option<RunningDriver>,
+    /// The canary weight the plane took when the daemon started it again
+    /// (what is in force while no driver runs; none after `register`).
+    started_at: Option<Weight>,
 }
 
 /// Where a rollout runs here, for its status: its data plane and, once
@@ -298,6 +307,8 @@ struct Entry {
 trait Here {
     fn plane(&self) -> &DataPlane;
     fn driver(&self) -> Option<&RunningDriver>;
+    /// The weight the plane took when started again, if it was.
+    fn started_at(&self) -> Option<Weight>;
 }
 
 impl Here for Entry {
@@ -307,6 +318,9 @@ impl Here for Entry {
     fn driver(&self) -> Option<&RunningDriver> {
         self.driver.as_ref()
     }
+    fn started_at(&self) -> Option<Weight> {
+        self.started_at
+    }
 }
 
 impl Here for DataPlane {
@@ -314,6 +328,9 @@ impl Here for DataPlane {
         self
     }
     fn driver(&self) -> Option<&RunningDriver> {
+        None
+    }
+    fn started_at(&self) -> Option<Weight> {
         None
     }
 }
@@ -328,6 +345,24 @@ pub struct Daemon {
     rollouts: Mutex<BTreeMap<String, Entry>>,
     /// Stored rollouts this daemon did not start, with why.
     not_running: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Stored rollouts whose data plane could not start yet for want of
+    /// something that may come back, with the last error; a background task
+    /// retries each. Changed only under the `rollouts` lock.
+    starting: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+/// The first wait before starting a data plane again.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two tries.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// What a data plane's failure to start says in a status: nginx's own
+/// words (`nginx -t: …`), as a running driver says them.
+fn start_error(e: &StartError) -> String {
+    match e {
+        StartError::Nginx(why) => why.clone(),
+        other => other.to_string(),
+    }
 }
 
 impl Daemon {
@@ -348,6 +383,7 @@ impl Daemon {
             parse,
             rollouts: Mutex::new(BTreeMap::new()),
             not_running: std::sync::Mutex::new(BTreeMap::new()),
+            starting: std::sync::Mutex::new(BTreeMap::new()),
         });
         let rows = daemon.store.list_each()?;
         let mut map = daemon.rollouts.lock().await;
@@ -373,28 +409,85 @@ impl Daemon {
             let plane = match DataPlane::start(&setup, record.state.weight).await {
                 Ok(p) => p,
                 Err(e) => {
-                    daemon.not_start(&name, e.to_string());
+                    let why = start_error(&e);
+                    tracing::error!(rollout = %name, "not started yet: {e}; retrying in {RETRY_FIRST:?}");
+                    daemon.starting_map().insert(name.clone(), why);
+                    tokio::spawn(keep_starting(Arc::downgrade(&daemon), name));
                     continue;
                 }
             };
-            let driver = (record.canary_version.is_some() && !record.state.phase.is_finished())
-                .then(|| {
-                    RunningDriver::spawn(&setup, daemon.store.clone(), record.clone(), &plane)
-                });
-            if driver.is_some() {
-                tracing::info!(rollout = %record.name, phase = record.state.phase.as_str(), step = record.state.step, weight = %record.state.weight, "resumed");
-            }
-            map.insert(
-                record.name.clone(),
-                Entry {
-                    setup,
-                    plane,
-                    driver,
-                },
-            );
+            let entry = daemon.entry(setup, &record, plane);
+            map.insert(record.name.clone(), entry);
         }
         drop(map);
         Ok(daemon)
+    }
+
+    /// A started rollout's entry: its plane and, while it is in progress,
+    /// its driver (which applies the stored state again).
+    fn entry(&self, setup: Setup, record: &RolloutRecord, plane: DataPlane) -> Entry {
+        let driver = (record.canary_version.is_some() && !record.state.phase.is_finished())
+            .then(|| RunningDriver::spawn(&setup, self.store.clone(), record.clone(), &plane));
+        if driver.is_some() {
+            tracing::info!(rollout = %record.name, phase = record.state.phase.as_str(), step = record.state.step, weight = %record.state.weight, "resumed");
+        }
+        Entry {
+            setup,
+            plane,
+            driver,
+            started_at: Some(record.state.weight),
+        }
+    }
+
+    /// One try at starting a rollout whose data plane could not start:
+    /// `Ok` when it runs now or no longer waits (cleaned up, registered
+    /// again, the daemon stopping), the error to retry on otherwise. The
+    /// `rollouts` lock is not held while the plane starts.
+    async fn start_again(&self, name: &str) -> Result<(), String> {
+        let record = match self.store.get(name) {
+            Ok(r) => r,
+            Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(format!("the state database: {e}")),
+        };
+        // Neither the file nor the policy changes while the daemon runs;
+        // should either fail, the rollout is not started, as at start.
+        let setup = match self
+            .setup_for(&record)
+            .map_err(|e| format!("its stored file is no longer valid: {e}"))
+            .and_then(|s| self.permitted(&s).map(|()| s))
+        {
+            Ok(s) => s,
+            Err(why) => {
+                let _map = self.rollouts.lock().await;
+                if self.starting_map().remove(name).is_some() {
+                    self.not_start(name, why);
+                }
+                return Ok(());
+            }
+        };
+        let plane = DataPlane::start(&setup, record.state.weight)
+            .await
+            .map_err(|e| start_error(&e))?;
+        let mut map = self.rollouts.lock().await;
+        if self.starting_map().remove(name).is_none() || map.contains_key(name) {
+            drop(map);
+            plane.stop().await;
+            return Ok(());
+        }
+        tracing::info!(rollout = %name, weight = %record.state.weight, "started: the stored weight is in force");
+        let entry = self.entry(setup, &record, plane);
+        map.insert(name.to_string(), entry);
+        Ok(())
+    }
+
+    fn starting_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.starting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why a stored rollout's data plane has not started yet, if it is
+    /// being retried.
+    fn why_starting(&self, name: &str) -> Option<String> {
+        self.starting_map().get(name).cloned()
     }
 
     /// Whether the operator allowed everything `setup` would make the daemon
@@ -428,6 +521,12 @@ impl Daemon {
 
     /// The error for a command to a rollout this daemon does not run.
     fn absent(&self, name: &str) -> DaemonError {
+        if let Some(why) = self.why_starting(name) {
+            return DaemonError::Unavailable(format!(
+                "rollout {name} is not started yet: its data plane does not start: {why}; \
+                 the daemon keeps trying, and runs it once it starts"
+            ));
+        }
         match self.why_not_running(name) {
             Some(why) => DaemonError::Conflict(format!(
                 "rollout {name} is not running in this daemon: {why}"
@@ -499,6 +598,7 @@ impl Daemon {
             }
         };
         self.not_running_map().remove(&setup.name);
+        self.starting_map().remove(&setup.name);
         let status = self.status_of(&record, Some(&plane));
         map.insert(
             setup.name.clone(),
@@ -506,6 +606,7 @@ impl Daemon {
                 setup,
                 plane,
                 driver: None,
+                started_at: None,
             },
         );
         Ok(status)
@@ -612,6 +713,7 @@ impl Daemon {
         }
         self.store.remove(name)?;
         self.not_running_map().remove(name);
+        self.starting_map().remove(name);
         Ok(())
     }
 
@@ -771,13 +873,35 @@ impl Daemon {
             self.steps_of(record),
         );
         // What is in force: the driver knows; without one, the built-in
-        // proxy's own weight (another data plane's is not known here).
+        // proxy's own weight, or the weight another data plane took when
+        // the daemon started it (nothing has changed it since).
         match here.and_then(|h| h.driver()) {
             Some(driver) => status = status.with_health(record, &driver.health()),
-            None => status.weight_in_force = proxy.map(|p| p.weight().percent()),
+            None => {
+                status.weight_in_force = proxy
+                    .map(|p| p.weight())
+                    .or_else(|| here.and_then(|h| h.started_at()))
+                    .map(Weight::percent)
+            }
         }
         if let Some(why) = self.why_not_running(&record.name) {
             status.reason = format!("not running in this daemon: {why}");
+        }
+        if let Some(why) = self.why_starting(&record.name) {
+            // Nothing of what the record says is known to be in force: the
+            // data plane did not start (nginx keeps what it had).
+            let health = Health {
+                weight_pending: Some(record.state.weight),
+                router_error: Some(why),
+                ..Health::default()
+            };
+            status.weight_in_force = None;
+            status.not_in_force = wire::not_in_force(record.state.phase, &health);
+            status.reason = format!(
+                "{}; the daemon keeps trying to start its data plane; {}",
+                status.not_in_force.join("; "),
+                status.reason
+            );
         }
         status
     }
@@ -790,11 +914,39 @@ impl Daemon {
     /// every proxy.
     pub async fn shutdown(&self) {
         let mut map = self.rollouts.lock().await;
+        self.starting_map().clear();
         for (_, entry) in std::mem::take(&mut *map) {
             if let Some(driver) = entry.driver {
                 let _ = driver.finish(async {}).await;
             }
             entry.plane.stop().await;
+        }
+    }
+}
+
+/// Tries to start a stored rollout's data plane again and again (1 s,
+/// doubling to 10 s), each failure logged, until it runs or no longer waits.
+async fn keep_starting(daemon: Weak<Daemon>, name: String) {
+    let mut wait = RETRY_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(daemon) = daemon.upgrade() else {
+            return;
+        };
+        if daemon.why_starting(&name).is_none() {
+            return;
+        }
+        match daemon.start_again(&name).await {
+            Ok(()) => return,
+            Err(why) => {
+                wait = (wait * 2).min(RETRY_MAX);
+                tracing::warn!(rollout = %name, "not started yet: {why}; retrying in {wait:?}");
+                // Only while it still waits (not cleaned up or registered).
+                let _map = daemon.rollouts.lock().await;
+                if let Some(last) = daemon.starting_map().get_mut(&name) {
+                    *last = why;
+                }
+            }
         }
     }
 }
