@@ -232,6 +232,13 @@ pub struct Store {
 }
 
 impl Store {
+    /// Where a rollback the database could not take is recorded until it
+    /// can (`DIR/NAME.rollback-pending`, beside the database): a small file
+    /// written and synced on its own, so a crash meanwhile loses nothing.
+    pub fn pending_rollback_path(&self, name: &str) -> PathBuf {
+        self.path.with_file_name(format!("{name}.rollback-pending"))
+    }
+
     /// Opens `DIR/serin.db` as its one owner (`serve`, `run`, `demo`): takes
     /// the state directory's lock first (see [`crate::statedir`]) and keeps
     /// it while the store (any clone) lives.
@@ -350,6 +357,9 @@ impl Store {
         )
         .map_err(|e| self.sql(e))?;
         drop(conn);
+        // A new run starts from nothing: a rollback recorded for an earlier
+        // one (see `pending_rollback_path`) is not this run's.
+        let _ = std::fs::remove_file(self.pending_rollback_path(&record.name));
         self.get(&record.name)
     }
 
@@ -499,7 +509,9 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         tx.execute("DELETE FROM samples WHERE rollout = ?1", params![name])
             .map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))
+        tx.commit().map_err(|e| self.sql(e))?;
+        let _ = std::fs::remove_file(self.pending_rollback_path(name));
+        Ok(())
     }
 
     /// A rollout's decisions, oldest first.

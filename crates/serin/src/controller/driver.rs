@@ -13,7 +13,10 @@
 //! - Persist, then apply: a decision is in SQLite before the data plane sees
 //!   it. After a crash, [`Driver::run`] re-applies the persisted weight first.
 //!   One exception, the safe direction: a rollback the store cannot take yet
-//!   is applied at once and written as soon as the store answers.
+//!   is applied at once and written as soon as the store answers; meanwhile
+//!   it is recorded in a small synced file beside the database
+//!   ([`Store::pending_rollback_path`]), which the next start applies first,
+//!   so a crash before the database answers loses no rollback.
 //! - While the store cannot be written (locked by a backup tool, disk full,
 //!   another writer) nothing moves forward: no step, no weight, no
 //!   promotion. Writes are retried with backoff; analyses go on, so a failing
@@ -434,6 +437,20 @@ impl Driver {
     ) -> Result<RolloutRecord, DriverError> {
         tokio::pin!(shutdown);
         let _analysis = self.start_analysis();
+        // A rollback decided before a crash that the database never took:
+        // canary out first, then the rollback through the machine.
+        let pending = self.store.pending_rollback_path(&self.record.name);
+        if let Ok(reason) = std::fs::read_to_string(&pending) {
+            if !self.record.state.phase.is_finished() {
+                tracing::warn!(rollout = %self.record.name, "a rollback decided before serin stopped was never written: applying it now");
+                self.apply(Weight::ZERO, Instant::now()).await;
+                let reason = reason.trim().to_string();
+                self.feed_logged(Input::RecoveredRollback { reason }).await;
+            }
+            if self.record.state.phase == Phase::RolledBack && !self.dirty {
+                self.forget_pending_rollback();
+            }
+        }
         // Repair whatever a crash left between persist and apply.
         self.apply(self.record.state.weight, Instant::now()).await;
         if matches!(self.record.state.phase, Phase::Progressing | Phase::Paused) {
@@ -773,6 +790,9 @@ impl Driver {
                     next.generation = generation;
                     self.unsaved.clear();
                     self.dirty = false;
+                    if next.state.phase == Phase::RolledBack {
+                        self.forget_pending_rollback();
+                    }
                 }
                 Err(SaveError::Adopted(e)) => return Err(e.into()),
                 Err(e) if forward => {
@@ -790,6 +810,7 @@ impl Driver {
                 Err(_) => {
                     if rolls_back {
                         tracing::error!(rollout = %self.record.name, reason = %next.state.reason, "rolling back before the state database has it (the safe direction); it is written as soon as the database answers");
+                        self.record_pending_rollback(&next.state.reason);
                     }
                     self.unsaved = decisions;
                     self.dirty = true;
@@ -987,6 +1008,9 @@ impl Driver {
                 let mut written = f.record;
                 written.generation = generation;
                 self.dirty = written != self.record || !self.unsaved.is_empty();
+                if written.state.phase == Phase::RolledBack {
+                    self.forget_pending_rollback();
+                }
             }
             Err(Some(StoreError::Conflict(name))) => match self.load().await {
                 Ok(stored) if self.record.state.phase == Phase::RolledBack => {
@@ -1090,6 +1114,32 @@ impl Driver {
     }
 
     /// Writes on a blocking thread; `None` if that thread was lost.
+    /// Writes the write-ahead record of a rollback the database could not
+    /// take (see [`Store::pending_rollback_path`]), synced before returning.
+    fn record_pending_rollback(&self, reason: &str) {
+        use std::io::Write as _;
+        let path = self.store.pending_rollback_path(&self.record.name);
+        let written = std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(reason.as_bytes()).and_then(|()| f.sync_all()));
+        if let Err(e) = written {
+            tracing::error!(rollout = %self.record.name, "cannot record the rollback outside the database either ({}): {e}", path.display());
+        }
+    }
+
+    /// The rollback is in the database: its write-ahead record goes.
+    fn forget_pending_rollback(&self) {
+        let path = self.store.pending_rollback_path(&self.record.name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(rollout = %self.record.name, "the rollback is written; its record outside the database is removed")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(rollout = %self.record.name, "cannot remove {}: {e}", path.display())
+            }
+        }
+    }
+
     fn persist(
         &self,
         record: &RolloutRecord,
@@ -1781,6 +1831,63 @@ mod tests {
             !health.unsaved && health.store_error.is_none(),
             "{health:?}"
         );
+    }
+
+    /// Found by an outside test: a rollback decided while the database was
+    /// locked, then `kill -9`: on restart the stored 50 % came back and the
+    /// rollback was lost. Now it is recorded outside the database first, and
+    /// the next start applies it before anything else.
+    #[tokio::test]
+    async fn a_rollback_the_locked_store_never_took_survives_a_crash() {
+        let rig = Rig::new().await;
+        let (driver, handle) = Driver::new(
+            long_plan(),
+            rig.store.clone(),
+            rig.register(),
+            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            scripted(&rig),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| rig.proxy.weight() == w(10.0)).await;
+        let lock = rusqlite::Connection::open(rig._dir.path().join("serin.db")).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        until(|| handle.health().store_error.is_some()).await;
+        rig.verdicts.lock().unwrap().push_back(Verdict::Fail);
+        until(|| rig.proxy.weight() == Weight::ZERO).await;
+        let pending = rig.store.pending_rollback_path("checkout");
+        assert!(pending.exists(), "recorded outside the database");
+        // The process dies: no last write.
+        task.abort();
+        let _ = task.await;
+        lock.execute_batch("COMMIT").unwrap();
+        let stored = rig.store.get("checkout").unwrap();
+        assert_eq!(
+            stored.state.phase,
+            Phase::Progressing,
+            "the database never had it"
+        );
+        // The next start: the canary stays out, the rollback is written.
+        rig.proxy.set_weight(w(10.0));
+        let (driver, _handle) = Driver::new(
+            long_plan(),
+            rig.store.clone(),
+            stored,
+            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            scripted(&rig),
+        );
+        let done = bounded(driver.run(std::future::pending())).await.unwrap();
+        assert_eq!(done.state.phase, Phase::RolledBack);
+        assert!(
+            done.state.reason.contains("before serin stopped"),
+            "{}",
+            done.state.reason
+        );
+        assert_eq!(rig.proxy.weight(), Weight::ZERO);
+        assert_eq!(
+            rig.store.get("checkout").unwrap().state.phase,
+            Phase::RolledBack
+        );
+        assert!(!pending.exists(), "removed once the database has it");
     }
 
     #[tokio::test]

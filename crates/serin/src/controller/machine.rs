@@ -230,6 +230,12 @@ pub enum Input {
     },
     /// `serin rollback`.
     Rollback,
+    /// A rollback decided before serin stopped, which the state database
+    /// could not take then (found in its write-ahead record at start).
+    RecoveredRollback {
+        /// Why it was rolled back.
+        reason: String,
+    },
     /// `serin pause`.
     Pause,
     /// `serin resume`.
@@ -357,6 +363,7 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
         Input::Gate { open, detail } => t.gate(open, detail),
         Input::Promote { full } => t.promote(full)?,
         Input::Rollback => t.rollback_by_operator()?,
+        Input::RecoveredRollback { reason } => t.recovered_rollback(reason),
         Input::Pause => t.pause()?,
         Input::Resume => t.resume()?,
         Input::SetWeight(w) => t.set_weight_by_hand(w)?,
@@ -831,6 +838,15 @@ impl Machine<'_> {
         self.record(DecisionKind::Operator, None, "rollback requested");
         self.roll_back("manual".into());
         Ok(())
+    }
+
+    fn recovered_rollback(&mut self, reason: String) {
+        if self.state.phase.is_finished() {
+            return; // written after all: nothing to redo
+        }
+        self.roll_back(format!(
+            "rolled back before serin stopped (the state database could not take it then): {reason}"
+        ));
     }
 
     fn roll_back(&mut self, why: String) {
