@@ -673,7 +673,10 @@ impl Daemon {
     pub async fn command(&self, name: &str, input: Input) -> Result<RolloutStatus, DaemonError> {
         let handle = {
             let map = self.rollouts.lock().await;
-            let entry = map.get(name).ok_or_else(|| self.absent(name))?;
+            let Some(entry) = map.get(name) else {
+                drop(map);
+                return self.rollback_while_starting(name, input);
+            };
             match &entry.driver {
                 Some(d) if !d.is_finished() => d.handle.clone(),
                 _ => {
@@ -696,6 +699,28 @@ impl Daemon {
         let record = handle.command(input).await?;
         let map = self.rollouts.lock().await;
         Ok(self.status_of(&record, map.get(name)))
+    }
+
+    /// An operator's rollback of a rollout whose data plane does not start
+    /// yet is never refused: it is decided and written now, and the plane
+    /// starts at weight 0 when it can. Other commands wait for the plane.
+    fn rollback_while_starting(
+        &self,
+        name: &str,
+        input: Input,
+    ) -> Result<RolloutStatus, DaemonError> {
+        if input != Input::Rollback || self.why_starting(name).is_none() {
+            return Err(self.absent(name));
+        }
+        let mut record = self.store.get(name)?;
+        let setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
+        let now = now_millis();
+        let t = crate::controller::machine::step(&setup.plan, &record.state, now, input)
+            .map_err(|r| DaemonError::Conflict(r.0))?;
+        record.state = t.state;
+        record.generation = self.store.save(&record, &t.decisions, now)?;
+        tracing::warn!(rollout = %name, "rolled back by an operator while its data plane does not start; weight 0 is applied when it does");
+        Ok(self.status_of(&record, None::<&Entry>))
     }
 
     /// Stops and forgets a rollout: weight 0 first, then driver and proxy.

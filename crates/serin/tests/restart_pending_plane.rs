@@ -86,15 +86,10 @@ fn daemon(nginx: &Nginx, state: &Path) -> (Proc, SocketAddr) {
     (proc, api_addr)
 }
 
-#[test]
-fn a_rollback_nginx_refused_before_a_crash_is_retried_after_the_restart() {
-    let nginx = Nginx::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (_stable, stable) = demo_app("v1", &[]);
-    let (_canary, canary) = demo_app("v2", &[]);
-    let name = "ngx";
+/// The nginx-provider rollout `name` at 10 %, then `pause: {}`.
+fn nginx_rollout(nginx: &Nginx, name: &str, stable: SocketAddr, canary: SocketAddr) -> String {
     let include = nginx.include(&format!("serin-{name}"));
-    let yaml = Rollout::new(name, local(free_port()), stable, canary)
+    Rollout::new(name, local(free_port()), stable, canary)
         .traffic(&format!(
             "  provider: nginx
   nginx:
@@ -110,7 +105,18 @@ fn a_rollback_nginx_refused_before_a_crash_is_retried_after_the_restart() {
         ))
         .steps("  - setWeight: 10\n  - pause: {}\n")
         .no_data_limit(1000)
-        .yaml();
+        .yaml()
+}
+
+#[test]
+fn a_rollback_nginx_refused_before_a_crash_is_retried_after_the_restart() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let name = "ngx";
+    let include = nginx.include(&format!("serin-{name}"));
+    let yaml = nginx_rollout(&nginx, name, stable, canary);
     let file = write(dir.path(), "rollout.yaml", &yaml);
     let state = dir.path().join("state");
     let (mut first, api_addr) = daemon(&nginx, &state);
@@ -182,6 +188,57 @@ fn a_rollback_nginx_refused_before_a_crash_is_retried_after_the_restart() {
     let conf = std::fs::read_to_string(&include).unwrap_or_default();
     assert!(
         !conf.contains("% canary") && conf.contains("* stable;"),
+        "all traffic on stable in nginx: {conf}"
+    );
+}
+
+/// An operator's rollback is never refused: a rollout whose data plane does
+/// not start after a restart (nginx -t failing) is rolled back when asked
+/// (it was 503 "not started yet"), and nginx gets weight 0 once it can.
+#[test]
+fn a_rollback_asked_while_the_plane_does_not_start_is_taken_and_applied_later() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let name = "ngx";
+    let include = nginx.include(&format!("serin-{name}"));
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &nginx_rollout(&nginx, name, stable, canary),
+    );
+    let state = dir.path().join("state");
+    let (mut first, api_addr) = daemon(&nginx, &state);
+    let api = format!("http://{api_addr}");
+    let file = file.display().to_string();
+    for args in [vec!["init", file.as_str()], vec!["deploy", name, "v2"]] {
+        let o = cli(&api, &args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+    }
+    wait_status(api_addr, name, "10 % in force", |s| {
+        s["weightInForce"].as_f64() == Some(10.0) && s["phase"] == "Paused"
+    });
+    let broken = nginx.dir.join("conf.d/zz-unrelated.conf");
+    std::fs::write(&broken, "bogus_directive on;\n").unwrap();
+    first.kill();
+    let (_second, api_addr) = daemon(&nginx, &state);
+    let api = format!("http://{api_addr}");
+    wait_status(api_addr, name, "the plane not started", |s| {
+        !s["notInForce"].as_array().is_none_or(|a| a.is_empty())
+    });
+    let o = cli(&api, &["rollback", name]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    wait_status(api_addr, name, "rolled back, not in force yet", |s| {
+        s["phase"] == "RolledBack" && s["weight"].as_f64() == Some(0.0)
+    });
+    std::fs::remove_file(&broken).unwrap();
+    wait_status(api_addr, name, "the rollback in force", |s| {
+        s["weightInForce"].as_f64() == Some(0.0) && s["phase"] == "RolledBack"
+    });
+    let conf = std::fs::read_to_string(&include).unwrap_or_default();
+    assert!(
+        !conf.contains("% canary"),
         "all traffic on stable in nginx: {conf}"
     );
 }
