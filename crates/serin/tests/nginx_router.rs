@@ -199,3 +199,52 @@ async fn a_file_serin_did_not_write_is_never_replaced() {
         "the include is a file of its own"
     );
 }
+
+/// Found by an outside test: an access log that is a link (symbolic or
+/// hard) to the operator's configuration, or any file of theirs, had nginx
+/// append JSON to it and broke every later `nginx -t`. Refused before any
+/// write; a log of serin's own lines is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_log_that_is_not_serins_own_is_refused() {
+    let nginx = Nginx::start();
+    let operator = nginx.include("operator");
+    std::fs::write(&operator, "# the operator's own\n").unwrap();
+    let config = |access_log: std::path::PathBuf| NginxConfig {
+        rollout: "checkout".into(),
+        include: nginx.include("serin-checkout"),
+        test: nginx.command(&["-t", "-q"]),
+        reload: nginx.command(&["-s", "reload"]),
+        access_log,
+        listen: local(free_port()),
+        stable: Upstream::parse("http://127.0.0.1:1").unwrap(),
+        canary: Upstream::parse("http://127.0.0.1:2").unwrap(),
+        sticky: None,
+        routes: vec![],
+    };
+    let logs = nginx.dir.join("logs");
+    let soft = logs.join("soft.json");
+    std::os::unix::fs::symlink(&operator, &soft).unwrap();
+    let hard = logs.join("hard.json");
+    std::fs::hard_link(&operator, &hard).unwrap();
+    let theirs = logs.join("theirs.json");
+    std::fs::write(&theirs, "not a log of serin's\n").unwrap();
+    for (log, why) in [
+        (soft, "symbolic link"),
+        (hard, "hard link"),
+        (theirs, "something other"),
+    ] {
+        let c = config(log.clone());
+        let err = install(&c, &render(&c, Weight::ZERO)).await.unwrap_err();
+        assert!(err.to_string().contains(why), "{}: {err}", log.display());
+    }
+    assert_eq!(
+        std::fs::read_to_string(&operator).unwrap(),
+        "# the operator's own\n"
+    );
+    assert!(!nginx.include("serin-checkout").exists(), "nothing written");
+    // serin's own log (empty, or with its lines) is fine.
+    let own = logs.join("own.json");
+    std::fs::write(&own, "{\"time\":\"2026-12-06T00:00:00+00:00\"}\n").unwrap();
+    let c = config(own);
+    install(&c, &render(&c, Weight::ZERO)).await.unwrap();
+}

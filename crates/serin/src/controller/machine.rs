@@ -844,9 +844,14 @@ impl Machine<'_> {
         if self.state.phase.is_finished() {
             return; // written after all: nothing to redo
         }
-        self.roll_back(format!(
-            "rolled back before serin stopped (the state database could not take it then): {reason}"
-        ));
+        const SAID: &str =
+            "rolled back before serin stopped (the state database could not take it then)";
+        // After a second crash the reason already says so.
+        self.roll_back(if reason.starts_with(SAID) {
+            reason
+        } else {
+            format!("{SAID}: {reason}")
+        });
     }
 
     fn roll_back(&mut self, why: String) {

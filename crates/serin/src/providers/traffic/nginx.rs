@@ -280,6 +280,17 @@ pub enum NginxError {
         /// The first line serin's file for this rollout begins with.
         header: String,
     },
+    /// The access log path holds something serin's log is not: nginx would
+    /// append to it (the operator's file, a link to one).
+    #[error(
+        "{path}: {why}; traffic.nginx.accessLog must be a file of its own, new or holding only serin's log lines"
+    )]
+    NotALog {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        why: String,
+    },
     /// nginx reloaded, but did not answer with the new file in time.
     #[error(
         "nginx reloaded but did not serve the new configuration within {} s: {detail}",
@@ -345,6 +356,50 @@ async fn run(step: &'static str, argv: &[String]) -> Result<(), NginxError> {
     }
 }
 
+/// nginx appends serin's JSON lines to the access log, so it must be a log
+/// of its own: absent (nginx creates it), or a plain file with one link that
+/// is empty or begins with one of serin's lines. Checked before every write,
+/// so a log swapped for a link (or a hard link) to another file after it was
+/// registered is refused too.
+fn check_access_log(path: &Path) -> Result<(), NginxError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let refuse = |why: &str| NginxError::NotALog {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(NginxError::File {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if meta.file_type().is_symlink() {
+        return Err(refuse("it is a symbolic link"));
+    }
+    if !meta.is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
+    if meta.nlink() > 1 {
+        return Err(refuse("it has other names (a hard link)"));
+    }
+    let mut head = [0u8; 9];
+    let n = std::fs::File::open(path)
+        .and_then(|f| f.take(9).read(&mut head))
+        .map_err(|source| NginxError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if n > 0 && !b"{\"time\":\"".starts_with(&head[..n]) {
+        return Err(refuse("it holds something other than serin's log lines"));
+    }
+    Ok(())
+}
+
 /// The first line of the file serin writes for `rollout`: how serin knows a
 /// file at the include path is its own.
 fn header(rollout: &str) -> String {
@@ -381,6 +436,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), NginxError> {
 /// failure the previous text goes back (or the file is removed if there was
 /// none) and the error says what failed.
 pub async fn install(config: &NginxConfig, text: &str) -> Result<(), NginxError> {
+    check_access_log(&config.access_log)?;
     let previous = std::fs::read_to_string(&config.include).ok();
     let ours = header(&config.rollout);
     if let Ok(meta) = std::fs::symlink_metadata(&config.include)
