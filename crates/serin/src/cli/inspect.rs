@@ -102,6 +102,13 @@ pub fn print_status(s: &RolloutStatus) {
         Some(w) if w != s.weight => {
             format!("canary weight {w} % in force ({} % decided)", s.weight)
         }
+        // Not known (the data plane has not started): never claim it.
+        None if !s.not_in_force.is_empty() => {
+            format!(
+                "canary weight in force unknown ({} % decided, not applied yet)",
+                s.weight
+            )
+        }
         _ => format!("canary weight {} %", s.weight),
     };
     crate::outln!("{}  {}{step}  {weight}", s.name, s.phase);
