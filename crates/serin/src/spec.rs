@@ -484,21 +484,41 @@ fn same_server(a: &str, b: &str) -> bool {
                 Ok(std::net::IpAddr::V6(ip)) => {
                     ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
                 }
-                // `127.1`, `0x7f.1`: numeric forms the resolver reads as
-                // addresses (no DNS asked for these).
-                Err(_)
-                    if host
-                        .chars()
-                        .all(|c| c.is_ascii_hexdigit() || c == '.' || c == 'x') =>
-                {
-                    std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
-                        .is_ok_and(|mut addrs| addrs.any(|a| a.ip().is_loopback()))
-                }
-                Err(_) => false,
+                // `127.1`, `0x7f.0.0.1`: shorthand the resolver reads as
+                // an address (inet_aton), read here without asking it.
+                Err(_) => shorthand_ipv4(host).is_some_and(|ip| ip.is_loopback()),
             }
     };
     port(a) == port(b)
         && (a.host().eq_ignore_ascii_case(b.host()) || (loopback(a.host()) && loopback(b.host())))
+}
+
+/// An IPv4 address in the resolver's shorthand (`127.1`, `0x7f.0.0.1`,
+/// `2130706433`): one to four numbers, decimal, `0x` hex or `0` octal, the
+/// last filling the bytes left.
+fn shorthand_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<u32> = host
+        .split('.')
+        .map(
+            |p| match p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None if p.len() > 1 && p.starts_with('0') => u32::from_str_radix(&p[1..], 8).ok(),
+                None => p.parse().ok(),
+            },
+        )
+        .collect::<Option<_>>()?;
+    let (last, leading) = parts.split_last()?;
+    if leading.len() > 3 || leading.iter().any(|&b| b > 255) {
+        return None;
+    }
+    let room = 8 * (4 - leading.len() as u32);
+    if room < 32 && *last >> room != 0 {
+        return None;
+    }
+    let head = leading.iter().fold(0u32, |acc, &b| (acc << 8) | b);
+    Some(std::net::Ipv4Addr::from(
+        head.checked_shl(room).unwrap_or(0) | last,
+    ))
 }
 
 /// A version label reads as what it is: visible ASCII only (no space, no
@@ -1810,6 +1830,22 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
         let text = format!("{MINIMAL}analysis:\n  errorRate: {{ max: 0.05 }}\n");
         let p = problems(&text);
         assert!(p[0].contains("percentage like 5%"), "{p:?}");
+    }
+
+    #[test]
+    fn resolver_shorthand_addresses_are_read_without_the_resolver() {
+        for (text, ip) in [
+            ("127.1", "127.0.0.1"),
+            ("0x7f.0.0.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("127.0.1", "127.0.0.1"),
+            ("10.0.0.5", "10.0.0.5"),
+        ] {
+            assert_eq!(shorthand_ipv4(text), Some(ip.parse().unwrap()), "{text}");
+        }
+        for text in ["256.1", "1.2.3.4.5", "cafe.example", "127.256.0.1", ""] {
+            assert_eq!(shorthand_ipv4(text), None, "{text}");
+        }
     }
 
     /// Found by trying to break it: these were accepted (a 584-million-year
