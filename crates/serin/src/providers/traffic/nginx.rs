@@ -223,14 +223,13 @@ pub fn render(config: &NginxConfig, weight: Weight) -> String {
     f
 }
 
-/// FNV-1a (64 bit) of `text`, in hex: the generated file's fingerprint.
+/// A hash of `text`, in hex: the generated file's fingerprint (only ever
+/// compared within one process, so std's hasher does).
 fn fingerprint(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// The fingerprint the marker of a generated file answers.
@@ -500,34 +499,29 @@ fn marker_addr(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-/// Asks the marker once, on a fresh connection (so whichever worker
-/// accepts, old or new, answers): the fingerprint it answers.
+/// Asks the marker once, on a fresh connection (a client of its own, so
+/// whichever worker accepts, old or new, answers): the fingerprint it
+/// answers.
 async fn ask_marker(addr: SocketAddr) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use http_body_util::{BodyExt as _, Empty, Limited};
+    use hyper_util::client::legacy::Client;
+    let client =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let uri: http::Uri = format!("http://{addr}{MARKER_PATH}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
     let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        s.write_all(
-            format!("GET {MARKER_PATH} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-        let mut raw = Vec::new();
-        s.take(64 * 1024)
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| "an incomplete answer".to_string())?;
-        let status = head.lines().next().unwrap_or("");
-        if status.split_whitespace().nth(1) != Some("200") {
-            return Err(format!("answered `{status}`"));
+        let response = client.get(uri).await.map_err(|e| format!("{e}"))?;
+        let status = response.status();
+        if status != http::StatusCode::OK {
+            return Err(format!("answered {status}"));
         }
-        Ok(body.trim().to_string())
+        let body = Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| format!("read: {e}"))?
+            .to_bytes();
+        Ok(String::from_utf8_lossy(&body).trim().to_string())
     };
     tokio::time::timeout(Duration::from_secs(1), exchange)
         .await
