@@ -242,6 +242,16 @@ enum SaveError {
     Lost,
 }
 
+/// How a write conflict was resolved.
+enum Resolved {
+    /// A rollback: write it again at the stored generation.
+    Overwrite(i64),
+    /// The stored state was taken.
+    Adopted,
+    /// The stored state could not be read.
+    Unreadable,
+}
+
 /// A background write's outcome: what was written, and the answer.
 struct Flushed {
     record: RolloutRecord,
@@ -942,21 +952,15 @@ impl Driver {
                 }
                 Err(Some(StoreError::Conflict(name))) if conflicts == 0 => {
                     conflicts += 1;
-                    let stored = match self.load().await {
-                        Ok(stored) => stored,
-                        Err(e) => {
-                            self.store_failed(&format!("after a write conflict: {e}"));
+                    match self.after_conflict(&name, overwrite).await {
+                        Resolved::Overwrite(generation) => record.generation = generation,
+                        Resolved::Adopted => {
+                            return Err(SaveError::Adopted(StoreError::Conflict(name)));
+                        }
+                        Resolved::Unreadable => {
                             return Err(SaveError::Failed(StoreError::Conflict(name)));
                         }
-                    };
-                    if overwrite {
-                        tracing::warn!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; the rollback is written over it");
-                        record.generation = stored.generation;
-                        continue;
                     }
-                    tracing::error!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; continuing from the stored state");
-                    self.adopt(stored);
-                    return Err(SaveError::Adopted(StoreError::Conflict(name)));
                 }
                 Err(Some(e)) => {
                     self.store_failed(&e.to_string());
@@ -1012,23 +1016,41 @@ impl Driver {
                     self.forget_pending_rollback();
                 }
             }
-            Err(Some(StoreError::Conflict(name))) => match self.load().await {
-                Ok(stored) if self.record.state.phase == Phase::RolledBack => {
-                    tracing::warn!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; the rollback is written over it");
-                    self.record.generation = stored.generation;
-                    self.store_retry_at = None;
+            Err(Some(StoreError::Conflict(name))) => {
+                let overwrite = self.record.state.phase == Phase::RolledBack;
+                match self.after_conflict(&name, overwrite).await {
+                    Resolved::Overwrite(generation) => {
+                        self.record.generation = generation;
+                        self.store_retry_at = None;
+                    }
+                    Resolved::Adopted => self.store_ok(),
+                    Resolved::Unreadable => {}
                 }
-                Ok(stored) => {
-                    tracing::error!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; continuing from the stored state");
-                    self.store_ok();
-                    self.adopt(stored);
-                }
-                Err(e) => self.store_failed(&format!("after a write conflict: {e}")),
-            },
+            }
             Err(Some(e)) => self.store_failed(&e.to_string()),
             Err(None) => self.store_failed("the write's task was lost"),
         }
         self.publish();
+    }
+
+    /// Another writer changed the rollout under a write: a rollback
+    /// (`overwrite`) is written over the stored state (at its generation);
+    /// anything else takes the stored state.
+    async fn after_conflict(&mut self, name: &str, overwrite: bool) -> Resolved {
+        let stored = match self.load().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.store_failed(&format!("after a write conflict: {e}"));
+                return Resolved::Unreadable;
+            }
+        };
+        if overwrite {
+            tracing::warn!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; the rollback is written over it");
+            return Resolved::Overwrite(stored.generation);
+        }
+        tracing::error!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; continuing from the stored state");
+        self.adopt(stored);
+        Resolved::Adopted
     }
 
     /// On the way out: one last try to write what is in force.
@@ -1113,7 +1135,6 @@ impl Driver {
         });
     }
 
-    /// Writes on a blocking thread; `None` if that thread was lost.
     /// Writes the write-ahead record of a rollback the database could not
     /// take (see [`Store::pending_rollback_path`]), synced before returning.
     fn record_pending_rollback(&self, reason: &str) {
@@ -1140,6 +1161,7 @@ impl Driver {
         }
     }
 
+    /// Writes on a blocking thread; `None` if that thread was lost.
     fn persist(
         &self,
         record: &RolloutRecord,
