@@ -242,6 +242,19 @@ enum SaveError {
     Lost,
 }
 
+/// The store fails: why, since when, and when a write is tried again.
+struct StoreFailing {
+    /// The last error.
+    error: String,
+    /// Since when it fails.
+    since: Millis,
+    /// No automatic write is tried before this.
+    retry_at: Instant,
+    /// The wait `retry_at` was set with; doubled on every failure up to
+    /// [`STORE_BACKOFF_MAX`].
+    backoff: Duration,
+}
+
 /// How a write conflict was resolved.
 enum Resolved {
     /// A rollback: write it again at the stored generation.
@@ -308,11 +321,8 @@ pub struct Driver {
     promoted_rx: mpsc::Receiver<Result<(), String>>,
     /// The data plane's last refusal, until it takes a change.
     router_error: Option<String>,
-    /// The store's last error and since when it fails, until a write succeeds.
-    store_error: Option<(String, Millis)>,
-    /// No automatic write is tried before this (backoff after a failure).
-    store_retry_at: Option<Instant>,
-    store_backoff: Duration,
+    /// The store fails (until a write succeeds).
+    store_failing: Option<StoreFailing>,
     /// Decisions in force but not written yet.
     unsaved: Vec<Decision>,
     /// `record` is ahead of the store.
@@ -384,9 +394,7 @@ impl Driver {
             promoted_tx,
             promoted_rx,
             router_error: None,
-            store_error: None,
-            store_retry_at: None,
-            store_backoff: STORE_BACKOFF,
+            store_failing: None,
             unsaved: Vec::new(),
             dirty: false,
             flushing: false,
@@ -691,7 +699,7 @@ impl Driver {
                 stable,
                 canary,
             };
-            if self.store_error.is_none() {
+            if self.store_failing.is_none() {
                 tokio::spawn(self.save_sample(&sample));
             }
             let _ = self.progress.send(Progress::Sample(sample));
@@ -784,7 +792,7 @@ impl Driver {
             decisions.extend(t.decisions.iter().cloned());
             // While the store fails, only the background write probes it;
             // an operator's command other than a rollback tries it at once.
-            let failing = self.store_error.is_some() || self.flushing;
+            let failing = self.store_failing.is_some() || self.flushing;
             let try_now = if rolls_back {
                 !failing
             } else {
@@ -929,7 +937,9 @@ impl Driver {
 
     /// The store failed a moment ago: automatic writes wait.
     fn in_backoff(&self) -> bool {
-        self.store_retry_at.is_some_and(|t| Instant::now() < t)
+        self.store_failing
+            .as_ref()
+            .is_some_and(|f| Instant::now() < f.retry_at)
     }
 
     /// Writes `record` with `decisions`. A conflict (another writer) is
@@ -978,7 +988,7 @@ impl Driver {
     /// tries a write in the background, with backoff: the driver keeps
     /// answering commands and judging the canary meanwhile.
     fn maybe_flush(&mut self) {
-        if self.flushing || self.in_backoff() || !(self.dirty || self.store_error.is_some()) {
+        if self.flushing || self.in_backoff() || !(self.dirty || self.store_failing.is_some()) {
             return;
         }
         self.flushing = true;
@@ -1021,7 +1031,9 @@ impl Driver {
                 match self.after_conflict(&name, overwrite).await {
                     Resolved::Overwrite(generation) => {
                         self.record.generation = generation;
-                        self.store_retry_at = None;
+                        if let Some(f) = &mut self.store_failing {
+                            f.retry_at = Instant::now();
+                        }
                     }
                     Resolved::Adopted => self.store_ok(),
                     Resolved::Unreadable => {}
@@ -1092,26 +1104,37 @@ impl Driver {
     }
 
     fn store_ok(&mut self) {
-        if let Some((e, since)) = self.store_error.take() {
+        if let Some(StoreFailing {
+            error: e, since, ..
+        }) = self.store_failing.take()
+        {
             tracing::info!(rollout = %self.record.name, "the state database answers again after {} (last error: {e})", machine::human_span(now_millis().since(since)));
         }
-        self.store_retry_at = None;
-        self.store_backoff = STORE_BACKOFF;
     }
 
+    /// A write failed: the next automatic one waits, twice as long as the
+    /// last wait (up to [`STORE_BACKOFF_MAX`]).
     fn store_failed(&mut self, e: &str) {
-        match &self.store_error {
-            Some((last, _)) if last == e => {
-                tracing::warn!(rollout = %self.record.name, "state database still not writable (retrying in {}): {e}", machine::human_span(self.store_backoff.as_millis() as u64));
-            }
-            _ => {
-                tracing::error!(rollout = %self.record.name, "cannot write the state database; nothing moves forward until it can, a failing canary is still rolled back (retrying in {}): {e}", machine::human_span(self.store_backoff.as_millis() as u64));
-            }
+        let (since, backoff, same) = match &self.store_failing {
+            Some(f) => (
+                f.since,
+                (f.backoff * 2).min(STORE_BACKOFF_MAX),
+                f.error == e,
+            ),
+            None => (now_millis(), STORE_BACKOFF, false),
+        };
+        let wait = machine::human_span(backoff.as_millis() as u64);
+        if same {
+            tracing::warn!(rollout = %self.record.name, "state database still not writable (retrying in {wait}): {e}");
+        } else {
+            tracing::error!(rollout = %self.record.name, "cannot write the state database; nothing moves forward until it can, a failing canary is still rolled back (retrying in {wait}): {e}");
         }
-        let since = self.store_error.as_ref().map_or(now_millis(), |(_, t)| *t);
-        self.store_error = Some((e.to_string(), since));
-        self.store_retry_at = Some(Instant::now() + self.store_backoff);
-        self.store_backoff = (self.store_backoff * 2).min(STORE_BACKOFF_MAX);
+        self.store_failing = Some(StoreFailing {
+            error: e.to_string(),
+            since,
+            retry_at: Instant::now() + backoff,
+            backoff,
+        });
     }
 
     /// Tells watchers what is in force now.
@@ -1123,8 +1146,8 @@ impl Driver {
                 .then_some(weight),
             promotion_pending: self.promotion_pending,
             router_error: self.router_error.clone(),
-            store_error: self.store_error.as_ref().map(|(e, _)| e.clone()),
-            store_failing_since: self.store_error.as_ref().map(|(_, t)| *t),
+            store_error: self.store_failing.as_ref().map(|f| f.error.clone()),
+            store_failing_since: self.store_failing.as_ref().map(|f| f.since),
             unsaved: self.dirty,
             analysing_since: self.analysing,
         };
