@@ -739,17 +739,10 @@ impl Driver {
     }
 
     /// Feeds one input through the machine: persist, then act.
-    ///
-    /// When the store cannot take the new state, a transition that moves
-    /// the rollout forward (a step, a weight, a phase, a promotion) is
-    /// dropped and the operator's command refused with the store's error;
-    /// a rollback, and bookkeeping (verdicts, the next analysis' time), is
-    /// kept in force and written as soon as the store answers.
     async fn feed(&mut self, input: Input, operator: bool) -> Result<(), DriverError> {
         let started = Instant::now();
         let now = now_millis();
         let t = machine::step(&self.plan, &self.record.state, now, input)?;
-        let machine_state_before = self.record.state.clone();
         let mut next = self.record.clone();
         next.state = t.state;
         if t.actions.contains(&Action::PromoteCanary)
@@ -763,77 +756,12 @@ impl Driver {
         if let Some(d) = t.decisions.iter().rev().find(|d| d.verdict.is_some()) {
             next.last_verdict = Some((d.verdict.unwrap_or("").to_string(), d.reason.clone(), d.at));
         }
-        if next != self.record || !t.decisions.is_empty() {
-            let (was, is) = (&self.record.state, &next.state);
-            let rolls_back = is.phase == Phase::RolledBack && was.phase != Phase::RolledBack;
-            let forward = !rolls_back
-                && (is.phase != was.phase
-                    || is.step != was.step
-                    || is.weight != was.weight
-                    || is.hold != was.hold
-                    || t.actions.iter().any(|a| {
-                        matches!(
-                            a,
-                            Action::ApplyWeight(_) | Action::PromoteCanary | Action::BeginStage(_)
-                        )
-                    }));
-            if operator && self.flushing && !rolls_back {
-                // Let the write in flight answer first: one writer at a time.
-                if let Some(flushed) = self.flushed_rx.recv().await {
-                    self.on_flushed(flushed).await;
-                }
-                if self.record.state != machine_state_before {
-                    // Another writer's state was taken meanwhile.
-                    return Err(StoreError::Conflict(self.record.name.clone()).into());
-                }
-                next.generation = self.record.generation;
-            }
-            let mut decisions = self.unsaved.clone();
-            decisions.extend(t.decisions.iter().cloned());
-            // While the store fails, only the background write probes it;
-            // an operator's command other than a rollback tries it at once.
-            let failing = self.store_failing.is_some() || self.flushing;
-            let try_now = if rolls_back {
-                !failing
-            } else {
-                operator || !failing
-            };
-            let saved = if try_now {
-                self.save(&next, &decisions, now, rolls_back).await
-            } else {
-                Err(SaveError::NotTried)
-            };
-            match saved {
-                Ok(generation) => {
-                    next.generation = generation;
-                    self.unsaved.clear();
-                    self.dirty = false;
-                    if next.state.phase == Phase::RolledBack {
-                        self.forget_pending_rollback();
-                    }
-                }
-                Err(SaveError::Adopted(e)) => return Err(e.into()),
-                Err(e) if forward => {
-                    // Held where it is; the canary is still watched.
-                    self.analyse_while_held();
-                    return match e {
-                        SaveError::NotTried => Ok(()),
-                        SaveError::Failed(e) => {
-                            tracing::warn!(rollout = %self.record.name, "not moving forward until the state database can be written");
-                            Err(e.into())
-                        }
-                        SaveError::Lost | SaveError::Adopted(_) => Err(DriverError::Stopped),
-                    };
-                }
-                Err(_) => {
-                    if rolls_back {
-                        tracing::error!(rollout = %self.record.name, reason = %next.state.reason, "rolling back before the state database has it (the safe direction); it is written as soon as the database answers");
-                        self.record_pending_rollback(&next.state.reason);
-                    }
-                    self.unsaved = decisions;
-                    self.dirty = true;
-                }
-            }
+        if (next != self.record || !t.decisions.is_empty())
+            && !self
+                .write_ahead(&mut next, &t.actions, &t.decisions, now, operator)
+                .await?
+        {
+            return Ok(());
         }
         self.record = next;
         for d in t.decisions {
@@ -862,6 +790,96 @@ impl Driver {
         }
         self.publish();
         Ok(())
+    }
+
+    /// Persists `next`, the transition's outcome (with its `decisions`
+    /// and any not written yet); says whether to go on and apply it.
+    ///
+    /// When the store cannot take the new state, a transition that moves
+    /// the rollout forward (a step, a weight, a phase, a promotion) is
+    /// dropped and the operator's command refused with the store's error;
+    /// a rollback, and bookkeeping (verdicts, the next analysis' time), is
+    /// kept in force and written as soon as the store answers.
+    async fn write_ahead(
+        &mut self,
+        next: &mut RolloutRecord,
+        actions: &[Action],
+        decisions: &[Decision],
+        now: Millis,
+        operator: bool,
+    ) -> Result<bool, DriverError> {
+        let (was, is) = (&self.record.state, &next.state);
+        let rolls_back = is.phase == Phase::RolledBack && was.phase != Phase::RolledBack;
+        let forward = !rolls_back
+            && (is.phase != was.phase
+                || is.step != was.step
+                || is.weight != was.weight
+                || is.hold != was.hold
+                || actions.iter().any(|a| {
+                    matches!(
+                        a,
+                        Action::ApplyWeight(_) | Action::PromoteCanary | Action::BeginStage(_)
+                    )
+                }));
+        if operator && self.flushing && !rolls_back {
+            // Let the write in flight answer first: one writer at a time.
+            let before = self.record.state.clone();
+            if let Some(flushed) = self.flushed_rx.recv().await {
+                self.on_flushed(flushed).await;
+            }
+            if self.record.state != before {
+                // Another writer's state was taken meanwhile.
+                return Err(StoreError::Conflict(self.record.name.clone()).into());
+            }
+            next.generation = self.record.generation;
+        }
+        let mut unsaved = self.unsaved.clone();
+        unsaved.extend(decisions.iter().cloned());
+        // While the store fails, only the background write probes it;
+        // an operator's command other than a rollback tries it at once.
+        let failing = self.store_failing.is_some() || self.flushing;
+        let try_now = if rolls_back {
+            !failing
+        } else {
+            operator || !failing
+        };
+        let saved = if try_now {
+            self.save(next, &unsaved, now, rolls_back).await
+        } else {
+            Err(SaveError::NotTried)
+        };
+        match saved {
+            Ok(generation) => {
+                next.generation = generation;
+                self.unsaved.clear();
+                self.dirty = false;
+                if next.state.phase == Phase::RolledBack {
+                    self.forget_pending_rollback();
+                }
+            }
+            Err(SaveError::Adopted(e)) => return Err(e.into()),
+            Err(e) if forward => {
+                // Held where it is; the canary is still watched.
+                self.analyse_while_held();
+                return match e {
+                    SaveError::NotTried => Ok(false),
+                    SaveError::Failed(e) => {
+                        tracing::warn!(rollout = %self.record.name, "not moving forward until the state database can be written");
+                        Err(e.into())
+                    }
+                    SaveError::Lost | SaveError::Adopted(_) => Err(DriverError::Stopped),
+                };
+            }
+            Err(_) => {
+                if rolls_back {
+                    tracing::error!(rollout = %self.record.name, reason = %next.state.reason, "rolling back before the state database has it (the safe direction); it is written as soon as the database answers");
+                    self.record_pending_rollback(&next.state.reason);
+                }
+                self.unsaved = unsaved;
+                self.dirty = true;
+            }
+        }
+        Ok(true)
     }
 
     /// While the store holds the rollout back from a step it has earned, its
