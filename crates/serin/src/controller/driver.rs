@@ -469,8 +469,11 @@ impl Driver {
                 self.forget_pending_rollback();
             }
         }
-        // Repair whatever a crash left between persist and apply.
-        self.apply(self.record.state.weight, Instant::now()).await;
+        // Repair whatever a crash left between persist and apply (unless
+        // the recovered rollback has just put it in force).
+        if self.applied != Some(self.record.state.weight) {
+            self.apply(self.record.state.weight, Instant::now()).await;
+        }
         if matches!(self.record.state.phase, Phase::Progressing | Phase::Paused) {
             self.begin_stage(self.record.state.weight);
         }
