@@ -1369,18 +1369,49 @@ mod tests {
             self.store.register(&record, now_millis()).unwrap()
         }
 
-        fn driver(&self, record: RolloutRecord) -> (Driver, Handle) {
-            let analysis = Scripted {
+        /// The built-in router on the rig's proxy.
+        fn builtin(&self) -> Arc<dyn TrafficRouter> {
+            Arc::new(BuiltinRouter::new(self.proxy.clone()))
+        }
+
+        /// A judge answering the rig's scripted verdicts.
+        fn scripted(&self) -> Box<dyn Analysis> {
+            Box::new(Scripted {
                 verdicts: self.verdicts.clone(),
                 stages: self.stages.clone(),
-            };
-            Driver::new(
-                plan(),
-                self.store.clone(),
-                record,
-                Arc::new(BuiltinRouter::new(self.proxy.clone())),
-                Box::new(analysis),
-            )
+            })
+        }
+
+        fn driver_of(
+            &self,
+            record: RolloutRecord,
+            plan: Plan,
+            router: Arc<dyn TrafficRouter>,
+            analysis: Box<dyn Analysis>,
+        ) -> (Driver, Handle) {
+            Driver::new(plan, self.store.clone(), record, router, analysis)
+        }
+
+        /// A driver for a newly registered rollout.
+        fn driver_with(
+            &self,
+            plan: Plan,
+            router: Arc<dyn TrafficRouter>,
+            analysis: Box<dyn Analysis>,
+        ) -> (Driver, Handle) {
+            self.driver_of(self.register(), plan, router, analysis)
+        }
+
+        /// `record`'s driver on `plan()`, the built-in router and scripted verdicts.
+        fn driver(&self, record: RolloutRecord) -> (Driver, Handle) {
+            self.driver_of(record, plan(), self.builtin(), self.scripted())
+        }
+
+        /// Holds the state database as a backup tool would, until `COMMIT`.
+        fn lock_store(&self) -> rusqlite::Connection {
+            let lock = rusqlite::Connection::open(self._dir.path().join("serin.db")).unwrap();
+            lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            lock
         }
     }
 
@@ -1539,16 +1570,7 @@ mod tests {
             inner: BuiltinRouter::new(rig.proxy.clone()),
             refusals: Mutex::new(6),
         };
-        let (driver, _handle) = Driver::new(
-            plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(router),
-            Box::new(Scripted {
-                verdicts: rig.verdicts.clone(),
-                stages: rig.stages.clone(),
-            }),
-        );
+        let (driver, _handle) = rig.driver_with(plan(), Arc::new(router), rig.scripted());
         let done = bounded(driver.run(std::future::pending())).await.unwrap();
         assert_eq!(done.state.phase, Phase::Succeeded);
         let events = rig.store.events("checkout").unwrap();
@@ -1653,17 +1675,7 @@ mod tests {
             progress_deadline: None,
             min_requests: 100,
         };
-        let analysis = Scripted {
-            verdicts: rig.verdicts.clone(),
-            stages: rig.stages.clone(),
-        };
-        let (driver, _handle) = Driver::new(
-            plan,
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            Box::new(analysis),
-        );
+        let (driver, _handle) = rig.driver_with(plan, rig.builtin(), rig.scripted());
         let driver = driver.with_notifier(
             crate::notify::Notifier::start(vec![crate::notify::Target {
                 url: format!("http://{addr}/hook"),
@@ -1774,13 +1786,6 @@ mod tests {
         .await
     }
 
-    fn scripted(rig: &Rig) -> Box<Scripted> {
-        Box::new(Scripted {
-            verdicts: rig.verdicts.clone(),
-            stages: rig.stages.clone(),
-        })
-    }
-
     #[tokio::test]
     async fn a_refused_last_weight_holds_the_rollout_until_it_lands_and_is_judged() {
         let rig = Rig::new().await;
@@ -1793,13 +1798,7 @@ mod tests {
             ],
             ..plan()
         };
-        let (driver, handle) = Driver::new(
-            plan,
-            rig.store.clone(),
-            rig.register(),
-            router.clone(),
-            scripted(&rig),
-        );
+        let (driver, handle) = rig.driver_with(plan, router.clone(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| router.refusals() >= 5).await;
         let stored = rig.store.get("checkout").unwrap();
@@ -1845,18 +1844,10 @@ mod tests {
     #[tokio::test]
     async fn a_locked_store_does_not_stop_a_rollback_which_is_written_once_it_answers() {
         let rig = Rig::new().await;
-        let (driver, handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            scripted(&rig),
-        );
+        let (driver, handle) = rig.driver_with(long_plan(), rig.builtin(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
-        // A backup tool holds the database for a while.
-        let lock = rusqlite::Connection::open(rig._dir.path().join("serin.db")).unwrap();
-        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let lock = rig.lock_store();
         until(|| handle.health().store_error.is_some()).await;
         assert!(!task.is_finished(), "the driver survives the store");
         // The canary fails while the store is locked: the rollback is in
@@ -1906,17 +1897,10 @@ mod tests {
     #[tokio::test]
     async fn a_rollback_the_locked_store_never_took_survives_a_crash() {
         let rig = Rig::new().await;
-        let (driver, handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            scripted(&rig),
-        );
+        let (driver, handle) = rig.driver_with(long_plan(), rig.builtin(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
-        let lock = rusqlite::Connection::open(rig._dir.path().join("serin.db")).unwrap();
-        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let lock = rig.lock_store();
         until(|| handle.health().store_error.is_some()).await;
         rig.verdicts.lock().unwrap().push_back(Verdict::Fail);
         until(|| rig.proxy.weight() == Weight::ZERO).await;
@@ -1934,13 +1918,7 @@ mod tests {
         );
         // The next start: the canary stays out, the rollback is written.
         rig.proxy.set_weight(w(10.0));
-        let (driver, _handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            stored,
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            scripted(&rig),
-        );
+        let (driver, _handle) = rig.driver_of(stored, long_plan(), rig.builtin(), rig.scripted());
         let done = bounded(driver.run(std::future::pending())).await.unwrap();
         assert_eq!(done.state.phase, Phase::RolledBack);
         assert!(
@@ -1959,13 +1937,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_conflict_takes_the_stored_state_and_a_failure_still_rolls_back() {
         let rig = Rig::new().await;
-        let (driver, _handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            scripted(&rig),
-        );
+        let (driver, _handle) = rig.driver_with(long_plan(), rig.builtin(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
         // Another writer changes the rollout under the driver.
@@ -2004,11 +1976,9 @@ mod tests {
     async fn a_hanging_analysis_never_keeps_an_operator_waiting() {
         let rig = Rig::new().await;
         let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (driver, handle) = Driver::new(
+        let (driver, handle) = rig.driver_with(
             long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            rig.builtin(),
             Box::new(Hanging {
                 asked: asked.clone(),
             }),
@@ -2038,13 +2008,7 @@ mod tests {
     async fn health_says_a_rollback_is_not_in_force_until_the_data_plane_takes_it() {
         let rig = Rig::new().await;
         let router = Gated::new(&rig, |weight| weight == Weight::ZERO, false);
-        let (driver, handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            router.clone(),
-            scripted(&rig),
-        );
+        let (driver, handle) = rig.driver_with(long_plan(), router.clone(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
         router.set_closed(true);
@@ -2094,12 +2058,10 @@ mod tests {
     #[tokio::test]
     async fn a_slow_promotion_is_shown_pending_and_commands_are_answered_meanwhile() {
         let rig = Rig::new().await;
-        let (driver, handle) = Driver::new(
+        let (driver, handle) = rig.driver_with(
             plan(),
-            rig.store.clone(),
-            rig.register(),
             Arc::new(SlowPromotion(BuiltinRouter::new(rig.proxy.clone()))),
-            scripted(&rig),
+            rig.scripted(),
         );
         let task = tokio::spawn(driver.run(std::future::pending()));
         let mut watch = handle.watch_health();
@@ -2165,11 +2127,9 @@ mod tests {
             ],
             ..plan()
         };
-        let (driver, handle) = Driver::new(
+        let (driver, handle) = rig.driver_with(
             plan,
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            rig.builtin(),
             Box::new(LockOnSecond {
                 db: rig._dir.path().join("serin.db"),
                 lock: lock.clone(),
