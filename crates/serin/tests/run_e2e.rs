@@ -171,26 +171,6 @@ fn bad_rollout_files_are_refused_with_their_location_and_change_nothing() {
     }
 }
 
-/// A POST with a JSON body over HTTP/1.0; the status, or None.
-fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    String::from_utf8_lossy(&raw)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// The phase in the state database, read beside whoever holds it.
 fn stored_phase(db: &rusqlite::Connection, name: &str) -> Option<String> {
     db.query_row("SELECT phase FROM rollouts WHERE name = ?1", [name], |r| {
@@ -223,10 +203,14 @@ fn a_locked_state_database_does_not_keep_a_failing_canary_in_traffic() {
         std::thread::sleep(Duration::from_millis(50));
     }
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    assert_eq!(
-        post_json(canary, "/faults", r#"{"errorRate":1.0}"#),
-        Some(200)
+    let faults = common::http::http(
+        canary,
+        "POST",
+        "/faults",
+        &[("Content-Type", "application/json")],
+        r#"{"errorRate":1.0}"#,
     );
+    assert_eq!(faults.status, 200);
     // 60 answers in a row from stable: at 30 % on the canary that happens
     // by chance once in 2 billion tries.
     let deadline = std::time::Instant::now() + Duration::from_secs(40);

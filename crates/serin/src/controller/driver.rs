@@ -242,6 +242,29 @@ enum SaveError {
     Lost,
 }
 
+/// The store fails: why, since when, and when a write is tried again.
+struct StoreFailing {
+    /// The last error.
+    error: String,
+    /// Since when it fails.
+    since: Millis,
+    /// No automatic write is tried before this.
+    retry_at: Instant,
+    /// The wait `retry_at` was set with; doubled on every failure up to
+    /// [`STORE_BACKOFF_MAX`].
+    backoff: Duration,
+}
+
+/// How a write conflict was resolved.
+enum Resolved {
+    /// A rollback: write it again at the stored generation.
+    Overwrite(i64),
+    /// The stored state was taken.
+    Adopted,
+    /// The stored state could not be read.
+    Unreadable,
+}
+
 /// A background write's outcome: what was written, and the answer.
 struct Flushed {
     record: RolloutRecord,
@@ -298,11 +321,8 @@ pub struct Driver {
     promoted_rx: mpsc::Receiver<Result<(), String>>,
     /// The data plane's last refusal, until it takes a change.
     router_error: Option<String>,
-    /// The store's last error and since when it fails, until a write succeeds.
-    store_error: Option<(String, Millis)>,
-    /// No automatic write is tried before this (backoff after a failure).
-    store_retry_at: Option<Instant>,
-    store_backoff: Duration,
+    /// The store fails (until a write succeeds).
+    store_failing: Option<StoreFailing>,
     /// Decisions in force but not written yet.
     unsaved: Vec<Decision>,
     /// `record` is ahead of the store.
@@ -374,9 +394,7 @@ impl Driver {
             promoted_tx,
             promoted_rx,
             router_error: None,
-            store_error: None,
-            store_retry_at: None,
-            store_backoff: STORE_BACKOFF,
+            store_failing: None,
             unsaved: Vec::new(),
             dirty: false,
             flushing: false,
@@ -451,8 +469,11 @@ impl Driver {
                 self.forget_pending_rollback();
             }
         }
-        // Repair whatever a crash left between persist and apply.
-        self.apply(self.record.state.weight, Instant::now()).await;
+        // Repair whatever a crash left between persist and apply (unless
+        // the recovered rollback has just put it in force).
+        if self.applied != Some(self.record.state.weight) {
+            self.apply(self.record.state.weight, Instant::now()).await;
+        }
         if matches!(self.record.state.phase, Phase::Progressing | Phase::Paused) {
             self.begin_stage(self.record.state.weight);
         }
@@ -681,7 +702,7 @@ impl Driver {
                 stable,
                 canary,
             };
-            if self.store_error.is_none() {
+            if self.store_failing.is_none() {
                 tokio::spawn(self.save_sample(&sample));
             }
             let _ = self.progress.send(Progress::Sample(sample));
@@ -721,17 +742,10 @@ impl Driver {
     }
 
     /// Feeds one input through the machine: persist, then act.
-    ///
-    /// When the store cannot take the new state, a transition that moves
-    /// the rollout forward (a step, a weight, a phase, a promotion) is
-    /// dropped and the operator's command refused with the store's error;
-    /// a rollback, and bookkeeping (verdicts, the next analysis' time), is
-    /// kept in force and written as soon as the store answers.
     async fn feed(&mut self, input: Input, operator: bool) -> Result<(), DriverError> {
         let started = Instant::now();
         let now = now_millis();
         let t = machine::step(&self.plan, &self.record.state, now, input)?;
-        let machine_state_before = self.record.state.clone();
         let mut next = self.record.clone();
         next.state = t.state;
         if t.actions.contains(&Action::PromoteCanary)
@@ -745,77 +759,12 @@ impl Driver {
         if let Some(d) = t.decisions.iter().rev().find(|d| d.verdict.is_some()) {
             next.last_verdict = Some((d.verdict.unwrap_or("").to_string(), d.reason.clone(), d.at));
         }
-        if next != self.record || !t.decisions.is_empty() {
-            let (was, is) = (&self.record.state, &next.state);
-            let rolls_back = is.phase == Phase::RolledBack && was.phase != Phase::RolledBack;
-            let forward = !rolls_back
-                && (is.phase != was.phase
-                    || is.step != was.step
-                    || is.weight != was.weight
-                    || is.hold != was.hold
-                    || t.actions.iter().any(|a| {
-                        matches!(
-                            a,
-                            Action::ApplyWeight(_) | Action::PromoteCanary | Action::BeginStage(_)
-                        )
-                    }));
-            if operator && self.flushing && !rolls_back {
-                // Let the write in flight answer first: one writer at a time.
-                if let Some(flushed) = self.flushed_rx.recv().await {
-                    self.on_flushed(flushed).await;
-                }
-                if self.record.state != machine_state_before {
-                    // Another writer's state was taken meanwhile.
-                    return Err(StoreError::Conflict(self.record.name.clone()).into());
-                }
-                next.generation = self.record.generation;
-            }
-            let mut decisions = self.unsaved.clone();
-            decisions.extend(t.decisions.iter().cloned());
-            // While the store fails, only the background write probes it;
-            // an operator's command other than a rollback tries it at once.
-            let failing = self.store_error.is_some() || self.flushing;
-            let try_now = if rolls_back {
-                !failing
-            } else {
-                operator || !failing
-            };
-            let saved = if try_now {
-                self.save(&next, &decisions, now, rolls_back).await
-            } else {
-                Err(SaveError::NotTried)
-            };
-            match saved {
-                Ok(generation) => {
-                    next.generation = generation;
-                    self.unsaved.clear();
-                    self.dirty = false;
-                    if next.state.phase == Phase::RolledBack {
-                        self.forget_pending_rollback();
-                    }
-                }
-                Err(SaveError::Adopted(e)) => return Err(e.into()),
-                Err(e) if forward => {
-                    // Held where it is; the canary is still watched.
-                    self.analyse_while_held();
-                    return match e {
-                        SaveError::NotTried => Ok(()),
-                        SaveError::Failed(e) => {
-                            tracing::warn!(rollout = %self.record.name, "not moving forward until the state database can be written");
-                            Err(e.into())
-                        }
-                        SaveError::Lost | SaveError::Adopted(_) => Err(DriverError::Stopped),
-                    };
-                }
-                Err(_) => {
-                    if rolls_back {
-                        tracing::error!(rollout = %self.record.name, reason = %next.state.reason, "rolling back before the state database has it (the safe direction); it is written as soon as the database answers");
-                        self.record_pending_rollback(&next.state.reason);
-                    }
-                    self.unsaved = decisions;
-                    self.dirty = true;
-                }
-            }
+        if (next != self.record || !t.decisions.is_empty())
+            && !self
+                .write_ahead(&mut next, &t.actions, &t.decisions, now, operator)
+                .await?
+        {
+            return Ok(());
         }
         self.record = next;
         for d in t.decisions {
@@ -844,6 +793,96 @@ impl Driver {
         }
         self.publish();
         Ok(())
+    }
+
+    /// Persists `next`, the transition's outcome (with its `decisions`
+    /// and any not written yet); says whether to go on and apply it.
+    ///
+    /// When the store cannot take the new state, a transition that moves
+    /// the rollout forward (a step, a weight, a phase, a promotion) is
+    /// dropped and the operator's command refused with the store's error;
+    /// a rollback, and bookkeeping (verdicts, the next analysis' time), is
+    /// kept in force and written as soon as the store answers.
+    async fn write_ahead(
+        &mut self,
+        next: &mut RolloutRecord,
+        actions: &[Action],
+        decisions: &[Decision],
+        now: Millis,
+        operator: bool,
+    ) -> Result<bool, DriverError> {
+        let (was, is) = (&self.record.state, &next.state);
+        let rolls_back = is.phase == Phase::RolledBack && was.phase != Phase::RolledBack;
+        let forward = !rolls_back
+            && (is.phase != was.phase
+                || is.step != was.step
+                || is.weight != was.weight
+                || is.hold != was.hold
+                || actions.iter().any(|a| {
+                    matches!(
+                        a,
+                        Action::ApplyWeight(_) | Action::PromoteCanary | Action::BeginStage(_)
+                    )
+                }));
+        if operator && self.flushing && !rolls_back {
+            // Let the write in flight answer first: one writer at a time.
+            let before = self.record.state.clone();
+            if let Some(flushed) = self.flushed_rx.recv().await {
+                self.on_flushed(flushed).await;
+            }
+            if self.record.state != before {
+                // Another writer's state was taken meanwhile.
+                return Err(StoreError::Conflict(self.record.name.clone()).into());
+            }
+            next.generation = self.record.generation;
+        }
+        let mut unsaved = self.unsaved.clone();
+        unsaved.extend(decisions.iter().cloned());
+        // While the store fails, only the background write probes it;
+        // an operator's command other than a rollback tries it at once.
+        let failing = self.store_failing.is_some() || self.flushing;
+        let try_now = if rolls_back {
+            !failing
+        } else {
+            operator || !failing
+        };
+        let saved = if try_now {
+            self.save(next, &unsaved, now, rolls_back).await
+        } else {
+            Err(SaveError::NotTried)
+        };
+        match saved {
+            Ok(generation) => {
+                next.generation = generation;
+                self.unsaved.clear();
+                self.dirty = false;
+                if next.state.phase == Phase::RolledBack {
+                    self.forget_pending_rollback();
+                }
+            }
+            Err(SaveError::Adopted(e)) => return Err(e.into()),
+            Err(e) if forward => {
+                // Held where it is; the canary is still watched.
+                self.analyse_while_held();
+                return match e {
+                    SaveError::NotTried => Ok(false),
+                    SaveError::Failed(e) => {
+                        tracing::warn!(rollout = %self.record.name, "not moving forward until the state database can be written");
+                        Err(e.into())
+                    }
+                    SaveError::Lost | SaveError::Adopted(_) => Err(DriverError::Stopped),
+                };
+            }
+            Err(_) => {
+                if rolls_back {
+                    tracing::error!(rollout = %self.record.name, reason = %next.state.reason, "rolling back before the state database has it (the safe direction); it is written as soon as the database answers");
+                    self.record_pending_rollback(&next.state.reason);
+                }
+                self.unsaved = unsaved;
+                self.dirty = true;
+            }
+        }
+        Ok(true)
     }
 
     /// While the store holds the rollout back from a step it has earned, its
@@ -919,7 +958,9 @@ impl Driver {
 
     /// The store failed a moment ago: automatic writes wait.
     fn in_backoff(&self) -> bool {
-        self.store_retry_at.is_some_and(|t| Instant::now() < t)
+        self.store_failing
+            .as_ref()
+            .is_some_and(|f| Instant::now() < f.retry_at)
     }
 
     /// Writes `record` with `decisions`. A conflict (another writer) is
@@ -942,21 +983,15 @@ impl Driver {
                 }
                 Err(Some(StoreError::Conflict(name))) if conflicts == 0 => {
                     conflicts += 1;
-                    let stored = match self.load().await {
-                        Ok(stored) => stored,
-                        Err(e) => {
-                            self.store_failed(&format!("after a write conflict: {e}"));
+                    match self.after_conflict(&name, overwrite).await {
+                        Resolved::Overwrite(generation) => record.generation = generation,
+                        Resolved::Adopted => {
+                            return Err(SaveError::Adopted(StoreError::Conflict(name)));
+                        }
+                        Resolved::Unreadable => {
                             return Err(SaveError::Failed(StoreError::Conflict(name)));
                         }
-                    };
-                    if overwrite {
-                        tracing::warn!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; the rollback is written over it");
-                        record.generation = stored.generation;
-                        continue;
                     }
-                    tracing::error!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; continuing from the stored state");
-                    self.adopt(stored);
-                    return Err(SaveError::Adopted(StoreError::Conflict(name)));
                 }
                 Err(Some(e)) => {
                     self.store_failed(&e.to_string());
@@ -974,7 +1009,7 @@ impl Driver {
     /// tries a write in the background, with backoff: the driver keeps
     /// answering commands and judging the canary meanwhile.
     fn maybe_flush(&mut self) {
-        if self.flushing || self.in_backoff() || !(self.dirty || self.store_error.is_some()) {
+        if self.flushing || self.in_backoff() || !(self.dirty || self.store_failing.is_some()) {
             return;
         }
         self.flushing = true;
@@ -1012,23 +1047,43 @@ impl Driver {
                     self.forget_pending_rollback();
                 }
             }
-            Err(Some(StoreError::Conflict(name))) => match self.load().await {
-                Ok(stored) if self.record.state.phase == Phase::RolledBack => {
-                    tracing::warn!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; the rollback is written over it");
-                    self.record.generation = stored.generation;
-                    self.store_retry_at = None;
+            Err(Some(StoreError::Conflict(name))) => {
+                let overwrite = self.record.state.phase == Phase::RolledBack;
+                match self.after_conflict(&name, overwrite).await {
+                    Resolved::Overwrite(generation) => {
+                        self.record.generation = generation;
+                        if let Some(f) = &mut self.store_failing {
+                            f.retry_at = Instant::now();
+                        }
+                    }
+                    Resolved::Adopted => self.store_ok(),
+                    Resolved::Unreadable => {}
                 }
-                Ok(stored) => {
-                    tracing::error!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; continuing from the stored state");
-                    self.store_ok();
-                    self.adopt(stored);
-                }
-                Err(e) => self.store_failed(&format!("after a write conflict: {e}")),
-            },
+            }
             Err(Some(e)) => self.store_failed(&e.to_string()),
             Err(None) => self.store_failed("the write's task was lost"),
         }
         self.publish();
+    }
+
+    /// Another writer changed the rollout under a write: a rollback
+    /// (`overwrite`) is written over the stored state (at its generation);
+    /// anything else takes the stored state.
+    async fn after_conflict(&mut self, name: &str, overwrite: bool) -> Resolved {
+        let stored = match self.load().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.store_failed(&format!("after a write conflict: {e}"));
+                return Resolved::Unreadable;
+            }
+        };
+        if overwrite {
+            tracing::warn!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; the rollback is written over it");
+            return Resolved::Overwrite(stored.generation);
+        }
+        tracing::error!(rollout = %name, generation = stored.generation, phase = stored.state.phase.as_str(), "the rollout was changed by another writer; continuing from the stored state");
+        self.adopt(stored);
+        Resolved::Adopted
     }
 
     /// On the way out: one last try to write what is in force.
@@ -1070,26 +1125,37 @@ impl Driver {
     }
 
     fn store_ok(&mut self) {
-        if let Some((e, since)) = self.store_error.take() {
+        if let Some(StoreFailing {
+            error: e, since, ..
+        }) = self.store_failing.take()
+        {
             tracing::info!(rollout = %self.record.name, "the state database answers again after {} (last error: {e})", machine::human_span(now_millis().since(since)));
         }
-        self.store_retry_at = None;
-        self.store_backoff = STORE_BACKOFF;
     }
 
+    /// A write failed: the next automatic one waits, twice as long as the
+    /// last wait (up to [`STORE_BACKOFF_MAX`]).
     fn store_failed(&mut self, e: &str) {
-        match &self.store_error {
-            Some((last, _)) if last == e => {
-                tracing::warn!(rollout = %self.record.name, "state database still not writable (retrying in {}): {e}", machine::human_span(self.store_backoff.as_millis() as u64));
-            }
-            _ => {
-                tracing::error!(rollout = %self.record.name, "cannot write the state database; nothing moves forward until it can, a failing canary is still rolled back (retrying in {}): {e}", machine::human_span(self.store_backoff.as_millis() as u64));
-            }
+        let (since, backoff, same) = match &self.store_failing {
+            Some(f) => (
+                f.since,
+                (f.backoff * 2).min(STORE_BACKOFF_MAX),
+                f.error == e,
+            ),
+            None => (now_millis(), STORE_BACKOFF, false),
+        };
+        let wait = machine::human_span(backoff.as_millis() as u64);
+        if same {
+            tracing::warn!(rollout = %self.record.name, "state database still not writable (retrying in {wait}): {e}");
+        } else {
+            tracing::error!(rollout = %self.record.name, "cannot write the state database; nothing moves forward until it can, a failing canary is still rolled back (retrying in {wait}): {e}");
         }
-        let since = self.store_error.as_ref().map_or(now_millis(), |(_, t)| *t);
-        self.store_error = Some((e.to_string(), since));
-        self.store_retry_at = Some(Instant::now() + self.store_backoff);
-        self.store_backoff = (self.store_backoff * 2).min(STORE_BACKOFF_MAX);
+        self.store_failing = Some(StoreFailing {
+            error: e.to_string(),
+            since,
+            retry_at: Instant::now() + backoff,
+            backoff,
+        });
     }
 
     /// Tells watchers what is in force now.
@@ -1101,8 +1167,8 @@ impl Driver {
                 .then_some(weight),
             promotion_pending: self.promotion_pending,
             router_error: self.router_error.clone(),
-            store_error: self.store_error.as_ref().map(|(e, _)| e.clone()),
-            store_failing_since: self.store_error.as_ref().map(|(_, t)| *t),
+            store_error: self.store_failing.as_ref().map(|f| f.error.clone()),
+            store_failing_since: self.store_failing.as_ref().map(|f| f.since),
             unsaved: self.dirty,
             analysing_since: self.analysing,
         };
@@ -1113,7 +1179,6 @@ impl Driver {
         });
     }
 
-    /// Writes on a blocking thread; `None` if that thread was lost.
     /// Writes the write-ahead record of a rollback the database could not
     /// take (see [`Store::pending_rollback_path`]), synced before returning.
     fn record_pending_rollback(&self, reason: &str) {
@@ -1140,6 +1205,7 @@ impl Driver {
         }
     }
 
+    /// Writes on a blocking thread; `None` if that thread was lost.
     fn persist(
         &self,
         record: &RolloutRecord,
@@ -1303,18 +1369,49 @@ mod tests {
             self.store.register(&record, now_millis()).unwrap()
         }
 
-        fn driver(&self, record: RolloutRecord) -> (Driver, Handle) {
-            let analysis = Scripted {
+        /// The built-in router on the rig's proxy.
+        fn builtin(&self) -> Arc<dyn TrafficRouter> {
+            Arc::new(BuiltinRouter::new(self.proxy.clone()))
+        }
+
+        /// A judge answering the rig's scripted verdicts.
+        fn scripted(&self) -> Box<dyn Analysis> {
+            Box::new(Scripted {
                 verdicts: self.verdicts.clone(),
                 stages: self.stages.clone(),
-            };
-            Driver::new(
-                plan(),
-                self.store.clone(),
-                record,
-                Arc::new(BuiltinRouter::new(self.proxy.clone())),
-                Box::new(analysis),
-            )
+            })
+        }
+
+        fn driver_of(
+            &self,
+            record: RolloutRecord,
+            plan: Plan,
+            router: Arc<dyn TrafficRouter>,
+            analysis: Box<dyn Analysis>,
+        ) -> (Driver, Handle) {
+            Driver::new(plan, self.store.clone(), record, router, analysis)
+        }
+
+        /// A driver for a newly registered rollout.
+        fn driver_with(
+            &self,
+            plan: Plan,
+            router: Arc<dyn TrafficRouter>,
+            analysis: Box<dyn Analysis>,
+        ) -> (Driver, Handle) {
+            self.driver_of(self.register(), plan, router, analysis)
+        }
+
+        /// `record`'s driver on `plan()`, the built-in router and scripted verdicts.
+        fn driver(&self, record: RolloutRecord) -> (Driver, Handle) {
+            self.driver_of(record, plan(), self.builtin(), self.scripted())
+        }
+
+        /// Holds the state database as a backup tool would, until `COMMIT`.
+        fn lock_store(&self) -> rusqlite::Connection {
+            let lock = rusqlite::Connection::open(self._dir.path().join("serin.db")).unwrap();
+            lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            lock
         }
     }
 
@@ -1473,16 +1570,7 @@ mod tests {
             inner: BuiltinRouter::new(rig.proxy.clone()),
             refusals: Mutex::new(6),
         };
-        let (driver, _handle) = Driver::new(
-            plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(router),
-            Box::new(Scripted {
-                verdicts: rig.verdicts.clone(),
-                stages: rig.stages.clone(),
-            }),
-        );
+        let (driver, _handle) = rig.driver_with(plan(), Arc::new(router), rig.scripted());
         let done = bounded(driver.run(std::future::pending())).await.unwrap();
         assert_eq!(done.state.phase, Phase::Succeeded);
         let events = rig.store.events("checkout").unwrap();
@@ -1587,17 +1675,7 @@ mod tests {
             progress_deadline: None,
             min_requests: 100,
         };
-        let analysis = Scripted {
-            verdicts: rig.verdicts.clone(),
-            stages: rig.stages.clone(),
-        };
-        let (driver, _handle) = Driver::new(
-            plan,
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            Box::new(analysis),
-        );
+        let (driver, _handle) = rig.driver_with(plan, rig.builtin(), rig.scripted());
         let driver = driver.with_notifier(
             crate::notify::Notifier::start(vec![crate::notify::Target {
                 url: format!("http://{addr}/hook"),
@@ -1708,13 +1786,6 @@ mod tests {
         .await
     }
 
-    fn scripted(rig: &Rig) -> Box<Scripted> {
-        Box::new(Scripted {
-            verdicts: rig.verdicts.clone(),
-            stages: rig.stages.clone(),
-        })
-    }
-
     #[tokio::test]
     async fn a_refused_last_weight_holds_the_rollout_until_it_lands_and_is_judged() {
         let rig = Rig::new().await;
@@ -1727,13 +1798,7 @@ mod tests {
             ],
             ..plan()
         };
-        let (driver, handle) = Driver::new(
-            plan,
-            rig.store.clone(),
-            rig.register(),
-            router.clone(),
-            scripted(&rig),
-        );
+        let (driver, handle) = rig.driver_with(plan, router.clone(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| router.refusals() >= 5).await;
         let stored = rig.store.get("checkout").unwrap();
@@ -1779,18 +1844,10 @@ mod tests {
     #[tokio::test]
     async fn a_locked_store_does_not_stop_a_rollback_which_is_written_once_it_answers() {
         let rig = Rig::new().await;
-        let (driver, handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            scripted(&rig),
-        );
+        let (driver, handle) = rig.driver_with(long_plan(), rig.builtin(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
-        // A backup tool holds the database for a while.
-        let lock = rusqlite::Connection::open(rig._dir.path().join("serin.db")).unwrap();
-        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let lock = rig.lock_store();
         until(|| handle.health().store_error.is_some()).await;
         assert!(!task.is_finished(), "the driver survives the store");
         // The canary fails while the store is locked: the rollback is in
@@ -1840,17 +1897,10 @@ mod tests {
     #[tokio::test]
     async fn a_rollback_the_locked_store_never_took_survives_a_crash() {
         let rig = Rig::new().await;
-        let (driver, handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            scripted(&rig),
-        );
+        let (driver, handle) = rig.driver_with(long_plan(), rig.builtin(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
-        let lock = rusqlite::Connection::open(rig._dir.path().join("serin.db")).unwrap();
-        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let lock = rig.lock_store();
         until(|| handle.health().store_error.is_some()).await;
         rig.verdicts.lock().unwrap().push_back(Verdict::Fail);
         until(|| rig.proxy.weight() == Weight::ZERO).await;
@@ -1868,13 +1918,7 @@ mod tests {
         );
         // The next start: the canary stays out, the rollback is written.
         rig.proxy.set_weight(w(10.0));
-        let (driver, _handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            stored,
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            scripted(&rig),
-        );
+        let (driver, _handle) = rig.driver_of(stored, long_plan(), rig.builtin(), rig.scripted());
         let done = bounded(driver.run(std::future::pending())).await.unwrap();
         assert_eq!(done.state.phase, Phase::RolledBack);
         assert!(
@@ -1893,13 +1937,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_conflict_takes_the_stored_state_and_a_failure_still_rolls_back() {
         let rig = Rig::new().await;
-        let (driver, _handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
-            scripted(&rig),
-        );
+        let (driver, _handle) = rig.driver_with(long_plan(), rig.builtin(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
         // Another writer changes the rollout under the driver.
@@ -1938,11 +1976,9 @@ mod tests {
     async fn a_hanging_analysis_never_keeps_an_operator_waiting() {
         let rig = Rig::new().await;
         let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (driver, handle) = Driver::new(
+        let (driver, handle) = rig.driver_with(
             long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            rig.builtin(),
             Box::new(Hanging {
                 asked: asked.clone(),
             }),
@@ -1972,13 +2008,7 @@ mod tests {
     async fn health_says_a_rollback_is_not_in_force_until_the_data_plane_takes_it() {
         let rig = Rig::new().await;
         let router = Gated::new(&rig, |weight| weight == Weight::ZERO, false);
-        let (driver, handle) = Driver::new(
-            long_plan(),
-            rig.store.clone(),
-            rig.register(),
-            router.clone(),
-            scripted(&rig),
-        );
+        let (driver, handle) = rig.driver_with(long_plan(), router.clone(), rig.scripted());
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
         router.set_closed(true);
@@ -2028,12 +2058,10 @@ mod tests {
     #[tokio::test]
     async fn a_slow_promotion_is_shown_pending_and_commands_are_answered_meanwhile() {
         let rig = Rig::new().await;
-        let (driver, handle) = Driver::new(
+        let (driver, handle) = rig.driver_with(
             plan(),
-            rig.store.clone(),
-            rig.register(),
             Arc::new(SlowPromotion(BuiltinRouter::new(rig.proxy.clone()))),
-            scripted(&rig),
+            rig.scripted(),
         );
         let task = tokio::spawn(driver.run(std::future::pending()));
         let mut watch = handle.watch_health();
@@ -2099,11 +2127,9 @@ mod tests {
             ],
             ..plan()
         };
-        let (driver, handle) = Driver::new(
+        let (driver, handle) = rig.driver_with(
             plan,
-            rig.store.clone(),
-            rig.register(),
-            Arc::new(BuiltinRouter::new(rig.proxy.clone())),
+            rig.builtin(),
             Box::new(LockOnSecond {
                 db: rig._dir.path().join("serin.db"),
                 lock: lock.clone(),

@@ -444,10 +444,8 @@ impl Machine<'_> {
             let Some(step) = self.plan.steps.get(self.state.step).cloned() else {
                 self.state.step_started = self.now;
                 self.state.pause_served_ms = None;
-                if self.judged_for_promotion() {
-                    self.promote_now("all steps completed");
-                } else {
-                    self.state.reason = self.waiting_at_end();
+                if !self.move_on() {
+                    self.state.reason = self.waiting_for_a_pass();
                     self.record(DecisionKind::Step, None, self.state.reason.clone());
                 }
                 return;
@@ -536,19 +534,12 @@ impl Machine<'_> {
 
     /// What a rollout whose pause (or whose steps) are done waits for.
     fn waiting_for_a_pass(&self) -> String {
-        if self.at_end() {
-            self.waiting_at_end()
-        } else {
+        if !self.at_end() {
             format!(
                 "pause complete; waiting for a passing verdict on {} canary requests",
                 self.plan.min_requests
             )
-        }
-    }
-
-    /// What a rollout at the end of its steps waits for.
-    fn waiting_at_end(&self) -> String {
-        if self.state.weight == Weight::ZERO {
+        } else if self.state.weight == Weight::ZERO {
             "all steps done with no canary traffic (weight 0 %); nothing to judge, so not promoting: `serin promote --full` or `serin rollback`".into()
         } else {
             format!(
@@ -558,14 +549,26 @@ impl Machine<'_> {
         }
     }
 
-    /// At the end of the steps, promotes once judged.
-    fn promote_if_judged_at_end(&mut self) -> bool {
-        if self.at_end()
-            && self.state.phase == Phase::Progressing
-            && self.state.hold.is_none()
-            && self.judged_for_promotion()
-        {
-            self.promote_now("all steps completed and the last stage judged");
+    /// The one rule for moving on by itself: a timed pause ends when its
+    /// time is up and its stage is judged (or has nothing to judge); the
+    /// end of the steps promotes once the weight in force is judged. Only
+    /// while `Progressing` (a held rollout waits for its operator).
+    fn move_on(&mut self) -> bool {
+        if self.state.phase != Phase::Progressing {
+            return false;
+        }
+        if self.pause_time_up() && self.stage_done() {
+            let said = if self.state.weight == Weight::ZERO {
+                "pause complete (no canary traffic to judge)"
+            } else {
+                "pause complete and stage judged"
+            };
+            self.record(DecisionKind::Step, None, said);
+            self.advance();
+            return true;
+        }
+        if self.at_end() && self.judged_for_promotion() {
+            self.promote_now("all steps completed");
             return true;
         }
         false
@@ -590,9 +593,11 @@ impl Machine<'_> {
             Some(Step::PauseFor(d)) => {
                 u128::from(self.pause_served()).saturating_sub(d.as_millis())
             }
-            Some(Step::PauseUntilGate(_)) => u128::from(self.now.since(self.state.step_started)),
-            // Waiting at the end for a verdict (or for canary traffic).
-            None => u128::from(self.now.since(self.state.step_started)),
+            // A shut gate, or the end of the steps waiting for a verdict
+            // (or for canary traffic).
+            Some(Step::PauseUntilGate(_)) | None => {
+                u128::from(self.now.since(self.state.step_started))
+            }
             _ => return false,
         };
         overrun >= limit.as_millis()
@@ -637,12 +642,7 @@ impl Machine<'_> {
         if !matches!(self.state.phase, Phase::Progressing | Phase::Paused) {
             return;
         }
-        if self.pause_time_up() && self.stage_done() {
-            self.record(DecisionKind::Step, None, self.pause_complete());
-            self.advance();
-            return;
-        }
-        if self.promote_if_judged_at_end() {
+        if self.move_on() {
             return;
         }
         if self.past_progress_deadline() {
@@ -704,9 +704,7 @@ impl Machine<'_> {
                 self.state.stage_judged = false;
                 // A rollout that only waits for a pass says why it has none
                 // (and so does a progress deadline that ends the wait).
-                if self.state.phase == Phase::Progressing
-                    && self.state.hold.is_none()
-                    && (self.pause_time_up() || self.at_end())
+                if self.state.phase == Phase::Progressing && (self.pause_time_up() || self.at_end())
                 {
                     self.state.reason =
                         format!("{}; last verdict: {reason}", self.waiting_for_a_pass());
@@ -721,21 +719,7 @@ impl Machine<'_> {
                 self.record(DecisionKind::Verdict, Some(spelled), reason);
             }
         }
-        if self.state.phase == Phase::Progressing && self.pause_time_up() && self.stage_done() {
-            self.record(DecisionKind::Step, None, self.pause_complete());
-            self.advance();
-            return;
-        }
-        self.promote_if_judged_at_end();
-    }
-
-    /// What the end of a timed pause says: judged, or nothing to judge.
-    fn pause_complete(&self) -> &'static str {
-        if self.state.weight == Weight::ZERO {
-            "pause complete (no canary traffic to judge)"
-        } else {
-            "pause complete and stage judged"
-        }
+        self.move_on();
     }
 
     fn gate(&mut self, open: bool, detail: String) {
@@ -755,44 +739,30 @@ impl Machine<'_> {
 
     fn promote(&mut self, full: bool) -> Result<(), Refused> {
         self.active("promote")?;
-        if full {
-            self.record(
-                DecisionKind::Operator,
-                None,
-                "promote --full: skipping the remaining steps",
-            );
-            let judged = if self.judged_for_promotion() {
-                "stage judged pass"
-            } else {
-                "without a passing verdict"
-            };
-            self.promote_now(&format!(
-                "promoted by an operator (--full) at {} %, {judged}",
-                self.state.weight
-            ));
-            return Ok(());
-        }
         let in_pause = matches!(
             self.current_step(),
             Some(Step::PauseFor(_) | Step::PauseUntilPromoted | Step::PauseUntilGate(_))
         );
-        // Promoting the last pause, or a rollout waiting at the end of its
-        // steps, promotes now: the operator's evidence stands for the verdict.
+        // `--full`, promoting the last pause, or a rollout waiting at the
+        // end of its steps, promotes now: the operator's evidence stands
+        // for the verdict, and the record says whether there was one.
         let last = self.state.step + 1 >= self.plan.steps.len();
-        if (in_pause && last) || self.at_end() {
-            let why = if self.judged_for_promotion() {
-                format!(
-                    "promoted by an operator at {} % (stage judged pass)",
-                    self.state.weight
-                )
+        if full || (in_pause && last) || self.at_end() {
+            let (said, how) = if full {
+                ("promote --full: skipping the remaining steps", " (--full)")
             } else {
-                format!(
-                    "promoted by an operator at {} % without a passing verdict",
-                    self.state.weight
-                )
+                ("promote: ending the rollout", "")
             };
-            self.record(DecisionKind::Operator, None, "promote: ending the rollout");
-            self.promote_now(&why);
+            let evidence = if self.judged_for_promotion() {
+                " (stage judged pass)"
+            } else {
+                " without a passing verdict"
+            };
+            self.record(DecisionKind::Operator, None, said);
+            self.promote_now(&format!(
+                "promoted by an operator{how} at {} %{evidence}",
+                self.state.weight
+            ));
             return Ok(());
         }
         if self.state.hold.is_none() && !in_pause {
