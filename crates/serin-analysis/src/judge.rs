@@ -367,10 +367,7 @@ impl Judge {
     pub fn begin_stage(&mut self, at: &Observation) {
         match at.validate().and_then(|()| self.sound_delta(at)) {
             Ok(d) => {
-                if self.config.method == Method::Sequential {
-                    self.update_sequential_rollout(&d);
-                }
-                self.update_client_errors(&d);
+                self.update_ratio_tests(&d);
                 self.rollout.add(&d);
                 self.remember(at);
             }
@@ -405,10 +402,12 @@ impl Judge {
         self.remember(at);
     }
 
-    /// Feeds one interval to the rollout-long tests. Bounds for latency are
-    /// chosen from stable data before the interval, so the choice is
-    /// predictable and the e-process stays valid.
-    fn update_sequential_rollout(&mut self, d: &Delta) {
+    /// Feeds one interval to the ratio tests that the method keeps
+    /// (`reset_tests`: over the rollout for `sequential` and the 4xx check,
+    /// over the step for `fixed`, none else). Bounds for latency are chosen
+    /// from stable data before the interval, so the choice is predictable
+    /// and the e-process stays valid.
+    fn update_ratio_tests(&mut self, d: &Delta) {
         let before = &self.rollout.stable;
         for c in &mut self.checks {
             let Some(test) = c.ratio.as_mut() else {
@@ -421,6 +420,13 @@ impl Judge {
                     d.stable.errors,
                     d.stable.requests as f64,
                 ),
+                // Only intervals whose source counted 4xx on both sides.
+                Kind::ClientErrorRatio(_) => {
+                    if let (Some(x_c), Some(x_s)) = (d.canary.client_errors, d.stable.client_errors)
+                    {
+                        test.update(x_c, d.canary.requests as f64, x_s, d.stable.requests as f64)
+                    }
+                }
                 Kind::LatencyRatio { q, m, .. } => {
                     let (Some(hs), Some(hc), Some(prior)) =
                         (&d.stable.latency, &d.canary.latency, &before.latency)
@@ -461,18 +467,6 @@ impl Judge {
                     );
                 }
                 _ => {}
-            }
-        }
-    }
-
-    /// Feeds one interval to the 4xx test (every method).
-    fn update_client_errors(&mut self, d: &Delta) {
-        let (Some(x_c), Some(x_s)) = (d.canary.client_errors, d.stable.client_errors) else {
-            return;
-        };
-        for c in &mut self.checks {
-            if let (Kind::ClientErrorRatio(_), Some(test)) = (&c.kind, c.ratio.as_mut()) {
-                test.update(x_c, d.canary.requests as f64, x_s, d.stable.requests as f64);
             }
         }
     }
@@ -578,10 +572,7 @@ impl Judge {
             Ok(d) => d,
             Err(judgement) => return *judgement,
         };
-        if self.config.method != Method::None {
-            self.update_sequential_rollout(&delta);
-        }
-        self.update_client_errors(&delta);
+        self.update_ratio_tests(&delta);
         self.update_sequential_stage(&delta);
         self.rollout.add(&delta);
         self.stage.add(&delta);
