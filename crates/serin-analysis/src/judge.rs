@@ -363,21 +363,43 @@ impl Judge {
     /// ratio tests; absolute limits, `minRequests` and `fixed` tests start
     /// again from `at`.
     /// An observation that fails the bounds (`bounds`) is not made the
-    /// base: the step starts from the last sound one.
-    pub fn begin_stage(&mut self, at: &Observation) {
-        match at.validate().and_then(|()| self.sound_delta(at)) {
-            Ok(d) => {
-                self.update_ratio_tests(&d);
-                self.rollout.add(&d);
-                self.remember(at);
-            }
-            Err(ObservationError::Implausible { .. } | ObservationError::Inconsistent { .. })
-                if self.last.is_some() => {}
-            Err(_) => {
-                self.last = None;
-                self.remember(at);
-            }
+    /// base: the step starts from the last sound one. Returns whether `at`
+    /// became the base (a caller keeping its own interval numbers keeps its
+    /// base too when it did not).
+    pub fn begin_stage(&mut self, at: &Observation) -> bool {
+        let taken =
+            match at.validate().and_then(|()| self.sound_delta(at)) {
+                Ok(d) => {
+                    self.update_ratio_tests(&d);
+                    self.rollout.add(&d);
+                    self.remember(at);
+                    true
+                }
+                Err(
+                    ObservationError::Implausible { .. } | ObservationError::Inconsistent { .. },
+                ) if self.last.is_some() => false,
+                Err(_) => {
+                    self.last = None;
+                    self.remember(at);
+                    true
+                }
+            };
+        self.restart_stage();
+        taken
+    }
+
+    /// A new step (weight) begins whose start could not be read: it starts
+    /// from the last observation taken (zero before any), as
+    /// [`Judge::begin_stage`] at those numbers would.
+    pub fn begin_stage_unread(&mut self) {
+        if self.last.is_none() {
+            self.remember(&Observation::default());
         }
+        self.restart_stage();
+    }
+
+    /// The step's data and tests start again (the rollout's stay).
+    fn restart_stage(&mut self) {
         self.refused = None;
         self.stage = Acc::default();
         self.reset_tests(false);
