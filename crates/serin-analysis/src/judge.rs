@@ -165,8 +165,6 @@ pub struct Judge {
     /// plausibly from it (the counters moved for good), judging goes on
     /// from it.
     refused: Option<Observation>,
-    /// The observation being judged is judged from `refused`.
-    from_refused: bool,
     stage: Acc,
     rollout: Acc,
 }
@@ -264,7 +262,6 @@ impl Judge {
             last: None,
             hist_requests: [0, 0],
             refused: None,
-            from_refused: false,
             stage: Acc::default(),
             rollout: Acc::default(),
         };
@@ -527,9 +524,9 @@ impl Judge {
     /// inconsistent) is left out and the base kept, so the next sound one
     /// is judged from a sound base; if the next one rises plausibly from the
     /// refused one (the counters moved for good), judging goes on from the
-    /// refused one. Counters going backwards, changed buckets or custom
-    /// metrics restart from `current`.
-    fn accept(&mut self, current: &Observation) -> Result<Delta, Box<Judgement>> {
+    /// refused one (then `true`). Counters going backwards, changed buckets
+    /// or custom metrics restart from `current`.
+    fn accept(&mut self, current: &Observation) -> Result<(Delta, bool), Box<Judgement>> {
         let refuse = |judge: &mut Judge, e: ObservationError| {
             Box::new(Judgement {
                 skipped: true,
@@ -540,7 +537,6 @@ impl Judge {
                 )
             })
         };
-        self.from_refused = false;
         if let Err(e) = current.validate() {
             if self.last.is_none() {
                 self.remember(current);
@@ -550,7 +546,7 @@ impl Judge {
         match self.sound_delta(current) {
             Ok(d) => {
                 self.refused = None;
-                Ok(d)
+                Ok((d, false))
             }
             Err(e @ ObservationError::Implausible { .. }) => {
                 if let Some(refused) = self.refused.take() {
@@ -559,8 +555,7 @@ impl Judge {
                         .and_then(|d| current.check_rise(&refused, &d));
                     if moved.is_ok() {
                         self.rebase(&refused);
-                        self.from_refused = true;
-                        return self.sound_delta(current).map_err(|e| {
+                        return self.sound_delta(current).map(|d| (d, true)).map_err(|e| {
                             Box::new(self.judgement(
                                 Verdict::NoData,
                                 format!("no data: {e}"),
@@ -590,7 +585,7 @@ impl Judge {
     /// though no-data is still reported. `sequential` and `none` judge
     /// every interval.
     pub fn observe(&mut self, current: &Observation, end_of_pause: bool) -> Judgement {
-        let delta = match self.accept(current) {
+        let (delta, from_refused) = match self.accept(current) {
             Ok(d) => d,
             Err(judgement) => return *judgement,
         };
@@ -599,8 +594,15 @@ impl Judge {
         self.rollout.add(&delta);
         self.stage.add(&delta);
         self.remember(current);
+        Judgement {
+            from_refused,
+            ..self.judge_interval(&delta, end_of_pause)
+        }
+    }
 
-        let no_data = self.no_data_reason(&delta);
+    /// The verdict after the interval `delta`, already taken in.
+    fn judge_interval(&self, delta: &Delta, end_of_pause: bool) -> Judgement {
+        let no_data = self.no_data_reason(delta);
         let checks: Vec<CheckResult> = (0..self.checks.len())
             .map(|i| self.evaluate(i, end_of_pause))
             .collect();
@@ -702,7 +704,7 @@ impl Judge {
             stage_canary_requests: self.stage.canary.requests,
             stage_stable_requests: self.stage.stable.requests,
             skipped: false,
-            from_refused: self.from_refused,
+            from_refused: false,
         }
     }
 
