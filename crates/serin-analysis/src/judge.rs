@@ -165,8 +165,6 @@ pub struct Judge {
     /// plausibly from it (the counters moved for good), judging goes on
     /// from it.
     refused: Option<Observation>,
-    /// The observation being judged is judged from `refused`.
-    from_refused: bool,
     stage: Acc,
     rollout: Acc,
 }
@@ -264,7 +262,6 @@ impl Judge {
             last: None,
             hist_requests: [0, 0],
             refused: None,
-            from_refused: false,
             stage: Acc::default(),
             rollout: Acc::default(),
         };
@@ -363,24 +360,43 @@ impl Judge {
     /// ratio tests; absolute limits, `minRequests` and `fixed` tests start
     /// again from `at`.
     /// An observation that fails the bounds (`bounds`) is not made the
-    /// base: the step starts from the last sound one.
-    pub fn begin_stage(&mut self, at: &Observation) {
-        match at.validate().and_then(|()| self.sound_delta(at)) {
-            Ok(d) => {
-                if self.config.method == Method::Sequential {
-                    self.update_sequential_rollout(&d);
+    /// base: the step starts from the last sound one. Returns whether `at`
+    /// became the base (a caller keeping its own interval numbers keeps its
+    /// base too when it did not).
+    pub fn begin_stage(&mut self, at: &Observation) -> bool {
+        let taken =
+            match at.validate().and_then(|()| self.sound_delta(at)) {
+                Ok(d) => {
+                    self.update_ratio_tests(&d);
+                    self.rollout.add(&d);
+                    self.remember(at);
+                    true
                 }
-                self.update_client_errors(&d);
-                self.rollout.add(&d);
-                self.remember(at);
-            }
-            Err(ObservationError::Implausible { .. } | ObservationError::Inconsistent { .. })
-                if self.last.is_some() => {}
-            Err(_) => {
-                self.last = None;
-                self.remember(at);
-            }
+                Err(
+                    ObservationError::Implausible { .. } | ObservationError::Inconsistent { .. },
+                ) if self.last.is_some() => false,
+                Err(_) => {
+                    self.last = None;
+                    self.remember(at);
+                    true
+                }
+            };
+        self.restart_stage();
+        taken
+    }
+
+    /// A new step (weight) begins whose start could not be read: it starts
+    /// from the last observation taken (zero before any), as
+    /// [`Judge::begin_stage`] at those numbers would.
+    pub fn begin_stage_unread(&mut self) {
+        if self.last.is_none() {
+            self.remember(&Observation::default());
         }
+        self.restart_stage();
+    }
+
+    /// The step's data and tests start again (the rollout's stay).
+    fn restart_stage(&mut self) {
         self.refused = None;
         self.stage = Acc::default();
         self.reset_tests(false);
@@ -405,10 +421,12 @@ impl Judge {
         self.remember(at);
     }
 
-    /// Feeds one interval to the rollout-long tests. Bounds for latency are
-    /// chosen from stable data before the interval, so the choice is
-    /// predictable and the e-process stays valid.
-    fn update_sequential_rollout(&mut self, d: &Delta) {
+    /// Feeds one interval to the ratio tests that the method keeps
+    /// (`reset_tests`: over the rollout for `sequential` and the 4xx check,
+    /// over the step for `fixed`, none else). Bounds for latency are chosen
+    /// from stable data before the interval, so the choice is predictable
+    /// and the e-process stays valid.
+    fn update_ratio_tests(&mut self, d: &Delta) {
         let before = &self.rollout.stable;
         for c in &mut self.checks {
             let Some(test) = c.ratio.as_mut() else {
@@ -421,6 +439,13 @@ impl Judge {
                     d.stable.errors,
                     d.stable.requests as f64,
                 ),
+                // Only intervals whose source counted 4xx on both sides.
+                Kind::ClientErrorRatio(_) => {
+                    if let (Some(x_c), Some(x_s)) = (d.canary.client_errors, d.stable.client_errors)
+                    {
+                        test.update(x_c, d.canary.requests as f64, x_s, d.stable.requests as f64)
+                    }
+                }
                 Kind::LatencyRatio { q, m, .. } => {
                     let (Some(hs), Some(hc), Some(prior)) =
                         (&d.stable.latency, &d.canary.latency, &before.latency)
@@ -465,18 +490,6 @@ impl Judge {
         }
     }
 
-    /// Feeds one interval to the 4xx test (every method).
-    fn update_client_errors(&mut self, d: &Delta) {
-        let (Some(x_c), Some(x_s)) = (d.canary.client_errors, d.stable.client_errors) else {
-            return;
-        };
-        for c in &mut self.checks {
-            if let (Kind::ClientErrorRatio(_), Some(test)) = (&c.kind, c.ratio.as_mut()) {
-                test.update(x_c, d.canary.requests as f64, x_s, d.stable.requests as f64);
-            }
-        }
-    }
-
     fn update_sequential_stage(&mut self, d: &Delta) {
         for c in &mut self.checks {
             let Some(test) = c.proportion.as_mut() else {
@@ -511,9 +524,9 @@ impl Judge {
     /// inconsistent) is left out and the base kept, so the next sound one
     /// is judged from a sound base; if the next one rises plausibly from the
     /// refused one (the counters moved for good), judging goes on from the
-    /// refused one. Counters going backwards, changed buckets or custom
-    /// metrics restart from `current`.
-    fn accept(&mut self, current: &Observation) -> Result<Delta, Box<Judgement>> {
+    /// refused one (then `true`). Counters going backwards, changed buckets
+    /// or custom metrics restart from `current`.
+    fn accept(&mut self, current: &Observation) -> Result<(Delta, bool), Box<Judgement>> {
         let refuse = |judge: &mut Judge, e: ObservationError| {
             Box::new(Judgement {
                 skipped: true,
@@ -524,7 +537,6 @@ impl Judge {
                 )
             })
         };
-        self.from_refused = false;
         if let Err(e) = current.validate() {
             if self.last.is_none() {
                 self.remember(current);
@@ -534,7 +546,7 @@ impl Judge {
         match self.sound_delta(current) {
             Ok(d) => {
                 self.refused = None;
-                Ok(d)
+                Ok((d, false))
             }
             Err(e @ ObservationError::Implausible { .. }) => {
                 if let Some(refused) = self.refused.take() {
@@ -543,8 +555,7 @@ impl Judge {
                         .and_then(|d| current.check_rise(&refused, &d));
                     if moved.is_ok() {
                         self.rebase(&refused);
-                        self.from_refused = true;
-                        return self.sound_delta(current).map_err(|e| {
+                        return self.sound_delta(current).map(|d| (d, true)).map_err(|e| {
                             Box::new(self.judgement(
                                 Verdict::NoData,
                                 format!("no data: {e}"),
@@ -574,20 +585,24 @@ impl Judge {
     /// though no-data is still reported. `sequential` and `none` judge
     /// every interval.
     pub fn observe(&mut self, current: &Observation, end_of_pause: bool) -> Judgement {
-        let delta = match self.accept(current) {
+        let (delta, from_refused) = match self.accept(current) {
             Ok(d) => d,
             Err(judgement) => return *judgement,
         };
-        if self.config.method != Method::None {
-            self.update_sequential_rollout(&delta);
-        }
-        self.update_client_errors(&delta);
+        self.update_ratio_tests(&delta);
         self.update_sequential_stage(&delta);
         self.rollout.add(&delta);
         self.stage.add(&delta);
         self.remember(current);
+        Judgement {
+            from_refused,
+            ..self.judge_interval(&delta, end_of_pause)
+        }
+    }
 
-        let no_data = self.no_data_reason(&delta);
+    /// The verdict after the interval `delta`, already taken in.
+    fn judge_interval(&self, delta: &Delta, end_of_pause: bool) -> Judgement {
+        let no_data = self.no_data_reason(delta);
         let checks: Vec<CheckResult> = (0..self.checks.len())
             .map(|i| self.evaluate(i, end_of_pause))
             .collect();
@@ -689,7 +704,7 @@ impl Judge {
             stage_canary_requests: self.stage.canary.requests,
             stage_stable_requests: self.stage.stable.requests,
             skipped: false,
-            from_refused: self.from_refused,
+            from_refused: false,
         }
     }
 

@@ -261,6 +261,18 @@ fn a_counter_that_moved_for_good_is_judged_again_from_where_it_moved() {
 }
 
 #[test]
+fn a_step_that_begins_on_a_spike_begins_from_the_sound_base() {
+    let mut j = Judge::new(errors_only(Some(0.05), None, Method::None)).unwrap();
+    assert!(j.begin_stage(&bad_canary(0)), "a sound start is the base");
+    let mut spike = bad_canary(1);
+    spike.canary.requests += 1_000_000_000_000;
+    assert!(!j.begin_stage(&spike), "a spike is not made the base");
+    let r = j.observe(&bad_canary(2), false);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    assert!(r.reason.contains("30.0 % (180/600)"), "{}", r.reason);
+}
+
+#[test]
 fn saturated_and_inconsistent_counters_are_no_data() {
     let mut j = Judge::new(errors_only(Some(0.05), None, Method::None)).unwrap();
     j.begin_stage(&bad_canary(0));

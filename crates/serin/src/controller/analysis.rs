@@ -89,9 +89,9 @@ pub fn observation(
 pub struct LiveAnalysis {
     source: Box<dyn MetricSource>,
     judge: Judge,
-    /// The last sound snapshot read, for interval numbers and baselines,
-    /// as the judge's observation too.
-    last: Option<(Snapshot, Observation)>,
+    /// The last snapshot the judge took as its base, for interval numbers
+    /// and baselines.
+    last: Option<Snapshot>,
     /// The snapshot the judge last refused as implausible, if the one after
     /// it has not been judged yet: when the judge goes on from it (the
     /// counters moved for good), the interval's numbers start there too.
@@ -128,17 +128,19 @@ impl Analysis for LiveAnalysis {
     fn begin_stage(&mut self, weight: Weight) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.judge.set_canary_weight(weight.percent());
+            self.refused = None;
             match self.read().await {
                 Ok((s, o)) => {
-                    self.judge.begin_stage(&o);
-                    self.last = Some((s, o));
+                    // A refused (implausible) start leaves the base where it was.
+                    if self.judge.begin_stage(&o) {
+                        self.last = Some(s);
+                    }
                 }
                 Err(e) => {
                     // The stage starts from the last numbers seen; without
                     // any, from zero.
                     tracing::warn!("metrics at the start of a stage: {e}");
-                    let base = self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default();
-                    self.judge.begin_stage(&base);
+                    self.judge.begin_stage_unread();
                 }
             }
         })
@@ -162,13 +164,14 @@ impl Analysis for LiveAnalysis {
                     now.canary.since(&before.canary)?,
                 ))
             };
-            let interval = self.last.as_ref().and_then(|l| since(&l.0));
+            let interval = self.last.as_ref().and_then(since);
             let backwards = self.last.is_some() && interval.is_none();
             if backwards {
                 // A counter went backwards: start over from these numbers.
-                self.judge.begin_stage(&current);
                 self.refused = None;
-                self.last = Some((now, current));
+                if self.judge.begin_stage(&current) {
+                    self.last = Some(now);
+                }
                 return Analysed {
                     verdict: Verdict::NoData,
                     reason: "no data: counters went backwards (an upstream or the metric source restarted); judging restarts from here".into(),
@@ -192,7 +195,7 @@ impl Analysis for LiveAnalysis {
                 (true, Some(r)) => since(r),
                 _ => interval,
             };
-            self.last = Some((now, current));
+            self.last = Some(now);
             Analysed {
                 verdict: judged.verdict,
                 reason: judged.reason,
@@ -374,6 +377,50 @@ mod tests {
             (200, 100, 30),
             "the interval from the refused reading: {}",
             moved.reason
+        );
+    }
+
+    /// A step that begins on a spike begins from the numbers before it, in
+    /// the judge and in the interval numbers alike: the spike's end is no
+    /// counter going backwards.
+    #[tokio::test]
+    async fn a_step_that_begins_on_a_spike_begins_from_before_it() {
+        let t = |requests, errors| Totals {
+            requests,
+            errors,
+            ..Totals::default()
+        };
+        let s = |stable, (canary, errors)| Snapshot {
+            stable: t(stable, 0),
+            canary: t(canary, errors),
+            custom: Vec::new(),
+        };
+        let script = [
+            s(1000, (100, 30)),
+            s(1200, (200, 60)),
+            s(1400, (1_000_000_000_000 + 300, 90)),
+            s(1600, (400, 120)),
+        ];
+        let mut a = LiveAnalysis::new(
+            Box::new(Scripted(script.into_iter().map(Ok).collect())),
+            Config {
+                min_requests: 20,
+                latency_p95: Limit::NONE,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        a.begin_stage(Weight::from_percent(30.0).unwrap()).await;
+        a.analyse(false).await;
+        a.begin_stage(Weight::from_percent(60.0).unwrap()).await;
+        let after = a.analyse(false).await;
+        assert!(!after.reason.contains("backwards"), "{}", after.reason);
+        let (stable, canary) = after.sample.expect("a judged interval has numbers");
+        assert_eq!(
+            (stable.requests, canary.requests, canary.errors),
+            (400, 200, 60),
+            "the interval from the last sound reading: {}",
+            after.reason
         );
     }
 

@@ -53,20 +53,16 @@ fn is_regular(path: &std::path::Path) -> bool {
 /// nginx's status for a request whose client closed the connection first.
 const CLIENT_CLOSED: u16 = 499;
 
-/// What a request whose client went away (nginx's 499) says of its version:
-/// while the version had not answered (`$upstream_status` `-` or missing) the
-/// client gave up waiting on it, a timeout counted against it, as the built-in
-/// proxy counts one; once the version had answered, the client left on its
-/// own and the request counts against neither (`None`).
-fn client_closed_is_timeout(upstream_status: Option<&str>) -> Option<bool> {
-    let last = upstream_status
+/// Whether the version had answered a request whose client went away
+/// (nginx's 499): `$upstream_status` ends with a status of its own. While it
+/// had not (`-` or missing) the client gave up waiting on it, a timeout
+/// counted against it, as the built-in proxy counts one; once it had, the
+/// client left on its own and the request counts against neither.
+fn answered_before_client_closed(upstream_status: Option<&str>) -> bool {
+    upstream_status
         .and_then(|s| s.rsplit(',').next())
-        .map(str::trim)
-        .unwrap_or("-");
-    match last.parse::<u16>() {
-        Ok(code) if (100..600).contains(&code) && code != CLIENT_CLOSED => None,
-        _ => Some(true),
-    }
+        .and_then(|last| last.trim().parse::<u16>().ok())
+        .is_some_and(|code| (100..600).contains(&code) && code != CLIENT_CLOSED)
 }
 
 /// Tails a JSON access log.
@@ -222,11 +218,10 @@ impl NginxLogSource {
                 return;
             }
         };
-        let timed_out = status == CLIENT_CLOSED
-            && match client_closed_is_timeout(upstream_status.as_deref()) {
-                Some(t) => t,
-                None => return, // answered, then the client left: neither
-            };
+        let timed_out = status == CLIENT_CLOSED;
+        if timed_out && answered_before_client_closed(upstream_status.as_deref()) {
+            return; // answered, then the client left: neither
+        }
         totals.requests += 1;
         if (400..500).contains(&status) && !timed_out {
             *client_errors += 1;
