@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -43,22 +43,9 @@ impl Admin {
 
     /// Whether `req` may change something: no token is set, or it carries it.
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(expected) = &self.token else {
-            return true;
-        };
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Constant time, so the token cannot be guessed byte by byte.
-        given.len() == expected.len()
-            && given
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        self.token
+            .as_deref()
+            .is_none_or(|token| bearer_matches(req.headers(), token))
     }
 
     pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -123,6 +110,24 @@ impl Admin {
     }
 }
 
+/// Whether `headers` carry `Authorization: Bearer TOKEN` with this `token`,
+/// compared in constant time so that it cannot be guessed byte by byte from
+/// response times. The one check for a bearer token: the proxy's admin
+/// `PUT /weight` and `serin serve`'s API both need it.
+pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 fn weight_json(status: StatusCode, weight: Weight) -> Response<Full<Bytes>> {
     // Weight's Display is a JSON number: `25`, `5.25`, never `25.0`.
     respond(
@@ -153,4 +158,30 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens() {
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            h
+        };
+        assert!(bearer_matches(&with("Bearer s3cret"), "s3cret"));
+        for wrong in [
+            "Bearer s3creT",
+            "Bearer s3cre",
+            "Bearer s3crets",
+            "bearer s3cret",
+            "s3cret",
+            "Basic s3cret",
+        ] {
+            assert!(!bearer_matches(&with(wrong), "s3cret"), "{wrong}");
+        }
+        assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
+    }
 }

@@ -54,6 +54,7 @@ mod split;
 mod table;
 mod weight;
 
+pub use admin::bearer_matches;
 pub use body::ResponseBody;
 pub use latency::empty_histogram;
 pub use prometheus::{
@@ -61,7 +62,7 @@ pub use prometheus::{
 };
 pub use proxy::{Proxy, ProxyOptions};
 pub use recorder::{Recorder, RecorderSnapshot, StatusClass, VersionSnapshot};
-pub use server::{serve, serve_admin, serve_admin_with_token};
+pub use server::{serve, serve_admin};
 pub use split::{STICKY_BUCKETS, route, split, sticky, sticky_bucket};
 pub use table::{ConfigError, Match, Route, RoutingTable, StickyKey, Upstream};
 pub use weight::{Version, Weight, WeightError};

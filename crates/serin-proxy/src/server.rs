@@ -59,19 +59,9 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
 
 /// Serves the admin endpoints (`GET /metrics`, `GET`/`PUT /weight`) of `proxy`
 /// on `listener` until `shutdown` resolves. `rollout` is the `rollout` label of
-/// every metric.
+/// every metric. With `token`, `PUT /weight` needs `Authorization: Bearer
+/// TOKEN` (401 without it); reads stay open.
 pub async fn serve_admin(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    rollout: String,
-    shutdown: impl Future<Output = ()>,
-) {
-    serve_admin_with_token(listener, proxy, rollout, None, shutdown).await;
-}
-
-/// [`serve_admin`], where with `token` `PUT /weight` needs `Authorization:
-/// Bearer TOKEN` (401 without it). Reads stay open.
-pub async fn serve_admin_with_token(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     rollout: String,

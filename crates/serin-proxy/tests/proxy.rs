@@ -19,10 +19,6 @@ fn weight(pct: f64) -> Weight {
     Weight::from_percent(pct).unwrap()
 }
 
-fn table(stable: &Upstream, canary: &Upstream, pct: f64) -> RoutingTable {
-    RoutingTable::new(&stable.url(), &canary.url(), weight(pct)).unwrap()
-}
-
 /// A URL on which nothing listens: bound, then released.
 async fn closed_url() -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

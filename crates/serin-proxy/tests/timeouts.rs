@@ -6,34 +6,16 @@ mod common;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use serin_proxy::{ProxyOptions, RoutingTable, StatusClass, Weight};
+use serin_proxy::{ProxyOptions, StatusClass};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-fn table(stable: &Upstream, canary: &Upstream, pct: f64) -> RoutingTable {
-    RoutingTable::new(
-        &stable.url(),
-        &canary.url(),
-        Weight::from_percent(pct).unwrap(),
-    )
-    .unwrap()
-}
-
-/// Waits (bounded) until `cond` holds.
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within 10 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// A body that sends `first` and then nothing, ever (and never ends).
 struct Stalls {
@@ -284,4 +266,32 @@ async fn a_stalled_upload_gets_408_counted_against_neither_version() {
     assert_eq!(snap.canary.requests(), 0);
     assert_eq!(snap.canary.errors(), 0);
     assert_eq!(snap.canary.cancelled, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_upload_counts_against_neither_version() {
+    // The client breaks its own upload while the proxy waits on it: no
+    // timeout of the version, and no 400 counted against it.
+    let up = counts_body().await;
+    let p = start_proxy(table(&up, &up, 100.0), ProxyOptions::default()).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nxyz")
+        .await
+        .unwrap();
+    let proxy = p.proxy.clone();
+    eventually("the request is in flight", || {
+        proxy.recorder().snapshot().canary.in_flight == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    eventually("the request is recorded", || {
+        proxy.recorder().snapshot().canary.in_flight == 0
+    })
+    .await;
+    let snap = p.proxy.recorder().snapshot();
+    assert_eq!(snap.canary.cancelled, 1);
+    assert_eq!(snap.canary.timed_out, 0);
+    assert_eq!(snap.canary.requests(), 0);
+    assert_eq!(snap.canary.errors(), 0);
 }

@@ -26,18 +26,20 @@ impl Drop for ProxyProcess {
 }
 
 impl ProxyProcess {
-    /// Starts the binary with `--listen 127.0.0.1:0` (and `--admin` likewise
-    /// when `admin`) and reads the chosen addresses from its log.
-    fn start(args: &[&str], admin: bool) -> ProxyProcess {
+    /// Starts the binary with `--listen 127.0.0.1:0` (and `--admin ADMIN`
+    /// with an `admin` address, port 0) and reads the chosen addresses from
+    /// its log. Any SERIN_TOKEN of the environment is not passed on.
+    fn start(args: &[&str], admin: Option<&str>) -> ProxyProcess {
         let mut cmd = Command::new(BIN);
         cmd.args(["proxy", "--listen", "127.0.0.1:0"]).args(args);
-        if admin {
-            cmd.args(["--admin", "127.0.0.1:0"]);
+        if let Some(admin) = admin {
+            cmd.args(["--admin", admin]);
         }
         // No NO_COLOR: a pipe alone must be enough for plain log lines.
         let mut child = cmd
             .env("RUST_LOG", "info")
             .env_remove("NO_COLOR")
+            .env_remove("SERIN_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -55,7 +57,7 @@ impl ProxyProcess {
             admin: None,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while proc.listen.port() == 0 || (admin && proc.admin.is_none()) {
+        while proc.listen.port() == 0 || (admin.is_some() && proc.admin.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
                 .recv_timeout(left)
@@ -87,12 +89,14 @@ fn field(line: &str, key: &str) -> Option<SocketAddr> {
         .and_then(|a| a.parse().ok())
 }
 
-/// Runs the binary to completion (within 20 s) and returns (exit code, stderr).
+/// Runs the binary to completion (within 20 s), without any SERIN_TOKEN of
+/// the environment, and returns (exit code, stderr).
 fn run_to_end(args: &[&str]) -> (i32, String) {
     let mut child = Command::new(BIN)
         .arg("proxy")
         .args(args)
         .env("NO_COLOR", "1")
+        .env_remove("SERIN_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -420,7 +424,7 @@ fn a_100_mb_body_streams_both_ways_without_growing_the_proxy() {
     const SIZE: u64 = 100 * 1024 * 1024;
     let up = start_upstream("stable");
     let url = format!("http://{up}");
-    let proxy = ProxyProcess::start(&["--stable", &url, "--canary", &url], false);
+    let proxy = ProxyProcess::start(&["--stable", &url, "--canary", &url], None);
     let (mut w, mut r) = connect(proxy.listen);
 
     // Warm up the connection pool and buffers, then take the baseline.
@@ -494,7 +498,7 @@ fn serves_split_routes_weight_and_metrics() {
             "--name",
             "checkout",
         ],
-        true,
+        Some("127.0.0.1:0"),
     );
     let admin = proxy.admin.unwrap();
     let (mut w, mut r) = connect(proxy.listen);
@@ -567,47 +571,6 @@ fn serves_split_routes_weight_and_metrics() {
     }
 }
 
-/// Runs `serin proxy ARGS` (without any SERIN_TOKEN from the environment) to
-/// completion within 20 s: (exit code, stderr).
-fn run_without_env_token(args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(BIN)
-        .arg("proxy")
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("SERIN_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code().unwrap_or(-1), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serin proxy {args:?} did not exit");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A port free on all addresses now (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `PUT /weight` on `admin` with `{"weight":N}` and an optional bearer token:
 /// the response head.
 fn put_weight(admin: SocketAddr, weight: u32, token: Option<&str>) -> String {
@@ -634,7 +597,7 @@ fn a_non_loopback_admin_address_needs_a_token() {
         "http://127.0.0.1:9",
     ];
     for admin in ["0.0.0.0:0", "[::]:0"] {
-        let (code, err) = run_without_env_token(&[&ok[..], &["--admin", admin]].concat());
+        let (code, err) = run_to_end(&[&ok[..], &["--admin", admin]].concat());
         assert_eq!(code, 2, "--admin {admin}: {err}");
         assert!(
             err.contains("--admin") && err.contains("--token") && err.contains("non-loopback"),
@@ -643,7 +606,7 @@ fn a_non_loopback_admin_address_needs_a_token() {
     }
     for blank in ["", "   ", "\t", "two words"] {
         let (code, err) =
-            run_without_env_token(&[&ok[..], &["--admin", "0.0.0.0:0", "--token", blank]].concat());
+            run_to_end(&[&ok[..], &["--admin", "0.0.0.0:0", "--token", blank]].concat());
         assert_eq!(code, 2, "--token {blank:?}: {err}");
         assert!(
             err.contains("--token: expected"),
@@ -652,18 +615,11 @@ fn a_non_loopback_admin_address_needs_a_token() {
     }
 
     // With a token it starts, and the weight changes only with the token.
-    let port = free_port();
-    let admin_flag = format!("0.0.0.0:{port}");
     let proxy = ProxyProcess::start(
-        &[&ok[2..], &["--admin", &admin_flag, "--token", "s3cret"]].concat(),
-        false,
+        &[&ok[2..], &["--token", "s3cret"]].concat(),
+        Some("0.0.0.0:0"),
     );
-    let admin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(admin).is_err() {
-        assert!(Instant::now() < deadline, "the admin address never opened");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let admin = SocketAddr::from(([127, 0, 0, 1], proxy.admin.unwrap().port()));
     assert!(put_weight(admin, 30, None).starts_with("HTTP/1.1 401"));
     assert!(put_weight(admin, 30, Some("wrong!")).starts_with("HTTP/1.1 401"));
     let (_, weight) = http(admin, "GET /weight HTTP/1.1\r\nHost: t\r\n\r\n");

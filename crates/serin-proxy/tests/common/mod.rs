@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
+use serin_proxy::{Proxy, ProxyOptions, RoutingTable, Weight};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -88,6 +88,25 @@ pub async fn named(name: &'static str) -> Upstream {
     .await
 }
 
+/// The table sending `pct` % of requests to `canary`, the rest to `stable`.
+pub fn table(stable: &Upstream, canary: &Upstream, pct: f64) -> RoutingTable {
+    RoutingTable::new(
+        &stable.url(),
+        &canary.url(),
+        Weight::from_percent(pct).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Waits (bounded) until `cond` holds.
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A proxy serving on a free port; shut down (gracefully) on Drop.
 pub struct Running {
     pub proxy: Arc<Proxy>,
@@ -156,6 +175,7 @@ pub async fn start_admin(proxy: Arc<Proxy>, rollout: &str) -> Admin {
         listener,
         proxy,
         rollout.to_owned(),
+        None,
         std::future::pending(),
     ));
     Admin { addr, task }

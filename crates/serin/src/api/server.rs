@@ -97,23 +97,13 @@ impl From<DaemonError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Checks the bearer token of a mutation. Constant-time comparison, so the
-/// token cannot be guessed byte by byte from response times.
+/// Checks the bearer token of a mutation (in constant time: see
+/// [`serin_proxy::bearer_matches`]).
 fn authorize(daemon: &Daemon, headers: &HeaderMap) -> ApiResult<()> {
     let Some(expected) = daemon.token() else {
         return Ok(());
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let same = serin_proxy::bearer_matches(headers, expected);
     if same {
         Ok(())
     } else {

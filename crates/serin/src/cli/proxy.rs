@@ -350,7 +350,7 @@ async fn serve(config: Config) -> anyhow::Result<Exit> {
                 token = config.token.is_some(),
                 "admin listening (GET /metrics, GET/PUT /weight)"
             );
-            Some(tokio::spawn(serin_proxy::serve_admin_with_token(
+            Some(tokio::spawn(serin_proxy::serve_admin(
                 l,
                 proxy.clone(),
                 config.name.clone(),
