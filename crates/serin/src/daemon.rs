@@ -343,12 +343,19 @@ pub struct Daemon {
     paths: Paths,
     parse: Parser,
     rollouts: Mutex<BTreeMap<String, Entry>>,
-    /// Stored rollouts this daemon did not start, with why.
-    not_running: std::sync::Mutex<BTreeMap<String, String>>,
-    /// Stored rollouts whose data plane could not start yet for want of
-    /// something that may come back, with the last error; a background task
-    /// retries each. Changed only under the `rollouts` lock.
-    starting: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Stored rollouts that do not run here (none of them in `rollouts`),
+    /// with why. Changed only under the `rollouts` lock.
+    down: std::sync::Mutex<BTreeMap<String, Down>>,
+}
+
+/// Why a stored rollout does not run in this daemon.
+enum Down {
+    /// Its data plane could not start yet for want of something that may
+    /// come back (the last error); a background task retries.
+    Starting(String),
+    /// It was not started and will not be (a row that does not read, a
+    /// file no longer valid, what the operator did not allow).
+    NotRunning(String),
 }
 
 /// The first wait before starting a data plane again.
@@ -382,8 +389,7 @@ impl Daemon {
             paths,
             parse,
             rollouts: Mutex::new(BTreeMap::new()),
-            not_running: std::sync::Mutex::new(BTreeMap::new()),
-            starting: std::sync::Mutex::new(BTreeMap::new()),
+            down: std::sync::Mutex::new(BTreeMap::new()),
         });
         let rows = daemon.store.list_each()?;
         let mut map = daemon.rollouts.lock().await;
@@ -397,21 +403,17 @@ impl Daemon {
             };
             let setup = match daemon.setup_for(&record) {
                 Ok(s) => s,
-                Err(e) => {
-                    daemon.not_start(&name, format!("its stored file is no longer valid: {e}"));
+                Err(why) => {
+                    daemon.not_start(&name, why);
                     continue;
                 }
             };
-            if let Err(e) = daemon.permitted(&setup) {
-                daemon.not_start(&name, e);
-                continue;
-            }
             let plane = match DataPlane::start(&setup, record.state.weight).await {
                 Ok(p) => p,
                 Err(e) => {
                     let why = start_error(&e);
                     tracing::error!(rollout = %name, "not started yet: {e}; retrying in {RETRY_FIRST:?}");
-                    daemon.starting_map().insert(name.clone(), why);
+                    daemon.down_map().insert(name.clone(), Down::Starting(why));
                     tokio::spawn(keep_starting(Arc::downgrade(&daemon), name));
                     continue;
                 }
@@ -451,15 +453,11 @@ impl Daemon {
         };
         // Neither the file nor the policy changes while the daemon runs;
         // should either fail, the rollout is not started, as at start.
-        let setup = match self
-            .setup_for(&record)
-            .map_err(|e| format!("its stored file is no longer valid: {e}"))
-            .and_then(|s| self.permitted(&s).map(|()| s))
-        {
+        let setup = match self.setup_for(&record) {
             Ok(s) => s,
             Err(why) => {
                 let _map = self.rollouts.lock().await;
-                if self.starting_map().remove(name).is_some() {
+                if self.why_starting(name).is_some() {
                     self.not_start(name, why);
                 }
                 return Ok(());
@@ -469,25 +467,36 @@ impl Daemon {
             .await
             .map_err(|e| start_error(&e))?;
         let mut map = self.rollouts.lock().await;
-        if self.starting_map().remove(name).is_none() || map.contains_key(name) {
+        if self.why_starting(name).is_none() {
             drop(map);
             plane.stop().await;
             return Ok(());
         }
+        // An operator's rollback (taken under the lock) while the plane
+        // started: the plane took the weight before it; start again.
+        if self.store.get(name).ok().map(|r| r.generation) != Some(record.generation) {
+            drop(map);
+            plane.stop().await;
+            return Err("the rollout changed while its data plane started".into());
+        }
+        self.down_map().remove(name);
         tracing::info!(rollout = %name, weight = %record.state.weight, "started: the stored weight is in force");
         let entry = self.entry(setup, &record, plane);
         map.insert(name.to_string(), entry);
         Ok(())
     }
 
-    fn starting_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
-        self.starting.lock().unwrap_or_else(|p| p.into_inner())
+    fn down_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Down>> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Why a stored rollout's data plane has not started yet, if it is
     /// being retried.
     fn why_starting(&self, name: &str) -> Option<String> {
-        self.starting_map().get(name).cloned()
+        match self.down_map().get(name) {
+            Some(Down::Starting(why)) => Some(why.clone()),
+            _ => None,
+        }
     }
 
     /// Whether the operator allowed everything `setup` would make the daemon
@@ -507,16 +516,16 @@ impl Daemon {
     /// Records (and logs) that a stored rollout was not started.
     fn not_start(&self, name: &str, why: String) {
         tracing::error!(rollout = %name, "not started: {why}");
-        self.not_running_map().insert(name.to_string(), why);
+        self.down_map()
+            .insert(name.to_string(), Down::NotRunning(why));
     }
 
-    fn not_running_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
-        self.not_running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Why a stored rollout is not running here, if it is not.
+    /// Why a stored rollout was not started here, if it was not.
     fn why_not_running(&self, name: &str) -> Option<String> {
-        self.not_running_map().get(name).cloned()
+        match self.down_map().get(name) {
+            Some(Down::NotRunning(why)) => Some(why.clone()),
+            _ => None,
+        }
     }
 
     /// The error for a command to a rollout this daemon does not run.
@@ -542,9 +551,13 @@ impl Daemon {
         self.token.as_deref()
     }
 
-    /// The file's setup, with the upstreams the record says are in force.
+    /// The stored file's setup, with the upstreams the record says are in
+    /// force, if the operator allows what it runs and touches; if not, why
+    /// the rollout cannot run.
     fn setup_for(&self, record: &RolloutRecord) -> Result<Setup, String> {
-        let mut setup = (self.parse)(&record.spec, &format!("stored rollout {}", record.name))?;
+        let mut setup = (self.parse)(&record.spec, &format!("stored rollout {}", record.name))
+            .map_err(|e| format!("its stored file is no longer valid: {e}"))?;
+        self.permitted(&setup)?;
         let table = &setup.table;
         let stable = record
             .stable_upstream
@@ -597,8 +610,7 @@ impl Daemon {
                 return Err(e.into());
             }
         };
-        self.not_running_map().remove(&setup.name);
-        self.starting_map().remove(&setup.name);
+        self.down_map().remove(&setup.name);
         let status = self.status_of(&record, Some(&plane));
         map.insert(
             setup.name.clone(),
@@ -625,7 +637,6 @@ impl Daemon {
         }
         let mut map = self.rollouts.lock().await;
         let entry = map.get_mut(name).ok_or_else(|| self.absent(name))?;
-        self.permitted(&entry.setup).map_err(DaemonError::Refused)?;
         if entry.driver.as_ref().is_some_and(|d| !d.is_finished()) {
             return Err(DaemonError::Conflict(format!(
                 "rollout {name} is already in progress; promote, roll back or wait"
@@ -656,9 +667,7 @@ impl Daemon {
         record.generation = self.store.save(&record, &[], now)?;
         // The table follows the record: stable may be a former canary, the
         // canary may have a new upstream.
-        let setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
-        self.permitted(&setup).map_err(DaemonError::Refused)?;
-        entry.setup = setup;
+        entry.setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
         entry.plane.update(&entry.setup).await;
         entry.driver = Some(RunningDriver::spawn(
             &entry.setup,
@@ -674,7 +683,7 @@ impl Daemon {
         let handle = {
             let map = self.rollouts.lock().await;
             let Some(entry) = map.get(name) else {
-                drop(map);
+                // Under the lock: the plane cannot start meanwhile.
                 return self.rollback_while_starting(name, input);
             };
             match &entry.driver {
@@ -737,8 +746,7 @@ impl Daemon {
             entry.plane.stop().await;
         }
         self.store.remove(name)?;
-        self.not_running_map().remove(name);
-        self.starting_map().remove(name);
+        self.down_map().remove(name);
         Ok(())
     }
 
@@ -939,7 +947,8 @@ impl Daemon {
     /// every proxy.
     pub async fn shutdown(&self) {
         let mut map = self.rollouts.lock().await;
-        self.starting_map().clear();
+        self.down_map()
+            .retain(|_, d| matches!(d, Down::NotRunning(_)));
         for (_, entry) in std::mem::take(&mut *map) {
             if let Some(driver) = entry.driver {
                 let _ = driver.finish(async {}).await;
@@ -968,7 +977,7 @@ async fn keep_starting(daemon: Weak<Daemon>, name: String) {
                 tracing::warn!(rollout = %name, "not started yet: {why}; retrying in {wait:?}");
                 // Only while it still waits (not cleaned up or registered).
                 let _map = daemon.rollouts.lock().await;
-                if let Some(last) = daemon.starting_map().get_mut(&name) {
+                if let Some(Down::Starting(last)) = daemon.down_map().get_mut(&name) {
                     *last = why;
                 }
             }

@@ -483,16 +483,7 @@ impl Store {
     /// Every rollout, by name; fails if any row does not parse (see
     /// [`Store::list_each`]).
     pub fn list(&self) -> Result<Vec<RolloutRecord>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare(&format!("{SELECT_ROLLOUT} ORDER BY name"))
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], RawRollout::from_row)
-            .map_err(|e| self.sql(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.sql(e))?;
-        rows.into_iter().map(RawRollout::parse).collect()
+        self.list_each()?.into_iter().map(|(_, row)| row).collect()
     }
 
     /// Removes a rollout with its events and samples (`serin cleanup`).

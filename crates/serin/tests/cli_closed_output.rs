@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::cli;
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
 use common::serin::{
@@ -100,12 +101,7 @@ fn one_shot_commands_exit_quietly_when_their_output_is_closed() {
         )
         .yaml(),
     );
-    let o = serin()
-        .args(["init", &file.display().to_string()])
-        .env("SERIN_API", format!("http://{api}"))
-        .env_remove("SERIN_TOKEN")
-        .output()
-        .unwrap();
+    let o = cli(api, &["init", &file.display().to_string()], None);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     for args in [
         &["history", "shop"][..],
@@ -162,12 +158,7 @@ fn serin_serve_keeps_serving_when_its_log_is_closed() {
             &format!("{name}.yaml"),
             &Rollout::new(name, proxy, local(free_port()), local(free_port())).yaml(),
         );
-        let o = serin()
-            .args(["init", &file.display().to_string()])
-            .env("SERIN_API", format!("http://{api}"))
-            .env_remove("SERIN_TOKEN")
-            .output()
-            .unwrap();
+        let o = cli(api, &["init", &file.display().to_string()], None);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         wait_for_port(proxy);
     }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::daemon::{cli, wait_status};
 use common::http::{get, wait_until_closed};
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
@@ -79,36 +80,9 @@ impl Daemon {
         d
     }
 
-    fn api(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
     /// A client command against this daemon, with or without the token.
     fn cli(&self, args: &[&str], token: bool) -> Output {
-        let mut cmd = serin();
-        cmd.args(args)
-            .env("SERIN_API", self.api())
-            .env_remove("SERIN_TOKEN");
-        if token {
-            cmd.env("SERIN_TOKEN", TOKEN);
-        }
-        let mut child = cmd
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("serin {args:?} did not exit within 40 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().unwrap()
+        cli(self.addr, args, token.then_some(TOKEN))
     }
 
     /// A client command that must succeed.
@@ -139,29 +113,6 @@ impl Daemon {
         let o = self.ok(&["status", name, "-o", "json"]);
         serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("status -o json is JSON: {e}: {}", text(&o)))
-    }
-
-    /// The status over the API (cheap, for polling).
-    fn status_api(&self, name: &str) -> Value {
-        let a = get(self.addr, &format!("/api/v1/rollouts/{name}"));
-        assert_eq!(a.status, 200, "GET rollout {name}: {}", a.body);
-        serde_json::from_str(&a.body).unwrap()
-    }
-
-    /// Polls the status until `cond` holds (20 s at most).
-    fn wait_for(&self, name: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.status_api(name);
-            if cond(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited 20 s for {what}; status: {s:#}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// `serin history NAME -o json`, parsed.
@@ -287,9 +238,12 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     assert!(s["canary"]["version"].is_null(), "deploy refused: {s:#}");
     assert_eq!(phase(&s), "Initializing");
     d.ok(&["deploy", "checkout", "v2"]);
-    let s = d.wait_for("checkout", "the first step (weight 10, pausing)", |s| {
-        phase(s) == "Progressing" && step(s) == 1 && weight(s) == 10.0
-    });
+    let s = wait_status(
+        d.addr,
+        "checkout",
+        "the first step (weight 10, pausing)",
+        |s| phase(s) == "Progressing" && step(s) == 1 && weight(s) == 10.0,
+    );
     assert_eq!(s["canary"]["version"], "v2");
     // Registering the file again while it runs is refused (409) and changes nothing.
     let o = d.cli(&["init", &file], true);
@@ -303,7 +257,9 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     assert_eq!((phase(&s), step(&s), weight(&s)), ("Progressing", 1, 10.0));
 
     // status -o json: every SPEC field, with live metrics and a verdict.
-    let s = d.wait_for("checkout", "a verdict", |s| !s["lastVerdict"].is_null());
+    let s = wait_status(d.addr, "checkout", "a verdict", |s| {
+        !s["lastVerdict"].is_null()
+    });
     let s2 = d.status("checkout");
     for key in [
         "name",
@@ -383,9 +339,12 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     let s = d.status("checkout");
     assert_eq!((phase(&s), step(&s), weight(&s)), ("Paused", 1, 30.0));
     d.ok(&["promote", "checkout"]);
-    let s = d.wait_for("checkout", "step 3 waiting for promote at 40 %", |s| {
-        phase(s) == "Paused" && step(s) == 3 && weight(s) == 40.0
-    });
+    let s = wait_status(
+        d.addr,
+        "checkout",
+        "step 3 waiting for promote at 40 %",
+        |s| phase(s) == "Paused" && step(s) == 3 && weight(s) == 40.0,
+    );
     assert!(
         s["reason"].as_str().unwrap_or("").contains("promote"),
         "{s:#}"
@@ -580,7 +539,7 @@ fn a_killed_daemon_comes_back_where_it_was() {
     let mut d = Daemon::start(api, &state);
     d.ok(&["init", &file.display().to_string()]);
     d.ok(&["deploy", "cart", "v2"]);
-    let before = d.wait_for("cart", "step 1 at 25 % waiting for promote", |s| {
+    let before = wait_status(d.addr, "cart", "step 1 at 25 % waiting for promote", |s| {
         phase(s) == "Paused" && step(s) == 1 && weight(s) == 25.0
     });
     wait_for_port(proxy);

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::chromium::chromium;
+use common::daemon::cli;
 use common::http::{Answer, get, http, wait_until_closed};
 use common::nginx::{Nginx, free_port, local};
 use common::rollout::Rollout;
@@ -53,18 +54,6 @@ fn serve(api: SocketAddr, state: &Path, flags: &[&str]) -> Proc {
 /// `serin serve …` run to its exit (bounded), for the ones that must not start.
 fn serve_output(api: SocketAddr, state: &Path) -> Output {
     serve_output_with(api, state, &[])
-}
-
-/// A client command against the daemon at `api`.
-fn cli(api: SocketAddr, args: &[&str], token: Option<&str>) -> Output {
-    let mut cmd = serin();
-    cmd.args(args)
-        .env("SERIN_API", format!("http://{api}"))
-        .env_remove("SERIN_TOKEN");
-    if let Some(t) = token {
-        cmd.env("SERIN_TOKEN", t);
-    }
-    Proc::spawn(cmd, true).wait_output(Duration::from_secs(40))
 }
 
 /// A builtin-proxy rollout file; its upstreams need not run.
@@ -214,38 +203,29 @@ fn the_dashboards_own_requests_still_work() {
     let o = cli(api, &["init", &file.display().to_string()], None);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // Deploy from the dashboard's origin by the name localhost.
-    let host = format!("localhost:{}", api.port());
-    let origin = format!("http://{host}");
-    let a = http(
-        api,
-        "POST",
-        "/api/v1/rollouts/shop/deploy",
-        &[
-            ("Host", host.as_str()),
+    // What Chromium sends with a same-origin `fetch` of JSON from the
+    // dashboard at `host`.
+    let from_dashboard = |host: &str, path: &str, body: &str| {
+        let origin = format!("http://{host}");
+        let headers = [
+            ("Host", host),
             ("Origin", origin.as_str()),
             ("Referer", origin.as_str()),
             ("Sec-Fetch-Site", "same-origin"),
             ("Sec-Fetch-Mode", "cors"),
             ("Content-Type", "application/json"),
-        ],
+        ];
+        http(api, "POST", path, &headers, body)
+    };
+    let host = format!("localhost:{}", api.port());
+    let a = from_dashboard(
+        &host,
+        "/api/v1/rollouts/shop/deploy",
         "{\"version\":\"v2\"}",
     );
     assert_eq!(a.status, 200, "deploy as localhost: {}", a.body);
     // The rollback button, by address.
-    let origin = format!("http://{api}");
-    let a = http(
-        api,
-        "POST",
-        "/api/v1/rollouts/shop/rollback",
-        &[
-            ("Origin", origin.as_str()),
-            ("Referer", origin.as_str()),
-            ("Sec-Fetch-Site", "same-origin"),
-            ("Sec-Fetch-Mode", "cors"),
-            ("Content-Type", "application/json"),
-        ],
-        "{}",
-    );
+    let a = from_dashboard(&api.to_string(), "/api/v1/rollouts/shop/rollback", "{}");
     assert_eq!(a.status, 200, "the dashboard's rollback: {}", a.body);
     let s: Value = serde_json::from_str(&a.body).unwrap();
     assert_eq!(s["phase"], "RolledBack", "{s:#}");

@@ -8,132 +8,53 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Output;
-use std::time::{Duration, Instant};
 
-use common::nginx::{Nginx, free_port, local};
-use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, serin, text, wait_for_port, write};
+use common::daemon::{cli, serve_nginx, wait_status};
+use common::nginx::{Nginx, free_port};
+use common::serin::{Proc, demo_app, text, write};
 use serde_json::Value;
 
 const TOKEN: &str = "restart-test-token";
 
-/// `GET path` on `addr`: (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    common::prometheus::get(addr, path).unwrap_or_else(|| panic!("GET {addr}{path}: no answer"))
-}
+/// The rollout every test here runs.
+const NAME: &str = "ngx";
 
-/// A client command against the daemon at `api`, with the token, bounded.
-fn cli(api: &str, args: &[&str]) -> Output {
-    let mut child = serin()
-        .args(args)
-        .env("SERIN_API", api)
-        .env("SERIN_TOKEN", TOKEN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serin {args:?} did not exit within 40 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Polls `GET /api/v1/rollouts/NAME` until `cond` holds (30 s at most).
-fn wait_status(addr: SocketAddr, name: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (code, body) = get(addr, &format!("/api/v1/rollouts/{name}"));
-        assert_eq!(code, 200, "{body}");
-        let s: Value = serde_json::from_str(&body).unwrap();
-        if cond(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "waited 30 s for {what}: {s:#}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `serin serve` on a free port over `state`, allowed nginx's commands and
-/// files: the process and its API address.
-fn daemon(nginx: &Nginx, state: &Path) -> (Proc, SocketAddr) {
-    let api_addr = local(free_port());
-    let mut serve = serin();
-    serve
-        .args([
-            "serve",
-            "--listen",
-            &api_addr.to_string(),
-            "--state-dir",
-            &state.display().to_string(),
-            "--allow-command",
-            &nginx.command(&["-t", "-q"]).join(" "),
-            "--allow-command",
-            &nginx.command(&["-s", "reload"]).join(" "),
-            "--allow-path",
-            &nginx.dir.join("conf.d").display().to_string(),
-            "--allow-path",
-            &nginx.dir.join("logs").display().to_string(),
-        ])
-        .env("SERIN_TOKEN", TOKEN);
-    let proc = Proc::spawn(serve, false);
-    wait_for_port(api_addr);
-    (proc, api_addr)
-}
-
-/// The nginx-provider rollout `name` at 10 %, then `pause: {}`.
-fn nginx_rollout(nginx: &Nginx, name: &str, stable: SocketAddr, canary: SocketAddr) -> String {
-    let include = nginx.include(&format!("serin-{name}"));
-    Rollout::new(name, local(free_port()), stable, canary)
-        .traffic(&format!(
-            "  provider: nginx
-  nginx:
-    include: {include}
-    test: {test}
-    reload: {reload}
-    accessLog: {log}
-",
-            include = include.display(),
-            test = nginx.command(&["-t", "-q"]).join(" "),
-            reload = nginx.command(&["-s", "reload"]).join(" "),
-            log = nginx.dir.join(format!("logs/serin-{name}.json")).display(),
-        ))
+/// The versions' apps and a daemon over `dir/state` running the
+/// nginx-provider rollout [`NAME`] (10 %, then `pause: {}`), deployed and
+/// 10 % in force: the apps, the daemon and its API address.
+fn deployed(nginx: &Nginx, dir: &Path) -> ([Proc; 2], Proc, SocketAddr) {
+    let (stable_app, stable) = demo_app("v1", &[]);
+    let (canary_app, canary) = demo_app("v2", &[]);
+    let yaml = nginx
+        .rollout(NAME, free_port(), stable, canary, &nginx.test_command())
         .steps("  - setWeight: 10\n  - pause: {}\n")
         .no_data_limit(1000)
-        .yaml()
+        .yaml();
+    let file = write(dir, "rollout.yaml", &yaml).display().to_string();
+    let (daemon, api) = serve_nginx(nginx, &dir.join("state"), TOKEN);
+    for args in [vec!["init", file.as_str()], vec!["deploy", NAME, "v2"]] {
+        let o = cli(api, &args, Some(TOKEN));
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+    }
+    wait_status(api, NAME, "10 % in force", |s| {
+        s["weightInForce"].as_f64() == Some(10.0) && s["phase"] == "Paused"
+    });
+    ([stable_app, canary_app], daemon, api)
 }
 
 #[test]
 fn a_rollback_nginx_refused_before_a_crash_is_retried_after_the_restart() {
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
-    let (_stable, stable) = demo_app("v1", &[]);
-    let (_canary, canary) = demo_app("v2", &[]);
-    let name = "ngx";
-    let include = nginx.include(&format!("serin-{name}"));
-    let yaml = nginx_rollout(&nginx, name, stable, canary);
-    let file = write(dir.path(), "rollout.yaml", &yaml);
     let state = dir.path().join("state");
-    let (mut first, api_addr) = daemon(&nginx, &state);
-    let api = format!("http://{api_addr}");
-    let file = file.display().to_string();
-    for args in [vec!["init", file.as_str()], vec!["deploy", name, "v2"]] {
-        let o = cli(&api, &args);
-        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
-    }
-    wait_status(api_addr, name, "10 % in force", |s| {
-        s["weightInForce"].as_f64() == Some(10.0) && s["phase"] == "Paused"
-    });
+    let (_apps, mut first, api_addr) = deployed(&nginx, dir.path());
+    let name = NAME;
+    let include = nginx.include(&format!("serin-{name}"));
 
     // An unrelated broken file: nginx -t fails, the rollback stays pending.
     let broken = nginx.dir.join("conf.d/zz-unrelated.conf");
     std::fs::write(&broken, "bogus_directive on;\n").unwrap();
-    let o = cli(&api, &["rollback", name]);
+    let o = cli(api_addr, &["rollback", name], Some(TOKEN));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     wait_status(api_addr, name, "the pending rollback", |s| {
         s["phase"] == "RolledBack" && s["weightInForce"].as_f64() == Some(10.0)
@@ -141,8 +62,7 @@ fn a_rollback_nginx_refused_before_a_crash_is_retried_after_the_restart() {
 
     // A crash, and a restart while nginx -t still fails.
     first.kill();
-    let (_second, api_addr) = daemon(&nginx, &state);
-    let api = format!("http://{api_addr}");
+    let (_second, api_addr) = serve_nginx(&nginx, &state, TOKEN);
     let s = wait_status(api_addr, name, "the restarted daemon's status", |s| {
         s["phase"] == "RolledBack"
     });
@@ -167,7 +87,7 @@ fn a_rollback_nginx_refused_before_a_crash_is_retried_after_the_restart() {
             .contains("10.00% canary"),
         "nginx still has the canary's 10 %"
     );
-    let o = cli(&api, &["status", name]);
+    let o = cli(api_addr, &["status", name], Some(TOKEN));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
@@ -199,35 +119,18 @@ fn a_rollback_nginx_refused_before_a_crash_is_retried_after_the_restart() {
 fn a_rollback_asked_while_the_plane_does_not_start_is_taken_and_applied_later() {
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
-    let (_stable, stable) = demo_app("v1", &[]);
-    let (_canary, canary) = demo_app("v2", &[]);
-    let name = "ngx";
-    let include = nginx.include(&format!("serin-{name}"));
-    let file = write(
-        dir.path(),
-        "rollout.yaml",
-        &nginx_rollout(&nginx, name, stable, canary),
-    );
     let state = dir.path().join("state");
-    let (mut first, api_addr) = daemon(&nginx, &state);
-    let api = format!("http://{api_addr}");
-    let file = file.display().to_string();
-    for args in [vec!["init", file.as_str()], vec!["deploy", name, "v2"]] {
-        let o = cli(&api, &args);
-        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
-    }
-    wait_status(api_addr, name, "10 % in force", |s| {
-        s["weightInForce"].as_f64() == Some(10.0) && s["phase"] == "Paused"
-    });
+    let (_apps, mut first, _) = deployed(&nginx, dir.path());
+    let name = NAME;
+    let include = nginx.include(&format!("serin-{name}"));
     let broken = nginx.dir.join("conf.d/zz-unrelated.conf");
     std::fs::write(&broken, "bogus_directive on;\n").unwrap();
     first.kill();
-    let (_second, api_addr) = daemon(&nginx, &state);
-    let api = format!("http://{api_addr}");
+    let (_second, api_addr) = serve_nginx(&nginx, &state, TOKEN);
     wait_status(api_addr, name, "the plane not started", |s| {
         !s["notInForce"].as_array().is_none_or(|a| a.is_empty())
     });
-    let o = cli(&api, &["rollback", name]);
+    let o = cli(api_addr, &["rollback", name], Some(TOKEN));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     wait_status(api_addr, name, "rolled back, not in force yet", |s| {
         s["phase"] == "RolledBack" && s["weight"].as_f64() == Some(0.0)

@@ -9,90 +9,23 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::daemon::{cli, serve_nginx, wait_status};
+use common::http::get;
 use common::nginx::{Nginx, free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, serin, serin_run, text, wait_for_port, write};
-use serde_json::Value;
+use common::serin::{demo_app, serin_run, text, wait_for_port, write};
 
 const TOKEN: &str = "status-test-token";
 
-/// `GET path` on `addr`: (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    common::prometheus::get(addr, path).unwrap_or_else(|| panic!("GET {addr}{path}: no answer"))
-}
-
-/// A client command against the daemon at `api`, with the token, bounded.
-fn cli(api: &str, args: &[&str]) -> Output {
-    let mut child = serin()
-        .args(args)
-        .env("SERIN_API", api)
-        .env("SERIN_TOKEN", TOKEN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serin {args:?} did not exit within 40 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Polls `GET /api/v1/rollouts/NAME` until `cond` holds (30 s at most).
-fn wait_status(addr: SocketAddr, name: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (code, body) = get(addr, &format!("/api/v1/rollouts/{name}"));
-        assert_eq!(code, 200, "{body}");
-        let s: Value = serde_json::from_str(&body).unwrap();
-        if cond(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "waited 30 s for {what}: {s:#}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The value of `metric{rollout="NAME"}` on /metrics, if present.
 fn metric(addr: SocketAddr, metric: &str, name: &str) -> Option<f64> {
-    let (_, body) = get(addr, "/metrics");
+    let body = get(addr, "/metrics").body;
     let prefix = format!("{metric}{{rollout=\"{name}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
-}
-
-fn nginx_rollout(
-    name: &str,
-    nginx: &Nginx,
-    port: u16,
-    stable: SocketAddr,
-    canary: SocketAddr,
-) -> String {
-    Rollout::new(name, local(port), stable, canary)
-        .traffic(&format!(
-            "  provider: nginx
-  nginx:
-    include: {include}
-    test: {test}
-    reload: {reload}
-    accessLog: {log}
-",
-            include = nginx.include(&format!("serin-{name}")).display(),
-            test = nginx.command(&["-t", "-q"]).join(" "),
-            reload = nginx.command(&["-s", "reload"]).join(" "),
-            log = nginx.dir.join(format!("logs/serin-{name}.json")).display(),
-        ))
-        .steps("  - setWeight: 9\n  - pause: {}\n")
-        .no_data_limit(1000)
-        .yaml()
 }
 
 #[test]
@@ -106,34 +39,17 @@ fn a_rollback_nginx_refuses_is_shown_pending_with_the_weight_in_force() {
     let file = write(
         dir.path(),
         "rollout.yaml",
-        &nginx_rollout(name, &nginx, port, stable, canary),
+        &nginx
+            .rollout(name, port, stable, canary, &nginx.test_command())
+            .steps("  - setWeight: 9\n  - pause: {}\n")
+            .no_data_limit(1000)
+            .yaml(),
     );
-    let api_addr = local(free_port());
-    let api = format!("http://{api_addr}");
-    let mut serve = serin();
-    serve
-        .args([
-            "serve",
-            "--listen",
-            &api_addr.to_string(),
-            "--state-dir",
-            &dir.path().join("state").display().to_string(),
-            "--allow-command",
-            &nginx.command(&["-t", "-q"]).join(" "),
-            "--allow-command",
-            &nginx.command(&["-s", "reload"]).join(" "),
-            "--allow-path",
-            &nginx.dir.join("conf.d").display().to_string(),
-            "--allow-path",
-            &nginx.dir.join("logs").display().to_string(),
-        ])
-        .env("SERIN_TOKEN", TOKEN);
-    let _daemon = Proc::spawn(serve, false);
-    wait_for_port(api_addr);
+    let (_daemon, api_addr) = serve_nginx(&nginx, &dir.path().join("state"), TOKEN);
 
     let file = file.display().to_string();
     for args in [vec!["init", file.as_str()], vec!["deploy", name, "v2"]] {
-        let o = cli(&api, &args);
+        let o = cli(api_addr, &args, Some(TOKEN));
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
     }
     let s = wait_status(api_addr, name, "9 % in force", |s| {
@@ -146,7 +62,7 @@ fn a_rollback_nginx_refuses_is_shown_pending_with_the_weight_in_force() {
     // A file serin does not own breaks `nginx -t`: nginx keeps what it has.
     let broken = nginx.dir.join("conf.d/zz-unrelated.conf");
     std::fs::write(&broken, "this is not an nginx directive;\n").unwrap();
-    let o = cli(&api, &["rollback", name]);
+    let o = cli(api_addr, &["rollback", name], Some(TOKEN));
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(
@@ -176,7 +92,7 @@ fn a_rollback_nginx_refuses_is_shown_pending_with_the_weight_in_force() {
             .starts_with("rollback not applied yet: "),
         "{s:#}"
     );
-    let o = cli(&api, &["status", name]);
+    let o = cli(api_addr, &["status", name], Some(TOKEN));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
@@ -300,7 +216,11 @@ fn serin_run_does_not_claim_a_rollback_nginx_refuses() {
     let file = write(
         dir.path(),
         "rollout.yaml",
-        &nginx_rollout(name, &nginx, port, stable, canary),
+        &nginx
+            .rollout(name, port, stable, canary, &nginx.test_command())
+            .steps("  - setWeight: 9\n  - pause: {}\n")
+            .no_data_limit(1000)
+            .yaml(),
     );
     let run = LiveRun::spawn(&file, dir.path());
     let include = nginx.include(&format!("serin-{name}"));

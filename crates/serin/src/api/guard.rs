@@ -69,19 +69,16 @@ impl Guard {
     fn check_host<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, String> {
         // Two Hosts, or one with userinfo, name two hosts: which one a
         // proxy in front looked at is anybody's guess (RFC 9112 3.2: 400).
-        if headers.get_all(header::HOST).iter().count() > 1 {
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let (first, None) = (hosts.next(), hosts.next()) else {
             return Err("request refused: more than one Host header".into());
-        }
-        if headers
-            .get(header::HOST)
-            .is_some_and(|v| v.as_bytes().contains(&b'@'))
-        {
+        };
+        if first.is_some_and(|v| v.as_bytes().contains(&b'@')) {
             return Err(
                 "request refused: a Host with userinfo (`user@host`); expected host[:port]".into(),
             );
         }
-        let value = headers
-            .get(header::HOST)
+        let value = first
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .unwrap_or("");
@@ -91,22 +88,7 @@ impl Guard {
                 self.own
             ));
         }
-        // host[:port] with a port of digits only (`127.0.0.1:9900,evil`
-        // or `localhost:0x50` name no port a client could mean).
-        let name = value
-            .parse::<axum::http::uri::Authority>()
-            .ok()
-            .filter(|a| {
-                value.strip_prefix(a.host()).is_some_and(|rest| {
-                    rest.is_empty()
-                        || rest.strip_prefix(':').is_some_and(|p| {
-                            p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
-                        })
-                })
-            })
-            .map(|a| a.host().to_string())
-            .unwrap_or_default();
-        if !name.is_empty() && self.is_own(&name) {
+        if host_of(value).is_some_and(|name| self.is_own(name)) {
             return Ok(value);
         }
         Err(format!(
@@ -129,6 +111,20 @@ impl Guard {
         let literal = name.trim_start_matches('[').trim_end_matches(']');
         literal.parse::<IpAddr>().is_ok()
     }
+}
+
+/// The host of a `Host` value `host[:port]` whose port is digits only
+/// (`127.0.0.1:9900,evil` or `localhost:0x50` name no port a client could
+/// mean).
+fn host_of(value: &str) -> Option<&str> {
+    let authority = value.parse::<axum::http::uri::Authority>().ok()?;
+    let host = authority.host();
+    let rest = value.strip_prefix(host).filter(|_| !host.is_empty())?;
+    let port_ok = match rest.strip_prefix(':') {
+        Some(port) => port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok(),
+        None => rest.is_empty(),
+    };
+    port_ok.then(|| &value[..host.len()])
 }
 
 /// Lower case, without the final dot of a fully qualified name.
@@ -250,6 +246,10 @@ mod tests {
             "10.0.0.5.evil.example",
             "",
             "localhost.evil.example",
+            ":9900",
+            "localhost:+80",
+            "localhost:99999",
+            "localhost:",
         ] {
             let h = headers(&[("host", host)]);
             let e = g

@@ -55,18 +55,6 @@ pub enum ApiError {
     },
 }
 
-/// A bearer token: visible ASCII without spaces, as `Authorization: Bearer
-/// TOKEN` carries it unchanged (the same rule as `serin proxy --token`).
-/// The value is never echoed: it is a secret.
-fn bearer_token(value: &str) -> Result<String, InvalidInput> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(InvalidInput(
-            "--token: expected a token of visible characters (ASCII, no spaces or control characters; it is sent as `Authorization: Bearer TOKEN`), got an empty, blank or spaced value (from --token or SERIN_TOKEN)".to_owned(),
-        ));
-    }
-    Ok(value.to_owned())
-}
-
 /// Sends JSON requests to the daemon.
 pub struct ApiClient {
     base: String,
@@ -94,7 +82,7 @@ impl ApiClient {
         let token = match args.token.as_deref() {
             // `SERIN_TOKEN=` clears the token rather than sending an empty one.
             Some("") if std::env::var_os("SERIN_TOKEN").is_some_and(|v| v.is_empty()) => None,
-            Some(t) => Some(bearer_token(t)?),
+            Some(t) => Some(super::bearer_token(t)?),
             None => None,
         };
         Ok(ApiClient {

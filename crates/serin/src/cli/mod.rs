@@ -11,3 +11,39 @@ pub mod proxy;
 pub mod run;
 pub mod serve;
 pub mod signals;
+
+use crate::exit::InvalidInput;
+
+/// A bearer token (`--token` or `SERIN_TOKEN` of `serin serve`, `serin
+/// proxy` and the client commands): visible ASCII without spaces, as
+/// `Authorization: Bearer TOKEN` carries it unchanged. An empty or blank
+/// value is an error, never "no token" (a typo in an environment must not
+/// open an API). The value is never echoed: it is a secret.
+pub fn bearer_token(value: &str) -> Result<String, InvalidInput> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(InvalidInput(
+            "--token: expected a token of visible characters (ASCII, no spaces or control characters; \
+             it is sent as `Authorization: Bearer TOKEN`), got an empty, blank or spaced value \
+             (from --token or SERIN_TOKEN)"
+                .to_owned(),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token("s3cret-~").unwrap(), "s3cret-~");
+        for bad in ["", " ", "\t \n", "two words", " lead", "tail ", "é"] {
+            let err = bearer_token(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("--token: expected") && err.contains("SERIN_TOKEN"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+}

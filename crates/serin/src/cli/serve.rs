@@ -60,18 +60,6 @@ pub struct Args {
     pub allow_host: Vec<String>,
 }
 
-/// A bearer token: visible ASCII without spaces, as an `Authorization:
-/// Bearer TOKEN` header carries it unchanged. An empty or blank value is an
-/// error, never "no token" (a typo in an environment must not open the API).
-fn token(value: &str) -> anyhow::Result<String> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(
-            "--token (or SERIN_TOKEN): expected visible ASCII characters without spaces (it is sent as `Authorization: Bearer TOKEN`); got an empty, blank or spaced value; unset it to run without a token on loopback".to_owned(),
-        ));
-    }
-    Ok(value.to_owned())
-}
-
 /// Runs the daemon until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let listen: SocketAddr = args.listen.parse().map_err(|_| {
@@ -80,7 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             args.listen
         ))
     })?;
-    let token = args.token.as_deref().map(token).transpose()?;
+    let token = args
+        .token
+        .as_deref()
+        .map(super::bearer_token)
+        .transpose()
+        .map_err(|e| invalid(format!("{e}; unset it to run without a token on loopback")))?;
     if !listen.ip().is_loopback() && token.is_none() {
         return Err(invalid(format!(
             "--listen {listen}: a non-loopback address needs a token (--token or SERIN_TOKEN), or anyone who can reach it could roll your services"

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::rollout::Rollout;
+
 /// A running nginx master with a main config that includes `conf.d/*.conf`.
 pub struct Nginx {
     child: Child,
@@ -99,6 +101,41 @@ impl Nginx {
         ];
         argv.extend(extra.iter().map(|s| s.to_string()));
         argv
+    }
+
+    /// The configuration test most rollouts use: `nginx -t -q`.
+    pub fn test_command(&self) -> String {
+        self.command(&["-t", "-q"]).join(" ")
+    }
+
+    /// The reload: `nginx -s reload`.
+    pub fn reload_command(&self) -> String {
+        self.command(&["-s", "reload"]).join(" ")
+    }
+
+    /// The nginx-provider rollout `name` proxied on `port`: include
+    /// `conf.d/serin-NAME.conf`, access log `logs/serin-NAME.json`, `test` as
+    /// the configuration test, [`Nginx::reload_command`] as the reload.
+    pub fn rollout(
+        &self,
+        name: &str,
+        port: u16,
+        stable: SocketAddr,
+        canary: SocketAddr,
+        test: &str,
+    ) -> Rollout {
+        Rollout::new(name, local(port), stable, canary).traffic(&format!(
+            "  provider: nginx
+  nginx:
+    include: {include}
+    test: {test}
+    reload: {reload}
+    accessLog: {log}
+",
+            include = self.include(&format!("serin-{name}")).display(),
+            reload = self.reload_command(),
+            log = self.dir.join(format!("logs/serin-{name}.json")).display(),
+        ))
     }
 
     /// Where serin's include file goes.
