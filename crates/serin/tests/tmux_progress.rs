@@ -63,8 +63,15 @@ fn shell_quote(s: &str) -> String {
 /// Runs `serin run` in a 120×30 pane; returns the captures taken while it
 /// ran (distinct, in order) and the final screen.
 /// The canary's demo app starts `canary_late` after `serin run`, so that the
-/// health checks wait (and log a warning) while the bar is drawn.
-fn run_in_tmux(tag: &str, canary_flags: &[&str], canary_late: Duration) -> (Vec<String>, String) {
+/// health checks wait (and log a warning) while the bar is drawn. With
+/// `interrupt_at`, Ctrl-C is typed into the pane once the bar shows that
+/// text, as an operator would.
+fn run_in_tmux(
+    tag: &str,
+    canary_flags: &[&str],
+    canary_late: Duration,
+    interrupt_at: Option<&str>,
+) -> (Vec<String>, String) {
     let dir = tempfile::tempdir().unwrap();
     let (_stable, stable) = demo_app("v1", &[]);
     let canary = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -91,7 +98,7 @@ fn run_in_tmux(tag: &str, canary_flags: &[&str], canary_late: Duration) -> (Vec<
     );
     let state = dir.path().join("state");
     let script = format!(
-        "cd {dir}; RUST_LOG=warn {bin} run {file} --state-dir {state}; echo \"serin exited with $?\"; sleep 120",
+        "cd {dir}; RUST_LOG=warn {bin} run {file} --state-dir {state}; echo \"serin exited with $?\"; stty -a | grep -o -- -*echoctl; sleep 120",
         dir = shell_quote(&dir.path().display().to_string()),
         bin = shell_quote(BIN),
         file = shell_quote(&file.display().to_string()),
@@ -117,11 +124,22 @@ fn run_in_tmux(tag: &str, canary_flags: &[&str], canary_late: Duration) -> (Vec<
         _canary = Some(start_canary());
     }
     let mut captures: Vec<String> = Vec::new();
+    let mut typed_ctrl_c = false;
     let deadline = Instant::now() + Duration::from_secs(60);
     let last = loop {
         let screen = tmux.capture();
         if screen.contains("serin exited with") {
             break screen;
+        }
+        if interrupt_at.is_some_and(|at| bar_line(&screen, tag).is_some_and(|b| b.contains(at)))
+            && !captures
+                .iter()
+                .any(|c| c.contains("interrupted: rolling back"))
+            && !typed_ctrl_c
+        {
+            let o = tmux.cmd(&["send-keys", "-t", "main", "C-c"]);
+            assert!(o.status.success(), "tmux send-keys: {o:?}");
+            typed_ctrl_c = true;
         }
         if captures.last() != Some(&screen) && !screen.is_empty() {
             captures.push(screen);
@@ -176,7 +194,7 @@ fn bar_line<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn the_bar_shows_name_step_weight_and_phase_and_the_end_shows_the_outcome() {
-    let (captures, last) = run_in_tmux("healthy", &[], Duration::ZERO);
+    let (captures, last) = run_in_tmux("healthy", &[], Duration::ZERO, None);
     assert_one_bar_at_the_bottom(&captures, "healthy");
     let bars: Vec<&str> = captures
         .iter()
@@ -224,7 +242,7 @@ fn the_bar_shows_name_step_weight_and_phase_and_the_end_shows_the_outcome() {
 
 #[test]
 fn a_rolled_back_canary_leaves_the_reason_on_the_screen() {
-    let (captures, last) = run_in_tmux("broken", &["--error-rate", "0.4"], Duration::ZERO);
+    let (captures, last) = run_in_tmux("broken", &["--error-rate", "0.4"], Duration::ZERO, None);
     assert!(
         captures
             .iter()
@@ -242,7 +260,7 @@ fn a_rolled_back_canary_leaves_the_reason_on_the_screen() {
 
 #[test]
 fn a_warning_while_the_bar_is_drawn_is_written_above_it() {
-    let (captures, last) = run_in_tmux("late", &[], Duration::from_millis(2500));
+    let (captures, last) = run_in_tmux("late", &[], Duration::from_millis(2500), None);
     assert!(
         captures.iter().any(|c| c.contains("WARN")
             && c.contains("waiting for both versions to answer")
@@ -255,4 +273,34 @@ fn a_warning_while_the_bar_is_drawn_is_written_above_it() {
         "{last}"
     );
     assert!(last.contains("serin exited with 0"), "{last}");
+}
+
+#[test]
+fn ctrl_c_stops_the_rollout_with_all_traffic_on_stable_and_exit_4() {
+    let (captures, last) = run_in_tmux("stopped", &[], Duration::ZERO, Some("canary 20 %"));
+    assert!(
+        captures
+            .iter()
+            .any(|c| bar_line(c, "stopped").is_some_and(|b| b.contains("canary 20 %"))),
+        "the bar was seen at 20 % before Ctrl-C: {captures:#?}"
+    );
+    assert!(
+        last.contains("interrupted: rolling back (all traffic to stable)"),
+        "Ctrl-C is answered on the screen:\n{last}"
+    );
+    assert!(
+        last.contains("stopped: rolled back:"),
+        "the outcome names the rollback:\n{last}"
+    );
+    assert!(
+        !last.contains("promoted"),
+        "never promoted after Ctrl-C:\n{last}"
+    );
+    assert!(last.contains("serin exited with 4"), "{last}");
+    assert!(bar_line(&last, "stopped").is_none(), "bar cleared:\n{last}");
+    // The terminal is left as it was found: control characters echoed.
+    assert!(
+        last.lines().any(|l| l.trim() == "echoctl"),
+        "the terminal's echoctl is restored:\n{last}"
+    );
 }

@@ -218,6 +218,38 @@ impl Drop for LogLine {
     }
 }
 
+/// Turns off the terminal's echo of control characters (`ECHOCTL`) while it
+/// lives, and restores it on drop. indicatif pads the bar to the terminal's
+/// width and leaves the cursor in its last column, so the `^C` a terminal
+/// echoes for Ctrl-C wraps to a new line, and the bar as it was stays on the
+/// screen above the rollback (what the operator sees last would be
+/// `Progressing · canary 20 %`).
+struct QuietControlEcho {
+    fd: std::io::Stderr,
+    saved: rustix::termios::Termios,
+}
+
+impl QuietControlEcho {
+    fn on(fd: std::io::Stderr) -> Option<QuietControlEcho> {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let saved = tcgetattr(&fd).ok()?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHOCTL);
+        tcsetattr(&fd, OptionalActions::Now, &quiet).ok()?;
+        Some(QuietControlEcho { fd, saved })
+    }
+}
+
+impl Drop for QuietControlEcho {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            &self.fd,
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}
+
 /// What a person sees: a bar on a terminal, lines elsewhere.
 ///
 /// The bar reads `checkout [=====>     ] 1/6 steps · Progressing · canary 20 % · last verdict pass`:
@@ -225,6 +257,8 @@ impl Drop for LogLine {
 /// latest verdict.
 struct View {
     bar: Option<ProgressBar>,
+    /// The terminal's echo of control characters, off while the bar is drawn.
+    _echo: Option<QuietControlEcho>,
     steps: usize,
     json: bool,
     weight: Weight,
@@ -255,6 +289,9 @@ impl View {
             bar
         });
         let view = View {
+            _echo: bar
+                .as_ref()
+                .and_then(|_| QuietControlEcho::on(std::io::stderr())),
             bar,
             steps,
             json,
