@@ -313,6 +313,8 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
+/// A rollout running here. Its setup (plan and steps included) is made
+/// once, when it is registered or started, never from the file again.
 struct Entry {
     setup: Setup,
     plane: DataPlane,
@@ -320,39 +322,6 @@ struct Entry {
     /// The canary weight the plane took when the daemon started it again
     /// (what is in force while no driver runs; none after `register`).
     started_at: Option<Weight>,
-}
-
-/// Where a rollout runs here, for its status: its data plane and, once
-/// deployed, its driver.
-trait Here {
-    fn plane(&self) -> &DataPlane;
-    fn driver(&self) -> Option<&RunningDriver>;
-    /// The weight the plane took when started again, if it was.
-    fn started_at(&self) -> Option<Weight>;
-}
-
-impl Here for Entry {
-    fn plane(&self) -> &DataPlane {
-        &self.plane
-    }
-    fn driver(&self) -> Option<&RunningDriver> {
-        self.driver.as_ref()
-    }
-    fn started_at(&self) -> Option<Weight> {
-        self.started_at
-    }
-}
-
-impl Here for DataPlane {
-    fn plane(&self) -> &DataPlane {
-        self
-    }
-    fn driver(&self) -> Option<&RunningDriver> {
-        None
-    }
-    fn started_at(&self) -> Option<Weight> {
-        None
-    }
 }
 
 /// A running rollout behind its own lock, held only to read or change it
@@ -417,14 +386,16 @@ pub struct Daemon {
     down: std::sync::Mutex<BTreeMap<String, Down>>,
 }
 
-/// Why a stored rollout does not run in this daemon.
+/// Why a stored rollout does not run in this daemon, with its plan's
+/// number of steps (read once, for its status; 0 when the file does not
+/// read).
 enum Down {
     /// Its data plane could not start yet for want of something that may
     /// come back (the last error); a background task retries.
-    Starting(String),
+    Starting { last: String, steps: usize },
     /// It was not started and will not be (a row that does not read, a
     /// file no longer valid, what the operator did not allow).
-    NotRunning(String),
+    NotRunning { why: String, steps: usize },
 }
 
 /// The first wait before starting a data plane again.
@@ -466,14 +437,14 @@ impl Daemon {
             let record = match row {
                 Ok(r) => r,
                 Err(e) => {
-                    daemon.not_start(&name, format!("its row cannot be read: {e}"));
+                    daemon.not_start(&name, format!("its row cannot be read: {e}"), 0);
                     continue;
                 }
             };
             let setup = match daemon.setup_for(&record) {
                 Ok(s) => s,
                 Err(why) => {
-                    daemon.not_start(&name, why);
+                    daemon.not_start(&name, why, daemon.steps_in(&record.spec));
                     continue;
                 }
             };
@@ -482,7 +453,9 @@ impl Daemon {
                 Err(e) => {
                     let why = start_error(&e);
                     tracing::error!(rollout = %name, "not started yet: {e}; retrying in {RETRY_FIRST:?}");
-                    daemon.down_map().insert(name.clone(), Down::Starting(why));
+                    let steps = setup.plan.steps.len();
+                    let down = Down::Starting { last: why, steps };
+                    daemon.down_map().insert(name.clone(), down);
                     tokio::spawn(keep_starting(Arc::downgrade(&daemon), name));
                     continue;
                 }
@@ -527,7 +500,9 @@ impl Daemon {
                 let (held, running) = self.reserve(name).await;
                 match running {
                     Some(entry) => held.put(entry),
-                    None if self.why_starting(name).is_some() => self.not_start(name, why),
+                    None if self.why_starting(name).is_some() => {
+                        self.not_start(name, why, self.steps_in(&record.spec));
+                    }
                     None => {}
                 }
                 return Ok(());
@@ -665,7 +640,7 @@ impl Daemon {
                 let entry = shared.lock().await;
                 self.status_of(record, (*entry).as_ref())
             }
-            None => self.status_of(record, None::<&Entry>),
+            None => self.status_of(record, None),
         }
     }
 
@@ -673,7 +648,7 @@ impl Daemon {
     /// being retried.
     fn why_starting(&self, name: &str) -> Option<String> {
         match self.down_map().get(name) {
-            Some(Down::Starting(why)) => Some(why.clone()),
+            Some(Down::Starting { last, .. }) => Some(last.clone()),
             _ => None,
         }
     }
@@ -693,16 +668,16 @@ impl Daemon {
     }
 
     /// Records (and logs) that a stored rollout was not started.
-    fn not_start(&self, name: &str, why: String) {
+    fn not_start(&self, name: &str, why: String, steps: usize) {
         tracing::error!(rollout = %name, "not started: {why}");
         self.down_map()
-            .insert(name.to_string(), Down::NotRunning(why));
+            .insert(name.to_string(), Down::NotRunning { why, steps });
     }
 
     /// Why a stored rollout was not started here, if it was not.
     fn why_not_running(&self, name: &str) -> Option<String> {
         match self.down_map().get(name) {
-            Some(Down::NotRunning(why)) => Some(why.clone()),
+            Some(Down::NotRunning { why, .. }) => Some(why.clone()),
             _ => None,
         }
     }
@@ -791,13 +766,14 @@ impl Daemon {
             }
         };
         self.down_map().remove(&setup.name);
-        let status = self.status_of(&record, Some(&plane));
-        held.put(Entry {
+        let entry = Entry {
             setup,
             plane,
             driver: None,
             started_at: None,
-        });
+        };
+        let status = self.status_of(&record, Some(&entry));
+        held.put(entry);
         Ok(status)
     }
 
@@ -857,7 +833,7 @@ impl Daemon {
             record.clone(),
             &entry.plane,
         ));
-        Ok(self.status_of(&record, Some(&entry.plane)))
+        Ok(self.status_of(&record, Some(&*entry)))
     }
 
     /// Sends an operator command to the rollout's driver.
@@ -928,7 +904,7 @@ impl Daemon {
         record.state = t.state;
         record.generation = self.store.save(&record, &t.decisions, now)?;
         tracing::warn!(rollout = %name, "rolled back by an operator while its data plane does not start; weight 0 is applied when it does");
-        Ok(self.status_of(&record, None::<&Entry>))
+        Ok(self.status_of(&record, None))
     }
 
     /// Stops and forgets a rollout: weight 0 first, then driver and proxy.
@@ -972,7 +948,7 @@ impl Daemon {
         for (name, row) in &rows {
             out.push(match (row, running.get(name)) {
                 (Ok(r), Some(shared)) => self.status_of(r, (*shared.lock().await).as_ref()),
-                (Ok(r), None) => self.status_of(r, None::<&Entry>),
+                (Ok(r), None) => self.status_of(r, None),
                 (Err(e), _) => unreadable(name, e),
             });
         }
@@ -1099,23 +1075,23 @@ impl Daemon {
         out
     }
 
-    fn status_of(&self, record: &RolloutRecord, here: Option<&impl Here>) -> RolloutStatus {
-        let plane = here.map(|h| h.plane());
-        let proxy = plane.and_then(|p| p.proxy.as_ref());
+    /// `record`'s status with what runs `here` of it, if anything.
+    fn status_of(&self, record: &RolloutRecord, here: Option<&Entry>) -> RolloutStatus {
+        let proxy = here.and_then(|e| e.plane.proxy.as_ref());
         let mut status = status_of(
             record,
             proxy.map(|p| p.recorder().snapshot()).as_ref(),
-            self.steps_of(record),
+            self.steps_of(record, here),
         );
         // What is in force: the driver knows; without one, the built-in
         // proxy's own weight, or the weight another data plane took when
         // the daemon started it (nothing has changed it since).
-        match here.and_then(|h| h.driver()) {
+        match here.and_then(|e| e.driver.as_ref()) {
             Some(driver) => status = status.with_health(record, &driver.health()),
             None => {
                 status.weight_in_force = proxy
                     .map(|p| p.weight())
-                    .or_else(|| here.and_then(|h| h.started_at()))
+                    .or_else(|| here.and_then(|e| e.started_at))
                     .map(Weight::percent)
             }
         }
@@ -1141,8 +1117,24 @@ impl Daemon {
         status
     }
 
-    fn steps_of(&self, record: &RolloutRecord) -> usize {
-        (self.parse)(&record.spec, "stored rollout").map_or(0, |s| s.plan.steps.len())
+    /// How many steps `record`'s plan has: from the setup made when it was
+    /// registered or started, or the count kept when it was not; read from
+    /// the file only while a caller holds the name (being registered,
+    /// cleaned up or started).
+    fn steps_of(&self, record: &RolloutRecord, here: Option<&Entry>) -> usize {
+        if let Some(entry) = here {
+            return entry.setup.plan.steps.len();
+        }
+        match self.down_map().get(&record.name) {
+            Some(Down::Starting { steps, .. } | Down::NotRunning { steps, .. }) => *steps,
+            None => self.steps_in(&record.spec),
+        }
+    }
+
+    /// How many steps the plan of a stored rollout file has (0 if it does
+    /// not read).
+    fn steps_in(&self, spec: &str) -> usize {
+        (self.parse)(spec, "stored rollout").map_or(0, |s| s.plan.steps.len())
     }
 
     /// Stops every driver (rollouts stay where they are, to be resumed) and
@@ -1151,7 +1143,7 @@ impl Daemon {
         // No plane starts again from here on (a retry that is putting one
         // in holds its name, which is waited for below).
         self.down_map()
-            .retain(|_, d| matches!(d, Down::NotRunning(_)));
+            .retain(|_, d| matches!(d, Down::NotRunning { .. }));
         let names: Vec<String> = self.map().keys().cloned().collect();
         for name in names {
             let (held, entry) = self.reserve(&name).await;
@@ -1184,7 +1176,7 @@ async fn keep_starting(daemon: Weak<Daemon>, name: String) {
                 wait = (wait * 2).min(RETRY_MAX);
                 tracing::warn!(rollout = %name, "not started yet: {why}; retrying in {wait:?}");
                 // Only while it still waits (not cleaned up or registered).
-                if let Some(Down::Starting(last)) = daemon.down_map().get_mut(&name) {
+                if let Some(Down::Starting { last, .. }) = daemon.down_map().get_mut(&name) {
                     *last = why;
                 }
             }
@@ -1275,4 +1267,50 @@ fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A builtin-proxy rollout of two steps on a port the OS picks.
+    const FILE: &str = "name: shop
+stable: { version: v1, upstream: http://127.0.0.1:9 }
+canary: { version: v2, upstream: http://127.0.0.1:7 }
+traffic: { provider: builtin, listen: 127.0.0.1:0 }
+steps:
+  - setWeight: 20
+  - pause: {}
+analysis: { interval: 1s, errorRate: { max: 5% } }
+";
+
+    /// Status and list take the plan from the rollout registered, not from
+    /// its file read again: the parser runs once, at registration.
+    #[tokio::test]
+    async fn status_does_not_read_the_rollout_file_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let parses = Arc::new(AtomicUsize::new(0));
+        let counted = parses.clone();
+        let inner = crate::runtime::parser();
+        let parse: Parser = Arc::new(move |text: &str, origin: &str| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            inner(text, origin)
+        });
+        let store = Store::open(dir.path()).expect("store");
+        let daemon = Daemon::start(store, None, Commands::default(), Paths::default(), parse)
+            .await
+            .expect("daemon");
+        let registered = daemon.register(FILE).await.expect("register");
+        assert_eq!(registered.steps, 2);
+        let after_register = parses.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(daemon.status("shop").await.expect("status").steps, 2);
+            assert_eq!(daemon.list().await.expect("list")[0].steps, 2);
+            daemon.metrics_text().await;
+        }
+        assert_eq!(parses.load(Ordering::SeqCst), after_register);
+        daemon.shutdown().await;
+    }
 }
