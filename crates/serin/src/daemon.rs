@@ -1137,25 +1137,40 @@ impl Daemon {
         (self.parse)(spec, "stored rollout").map_or(0, |s| s.plan.steps.len())
     }
 
-    /// Stops every driver (rollouts stay where they are, to be resumed) and
-    /// every proxy.
-    pub async fn shutdown(&self) {
+    /// Takes every running rollout out of the daemon, to be stopped by
+    /// [`crate::shutdown`] (they stay where they are in the store, to be
+    /// resumed): no data plane starts again afterwards, and the daemon
+    /// answers for them from their records alone.
+    pub async fn take_all(&self) -> Vec<Taken> {
         // No plane starts again from here on (a retry that is putting one
         // in holds its name, which is waited for below).
         self.down_map()
             .retain(|_, d| matches!(d, Down::NotRunning { .. }));
         let names: Vec<String> = self.map().keys().cloned().collect();
+        let mut taken = Vec::new();
         for name in names {
             let (held, entry) = self.reserve(&name).await;
-            if let Some(entry) = entry {
-                if let Some(driver) = entry.driver {
-                    let _ = driver.finish(async {}).await;
-                }
-                entry.plane.stop().await;
-            }
             drop(held);
+            if let Some(entry) = entry {
+                taken.push(Taken {
+                    name,
+                    driver: entry.driver,
+                    plane: entry.plane,
+                });
+            }
         }
+        taken
     }
+}
+
+/// A running rollout taken out of the daemon to be stopped.
+pub struct Taken {
+    /// The rollout's name.
+    pub name: String,
+    /// Its driver, once deployed (perhaps finished).
+    pub driver: Option<RunningDriver>,
+    /// Its data plane.
+    pub plane: DataPlane,
 }
 
 /// Tries to start a stored rollout's data plane again and again (1 s,
@@ -1311,6 +1326,6 @@ analysis: { interval: 1s, errorRate: { max: 5% } }
             daemon.metrics_text().await;
         }
         assert_eq!(parses.load(Ordering::SeqCst), after_register);
-        daemon.shutdown().await;
+        crate::shutdown::stop_rollouts(daemon.take_all().await).await;
     }
 }

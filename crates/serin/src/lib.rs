@@ -12,7 +12,8 @@
 //! - [`notify`]: webhook notifications (JSON, Slack) with retries, off the controller's path.
 //! - [`providers`]: traffic routers (built-in proxy, ...) behind the controller's seams.
 //! - [`daemon`]: the registry of rollouts behind `serin serve`; [`runtime`]: a rollout's
-//!   proxy and driver, started from its file (shared by `serve` and `run`).
+//!   proxy and driver, started from its file (shared by `serve` and `run`);
+//!   [`shutdown`]: the order in which `serin serve` stops.
 //! - [`report`]: the rollout report as JSON and as self-contained HTML with SVG charts.
 //! - [`store`]: durable state in SQLite (rollouts, decisions, samples);
 //!   [`statedir`]: the lock that makes one process the owner of a state directory.
@@ -33,6 +34,7 @@ pub mod notify;
 pub mod providers;
 pub mod report;
 pub mod runtime;
+pub mod shutdown;
 pub mod spec;
 pub mod statedir;
 pub mod store;

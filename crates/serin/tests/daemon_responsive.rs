@@ -219,3 +219,63 @@ fn metrics_and_the_rollout_list_answer_while_a_rollout_drains() {
     assert_eq!(get(api, "/api/v1/rollouts/draining").status, 404);
     assert_eq!(get(api, "/api/v1/rollouts/steady").status, 200);
 }
+
+/// Whether nothing accepts connections on `addr` any more.
+fn closed(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+}
+
+/// On SIGTERM the daemon stops its rollouts at once: both proxies stop
+/// accepting (their drains begin) while both requests the test holds are
+/// still open, so the two drains overlap and shutting down takes about one
+/// drain. Then the requests finish and the daemon exits 0. (A daemon that
+/// stops rollouts one after another keeps the second proxy accepting until
+/// the first drain gives up on its held request, which ends it first.)
+#[test]
+fn on_sigterm_rollouts_drain_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = local(free_port());
+    let daemon = serve(api, &dir.path().join("state"));
+    let up = Held::start();
+    let (a, b) = (local(free_port()), local(free_port()));
+    register(api, "a", a, up.addr);
+    register(api, "b", b, up.addr);
+    let held_a = hold_request(a, &up);
+    let held_b = hold_request(b, &up);
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + BOUND;
+    loop {
+        for (name, held) in [("a", &held_a), ("b", &held_b)] {
+            if let Ok(status) = held.try_recv() {
+                panic!(
+                    "{name}'s held request ended ({status}) before both proxies stopped \
+                     accepting: the rollouts were stopped one after another"
+                );
+            }
+        }
+        if closed(a) && closed(b) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the proxies still accept");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+
+    up.release();
+    for held in [held_a, held_b] {
+        assert_eq!(
+            held.recv_timeout(BOUND).expect("the held request ends"),
+            200
+        );
+    }
+    let out = daemon.wait_output(BOUND);
+    assert!(
+        out.status.success(),
+        "serin serve exits 0: {:?}",
+        out.status
+    );
+}
