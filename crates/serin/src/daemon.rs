@@ -63,13 +63,13 @@ use std::time::Duration;
 use serin_proxy::{RolloutMetrics, RoutingTable, Version, VersionSnapshot, Weight};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-use crate::api::wire::{self, DeployRequest, RolloutStatus};
 use crate::controller::driver::Health;
 use crate::controller::driver::{DriverError, now_millis};
 use crate::controller::machine::{Input, Phase, State};
 use crate::report::{Report, rfc3339};
 use crate::runtime::{DataPlane, RunningDriver, Setup, StartError};
 use crate::store::{RolloutRecord, Store, StoreError};
+use crate::wire::{self, DeployRequest, RolloutStatus};
 
 /// Why a daemon operation failed; the API maps each kind to a status.
 #[derive(Debug, thiserror::Error)]

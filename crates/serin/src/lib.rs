@@ -4,7 +4,8 @@
 //! parts in-process. `main.rs` only parses the command line and dispatches.
 //!
 //! # Layout
-//! - [`api`]: the daemon's HTTP API, its JSON wire types, and the dashboard.
+//! - [`api`]: the daemon's HTTP API and the dashboard; [`wire`]: the JSON it speaks,
+//!   shared by the daemon, the API and the client commands.
 //! - [`cli`]: one module per command group; each has an `Args` (clap) and a
 //!   `run` that returns the process exit code; `main.rs` dispatches to them.
 //! - [`controller`]: the rollout state machine (pure) and its driver.
@@ -38,3 +39,4 @@ pub mod shutdown;
 pub mod spec;
 pub mod statedir;
 pub mod store;
+pub mod wire;
