@@ -20,6 +20,26 @@
 //!   10 s), its status says its weight is not in force and why, and once
 //!   the plane starts the stored weight is in force and its driver runs.
 //!
+//! # Locks
+//! Nothing the API reads waits for the outside world. The registry (a map
+//! from name to [`Slot`]) is behind a plain mutex held only to look a name
+//! up or to put one in, never across an `.await`. Each running rollout is
+//! behind its own lock, held only to read or change it in memory (status,
+//! metrics, a deploy, a command's driver handle), never across an nginx
+//! reload, a Kubernetes call, a webhook flush or a proxy drain.
+//!
+//! What does talk to the outside for a rollout (registering it, cleaning it
+//! up, starting its data plane again, stopping it at shutdown) first
+//! *reserves* its name: under the map lock the name's slot becomes
+//! [`Slot::Reserved`] and the running entry, if any, is taken out. The
+//! caller then works with no lock held; another caller that wants the same
+//! name (a second `register`, a `cleanup`, a command) waits until the
+//! reservation ends (a channel closing), then looks again, so two callers
+//! never change one rollout at once. Readers do not wait: a reserved
+//! rollout is reported from its stored record alone, without live figures.
+//! The reservation ends by putting a running entry under the name, or by
+//! leaving the name free (the rollout no longer runs here).
+//!
 //! # Commands
 //! A rollout file sent over the API never makes the daemon run a program the
 //! operator did not name: the nginx provider's test and reload commands must
@@ -41,15 +61,15 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serin_proxy::{RolloutMetrics, RoutingTable, Version, VersionSnapshot, Weight};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-use crate::api::wire::{self, DeployRequest, RolloutStatus};
 use crate::controller::driver::Health;
 use crate::controller::driver::{DriverError, now_millis};
 use crate::controller::machine::{Input, Phase, State};
 use crate::report::{Report, rfc3339};
 use crate::runtime::{DataPlane, RunningDriver, Setup, StartError};
 use crate::store::{RolloutRecord, Store, StoreError};
+use crate::wire::{self, DeployRequest, RolloutStatus};
 
 /// Why a daemon operation failed; the API maps each kind to a status.
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +313,8 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
+/// A rollout running here. Its setup (plan and steps included) is made
+/// once, when it is registered or started, never from the file again.
 struct Entry {
     setup: Setup,
     plane: DataPlane,
@@ -302,36 +324,50 @@ struct Entry {
     started_at: Option<Weight>,
 }
 
-/// Where a rollout runs here, for its status: its data plane and, once
-/// deployed, its driver.
-trait Here {
-    fn plane(&self) -> &DataPlane;
-    fn driver(&self) -> Option<&RunningDriver>;
-    /// The weight the plane took when started again, if it was.
-    fn started_at(&self) -> Option<Weight>;
+/// A running rollout behind its own lock, held only to read or change it
+/// in memory; `None` once a [`Reservation`] has taken the entry out.
+type Shared = Arc<Mutex<Option<Entry>>>;
+
+/// A name in the registry (see "Locks" above).
+enum Slot {
+    /// The rollout runs here.
+    Up(Shared),
+    /// One caller holds the name while it talks to the outside for it; the
+    /// channel closes when the caller is done.
+    Reserved(watch::Receiver<()>),
 }
 
-impl Here for Entry {
-    fn plane(&self) -> &DataPlane {
-        &self.plane
-    }
-    fn driver(&self) -> Option<&RunningDriver> {
-        self.driver.as_ref()
-    }
-    fn started_at(&self) -> Option<Weight> {
-        self.started_at
+impl Slot {
+    fn up(entry: Entry) -> Slot {
+        Slot::Up(Arc::new(Mutex::new(Some(entry))))
     }
 }
 
-impl Here for DataPlane {
-    fn plane(&self) -> &DataPlane {
-        self
+/// A name one caller holds ([`Slot::Reserved`]). Dropping it leaves the
+/// name free (nothing of the rollout runs here); [`Reservation::put`] puts
+/// a running rollout under it. Either way, callers waiting for the name
+/// look again.
+struct Reservation<'a> {
+    daemon: &'a Daemon,
+    name: String,
+    mine: watch::Receiver<()>,
+    /// Closes the channel when dropped (after `Drop::drop` freed the name).
+    _done: watch::Sender<()>,
+}
+
+impl Reservation<'_> {
+    /// Ends the reservation with `entry` running under the name.
+    fn put(self, entry: Entry) {
+        self.daemon.map().insert(self.name.clone(), Slot::up(entry));
     }
-    fn driver(&self) -> Option<&RunningDriver> {
-        None
-    }
-    fn started_at(&self) -> Option<Weight> {
-        None
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut map = self.daemon.map();
+        if matches!(map.get(&self.name), Some(Slot::Reserved(r)) if r.same_channel(&self.mine)) {
+            map.remove(&self.name);
+        }
     }
 }
 
@@ -342,20 +378,24 @@ pub struct Daemon {
     commands: Commands,
     paths: Paths,
     parse: Parser,
-    rollouts: Mutex<BTreeMap<String, Entry>>,
-    /// Stored rollouts that do not run here (none of them in `rollouts`),
-    /// with why. Changed only under the `rollouts` lock.
+    /// The registry: held only to look up or put in a name.
+    rollouts: std::sync::Mutex<BTreeMap<String, Slot>>,
+    /// Stored rollouts that do not run here (none of them `Up` in
+    /// `rollouts`), with why. Changed only by the caller that holds the
+    /// name (or, at start, before the daemon is shared).
     down: std::sync::Mutex<BTreeMap<String, Down>>,
 }
 
-/// Why a stored rollout does not run in this daemon.
+/// Why a stored rollout does not run in this daemon, with its plan's
+/// number of steps (read once, for its status; 0 when the file does not
+/// read).
 enum Down {
     /// Its data plane could not start yet for want of something that may
     /// come back (the last error); a background task retries.
-    Starting(String),
+    Starting { last: String, steps: usize },
     /// It was not started and will not be (a row that does not read, a
     /// file no longer valid, what the operator did not allow).
-    NotRunning(String),
+    NotRunning { why: String, steps: usize },
 }
 
 /// The first wait before starting a data plane again.
@@ -388,23 +428,23 @@ impl Daemon {
             commands,
             paths,
             parse,
-            rollouts: Mutex::new(BTreeMap::new()),
+            rollouts: std::sync::Mutex::new(BTreeMap::new()),
             down: std::sync::Mutex::new(BTreeMap::new()),
         });
         let rows = daemon.store.list_each()?;
-        let mut map = daemon.rollouts.lock().await;
+        // Each name once; a retry task spawned here touches only its own.
         for (name, row) in rows {
             let record = match row {
                 Ok(r) => r,
                 Err(e) => {
-                    daemon.not_start(&name, format!("its row cannot be read: {e}"));
+                    daemon.not_start(&name, format!("its row cannot be read: {e}"), 0);
                     continue;
                 }
             };
             let setup = match daemon.setup_for(&record) {
                 Ok(s) => s,
                 Err(why) => {
-                    daemon.not_start(&name, why);
+                    daemon.not_start(&name, why, daemon.steps_in(&record.spec));
                     continue;
                 }
             };
@@ -413,15 +453,16 @@ impl Daemon {
                 Err(e) => {
                     let why = start_error(&e);
                     tracing::error!(rollout = %name, "not started yet: {e}; retrying in {RETRY_FIRST:?}");
-                    daemon.down_map().insert(name.clone(), Down::Starting(why));
+                    let steps = setup.plan.steps.len();
+                    let down = Down::Starting { last: why, steps };
+                    daemon.down_map().insert(name.clone(), down);
                     tokio::spawn(keep_starting(Arc::downgrade(&daemon), name));
                     continue;
                 }
             };
             let entry = daemon.entry(setup, &record, plane);
-            map.insert(record.name.clone(), entry);
+            daemon.map().insert(record.name.clone(), Slot::up(entry));
         }
-        drop(map);
         Ok(daemon)
     }
 
@@ -443,8 +484,8 @@ impl Daemon {
 
     /// One try at starting a rollout whose data plane could not start:
     /// `Ok` when it runs now or no longer waits (cleaned up, registered
-    /// again, the daemon stopping), the error to retry on otherwise. The
-    /// `rollouts` lock is not held while the plane starts.
+    /// again, the daemon stopping), the error to retry on otherwise. Nothing
+    /// is held while the plane starts; the name is held to put it in.
     async fn start_again(&self, name: &str) -> Result<(), String> {
         let record = match self.store.get(name) {
             Ok(r) => r,
@@ -456,9 +497,13 @@ impl Daemon {
         let setup = match self.setup_for(&record) {
             Ok(s) => s,
             Err(why) => {
-                let _map = self.rollouts.lock().await;
-                if self.why_starting(name).is_some() {
-                    self.not_start(name, why);
+                let (held, running) = self.reserve(name).await;
+                match running {
+                    Some(entry) => held.put(entry),
+                    None if self.why_starting(name).is_some() => {
+                        self.not_start(name, why, self.steps_in(&record.spec));
+                    }
+                    None => {}
                 }
                 return Ok(());
             }
@@ -466,23 +511,29 @@ impl Daemon {
         let plane = DataPlane::start(&setup, record.state.weight)
             .await
             .map_err(|e| start_error(&e))?;
-        let mut map = self.rollouts.lock().await;
-        if self.why_starting(name).is_none() {
-            drop(map);
+        let (held, running) = self.reserve(name).await;
+        if let Some(entry) = running {
+            // Registered again meanwhile.
+            held.put(entry);
             plane.stop().await;
             return Ok(());
         }
-        // An operator's rollback (taken under the lock) while the plane
+        if self.why_starting(name).is_none() {
+            drop(held);
+            plane.stop().await;
+            return Ok(());
+        }
+        // An operator's rollback (taken with the name held) while the plane
         // started: the plane took the weight before it; start again.
         if self.store.get(name).ok().map(|r| r.generation) != Some(record.generation) {
-            drop(map);
+            drop(held);
             plane.stop().await;
             return Err("the rollout changed while its data plane started".into());
         }
         self.down_map().remove(name);
         tracing::info!(rollout = %name, weight = %record.state.weight, "started: the stored weight is in force");
         let entry = self.entry(setup, &record, plane);
-        map.insert(name.to_string(), entry);
+        held.put(entry);
         Ok(())
     }
 
@@ -490,11 +541,114 @@ impl Daemon {
         self.down.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The registry, locked: only to look up or put in a name (a
+    /// `std::sync` guard, so it cannot be held across an `.await` in the
+    /// API's futures).
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Slot>> {
+        self.rollouts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds `name` for this caller, waiting while another holds it; the
+    /// entry that ran under it, if any, comes out with it (see "Locks").
+    async fn reserve(&self, name: &str) -> (Reservation<'_>, Option<Entry>) {
+        loop {
+            let found = {
+                let mut map = self.map();
+                match map.get(name) {
+                    Some(Slot::Reserved(other)) => Err(other.clone()),
+                    _ => {
+                        let (done, mine) = watch::channel(());
+                        let old = map.insert(name.to_string(), Slot::Reserved(mine.clone()));
+                        let taken = match old {
+                            Some(Slot::Up(shared)) => Some(shared),
+                            _ => None,
+                        };
+                        let held = Reservation {
+                            daemon: self,
+                            name: name.to_string(),
+                            mine,
+                            _done: done,
+                        };
+                        Ok((taken, held))
+                    }
+                }
+            };
+            match found {
+                Ok((taken, held)) => {
+                    // A reader or a deploy may have it locked for a moment.
+                    let entry = match taken {
+                        Some(shared) => shared.lock().await.take(),
+                        None => None,
+                    };
+                    return (held, entry);
+                }
+                // Resolves (as an error) once that caller is done.
+                Err(mut other) => {
+                    let _ = other.changed().await;
+                }
+            }
+        }
+    }
+
+    /// The running rollout `name`, locked (for in-memory work only),
+    /// waiting while a caller holds the name; `None` if it does not run here.
+    async fn locked(&self, name: &str) -> Option<OwnedMutexGuard<Option<Entry>>> {
+        loop {
+            let slot = match self.map().get(name) {
+                None => return None,
+                Some(Slot::Up(shared)) => Ok(shared.clone()),
+                Some(Slot::Reserved(other)) => Err(other.clone()),
+            };
+            match slot {
+                Ok(shared) => {
+                    let guard = shared.lock_owned().await;
+                    if guard.is_some() {
+                        return Some(guard);
+                    }
+                    // Taken out by a reservation meanwhile: look again.
+                }
+                Err(mut other) => {
+                    let _ = other.changed().await;
+                }
+            }
+        }
+    }
+
+    /// The rollout `name`'s lock if it runs here (not reserved), not taken.
+    fn shared(&self, name: &str) -> Option<Shared> {
+        match self.map().get(name) {
+            Some(Slot::Up(shared)) => Some(shared.clone()),
+            _ => None,
+        }
+    }
+
+    /// Every rollout running here (not reserved), by name, locks not taken.
+    fn running(&self) -> Vec<(String, Shared)> {
+        self.map()
+            .iter()
+            .filter_map(|(name, slot)| match slot {
+                Slot::Up(shared) => Some((name.clone(), shared.clone())),
+                Slot::Reserved(_) => None,
+            })
+            .collect()
+    }
+
+    /// `record`'s status with what runs here of it, if anything.
+    async fn status_here(&self, record: &RolloutRecord) -> RolloutStatus {
+        match self.shared(&record.name) {
+            Some(shared) => {
+                let entry = shared.lock().await;
+                self.status_of(record, (*entry).as_ref())
+            }
+            None => self.status_of(record, None),
+        }
+    }
+
     /// Why a stored rollout's data plane has not started yet, if it is
     /// being retried.
     fn why_starting(&self, name: &str) -> Option<String> {
         match self.down_map().get(name) {
-            Some(Down::Starting(why)) => Some(why.clone()),
+            Some(Down::Starting { last, .. }) => Some(last.clone()),
             _ => None,
         }
     }
@@ -514,16 +668,16 @@ impl Daemon {
     }
 
     /// Records (and logs) that a stored rollout was not started.
-    fn not_start(&self, name: &str, why: String) {
+    fn not_start(&self, name: &str, why: String, steps: usize) {
         tracing::error!(rollout = %name, "not started: {why}");
         self.down_map()
-            .insert(name.to_string(), Down::NotRunning(why));
+            .insert(name.to_string(), Down::NotRunning { why, steps });
     }
 
     /// Why a stored rollout was not started here, if it was not.
     fn why_not_running(&self, name: &str) -> Option<String> {
         match self.down_map().get(name) {
-            Some(Down::NotRunning(why)) => Some(why.clone()),
+            Some(Down::NotRunning { why, .. }) => Some(why.clone()),
             _ => None,
         }
     }
@@ -581,16 +735,17 @@ impl Daemon {
     pub async fn register(&self, text: &str) -> Result<RolloutStatus, DaemonError> {
         let setup = (self.parse)(text, "request body").map_err(DaemonError::Invalid)?;
         self.permitted(&setup).map_err(DaemonError::Refused)?;
-        let mut map = self.rollouts.lock().await;
-        if let Some(entry) = map.get(&setup.name)
-            && entry.driver.as_ref().is_some_and(|d| !d.is_finished())
-        {
-            return Err(DaemonError::Conflict(format!(
-                "rollout {} is in progress; roll it back or let it finish before registering it again",
-                setup.name
-            )));
-        }
-        if let Some(old) = map.remove(&setup.name) {
+        // The name is held from here on: the old plane drains and the new
+        // one starts with no lock held; on an error the name is left free.
+        let (held, old) = self.reserve(&setup.name).await;
+        if let Some(old) = old {
+            if old.driver.as_ref().is_some_and(|d| !d.is_finished()) {
+                held.put(old);
+                return Err(DaemonError::Conflict(format!(
+                    "rollout {} is in progress; roll it back or let it finish before registering it again",
+                    setup.name
+                )));
+            }
             old.plane.stop().await;
         }
         let now = now_millis();
@@ -611,16 +766,14 @@ impl Daemon {
             }
         };
         self.down_map().remove(&setup.name);
-        let status = self.status_of(&record, Some(&plane));
-        map.insert(
-            setup.name.clone(),
-            Entry {
-                setup,
-                plane,
-                driver: None,
-                started_at: None,
-            },
-        );
+        let entry = Entry {
+            setup,
+            plane,
+            driver: None,
+            started_at: None,
+        };
+        let status = self.status_of(&record, Some(&entry));
+        held.put(entry);
         Ok(status)
     }
 
@@ -635,8 +788,13 @@ impl Daemon {
                 "version: expected a version name, got an empty string".into(),
             ));
         }
-        let mut map = self.rollouts.lock().await;
-        let entry = map.get_mut(name).ok_or_else(|| self.absent(name))?;
+        // Under the rollout's own lock: nothing below talks to the outside
+        // (the plane's `update` only changes its configuration in memory).
+        let mut guard = self.locked(name).await;
+        let entry = guard
+            .as_mut()
+            .and_then(|g| g.as_mut())
+            .ok_or_else(|| self.absent(name))?;
         if entry.driver.as_ref().is_some_and(|d| !d.is_finished()) {
             return Err(DaemonError::Conflict(format!(
                 "rollout {name} is already in progress; promote, roll back or wait"
@@ -675,19 +833,36 @@ impl Daemon {
             record.clone(),
             &entry.plane,
         ));
-        Ok(self.status_of(&record, Some(&entry.plane)))
+        Ok(self.status_of(&record, Some(&*entry)))
     }
 
     /// Sends an operator command to the rollout's driver.
     pub async fn command(&self, name: &str, input: Input) -> Result<RolloutStatus, DaemonError> {
-        let handle = {
-            let map = self.rollouts.lock().await;
-            let Some(entry) = map.get(name) else {
-                // Under the lock: the plane cannot start meanwhile.
-                return self.rollback_while_starting(name, input);
+        let handle = loop {
+            let Some(guard) = self.locked(name).await else {
+                if input != Input::Rollback || self.why_starting(name).is_none() {
+                    return Err(self.absent(name));
+                }
+                // With the name held, the plane cannot start meanwhile.
+                let (held, running) = self.reserve(name).await;
+                match running {
+                    // It started meanwhile: the command goes to it.
+                    Some(entry) => {
+                        held.put(entry);
+                        continue;
+                    }
+                    None => {
+                        let status = self.rollback_while_starting(name, input);
+                        drop(held);
+                        return status;
+                    }
+                }
+            };
+            let Some(entry) = guard.as_ref() else {
+                continue;
             };
             match &entry.driver {
-                Some(d) if !d.is_finished() => d.handle.clone(),
+                Some(d) if !d.is_finished() => break d.handle.clone(),
                 _ => {
                     let record = self.store.get(name)?;
                     let why = if record.canary_version.is_none() {
@@ -706,13 +881,13 @@ impl Daemon {
             }
         };
         let record = handle.command(input).await?;
-        let map = self.rollouts.lock().await;
-        Ok(self.status_of(&record, map.get(name)))
+        Ok(self.status_here(&record).await)
     }
 
     /// An operator's rollback of a rollout whose data plane does not start
     /// yet is never refused: it is decided and written now, and the plane
     /// starts at weight 0 when it can. Other commands wait for the plane.
+    /// Called with the name held.
     fn rollback_while_starting(
         &self,
         name: &str,
@@ -729,13 +904,15 @@ impl Daemon {
         record.state = t.state;
         record.generation = self.store.save(&record, &t.decisions, now)?;
         tracing::warn!(rollout = %name, "rolled back by an operator while its data plane does not start; weight 0 is applied when it does");
-        Ok(self.status_of(&record, None::<&Entry>))
+        Ok(self.status_of(&record, None))
     }
 
     /// Stops and forgets a rollout: weight 0 first, then driver and proxy.
+    /// The name is held throughout (a second cleanup or a register of it
+    /// waits), no lock is: the weight change, the last webhooks and the
+    /// proxy's drain hold up nothing else.
     pub async fn cleanup(&self, name: &str) -> Result<(), DaemonError> {
-        let mut map = self.rollouts.lock().await;
-        let entry = map.remove(name);
+        let (held, entry) = self.reserve(name).await;
         if let Some(entry) = entry {
             if let Err(e) = entry.plane.cleanup().await {
                 tracing::error!(rollout = %name, "cleanup could not set the weight to 0: {e}");
@@ -747,6 +924,7 @@ impl Daemon {
         }
         self.store.remove(name)?;
         self.down_map().remove(name);
+        drop(held);
         Ok(())
     }
 
@@ -758,22 +936,23 @@ impl Daemon {
             Err(e @ StoreError::Corrupt { .. }) => return Ok(unreadable(name, &e)),
             Err(e) => return Err(e.into()),
         };
-        let map = self.rollouts.lock().await;
-        Ok(self.status_of(&record, map.get(name)))
+        Ok(self.status_here(&record).await)
     }
 
     /// Every rollout's status, by name; one whose row cannot be read is
     /// listed as `Unreadable` beside the others.
     pub async fn list(&self) -> Result<Vec<RolloutStatus>, DaemonError> {
         let rows = self.store.list_each()?;
-        let map = self.rollouts.lock().await;
-        Ok(rows
-            .iter()
-            .map(|(name, row)| match row {
-                Ok(r) => self.status_of(r, map.get(name)),
-                Err(e) => unreadable(name, e),
-            })
-            .collect())
+        let running: BTreeMap<String, Shared> = self.running().into_iter().collect();
+        let mut out = Vec::with_capacity(rows.len());
+        for (name, row) in &rows {
+            out.push(match (row, running.get(name)) {
+                (Ok(r), Some(shared)) => self.status_of(r, (*shared.lock().await).as_ref()),
+                (Ok(r), None) => self.status_of(r, None),
+                (Err(e), _) => unreadable(name, e),
+            });
+        }
+        Ok(out)
     }
 
     /// A rollout's report.
@@ -786,11 +965,15 @@ impl Daemon {
 
     /// The Prometheus page: proxy figures, weights, phases, verdict counts.
     pub async fn metrics_text(&self) -> String {
-        let map = self.rollouts.lock().await;
         // (rollout, weight in force, router error, store error, unsaved).
-        let in_force: Vec<(String, Option<Weight>, bool, bool, bool)> = map
-            .iter()
-            .map(|(name, e)| match &e.driver {
+        let mut in_force: Vec<(String, Option<Weight>, bool, bool, bool)> = Vec::new();
+        let mut snapshots = Vec::new();
+        for (name, shared) in self.running() {
+            let guard = shared.lock().await;
+            let Some(e) = guard.as_ref() else {
+                continue;
+            };
+            in_force.push(match &e.driver {
                 Some(d) => {
                     let h = d.health();
                     (
@@ -805,16 +988,11 @@ impl Daemon {
                     let w = e.plane.proxy.as_ref().map(|p| p.weight());
                     (name.clone(), w, false, false, false)
                 }
-            })
-            .collect();
-        let snapshots: Vec<_> = map
-            .iter()
-            .filter_map(|(name, e)| {
-                let proxy = e.plane.proxy.as_ref()?;
-                Some((name.clone(), proxy.weight(), proxy.recorder().snapshot()))
-            })
-            .collect();
-        drop(map);
+            });
+            if let Some(proxy) = e.plane.proxy.as_ref() {
+                snapshots.push((name, proxy.weight(), proxy.recorder().snapshot()));
+            }
+        }
         let figures: Vec<_> = snapshots
             .iter()
             .map(|(name, weight, snapshot)| RolloutMetrics {
@@ -897,23 +1075,23 @@ impl Daemon {
         out
     }
 
-    fn status_of(&self, record: &RolloutRecord, here: Option<&impl Here>) -> RolloutStatus {
-        let plane = here.map(|h| h.plane());
-        let proxy = plane.and_then(|p| p.proxy.as_ref());
+    /// `record`'s status with what runs `here` of it, if anything.
+    fn status_of(&self, record: &RolloutRecord, here: Option<&Entry>) -> RolloutStatus {
+        let proxy = here.and_then(|e| e.plane.proxy.as_ref());
         let mut status = status_of(
             record,
             proxy.map(|p| p.recorder().snapshot()).as_ref(),
-            self.steps_of(record),
+            self.steps_of(record, here),
         );
         // What is in force: the driver knows; without one, the built-in
         // proxy's own weight, or the weight another data plane took when
         // the daemon started it (nothing has changed it since).
-        match here.and_then(|h| h.driver()) {
+        match here.and_then(|e| e.driver.as_ref()) {
             Some(driver) => status = status.with_health(record, &driver.health()),
             None => {
                 status.weight_in_force = proxy
                     .map(|p| p.weight())
-                    .or_else(|| here.and_then(|h| h.started_at()))
+                    .or_else(|| here.and_then(|e| e.started_at))
                     .map(Weight::percent)
             }
         }
@@ -939,23 +1117,60 @@ impl Daemon {
         status
     }
 
-    fn steps_of(&self, record: &RolloutRecord) -> usize {
-        (self.parse)(&record.spec, "stored rollout").map_or(0, |s| s.plan.steps.len())
-    }
-
-    /// Stops every driver (rollouts stay where they are, to be resumed) and
-    /// every proxy.
-    pub async fn shutdown(&self) {
-        let mut map = self.rollouts.lock().await;
-        self.down_map()
-            .retain(|_, d| matches!(d, Down::NotRunning(_)));
-        for (_, entry) in std::mem::take(&mut *map) {
-            if let Some(driver) = entry.driver {
-                let _ = driver.finish(async {}).await;
-            }
-            entry.plane.stop().await;
+    /// How many steps `record`'s plan has: from the setup made when it was
+    /// registered or started, or the count kept when it was not; read from
+    /// the file only while a caller holds the name (being registered,
+    /// cleaned up or started).
+    fn steps_of(&self, record: &RolloutRecord, here: Option<&Entry>) -> usize {
+        if let Some(entry) = here {
+            return entry.setup.plan.steps.len();
+        }
+        match self.down_map().get(&record.name) {
+            Some(Down::Starting { steps, .. } | Down::NotRunning { steps, .. }) => *steps,
+            None => self.steps_in(&record.spec),
         }
     }
+
+    /// How many steps the plan of a stored rollout file has (0 if it does
+    /// not read).
+    fn steps_in(&self, spec: &str) -> usize {
+        (self.parse)(spec, "stored rollout").map_or(0, |s| s.plan.steps.len())
+    }
+
+    /// Takes every running rollout out of the daemon, to be stopped by
+    /// [`crate::shutdown`] (they stay where they are in the store, to be
+    /// resumed): no data plane starts again afterwards, and the daemon
+    /// answers for them from their records alone.
+    pub async fn take_all(&self) -> Vec<Taken> {
+        // No plane starts again from here on (a retry that is putting one
+        // in holds its name, which is waited for below).
+        self.down_map()
+            .retain(|_, d| matches!(d, Down::NotRunning { .. }));
+        let names: Vec<String> = self.map().keys().cloned().collect();
+        let mut taken = Vec::new();
+        for name in names {
+            let (held, entry) = self.reserve(&name).await;
+            drop(held);
+            if let Some(entry) = entry {
+                taken.push(Taken {
+                    name,
+                    driver: entry.driver,
+                    plane: entry.plane,
+                });
+            }
+        }
+        taken
+    }
+}
+
+/// A running rollout taken out of the daemon to be stopped.
+pub struct Taken {
+    /// The rollout's name.
+    pub name: String,
+    /// Its driver, once deployed (perhaps finished).
+    pub driver: Option<RunningDriver>,
+    /// Its data plane.
+    pub plane: DataPlane,
 }
 
 /// Tries to start a stored rollout's data plane again and again (1 s,
@@ -976,8 +1191,7 @@ async fn keep_starting(daemon: Weak<Daemon>, name: String) {
                 wait = (wait * 2).min(RETRY_MAX);
                 tracing::warn!(rollout = %name, "not started yet: {why}; retrying in {wait:?}");
                 // Only while it still waits (not cleaned up or registered).
-                let _map = daemon.rollouts.lock().await;
-                if let Some(Down::Starting(last)) = daemon.down_map().get_mut(&name) {
+                if let Some(Down::Starting { last, .. }) = daemon.down_map().get_mut(&name) {
                     *last = why;
                 }
             }
@@ -1068,4 +1282,50 @@ fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A builtin-proxy rollout of two steps on a port the OS picks.
+    const FILE: &str = "name: shop
+stable: { version: v1, upstream: http://127.0.0.1:9 }
+canary: { version: v2, upstream: http://127.0.0.1:7 }
+traffic: { provider: builtin, listen: 127.0.0.1:0 }
+steps:
+  - setWeight: 20
+  - pause: {}
+analysis: { interval: 1s, errorRate: { max: 5% } }
+";
+
+    /// Status and list take the plan from the rollout registered, not from
+    /// its file read again: the parser runs once, at registration.
+    #[tokio::test]
+    async fn status_does_not_read_the_rollout_file_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let parses = Arc::new(AtomicUsize::new(0));
+        let counted = parses.clone();
+        let inner = crate::runtime::parser();
+        let parse: Parser = Arc::new(move |text: &str, origin: &str| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            inner(text, origin)
+        });
+        let store = Store::open(dir.path()).expect("store");
+        let daemon = Daemon::start(store, None, Commands::default(), Paths::default(), parse)
+            .await
+            .expect("daemon");
+        let registered = daemon.register(FILE).await.expect("register");
+        assert_eq!(registered.steps, 2);
+        let after_register = parses.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(daemon.status("shop").await.expect("status").steps, 2);
+            assert_eq!(daemon.list().await.expect("list")[0].steps, 2);
+            daemon.metrics_text().await;
+        }
+        assert_eq!(parses.load(Ordering::SeqCst), after_register);
+        crate::shutdown::stop_rollouts(daemon.take_all().await).await;
+    }
 }

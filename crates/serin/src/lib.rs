@@ -4,7 +4,8 @@
 //! parts in-process. `main.rs` only parses the command line and dispatches.
 //!
 //! # Layout
-//! - [`api`]: the daemon's HTTP API, its JSON wire types, and the dashboard.
+//! - [`api`]: the daemon's HTTP API and the dashboard; [`wire`]: the JSON it speaks,
+//!   shared by the daemon, the API and the client commands.
 //! - [`cli`]: one module per command group; each has an `Args` (clap) and a
 //!   `run` that returns the process exit code; `main.rs` dispatches to them.
 //! - [`controller`]: the rollout state machine (pure) and its driver.
@@ -12,7 +13,8 @@
 //! - [`notify`]: webhook notifications (JSON, Slack) with retries, off the controller's path.
 //! - [`providers`]: traffic routers (built-in proxy, ...) behind the controller's seams.
 //! - [`daemon`]: the registry of rollouts behind `serin serve`; [`runtime`]: a rollout's
-//!   proxy and driver, started from its file (shared by `serve` and `run`).
+//!   proxy and driver, started from its file (shared by `serve` and `run`);
+//!   [`shutdown`]: the order in which `serin serve` stops.
 //! - [`report`]: the rollout report as JSON and as self-contained HTML with SVG charts.
 //! - [`store`]: durable state in SQLite (rollouts, decisions, samples);
 //!   [`statedir`]: the lock that makes one process the owner of a state directory.
@@ -33,6 +35,8 @@ pub mod notify;
 pub mod providers;
 pub mod report;
 pub mod runtime;
+pub mod shutdown;
 pub mod spec;
 pub mod statedir;
 pub mod store;
+pub mod wire;

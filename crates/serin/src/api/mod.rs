@@ -1,5 +1,5 @@
-//! The daemon's HTTP API (`/api/v1`), its wire types, and the dashboard.
+//! The daemon's HTTP API (`/api/v1`) and the dashboard; the JSON it speaks
+//! is in [`crate::wire`].
 
 pub mod guard;
 pub mod server;
-pub mod wire;

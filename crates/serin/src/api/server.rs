@@ -22,9 +22,9 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 
 use super::guard::Guard;
-use super::wire::{DeployRequest, ErrorBody, PromoteRequest, WeightRequest};
 use crate::controller::machine::Input;
 use crate::daemon::{Daemon, DaemonError};
+use crate::wire::{DeployRequest, ErrorBody, PromoteRequest, WeightRequest};
 
 /// Request bodies larger than this are refused (a rollout file is a few KiB).
 pub const BODY_LIMIT: usize = 1024 * 1024;

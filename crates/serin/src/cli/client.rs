@@ -12,8 +12,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::wire::ErrorBody;
-use crate::exit::InvalidInput;
+use crate::exit::{InvalidInput, invalid};
+use crate::wire::ErrorBody;
 
 /// Where the daemon is and how to authenticate.
 #[derive(Debug, Clone, clap::Args)]
@@ -198,4 +198,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+/// `/api/v1/rollouts/NAME` plus `rest`. Names are `[a-z0-9-]`; anything else
+/// is refused (exit 2) before it reaches a URL.
+pub fn rollout_path(name: &str, rest: &str) -> anyhow::Result<String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(invalid(format!(
+            "NAME: expected a rollout name of a-z, 0-9 and -, got `{name}`"
+        )));
+    }
+    Ok(format!("/api/v1/rollouts/{name}{rest}"))
 }

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use http::Method;
 use serde_json::json;
 
-use crate::api::wire::{DeployRequest, PromoteRequest, RolloutStatus, WeightRequest};
-use crate::cli::client::{ApiArgs, ApiClient};
+use crate::cli::client::{ApiArgs, ApiClient, rollout_path};
 use crate::cli::inspect::print_status;
 use crate::cli::output::OutputFormat;
 use crate::exit::{Exit, invalid};
+use crate::wire::{DeployRequest, PromoteRequest, RolloutStatus, WeightRequest};
 
 /// `serin init FILE`.
 #[derive(Debug, clap::Args)]
@@ -225,19 +225,4 @@ pub fn cleanup(args: NameArgs, output: OutputFormat) -> anyhow::Result<Exit> {
         }
         Ok(Exit::Success)
     })
-}
-
-/// `/api/v1/rollouts/NAME` plus `rest`. Names are `[a-z0-9-]`; anything else
-/// is refused (exit 2) before it reaches a URL.
-pub fn rollout_path(name: &str, rest: &str) -> anyhow::Result<String> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(invalid(format!(
-            "NAME: expected a rollout name of a-z, 0-9 and -, got `{name}`"
-        )));
-    }
-    Ok(format!("/api/v1/rollouts/{name}{rest}"))
 }

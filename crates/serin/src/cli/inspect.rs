@@ -2,12 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::api::wire::{Event, RolloutStatus, VersionMetrics};
-use crate::cli::client::{ApiArgs, ApiClient};
-use crate::cli::control::rollout_path;
+use crate::cli::client::{ApiArgs, ApiClient, rollout_path};
 use crate::cli::output::OutputFormat;
 use crate::exit::{Exit, invalid};
 use crate::report::Report;
+use crate::wire::{Event, RolloutStatus, VersionMetrics};
 
 /// `serin status [NAME]`.
 #[derive(Debug, clap::Args)]

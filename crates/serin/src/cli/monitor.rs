@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::json;
 
-use crate::api::wire::RolloutStatus;
-use crate::cli::client::{ApiArgs, ApiClient};
-use crate::cli::control::rollout_path;
+use crate::cli::client::{ApiArgs, ApiClient, rollout_path};
 use crate::cli::output::OutputFormat;
 use crate::exit::{Exit, invalid};
 use crate::report::{Report, SampleEntry};
 use crate::store::VersionSample;
+use crate::wire::RolloutStatus;
 
 /// Flags of `serin monitor`.
 #[derive(Debug, clap::Args)]

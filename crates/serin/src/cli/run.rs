@@ -392,7 +392,7 @@ impl View {
         }
         let mut pending = h.clone();
         pending.store_error = None;
-        let not_in_force = crate::api::wire::not_in_force(self.phase, &pending);
+        let not_in_force = crate::wire::not_in_force(self.phase, &pending);
         if not_in_force != self.told.0 {
             for what in &not_in_force {
                 self.line(what);
@@ -420,7 +420,7 @@ impl View {
             set_active_bar(None);
             bar.finish_and_clear();
         }
-        let not_in_force = crate::api::wire::not_in_force(record.state.phase, health);
+        let not_in_force = crate::wire::not_in_force(record.state.phase, health);
         let outcome = match record.state.phase {
             _ if !not_in_force.is_empty() && record.state.phase.is_finished() => format!(
                 "{} decided but NOT in force: {} ({})",

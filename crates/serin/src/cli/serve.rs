@@ -101,13 +101,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             state = %args.state.state_dir.display(),
             "serin serve ready"
         );
-        let app = crate::api::server::router(daemon.clone(), Guard::new(own, &args.allow_host))
-            .into_make_service();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(crate::cli::signals::terminated())
-            .await?;
+        let app = crate::api::server::router(daemon.clone(), Guard::new(own, &args.allow_host));
         // Rollouts stay where they are in the store; the next start resumes them.
-        daemon.shutdown().await;
+        crate::shutdown::serve_until(listener, app, daemon, crate::cli::signals::terminated())
+            .await?;
         Ok(Exit::Success)
     })
 }

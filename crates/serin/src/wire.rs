@@ -1,4 +1,5 @@
-//! The JSON the API speaks, shared by the daemon and the client commands.
+//! The JSON the API speaks, shared by the daemon (which makes it), the API
+//! (which sends it) and the client commands (which read it): below all three.
 //! Field names are the SPEC's (`lastVerdict.reason`, `metrics.canary.p95Ms`, ...).
 
 use serde::{Deserialize, Serialize};
