@@ -36,38 +36,13 @@ const stop = async () => {
   clearTimeout(late);
   rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
 };
-const deadline = (ms, what) =>
-  new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms).unref());
-
-// Chromium prints "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…".
-const port = await Promise.race([
-  new Promise((resolve) => {
-    let seen = "";
-    chromium.stderr.on("data", (d) => {
-      seen += d;
-      const m = seen.match(/DevTools listening on ws:\/\/127\.0\.0\.1:(\d+)\//);
-      if (m) resolve(m[1]);
-    });
-  }),
-  deadline(30000, "chromium start"),
-]);
-const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
-const page = targets.find((t) => t.type === "page");
-const ws = new WebSocket(page.webSocketDebuggerUrl);
-await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
-let nextId = 0;
-const pending = new Map();
-ws.onmessage = (e) => {
-  const msg = JSON.parse(e.data);
-  if (msg.id && pending.has(msg.id)) {
-    pending.get(msg.id)(msg);
-    pending.delete(msg.id);
-  }
-};
-const send = (method, params = {}) => {
-  const id = ++nextId;
-  ws.send(JSON.stringify({ id, method, params }));
-  return Promise.race([new Promise((resolve) => pending.set(id, resolve)), deadline(60000, method)]);
+// `promise`, or an error after `ms` (the timer cleared either way).
+const within = (promise, ms, what) => {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 };
 
 // In every new document, before the dashboard's own script: note the time of
@@ -80,19 +55,52 @@ const probe = `
       requestAnimationFrame(() => { window.__serinBench = performance.now(); });
     }
   }).observe(document, { childList: true, subtree: true });`;
-await send("Page.enable");
-await send("Page.addScriptToEvaluateOnNewDocument", { source: probe });
-await send("Network.enable");
-await send("Network.setCacheDisabled", { cacheDisabled: true });
 
-const times = [];
-try {
+let ws = null;
+async function measure() {
+  // Chromium prints "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…".
+  const port = await within(
+    new Promise((resolve) => {
+      let seen = "";
+      chromium.stderr.on("data", (d) => {
+        seen += d;
+        const m = seen.match(/DevTools listening on ws:\/\/127\.0\.0\.1:(\d+)\//);
+        if (m) resolve(m[1]);
+      });
+    }),
+    30000,
+    "chromium start",
+  );
+  const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
+  const page = targets.find((t) => t.type === "page");
+  ws = new WebSocket(page.webSocketDebuggerUrl);
+  await within(new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; }), 30000, "DevTools");
+  let nextId = 0;
+  const pending = new Map();
+  ws.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    if (msg.id && pending.has(msg.id)) {
+      pending.get(msg.id)(msg);
+      pending.delete(msg.id);
+    }
+  };
+  const send = (method, params = {}) => {
+    const id = ++nextId;
+    ws.send(JSON.stringify({ id, method, params }));
+    return within(new Promise((resolve) => pending.set(id, resolve)), 60000, method);
+  };
+  await send("Page.enable");
+  await send("Page.addScriptToEvaluateOnNewDocument", { source: probe });
+  await send("Network.enable");
+  await send("Network.setCacheDisabled", { cacheDisabled: true });
+
+  const times = [];
   for (let i = 0; i < runs; i++) {
     await send("Page.navigate", { url: `${url}?run=${i}` });
     const until = Date.now() + 60000;
     let ms = null;
     while (ms === null) {
-      if (Date.now() > until) throw new Error(`run ${i}: ${cards} cards not shown within 60 s`);
+      if (Date.now() > until) throw new Error(`run ${i + 1}: ${cards} cards not shown within 60 s`);
       const r = await send("Runtime.evaluate", { expression: "window.__serinBench ?? null", returnByValue: true });
       ms = r.result?.result?.value ?? null;
       if (ms === null) await new Promise((r) => setTimeout(r, 20));
@@ -102,10 +110,14 @@ try {
   }
   times.sort((a, b) => a - b);
   console.log(`median ${times[Math.floor((times.length - 1) / 2)].toFixed(1)} ms`);
+}
+
+try {
+  await measure();
 } catch (e) {
   console.error(String(e));
   process.exitCode = 1;
 } finally {
-  ws.close();
+  ws?.close();
   await stop();
 }
