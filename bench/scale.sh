@@ -38,8 +38,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 for tool in python3 curl node chromium; do
     command -v "$tool" >/dev/null || { echo "$tool not found" >&2; exit 1; }
 done
-# Every rollout's proxy listener and metric-source connection is a file.
-ulimit -n "$(ulimit -Hn)"
+# Every rollout's proxy listener and metric-source connection is a file:
+# as many as the hard limit allows (500 rollouts need about 1,100).
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] && hard=65536
+ulimit -n "$hard" 2>/dev/null || true
+[ "$(ulimit -n)" -ge 4096 ] || echo "warning: ulimit -n is $(ulimit -n); 500 rollouts need about 1,100 files" >&2
 
 echo "building serin (release)..." >&2
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
