@@ -7,7 +7,9 @@
 // from navigation start (performance.timeOrigin) to the first frame painted
 // after CARDS rollout cards are in the page: the HTML, its script, the fetch
 // of /api/v1/rollouts, the JSON and the rendering. Then the median. Each
-// navigation is bounded (60 s); Chromium is stopped at the end.
+// navigation is bounded (60 s); Chromium is stopped at the end. Its profile
+// goes under $TMPDIR (bench/scale.sh points that into its own temporary
+// directory, removed on exit).
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,7 +36,12 @@ const stop = async () => {
   const late = setTimeout(() => chromium.kill("SIGKILL"), 10000);
   await exited;
   clearTimeout(late);
-  rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
+  // Its helper processes may still be writing for a moment.
+  try {
+    rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+  } catch (e) {
+    console.error(`could not remove ${profile}: ${e}`);
+  }
 };
 // `promise`, or an error after `ms` (the timer cleared either way).
 const within = (promise, ms, what) => {

@@ -194,7 +194,7 @@ PY
     api=$(curl -fsS --max-time 600 -w '%{time_total}\n' "${urls[@]}" | sort -g |
         awk '{a[NR] = $1 * 1000} END {printf "%.1f / %.1f / %.1f", a[int((NR + 1) / 2)], a[int(NR * 0.99 + 0.5)], a[NR]}')
     bytes=$(curl -fsS --max-time 60 "http://127.0.0.1:$API/api/v1/rollouts" | wc -c)
-    node --experimental-websocket "$ROOT/bench/dashboard-load.mjs" "http://127.0.0.1:$API/" "$N" 5 \
+    TMPDIR=$TMP node --experimental-websocket "$ROOT/bench/dashboard-load.mjs" "http://127.0.0.1:$API/" "$N" 5 \
         >"$TMP/dash-$N.log" 2>&1 || true
     dash=$(awk '/^median/ {print $2}' "$TMP/dash-$N.log")
     [ -n "$dash" ] || { cat "$TMP/dash-$N.log" >&2; dash="?"; }
