@@ -20,7 +20,8 @@
 //!   broken or stalled upload → 400/408 against neither version.
 //! - `recorder`, `latency`: lock-free counters and HDR-shaped latency buckets.
 //! - `prometheus`: the text exposition with the SPEC's metric names.
-//! - `server`: accept loops and graceful shutdown ([`serve`], [`serve_admin`]).
+//! - `server`: the per-core runtimes, accept loops and graceful shutdown
+//!   ([`serve_per_core`], [`serve`], [`serve_admin`]).
 //! - `balance`: spreads client connections evenly over the serving runtimes.
 //! - `admin`: `GET /metrics`, `GET`/`PUT /weight` (the latter behind a
 //!   bearer token when one is set).
@@ -31,8 +32,8 @@
 //! use serin_proxy::{Proxy, ProxyOptions, RoutingTable, Weight};
 //! let table = RoutingTable::new("http://127.0.0.1:9001", "http://127.0.0.1:9002", Weight::from_percent(5.0)?)?;
 //! let proxy = Proxy::new(table, ProxyOptions::default());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! serin_proxy::serve(listener, proxy.clone(), async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! let listener = serin_proxy::bind_per_core("127.0.0.1:8080".parse()?)?;
+//! serin_proxy::serve_per_core(listener, proxy.clone(), async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -62,7 +63,7 @@ pub use prometheus::{
 };
 pub use proxy::{Proxy, ProxyOptions};
 pub use recorder::{Recorder, RecorderSnapshot, StatusClass, VersionSnapshot};
-pub use server::{serve, serve_admin};
+pub use server::{PerCoreListener, bind_per_core, serve, serve_admin, serve_per_core};
 pub use split::{STICKY_BUCKETS, route, split, sticky, sticky_bucket};
 pub use table::{ConfigError, Match, Route, RoutingTable, StickyKey, Upstream};
 pub use weight::{Version, Weight, WeightError};
