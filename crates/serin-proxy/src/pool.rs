@@ -27,7 +27,6 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -134,10 +133,9 @@ impl Pool {
         slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The next connection to try for `version`, by the table now; a new
-    /// one if `fresh`.
-    fn pick(&self, version: Version, table: &ArcSwap<RoutingTable>, fresh: bool) -> Pick {
-        let table = table.load();
+    /// The next connection to try for `version` of `table`; a new one if
+    /// `fresh`.
+    fn pick(&self, version: Version, table: &RoutingTable, fresh: bool) -> Pick {
         let upstream = table.upstream(version);
         let mut slot = self.slot(version);
         slot.aim(upstream);
@@ -156,13 +154,14 @@ impl Pool {
         Pick::Connect(upstream.clone(), generation)
     }
 
-    /// Sends `req` to `version`'s upstream as the table names it now, on an
-    /// idle connection or a new one. Returns the response (its body still to
-    /// be read) and the connection, to be given back when the body is done.
+    /// Sends `req` to `version`'s upstream in `table` (the table the request
+    /// was routed by, also when it is sent again), on an idle connection or a
+    /// new one. Returns the response (its body still to be read) and the
+    /// connection, to be given back when the body is done.
     pub(crate) async fn send(
         &self,
         version: Version,
-        table: &ArcSwap<RoutingTable>,
+        table: &RoutingTable,
         mut req: Request<ForwardBody>,
     ) -> Result<(Response<Incoming>, Lent), SendError> {
         let mut fresh = false;

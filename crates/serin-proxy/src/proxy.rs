@@ -212,8 +212,10 @@ impl Worker {
             return refuse(bad.reason());
         }
 
+        // Loaded once: the request is routed, connected and reported by the
+        // same table, even if a promotion swaps it meanwhile.
+        let table = proxy.table.load_full();
         let version = {
-            let table = proxy.table.load();
             let version = split::fixed(&table, &head).unwrap_or_else(|| {
                 split::split(proxy.seq.fetch_add(1, Ordering::Relaxed), table.weight())
             });
@@ -252,7 +254,7 @@ impl Worker {
 
         let sent = self
             .pool
-            .send(version, &proxy.table, Request::from_parts(head, body));
+            .send(version, &table, Request::from_parts(head, body));
         tokio::pin!(sent);
         let mut deadline = tokio::time::Instant::now() + options.upstream_timeout;
         let answer = loop {
@@ -289,19 +291,19 @@ impl Worker {
             Some(Err(err)) => {
                 let failure = Failure::of(&err);
                 if !failure.is_client() {
-                    let upstream = proxy.table.load().upstream(version).clone();
+                    let upstream = table.upstream(version);
                     proxy
                         .warnings
-                        .warn(version, &upstream, failure, &Chain(&err));
+                        .warn(version, upstream, failure, &Chain(&err));
                 }
                 failure
             }
             None => {
-                let upstream = proxy.table.load().upstream(version).clone();
+                let upstream = table.upstream(version);
                 let cause = format!("no response headers within {:?}", options.upstream_timeout);
                 proxy
                     .warnings
-                    .warn(version, &upstream, Failure::Timeout, &cause);
+                    .warn(version, upstream, Failure::Timeout, &cause);
                 Failure::Timeout
             }
         };
