@@ -216,9 +216,7 @@ impl Worker {
         // same table, even if a promotion swaps it meanwhile.
         let table = proxy.table.load_full();
         let version = {
-            let version = split::fixed(&table, &head).unwrap_or_else(|| {
-                split::split(proxy.seq.fetch_add(1, Ordering::Relaxed), table.weight())
-            });
+            let version = split::route(&table, &head, || proxy.seq.fetch_add(1, Ordering::Relaxed));
             // check_request let only HTTP/1.0 through without Host.
             if head.version == http::Version::HTTP_10
                 && head.uri.authority().is_none()
