@@ -10,12 +10,19 @@
 //! - [`weight`](Weight), `table`: the domain words and the routing table, validated once.
 //! - `split`: the choice of version, a pure function ([`route`]). Start here.
 //! - `proxy`: [`Proxy`] and the request path (check, route, rewrite, forward, record).
-//! - `pool`: keep-alive connections to the upstreams, one pool per serving runtime.
+//! - `pool`: keep-alive connections to the upstreams, one pool per serving
+//!   runtime, and the client's request body sent on them (timed, telling a
+//!   stalled client from a slow upstream).
 //! - `forwarding`: what a gateway changes in forwarded messages (hop-by-hop
 //!   fields, `X-Forwarded-*`, `Via`) and the request checks hyper leaves to us.
-//! - `body`: streaming bodies, each with an idle timeout; the response body
-//!   records the request when sent (or as a timeout of its version when the
-//!   client gives up before the response head).
+//! - `body`: the response body, which records the request when sent (or as a
+//!   timeout of its version when the client gives up before the response
+//!   head) and gives its connection back to the pool; it holds the serving
+//!   runtime's pool and recorder shard, never the proxy.
+//! - `stall`: the idle timeout of both bodies.
+//!
+//! Modules depend downwards only: `weight` ← `table` ← `split`; `stall` ←
+//! `pool` ← `body`, `failure` ← `proxy` ← `admin`, `server`.
 //! - `failure`: upstream failures → 502/504 against the version; a client's
 //!   broken or stalled upload → 400/408 against neither version.
 //! - `recorder`, `latency`: lock-free counters and HDR-shaped latency buckets.
@@ -52,6 +59,7 @@ mod proxy;
 mod recorder;
 mod server;
 mod split;
+mod stall;
 mod table;
 mod weight;
 
