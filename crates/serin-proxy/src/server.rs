@@ -2,8 +2,8 @@
 //!
 //! [`serve_per_core`] is how serin serves a proxy (`serin proxy`, and each
 //! rollout of `serin run` and `serin serve`): one single-threaded runtime per
-//! core, each accepting on the same listening socket and keeping its own
-//! upstream pool, so a request is served start to end on one thread with no
+//! core, each with its own listening socket on the same address
+//! (`SO_REUSEPORT`) and its own upstream pool, so a request is served start to end on one thread with no
 //! wake-ups across cores (measured against one multi-thread runtime in
 //! docs/benchmarks.md). The runtimes are started on first use and shared by
 //! every proxy of the process, so a daemon with many rollouts has one thread
@@ -68,14 +68,10 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
     .await;
 }
 
-/// A listening socket bound for [`serve_per_core`]: one socket, registered
-/// with each core's runtime.
-///
-/// One socket rather than one per core with `SO_REUSEPORT`: with the latter a
-/// second serin (same user) could bind the same address without an error and
-/// silently take half of its traffic. Every core is woken for a new
-/// connection and one accepts it; the runtimes then even out their counts
-/// (`balance`).
+/// The listening sockets of [`serve_per_core`]: one per core, all bound to one
+/// address with `SO_REUSEPORT` (the kernel spreads new connections over
+/// them; the runtimes even out what it spreads unevenly, `balance`), each
+/// registered with its core's runtime.
 #[derive(Debug)]
 pub struct PerCoreListener {
     each: Vec<(Handle, TcpListener)>,
@@ -94,35 +90,38 @@ impl PerCoreListener {
     }
 }
 
-/// Binds `addr` (backlog 1024, `SO_REUSEADDR`) for [`serve_per_core`],
-/// starting the per-core runtimes if this is the first. An address in use is
-/// an [`io::ErrorKind::AddrInUse`] error, also when another serin holds it.
+/// Binds `addr` for [`serve_per_core`] (backlog 1024 per core), starting the
+/// per-core runtimes if this is the first.
+///
+/// An address that any socket is listening on is refused with
+/// [`io::ErrorKind::AddrInUse`], also when it is another serin's
+/// `SO_REUSEPORT` group: a second serin of the same user would otherwise join
+/// it without an error and take part of the first one's traffic. For that the
+/// address is first bound by a socket without `SO_REUSEPORT` (which also
+/// chooses the port for port 0), then let go for the per-core sockets.
 pub fn bind_per_core(addr: SocketAddr) -> io::Result<PerCoreListener> {
     let cores = cores()?;
-    let Some(core0) = cores.first() else {
-        return Err(io::Error::other("no proxy runtime started"));
-    };
-    let first = {
-        // Registered with a runtime only to turn it into a listener; each core
-        // registers its own copy with its own runtime below.
-        let _entered = core0.enter();
+    let socket = || -> io::Result<TcpSocket> {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
             TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(1024)?.into_std()?
+        Ok(socket)
     };
-    let addr = first.local_addr()?;
+    let addr = {
+        let alone = socket()?;
+        alone.bind(addr)?;
+        alone.local_addr()?
+    };
     let mut each = Vec::with_capacity(cores.len());
     for core in cores {
-        // The same socket (a duplicated descriptor), in non-blocking mode as
-        // into_std left it.
-        let copy = first.try_clone()?;
+        let socket = socket()?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
         let _entered = core.enter();
-        each.push((core.clone(), TcpListener::from_std(copy)?));
+        each.push((core.clone(), socket.listen(1024)?));
     }
     Ok(PerCoreListener { each, addr })
 }
