@@ -1,14 +1,12 @@
-//! The two bodies on the request path: the client's request body on its way
-//! to the upstream, and the response body on its way back, which is where each
-//! request is recorded, exactly once.
+//! The response body on its way back to the client, which is where each
+//! request is recorded, exactly once, and where its upstream connection goes
+//! back to the pool.
 //!
-//! Both stream frame by frame; neither is ever collected. Each bounds how long
-//! it waits for its next frame ([`Stall`]), and says whose fault the wait was:
-//! - a client that sends nothing of its body for the client body timeout gets
-//!   408 and counts against neither version (the proxy's head timeout does
-//!   not run while the proxy waits on the client: see [`Upload`]);
-//! - an upstream whose body stalls for the upstream body timeout has its
-//!   response cut, and counts an error against its version.
+//! It streams frame by frame, never collected, and bounds how long it waits
+//! for the upstream's next frame ([`Stall`]): an upstream whose body stalls for
+//! the upstream body timeout has its response cut, and counts an error against
+//! its version. (The client's request body, on its way to the upstream, is
+//! [`crate::pool::ForwardBody`].)
 //!
 //! An [`Exchange`] dropped unrecorded (hyper drops the response future or
 //! body when the client goes away) counts as a timeout of its version if the
@@ -16,206 +14,28 @@
 //! (neither version's fault) once the head has come or while the client was
 //! still sending its body.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::Sleep;
 
-use crate::pool::Lent;
-use crate::proxy::Worker;
-use crate::recorder::StatusClass;
+use crate::pool::{Lent, Pool, Upload};
+use crate::recorder::{Shard, StatusClass};
+use crate::stall::Stall;
 use crate::weight::Version;
 
-/// The client's request body, forwarded as it arrives; or none, for a
-/// body-less request sent again on a fresh connection ([`crate::pool`]).
-///
-/// Its error type marks a failure as the client's, so that when the upstream
-/// exchange fails the proxy can tell a client that went away or stalled
-/// mid-upload (no version's fault) from an upstream that failed.
-#[derive(Debug)]
-pub(crate) enum ForwardBody {
-    /// A body that ended before it was forwarded (no body, or
-    /// `Content-Length: 0`): nothing to time.
-    Client(Incoming),
-    /// A body still to come from the client, with its progress and a bound on
-    /// each wait for the client's next bytes.
-    Upload(Incoming, Arc<Upload>, Stall),
-    Empty,
-}
-
-impl ForwardBody {
-    /// The client's body; timed, with its progress in the returned [`Upload`],
-    /// unless it has already ended.
-    pub(crate) fn client(body: Incoming, idle: Duration) -> (ForwardBody, Option<Arc<Upload>>) {
-        if body.is_end_stream() {
-            return (ForwardBody::Client(body), None);
-        }
-        let upload = Arc::new(Upload::new());
-        (
-            ForwardBody::Upload(body, upload.clone(), Stall::new(idle)),
-            Some(upload),
-        )
-    }
-}
-
-/// The client's side failed or stalled while its request body was being
-/// forwarded.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientBodyError {
-    /// The client's connection broke or its framing was bad.
-    #[error("client request body: {0}")]
-    Broken(#[source] hyper::Error),
-    /// No byte of the body within the client body timeout.
-    #[error("client request body: nothing received for {0:?}")]
-    Stalled(Duration),
-}
-
-/// Whose turn it is in a request whose body is being forwarded: shared by
-/// the [`ForwardBody`] (in the upstream connection's task) and the request's
-/// handler and [`Exchange`].
-#[derive(Debug)]
-pub(crate) struct Upload {
-    epoch: Instant,
-    /// [`CLIENT`] while the proxy waits for the client's next bytes,
-    /// [`FAILED`] once the client's body failed, else the microseconds after
-    /// `epoch` at which the upstream side last got the turn (the client's
-    /// last bytes, or the end of the body).
-    turn: AtomicU64,
-}
-
-const CLIENT: u64 = u64::MAX;
-const FAILED: u64 = u64::MAX - 1;
-
-impl Upload {
-    fn new() -> Upload {
-        Upload {
-            epoch: Instant::now(),
-            turn: AtomicU64::new(0),
-        }
-    }
-
-    fn set(&self, turn: u64) {
-        self.turn.store(turn, Ordering::Relaxed);
-    }
-
-    fn upstream_turn(&self) {
-        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(FAILED - 1);
-        self.set(now.min(FAILED - 1));
-    }
-
-    /// Whether the client is what the request waits for (or failed).
-    pub(crate) fn on_client(&self) -> bool {
-        self.turn.load(Ordering::Relaxed) >= FAILED
-    }
-
-    /// Where the upstream's head timeout of `limit` ends, given whose turn
-    /// it is: `limit` after the upstream last got the turn, or (while the
-    /// client has it) `limit` from now, to be looked at again then.
-    pub(crate) fn head_deadline(&self, limit: Duration) -> Instant {
-        match self.turn.load(Ordering::Relaxed) {
-            t if t >= FAILED => Instant::now() + limit,
-            t => self.epoch + Duration::from_micros(t) + limit,
-        }
-    }
-}
-
-/// A bound on each wait for a body's next frame: armed when the source has
-/// nothing to give, disarmed when it gives a frame. The timer is made on the
-/// first wait and moved (not remade) on later ones; a body whose frames are
-/// always ready never makes one.
-#[derive(Debug)]
-pub(crate) struct Stall {
-    limit: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
-}
-
-impl Stall {
-    pub(crate) fn new(limit: Duration) -> Stall {
-        Stall {
-            limit,
-            sleep: None,
-            armed: false,
-        }
-    }
-
-    /// The source had nothing: whether it has now waited longer than the limit.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.armed {
-            self.armed = true;
-            let deadline = tokio::time::Instant::now() + self.limit;
-            match &mut self.sleep {
-                // A later deadline: tokio moves it without touching its wheel.
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        self.sleep
-            .as_mut()
-            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
-    }
-
-    /// The source gave a frame.
-    fn progressed(&mut self) {
-        self.armed = false;
-    }
-}
-
-impl Body for ForwardBody {
-    type Data = Bytes;
-    type Error = ClientBodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        match &mut *self {
-            ForwardBody::Client(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(ClientBodyError::Broken),
-            ForwardBody::Upload(body, upload, stall) => match Pin::new(body).poll_frame(cx) {
-                Poll::Pending => {
-                    upload.set(CLIENT);
-                    if stall.expired(cx) {
-                        upload.set(FAILED);
-                        return Poll::Ready(Some(Err(ClientBodyError::Stalled(stall.limit))));
-                    }
-                    Poll::Pending
-                }
-                Poll::Ready(Some(Err(err))) => {
-                    upload.set(FAILED);
-                    Poll::Ready(Some(Err(ClientBodyError::Broken(err))))
-                }
-                Poll::Ready(frame) => {
-                    stall.progressed();
-                    upload.upstream_turn();
-                    Poll::Ready(frame.map(|f| f.map_err(ClientBodyError::Broken)))
-                }
-            },
-            ForwardBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ForwardBody::Client(body) | ForwardBody::Upload(body, ..) => body.is_end_stream(),
-            ForwardBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ForwardBody::Client(body) | ForwardBody::Upload(body, ..) => body.size_hint(),
-            ForwardBody::Empty => SizeHint::with_exact(0),
-        }
-    }
+/// What a request's [`Exchange`] needs of the runtime serving it: its pool, to
+/// give the upstream connection back, and its recorder shard. One per serving
+/// runtime, so that with one runtime per core a request never waits on a
+/// connection driven by another core, nor writes to counters another core is
+/// writing.
+pub(crate) struct Lane {
+    pub(crate) pool: Pool,
+    pub(crate) recorder: Arc<Shard>,
 }
 
 /// How far one request has come, for what dropping its [`Exchange`] means.
@@ -236,7 +56,7 @@ enum Stage {
 /// client waited for the response head, and as cancelled after: see the
 /// module docs.
 pub(crate) struct Exchange {
-    worker: Arc<Worker>,
+    lane: Arc<Lane>,
     version: Version,
     started: Instant,
     stage: Stage,
@@ -245,14 +65,14 @@ pub(crate) struct Exchange {
 
 impl Exchange {
     pub(crate) fn begin(
-        worker: Arc<Worker>,
+        lane: Arc<Lane>,
         version: Version,
         started: Instant,
         upload: Option<Arc<Upload>>,
     ) -> Exchange {
-        worker.recorder().started(version);
+        lane.recorder.started(version);
         Exchange {
-            worker,
+            lane,
             version,
             started,
             stage: Stage::Head,
@@ -273,8 +93,8 @@ impl Exchange {
 
     /// The response was fully sent with this status class.
     pub(crate) fn answered(mut self, class: StatusClass) {
-        self.worker
-            .recorder()
+        self.lane
+            .recorder
             .record(self.version, class, self.started.elapsed());
         self.stage = Stage::Done;
     }
@@ -287,7 +107,7 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        let recorder = self.worker.recorder();
+        let recorder = &self.lane.recorder;
         match self.stage {
             Stage::Head if !self.on_client() => {
                 recorder.timed_out(self.version, self.started.elapsed());
@@ -373,7 +193,7 @@ impl ResponseBody {
             if let Some(lent) = lent
                 && reuse
             {
-                x.worker.give_back(lent);
+                x.lane.pool.give_back(lent);
             }
             x.answered(class);
         }
@@ -406,7 +226,7 @@ impl Body for ResponseBody {
         let polled = match &mut this.source {
             Source::Upstream(b, _, stall) => match Pin::new(b).poll_frame(cx) {
                 Poll::Pending if stall.expired(cx) => {
-                    Poll::Ready(Some(Err(UpstreamStalled(stall.limit).into())))
+                    Poll::Ready(Some(Err(UpstreamStalled(stall.limit()).into())))
                 }
                 Poll::Pending => Poll::Pending,
                 ready => {

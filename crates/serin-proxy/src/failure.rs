@@ -12,8 +12,7 @@ use std::time::Instant;
 
 use http::StatusCode;
 
-use crate::body::ClientBodyError;
-use crate::pool::SendError;
+use crate::pool::{ClientBodyError, SendError};
 use crate::weight::Version;
 
 /// What went wrong between the proxy and an upstream.

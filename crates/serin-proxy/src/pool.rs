@@ -1,4 +1,5 @@
-//! Keep-alive connections to the two upstreams, one pool per serving runtime.
+//! Keep-alive connections to the two upstreams, one pool per serving runtime,
+//! and the client's request body sent on them ([`ForwardBody`]).
 //!
 //! A request takes the most recently used idle connection to its version's
 //! upstream (or opens one), and its response body gives the connection back
@@ -24,18 +25,21 @@
 //! are driven on its own core and the locks below are never contended.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::ForwardBody;
+use crate::stall::Stall;
 use crate::table::{RoutingTable, Upstream};
 use crate::weight::Version;
 
@@ -134,10 +138,9 @@ impl Pool {
         slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The next connection to try for `version`, by the table now; a new
-    /// one if `fresh`.
-    fn pick(&self, version: Version, table: &ArcSwap<RoutingTable>, fresh: bool) -> Pick {
-        let table = table.load();
+    /// The next connection to try for `version` of `table`; a new one if
+    /// `fresh`.
+    fn pick(&self, version: Version, table: &RoutingTable, fresh: bool) -> Pick {
         let upstream = table.upstream(version);
         let mut slot = self.slot(version);
         slot.aim(upstream);
@@ -156,13 +159,14 @@ impl Pool {
         Pick::Connect(upstream.clone(), generation)
     }
 
-    /// Sends `req` to `version`'s upstream as the table names it now, on an
-    /// idle connection or a new one. Returns the response (its body still to
-    /// be read) and the connection, to be given back when the body is done.
+    /// Sends `req` to `version`'s upstream in `table` (the table the request
+    /// was routed by, also when it is sent again), on an idle connection or a
+    /// new one. Returns the response (its body still to be read) and the
+    /// connection, to be given back when the body is done.
     pub(crate) async fn send(
         &self,
         version: Version,
-        table: &ArcSwap<RoutingTable>,
+        table: &RoutingTable,
         mut req: Request<ForwardBody>,
     ) -> Result<(Response<Incoming>, Lent), SendError> {
         let mut fresh = false;
@@ -290,4 +294,147 @@ async fn connect(upstream: &Upstream) -> Result<SendRequest<ForwardBody>, SendEr
         }
     });
     Ok(sender)
+}
+
+/// The client's request body, forwarded as it arrives; or none, for a
+/// body-less request sent again on a fresh connection ([`crate::pool`]).
+///
+/// Its error type marks a failure as the client's, so that when the upstream
+/// exchange fails the proxy can tell a client that went away or stalled
+/// mid-upload (no version's fault) from an upstream that failed.
+#[derive(Debug)]
+pub(crate) enum ForwardBody {
+    /// A body that ended before it was forwarded (no body, or
+    /// `Content-Length: 0`): nothing to time.
+    Client(Incoming),
+    /// A body still to come from the client, with its progress and a bound on
+    /// each wait for the client's next bytes.
+    Upload(Incoming, Arc<Upload>, Stall),
+    Empty,
+}
+
+impl ForwardBody {
+    /// The client's body; timed, with its progress in the returned [`Upload`],
+    /// unless it has already ended.
+    pub(crate) fn client(body: Incoming, idle: Duration) -> (ForwardBody, Option<Arc<Upload>>) {
+        if body.is_end_stream() {
+            return (ForwardBody::Client(body), None);
+        }
+        let upload = Arc::new(Upload::new());
+        (
+            ForwardBody::Upload(body, upload.clone(), Stall::new(idle)),
+            Some(upload),
+        )
+    }
+}
+
+/// The client's side failed or stalled while its request body was being
+/// forwarded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientBodyError {
+    /// The client's connection broke or its framing was bad.
+    #[error("client request body: {0}")]
+    Broken(#[source] hyper::Error),
+    /// No byte of the body within the client body timeout.
+    #[error("client request body: nothing received for {0:?}")]
+    Stalled(Duration),
+}
+
+/// Whose turn it is in a request whose body is being forwarded: shared by
+/// the [`ForwardBody`] (in the upstream connection's task) and the request's
+/// handler and [`Exchange`](crate::body::Exchange).
+#[derive(Debug)]
+pub(crate) struct Upload {
+    epoch: Instant,
+    /// [`CLIENT`] while the proxy waits for the client's next bytes,
+    /// [`FAILED`] once the client's body failed, else the microseconds after
+    /// `epoch` at which the upstream side last got the turn (the client's
+    /// last bytes, or the end of the body).
+    turn: AtomicU64,
+}
+
+const CLIENT: u64 = u64::MAX;
+const FAILED: u64 = u64::MAX - 1;
+
+impl Upload {
+    fn new() -> Upload {
+        Upload {
+            epoch: Instant::now(),
+            turn: AtomicU64::new(0),
+        }
+    }
+
+    fn set(&self, turn: u64) {
+        self.turn.store(turn, Ordering::Relaxed);
+    }
+
+    fn upstream_turn(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(FAILED - 1);
+        self.set(now.min(FAILED - 1));
+    }
+
+    /// Whether the client is what the request waits for (or failed).
+    pub(crate) fn on_client(&self) -> bool {
+        self.turn.load(Ordering::Relaxed) >= FAILED
+    }
+
+    /// Where the upstream's head timeout of `limit` ends, given whose turn
+    /// it is: `limit` after the upstream last got the turn, or (while the
+    /// client has it) `limit` from now, to be looked at again then.
+    pub(crate) fn head_deadline(&self, limit: Duration) -> Instant {
+        match self.turn.load(Ordering::Relaxed) {
+            t if t >= FAILED => Instant::now() + limit,
+            t => self.epoch + Duration::from_micros(t) + limit,
+        }
+    }
+}
+
+impl Body for ForwardBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match &mut *self {
+            ForwardBody::Client(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(ClientBodyError::Broken),
+            ForwardBody::Upload(body, upload, stall) => match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => {
+                    upload.set(CLIENT);
+                    if stall.expired(cx) {
+                        upload.set(FAILED);
+                        return Poll::Ready(Some(Err(ClientBodyError::Stalled(stall.limit()))));
+                    }
+                    Poll::Pending
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    upload.set(FAILED);
+                    Poll::Ready(Some(Err(ClientBodyError::Broken(err))))
+                }
+                Poll::Ready(frame) => {
+                    stall.progressed();
+                    upload.upstream_turn();
+                    Poll::Ready(frame.map(|f| f.map_err(ClientBodyError::Broken)))
+                }
+            },
+            ForwardBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ForwardBody::Client(body) | ForwardBody::Upload(body, ..) => body.is_end_stream(),
+            ForwardBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ForwardBody::Client(body) | ForwardBody::Upload(body, ..) => body.size_hint(),
+            ForwardBody::Empty => SizeHint::with_exact(0),
+        }
+    }
 }

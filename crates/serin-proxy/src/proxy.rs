@@ -1,11 +1,11 @@
 //! The proxy: the current routing table, the recorder, the pooled upstream
 //! client, and the path one request takes through them.
 //!
-//! The request path, in order: [`check`](Proxy::handle) the request head,
-//! choose the version ([`crate::split`]), rewrite the head for the upstream
-//! ([`crate::forwarding`]), forward with a timeout, rewrite the response head,
-//! and stream the response back through a body that records the request when it
-//! has been sent ([`crate::body`]).
+//! The request path, in order: [`check`](Worker::handle) the request head,
+//! choose the version ([`crate::split`](mod@crate::split)), rewrite the head
+//! for the upstream ([`crate::forwarding`]), forward with a timeout, rewrite
+//! the response head, and stream the response back through a body that
+//! records the request when it has been sent ([`crate::body`]).
 //!
 //! Three timeouts, each counted where the fault is:
 //! - `upstream_timeout`: the version's response head. It does not run while
@@ -27,11 +27,11 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::balance::Balancer;
-use crate::body::{Exchange, ForwardBody, ResponseBody};
+use crate::body::{Exchange, Lane, ResponseBody};
 use crate::failure::{Chain, Failure, WarnLimit};
 use crate::forwarding;
-use crate::pool::{Lent, Pool};
-use crate::recorder::{Recorder, Shard, StatusClass};
+use crate::pool::{ForwardBody, Pool};
+use crate::recorder::{Recorder, StatusClass};
 use crate::split;
 use crate::table::RoutingTable;
 use crate::weight::Weight;
@@ -146,56 +146,48 @@ impl Proxy {
         &self.options
     }
 
-    /// What one [`serve`](crate::serve) call needs: its own pool of keep-alive
-    /// connections to the upstreams and its own recorder shard, so that with
-    /// one runtime per core a request never waits on a connection driven by
-    /// another core, nor writes to counters another core is writing.
+    /// What one [`serve`](crate::serve) call needs: the proxy, and its own
+    /// [`Lane`] (pool of keep-alive connections to the upstreams and recorder
+    /// shard).
     pub(crate) fn worker(self: &Arc<Self>) -> Arc<Worker> {
-        let worker = Arc::new(Worker {
-            proxy: self.clone(),
+        let lane = Arc::new(Lane {
             pool: Pool::new(self.options.pool_idle_timeout),
-            shard: self.workers.fetch_add(1, Ordering::Relaxed),
+            recorder: self
+                .recorder
+                .shard(self.workers.fetch_add(1, Ordering::Relaxed)),
         });
-        // Closes idle connections in the background until the worker is gone.
-        let weak = Arc::downgrade(&worker);
-        let every = worker.pool.expiry_interval();
+        // Closes idle connections in the background until the lane is gone.
+        let weak = Arc::downgrade(&lane);
+        let every = lane.pool.expiry_interval();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 match weak.upgrade() {
-                    Some(worker) => worker.pool.expire(),
+                    Some(lane) => lane.pool.expire(),
                     None => return,
                 }
             }
         });
-        worker
+        Arc::new(Worker {
+            proxy: self.clone(),
+            lane,
+        })
     }
 }
 
 /// One serving runtime's view of the proxy: see [`Proxy::worker`].
 pub(crate) struct Worker {
     proxy: Arc<Proxy>,
-    pool: Pool,
-    shard: usize,
+    lane: Arc<Lane>,
 }
 
 impl Worker {
-    /// This worker's recorder shard.
-    pub(crate) fn recorder(&self) -> &Shard {
-        self.proxy.recorder.shard(self.shard)
-    }
-
-    /// Keeps an upstream connection whose response was read to the end.
-    pub(crate) fn give_back(&self, lent: Lent) {
-        self.pool.give_back(lent);
-    }
-
     /// Serves one request from `client_ip` (the connection's peer, as a header
     /// value made once per connection).
     pub(crate) async fn handle(
-        self: &Arc<Self>,
+        &self,
         req: Request<Incoming>,
         client_ip: &HeaderValue,
     ) -> Response<ResponseBody> {
@@ -212,11 +204,11 @@ impl Worker {
             return refuse(bad.reason());
         }
 
+        // Loaded once: the request is routed, connected and reported by the
+        // same table, even if a promotion swaps it meanwhile.
+        let table = proxy.table.load_full();
         let version = {
-            let table = proxy.table.load();
-            let version = split::fixed(&table, &head).unwrap_or_else(|| {
-                split::split(proxy.seq.fetch_add(1, Ordering::Relaxed), table.weight())
-            });
+            let version = split::route(&table, &head, || proxy.seq.fetch_add(1, Ordering::Relaxed));
             // check_request let only HTTP/1.0 through without Host.
             if head.version == http::Version::HTTP_10
                 && head.uri.authority().is_none()
@@ -231,7 +223,7 @@ impl Worker {
         };
         let options = &proxy.options;
         let (body, upload) = ForwardBody::client(body, options.client_body_timeout);
-        let exchange = Exchange::begin(self.clone(), version, received, upload.clone());
+        let exchange = Exchange::begin(self.lane.clone(), version, received, upload.clone());
 
         // The upstream gets the origin form (`/path?query`); an absolute-form
         // target's authority (never with userinfo: check_request refused
@@ -251,8 +243,9 @@ impl Worker {
         head.version = http::Version::HTTP_11;
 
         let sent = self
+            .lane
             .pool
-            .send(version, &proxy.table, Request::from_parts(head, body));
+            .send(version, &table, Request::from_parts(head, body));
         tokio::pin!(sent);
         let mut deadline = tokio::time::Instant::now() + options.upstream_timeout;
         let answer = loop {
@@ -289,19 +282,19 @@ impl Worker {
             Some(Err(err)) => {
                 let failure = Failure::of(&err);
                 if !failure.is_client() {
-                    let upstream = proxy.table.load().upstream(version).clone();
+                    let upstream = table.upstream(version);
                     proxy
                         .warnings
-                        .warn(version, &upstream, failure, &Chain(&err));
+                        .warn(version, upstream, failure, &Chain(&err));
                 }
                 failure
             }
             None => {
-                let upstream = proxy.table.load().upstream(version).clone();
+                let upstream = table.upstream(version);
                 let cause = format!("no response headers within {:?}", options.upstream_timeout);
                 proxy
                     .warnings
-                    .warn(version, &upstream, Failure::Timeout, &cause);
+                    .warn(version, upstream, Failure::Timeout, &cause);
                 Failure::Timeout
             }
         };

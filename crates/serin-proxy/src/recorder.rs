@@ -16,6 +16,7 @@
 //! lock, so under load its figures may be a few requests apart from one another;
 //! each one is cumulative and never goes backwards.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -160,7 +161,7 @@ impl Shard {
 
 /// What the proxy has seen, per version, since it started.
 pub struct Recorder {
-    shards: Box<[Shard]>,
+    shards: Box<[Arc<Shard>]>,
 }
 
 impl Default for Recorder {
@@ -187,13 +188,13 @@ impl Recorder {
     /// different cores.
     pub(crate) fn with_shards(n: usize) -> Recorder {
         Recorder {
-            shards: (0..n.max(1)).map(|_| Shard::new()).collect(),
+            shards: (0..n.max(1)).map(|_| Arc::new(Shard::new())).collect(),
         }
     }
 
     /// The shard for writer `i`.
-    pub(crate) fn shard(&self, i: usize) -> &Shard {
-        &self.shards[i % self.shards.len()]
+    pub(crate) fn shard(&self, i: usize) -> Arc<Shard> {
+        self.shards[i % self.shards.len()].clone()
     }
 
     /// Counts one answered request of `version` with its status and latency

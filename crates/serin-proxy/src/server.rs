@@ -1,5 +1,15 @@
 //! Accepting connections and shutting down: the shell around [`Proxy`].
 //!
+//! [`serve_per_core`] is how serin serves a proxy (`serin proxy`, and each
+//! rollout of `serin run` and `serin serve`): one single-threaded runtime per
+//! core, each with its own listening socket on the same address
+//! (`SO_REUSEPORT`) and its own upstream pool, so a request is served start to end on one thread with no
+//! wake-ups across cores (measured against one multi-thread runtime in
+//! docs/benchmarks.md). The runtimes are started on first use and shared by
+//! every proxy of the process, so a daemon with many rollouts has one thread
+//! per core for all of them, not per rollout. [`serve`] is one such runtime's
+//! part, for a caller that brings its own runtime.
+//!
 //! Shutdown order: when the `shutdown` future resolves, stop accepting, ask
 //! every open connection to finish its current request and close (idle ones
 //! close at once), wait for them up to the proxy's `drain_timeout`, then close
@@ -15,14 +25,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+use std::{io, thread};
 
 use http::HeaderValue;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::runtime::Handle;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::admin::Admin;
 use crate::balance::{Member, Open};
@@ -32,9 +44,8 @@ use crate::proxy::Proxy;
 /// requests (up to [`ProxyOptions::drain_timeout`](crate::ProxyOptions)).
 ///
 /// Each call keeps its own pool of upstream connections, driven by the runtime
-/// it runs on. On a multi-thread runtime call it once; for one runtime per core,
-/// call it once in each with listeners bound to the same address with
-/// `SO_REUSEPORT`, sharing one `Proxy` (and so one table and one recorder).
+/// it runs on. [`serve_per_core`] calls it once on each core's runtime, sharing
+/// one `Proxy` (and so one table and one recorder); tests call it on theirs.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
     let drain = proxy.options().drain_timeout;
     let worker = proxy.worker();
@@ -55,6 +66,155 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
         })
     })
     .await;
+}
+
+/// The listening sockets of [`serve_per_core`]: one per core, all bound to one
+/// address with `SO_REUSEPORT` (the kernel spreads new connections over
+/// them; the runtimes even out what it spreads unevenly, `balance`), each
+/// registered with its core's runtime.
+#[derive(Debug)]
+pub struct PerCoreListener {
+    each: Vec<(Handle, TcpListener)>,
+    addr: SocketAddr,
+}
+
+impl PerCoreListener {
+    /// The address bound (with the port chosen when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many runtimes accept on it: one per core.
+    pub fn cores(&self) -> usize {
+        self.each.len()
+    }
+}
+
+/// Binds `addr` for [`serve_per_core`] (backlog 1024 per core), starting the
+/// per-core runtimes if this is the first.
+///
+/// An address that any socket is listening on is refused with
+/// [`io::ErrorKind::AddrInUse`], also when it is another serin's
+/// `SO_REUSEPORT` group: a second serin of the same user would otherwise join
+/// it without an error and take part of the first one's traffic. For that the
+/// address is first bound by a socket without `SO_REUSEPORT` (which also
+/// chooses the port for port 0), then let go for the per-core sockets.
+pub fn bind_per_core(addr: SocketAddr) -> io::Result<PerCoreListener> {
+    let cores = cores()?;
+    let socket = || -> io::Result<TcpSocket> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        Ok(socket)
+    };
+    let addr = {
+        let alone = socket()?;
+        alone.bind(addr)?;
+        alone.local_addr()?
+    };
+    let mut each = Vec::with_capacity(cores.len());
+    for core in cores {
+        let socket = socket()?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let _entered = core.enter();
+        each.push((core.clone(), socket.listen(1024)?));
+    }
+    Ok(PerCoreListener { each, addr })
+}
+
+/// Serves the proxy on `listener` from every core until `shutdown` resolves,
+/// then drains open requests as [`serve`] does, on every core at once, and
+/// returns when all have finished.
+///
+/// Dropped before that, it stops serving at once (as dropping [`serve`]
+/// does). An error says a core's accept loop panicked; the other cores kept
+/// serving until the shutdown.
+pub async fn serve_per_core(
+    listener: PerCoreListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), JoinError> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut serving = Serving(Vec::with_capacity(listener.each.len()));
+    for (core, listener) in listener.each {
+        let mut stopped = stopped.clone();
+        let until_stopped = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        serving
+            .0
+            .push(core.spawn(serve(listener, proxy.clone(), until_stopped)));
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+    let mut result = Ok(());
+    for task in &mut serving.0 {
+        if let Err(err) = task.await {
+            result = result.and(Err(err));
+        }
+    }
+    result
+}
+
+/// The accept loops of one [`serve_per_core`]; aborted if it is dropped.
+struct Serving(Vec<JoinHandle<()>>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The per-core runtimes, started on first use and running until the process
+/// exits; each is driven by its own thread, `serin-proxy-N`.
+fn cores() -> io::Result<&'static [Handle]> {
+    static CORES: Mutex<Option<&'static [Handle]>> = Mutex::new(None);
+    let mut cores = CORES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(started) = *cores {
+        return Ok(started);
+    }
+    let n = thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        handles.push(start_core(i)?);
+    }
+    let started: &'static [Handle] = Vec::leak(handles);
+    *cores = Some(started);
+    Ok(started)
+}
+
+/// Starts core `i`'s runtime on its own thread and returns its handle. The
+/// runtime is made (and would be dropped) on that thread, never in the
+/// caller's async context.
+fn start_core(i: usize) -> io::Result<Handle> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    thread::Builder::new()
+        .name(format!("serin-proxy-{i}"))
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    // Drives the tasks spawned onto it, for good.
+                    rt.block_on(std::future::pending::<()>());
+                }
+                Err(err) => {
+                    let _ = tx.send(Err(err));
+                }
+            }
+        })?;
+    rx.recv()
+        .map_err(|_| io::Error::other("a proxy runtime thread ended as it started"))?
 }
 
 /// Serves the admin endpoints (`GET /metrics`, `GET`/`PUT /weight`) of `proxy`

@@ -2,8 +2,9 @@
 //! table, the request head and a sequence number.
 //!
 //! Order of precedence: route overrides (first match wins), then the sticky
-//! key's bucket if the request carries the key, then the exact split on `seq`.
-//! The shell (the proxy) owns the counter that produces `seq`; keeping the
+//! key's bucket if the request carries the key, then the exact split on a
+//! sequence number. The shell (the proxy) owns the counter that produces the
+//! sequence numbers and hands [`route`] a way to take the next; keeping the
 //! counter out of here makes the split testable without sockets or threads.
 
 use http::request::Parts;
@@ -15,22 +16,18 @@ use crate::weight::{Version, Weight};
 /// Buckets a sticky key falls into; one per hundredth of a percent of weight.
 pub const STICKY_BUCKETS: u64 = 10_000;
 
-/// The version that serves `req`, given the table and the request's sequence
-/// number (`0, 1, 2, ...` in arrival order).
-pub fn route(table: &RoutingTable, req: &Parts, seq: u64) -> Version {
-    fixed(table, req).unwrap_or_else(|| split(seq, table.weight()))
-}
-
-/// The version a request gets without the split: by route override, or by
-/// sticky key if it carries one. `None` means "take the next `seq`"; the proxy
-/// hands out sequence numbers only then, so the split stays exact over the
-/// requests that reach it.
-pub(crate) fn fixed(table: &RoutingTable, req: &Parts) -> Option<Version> {
+/// The version that serves `req`, given the table and a source of sequence
+/// numbers (`0, 1, 2, ...` in arrival order). `next_seq` is called only for
+/// a request that reaches the split (no route override matched and it
+/// carries no sticky key), so the split is exact over exactly those.
+pub fn route(table: &RoutingTable, req: &Parts, next_seq: impl FnOnce() -> u64) -> Version {
     if let Some(version) = matched_route(table.routes(), req) {
-        return Some(version);
+        return version;
     }
-    let key = table.sticky().and_then(|k| sticky_value(k, req))?;
-    Some(sticky(key, table.weight()))
+    if let Some(key) = table.sticky().and_then(|k| sticky_value(k, req)) {
+        return sticky(key, table.weight());
+    }
+    split(next_seq(), table.weight())
 }
 
 /// The first route override that matches, if any.
@@ -111,6 +108,33 @@ mod tests {
             sticky(b"user-1", Weight::from_hundredths(6058).unwrap()),
             Version::Canary
         );
+    }
+
+    #[test]
+    fn only_requests_that_reach_the_split_take_a_sequence_number() {
+        let t = RoutingTable::new("http://a:1", "http://b:1", Weight::FULL)
+            .unwrap()
+            .with_sticky(Some(StickyKey::header("x-user").unwrap()))
+            .with_routes(vec![
+                Route::header("x-canary", "never", Version::Stable).unwrap(),
+            ]);
+        let req = |headers: &[(&str, &str)]| {
+            let mut b = http::Request::get("/");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let taken = std::cell::Cell::new(0);
+        let next = || taken.replace(taken.get() + 1);
+        assert_eq!(
+            route(&t, &req(&[("x-canary", "never")]), next),
+            Version::Stable
+        );
+        assert_eq!(route(&t, &req(&[("x-user", "u1")]), next), Version::Canary);
+        assert_eq!(taken.get(), 0);
+        assert_eq!(route(&t, &req(&[]), next), Version::Canary);
+        assert_eq!(taken.get(), 1);
     }
 
     #[test]

@@ -244,3 +244,67 @@ async fn a_get_the_upstream_hangs_up_on_at_once_is_sent_again_too() {
     assert_eq!(snap.stable.errors(), 0);
     assert_eq!(snap.stable.requests(), 5);
 }
+
+/// Reads one request head from `s` (requests here have no body).
+async fn read_head(s: &mut tokio::net::TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_request_sent_again_goes_to_the_upstream_it_was_routed_to_after_a_table_swap() {
+    // The old stable answers a first request, then hangs up on the second
+    // (a GET, so the proxy sends it again on a new connection), but only once
+    // the test has swapped in a table whose stable is another upstream.
+    const OLD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nold";
+    let old = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_url = format!("http://{}", old.local_addr().unwrap());
+    let (asked, mut second_request) = tokio::sync::mpsc::channel::<()>(1);
+    let (swapped, table_swapped) = tokio::sync::oneshot::channel::<()>();
+    let old_task = tokio::spawn(async move {
+        let (mut s, _) = old.accept().await.unwrap();
+        assert!(read_head(&mut s).await);
+        s.write_all(OLD).await.unwrap();
+        assert!(read_head(&mut s).await);
+        asked.send(()).await.unwrap();
+        table_swapped.await.unwrap();
+        drop(s);
+        // Later connections: every request answered.
+        loop {
+            let (mut s, _) = old.accept().await.unwrap();
+            tokio::spawn(async move {
+                while read_head(&mut s).await {
+                    if s.write_all(OLD).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let new = Counting::start("new", None).await;
+    let at = |stable: &str| RoutingTable::new(stable, &new.url(), Weight::ZERO).unwrap();
+    let proxy = start_proxy(at(&old_url), ProxyOptions::default()).await;
+    let c = client();
+    assert_eq!(get(&c, &proxy.url("/")).await.text(), "old");
+
+    let url = proxy.url("/");
+    let second = tokio::spawn(async move { get(&client(), &url).await });
+    second_request.recv().await.unwrap();
+    proxy.proxy.set_table(at(&new.url()));
+    swapped.send(()).unwrap();
+    let a = second.await.unwrap();
+    // Routed by the old table, so sent (and sent again) to the old stable,
+    // never to the upstream of a table it was not routed by.
+    assert_eq!((a.status, a.text().as_str()), (StatusCode::OK, "old"));
+    assert_eq!(new.accepted.load(Ordering::SeqCst), 0);
+    // Requests after the swap go to the new stable.
+    assert_eq!(get(&c, &proxy.url("/")).await.text(), "new");
+    old_task.abort();
+}

@@ -27,7 +27,7 @@ fn ten_thousand_requests_at_five_percent_give_exactly_five_hundred() {
     let t = table(500);
     let p = parts(&[]);
     let canary = (0..10_000)
-        .filter(|&s| route(&t, &p, s) == Version::Canary)
+        .filter(|&s| route(&t, &p, || s) == Version::Canary)
         .count();
     assert_eq!(canary, 500);
 }
@@ -63,26 +63,30 @@ fn sticky_key_decides_when_present_and_split_otherwise() {
     let user = parts(&[("x-user", "user-1")]);
     // xxh3("user-1") % 10000 = 6057: stable at 50 %, whatever the sequence number.
     for seq in 0..100 {
-        assert_eq!(route(&t, &user, seq), Version::Stable);
+        assert_eq!(route(&t, &user, || seq), Version::Stable);
     }
     let t = t.with_weight(Weight::from_hundredths(6058).unwrap());
-    assert_eq!(route(&t, &user, 0), Version::Canary);
+    assert_eq!(route(&t, &user, || 0), Version::Canary);
     let anonymous = parts(&[]);
     let canary = (0..1000)
-        .filter(|&s| route(&t, &anonymous, s) == Version::Canary)
+        .filter(|&s| route(&t, &anonymous, || s) == Version::Canary)
         .count();
     assert!((605..=606).contains(&canary), "{canary}");
 
     let by_cookie = table(10_000).with_sticky(Some(StickyKey::cookie("session").unwrap()));
     assert_eq!(
-        route(&by_cookie, &parts(&[("cookie", "a=b; session=user-1")]), 0),
+        route(
+            &by_cookie,
+            &parts(&[("cookie", "a=b; session=user-1")]),
+            || 0
+        ),
         Version::Canary
     );
     assert_eq!(
         route(
             &by_cookie.with_weight(Weight::ZERO),
             &parts(&[("cookie", "session=user-1")]),
-            0
+            || 0
         ),
         Version::Stable
     );
@@ -102,42 +106,42 @@ fn routes_are_checked_first_and_the_first_match_wins() {
     let at100 = table(10_000).with_routes(routes);
     for seq in 0..50 {
         assert_eq!(
-            route(&at0, &parts(&[("x-canary", "always")]), seq),
+            route(&at0, &parts(&[("x-canary", "always")]), || seq),
             Version::Canary
         );
         assert_eq!(
             route(
                 &at0,
                 &parts(&[("x-canary", "always"), ("x-user", "user-1")]),
-                seq
+                || seq
             ),
             Version::Canary
         );
         assert_eq!(
-            route(&at0, &parts(&[("cookie", "x=1; beta=yes")]), seq),
+            route(&at0, &parts(&[("cookie", "x=1; beta=yes")]), || seq),
             Version::Canary
         );
         assert_eq!(
-            route(&at100, &parts(&[("x-canary", "never")]), seq),
+            route(&at100, &parts(&[("x-canary", "never")]), || seq),
             Version::Stable
         );
         assert_eq!(
-            route(&at100, &parts(&[("cookie", "beta=no")]), seq),
+            route(&at100, &parts(&[("cookie", "beta=no")]), || seq),
             Version::Stable
         );
         // Values compare exactly; a near miss falls through to the weight.
         assert_eq!(
-            route(&at0, &parts(&[("x-canary", "Always")]), seq),
+            route(&at0, &parts(&[("x-canary", "Always")]), || seq),
             Version::Stable
         );
         assert_eq!(
-            route(&at0, &parts(&[("cookie", "beta=yess")]), seq),
+            route(&at0, &parts(&[("cookie", "beta=yess")]), || seq),
             Version::Stable
         );
     }
     // Both header and cookie match: the earlier route (header) wins.
     let both = parts(&[("x-canary", "never"), ("cookie", "beta=yes")]);
-    assert_eq!(route(&at100, &both, 0), Version::Canary);
+    assert_eq!(route(&at100, &both, || 0), Version::Canary);
 }
 
 proptest! {

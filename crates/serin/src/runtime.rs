@@ -293,21 +293,23 @@ impl DataPlane {
         match &setup.plane {
             PlaneKind::Builtin => {
                 let listen = listen_of(setup)?;
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .map_err(|source| StartError::Bind {
+                // The same per-core server as `serin proxy` (and its benchmarks).
+                let listener =
+                    serin_proxy::bind_per_core(listen).map_err(|source| StartError::Bind {
                         addr: listen,
                         source,
                     })?;
-                let addr = listener.local_addr().map_err(|source| StartError::Bind {
-                    addr: listen,
-                    source,
-                })?;
+                let addr = listener.local_addr();
                 let proxy = Proxy::new(setup.table.with_weight(weight), ProxyOptions::default());
                 let (stop, stopped) = oneshot::channel::<()>();
-                let task = tokio::spawn(serin_proxy::serve(listener, proxy.clone(), async move {
+                let served = serin_proxy::serve_per_core(listener, proxy.clone(), async move {
                     let _ = stopped.await;
-                }));
+                });
+                let task = tokio::spawn(async move {
+                    if let Err(err) = served.await {
+                        tracing::error!(%err, "a proxy worker panicked");
+                    }
+                });
                 tracing::info!(rollout = %setup.name, %addr, "proxy listening");
                 Ok(DataPlane {
                     router: Arc::new(BuiltinRouter::new(proxy.clone())),

@@ -156,6 +156,25 @@ pub async fn start_proxy(table: RoutingTable, options: ProxyOptions) -> Running 
     }
 }
 
+/// A proxy served from every core by `serve_per_core` (as serin serves one)
+/// on a free port; shut down (gracefully) on Drop.
+pub async fn start_per_core(table: RoutingTable, options: ProxyOptions) -> Running {
+    let proxy = Proxy::new(table, options);
+    let listener = serin_proxy::bind_per_core("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = serin_proxy::serve_per_core(listener, proxy.clone(), async move {
+        let _ = stopped.await;
+    });
+    let task = tokio::spawn(async move { served.await.unwrap() });
+    Running {
+        proxy,
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
 /// An admin server for `proxy`; aborted on Drop.
 pub struct Admin {
     pub addr: SocketAddr,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serin_proxy::{Proxy, ProxyOptions, Route, RoutingTable, StickyKey, Version, Weight};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
 use crate::exit::{Exit, invalid};
 
@@ -121,13 +121,11 @@ struct Config {
 
 /// Runs `serin proxy` until SIGINT or SIGTERM.
 ///
-/// One single-threaded runtime per core, each with its own listener on the
-/// same address (`SO_REUSEPORT`: the kernel spreads connections, and the
-/// runtimes even out what it spreads unevenly) and its own upstream pool: a
-/// request is served start to end on one thread, with no wake-ups across
-/// cores. (Measured against one multi-thread runtime in
-/// docs/benchmarks.md.) The main thread runs the admin server and waits for
-/// signals.
+/// The proxy is served by [`serin_proxy::serve_per_core`], as a rollout's
+/// built-in proxy in `serin run` and `serin serve` is: one single-threaded
+/// runtime per core, each with its own upstream pool, so a request is served
+/// start to end on one thread. The main thread runs the admin server and
+/// waits for signals.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let config = check(args)?;
     let main = tokio::runtime::Builder::new_current_thread()
@@ -260,43 +258,27 @@ fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
     Ok(d)
 }
 
-/// Binds `addr` with `SO_REUSEPORT`, so each worker can have its own listener.
-fn bind(flag: &str, addr: SocketAddr, backlog: u32) -> anyhow::Result<TcpListener> {
-    let bound = (|| {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        socket.listen(backlog)
-    })();
-    bound.map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::AddrInUse => "address already in use".to_owned(),
-            std::io::ErrorKind::AddrNotAvailable => {
-                "address not available on this machine".to_owned()
-            }
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-            _ => e.to_string(),
-        };
-        invalid(format!("{flag} {addr}: cannot listen: {why}"))
-    })
+/// Says why `addr` cannot be listened on, naming the flag.
+fn cannot_listen(flag: &str, addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => "address already in use".to_owned(),
+        std::io::ErrorKind::AddrNotAvailable => "address not available on this machine".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => e.to_string(),
+    };
+    invalid(format!("{flag} {addr}: cannot listen: {why}"))
 }
 
 async fn serve(config: Config) -> anyhow::Result<Exit> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // The first bind resolves port 0; the others share the port it got.
-    let first = bind("--listen", config.listen, 1024)?;
-    let listen = first.local_addr().context("reading the --listen address")?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
-        listeners.push(bind("--listen", listen, 1024)?);
-    }
+    let listener = serin_proxy::bind_per_core(config.listen)
+        .map_err(|e| cannot_listen("--listen", config.listen, &e))?;
+    let listen = listener.local_addr();
     let admin_listener = match config.admin {
-        Some(a) => Some(bind("--admin", a, 128)?),
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| cannot_listen("--admin", a, &e))?,
+        ),
         None => None,
     };
     let table = config.table;
@@ -305,7 +287,7 @@ async fn serve(config: Config) -> anyhow::Result<Exit> {
         stable = %table.upstream(Version::Stable),
         canary = %table.upstream(Version::Canary),
         weight = %table.weight(),
-        workers,
+        workers = listener.cores(),
         "proxy listening"
     );
     let proxy = Proxy::new(table, config.options);
@@ -314,32 +296,11 @@ async fn serve(config: Config) -> anyhow::Result<Exit> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-
-    let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        // Registered with this runtime's reactor; each worker re-registers its
-        // own with its runtime.
-        let listener = listener
-            .into_std()
-            .context("handing a listener to a worker")?;
-        let (proxy, stopped) = (proxy.clone(), stopped.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("serin-proxy-{i}"))
-            .spawn(move || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting a worker runtime")?;
-                rt.block_on(async move {
-                    let listener =
-                        TcpListener::from_std(listener).context("registering a listener")?;
-                    serin_proxy::serve(listener, proxy, until_stopped(stopped)).await;
-                    Ok(())
-                })
-            })
-            .context("starting a worker thread")?;
-        threads.push(thread);
-    }
+    let served = tokio::spawn(serin_proxy::serve_per_core(
+        listener,
+        proxy.clone(),
+        until_stopped(stopped.clone()),
+    ));
 
     let admin = match admin_listener {
         Some(l) => {
@@ -367,18 +328,10 @@ async fn serve(config: Config) -> anyhow::Result<Exit> {
     if let Some(a) = admin {
         let _ = a.await;
     }
-    let joined = tokio::task::spawn_blocking(move || {
-        threads
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .map_err(|_| anyhow::anyhow!("a proxy worker panicked"))?
-            })
-            .collect::<anyhow::Result<Vec<()>>>()
-    })
-    .await
-    .context("waiting for the proxy workers")?;
-    joined?;
+    served
+        .await
+        .context("waiting for the proxy")?
+        .context("a proxy worker panicked")?;
     Ok(Exit::Success)
 }
 
