@@ -47,8 +47,9 @@ use crate::api::wire::{self, DeployRequest, RolloutStatus};
 use crate::controller::driver::Health;
 use crate::controller::driver::{DriverError, now_millis};
 use crate::controller::machine::{Input, Phase, State};
+use crate::error::Kind;
 use crate::report::{Report, rfc3339};
-use crate::runtime::{DataPlane, RunningDriver, Setup, StartError};
+use crate::runtime::{DataPlane, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Store, StoreError};
 
 /// Why a daemon operation failed; the API maps each kind to a status.
@@ -74,6 +75,35 @@ pub enum DaemonError {
     /// Our fault (500).
     #[error("{0}")]
     Internal(String),
+}
+
+impl DaemonError {
+    /// What kind of failure this is: the API's status comes from it
+    /// ([`Kind::status`]).
+    pub fn kind(&self) -> Kind {
+        match self {
+            DaemonError::Invalid(_) => Kind::Invalid,
+            DaemonError::NotFound(_) => Kind::NotFound,
+            DaemonError::Refused(_) => Kind::Refused,
+            DaemonError::Conflict(_) => Kind::Conflict,
+            DaemonError::Unavailable(_) => Kind::Unavailable,
+            DaemonError::Internal(_) => Kind::Internal,
+        }
+    }
+}
+
+impl From<crate::error::Error> for DaemonError {
+    fn from(e: crate::error::Error) -> DaemonError {
+        let message = e.to_string();
+        match e.kind() {
+            Kind::Invalid => DaemonError::Invalid(message),
+            Kind::NotFound => DaemonError::NotFound(message),
+            Kind::Refused => DaemonError::Refused(message),
+            Kind::Conflict => DaemonError::Conflict(message),
+            Kind::Unavailable => DaemonError::Unavailable(message),
+            Kind::Internal => DaemonError::Internal(message),
+        }
+    }
 }
 
 impl From<StoreError> for DaemonError {
@@ -363,15 +393,6 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between two tries.
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// What a data plane's failure to start says in a status: nginx's own
-/// words (`nginx -t: …`), as a running driver says them.
-fn start_error(e: &StartError) -> String {
-    match e {
-        StartError::Nginx(why) => why.clone(),
-        other => other.to_string(),
-    }
-}
-
 impl Daemon {
     /// Opens the daemon over `store`, bringing back every stored rollout
     /// that can be: one that cannot is reported, the others start.
@@ -411,7 +432,7 @@ impl Daemon {
             let plane = match DataPlane::start(&setup, record.state.weight).await {
                 Ok(p) => p,
                 Err(e) => {
-                    let why = start_error(&e);
+                    let why = e.to_string();
                     tracing::error!(rollout = %name, "not started yet: {e}; retrying in {RETRY_FIRST:?}");
                     daemon.down_map().insert(name.clone(), Down::Starting(why));
                     tokio::spawn(keep_starting(Arc::downgrade(&daemon), name));
@@ -465,7 +486,7 @@ impl Daemon {
         };
         let plane = DataPlane::start(&setup, record.state.weight)
             .await
-            .map_err(|e| start_error(&e))?;
+            .map_err(|e| e.to_string())?;
         let mut map = self.rollouts.lock().await;
         if self.why_starting(name).is_none() {
             drop(map);
@@ -600,9 +621,7 @@ impl Daemon {
             setup.name
         );
         let record = setup.record(text, None, state);
-        let plane = DataPlane::start(&setup, Weight::ZERO)
-            .await
-            .map_err(|e| DaemonError::Unavailable(e.to_string()))?;
+        let plane = DataPlane::start(&setup, Weight::ZERO).await?;
         let record = match self.store.register(&record, now) {
             Ok(r) => r,
             Err(e) => {

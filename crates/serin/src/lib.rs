@@ -17,7 +17,8 @@
 //! - [`store`]: durable state in SQLite (rollouts, decisions, samples);
 //!   [`statedir`]: the lock that makes one process the owner of a state directory.
 //! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
-//! - [`exit`]: the SPEC's exit codes and the error that maps to "invalid input".
+//! - [`error`]: the error every seam speaks, with a kind that picks the exit code and
+//!   the HTTP status; [`exit`]: the SPEC's exit codes.
 //!
 //! The data plane lives in the `serin-proxy` crate and the judge in `serin-analysis`;
 //! this crate wires them to files, sockets and the command line.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod controller;
 pub mod daemon;
 pub mod demo;
+pub mod error;
 pub mod exit;
 pub mod notify;
 pub mod providers;

@@ -68,9 +68,9 @@ pub async fn run_setup(
     output: OutputFormat,
 ) -> anyhow::Result<Exit> {
     let record = resume_or_register(&store, &setup, &text)?;
-    let plane = DataPlane::start(&setup, record.state.weight)
-        .await
-        .map_err(|e| invalid(e.to_string()))?;
+    // A port in use or nginx refusing the file is the machine's state, not
+    // the file's fault: its kind (unavailable, exit 1) is kept.
+    let plane = DataPlane::start(&setup, record.state.weight).await?;
     let driver = RunningDriver::spawn(&setup, store.clone(), record.clone(), &plane);
     let handle = driver.handle.clone();
     let mut progress = handle.subscribe();

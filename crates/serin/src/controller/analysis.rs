@@ -13,6 +13,7 @@ use serin_proxy::Weight;
 
 use crate::controller::driver::{Analysed, Analysis, BoxFuture};
 use crate::controller::machine::Verdict;
+use crate::error::Error;
 use crate::providers::metrics::{MetricSource, Snapshot, Totals};
 use crate::spec::{AnalysisSettings, Limit, Method};
 
@@ -116,7 +117,7 @@ impl LiveAnalysis {
     }
 
     /// A snapshot and the judge's observation of it, timed.
-    async fn read(&mut self) -> Result<(Snapshot, Observation), String> {
+    async fn read(&mut self) -> Result<(Snapshot, Observation), Error> {
         let s = self.source.snapshot().await?;
         let at = self.started.elapsed().as_secs_f64();
         let o = observation(&s, self.source.client_errors(), Some(at));
@@ -233,14 +234,14 @@ mod tests {
     use std::collections::VecDeque;
 
     /// Hands out prepared snapshots, one per read.
-    struct Scripted(VecDeque<Result<Snapshot, String>>);
+    struct Scripted(VecDeque<Result<Snapshot, Error>>);
 
     impl MetricSource for Scripted {
-        fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
+        fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>> {
             let next = self
                 .0
                 .pop_front()
-                .unwrap_or_else(|| Err("script ended".into()));
+                .unwrap_or_else(|| Err(Error::unavailable("script ended")));
             Box::pin(async move { next })
         }
     }

@@ -43,6 +43,7 @@ use serin_proxy::Weight;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::machine::{self, Action, Decision, Input, Millis, Phase, Plan, Refused, Verdict};
+use crate::error::Error;
 use crate::notify::{Message, Notifier};
 use crate::store::{RolloutRecord, Sample, Store, StoreError, VersionSample};
 
@@ -52,11 +53,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Makes a data plane send a share of traffic to the canary.
 pub trait TrafficRouter: Send + Sync {
     /// Both versions can take traffic (health check / readiness), or why not.
-    fn check_ready(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>>;
     /// Send `weight` % of requests to the canary (route matches stay in force).
-    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>>;
+    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>>;
     /// The canary becomes the new stable: all traffic on it.
-    fn promote(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn promote(&self) -> BoxFuture<'_, Result<(), Error>>;
 }
 
 /// One interval's analysis: what the judge said and the numbers behind it.
@@ -317,8 +318,8 @@ pub struct Driver {
     promotion_pending: bool,
     /// A promotion is running on its task.
     promoting: bool,
-    promoted_tx: mpsc::Sender<Result<(), String>>,
-    promoted_rx: mpsc::Receiver<Result<(), String>>,
+    promoted_tx: mpsc::Sender<Result<(), Error>>,
+    promoted_rx: mpsc::Receiver<Result<(), Error>>,
     /// The data plane's last refusal, until it takes a change.
     router_error: Option<String>,
     /// The store fails (until a write succeeds).
@@ -569,7 +570,7 @@ impl Driver {
     }
 
     /// The data plane answered a promotion.
-    fn on_promoted(&mut self, result: Result<(), String>) {
+    fn on_promoted(&mut self, result: Result<(), Error>) {
         self.promoting = false;
         match result {
             Ok(()) => {
@@ -581,8 +582,8 @@ impl Driver {
             }
             Err(e) => {
                 tracing::error!(rollout = %self.record.name, "promotion not applied (retrying): {e}");
-                self.router_error = Some(e.clone());
-                let _ = self.progress.send(Progress::RouterError(e));
+                self.router_error = Some(e.to_string());
+                let _ = self.progress.send(Progress::RouterError(e.to_string()));
             }
         }
     }
@@ -947,8 +948,8 @@ impl Driver {
                 self.applied = None;
                 self.refused_since.get_or_insert_with(Instant::now);
                 tracing::warn!(rollout = %self.record.name, "weight {weight} % not applied (will retry): {e}");
-                self.router_error = Some(e.clone());
-                let _ = self.progress.send(Progress::RouterError(e));
+                self.router_error = Some(e.to_string());
+                let _ = self.progress.send(Progress::RouterError(e.to_string()));
                 None
             }
         };
@@ -1546,19 +1547,19 @@ mod tests {
     }
 
     impl TrafficRouter for Refusing {
-        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.inner.check_ready()
         }
-        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
             let mut left = self.refusals.lock().unwrap();
             if *left > 0 && weight > Weight::ZERO {
                 *left -= 1;
-                return Box::pin(async { Err("refused by the test".to_string()) });
+                return Box::pin(async { Err(Error::unavailable("refused by the test")) });
             }
             drop(left);
             self.inner.apply_weight(weight)
         }
-        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.inner.promote()
         }
     }
@@ -1745,18 +1746,20 @@ mod tests {
     }
 
     impl TrafficRouter for Gated {
-        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.inner.check_ready()
         }
-        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
             if self.closed.load(std::sync::atomic::Ordering::SeqCst) && (self.refuse)(weight) {
                 self.refusals
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                return Box::pin(async { Err("nginx -t: refused by the test".to_string()) });
+                return Box::pin(async {
+                    Err(Error::unavailable("nginx -t: refused by the test"))
+                });
             }
             self.inner.apply_weight(weight)
         }
-        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.inner.promote()
         }
     }
@@ -2044,13 +2047,13 @@ mod tests {
     struct SlowPromotion(BuiltinRouter);
 
     impl TrafficRouter for SlowPromotion {
-        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.0.check_ready()
         }
-        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
             self.0.apply_weight(weight)
         }
-        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
             Box::pin(std::future::pending())
         }
     }

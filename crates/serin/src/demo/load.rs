@@ -226,7 +226,7 @@ pub async fn run_load(
 /// most `options.timeout`) and sums up.
 ///
 /// A config that does not check out (URL, rate, header, zero duration) is an
-/// [`crate::exit::InvalidInput`] error naming the field; failed requests are
+/// [`crate::error::Kind::Invalid`] error naming the field; failed requests are
 /// not errors, they are counted.
 pub async fn run_load_with(
     config: LoadConfig,

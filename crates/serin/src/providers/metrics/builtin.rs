@@ -12,6 +12,7 @@ use serin_proxy::{Proxy, StatusClass, VersionSnapshot};
 
 use super::{MetricSource, Snapshot, Totals, default_bounds_ms};
 use crate::controller::driver::BoxFuture;
+use crate::error::Error;
 
 /// Reads an in-process [`Proxy`]'s recorder.
 pub struct BuiltinSource {
@@ -57,7 +58,7 @@ pub fn totals(v: &VersionSnapshot, bounds_ms: &[f64]) -> Totals {
 }
 
 impl MetricSource for BuiltinSource {
-    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>> {
         let s = self.proxy.recorder().snapshot();
         let snapshot = Snapshot {
             stable: totals(&s.stable, &self.bounds_ms),

@@ -6,6 +6,7 @@ pub mod nginx_log;
 pub mod prometheus;
 
 use crate::controller::driver::BoxFuture;
+use crate::error::Error;
 
 /// One version's totals since the source started counting.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -83,7 +84,7 @@ pub struct Snapshot {
 pub trait MetricSource: Send {
     /// Cumulative totals now, or why there are none (which the judge treats
     /// as no data — never as a pass).
-    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>>;
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>>;
 
     /// Cumulative client errors (4xx) as (stable, canary) in the snapshot
     /// last returned, if the source counts them; the judge's 4xx check is
@@ -95,10 +96,10 @@ pub trait MetricSource: Send {
 
 /// A source that has nothing to read: every interval is no data (so the
 /// rollout rolls back after `noDataLimit`, never promotes blind).
-pub struct Unavailable(pub String);
+pub struct Unavailable(pub Error);
 
 impl MetricSource for Unavailable {
-    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>> {
         let why = self.0.clone();
         Box::pin(async move { Err(why) })
     }

@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use super::{MetricSource, Snapshot, Totals, default_bounds_ms};
 use crate::controller::driver::BoxFuture;
+use crate::error::Error;
 
 /// One line of serin's log format (nginx writes every value as a string).
 #[derive(Debug, Deserialize)]
@@ -239,8 +240,12 @@ impl NginxLogSource {
 }
 
 impl MetricSource for NginxLogSource {
-    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
-        let result = self.poll().map(|()| self.totals.clone());
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>> {
+        // A log that cannot be read now (rotated away, not yet written).
+        let result = self
+            .poll()
+            .map(|()| self.totals.clone())
+            .map_err(Error::unavailable);
         Box::pin(async move { result })
     }
 

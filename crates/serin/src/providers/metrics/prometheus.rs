@@ -33,6 +33,7 @@ use serin_proxy::Version;
 
 use super::{MetricSource, Snapshot, Totals};
 use crate::controller::driver::BoxFuture;
+use crate::error::Error;
 
 /// How long one query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -382,8 +383,20 @@ fn unix_now() -> f64 {
 }
 
 impl MetricSource for PrometheusSource {
-    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
-        Box::pin(async move {
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>> {
+        Box::pin(async move { self.read().await.map_err(Error::unavailable) })
+    }
+
+    fn client_errors(&self) -> Option<(u64, u64)> {
+        self.client_errors.as_ref().map(|_| self.last_client_errors)
+    }
+}
+
+impl PrometheusSource {
+    /// Both versions' totals (and custom metrics) now, or what Prometheus
+    /// said instead.
+    async fn read(&mut self) -> Result<Snapshot, String> {
+        {
             let at = unix_now();
             let stable = self.totals(Version::Stable, at).await?;
             let canary = self.totals(Version::Canary, at).await?;
@@ -399,11 +412,7 @@ impl MetricSource for PrometheusSource {
                 canary,
                 custom,
             })
-        })
-    }
-
-    fn client_errors(&self) -> Option<(u64, u64)> {
-        self.client_errors.as_ref().map(|_| self.last_client_errors)
+        }
     }
 }
 
@@ -558,7 +567,7 @@ mod tests {
         );
         // No denominator is no data, naming the metric.
         state.lock().unwrap().values.remove("visits{v=\"canary\"}");
-        let err = source.snapshot().await.unwrap_err();
+        let err = source.snapshot().await.unwrap_err().to_string();
         assert!(
             err.contains("custom metric `conversion` denominator") && err.contains("no series"),
             "{err}"
@@ -575,6 +584,7 @@ mod tests {
             .port();
         let mut source = PrometheusSource::new(config(format!("http://127.0.0.1:{port}")));
         let err = source.snapshot().await.unwrap_err();
-        assert!(err.contains("unreachable"), "{err}");
+        assert_eq!(err.kind(), crate::error::Kind::Unavailable);
+        assert!(err.to_string().contains("unreachable"), "{err}");
     }
 }
