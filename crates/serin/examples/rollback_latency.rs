@@ -10,8 +10,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serin::controller::driver::{Analysed, Analysis, BoxFuture, Driver, Progress};
+use serin::controller::driver::{Driver, Progress};
 use serin::controller::machine::{Plan, State, Step, Verdict};
+use serin::controller::seams::{Analysed, Analysis, BoxFuture};
 use serin::demo::app::{DemoApp, Faults};
 use serin::providers::traffic::builtin::BuiltinRouter;
 use serin::store::{RolloutRecord, Store};

@@ -1,7 +1,7 @@
 //! The error every seam speaks: a message that names the cause, and a
 //! [`Kind`] that says whose move it is.
 //!
-//! The data plane ([`crate::controller::driver::TrafficRouter`] and its
+//! The data plane ([`crate::controller::seams::TrafficRouter`] and its
 //! start), the metric sources and the daemon's operations all fail with a
 //! kind, and the edges turn the kind into an exit code (`serin run`, the
 //! client commands) or an HTTP status (the daemon's API) here, in

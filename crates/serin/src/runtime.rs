@@ -11,11 +11,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::controller::analysis::{LiveAnalysis, judge_config};
-use crate::controller::driver::{Analysis, Driver, DriverError, Handle, TrafficRouter};
+use crate::controller::driver::{Driver, DriverError, Handle};
 use crate::controller::machine::{Plan, State};
+use crate::controller::seams::MetricSource;
+use crate::controller::seams::{Analysis, TrafficRouter};
 use crate::error::Error;
 use crate::notify::{self, Notifier};
-use crate::providers::metrics::MetricSource;
 use crate::providers::metrics::builtin::BuiltinSource;
 use crate::providers::metrics::nginx_log::NginxLogSource;
 use crate::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, PrometheusSource};

@@ -17,7 +17,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::client::Body;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use serin::controller::driver::TrafficRouter;
+use serin::controller::seams::TrafficRouter;
 use serin::error::Kind;
 use serin::providers::traffic::kubernetes::{
     KubeProvider, KubeTarget, KubernetesRouter, prometheus_queries, scaled_replicas,
@@ -1520,8 +1520,8 @@ struct PassThenStall {
     cluster: Shared,
 }
 
-impl serin::controller::driver::Analysis for PassThenStall {
-    fn begin_stage(&mut self, weight: Weight) -> serin::controller::driver::BoxFuture<'_, ()> {
+impl serin::controller::seams::Analysis for PassThenStall {
+    fn begin_stage(&mut self, weight: Weight) -> serin::controller::seams::BoxFuture<'_, ()> {
         if weight == w(50.0) {
             self.cluster.lock().unwrap().ready = false;
         }
@@ -1530,9 +1530,9 @@ impl serin::controller::driver::Analysis for PassThenStall {
     fn analyse(
         &mut self,
         _end_of_pause: bool,
-    ) -> serin::controller::driver::BoxFuture<'_, serin::controller::driver::Analysed> {
+    ) -> serin::controller::seams::BoxFuture<'_, serin::controller::seams::Analysed> {
         Box::pin(async {
-            serin::controller::driver::Analysed {
+            serin::controller::seams::Analysed {
                 verdict: serin::controller::machine::Verdict::Pass,
                 reason: "scripted pass".into(),
                 sample: None,

@@ -725,7 +725,7 @@ fn nginx_reloads_keep_serving_and_the_new_split_follows_the_decision() {
     // 2. The router alone: 20 changes 0 ↔ 100 % under load; from the call
     //    to the change's end (file, `nginx -t`, reload), to the first answer
     //    from the new version, and to the last answer from the old one.
-    use serin::controller::driver::TrafficRouter;
+    use serin::controller::seams::TrafficRouter;
     use serin::providers::traffic::nginx::{NginxConfig, NginxRouter};
     use serin_proxy::{Upstream, Weight};
     let port = free_port();

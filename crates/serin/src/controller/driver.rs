@@ -32,10 +32,10 @@
 //!
 //! # Seams
 //! [`TrafficRouter`] (built-in proxy, nginx, Kubernetes) and [`Analysis`]
-//! (a metric source and the judge together, so this module knows neither).
+//! (a metric source and the judge together, so this module knows neither),
+//! both in [`super::seams`].
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,43 +43,10 @@ use serin_proxy::Weight;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::machine::{self, Action, Decision, Input, Millis, Phase, Plan, Refused, Verdict};
+use super::seams::{Analysed, Analysis, TrafficRouter};
 use crate::error::Error;
 use crate::notify::{Message, Notifier};
-use crate::store::{RolloutRecord, Sample, Store, StoreError, VersionSample};
-
-/// A boxed future, for object-safe async seams.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Makes a data plane send a share of traffic to the canary.
-pub trait TrafficRouter: Send + Sync {
-    /// Both versions can take traffic (health check / readiness), or why not.
-    fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>>;
-    /// Send `weight` % of requests to the canary (route matches stay in force).
-    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>>;
-    /// The canary becomes the new stable: all traffic on it.
-    fn promote(&self) -> BoxFuture<'_, Result<(), Error>>;
-}
-
-/// One interval's analysis: what the judge said and the numbers behind it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Analysed {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Why, with the numbers.
-    pub reason: String,
-    /// The interval's numbers per version, if the source answered.
-    pub sample: Option<(VersionSample, VersionSample)>,
-}
-
-/// Takes metrics from a source and judges them. It runs on a task of its
-/// own: however long it takes, the rollout's commands are answered.
-pub trait Analysis: Send {
-    /// A new weight stage begins (absolute limits and `fixed` tests restart
-    /// from the numbers as they are now).
-    fn begin_stage(&mut self, weight: Weight) -> BoxFuture<'_, ()>;
-    /// Judge the interval that just ended.
-    fn analyse(&mut self, end_of_pause: bool) -> BoxFuture<'_, Analysed>;
-}
+use crate::store::{RolloutRecord, Sample, Store, StoreError};
 
 /// What the driver tells watchers (`serin run`'s progress, the daemon's log).
 #[derive(Debug, Clone, PartialEq)]
@@ -1273,7 +1240,9 @@ pub fn now_millis() -> Millis {
 mod tests {
     use super::*;
     use crate::controller::machine::{State, Step};
+    use crate::controller::seams::BoxFuture;
     use crate::providers::traffic::builtin::BuiltinRouter;
+    use crate::store::VersionSample;
     use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
     use std::collections::VecDeque;
     use std::sync::Mutex;

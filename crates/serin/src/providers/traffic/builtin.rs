@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serin_proxy::{Proxy, RoutingTable, Upstream, Version, Weight};
 
-use crate::controller::driver::{BoxFuture, TrafficRouter};
 use crate::controller::probe;
+use crate::controller::seams::{BoxFuture, TrafficRouter};
 use crate::error::{Error, Kind};
 
 /// The path asked by the health check. Any answer below 500 means the

@@ -38,7 +38,7 @@ use std::time::Duration;
 use serin_proxy::{Match, Route, StickyKey, Upstream, Version, Weight};
 use tokio::sync::Mutex;
 
-use crate::controller::driver::{BoxFuture, TrafficRouter};
+use crate::controller::seams::{BoxFuture, TrafficRouter};
 use crate::error::{Error, Kind};
 
 /// How long `test` or `reload` may run.

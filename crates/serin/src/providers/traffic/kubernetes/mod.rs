@@ -45,7 +45,7 @@ use serde_json::Value;
 use serin_proxy::{Route, StickyKey, Version, Weight};
 use tokio::sync::Mutex;
 
-use crate::controller::driver::{BoxFuture, TrafficRouter};
+use crate::controller::seams::{BoxFuture, TrafficRouter};
 use crate::error::{Error, Kind};
 
 pub use deployments::scaled_replicas;
