@@ -96,11 +96,11 @@ async fn main() -> anyhow::Result<()> {
                 former_stable_version: None,
                 stable_upstream: None,
                 canary_upstream: None,
-                state: State::new(serin::controller::driver::now_millis()),
+                state: State::new(serin::time::now()),
                 last_verdict: None,
                 generation: 0,
             },
-            serin::controller::driver::now_millis(),
+            serin::time::now(),
         )?;
         let fail_at = Arc::new(Mutex::new(None));
         let plan = Plan {

@@ -44,13 +44,14 @@ use serin_proxy::{RolloutMetrics, RoutingTable, Version, VersionSnapshot, Weight
 use tokio::sync::Mutex;
 
 use crate::api::wire::{self, DeployRequest, RolloutStatus};
+use crate::controller::driver::DriverError;
 use crate::controller::driver::Health;
-use crate::controller::driver::{DriverError, now_millis};
 use crate::controller::machine::{Input, Phase, State};
 use crate::error::Kind;
-use crate::report::{Report, rfc3339};
+use crate::report::Report;
 use crate::runtime::{DataPlane, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Store, StoreError};
+use crate::time::{self, rfc3339};
 
 /// Why a daemon operation failed; the API maps each kind to a status.
 #[derive(Debug, thiserror::Error)]
@@ -614,7 +615,7 @@ impl Daemon {
         if let Some(old) = map.remove(&setup.name) {
             old.plane.stop().await;
         }
-        let now = now_millis();
+        let now = time::now();
         let mut state = State::new(now);
         state.reason = format!(
             "registered; `serin deploy {} VERSION` starts a rollout",
@@ -680,7 +681,7 @@ impl Daemon {
         record.canary_version = Some(req.version.clone());
         // A new rollout: the version an earlier promotion replaced is history.
         record.former_stable_version = None;
-        let now = now_millis();
+        let now = time::now();
         record.state = State::new(now);
         record.last_verdict = None;
         record.generation = self.store.save(&record, &[], now)?;
@@ -742,7 +743,7 @@ impl Daemon {
         }
         let mut record = self.store.get(name)?;
         let setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
-        let now = now_millis();
+        let now = time::now();
         let t = crate::controller::machine::step(&setup.plan, &record.state, now, input)
             .map_err(|r| DaemonError::Conflict(r.0))?;
         record.state = t.state;

@@ -19,6 +19,8 @@
 //! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
 //! - [`error`]: the error every seam speaks, with a kind that picks the exit code and
 //!   the HTTP status; [`exit`]: the SPEC's exit codes.
+//! - [`time`]: `Millis`, the clock, RFC 3339 and durations: the ground floor
+//!   every other module may use.
 //!
 //! The data plane lives in the `serin-proxy` crate and the judge in `serin-analysis`;
 //! this crate wires them to files, sockets and the command line.
@@ -38,3 +40,4 @@ pub mod runtime;
 pub mod spec;
 pub mod statedir;
 pub mod store;
+pub mod time;

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use serin_proxy::Weight;
 
-use crate::controller::machine::{Decision, Hold, Millis, Phase, State};
+use crate::controller::machine::{Decision, Hold, Phase, State};
+use crate::time::Millis;
 
 /// Each entry migrates the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[

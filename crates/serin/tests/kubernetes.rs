@@ -1546,9 +1546,10 @@ impl serin::controller::seams::Analysis for PassThenStall {
 /// and is promoted only after 100 % has landed and been judged.
 #[tokio::test]
 async fn the_driver_holds_a_last_weight_until_its_canary_pods_are_ready() {
-    use serin::controller::driver::{Driver, now_millis};
+    use serin::controller::driver::Driver;
     use serin::controller::machine::{Phase, Plan, State, Step};
     use serin::store::{RolloutRecord, Store};
+    use serin::time::now as now_millis;
 
     let cluster = cluster_for(KubeProvider::GatewayApi);
     cluster.lock().unwrap().ready = true;

@@ -3,7 +3,6 @@
 pub mod analyze;
 pub mod client;
 pub mod control;
-pub mod duration;
 pub mod inspect;
 pub mod monitor;
 pub mod output;

@@ -17,11 +17,12 @@ use serin_proxy::Weight;
 
 use crate::cli::output::OutputFormat;
 use crate::cli::serve::StateArgs;
-use crate::controller::driver::{Health, Progress, now_millis};
+use crate::controller::driver::{Health, Progress};
 use crate::controller::machine::{Decision, DecisionKind, Input, Phase, State};
 use crate::exit::{Exit, invalid};
 use crate::runtime::{DataPlane, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Sample, Store};
+use crate::time::{self, rfc3339};
 
 /// Flags of `serin run`.
 #[derive(Debug, clap::Args)]
@@ -156,7 +157,7 @@ fn resume_or_register(store: &Store, setup: &Setup, text: &str) -> anyhow::Resul
     {
         return Ok(existing);
     }
-    let now = now_millis();
+    let now = time::now();
     let record = setup.record(text, Some(setup.canary_version.clone()), State::new(now));
     Ok(store.register(&record, now)?)
 }
@@ -410,7 +411,7 @@ impl Drop for View {
 fn decision_line(d: &Decision) -> String {
     format!(
         "{} step {} weight {} % {}{}: {}",
-        crate::report::rfc3339(d.at),
+        rfc3339(d.at),
         d.step + 1,
         d.weight,
         d.kind.as_str(),
@@ -429,7 +430,7 @@ fn sample_line(s: &Sample) -> String {
         |v: &crate::store::VersionSample| v.p95_ms.map_or("-".to_string(), |p| format!("{p:.1}ms"));
     format!(
         "{} interval: stable errors {} p95 {} | canary errors {} p95 {} | {}",
-        crate::report::rfc3339(s.at),
+        rfc3339(s.at),
         rate(&s.stable),
         p95(&s.stable),
         rate(&s.canary),

@@ -37,16 +37,17 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serin_proxy::Weight;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::machine::{self, Action, Decision, Input, Millis, Phase, Plan, Refused, Verdict};
+use super::machine::{self, Action, Decision, Input, Phase, Plan, Refused, Verdict};
 use super::seams::{Analysed, Analysis, TrafficRouter};
 use crate::error::Error;
 use crate::notify::{Message, Notifier};
 use crate::store::{RolloutRecord, Sample, Store, StoreError};
+use crate::time::{self, Millis, human_span, rfc3339};
 
 /// What the driver tells watchers (`serin run`'s progress, the daemon's log).
 #[derive(Debug, Clone, PartialEq)]
@@ -400,7 +401,7 @@ impl Driver {
             canary_version: self.record.canary_version.clone(),
             weight: self.record.state.weight.percent(),
             reason: reason.to_string(),
-            at: crate::report::rfc3339(now_millis()),
+            at: rfc3339(time::now()),
             report: self.report_url.clone(),
         });
     }
@@ -663,7 +664,7 @@ impl Driver {
         self.analysing = None;
         if let Some((stable, canary)) = j.analysed.sample {
             let sample = Sample {
-                at: now_millis(),
+                at: time::now(),
                 step: j.step,
                 weight: j.weight,
                 verdict: j.analysed.verdict.as_str().to_string(),
@@ -712,7 +713,7 @@ impl Driver {
     /// Feeds one input through the machine: persist, then act.
     async fn feed(&mut self, input: Input, operator: bool) -> Result<(), DriverError> {
         let started = Instant::now();
-        let now = now_millis();
+        let now = time::now();
         let t = machine::step(&self.plan, &self.record.state, now, input)?;
         let mut next = self.record.clone();
         next.state = t.state;
@@ -880,7 +881,7 @@ impl Driver {
     /// (a slow source delays verdicts; it never piles them up).
     fn request_analysis(&mut self, end_of_pause: bool) {
         if let Some(since) = self.analysing {
-            tracing::debug!(rollout = %self.record.name, "an analysis asked for {} ago is still running", machine::human_span(now_millis().since(since)));
+            tracing::debug!(rollout = %self.record.name, "an analysis asked for {} ago is still running", human_span(time::now().since(since)));
             return;
         }
         let job = Job::Analyse {
@@ -893,7 +894,7 @@ impl Driver {
             tracing::error!(rollout = %self.record.name, "the analysis task has stopped: no verdicts");
             return;
         }
-        self.analysing = Some(now_millis());
+        self.analysing = Some(time::now());
     }
 
     /// Applies `weight`; when it lands after refusals, returns how long
@@ -984,7 +985,7 @@ impl Driver {
         let record = self.record.clone();
         let decisions = self.unsaved.clone();
         let count = decisions.len();
-        let write = self.persist(&record, decisions, now_millis());
+        let write = self.persist(&record, decisions, time::now());
         let tx = self.flushed_tx.clone();
         tokio::spawn(async move {
             let result = write.await;
@@ -1066,10 +1067,7 @@ impl Driver {
         }
         let (record, decisions) = (self.record.clone(), self.unsaved.clone());
         let overwrite = record.state.phase == Phase::RolledBack;
-        if let Ok(generation) = self
-            .save(&record, &decisions, now_millis(), overwrite)
-            .await
-        {
+        if let Ok(generation) = self.save(&record, &decisions, time::now(), overwrite).await {
             self.record.generation = generation;
             self.unsaved.clear();
             self.dirty = false;
@@ -1097,7 +1095,7 @@ impl Driver {
             error: e, since, ..
         }) = self.store_failing.take()
         {
-            tracing::info!(rollout = %self.record.name, "the state database answers again after {} (last error: {e})", machine::human_span(now_millis().since(since)));
+            tracing::info!(rollout = %self.record.name, "the state database answers again after {} (last error: {e})", human_span(time::now().since(since)));
         }
     }
 
@@ -1110,9 +1108,9 @@ impl Driver {
                 (f.backoff * 2).min(STORE_BACKOFF_MAX),
                 f.error == e,
             ),
-            None => (now_millis(), STORE_BACKOFF, false),
+            None => (time::now(), STORE_BACKOFF, false),
         };
-        let wait = machine::human_span(backoff.as_millis() as u64);
+        let wait = human_span(backoff.as_millis() as u64);
         if same {
             tracing::warn!(rollout = %self.record.name, "state database still not writable (retrying in {wait}): {e}");
         } else {
@@ -1227,15 +1225,6 @@ impl Driver {
     }
 }
 
-/// The wall clock, in the machine's unit.
-pub fn now_millis() -> Millis {
-    Millis(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1332,11 +1321,11 @@ mod tests {
                 former_stable_version: None,
                 stable_upstream: None,
                 canary_upstream: None,
-                state: State::new(now_millis()),
+                state: State::new(time::now()),
                 last_verdict: None,
                 generation: 0,
             };
-            self.store.register(&record, now_millis()).unwrap()
+            self.store.register(&record, time::now()).unwrap()
         }
 
         /// The built-in router on the rig's proxy.
@@ -1915,7 +1904,7 @@ mod tests {
         // Another writer changes the rollout under the driver.
         let mut other = rig.store.get("checkout").unwrap();
         other.state.reason = "written by another writer".into();
-        rig.store.save(&other, &[], now_millis()).unwrap();
+        rig.store.save(&other, &[], time::now()).unwrap();
         rig.verdicts
             .lock()
             .unwrap()

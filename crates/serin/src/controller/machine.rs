@@ -34,25 +34,7 @@ use std::time::Duration;
 
 use serin_proxy::Weight;
 
-/// Wall-clock time in milliseconds since the Unix epoch. An input, never read
-/// from a clock here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Millis(pub u64);
-
-impl Millis {
-    /// This time plus a duration (saturating).
-    pub fn after(self, d: Duration) -> Millis {
-        Millis(
-            self.0
-                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        )
-    }
-
-    /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
-    pub fn since(self, earlier: Millis) -> u64 {
-        self.0.saturating_sub(earlier.0)
-    }
-}
+use crate::time::{Millis, human, human_span};
 
 /// Where a rollout is in its life (the SPEC's phases).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -898,37 +880,6 @@ impl Machine<'_> {
     }
 }
 
-/// `60s`, `5m`, `1m30s`, `250ms`.
-pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if !ms.is_multiple_of(1000) {
-        return format!("{ms}ms");
-    }
-    let s = ms / 1000;
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, 0) => format!("{h}h{m}m"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
-    }
-}
-
-/// A measured span, as precise as it is worth reading: `0.5s`, `7s`, `2m`,
-/// `1m30s`, `2h`, `1h15m` (tenths under 10 s, whole seconds to an hour, then
-/// minutes).
-pub fn human_span(ms: u64) -> String {
-    if ms < 10_000 && !ms.is_multiple_of(1000) {
-        return format!("{:.1}s", ms as f64 / 1000.0);
-    }
-    let mut s = (ms + 500) / 1000;
-    if s >= 3600 {
-        s -= s % 60;
-    }
-    human(Duration::from_secs(s))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1692,19 +1643,5 @@ mod tests {
                 Phase::RolledBack
             ]
         );
-    }
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_secs(60)), "1m");
-        assert_eq!(human(Duration::from_secs(90)), "1m30s");
-        assert_eq!(human(Duration::from_secs(45)), "45s");
-        assert_eq!(human(Duration::from_millis(250)), "250ms");
-        assert_eq!(human(Duration::from_secs(7200)), "2h");
-        assert_eq!(human(Duration::from_secs(4500)), "1h15m");
-        assert_eq!(human_span(500), "0.5s");
-        assert_eq!(human_span(7_200), "7.2s");
-        assert_eq!(human_span(41_500), "42s");
-        assert_eq!(human_span(4_530_000), "1h15m");
     }
 }
