@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serin::controller::driver::{Driver, Progress};
-use serin::controller::machine::{Plan, State, Step, Verdict};
 use serin::controller::seams::{Analysed, Analysis, BoxFuture};
 use serin::demo::app::{DemoApp, Faults};
 use serin::providers::traffic::builtin::BuiltinRouter;
+use serin::rollout::{Plan, State, Step, Verdict};
 use serin::store::{RolloutRecord, Store};
 use serin_proxy::{Proxy, ProxyOptions, RoutingTable, Version, Weight};
 

@@ -19,8 +19,9 @@
 //! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
 //! - [`error`]: the error every seam speaks, with a kind that picks the exit code and
 //!   the HTTP status; [`exit`]: the SPEC's exit codes.
-//! - [`time`]: `Millis`, the clock, RFC 3339 and durations: the ground floor
-//!   every other module may use.
+//! - [`time`]: `Millis`, the clock, RFC 3339 and durations; [`rollout`]: the
+//!   domain types (phase, step, plan, state, decision, verdict). The ground
+//!   floor every other module may use; they use nothing above them.
 //!
 //! The data plane lives in the `serin-proxy` crate and the judge in `serin-analysis`;
 //! this crate wires them to files, sockets and the command line.
@@ -36,6 +37,7 @@ pub mod exit;
 pub mod notify;
 pub mod providers;
 pub mod report;
+pub mod rollout;
 pub mod runtime;
 pub mod spec;
 pub mod statedir;

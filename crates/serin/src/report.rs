@@ -142,7 +142,7 @@ impl Report {
                     step: e.decision.step,
                     weight: e.decision.weight.percent(),
                     phase: e.phase.clone(),
-                    verdict: e.decision.verdict.map(str::to_string),
+                    verdict: e.decision.verdict.map(|v| v.to_string()),
                     reason: e.decision.reason.clone(),
                 })
                 .collect(),
@@ -593,7 +593,7 @@ footer{margin:32px 0;color:var(--mute);font-size:12px}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::machine::{Decision, DecisionKind, Phase, State};
+    use crate::rollout::{Decision, DecisionKind, Phase, RecordedVerdict, State};
     use crate::time::Millis;
     use serin_proxy::Weight;
 
@@ -655,7 +655,7 @@ mod tests {
             event(
                 1_700_000_020_000,
                 DecisionKind::Verdict,
-                Some("fail"),
+                Some(RecordedVerdict::Fail),
                 "canary error rate 40 %",
             ),
             event(

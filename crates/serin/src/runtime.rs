@@ -12,7 +12,6 @@ use tokio::task::JoinHandle;
 
 use crate::controller::analysis::{LiveAnalysis, judge_config};
 use crate::controller::driver::{Driver, DriverError, Handle};
-use crate::controller::machine::{Plan, State};
 use crate::controller::seams::MetricSource;
 use crate::controller::seams::{Analysis, TrafficRouter};
 use crate::error::Error;
@@ -23,6 +22,7 @@ use crate::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, Prome
 use crate::providers::traffic::builtin::BuiltinRouter;
 use crate::providers::traffic::kubernetes::{KubeProvider, KubeTarget, KubernetesRouter};
 use crate::providers::traffic::nginx::{NginxConfig, NginxRouter};
+use crate::rollout::{Plan, State};
 use crate::spec::{NginxSettings, Provider, Rollout};
 use crate::store::{RolloutRecord, Store};
 

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 use serin_proxy::{Route, StickyKey, Upstream, Version, Weight};
 
-use crate::controller::machine::{Plan, Step};
 use crate::notify;
+use crate::rollout::{Plan, Step};
 use crate::time::parse_duration;
 
 // ---------------------------------------------------------------------------

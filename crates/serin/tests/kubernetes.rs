@@ -1533,7 +1533,7 @@ impl serin::controller::seams::Analysis for PassThenStall {
     ) -> serin::controller::seams::BoxFuture<'_, serin::controller::seams::Analysed> {
         Box::pin(async {
             serin::controller::seams::Analysed {
-                verdict: serin::controller::machine::Verdict::Pass,
+                verdict: serin::rollout::Verdict::Pass,
                 reason: "scripted pass".into(),
                 sample: None,
             }
@@ -1547,7 +1547,7 @@ impl serin::controller::seams::Analysis for PassThenStall {
 #[tokio::test]
 async fn the_driver_holds_a_last_weight_until_its_canary_pods_are_ready() {
     use serin::controller::driver::Driver;
-    use serin::controller::machine::{Phase, Plan, State, Step};
+    use serin::rollout::{Phase, Plan, State, Step};
     use serin::store::{RolloutRecord, Store};
     use serin::time::now as now_millis;
 

@@ -18,8 +18,9 @@ use serin_proxy::Weight;
 use crate::cli::output::OutputFormat;
 use crate::cli::serve::StateArgs;
 use crate::controller::driver::{Health, Progress};
-use crate::controller::machine::{Decision, DecisionKind, Input, Phase, State};
+use crate::controller::machine::Input;
 use crate::exit::{Exit, invalid};
+use crate::rollout::{Decision, DecisionKind, Phase, RecordedVerdict, State};
 use crate::runtime::{DataPlane, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Sample, Store};
 use crate::time::{self, rfc3339};
@@ -320,7 +321,8 @@ impl View {
                 }
                 // Passing verdicts every interval would drown the log; the
                 // bar shows the latest, and failures and steps get a line.
-                let quiet = d.kind == DecisionKind::Verdict && d.verdict != Some("fail");
+                let quiet =
+                    d.kind == DecisionKind::Verdict && d.verdict != Some(RecordedVerdict::Fail);
                 if !quiet || self.bar.is_none() {
                     self.line(&decision_line(d));
                 }

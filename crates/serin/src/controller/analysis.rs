@@ -11,9 +11,9 @@
 use serin_analysis::{Config, Histogram, Judge, Observation, Totals};
 use serin_proxy::Weight;
 
-use crate::controller::machine::Verdict;
 use crate::controller::seams::{Analysed, Analysis, BoxFuture, MetricSource, Snapshot};
 use crate::error::Error;
+use crate::rollout::Verdict;
 use crate::spec::{AnalysisSettings, Limit, Method};
 use crate::store::VersionSample;
 

@@ -42,10 +42,11 @@ use std::time::{Duration, Instant};
 use serin_proxy::Weight;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::machine::{self, Action, Decision, Input, Phase, Plan, Refused, Verdict};
+use super::machine::{self, Action, Input, Refused};
 use super::seams::{Analysed, Analysis, TrafficRouter};
 use crate::error::Error;
 use crate::notify::{Message, Notifier};
+use crate::rollout::{Decision, Phase, Plan, RecordedVerdict, Verdict};
 use crate::store::{RolloutRecord, Sample, Store, StoreError};
 use crate::time::{self, Millis, human_span, rfc3339};
 
@@ -726,7 +727,11 @@ impl Driver {
             }
         }
         if let Some(d) = t.decisions.iter().rev().find(|d| d.verdict.is_some()) {
-            next.last_verdict = Some((d.verdict.unwrap_or("").to_string(), d.reason.clone(), d.at));
+            next.last_verdict = Some((
+                d.verdict.map_or("", RecordedVerdict::as_str).to_string(),
+                d.reason.clone(),
+                d.at,
+            ));
         }
         if (next != self.record || !t.decisions.is_empty())
             && !self
@@ -737,7 +742,7 @@ impl Driver {
         }
         self.record = next;
         for d in t.decisions {
-            if d.verdict == Some("fail") {
+            if d.verdict == Some(RecordedVerdict::Fail) {
                 self.notify("verdict-failed", &d.reason);
             }
             let _ = self.progress.send(Progress::Decision(d));
@@ -1228,9 +1233,9 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::machine::{State, Step};
     use crate::controller::seams::BoxFuture;
     use crate::providers::traffic::builtin::BuiltinRouter;
+    use crate::rollout::{State, Step};
     use crate::store::VersionSample;
     use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
     use std::collections::VecDeque;
@@ -1840,7 +1845,7 @@ mod tests {
             .map(|e| (e.kind, e.decision.verdict))
             .collect();
         assert!(
-            kinds.contains(&("verdict".to_string(), Some("fail"))),
+            kinds.contains(&("verdict".to_string(), Some(RecordedVerdict::Fail))),
             "{kinds:?}"
         );
         assert!(kinds.iter().any(|(k, _)| k == "rolled-back"), "{kinds:?}");

@@ -19,8 +19,8 @@ use std::pin::Pin;
 use serin_analysis::{Observation, Ratio, Totals};
 use serin_proxy::Weight;
 
-use super::machine::Verdict;
 use crate::error::Error;
+use crate::rollout::Verdict;
 use crate::store::VersionSample;
 
 /// A boxed future, for object-safe async seams.
