@@ -10,10 +10,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serin::controller::driver::{Analysed, Analysis, BoxFuture, Driver, Progress};
-use serin::controller::machine::{Plan, State, Step, Verdict};
+use serin::controller::driver::{Driver, Progress};
+use serin::controller::seams::{Analysed, Analysis, BoxFuture};
 use serin::demo::app::{DemoApp, Faults};
 use serin::providers::traffic::builtin::BuiltinRouter;
+use serin::rollout::{Plan, State, Step, Verdict};
 use serin::store::{RolloutRecord, Store};
 use serin_proxy::{Proxy, ProxyOptions, RoutingTable, Version, Weight};
 
@@ -95,11 +96,11 @@ async fn main() -> anyhow::Result<()> {
                 former_stable_version: None,
                 stable_upstream: None,
                 canary_upstream: None,
-                state: State::new(serin::controller::driver::now_millis()),
+                state: State::new(serin::time::now()),
                 last_verdict: None,
                 generation: 0,
             },
-            serin::controller::driver::now_millis(),
+            serin::time::now(),
         )?;
         let fail_at = Arc::new(Mutex::new(None));
         let plan = Plan {

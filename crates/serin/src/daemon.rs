@@ -63,12 +63,15 @@ use std::time::Duration;
 use serin_proxy::{RolloutMetrics, RoutingTable, Version, VersionSnapshot, Weight};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
+use crate::controller::driver::DriverError;
 use crate::controller::driver::Health;
-use crate::controller::driver::{DriverError, now_millis};
-use crate::controller::machine::{Input, Phase, State};
-use crate::report::{Report, rfc3339};
-use crate::runtime::{DataPlane, RunningDriver, Setup, StartError};
+use crate::controller::machine::Input;
+use crate::error::Kind;
+use crate::report::Report;
+use crate::rollout::{Phase, State};
+use crate::runtime::{DataPlane, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Store, StoreError};
+use crate::time::{self, rfc3339};
 use crate::wire::{self, DeployRequest, RolloutStatus};
 
 /// Why a daemon operation failed; the API maps each kind to a status.
@@ -94,6 +97,35 @@ pub enum DaemonError {
     /// Our fault (500).
     #[error("{0}")]
     Internal(String),
+}
+
+impl DaemonError {
+    /// What kind of failure this is: the API's status comes from it
+    /// ([`Kind::status`]).
+    pub fn kind(&self) -> Kind {
+        match self {
+            DaemonError::Invalid(_) => Kind::Invalid,
+            DaemonError::NotFound(_) => Kind::NotFound,
+            DaemonError::Refused(_) => Kind::Refused,
+            DaemonError::Conflict(_) => Kind::Conflict,
+            DaemonError::Unavailable(_) => Kind::Unavailable,
+            DaemonError::Internal(_) => Kind::Internal,
+        }
+    }
+}
+
+impl From<crate::error::Error> for DaemonError {
+    fn from(e: crate::error::Error) -> DaemonError {
+        let message = e.to_string();
+        match e.kind() {
+            Kind::Invalid => DaemonError::Invalid(message),
+            Kind::NotFound => DaemonError::NotFound(message),
+            Kind::Refused => DaemonError::Refused(message),
+            Kind::Conflict => DaemonError::Conflict(message),
+            Kind::Unavailable => DaemonError::Unavailable(message),
+            Kind::Internal => DaemonError::Internal(message),
+        }
+    }
 }
 
 impl From<StoreError> for DaemonError {
@@ -403,15 +435,6 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between two tries.
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// What a data plane's failure to start says in a status: nginx's own
-/// words (`nginx -t: …`), as a running driver says them.
-fn start_error(e: &StartError) -> String {
-    match e {
-        StartError::Nginx(why) => why.clone(),
-        other => other.to_string(),
-    }
-}
-
 impl Daemon {
     /// Opens the daemon over `store`, bringing back every stored rollout
     /// that can be: one that cannot is reported, the others start.
@@ -451,7 +474,7 @@ impl Daemon {
             let plane = match DataPlane::start(&setup, record.state.weight).await {
                 Ok(p) => p,
                 Err(e) => {
-                    let why = start_error(&e);
+                    let why = e.to_string();
                     tracing::error!(rollout = %name, "not started yet: {e}; retrying in {RETRY_FIRST:?}");
                     let steps = setup.plan.steps.len();
                     let down = Down::Starting { last: why, steps };
@@ -510,7 +533,7 @@ impl Daemon {
         };
         let plane = DataPlane::start(&setup, record.state.weight)
             .await
-            .map_err(|e| start_error(&e))?;
+            .map_err(|e| e.to_string())?;
         let (held, running) = self.reserve(name).await;
         if let Some(entry) = running {
             // Registered again meanwhile.
@@ -748,16 +771,14 @@ impl Daemon {
             }
             old.plane.stop().await;
         }
-        let now = now_millis();
+        let now = time::now();
         let mut state = State::new(now);
         state.reason = format!(
             "registered; `serin deploy {} VERSION` starts a rollout",
             setup.name
         );
         let record = setup.record(text, None, state);
-        let plane = DataPlane::start(&setup, Weight::ZERO)
-            .await
-            .map_err(|e| DaemonError::Unavailable(e.to_string()))?;
+        let plane = DataPlane::start(&setup, Weight::ZERO).await?;
         let record = match self.store.register(&record, now) {
             Ok(r) => r,
             Err(e) => {
@@ -819,7 +840,7 @@ impl Daemon {
         record.canary_version = Some(req.version.clone());
         // A new rollout: the version an earlier promotion replaced is history.
         record.former_stable_version = None;
-        let now = now_millis();
+        let now = time::now();
         record.state = State::new(now);
         record.last_verdict = None;
         record.generation = self.store.save(&record, &[], now)?;
@@ -898,7 +919,7 @@ impl Daemon {
         }
         let mut record = self.store.get(name)?;
         let setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
-        let now = now_millis();
+        let now = time::now();
         let t = crate::controller::machine::step(&setup.plan, &record.state, now, input)
             .map_err(|r| DaemonError::Conflict(r.0))?;
         record.state = t.state;

@@ -21,28 +21,21 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// Bad input from the user (a flag, a file, a value): exit 2, nothing changed.
-/// The message names the place (flag, file:line:column) and what was expected.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidInput(pub String);
-
-/// Shorthand for returning an [`InvalidInput`] as an `anyhow::Error`.
+/// Bad input from the user (a flag, a file, a value) as an `anyhow::Error`:
+/// exit 2, nothing changed. The message names the place (flag,
+/// file:line:column) and what was expected.
 pub fn invalid(message: impl Into<String>) -> anyhow::Error {
-    InvalidInput(message.into()).into()
+    crate::error::Error::invalid(message).into()
 }
 
-/// Prints a command's error to stderr and picks the exit code: [`InvalidInput`]
-/// anywhere in the chain is exit 2, anything else exit 1.
+/// Prints a command's error to stderr and picks the exit code from its
+/// kind ([`crate::error::Kind::exit`]): bad input is exit 2, anything else
+/// exit 1.
 pub fn report(result: anyhow::Result<Exit>) -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(err) => {
-            let code = if err.chain().any(|c| c.is::<InvalidInput>()) {
-                Exit::Invalid
-            } else {
-                Exit::Runtime
-            };
+            let code = crate::error::kind_of(&err).exit();
             crate::errln!("serin: {err:#}");
             code.into()
         }

@@ -19,7 +19,11 @@
 //! - [`store`]: durable state in SQLite (rollouts, decisions, samples);
 //!   [`statedir`]: the lock that makes one process the owner of a state directory.
 //! - [`demo`]: the small upstream (`serin demo-app`) and the load generator (`serin load`).
-//! - [`exit`]: the SPEC's exit codes and the error that maps to "invalid input".
+//! - [`error`]: the error every seam speaks, with a kind that picks the exit code and
+//!   the HTTP status; [`exit`]: the SPEC's exit codes.
+//! - [`time`]: `Millis`, the clock, RFC 3339 and durations; [`rollout`]: the
+//!   domain types (phase, step, plan, state, decision, verdict). The ground
+//!   floor every other module may use; they use nothing above them.
 //!
 //! The data plane lives in the `serin-proxy` crate and the judge in `serin-analysis`;
 //! this crate wires them to files, sockets and the command line.
@@ -30,13 +34,16 @@ pub mod cli;
 pub mod controller;
 pub mod daemon;
 pub mod demo;
+pub mod error;
 pub mod exit;
 pub mod notify;
 pub mod providers;
 pub mod report;
+pub mod rollout;
 pub mod runtime;
 pub mod shutdown;
 pub mod spec;
 pub mod statedir;
 pub mod store;
+pub mod time;
 pub mod wire;

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::machine::{Millis, human_span};
 use crate::store::{EventRecord, RolloutRecord, Sample, VersionSample};
+use crate::time::{human_span, rfc3339};
 
 /// Everything `serin report` shows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,7 +142,7 @@ impl Report {
                     step: e.decision.step,
                     weight: e.decision.weight.percent(),
                     phase: e.phase.clone(),
-                    verdict: e.decision.verdict.map(str::to_string),
+                    verdict: e.decision.verdict.map(|v| v.to_string()),
                     reason: e.decision.reason.clone(),
                 })
                 .collect(),
@@ -563,26 +563,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `2026-11-25T02:04:05.123Z` from milliseconds since the epoch (UTC, no
-/// time-zone database needed).
-pub fn rfc3339(t: Millis) -> String {
-    let ms = t.0 % 1000;
-    let secs = t.0 / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant's algorithm), valid for the Unix era.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
-}
-
 const CSS: &str = "
 :root{--stable:#2563eb;--canary:#ea580c;--ok:#15803d;--bad:#b91c1c;--ink:#1f2937;--mute:#6b7280}
 body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:var(--ink);max-width:980px;margin:24px auto;padding:0 16px}
@@ -613,7 +593,8 @@ footer{margin:32px 0;color:var(--mute);font-size:12px}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::machine::{Decision, DecisionKind, Phase, State};
+    use crate::rollout::{Decision, DecisionKind, Phase, RecordedVerdict, State};
+    use crate::time::Millis;
     use serin_proxy::Weight;
 
     fn sample(at: u64, weight: u16, canary_errors: u64) -> Sample {
@@ -674,7 +655,7 @@ mod tests {
             event(
                 1_700_000_020_000,
                 DecisionKind::Verdict,
-                Some("fail"),
+                Some(RecordedVerdict::Fail),
                 "canary error rate 40 %",
             ),
             event(
@@ -718,16 +699,6 @@ mod tests {
             "rollback marked on the chart"
         );
         assert!(html.contains("class=\"line canary\""));
-    }
-
-    #[test]
-    fn rfc3339_known_values() {
-        assert_eq!(rfc3339(Millis(0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(Millis(951_782_400_000)), "2000-02-29T00:00:00.000Z");
-        assert_eq!(
-            rfc3339(Millis(1_795_573_445_123)),
-            "2026-11-25T02:24:05.123Z"
-        );
     }
 
     #[test]

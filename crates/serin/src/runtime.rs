@@ -11,16 +11,18 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::controller::analysis::{LiveAnalysis, judge_config};
-use crate::controller::driver::{Analysis, Driver, DriverError, Handle, TrafficRouter};
-use crate::controller::machine::{Plan, State};
+use crate::controller::driver::{Driver, DriverError, Handle};
+use crate::controller::seams::MetricSource;
+use crate::controller::seams::{Analysis, TrafficRouter};
+use crate::error::Error;
 use crate::notify::{self, Notifier};
-use crate::providers::metrics::MetricSource;
 use crate::providers::metrics::builtin::BuiltinSource;
 use crate::providers::metrics::nginx_log::NginxLogSource;
 use crate::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, PrometheusSource};
 use crate::providers::traffic::builtin::BuiltinRouter;
 use crate::providers::traffic::kubernetes::{KubeProvider, KubeTarget, KubernetesRouter};
 use crate::providers::traffic::nginx::{NginxConfig, NginxRouter};
+use crate::rollout::{Plan, State};
 use crate::spec::{NginxSettings, Provider, Rollout};
 use crate::store::{RolloutRecord, Store};
 
@@ -161,7 +163,7 @@ impl Setup {
                 (None, Some(log), _) => Box::new(NginxLogSource::new(log.clone())),
                 (None, None, Some(proxy)) => Box::new(BuiltinSource::new(proxy)),
                 (None, None, None) => Box::new(crate::providers::metrics::Unavailable(
-                    "no metric source: set analysis.prometheus".into(),
+                    Error::invalid("no metric source: set analysis.prometheus"),
                 )),
             };
             match LiveAnalysis::new(source, config.clone()) {
@@ -237,33 +239,16 @@ pub struct DataPlane {
     task: Option<JoinHandle<()>>,
 }
 
-/// A data plane that could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The listener could not be bound.
-    #[error("traffic.listen {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// What the OS said (in use, not permitted, ...).
-        #[source]
-        source: std::io::Error,
-    },
-    /// nginx refused the configuration, or could not be reloaded.
-    #[error("nginx: {0}")]
-    Nginx(String),
-    /// The cluster could not be reached or refused serin's objects.
-    #[error("kubernetes: {0}")]
-    Kubernetes(String),
-    /// The rollout file lacks something this plane needs.
-    #[error("{0}")]
-    Setup(String),
+fn listen_of(setup: &Setup) -> Result<SocketAddr, Error> {
+    setup
+        .listen
+        .ok_or_else(|| Error::invalid("traffic.listen: expected an address like 127.0.0.1:8080"))
 }
 
-fn listen_of(setup: &Setup) -> Result<SocketAddr, StartError> {
-    setup.listen.ok_or_else(|| {
-        StartError::Setup("traffic.listen: expected an address like 127.0.0.1:8080".into())
-    })
+/// A listener that could not be bound: the address is taken or not ours
+/// to take, which is the machine's state, not the file's fault.
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> Error {
+    Error::unavailable(format!("traffic.listen {addr}: {e}"))
 }
 
 fn nginx_config(
@@ -289,16 +274,15 @@ fn nginx_config(
 impl DataPlane {
     /// Starts the plane with `weight` on the canary: binds `setup.listen`
     /// for the built-in proxy, or writes and reloads nginx's include file.
-    pub async fn start(setup: &Setup, weight: Weight) -> Result<DataPlane, StartError> {
+    /// A port in use, an nginx that refuses the file or a cluster that does
+    /// not answer is [`Kind::Unavailable`](crate::error::Kind::Unavailable).
+    pub async fn start(setup: &Setup, weight: Weight) -> Result<DataPlane, Error> {
         match &setup.plane {
             PlaneKind::Builtin => {
                 let listen = listen_of(setup)?;
                 // The same per-core server as `serin proxy` (and its benchmarks).
                 let listener =
-                    serin_proxy::bind_per_core(listen).map_err(|source| StartError::Bind {
-                        addr: listen,
-                        source,
-                    })?;
+                    serin_proxy::bind_per_core(listen).map_err(|e| bind_error(listen, &e))?;
                 let addr = listener.local_addr();
                 let proxy = Proxy::new(setup.table.with_weight(weight), ProxyOptions::default());
                 let (stop, stopped) = oneshot::channel::<()>();
@@ -329,10 +313,7 @@ impl DataPlane {
                     n,
                     &setup.table,
                 )));
-                router
-                    .apply_weight(weight)
-                    .await
-                    .map_err(StartError::Nginx)?;
+                router.apply_weight(weight).await?;
                 tracing::info!(rollout = %setup.name, include = %n.include.display(), "nginx configured");
                 Ok(DataPlane {
                     router: router.clone(),
@@ -347,12 +328,12 @@ impl DataPlane {
             PlaneKind::Kubernetes(target) => {
                 let client = crate::providers::traffic::kubernetes::client_from_env()
                     .await
-                    .map_err(StartError::Kubernetes)?;
+                    .map_err(|e| e.context("kubernetes"))?;
                 let router = Arc::new(KubernetesRouter::new(client.clone(), target.clone()));
                 router
                     .apply_weight(weight)
                     .await
-                    .map_err(StartError::Kubernetes)?;
+                    .map_err(|e| e.context("kubernetes"))?;
                 Ok(DataPlane {
                     router: router.clone(),
                     proxy: None,
@@ -394,7 +375,7 @@ impl DataPlane {
 
     /// Weight 0 and, on Kubernetes, the canary scaled to 0 and its routing
     /// objects removed (`serin cleanup`).
-    pub async fn cleanup(&self) -> Result<(), String> {
+    pub async fn cleanup(&self) -> Result<(), Error> {
         match &self.kube {
             Some((_, router)) => router.cleanup().await,
             None => self.router.apply_weight(Weight::ZERO).await,

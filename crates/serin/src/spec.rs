@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 use serin_proxy::{Route, StickyKey, Upstream, Version, Weight};
 
-use crate::cli::duration;
-use crate::controller::machine::{Plan, Step};
 use crate::notify;
+use crate::rollout::{Plan, Step};
+use crate::time::parse_duration;
 
 // ---------------------------------------------------------------------------
 // The validated rollout.
@@ -543,7 +543,7 @@ impl<'de> Deserialize<'de> for Dur {
                 "expected {DURATION_EXPECTED}, got `{text}` (a number without its unit)"
             )));
         }
-        match duration::parse(&text) {
+        match parse_duration(&text) {
             Ok(d) if d > MAX_DURATION => Err(de::Error::custom(format!(
                 "expected {DURATION_EXPECTED} of at most 720h (30 days), got `{text}`"
             ))),

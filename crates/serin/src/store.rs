@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use serin_proxy::Weight;
 
-use crate::controller::machine::{Decision, Hold, Millis, Phase, State};
+use crate::rollout::{Decision, Hold, Phase, RecordedVerdict, State};
+use crate::time::Millis;
 
 /// Each entry migrates the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -427,7 +428,7 @@ impl Store {
                     d.step as i64,
                     d.weight.hundredths(),
                     d.phase.as_str(),
-                    d.verdict,
+                    d.verdict.map(RecordedVerdict::as_str),
                     d.reason,
                 ],
             )
@@ -545,7 +546,7 @@ impl Store {
                     weight: weight_from(weight)
                         .ok_or_else(|| corrupt("weight", weight.to_string()))?,
                     phase: Phase::parse(&phase).ok_or_else(|| corrupt("phase", phase.clone()))?,
-                    verdict: verdict.as_deref().and_then(verdict_str),
+                    verdict: verdict.as_deref().and_then(RecordedVerdict::parse),
                     reason,
                 };
                 Ok(EventRecord {
@@ -773,14 +774,8 @@ fn weight_from(v: i64) -> Option<Weight> {
         .and_then(|h| Weight::from_hundredths(h).ok())
 }
 
-fn verdict_str(v: &str) -> Option<&'static str> {
-    ["pass", "fail", "inconclusive"]
-        .into_iter()
-        .find(|k| *k == v)
-}
-
-fn decision_kind(s: &str) -> Option<crate::controller::machine::DecisionKind> {
-    use crate::controller::machine::DecisionKind as K;
+fn decision_kind(s: &str) -> Option<crate::rollout::DecisionKind> {
+    use crate::rollout::DecisionKind as K;
     [
         K::Started,
         K::Step,
@@ -797,7 +792,7 @@ fn decision_kind(s: &str) -> Option<crate::controller::machine::DecisionKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::machine::DecisionKind;
+    use crate::rollout::DecisionKind;
 
     fn record(name: &str) -> RolloutRecord {
         RolloutRecord {
@@ -831,7 +826,7 @@ mod tests {
             step: 3,
             weight: r.state.weight,
             phase: Phase::Paused,
-            verdict: Some("fail"),
+            verdict: Some(RecordedVerdict::Fail),
             reason: "canary error rate 30 %".into(),
         };
         let generation = store

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serin_proxy::Weight;
 
 use crate::controller::driver::Health;
-use crate::controller::machine::Phase;
+use crate::rollout::Phase;
 use crate::store::RolloutRecord;
 
 /// A rollout's status object.

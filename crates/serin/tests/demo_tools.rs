@@ -424,7 +424,11 @@ async fn bad_config_is_invalid_input() {
         ),
     ] {
         let err = run_load(config, std::future::pending()).await.unwrap_err();
-        assert!(err.is::<serin::exit::InvalidInput>(), "{err}");
+        assert_eq!(
+            serin::error::kind_of(&err),
+            serin::error::Kind::Invalid,
+            "{err}"
+        );
         assert!(err.to_string().contains(what), "{err}");
     }
 }

@@ -17,7 +17,8 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::client::Body;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use serin::controller::driver::TrafficRouter;
+use serin::controller::seams::TrafficRouter;
+use serin::error::Kind;
 use serin::providers::traffic::kubernetes::{
     KubeProvider, KubeTarget, KubernetesRouter, prometheus_queries, scaled_replicas,
 };
@@ -556,6 +557,8 @@ async fn gateway_api_whole_rollout_request_by_request() {
 
     // First check: read, set up at weight 0, then wait for the canary.
     let err = r.check_ready().await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Unavailable, "{err}");
+    let err = err.to_string();
     assert!(
         err.contains("canary Deployment shop/checkout-canary 0/1 ready"),
         "{err}"
@@ -885,6 +888,8 @@ async fn istio_needs_a_version_label_on_stable_pods() {
         json!({"app": "checkout"});
     let r = router(&cluster, target(KubeProvider::Istio));
     let err = r.check_ready().await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Conflict, "{err}");
+    let err = err.to_string();
     assert!(
         err.contains("Deployment shop/checkout: its pods need a `version` label"),
         "{err}"
@@ -908,7 +913,7 @@ async fn nginx_ingress_whole_rollout_request_by_request() {
     t.scale_with_weight = false;
     let r = router(&cluster, t);
 
-    let err = r.check_ready().await.unwrap_err();
+    let err = r.check_ready().await.unwrap_err().to_string();
     assert!(err.contains("checkout-canary 0/4 ready"), "{err}");
     let calls = take(&cluster);
     assert_eq!(
@@ -1041,6 +1046,8 @@ async fn a_conflict_is_reported_with_the_object_and_not_forced() {
     cluster.lock().unwrap().conflict = Some(ROUTE.into());
     let r = router(&cluster, target(KubeProvider::GatewayApi));
     let err = r.apply_weight(Weight::ZERO).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Conflict, "{err}");
+    let err = err.to_string();
     assert!(
         err.starts_with("HTTPRoute shop/checkout: conflict, not forced"),
         "{err}"
@@ -1063,7 +1070,7 @@ async fn the_weight_waits_for_scaled_up_canary_pods() {
     r.apply_weight(Weight::ZERO).await.unwrap();
     take(&cluster);
     cluster.lock().unwrap().ready = false;
-    let err = r.apply_weight(w(50.0)).await.unwrap_err();
+    let err = r.apply_weight(w(50.0)).await.unwrap_err().to_string();
     assert!(
         err.contains("checkout-canary 0/2 ready; the weight moves to 50 %"),
         "{err}"
@@ -1106,7 +1113,7 @@ async fn a_restart_mid_rollout_does_not_shrink_the_canary() {
 async fn promotion_gives_up_after_the_timeout_and_keeps_traffic() {
     let cluster = cluster_for(KubeProvider::GatewayApi);
     let r = router(&cluster, target(KubeProvider::GatewayApi));
-    let err = r.promote().await.unwrap_err();
+    let err = r.promote().await.unwrap_err().to_string();
     assert!(
         err.contains("Deployment shop/checkout has not rolled out the canary's image"),
         "{err}"
@@ -1131,12 +1138,13 @@ async fn missing_objects_are_named() {
     cluster.lock().unwrap().objects.remove(ROUTE);
     let r = router(&cluster, target(KubeProvider::GatewayApi));
     let err = r.check_ready().await.unwrap_err();
-    assert_eq!(err, "HTTPRoute shop/checkout: not found");
+    assert_eq!(err.to_string(), "HTTPRoute shop/checkout: not found");
+    assert_eq!(err.kind(), Kind::Unavailable);
     let cluster = cluster_for(KubeProvider::NginxIngress);
     cluster.lock().unwrap().objects.remove(SERVICE);
     let r = router(&cluster, target(KubeProvider::NginxIngress));
     assert_eq!(
-        r.check_ready().await.unwrap_err(),
+        r.check_ready().await.unwrap_err().to_string(),
         "Service shop/checkout: not found"
     );
 }
@@ -1468,7 +1476,7 @@ async fn istio_refuses_a_route_that_also_sends_elsewhere() {
         {"destination": {"host": "legacy"}, "weight": 10}
     ]);
     let r = router(&cluster, target(KubeProvider::Istio));
-    let err = r.apply_weight(Weight::ZERO).await.unwrap_err();
+    let err = r.apply_weight(Weight::ZERO).await.unwrap_err().to_string();
     assert!(
         err.starts_with(
             "VirtualService shop/checkout: HTTP route main sends to checkout and to other hosts"
@@ -1512,8 +1520,8 @@ struct PassThenStall {
     cluster: Shared,
 }
 
-impl serin::controller::driver::Analysis for PassThenStall {
-    fn begin_stage(&mut self, weight: Weight) -> serin::controller::driver::BoxFuture<'_, ()> {
+impl serin::controller::seams::Analysis for PassThenStall {
+    fn begin_stage(&mut self, weight: Weight) -> serin::controller::seams::BoxFuture<'_, ()> {
         if weight == w(50.0) {
             self.cluster.lock().unwrap().ready = false;
         }
@@ -1522,10 +1530,10 @@ impl serin::controller::driver::Analysis for PassThenStall {
     fn analyse(
         &mut self,
         _end_of_pause: bool,
-    ) -> serin::controller::driver::BoxFuture<'_, serin::controller::driver::Analysed> {
+    ) -> serin::controller::seams::BoxFuture<'_, serin::controller::seams::Analysed> {
         Box::pin(async {
-            serin::controller::driver::Analysed {
-                verdict: serin::controller::machine::Verdict::Pass,
+            serin::controller::seams::Analysed {
+                verdict: serin::rollout::Verdict::Pass,
                 reason: "scripted pass".into(),
                 sample: None,
             }
@@ -1538,9 +1546,10 @@ impl serin::controller::driver::Analysis for PassThenStall {
 /// and is promoted only after 100 % has landed and been judged.
 #[tokio::test]
 async fn the_driver_holds_a_last_weight_until_its_canary_pods_are_ready() {
-    use serin::controller::driver::{Driver, now_millis};
-    use serin::controller::machine::{Phase, Plan, State, Step};
+    use serin::controller::driver::Driver;
+    use serin::rollout::{Phase, Plan, State, Step};
     use serin::store::{RolloutRecord, Store};
+    use serin::time::now as now_millis;
 
     let cluster = cluster_for(KubeProvider::GatewayApi);
     cluster.lock().unwrap().ready = true;

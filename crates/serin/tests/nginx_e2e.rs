@@ -534,6 +534,60 @@ fn a_configuration_that_fails_the_test_leaves_the_old_split_serving() {
     );
 }
 
+/// An nginx whose configuration test fails (here: another site in its
+/// `conf.d` is broken) refuses serin's file at start: `serin run` exits 1
+/// (runtime failure, not 2 "invalid input": the rollout file is fine) and
+/// says `nginx -t` with nginx's own words; the daemon answers the
+/// registration 503 (unavailable: the same file may pass once nginx does).
+#[test]
+fn a_configuration_nginx_refuses_at_start_is_exit_1_and_503() {
+    let nginx = Nginx::start();
+    std::fs::write(
+        nginx.dir.join("conf.d/broken.conf"),
+        "this_is_not_a_directive;\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (stable, canary) = (local(free_port()), local(free_port()));
+    let yaml = nginx
+        .rollout(
+            "refused",
+            free_port(),
+            stable,
+            canary,
+            &nginx.test_command(),
+        )
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let o = spawn_run(&file, dir.path()).wait_output(Duration::from_secs(40));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("nginx -t:") && err.contains("this_is_not_a_directive"),
+        "names the test and quotes nginx: {err}"
+    );
+    assert!(
+        !nginx.include("serin-refused").exists(),
+        "the refused file is taken back"
+    );
+
+    let token = "t0ken";
+    let (_daemon, api) = common::daemon::serve_nginx(&nginx, &dir.path().join("daemon"), token);
+    let auth = format!("Bearer {token}");
+    let answer = common::http::http(
+        api,
+        "POST",
+        "/api/v1/rollouts",
+        &[
+            ("Content-Type", "application/yaml"),
+            ("Authorization", &auth),
+        ],
+        &yaml,
+    );
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.body.contains("nginx -t:"), "{}", answer.body);
+}
+
 /// When the data plane refuses a weight, the rollout must not report a
 /// promotion that nginx never got. Steps 20 % → 100 %; from the moment 20 %
 /// is in force, the configuration test refuses for 6 s (then passes again).
@@ -671,7 +725,7 @@ fn nginx_reloads_keep_serving_and_the_new_split_follows_the_decision() {
     // 2. The router alone: 20 changes 0 ↔ 100 % under load; from the call
     //    to the change's end (file, `nginx -t`, reload), to the first answer
     //    from the new version, and to the last answer from the old one.
-    use serin::controller::driver::TrafficRouter;
+    use serin::controller::seams::TrafficRouter;
     use serin::providers::traffic::nginx::{NginxConfig, NginxRouter};
     use serin_proxy::{Upstream, Weight};
     let port = free_port();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::nginx::{Nginx, free_port, local};
 use common::upstream::{client, version_of, versioned};
-use serin::controller::driver::TrafficRouter;
+use serin::controller::seams::TrafficRouter;
 use serin::providers::traffic::nginx::{NginxConfig, NginxRouter, install, render};
 use serin_proxy::{Upstream, Weight};
 

@@ -6,9 +6,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serin::controller::driver::{Analysed, Analysis, BoxFuture, Driver, TrafficRouter, now_millis};
-use serin::controller::machine::{Phase, Plan, State, Step, Verdict};
+use serin::controller::driver::Driver;
+use serin::controller::seams::{Analysed, Analysis, BoxFuture, TrafficRouter};
+use serin::error::Error;
+use serin::rollout::{Phase, Plan, State, Step, Verdict};
 use serin::store::{RolloutRecord, Store, VersionSample};
+use serin::time::now as now_millis;
 use serin_proxy::Weight;
 
 /// What the store held when the router was asked for something.
@@ -37,10 +40,10 @@ impl Witness {
 }
 
 impl TrafficRouter for Witness {
-    fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async { Ok(()) })
     }
-    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
         let stored = self.stored();
         self.asked.lock().unwrap().push(Asked::Weight {
             weight,
@@ -49,7 +52,7 @@ impl TrafficRouter for Witness {
         });
         Box::pin(async { Ok(()) })
     }
-    fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
         let stored = self.stored().state.phase;
         self.asked.lock().unwrap().push(Asked::Promote { stored });
         Box::pin(async { Ok(()) })

@@ -240,7 +240,7 @@ fn a_canary_that_converts_as_well_is_promoted() {
 /// version, a missing numerator as 0, and a counter reset carried.
 #[test]
 fn the_prometheus_source_reads_custom_counters_and_carries_a_reset() {
-    use serin::providers::metrics::MetricSource;
+    use serin::controller::seams::MetricSource;
     use serin::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, PrometheusSource};
     use serin_analysis::Ratio;
 

@@ -171,6 +171,28 @@ fn bad_rollout_files_are_refused_with_their_location_and_change_nothing() {
     }
 }
 
+/// A listen address another program holds is the machine's state, not the
+/// file's fault: exit 1 (runtime failure, not 2 "invalid input"), with a
+/// message naming the address and the cause.
+#[test]
+fn a_listen_port_in_use_is_exit_1_naming_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &Rollout::new("taken", addr, local(free_port()), local(free_port())).yaml(),
+    );
+    let o = Proc::spawn(serin_run(&file, dir.path()), true).wait_output(Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("traffic.listen {addr}")) && err.contains("in use"),
+        "names the address and why: {err}"
+    );
+}
+
 /// The phase in the state database, read beside whoever holds it.
 fn stored_phase(db: &rusqlite::Connection, name: &str) -> Option<String> {
     db.query_row("SELECT phase FROM rollouts WHERE name = ?1", [name], |r| {

@@ -5,10 +5,11 @@
 //! mutation does not come from another site's page). Reads are then open;
 //! every mutation needs `Authorization: Bearer TOKEN` when the daemon has a
 //! token. Errors are JSON `{"error": "..."}` with a status
-//! that says whose fault it is: 400 bad input, 401 no or wrong token, 404 no
-//! such rollout, 403 refused (a request from a web page, see [`super::guard`],
-//! or a rollout file naming commands the operator did not allow), 409 the
-//! command does not fit the rollout's phase, 500 ours.
+//! that says whose fault it is: 401 no or wrong token, 403 a request from a
+//! web page (see [`super::guard`]); the daemon's own errors carry a kind
+//! whose status is [`crate::error::Kind::status`] (400 bad input, 404 no such
+//! rollout, 403 not allowed by the operator, 409 does not fit the rollout's
+//! phase, 503 a port, nginx, the cluster or the database cannot now, 500 ours).
 
 use std::sync::Arc;
 
@@ -83,15 +84,7 @@ impl IntoResponse for ApiError {
 
 impl From<DaemonError> for ApiError {
     fn from(e: DaemonError) -> ApiError {
-        let status = match &e {
-            DaemonError::Invalid(_) => StatusCode::BAD_REQUEST,
-            DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
-            DaemonError::Refused(_) => StatusCode::FORBIDDEN,
-            DaemonError::Conflict(_) => StatusCode::CONFLICT,
-            DaemonError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            DaemonError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError(status, e.to_string())
+        ApiError(e.kind().status(), e.to_string())
     }
 }
 

@@ -12,7 +12,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::exit::{InvalidInput, invalid};
+use crate::error::Error;
+use crate::exit::invalid;
 use crate::wire::ErrorBody;
 
 /// Where the daemon is and how to authenticate.
@@ -67,13 +68,13 @@ impl ApiClient {
     pub fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
         let base = args.api.trim_end_matches('/').to_string();
         let uri: http::Uri = base.parse().map_err(|_| {
-            InvalidInput(format!(
+            Error::invalid(format!(
                 "--api: expected a URL like http://127.0.0.1:9900, got `{}`",
                 args.api
             ))
         })?;
         if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(InvalidInput(format!(
+            return Err(Error::invalid(format!(
                 "--api: expected a URL like http://127.0.0.1:9900, got `{}`",
                 args.api
             ))
@@ -183,7 +184,7 @@ impl ApiClient {
         let err = ApiError::Status { status, message };
         // The daemon refused our input: that is the user's input, exit 2.
         if status == StatusCode::BAD_REQUEST {
-            return Err(anyhow!(InvalidInput(err.to_string())));
+            return Err(anyhow!(Error::invalid(err.to_string())));
         }
         Err(err.into())
     }

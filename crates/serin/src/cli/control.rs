@@ -129,8 +129,13 @@ pub fn init(args: InitArgs, output: OutputFormat) -> anyhow::Result<Exit> {
 
 /// The daemon names the body "request body"; the user knows it as their file.
 fn with_file(e: anyhow::Error, file: &std::path::Path) -> anyhow::Error {
-    if let Some(inv) = e.downcast_ref::<crate::exit::InvalidInput>() {
-        return invalid(inv.0.replace("request body", &file.display().to_string()));
+    if let Some(inv) = e.downcast_ref::<crate::error::Error>()
+        && inv.kind() == crate::error::Kind::Invalid
+    {
+        return invalid(
+            inv.message()
+                .replace("request body", &file.display().to_string()),
+        );
     }
     e
 }

@@ -3,7 +3,6 @@
 pub mod analyze;
 pub mod client;
 pub mod control;
-pub mod duration;
 pub mod inspect;
 pub mod monitor;
 pub mod output;
@@ -12,16 +11,16 @@ pub mod run;
 pub mod serve;
 pub mod signals;
 
-use crate::exit::InvalidInput;
+use crate::error::Error;
 
 /// A bearer token (`--token` or `SERIN_TOKEN` of `serin serve`, `serin
 /// proxy` and the client commands): visible ASCII without spaces, as
 /// `Authorization: Bearer TOKEN` carries it unchanged. An empty or blank
 /// value is an error, never "no token" (a typo in an environment must not
 /// open an API). The value is never echoed: it is a secret.
-pub fn bearer_token(value: &str) -> Result<String, InvalidInput> {
+pub fn bearer_token(value: &str) -> Result<String, Error> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(InvalidInput(
+        return Err(Error::invalid(
             "--token: expected a token of visible characters (ASCII, no spaces or control characters; \
              it is sent as `Authorization: Bearer TOKEN`), got an empty, blank or spaced value \
              (from --token or SERIN_TOKEN)"

@@ -69,7 +69,7 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
     let limit = args
         .duration
         .as_deref()
-        .map(|d| crate::cli::duration::parse(d).map_err(|e| invalid(format!("--duration: {e}"))))
+        .map(|d| crate::time::parse_duration(d).map_err(|e| invalid(format!("--duration: {e}"))))
         .transpose()?;
     if !(0.0..=100.0).contains(&args.error_threshold) {
         return Err(invalid(format!(
@@ -166,7 +166,7 @@ fn print_sample(s: &SampleEntry, breach: Option<&str>, output: OutputFormat) {
             let p95 = |v: &VersionSample| v.p95_ms.map_or("-".into(), |p| format!("{p:.1}ms"));
             crate::outln!(
                 "{:<24} {:>5}%  {:>18}  {:>18}  {:>10} {:>10}  {}{}",
-                crate::report::rfc3339(crate::controller::machine::Millis(s.at_ms)),
+                crate::time::rfc3339(crate::time::Millis(s.at_ms)),
                 s.weight,
                 err(&s.stable),
                 err(&s.canary),

@@ -249,7 +249,7 @@ fn route(
 /// A duration as every serin flag takes one (`30s`, `500ms`, `2m`, `1m30s`,
 /// or a bare number of seconds), above zero and at most a day.
 fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
-    let d = crate::cli::duration::parse(value).map_err(|e| invalid(format!("{flag}: {e}")))?;
+    let d = crate::time::parse_duration(value).map_err(|e| invalid(format!("{flag}: {e}")))?;
     if d.is_zero() || d > Duration::from_secs(86_400) {
         return Err(invalid(format!(
             "{flag}: expected a duration above 0 and at most 24h, got `{value}`"

@@ -17,11 +17,13 @@ use serin_proxy::Weight;
 
 use crate::cli::output::OutputFormat;
 use crate::cli::serve::StateArgs;
-use crate::controller::driver::{Health, Progress, now_millis};
-use crate::controller::machine::{Decision, DecisionKind, Input, Phase, State};
+use crate::controller::driver::{Health, Progress};
+use crate::controller::machine::Input;
 use crate::exit::{Exit, invalid};
+use crate::rollout::{Decision, DecisionKind, Phase, RecordedVerdict, State};
 use crate::runtime::{DataPlane, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Sample, Store};
+use crate::time::{self, rfc3339};
 
 /// Flags of `serin run`.
 #[derive(Debug, clap::Args)]
@@ -68,9 +70,9 @@ pub async fn run_setup(
     output: OutputFormat,
 ) -> anyhow::Result<Exit> {
     let record = resume_or_register(&store, &setup, &text)?;
-    let plane = DataPlane::start(&setup, record.state.weight)
-        .await
-        .map_err(|e| invalid(e.to_string()))?;
+    // A port in use or nginx refusing the file is the machine's state, not
+    // the file's fault: its kind (unavailable, exit 1) is kept.
+    let plane = DataPlane::start(&setup, record.state.weight).await?;
     let driver = RunningDriver::spawn(&setup, store.clone(), record.clone(), &plane);
     let handle = driver.handle.clone();
     let mut progress = handle.subscribe();
@@ -156,7 +158,7 @@ fn resume_or_register(store: &Store, setup: &Setup, text: &str) -> anyhow::Resul
     {
         return Ok(existing);
     }
-    let now = now_millis();
+    let now = time::now();
     let record = setup.record(text, Some(setup.canary_version.clone()), State::new(now));
     Ok(store.register(&record, now)?)
 }
@@ -356,7 +358,8 @@ impl View {
                 }
                 // Passing verdicts every interval would drown the log; the
                 // bar shows the latest, and failures and steps get a line.
-                let quiet = d.kind == DecisionKind::Verdict && d.verdict != Some("fail");
+                let quiet =
+                    d.kind == DecisionKind::Verdict && d.verdict != Some(RecordedVerdict::Fail);
                 if !quiet || self.bar.is_none() {
                     self.line(&decision_line(d));
                 }
@@ -447,7 +450,7 @@ impl Drop for View {
 fn decision_line(d: &Decision) -> String {
     format!(
         "{} step {} weight {} % {}{}: {}",
-        crate::report::rfc3339(d.at),
+        rfc3339(d.at),
         d.step + 1,
         d.weight,
         d.kind.as_str(),
@@ -466,7 +469,7 @@ fn sample_line(s: &Sample) -> String {
         |v: &crate::store::VersionSample| v.p95_ms.map_or("-".to_string(), |p| format!("{p:.1}ms"));
     format!(
         "{} interval: stable errors {} p95 {} | canary errors {} p95 {} | {}",
-        crate::report::rfc3339(s.at),
+        rfc3339(s.at),
         rate(&s.stable),
         p95(&s.stable),
         rate(&s.canary),

@@ -8,13 +8,14 @@
 //! are no data as well, and left out: the next sound interval is judged
 //! from the last sound numbers.
 
-use serin_analysis::{Config, Histogram, Judge, Observation};
+use serin_analysis::{Config, Histogram, Judge, Observation, Totals};
 use serin_proxy::Weight;
 
-use crate::controller::driver::{Analysed, Analysis, BoxFuture};
-use crate::controller::machine::Verdict;
-use crate::providers::metrics::{MetricSource, Snapshot, Totals};
+use crate::controller::seams::{Analysed, Analysis, BoxFuture, MetricSource, Snapshot};
+use crate::error::Error;
+use crate::rollout::Verdict;
 use crate::spec::{AnalysisSettings, Limit, Method};
+use crate::store::VersionSample;
 
 /// The judge's configuration from the rollout file's `analysis` section.
 pub fn judge_config(a: &AnalysisSettings) -> Config {
@@ -60,29 +61,41 @@ pub fn judge_config(a: &AnalysisSettings) -> Config {
     }
 }
 
-/// A source's totals, its 4xx counts (stable, canary) if it has them, and
-/// its custom metrics' counts, as the judge's observation taken `at`
-/// seconds (any fixed origin).
-pub fn observation(
-    s: &Snapshot,
-    client_errors: Option<(u64, u64)>,
-    at: Option<f64>,
-) -> Observation {
-    let side = |t: &Totals, c: Option<u64>| serin_analysis::Totals {
-        requests: t.requests,
-        errors: t.errors,
-        client_errors: c,
-        latency: (!t.le_ms.is_empty()).then(|| Histogram {
-            le_ms: t.le_ms.clone(),
-            counts: t.counts.clone(),
-        }),
+/// The numbers of the interval between `before` and `now`: request and
+/// error deltas, and quantiles of the latency bucket deltas. `None` where
+/// counters went backwards or the buckets changed (the caller decides what
+/// that means; the judge reports it).
+pub fn interval(now: &Totals, before: &Totals) -> Option<VersionSample> {
+    let requests = now.requests.checked_sub(before.requests)?;
+    let errors = now.errors.checked_sub(before.errors)?;
+    let none = Histogram::default();
+    let (n, b) = (
+        now.latency.as_ref().unwrap_or(&none),
+        before.latency.as_ref().unwrap_or(&none),
+    );
+    let counts: Vec<u64> = if b.counts.is_empty() && before.requests == 0 {
+        n.counts.clone()
+    } else if b.le_ms == n.le_ms {
+        n.counts
+            .iter()
+            .zip(&b.counts)
+            .map(|(a, b)| a.checked_sub(*b))
+            .collect::<Option<_>>()?
+    } else {
+        return None;
     };
-    Observation {
-        stable: side(&s.stable, client_errors.map(|c| c.0)),
-        canary: side(&s.canary, client_errors.map(|c| c.1)),
-        custom: s.custom.clone(),
-        at,
-    }
+    let deltas = Histogram {
+        le_ms: n.le_ms.clone(),
+        counts,
+    };
+    let q = |p: f64| deltas.quantile(requests, p);
+    Some(VersionSample {
+        requests,
+        errors,
+        p50_ms: q(0.50),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+    })
 }
 
 /// Judges a metric source's numbers every interval.
@@ -116,10 +129,10 @@ impl LiveAnalysis {
     }
 
     /// A snapshot and the judge's observation of it, timed.
-    async fn read(&mut self) -> Result<(Snapshot, Observation), String> {
+    async fn read(&mut self) -> Result<(Snapshot, Observation), Error> {
         let s = self.source.snapshot().await?;
         let at = self.started.elapsed().as_secs_f64();
-        let o = observation(&s, self.source.client_errors(), Some(at));
+        let o = s.observation(Some(at));
         Ok((s, o))
     }
 }
@@ -160,8 +173,8 @@ impl Analysis for LiveAnalysis {
             };
             let since = |before: &Snapshot| {
                 Some((
-                    now.stable.since(&before.stable)?,
-                    now.canary.since(&before.canary)?,
+                    interval(&now.stable, &before.stable)?,
+                    interval(&now.canary, &before.canary)?,
                 ))
             };
             let interval = self.last.as_ref().and_then(since);
@@ -233,16 +246,69 @@ mod tests {
     use std::collections::VecDeque;
 
     /// Hands out prepared snapshots, one per read.
-    struct Scripted(VecDeque<Result<Snapshot, String>>);
+    struct Scripted(VecDeque<Result<Snapshot, Error>>);
 
     impl MetricSource for Scripted {
-        fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
+        fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>> {
             let next = self
                 .0
                 .pop_front()
-                .unwrap_or_else(|| Err("script ended".into()));
+                .unwrap_or_else(|| Err(Error::unavailable("script ended")));
             Box::pin(async move { next })
         }
+    }
+
+    #[test]
+    fn interval_numbers_come_from_deltas() {
+        let le = vec![10.0, 20.0, 40.0];
+        let with = |requests, errors, counts: Vec<u64>| Totals {
+            requests,
+            errors,
+            latency: Some(Histogram {
+                le_ms: le.clone(),
+                counts,
+            }),
+            ..Totals::default()
+        };
+        let a = with(100, 1, vec![50, 90, 100]);
+        let b = with(200, 11, vec![60, 180, 200]);
+        let s = interval(&b, &a).unwrap();
+        assert_eq!((s.requests, s.errors), (100, 10));
+        // Deltas: 10 at <=10, 80 in (10,20], 10 in (20,40]. Median rank 50:
+        // in the second bucket, (50-10)/80 of the way from 10 to 20.
+        assert!((s.p50_ms.unwrap() - 15.0).abs() < 1e-9);
+        assert!((s.p95_ms.unwrap() - 30.0).abs() < 1e-9);
+        let backwards = Totals {
+            requests: 50,
+            ..b.clone()
+        };
+        assert!(interval(&backwards, &b).is_none());
+        // From nothing: the buckets as they are; other buckets: no interval.
+        let first = interval(&a, &Totals::default()).unwrap();
+        assert_eq!(first.requests, 100);
+        let rebucketed = Totals {
+            latency: Some(Histogram {
+                le_ms: vec![5.0],
+                counts: vec![250],
+            }),
+            ..with(250, 11, vec![])
+        };
+        assert!(interval(&rebucketed, &b).is_none());
+    }
+
+    #[test]
+    fn quantiles_of_an_interval_edges() {
+        let h = |le_ms: &[f64], counts: &[u64]| Histogram {
+            le_ms: le_ms.to_vec(),
+            counts: counts.to_vec(),
+        };
+        assert_eq!(h(&[1.0], &[0]).quantile(0, 0.5), None);
+        assert_eq!(
+            h(&[1.0, 2.0], &[0, 0]).quantile(10, 0.5),
+            Some(2.0),
+            "all beyond the last bound"
+        );
+        assert_eq!(h(&[1.0, 2.0], &[10, 10]).quantile(10, 0.99), Some(0.99));
     }
 
     /// Both versions with `n` requests and no errors, and the conversion

@@ -32,53 +32,23 @@
 //!
 //! # Seams
 //! [`TrafficRouter`] (built-in proxy, nginx, Kubernetes) and [`Analysis`]
-//! (a metric source and the judge together, so this module knows neither).
+//! (a metric source and the judge together, so this module knows neither),
+//! both in [`super::seams`].
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serin_proxy::Weight;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::machine::{self, Action, Decision, Input, Millis, Phase, Plan, Refused, Verdict};
+use super::machine::{self, Action, Input, Refused};
+use super::seams::{Analysed, Analysis, TrafficRouter};
+use crate::error::Error;
 use crate::notify::{Message, Notifier};
-use crate::store::{RolloutRecord, Sample, Store, StoreError, VersionSample};
-
-/// A boxed future, for object-safe async seams.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Makes a data plane send a share of traffic to the canary.
-pub trait TrafficRouter: Send + Sync {
-    /// Both versions can take traffic (health check / readiness), or why not.
-    fn check_ready(&self) -> BoxFuture<'_, Result<(), String>>;
-    /// Send `weight` % of requests to the canary (route matches stay in force).
-    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>>;
-    /// The canary becomes the new stable: all traffic on it.
-    fn promote(&self) -> BoxFuture<'_, Result<(), String>>;
-}
-
-/// One interval's analysis: what the judge said and the numbers behind it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Analysed {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Why, with the numbers.
-    pub reason: String,
-    /// The interval's numbers per version, if the source answered.
-    pub sample: Option<(VersionSample, VersionSample)>,
-}
-
-/// Takes metrics from a source and judges them. It runs on a task of its
-/// own: however long it takes, the rollout's commands are answered.
-pub trait Analysis: Send {
-    /// A new weight stage begins (absolute limits and `fixed` tests restart
-    /// from the numbers as they are now).
-    fn begin_stage(&mut self, weight: Weight) -> BoxFuture<'_, ()>;
-    /// Judge the interval that just ended.
-    fn analyse(&mut self, end_of_pause: bool) -> BoxFuture<'_, Analysed>;
-}
+use crate::rollout::{Decision, Phase, Plan, RecordedVerdict, Verdict};
+use crate::store::{RolloutRecord, Sample, Store, StoreError};
+use crate::time::{self, Millis, human_span, rfc3339};
 
 /// What the driver tells watchers (`serin run`'s progress, the daemon's log).
 #[derive(Debug, Clone, PartialEq)]
@@ -317,8 +287,8 @@ pub struct Driver {
     promotion_pending: bool,
     /// A promotion is running on its task.
     promoting: bool,
-    promoted_tx: mpsc::Sender<Result<(), String>>,
-    promoted_rx: mpsc::Receiver<Result<(), String>>,
+    promoted_tx: mpsc::Sender<Result<(), Error>>,
+    promoted_rx: mpsc::Receiver<Result<(), Error>>,
     /// The data plane's last refusal, until it takes a change.
     router_error: Option<String>,
     /// The store fails (until a write succeeds).
@@ -432,7 +402,7 @@ impl Driver {
             canary_version: self.record.canary_version.clone(),
             weight: self.record.state.weight.percent(),
             reason: reason.to_string(),
-            at: crate::report::rfc3339(now_millis()),
+            at: rfc3339(time::now()),
             report: self.report_url.clone(),
         });
     }
@@ -569,7 +539,7 @@ impl Driver {
     }
 
     /// The data plane answered a promotion.
-    fn on_promoted(&mut self, result: Result<(), String>) {
+    fn on_promoted(&mut self, result: Result<(), Error>) {
         self.promoting = false;
         match result {
             Ok(()) => {
@@ -581,8 +551,8 @@ impl Driver {
             }
             Err(e) => {
                 tracing::error!(rollout = %self.record.name, "promotion not applied (retrying): {e}");
-                self.router_error = Some(e.clone());
-                let _ = self.progress.send(Progress::RouterError(e));
+                self.router_error = Some(e.to_string());
+                let _ = self.progress.send(Progress::RouterError(e.to_string()));
             }
         }
     }
@@ -695,7 +665,7 @@ impl Driver {
         self.analysing = None;
         if let Some((stable, canary)) = j.analysed.sample {
             let sample = Sample {
-                at: now_millis(),
+                at: time::now(),
                 step: j.step,
                 weight: j.weight,
                 verdict: j.analysed.verdict.as_str().to_string(),
@@ -744,7 +714,7 @@ impl Driver {
     /// Feeds one input through the machine: persist, then act.
     async fn feed(&mut self, input: Input, operator: bool) -> Result<(), DriverError> {
         let started = Instant::now();
-        let now = now_millis();
+        let now = time::now();
         let t = machine::step(&self.plan, &self.record.state, now, input)?;
         let mut next = self.record.clone();
         next.state = t.state;
@@ -757,7 +727,11 @@ impl Driver {
             }
         }
         if let Some(d) = t.decisions.iter().rev().find(|d| d.verdict.is_some()) {
-            next.last_verdict = Some((d.verdict.unwrap_or("").to_string(), d.reason.clone(), d.at));
+            next.last_verdict = Some((
+                d.verdict.map_or("", RecordedVerdict::as_str).to_string(),
+                d.reason.clone(),
+                d.at,
+            ));
         }
         if (next != self.record || !t.decisions.is_empty())
             && !self
@@ -768,7 +742,7 @@ impl Driver {
         }
         self.record = next;
         for d in t.decisions {
-            if d.verdict == Some("fail") {
+            if d.verdict == Some(RecordedVerdict::Fail) {
                 self.notify("verdict-failed", &d.reason);
             }
             let _ = self.progress.send(Progress::Decision(d));
@@ -912,7 +886,7 @@ impl Driver {
     /// (a slow source delays verdicts; it never piles them up).
     fn request_analysis(&mut self, end_of_pause: bool) {
         if let Some(since) = self.analysing {
-            tracing::debug!(rollout = %self.record.name, "an analysis asked for {} ago is still running", machine::human_span(now_millis().since(since)));
+            tracing::debug!(rollout = %self.record.name, "an analysis asked for {} ago is still running", human_span(time::now().since(since)));
             return;
         }
         let job = Job::Analyse {
@@ -925,7 +899,7 @@ impl Driver {
             tracing::error!(rollout = %self.record.name, "the analysis task has stopped: no verdicts");
             return;
         }
-        self.analysing = Some(now_millis());
+        self.analysing = Some(time::now());
     }
 
     /// Applies `weight`; when it lands after refusals, returns how long
@@ -947,8 +921,8 @@ impl Driver {
                 self.applied = None;
                 self.refused_since.get_or_insert_with(Instant::now);
                 tracing::warn!(rollout = %self.record.name, "weight {weight} % not applied (will retry): {e}");
-                self.router_error = Some(e.clone());
-                let _ = self.progress.send(Progress::RouterError(e));
+                self.router_error = Some(e.to_string());
+                let _ = self.progress.send(Progress::RouterError(e.to_string()));
                 None
             }
         };
@@ -1016,7 +990,7 @@ impl Driver {
         let record = self.record.clone();
         let decisions = self.unsaved.clone();
         let count = decisions.len();
-        let write = self.persist(&record, decisions, now_millis());
+        let write = self.persist(&record, decisions, time::now());
         let tx = self.flushed_tx.clone();
         tokio::spawn(async move {
             let result = write.await;
@@ -1098,10 +1072,7 @@ impl Driver {
         }
         let (record, decisions) = (self.record.clone(), self.unsaved.clone());
         let overwrite = record.state.phase == Phase::RolledBack;
-        if let Ok(generation) = self
-            .save(&record, &decisions, now_millis(), overwrite)
-            .await
-        {
+        if let Ok(generation) = self.save(&record, &decisions, time::now(), overwrite).await {
             self.record.generation = generation;
             self.unsaved.clear();
             self.dirty = false;
@@ -1129,7 +1100,7 @@ impl Driver {
             error: e, since, ..
         }) = self.store_failing.take()
         {
-            tracing::info!(rollout = %self.record.name, "the state database answers again after {} (last error: {e})", machine::human_span(now_millis().since(since)));
+            tracing::info!(rollout = %self.record.name, "the state database answers again after {} (last error: {e})", human_span(time::now().since(since)));
         }
     }
 
@@ -1142,9 +1113,9 @@ impl Driver {
                 (f.backoff * 2).min(STORE_BACKOFF_MAX),
                 f.error == e,
             ),
-            None => (now_millis(), STORE_BACKOFF, false),
+            None => (time::now(), STORE_BACKOFF, false),
         };
-        let wait = machine::human_span(backoff.as_millis() as u64);
+        let wait = human_span(backoff.as_millis() as u64);
         if same {
             tracing::warn!(rollout = %self.record.name, "state database still not writable (retrying in {wait}): {e}");
         } else {
@@ -1259,20 +1230,13 @@ impl Driver {
     }
 }
 
-/// The wall clock, in the machine's unit.
-pub fn now_millis() -> Millis {
-    Millis(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::machine::{State, Step};
+    use crate::controller::seams::BoxFuture;
     use crate::providers::traffic::builtin::BuiltinRouter;
+    use crate::rollout::{State, Step};
+    use crate::store::VersionSample;
     use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -1362,11 +1326,11 @@ mod tests {
                 former_stable_version: None,
                 stable_upstream: None,
                 canary_upstream: None,
-                state: State::new(now_millis()),
+                state: State::new(time::now()),
                 last_verdict: None,
                 generation: 0,
             };
-            self.store.register(&record, now_millis()).unwrap()
+            self.store.register(&record, time::now()).unwrap()
         }
 
         /// The built-in router on the rig's proxy.
@@ -1546,19 +1510,19 @@ mod tests {
     }
 
     impl TrafficRouter for Refusing {
-        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.inner.check_ready()
         }
-        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
             let mut left = self.refusals.lock().unwrap();
             if *left > 0 && weight > Weight::ZERO {
                 *left -= 1;
-                return Box::pin(async { Err("refused by the test".to_string()) });
+                return Box::pin(async { Err(Error::unavailable("refused by the test")) });
             }
             drop(left);
             self.inner.apply_weight(weight)
         }
-        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.inner.promote()
         }
     }
@@ -1745,18 +1709,20 @@ mod tests {
     }
 
     impl TrafficRouter for Gated {
-        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.inner.check_ready()
         }
-        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
             if self.closed.load(std::sync::atomic::Ordering::SeqCst) && (self.refuse)(weight) {
                 self.refusals
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                return Box::pin(async { Err("nginx -t: refused by the test".to_string()) });
+                return Box::pin(async {
+                    Err(Error::unavailable("nginx -t: refused by the test"))
+                });
             }
             self.inner.apply_weight(weight)
         }
-        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.inner.promote()
         }
     }
@@ -1879,7 +1845,7 @@ mod tests {
             .map(|e| (e.kind, e.decision.verdict))
             .collect();
         assert!(
-            kinds.contains(&("verdict".to_string(), Some("fail"))),
+            kinds.contains(&("verdict".to_string(), Some(RecordedVerdict::Fail))),
             "{kinds:?}"
         );
         assert!(kinds.iter().any(|(k, _)| k == "rolled-back"), "{kinds:?}");
@@ -1943,7 +1909,7 @@ mod tests {
         // Another writer changes the rollout under the driver.
         let mut other = rig.store.get("checkout").unwrap();
         other.state.reason = "written by another writer".into();
-        rig.store.save(&other, &[], now_millis()).unwrap();
+        rig.store.save(&other, &[], time::now()).unwrap();
         rig.verdicts
             .lock()
             .unwrap()
@@ -2044,13 +2010,13 @@ mod tests {
     struct SlowPromotion(BuiltinRouter);
 
     impl TrafficRouter for SlowPromotion {
-        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
             self.0.check_ready()
         }
-        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+        fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
             self.0.apply_weight(weight)
         }
-        fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+        fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
             Box::pin(std::future::pending())
         }
     }

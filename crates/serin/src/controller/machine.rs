@@ -30,175 +30,12 @@
 //!   rollout waiting at the end, promotes at once: the operator's evidence,
 //!   recorded as such.
 
-use std::time::Duration;
-
 use serin_proxy::Weight;
 
-/// Wall-clock time in milliseconds since the Unix epoch. An input, never read
-/// from a clock here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Millis(pub u64);
-
-impl Millis {
-    /// This time plus a duration (saturating).
-    pub fn after(self, d: Duration) -> Millis {
-        Millis(
-            self.0
-                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        )
-    }
-
-    /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
-    pub fn since(self, earlier: Millis) -> u64 {
-        self.0.saturating_sub(earlier.0)
-    }
-}
-
-/// Where a rollout is in its life (the SPEC's phases).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// Registered; health checks run before the first step.
-    Initializing,
-    /// Steps are being executed.
-    Progressing,
-    /// Held: by a pause step without duration, or by an operator.
-    Paused,
-    /// The canary became the new stable.
-    Succeeded,
-    /// All traffic is back on stable.
-    RolledBack,
-}
-
-impl Phase {
-    /// Every phase, in the SPEC's order (for metrics with one series per phase).
-    pub const ALL: [Phase; 5] = [
-        Phase::Initializing,
-        Phase::Progressing,
-        Phase::Paused,
-        Phase::Succeeded,
-        Phase::RolledBack,
-    ];
-
-    /// The SPEC's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Initializing => "Initializing",
-            Phase::Progressing => "Progressing",
-            Phase::Paused => "Paused",
-            Phase::Succeeded => "Succeeded",
-            Phase::RolledBack => "RolledBack",
-        }
-    }
-
-    /// Parses the SPEC's spelling.
-    pub fn parse(s: &str) -> Option<Phase> {
-        Phase::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-
-    /// `Succeeded` or `RolledBack`: nothing more will happen.
-    pub fn is_finished(self) -> bool {
-        matches!(self, Phase::Succeeded | Phase::RolledBack)
-    }
-}
-
-/// One step of the plan.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Step {
-    /// Send this share of requests to the canary.
-    SetWeight(Weight),
-    /// Wait this long (and until the stage is judged).
-    PauseFor(Duration),
-    /// Wait for `serin promote`.
-    PauseUntilPromoted,
-    /// Wait until this URL answers 2xx (a confirm-promotion gate).
-    PauseUntilGate(String),
-}
-
-/// What the machine needs to know of the rollout file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    /// The steps, in order.
-    pub steps: Vec<Step>,
-    /// How often a verdict is made.
-    pub interval: Duration,
-    /// Consecutive no-data verdicts that roll back.
-    pub no_data_limit: u32,
-    /// `fixed` method: a pause ends on a verdict taken at its end.
-    pub judge_at_end_of_pause: bool,
-    /// How long a timed pause may overrun, or a gate stay shut, before the
-    /// rollout is rolled back (`progressDeadline`; none: wait for ever).
-    pub progress_deadline: Option<Duration>,
-    /// Canary requests a stage needs before its verdict can be pass
-    /// (`analysis.minRequests`): named in the reasons of a rollout waiting
-    /// for that verdict.
-    pub min_requests: u64,
-}
-
-/// The verdict of one analysis: the judge's own type (`NotEnoughData` does
-/// not count towards `noDataLimit`, `NoData` does).
-pub use serin_analysis::Verdict;
-
-/// Why the rollout is held in `Paused`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hold {
-    /// A pause step without duration: waits for `promote`.
-    Step,
-    /// `serin pause` or `serin traffic`: waits for `resume` or `promote`.
-    Operator,
-}
-
-impl Hold {
-    /// As stored and shown (`pausedBy`): `step` or `operator`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hold::Step => "step",
-            Hold::Operator => "operator",
-        }
-    }
-}
-
-/// Everything the machine remembers; persisted whole after every transition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct State {
-    /// Where the rollout is.
-    pub phase: Phase,
-    /// Index of the current step; `steps.len()` once past the last one.
-    pub step: usize,
-    /// The canary weight in force.
-    pub weight: Weight,
-    /// When the current step (or the rest of a resumed pause) started counting.
-    pub step_started: Millis,
-    /// Why `Paused`, if it is.
-    pub hold: Option<Hold>,
-    /// Milliseconds of a timed pause already served when an operator paused it.
-    pub pause_served_ms: Option<u64>,
-    /// When the next analysis is due.
-    pub next_analysis: Millis,
-    /// The current weight stage has a `pass` on enough data.
-    pub stage_judged: bool,
-    /// No-data verdicts in a row.
-    pub no_data_streak: u32,
-    /// Why the rollout ended, or what it waits for.
-    pub reason: String,
-}
-
-impl State {
-    /// A rollout that has not started: all traffic on stable.
-    pub fn new(now: Millis) -> State {
-        State {
-            phase: Phase::Initializing,
-            step: 0,
-            weight: Weight::ZERO,
-            step_started: now,
-            hold: None,
-            pause_served_ms: None,
-            next_analysis: now,
-            stage_judged: false,
-            no_data_streak: 0,
-            reason: "waiting for health checks".into(),
-        }
-    }
-}
+use crate::rollout::{
+    Decision, DecisionKind, Hold, Phase, Plan, RecordedVerdict, State, Step, Verdict,
+};
+use crate::time::{Millis, human, human_span};
 
 /// Something that happened to a rollout.
 #[derive(Debug, Clone, PartialEq)]
@@ -271,60 +108,6 @@ pub enum Action {
     Notify(Phase),
 }
 
-/// What kind of decision a [`Decision`] records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecisionKind {
-    /// The rollout started.
-    Started,
-    /// A step was applied or completed.
-    Step,
-    /// An analysis verdict.
-    Verdict,
-    /// An operator command.
-    Operator,
-    /// A gate answered.
-    Gate,
-    /// Promoted: the canary is the new stable.
-    Promoted,
-    /// Rolled back.
-    RolledBack,
-}
-
-impl DecisionKind {
-    /// A short lowercase name for storage and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecisionKind::Started => "started",
-            DecisionKind::Step => "step",
-            DecisionKind::Verdict => "verdict",
-            DecisionKind::Operator => "operator",
-            DecisionKind::Gate => "gate",
-            DecisionKind::Promoted => "promoted",
-            DecisionKind::RolledBack => "rolled-back",
-        }
-    }
-}
-
-/// One recorded decision: time, step, weight, verdict and the reason with its numbers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    /// When.
-    pub at: Millis,
-    /// What kind.
-    pub kind: DecisionKind,
-    /// The index of the step it was made in (0-based, as the status's
-    /// `step`; the last step's once all are done). Text shows it 1-based.
-    pub step: usize,
-    /// The weight after the decision.
-    pub weight: Weight,
-    /// The phase after the decision.
-    pub phase: Phase,
-    /// The verdict, for verdict decisions.
-    pub verdict: Option<&'static str>,
-    /// Why, with the numbers.
-    pub reason: String,
-}
-
 /// An operator command that makes no sense in the current state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -391,7 +174,7 @@ impl Machine<'_> {
     fn record(
         &mut self,
         kind: DecisionKind,
-        verdict: Option<&'static str>,
+        verdict: Option<RecordedVerdict>,
         reason: impl Into<String>,
     ) {
         self.decisions.push(Decision {
@@ -676,7 +459,7 @@ impl Machine<'_> {
         if !matches!(self.state.phase, Phase::Progressing | Phase::Paused) {
             return; // a late answer for a rollout that has ended
         }
-        let spelled = verdict.as_str();
+        let spelled = RecordedVerdict::from(verdict);
         match verdict {
             Verdict::Fail => {
                 self.state.no_data_streak = 0;
@@ -898,40 +681,10 @@ impl Machine<'_> {
     }
 }
 
-/// `60s`, `5m`, `1m30s`, `250ms`.
-pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if !ms.is_multiple_of(1000) {
-        return format!("{ms}ms");
-    }
-    let s = ms / 1000;
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, 0) => format!("{h}h{m}m"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
-    }
-}
-
-/// A measured span, as precise as it is worth reading: `0.5s`, `7s`, `2m`,
-/// `1m30s`, `2h`, `1h15m` (tenths under 10 s, whole seconds to an hour, then
-/// minutes).
-pub fn human_span(ms: u64) -> String {
-    if ms < 10_000 && !ms.is_multiple_of(1000) {
-        return format!("{:.1}s", ms as f64 / 1000.0);
-    }
-    let mut s = (ms + 500) / 1000;
-    if s >= 3600 {
-        s -= s % 60;
-    }
-    human(Duration::from_secs(s))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn w(p: u16) -> Weight {
         Weight::from_hundredths(p * 100).unwrap()
@@ -1692,19 +1445,5 @@ mod tests {
                 Phase::RolledBack
             ]
         );
-    }
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_secs(60)), "1m");
-        assert_eq!(human(Duration::from_secs(90)), "1m30s");
-        assert_eq!(human(Duration::from_secs(45)), "45s");
-        assert_eq!(human(Duration::from_millis(250)), "250ms");
-        assert_eq!(human(Duration::from_secs(7200)), "2h");
-        assert_eq!(human(Duration::from_secs(4500)), "1h15m");
-        assert_eq!(human_span(500), "0.5s");
-        assert_eq!(human_span(7_200), "7.2s");
-        assert_eq!(human_span(41_500), "42s");
-        assert_eq!(human_span(4_530_000), "1h15m");
     }
 }

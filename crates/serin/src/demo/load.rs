@@ -36,8 +36,9 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use crate::cli::output::OutputFormat;
-use crate::cli::{duration, signals};
+use crate::cli::signals;
 use crate::exit::{Exit, invalid};
+use crate::time::parse_duration;
 
 /// The highest rate accepted, requests per second.
 pub const MAX_RPS: f64 = 1_000_000.0;
@@ -226,7 +227,7 @@ pub async fn run_load(
 /// most `options.timeout`) and sums up.
 ///
 /// A config that does not check out (URL, rate, header, zero duration) is an
-/// [`crate::exit::InvalidInput`] error naming the field; failed requests are
+/// [`crate::error::Kind::Invalid`] error naming the field; failed requests are
 /// not errors, they are counted.
 pub async fn run_load_with(
     config: LoadConfig,
@@ -490,7 +491,7 @@ fn header_flag(spec: &str) -> anyhow::Result<(String, String)> {
 }
 
 fn duration_flag(flag: &str, value: &str) -> anyhow::Result<Duration> {
-    let d = duration::parse(value).map_err(|e| invalid(format!("{flag}: {e}")))?;
+    let d = parse_duration(value).map_err(|e| invalid(format!("{flag}: {e}")))?;
     if d.is_zero() {
         return Err(invalid(format!(
             "{flag}: expected a duration above 0, got `{value}`"

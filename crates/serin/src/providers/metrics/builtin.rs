@@ -8,17 +8,17 @@
 
 use std::sync::Arc;
 
+use serin_analysis::{Histogram, Totals};
 use serin_proxy::{Proxy, StatusClass, VersionSnapshot};
 
-use super::{MetricSource, Snapshot, Totals, default_bounds_ms};
-use crate::controller::driver::BoxFuture;
+use super::default_bounds_ms;
+use crate::controller::seams::{BoxFuture, MetricSource, Snapshot};
+use crate::error::Error;
 
 /// Reads an in-process [`Proxy`]'s recorder.
 pub struct BuiltinSource {
     proxy: Arc<Proxy>,
     bounds_ms: Vec<f64>,
-    /// 4xx answers (stable, canary) in the snapshot last taken.
-    last_4xx: (u64, u64),
 }
 
 impl BuiltinSource {
@@ -27,13 +27,13 @@ impl BuiltinSource {
         BuiltinSource {
             proxy,
             bounds_ms: default_bounds_ms(),
-            last_4xx: (0, 0),
         }
     }
 }
 
 /// One version's recorder figures as totals with `bounds_ms` buckets; timed
-/// out requests count as requests and errors, with the time waited as latency.
+/// out requests count as requests and errors, with the time waited as
+/// latency; 4xx answers are its client errors.
 ///
 /// The recorder's counters and histogram are read one after the other while
 /// requests go on, so the histogram may already hold a request the counters
@@ -44,35 +44,30 @@ pub fn totals(v: &VersionSnapshot, bounds_ms: &[f64]) -> Totals {
     Totals {
         requests,
         errors: v.errors(),
-        le_ms: bounds_ms.to_vec(),
-        counts: bounds_ms
-            .iter()
-            .map(|&le| {
-                v.latency
-                    .count_between(0, (le * 1000.0).round() as u64)
-                    .min(requests)
-            })
-            .collect(),
+        client_errors: Some(v.requests_of(StatusClass::ClientError)),
+        latency: Some(Histogram {
+            le_ms: bounds_ms.to_vec(),
+            counts: bounds_ms
+                .iter()
+                .map(|&le| {
+                    v.latency
+                        .count_between(0, (le * 1000.0).round() as u64)
+                        .min(requests)
+                })
+                .collect(),
+        }),
     }
 }
 
 impl MetricSource for BuiltinSource {
-    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>> {
         let s = self.proxy.recorder().snapshot();
         let snapshot = Snapshot {
             stable: totals(&s.stable, &self.bounds_ms),
             canary: totals(&s.canary, &self.bounds_ms),
             custom: Vec::new(),
         };
-        self.last_4xx = (
-            s.stable.requests_of(StatusClass::ClientError),
-            s.canary.requests_of(StatusClass::ClientError),
-        );
         Box::pin(async move { Ok(snapshot) })
-    }
-
-    fn client_errors(&self) -> Option<(u64, u64)> {
-        Some(self.last_4xx)
     }
 }
 
@@ -95,10 +90,11 @@ mod tests {
             latency_sum: std::time::Duration::from_millis(5_105),
         };
         let t = totals(&v, &default_bounds_ms());
-        assert_eq!((t.requests, t.errors), (4, 2));
+        assert_eq!((t.requests, t.errors, t.client_errors), (4, 2, Some(0)));
         // The two waits of 2.5 s and more are above the 1 s bound.
-        let at_1s = t.le_ms.iter().position(|&le| le == 1000.0).unwrap();
-        assert_eq!(t.counts[at_1s], 2);
-        assert_eq!(*t.counts.last().unwrap(), 4);
+        let h = t.latency.unwrap();
+        let at_1s = h.le_ms.iter().position(|&le| le == 1000.0).unwrap();
+        assert_eq!(h.counts[at_1s], 2);
+        assert_eq!(*h.counts.last().unwrap(), 4);
     }
 }

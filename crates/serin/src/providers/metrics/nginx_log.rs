@@ -24,8 +24,11 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{MetricSource, Snapshot, Totals, default_bounds_ms};
-use crate::controller::driver::BoxFuture;
+use serin_analysis::{Histogram, Totals};
+
+use super::default_bounds_ms;
+use crate::controller::seams::{BoxFuture, MetricSource, Snapshot};
+use crate::error::Error;
 
 /// One line of serin's log format (nginx writes every value as a string).
 #[derive(Debug, Deserialize)]
@@ -74,9 +77,8 @@ pub struct NginxLogSource {
     /// The last bytes read: if they are no longer where we read them, the
     /// file was truncated and rewritten past our offset.
     fingerprint: Vec<u8>,
+    /// Both versions since the start (4xx answers as client errors).
     totals: Snapshot,
-    /// 4xx answers (stable, canary) since the start.
-    client_errors: (u64, u64),
     /// Lines that could not be parsed, since the start.
     pub skipped: u64,
 }
@@ -87,8 +89,11 @@ impl NginxLogSource {
     pub fn new(path: PathBuf) -> NginxLogSource {
         let bounds = default_bounds_ms();
         let empty = Totals {
-            le_ms: bounds.clone(),
-            counts: vec![0; bounds.len()],
+            client_errors: Some(0),
+            latency: Some(Histogram {
+                counts: vec![0; bounds.len()],
+                le_ms: bounds,
+            }),
             ..Totals::default()
         };
         let mut source = NginxLogSource {
@@ -102,7 +107,6 @@ impl NginxLogSource {
                 canary: empty,
                 custom: Vec::new(),
             },
-            client_errors: (0, 0),
             skipped: 0,
         };
         if is_regular(&source.path)
@@ -210,9 +214,9 @@ impl NginxLogSource {
             }
             return;
         };
-        let (totals, client_errors) = match version.as_str() {
-            "stable" => (&mut self.totals.stable, &mut self.client_errors.0),
-            "canary" => (&mut self.totals.canary, &mut self.client_errors.1),
+        let totals = match version.as_str() {
+            "stable" => &mut self.totals.stable,
+            "canary" => &mut self.totals.canary,
             _ => {
                 self.skipped += 1;
                 return;
@@ -224,28 +228,30 @@ impl NginxLogSource {
         }
         totals.requests += 1;
         if (400..500).contains(&status) && !timed_out {
-            *client_errors += 1;
+            *totals.client_errors.get_or_insert(0) += 1;
         }
         if status >= 500 || timed_out {
             totals.errors += 1;
         }
         let ms = seconds * 1000.0;
-        for (le, count) in totals.le_ms.iter().zip(totals.counts.iter_mut()) {
-            if ms <= *le {
-                *count += 1;
+        if let Some(h) = &mut totals.latency {
+            for (le, count) in h.le_ms.iter().zip(h.counts.iter_mut()) {
+                if ms <= *le {
+                    *count += 1;
+                }
             }
         }
     }
 }
 
 impl MetricSource for NginxLogSource {
-    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
-        let result = self.poll().map(|()| self.totals.clone());
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>> {
+        // A log that cannot be read now (rotated away, not yet written).
+        let result = self
+            .poll()
+            .map(|()| self.totals.clone())
+            .map_err(Error::unavailable);
         Box::pin(async move { result })
-    }
-
-    fn client_errors(&self) -> Option<(u64, u64)> {
-        Some(self.client_errors)
     }
 }
 
@@ -286,18 +292,30 @@ mod tests {
         let t = &src.totals;
         assert_eq!((t.stable.requests, t.stable.errors), (1, 0));
         assert_eq!((t.canary.requests, t.canary.errors), (2, 1));
-        let at =
-            |tot: &Totals, le: f64| tot.counts[tot.le_ms.iter().position(|&b| b == le).unwrap()];
+        let at = |tot: &Totals, le: f64| {
+            let h = tot.latency.as_ref().unwrap();
+            h.counts[h.le_ms.iter().position(|&b| b == le).unwrap()]
+        };
         assert_eq!(at(&t.canary, 2.0), 1);
         assert_eq!(at(&t.canary, 100.0), 1);
         assert_eq!(at(&t.canary, 150.0), 2);
-        assert_eq!(src.client_errors(), Some((0, 0)));
+        let client_errors = |src: &NginxLogSource| {
+            (
+                src.totals.stable.client_errors,
+                src.totals.canary.client_errors,
+            )
+        };
+        assert_eq!(client_errors(&src), (Some(0), Some(0)));
         append(
             &path,
             &(line("canary", 404, 0.001) + &line("canary", 403, 0.001)),
         );
         src.poll().unwrap();
-        assert_eq!(src.client_errors(), Some((0, 2)), "4xx counted per version");
+        assert_eq!(
+            client_errors(&src),
+            (Some(0), Some(2)),
+            "4xx counted per version"
+        );
         assert_eq!(src.totals.canary.errors, 1, "and not as errors");
     }
 
@@ -337,9 +355,10 @@ mod tests {
             (3, 2),
             "two waits timed out, one answered"
         );
-        assert_eq!(src.client_errors(), Some((0, 0)), "none of them a 4xx");
-        let at_1s = c.le_ms.iter().position(|&le| le == 1000.0).unwrap();
-        assert_eq!(c.counts[at_1s], 1, "the waits count with the time waited");
+        assert_eq!(c.client_errors, Some(0), "none of them a 4xx");
+        let h = c.latency.as_ref().unwrap();
+        let at_1s = h.le_ms.iter().position(|&le| le == 1000.0).unwrap();
+        assert_eq!(h.counts[at_1s], 1, "the waits count with the time waited");
     }
 
     #[test]

@@ -31,8 +31,10 @@ use serde::Deserialize;
 use serin_analysis::Ratio;
 use serin_proxy::Version;
 
-use super::{MetricSource, Snapshot, Totals};
-use crate::controller::driver::BoxFuture;
+use serin_analysis::{Histogram, Totals};
+
+use crate::controller::seams::{BoxFuture, MetricSource, Snapshot};
+use crate::error::Error;
 
 /// How long one query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,8 +134,6 @@ pub struct PrometheusSource {
     canary: VersionState,
     /// Query of the 4xx counter of `{{version}}`, if any.
     client_errors: Option<String>,
-    /// 4xx (stable, canary) of the last snapshot.
-    last_client_errors: (u64, u64),
 }
 
 impl PrometheusSource {
@@ -145,7 +145,6 @@ impl PrometheusSource {
             stable: VersionState::default(),
             canary: VersionState::default(),
             client_errors: None,
-            last_client_errors: (0, 0),
         }
     }
 
@@ -306,18 +305,18 @@ impl PrometheusSource {
                 b.1,
             )?);
         }
-        if let (Some(q), Some(x)) = (&self.client_errors, client_errors) {
-            let c = count(q, state.client_errors.feed(x, at))?;
-            match version {
-                Version::Stable => self.last_client_errors.0 = c,
-                Version::Canary => self.last_client_errors.1 = c,
-            }
-        }
+        let client_errors = match (&self.client_errors, client_errors) {
+            (Some(q), Some(x)) => Some(count(q, state.client_errors.feed(x, at))?),
+            _ => None,
+        };
         Ok(Totals {
             requests,
             errors,
-            le_ms: buckets.iter().map(|b| b.0).collect(),
-            counts,
+            client_errors,
+            latency: (!buckets.is_empty()).then(|| Histogram {
+                le_ms: buckets.iter().map(|b| b.0).collect(),
+                counts,
+            }),
         })
     }
 }
@@ -382,8 +381,16 @@ fn unix_now() -> f64 {
 }
 
 impl MetricSource for PrometheusSource {
-    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, String>> {
-        Box::pin(async move {
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>> {
+        Box::pin(async move { self.read().await.map_err(Error::unavailable) })
+    }
+}
+
+impl PrometheusSource {
+    /// Both versions' totals (and custom metrics) now, or what Prometheus
+    /// said instead.
+    async fn read(&mut self) -> Result<Snapshot, String> {
+        {
             let at = unix_now();
             let stable = self.totals(Version::Stable, at).await?;
             let canary = self.totals(Version::Canary, at).await?;
@@ -399,11 +406,7 @@ impl MetricSource for PrometheusSource {
                 canary,
                 custom,
             })
-        })
-    }
-
-    fn client_errors(&self) -> Option<(u64, u64)> {
-        self.client_errors.as_ref().map(|_| self.last_client_errors)
+        }
     }
 }
 
@@ -558,7 +561,7 @@ mod tests {
         );
         // No denominator is no data, naming the metric.
         state.lock().unwrap().values.remove("visits{v=\"canary\"}");
-        let err = source.snapshot().await.unwrap_err();
+        let err = source.snapshot().await.unwrap_err().to_string();
         assert!(
             err.contains("custom metric `conversion` denominator") && err.contains("no series"),
             "{err}"
@@ -575,6 +578,7 @@ mod tests {
             .port();
         let mut source = PrometheusSource::new(config(format!("http://127.0.0.1:{port}")));
         let err = source.snapshot().await.unwrap_err();
-        assert!(err.contains("unreachable"), "{err}");
+        assert_eq!(err.kind(), crate::error::Kind::Unavailable);
+        assert!(err.to_string().contains("unreachable"), "{err}");
     }
 }

@@ -6,21 +6,27 @@ use std::sync::Arc;
 
 use serin_proxy::{Proxy, RoutingTable, Upstream, Version, Weight};
 
-use crate::controller::driver::{BoxFuture, TrafficRouter};
 use crate::controller::probe;
+use crate::controller::seams::{BoxFuture, TrafficRouter};
+use crate::error::{Error, Kind};
 
 /// The path asked by the health check. Any answer below 500 means the
 /// version is up (a service without `/healthz` answers 404, which is fine).
 pub const HEALTH_PATH: &str = "/healthz";
 
-/// Health-checks plain-HTTP upstreams: each must answer [`HEALTH_PATH`] below 500.
-pub async fn check_upstreams(upstreams: &[(Version, &Upstream)]) -> Result<(), String> {
+/// Health-checks plain-HTTP upstreams: each must answer [`HEALTH_PATH`]
+/// below 500; one that does not is unavailable.
+pub async fn check_upstreams(upstreams: &[(Version, &Upstream)]) -> Result<(), Error> {
     for (version, upstream) in upstreams {
         let url = format!("{upstream}{HEALTH_PATH}");
         match probe::get(&url).await {
             Ok(status) if status.as_u16() < 500 => {}
-            Ok(status) => return Err(format!("{version} ({url}) answered {status}")),
-            Err(e) => return Err(format!("{version}: {e}")),
+            Ok(status) => {
+                return Err(Error::unavailable(format!(
+                    "{version} ({url}) answered {status}"
+                )));
+            }
+            Err(e) => return Err(Error::unavailable(format!("{version}: {e}"))),
         }
     }
     Ok(())
@@ -39,7 +45,7 @@ impl BuiltinRouter {
 }
 
 impl TrafficRouter for BuiltinRouter {
-    fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let table = self.proxy.table();
             check_upstreams(&[
@@ -50,12 +56,12 @@ impl TrafficRouter for BuiltinRouter {
         })
     }
 
-    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
         self.proxy.set_weight(weight);
         Box::pin(async { Ok(()) })
     }
 
-    fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
         let old = self.proxy.table();
         let canary = old.upstream(Version::Canary).to_string();
         let result = RoutingTable::new(&canary, &canary, Weight::ZERO)
@@ -64,7 +70,8 @@ impl TrafficRouter for BuiltinRouter {
                     .with_routes(old.routes().to_vec())
             })
             .map(|t| self.proxy.set_table(t))
-            .map_err(|e| e.to_string());
+            // The canary's upstream was a table's already: never refused.
+            .map_err(|e| Error::new(Kind::Internal, e.to_string()));
         Box::pin(async move { result })
     }
 }

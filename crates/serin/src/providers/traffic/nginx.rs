@@ -38,7 +38,8 @@ use std::time::Duration;
 use serin_proxy::{Match, Route, StickyKey, Upstream, Version, Weight};
 use tokio::sync::Mutex;
 
-use crate::controller::driver::{BoxFuture, TrafficRouter};
+use crate::controller::seams::{BoxFuture, TrafficRouter};
+use crate::error::{Error, Kind};
 
 /// How long `test` or `reload` may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -299,6 +300,21 @@ pub enum NginxError {
         /// What the marker answered last.
         detail: String,
     },
+}
+
+impl From<NginxError> for Error {
+    /// nginx that refuses or fails a change is unavailable (the same change
+    /// may pass once nginx or its configuration is fixed); a path serin
+    /// must not write is a conflict with whoever owns it.
+    fn from(e: NginxError) -> Error {
+        let kind = match &e {
+            NginxError::File { .. } | NginxError::Command { .. } | NginxError::NotServed { .. } => {
+                Kind::Unavailable
+            }
+            NginxError::NotOurs { .. } | NginxError::NotALog { .. } => Kind::Conflict,
+        };
+        Error::new(kind, e.to_string())
+    }
 }
 
 /// A command's output on one line (its status when it printed nothing).
@@ -580,7 +596,7 @@ impl NginxRouter {
 }
 
 impl TrafficRouter for NginxRouter {
-    fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let (stable, canary) = {
                 let c = self.config.lock().await;
@@ -594,23 +610,19 @@ impl TrafficRouter for NginxRouter {
         })
     }
 
-    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let config = self.config.lock().await;
-            install(&config, &render(&config, weight))
-                .await
-                .map_err(|e| e.to_string())
+            Ok(install(&config, &render(&config, weight)).await?)
         })
     }
 
-    fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let mut config = self.config.lock().await;
             let mut promoted = config.clone();
             promoted.stable = config.canary.clone();
-            install(&promoted, &render(&promoted, Weight::ZERO))
-                .await
-                .map_err(|e| e.to_string())?;
+            install(&promoted, &render(&promoted, Weight::ZERO)).await?;
             *config = promoted;
             Ok(())
         })

@@ -45,7 +45,8 @@ use serde_json::Value;
 use serin_proxy::{Route, StickyKey, Version, Weight};
 use tokio::sync::Mutex;
 
-use crate::controller::driver::{BoxFuture, TrafficRouter};
+use crate::controller::seams::{BoxFuture, TrafficRouter};
+use crate::error::{Error, Kind};
 
 pub use deployments::scaled_replicas;
 pub use prometheus_templates::prometheus_queries;
@@ -263,15 +264,24 @@ pub struct KubernetesRouter {
 }
 
 /// Turns a kube error into the text shown to the user, naming the object.
-fn api_error(what: &str, e: kube::Error) -> String {
+/// The cluster's answer as an error of its kind: a field another manager
+/// owns is a conflict, an object the cluster refuses as malformed is
+/// invalid (its values come from the rollout file), anything else (not
+/// found yet, forbidden, no answer) is unavailable: it may pass later.
+fn api_error(what: &str, e: kube::Error) -> Error {
     match e {
-        kube::Error::Api(s) if s.code == 409 => format!(
+        kube::Error::Api(s) if s.code == 409 => Error::conflict(format!(
             "{what}: conflict, not forced: {}. serin applies as field manager `{FIELD_MANAGER}` and never takes fields from other managers; change them where they are managed, or hand them to serin (docs/kubernetes.md, \"Field ownership\")",
             s.message
-        ),
-        kube::Error::Api(s) if s.code == 404 => format!("{what}: not found"),
-        kube::Error::Api(s) => format!("{what}: {} {}: {}", s.code, s.reason, s.message),
-        other => format!("{what}: {other}"),
+        )),
+        kube::Error::Api(s) if s.code == 404 => Error::unavailable(format!("{what}: not found")),
+        kube::Error::Api(s) if s.code == 400 || s.code == 422 => {
+            Error::invalid(format!("{what}: {} {}: {}", s.code, s.reason, s.message))
+        }
+        kube::Error::Api(s) => {
+            Error::unavailable(format!("{what}: {} {}: {}", s.code, s.reason, s.message))
+        }
+        other => Error::unavailable(format!("{what}: {other}")),
     }
 }
 
@@ -308,7 +318,7 @@ impl KubernetesRouter {
         format!("{kind} {}/{name}", self.ns())
     }
 
-    async fn get_typed<K>(&self, kind: &str, name: &str) -> Result<K, String>
+    async fn get_typed<K>(&self, kind: &str, name: &str) -> Result<K, Error>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -322,7 +332,7 @@ impl KubernetesRouter {
             .map_err(|e| api_error(&self.what(kind, name), e))
     }
 
-    async fn get_dynamic(&self, ar: &ApiResource, name: &str) -> Result<Option<Value>, String> {
+    async fn get_dynamic(&self, ar: &ApiResource, name: &str) -> Result<Option<Value>, Error> {
         let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), ar);
         match api.get_opt(name).await {
             Ok(o) => Ok(o.map(|o| serde_json::to_value(o).unwrap_or(Value::Null))),
@@ -330,7 +340,7 @@ impl KubernetesRouter {
         }
     }
 
-    async fn apply(&self, o: &Object) -> Result<(), String> {
+    async fn apply(&self, o: &Object) -> Result<(), Error> {
         let api =
             Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), &o.resource);
         api.patch(
@@ -343,7 +353,7 @@ impl KubernetesRouter {
         .map_err(|e| api_error(&self.what(&o.resource.kind, &o.name), e))
     }
 
-    async fn apply_deployment(&self, d: &Deployment) -> Result<Deployment, String> {
+    async fn apply_deployment(&self, d: &Deployment) -> Result<Deployment, Error> {
         let name = d.metadata.name.clone().unwrap_or_default();
         Api::<Deployment>::namespaced(self.client.clone(), self.ns())
             .patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(d))
@@ -352,27 +362,29 @@ impl KubernetesRouter {
     }
 
     /// Reads the user's objects and works out everything serin writes.
-    async fn read_plan(&self) -> Result<Plan, String> {
+    async fn read_plan(&self) -> Result<Plan, Error> {
         let t = &self.target;
         let stable: Deployment = self.get_typed("Deployment", &t.deployment).await?;
         let service: Service = self.get_typed("Service", &t.service).await?;
-        let selector = deployments::service_selector(&service, &self.what("Service", &t.service))?;
+        let selector = deployments::service_selector(&service, &self.what("Service", &t.service))
+            .map_err(Error::conflict)?;
         let (routing, rename) = match t.provider {
             KubeProvider::NginxIngress => {
                 let name = t.ingress.as_deref().unwrap_or_default();
                 let ingress = self.get_typed("Ingress", name).await?;
                 let p =
-                    nginx_ingress::CanaryIngress::new(self.ns(), &ingress, &t.service, &t.routes)?;
+                    nginx_ingress::CanaryIngress::new(self.ns(), &ingress, &t.service, &t.routes)
+                        .map_err(Error::conflict)?;
                 (Routing::Nginx(Box::new(p)), true)
             }
             KubeProvider::GatewayApi => {
                 let name = t.http_route.as_deref().unwrap_or_default();
                 let ar = gateway_api::resource();
-                let live = self
-                    .get_dynamic(&ar, name)
-                    .await?
-                    .ok_or_else(|| format!("{}: not found", self.what("HTTPRoute", name)))?;
-                let p = gateway_api::RoutePlan::new(self.ns(), &live, &t.service, &t.routes)?;
+                let live = self.get_dynamic(&ar, name).await?.ok_or_else(|| {
+                    Error::unavailable(format!("{}: not found", self.what("HTTPRoute", name)))
+                })?;
+                let p = gateway_api::RoutePlan::new(self.ns(), &live, &t.service, &t.routes)
+                    .map_err(Error::conflict)?;
                 (Routing::Gateway(p), true)
             }
             KubeProvider::Istio => {
@@ -380,7 +392,12 @@ impl KubernetesRouter {
                 let live = self
                     .get_dynamic(&istio::virtual_service(), name)
                     .await?
-                    .ok_or_else(|| format!("{}: not found", self.what("VirtualService", name)))?;
+                    .ok_or_else(|| {
+                        Error::unavailable(format!(
+                            "{}: not found",
+                            self.what("VirtualService", name)
+                        ))
+                    })?;
                 let dr = self.get_dynamic(&istio::destination_rule(), name).await?;
                 let p = istio::IstioPlan::new(
                     self.ns(),
@@ -390,7 +407,8 @@ impl KubernetesRouter {
                     &selector,
                     &t.service,
                     &t.routes,
-                )?;
+                )
+                .map_err(Error::conflict)?;
                 (Routing::Istio(p), false)
             }
         };
@@ -401,7 +419,8 @@ impl KubernetesRouter {
             rename,
             &t.canary_version,
             t.canary_image.as_deref(),
-        )?;
+        )
+        .map_err(Error::conflict)?;
         let support = match &routing {
             Routing::Istio(p) => p.destination_rule(),
             _ => Object {
@@ -412,7 +431,7 @@ impl KubernetesRouter {
                     &service,
                     &canary.selector,
                 ))
-                .map_err(|e| format!("canary Service: {e}"))?,
+                .map_err(|e| Error::new(Kind::Internal, format!("canary Service: {e}")))?,
             },
         };
         Ok(Plan {
@@ -423,7 +442,7 @@ impl KubernetesRouter {
         })
     }
 
-    async fn plan(&self, state: &mut State) -> Result<Plan, String> {
+    async fn plan(&self, state: &mut State) -> Result<Plan, Error> {
         if let Some(p) = &state.plan {
             return Ok(p.clone());
         }
@@ -448,7 +467,7 @@ impl KubernetesRouter {
 
     /// First use: the canary Deployment, its Service or subsets, the routing
     /// at weight 0.
-    async fn set_up(&self, state: &mut State) -> Result<(), String> {
+    async fn set_up(&self, state: &mut State) -> Result<(), Error> {
         let plan = self.plan(state).await?;
         let replicas = self.replicas(&plan, Weight::ZERO).max(1);
         self.apply_deployment(&plan.canary.with_replicas(replicas))
@@ -459,7 +478,7 @@ impl KubernetesRouter {
         Ok(())
     }
 
-    async fn check_ready_locked(&self, state: &mut State) -> Result<(), String> {
+    async fn check_ready_locked(&self, state: &mut State) -> Result<(), Error> {
         if !state.set_up {
             self.set_up(state).await?;
         }
@@ -488,11 +507,11 @@ impl KubernetesRouter {
         if waiting.is_empty() {
             Ok(())
         } else {
-            Err(waiting.join("; "))
+            Err(Error::unavailable(waiting.join("; ")))
         }
     }
 
-    async fn apply_weight_locked(&self, state: &mut State, weight: Weight) -> Result<(), String> {
+    async fn apply_weight_locked(&self, state: &mut State, weight: Weight) -> Result<(), Error> {
         if weight == Weight::ZERO {
             if !state.set_up {
                 return self.set_up(state).await;
@@ -518,26 +537,26 @@ impl KubernetesRouter {
         }
         let r = deployments::readiness(&applied);
         if !r.done {
-            return Err(format!(
+            return Err(Error::unavailable(format!(
                 "canary Deployment {}/{} {}/{} ready; the weight moves to {weight} % once all are",
                 self.ns(),
                 self.target.canary_deployment(),
                 r.ready,
                 r.want
-            ));
+            )));
         }
         self.apply(&plan.routing.render(weight, true)).await
     }
 
     /// All traffic to stable, header routes dropped, canary at 0 replicas.
-    async fn retire_canary(&self, plan: &Plan) -> Result<(), String> {
+    async fn retire_canary(&self, plan: &Plan) -> Result<(), Error> {
         self.apply(&plan.routing.render(Weight::ZERO, false))
             .await?;
         self.apply_deployment(&plan.canary.with_replicas(0)).await?;
         Ok(())
     }
 
-    async fn promote_locked(&self, state: &mut State) -> Result<(), String> {
+    async fn promote_locked(&self, state: &mut State) -> Result<(), Error> {
         let plan = self.plan(state).await?;
         let t = &self.target;
         let body = deployments::stable_image_patch(
@@ -563,13 +582,13 @@ impl KubernetesRouter {
                 break;
             }
             if started.elapsed() >= self.timeout {
-                return Err(format!(
+                return Err(Error::unavailable(format!(
                     "{what} has not rolled out the canary's image {} after {} s ({}/{} ready); traffic stays on the canary",
                     plan.canary.image,
                     self.timeout.as_secs(),
                     r.ready,
                     r.want
-                ));
+                )));
             }
             tokio::time::sleep(self.poll).await;
         }
@@ -578,7 +597,7 @@ impl KubernetesRouter {
 
     /// `serin cleanup`: weight 0 without header routes, the canary scaled to
     /// 0, and (nginx-ingress) the canary Ingress deleted.
-    pub async fn cleanup(&self) -> Result<(), String> {
+    pub async fn cleanup(&self) -> Result<(), Error> {
         let mut state = self.state.lock().await;
         let plan = self.plan(&mut state).await?;
         self.retire_canary(&plan).await?;
@@ -598,21 +617,21 @@ impl KubernetesRouter {
 }
 
 impl TrafficRouter for KubernetesRouter {
-    fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
             self.check_ready_locked(&mut state).await
         })
     }
 
-    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), String>> {
+    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
             self.apply_weight_locked(&mut state, weight).await
         })
     }
 
-    fn promote(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
             self.promote_locked(&mut state).await
@@ -622,10 +641,13 @@ impl TrafficRouter for KubernetesRouter {
 
 /// A client from `KUBECONFIG` (or `~/.kube/config`), else the in-cluster
 /// service account.
-pub async fn client_from_env() -> Result<kube::Client, String> {
+pub async fn client_from_env() -> Result<kube::Client, Error> {
     crate::notify::install_crypto();
     let config = kube::Config::infer().await.map_err(|e| {
-        format!("no Kubernetes configuration (KUBECONFIG, ~/.kube/config, or in-cluster): {e}")
+        Error::unavailable(format!(
+            "no Kubernetes configuration (KUBECONFIG, ~/.kube/config, or in-cluster): {e}"
+        ))
     })?;
-    kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
+    kube::Client::try_from(config)
+        .map_err(|e| Error::unavailable(format!("Kubernetes client: {e}")))
 }

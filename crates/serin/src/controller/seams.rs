@@ -1,0 +1,96 @@
+//! The controller's seams: what it needs from the world, as traits the
+//! providers implement. The controller depends on these alone, never on a
+//! provider, the daemon or the command line.
+//!
+//! - [`TrafficRouter`]: make a data plane send a share of traffic to the
+//!   canary (the built-in proxy, nginx, Kubernetes).
+//! - [`MetricSource`]: cumulative per-version totals ([`Snapshot`], built on
+//!   the judge's own [`Totals`]) read every interval (the built-in recorder,
+//!   nginx's access log, Prometheus).
+//! - [`Analysis`]: a metric source and the judge together, one interval at a
+//!   time ([`crate::controller::analysis::LiveAnalysis`]).
+//!
+//! Failures carry a [`crate::error::Kind`], so a port in use or a refused
+//! `nginx -t` reads as "unavailable" wherever it surfaces.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serin_analysis::{Observation, Ratio, Totals};
+use serin_proxy::Weight;
+
+use crate::error::Error;
+use crate::rollout::Verdict;
+use crate::store::VersionSample;
+
+/// A boxed future, for object-safe async seams.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Makes a data plane send a share of traffic to the canary.
+pub trait TrafficRouter: Send + Sync {
+    /// Both versions can take traffic (health check / readiness), or why not.
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>>;
+    /// Send `weight` % of requests to the canary (route matches stay in force).
+    fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>>;
+    /// The canary becomes the new stable: all traffic on it.
+    fn promote(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+/// Both versions' cumulative totals at one moment, as a metric source read
+/// them: requests, errors, 4xx where the source counts them, and the
+/// latency histogram where it has one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Stable.
+    pub stable: Totals,
+    /// Canary.
+    pub canary: Totals,
+    /// Custom business metrics (`analysis.custom`), in the rollout file's
+    /// order: cumulative numerator and denominator as (stable, canary),
+    /// never going backwards (the source carries counter resets). Sources
+    /// that cannot query them (the built-in recorder, nginx's access log)
+    /// leave it empty, which the judge reports as no data for a configured
+    /// custom metric.
+    pub custom: Vec<(Ratio, Ratio)>,
+}
+
+impl Snapshot {
+    /// The judge's observation of these numbers, taken `at` seconds (any
+    /// fixed origin).
+    pub fn observation(&self, at: Option<f64>) -> Observation {
+        Observation {
+            stable: self.stable.clone(),
+            canary: self.canary.clone(),
+            custom: self.custom.clone(),
+            at,
+        }
+    }
+}
+
+/// Where the judge's numbers come from.
+pub trait MetricSource: Send {
+    /// Cumulative totals now, or why there are none (which the judge treats
+    /// as no data — never as a pass).
+    fn snapshot(&mut self) -> BoxFuture<'_, Result<Snapshot, Error>>;
+}
+
+/// One interval's analysis: what the judge said and the numbers behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysed {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why, with the numbers.
+    pub reason: String,
+    /// The interval's numbers per version, if the source answered.
+    pub sample: Option<(VersionSample, VersionSample)>,
+}
+
+/// Takes metrics from a source and judges them. It runs on a task of its
+/// own: however long it takes, the rollout's commands are answered.
+pub trait Analysis: Send {
+    /// A new weight stage begins (absolute limits and `fixed` tests restart
+    /// from the numbers as they are now).
+    fn begin_stage(&mut self, weight: Weight) -> BoxFuture<'_, ()>;
+    /// Judge the interval that just ended.
+    fn analyse(&mut self, end_of_pause: bool) -> BoxFuture<'_, Analysed>;
+}
