@@ -19,7 +19,7 @@ use crate::providers::metrics::builtin::BuiltinSource;
 use crate::providers::metrics::nginx_log::NginxLogSource;
 use crate::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, PrometheusSource};
 use crate::providers::traffic::builtin::BuiltinRouter;
-use crate::providers::traffic::kubernetes::{KubeProvider, KubeTarget, KubernetesRouter};
+use crate::providers::traffic::kubernetes::{KubeTarget, KubernetesRouter};
 use crate::providers::traffic::nginx::{NginxConfig, NginxRouter};
 use crate::spec::{NginxSettings, Provider, Rollout};
 use crate::store::{RolloutRecord, Store};
@@ -37,32 +37,6 @@ pub enum PlaneKind {
     Nginx(NginxSettings),
     /// Deployments and routing objects in a Kubernetes cluster.
     Kubernetes(KubeTarget),
-}
-
-/// What a Kubernetes provider needs of the rollout file; `None` for the
-/// other providers.
-pub fn kube_target(rollout: &Rollout) -> Option<KubeTarget> {
-    let provider = match rollout.traffic.provider {
-        Provider::NginxIngress => KubeProvider::NginxIngress,
-        Provider::Istio => KubeProvider::Istio,
-        Provider::GatewayApi => KubeProvider::GatewayApi,
-        Provider::Builtin | Provider::Nginx => return None,
-    };
-    let k = rollout.traffic.kubernetes.clone()?;
-    Some(KubeTarget {
-        provider,
-        namespace: k.namespace,
-        deployment: k.deployment,
-        service: k.service,
-        ingress: k.ingress,
-        virtual_service: k.virtual_service,
-        http_route: k.http_route,
-        scale_with_weight: k.scale_with_weight,
-        canary_version: rollout.canary.version.clone(),
-        canary_image: rollout.canary.image.clone(),
-        sticky: rollout.traffic.sticky.clone(),
-        routes: rollout.traffic.routes.clone(),
-    })
 }
 
 /// Everything needed to run a rollout, taken from its rollout file.
@@ -103,9 +77,13 @@ impl Setup {
                     .ok_or("traffic.nginx: missing")?,
             ),
             Provider::NginxIngress | Provider::Istio | Provider::GatewayApi => {
-                let target = kube_target(rollout).ok_or("traffic.kubernetes: missing")?;
-                target.validate()?;
-                PlaneKind::Kubernetes(target)
+                PlaneKind::Kubernetes(
+                    rollout
+                        .traffic
+                        .kubernetes
+                        .clone()
+                        .ok_or("traffic.kubernetes: missing")?,
+                )
             }
         };
         let listen = rollout.traffic.listen;
@@ -502,6 +480,7 @@ pub fn parser() -> crate::daemon::Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::KubeProvider;
 
     fn example(name: &str) -> Rollout {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,7 +10,9 @@
 //! giving up, and builds a [`Rollout`]: the only type the rest of serin sees.
 
 mod analysis;
+mod kubernetes;
 mod notifications;
+mod prometheus_templates;
 mod raw;
 mod steps;
 mod traffic;
@@ -30,6 +32,8 @@ use crate::notify;
 use raw::{RawRollout, RawSide};
 use values::{readable_label, same_server};
 
+pub use kubernetes::{CANARY_SUFFIX, KubeProvider, KubeTarget};
+pub use prometheus_templates::prometheus_queries;
 pub use values::valid_name;
 
 // ---------------------------------------------------------------------------
@@ -100,10 +104,17 @@ impl Provider {
 
     /// Runs on Kubernetes.
     pub fn is_kubernetes(self) -> bool {
-        matches!(
-            self,
-            Provider::NginxIngress | Provider::Istio | Provider::GatewayApi
-        )
+        self.kubernetes().is_some()
+    }
+
+    /// The Kubernetes provider this is, if it is one.
+    pub fn kubernetes(self) -> Option<KubeProvider> {
+        match self {
+            Provider::NginxIngress => Some(KubeProvider::NginxIngress),
+            Provider::Istio => Some(KubeProvider::Istio),
+            Provider::GatewayApi => Some(KubeProvider::GatewayApi),
+            Provider::Builtin | Provider::Nginx => None,
+        }
     }
 }
 
@@ -121,7 +132,9 @@ pub struct Traffic {
     /// `provider: nginx` settings.
     pub nginx: Option<NginxSettings>,
     /// Kubernetes providers' settings.
-    pub kubernetes: Option<KubernetesSettings>,
+    /// Kubernetes providers' target, checked, with the canary's version
+    /// and image and the routes.
+    pub kubernetes: Option<KubeTarget>,
 }
 
 /// `traffic.nginx`.
@@ -135,25 +148,6 @@ pub struct NginxSettings {
     pub reload: Vec<String>,
     /// The JSON access log serin writes and reads.
     pub access_log: PathBuf,
-}
-
-/// `traffic.kubernetes`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KubernetesSettings {
-    /// Namespace of every object.
-    pub namespace: String,
-    /// The stable Deployment; serin manages `<deployment>-canary`.
-    pub deployment: String,
-    /// The stable Service; the canary's is `<service>-canary`.
-    pub service: String,
-    /// nginx-ingress: the primary Ingress.
-    pub ingress: Option<String>,
-    /// istio: the VirtualService (and DestinationRule of the same name).
-    pub virtual_service: Option<String>,
-    /// gateway-api: the HTTPRoute.
-    pub http_route: Option<String>,
-    /// Canary replicas follow the weight.
-    pub scale_with_weight: bool,
 }
 
 /// How the statistics are done.
@@ -385,14 +379,13 @@ pub fn read(path: &std::path::Path) -> Result<Rollout, SpecError> {
 /// Kubernetes providers with only a Prometheus address get the queries for
 /// their standard metrics (docs/kubernetes.md).
 fn ready_made_queries(r: &mut Rollout) {
-    let Some(target) = crate::runtime::kube_target(r) else {
+    let Some(target) = &r.traffic.kubernetes else {
         return;
     };
     if let Some(p) = &mut r.analysis.prometheus
         && p.requests.is_empty()
     {
-        let (requests, errors, latency) =
-            crate::providers::traffic::kubernetes::prometheus_queries(target.provider, &target);
+        let (requests, errors, latency) = prometheus_queries(target.provider, target);
         p.requests = requests;
         p.errors = errors;
         p.latency_buckets = Some(latency);
@@ -442,8 +435,8 @@ impl Checker {
                 ),
             );
         }
-        let stable = self.side(raw.stable, "stable", None);
-        let canary = self.side(raw.canary, "canary", Some(&stable));
+        let (stable, _) = self.side(raw.stable, "stable", None);
+        let (canary, canary_version_at) = self.side(raw.canary, "canary", Some(&stable));
         let (raw_traffic, traffic_ok) = self.section(
             raw.traffic,
             "traffic: expected a section with at least listen (e.g. `listen: 127.0.0.1:8080`), got nothing after `traffic:`",
@@ -471,7 +464,7 @@ impl Checker {
             );
         }
         let traffic = if traffic_ok {
-            self.traffic(raw_traffic, &stable, &canary)
+            self.traffic(raw_traffic, &stable, &canary, &canary_version_at)
         } else {
             None
         };
@@ -543,8 +536,14 @@ impl Checker {
         }
     }
 
-    /// One version's section; the canary's is checked against `stable`'s.
-    fn side(&mut self, raw: Spanned<RawSide>, which: &str, stable: Option<&Side>) -> Side {
+    /// One version's section, and where its version is written; the
+    /// canary's is checked against `stable`'s.
+    fn side(
+        &mut self,
+        raw: Spanned<RawSide>,
+        which: &str,
+        stable: Option<&Side>,
+    ) -> (Side, Location) {
         let RawSide {
             version,
             upstream,
@@ -589,11 +588,14 @@ impl Checker {
             }
             u.value
         });
-        Side {
-            version: version.value,
-            upstream,
-            image,
-        }
+        (
+            Side {
+                version: version.value,
+                upstream,
+                image,
+            },
+            version.referenced,
+        )
     }
 }
 

@@ -118,16 +118,16 @@ pub(super) struct RawNginx {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawKubernetes {
     #[serde(default)]
-    pub(super) namespace: Option<String>,
-    pub(super) deployment: String,
+    pub(super) namespace: Option<Spanned<String>>,
+    pub(super) deployment: Spanned<String>,
     #[serde(default)]
-    pub(super) service: Option<String>,
+    pub(super) service: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) ingress: Option<String>,
+    pub(super) ingress: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) virtual_service: Option<String>,
+    pub(super) virtual_service: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) http_route: Option<String>,
+    pub(super) http_route: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) scale_with_weight: Option<bool>,
 }

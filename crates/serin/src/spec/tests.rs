@@ -1,3 +1,4 @@
+use super::kubernetes::valid_tag;
 use super::values::shorthand_ipv4;
 use super::*;
 
@@ -637,4 +638,14 @@ fn json_is_read_too() {
         r.steps,
         vec![Step::SetWeight(Weight::from_percent(50.0).expect("w"))]
     );
+}
+
+#[test]
+fn tags_are_checked() {
+    assert!(valid_tag("v1.2.0"));
+    assert!(valid_tag("_x-1"));
+    assert!(!valid_tag(""));
+    assert!(!valid_tag("-x"));
+    assert!(!valid_tag("v1/2"));
+    assert!(!valid_tag(&"a".repeat(129)));
 }

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use serde_saphyr::{Location, Spanned};
 use serin_proxy::{Route, StickyKey, Version};
 
+use super::kubernetes::Context;
 use super::raw::{RawTraffic, RawVersion};
-use super::{Checker, KubernetesSettings, NginxSettings, Provider, Side, Traffic};
+use super::{Checker, NginxSettings, Provider, Side, Traffic};
 
 impl Checker {
     pub(super) fn traffic(
@@ -15,6 +16,7 @@ impl Checker {
         raw: Option<Spanned<RawTraffic>>,
         stable: &Side,
         canary: &Side,
+        canary_version_at: &Location,
     ) -> Option<Traffic> {
         let (raw, at) = match raw {
             Some(t) => (t.value, t.referenced),
@@ -73,6 +75,7 @@ impl Checker {
                 }
             }
         }
+        let sticky_at = raw.sticky.as_ref().map(|s| s.referenced);
         let sticky = match raw.sticky {
             Some(s) => {
                 let key = match (&s.value.cookie, &s.value.header) {
@@ -91,8 +94,9 @@ impl Checker {
             }
             None => None,
         };
-        let mut routes = Vec::new();
-        for r in raw.routes {
+        // Each route read, with its index in the file and its place.
+        let mut located = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
             let version = match r.value.version {
                 RawVersion::Stable => Version::Stable,
                 RawVersion::Canary => Version::Canary,
@@ -107,7 +111,7 @@ impl Checker {
                 _ => Err("expected exactly one of header or cookie in match".to_string()),
             };
             match route {
-                Ok(route) => routes.push(route),
+                Ok(route) => located.push((i, r.referenced, route)),
                 Err(e) => {
                     self.at(&r.referenced, format!("traffic.routes: {e}"));
                     ok = false;
@@ -163,35 +167,23 @@ impl Checker {
             }
             (_, None) => None,
         };
-        let kubernetes = match (provider.is_kubernetes(), raw.kubernetes) {
-            (true, Some(k)) => {
-                let needed = match provider {
-                    Provider::NginxIngress => ("ingress", k.ingress.is_some()),
-                    Provider::Istio => ("virtualService", k.virtual_service.is_some()),
-                    _ => ("httpRoute", k.http_route.is_some()),
-                };
-                if !needed.1 {
-                    self.at(
-                        &at,
-                        format!(
-                            "traffic.kubernetes.{}: expected a name (required by provider {})",
-                            needed.0,
-                            provider.as_str()
-                        ),
-                    );
-                    ok = false;
-                }
-                Some(KubernetesSettings {
-                    namespace: k.namespace.unwrap_or_else(|| "default".to_string()),
-                    service: k.service.unwrap_or_else(|| k.deployment.clone()),
-                    deployment: k.deployment,
-                    ingress: k.ingress,
-                    virtual_service: k.virtual_service,
-                    http_route: k.http_route,
-                    scale_with_weight: k.scale_with_weight.unwrap_or(true),
-                })
+        let kubernetes = match (provider.kubernetes(), raw.kubernetes) {
+            (Some(kube), Some(k)) => {
+                let target = self.kubernetes(
+                    k,
+                    Context {
+                        provider: kube,
+                        traffic_at: &at,
+                        canary,
+                        canary_version_at,
+                        sticky: sticky.as_ref().zip(sticky_at.as_ref()),
+                        routes: &located,
+                    },
+                );
+                ok &= target.is_some();
+                target
             }
-            (true, None) => {
+            (Some(_), None) => {
                 self.at(
                     &at,
                     format!(
@@ -202,7 +194,7 @@ impl Checker {
                 ok = false;
                 None
             }
-            (false, Some(_)) => {
+            (None, Some(_)) => {
                 self.at(
                     &at,
                     format!(
@@ -213,13 +205,13 @@ impl Checker {
                 ok = false;
                 None
             }
-            (false, None) => None,
+            (None, None) => None,
         };
         ok.then_some(Traffic {
             provider,
             listen,
             sticky,
-            routes,
+            routes: located.into_iter().map(|(_, _, r)| r).collect(),
             nginx,
             kubernetes,
         })
