@@ -10,7 +10,7 @@ use serin_proxy::{Proxy, ProxyOptions, RoutingTable, Version, Weight};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::controller::analysis::{LiveAnalysis, judge_config};
+use crate::controller::analysis::LiveAnalysis;
 use crate::controller::driver::{Analysis, Driver, DriverError, Handle, TrafficRouter};
 use crate::controller::machine::{Plan, State};
 use crate::notify::{self, Notifier};
@@ -107,8 +107,8 @@ impl Setup {
         .map_err(|e| e.to_string())?
         .with_sticky(rollout.traffic.sticky.clone())
         .with_routes(rollout.traffic.routes.clone());
-        let config = judge_config(&rollout.analysis);
-        config.validate().map_err(|e| format!("analysis: {e}"))?;
+        // Built and checked with the rollout file.
+        let config = rollout.analysis.judge.clone();
         let prometheus = rollout.analysis.prometheus.clone();
         let custom: Vec<CustomQuery> = rollout
             .analysis

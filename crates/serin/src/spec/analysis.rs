@@ -3,21 +3,30 @@
 
 use std::time::Duration;
 
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
+use serin_analysis::{Config, Limit};
 
-use super::raw::{RawAnalysis, RawClientErrorRate, RawLatencyLimit};
-use super::{AnalysisSettings, Checker, CustomMetric, Limit, PrometheusSettings, Provider};
+use super::raw::{RawAnalysis, RawClientErrorRate, RawDirection, RawLatencyLimit, RawMethod};
+use super::{AnalysisSettings, Checker, CustomMetric, PrometheusSettings, Provider};
 
 impl Checker {
+    /// The section, with the judge's configuration built from it and
+    /// checked; `at` is where the section is (`None`: left out).
     pub(super) fn analysis(
         &mut self,
-        raw: Option<RawAnalysis>,
+        raw: Option<Spanned<RawAnalysis>>,
         provider: Provider,
     ) -> Option<AnalysisSettings> {
         let defaults = AnalysisSettings::default();
-        let Some(raw) = raw else {
+        let Some(Spanned {
+            value: raw,
+            referenced: at,
+            ..
+        }) = raw
+        else {
             return Some(defaults);
         };
+        let judge_defaults = defaults.judge.clone();
         let mut ok = true;
         let interval = match raw.interval {
             Some(i) if i.value.0 < Duration::from_millis(100) => {
@@ -45,10 +54,10 @@ impl Checker {
                     ),
                 );
                 ok = false;
-                defaults.confidence
+                judge_defaults.confidence
             }
             Some(c) => c.value,
-            None => defaults.confidence,
+            None => judge_defaults.confidence,
         };
         let no_data_limit = match raw.no_data_limit {
             Some(n) if n.value.0 == 0 || n.value.0 > 1000 => {
@@ -104,6 +113,7 @@ impl Checker {
             None => None,
         };
         let mut custom = Vec::new();
+        let mut judged = Vec::new();
         for c in raw.custom {
             if prometheus.is_none() {
                 self.at(
@@ -123,12 +133,18 @@ impl Checker {
                 );
                 ok = false;
             }
+            judged.push(serin_analysis::CustomMetric {
+                name: c.value.name.clone(),
+                direction: match c.value.direction {
+                    RawDirection::HigherIsBetter => serin_analysis::Direction::HigherIsBetter,
+                    RawDirection::LowerIsBetter => serin_analysis::Direction::LowerIsBetter,
+                },
+                max_ratio_to_stable: Some(c.value.max_ratio_to_stable.map_or(1.0, |r| r.0)),
+            });
             custom.push(CustomMetric {
                 name: c.value.name,
                 numerator: c.value.numerator,
                 denominator: c.value.denominator,
-                direction: c.value.direction,
-                max_ratio_to_stable: c.value.max_ratio_to_stable.map_or(1.0, |r| r.0),
             });
         }
         // Without latency buckets from Prometheus there is no latency to
@@ -187,25 +203,23 @@ impl Checker {
                     "analysis.minRequests: expected at least 1 (a verdict on no requests is no evidence)",
                 );
                 ok = false;
-                defaults.min_requests
+                judge_defaults.min_requests
             }
             Some(n) => n.value.0,
-            None => defaults.min_requests,
+            None => judge_defaults.min_requests,
         };
         let client_error_ratio = self.client_error_ratio(
             raw.client_error_rate.as_ref(),
             prometheus.as_ref(),
-            defaults.client_error_ratio,
+            judge_defaults.client_error_ratio,
         );
         ok &= client_error_ratio.is_some();
         let client_error_ratio = client_error_ratio.unwrap_or(None);
-        let defaults = if no_latency {
-            AnalysisSettings {
-                latency_p95: Limit::default(),
-                ..defaults
-            }
+        // Without latency buckets the default p95 limit is dropped (above).
+        let default_p95 = if no_latency {
+            Limit::NONE
         } else {
-            defaults
+            judge_defaults.latency_p95
         };
         let latency = |l: Option<Spanned<RawLatencyLimit>>, default: Limit| match l {
             Some(l) => Limit {
@@ -214,31 +228,50 @@ impl Checker {
             },
             None => default,
         };
-        let settings = AnalysisSettings {
-            interval,
+        let judge = Config {
             min_requests,
             error_rate: match raw.error_rate {
                 Some(e) => Limit {
                     max: e.max.map(|p| p.value.0),
                     max_ratio_to_stable: e.max_ratio_to_stable.map(|r| r.0),
                 },
-                None => defaults.error_rate,
+                None => judge_defaults.error_rate,
             },
-            latency_p50: latency(raw.latency_p50, defaults.latency_p50),
-            latency_p95: latency(raw.latency_p95, defaults.latency_p95),
-            latency_p99: latency(raw.latency_p99, defaults.latency_p99),
-            method: raw
-                .statistics
-                .as_ref()
-                .and_then(|s| s.method)
-                .unwrap_or(defaults.method),
+            latency_p50: latency(raw.latency_p50, judge_defaults.latency_p50),
+            latency_p95: latency(raw.latency_p95, default_p95),
+            latency_p99: latency(raw.latency_p99, judge_defaults.latency_p99),
+            method: match raw.statistics.as_ref().and_then(|s| s.method) {
+                Some(RawMethod::Sequential) => serin_analysis::Method::Sequential,
+                Some(RawMethod::Fixed) => serin_analysis::Method::Fixed,
+                Some(RawMethod::None) => serin_analysis::Method::None,
+                None => judge_defaults.method,
+            },
             confidence,
-            no_data_limit,
-            prometheus,
-            custom,
+            custom: judged,
             client_error_ratio,
         };
-        ok.then_some(settings)
+        // Only when everything above passed: each value the judge refuses
+        // was refused above at its place; this keeps that true.
+        ok = ok && self.judge_accepts(&judge, &at);
+        ok.then_some(AnalysisSettings {
+            interval,
+            no_data_limit,
+            judge,
+            prometheus,
+            custom,
+        })
+    }
+
+    /// Whether the judge takes `config`; if not, its problem is recorded at
+    /// the `analysis` section.
+    pub(super) fn judge_accepts(&mut self, config: &Config, at: &Location) -> bool {
+        match config.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                self.at(at, e.to_string());
+                false
+            }
+        }
     }
 
     /// `analysis.clientErrorRate`: `Some(None)` when off, `Some(Some(r))`

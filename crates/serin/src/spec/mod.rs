@@ -150,38 +150,9 @@ pub struct NginxSettings {
     pub access_log: PathBuf,
 }
 
-/// How the statistics are done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Anytime-valid: safe to judge every interval.
-    Sequential,
-    /// Fixed horizon: judged once at the end of each pause (Kayenta-like).
-    Fixed,
-    /// Point estimates against the limits (the classic behaviour).
-    None,
-}
-
-/// Limits of one metric.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Limit {
-    /// Absolute limit on the canary alone (error rate as a fraction; latency in ms).
-    pub max: Option<f64>,
-    /// Canary / stable must not exceed this.
-    pub max_ratio_to_stable: Option<f64>,
-}
-
-/// Whether a bigger custom metric is good or bad.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Direction {
-    /// e.g. checkouts per visit.
-    HigherIsBetter,
-    /// e.g. cart abandonments per visit.
-    LowerIsBetter,
-}
-
-/// A business metric: numerator / denominator, compared between versions.
+/// A business metric's queries: numerator / denominator, compared between
+/// versions (how it is judged is in [`AnalysisSettings::judge`], in the
+/// same order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomMetric {
     /// Its name in reasons and reports.
@@ -190,10 +161,6 @@ pub struct CustomMetric {
     pub numerator: String,
     /// PromQL counter with `{{version}}`.
     pub denominator: String,
-    /// Which way is worse.
-    pub direction: Direction,
-    /// Allowed worsening as a ratio (1.0: any).
-    pub max_ratio_to_stable: f64,
 }
 
 /// `analysis.prometheus`.
@@ -217,52 +184,28 @@ pub struct PrometheusSettings {
 pub struct AnalysisSettings {
     /// How often a verdict is made.
     pub interval: Duration,
-    /// Canary requests in a step before a verdict can be pass or fail.
-    pub min_requests: u64,
-    /// Error rate limits.
-    pub error_rate: Limit,
-    /// Median latency limits.
-    pub latency_p50: Limit,
-    /// p95 latency limits.
-    pub latency_p95: Limit,
-    /// p99 latency limits.
-    pub latency_p99: Limit,
-    /// The statistics.
-    pub method: Method,
-    /// e.g. 0.95.
-    pub confidence: f64,
     /// Consecutive no-data intervals that roll back.
     pub no_data_limit: u32,
+    /// What the judge checks (limits, statistics, custom metrics, the 4xx
+    /// check), built from the section and accepted by the judge's own
+    /// checks: the runtime hands it over as it is.
+    pub judge: serin_analysis::Config,
     /// Take metrics from Prometheus instead of the provider's own.
     pub prometheus: Option<PrometheusSettings>,
-    /// Business metrics (need `prometheus`).
+    /// Business metrics' queries (need `prometheus`).
     pub custom: Vec<CustomMetric>,
-    /// `clientErrorRate.maxRatioToStable`: the canary's 4xx rate may be at
-    /// most this many times stable's (at least 1); `None`: `off`.
-    pub client_error_ratio: Option<f64>,
 }
 
 impl Default for AnalysisSettings {
+    /// The SPEC's defaults: a verdict every 10 s, 3 no-data intervals, the
+    /// judge's defaults.
     fn default() -> Self {
         AnalysisSettings {
             interval: Duration::from_secs(10),
-            min_requests: 100,
-            error_rate: Limit {
-                max: Some(0.05),
-                max_ratio_to_stable: None,
-            },
-            latency_p50: Limit::default(),
-            latency_p95: Limit {
-                max: Some(1000.0),
-                max_ratio_to_stable: None,
-            },
-            latency_p99: Limit::default(),
-            method: Method::Sequential,
-            confidence: 0.95,
             no_data_limit: 3,
+            judge: serin_analysis::Config::default(),
             prometheus: None,
             custom: Vec::new(),
-            client_error_ratio: Some(serin_analysis::DEFAULT_CLIENT_ERROR_RATIO),
         }
     }
 }
@@ -288,9 +231,9 @@ impl Rollout {
             steps: self.steps.clone(),
             interval: self.analysis.interval,
             no_data_limit: self.analysis.no_data_limit,
-            judge_at_end_of_pause: self.analysis.method == Method::Fixed,
+            judge_at_end_of_pause: self.analysis.judge.method == serin_analysis::Method::Fixed,
             progress_deadline: self.progress_deadline,
-            min_requests: self.analysis.min_requests,
+            min_requests: self.analysis.judge.min_requests,
         }
     }
 }
@@ -470,7 +413,7 @@ impl Checker {
         };
         let steps = self.steps(raw.steps);
         let analysis = self
-            .analysis(raw_analysis.map(|a| a.value), provider)
+            .analysis(raw_analysis, provider)
             .filter(|_| analysis_ok);
         let notifications = self.notifications(raw.notifications);
         let pre_rollout = match raw.pre_rollout {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
+use super::Provider;
 use super::values::{Count, Dur, Percent, Ratio, Text, WeightValue};
-use super::{Direction, Method, Provider};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -223,7 +223,7 @@ pub(super) struct RawLatencyLimit {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawStatistics {
     #[serde(default)]
-    pub(super) method: Option<Method>,
+    pub(super) method: Option<RawMethod>,
     #[serde(default)]
     pub(super) confidence: Option<Spanned<f64>>,
 }
@@ -248,7 +248,7 @@ pub(super) struct RawCustom {
     pub(super) name: String,
     pub(super) numerator: String,
     pub(super) denominator: String,
-    pub(super) direction: Direction,
+    pub(super) direction: RawDirection,
     #[serde(default)]
     pub(super) max_ratio_to_stable: Option<Ratio>,
 }
@@ -272,4 +272,21 @@ pub(super) enum RawFormat {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhook {
     pub(super) url: Spanned<String>,
+}
+
+/// `analysis.statistics.method`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawMethod {
+    Sequential,
+    Fixed,
+    None,
+}
+
+/// `analysis.custom[].direction`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub(super) enum RawDirection {
+    HigherIsBetter,
+    LowerIsBetter,
 }

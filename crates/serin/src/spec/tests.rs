@@ -29,8 +29,8 @@ fn minimal_file_gets_the_spec_defaults() {
     assert_eq!(r.steps, default_steps());
     assert_eq!(r.steps.len(), 8);
     assert_eq!(r.analysis, AnalysisSettings::default());
-    assert_eq!(r.analysis.error_rate.max, Some(0.05));
-    assert_eq!(r.analysis.latency_p95.max, Some(1000.0));
+    assert_eq!(r.analysis.judge.error_rate.max, Some(0.05));
+    assert_eq!(r.analysis.judge.latency_p95.max, Some(1000.0));
     assert_eq!(r.analysis.interval, Duration::from_secs(10));
     let plan = r.plan();
     assert_eq!(plan.no_data_limit, 3);
@@ -65,13 +65,13 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
     assert_eq!(r.traffic.routes.len(), 1);
     let a = &r.analysis;
     assert_eq!(a.interval, Duration::from_secs(2));
-    assert_eq!(a.min_requests, 50);
-    assert_eq!(a.error_rate.max, Some(0.02));
-    assert_eq!(a.error_rate.max_ratio_to_stable, Some(2.0));
-    assert_eq!(a.latency_p95.max, Some(500.0));
-    assert_eq!(a.latency_p99.max, Some(2000.0));
-    assert_eq!(a.method, Method::Fixed);
-    assert_eq!(a.confidence, 0.99);
+    assert_eq!(a.judge.min_requests, 50);
+    assert_eq!(a.judge.error_rate.max, Some(0.02));
+    assert_eq!(a.judge.error_rate.max_ratio_to_stable, Some(2.0));
+    assert_eq!(a.judge.latency_p95.max, Some(500.0));
+    assert_eq!(a.judge.latency_p99.max, Some(2000.0));
+    assert_eq!(a.judge.method, serin_analysis::Method::Fixed);
+    assert_eq!(a.judge.confidence, 0.99);
     assert_eq!(a.no_data_limit, 5);
     assert!(r.plan().judge_at_end_of_pause);
     assert_eq!(r.notifications[0].format, notify::Format::Slack);
@@ -298,31 +298,30 @@ fn min_requests_below_1_is_refused_at_its_place() {
         "{p:?}"
     );
     let r = parse(&format!("{MINIMAL}analysis:\n  minRequests: 1\n"), "r.yaml").unwrap();
-    assert_eq!(r.analysis.min_requests, 1);
+    assert_eq!(r.analysis.judge.min_requests, 1);
     assert_eq!(r.plan().min_requests, 1, "the plan names it in its reasons");
 }
 
 #[test]
 fn the_4xx_check_is_read_overridden_or_turned_off() {
-    use crate::controller::analysis::judge_config;
     // Default: on at 5 x stable's rate for sources that count 4xx.
     let r = parse(MINIMAL, "r.yaml").unwrap();
-    assert_eq!(r.analysis.client_error_ratio, Some(5.0));
-    assert_eq!(judge_config(&r.analysis).client_error_ratio, Some(5.0));
+    assert_eq!(r.analysis.judge.client_error_ratio, Some(5.0));
+    assert_eq!(r.analysis.judge.client_error_ratio, Some(5.0));
     let r = parse(
         &format!("{MINIMAL}analysis:\n  clientErrorRate: {{ maxRatioToStable: 2.5 }}\n"),
         "r.yaml",
     )
     .unwrap();
-    assert_eq!(judge_config(&r.analysis).client_error_ratio, Some(2.5));
+    assert_eq!(r.analysis.judge.client_error_ratio, Some(2.5));
     for off in ["off", "\"off\""] {
         let r = parse(
             &format!("{MINIMAL}analysis:\n  clientErrorRate: {{ maxRatioToStable: {off} }}\n"),
             "r.yaml",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.analysis.client_error_ratio, None, "{off}");
-        assert_eq!(judge_config(&r.analysis).client_error_ratio, None);
+        assert_eq!(r.analysis.judge.client_error_ratio, None, "{off}");
+        assert_eq!(r.analysis.judge.client_error_ratio, None);
     }
     // A ratio below 1 would fail a canary with fewer 4xx than stable.
     for bad in ["0.5", "0", "-1", "no", "5x"] {
@@ -343,7 +342,7 @@ fn the_4xx_check_is_read_overridden_or_turned_off() {
     let prom =
         "  prometheus: { address: http://127.0.0.1:9090, requests: r, errors: e, latencyBuckets: b";
     let r = parse(&format!("{MINIMAL}analysis:\n{prom} }}\n"), "r.yaml").unwrap();
-    assert_eq!(judge_config(&r.analysis).client_error_ratio, None);
+    assert_eq!(r.analysis.judge.client_error_ratio, None);
     let r = parse(
         &format!("{MINIMAL}analysis:\n{prom}, clientErrors: c }}\n"),
         "r.yaml",
@@ -358,7 +357,7 @@ fn the_4xx_check_is_read_overridden_or_turned_off() {
             .as_deref(),
         Some("c")
     );
-    assert_eq!(judge_config(&r.analysis).client_error_ratio, Some(5.0));
+    assert_eq!(r.analysis.judge.client_error_ratio, Some(5.0));
     let p = problems(&format!(
         "{MINIMAL}analysis:\n{prom} }}\n  clientErrorRate: {{ maxRatioToStable: 3 }}\n"
     ));
@@ -373,7 +372,7 @@ fn the_4xx_check_is_read_overridden_or_turned_off() {
         "r.yaml",
     )
     .unwrap();
-    assert_eq!(judge_config(&r.analysis).client_error_ratio, None);
+    assert_eq!(r.analysis.judge.client_error_ratio, None);
 }
 
 #[test]
@@ -465,11 +464,7 @@ fn limits_the_judge_cannot_use_are_refused_at_their_place() {
         "r.yaml",
     )
     .unwrap();
-    assert!(
-        crate::controller::analysis::judge_config(&r.analysis)
-            .validate()
-            .is_ok()
-    );
+    assert!(r.analysis.judge.validate().is_ok());
 }
 
 #[test]
@@ -498,7 +493,7 @@ fn numbers_are_read_as_written_or_refused() {
         "r.yaml",
     )
     .unwrap();
-    assert!((r.analysis.error_rate.max.unwrap() - 0.000125).abs() < 1e-15);
+    assert!((r.analysis.judge.error_rate.max.unwrap() - 0.000125).abs() < 1e-15);
     for bad in ["5.", ".5", "-1", "1e2", "0x10", "100.01", "5 %%"] {
         let p = problems(&with_steps(&format!("  - setWeight: \"{bad}\"\n")));
         assert!(p[0].contains("expected a weight"), "{bad}: {p:?}");
@@ -648,4 +643,28 @@ fn tags_are_checked() {
     assert!(!valid_tag("-x"));
     assert!(!valid_tag("v1/2"));
     assert!(!valid_tag(&"a".repeat(129)));
+}
+
+#[test]
+fn a_value_the_judge_refuses_is_a_problem_at_the_analysis_section() {
+    // The net under the section's own checks: whatever the judge would
+    // refuse when the rollout starts is refused with the file, at a place.
+    let at: serde_saphyr::Spanned<String> =
+        serde_saphyr::from_str("\n  analysis").expect("a scalar");
+    let mut check = Checker::default();
+    let good = serin_analysis::Config::default();
+    assert!(check.judge_accepts(&good, &at.referenced));
+    let bad = serin_analysis::Config {
+        confidence: 2.0,
+        ..good
+    };
+    assert!(!check.judge_accepts(&bad, &at.referenced));
+    assert_eq!(check.problems.len(), 1);
+    let p = &check.problems[0];
+    assert_eq!((p.line, p.column), (2, 3));
+    assert!(
+        p.message
+            .starts_with("analysis.statistics.confidence: got 2"),
+        "{p:?}"
+    );
 }
