@@ -34,7 +34,7 @@ use values::{readable_label, same_server};
 
 pub use kubernetes::{CANARY_SUFFIX, KubeProvider, KubeTarget};
 pub use prometheus_templates::prometheus_queries;
-pub use values::valid_name;
+pub use values::{argv, valid_name};
 
 // ---------------------------------------------------------------------------
 // The validated rollout.

@@ -61,7 +61,7 @@ fn le_ms_to_seconds(expr: &str) -> String {
 }
 
 /// `(requests, errors, latencyBuckets)` PromQL templates for `provider`,
-/// for [`crate::providers::metrics`]' Prometheus source.
+/// for the Prometheus metric source.
 pub fn prometheus_queries(provider: KubeProvider, target: &KubeTarget) -> (String, String, String) {
     let ns = &target.namespace;
     match provider {

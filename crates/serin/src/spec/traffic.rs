@@ -138,12 +138,8 @@ impl Checker {
             }
             (Provider::Nginx, Some(n)) => Some(NginxSettings {
                 include: n.include,
-                test: crate::providers::traffic::nginx::argv(
-                    n.test.as_deref().unwrap_or("nginx -t"),
-                ),
-                reload: crate::providers::traffic::nginx::argv(
-                    n.reload.as_deref().unwrap_or("nginx -s reload"),
-                ),
+                test: super::argv(n.test.as_deref().unwrap_or("nginx -t")),
+                reload: super::argv(n.reload.as_deref().unwrap_or("nginx -s reload")),
                 access_log: n.access_log,
             }),
             (Provider::Nginx, None) => {

@@ -254,3 +254,9 @@ pub fn valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
+
+/// Splits a command line on white space (no quoting: paths with spaces are
+/// not supported in `test`/`reload`; say so in the docs).
+pub fn argv(command: &str) -> Vec<String> {
+    command.split_whitespace().map(str::to_string).collect()
+}
