@@ -144,7 +144,7 @@ impl Setup {
             };
             match LiveAnalysis::new(source, config.clone()) {
                 Ok(a) => Box::new(a),
-                // Validated above; kept total rather than panicking.
+                // Checked with the rollout file; kept total rather than panicking.
                 Err(e) => Box::new(crate::controller::analysis::Refusing(e.to_string())),
             }
         });
