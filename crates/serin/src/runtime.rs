@@ -10,7 +10,7 @@ use serin_proxy::{Proxy, ProxyOptions, RoutingTable, Version, Weight};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::controller::analysis::{LiveAnalysis, judge_config};
+use crate::controller::analysis::LiveAnalysis;
 use crate::controller::driver::{Driver, DriverError, Handle};
 use crate::controller::seams::MetricSource;
 use crate::controller::seams::{Analysis, TrafficRouter};
@@ -20,7 +20,7 @@ use crate::providers::metrics::builtin::BuiltinSource;
 use crate::providers::metrics::nginx_log::NginxLogSource;
 use crate::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, PrometheusSource};
 use crate::providers::traffic::builtin::BuiltinRouter;
-use crate::providers::traffic::kubernetes::{KubeProvider, KubeTarget, KubernetesRouter};
+use crate::providers::traffic::kubernetes::{KubeTarget, KubernetesRouter};
 use crate::providers::traffic::nginx::{NginxConfig, NginxRouter};
 use crate::rollout::{Plan, State};
 use crate::spec::{NginxSettings, Provider, Rollout};
@@ -39,32 +39,6 @@ pub enum PlaneKind {
     Nginx(NginxSettings),
     /// Deployments and routing objects in a Kubernetes cluster.
     Kubernetes(KubeTarget),
-}
-
-/// What a Kubernetes provider needs of the rollout file; `None` for the
-/// other providers.
-pub fn kube_target(rollout: &Rollout) -> Option<KubeTarget> {
-    let provider = match rollout.traffic.provider {
-        Provider::NginxIngress => KubeProvider::NginxIngress,
-        Provider::Istio => KubeProvider::Istio,
-        Provider::GatewayApi => KubeProvider::GatewayApi,
-        Provider::Builtin | Provider::Nginx => return None,
-    };
-    let k = rollout.traffic.kubernetes.clone()?;
-    Some(KubeTarget {
-        provider,
-        namespace: k.namespace,
-        deployment: k.deployment,
-        service: k.service,
-        ingress: k.ingress,
-        virtual_service: k.virtual_service,
-        http_route: k.http_route,
-        scale_with_weight: k.scale_with_weight,
-        canary_version: rollout.canary.version.clone(),
-        canary_image: rollout.canary.image.clone(),
-        sticky: rollout.traffic.sticky.clone(),
-        routes: rollout.traffic.routes.clone(),
-    })
 }
 
 /// Everything needed to run a rollout, taken from its rollout file.
@@ -105,9 +79,13 @@ impl Setup {
                     .ok_or("traffic.nginx: missing")?,
             ),
             Provider::NginxIngress | Provider::Istio | Provider::GatewayApi => {
-                let target = kube_target(rollout).ok_or("traffic.kubernetes: missing")?;
-                target.validate()?;
-                PlaneKind::Kubernetes(target)
+                PlaneKind::Kubernetes(
+                    rollout
+                        .traffic
+                        .kubernetes
+                        .clone()
+                        .ok_or("traffic.kubernetes: missing")?,
+                )
             }
         };
         let listen = rollout.traffic.listen;
@@ -131,8 +109,8 @@ impl Setup {
         .map_err(|e| e.to_string())?
         .with_sticky(rollout.traffic.sticky.clone())
         .with_routes(rollout.traffic.routes.clone());
-        let config = judge_config(&rollout.analysis);
-        config.validate().map_err(|e| format!("analysis: {e}"))?;
+        // Built and checked with the rollout file.
+        let config = rollout.analysis.judge.clone();
         let prometheus = rollout.analysis.prometheus.clone();
         let custom: Vec<CustomQuery> = rollout
             .analysis
@@ -168,7 +146,7 @@ impl Setup {
             };
             match LiveAnalysis::new(source, config.clone()) {
                 Ok(a) => Box::new(a),
-                // Validated above; kept total rather than panicking.
+                // Checked with the rollout file; kept total rather than panicking.
                 Err(e) => Box::new(crate::controller::analysis::Refusing(e.to_string())),
             }
         });
@@ -485,6 +463,7 @@ pub fn parser() -> crate::daemon::Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::KubeProvider;
 
     fn example(name: &str) -> Rollout {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

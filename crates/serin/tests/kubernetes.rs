@@ -22,7 +22,7 @@ use serin::error::Kind;
 use serin::providers::traffic::kubernetes::{
     KubeProvider, KubeTarget, KubernetesRouter, prometheus_queries, scaled_replicas,
 };
-use serin_proxy::{Route, StickyKey, Version, Weight};
+use serin_proxy::{Route, Version, Weight};
 
 const NS: &str = "shop";
 const DEPLOY: &str = "/apis/apps/v1/namespaces/shop/deployments/checkout";
@@ -294,7 +294,6 @@ fn cluster_for(provider: KubeProvider) -> Shared {
 }
 
 fn router(cluster: &Shared, t: KubeTarget) -> KubernetesRouter {
-    t.validate().unwrap();
     KubernetesRouter::new(client(cluster.clone()), t)
         .with_wait(Duration::from_millis(1), Duration::from_millis(200))
 }
@@ -1149,58 +1148,145 @@ async fn missing_objects_are_named() {
     );
 }
 
+/// A Kubernetes rollout file: `kube` under `traffic.kubernetes` (after
+/// namespace and deployment, lines 9 and 10), `traffic` after it.
+fn kube_file(provider: &str, kube: &str, traffic: &str) -> String {
+    format!(
+        "name: checkout
+stable:
+  version: v1.1.0
+canary:
+  version: v1.2.0
+traffic:
+  provider: {provider}
+  kubernetes:
+    namespace: shop
+    deployment: checkout
+{kube}{traffic}analysis:
+  prometheus:
+    address: http://prometheus.monitoring:9090
+"
+    )
+}
+
+/// Every problem the file has, one per line, or none.
+fn file_problems(text: &str) -> Vec<String> {
+    match serin::spec::parse(text, "r.yaml") {
+        Ok(_) => Vec::new(),
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_rollout_file_gives_the_target_the_router_takes() {
+    let all = "    service: checkout\n    ingress: checkout\n    virtualService: checkout\n    httpRoute: checkout\n";
+    for p in [
+        KubeProvider::NginxIngress,
+        KubeProvider::Istio,
+        KubeProvider::GatewayApi,
+    ] {
+        let r = serin::spec::parse(&kube_file(p.as_str(), all, ""), "r.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.traffic.kubernetes, Some(target(p)), "{}", p.as_str());
+    }
+}
+
+/// The checks are the rollout file's: each problem names its field, at its
+/// line and column, and all of them are reported at once.
 #[test]
 fn validation_names_the_field() {
-    let mut t = target(KubeProvider::NginxIngress);
-    t.ingress = None;
-    let e = t.validate().unwrap_err();
+    let p = file_problems(&kube_file("nginx-ingress", "", ""));
+    assert_eq!(p.len(), 1, "{p:?}");
     assert!(
-        e.starts_with("traffic.kubernetes.ingress: required with provider nginx-ingress"),
-        "{e}"
+        p[0].contains(
+            "traffic.kubernetes.ingress: expected a name (required by provider nginx-ingress)"
+        ),
+        "{p:?}"
     );
-    let mut t = target(KubeProvider::Istio);
-    t.virtual_service = None;
+    let p = file_problems(&kube_file("istio", "", ""));
+    assert!(p[0].contains("traffic.kubernetes.virtualService"), "{p:?}");
+    let p = file_problems(&kube_file("gateway-api", "", ""));
+    assert!(p[0].contains("traffic.kubernetes.httpRoute"), "{p:?}");
+    let route = "    httpRoute: checkout\n";
+    let p = file_problems(&kube_file(
+        "gateway-api",
+        &format!("    service: Checkout\n{route}"),
+        "",
+    ));
+    assert_eq!(
+        p,
+        [
+            "r.yaml:11:14: traffic.kubernetes.service: expected a name of lowercase letters, digits and `-`, at most 56 characters, got `Checkout`"
+        ]
+    );
+    let bad_tag = kube_file("gateway-api", route, "").replace("v1.2.0", "v1/2");
+    let p = file_problems(&bad_tag);
+    assert_eq!(p.len(), 1, "{p:?}");
     assert!(
-        t.validate()
-            .unwrap_err()
-            .starts_with("traffic.kubernetes.virtualService")
+        p[0].starts_with("r.yaml:5:12: canary.version: `v1/2` cannot be an image tag"),
+        "{p:?}"
     );
-    let mut t = target(KubeProvider::GatewayApi);
-    t.http_route = None;
+    let with_image = bad_tag.replace(
+        "  version: v1/2\n",
+        "  version: v1/2\n  image: reg/app:any\n",
+    );
+    assert_eq!(file_problems(&with_image), Vec::<String>::new());
+    let p = file_problems(&kube_file(
+        "istio",
+        "    virtualService: checkout\n",
+        "  sticky:\n    cookie: session\n",
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
     assert!(
-        t.validate()
-            .unwrap_err()
-            .starts_with("traffic.kubernetes.httpRoute")
+        p[0].starts_with(
+            "r.yaml:13:5: traffic.sticky: provider istio cannot keep a user on one version"
+        ),
+        "{p:?}"
     );
-    let mut t = target(KubeProvider::GatewayApi);
-    t.service = "Checkout".into();
+    let two_headers = "  routes:\n    - match: { header: { name: x-canary, value: always } }\n      version: canary\n    - match: { header: { name: x-other, value: \"1\" } }\n      version: canary\n";
+    let p = file_problems(&kube_file(
+        "nginx-ingress",
+        "    ingress: checkout\n",
+        two_headers,
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
     assert!(
-        t.validate()
-            .unwrap_err()
-            .starts_with("traffic.kubernetes.service")
+        p[0].starts_with("r.yaml:15:7: traffic.routes[1]: nginx-ingress takes one header"),
+        "{p:?}"
     );
-    let mut t = target(KubeProvider::GatewayApi);
-    t.canary_version = "v1/2".into();
-    assert!(t.validate().unwrap_err().starts_with("canary.version"));
-    t.canary_image = Some("reg/app:any".into());
-    t.validate().unwrap();
-    let mut t = target(KubeProvider::Istio);
-    t.sticky = Some(StickyKey::cookie("session").unwrap());
-    assert!(t.validate().unwrap_err().starts_with("traffic.sticky"));
-    let mut t = target(KubeProvider::NginxIngress);
-    t.routes = vec![
-        header_route(),
-        Route::header("x-other", "1", Version::Canary).unwrap(),
-    ];
+    let cookie = "  routes:\n    - match: { cookie: { name: beta, value: \"yes\" } }\n      version: canary\n";
+    let p = file_problems(&kube_file(
+        "nginx-ingress",
+        "    ingress: checkout\n",
+        cookie,
+    ));
+    assert!(p[0].contains("`always`"), "{p:?}");
+    assert_eq!(
+        file_problems(&kube_file("gateway-api", route, cookie)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        file_problems(&kube_file("gateway-api", route, two_headers)),
+        Vec::<String>::new()
+    );
+    // All at once, each at its place: before, the first only, and none
+    // with a place.
+    let p = file_problems(
+        &kube_file(
+            "nginx-ingress",
+            "    service: Checkout\n    ingress: checkout\n",
+            &format!("  sticky:\n    header: x-user\n{two_headers}"),
+        )
+        .replace("v1.2.0", "v1/2"),
+    );
+    assert_eq!(p.len(), 4, "{p:?}");
+    assert!(p[0].starts_with("r.yaml:5:12: canary.version"), "{p:?}");
     assert!(
-        t.validate()
-            .unwrap_err()
-            .starts_with("traffic.routes[1]: nginx-ingress takes one header")
+        p[1].starts_with("r.yaml:11:14: traffic.kubernetes.service"),
+        "{p:?}"
     );
-    t.routes = vec![Route::cookie("beta", "yes", Version::Canary).unwrap()];
-    assert!(t.validate().unwrap_err().contains("`always`"));
-    t.provider = KubeProvider::GatewayApi;
-    t.validate().unwrap();
+    assert!(p[2].starts_with("r.yaml:14:5: traffic.sticky"), "{p:?}");
+    assert!(p[3].starts_with("r.yaml:18:7: traffic.routes[1]"), "{p:?}");
 }
 
 #[test]

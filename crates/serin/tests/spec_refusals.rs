@@ -93,3 +93,50 @@ fn plans_and_limits_that_could_never_be_judged_are_refused_with_their_place() {
         );
     }
 }
+
+#[test]
+fn kubernetes_and_judge_problems_come_together_each_with_its_place() {
+    // Before: the judge's problem alone; the Kubernetes ones were found
+    // only after the file was read, without a place, the first one only.
+    let yaml = "\
+name: checkout
+stable:
+  version: v1.1.0
+canary:
+  version: v1/2
+traffic:
+  provider: gateway-api
+  kubernetes:
+    namespace: shop
+    deployment: checkout
+    service: Checkout
+    httpRoute: checkout
+analysis:
+  statistics: { confidence: 1.5 }
+  prometheus:
+    address: http://127.0.0.1:9
+";
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "bad.yaml", yaml);
+    // Bounded: a file read as valid would try to reach a cluster.
+    let o = Proc::spawn(serin_run(&file, dir.path()), true).wait_output(Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for (place, expected) in [
+        (":5:12:", "canary.version: `v1/2` cannot be an image tag"),
+        (
+            ":11:14:",
+            "traffic.kubernetes.service: expected a name of lowercase letters",
+        ),
+        (
+            ":14:29:",
+            "analysis.statistics.confidence: expected a number between 0.5 and 1",
+        ),
+    ] {
+        assert!(
+            err.contains(&format!("bad.yaml{place} {expected}")),
+            "says `{expected}` at {place}: {err}"
+        );
+    }
+    assert!(!dir.path().join("state").exists(), "nothing created");
+}

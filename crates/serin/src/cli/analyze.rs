@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use serin_analysis::{Histogram, Judge, Observation, Totals, Verdict};
 
 use crate::cli::output::{OutputFormat, write_ignoring};
-use crate::controller::analysis::judge_config;
 use crate::exit::{Exit, invalid};
 
 /// Flags of `serin analyze`.
@@ -185,7 +184,7 @@ pub fn analyze(mut judge: Judge, input: impl BufRead, origin: &str) -> anyhow::R
 
 pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
     let rollout = crate::spec::read(&args.config).map_err(|e| invalid(e.to_string()))?;
-    let judge = Judge::new(judge_config(&rollout.analysis))
+    let judge = Judge::new(rollout.analysis.judge.clone())
         .map_err(|e| invalid(format!("{}: {e}", args.config.display())))?;
     let origin = args.file.display().to_string();
     let outcome = if origin == "-" {

@@ -14,52 +14,7 @@ use serin_proxy::Weight;
 use crate::controller::seams::{Analysed, Analysis, BoxFuture, MetricSource, Snapshot};
 use crate::error::Error;
 use crate::rollout::Verdict;
-use crate::spec::{AnalysisSettings, Limit, Method};
 use crate::store::VersionSample;
-
-/// The judge's configuration from the rollout file's `analysis` section.
-pub fn judge_config(a: &AnalysisSettings) -> Config {
-    let limit = |l: &Limit| serin_analysis::Limit {
-        max: l.max,
-        max_ratio_to_stable: l.max_ratio_to_stable,
-    };
-    Config {
-        min_requests: a.min_requests,
-        error_rate: limit(&a.error_rate),
-        latency_p50: limit(&a.latency_p50),
-        latency_p95: limit(&a.latency_p95),
-        latency_p99: limit(&a.latency_p99),
-        method: match a.method {
-            Method::Sequential => serin_analysis::Method::Sequential,
-            Method::Fixed => serin_analysis::Method::Fixed,
-            Method::None => serin_analysis::Method::None,
-        },
-        confidence: a.confidence,
-        custom: a
-            .custom
-            .iter()
-            .map(|c| serin_analysis::CustomMetric {
-                name: c.name.clone(),
-                direction: match c.direction {
-                    crate::spec::Direction::HigherIsBetter => {
-                        serin_analysis::Direction::HigherIsBetter
-                    }
-                    crate::spec::Direction::LowerIsBetter => {
-                        serin_analysis::Direction::LowerIsBetter
-                    }
-                },
-                max_ratio_to_stable: Some(c.max_ratio_to_stable),
-            })
-            .collect(),
-        // Prometheus without a 4xx query counts none: the check is off
-        // (the rollout file refuses an explicit one without the query).
-        client_error_ratio: a.client_error_ratio.filter(|_| {
-            a.prometheus
-                .as_ref()
-                .is_none_or(|p| p.client_errors.is_some())
-        }),
-    }
-}
 
 /// The numbers of the interval between `before` and `now`: request and
 /// error deltas, and quantiles of the latency bucket deltas. `None` where

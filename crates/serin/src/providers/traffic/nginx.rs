@@ -82,11 +82,8 @@ pub struct NginxConfig {
     pub routes: Vec<Route>,
 }
 
-/// Splits a command line on white space (no quoting: paths with spaces are
-/// not supported in `test`/`reload`; say so in the docs).
-pub fn argv(command: &str) -> Vec<String> {
-    command.split_whitespace().map(str::to_string).collect()
-}
+/// How `test` and `reload` commands are split: the rollout file's reading.
+pub use crate::spec::argv;
 
 /// Names usable inside nginx identifiers: `[a-z0-9_]`.
 fn ident(rollout: &str) -> String {

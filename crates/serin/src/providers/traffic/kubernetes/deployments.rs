@@ -46,14 +46,6 @@ pub(crate) fn retag(image: &str, tag: &str) -> String {
     format!("{repo}:{tag}")
 }
 
-/// Whether `tag` is a valid image tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
-pub(crate) fn valid_tag(tag: &str) -> bool {
-    let mut chars = tag.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
-        && tag.len() <= 128
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
 /// The canary pods' labels: see the module doc. `rename` is true where the
 /// stable Service must not select canary pods.
 pub(crate) fn canary_pod_labels(
@@ -317,16 +309,6 @@ mod tests {
         assert_eq!(retag("reg:5000/team/app", "v2"), "reg:5000/team/app:v2");
         assert_eq!(retag("reg:5000/team/app:v1", "v2"), "reg:5000/team/app:v2");
         assert_eq!(retag("reg/app:v1@sha256:abc", "v2"), "reg/app:v2");
-    }
-
-    #[test]
-    fn tags_are_checked() {
-        assert!(valid_tag("v1.2.0"));
-        assert!(valid_tag("_x-1"));
-        assert!(!valid_tag(""));
-        assert!(!valid_tag("-x"));
-        assert!(!valid_tag("v1/2"));
-        assert!(!valid_tag(&"a".repeat(129)));
     }
 
     #[test]

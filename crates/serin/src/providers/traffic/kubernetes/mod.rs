@@ -33,7 +33,6 @@ mod deployments;
 mod gateway_api;
 mod istio;
 mod nginx_ingress;
-mod prometheus_templates;
 
 use std::time::Duration;
 
@@ -42,19 +41,18 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use serde_json::Value;
-use serin_proxy::{Route, StickyKey, Version, Weight};
+use serin_proxy::{Version, Weight};
 use tokio::sync::Mutex;
 
 use crate::controller::seams::{BoxFuture, TrafficRouter};
 use crate::error::{Error, Kind};
 
+/// The target and its ready-made queries are the rollout file's, checked there.
+pub use crate::spec::{CANARY_SUFFIX, KubeProvider, KubeTarget, prometheus_queries};
 pub use deployments::scaled_replicas;
-pub use prometheus_templates::prometheus_queries;
 
 /// The field manager of every server-side apply serin makes.
 pub const FIELD_MANAGER: &str = "serin";
-/// Appended to the stable names for the objects serin owns.
-pub const CANARY_SUFFIX: &str = "-canary";
 /// The pod label that tells canary pods apart (and names Istio subsets).
 pub const TRACK_LABEL: &str = "version";
 /// The [`TRACK_LABEL`] value of canary pods.
@@ -62,116 +60,7 @@ pub const CANARY_TRACK: &str = "canary";
 /// The label on every object serin creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "serin");
 
-/// Which Kubernetes traffic provider routes the canary's share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KubeProvider {
-    /// ingress-nginx: a canary Ingress with the `canary-*` annotations.
-    NginxIngress,
-    /// Istio: VirtualService weights to DestinationRule subsets.
-    Istio,
-    /// Gateway API: HTTPRoute backendRef weights.
-    GatewayApi,
-}
-
-impl KubeProvider {
-    /// The name used in rollout files (`traffic.provider`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KubeProvider::NginxIngress => "nginx-ingress",
-            KubeProvider::Istio => "istio",
-            KubeProvider::GatewayApi => "gateway-api",
-        }
-    }
-}
-
-/// What to roll out where: the rollout file's `traffic.kubernetes` section
-/// with the canary's version and image.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KubeTarget {
-    /// The traffic provider.
-    pub provider: KubeProvider,
-    /// Namespace of every object.
-    pub namespace: String,
-    /// The stable Deployment; serin manages `DEPLOYMENT-canary`.
-    pub deployment: String,
-    /// The stable Service; the canary's is `SERVICE-canary` (not for Istio).
-    pub service: String,
-    /// nginx-ingress: the primary Ingress; serin owns `INGRESS-canary`.
-    pub ingress: Option<String>,
-    /// istio: the VirtualService, and the DestinationRule of the same name.
-    pub virtual_service: Option<String>,
-    /// gateway-api: the HTTPRoute.
-    pub http_route: Option<String>,
-    /// Canary replicas = ceil(stable × weight / 100), at least 1 above 0.
-    pub scale_with_weight: bool,
-    /// The canary's version (the image tag unless `canary_image` is given).
-    pub canary_version: String,
-    /// The canary's image (`canary.image`).
-    pub canary_image: Option<String>,
-    /// Sticky assignment; none of the Kubernetes providers can keep it
-    /// (see [`KubeTarget::validate`]).
-    pub sticky: Option<StickyKey>,
-    /// A/B overrides, applied before the weight.
-    pub routes: Vec<Route>,
-}
-
-/// A Kubernetes object name (RFC 1123 label, as Services need).
-fn check_name(field: &str, value: &str, max: usize) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= max
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "traffic.kubernetes.{field}: expected a name of lowercase letters, digits and `-`, at most {max} characters, got `{value}`"
-        ))
-    }
-}
-
 impl KubeTarget {
-    /// Checks what can be checked without a cluster. Errors name the field.
-    pub fn validate(&self) -> Result<(), String> {
-        let room = 63 - CANARY_SUFFIX.len();
-        check_name("namespace", &self.namespace, 63)?;
-        check_name("deployment", &self.deployment, room)?;
-        check_name("service", &self.service, room)?;
-        let (field, value) = match self.provider {
-            KubeProvider::NginxIngress => ("ingress", &self.ingress),
-            KubeProvider::Istio => ("virtualService", &self.virtual_service),
-            KubeProvider::GatewayApi => ("httpRoute", &self.http_route),
-        };
-        match value {
-            None => {
-                return Err(format!(
-                    "traffic.kubernetes.{field}: required with provider {}",
-                    self.provider.as_str()
-                ));
-            }
-            Some(v) => check_name(field, v, 253 - CANARY_SUFFIX.len())?,
-        }
-        if self.canary_image.is_none() && !deployments::valid_tag(&self.canary_version) {
-            return Err(format!(
-                "canary.version: `{}` cannot be an image tag (letters, digits, `_`, `.`, `-`, at most 128); give canary.image",
-                self.canary_version
-            ));
-        }
-        if self.sticky.is_some() {
-            return Err(format!(
-                "traffic.sticky: provider {} cannot keep a user on one version while the weight changes; remove it, or pin users with traffic.routes (see docs/kubernetes.md)",
-                self.provider.as_str()
-            ));
-        }
-        if self.provider == KubeProvider::NginxIngress {
-            nginx_ingress::check_routes(&self.routes)?;
-        }
-        Ok(())
-    }
-
     fn canary_deployment(&self) -> String {
         format!("{}{CANARY_SUFFIX}", self.deployment)
     }
@@ -286,7 +175,8 @@ fn api_error(what: &str, e: kube::Error) -> Error {
 }
 
 impl KubernetesRouter {
-    /// Drives `target` through `client`. Call [`KubeTarget::validate`] first.
+    /// Drives `target` through `client` (a target the rollout file's checks
+    /// accepted).
     pub fn new(client: kube::Client, target: KubeTarget) -> KubernetesRouter {
         KubernetesRouter {
             client,

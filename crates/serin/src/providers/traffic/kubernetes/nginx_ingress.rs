@@ -11,7 +11,8 @@
 //! ingress-nginx can express only some routes: one header (to the canary
 //! when it has the given value; to stable only with the value `never`) and
 //! one cookie name (value `always` to the canary, `never` to stable).
-//! [`check_routes`] refuses the rest before anything changes.
+//! The rollout file's checks (`spec/kubernetes.rs`) refuse the rest before
+//! anything changes.
 
 use std::collections::BTreeMap;
 
@@ -24,48 +25,6 @@ use super::{CANARY_SUFFIX, MANAGED_BY, Object, header_text};
 
 /// The annotation prefix of ingress-nginx.
 pub(crate) const PREFIX: &str = "nginx.ingress.kubernetes.io/";
-
-/// Refuses routes ingress-nginx cannot express; errors name `traffic.routes[i]`.
-pub(crate) fn check_routes(routes: &[Route]) -> Result<(), String> {
-    let mut header: Option<String> = None;
-    let mut cookie: Option<String> = None;
-    for (i, r) in routes.iter().enumerate() {
-        let at = format!("traffic.routes[{i}]");
-        match (&r.when, r.version) {
-            (Match::Header { name, value }, version) => {
-                if header.is_some() {
-                    return Err(format!(
-                        "{at}: nginx-ingress takes one header route only (canary-by-header)"
-                    ));
-                }
-                if version == Version::Stable && value.as_bytes() != b"never" {
-                    return Err(format!(
-                        "{at}: nginx-ingress sends a header to stable only with the value `never`"
-                    ));
-                }
-                header = Some(name.as_str().to_string());
-            }
-            (Match::Cookie { name, value }, version) => {
-                if cookie.as_ref().is_some_and(|c| c != name) {
-                    return Err(format!(
-                        "{at}: nginx-ingress takes one cookie name only (canary-by-cookie)"
-                    ));
-                }
-                let want = match version {
-                    Version::Canary => "always",
-                    Version::Stable => "never",
-                };
-                if value != want {
-                    return Err(format!(
-                        "{at}: nginx-ingress sends cookie {name} to the {version} only with the value `{want}`"
-                    ));
-                }
-                cookie = Some(name.clone());
-            }
-        }
-    }
-    Ok(())
-}
 
 /// The canary Ingress, less its per-weight annotations.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,7 +24,7 @@
 //!   by pod name: `NAME-<hash>-<id>` is stable, `NAME-canary-<hash>-<id>` the canary
 //!   (hash 5 to 10 characters, id 5, as the ReplicaSet controller names pods).
 
-use super::{CANARY_SUFFIX, KubeProvider, KubeTarget};
+use super::kubernetes::{CANARY_SUFFIX, KubeProvider, KubeTarget};
 
 /// Sums `series` by `serin_version` (plus `by`), derived from label `src`,
 /// and keeps `{{version}}`'s series.
@@ -61,7 +61,7 @@ fn le_ms_to_seconds(expr: &str) -> String {
 }
 
 /// `(requests, errors, latencyBuckets)` PromQL templates for `provider`,
-/// for [`crate::providers::metrics`]' Prometheus source.
+/// for the Prometheus metric source.
 pub fn prometheus_queries(provider: KubeProvider, target: &KubeTarget) -> (String, String, String) {
     let ns = &target.namespace;
     match provider {

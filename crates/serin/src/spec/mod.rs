@@ -1,0 +1,546 @@
+//! The rollout file: YAML (or JSON) read into typed, validated settings.
+//!
+//! Two layers. The `Raw*` types (`raw.rs`) mirror the file one to one (serde,
+//! unknown fields rejected); scalar fields that need checking (weights,
+//! percentages, durations) are newtypes (`values.rs`) whose `Deserialize`
+//! refuses bad values, so the parser reports them at their line and column.
+//! [`parse`] then checks what spans several fields, one checker per section
+//! (`traffic.rs`, `steps.rs`, `analysis.rs`, `notifications.rs`; names and the
+//! two versions here), collecting every problem with its location before
+//! giving up, and builds a [`Rollout`]: the only type the rest of serin sees.
+
+mod analysis;
+mod kubernetes;
+mod notifications;
+mod prometheus_templates;
+mod raw;
+mod steps;
+mod traffic;
+mod values;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
+use serin_proxy::{Route, StickyKey, Upstream, Weight};
+
+use crate::notify;
+use crate::rollout::{Plan, Step};
+use raw::{RawRollout, RawSide};
+use values::{readable_label, same_server};
+
+pub use kubernetes::{CANARY_SUFFIX, KubeProvider, KubeTarget};
+pub use prometheus_templates::prometheus_queries;
+pub use values::{argv, valid_name};
+
+// ---------------------------------------------------------------------------
+// The validated rollout.
+
+/// A rollout file, read and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// `[a-z0-9-]`, unique per daemon.
+    pub name: String,
+    /// The version now serving.
+    pub stable: Side,
+    /// The version being rolled out.
+    pub canary: Side,
+    /// Where and how the weight is applied.
+    pub traffic: Traffic,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// How verdicts are made.
+    pub analysis: AnalysisSettings,
+    /// Webhooks told of phase changes and failed verdicts.
+    pub notifications: Vec<notify::Target>,
+    /// A URL that must answer 2xx before the first step (Flagger's pre-rollout webhook).
+    pub pre_rollout: Option<String>,
+    /// How long a timed pause may overrun, or a gate stay shut, before the
+    /// rollout rolls back (none: it waits).
+    pub progress_deadline: Option<Duration>,
+}
+
+/// One version of the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Side {
+    /// Its version label, e.g. `v1.2.0`.
+    pub version: String,
+    /// `http://host:port` (built-in and nginx providers).
+    pub upstream: Option<String>,
+    /// Container image (Kubernetes providers).
+    pub image: Option<String>,
+}
+
+/// Which data plane applies the weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// serin's own proxy.
+    Builtin,
+    /// A real nginx serin writes an include file for.
+    Nginx,
+    /// Kubernetes NGINX Ingress (canary annotations).
+    NginxIngress,
+    /// Istio VirtualService weights.
+    Istio,
+    /// Gateway API HTTPRoute backend weights.
+    GatewayApi,
+}
+
+impl Provider {
+    /// The file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Builtin => "builtin",
+            Provider::Nginx => "nginx",
+            Provider::NginxIngress => "nginx-ingress",
+            Provider::Istio => "istio",
+            Provider::GatewayApi => "gateway-api",
+        }
+    }
+
+    /// Runs on Kubernetes.
+    pub fn is_kubernetes(self) -> bool {
+        self.kubernetes().is_some()
+    }
+
+    /// The Kubernetes provider this is, if it is one.
+    pub fn kubernetes(self) -> Option<KubeProvider> {
+        match self {
+            Provider::NginxIngress => Some(KubeProvider::NginxIngress),
+            Provider::Istio => Some(KubeProvider::Istio),
+            Provider::GatewayApi => Some(KubeProvider::GatewayApi),
+            Provider::Builtin | Provider::Nginx => None,
+        }
+    }
+}
+
+/// The `traffic` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traffic {
+    /// The provider.
+    pub provider: Provider,
+    /// Where the built-in proxy (or nginx's generated server) listens.
+    pub listen: Option<SocketAddr>,
+    /// Same user, same version.
+    pub sticky: Option<StickyKey>,
+    /// Overrides checked before the weight.
+    pub routes: Vec<Route>,
+    /// `provider: nginx` settings.
+    pub nginx: Option<NginxSettings>,
+    /// Kubernetes providers' settings.
+    /// Kubernetes providers' target, checked, with the canary's version
+    /// and image and the routes.
+    pub kubernetes: Option<KubeTarget>,
+}
+
+/// `traffic.nginx`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NginxSettings {
+    /// The include file serin owns and rewrites.
+    pub include: PathBuf,
+    /// The configuration test command, split on white space.
+    pub test: Vec<String>,
+    /// The reload command, split on white space.
+    pub reload: Vec<String>,
+    /// The JSON access log serin writes and reads.
+    pub access_log: PathBuf,
+}
+
+/// A business metric's queries: numerator / denominator, compared between
+/// versions (how it is judged is in [`AnalysisSettings::judge`], in the
+/// same order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomMetric {
+    /// Its name in reasons and reports.
+    pub name: String,
+    /// PromQL counter with `{{version}}`.
+    pub numerator: String,
+    /// PromQL counter with `{{version}}`.
+    pub denominator: String,
+}
+
+/// `analysis.prometheus`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusSettings {
+    /// `http://host:port`.
+    pub address: String,
+    /// Request counter query.
+    pub requests: String,
+    /// Error counter query.
+    pub errors: String,
+    /// Cumulative latency buckets by `le`, in seconds.
+    pub latency_buckets: Option<String>,
+    /// Client error (4xx) counter query, for the 4xx check; without it that
+    /// check is off.
+    pub client_errors: Option<String>,
+}
+
+/// The `analysis` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisSettings {
+    /// How often a verdict is made.
+    pub interval: Duration,
+    /// Consecutive no-data intervals that roll back.
+    pub no_data_limit: u32,
+    /// What the judge checks (limits, statistics, custom metrics, the 4xx
+    /// check), built from the section and accepted by the judge's own
+    /// checks: the runtime hands it over as it is.
+    pub judge: serin_analysis::Config,
+    /// Take metrics from Prometheus instead of the provider's own.
+    pub prometheus: Option<PrometheusSettings>,
+    /// Business metrics' queries (need `prometheus`).
+    pub custom: Vec<CustomMetric>,
+}
+
+impl Default for AnalysisSettings {
+    /// The SPEC's defaults: a verdict every 10 s, 3 no-data intervals, the
+    /// judge's defaults.
+    fn default() -> Self {
+        AnalysisSettings {
+            interval: Duration::from_secs(10),
+            no_data_limit: 3,
+            judge: serin_analysis::Config::default(),
+            prometheus: None,
+            custom: Vec::new(),
+        }
+    }
+}
+
+/// The steps when the file names none: 5, 25, 50, 100 % with 60 s pauses.
+pub fn default_steps() -> Vec<Step> {
+    [5u16, 25, 50, 100]
+        .into_iter()
+        .flat_map(|w| {
+            [
+                // 5..=100 % in hundredths is always a weight.
+                Step::SetWeight(Weight::from_hundredths(w * 100).unwrap_or(Weight::FULL)),
+                Step::PauseFor(Duration::from_secs(60)),
+            ]
+        })
+        .collect()
+}
+
+impl Rollout {
+    /// What the state machine needs.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            steps: self.steps.clone(),
+            interval: self.analysis.interval,
+            no_data_limit: self.analysis.no_data_limit,
+            judge_at_end_of_pause: self.analysis.judge.method == serin_analysis::Method::Fixed,
+            progress_deadline: self.progress_deadline,
+            min_requests: self.analysis.judge.min_requests,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors.
+
+/// One thing wrong with a rollout file, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, 0 if unknown.
+    pub line: u64,
+    /// 1-based column, 0 if unknown.
+    pub column: u64,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+/// A rollout file that cannot be used: every problem found, with the file's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    /// The file's name (or `request body`).
+    pub origin: String,
+    /// At least one.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if p.line > 0 {
+                write!(f, "{}:{}:{}: {}", self.origin, p.line, p.column, p.message)?;
+            } else {
+                write!(f, "{}: {}", self.origin, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading and checking.
+
+/// Reads a rollout file's text. `origin` names it in errors (a path, or
+/// `request body`).
+pub fn parse(text: &str, origin: &str) -> Result<Rollout, SpecError> {
+    let raw: RawRollout = serde_saphyr::from_str(text).map_err(|e| SpecError {
+        origin: origin.to_string(),
+        problems: vec![problem_of(&e)],
+    })?;
+    let mut check = Checker::default();
+    let rollout = check.rollout(raw);
+    match rollout {
+        Some(mut r) if check.problems.is_empty() => {
+            ready_made_queries(&mut r);
+            Ok(r)
+        }
+        _ => {
+            let mut problems = check.problems;
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(SpecError {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
+    }
+}
+
+/// Reads a rollout file from disk.
+pub fn read(path: &std::path::Path) -> Result<Rollout, SpecError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        origin: origin.clone(),
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            message: format!("cannot read the rollout file: {e}"),
+        }],
+    })?;
+    parse(&text, &origin)
+}
+
+/// Kubernetes providers with only a Prometheus address get the queries for
+/// their standard metrics (docs/kubernetes.md).
+fn ready_made_queries(r: &mut Rollout) {
+    let Some(target) = &r.traffic.kubernetes else {
+        return;
+    };
+    if let Some(p) = &mut r.analysis.prometheus
+        && p.requests.is_empty()
+    {
+        let (requests, errors, latency) = prometheus_queries(target.provider, target);
+        p.requests = requests;
+        p.errors = errors;
+        p.latency_buckets = Some(latency);
+    }
+}
+
+fn problem_of(e: &serde_saphyr::Error) -> Problem {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    let options = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+    let mut message = e.render_with_options(options);
+    // The plain rendering ends with " at line L column C"; the location is
+    // printed in front instead, as `file:line:col:`.
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    Problem {
+        line,
+        column,
+        message: message.trim().to_string(),
+    }
+}
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn at(&mut self, location: &Location, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: location.line(),
+            column: location.column(),
+            message: message.into(),
+        });
+    }
+
+    fn rollout(&mut self, raw: RawRollout) -> Option<Rollout> {
+        let name = raw.name.value.clone();
+        if !valid_name(&name) {
+            self.at(
+                &raw.name.referenced,
+                format!(
+                    "name: expected 1 to 63 characters of a-z, 0-9 and -, starting with a letter or digit, got `{name}`"
+                ),
+            );
+        }
+        let (stable, _) = self.side(raw.stable, "stable", None);
+        let (canary, canary_version_at) = self.side(raw.canary, "canary", Some(&stable));
+        let (raw_traffic, traffic_ok) = self.section(
+            raw.traffic,
+            "traffic: expected a section with at least listen (e.g. `listen: 127.0.0.1:8080`), got nothing after `traffic:`",
+        );
+        let (raw_analysis, analysis_ok) = self.section(
+            raw.analysis,
+            "analysis: expected at least one setting, got nothing after `analysis:` (leave analysis out for the defaults)",
+        );
+        let provider = raw_traffic
+            .as_ref()
+            .and_then(|t| t.value.provider)
+            .unwrap_or(Provider::Builtin);
+        if traffic_ok
+            && provider.is_kubernetes()
+            && raw_analysis
+                .as_ref()
+                .is_none_or(|a| a.value.prometheus.is_none())
+        {
+            self.at(
+                &raw.name.referenced,
+                format!(
+                    "analysis.prometheus: expected at least an address (provider {} takes its metrics from Prometheus)",
+                    provider.as_str()
+                ),
+            );
+        }
+        let traffic = if traffic_ok {
+            self.traffic(raw_traffic, &stable, &canary, &canary_version_at)
+        } else {
+            None
+        };
+        let steps = self.steps(raw.steps);
+        let analysis = self
+            .analysis(raw_analysis, provider)
+            .filter(|_| analysis_ok);
+        let notifications = self.notifications(raw.notifications);
+        let pre_rollout = match raw.pre_rollout {
+            Some(hook) => {
+                Some(self.http_url(&hook.url.value, &hook.url.referenced, "preRollout.url")?)
+            }
+            None => None,
+        };
+        let progress_deadline = match raw.progress_deadline {
+            Some(d) if d.value.0.is_zero() => {
+                self.at(
+                    &d.referenced,
+                    "progressDeadline: expected a duration above 0, like 10m",
+                );
+                None
+            }
+            Some(d) => Some(d.value.0),
+            None => None,
+        };
+        Some(Rollout {
+            name,
+            stable,
+            canary,
+            traffic: traffic?,
+            steps: steps?,
+            analysis: analysis?,
+            notifications,
+            pre_rollout,
+            progress_deadline,
+        })
+    }
+
+    /// A section as written: `(None, true)` when its key is left out,
+    /// `(None, false)` (a problem recorded) when the key has nothing after
+    /// it.
+    fn section<T>(
+        &mut self,
+        raw: Option<Spanned<Option<T>>>,
+        empty: &str,
+    ) -> (Option<Spanned<T>>, bool) {
+        match raw {
+            None => (None, true),
+            Some(Spanned {
+                value: None,
+                referenced,
+                ..
+            }) => {
+                self.at(&referenced, empty);
+                (None, false)
+            }
+            Some(Spanned {
+                value: Some(value),
+                referenced,
+                defined,
+            }) => (
+                Some(Spanned {
+                    value,
+                    referenced,
+                    defined,
+                }),
+                true,
+            ),
+        }
+    }
+
+    /// One version's section, and where its version is written; the
+    /// canary's is checked against `stable`'s.
+    fn side(
+        &mut self,
+        raw: Spanned<RawSide>,
+        which: &str,
+        stable: Option<&Side>,
+    ) -> (Side, Location) {
+        let RawSide {
+            version,
+            upstream,
+            image,
+        } = raw.value;
+        if version.value.trim().is_empty() {
+            self.at(
+                &version.referenced,
+                format!("{which}.version: expected a version label, got an empty one"),
+            );
+        } else if !readable_label(&version.value) {
+            self.at(
+                &version.referenced,
+                format!(
+                    "{which}.version: expected a version label of at most 128 visible ASCII characters, like v1.2.0 (no spaces, no invisible or look-alike characters: a label must read as what it is)"
+                ),
+            );
+        } else if stable.is_some_and(|s| s.version == version.value) {
+            self.at(
+                &version.referenced,
+                format!(
+                    "{which}.version: expected a version other than stable's, got `{}` for both",
+                    version.value
+                ),
+            );
+        }
+        if let (Some(u), Some(theirs)) = (&upstream, stable.and_then(|s| s.upstream.as_ref()))
+            && same_server(&u.value, theirs)
+        {
+            self.at(
+                &u.referenced,
+                format!(
+                    "{which}.upstream: expected a server other than stable's, got `{theirs}` for both (the judge would compare the stable with itself)"
+                ),
+            );
+        }
+        // A bad upstream is reported here, once; it stays "given", so no
+        // second error says it is missing.
+        let upstream = upstream.map(|u| {
+            if let Err(e) = Upstream::parse(&u.value) {
+                self.at(&u.referenced, format!("{which}.upstream: {e}"));
+            }
+            u.value
+        });
+        (
+            Side {
+                version: version.value,
+                upstream,
+                image,
+            },
+            version.referenced,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
