@@ -69,7 +69,7 @@ use crate::controller::machine::Input;
 use crate::error::Kind;
 use crate::report::Report;
 use crate::rollout::{Phase, State};
-use crate::runtime::{DataPlane, RunningDriver, Setup};
+use crate::runtime::{DataPlane, Parser, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Store, StoreError};
 use crate::time::{self, rfc3339};
 use crate::wire::{self, DeployRequest, RolloutStatus};
@@ -162,9 +162,6 @@ impl From<DriverError> for DaemonError {
         }
     }
 }
-
-/// Turns a rollout file's text into a [`Setup`]; `origin` names it in errors.
-pub type Parser = Arc<dyn Fn(&str, &str) -> Result<Setup, String> + Send + Sync>;
 
 /// The programs the operator allowed rollout files to run (`serin serve
 /// --allow-command`), each as its words.

@@ -13,8 +13,6 @@ use std::fmt;
 
 use http::StatusCode;
 
-use crate::exit::Exit;
-
 /// What kind of failure an [`Error`] is: what the caller can do about it.
 ///
 /// | kind | exit | HTTP |
@@ -48,18 +46,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The SPEC's exit code for a command that failed with this kind.
-    pub fn exit(self) -> Exit {
-        match self {
-            Kind::Invalid => Exit::Invalid,
-            Kind::NotFound
-            | Kind::Refused
-            | Kind::Conflict
-            | Kind::Unavailable
-            | Kind::Internal => Exit::Runtime,
-        }
-    }
-
     /// The daemon's HTTP status for an operation that failed with this kind.
     pub fn status(self) -> StatusCode {
         match self {
@@ -151,7 +137,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_bad_input_is_exit_2_and_each_kind_has_its_status() {
+    fn each_kind_has_its_status() {
         let all = [
             Kind::Invalid,
             Kind::NotFound,
@@ -160,9 +146,6 @@ mod tests {
             Kind::Unavailable,
             Kind::Internal,
         ];
-        let exits: Vec<Exit> = all.iter().map(|k| k.exit()).collect();
-        assert_eq!(exits[0], Exit::Invalid);
-        assert!(exits[1..].iter().all(|e| *e == Exit::Runtime));
         let statuses: Vec<u16> = all.iter().map(|k| k.status().as_u16()).collect();
         assert_eq!(statuses, [400, 404, 403, 409, 503, 500]);
     }

@@ -5,6 +5,8 @@
 
 use std::process::ExitCode;
 
+use crate::error::Kind;
+
 /// Exit codes fixed by the SPEC; CI pipelines rely on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -13,6 +15,21 @@ pub enum Exit {
     Invalid = 2,
     RolledBack = 3,
     Stopped = 4,
+}
+
+impl Exit {
+    /// The exit code of a command that failed with an error of this kind:
+    /// bad input is exit 2, anything else exit 1.
+    pub fn of(kind: Kind) -> Exit {
+        match kind {
+            Kind::Invalid => Exit::Invalid,
+            Kind::NotFound
+            | Kind::Refused
+            | Kind::Conflict
+            | Kind::Unavailable
+            | Kind::Internal => Exit::Runtime,
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {
@@ -28,16 +45,22 @@ pub fn invalid(message: impl Into<String>) -> anyhow::Error {
     crate::error::Error::invalid(message).into()
 }
 
-/// Prints a command's error to stderr and picks the exit code from its
-/// kind ([`crate::error::Kind::exit`]): bad input is exit 2, anything else
-/// exit 1.
-pub fn report(result: anyhow::Result<Exit>) -> ExitCode {
-    match result {
-        Ok(code) => code.into(),
-        Err(err) => {
-            let code = crate::error::kind_of(&err).exit();
-            crate::errln!("serin: {err:#}");
-            code.into()
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bad_input_is_exit_2() {
+        let all = [
+            Kind::Invalid,
+            Kind::NotFound,
+            Kind::Refused,
+            Kind::Conflict,
+            Kind::Unavailable,
+            Kind::Internal,
+        ];
+        let exits: Vec<Exit> = all.into_iter().map(Exit::of).collect();
+        assert_eq!(exits[0], Exit::Invalid);
+        assert!(exits[1..].iter().all(|e| *e == Exit::Runtime));
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use serin::cli::output::OutputFormat;
-use serin::{cli, demo, exit};
+use serin::{cli, demo};
 
 /// serin runs canary releases: it shifts traffic from stable to canary step by
 /// step, judges the canary while traffic flows, and rolls back on its own.
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         Command::DemoApp(args) => demo::app::run(args),
         Command::Load(args) => demo::load::run(args, cli.output),
     };
-    exit::report(result)
+    cli::report(result)
 }
 
 /// The last net, not the rule: a `print!` on a closed pipe that did not go

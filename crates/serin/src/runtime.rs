@@ -452,8 +452,11 @@ impl RunningDriver {
     }
 }
 
+/// Turns a rollout file's text into a [`Setup`]; `origin` names it in errors.
+pub type Parser = Arc<dyn Fn(&str, &str) -> Result<Setup, String> + Send + Sync>;
+
 /// The daemon's rollout-file parser: the file checked, then made a [`Setup`].
-pub fn parser() -> crate::daemon::Parser {
+pub fn parser() -> Parser {
     Arc::new(|text: &str, origin: &str| {
         let rollout = crate::spec::parse(text, origin).map_err(|e| e.to_string())?;
         Setup::from_rollout(&rollout).map_err(|e| format!("{origin}: {e}"))

@@ -30,6 +30,20 @@ pub fn bearer_token(value: &str) -> Result<String, Error> {
     Ok(value.to_owned())
 }
 
+/// Prints a command's error to stderr and picks the exit code from its
+/// kind ([`crate::exit::Exit::of`]): bad input is exit 2, anything else
+/// exit 1.
+pub fn report(result: anyhow::Result<crate::exit::Exit>) -> std::process::ExitCode {
+    match result {
+        Ok(code) => code.into(),
+        Err(err) => {
+            let code = crate::exit::Exit::of(crate::error::kind_of(&err));
+            crate::errln!("serin: {err:#}");
+            code.into()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
