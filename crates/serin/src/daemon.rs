@@ -22,7 +22,7 @@
 //!
 //! # Locks
 //! Nothing the API reads waits for the outside world. The registry (a map
-//! from name to [`Slot`]) is behind a plain mutex held only to look a name
+//! from name to `Slot`) is behind a plain mutex held only to look a name
 //! up or to put one in, never across an `.await`. Each running rollout is
 //! behind its own lock, held only to read or change it in memory (status,
 //! metrics, a deploy, a command's driver handle), never across an nginx
@@ -31,7 +31,7 @@
 //! What does talk to the outside for a rollout (registering it, cleaning it
 //! up, starting its data plane again, stopping it at shutdown) first
 //! *reserves* its name: under the map lock the name's slot becomes
-//! [`Slot::Reserved`] and the running entry, if any, is taken out. The
+//! `Slot::Reserved` and the running entry, if any, is taken out. The
 //! caller then works with no lock held; another caller that wants the same
 //! name (a second `register`, a `cleanup`, a command) waits until the
 //! reservation ends (a channel closing), then looks again, so two callers
@@ -372,7 +372,7 @@ impl Slot {
     }
 }
 
-/// A name one caller holds ([`Slot::Reserved`]). Dropping it leaves the
+/// A name one caller holds (`Slot::Reserved`). Dropping it leaves the
 /// name free (nothing of the rollout runs here); [`Reservation::put`] puts
 /// a running rollout under it. Either way, callers waiting for the name
 /// look again.

@@ -4,8 +4,8 @@
 //! The data plane ([`crate::controller::seams::TrafficRouter`] and its
 //! start), the metric sources and the daemon's operations all fail with a
 //! kind, and the edges turn the kind into an exit code (`serin run`, the
-//! client commands) or an HTTP status (the daemon's API) here, in
-//! [`Kind::exit`] and [`Kind::status`]: a port in use or a refused `nginx -t`
+//! client commands) or an HTTP status (the daemon's API), each in one
+//! place: [`crate::exit::Exit::of`] and [`Kind::status`]: a port in use or a refused `nginx -t`
 //! is "unavailable" (exit 1, HTTP 503) wherever it happens, never "invalid
 //! input".
 
