@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::notify::{self, Notifier};
 use crate::providers::metrics::builtin::BuiltinSource;
 use crate::providers::metrics::nginx_log::NginxLogSource;
-use crate::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, PrometheusSource};
+use crate::providers::metrics::prometheus::PrometheusSource;
 use crate::providers::traffic::builtin::BuiltinRouter;
 use crate::providers::traffic::kubernetes::{KubeTarget, KubernetesRouter};
 use crate::providers::traffic::nginx::{NginxConfig, NginxRouter};
@@ -112,32 +112,14 @@ impl Setup {
         // Built and checked with the rollout file.
         let config = rollout.analysis.judge.clone();
         let prometheus = rollout.analysis.prometheus.clone();
-        let custom: Vec<CustomQuery> = rollout
-            .analysis
-            .custom
-            .iter()
-            .map(|c| CustomQuery {
-                name: c.name.clone(),
-                numerator: c.numerator.clone(),
-                denominator: c.denominator.clone(),
-            })
-            .collect();
+        let custom = rollout.analysis.custom.clone();
         let access_log = match &plane {
             PlaneKind::Nginx(n) => Some(n.access_log.clone()),
             _ => None,
         };
         let analysis: AnalysisFactory = Arc::new(move |proxy: Option<Arc<Proxy>>| {
             let source: Box<dyn MetricSource> = match (&prometheus, &access_log, proxy) {
-                (Some(p), _, _) => Box::new(
-                    PrometheusSource::new(PrometheusConfig {
-                        address: p.address.clone(),
-                        requests: p.requests.clone(),
-                        errors: p.errors.clone(),
-                        latency_buckets: p.latency_buckets.clone(),
-                        custom: custom.clone(),
-                    })
-                    .with_client_errors(p.client_errors.clone()),
-                ),
+                (Some(p), _, _) => Box::new(PrometheusSource::new(p.clone(), custom.clone())),
                 (None, Some(log), _) => Box::new(NginxLogSource::new(log.clone())),
                 (None, None, Some(proxy)) => Box::new(BuiltinSource::new(proxy)),
                 (None, None, None) => Box::new(crate::providers::metrics::Unavailable(

@@ -241,7 +241,8 @@ fn a_canary_that_converts_as_well_is_promoted() {
 #[test]
 fn the_prometheus_source_reads_custom_counters_and_carries_a_reset() {
     use serin::controller::seams::MetricSource;
-    use serin::providers::metrics::prometheus::{CustomQuery, PrometheusConfig, PrometheusSource};
+    use serin::providers::metrics::prometheus::PrometheusSource;
+    use serin::spec::{CustomMetric, PrometheusSettings};
     use serin_analysis::Ratio;
 
     let text = Arc::new(Mutex::new(counters((500.0, 50.0), (100.0, 5.0))));
@@ -252,25 +253,28 @@ fn the_prometheus_source_reads_custom_counters_and_carries_a_reset() {
     let prometheus = Prometheus::start(&[exporter.addr]);
     let visits = |v: &str| format!("sum(visits_total{{version=\"{v}\"}})");
     prometheus.wait_for(&visits("canary"), 100.0, Duration::from_secs(20));
-    let mut source = PrometheusSource::new(PrometheusConfig {
-        address: prometheus.url(),
-        requests: "sum(visits_total{version=\"{{version}}\"})".into(),
-        // Never exported: an error counter without series is 0 errors.
-        errors: "sum(failed_visits_total{version=\"{{version}}\"})".into(),
-        latency_buckets: None,
-        custom: vec![
-            CustomQuery {
+    let mut source = PrometheusSource::new(
+        PrometheusSettings {
+            address: prometheus.url(),
+            requests: "sum(visits_total{version=\"{{version}}\"})".into(),
+            // Never exported: an error counter without series is 0 errors.
+            errors: "sum(failed_visits_total{version=\"{{version}}\"})".into(),
+            latency_buckets: None,
+            client_errors: None,
+        },
+        vec![
+            CustomMetric {
                 name: "conversion".into(),
                 numerator: "sum(checkouts_total{version=\"{{version}}\"})".into(),
                 denominator: "sum(visits_total{version=\"{{version}}\"})".into(),
             },
-            CustomQuery {
+            CustomMetric {
                 name: "refunds".into(),
                 numerator: "sum(refunds_total{version=\"{{version}}\"})".into(),
                 denominator: "sum(checkouts_total{version=\"{{version}}\"})".into(),
             },
         ],
-    });
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

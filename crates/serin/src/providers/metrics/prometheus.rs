@@ -35,35 +35,10 @@ use serin_analysis::{Histogram, Totals};
 
 use crate::controller::seams::{BoxFuture, MetricSource, Snapshot};
 use crate::error::Error;
+use crate::spec::{CustomMetric, PrometheusSettings};
 
 /// How long one query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the source needs from the rollout file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PrometheusConfig {
-    /// `http://host:port` of the Prometheus server.
-    pub address: String,
-    /// Query returning the total requests counter of `{{version}}`.
-    pub requests: String,
-    /// Query returning the error counter of `{{version}}`.
-    pub errors: String,
-    /// Query returning cumulative latency buckets by `le` (seconds).
-    pub latency_buckets: Option<String>,
-    /// Custom business metrics, in the rollout file's order.
-    pub custom: Vec<CustomQuery>,
-}
-
-/// One custom business metric's queries (`analysis.custom`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CustomQuery {
-    /// Its name, for error messages.
-    pub name: String,
-    /// Counter of events (e.g. checkouts) of `{{version}}`.
-    pub numerator: String,
-    /// Counter of exposures (e.g. visits) of `{{version}}`.
-    pub denominator: String,
-}
 
 #[derive(Deserialize)]
 struct Answer {
@@ -128,33 +103,27 @@ struct VersionState {
 
 /// Queries a Prometheus server.
 pub struct PrometheusSource {
-    config: PrometheusConfig,
+    /// Address and queries (`analysis.prometheus`); without its
+    /// `client_errors` query the judge's 4xx check is skipped.
+    config: PrometheusSettings,
+    /// Custom business metrics (`analysis.custom`), in the file's order.
+    custom: Vec<CustomMetric>,
     client: Client<HttpConnector, Empty<Bytes>>,
     stable: VersionState,
     canary: VersionState,
-    /// Query of the 4xx counter of `{{version}}`, if any.
-    client_errors: Option<String>,
 }
 
 impl PrometheusSource {
-    /// A source for `config`.
-    pub fn new(config: PrometheusConfig) -> PrometheusSource {
+    /// A source for the rollout file's `analysis.prometheus` and
+    /// `analysis.custom`, as checked by the spec.
+    pub fn new(config: PrometheusSettings, custom: Vec<CustomMetric>) -> PrometheusSource {
         PrometheusSource {
             config,
+            custom,
             client: Client::builder(TokioExecutor::new()).build_http(),
             stable: VersionState::default(),
             canary: VersionState::default(),
-            client_errors: None,
         }
-    }
-
-    /// Also queries `query` (`{{version}}` replaced), a counter of client
-    /// errors (4xx), for the judge's 4xx check
-    /// (`analysis.prometheus.clientErrors`). Without it that check is
-    /// skipped.
-    pub fn with_client_errors(mut self, query: Option<String>) -> PrometheusSource {
-        self.client_errors = query;
-        self
     }
 
     /// Runs one instant query evaluated at `at` (Unix seconds); the
@@ -253,7 +222,7 @@ impl PrometheusSource {
         let errors = self
             .scalar_or_zero(&self.config.errors, version, at)
             .await?;
-        let client_errors = match &self.client_errors {
+        let client_errors = match &self.config.client_errors {
             Some(q) => Some(self.scalar_or_zero(q, version, at).await?),
             None => None,
         };
@@ -305,7 +274,7 @@ impl PrometheusSource {
                 b.1,
             )?);
         }
-        let client_errors = match (&self.client_errors, client_errors) {
+        let client_errors = match (&self.config.client_errors, client_errors) {
             (Some(q), Some(x)) => Some(count(q, state.client_errors.feed(x, at))?),
             _ => None,
         };
@@ -341,8 +310,8 @@ impl PrometheusSource {
     /// Cumulative numerator and denominator of every custom metric for
     /// `version`, in configuration order, carried across counter resets.
     async fn custom(&mut self, version: Version, at: f64) -> Result<Vec<Ratio>, String> {
-        let mut raw = Vec::with_capacity(self.config.custom.len());
-        for c in &self.config.custom {
+        let mut raw = Vec::with_capacity(self.custom.len());
+        for c in &self.custom {
             // No event yet (no checkout) is a legitimate empty numerator; an
             // empty denominator is no exposure seen, or a wrong query.
             let numerator = self
@@ -394,7 +363,7 @@ impl PrometheusSource {
             let at = unix_now();
             let stable = self.totals(Version::Stable, at).await?;
             let canary = self.totals(Version::Canary, at).await?;
-            let custom = if self.config.custom.is_empty() {
+            let custom = if self.custom.is_empty() {
                 Vec::new()
             } else {
                 let s = self.custom(Version::Stable, at).await?;
@@ -491,18 +460,21 @@ mod tests {
         format!("http://{addr}")
     }
 
-    fn config(address: String) -> PrometheusConfig {
-        PrometheusConfig {
-            address,
-            requests: "req{v=\"{{version}}\"}".into(),
-            errors: "err{v=\"{{version}}\"}".into(),
-            latency_buckets: None,
-            custom: vec![CustomQuery {
+    fn source(address: String) -> PrometheusSource {
+        PrometheusSource::new(
+            PrometheusSettings {
+                address,
+                requests: "req{v=\"{{version}}\"}".into(),
+                errors: "err{v=\"{{version}}\"}".into(),
+                latency_buckets: None,
+                client_errors: None,
+            },
+            vec![CustomMetric {
                 name: "conversion".into(),
                 numerator: "checkouts{v=\"{{version}}\"}".into(),
                 denominator: "visits{v=\"{{version}}\"}".into(),
             }],
-        }
+        )
     }
 
     fn set(state: &Arc<Mutex<Fake>>, pairs: &[(&str, f64)]) {
@@ -516,7 +488,7 @@ mod tests {
     async fn custom_metrics_are_queried_per_version_and_carried_across_resets() {
         let state = Arc::new(Mutex::new(Fake::default()));
         let address = fake_prometheus(state.clone()).await;
-        let mut source = PrometheusSource::new(config(address));
+        let mut source = source(address);
         set(
             &state,
             &[
@@ -576,7 +548,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let mut source = PrometheusSource::new(config(format!("http://127.0.0.1:{port}")));
+        let mut source = source(format!("http://127.0.0.1:{port}"));
         let err = source.snapshot().await.unwrap_err();
         assert_eq!(err.kind(), crate::error::Kind::Unavailable);
         assert!(err.to_string().contains("unreachable"), "{err}");
