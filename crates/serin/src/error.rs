@@ -97,6 +97,20 @@ impl Error {
         Error::new(Kind::Conflict, message)
     }
 
+    /// `place ADDR` (a flag or a file's field) cannot be listened on: the
+    /// machine's state, not bad input, so unavailable (exit 1, HTTP 503).
+    pub fn cannot_listen(place: &str, addr: std::net::SocketAddr, e: &std::io::Error) -> Error {
+        let why = match e.kind() {
+            std::io::ErrorKind::AddrInUse => "address already in use".to_owned(),
+            std::io::ErrorKind::AddrNotAvailable => {
+                "address not available on this machine".to_owned()
+            }
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            _ => e.to_string(),
+        };
+        Error::unavailable(format!("{place} {addr}: cannot listen: {why}"))
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> Kind {
         self.kind

@@ -208,7 +208,7 @@ fn listen_of(setup: &Setup) -> Result<SocketAddr, Error> {
 /// A listener that could not be bound: the address is taken or not ours
 /// to take, which is the machine's state, not the file's fault.
 fn bind_error(addr: SocketAddr, e: &std::io::Error) -> Error {
-    Error::unavailable(format!("traffic.listen {addr}: {e}"))
+    Error::cannot_listen("traffic.listen", addr, e)
 }
 
 fn nginx_config(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, load, serin_run, text, write};
+use common::serin::{Proc, demo_app, load, serin, serin_run, text, write};
 
 /// A rollout file with short steps, for `stable` and `canary` addresses.
 fn rollout(
@@ -189,6 +189,22 @@ fn a_listen_port_in_use_is_exit_1_naming_the_port() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(&format!("traffic.listen {addr}")) && err.contains("in use"),
+        "names the address and why: {err}"
+    );
+    // The daemon's own --listen likewise: exit 1, not "invalid input".
+    let mut serve = serin();
+    serve.args([
+        "serve",
+        "--listen",
+        &addr.to_string(),
+        "--state-dir",
+        &dir.path().join("daemon").display().to_string(),
+    ]);
+    let o = Proc::spawn(serve, true).wait_output(Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("--listen {addr}")) && err.contains("address already in use"),
         "names the address and why: {err}"
     );
 }

@@ -258,26 +258,15 @@ fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
     Ok(d)
 }
 
-/// Says why `addr` cannot be listened on, naming the flag.
-fn cannot_listen(flag: &str, addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
-    let why = match e.kind() {
-        std::io::ErrorKind::AddrInUse => "address already in use".to_owned(),
-        std::io::ErrorKind::AddrNotAvailable => "address not available on this machine".to_owned(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        _ => e.to_string(),
-    };
-    invalid(format!("{flag} {addr}: cannot listen: {why}"))
-}
-
 async fn serve(config: Config) -> anyhow::Result<Exit> {
     let listener = serin_proxy::bind_per_core(config.listen)
-        .map_err(|e| cannot_listen("--listen", config.listen, &e))?;
+        .map_err(|e| crate::error::Error::cannot_listen("--listen", config.listen, &e))?;
     let listen = listener.local_addr();
     let admin_listener = match config.admin {
         Some(a) => Some(
             TcpListener::bind(a)
                 .await
-                .map_err(|e| cannot_listen("--admin", a, &e))?,
+                .map_err(|e| crate::error::Error::cannot_listen("--admin", a, &e))?,
         ),
         None => None,
     };

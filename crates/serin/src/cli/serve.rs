@@ -85,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| invalid(format!("--listen {listen}: {e}")))?;
+            .map_err(|e| crate::error::Error::cannot_listen("--listen", listen, &e))?;
         let own = listener.local_addr()?;
         let daemon = Daemon::start(
             store,
