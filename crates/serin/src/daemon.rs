@@ -932,6 +932,12 @@ impl Daemon {
     pub async fn cleanup(&self, name: &str) -> Result<(), DaemonError> {
         let (held, entry) = self.reserve(name).await;
         if let Some(entry) = entry {
+            // Persist, then apply: the canary's 0 % is written before the
+            // plane is asked for it and before the drain, so a crash from
+            // here on restarts the rollout rolled back at 0 %, never at the
+            // weight it had (found by an outside breaker: kill -9 during
+            // the drain brought 50 % back).
+            self.write_cleanup_rollback(name);
             if let Err(e) = entry.plane.cleanup().await {
                 tracing::error!(rollout = %name, "cleanup could not set the weight to 0: {e}");
             }
@@ -944,6 +950,38 @@ impl Daemon {
         self.down_map().remove(name);
         drop(held);
         Ok(())
+    }
+
+    /// Writes a rollout in progress as rolled back at 0 % ("cleaned up"),
+    /// before its cleanup touches the data plane. Its driver may write at
+    /// the same moment: a write conflict is tried again on the new
+    /// generation. A store that cannot take it is logged; the cleanup goes
+    /// on in the safe direction.
+    fn write_cleanup_rollback(&self, name: &str) {
+        for _ in 0..3 {
+            let mut record = match self.store.get(name) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(rollout = %name, "cleanup could not read the rollout to write 0 % first: {e}");
+                    return;
+                }
+            };
+            if record.state.phase.is_finished() && record.state.weight == Weight::ZERO {
+                return;
+            }
+            record.state.phase = Phase::RolledBack;
+            record.state.weight = Weight::ZERO;
+            record.state.hold = None;
+            record.state.reason = "cleaned up: all traffic to stable".into();
+            match self.store.save(&record, &[], time::now()) {
+                Ok(_) => return,
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => {
+                    tracing::error!(rollout = %name, "cleanup could not write 0 % first (going on): {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// One rollout's status (a row that cannot be read is reported as

@@ -279,3 +279,72 @@ fn on_sigterm_rollouts_drain_at_once() {
         out.status
     );
 }
+
+/// The stored phase of `name` as the API reports it.
+fn phase(api: SocketAddr, name: &str) -> String {
+    let r = get(api, &format!("/api/v1/rollouts/{name}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v["phase"].as_str().unwrap_or_default().to_string()
+}
+
+/// A cleanup goes to its end when its client leaves halfway (a timeout, a
+/// Ctrl-C), and writes 0 % before it drains: a `kill -9` in the drain
+/// restarts the rollout rolled back, never at the weight it had. (Found by
+/// an outside breaker: the dropped handler left a stored rollout nobody
+/// controlled, and a crash in the drain brought 50 % back.)
+#[test]
+fn a_cleanup_ends_when_its_client_leaves_and_a_crash_in_its_drain_restarts_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let api = local(free_port());
+    let mut daemon = serve(api, &state);
+    let up = Held::start();
+    let leaving = local(free_port());
+    register(api, "leaving", leaving, up.addr);
+
+    // The client asks for the cleanup, and goes away once it has begun.
+    let held = hold_request(leaving, &up);
+    let mut client = TcpStream::connect_timeout(&api, Duration::from_secs(5)).unwrap();
+    let req = format!(
+        "DELETE /api/v1/rollouts/leaving HTTP/1.1\r\nHost: {api}\r\nContent-Length: 0\r\n\r\n"
+    );
+    client.write_all(req.as_bytes()).unwrap();
+    wait_until_closed(leaving);
+    assert_eq!(
+        phase(api, "leaving"),
+        "RolledBack",
+        "0 % is written before the drain"
+    );
+    drop(client);
+    up.release();
+    assert_eq!(
+        held.recv_timeout(BOUND).expect("the held request ends"),
+        200
+    );
+    let deadline = Instant::now() + BOUND;
+    while get(api, "/api/v1/rollouts/leaving").status != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the cleanup whose client left never ended: {}",
+            get(api, "/api/v1/rollouts/leaving").body
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // kill -9 while a cleanup drains; the restart finds it rolled back.
+    let up = Held::start();
+    let crashing = local(free_port());
+    register(api, "crashing", crashing, up.addr);
+    let _held = hold_request(crashing, &up);
+    std::thread::spawn(move || slow_request(api, "DELETE", "/api/v1/rollouts/crashing"));
+    wait_until_closed(crashing);
+    daemon.child.kill().unwrap();
+    let _ = daemon.child.wait();
+    let _daemon = serve(api, &state);
+    assert_eq!(
+        phase(api, "crashing"),
+        "RolledBack",
+        "a cleanup cut short by a crash restarts at 0 %"
+    );
+}

@@ -141,6 +141,23 @@ async fn status(
     Ok(axum::Json(daemon.status(&name).await?).into_response())
 }
 
+/// Runs a change to the daemon to its end on a task of its own: a client
+/// that goes away (a timeout, Ctrl-C, a closed tab) drops the handler, and
+/// with it any future it was awaiting; a cleanup stopped halfway would leave
+/// a stored rollout that nothing controls. The answer is lost, the change is
+/// not.
+async fn to_the_end<T: Send + 'static>(
+    change: impl Future<Output = Result<T, DaemonError>> + Send + 'static,
+) -> ApiResult<T> {
+    match tokio::spawn(change).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the change failed inside serin: {e}"),
+        )),
+    }
+}
+
 async fn register(
     State(daemon): State<Arc<Daemon>>,
     headers: HeaderMap,
@@ -153,7 +170,8 @@ async fn register(
             "request body: expected a rollout file as UTF-8 YAML or JSON".into(),
         )
     })?;
-    let status = daemon.register(text).await?;
+    let text = text.to_owned();
+    let status = to_the_end(async move { daemon.register(&text).await }).await?;
     Ok((StatusCode::CREATED, axum::Json(status)).into_response())
 }
 
@@ -163,7 +181,7 @@ async fn cleanup(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
-    daemon.cleanup(&name).await?;
+    to_the_end(async move { daemon.cleanup(&name).await }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -178,7 +196,8 @@ async fn deploy(
         &body,
         "deploy body (expected {\"version\":\"v2\",\"upstream\":\"http://…\"})",
     )?;
-    Ok(axum::Json(daemon.deploy(&name, req).await?).into_response())
+    let status = to_the_end(async move { daemon.deploy(&name, req).await }).await?;
+    Ok(axum::Json(status).into_response())
 }
 
 async fn promote(
@@ -189,12 +208,9 @@ async fn promote(
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
     let req: PromoteRequest = json_body(&body, "promote body (expected {\"full\":false})")?;
-    Ok(axum::Json(
-        daemon
-            .command(&name, Input::Promote { full: req.full })
-            .await?,
-    )
-    .into_response())
+    let input = Input::Promote { full: req.full };
+    let status = to_the_end(async move { daemon.command(&name, input).await }).await?;
+    Ok(axum::Json(status).into_response())
 }
 
 async fn rollback(
@@ -203,7 +219,8 @@ async fn rollback(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&d, &h)?;
-    Ok(axum::Json(d.command(&name, Input::Rollback).await?).into_response())
+    let status = to_the_end(async move { d.command(&name, Input::Rollback).await }).await?;
+    Ok(axum::Json(status).into_response())
 }
 
 async fn pause(
@@ -212,7 +229,8 @@ async fn pause(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&d, &h)?;
-    Ok(axum::Json(d.command(&name, Input::Pause).await?).into_response())
+    let status = to_the_end(async move { d.command(&name, Input::Pause).await }).await?;
+    Ok(axum::Json(status).into_response())
 }
 
 async fn resume(
@@ -221,7 +239,8 @@ async fn resume(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&d, &h)?;
-    Ok(axum::Json(d.command(&name, Input::Resume).await?).into_response())
+    let status = to_the_end(async move { d.command(&name, Input::Resume).await }).await?;
+    Ok(axum::Json(status).into_response())
 }
 
 async fn set_weight(
@@ -234,7 +253,9 @@ async fn set_weight(
     let req: WeightRequest = json_body(&body, "weight body (expected {\"weight\":25})")?;
     let weight = serin_proxy::Weight::from_percent(req.weight)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("weight: {e}")))?;
-    Ok(axum::Json(daemon.command(&name, Input::SetWeight(weight)).await?).into_response())
+    let status =
+        to_the_end(async move { daemon.command(&name, Input::SetWeight(weight)).await }).await?;
+    Ok(axum::Json(status).into_response())
 }
 
 async fn events(
