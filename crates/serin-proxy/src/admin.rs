@@ -52,6 +52,10 @@ impl Admin {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => self.metrics(),
             (&Method::GET, "/weight") => weight_json(StatusCode::OK, self.proxy.weight()),
+            (&Method::PUT, "/weight") if !host_is_an_address(req.headers()) => error(
+                StatusCode::FORBIDDEN,
+                "PUT /weight refused: the Host must be an IP address or localhost (a DNS name here is how a web page rebinds its own name to this machine)",
+            ),
             (&Method::PUT, "/weight") if !self.authorized(&req) => {
                 let mut resp = error(
                     StatusCode::UNAUTHORIZED,
@@ -110,6 +114,31 @@ impl Admin {
     }
 }
 
+/// Whether the request's one `Host` names the admin by address (`127.0.0.1:9901`,
+/// `[::1]:9901`) or as `localhost`. A page on another site that rebinds its
+/// own DNS name to this machine sends that name as Host: it may not steer
+/// the weight (its browser sees one origin, so no CORS check stops it).
+fn host_is_an_address(headers: &HeaderMap) -> bool {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return false;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority.host();
+    let name = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.eq_ignore_ascii_case("localhost.")
+}
+
 /// Whether `headers` carry `Authorization: Bearer TOKEN` with this `token`,
 /// compared in constant time so that it cannot be guessed byte by byte from
 /// response times. The one check for a bearer token: the proxy's admin
@@ -163,6 +192,41 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_address_or_localhost_may_be_the_host_of_a_weight_change() {
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::HOST, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        for ok in [
+            "127.0.0.1:9901",
+            "127.0.0.1",
+            "[::1]:9901",
+            "localhost:9901",
+            "LOCALHOST",
+            "10.0.0.5:80",
+        ] {
+            assert!(host_is_an_address(&with(&[ok])), "{ok}");
+        }
+        for bad in [
+            "evil.example:9901",
+            "127.0.0.1.nip.io",
+            "localhost.evil.example",
+            "",
+            "a b",
+        ] {
+            assert!(!host_is_an_address(&with(&[bad])), "{bad:?}");
+        }
+        assert!(!host_is_an_address(&HeaderMap::new()), "no Host");
+        assert!(
+            !host_is_an_address(&with(&["127.0.0.1", "127.0.0.1"])),
+            "two Hosts"
+        );
+    }
 
     #[test]
     fn bearer_tokens() {

@@ -532,7 +532,7 @@ fn serves_split_routes_weight_and_metrics() {
     let (head, body) = http(
         admin,
         &format!(
-            "PUT /weight HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{put}",
+            "PUT /weight HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{put}",
             put.len()
         ),
     );
@@ -579,12 +579,17 @@ fn serves_split_routes_weight_and_metrics() {
 /// `PUT /weight` on `admin` with `{"weight":N}` and an optional bearer token:
 /// the response head.
 fn put_weight(admin: SocketAddr, weight: u32, token: Option<&str>) -> String {
+    put_weight_as(admin, &admin.to_string(), weight, token)
+}
+
+/// [`put_weight`] with `host` as the Host header.
+fn put_weight_as(admin: SocketAddr, host: &str, weight: u32, token: Option<&str>) -> String {
     let body = format!("{{\"weight\":{weight}}}");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let (head, _) = http(
         admin,
         &format!(
-            "PUT /weight HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            "PUT /weight HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: {}\r\n\r\n{body}",
             body.len()
         ),
     );
@@ -627,6 +632,14 @@ fn a_non_loopback_admin_address_needs_a_token() {
     let admin = SocketAddr::from(([127, 0, 0, 1], proxy.admin.unwrap().port()));
     assert!(put_weight(admin, 30, None).starts_with("HTTP/1.1 401"));
     assert!(put_weight(admin, 30, Some("wrong!")).starts_with("HTTP/1.1 401"));
+    let (_, weight) = http(admin, "GET /weight HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(weight.trim(), r#"{"weight":0}"#);
+    // A page that rebinds its DNS name to this machine sends that name as
+    // Host: refused, token or not (found by an outside breaker).
+    for token in [None, Some("s3cret")] {
+        let head = put_weight_as(admin, "evil.example:9901", 30, token);
+        assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    }
     let (_, weight) = http(admin, "GET /weight HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(weight.trim(), r#"{"weight":0}"#);
     assert!(put_weight(admin, 30, Some("s3cret")).starts_with("HTTP/1.1 200"));
