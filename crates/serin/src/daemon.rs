@@ -801,11 +801,6 @@ impl Daemon {
         name: &str,
         req: DeployRequest,
     ) -> Result<RolloutStatus, DaemonError> {
-        if req.version.trim().is_empty() {
-            return Err(DaemonError::Invalid(
-                "version: expected a version name, got an empty string".into(),
-            ));
-        }
         // Under the rollout's own lock: nothing below talks to the outside
         // (the plane's `update` only changes its configuration in memory).
         let mut guard = self.locked(name).await;
@@ -818,6 +813,9 @@ impl Daemon {
                 "rollout {name} is already in progress; promote, roll back or wait"
             )));
         }
+        let stable_upstream = entry.setup.table.upstream(Version::Stable).to_string();
+        crate::spec::check_canary(&req.version, req.upstream.as_deref(), &stable_upstream)
+            .map_err(DaemonError::Invalid)?;
         let mut record = self.store.get(name)?;
         if record.stable_version == req.version {
             return Err(DaemonError::Invalid(format!(
@@ -826,12 +824,8 @@ impl Daemon {
             )));
         }
         if let Some(upstream) = &req.upstream {
-            let table = RoutingTable::new(
-                &entry.setup.table.upstream(Version::Stable).to_string(),
-                upstream,
-                Weight::ZERO,
-            )
-            .map_err(|e| DaemonError::Invalid(format!("upstream: {e}")))?;
+            let table = RoutingTable::new(&stable_upstream, upstream, Weight::ZERO)
+                .map_err(|e| DaemonError::Invalid(format!("upstream: {e}")))?;
             record.canary_upstream = Some(table.upstream(Version::Canary).to_string());
         }
         record.canary_version = Some(req.version.clone());

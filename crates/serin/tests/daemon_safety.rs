@@ -231,6 +231,49 @@ fn the_dashboards_own_requests_still_work() {
     assert_eq!(s["phase"], "RolledBack", "{s:#}");
 }
 
+/// A canary given with `deploy` gets the rollout file's checks: a label that
+/// does not read as what it is, or an upstream on stable's own server, is
+/// refused (400) and changes nothing (outside breaker: both were accepted).
+#[test]
+fn deploy_refuses_what_the_rollout_file_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = local(free_port());
+    let _d = serve(api, &dir.path().join("state"), &[]);
+    let (proxy, stable) = (local(free_port()), local(free_port()));
+    let yaml = Rollout::new("shop", proxy, stable, local(free_port()))
+        .steps("  - setWeight: 20\n  - pause: {}\n")
+        .yaml();
+    let file = write(dir.path(), "shop.yaml", &yaml);
+    let o = cli(api, &["init", &file.display().to_string()], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let json = [("Content-Type", "application/json")];
+    for (body, says) in [
+        (
+            format!(
+                "{{\"version\":\"v2\",\"upstream\":\"http://localhost:{}\"}}",
+                stable.port()
+            ),
+            "other than stable's",
+        ),
+        (
+            "{\"version\":\"v2 \\u202eevil\"}".to_string(),
+            "visible ASCII",
+        ),
+        ("{\"version\":\" \"}".to_string(), "empty"),
+    ] {
+        let a = http(api, "POST", "/api/v1/rollouts/shop/deploy", &json, &body);
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert!(a.body.contains(says), "{body}: {}", a.body);
+    }
+    let s: Value =
+        serde_json::from_str(&http(api, "GET", "/api/v1/rollouts/shop", &[], "").body).unwrap();
+    assert_eq!(
+        s["canary"]["version"],
+        Value::Null,
+        "nothing changed: {s:#}"
+    );
+}
+
 /// A tiny web server for the attacker's page: `/` is `page`, and every
 /// request for `/done` sets the flag.
 fn page_server(page: String) -> (SocketAddr, Arc<AtomicBool>) {

@@ -280,6 +280,31 @@ impl fmt::Display for SpecError {
 // ---------------------------------------------------------------------------
 // Reading and checking.
 
+/// The same checks as the rollout file's `canary` side, for a canary given
+/// later (`serin deploy NAME VERSION [--upstream URL]`): a readable version
+/// label, and an upstream that is not stable's server.
+pub fn check_canary(
+    version: &str,
+    upstream: Option<&str>,
+    stable_upstream: &str,
+) -> Result<(), String> {
+    if version.trim().is_empty() {
+        return Err("version: expected a version label, got an empty one".into());
+    }
+    if !readable_label(version) {
+        return Err("version: expected a version label of at most 128 visible ASCII characters, like v1.2.0 (no spaces, no invisible or look-alike characters: a label must read as what it is)".into());
+    }
+    if let Some(u) = upstream {
+        Upstream::parse(u).map_err(|e| format!("upstream: {e}"))?;
+        if same_server(u, stable_upstream) {
+            return Err(format!(
+                "upstream: expected a server other than stable's, got `{stable_upstream}` for both (the judge would compare the stable with itself)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a rollout file's text. `origin` names it in errors (a path, or
 /// `request body`).
 pub fn parse(text: &str, origin: &str) -> Result<Rollout, SpecError> {
