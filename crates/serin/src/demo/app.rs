@@ -576,7 +576,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     runtime.block_on(async move {
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|e| invalid(format!("--listen {listen}: cannot listen: {e}")))?;
+            .map_err(|e| crate::error::Error::cannot_listen("--listen", listen, &e))?;
         let app = DemoApp::start_with_metrics_label(listener, args.version, label.clone(), faults)
             .await
             .context("reading the listening address")?;
