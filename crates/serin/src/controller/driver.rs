@@ -920,9 +920,14 @@ impl Driver {
             Err(e) => {
                 self.applied = None;
                 self.refused_since.get_or_insert_with(Instant::now);
-                tracing::warn!(rollout = %self.record.name, "weight {weight} % not applied (will retry): {e}");
-                self.router_error = Some(e.to_string());
-                let _ = self.progress.send(Progress::RouterError(e.to_string()));
+                // Retried on every tick: told once per new refusal, not
+                // once per retry (a terminal got 683 lines in 12 s).
+                let e = e.to_string();
+                if self.router_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(rollout = %self.record.name, "weight {weight} % not applied (will retry): {e}");
+                    let _ = self.progress.send(Progress::RouterError(e.clone()));
+                }
+                self.router_error = Some(e);
                 None
             }
         };
@@ -1534,9 +1539,18 @@ mod tests {
             inner: BuiltinRouter::new(rig.proxy.clone()),
             refusals: Mutex::new(6),
         };
-        let (driver, _handle) = rig.driver_with(plan(), Arc::new(router), rig.scripted());
+        let (driver, handle) = rig.driver_with(plan(), Arc::new(router), rig.scripted());
+        let mut progress = handle.subscribe();
         let done = bounded(driver.run(std::future::pending())).await.unwrap();
         assert_eq!(done.state.phase, Phase::Succeeded);
+        // Six refusals with one error are told once, not once per retry.
+        let mut told = 0;
+        while let Ok(p) = progress.try_recv() {
+            if matches!(p, Progress::RouterError(_)) {
+                told += 1;
+            }
+        }
+        assert_eq!(told, 1, "one refusal told once");
         let events = rig.store.events("checkout").unwrap();
         let at = |what: &str| {
             events
