@@ -351,22 +351,26 @@ mod tests {
         assert_eq!(worse.verdict, Verdict::Fail, "{}", worse.reason);
     }
 
+    /// Stable's requests, and the canary's (requests, errors).
+    fn s(stable: u64, (canary, errors): (u64, u64)) -> Snapshot {
+        let t = |requests, errors| Totals {
+            requests,
+            errors,
+            ..Totals::default()
+        };
+        Snapshot {
+            stable: t(stable, 0),
+            canary: t(canary, errors),
+            custom: Vec::new(),
+        }
+    }
+
     /// A canary request counter 10^12 higher for two readings (a spike
     /// Prometheus answered twice) is refused, then judged from where it
     /// moved to: the interval's numbers, kept in the history, never hold
     /// the spike.
     #[tokio::test]
     async fn a_spike_never_enters_the_interval_numbers() {
-        let t = |requests, errors| Totals {
-            requests,
-            errors,
-            ..Totals::default()
-        };
-        let s = |stable, (canary, errors)| Snapshot {
-            stable: t(stable, 0),
-            canary: t(canary, errors),
-            custom: Vec::new(),
-        };
         const JUMP: u64 = 1_000_000_000_000;
         let script = [
             s(1000, (100, 30)),
@@ -406,16 +410,6 @@ mod tests {
     /// counter going backwards.
     #[tokio::test]
     async fn a_step_that_begins_on_a_spike_begins_from_before_it() {
-        let t = |requests, errors| Totals {
-            requests,
-            errors,
-            ..Totals::default()
-        };
-        let s = |stable, (canary, errors)| Snapshot {
-            stable: t(stable, 0),
-            canary: t(canary, errors),
-            custom: Vec::new(),
-        };
         let script = [
             s(1000, (100, 30)),
             s(1200, (200, 60)),
