@@ -146,21 +146,26 @@ pub fn kind_of(err: &anyhow::Error) -> Kind {
         .map_or(Kind::Internal, Error::kind)
 }
 
+impl Kind {
+    /// Every kind, in declaration order (tests walk them all).
+    #[cfg(test)]
+    pub(crate) const ALL: [Kind; 6] = [
+        Kind::Invalid,
+        Kind::NotFound,
+        Kind::Refused,
+        Kind::Conflict,
+        Kind::Unavailable,
+        Kind::Internal,
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn each_kind_has_its_status() {
-        let all = [
-            Kind::Invalid,
-            Kind::NotFound,
-            Kind::Refused,
-            Kind::Conflict,
-            Kind::Unavailable,
-            Kind::Internal,
-        ];
-        let statuses: Vec<u16> = all.iter().map(|k| k.status().as_u16()).collect();
+        let statuses: Vec<u16> = Kind::ALL.iter().map(|k| k.status().as_u16()).collect();
         assert_eq!(statuses, [400, 404, 403, 409, 503, 500]);
     }
 

@@ -51,15 +51,7 @@ mod tests {
 
     #[test]
     fn only_bad_input_is_exit_2() {
-        let all = [
-            Kind::Invalid,
-            Kind::NotFound,
-            Kind::Refused,
-            Kind::Conflict,
-            Kind::Unavailable,
-            Kind::Internal,
-        ];
-        let exits: Vec<Exit> = all.into_iter().map(Exit::of).collect();
+        let exits: Vec<Exit> = Kind::ALL.into_iter().map(Exit::of).collect();
         assert_eq!(exits[0], Exit::Invalid);
         assert!(exits[1..].iter().all(|e| *e == Exit::Runtime));
     }
