@@ -57,7 +57,7 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
     let setup =
         (crate::runtime::parser())(&text, &args.file.display().to_string()).map_err(invalid)?;
     let store = args.state.open()?;
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = crate::runtime::tokio_runtime()?;
     rt.block_on(run_setup(setup, text, store, args.report, output))
 }
 

@@ -81,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     let paths = Paths::new(&args.allow_path).map_err(invalid)?;
     let store = args.state.open()?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = crate::runtime::tokio_runtime()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

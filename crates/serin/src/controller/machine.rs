@@ -438,7 +438,16 @@ impl Machine<'_> {
             return;
         }
         if self.now >= self.state.next_analysis {
-            self.state.next_analysis = self.now.after(self.plan.interval);
+            // On a fixed cadence from the stage's start: a tick that comes a
+            // little late does not push every later verdict back with it
+            // (which lost one verdict a minute in 10 under load). Only a
+            // rollout more than an interval behind starts its cadence anew.
+            let next = self.state.next_analysis.after(self.plan.interval);
+            self.state.next_analysis = if next > self.now {
+                next
+            } else {
+                self.now.after(self.plan.interval)
+            };
             if self.state.weight > Weight::ZERO {
                 // At the end of the steps there is no pause left: `fixed`
                 // judges the last stage on every verdict.
@@ -1207,6 +1216,37 @@ mod tests {
         waiting.feed(Input::Start).unwrap();
         waiting.run_for(3600, |_| Verdict::Pass);
         assert_eq!(waiting.state.phase, Phase::Paused);
+    }
+
+    #[test]
+    fn late_ticks_do_not_push_the_verdicts_back() {
+        // The driver ticks every 100 ms; under load a tick comes late. Ten
+        // minutes of ticks each 130 ms apart (every due analysis seen up to
+        // 129 ms late) still make one verdict per 10 s interval: 60.
+        let mut plan = classic();
+        plan.steps = vec![
+            Step::SetWeight(w(10)),
+            Step::PauseFor(Duration::from_secs(3600)),
+        ];
+        let mut sim = Sim::new(plan);
+        sim.feed(Input::Start).unwrap();
+        let start = sim.now;
+        let mut analyses = 0;
+        while sim.now.0 < start.0 + 600_000 {
+            sim.now = Millis(sim.now.0 + 130);
+            for a in sim.feed(Input::Tick).unwrap() {
+                if let Action::Analyze { end_of_pause } = a {
+                    analyses += 1;
+                    sim.feed(Input::Verdict {
+                        verdict: Verdict::Pass,
+                        reason: "test".into(),
+                        end_of_pause,
+                    })
+                    .unwrap();
+                }
+            }
+        }
+        assert_eq!(analyses, 60, "one verdict per interval over 600 s");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
         )));
     }
     let store = args.state.open()?;
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = crate::runtime::tokio_runtime()?;
     rt.block_on(tour(args, store, output))
 }
 
