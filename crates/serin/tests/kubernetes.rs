@@ -1216,7 +1216,7 @@ fn validation_names_the_field() {
     assert_eq!(
         p,
         [
-            "r.yaml:11:14: traffic.kubernetes.service: expected a name of lowercase letters, digits and `-`, at most 56 characters, got `Checkout`"
+            "r.yaml:11:14: traffic.kubernetes.service: expected a Service name: lowercase letters, digits and `-`, starting with a letter and ending with a letter or digit, at most 56 characters, got `Checkout`"
         ]
     );
     let bad_tag = kube_file("gateway-api", route, "").replace("v1.2.0", "v1/2");

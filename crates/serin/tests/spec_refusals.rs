@@ -126,7 +126,7 @@ analysis:
         (":5:12:", "canary.version: `v1/2` cannot be an image tag"),
         (
             ":11:14:",
-            "traffic.kubernetes.service: expected a name of lowercase letters",
+            "traffic.kubernetes.service: expected a Service name: lowercase letters",
         ),
         (
             ":14:29:",

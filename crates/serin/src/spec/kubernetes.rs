@@ -74,16 +74,51 @@ pub(super) fn valid_tag(tag: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// A Kubernetes object name (RFC 1123 label, as Services need) of at most
-/// `max` characters.
-fn valid_object_name(value: &str, max: usize) -> bool {
-    !value.is_empty()
-        && value.len() <= max
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !value.starts_with('-')
-        && !value.ends_with('-')
+/// The three ways Kubernetes spells an object's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameRule {
+    /// An RFC 1123 label (namespaces, Deployments as serin uses them):
+    /// lowercase letters, digits and `-`, a letter or digit at each end.
+    Label,
+    /// An RFC 1035 label (Services): a label that starts with a letter.
+    ServiceLabel,
+    /// A DNS subdomain (Ingresses, VirtualServices, HTTPRoutes): labels
+    /// joined by `.`.
+    Subdomain,
+}
+
+impl NameRule {
+    fn accepts(self, value: &str, max: usize) -> bool {
+        let label = |l: &str| {
+            !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        value.len() <= max
+            && match self {
+                NameRule::Label => label(value),
+                NameRule::ServiceLabel => {
+                    label(value) && value.starts_with(|c: char| c.is_ascii_lowercase())
+                }
+                NameRule::Subdomain => value.split('.').all(label),
+            }
+    }
+
+    fn expected(self, max: usize) -> String {
+        match self {
+            NameRule::Label => format!(
+                "a name of lowercase letters, digits and `-` (a letter or digit at each end), at most {max} characters"
+            ),
+            NameRule::ServiceLabel => format!(
+                "a Service name: lowercase letters, digits and `-`, starting with a letter and ending with a letter or digit, at most {max} characters"
+            ),
+            NameRule::Subdomain => format!(
+                "a name of lowercase letters, digits, `-` and `.` (a letter or digit at each end of every part between dots), at most {max} characters"
+            ),
+        }
+    }
 }
 
 /// The routes ingress-nginx cannot express, by their index in the file:
@@ -161,15 +196,24 @@ pub(super) struct Context<'a> {
 
 impl Checker {
     /// A name field: reported where it is written when it cannot name an
-    /// object.
-    fn object_name(&mut self, field: &str, value: &Spanned<String>, max: usize) -> bool {
-        if valid_object_name(&value.value, max) {
+    /// object. `why` says what makes the rule apply when it is not the
+    /// field's own kind.
+    fn object_name(
+        &mut self,
+        field: &str,
+        value: &Spanned<String>,
+        rule: NameRule,
+        max: usize,
+        why: &str,
+    ) -> bool {
+        if rule.accepts(&value.value, max) {
             return true;
         }
         self.at(
             &value.referenced,
             format!(
-                "traffic.kubernetes.{field}: expected a name of lowercase letters, digits and `-`, at most {max} characters, got `{}`",
+                "traffic.kubernetes.{field}: expected {}{why}, got `{}`",
+                rule.expected(max),
                 value.value
             ),
         );
@@ -183,12 +227,23 @@ impl Checker {
         // Room for the `-canary` serin appends.
         let room = 63 - CANARY_SUFFIX.len();
         if let Some(ns) = &k.namespace {
-            self.object_name("namespace", ns, 63);
+            self.object_name("namespace", ns, NameRule::Label, 63, "");
         }
-        self.object_name("deployment", &k.deployment, room);
-        // Left out, the Service is the Deployment's name, checked above.
-        if let Some(service) = &k.service {
-            self.object_name("service", service, room);
+        match &k.service {
+            Some(service) => {
+                self.object_name("deployment", &k.deployment, NameRule::Label, room, "");
+                self.object_name("service", service, NameRule::ServiceLabel, room, "");
+            }
+            // Left out, the Service is the Deployment's name.
+            None => {
+                self.object_name(
+                    "deployment",
+                    &k.deployment,
+                    NameRule::ServiceLabel,
+                    room,
+                    " (it names the Service too, as traffic.kubernetes.service is not given)",
+                );
+            }
         }
         let (field, value) = match cx.provider {
             KubeProvider::NginxIngress => ("ingress", &k.ingress),
@@ -204,7 +259,7 @@ impl Checker {
                 ),
             ),
             Some(v) => {
-                self.object_name(field, v, 253 - CANARY_SUFFIX.len());
+                self.object_name(field, v, NameRule::Subdomain, 253 - CANARY_SUFFIX.len(), "");
             }
         }
         let version = &cx.canary.version;

@@ -668,3 +668,41 @@ fn a_value_the_judge_refuses_is_a_problem_at_the_analysis_section() {
         "{p:?}"
     );
 }
+
+#[test]
+fn kubernetes_names_follow_each_objects_own_rule() {
+    let file = |k: &str| {
+        format!(
+            "name: a\nstable: {{version: v1}}\ncanary: {{version: v2}}\ntraffic:\n  provider: gateway-api\n  kubernetes: {{namespace: shop, {k}}}\nanalysis:\n  prometheus: {{address: http://127.0.0.1:9090}}\n"
+        )
+    };
+    let ok = |k: &str| {
+        if let Err(e) = parse(&file(k), "r.yaml") {
+            panic!("{k}: {e}");
+        }
+    };
+    let refused = |k: &str, expected: &str| {
+        let p = problems(&file(k));
+        assert!(p.iter().any(|l| l.contains(expected)), "{k}: {p:?}");
+    };
+    // Routing objects are DNS subdomains: dots allowed.
+    ok("deployment: web, httpRoute: web.shop.v2");
+    refused(
+        "deployment: web, httpRoute: web..v2",
+        "traffic.kubernetes.httpRoute: expected a name of lowercase letters, digits, `-` and `.`",
+    );
+    // A Service starts with a letter; so does a Deployment that names it.
+    refused(
+        "deployment: 1web, httpRoute: r",
+        "traffic.kubernetes.deployment: expected a Service name: lowercase letters, digits and `-`, starting with a letter and ending with a letter or digit, at most 56 characters (it names the Service too, as traffic.kubernetes.service is not given), got `1web`",
+    );
+    ok("deployment: 1web, service: web, httpRoute: r");
+    refused(
+        "deployment: web, service: 1web, httpRoute: r",
+        "traffic.kubernetes.service: expected a Service name",
+    );
+    refused(
+        "deployment: web.v2, service: web, httpRoute: r",
+        "traffic.kubernetes.deployment: expected a name of lowercase letters, digits and `-` (a letter or digit at each end), at most 56 characters, got `web.v2`",
+    );
+}
