@@ -122,13 +122,23 @@ impl Checker {
                 );
                 ok = false;
             }
-            let name = c.value.name.trim();
-            if name.is_empty() || custom.iter().any(|o: &CustomMetric| o.name == name) {
+            let name = &c.value.name;
+            if !readable_metric_name(name) {
                 self.at(
                     &c.referenced,
                     format!(
-                        "analysis.custom: expected a name of its own, got `{}` (names tell the metrics apart in verdicts and reports)",
-                        c.value.name
+                        "analysis.custom: expected a name of printable ASCII letters, digits, punctuation and single spaces, at most 64 characters, not starting or ending with a space, got {name:?}"
+                    ),
+                );
+                ok = false;
+            } else if custom
+                .iter()
+                .any(|o: &CustomMetric| o.name.eq_ignore_ascii_case(name))
+            {
+                self.at(
+                    &c.referenced,
+                    format!(
+                        "analysis.custom: expected a name of its own, got `{name}` again (names, whatever their case, tell the metrics apart in verdicts and reports)"
                     ),
                 );
                 ok = false;
@@ -314,4 +324,16 @@ impl Checker {
         }
         Some(ratio)
     }
+}
+
+/// A custom metric's name as verdicts, logs and reports show it: visible
+/// ASCII and single spaces inside (no control or direction-changing
+/// characters that would make a report say something else than it does).
+fn readable_metric_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(' ')
+        && !name.ends_with(' ')
+        && !name.contains("  ")
+        && name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
 }

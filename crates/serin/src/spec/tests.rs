@@ -612,6 +612,35 @@ fn custom_metrics_need_prometheus() {
 }
 
 #[test]
+fn custom_metric_names_are_readable_and_distinct_whatever_their_case() {
+    let with = |names: &[&str]| {
+        let mut text = format!(
+            "{MINIMAL}analysis:\n  prometheus: {{address: http://127.0.0.1:9090, requests: r, errors: e}}\n  custom:\n"
+        );
+        for n in names {
+            text.push_str(&format!(
+                "    - {{name: \"{n}\", numerator: a, denominator: b, direction: higherIsBetter}}\n"
+            ));
+        }
+        text
+    };
+    assert!(parse(&with(&["checkout conversion", "p99 (ms)"]), "r.yaml").is_ok());
+    for (names, expected) in [
+        (
+            &["sign\u{202e}ups"][..],
+            "expected a name of printable ASCII",
+        ),
+        (&[" padded"][..], "expected a name of printable ASCII"),
+        (&["two  spaces"][..], "expected a name of printable ASCII"),
+        (&[""][..], "expected a name of printable ASCII"),
+        (&["Signups", "signups"][..], "got `signups` again"),
+    ] {
+        let p = problems(&with(names));
+        assert!(p.iter().any(|l| l.contains(expected)), "{names:?}: {p:?}");
+    }
+}
+
+#[test]
 fn every_example_file_reads() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let mut n = 0;
