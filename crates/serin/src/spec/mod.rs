@@ -423,8 +423,15 @@ impl Checker {
                 .as_ref()
                 .is_none_or(|a| a.value.prometheus.is_none())
         {
+            // Where it belongs: the analysis section, or without one, the
+            // traffic section that chose the provider.
+            let at = raw_analysis
+                .as_ref()
+                .map(|a| a.referenced)
+                .or(raw_traffic.as_ref().map(|t| t.referenced))
+                .unwrap_or(raw.name.referenced);
             self.at(
-                &raw.name.referenced,
+                &at,
                 format!(
                     "analysis.prometheus: expected at least an address (provider {} takes its metrics from Prometheus)",
                     provider.as_str()

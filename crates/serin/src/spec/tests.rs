@@ -583,7 +583,7 @@ fn providers_need_their_sections() {
     );
     assert!(
         p.iter()
-            .any(|l| l.contains("analysis.prometheus: expected at least an address")),
+            .any(|l| l.starts_with("r.yaml:5:3: analysis.prometheus: expected at least an address")),
         "{p:?}"
     );
     let ok = text.replace("deployment: a}", "deployment: a, httpRoute: a}")
