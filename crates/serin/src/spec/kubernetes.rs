@@ -222,8 +222,28 @@ impl Checker {
 
     /// `traffic.kubernetes` for a Kubernetes provider: every problem
     /// recorded; the target when there is none.
-    pub(super) fn kubernetes(&mut self, k: RawKubernetes, cx: Context<'_>) -> Option<KubeTarget> {
+    pub(super) fn kubernetes(
+        &mut self,
+        k: Spanned<RawKubernetes>,
+        cx: Context<'_>,
+    ) -> Option<KubeTarget> {
         let before = self.problems.len();
+        let section_at = k.referenced;
+        let k = k.value;
+        let deployment = match &k.deployment {
+            Some(d) => d.clone(),
+            None => {
+                self.at(
+                    &section_at,
+                    "traffic.kubernetes.deployment: expected the stable Deployment's name (serin manages DEPLOYMENT-canary beside it)",
+                );
+                Spanned {
+                    value: String::new(),
+                    referenced: section_at,
+                    defined: section_at,
+                }
+            }
+        };
         // Room for the `-canary` serin appends.
         let room = 63 - CANARY_SUFFIX.len();
         if let Some(ns) = &k.namespace {
@@ -231,19 +251,22 @@ impl Checker {
         }
         match &k.service {
             Some(service) => {
-                self.object_name("deployment", &k.deployment, NameRule::Label, room, "");
+                if k.deployment.is_some() {
+                    self.object_name("deployment", &deployment, NameRule::Label, room, "");
+                }
                 self.object_name("service", service, NameRule::ServiceLabel, room, "");
             }
             // Left out, the Service is the Deployment's name.
-            None => {
+            None if k.deployment.is_some() => {
                 self.object_name(
                     "deployment",
-                    &k.deployment,
+                    &deployment,
                     NameRule::ServiceLabel,
                     room,
                     " (it names the Service too, as traffic.kubernetes.service is not given)",
                 );
             }
+            None => {}
         }
         let (field, value) = match cx.provider {
             KubeProvider::NginxIngress => ("ingress", &k.ingress),
@@ -303,8 +326,8 @@ impl Checker {
         Some(KubeTarget {
             provider: cx.provider,
             namespace: name(k.namespace).unwrap_or_else(|| "default".to_string()),
-            service: name(k.service).unwrap_or_else(|| k.deployment.value.clone()),
-            deployment: k.deployment.value,
+            service: name(k.service).unwrap_or_else(|| deployment.value.clone()),
+            deployment: deployment.value,
             ingress: name(k.ingress),
             virtual_service: name(k.virtual_service),
             http_route: name(k.http_route),

@@ -60,7 +60,7 @@ pub(super) struct RawTraffic {
     #[serde(default)]
     pub(super) nginx: Option<RawNginx>,
     #[serde(default)]
-    pub(super) kubernetes: Option<RawKubernetes>,
+    pub(super) kubernetes: Option<Spanned<RawKubernetes>>,
 }
 
 #[derive(Deserialize)]
@@ -119,7 +119,8 @@ pub(super) struct RawNginx {
 pub(super) struct RawKubernetes {
     #[serde(default)]
     pub(super) namespace: Option<Spanned<String>>,
-    pub(super) deployment: Spanned<String>,
+    #[serde(default)]
+    pub(super) deployment: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) service: Option<Spanned<String>>,
     #[serde(default)]

@@ -735,3 +735,16 @@ fn kubernetes_names_follow_each_objects_own_rule() {
         "traffic.kubernetes.deployment: expected a name of lowercase letters, digits and `-` (a letter or digit at each end), at most 56 characters, got `web.v2`",
     );
 }
+
+#[test]
+fn a_missing_deployment_is_reported_with_the_files_other_problems() {
+    let text = "name: a\nstable: {version: v1}\ncanary: {version: v2}\ntraffic:\n  provider: gateway-api\n  kubernetes: {namespace: Shop, httpRoute: r}\nanalysis:\n  statistics: {confidence: 2}\n  prometheus: {address: http://127.0.0.1:9090}\n";
+    let p = problems(text);
+    for expected in [
+        "r.yaml:6:15: traffic.kubernetes.deployment: expected the stable Deployment's name",
+        "traffic.kubernetes.namespace: expected a name of lowercase letters",
+        "analysis.statistics.confidence",
+    ] {
+        assert!(p.iter().any(|l| l.contains(expected)), "{expected}: {p:?}");
+    }
+}
