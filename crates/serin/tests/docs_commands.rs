@@ -13,6 +13,7 @@
 //!   directory holding a copy of `examples/` (and links to the repository's
 //!   other directories), one after another. It must exit
 //!   0, or N when its comment begins with `exit N` (`# exit 3: rolled back`).
+//!   A `serin … -o json` line must print one JSON document on stdout.
 //! - A line ending in `&` runs in the background until the block's session
 //!   ends; when it names a `--listen` address the next line waits (bounded)
 //!   until that address accepts connections. A background command that has
@@ -469,8 +470,9 @@ fn run_session(session: &Session) -> Result<(), String> {
                     command.replacen("serin serve", &format!("serin serve --listen {api}"), 1);
             }
             let log = logs.join(format!("{n}.log"));
-            let out = fs::File::create(&log).expect("log");
-            let err = out.try_clone().expect("log");
+            let stdout = logs.join(format!("{n}.out"));
+            let out = fs::File::create(&stdout).expect("stdout");
+            let err = fs::File::create(&log).expect("log");
             let child = Command::new("sh")
                 .arg("-c")
                 .arg(&command)
@@ -545,6 +547,12 @@ fn run_session(session: &Session) -> Result<(), String> {
                     tail(&log)
                 ));
             }
+            // A command that failed as promised (exit 1 or 2) prints no result.
+            if let Some(problem) = json_problem(&line.command, &stdout)
+                && !matches!(line.exit, 1 | 2)
+            {
+                return Err(format!("{}: `{}`: {problem}", line.place, line.command));
+            }
         }
         // Background commands must still be running (or have ended well).
         for s in &mut started {
@@ -566,6 +574,29 @@ fn run_session(session: &Session) -> Result<(), String> {
         stop(s);
     }
     result.map_err(|e| format!("session {}: {e}", session.place))
+}
+
+/// For a `serin … -o json` line: what is wrong with its stdout, which must
+/// be one JSON document and nothing else.
+fn json_problem(command: &str, stdout: &Path) -> Option<String> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let json = words.first() == Some(&"serin")
+        && words
+            .windows(2)
+            .any(|w| w == ["-o", "json"] || w == ["--output", "json"])
+        && !command.contains('|')
+        && !command.contains('>');
+    if !json {
+        return None;
+    }
+    let text = fs::read_to_string(stdout).unwrap_or_default();
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "-o json must print one JSON document on stdout: {e}; stdout was:\n{}",
+            text.chars().take(2000).collect::<String>()
+        )),
+    }
 }
 
 /// The address a command listens on: its `--listen`.
