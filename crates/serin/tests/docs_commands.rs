@@ -645,6 +645,97 @@ fn every_command_line_in_the_readme_and_docs_runs_as_written() {
     );
 }
 
+/// The `--long` flags in the `Options:` of a `--help` text.
+fn flags_in_help(help: &str) -> Vec<String> {
+    help.lines()
+        .filter_map(|l| {
+            let t = l.trim_start();
+            let t = match t.strip_prefix('-') {
+                Some(short) if !short.starts_with('-') => t.split(", ").nth(1)?,
+                _ => t,
+            };
+            let flag = t.strip_prefix("--")?.split([' ', '=']).next()?;
+            (!flag.is_empty()).then(|| format!("--{flag}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_cli_reference_names_every_command_and_flag() {
+    let cli = fs::read_to_string(repo().join("docs/cli.md")).expect("docs/cli.md");
+    let help = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("serin --help");
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let commands: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 19, "{help}");
+    let mut missing = Vec::new();
+    for command in &commands {
+        let heading = format!("`serin {command}");
+        if !cli.lines().any(|l| {
+            l.starts_with("## ")
+                && (l.contains(&format!("{heading}`")) || l.contains(&format!("{heading} ")))
+        }) {
+            missing.push(format!("a section `## `serin {command}…`"));
+        }
+        let out = Command::new(BIN)
+            .args([command.as_str(), "--help"])
+            .output()
+            .expect("serin CMD --help");
+        for flag in flags_in_help(&String::from_utf8_lossy(&out.stdout)) {
+            if !cli.contains(&format!("`{flag}")) && !cli.contains(&format!("{flag} ")) {
+                missing.push(format!("`serin {command} {flag}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/cli.md does not name: {}",
+        missing.join(", ")
+    );
+}
+
+#[test]
+fn the_api_reference_names_every_endpoint() {
+    let api = fs::read_to_string(repo().join("docs/api.md")).expect("docs/api.md");
+    let server =
+        fs::read_to_string(repo().join("crates/serin/src/api/server.rs")).expect("server.rs");
+    let mut missing = Vec::new();
+    let mut n = 0;
+    for line in server.lines() {
+        let Some(rest) = line.trim().strip_prefix(".route(\"") else {
+            continue;
+        };
+        let Some((path, handlers)) = rest.split_once('"') else {
+            continue;
+        };
+        let path = path.replace("{name}", "NAME");
+        for method in ["get", "post", "put", "delete"] {
+            if handlers.contains(&format!("{method}(")) {
+                n += 1;
+                let endpoint = format!("`{} {path}`", method.to_uppercase());
+                if !api.contains(&endpoint) {
+                    missing.push(endpoint);
+                }
+            }
+        }
+    }
+    assert!(n >= 15, "{n} endpoints read from server.rs");
+    assert!(
+        missing.is_empty(),
+        "docs/api.md does not name: {}",
+        missing.join(", ")
+    );
+}
+
 /// The relative link targets in a page's text: `](target)`.
 fn links(text: &str) -> Vec<String> {
     let mut out = Vec::new();
