@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what serin's tests need from Debian's packages: nginx and wrk (proxy
 # tests and benchmark), prometheus (metric-source tests), chromium (screenshots
-# of the report and dashboard), tmux (the progress bar as a person sees it).
+# of the report and dashboard), tmux (the progress bar as a person sees it),
+# curl (the API examples of docs/, run by docs_commands.rs).
 # Packages already present are left alone, so a second run costs nothing.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 SUDO=""

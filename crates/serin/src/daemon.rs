@@ -1280,7 +1280,7 @@ pub fn status_of(
     RolloutStatus {
         name: record.name.clone(),
         phase: record.state.phase.as_str().to_string(),
-        step: record.state.step,
+        step: wire::step_number(record.state.step, steps),
         steps,
         weight: record.state.weight.percent(),
         weight_in_force: None,

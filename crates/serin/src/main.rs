@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         Command::Cleanup(args) => cli::control::cleanup(args, out),
         Command::Monitor(args) => cli::monitor::run(args, out),
         Command::History(args) => cli::inspect::history(args, out),
-        Command::Report(args) => cli::inspect::report(args),
+        Command::Report(args) => cli::inspect::report(args, out),
         Command::Proxy(args) => cli::proxy::run(args),
         Command::Analyze(args) => cli::analyze::run(args, cli.output),
         Command::Demo(args) => demo::tour::run(args, cli.output),

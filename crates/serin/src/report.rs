@@ -49,8 +49,8 @@ pub struct TimelineEntry {
     pub at_ms: u64,
     /// `started`, `step`, `verdict`, `operator`, `gate`, `promoted`, `rolled-back`.
     pub kind: String,
-    /// Index of the step the decision was made in (0-based, like the
-    /// status's `step`); the text and HTML forms show it 1-based.
+    /// The step the decision was made in, counted from 1 (like the
+    /// status's `step` and every text that shows one).
     pub step: usize,
     /// Weight in percent after the decision.
     pub weight: f64,
@@ -68,7 +68,7 @@ pub struct TimelineEntry {
 pub struct SampleEntry {
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
-    /// Step index.
+    /// The step of the interval, counted from 1.
     pub step: usize,
     /// Weight in percent.
     pub weight: f64,
@@ -139,7 +139,7 @@ impl Report {
                     at: rfc3339(e.decision.at),
                     at_ms: e.decision.at.0,
                     kind: e.kind.clone(),
-                    step: e.decision.step,
+                    step: e.decision.step + 1,
                     weight: e.decision.weight.percent(),
                     phase: e.phase.clone(),
                     verdict: e.decision.verdict.map(|v| v.to_string()),
@@ -154,7 +154,7 @@ impl Report {
                 .iter()
                 .map(|s| SampleEntry {
                     at_ms: s.at.0,
-                    step: s.step,
+                    step: s.step + 1,
                     weight: s.weight.percent(),
                     verdict: s.verdict.clone(),
                     stable: s.stable.clone(),
@@ -272,7 +272,7 @@ impl Report {
                 escape(&e.kind),
                 escape(&e.at),
                 escape(&e.kind),
-                e.step + 1,
+                e.step,
                 e.weight,
                 escape(verdict),
                 escape(verdict),

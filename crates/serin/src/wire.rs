@@ -9,6 +9,12 @@ use crate::controller::driver::Health;
 use crate::rollout::Phase;
 use crate::store::RolloutRecord;
 
+/// The step number shown for the step at `index` (0-based) of a plan of
+/// `steps`: counted from 1, and `steps` once past the last.
+pub fn step_number(index: usize, steps: usize) -> usize {
+    (index + 1).min(steps)
+}
+
 /// A rollout's status object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -17,7 +23,9 @@ pub struct RolloutStatus {
     pub name: String,
     /// `Initializing`, `Progressing`, `Paused`, `Succeeded` or `RolledBack`.
     pub phase: String,
-    /// Index of the current step (0-based); equals `steps` once past the last.
+    /// The current step, counted from 1 like every step number serin
+    /// shows (text and JSON alike); equals `steps` once past the last
+    /// (0 only when the plan is not known).
     pub step: usize,
     /// How many steps the plan has.
     pub steps: usize,

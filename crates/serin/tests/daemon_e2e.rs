@@ -131,6 +131,7 @@ fn weight(s: &Value) -> f64 {
     s["weight"].as_f64().unwrap_or(-1.0)
 }
 
+/// The status's step, counted from 1.
 fn step(s: &Value) -> u64 {
     s["step"].as_u64().unwrap_or(u64::MAX)
 }
@@ -242,7 +243,7 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         d.addr,
         "checkout",
         "the first step (weight 10, pausing)",
-        |s| phase(s) == "Progressing" && step(s) == 1 && weight(s) == 10.0,
+        |s| phase(s) == "Progressing" && step(s) == 2 && weight(s) == 10.0,
     );
     assert_eq!(s["canary"]["version"], "v2");
     // Registering the file again while it runs is refused (409) and changes nothing.
@@ -254,7 +255,7 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         text(&o)
     );
     let s = d.status("checkout");
-    assert_eq!((phase(&s), step(&s), weight(&s)), ("Progressing", 1, 10.0));
+    assert_eq!((phase(&s), step(&s), weight(&s)), ("Progressing", 2, 10.0));
 
     // status -o json: every SPEC field, with live metrics and a verdict.
     let s = wait_status(d.addr, "checkout", "a verdict", |s| {
@@ -314,7 +315,7 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     d.ok(&["resume", "checkout"]);
     let s = d.status("checkout");
     assert_eq!(phase(&s), "Progressing", "{s:#}");
-    assert_eq!((step(&s), weight(&s)), (1, 10.0), "{s:#}");
+    assert_eq!((step(&s), weight(&s)), (2, 10.0), "{s:#}");
     assert!(s["pausedBy"].is_null(), "{s:#}");
 
     // traffic 30: weight applied, automation held.
@@ -330,27 +331,27 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     let s = d.status("checkout");
     assert_eq!(
         (phase(&s), step(&s), weight(&s)),
-        ("Paused", 1, 30.0),
+        ("Paused", 2, 30.0),
         "{s:#}"
     );
 
     // promote: ends the 1 h pause; next step 40 %, then a pause for promote.
     d.refused_without_token(&["promote", "checkout"]);
     let s = d.status("checkout");
-    assert_eq!((phase(&s), step(&s), weight(&s)), ("Paused", 1, 30.0));
+    assert_eq!((phase(&s), step(&s), weight(&s)), ("Paused", 2, 30.0));
     d.ok(&["promote", "checkout"]);
     let s = wait_status(
         d.addr,
         "checkout",
-        "step 3 waiting for promote at 40 %",
-        |s| phase(s) == "Paused" && step(s) == 3 && weight(s) == 40.0,
+        "step 4 waiting for promote at 40 %",
+        |s| phase(s) == "Paused" && step(s) == 4 && weight(s) == 40.0,
     );
     assert!(
         s["reason"].as_str().unwrap_or("").contains("promote"),
         "{s:#}"
     );
     assert_eq!(s["pausedBy"], "step", "{s:#}");
-    assert_split(proxy, 300, 40.0, "at step 3");
+    assert_split(proxy, 300, 40.0, "at step 4");
 
     // rollback.
     d.refused_without_token(&["rollback", "checkout"]);
@@ -415,6 +416,13 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         events.len(),
         "one line per decision: {out}"
     );
+    // Steps count from 1 in JSON as in text: the first decision is step 1,
+    // and each text line shows the step its JSON event has.
+    assert_eq!(events[0]["step"], 1, "{}", events[0]);
+    for (line, e) in out.lines().zip(&events) {
+        let step = format!("step {:<2}", e["step"]);
+        assert!(line.contains(&step), "`{step}` in {line}");
+    }
     assert!(
         out.contains("rolled-back") && out.contains("manual"),
         "{out}"
@@ -539,8 +547,8 @@ fn a_killed_daemon_comes_back_where_it_was() {
     let mut d = Daemon::start(api, &state);
     d.ok(&["init", &file.display().to_string()]);
     d.ok(&["deploy", "cart", "v2"]);
-    let before = wait_status(d.addr, "cart", "step 1 at 25 % waiting for promote", |s| {
-        phase(s) == "Paused" && step(s) == 1 && weight(s) == 25.0
+    let before = wait_status(d.addr, "cart", "step 2 at 25 % waiting for promote", |s| {
+        phase(s) == "Paused" && step(s) == 2 && weight(s) == 25.0
     });
     wait_for_port(proxy);
     assert_split(proxy, 200, 25.0, "before the crash");

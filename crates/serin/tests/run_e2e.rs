@@ -24,26 +24,36 @@ fn rollout(
 struct Outcome {
     code: Option<i32>,
     out: String,
+    stdout: Vec<u8>,
 }
 
 /// Runs the rollout with load on its proxy; returns exit code and output.
 fn run_with_load(name: &str, canary_flags: &[&str]) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
+    run_with_load_in(dir.path(), name, canary_flags, &[])
+}
+
+/// The same in `dir`, with more flags for `serin run`.
+fn run_with_load_in(
+    dir: &std::path::Path,
+    name: &str,
+    canary_flags: &[&str],
+    run_flags: &[&str],
+) -> Outcome {
     let (_stable, stable) = demo_app("v1", &[]);
     let (_canary, canary) = demo_app("v2", canary_flags);
     let port = free_port();
-    let file = write(
-        dir.path(),
-        "rollout.yaml",
-        &rollout(name, port, stable, canary),
-    );
-    let run = Proc::spawn(serin_run(&file, dir.path()), true);
+    let file = write(dir, "rollout.yaml", &rollout(name, port, stable, canary));
+    let mut cmd = serin_run(&file, dir);
+    cmd.args(run_flags);
+    let run = Proc::spawn(cmd, true);
     common::serin::wait_for_port(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     let _load = load(&format!("http://127.0.0.1:{port}/"), 200, "30s");
     let output = run.wait_output(Duration::from_secs(60));
     Outcome {
         code: output.status.code(),
         out: text(&output),
+        stdout: output.stdout,
     }
 }
 
@@ -56,7 +66,17 @@ fn a_healthy_canary_is_promoted() {
 
 #[test]
 fn a_canary_with_30_percent_errors_is_rolled_back_on_its_error_rate() {
-    let o = run_with_load("errors", &["--error-rate", "0.3"]);
+    // With `-o json`: one document on stdout with the outcome and the
+    // report's path; the decisions still go to stderr.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("errors.html");
+    let report_arg = report.display().to_string();
+    let o = run_with_load_in(
+        dir.path(),
+        "errors",
+        &["--error-rate", "0.3"],
+        &["-o", "json", "--report", &report_arg],
+    );
     assert_eq!(o.code, Some(3), "{}", o.out);
     assert!(o.out.contains("rolled back"), "{}", o.out);
     assert!(
@@ -64,6 +84,19 @@ fn a_canary_with_30_percent_errors_is_rolled_back_on_its_error_rate() {
         "the reason names the error rate: {}",
         o.out
     );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("one JSON document on stdout: {e}: {}", o.out));
+    assert_eq!(doc["outcome"], "rolled-back", "{doc:#}");
+    assert_eq!(doc["exit"], 3, "{doc:#}");
+    assert_eq!(doc["report"], report_arg.as_str(), "{doc:#}");
+    assert!(report.exists(), "the report was written");
+    assert!(
+        doc["reason"].as_str().unwrap_or("").contains("error rate"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["status"]["phase"], "RolledBack", "{doc:#}");
+    let step = doc["status"]["step"].as_u64().unwrap_or(0);
+    assert!(step >= 1, "steps count from 1: {doc:#}");
 }
 
 #[test]

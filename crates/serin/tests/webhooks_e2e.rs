@@ -106,6 +106,8 @@ fn the_pre_rollout_check_and_a_gate_hold_until_they_answer_2xx_and_every_notific
         assert_eq!(g.answered, 503);
         assert_eq!(g.body["weight"], 20.0, "held at 20 %: {:?}", g.body);
         assert_eq!(g.body["rollout"], "gated");
+        // The gate is the third step, counted from 1 as everywhere.
+        assert_eq!(g.body["step"], 3, "{:?}", g.body);
     }
     let asked = hooks.received("/gate").len();
     std::thread::sleep(Duration::from_millis(1500));

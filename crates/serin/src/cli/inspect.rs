@@ -26,7 +26,9 @@ pub struct HistoryArgs {
     pub api: ApiArgs,
 }
 
-/// `serin report NAME [--format json|html] [--out FILE]`.
+/// `serin report NAME [--format json|html] [--out FILE]`. `--format` is
+/// the report's own format; `-o json` is what the command prints: the JSON
+/// report, or with `--out` a JSON document naming the file written.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// The rollout.
@@ -93,7 +95,7 @@ pub fn print_status(s: &RolloutStatus) {
     let step = if s.steps == 0 {
         String::new()
     } else {
-        format!("  step {}/{}", (s.step + 1).min(s.steps), s.steps)
+        format!("  step {}/{}", s.step, s.steps)
     };
     // The weight in force when it differs from the decided one: status
     // never claims a split the data plane does not serve.
@@ -170,7 +172,7 @@ pub fn print_history(events: &[Event]) {
             "{}  {:<11} step {:<2} weight {:>6} %  {:<12} {}",
             e.at,
             e.kind,
-            e.step + 1,
+            e.step,
             e.weight,
             e.verdict.as_deref().unwrap_or(""),
             e.reason
@@ -178,7 +180,12 @@ pub fn print_history(events: &[Event]) {
     }
 }
 
-pub fn report(args: ReportArgs) -> anyhow::Result<Exit> {
+pub fn report(args: ReportArgs, output: OutputFormat) -> anyhow::Result<Exit> {
+    if output == OutputFormat::Json && args.format == ReportFormat::Html && args.out.is_none() {
+        return Err(invalid(
+            "-o json prints one JSON document, and --format html is a page: write it with --out FILE (or leave out --format html for the JSON report)",
+        ));
+    }
     block_on(async move {
         let client = ApiClient::new(&args.api)?;
         let text = match args.format {
@@ -197,6 +204,16 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Exit> {
                 std::fs::write(path, text)
                     .map_err(|e| invalid(format!("--out {}: {e}", path.display())))?;
                 crate::errln!("report written to {}", path.display());
+                if output == OutputFormat::Json {
+                    let format = match args.format {
+                        ReportFormat::Json => "json",
+                        ReportFormat::Html => "html",
+                    };
+                    crate::outln!(
+                        "{}",
+                        serde_json::json!({"name": args.name, "format": format, "out": path})
+                    );
+                }
             }
             None => crate::out!("{text}"),
         }

@@ -91,6 +91,8 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
         let started = Instant::now();
         let mut seen = 0usize;
         let mut alerted = false;
+        // `-o json`: one document at the end, with every interval seen.
+        let mut intervals: Vec<serde_json::Value> = Vec::new();
         if output == OutputFormat::Text {
             crate::outln!(
                 "{:<24} {:>6}  {:>18}  {:>18}  {:>10} {:>10}  verdict",
@@ -106,7 +108,10 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
             let report: Report = client.get(&rollout_path(&args.name, "/report")?).await?;
             for s in report.samples.iter().skip(seen) {
                 let b = breach(&s.canary, args.error_threshold, args.latency_threshold);
-                print_sample(s, b.as_deref(), output);
+                match output {
+                    OutputFormat::Text => print_sample(s, b.as_deref()),
+                    OutputFormat::Json => intervals.push(sample_json(s, b.as_deref())),
+                }
                 if let Some(why) = b {
                     if args.alert_on_error && !alerted {
                         crate::errln!("ALERT {}: {why}", args.name);
@@ -127,6 +132,12 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
                             args.name,
                             status.phase
                         );
+                        if output == OutputFormat::Json {
+                            let doc = json!({"name": args.name, "phase": status.phase,
+                                "reason": status.reason, "rolledBackByMonitor": why,
+                                "intervals": intervals});
+                            crate::outln!("{}", serde_json::to_string_pretty(&doc)?);
+                        }
                         for what in &status.not_in_force {
                             crate::errln!("{}: {what}", args.name);
                         }
@@ -137,8 +148,16 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
             seen = report.samples.len();
             let finished = matches!(report.phase.as_str(), "Succeeded" | "RolledBack");
             if finished || limit.is_some_and(|l| started.elapsed() >= l) {
-                if output == OutputFormat::Text {
-                    crate::outln!("{}: {} — {}", args.name, report.phase, report.reason);
+                match output {
+                    OutputFormat::Text => {
+                        crate::outln!("{}: {} — {}", args.name, report.phase, report.reason)
+                    }
+                    OutputFormat::Json => {
+                        let doc = json!({"name": args.name, "phase": report.phase,
+                            "reason": report.reason, "rolledBackByMonitor": null,
+                            "intervals": intervals});
+                        crate::outln!("{}", serde_json::to_string_pretty(&doc)?);
+                    }
                 }
                 return Ok(if alerted && args.alert_on_error {
                     Exit::RolledBack
@@ -151,32 +170,31 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
     })
 }
 
-fn print_sample(s: &SampleEntry, breach: Option<&str>, output: OutputFormat) {
-    match output {
-        OutputFormat::Json => crate::outln!(
-            "{}",
-            json!({"atMs": s.at_ms, "weight": s.weight, "verdict": s.verdict,
-                   "stable": s.stable, "canary": s.canary, "breach": breach})
-        ),
-        OutputFormat::Text => {
-            let err = |v: &VersionSample| match v.error_rate() {
-                Some(r) => format!("{:.2}% ({}/{})", 100.0 * r, v.errors, v.requests),
-                None => "-".into(),
-            };
-            let p95 = |v: &VersionSample| v.p95_ms.map_or("-".into(), |p| format!("{p:.1}ms"));
-            crate::outln!(
-                "{:<24} {:>5}%  {:>18}  {:>18}  {:>10} {:>10}  {}{}",
-                crate::time::rfc3339(crate::time::Millis(s.at_ms)),
-                s.weight,
-                err(&s.stable),
-                err(&s.canary),
-                p95(&s.stable),
-                p95(&s.canary),
-                s.verdict,
-                breach.map(|b| format!("  BREACH: {b}")).unwrap_or_default()
-            );
-        }
-    }
+/// One interval of `-o json`.
+fn sample_json(s: &SampleEntry, breach: Option<&str>) -> serde_json::Value {
+    json!({"at": crate::time::rfc3339(crate::time::Millis(s.at_ms)), "atMs": s.at_ms,
+           "step": s.step, "weight": s.weight, "verdict": s.verdict,
+           "stable": s.stable, "canary": s.canary, "breach": breach})
+}
+
+/// One interval as a line of text.
+fn print_sample(s: &SampleEntry, breach: Option<&str>) {
+    let err = |v: &VersionSample| match v.error_rate() {
+        Some(r) => format!("{:.2}% ({}/{})", 100.0 * r, v.errors, v.requests),
+        None => "-".into(),
+    };
+    let p95 = |v: &VersionSample| v.p95_ms.map_or("-".into(), |p| format!("{p:.1}ms"));
+    crate::outln!(
+        "{:<24} {:>5}%  {:>18}  {:>18}  {:>10} {:>10}  {}{}",
+        crate::time::rfc3339(crate::time::Millis(s.at_ms)),
+        s.weight,
+        err(&s.stable),
+        err(&s.canary),
+        p95(&s.stable),
+        p95(&s.canary),
+        s.verdict,
+        breach.map(|b| format!("  BREACH: {b}")).unwrap_or_default()
+    );
 }
 
 #[cfg(test)]

@@ -47,6 +47,16 @@ pub fn exit_for(record: &RolloutRecord) -> Exit {
     }
 }
 
+/// The outcome of `serin run -o json`, from its exit code.
+fn outcome_word(exit: Exit) -> &'static str {
+    match exit {
+        Exit::Success => "promoted",
+        Exit::RolledBack => "rolled-back",
+        Exit::Stopped => "stopped",
+        Exit::Runtime | Exit::Invalid => "failed",
+    }
+}
+
 fn is_operator_stop(reason: &str) -> bool {
     reason == "manual"
 }
@@ -128,24 +138,34 @@ pub async fn run_setup(
     let last = health.borrow().clone();
     view.health(&last);
     view.done(&record, &last);
-    if let Some(path) = report {
+    if let Some(path) = &report {
         let r = crate::report::Report::new(
             &record,
             &store.events(&record.name)?,
             &store.samples(&record.name)?,
         );
-        std::fs::write(&path, r.to_html())
+        std::fs::write(path, r.to_html())
             .map_err(|e| invalid(format!("--report {}: {e}", path.display())))?;
         view.line(&format!("report written to {}", path.display()));
     }
+    let exit = exit_for(&record);
     if output == OutputFormat::Json {
         let status = crate::daemon::status_of(&record, None, setup.plan.steps.len());
+        let document = serde_json::json!({
+            "name": record.name,
+            "outcome": outcome_word(exit),
+            "exit": exit as i32,
+            "reason": record.state.reason,
+            "stableVersion": record.stable_version,
+            "report": report,
+            "status": status,
+        });
         crate::cli::output::write_ignoring(
             true,
-            &format!("{}\n", serde_json::to_string_pretty(&status)?),
+            &format!("{}\n", serde_json::to_string_pretty(&document)?),
         );
     }
-    Ok(exit_for(&record))
+    Ok(exit)
 }
 
 /// A rollout of the same name left in progress (a crash, a killed run) with

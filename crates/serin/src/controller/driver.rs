@@ -695,7 +695,7 @@ impl Driver {
         serde_json::json!({
             "rollout": self.record.name,
             "phase": self.record.state.phase.as_str(),
-            "step": self.record.state.step,
+            "step": self.record.state.step + 1, // counted from 1, as everywhere
             "weight": self.record.state.weight.percent(),
             "stableVersion": self.record.stable_version,
             "canaryVersion": self.record.canary_version,

@@ -169,7 +169,11 @@ async fn tour(
             "── act {}: v1.1.0 → {version} ──",
             outcomes.len() + 1
         ));
-        let exit = run_setup(setup, text, store.clone(), Some(report.clone()), output).await;
+        // Each rollout shows its progress as `serin run` does in text (on
+        // stderr without a terminal); with `-o json` the tour's one document
+        // comes at the end, so no rollout prints one of its own.
+        let progress = OutputFormat::Text;
+        let exit = run_setup(setup, text, store.clone(), Some(report.clone()), progress).await;
         let _ = stop_load.send(());
         let summary: Option<Summary> = load.await.ok().and_then(Result::ok);
         let exit = exit?;
