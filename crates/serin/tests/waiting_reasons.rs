@@ -136,7 +136,13 @@ fn a_waiting_rollout_says_what_for_in_status_and_log() {
     );
 
     // An operator sets the weight: held, by whom, when; analysis goes on.
-    ok(&["traffic", "checkout", "30"]);
+    let said = ok(&["traffic", "checkout", "30"]);
+    let first = said.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("canary weight of checkout set to 30 %; automation held")
+            && first.contains("analysis continues, and a failing verdict still rolls back"),
+        "serin traffic says what still runs: {said}"
+    );
     let s = status(api, "checkout");
     let r = reason(&s);
     assert!(
