@@ -208,3 +208,49 @@ fn a_gate_that_stays_shut_is_named_with_its_last_answer() {
         "{r}"
     );
 }
+
+/// `serin run` into a log (not a terminal): a waiting line when what it
+/// waits for changes other than in its numbers, not on every interval.
+#[test]
+fn serin_run_logs_what_it_waits_for_once_not_every_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let yaml = Rollout::new("slow", proxy, stable, canary)
+        .steps("  - setWeight: 20\n  - pause: { duration: 1s }\n  - setWeight: 50\n")
+        .yaml()
+        .replace("minRequests: 20", "minRequests: 100000");
+    let file = write(dir.path(), "slow.yaml", &yaml);
+    let mut cmd = common::serin::serin_run(&file, dir.path());
+    let log_path = dir.path().join("run.log");
+    let log = File::create(&log_path).unwrap();
+    let mut run = Proc {
+        child: cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    };
+    wait_for_port(proxy);
+    let _load = load(&format!("http://{proxy}/"), 50, "30s");
+    // 1 s of pause, then 5 s (ten intervals) waiting for the requests.
+    let waited = std::time::Instant::now();
+    let waiting = "waiting: pause complete; waiting for 100000 canary requests (";
+    loop {
+        let logged = std::fs::read_to_string(&log_path).unwrap();
+        if logged.contains(waiting) && waited.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no waiting line:\n{logged}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run.kill();
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let lines = logged.lines().filter(|l| l.contains(waiting)).count();
+    assert_eq!(lines, 1, "said once in 5 s, not every interval:\n{logged}");
+}
