@@ -168,12 +168,13 @@ fn start_demo_app(addr: SocketAddr, version: &str) -> Proc {
 }
 
 #[test]
-fn a_gate_that_stays_shut_is_named_with_its_last_answer() {
+fn a_hook_or_gate_that_says_no_is_named_with_its_last_answer() {
     let dir = tempfile::tempdir().unwrap();
     let (_stable, stable) = demo_app("v1", &[]);
     let (_canary, canary) = demo_app("v2", &[]);
-    // A gate that answers 503.
+    // A pre-rollout check, then a gate, that answer 503.
     let hooks = Hooks::start();
+    hooks.set_status("/pre", 503);
     hooks.set_status("/approve", 503);
     let proxy = local(free_port());
     let api = local(free_port());
@@ -186,6 +187,7 @@ fn a_gate_that_stays_shut_is_named_with_its_last_answer() {
         .steps(&format!(
             "  - setWeight: 20\n  - pause: {{ until: webhook, url: {gate_url} }}\n  - setWeight: 100\n"
         ))
+        .rest(&format!("preRollout:\n  url: {}\n", hooks.url("/pre")))
         .yaml();
     let file = write(dir.path(), "gated.yaml", &yaml);
     for args in [
@@ -196,6 +198,17 @@ fn a_gate_that_stays_shut_is_named_with_its_last_answer() {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     }
     let _load = load(&format!("http://{proxy}/"), 50, "30s");
+    let s = wait_status(api, "gated", "the pre-rollout check's answer", |s| {
+        reason(s).contains("pre-rollout check")
+    });
+    assert_eq!(
+        reason(&s),
+        format!(
+            "waiting for the pre-rollout check {}: it answered 503 Service Unavailable",
+            hooks.url("/pre")
+        )
+    );
+    hooks.set_status("/pre", 200);
     let s = wait_status(api, "gated", "the gate's last answer", |s| {
         reason(s).contains("its last answer")
     });
