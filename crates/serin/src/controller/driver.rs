@@ -89,6 +89,9 @@ pub const TELL_AGAIN: Duration = Duration::from_secs(30);
 pub struct Teller {
     /// The reason last told, without its numbers ([`gist`]), and when.
     told: Option<(String, Instant)>,
+    /// The reason last seen, as it was (asked about on every tick: the
+    /// same text again needs no [`gist`]).
+    seen: String,
 }
 
 impl Teller {
@@ -100,6 +103,10 @@ impl Teller {
         {
             self.told = None;
         }
+        if self.told.is_some() && self.seen == reason {
+            return false;
+        }
+        reason.clone_into(&mut self.seen);
         let gist = gist(reason);
         if self.told.as_ref().is_some_and(|(said, _)| *said == gist) {
             return false;
