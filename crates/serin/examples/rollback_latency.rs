@@ -44,6 +44,7 @@ impl Analysis for Switch {
                 reason: format!("bench {}", verdict.as_str()),
                 verdict,
                 sample: None,
+                canary_requests: None,
             }
         })
     }

@@ -55,6 +55,12 @@ pub fn rfc3339(t: Millis) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
+/// `12:03:04 UTC`: the time of day of `t`, as the CLI's times are (UTC).
+pub fn clock(t: Millis) -> String {
+    let r = rfc3339(t);
+    format!("{} UTC", &r[11..19])
+}
+
 /// Parses a duration as the command line and rollout files write them:
 /// `500ms`, `30s`, `2m`, `1h`, `1m30s`; a bare number is seconds. Or says
 /// what was expected.
@@ -133,6 +139,7 @@ mod tests {
     #[test]
     fn rfc3339_known_values() {
         assert_eq!(rfc3339(Millis(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(clock(Millis(1_795_573_445_123)), "02:24:05 UTC");
         assert_eq!(rfc3339(Millis(951_782_400_000)), "2000-02-29T00:00:00.000Z");
         assert_eq!(
             rfc3339(Millis(1_795_573_445_123)),

@@ -1622,6 +1622,7 @@ impl serin::controller::seams::Analysis for PassThenStall {
                 verdict: serin::rollout::Verdict::Pass,
                 reason: "scripted pass".into(),
                 sample: None,
+                canary_requests: None,
             }
         })
     }

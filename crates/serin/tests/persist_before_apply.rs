@@ -81,6 +81,7 @@ impl Analysis for Judge {
                 reason: format!("scripted {}", verdict.as_str()),
                 verdict,
                 sample: Some((VersionSample::default(), VersionSample::default())),
+                canary_requests: None,
             }
         })
     }

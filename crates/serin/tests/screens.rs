@@ -264,7 +264,69 @@ fn the_dashboard_of_a_running_daemon_renders() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // A second rollout, registered but not deployed: how an idle one looks.
+    // A rollout rolled back by analysis (30 % errors): when it happened.
+    let (_s3, s3) = demo_app("v2.0.0", &["--latency-ms", "8", "--jitter-ms", "4"]);
+    let (_c3, c3) = demo_app("v2.1.0", &["--error-rate", "0.3"]);
+    let p3 = local(free_port());
+    let file3 = write(
+        dir.path(),
+        "payments.yaml",
+        &rollout_file(
+            "payments",
+            p3,
+            s3,
+            c3,
+            "  - setWeight: 20\n  - pause: { duration: 1h }\n",
+        )
+        .replace("v1.4.2", "v2.0.0")
+        .replace("v1.5.0", "v2.1.0"),
+    );
+    cli(&["init", &file3.display().to_string()]);
+    wait_for_port(p3);
+    let _load3 = load(&format!("http://{p3}/"), 100, "60s");
+    cli(&["deploy", "payments", "v2.1.0"]);
+    // A rollout in a timed pause whose canary looks over its error-rate
+    // limit (5 %) with no test showing it yet: inconclusive, marked.
+    let (_s4, s4) = demo_app("v7.2.0", &["--latency-ms", "8", "--jitter-ms", "4"]);
+    let (_c4, c4) = demo_app("v7.3.0", &["--error-rate", "0.09"]);
+    let p4 = local(free_port());
+    let file4 = write(
+        dir.path(),
+        "cart.yaml",
+        &rollout_file(
+            "cart",
+            p4,
+            s4,
+            c4,
+            "  - setWeight: 5\n  - pause: { duration: 10m }\n",
+        )
+        .replace("v1.4.2", "v7.2.0")
+        .replace("v1.5.0", "v7.3.0"),
+    );
+    cli(&["init", &file4.display().to_string()]);
+    wait_for_port(p4);
+    let _load4 = load(&format!("http://{p4}/"), 100, "60s");
+    cli(&["deploy", "cart", "v7.3.0"]);
+    let until = |name: &str, what: &str, cond: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let a = get(api, &format!("/api/v1/rollouts/{name}"));
+            if cond(&a.body) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name}: {what}: {}", a.body);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until("payments", "rolled back", &|b| {
+        b.contains("\"phase\":\"RolledBack\"")
+    });
+    let cart_over = |b: &str| {
+        b.contains("\"verdict\":\"inconclusive\"")
+            && b.contains("above the limit, not yet significant")
+    };
+
+    // A rollout registered but not deployed: how an idle one looks.
     let (_s2, s2) = demo_app("v3.0.1", &[]);
     let (_c2, c2) = demo_app("v3.1.0", &[]);
     let p2 = local(free_port());
@@ -278,7 +340,17 @@ fn the_dashboard_of_a_running_daemon_renders() {
     cli(&["init", &file2.display().to_string()]);
 
     let url = format!("http://{api}/");
-    let dom = dump_dom(&dir.path().join("profile-dom"), &url);
+    // cart's canary (9 % errors against 5 %) looks over its limit on most
+    // verdicts, not all (a run of good requests brings it under): the page
+    // is read while it does, up to four times.
+    let mut dom = String::new();
+    for attempt in 0..4 {
+        until("cart", "over its limit, inconclusive", &cart_over);
+        dom = dump_dom(&dir.path().join(format!("profile-dom-{attempt}")), &url);
+        if dom.contains("class=\"over-mark\"") {
+            break;
+        }
+    }
     assert!(
         dom.contains("data-name=\"checkout\""),
         "the dashboard's script drew a card for checkout: {dom}"
@@ -291,9 +363,61 @@ fn the_dashboard_of_a_running_daemon_renders() {
         "checkout's weight: {dom}"
     );
     assert!(dom.contains("v1.5.0") && dom.contains("v1.4.2"), "versions");
-    assert!(dom.contains("2 rollouts"), "the header counts them: {dom}");
+    assert!(dom.contains("4 rollouts"), "the header counts them: {dom}");
+    // Times in UTC, local time on hover.
     assert!(
-        dom.contains("waiting for `serin promote`"),
+        dom.contains("updated <time datetime=") && dom.contains(" UTC</time>"),
+        "the update time in UTC: {dom}"
+    );
+    assert!(
+        dom.contains("(local time)\">"),
+        "local time on hover: {dom}"
+    );
+    let card_of = |name: &str| {
+        dom.as_str()
+            .split(&format!("data-name=\"{name}\""))
+            .nth(1)
+            .and_then(|c| c.split("</section>").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    // The run's timeline of decisions, steps 1-based.
+    let checkout = card_of("checkout");
+    assert!(
+        checkout.contains("Timeline of this run") && checkout.contains("step 1 · started"),
+        "checkout's timeline: {checkout}"
+    );
+    assert!(
+        checkout.contains("canary weight set to 30 %")
+            && checkout.contains("waiting for `serin promote`"),
+        "{checkout}"
+    );
+    // When the rollback happened.
+    let payments = card_of("payments");
+    assert!(
+        payments.contains("class=\"ended\">rolled back at <time") && payments.contains(" ago)"),
+        "payments says when it was rolled back: {payments}"
+    );
+    assert!(
+        payments.contains("rolled-back"),
+        "and its timeline has it: {payments}"
+    );
+    // The time left in a timed pause; a canary over a limit, not yet significant.
+    let cart = card_of("cart");
+    assert!(
+        cart.contains("class=\"left\" data-until=") && cart.contains(" left</span>"),
+        "cart's time left in its pause: {cart}"
+    );
+    assert!(
+        cart.contains("class=\"over-mark\"") && cart.contains("verdict inconclusive over"),
+        "cart's canary is marked over a limit while inconclusive: {cart}"
+    );
+    assert!(
+        !checkout.contains("over-mark") && !payments.contains("over-mark"),
+        "only cart is marked"
+    );
+    assert!(
+        dom.contains("<span class=\"what\">waiting for</span>`serin promote`"),
         "why it waits: {dom}"
     );
     assert!(dom.contains("id=\"token\""), "a token field for actions");
@@ -315,13 +439,15 @@ fn the_dashboard_of_a_running_daemon_renders() {
         dom.contains("not deployed"),
         "search has no rollout yet: {dom}"
     );
+    // The last verdict with its time (UTC), then its reason.
     let verdict = ["pass", "inconclusive", "fail"]
         .into_iter()
-        .find(|v| dom.contains(&format!("last verdict <b>{v}</b> · ")))
-        .unwrap_or_else(|| panic!("checkout's last verdict is shown: {dom}"));
+        .find(|v| checkout.contains(&format!("last verdict <b>{v}</b> at <time")))
+        .unwrap_or_else(|| panic!("checkout's last verdict is shown: {checkout}"));
     assert!(
-        !dom.contains(&format!("<b>{verdict}</b> · {verdict}:")),
-        "the verdict is said once: {dom}"
+        checkout.contains(" UTC</time> · ")
+            && !checkout.contains(&format!("UTC</time> · {verdict}:")),
+        "the verdict is said once: {checkout}"
     );
     let png = out_dir().join("dashboard.png");
     screenshot(&dir.path().join("profile"), &url, &png, true);

@@ -167,20 +167,35 @@ fn keep(tag: &str, captures: &[String], last: &str) {
     let _ = std::fs::write(dir.join(format!("{tag}.txt")), all);
 }
 
-/// The bar is drawn once, on the last line: nothing written while it is on
-/// the screen (decisions, warnings) leaves a torn copy of it above.
+/// The bar is drawn once, at the bottom (its line, then the line of what
+/// the rollout waits for, indented): nothing written while it is on the
+/// screen (decisions, warnings) leaves a torn copy of it above.
 fn assert_one_bar_at_the_bottom(captures: &[String], name: &str) {
     for c in captures {
-        let bars = c
-            .lines()
+        let lines: Vec<&str> = c.lines().collect();
+        let bars = lines
+            .iter()
             .filter(|l| l.starts_with(&format!("{name} [")))
             .count();
-        let last = c.lines().last().unwrap_or("");
+        let at = lines
+            .iter()
+            .rposition(|l| l.starts_with(&format!("{name} [")));
+        let below = at.map_or(0, |i| lines.len() - 1 - i);
+        let waiting_line = at.is_some_and(|i| lines[i + 1..].iter().all(|l| l.starts_with("  ")));
         assert!(
-            bars <= 1 && (bars == 0 || last.starts_with(&format!("{name} ["))),
-            "one bar, at the bottom:\n{c}"
+            bars <= 1 && (bars == 0 || (below <= 1 && waiting_line)),
+            "one bar, at the bottom, with at most its waiting line below:\n{c}"
         );
     }
+}
+
+/// The line below the bar: what the rollout waits for.
+fn waiting_line<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.starts_with(name) && l.contains('[') && l.contains(']'))?;
+    lines.get(at + 1).map(|l| l.trim())
 }
 
 /// The line of the bar in a capture: the one that starts with the name and
@@ -223,6 +238,21 @@ fn the_bar_shows_name_step_weight_and_phase_and_the_end_shows_the_outcome() {
         bars.iter().any(|b| b.contains("Progressing")),
         "phase Progressing seen: {bars:#?}"
     );
+    // Below the bar, what it waits for, as a log file would say it (fails
+    // before this change: the bar was one line, without the reason).
+    let waits: Vec<&str> = captures
+        .iter()
+        .filter_map(|c| waiting_line(c, "healthy"))
+        .collect();
+    assert!(
+        waits.iter().any(|w| w.starts_with("pausing 2s: ")
+            && w.contains(" left (until ")
+            && w.ends_with(" UTC)")),
+        "the time left in a pause under the bar: {waits:#?}"
+    );
+    for w in &waits {
+        assert!(w.chars().count() <= 118, "cut to the terminal: {w:?}");
+    }
     // The final screen: the outcome, no bar left behind, exit 0.
     assert!(
         last.contains("healthy: promoted: v2 is the new stable"),
@@ -266,6 +296,15 @@ fn a_warning_while_the_bar_is_drawn_is_written_above_it() {
             && c.contains("waiting for both versions to answer")
             && bar_line(c, "late").is_some_and(|b| b.contains("Initializing"))),
         "the health-check warning and the bar in phase Initializing: {captures:#?}"
+    );
+    // The bar says it too: the canary and its health check's URL.
+    assert!(
+        captures
+            .iter()
+            .any(|c| waiting_line(c, "late").is_some_and(|w| w
+                .starts_with("waiting for both versions to answer (stable v1, canary v2)")
+                && w.contains("/healthz"))),
+        "the failing health check under the bar: {captures:#?}"
     );
     assert_one_bar_at_the_bottom(&captures, "late");
     assert!(

@@ -175,7 +175,9 @@ pub fn traffic(args: TrafficArgs, output: OutputFormat) -> anyhow::Result<Exit> 
             &status,
             output,
             &format!(
-                "canary weight of {} set to {weight} %; automation held",
+                "canary weight of {} set to {weight} %; automation held: no further step until \
+                 `serin resume` or `serin promote`; analysis continues, and a failing verdict \
+                 still rolls back",
                 args.name
             ),
         )

@@ -274,11 +274,21 @@ impl Drop for QuietControlEcho {
 
 /// What a person sees: a bar on a terminal, lines elsewhere.
 ///
-/// The bar reads `checkout [=====>     ] 1/6 steps · Progressing · canary 20 % · last verdict pass`:
+/// The bar is two lines:
+/// ```text
+/// checkout [=====>     ] 1/6 steps · Progressing · canary 20 % · last verdict pass
+///   pausing 1m: 40s left (until 12:04:04 UTC)
+/// ```
 /// the steps completed (the fill), the phase, the weight in force and the
-/// latest verdict.
+/// latest verdict; below, what the rollout waits for (its status reason,
+/// cut to the terminal's width), as a log file says it every 30 s.
 struct View {
     bar: Option<ProgressBar>,
+    /// The bar's first line after the fill (the bar's message is the
+    /// second line, the waiting reason).
+    status: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The reason of the last decision, which a log already has a line of.
+    decided: String,
     /// The terminal's echo of control characters, off while the bar is drawn.
     _echo: Option<QuietControlEcho>,
     steps: usize,
@@ -297,14 +307,27 @@ impl View {
     fn new(setup: &Setup, record: &RolloutRecord, output: OutputFormat) -> View {
         let json = output == OutputFormat::Json;
         let steps = setup.plan.steps.len();
+        let status = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let bar = (!json && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(steps as u64);
+            let shown = status.clone();
             bar.set_style(
-                ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30.cyan/blue}] {status}\n  {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key(
+                    "status",
+                    move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        if let Ok(s) = shown.lock() {
+                            let _ = w.write_str(&s);
+                        }
+                    },
+                )
+                .progress_chars("=> "),
             );
             bar.set_prefix(setup.name.clone());
+            bar.set_message(record.state.reason.clone());
             bar.set_position(record.state.step.min(steps) as u64);
             bar.enable_steady_tick(Duration::from_millis(250));
             set_active_bar(Some(bar.clone()));
@@ -315,6 +338,8 @@ impl View {
                 .as_ref()
                 .and_then(|_| QuietControlEcho::on(std::io::stderr())),
             bar,
+            status,
+            decided: String::new(),
             steps,
             json,
             weight: record.state.weight,
@@ -344,7 +369,10 @@ impl View {
 
     fn redraw(&self) {
         if let Some(bar) = &self.bar {
-            bar.set_message(self.message(bar.position()));
+            if let Ok(mut s) = self.status.lock() {
+                *s = self.message(bar.position());
+            }
+            bar.tick();
         }
     }
 
@@ -383,6 +411,7 @@ impl View {
                 if !quiet || self.bar.is_none() {
                     self.line(&decision_line(d));
                 }
+                self.decided = d.reason.clone();
                 let last = self.last.clone();
                 self.health(&last);
             }
@@ -401,6 +430,16 @@ impl View {
             Progress::RouterError(e) => {
                 self.line(&format!("data plane refused a change (retrying): {e}"))
             }
+            Progress::Waiting { reason, tell } => match &self.bar {
+                Some(bar) => bar.set_message(reason.clone()),
+                // A log says it when it changes (unless the decision just
+                // said it, or the health check's warning does) and every
+                // 30 s while it stays.
+                None if *tell && *reason != self.decided && self.phase != Phase::Initializing => {
+                    self.line(&format!("{} waiting: {reason}", rfc3339(time::now())))
+                }
+                None => {}
+            },
         }
         self.redraw();
     }

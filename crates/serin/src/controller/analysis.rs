@@ -123,6 +123,7 @@ impl Analysis for LiveAnalysis {
                         verdict: Verdict::NoData,
                         reason: format!("no data: {e}"),
                         sample: None,
+                        canary_requests: None,
                     };
                 }
             };
@@ -144,6 +145,7 @@ impl Analysis for LiveAnalysis {
                     verdict: Verdict::NoData,
                     reason: "no data: counters went backwards (an upstream or the metric source restarted); judging restarts from here".into(),
                     sample: None,
+                    canary_requests: None,
                 };
             }
             let judged = self.judge.observe(&current, end_of_pause);
@@ -154,6 +156,7 @@ impl Analysis for LiveAnalysis {
                     verdict: judged.verdict,
                     reason: judged.reason,
                     sample: None,
+                    canary_requests: None,
                 };
             }
             // The interval's own numbers, from where the judge took them
@@ -168,6 +171,7 @@ impl Analysis for LiveAnalysis {
                 verdict: judged.verdict,
                 reason: judged.reason,
                 sample,
+                canary_requests: Some(judged.stage_canary_requests),
             }
         })
     }
@@ -189,6 +193,7 @@ impl Analysis for Refusing {
                 verdict: Verdict::NoData,
                 reason,
                 sample: None,
+                canary_requests: None,
             }
         })
     }

@@ -46,7 +46,7 @@ use super::machine::{self, Action, Input, Refused};
 use super::seams::{Analysed, Analysis, TrafficRouter};
 use crate::error::Error;
 use crate::notify::{Message, Notifier};
-use crate::rollout::{Decision, Phase, Plan, RecordedVerdict, Verdict};
+use crate::rollout::{Decision, Phase, Plan, RecordedVerdict, State, Verdict};
 use crate::store::{RolloutRecord, Sample, Store, StoreError};
 use crate::time::{self, Millis, human_span, rfc3339};
 
@@ -67,6 +67,71 @@ pub enum Progress {
     },
     /// The data plane refused a change; it will be retried.
     RouterError(String),
+    /// What the rollout waits for (its status reason) changed, or is told
+    /// again. `tell`: say it in a log (first, when it changes other than
+    /// in its numbers, else every [`TELL_AGAIN`]); without it, only a
+    /// display that redraws (a progress bar) shows it.
+    Waiting {
+        /// The reason, as status shows it.
+        reason: String,
+        /// Worth a line in a log.
+        tell: bool,
+    },
+}
+
+/// How often a log says again what a rollout still waits for.
+pub const TELL_AGAIN: Duration = Duration::from_secs(30);
+
+/// When a waiting reason is worth a log line: when it changes other than
+/// in its numbers (a countdown, a count of requests, a time), or when it
+/// was last told [`TELL_AGAIN`] ago.
+#[derive(Debug, Default)]
+pub struct Teller {
+    /// The reason last told, without its numbers ([`gist`]), and when.
+    told: Option<(String, Instant)>,
+    /// The reason last seen, as it was (asked about on every tick: the
+    /// same text again needs no [`gist`]).
+    seen: String,
+}
+
+impl Teller {
+    /// Whether `reason`, seen `now`, is worth a log line (and if so, it is
+    /// taken as told).
+    pub fn tell(&mut self, reason: &str, now: Instant) -> bool {
+        if let Some((_, at)) = &self.told
+            && now.duration_since(*at) >= TELL_AGAIN
+        {
+            self.told = None;
+        }
+        if self.told.is_some() && self.seen == reason {
+            return false;
+        }
+        reason.clone_into(&mut self.seen);
+        let gist = gist(reason);
+        if self.told.as_ref().is_some_and(|(said, _)| *said == gist) {
+            return false;
+        }
+        self.told = Some((gist, now));
+        true
+    }
+}
+
+/// `reason` without its numbers: digits, and the units and decimal points
+/// right after them (`1m30s`, `0.5s`, `12:03:04` all go; `12 so far`
+/// keeps ` so far`).
+fn gist(reason: &str) -> String {
+    let mut in_number = false;
+    reason
+        .chars()
+        .filter(|c| {
+            if c.is_ascii_digit() {
+                in_number = true;
+            } else if !(in_number && matches!(c, 'h' | 'm' | 's' | '.')) {
+                in_number = false;
+            }
+            !in_number
+        })
+        .collect()
 }
 
 /// What is really in force, and what is wrong, beside the rollout's record:
@@ -308,6 +373,10 @@ pub struct Driver {
     pre_rollout: Option<String>,
     /// When the next health check may run while `Initializing`.
     next_check: Option<Instant>,
+    /// The waiting reason last sent to watchers.
+    waiting_sent: String,
+    /// When the waiting reason is logged.
+    teller: Teller,
 }
 
 /// How often an `Initializing` rollout re-checks its versions.
@@ -375,6 +444,8 @@ impl Driver {
             report_url: None,
             pre_rollout: None,
             next_check: None,
+            waiting_sent: String::new(),
+            teller: Teller::default(),
         };
         (driver, handle)
     }
@@ -474,6 +545,7 @@ impl Driver {
                 }
             }
             self.publish();
+            self.tell_waiting();
         }
         tracing::info!(rollout = %self.record.name, phase = self.record.state.phase.as_str(), reason = %self.record.state.reason, "rollout ended");
         // The rollout has ended; its end is not done until the data plane
@@ -622,9 +694,16 @@ impl Driver {
         let pre_rollout = self.pre_rollout.clone();
         let body = self.hook_body();
         let tx = self.ready_tx.clone();
+        let versions = format!(
+            "stable {}, canary {}",
+            self.record.stable_version,
+            self.record.canary_version.as_deref().unwrap_or("-")
+        );
         tokio::spawn(async move {
             let ready = match router.check_ready().await {
-                Err(why) => Err(format!("waiting for both versions to answer: {why}")),
+                Err(why) => Err(format!(
+                    "waiting for both versions to answer ({versions}): {why}"
+                )),
                 Ok(()) => match &pre_rollout {
                     None => Ok(()),
                     Some(url) => match super::probe::post_json(url, &body).await {
@@ -649,12 +728,9 @@ impl Driver {
         }
         match ready {
             Ok(()) => self.feed_logged(Input::Start).await,
-            Err(reason) => {
-                if self.record.state.reason != reason {
-                    tracing::warn!(rollout = %self.record.name, "{reason}");
-                    self.record.state.reason = reason;
-                }
-            }
+            // Through the machine, so the store (and status) has it;
+            // [`Driver::tell_waiting`] logs it.
+            Err(reason) => self.feed_logged(Input::NotReady(reason)).await,
         }
     }
 
@@ -686,6 +762,7 @@ impl Driver {
             verdict: j.analysed.verdict,
             reason: j.analysed.reason,
             end_of_pause: j.end_of_pause,
+            canary_requests: j.analysed.canary_requests,
         })
         .await;
     }
@@ -1134,6 +1211,35 @@ impl Driver {
         });
     }
 
+    /// Tells watchers (and the log, now and then) what a rollout in
+    /// progress waits for: its reason, as status shows it.
+    fn tell_waiting(&mut self) {
+        let state = &self.record.state;
+        if state.phase.is_finished() {
+            return;
+        }
+        let changed = state.reason != self.waiting_sent;
+        let tell = self.teller.tell(&state.reason, Instant::now());
+        if !changed && !tell {
+            return;
+        }
+        let reason = state.reason.clone();
+        if tell {
+            // A rollout that cannot start is a warning (once a check has
+            // failed); the rest is news.
+            if state.phase == Phase::Initializing && state.reason != State::new(Millis(0)).reason {
+                tracing::warn!(rollout = %self.record.name, "{reason}");
+            } else {
+                tracing::info!(rollout = %self.record.name, phase = state.phase.as_str(), "waiting: {reason}");
+            }
+        }
+        let _ = self.progress.send(Progress::Waiting {
+            reason: reason.clone(),
+            tell,
+        });
+        self.waiting_sent = reason;
+    }
+
     /// Tells watchers what is in force now.
     fn publish(&self) {
         let weight = self.record.state.weight;
@@ -1227,8 +1333,8 @@ impl Driver {
         let body = self.hook_body();
         tokio::spawn(async move {
             let (open, detail) = match super::probe::post_json(&url, &body).await {
-                Ok(status) => (status.is_success(), format!("{url} answered {status}")),
-                Err(e) => (false, format!("{url}: {e}")),
+                Ok(status) => (status.is_success(), status.to_string()),
+                Err(e) => (false, e),
             };
             let _ = tx.send(Input::Gate { open, detail }).await;
         });
@@ -1269,6 +1375,7 @@ mod tests {
                     reason: format!("scripted {}", v.as_str()),
                     verdict: v,
                     sample: Some((VersionSample::default(), VersionSample::default())),
+                    canary_requests: None,
                 }
             })
         }
@@ -1388,6 +1495,35 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(20), f)
             .await
             .expect("driver finished in time")
+    }
+
+    #[test]
+    fn a_waiting_reason_is_told_when_it_changes_and_every_30_s() {
+        let mut t = Teller::default();
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        assert!(t.tell("pausing 1m: 1m left (until 12:00:00 UTC)", at(0)));
+        assert!(
+            !t.tell("pausing 1m: 1m left (until 12:00:00 UTC)", at(1)),
+            "not on every tick"
+        );
+        assert!(!t.tell("pausing 1m: 59.5s left (until 12:00:00 UTC)", at(1)));
+        // Only its numbers change: a countdown is not news.
+        assert!(!t.tell("pausing 1m: 50s left (until 12:00:00 UTC)", at(10)));
+        assert!(!t.tell("pausing 1m: 40s left (until 12:00:00 UTC)", at(20)));
+        // ...but it is said again after 30 s.
+        assert!(t.tell("pausing 1m: 30s left (until 12:00:00 UTC)", at(30)));
+        assert!(!t.tell("pausing 1m: 20s left (until 12:00:00 UTC)", at(40)));
+        // Something else: at once.
+        assert!(t.tell(
+            "pause complete; waiting for 100 canary requests (12 so far)",
+            at(41)
+        ));
+        assert!(!t.tell(
+            "pause complete; waiting for 100 canary requests (40 so far)",
+            at(45)
+        ));
+        assert!(t.tell("held by an operator (serin pause at 12:00:46 UTC)", at(46)));
     }
 
     #[tokio::test]
@@ -2089,6 +2225,7 @@ mod tests {
                     verdict,
                     reason: format!("scripted {}", verdict.as_str()),
                     sample: None,
+                    canary_requests: None,
                 }
             })
         }

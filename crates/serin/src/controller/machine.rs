@@ -35,7 +35,7 @@ use serin_proxy::Weight;
 use crate::rollout::{
     Decision, DecisionKind, Hold, Phase, Plan, RecordedVerdict, State, Step, Verdict,
 };
-use crate::time::{Millis, human, human_span};
+use crate::time::{Millis, clock, human, human_span};
 
 /// Something that happened to a rollout.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +52,13 @@ pub enum Input {
         reason: String,
         /// Whether it was taken with `end_of_pause` set.
         end_of_pause: bool,
+        /// Canary requests the judge counted in this stage, if it said
+        /// (named in the reason of a rollout waiting for `minRequests`).
+        canary_requests: Option<u64>,
     },
+    /// A health check or the pre-rollout check failed while `Initializing`:
+    /// what it waits for, with the URL and the last error.
+    NotReady(String),
     /// A gate asked for by [`Action::CheckGate`] answered.
     Gate {
         /// It answered 2xx.
@@ -124,6 +130,11 @@ pub struct Transition {
     pub decisions: Vec<Decision>,
 }
 
+/// How the reason of a rollout whose timed pause is over begins.
+const PAUSE_DONE: &str = "pause complete; ";
+/// How the reason of a rollout at the end of its steps begins.
+const STEPS_DONE: &str = "all steps done; ";
+
 /// Feeds one input to the machine. Operator commands that do not fit the
 /// current phase are [`Refused`] and change nothing.
 pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Transition, Refused> {
@@ -142,7 +153,9 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
             verdict,
             reason,
             end_of_pause,
-        } => t.verdict(verdict, reason, end_of_pause),
+            canary_requests,
+        } => t.verdict(verdict, reason, end_of_pause, canary_requests),
+        Input::NotReady(reason) => t.not_ready(reason),
         Input::Gate { open, detail } => t.gate(open, detail),
         Input::Promote { full } => t.promote(full)?,
         Input::Rollback => t.rollback_by_operator()?,
@@ -228,7 +241,7 @@ impl Machine<'_> {
                 self.state.step_started = self.now;
                 self.state.pause_served_ms = None;
                 if !self.move_on() {
-                    self.state.reason = self.waiting_for_a_pass();
+                    self.state.reason = self.waiting_for_a_pass(None);
                     self.record(DecisionKind::Step, None, self.state.reason.clone());
                 }
                 return;
@@ -246,7 +259,7 @@ impl Machine<'_> {
                     self.state.step += 1;
                 }
                 Step::PauseFor(d) => {
-                    self.state.reason = format!("pausing {}", human(d));
+                    self.state.reason = self.pausing(d);
                     self.record(DecisionKind::Step, None, self.state.reason.clone());
                     return;
                 }
@@ -315,21 +328,46 @@ impl Machine<'_> {
         self.state.weight > Weight::ZERO && self.state.stage_judged
     }
 
-    /// What a rollout whose pause (or whose steps) are done waits for.
-    fn waiting_for_a_pass(&self) -> String {
+    /// What a rollout whose pause (or whose steps) are done waits for;
+    /// `so_far`: the canary requests the judge counted in this stage.
+    fn waiting_for_a_pass(&self, so_far: Option<u64>) -> String {
+        let need = self.plan.min_requests;
+        let what = match so_far {
+            Some(n) if n < need => format!("waiting for {need} canary requests ({n} so far)"),
+            Some(n) => format!("waiting for a passing verdict ({n} canary requests so far)"),
+            None => format!("waiting for a passing verdict on {need} canary requests"),
+        };
         if !self.at_end() {
-            format!(
-                "pause complete; waiting for a passing verdict on {} canary requests",
-                self.plan.min_requests
-            )
+            format!("{PAUSE_DONE}{what}")
         } else if self.state.weight == Weight::ZERO {
             "all steps done with no canary traffic (weight 0 %); nothing to judge, so not promoting: `serin promote --full` or `serin rollback`".into()
         } else {
             format!(
-                "all steps done; waiting for a passing verdict on {} canary requests at {} % before promoting",
-                self.plan.min_requests, self.state.weight
+                "{STEPS_DONE}{what} at {} % before promoting",
+                self.state.weight
             )
         }
+    }
+
+    /// The reason already says the rollout waits for a pass (with the
+    /// counts of the last verdict, which a tick does not know).
+    fn says_waiting_for_a_pass(&self) -> bool {
+        let r = &self.state.reason;
+        (r.starts_with(PAUSE_DONE) && !self.at_end())
+            || (r.starts_with(STEPS_DONE) && self.at_end())
+    }
+
+    /// What a timed pause of `d` waits for: its time left, and until when
+    /// (UTC).
+    fn pausing(&self, d: std::time::Duration) -> String {
+        let whole = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let left = whole.saturating_sub(self.pause_served());
+        format!(
+            "pausing {}: {} left (until {})",
+            human(d),
+            human_span(left),
+            clock(self.now.after(std::time::Duration::from_millis(left)))
+        )
     }
 
     /// The one rule for moving on by itself: a timed pause ends when its
@@ -407,7 +445,7 @@ impl Machine<'_> {
                 self.state.pause_served_ms = None;
                 if !held {
                     self.state.step_started = self.now;
-                    self.state.reason = format!("pausing {}", human(d));
+                    self.state.reason = self.pausing(d);
                 }
                 said.push_str(&format!("; the {} pause counts from now", human(d)));
             }
@@ -448,13 +486,21 @@ impl Machine<'_> {
             } else {
                 self.now.after(self.plan.interval)
             };
+            // The time left in a timed pause, said once an interval (when
+            // the state is written anyway).
+            if let (Some(Step::PauseFor(d)), None, Phase::Progressing) =
+                (self.current_step(), self.state.hold, self.state.phase)
+                && !self.pause_time_up()
+            {
+                self.state.reason = self.pausing(*d);
+            }
             if self.state.weight > Weight::ZERO {
                 // At the end of the steps there is no pause left: `fixed`
                 // judges the last stage on every verdict.
                 let end_of_pause = self.pause_time_up() || self.at_end();
                 self.actions.push(Action::Analyze { end_of_pause });
-                if end_of_pause && !self.state.stage_judged {
-                    self.state.reason = self.waiting_for_a_pass();
+                if end_of_pause && !self.state.stage_judged && !self.says_waiting_for_a_pass() {
+                    self.state.reason = self.waiting_for_a_pass(None);
                 }
             }
             if let (Some(Step::PauseUntilGate(url)), None) = (self.current_step(), self.state.hold)
@@ -464,7 +510,19 @@ impl Machine<'_> {
         }
     }
 
-    fn verdict(&mut self, verdict: Verdict, reason: String, end_of_pause: bool) {
+    fn not_ready(&mut self, reason: String) {
+        if self.state.phase == Phase::Initializing {
+            self.state.reason = reason;
+        }
+    }
+
+    fn verdict(
+        &mut self,
+        verdict: Verdict,
+        reason: String,
+        end_of_pause: bool,
+        canary_requests: Option<u64>,
+    ) {
         if !matches!(self.state.phase, Phase::Progressing | Phase::Paused) {
             return; // a late answer for a rollout that has ended
         }
@@ -498,8 +556,10 @@ impl Machine<'_> {
                 // (and so does a progress deadline that ends the wait).
                 if self.state.phase == Phase::Progressing && (self.pause_time_up() || self.at_end())
                 {
-                    self.state.reason =
-                        format!("{}; last verdict: {reason}", self.waiting_for_a_pass());
+                    self.state.reason = format!(
+                        "{}; last verdict: {reason}",
+                        self.waiting_for_a_pass(canary_requests)
+                    );
                 }
                 self.record(DecisionKind::Verdict, Some(spelled), reason);
             }
@@ -521,11 +581,22 @@ impl Machine<'_> {
         if !waiting_here {
             return;
         }
+        let url = match self.current_step() {
+            Some(Step::PauseUntilGate(url)) => url.clone(),
+            _ => return,
+        };
         if open {
-            self.record(DecisionKind::Gate, None, format!("gate open: {detail}"));
+            self.record(
+                DecisionKind::Gate,
+                None,
+                format!("gate open: {url} answered {detail}"),
+            );
             self.advance();
         } else {
-            self.state.reason = format!("gate closed: {detail}");
+            self.state.reason = format!(
+                "waiting for gate {url} to answer 2xx; its last answer ({}): {detail}",
+                clock(self.now)
+            );
         }
     }
 
@@ -635,7 +706,22 @@ impl Machine<'_> {
         self.bank_pause_time();
         self.state.phase = Phase::Paused;
         self.state.hold = Some(Hold::Operator);
-        self.state.reason = "paused by an operator; `serin resume` continues".into();
+        let left = match self.current_step() {
+            Some(Step::PauseFor(d)) => {
+                let whole = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                let served = self.state.pause_served_ms.unwrap_or(0);
+                format!(
+                    " ({} of its {} pause left)",
+                    human_span(whole.saturating_sub(served)),
+                    human(*d)
+                )
+            }
+            _ => String::new(),
+        };
+        self.state.reason = format!(
+            "held by an operator (serin pause at {}); `serin resume` continues{left}",
+            clock(self.now)
+        );
         self.record(DecisionKind::Operator, None, "paused by an operator");
         Ok(())
     }
@@ -655,12 +741,9 @@ impl Machine<'_> {
         self.state.phase = Phase::Progressing;
         self.state.step_started = self.now;
         self.record(DecisionKind::Operator, None, "resumed by an operator");
-        match self.current_step() {
-            Some(Step::PauseFor(d)) => self.state.reason = format!("pausing {}", human(*d)),
-            Some(Step::PauseUntilGate(url)) => {
-                let url = url.clone();
-                self.actions.push(Action::CheckGate(url));
-            }
+        match self.current_step().cloned() {
+            Some(Step::PauseFor(d)) => self.state.reason = self.pausing(d),
+            Some(Step::PauseUntilGate(url)) => self.actions.push(Action::CheckGate(url)),
             Some(Step::PauseUntilPromoted) => {
                 self.state.phase = Phase::Paused;
                 self.state.hold = Some(Hold::Step);
@@ -679,8 +762,11 @@ impl Machine<'_> {
         self.change_weight(w);
         self.state.phase = Phase::Paused;
         self.state.hold = Some(Hold::Operator);
-        self.state.reason =
-            format!("weight set to {w} % by an operator; automation held until `serin resume`");
+        self.state.reason = format!(
+            "held by an operator (serin traffic {w} at {}): the steps wait for `serin resume`; \
+             analysis continues, a failing verdict still rolls back",
+            clock(self.now)
+        );
         self.record(
             DecisionKind::Operator,
             None,
@@ -722,6 +808,8 @@ mod tests {
         now: Millis,
         actions: Vec<Action>,
         decisions: Vec<Decision>,
+        /// What verdicts say the judge counted in the stage.
+        canary_requests: Option<u64>,
     }
 
     impl Sim {
@@ -732,6 +820,7 @@ mod tests {
                 now: Millis(1_000_000),
                 actions: vec![],
                 decisions: vec![],
+                canary_requests: None,
             }
         }
 
@@ -755,6 +844,7 @@ mod tests {
                             verdict: v,
                             reason: "test".into(),
                             end_of_pause,
+                            canary_requests: self.canary_requests,
                         })
                         .unwrap();
                     }
@@ -903,6 +993,7 @@ mod tests {
             verdict: Verdict::Fail,
             reason: "late".into(),
             end_of_pause: false,
+            canary_requests: None,
         })
         .unwrap();
         assert_eq!(
@@ -977,6 +1068,116 @@ mod tests {
         assert_eq!(
             at_end.state.reason,
             "all steps done; waiting for a passing verdict on 100 canary requests at 20 % before promoting; last verdict: test"
+        );
+    }
+
+    #[test]
+    fn a_waiting_rollout_says_what_for_with_its_numbers() {
+        // Sim time starts at 00:16:40 UTC. Fails before this change: the
+        // reason said "pausing 1m" for the whole pause, "waiting for a
+        // passing verdict on 100 canary requests" without a count, and
+        // "paused by an operator" without who or when.
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::NotReady(
+            "waiting for both versions to answer: canary http://127.0.0.1:9/healthz: no answer"
+                .into(),
+        ))
+        .unwrap();
+        assert!(
+            sim.state
+                .reason
+                .contains("http://127.0.0.1:9/healthz: no answer")
+        );
+        sim.feed(Input::Start).unwrap();
+        assert_eq!(sim.state.reason, "pausing 1m: 1m left (until 00:17:40 UTC)");
+        sim.run_for(20, |_| Verdict::Pass);
+        assert_eq!(
+            sim.state.reason,
+            "pausing 1m: 40s left (until 00:17:40 UTC)"
+        );
+        // A health check answering late changes nothing once started.
+        sim.feed(Input::NotReady("late".into())).unwrap();
+        assert!(sim.state.reason.starts_with("pausing"));
+
+        // The pause is over; the judge has counted 12 of 100.
+        sim.canary_requests = Some(12);
+        sim.run_for(50, |_| Verdict::NotEnoughData);
+        assert_eq!(
+            sim.state.reason,
+            "pause complete; waiting for 100 canary requests (12 so far); last verdict: test"
+        );
+        // A tick between verdicts keeps the count.
+        sim.now = Millis(sim.now.0 + 10_000);
+        sim.feed(Input::Tick).unwrap();
+        assert!(
+            sim.state.reason.contains("(12 so far)"),
+            "{}",
+            sim.state.reason
+        );
+        // Enough requests, still no pass ("above the limit, not yet significant").
+        sim.canary_requests = Some(340);
+        sim.run_for(10, |_| Verdict::NotEnoughData);
+        assert_eq!(
+            sim.state.reason,
+            "pause complete; waiting for a passing verdict (340 canary requests so far); last verdict: test"
+        );
+
+        // An operator holds it: who, with what, when (UTC).
+        let at = clock(sim.now);
+        sim.feed(Input::SetWeight(w(30))).unwrap();
+        assert_eq!(
+            sim.state.reason,
+            format!(
+                "held by an operator (serin traffic 30 at {at}): the steps wait for `serin resume`; analysis continues, a failing verdict still rolls back"
+            )
+        );
+        let mut paused = Sim::new(classic());
+        paused.feed(Input::Start).unwrap();
+        paused.run_for(15, |_| Verdict::Pass);
+        paused.feed(Input::Pause).unwrap();
+        assert_eq!(
+            paused.state.reason,
+            "held by an operator (serin pause at 00:16:55 UTC); `serin resume` continues (45s of its 1m pause left)"
+        );
+        paused.run_for(30, |_| Verdict::Pass);
+        paused.feed(Input::Resume).unwrap();
+        assert_eq!(
+            paused.state.reason,
+            "pausing 1m: 45s left (until 00:18:10 UTC)"
+        );
+
+        // A gate: its URL and its last answer, with the time.
+        let mut gated = Sim::new(Plan {
+            steps: vec![
+                Step::SetWeight(w(20)),
+                Step::PauseUntilGate("http://127.0.0.1:1/gate".into()),
+            ],
+            ..classic()
+        });
+        gated.feed(Input::Start).unwrap();
+        gated
+            .feed(Input::Gate {
+                open: false,
+                detail: "503 Service Unavailable".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            gated.state.reason,
+            "waiting for gate http://127.0.0.1:1/gate to answer 2xx; its last answer (00:16:40 UTC): 503 Service Unavailable"
+        );
+        gated
+            .feed(Input::Gate {
+                open: true,
+                detail: "200 OK".into(),
+            })
+            .unwrap();
+        let opened = gated
+            .decisions
+            .iter()
+            .find(|d| d.kind == DecisionKind::Gate);
+        assert_eq!(
+            opened.map(|d| d.reason.as_str()),
+            Some("gate open: http://127.0.0.1:1/gate answered 200 OK")
         );
     }
 
@@ -1241,6 +1442,7 @@ mod tests {
                         verdict: Verdict::Pass,
                         reason: "test".into(),
                         end_of_pause,
+                        canary_requests: None,
                     })
                     .unwrap();
                 }

@@ -83,6 +83,9 @@ pub struct Analysed {
     pub reason: String,
     /// The interval's numbers per version, if the source answered.
     pub sample: Option<(VersionSample, VersionSample)>,
+    /// Canary requests the judge counted in this stage, if it judged
+    /// (what a rollout waiting for `minRequests` has so far).
+    pub canary_requests: Option<u64>,
 }
 
 /// Takes metrics from a source and judges them. It runs on a task of its

@@ -23,10 +23,10 @@ pub async fn check_upstreams(upstreams: &[(Version, &Upstream)]) -> Result<(), E
             Ok(status) if status.as_u16() < 500 => {}
             Ok(status) => {
                 return Err(Error::unavailable(format!(
-                    "{version} ({url}) answered {status}"
+                    "{version} {url} answered {status}"
                 )));
             }
-            Err(e) => return Err(Error::unavailable(format!("{version}: {e}"))),
+            Err(e) => return Err(Error::unavailable(format!("{version} {url}: {e}"))),
         }
     }
     Ok(())
