@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serin_proxy::Weight;
 
 use crate::controller::driver::Health;
-use crate::rollout::Phase;
+use crate::rollout::{Breach, Outcome, Phase};
 use crate::store::RolloutRecord;
 
 /// A rollout's status object.
@@ -36,6 +36,13 @@ pub struct RolloutStatus {
     pub not_in_force: Vec<String>,
     /// What the rollout waits for, or why it ended.
     pub reason: String,
+    /// The current (or last) run: 1, 2, 3 ... per rollout name; 0 before
+    /// the first deploy.
+    #[serde(default)]
+    pub run: u32,
+    /// How the run ended, once it has (null while it runs).
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
     /// Who holds a `Paused` rollout: `step` (a `pause: {}` step, which only
     /// `promote` ends) or `operator` (`serin pause`/`traffic`, which `resume`
     /// ends too); null when not paused.
@@ -157,6 +164,16 @@ pub struct PromoteRequest {
     /// Skip every remaining step.
     #[serde(default)]
     pub full: bool,
+}
+
+/// `POST /api/v1/rollouts/{name}/rollback`: `{}` (an operator), or the
+/// breach of `serin monitor --auto-rollback` that asks for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The monitor's breach: its metric, threshold and value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breach: Option<Breach>,
 }
 
 /// `PUT /api/v1/rollouts/{name}/weight`.

@@ -404,6 +404,8 @@ impl Driver {
             reason: reason.to_string(),
             at: rfc3339(time::now()),
             report: self.report_url.clone(),
+            run: self.record.run,
+            outcome: self.record.state.outcome.clone(),
         });
     }
 
@@ -1212,9 +1214,10 @@ impl Driver {
 
     fn save_sample(&self, sample: &Sample) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
-        let (name, sample) = (self.record.name.clone(), sample.clone());
+        let (name, run, sample) = (self.record.name.clone(), self.record.run, sample.clone());
         async move {
-            let saved = tokio::task::spawn_blocking(move || store.add_sample(&name, &sample)).await;
+            let saved =
+                tokio::task::spawn_blocking(move || store.add_sample(&name, run, &sample)).await;
             if let Ok(Err(e)) = saved {
                 // Samples feed the report only; a lost one never changes a decision.
                 tracing::warn!("sample not saved: {e}");
@@ -1240,7 +1243,7 @@ mod tests {
     use super::*;
     use crate::controller::seams::BoxFuture;
     use crate::providers::traffic::builtin::BuiltinRouter;
-    use crate::rollout::{State, Step};
+    use crate::rollout::{Actor, Outcome, State, Step, Stop};
     use crate::store::VersionSample;
     use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
     use std::collections::VecDeque;
@@ -1334,6 +1337,7 @@ mod tests {
                 state: State::new(time::now()),
                 last_verdict: None,
                 generation: 0,
+                run: 0,
             };
             self.store.register(&record, time::now()).unwrap()
         }
@@ -1594,9 +1598,20 @@ mod tests {
             Weight::from_percent(33.0).unwrap(),
             "applied before the answer"
         );
-        let rolled = handle.command(Input::Rollback).await.unwrap();
+        let rolled = handle
+            .command(Input::Rollback(Stop::Operator(Actor::Cli)))
+            .await
+            .unwrap();
         assert_eq!(rolled.state.phase, Phase::RolledBack);
-        assert_eq!(rolled.state.reason, "manual");
+        assert_eq!(
+            rolled.state.outcome,
+            Some(Outcome::Operator { by: Actor::Cli })
+        );
+        assert_eq!(
+            rig.store.get("checkout").unwrap().state.outcome,
+            rolled.state.outcome,
+            "stored with the rollout"
+        );
         assert_eq!(rig.proxy.weight(), Weight::ZERO);
         let done = bounded(task).await.unwrap().unwrap();
         assert_eq!(done.state.phase, Phase::RolledBack);
@@ -1843,7 +1858,9 @@ mod tests {
             "not written while the store is locked"
         );
         // An operator's rollback is answered meanwhile (it has ended).
-        let refused = bounded(handle.command(Input::Rollback)).await.unwrap_err();
+        let refused = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
+            .await
+            .unwrap_err();
         assert!(matches!(refused, DriverError::Refused(_)), "{refused}");
         lock.execute_batch("COMMIT").unwrap();
         let done = bounded(task).await.unwrap().unwrap();
@@ -1968,7 +1985,9 @@ mod tests {
         until(|| handle.health().analysing_since.is_some()).await;
         let paused = bounded(handle.command(Input::Pause)).await.unwrap();
         assert_eq!(paused.state.phase, Phase::Paused);
-        let rolled = bounded(handle.command(Input::Rollback)).await.unwrap();
+        let rolled = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
+            .await
+            .unwrap();
         assert_eq!(rolled.state.phase, Phase::RolledBack);
         assert_eq!(
             rig.proxy.weight(),
@@ -1992,7 +2011,9 @@ mod tests {
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
         router.set_closed(true);
-        let rolled = bounded(handle.command(Input::Rollback)).await.unwrap();
+        let rolled = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
+            .await
+            .unwrap();
         assert_eq!(rolled.state.phase, Phase::RolledBack);
         assert_eq!(rolled.state.weight, Weight::ZERO, "decided");
         assert_eq!(rig.proxy.weight(), w(10.0), "not in force");
@@ -2048,7 +2069,9 @@ mod tests {
         bounded(watch.wait_for(|h| h.promotion_pending))
             .await
             .unwrap();
-        let refused = bounded(handle.command(Input::Rollback)).await.unwrap_err();
+        let refused = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
+            .await
+            .unwrap_err();
         assert!(
             refused.to_string().contains("already ended (Succeeded)"),
             "{refused}"
