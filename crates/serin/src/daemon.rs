@@ -352,6 +352,9 @@ struct Entry {
     /// The canary weight the plane took when the daemon started it again
     /// (what is in force while no driver runs; none after `register`).
     started_at: Option<Weight>,
+    /// The proxy's figures when the current run was deployed: status counts
+    /// from here (a new run starts from zero). None: from the proxy's start.
+    run_baseline: Option<serin_proxy::RecorderSnapshot>,
 }
 
 /// A running rollout behind its own lock, held only to read or change it
@@ -500,6 +503,8 @@ impl Daemon {
             plane,
             driver,
             started_at: Some(record.state.weight),
+            // A plane started again counts from its start.
+            run_baseline: None,
         }
     }
 
@@ -795,6 +800,7 @@ impl Daemon {
             plane,
             driver: None,
             started_at: None,
+            run_baseline: None,
         };
         let status = self.status_of(&record, Some(&entry));
         held.put(entry);
@@ -848,6 +854,7 @@ impl Daemon {
         // canary may have a new upstream.
         entry.setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
         entry.plane.update(&entry.setup).await;
+        entry.run_baseline = entry.plane.proxy.as_ref().map(|p| p.recorder().snapshot());
         entry.driver = Some(RunningDriver::spawn(
             &entry.setup,
             self.store.clone(),
@@ -1180,9 +1187,12 @@ impl Daemon {
     /// `record`'s status with what runs `here` of it, if anything.
     fn status_of(&self, record: &RolloutRecord, here: Option<&Entry>) -> RolloutStatus {
         let proxy = here.and_then(|e| e.plane.proxy.as_ref());
+        let baseline = here.and_then(|e| e.run_baseline.as_ref());
         let mut status = status_of(
             record,
-            proxy.map(|p| p.recorder().snapshot()).as_ref(),
+            proxy
+                .map(|p| since(p.recorder().snapshot(), baseline))
+                .as_ref(),
             self.steps_of(record, here),
         );
         // What is in force: the driver knows; without one, the built-in
@@ -1400,6 +1410,34 @@ pub fn status_of(
             stable: version_metrics(&s.stable),
             canary: version_metrics(&s.canary),
         }),
+    }
+}
+
+/// The figures counted since `baseline` (this run's), or all of them.
+fn since(
+    now: serin_proxy::RecorderSnapshot,
+    baseline: Option<&serin_proxy::RecorderSnapshot>,
+) -> serin_proxy::RecorderSnapshot {
+    let Some(base) = baseline else {
+        return now;
+    };
+    let minus = |mut v: VersionSnapshot, b: &VersionSnapshot| {
+        for (n, m) in v.requests_by_class.iter_mut().zip(b.requests_by_class) {
+            *n = n.saturating_sub(m);
+        }
+        v.timed_out = v.timed_out.saturating_sub(b.timed_out);
+        v.cancelled = v.cancelled.saturating_sub(b.cancelled);
+        v.latency_sum = v.latency_sum.saturating_sub(b.latency_sum);
+        // The same bounds (one recorder): subtracting cannot fail; if it
+        // did, the run's latencies are not known apart, so none are shown.
+        if v.latency.subtract(&b.latency).is_err() {
+            v.latency.reset();
+        }
+        v
+    };
+    serin_proxy::RecorderSnapshot {
+        stable: minus(now.stable, &base.stable),
+        canary: minus(now.canary, &base.canary),
     }
 }
 

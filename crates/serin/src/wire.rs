@@ -53,7 +53,8 @@ pub struct RolloutStatus {
     pub canary: VersionRef,
     /// The last verdict.
     pub last_verdict: Option<LastVerdict>,
-    /// Per-version figures.
+    /// Per-version figures of this run: since its deploy (or since its data
+    /// plane last started, if later); `serin run`'s proxy starts with its run.
     pub metrics: Option<Metrics>,
 }
 
@@ -128,7 +129,7 @@ pub struct Metrics {
     pub canary: VersionMetrics,
 }
 
-/// One version's figures since its proxy started.
+/// One version's figures over the status's window (see `metrics`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionMetrics {

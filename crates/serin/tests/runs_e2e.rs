@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 
 use common::daemon::{cli, wait_status};
-use common::http::http;
+use common::http::{get, http};
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
 use common::serin::{Proc, demo_app, load, serin_serve, text, wait_for_port, write};
@@ -55,10 +55,24 @@ fn every_deploy_is_a_run_with_a_typed_outcome_kept_after_cleanup() {
     );
     ok(api, &["init", &file.display().to_string()]);
     wait_for_port(proxy);
+    // Before any run: figures since the proxy started.
+    for i in 0..60 {
+        assert_eq!(get(proxy, &format!("/before/{i}")).status, 200);
+    }
+    let requests = |s: &Value| s["metrics"]["stable"]["requests"].as_u64().unwrap_or(0);
+    let s = json_of(&ok(api, &["status", "checkout", "-o", "json"]));
+    assert!(requests(&s) >= 60, "{s:#}");
+    // A run's figures start from zero.
+    let s = json_of(&ok(api, &["deploy", "checkout", "v2", "-o", "json"]));
+    assert_eq!(s["run"], 1, "{s:#}");
+    let s = json_of(&ok(api, &["status", "checkout", "-o", "json"]));
+    assert!(requests(&s) < 60, "the run counts from its deploy: {s:#}");
     let _load = load(&format!("http://{proxy}/load"), 40, "120s");
 
     // Run 1: rolled back from the CLI.
-    deploy_and_hold(api, 1);
+    wait_status(api, "checkout", "run 1 held at 10 %", |s| {
+        s["phase"] == "Paused" && s["weight"] == 10.0
+    });
     ok(api, &["rollback", "checkout"]);
     let s = json_of(&ok(api, &["status", "checkout", "-o", "json"]));
     assert_eq!(

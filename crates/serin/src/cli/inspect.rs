@@ -137,7 +137,7 @@ pub fn print_status(s: &RolloutStatus) {
     if let Some(m) = &s.metrics {
         crate::outln!(
             "  {:<8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9}",
-            "",
+            "this run",
             "requests",
             "errors",
             "error rate",
