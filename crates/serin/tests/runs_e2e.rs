@@ -254,3 +254,60 @@ fn every_deploy_is_a_run_with_a_typed_outcome_kept_after_cleanup() {
         text(&o)
     );
 }
+
+/// `serin run` stopped by SIGTERM: exit 4 because the outcome is
+/// `interrupted` (not because a reason reads "manual"), and the run's final
+/// JSON document and report say which signal.
+#[test]
+fn serin_run_interrupted_by_a_signal_says_so_in_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let file = write(
+        dir.path(),
+        "checkout.yaml",
+        &Rollout::new("checkout", proxy, stable, canary)
+            .steps("  - setWeight: 50\n  - pause: {}\n")
+            .no_data_limit(50)
+            .yaml(),
+    );
+    let report = dir.path().join("report.html");
+    let mut cmd = common::serin::serin_run(&file, dir.path());
+    cmd.args(["--report", &report.display().to_string(), "-o", "json"]);
+    let run = Proc::spawn(cmd, true);
+    wait_for_port(proxy);
+    // The canary serves: the run is under way.
+    let mut i = 0;
+    while get(proxy, &format!("/wait/{i}"))
+        .headers
+        .get("x-serin-version")
+        != Some(&"v2".into())
+    {
+        i += 1;
+        assert!(i < 2000, "the canary never answered");
+    }
+    let pid = run.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = run.wait_output(std::time::Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let start = out.rfind("\n{").map_or(0, |i| i + 1);
+    let last: Value = serde_json::from_str(&out[start..])
+        .unwrap_or_else(|e| panic!("the final document: {e}: {out}"));
+    assert_eq!(
+        last["outcome"],
+        json!({"kind": "interrupted", "signal": "SIGTERM"}),
+        "{last:#}"
+    );
+    assert_eq!(last["run"], 1, "{last:#}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("serin run interrupted (SIGTERM)"),
+        "the report says it"
+    );
+}
