@@ -194,7 +194,12 @@ impl Report {
         };
         let events = store.run_events(name, this.run)?;
         let samples = store.run_samples(name, this.run)?;
-        let mut report = match current.filter(|r| r.run == this.run) {
+        // The record is the run's while it runs and at its end; once the
+        // rollout is registered again (Initializing) only the run row is.
+        let is_this_run = |r: &RolloutRecord| {
+            r.run == this.run && (this.ended.is_none() || r.state.phase.is_finished())
+        };
+        let mut report = match current.filter(is_this_run) {
             Some(record) => Report::new(&record, &events, &samples),
             None => {
                 let fake = ended_record(&this);
@@ -831,6 +836,22 @@ mod tests {
         }
     }
 
+    fn fixture_record() -> RolloutRecord {
+        RolloutRecord {
+            name: "checkout".into(),
+            spec: String::new(),
+            stable_version: "v1".into(),
+            canary_version: Some("v2".into()),
+            former_stable_version: None,
+            stable_upstream: None,
+            canary_upstream: None,
+            state: State::new(Millis(0)),
+            last_verdict: None,
+            generation: 0,
+            run: 0,
+        }
+    }
+
     fn fixture() -> Report {
         let mut state = State::new(Millis(1_700_000_000_000));
         state.phase = Phase::RolledBack;
@@ -994,5 +1015,102 @@ mod tests {
         assert_eq!(nice_ceiling(42.0), 50.0);
         assert_eq!(nice_ceiling(100.0), 100.0);
         assert_eq!(nice_ceiling(0.013), 0.02);
+    }
+
+    #[test]
+    fn a_report_is_one_runs_also_after_the_rollout_is_registered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut record = fixture_record();
+        record.state = State::new(Millis(1));
+        let r = store.register(&record, Millis(1)).unwrap();
+        let d = |at, kind: DecisionKind, phase, reason: &str| Decision {
+            at: Millis(at),
+            kind,
+            step: 0,
+            weight: Weight::ZERO,
+            phase,
+            verdict: None,
+            reason: reason.into(),
+        };
+        let mut run1 = store
+            .start_run(
+                &r,
+                &[d(
+                    2,
+                    DecisionKind::Deployed,
+                    Phase::Initializing,
+                    "v2 deployed",
+                )],
+                Millis(2),
+            )
+            .unwrap();
+        store.add_sample("checkout", 1, &sample(3, 5, 4)).unwrap();
+        run1.state.phase = Phase::RolledBack;
+        run1.state.reason = "canary error rate 80 %".into();
+        run1.state.outcome = Some(Outcome::Analysis {
+            check: "canary error rate 80 %".into(),
+        });
+        store
+            .save(
+                &run1,
+                &[d(
+                    4,
+                    DecisionKind::RolledBack,
+                    Phase::RolledBack,
+                    "canary error rate 80 %",
+                )],
+                Millis(4),
+            )
+            .unwrap();
+        let run2 = store
+            .start_run(
+                &store.get("checkout").unwrap(),
+                &[d(
+                    5,
+                    DecisionKind::Deployed,
+                    Phase::Initializing,
+                    "v3 deployed",
+                )],
+                Millis(5),
+            )
+            .unwrap();
+        assert_eq!(run2.run, 2);
+        let last = Report::load(&store, "checkout", None).unwrap();
+        assert_eq!(
+            (last.run, last.timeline.len(), last.samples.len()),
+            (2, 1, 0)
+        );
+        assert_eq!(last.summary.canary.requests, 0, "run 2 starts from zero");
+        let first = Report::load(&store, "checkout", Some(1)).unwrap();
+        assert_eq!(
+            (first.run, first.timeline.len(), first.samples.len()),
+            (1, 2, 1)
+        );
+        assert_eq!(first.phase, "RolledBack");
+        assert_eq!(first.summary.canary.errors, 4);
+        // Run 2 ends; registered again (Initializing), its report still
+        // shows its end, not the new registration.
+        let mut run2 = store.get("checkout").unwrap();
+        run2.state.phase = Phase::RolledBack;
+        run2.state.outcome = Some(Outcome::Operator {
+            by: crate::rollout::Actor::Dashboard,
+        });
+        run2.state.reason = "rolled back by an operator (the dashboard)".into();
+        store.save(&run2, &[], Millis(8)).unwrap();
+        store.register(&record, Millis(9)).unwrap();
+        let again = Report::load(&store, "checkout", None).unwrap();
+        assert_eq!((again.run, again.phase.as_str()), (2, "RolledBack"));
+        assert!(
+            again
+                .to_html()
+                .contains("rolled back by an operator (the dashboard)")
+        );
+        let first = Report::load(&store, "checkout", Some(1)).unwrap();
+        assert!(
+            first
+                .to_html()
+                .contains("rolled back by analysis: canary error rate 80 %")
+        );
     }
 }

@@ -572,7 +572,9 @@ impl Store {
     }
 
     /// Registers a rollout, or replaces its file and state (`serin init` again).
-    /// Its decisions and samples are kept.
+    /// Its runs, decisions and samples are kept; its run number (and, on a
+    /// re-registration, the last run's outcome) stays the last run's, also
+    /// after a cleanup: the next deploy is the next number.
     pub fn register(
         &self,
         record: &RolloutRecord,
@@ -584,8 +586,9 @@ impl Store {
             "INSERT INTO rollouts (name, spec, stable_version, canary_version, phase, step, weight,
                 step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak,
                 reason, last_verdict, last_verdict_reason, last_verdict_ms, generation, created_ms, updated_ms,
-                stable_upstream, canary_upstream, former_stable_version, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL, 1, ?15, ?15, ?16, ?17, ?18, ?19)
+                stable_upstream, canary_upstream, former_stable_version, outcome, run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL, 1, ?15, ?15, ?16, ?17, ?18, ?19,
+                (SELECT COALESCE(MAX(run), 0) FROM runs WHERE rollout = ?1))
              ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, stable_version = excluded.stable_version,
                 canary_version = excluded.canary_version, stable_upstream = excluded.stable_upstream,
                 canary_upstream = excluded.canary_upstream, former_stable_version = excluded.former_stable_version,
@@ -594,8 +597,7 @@ impl Store {
                 pause_served_ms = excluded.pause_served_ms, next_analysis_ms = excluded.next_analysis_ms,
                 stage_judged = excluded.stage_judged, no_data_streak = excluded.no_data_streak,
                 reason = excluded.reason, last_verdict = NULL, last_verdict_reason = NULL,
-                last_verdict_ms = NULL, generation = rollouts.generation + 1, updated_ms = excluded.updated_ms,
-                outcome = excluded.outcome",
+                last_verdict_ms = NULL, generation = rollouts.generation + 1, updated_ms = excluded.updated_ms",
             params![
                 record.name,
                 record.spec,
@@ -1614,6 +1616,9 @@ mod tests {
         // Unregistered: the runs stay; purged: gone, and said how many.
         store.remove("a").unwrap();
         assert!(store.get("a").is_err());
+        // Registered again after the cleanup: its last run is still 2.
+        assert_eq!(store.register(&record("a"), Millis(11)).unwrap().run, 2);
+        store.remove("a").unwrap();
         assert_eq!(store.runs("a").unwrap().len(), 2);
         assert_eq!(store.run("a", Some(1)).unwrap().run, 1);
         let e = store.run("a", Some(7)).unwrap_err().to_string();
