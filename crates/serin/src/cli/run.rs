@@ -78,14 +78,15 @@ pub async fn run_setup(
     let mut health_open = true;
     let mut view = View::new(&setup, &record, output);
     view.line(&format!(
-        "{}: {} → {} through {} ({} steps)",
+        "{}: {} → {} through {} ({} steps; run {})",
         setup.name,
         setup.stable_version,
         setup.canary_version,
         plane
             .addr
             .map_or_else(|| "the cluster".to_string(), |a| a.to_string()),
-        setup.plan.steps.len()
+        setup.plan.steps.len(),
+        record.run
     ));
     let finish = driver.finish(std::future::pending());
     tokio::pin!(finish);
