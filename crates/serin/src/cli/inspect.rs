@@ -239,6 +239,11 @@ pub fn print_history(h: &History) {
 }
 
 fn print_event(e: &Event, indent: &str) {
+    // A registration has no step or weight of a run to show.
+    if e.run == 0 {
+        crate::outln!("{indent}{}  {:<11} {}", e.at, e.kind, e.reason);
+        return;
+    }
     crate::outln!(
         "{indent}{}  {:<11} step {:<2} weight {:>6} %  {:<12} {}",
         e.at,
