@@ -389,6 +389,10 @@ pub enum Outcome {
     Recovered {
         /// Why it was rolled back.
         reason: String,
+        /// The outcome decided then, when it was recorded (serin 3 and
+        /// later record it beside the reason).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        of: Option<Box<Outcome>>,
     },
 }
 
@@ -401,10 +405,13 @@ impl Outcome {
     /// Rolled back by a person or their tool (an operator, the monitor, a
     /// signal), not by the rollout's own analysis: `serin run` exits 4.
     pub fn stopped_from_outside(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Operator { .. } | Outcome::Monitor { .. } | Outcome::Interrupted { .. }
-        )
+        match self {
+            Outcome::Operator { .. } | Outcome::Monitor { .. } | Outcome::Interrupted { .. } => {
+                true
+            }
+            Outcome::Recovered { of: Some(o), .. } => o.stopped_from_outside(),
+            _ => false,
+        }
     }
 
     /// The phase a run with this outcome ended in.
@@ -458,7 +465,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Interrupted { signal } => {
                 write!(f, "rolled back: serin run interrupted ({signal})")
             }
-            Outcome::Recovered { reason } => write!(f, "rolled back (recovered): {reason}"),
+            Outcome::Recovered { reason, .. } => write!(f, "rolled back (recovered): {reason}"),
         }
     }
 }

@@ -281,6 +281,7 @@ fn legacy_outcome(kind: &str, reason: &str) -> Option<Outcome> {
         } else if reason.starts_with("rolled back before serin stopped") {
             Outcome::Recovered {
                 reason: reason.to_string(),
+                of: None,
             }
         } else {
             Outcome::Analysis {

@@ -46,7 +46,7 @@ use super::machine::{self, Action, Input, Refused};
 use super::seams::{Analysed, Analysis, TrafficRouter};
 use crate::error::Error;
 use crate::notify::{Message, Notifier};
-use crate::rollout::{Decision, Phase, Plan, RecordedVerdict, Verdict};
+use crate::rollout::{Decision, Outcome, Phase, Plan, RecordedVerdict, Verdict};
 use crate::store::{RolloutRecord, Sample, Store, StoreError};
 use crate::time::{self, Millis, human_span, rfc3339};
 
@@ -430,12 +430,18 @@ impl Driver {
         // A rollback decided before a crash that the database never took:
         // canary out first, then the rollback through the machine.
         let pending = self.store.pending_rollback_path(&self.record.name);
-        if let Ok(reason) = std::fs::read_to_string(&pending) {
+        if let Ok(recorded) = std::fs::read_to_string(&pending) {
             if !self.record.state.phase.is_finished() {
                 tracing::warn!(rollout = %self.record.name, "a rollback decided before serin stopped was never written: applying it now");
                 self.apply(Weight::ZERO, Instant::now()).await;
+                // The reason, then (since runs) the outcome's JSON on a line of its own.
+                let (reason, of) = match recorded.trim().split_once('\n') {
+                    Some((reason, json)) => (reason, serde_json::from_str(json.trim()).ok()),
+                    None => (recorded.trim(), None),
+                };
                 let reason = reason.trim().to_string();
-                self.feed_logged(Input::RecoveredRollback { reason }).await;
+                self.feed_logged(Input::RecoveredRollback { reason, of })
+                    .await;
             }
             if self.record.state.phase == Phase::RolledBack && !self.dirty {
                 self.forget_pending_rollback();
@@ -852,7 +858,7 @@ impl Driver {
             Err(_) => {
                 if rolls_back {
                     tracing::error!(rollout = %self.record.name, reason = %next.state.reason, "rolling back before the state database has it (the safe direction); it is written as soon as the database answers");
-                    self.record_pending_rollback(&next.state.reason);
+                    self.record_pending_rollback(&next.state.reason, next.state.outcome.as_ref());
                 }
                 self.unsaved = unsaved;
                 self.dirty = true;
@@ -1159,11 +1165,16 @@ impl Driver {
 
     /// Writes the write-ahead record of a rollback the database could not
     /// take (see [`Store::pending_rollback_path`]), synced before returning.
-    fn record_pending_rollback(&self, reason: &str) {
+    fn record_pending_rollback(&self, reason: &str, outcome: Option<&Outcome>) {
         use std::io::Write as _;
         let path = self.store.pending_rollback_path(&self.record.name);
+        let mut text = reason.replace('\n', " ");
+        if let Some(json) = outcome.and_then(|o| serde_json::to_string(o).ok()) {
+            text.push('\n');
+            text.push_str(&json);
+        }
         let written = std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(reason.as_bytes()).and_then(|()| f.sync_all()));
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
         if let Err(e) = written {
             tracing::error!(rollout = %self.record.name, "cannot record the rollback outside the database either ({}): {e}", path.display());
         }
@@ -1243,7 +1254,7 @@ mod tests {
     use super::*;
     use crate::controller::seams::BoxFuture;
     use crate::providers::traffic::builtin::BuiltinRouter;
-    use crate::rollout::{Actor, Outcome, State, Step, Stop};
+    use crate::rollout::{Actor, State, Step, Stop};
     use crate::store::VersionSample;
     use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
     use std::collections::VecDeque;
@@ -1923,6 +1934,13 @@ mod tests {
             "{}",
             done.state.reason
         );
+        // Its outcome keeps the one decided then: the failing verdict.
+        match &done.state.outcome {
+            Some(Outcome::Recovered { of: Some(of), .. }) => {
+                assert!(matches!(**of, Outcome::Analysis { .. }), "{of:?}")
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(rig.proxy.weight(), Weight::ZERO);
         assert_eq!(
             rig.store.get("checkout").unwrap().state.phase,

@@ -75,6 +75,8 @@ pub enum Input {
     RecoveredRollback {
         /// Why it was rolled back.
         reason: String,
+        /// The outcome decided then, if it was recorded.
+        of: Option<Outcome>,
     },
     /// `serin pause`.
     Pause,
@@ -149,7 +151,7 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
         Input::Gate { open, detail } => t.gate(open, detail),
         Input::Promote { full, by } => t.promote(full, by)?,
         Input::Rollback(stop) => t.rollback_from_outside(stop)?,
-        Input::RecoveredRollback { reason } => t.recovered_rollback(reason),
+        Input::RecoveredRollback { reason, of } => t.recovered_rollback(reason, of),
         Input::Pause => t.pause()?,
         Input::Resume => t.resume()?,
         Input::SetWeight(w) => t.set_weight_by_hand(w)?,
@@ -628,7 +630,7 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn recovered_rollback(&mut self, reason: String) {
+    fn recovered_rollback(&mut self, reason: String, of: Option<Outcome>) {
         if self.state.phase.is_finished() {
             return; // written after all: nothing to redo
         }
@@ -640,7 +642,8 @@ impl Machine<'_> {
         } else {
             format!("{SAID}: {reason}")
         };
-        self.roll_back(why, Outcome::Recovered { reason });
+        let of = of.map(Box::new);
+        self.roll_back(why, Outcome::Recovered { reason, of });
     }
 
     fn roll_back(&mut self, why: String, outcome: Outcome) {
@@ -1606,17 +1609,31 @@ mod tests {
                 signal: "SIGTERM".into()
             }
         );
-        assert!(
-            ended(&|s| s
-                .feed(Input::RecoveredRollback {
-                    reason: "canary error rate 30 %".into()
-                })
-                .map(|_| ())
-                .unwrap())
-            .eq(&Outcome::Recovered {
-                reason: "canary error rate 30 %".into()
+        // A recovered rollback keeps the outcome decided before the crash:
+        // an operator's stays an operator's (serin run: exit 4).
+        let recovered = ended(&|s| {
+            s.feed(Input::RecoveredRollback {
+                reason: "rolled back by an operator (the CLI)".into(),
+                of: Some(Outcome::Operator { by: Actor::Cli }),
             })
+            .unwrap();
+        });
+        assert_eq!(
+            recovered,
+            Outcome::Recovered {
+                reason: "rolled back by an operator (the CLI)".into(),
+                of: Some(Box::new(Outcome::Operator { by: Actor::Cli })),
+            }
         );
+        assert!(recovered.stopped_from_outside());
+        let old_record = ended(&|s| {
+            s.feed(Input::RecoveredRollback {
+                reason: "canary error rate 30 %".into(),
+                of: None,
+            })
+            .unwrap();
+        });
+        assert!(!old_record.stopped_from_outside());
         // The JSON form names its kind; the fields are camelCase.
         let json = serde_json::to_value(Outcome::Deadline {
             deadline_ms: 300_000,
