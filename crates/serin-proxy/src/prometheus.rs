@@ -69,7 +69,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         out,
         "serin_requests_total",
         "counter",
-        "Requests answered, by version and status class; code=\"timeout\": the client gave up waiting for the version's response head (an error).",
+        "Requests answered since the proxy started (all runs), by version and status class; code=\"timeout\": the client gave up waiting for the version's response head (an error).",
     );
     for r in rollouts {
         for v in Version::ALL {
@@ -99,7 +99,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         out,
         "serin_requests_cancelled_total",
         "counter",
-        "Requests whose client went away after the response head, or failed sending its body; counted against neither version.",
+        "Requests whose client went away after the response head, or failed sending its body, since the proxy started; counted against neither version.",
     );
     for_each_version(rollouts, |r, v, s| {
         line(
@@ -126,7 +126,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         out,
         "serin_request_duration_seconds",
         "histogram",
-        "Time from request received to response fully sent.",
+        "Time from request received to response fully sent, since the proxy started (all runs).",
     );
     for_each_version(rollouts, |r, v, s| histogram(out, r, v, s));
 

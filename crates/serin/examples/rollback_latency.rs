@@ -100,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
                 state: State::new(serin::time::now()),
                 last_verdict: None,
                 generation: 0,
+                run: 0,
             },
             serin::time::now(),
         )?;

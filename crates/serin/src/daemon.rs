@@ -67,8 +67,8 @@ use crate::controller::driver::DriverError;
 use crate::controller::driver::Health;
 use crate::controller::machine::Input;
 use crate::error::Kind;
-use crate::report::Report;
-use crate::rollout::{Phase, State};
+use crate::report::{History, Report};
+use crate::rollout::{Actor, Decision, DecisionKind, Outcome, Phase, State};
 use crate::runtime::{DataPlane, Parser, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Store, StoreError};
 use crate::time::{self, rfc3339};
@@ -132,6 +132,7 @@ impl From<StoreError> for DaemonError {
     fn from(e: StoreError) -> DaemonError {
         match e {
             StoreError::NotFound(name) => DaemonError::NotFound(format!("no rollout named {name}")),
+            StoreError::NoRun { .. } => DaemonError::NotFound(e.to_string()),
             StoreError::Conflict(_) => DaemonError::Conflict(e.to_string()),
             StoreError::Sqlite {
                 source: rusqlite::Error::SqliteFailure(ref f, _),
@@ -351,6 +352,9 @@ struct Entry {
     /// The canary weight the plane took when the daemon started it again
     /// (what is in force while no driver runs; none after `register`).
     started_at: Option<Weight>,
+    /// The proxy's figures when the current run was deployed: status counts
+    /// from here (a new run starts from zero). None: from the proxy's start.
+    run_baseline: Option<serin_proxy::RecorderSnapshot>,
 }
 
 /// A running rollout behind its own lock, held only to read or change it
@@ -499,6 +503,8 @@ impl Daemon {
             plane,
             driver,
             started_at: Some(record.state.weight),
+            // A plane started again counts from its start.
+            run_baseline: None,
         }
     }
 
@@ -752,7 +758,7 @@ impl Daemon {
     }
 
     /// Registers (or updates) a rollout from its file: all traffic on stable.
-    pub async fn register(&self, text: &str) -> Result<RolloutStatus, DaemonError> {
+    pub async fn register(&self, text: &str, by: Actor) -> Result<RolloutStatus, DaemonError> {
         let setup = (self.parse)(text, "request body").map_err(DaemonError::Invalid)?;
         self.permitted(&setup).map_err(DaemonError::Refused)?;
         // The name is held from here on: the old plane drains and the new
@@ -783,12 +789,18 @@ impl Daemon {
                 return Err(e.into());
             }
         };
+        // Outside any run (0): a registration prepares the next one.
+        let said = registered(&record, by, now);
+        if let Err(e) = self.store.add_events(&record.name, 0, &[said]) {
+            tracing::warn!(rollout = %record.name, "the registration was not added to the history: {e}");
+        }
         self.down_map().remove(&setup.name);
         let entry = Entry {
             setup,
             plane,
             driver: None,
             started_at: None,
+            run_baseline: None,
         };
         let status = self.status_of(&record, Some(&entry));
         held.put(entry);
@@ -800,6 +812,7 @@ impl Daemon {
         &self,
         name: &str,
         req: DeployRequest,
+        by: Actor,
     ) -> Result<RolloutStatus, DaemonError> {
         // Under the rollout's own lock: nothing below talks to the outside
         // (the plane's `update` only changes its configuration in memory).
@@ -834,11 +847,14 @@ impl Daemon {
         let now = time::now();
         record.state = State::new(now);
         record.last_verdict = None;
-        record.generation = self.store.save(&record, &[], now)?;
+        // A new run, from zero: its number, versions and first decision.
+        let said = deployed(&record, by, now);
+        record = self.store.start_run(&record, &[said], now)?;
         // The table follows the record: stable may be a former canary, the
         // canary may have a new upstream.
         entry.setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
         entry.plane.update(&entry.setup).await;
+        entry.run_baseline = entry.plane.proxy.as_ref().map(|p| p.recorder().snapshot());
         entry.driver = Some(RunningDriver::spawn(
             &entry.setup,
             self.store.clone(),
@@ -852,7 +868,7 @@ impl Daemon {
     pub async fn command(&self, name: &str, input: Input) -> Result<RolloutStatus, DaemonError> {
         let handle = loop {
             let Some(guard) = self.locked(name).await else {
-                if input != Input::Rollback || self.why_starting(name).is_none() {
+                if !matches!(input, Input::Rollback(_)) || self.why_starting(name).is_none() {
                     return Err(self.absent(name));
                 }
                 // With the name held, the plane cannot start meanwhile.
@@ -905,7 +921,7 @@ impl Daemon {
         name: &str,
         input: Input,
     ) -> Result<RolloutStatus, DaemonError> {
-        if input != Input::Rollback || self.why_starting(name).is_none() {
+        if !matches!(input, Input::Rollback(_)) || self.why_starting(name).is_none() {
             return Err(self.absent(name));
         }
         let mut record = self.store.get(name)?;
@@ -919,11 +935,17 @@ impl Daemon {
         Ok(self.status_of(&record, None))
     }
 
-    /// Stops and forgets a rollout: weight 0 first, then driver and proxy.
-    /// The name is held throughout (a second cleanup or a register of it
-    /// waits), no lock is: the weight change, the last webhooks and the
-    /// proxy's drain hold up nothing else.
-    pub async fn cleanup(&self, name: &str) -> Result<(), DaemonError> {
+    /// Stops and unregisters a rollout: weight 0 first, then driver and
+    /// proxy. Its runs stay (history, reports) unless `purge`, which deletes
+    /// them too and returns how many. The name is held throughout (a second
+    /// cleanup or a register of it waits), no lock is: the weight change,
+    /// the last webhooks and the proxy's drain hold up nothing else.
+    pub async fn cleanup(
+        &self,
+        name: &str,
+        purge: bool,
+        by: Actor,
+    ) -> Result<Option<u32>, DaemonError> {
         let (held, entry) = self.reserve(name).await;
         if let Some(entry) = entry {
             // Persist, then apply: the canary's 0 % is written before the
@@ -931,7 +953,7 @@ impl Daemon {
             // here on restarts the rollout rolled back at 0 %, never at the
             // weight it had (found by an outside breaker: kill -9 during
             // the drain brought 50 % back).
-            self.write_cleanup_rollback(name);
+            self.write_cleanup_rollback(name, by);
             if let Err(e) = entry.plane.cleanup().await {
                 tracing::error!(rollout = %name, "cleanup could not set the weight to 0: {e}");
             }
@@ -940,10 +962,15 @@ impl Daemon {
             }
             entry.plane.stop().await;
         }
-        self.store.remove(name)?;
+        let purged = if purge {
+            Some(self.store.purge(name)?)
+        } else {
+            self.store.remove(name)?;
+            None
+        };
         self.down_map().remove(name);
         drop(held);
-        Ok(())
+        Ok(purged)
     }
 
     /// Writes a rollout in progress as rolled back at 0 % ("cleaned up"),
@@ -951,7 +978,7 @@ impl Daemon {
     /// the same moment: a write conflict is tried again on the new
     /// generation. A store that cannot take it is logged; the cleanup goes
     /// on in the safe direction.
-    fn write_cleanup_rollback(&self, name: &str) {
+    fn write_cleanup_rollback(&self, name: &str, by: Actor) {
         for _ in 0..3 {
             let mut record = match self.store.get(name) {
                 Ok(r) => r,
@@ -966,7 +993,9 @@ impl Daemon {
             record.state.phase = Phase::RolledBack;
             record.state.weight = Weight::ZERO;
             record.state.hold = None;
-            record.state.reason = "cleaned up: all traffic to stable".into();
+            let outcome = Outcome::Operator { by };
+            record.state.reason = format!("cleaned up: all traffic to stable ({outcome})");
+            record.state.outcome = Some(outcome);
             match self.store.save(&record, &[], time::now()) {
                 Ok(_) => return,
                 Err(StoreError::Conflict(_)) => continue,
@@ -1005,12 +1034,30 @@ impl Daemon {
         Ok(out)
     }
 
-    /// A rollout's report.
-    pub async fn report(&self, name: &str) -> Result<Report, DaemonError> {
-        let record = self.store.get(name)?;
-        let events = self.store.events(name)?;
-        let samples = self.store.samples(name)?;
-        Ok(Report::new(&record, &events, &samples))
+    /// The report of one run of a rollout (the last without `run`), also
+    /// of one cleaned up (its runs are kept).
+    pub async fn report(&self, name: &str, run: Option<u32>) -> Result<Report, DaemonError> {
+        let store = self.store.clone();
+        let name = name.to_string();
+        Ok(
+            tokio::task::spawn_blocking(move || Report::load(&store, &name, run))
+                .await
+                .map_err(|e| DaemonError::Internal(format!("the report's task was lost: {e}")))??,
+        )
+    }
+
+    /// A rollout's runs (or one), each with its decisions, and its
+    /// registrations.
+    pub async fn history(&self, name: &str, run: Option<u32>) -> Result<History, DaemonError> {
+        let store = self.store.clone();
+        let name = name.to_string();
+        Ok(
+            tokio::task::spawn_blocking(move || crate::report::history(&store, &name, run))
+                .await
+                .map_err(|e| {
+                    DaemonError::Internal(format!("the history's task was lost: {e}"))
+                })??,
+        )
     }
 
     /// The Prometheus page: proxy figures, weights, phases, verdict counts.
@@ -1110,9 +1157,21 @@ impl Daemon {
                 );
             }
         }
-        out.push_str("# HELP serin_verdicts_total Analysis verdicts, by kind.\n# TYPE serin_verdicts_total counter\n");
+        out.push_str("# HELP serin_rollout_run The rollout's current (or last) run: 1, 2, 3 ... per name; 0 before its first deploy.\n# TYPE serin_rollout_run gauge\n");
         for r in &records {
-            let counts = self.store.verdict_counts(&r.name).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "serin_rollout_run{{rollout=\"{}\"}} {}",
+                label(&r.name),
+                r.run
+            );
+        }
+        out.push_str("# HELP serin_verdicts_total Analysis verdicts of this run (serin_rollout_run), by kind; a new run starts from zero.\n# TYPE serin_verdicts_total counter\n");
+        for r in &records {
+            let counts = self
+                .store
+                .verdict_counts(&r.name, r.run)
+                .unwrap_or_default();
             for v in ["pass", "fail", "inconclusive"] {
                 let n = counts.iter().find(|(k, _)| k == v).map_or(0, |(_, n)| *n);
                 let _ = writeln!(
@@ -1128,9 +1187,12 @@ impl Daemon {
     /// `record`'s status with what runs `here` of it, if anything.
     fn status_of(&self, record: &RolloutRecord, here: Option<&Entry>) -> RolloutStatus {
         let proxy = here.and_then(|e| e.plane.proxy.as_ref());
+        let baseline = here.and_then(|e| e.run_baseline.as_ref());
         let mut status = status_of(
             record,
-            proxy.map(|p| p.recorder().snapshot()).as_ref(),
+            proxy
+                .map(|p| since(p.recorder().snapshot(), baseline))
+                .as_ref(),
             self.steps_of(record, here),
         );
         // What is in force: the driver knows; without one, the built-in
@@ -1250,6 +1312,41 @@ async fn keep_starting(daemon: Weak<Daemon>, name: String) {
 }
 
 /// The status of a rollout whose row cannot be read: nothing of it runs here.
+/// The decision that records a registration, with who made it.
+pub fn registered(record: &RolloutRecord, by: Actor, now: time::Millis) -> Decision {
+    Decision {
+        at: now,
+        kind: DecisionKind::Registered,
+        step: 0,
+        weight: Weight::ZERO,
+        phase: record.state.phase,
+        verdict: None,
+        reason: format!(
+            "registered by {} (stable {})",
+            by.said(),
+            record.stable_version
+        ),
+    }
+}
+
+/// The decision that begins a run: the canary deployed, and by whom.
+pub fn deployed(record: &RolloutRecord, by: Actor, now: time::Millis) -> Decision {
+    Decision {
+        at: now,
+        kind: DecisionKind::Deployed,
+        step: 0,
+        weight: Weight::ZERO,
+        phase: record.state.phase,
+        verdict: None,
+        reason: format!(
+            "{} deployed as the canary of {} by {}",
+            record.canary_version.as_deref().unwrap_or("?"),
+            record.stable_version,
+            by.said()
+        ),
+    }
+}
+
 fn unreadable(name: &str, error: &StoreError) -> RolloutStatus {
     RolloutStatus {
         name: name.to_string(),
@@ -1263,6 +1360,8 @@ fn unreadable(name: &str, error: &StoreError) -> RolloutStatus {
             "not running in this daemon (no proxy, no driver): {error}; \
              fix the row, or `serin cleanup {name}` to forget it"
         ),
+        run: 0,
+        outcome: None,
         paused_by: None,
         stable: wire::VersionRef { version: None },
         canary: wire::VersionRef { version: None },
@@ -1286,6 +1385,8 @@ pub fn status_of(
         weight_in_force: None,
         not_in_force: Vec::new(),
         reason: record.state.reason.clone(),
+        run: record.run,
+        outcome: record.state.outcome.clone(),
         paused_by: record
             .state
             .hold
@@ -1309,6 +1410,34 @@ pub fn status_of(
             stable: version_metrics(&s.stable),
             canary: version_metrics(&s.canary),
         }),
+    }
+}
+
+/// The figures counted since `baseline` (this run's), or all of them.
+fn since(
+    now: serin_proxy::RecorderSnapshot,
+    baseline: Option<&serin_proxy::RecorderSnapshot>,
+) -> serin_proxy::RecorderSnapshot {
+    let Some(base) = baseline else {
+        return now;
+    };
+    let minus = |mut v: VersionSnapshot, b: &VersionSnapshot| {
+        for (n, m) in v.requests_by_class.iter_mut().zip(b.requests_by_class) {
+            *n = n.saturating_sub(m);
+        }
+        v.timed_out = v.timed_out.saturating_sub(b.timed_out);
+        v.cancelled = v.cancelled.saturating_sub(b.cancelled);
+        v.latency_sum = v.latency_sum.saturating_sub(b.latency_sum);
+        // The same bounds (one recorder): subtracting cannot fail; if it
+        // did, the run's latencies are not known apart, so none are shown.
+        if v.latency.subtract(&b.latency).is_err() {
+            v.latency.reset();
+        }
+        v
+    };
+    serin_proxy::RecorderSnapshot {
+        stable: minus(now.stable, &base.stable),
+        canary: minus(now.canary, &base.canary),
     }
 }
 
@@ -1367,7 +1496,7 @@ analysis: { interval: 1s, errorRate: { max: 5% } }
         let daemon = Daemon::start(store, None, Commands::default(), Paths::default(), parse)
             .await
             .expect("daemon");
-        let registered = daemon.register(FILE).await.expect("register");
+        let registered = daemon.register(FILE, Actor::Cli).await.expect("register");
         assert_eq!(registered.steps, 2);
         let after_register = parses.load(Ordering::SeqCst);
         for _ in 0..3 {

@@ -48,11 +48,11 @@ enum Command {
     Pause(cli::control::NameArgs),
     /// Continue the automation.
     Resume(cli::control::NameArgs),
-    /// Canary weight to 0 and the rollout unregistered.
-    Cleanup(cli::control::NameArgs),
+    /// Canary weight to 0 and the rollout unregistered (its runs kept; --purge deletes them).
+    Cleanup(cli::control::CleanupArgs),
     /// Live per-interval comparison of stable and canary, with threshold flags.
     Monitor(cli::monitor::Args),
-    /// Every decision with its time, weight, verdict and reason.
+    /// The rollout's runs, newest last, each with its decisions (--run N: one).
     History(cli::inspect::HistoryArgs),
     /// The rollout report: timeline, decisions, per-version summaries, charts (html).
     Report(cli::inspect::ReportArgs),

@@ -14,6 +14,8 @@
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::rollout::Outcome;
 use tokio::sync::mpsc;
 
 /// Tries per message and target.
@@ -65,6 +67,11 @@ pub struct Message {
     pub at: String,
     /// The report, when the daemon's address is known.
     pub report: Option<String>,
+    /// The run (1, 2, 3 ... per rollout name) the event belongs to.
+    pub run: u32,
+    /// How the run ended, once it has (`{"kind": "analysis", "check": …}`,
+    /// `{"kind": "operator", "by": "cli"}`, …; see [`Outcome`]).
+    pub outcome: Option<Outcome>,
 }
 
 impl Message {
@@ -80,9 +87,18 @@ impl Message {
                 };
                 let canary = self.canary_version.as_deref().unwrap_or("none");
                 let mut text = format!(
-                    "{icon} *{}* {} — stable {} · canary {} · weight {} %\n{}",
-                    self.rollout, self.phase, self.stable_version, canary, self.weight, self.reason
+                    "{icon} *{}* {} (run {}) — stable {} · canary {} · weight {} %\n{}",
+                    self.rollout,
+                    self.phase,
+                    self.run,
+                    self.stable_version,
+                    canary,
+                    self.weight,
+                    self.reason
                 );
+                if let Some(outcome) = &self.outcome {
+                    text.push_str(&format!("\noutcome: {outcome}"));
+                }
                 if let Some(report) = &self.report {
                     text.push_str(&format!("\n<{report}|report>"));
                 }
@@ -232,7 +248,27 @@ mod tests {
             report: Some(
                 "http://127.0.0.1:9900/api/v1/rollouts/checkout/report?format=html".into(),
             ),
+            run: 2,
+            outcome: Some(Outcome::Analysis {
+                check: "canary error rate 30 %".into(),
+            }),
         }
+    }
+
+    #[test]
+    fn a_message_carries_its_run_and_typed_outcome() {
+        let json = message().body(Format::Json);
+        assert_eq!(json["run"], 2);
+        assert_eq!(json["outcome"]["kind"], "analysis");
+        assert_eq!(json["outcome"]["check"], "canary error rate 30 %");
+        let slack = message().body(Format::Slack)["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            slack.contains("(run 2)") && slack.contains("rolled back by analysis"),
+            "{slack}"
+        );
     }
 
     /// A webhook receiver on 127.0.0.1 taking JSON at `/hook`: what it got,

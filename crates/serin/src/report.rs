@@ -10,15 +10,30 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{EventRecord, RolloutRecord, Sample, VersionSample};
+use crate::rollout::Outcome;
+use crate::store::{
+    EventRecord, RolloutRecord, RunRecord, Sample, Store, StoreError, VersionSample,
+};
 use crate::time::{human_span, rfc3339};
 
-/// Everything `serin report` shows.
+/// Everything `serin report` shows: one run of a rollout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     /// The rollout's name.
     pub name: String,
+    /// The run this report covers (1, 2, 3 ... per name; 0: none yet).
+    #[serde(default)]
+    pub run: u32,
+    /// How the run ended (null while it runs).
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    /// When the run started (RFC 3339).
+    #[serde(default)]
+    pub started: Option<String>,
+    /// When it ended (RFC 3339), null while it runs.
+    #[serde(default)]
+    pub ended: Option<String>,
     /// Its phase now.
     pub phase: String,
     /// Why it is where it is.
@@ -31,9 +46,9 @@ pub struct Report {
     pub former_stable_version: Option<String>,
     /// The weight now, in percent.
     pub weight: f64,
-    /// Every decision, oldest first.
+    /// Every decision of the run, oldest first.
     pub timeline: Vec<TimelineEntry>,
-    /// Totals over every sampled interval, per version.
+    /// Totals over the run's sampled intervals, per version (this run).
     pub summary: Summary,
     /// Per-interval numbers, oldest first.
     pub samples: Vec<SampleEntry>,
@@ -43,11 +58,15 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineEntry {
+    /// The run it belongs to (0: outside any run, e.g. a registration).
+    #[serde(default)]
+    pub run: u32,
     /// RFC 3339 time.
     pub at: String,
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
-    /// `started`, `step`, `verdict`, `operator`, `gate`, `promoted`, `rolled-back`.
+    /// `registered`, `deployed`, `started`, `step`, `verdict`, `operator`,
+    /// `gate`, `promoted`, `rolled-back`.
     pub kind: String,
     /// The step the decision was made in, counted from 1 (like the
     /// status's `step` and every text that shows one).
@@ -127,25 +146,17 @@ impl Report {
     pub fn new(rollout: &RolloutRecord, events: &[EventRecord], samples: &[Sample]) -> Report {
         Report {
             name: rollout.name.clone(),
+            run: rollout.run,
+            outcome: rollout.state.outcome.clone(),
+            started: None,
+            ended: None,
             phase: rollout.state.phase.as_str().to_string(),
             reason: rollout.state.reason.clone(),
             stable_version: rollout.stable_version.clone(),
             canary_version: rollout.canary_version.clone(),
             former_stable_version: rollout.former_stable_version.clone(),
             weight: rollout.state.weight.percent(),
-            timeline: events
-                .iter()
-                .map(|e| TimelineEntry {
-                    at: rfc3339(e.decision.at),
-                    at_ms: e.decision.at.0,
-                    kind: e.kind.clone(),
-                    step: e.decision.step + 1,
-                    weight: e.decision.weight.percent(),
-                    phase: e.phase.clone(),
-                    verdict: e.decision.verdict.map(|v| v.to_string()),
-                    reason: e.decision.reason.clone(),
-                })
-                .collect(),
+            timeline: events.iter().map(timeline_entry).collect(),
             summary: Summary {
                 stable: VersionSummary::of(samples.iter().map(|s| &s.stable)),
                 canary: VersionSummary::of(samples.iter().map(|s| &s.canary)),
@@ -164,10 +175,198 @@ impl Report {
         }
     }
 
+    /// The report of one run of `name` (its last without `run`), from the
+    /// store: the run's own decisions, samples and totals, and nothing of
+    /// any other run. A run that is the rollout's current one shows its
+    /// state now; an earlier one (or one whose rollout was cleaned up) its
+    /// end. A rollout registered and never deployed: its empty report.
+    pub fn load(store: &Store, name: &str, run: Option<u32>) -> Result<Report, StoreError> {
+        let current = store.get(name).ok();
+        let this = match store.run(name, run) {
+            Ok(r) => r,
+            Err(StoreError::NoRun { last: 0, .. }) if run.is_none() => {
+                return match &current {
+                    Some(record) => Ok(Report::new(record, &[], &[])),
+                    None => Err(StoreError::NotFound(name.to_string())),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let events = store.run_events(name, this.run)?;
+        let samples = store.run_samples(name, this.run)?;
+        // The record is the run's while it runs and at its end; once the
+        // rollout is registered again (Initializing) only the run row is.
+        let is_this_run = |r: &RolloutRecord| {
+            r.run == this.run && (this.ended.is_none() || r.state.phase.is_finished())
+        };
+        let mut report = match current.filter(is_this_run) {
+            Some(record) => Report::new(&record, &events, &samples),
+            None => {
+                let fake = ended_record(&this);
+                Report::new(&fake, &events, &samples)
+            }
+        };
+        report.started = Some(rfc3339(this.started));
+        report.ended = this.ended.map(rfc3339);
+        if report.outcome.is_none() {
+            report.outcome = this.outcome.clone();
+        }
+        Ok(report)
+    }
+}
+
+/// A record standing for a run that is not the rollout's current one: its
+/// versions as they were, its end.
+fn ended_record(run: &RunRecord) -> RolloutRecord {
+    let promoted = run.outcome.as_ref().is_some_and(Outcome::promoted);
+    let unknown = || "(not recorded)".to_string();
+    let mut state = crate::rollout::State::new(run.started);
+    state.phase = run
+        .outcome
+        .as_ref()
+        .map_or(crate::rollout::Phase::RolledBack, Outcome::phase);
+    state.reason = run.reason.clone().unwrap_or_else(|| {
+        "ended without a recorded outcome (serin stopped during the run)".into()
+    });
+    state.outcome = run.outcome.clone();
+    let (stable, canary, former) = if promoted {
+        (
+            run.canary_version.clone().unwrap_or_else(unknown),
+            None,
+            run.stable_version.clone(),
+        )
+    } else {
+        (
+            run.stable_version.clone().unwrap_or_else(unknown),
+            run.canary_version.clone(),
+            None,
+        )
+    };
+    RolloutRecord {
+        name: run.rollout.clone(),
+        spec: String::new(),
+        stable_version: stable,
+        canary_version: canary,
+        former_stable_version: former,
+        stable_upstream: None,
+        canary_upstream: None,
+        state,
+        last_verdict: None,
+        generation: 0,
+        run: run.run,
+    }
+}
+
+fn timeline_entry(e: &EventRecord) -> TimelineEntry {
+    TimelineEntry {
+        run: e.run,
+        at: rfc3339(e.decision.at),
+        at_ms: e.decision.at.0,
+        kind: e.kind.clone(),
+        step: e.decision.step + 1,
+        weight: e.decision.weight.percent(),
+        phase: e.phase.clone(),
+        verdict: e.decision.verdict.map(|v| v.to_string()),
+        reason: e.decision.reason.clone(),
+    }
+}
+
+/// `serin history NAME`: the rollout's runs, oldest first, each with its
+/// decisions; and its registrations, which belong to no run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    /// The rollout's name.
+    pub name: String,
+    /// Registered now (false after `serin cleanup`: the runs are kept).
+    pub registered: bool,
+    /// Its registrations (`serin init`), oldest first; none with `--run`.
+    pub registrations: Vec<TimelineEntry>,
+    /// Its runs, oldest first (one with `--run`).
+    pub runs: Vec<RunEntry>,
+}
+
+/// One run in the history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunEntry {
+    /// Its number.
+    pub run: u32,
+    /// The stable version when it started (null: not recorded).
+    pub stable_version: Option<String>,
+    /// The canary it rolled out.
+    pub canary_version: Option<String>,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// When it ended (RFC 3339); null while it runs.
+    pub ended: Option<String>,
+    /// How it ended; null while it runs.
+    pub outcome: Option<Outcome>,
+    /// Why it ended, or (while it runs) what it waits for.
+    pub reason: Option<String>,
+    /// Its decisions, oldest first.
+    pub events: Vec<TimelineEntry>,
+}
+
+/// The history of `name`: every run (or only `run`), each with its
+/// decisions. Kept after `serin cleanup`; gone after `--purge`.
+pub fn history(store: &Store, name: &str, run: Option<u32>) -> Result<History, StoreError> {
+    let current = store.get(name).ok();
+    let mut runs = store.runs(name)?;
+    let all = store.events(name)?;
+    if current.is_none() && runs.is_empty() && all.is_empty() {
+        return Err(StoreError::NotFound(name.to_string()));
+    }
+    if let Some(n) = run {
+        runs = vec![store.run(name, Some(n))?];
+    }
+    let entries = runs
+        .into_iter()
+        .map(|r| {
+            let reason = match (&current, r.ended) {
+                (Some(c), None) if c.run == r.run => Some(c.state.reason.clone()),
+                _ => r.reason.clone(),
+            };
+            RunEntry {
+                run: r.run,
+                stable_version: r.stable_version,
+                canary_version: r.canary_version,
+                started: rfc3339(r.started),
+                ended: r.ended.map(rfc3339),
+                outcome: r.outcome,
+                reason,
+                events: all
+                    .iter()
+                    .filter(|e| e.run == r.run)
+                    .map(timeline_entry)
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(History {
+        name: name.to_string(),
+        registered: current.is_some(),
+        registrations: if run.is_some() {
+            Vec::new()
+        } else {
+            all.iter()
+                .filter(|e| e.run == 0)
+                .map(timeline_entry)
+                .collect()
+        },
+        runs: entries,
+    })
+}
+
+impl Report {
     /// The report as one self-contained HTML page.
     pub fn to_html(&self) -> String {
         let mut h = String::with_capacity(32 * 1024);
-        let title = format!("serin report: {}", self.name);
+        let title = if self.run > 0 {
+            format!("serin report: {}, run {}", self.name, self.run)
+        } else {
+            format!("serin report: {}", self.name)
+        };
         let outcome_class = match self.phase.as_str() {
             "Succeeded" => "ok",
             "RolledBack" => "bad",
@@ -183,7 +382,7 @@ impl Report {
         let _ = write!(
             h,
             "<header><h1>{}</h1><p class=\"phase {outcome_class}\">{}</p><p class=\"reason\">{}</p></header>",
-            escape(&self.name),
+            escape(&title["serin report: ".len()..]),
             escape(&self.phase),
             escape(&self.reason)
         );
@@ -223,10 +422,27 @@ impl Report {
                 &human_span(last.at_ms.saturating_sub(first.at_ms)),
             );
         }
-        fact(&mut h, "decisions", &self.timeline.len().to_string());
-        fact(&mut h, "intervals", &self.samples.len().to_string());
+        if let Some(outcome) = &self.outcome {
+            fact(&mut h, "outcome", &outcome.to_string());
+        }
+        if let Some(started) = &self.started {
+            fact(&mut h, "run started", started);
+        }
+        if let Some(ended) = &self.ended {
+            fact(&mut h, "run ended", ended);
+        }
+        fact(
+            &mut h,
+            "decisions (this run)",
+            &self.timeline.len().to_string(),
+        );
+        fact(
+            &mut h,
+            "intervals (this run)",
+            &self.samples.len().to_string(),
+        );
         h.push_str("</section>");
-        h.push_str("<section><h2>Per-version totals</h2><table><tr><th></th><th>requests</th><th>errors</th><th>error rate</th><th>worst interval p95</th></tr>");
+        h.push_str("<section><h2>Per-version totals (this run)</h2><table><tr><th></th><th>requests</th><th>errors</th><th>error rate</th><th>worst interval p95</th></tr>");
         // The rows are roles during the rollout; name the versions where known
         // (after a promotion the record's stable is the former canary).
         let (stable_name, canary_name) = match (self.phase.as_str(), &self.canary_version) {
@@ -620,6 +836,22 @@ mod tests {
         }
     }
 
+    fn fixture_record() -> RolloutRecord {
+        RolloutRecord {
+            name: "checkout".into(),
+            spec: String::new(),
+            stable_version: "v1".into(),
+            canary_version: Some("v2".into()),
+            former_stable_version: None,
+            stable_upstream: None,
+            canary_upstream: None,
+            state: State::new(Millis(0)),
+            last_verdict: None,
+            generation: 0,
+            run: 0,
+        }
+    }
+
     fn fixture() -> Report {
         let mut state = State::new(Millis(1_700_000_000_000));
         state.phase = Phase::RolledBack;
@@ -635,9 +867,11 @@ mod tests {
             state,
             last_verdict: None,
             generation: 1,
+            run: 1,
         };
         let event = |at, kind: DecisionKind, verdict, reason: &str| EventRecord {
             id: 0,
+            run: 1,
             kind: kind.as_str().into(),
             phase: "Progressing".into(),
             decision: Decision {
@@ -781,5 +1015,102 @@ mod tests {
         assert_eq!(nice_ceiling(42.0), 50.0);
         assert_eq!(nice_ceiling(100.0), 100.0);
         assert_eq!(nice_ceiling(0.013), 0.02);
+    }
+
+    #[test]
+    fn a_report_is_one_runs_also_after_the_rollout_is_registered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut record = fixture_record();
+        record.state = State::new(Millis(1));
+        let r = store.register(&record, Millis(1)).unwrap();
+        let d = |at, kind: DecisionKind, phase, reason: &str| Decision {
+            at: Millis(at),
+            kind,
+            step: 0,
+            weight: Weight::ZERO,
+            phase,
+            verdict: None,
+            reason: reason.into(),
+        };
+        let mut run1 = store
+            .start_run(
+                &r,
+                &[d(
+                    2,
+                    DecisionKind::Deployed,
+                    Phase::Initializing,
+                    "v2 deployed",
+                )],
+                Millis(2),
+            )
+            .unwrap();
+        store.add_sample("checkout", 1, &sample(3, 5, 4)).unwrap();
+        run1.state.phase = Phase::RolledBack;
+        run1.state.reason = "canary error rate 80 %".into();
+        run1.state.outcome = Some(Outcome::Analysis {
+            check: "canary error rate 80 %".into(),
+        });
+        store
+            .save(
+                &run1,
+                &[d(
+                    4,
+                    DecisionKind::RolledBack,
+                    Phase::RolledBack,
+                    "canary error rate 80 %",
+                )],
+                Millis(4),
+            )
+            .unwrap();
+        let run2 = store
+            .start_run(
+                &store.get("checkout").unwrap(),
+                &[d(
+                    5,
+                    DecisionKind::Deployed,
+                    Phase::Initializing,
+                    "v3 deployed",
+                )],
+                Millis(5),
+            )
+            .unwrap();
+        assert_eq!(run2.run, 2);
+        let last = Report::load(&store, "checkout", None).unwrap();
+        assert_eq!(
+            (last.run, last.timeline.len(), last.samples.len()),
+            (2, 1, 0)
+        );
+        assert_eq!(last.summary.canary.requests, 0, "run 2 starts from zero");
+        let first = Report::load(&store, "checkout", Some(1)).unwrap();
+        assert_eq!(
+            (first.run, first.timeline.len(), first.samples.len()),
+            (1, 2, 1)
+        );
+        assert_eq!(first.phase, "RolledBack");
+        assert_eq!(first.summary.canary.errors, 4);
+        // Run 2 ends; registered again (Initializing), its report still
+        // shows its end, not the new registration.
+        let mut run2 = store.get("checkout").unwrap();
+        run2.state.phase = Phase::RolledBack;
+        run2.state.outcome = Some(Outcome::Operator {
+            by: crate::rollout::Actor::Dashboard,
+        });
+        run2.state.reason = "rolled back by an operator (the dashboard)".into();
+        store.save(&run2, &[], Millis(8)).unwrap();
+        store.register(&record, Millis(9)).unwrap();
+        let again = Report::load(&store, "checkout", None).unwrap();
+        assert_eq!((again.run, again.phase.as_str()), (2, "RolledBack"));
+        assert!(
+            again
+                .to_html()
+                .contains("rolled back by an operator (the dashboard)")
+        );
+        let first = Report::load(&store, "checkout", Some(1)).unwrap();
+        assert!(
+            first
+                .to_html()
+                .contains("rolled back by analysis: canary error rate 80 %")
+        );
     }
 }

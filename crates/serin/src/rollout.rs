@@ -134,8 +134,12 @@ pub struct State {
     pub stage_judged: bool,
     /// No-data verdicts in a row.
     pub no_data_streak: u32,
-    /// Why the rollout ended, or what it waits for.
+    /// Why the rollout ended, or what it waits for (the words; the
+    /// outcome below is the fact).
     pub reason: String,
+    /// How the run ended: set by the machine when it promotes or rolls back,
+    /// none while the run goes on.
+    pub outcome: Option<Outcome>,
 }
 
 impl State {
@@ -152,6 +156,7 @@ impl State {
             stage_judged: false,
             no_data_streak: 0,
             reason: "waiting for health checks".into(),
+            outcome: None,
         }
     }
 }
@@ -223,6 +228,10 @@ pub enum DecisionKind {
     Promoted,
     /// Rolled back.
     RolledBack,
+    /// The rollout file was registered (or updated): outside any run.
+    Registered,
+    /// A canary was deployed: the first decision of a run.
+    Deployed,
 }
 
 impl DecisionKind {
@@ -236,7 +245,235 @@ impl DecisionKind {
             DecisionKind::Gate => "gate",
             DecisionKind::Promoted => "promoted",
             DecisionKind::RolledBack => "rolled-back",
+            DecisionKind::Registered => "registered",
+            DecisionKind::Deployed => "deployed",
         }
+    }
+}
+
+/// Who asked for a change: attribution only, never authorization (the API's
+/// token decides what may be done; this says who did it). The CLI, the
+/// dashboard and `serin monitor` name themselves in the [`ACTOR_HEADER`]
+/// request header; a request without it is the API's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Actor {
+    /// The `serin` command line (including `serin run` itself).
+    Cli,
+    /// A request to the API that did not name itself.
+    Api,
+    /// The dashboard.
+    Dashboard,
+    /// `serin monitor`.
+    Monitor,
+    /// A run recorded before serin recorded who acted (schema 2 and older).
+    Unrecorded,
+}
+
+/// The request header in which a client names itself (`cli`, `dashboard`,
+/// `monitor`); absent or unknown: [`Actor::Api`].
+pub const ACTOR_HEADER: &str = "x-serin-actor";
+
+impl Actor {
+    /// As written in the header, stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Actor::Cli => "cli",
+            Actor::Api => "api",
+            Actor::Dashboard => "dashboard",
+            Actor::Monitor => "monitor",
+            Actor::Unrecorded => "unrecorded",
+        }
+    }
+
+    /// The header's value: a name a client may give itself, anything else
+    /// (or nothing) is the API's.
+    pub fn from_header(value: Option<&str>) -> Actor {
+        match value.map(str::trim) {
+            Some("cli") => Actor::Cli,
+            Some("dashboard") => Actor::Dashboard,
+            Some("monitor") => Actor::Monitor,
+            _ => Actor::Api,
+        }
+    }
+
+    /// For sentences: "the CLI", "the dashboard", ...
+    pub fn said(self) -> &'static str {
+        match self {
+            Actor::Cli => "the CLI",
+            Actor::Api => "the API",
+            Actor::Dashboard => "the dashboard",
+            Actor::Monitor => "serin monitor",
+            Actor::Unrecorded => "an operator (not recorded who)",
+        }
+    }
+}
+
+/// A breach of `serin monitor`'s own thresholds that rolled a run back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Breach {
+    /// What was measured: `error-rate` (percent) or `p95` (milliseconds).
+    pub metric: String,
+    /// The threshold it was above (`--error-threshold`, `--latency-threshold`).
+    pub threshold: f64,
+    /// The value in the interval that breached it.
+    pub value: f64,
+}
+
+impl Breach {
+    fn unit(&self) -> &'static str {
+        if self.metric == "p95" { "ms" } else { "%" }
+    }
+}
+
+/// Who or what stops a run from outside the machine ([`crate::controller::machine::Input::Rollback`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// `serin rollback`, the API, the dashboard, or a cleanup.
+    Operator(Actor),
+    /// `serin monitor --auto-rollback` on a breach of its thresholds.
+    Monitor(Breach),
+    /// SIGINT or SIGTERM to `serin run` (the signal's name).
+    Interrupted(String),
+}
+
+/// How a run ended: the one source of truth for status, history, report,
+/// webhooks and `serin run`'s exit code (the reason string only words it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+pub enum Outcome {
+    /// Promoted: the canary is the new stable. `by` is the operator who
+    /// promoted it; none when the steps completed with a passing verdict.
+    Promoted {
+        /// Who promoted it, if an operator did.
+        by: Option<Actor>,
+    },
+    /// Rolled back on a failing verdict.
+    Analysis {
+        /// The failing check, with its numbers (the verdict's reason).
+        check: String,
+    },
+    /// Rolled back after `noDataLimit` no-data verdicts in a row.
+    NoData {
+        /// How many in a row.
+        intervals: u32,
+    },
+    /// Rolled back: no progress within `progressDeadline`.
+    Deadline {
+        /// The deadline, in milliseconds.
+        deadline_ms: u64,
+    },
+    /// Rolled back by an operator (`serin rollback`, the API, the
+    /// dashboard, `serin cleanup` of a run in progress).
+    Operator {
+        /// Who.
+        by: Actor,
+    },
+    /// Rolled back by `serin monitor --auto-rollback`.
+    Monitor {
+        /// The breach, with its threshold and value.
+        breach: Breach,
+    },
+    /// `serin run` got SIGINT or SIGTERM and rolled back before exiting.
+    Interrupted {
+        /// `SIGINT` or `SIGTERM`.
+        signal: String,
+    },
+    /// A rollback decided before serin stopped, written only at the next
+    /// start (the state database could not take it then).
+    Recovered {
+        /// Why it was rolled back.
+        reason: String,
+        /// The outcome decided then, when it was recorded (serin 3 and
+        /// later record it beside the reason).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        of: Option<Box<Outcome>>,
+    },
+}
+
+impl Outcome {
+    /// The canary was promoted.
+    pub fn promoted(&self) -> bool {
+        matches!(self, Outcome::Promoted { .. })
+    }
+
+    /// Rolled back by a person or their tool (an operator, the monitor, a
+    /// signal), not by the rollout's own analysis: `serin run` exits 4.
+    pub fn stopped_from_outside(&self) -> bool {
+        match self {
+            Outcome::Operator { .. } | Outcome::Monitor { .. } | Outcome::Interrupted { .. } => {
+                true
+            }
+            Outcome::Recovered { of: Some(o), .. } => o.stopped_from_outside(),
+            _ => false,
+        }
+    }
+
+    /// The phase a run with this outcome ended in.
+    pub fn phase(&self) -> Phase {
+        if self.promoted() {
+            Phase::Succeeded
+        } else {
+            Phase::RolledBack
+        }
+    }
+
+    /// The kind, as in JSON (`promoted`, `analysis`, `operator`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Promoted { .. } => "promoted",
+            Outcome::Analysis { .. } => "analysis",
+            Outcome::NoData { .. } => "no-data",
+            Outcome::Deadline { .. } => "deadline",
+            Outcome::Operator { .. } => "operator",
+            Outcome::Monitor { .. } => "monitor",
+            Outcome::Interrupted { .. } => "interrupted",
+            Outcome::Recovered { .. } => "recovered",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Promoted { by: None } => f.write_str("promoted (all steps completed)"),
+            Outcome::Promoted { by: Some(a) } => write!(f, "promoted by {}", a.said()),
+            Outcome::Analysis { check } => write!(f, "rolled back by analysis: {check}"),
+            Outcome::NoData { intervals } => {
+                write!(f, "rolled back: no data for {intervals} intervals in a row")
+            }
+            Outcome::Deadline { deadline_ms } => write!(
+                f,
+                "rolled back: no progress within the progress deadline ({})",
+                crate::time::human_span(*deadline_ms)
+            ),
+            Outcome::Operator { by } => write!(f, "rolled back by {}", a_said(*by)),
+            Outcome::Monitor { breach } => write!(
+                f,
+                "rolled back by serin monitor --auto-rollback: canary {} {} {} above the threshold {} {}",
+                breach.metric,
+                breach.value,
+                breach.unit(),
+                breach.threshold,
+                breach.unit()
+            ),
+            Outcome::Interrupted { signal } => {
+                write!(f, "rolled back: serin run interrupted ({signal})")
+            }
+            Outcome::Recovered { reason, .. } => write!(f, "rolled back (recovered): {reason}"),
+        }
+    }
+}
+
+fn a_said(by: Actor) -> String {
+    match by {
+        Actor::Unrecorded => by.said().to_string(),
+        other => format!("an operator ({})", other.said()),
     }
 }
 

@@ -162,6 +162,7 @@ impl Setup {
             state,
             last_verdict: None,
             generation: 0,
+            run: 0,
         }
     }
 

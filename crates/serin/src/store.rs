@@ -20,13 +20,24 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use serin_proxy::Weight;
 
-use crate::rollout::{Decision, Hold, Phase, RecordedVerdict, State};
+use crate::rollout::{Actor, Decision, Hold, Outcome, Phase, RecordedVerdict, State};
 use crate::time::Millis;
 
+/// One step of the schema: SQL, or SQL and then code that fills what SQL
+/// alone cannot.
+enum Migration {
+    Sql(&'static str),
+    SqlThen(
+        &'static str,
+        fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ),
+}
+
 /// Each entry migrates the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // 0 -> 1: rollouts, events, samples.
-    "CREATE TABLE rollouts (
+    Migration::Sql(
+        "CREATE TABLE rollouts (
         name            TEXT PRIMARY KEY,
         spec            TEXT NOT NULL,
         stable_version  TEXT NOT NULL,
@@ -73,9 +84,217 @@ const MIGRATIONS: &[&str] = &[
         canary   TEXT NOT NULL
     );
     CREATE INDEX samples_by_rollout ON samples (rollout, id);",
+    ),
     // 1 -> 2: the version a promotion replaced, for the report.
-    "ALTER TABLE rollouts ADD COLUMN former_stable_version TEXT;",
+    Migration::Sql("ALTER TABLE rollouts ADD COLUMN former_stable_version TEXT;"),
+    // 2 -> 3: runs. Every deploy (and every `serin run`) is a run of its
+    // own, numbered 1, 2, 3 ... per rollout name; its decisions and samples
+    // carry its number (0: outside any run, e.g. a registration), and the
+    // run row keeps its versions, start, end and typed outcome.
+    Migration::SqlThen(
+        "CREATE TABLE runs (
+            rollout        TEXT NOT NULL,
+            run            INTEGER NOT NULL,
+            stable_version TEXT,
+            canary_version TEXT,
+            started_ms     INTEGER NOT NULL,
+            ended_ms       INTEGER,
+            outcome        TEXT,
+            reason         TEXT,
+            PRIMARY KEY (rollout, run)
+        );
+        ALTER TABLE events ADD COLUMN run INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE samples ADD COLUMN run INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE rollouts ADD COLUMN run INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE rollouts ADD COLUMN outcome TEXT;
+        CREATE INDEX events_by_run ON events (rollout, run, id);
+        CREATE INDEX samples_by_run ON samples (rollout, run, id);",
+        split_into_runs,
+    ),
 ];
+
+/// Schema 2 had no runs: a rollout's decisions were one list. They are
+/// split where runs ended: every `promoted` or `rolled-back` decision ends
+/// a run, and the next decision begins the next one (run 1 is everything up
+/// to the first end). A sample belongs to the last run that started at or
+/// before it (samples before the first run's start: run 1). The outcome of
+/// an old run is read from its last decision's reason (who acted was not
+/// recorded: [`Actor::Unrecorded`]); the versions are known only for the
+/// rollout's last run (from its row), earlier runs show none. A rollout in
+/// progress whose run has no decision yet gets a run of its own from its
+/// row.
+fn split_into_runs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    struct Old {
+        id: i64,
+        at: i64,
+        kind: String,
+        reason: String,
+    }
+    struct OldRun {
+        started: i64,
+        ended: Option<i64>,
+        outcome: Option<Outcome>,
+        reason: Option<String>,
+        ids: Vec<i64>,
+    }
+    let names: Vec<String> = tx
+        .prepare("SELECT DISTINCT rollout FROM events UNION SELECT name FROM rollouts")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for name in names {
+        let events: Vec<Old> = tx
+            .prepare("SELECT id, at_ms, kind, reason FROM events WHERE rollout = ?1 ORDER BY id")?
+            .query_map(params![name], |r| {
+                Ok(Old {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut runs: Vec<OldRun> = Vec::new();
+        for e in events {
+            if runs.last().is_none_or(|r| r.ended.is_some()) {
+                runs.push(OldRun {
+                    started: e.at,
+                    ended: None,
+                    outcome: None,
+                    reason: None,
+                    ids: Vec::new(),
+                });
+            }
+            let Some(run) = runs.last_mut() else { continue };
+            run.ids.push(e.id);
+            if let Some(outcome) = legacy_outcome(&e.kind, &e.reason) {
+                run.ended = Some(e.at);
+                run.outcome = Some(outcome);
+                run.reason = Some(e.reason);
+            }
+        }
+        // The rollout's row, if it is still registered.
+        /// stable, canary, former stable, phase, updated.
+        type Row = (String, Option<String>, Option<String>, String, i64);
+        let row: Option<Row> = tx
+            .query_row(
+                "SELECT stable_version, canary_version, former_stable_version, phase, updated_ms
+                 FROM rollouts WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let in_progress = row.as_ref().is_some_and(|(_, canary, _, phase, _)| {
+            canary.is_some() && !Phase::parse(phase).is_some_and(Phase::is_finished)
+        });
+        if in_progress && runs.last().is_none_or(|r| r.ended.is_some()) {
+            let started = row.as_ref().map_or(0, |r| r.4);
+            runs.push(OldRun {
+                started,
+                ended: None,
+                outcome: None,
+                reason: None,
+                ids: Vec::new(),
+            });
+        }
+        let last = runs.len();
+        for (i, run) in runs.iter().enumerate() {
+            let number = i as i64 + 1;
+            let versions = match (&row, i + 1 == last) {
+                (Some((stable, canary, former, _, _)), true) => {
+                    if run.outcome.as_ref().is_some_and(Outcome::promoted) {
+                        (former.clone(), Some(stable.clone()))
+                    } else {
+                        (Some(stable.clone()), canary.clone())
+                    }
+                }
+                _ => (None, None),
+            };
+            tx.execute(
+                "INSERT INTO runs (rollout, run, stable_version, canary_version, started_ms, ended_ms, outcome, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    name,
+                    number,
+                    versions.0,
+                    versions.1,
+                    run.started,
+                    run.ended,
+                    run.outcome.as_ref().map(outcome_json),
+                    run.reason
+                ],
+            )?;
+            for id in &run.ids {
+                tx.execute(
+                    "UPDATE events SET run = ?1 WHERE id = ?2",
+                    params![number, id],
+                )?;
+            }
+            tx.execute(
+                "UPDATE samples SET run = ?1 WHERE rollout = ?2 AND at_ms >= ?3",
+                params![number, name, run.started],
+            )?;
+        }
+        if last > 0 {
+            tx.execute(
+                "UPDATE samples SET run = 1 WHERE rollout = ?1 AND run = 0",
+                params![name],
+            )?;
+            let outcome = runs[last - 1].outcome.as_ref().map(outcome_json);
+            tx.execute(
+                "UPDATE rollouts SET run = ?1, outcome = ?2 WHERE name = ?3",
+                params![last as i64, outcome, name],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The outcome of a schema-2 run, from its last decision (see [`split_into_runs`]).
+fn legacy_outcome(kind: &str, reason: &str) -> Option<Outcome> {
+    match kind {
+        "promoted" => Some(Outcome::Promoted {
+            by: reason
+                .contains("by an operator")
+                .then_some(Actor::Unrecorded),
+        }),
+        "rolled-back" => Some(if reason == "manual" {
+            Outcome::Operator {
+                by: Actor::Unrecorded,
+            }
+        } else if let Some(rest) = reason.strip_prefix("no data for ") {
+            Outcome::NoData {
+                intervals: rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            }
+        } else if let Some(rest) = reason.strip_prefix("no progress within the progress deadline (")
+        {
+            Outcome::Deadline {
+                deadline_ms: rest
+                    .split(')')
+                    .next()
+                    .and_then(|d| crate::time::parse_duration(d).ok())
+                    .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX)),
+            }
+        } else if reason.starts_with("rolled back before serin stopped") {
+            Outcome::Recovered {
+                reason: reason.to_string(),
+                of: None,
+            }
+        } else {
+            Outcome::Analysis {
+                check: reason.to_string(),
+            }
+        }),
+        _ => None,
+    }
+}
+
+fn outcome_json(o: &Outcome) -> String {
+    serde_json::to_string(o).unwrap_or_default()
+}
 
 /// Something the store could not do.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +336,16 @@ pub enum StoreError {
     /// No such rollout.
     #[error("no rollout named {0}")]
     NotFound(String),
+    /// The rollout has no run of this number.
+    #[error("{rollout} has no run {run}{}", match last { 0 => " (it has had no run yet)".to_string(), n => format!(" (its runs are 1 to {n})") })]
+    NoRun {
+        /// The rollout.
+        rollout: String,
+        /// The run asked for.
+        run: u32,
+        /// Its last run (0: none).
+        last: u32,
+    },
     /// The database file exists but is empty: not a database serin wrote
     /// (SQLite would silently start a new one over it).
     #[error(
@@ -167,6 +396,30 @@ pub struct RolloutRecord {
     pub last_verdict: Option<(String, String, Millis)>,
     /// Bumped by every write; writes check it.
     pub generation: i64,
+    /// The current (or last) run's number; 0 before the first deploy.
+    pub run: u32,
+}
+
+/// One run: a deploy (or a `serin run`) of a canary, from its start to its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// The rollout's name.
+    pub rollout: String,
+    /// Its number: 1, 2, 3 ... per rollout name.
+    pub run: u32,
+    /// The stable version when it started (none for runs recorded before
+    /// serin kept runs, except a rollout's last one).
+    pub stable_version: Option<String>,
+    /// The canary it rolled out.
+    pub canary_version: Option<String>,
+    /// When it started.
+    pub started: Millis,
+    /// When it ended; none while it runs.
+    pub ended: Option<Millis>,
+    /// How it ended.
+    pub outcome: Option<Outcome>,
+    /// The words of its end (the rollout's reason then).
+    pub reason: Option<String>,
 }
 
 /// A stored decision.
@@ -174,6 +427,8 @@ pub struct RolloutRecord {
 pub struct EventRecord {
     /// Its order.
     pub id: i64,
+    /// The run it belongs to (0: outside any run, e.g. a registration).
+    pub run: u32,
     /// The decision.
     pub decision: Decision,
     /// The kind as stored (`started`, `verdict`, ...).
@@ -286,7 +541,13 @@ impl Store {
         }
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(sql)?;
-            tx.execute_batch(migration).map_err(sql)?;
+            match migration {
+                Migration::Sql(text) => tx.execute_batch(text).map_err(sql)?,
+                Migration::SqlThen(text, then) => {
+                    tx.execute_batch(text).map_err(sql)?;
+                    then(&tx).map_err(sql)?;
+                }
+            }
             tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
                 .map_err(sql)?;
             tx.commit().map_err(sql)?;
@@ -312,7 +573,9 @@ impl Store {
     }
 
     /// Registers a rollout, or replaces its file and state (`serin init` again).
-    /// Its decisions and samples are kept.
+    /// Its runs, decisions and samples are kept; its run number (and, on a
+    /// re-registration, the last run's outcome) stays the last run's, also
+    /// after a cleanup: the next deploy is the next number.
     pub fn register(
         &self,
         record: &RolloutRecord,
@@ -324,8 +587,9 @@ impl Store {
             "INSERT INTO rollouts (name, spec, stable_version, canary_version, phase, step, weight,
                 step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak,
                 reason, last_verdict, last_verdict_reason, last_verdict_ms, generation, created_ms, updated_ms,
-                stable_upstream, canary_upstream, former_stable_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL, 1, ?15, ?15, ?16, ?17, ?18)
+                stable_upstream, canary_upstream, former_stable_version, outcome, run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL, 1, ?15, ?15, ?16, ?17, ?18, ?19,
+                (SELECT COALESCE(MAX(run), 0) FROM runs WHERE rollout = ?1))
              ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, stable_version = excluded.stable_version,
                 canary_version = excluded.canary_version, stable_upstream = excluded.stable_upstream,
                 canary_upstream = excluded.canary_upstream, former_stable_version = excluded.former_stable_version,
@@ -354,6 +618,7 @@ impl Store {
                 record.stable_upstream,
                 record.canary_upstream,
                 record.former_stable_version,
+                s.outcome.as_ref().map(outcome_json),
             ],
         )
         .map_err(|e| self.sql(e))?;
@@ -375,6 +640,76 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        self.write(&tx, record, decisions, now)?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(record.generation + 1)
+    }
+
+    /// Starts the rollout's next run (1, 2, 3 ... per name, counting runs
+    /// kept after a cleanup) with `record`'s versions and state, and writes
+    /// `record` and `decisions` as its first, in one transaction (checked
+    /// against `record.generation` as [`Store::save`] is). Returns the
+    /// record as written: its new run and generation.
+    pub fn start_run(
+        &self,
+        record: &RolloutRecord,
+        decisions: &[Decision],
+        now: Millis,
+    ) -> Result<RolloutRecord, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let last: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(run), 0) FROM runs WHERE rollout = ?1",
+                params![record.name],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut next = record.clone();
+        next.run = u32::try_from(last + 1).unwrap_or(u32::MAX);
+        // A run starts without an end.
+        next.state.outcome = None;
+        tx.execute(
+            "INSERT INTO runs (rollout, run, stable_version, canary_version, started_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                record.name,
+                next.run,
+                record.stable_version,
+                record.canary_version,
+                now.0 as i64
+            ],
+        )
+        .map_err(|e| self.sql(e))?;
+        self.write(&tx, &next, decisions, now)?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        next.generation += 1;
+        Ok(next)
+    }
+
+    /// Appends decisions to a rollout's `run` on their own (a registration,
+    /// which belongs to no run: 0).
+    pub fn add_events(
+        &self,
+        rollout: &str,
+        run: u32,
+        decisions: &[Decision],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        for d in decisions {
+            insert_event(&tx, rollout, run, d).map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    fn write(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        record: &RolloutRecord,
+        decisions: &[Decision],
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let s = &record.state;
         let (lv, lvr, lvt) = match &record.last_verdict {
             Some((v, r, t)) => (Some(v.as_str()), Some(r.as_str()), Some(t.0 as i64)),
@@ -387,7 +722,8 @@ impl Store {
                     next_analysis_ms = ?10, stage_judged = ?11, no_data_streak = ?12, reason = ?13,
                     last_verdict = ?14, last_verdict_reason = ?15, last_verdict_ms = ?16,
                     generation = generation + 1, updated_ms = ?17,
-                    stable_upstream = ?19, canary_upstream = ?20, former_stable_version = ?21
+                    stable_upstream = ?19, canary_upstream = ?20, former_stable_version = ?21,
+                    run = ?22, outcome = ?23
                  WHERE name = ?1 AND generation = ?18",
                 params![
                     record.name,
@@ -411,6 +747,8 @@ impl Store {
                     record.stable_upstream,
                     record.canary_upstream,
                     record.former_stable_version,
+                    record.run,
+                    s.outcome.as_ref().map(outcome_json),
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -418,24 +756,29 @@ impl Store {
             return Err(StoreError::Conflict(record.name.clone()));
         }
         for d in decisions {
+            insert_event(tx, &record.name, record.run, d).map_err(|e| self.sql(e))?;
+        }
+        // The run's end, once: the first outcome written is the run's.
+        if let (Some(outcome), true) = (&s.outcome, record.run > 0) {
+            let ended = decisions
+                .iter()
+                .rev()
+                .find(|d| d.phase.is_finished())
+                .map_or(now, |d| d.at);
             tx.execute(
-                "INSERT INTO events (rollout, at_ms, kind, step, weight, phase, verdict, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "UPDATE runs SET ended_ms = ?3, outcome = ?4, reason = ?5
+                 WHERE rollout = ?1 AND run = ?2 AND ended_ms IS NULL",
                 params![
                     record.name,
-                    d.at.0 as i64,
-                    d.kind.as_str(),
-                    d.step as i64,
-                    d.weight.hundredths(),
-                    d.phase.as_str(),
-                    d.verdict.map(RecordedVerdict::as_str),
-                    d.reason,
+                    record.run,
+                    ended.0 as i64,
+                    outcome_json(outcome),
+                    s.reason
                 ],
             )
             .map_err(|e| self.sql(e))?;
         }
-        tx.commit().map_err(|e| self.sql(e))?;
-        Ok(record.generation + 1)
+        Ok(())
     }
 
     /// One rollout.
@@ -487,88 +830,200 @@ impl Store {
         self.list_each()?.into_iter().map(|(_, row)| row).collect()
     }
 
-    /// Removes a rollout with its events and samples (`serin cleanup`).
+    /// Unregisters a rollout (`serin cleanup`): its row goes, its runs
+    /// with their decisions and samples stay readable (history, report).
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.sql(e))?;
-        let n = tx
+        let conn = self.lock();
+        let n = conn
             .execute("DELETE FROM rollouts WHERE name = ?1", params![name])
             .map_err(|e| self.sql(e))?;
+        drop(conn);
         if n == 0 {
             return Err(StoreError::NotFound(name.to_string()));
         }
-        tx.execute("DELETE FROM events WHERE rollout = ?1", params![name])
-            .map_err(|e| self.sql(e))?;
-        tx.execute("DELETE FROM samples WHERE rollout = ?1", params![name])
-            .map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))?;
         let _ = std::fs::remove_file(self.pending_rollback_path(name));
         Ok(())
     }
 
-    /// A rollout's decisions, oldest first.
-    pub fn events(&self, name: &str) -> Result<Vec<EventRecord>, StoreError> {
+    /// Deletes everything kept of a rollout (`serin cleanup --purge`): its
+    /// row if still registered, its runs, decisions and samples. Returns
+    /// how many runs were deleted; no such rollout and no runs: not found.
+    pub fn purge(&self, name: &str) -> Result<u32, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let mut n = 0;
+        for table in [
+            "rollouts WHERE name",
+            "events WHERE rollout",
+            "samples WHERE rollout",
+        ] {
+            n += tx
+                .execute(&format!("DELETE FROM {table} = ?1"), params![name])
+                .map_err(|e| self.sql(e))?;
+        }
+        let runs = tx
+            .execute("DELETE FROM runs WHERE rollout = ?1", params![name])
+            .map_err(|e| self.sql(e))?;
+        if n + runs == 0 {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        tx.commit().map_err(|e| self.sql(e))?;
+        let _ = std::fs::remove_file(self.pending_rollback_path(name));
+        Ok(u32::try_from(runs).unwrap_or(u32::MAX))
+    }
+
+    /// A rollout's runs, oldest first (kept after a cleanup).
+    pub fn runs(&self, name: &str) -> Result<Vec<RunRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
-                "SELECT id, at_ms, kind, step, weight, phase, verdict, reason
-                 FROM events WHERE rollout = ?1 ORDER BY id",
+                "SELECT run, stable_version, canary_version, started_ms, ended_ms, outcome, reason
+                 FROM runs WHERE rollout = ?1 ORDER BY run",
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map(params![name], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
                     r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                     r.get::<_, Option<String>>(6)?,
-                    r.get::<_, String>(7)?,
                 ))
             })
             .map_err(|e| self.sql(e))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.sql(e))?;
         rows.into_iter()
-            .map(|(id, at, kind, step, weight, phase, verdict, reason)| {
-                let corrupt = |field, value: String| StoreError::Corrupt {
+            .map(|(run, stable, canary, started, ended, outcome, reason)| {
+                let outcome = outcome
+                    .map(|o| {
+                        serde_json::from_str(&o).map_err(|_| StoreError::Corrupt {
+                            rollout: name.to_string(),
+                            field: "run outcome",
+                            value: o.clone(),
+                        })
+                    })
+                    .transpose()?;
+                Ok(RunRecord {
                     rollout: name.to_string(),
-                    field,
-                    value,
-                };
-                let decision = Decision {
-                    at: Millis(at as u64),
-                    kind: decision_kind(&kind)
-                        .ok_or_else(|| corrupt("event kind", kind.clone()))?,
-                    step: step as usize,
-                    weight: weight_from(weight)
-                        .ok_or_else(|| corrupt("weight", weight.to_string()))?,
-                    phase: Phase::parse(&phase).ok_or_else(|| corrupt("phase", phase.clone()))?,
-                    verdict: verdict.as_deref().and_then(RecordedVerdict::parse),
+                    run: u32::try_from(run).unwrap_or(0),
+                    stable_version: stable,
+                    canary_version: canary,
+                    started: Millis(started.max(0) as u64),
+                    ended: ended.map(|e| Millis(e.max(0) as u64)),
+                    outcome,
                     reason,
-                };
-                Ok(EventRecord {
-                    id,
-                    decision,
-                    kind,
-                    phase,
                 })
             })
             .collect()
     }
 
-    /// How many verdicts of each kind a rollout has had (`serin_verdicts_total`).
-    pub fn verdict_counts(&self, name: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    /// One run of a rollout; `None`: its last. A rollout with no such run
+    /// (or none at all) is [`StoreError::NoRun`], or [`StoreError::NotFound`]
+    /// when nothing of that name is kept.
+    pub fn run(&self, name: &str, run: Option<u32>) -> Result<RunRecord, StoreError> {
+        let mut runs = self.runs(name)?;
+        let last = runs.last().map_or(0, |r| r.run);
+        if runs.is_empty() && run.is_none() && self.get(name).is_err() {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        let at = match run {
+            None => runs.len().checked_sub(1),
+            Some(n) => runs.iter().position(|r| r.run == n),
+        };
+        match at {
+            Some(i) => Ok(runs.swap_remove(i)),
+            None => Err(StoreError::NoRun {
+                rollout: name.to_string(),
+                run: run.unwrap_or(0),
+                last,
+            }),
+        }
+    }
+
+    /// A rollout's decisions, oldest first: all of them, or one run's.
+    pub fn events(&self, name: &str) -> Result<Vec<EventRecord>, StoreError> {
+        self.events_where(name, None)
+    }
+
+    /// One run's decisions, oldest first.
+    pub fn run_events(&self, name: &str, run: u32) -> Result<Vec<EventRecord>, StoreError> {
+        self.events_where(name, Some(run))
+    }
+
+    fn events_where(&self, name: &str, run: Option<u32>) -> Result<Vec<EventRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
-                "SELECT verdict, COUNT(*) FROM events WHERE rollout = ?1 AND verdict IS NOT NULL
-                 GROUP BY verdict ORDER BY verdict",
+                "SELECT id, at_ms, kind, step, weight, phase, verdict, reason, run
+                 FROM events WHERE rollout = ?1 AND (?2 IS NULL OR run = ?2) ORDER BY id",
             )
             .map_err(|e| self.sql(e))?;
-        stmt.query_map(params![name], |r| {
+        let rows = stmt
+            .query_map(params![name, run], |r| {
+                Ok((
+                    (
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, String>(7)?,
+                    ),
+                    r.get::<_, i64>(8)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        rows.into_iter()
+            .map(
+                |((id, at, kind, step, weight, phase, verdict, reason), run)| {
+                    let corrupt = |field, value: String| StoreError::Corrupt {
+                        rollout: name.to_string(),
+                        field,
+                        value,
+                    };
+                    let decision = Decision {
+                        at: Millis(at as u64),
+                        kind: decision_kind(&kind)
+                            .ok_or_else(|| corrupt("event kind", kind.clone()))?,
+                        step: step as usize,
+                        weight: weight_from(weight)
+                            .ok_or_else(|| corrupt("weight", weight.to_string()))?,
+                        phase: Phase::parse(&phase)
+                            .ok_or_else(|| corrupt("phase", phase.clone()))?,
+                        verdict: verdict.as_deref().and_then(RecordedVerdict::parse),
+                        reason,
+                    };
+                    Ok(EventRecord {
+                        id,
+                        run: u32::try_from(run).unwrap_or(0),
+                        decision,
+                        kind,
+                        phase,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// How many verdicts of each kind a rollout's run has had
+    /// (`serin_verdicts_total`, this run's: a new run starts from zero).
+    pub fn verdict_counts(&self, name: &str, run: u32) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT verdict, COUNT(*) FROM events WHERE rollout = ?1 AND run = ?2
+                 AND verdict IS NOT NULL GROUP BY verdict ORDER BY verdict",
+            )
+            .map_err(|e| self.sql(e))?;
+        stmt.query_map(params![name, run], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
         })
         .map_err(|e| self.sql(e))?
@@ -576,12 +1031,12 @@ impl Store {
         .map_err(|e| self.sql(e))
     }
 
-    /// Appends one interval's metrics.
-    pub fn add_sample(&self, rollout: &str, sample: &Sample) -> Result<(), StoreError> {
+    /// Appends one interval's metrics to a rollout's run.
+    pub fn add_sample(&self, rollout: &str, run: u32, sample: &Sample) -> Result<(), StoreError> {
         let conn = self.lock();
         conn.execute(
-            "INSERT INTO samples (rollout, at_ms, step, weight, verdict, stable, canary)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO samples (rollout, at_ms, step, weight, verdict, stable, canary, run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 rollout,
                 sample.at.0 as i64,
@@ -590,23 +1045,33 @@ impl Store {
                 sample.verdict,
                 serde_json::to_string(&sample.stable).unwrap_or_default(),
                 serde_json::to_string(&sample.canary).unwrap_or_default(),
+                run,
             ],
         )
         .map_err(|e| self.sql(e))?;
         Ok(())
     }
 
-    /// A rollout's samples, oldest first.
+    /// A rollout's samples, oldest first: all of them.
     pub fn samples(&self, rollout: &str) -> Result<Vec<Sample>, StoreError> {
+        self.samples_where(rollout, None)
+    }
+
+    /// One run's samples, oldest first.
+    pub fn run_samples(&self, rollout: &str, run: u32) -> Result<Vec<Sample>, StoreError> {
+        self.samples_where(rollout, Some(run))
+    }
+
+    fn samples_where(&self, rollout: &str, run: Option<u32>) -> Result<Vec<Sample>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
                 "SELECT at_ms, step, weight, verdict, stable, canary
-                 FROM samples WHERE rollout = ?1 ORDER BY id",
+                 FROM samples WHERE rollout = ?1 AND (?2 IS NULL OR run = ?2) ORDER BY id",
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map(params![rollout], |r| {
+            .query_map(params![rollout, run], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
@@ -646,8 +1111,31 @@ const SELECT_ROLLOUT: &str =
     "SELECT name, spec, stable_version, canary_version, phase, step, weight,
     step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak, reason,
     last_verdict, last_verdict_reason, last_verdict_ms, generation, stable_upstream, canary_upstream,
-    former_stable_version
+    former_stable_version, run, outcome
     FROM rollouts";
+
+fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    rollout: &str,
+    run: u32,
+    d: &Decision,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO events (rollout, at_ms, kind, step, weight, phase, verdict, reason, run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            rollout,
+            d.at.0 as i64,
+            d.kind.as_str(),
+            d.step as i64,
+            d.weight.hundredths(),
+            d.phase.as_str(),
+            d.verdict.map(RecordedVerdict::as_str),
+            d.reason,
+            run,
+        ],
+    )
+}
 
 /// A row as SQLite returns it, before its values are checked.
 struct RawRollout {
@@ -672,6 +1160,8 @@ struct RawRollout {
     stable_upstream: Option<String>,
     canary_upstream: Option<String>,
     former_stable_version: Option<String>,
+    run: i64,
+    outcome: Option<String>,
 }
 
 impl RawRollout {
@@ -698,6 +1188,8 @@ impl RawRollout {
             stable_upstream: r.get(18)?,
             canary_upstream: r.get(19)?,
             former_stable_version: r.get(20)?,
+            run: r.get(21)?,
+            outcome: r.get(22)?,
         })
     }
 
@@ -725,8 +1217,16 @@ impl RawRollout {
             (Some(v), Some(r), Some(t)) => Some((v, r, Millis(t as u64))),
             _ => None,
         };
+        let outcome = match self.outcome.as_deref() {
+            None => None,
+            Some(o) => {
+                Some(serde_json::from_str(o).map_err(|_| corrupt("outcome", o.to_string()))?)
+            }
+        };
         Ok(RolloutRecord {
+            run: u32::try_from(self.run).unwrap_or(0),
             state: State {
+                outcome,
                 phase,
                 step: self.step.max(0) as usize,
                 weight,
@@ -784,6 +1284,8 @@ fn decision_kind(s: &str) -> Option<crate::rollout::DecisionKind> {
         K::Gate,
         K::Promoted,
         K::RolledBack,
+        K::Registered,
+        K::Deployed,
     ]
     .into_iter()
     .find(|k| k.as_str() == s)
@@ -806,7 +1308,20 @@ mod tests {
             state: State::new(Millis(5)),
             last_verdict: None,
             generation: 0,
+            run: 0,
         }
+    }
+
+    /// A database at schema version `v`, as that serin made it.
+    fn schema(dir: &Path, v: usize) -> Connection {
+        let conn = Connection::open(dir.join("serin.db")).unwrap();
+        for m in &MIGRATIONS[..v] {
+            let (Migration::Sql(text) | Migration::SqlThen(text, _)) = m;
+            conn.execute_batch(text).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {v}"))
+            .unwrap();
+        conn
     }
 
     #[test]
@@ -836,6 +1351,7 @@ mod tests {
         store
             .add_sample(
                 "checkout",
+                0,
                 &Sample {
                     at: Millis(99),
                     step: 3,
@@ -890,11 +1406,9 @@ mod tests {
     #[test]
     fn a_database_of_the_first_schema_is_migrated_and_keeps_its_rollouts() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("serin.db")).unwrap();
-        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        let conn = schema(dir.path(), 1);
         conn.execute_batch(
-            "PRAGMA user_version = 1;
-             INSERT INTO rollouts VALUES ('old', 'name: old', 'v1', 'v2', NULL, NULL, 'Progressing',
+            "INSERT INTO rollouts VALUES ('old', 'name: old', 'v1', 'v2', NULL, NULL, 'Progressing',
                 1, 500, 10, NULL, NULL, 20, 0, 0, 'waiting', NULL, NULL, NULL, 3, 1, 1);",
         )
         .unwrap();
@@ -997,5 +1511,121 @@ mod tests {
         store.remove("a").unwrap();
         assert!(matches!(store.get("a"), Err(StoreError::NotFound(_))));
         assert!(matches!(store.remove("a"), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_database_of_schema_2_is_split_into_runs_where_runs_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = schema(dir.path(), 2);
+        // Three runs of `checkout` as schema 2 kept them, one list: rolled
+        // back by analysis, rolled back by an operator, then promoted; and
+        // `billing` in progress with no decision yet.
+        conn.execute_batch(
+            r#"INSERT INTO rollouts VALUES ('checkout', 'name: checkout', 'v4', NULL, NULL, NULL,
+                'Succeeded', 4, 0, 10, NULL, NULL, 20, 1, 0, 'all steps completed', NULL, NULL,
+                NULL, 9, 1, 1, 'v1');
+             INSERT INTO rollouts VALUES ('billing', 'name: billing', 'b1', 'b2', NULL, NULL,
+                'Initializing', 0, 0, 10, NULL, NULL, 20, 0, 0, 'waiting for health checks', NULL,
+                NULL, NULL, 2, 1, 7000, NULL);
+             INSERT INTO events (rollout, at_ms, kind, step, weight, phase, verdict, reason) VALUES
+                ('checkout', 1000, 'started', 0, 500, 'Progressing', NULL, 'health checks passed'),
+                ('checkout', 2000, 'verdict', 0, 500, 'RolledBack', 'fail', 'canary error rate 30 %'),
+                ('checkout', 2000, 'rolled-back', 0, 0, 'RolledBack', NULL, 'canary error rate 30 %'),
+                ('checkout', 3000, 'started', 0, 500, 'Progressing', NULL, 'health checks passed'),
+                ('checkout', 3500, 'operator', 0, 500, 'Progressing', NULL, 'rollback requested'),
+                ('checkout', 3500, 'rolled-back', 0, 0, 'RolledBack', NULL, 'manual'),
+                ('checkout', 5000, 'started', 0, 500, 'Progressing', NULL, 'health checks passed'),
+                ('checkout', 6000, 'promoted', 4, 0, 'Succeeded', NULL, 'all steps completed');
+             INSERT INTO samples (rollout, at_ms, step, weight, verdict, stable, canary) VALUES
+                ('checkout', 1500, 0, 500, 'fail', '{"requests":1,"errors":0}', '{"requests":1,"errors":0}'),
+                ('checkout', 3200, 0, 500, 'pass', '{"requests":1,"errors":0}', '{"requests":1,"errors":0}'),
+                ('checkout', 5500, 0, 500, 'pass', '{"requests":1,"errors":0}', '{"requests":1,"errors":0}'),
+                ('checkout', 5600, 0, 500, 'pass', '{"requests":1,"errors":0}', '{"requests":1,"errors":0}');"#,
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        let runs = store.runs("checkout").unwrap();
+        let summary: Vec<_> = runs
+            .iter()
+            .map(|r| (r.run, r.started.0, r.ended.map(|e| e.0), r.outcome.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    1,
+                    1000,
+                    Some(2000),
+                    Some(Outcome::Analysis {
+                        check: "canary error rate 30 %".into()
+                    })
+                ),
+                (
+                    2,
+                    3000,
+                    Some(3500),
+                    Some(Outcome::Operator {
+                        by: Actor::Unrecorded
+                    })
+                ),
+                (3, 5000, Some(6000), Some(Outcome::Promoted { by: None })),
+            ]
+        );
+        // Only the last run's versions are known: the promoted v4 replaced v1.
+        assert_eq!(runs[2].stable_version.as_deref(), Some("v1"));
+        assert_eq!(runs[2].canary_version.as_deref(), Some("v4"));
+        assert_eq!(runs[0].canary_version, None);
+        let per_run = |n| store.run_events("checkout", n).unwrap().len();
+        assert_eq!((per_run(1), per_run(2), per_run(3)), (3, 3, 2));
+        let samples = |n| store.run_samples("checkout", n).unwrap().len();
+        assert_eq!((samples(1), samples(2), samples(3)), (1, 1, 2));
+        let checkout = store.get("checkout").unwrap();
+        assert_eq!(checkout.run, 3);
+        assert_eq!(checkout.state.outcome, Some(Outcome::Promoted { by: None }));
+        // A rollout in progress with no decision yet has its open run.
+        let billing = store.run("billing", None).unwrap();
+        assert_eq!((billing.run, billing.ended), (1, None));
+        assert_eq!(billing.canary_version.as_deref(), Some("b2"));
+        assert_eq!(store.get("billing").unwrap().run, 1);
+        // The next run continues the numbering.
+        let next = store.start_run(&checkout, &[], Millis(7000)).unwrap();
+        assert_eq!(next.run, 4);
+    }
+
+    #[test]
+    fn runs_are_numbered_per_name_end_once_and_outlive_a_cleanup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = store.register(&record("a"), Millis(1)).unwrap();
+        assert_eq!(r.run, 0);
+        let mut first = store.start_run(&r, &[], Millis(2)).unwrap();
+        assert_eq!(first.run, 1);
+        first.state.phase = Phase::RolledBack;
+        first.state.outcome = Some(Outcome::Operator { by: Actor::Cli });
+        first.generation = store.save(&first, &[], Millis(3)).unwrap();
+        // A later write does not move the run's end.
+        store.save(&first, &[], Millis(9)).unwrap();
+        let second = store
+            .start_run(&store.get("a").unwrap(), &[], Millis(10))
+            .unwrap();
+        assert_eq!(second.run, 2);
+        let runs = store.runs("a").unwrap();
+        assert_eq!(runs[0].ended, Some(Millis(3)));
+        assert_eq!(runs[1].ended, None);
+        assert_eq!(store.verdict_counts("a", 2).unwrap(), vec![]);
+        // Unregistered: the runs stay; purged: gone, and said how many.
+        store.remove("a").unwrap();
+        assert!(store.get("a").is_err());
+        // Registered again after the cleanup: its last run is still 2.
+        assert_eq!(store.register(&record("a"), Millis(11)).unwrap().run, 2);
+        store.remove("a").unwrap();
+        assert_eq!(store.runs("a").unwrap().len(), 2);
+        assert_eq!(store.run("a", Some(1)).unwrap().run, 1);
+        let e = store.run("a", Some(7)).unwrap_err().to_string();
+        assert!(e.contains("no run 7") && e.contains("1 to 2"), "{e}");
+        assert_eq!(store.purge("a").unwrap(), 2);
+        assert!(store.runs("a").unwrap().is_empty());
+        assert!(matches!(store.purge("a"), Err(StoreError::NotFound(_))));
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serin_proxy::Weight;
 
 use crate::controller::driver::Health;
-use crate::rollout::Phase;
+use crate::rollout::{Breach, Outcome, Phase};
 use crate::store::RolloutRecord;
 
 /// The step number shown for the step at `index` (0-based) of a plan of
@@ -44,6 +44,13 @@ pub struct RolloutStatus {
     pub not_in_force: Vec<String>,
     /// What the rollout waits for, or why it ended.
     pub reason: String,
+    /// The current (or last) run: 1, 2, 3 ... per rollout name; 0 before
+    /// the first deploy.
+    #[serde(default)]
+    pub run: u32,
+    /// How the run ended, once it has (null while it runs).
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
     /// Who holds a `Paused` rollout: `step` (a `pause: {}` step, which only
     /// `promote` ends) or `operator` (`serin pause`/`traffic`, which `resume`
     /// ends too); null when not paused.
@@ -54,7 +61,8 @@ pub struct RolloutStatus {
     pub canary: VersionRef,
     /// The last verdict.
     pub last_verdict: Option<LastVerdict>,
-    /// Per-version figures.
+    /// Per-version figures of this run: since its deploy (or since its data
+    /// plane last started, if later); `serin run`'s proxy starts with its run.
     pub metrics: Option<Metrics>,
 }
 
@@ -129,7 +137,7 @@ pub struct Metrics {
     pub canary: VersionMetrics,
 }
 
-/// One version's figures since its proxy started.
+/// One version's figures over the status's window (see `metrics`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionMetrics {
@@ -165,6 +173,16 @@ pub struct PromoteRequest {
     /// Skip every remaining step.
     #[serde(default)]
     pub full: bool,
+}
+
+/// `POST /api/v1/rollouts/{name}/rollback`: `{}` (an operator), or the
+/// breach of `serin monitor --auto-rollback` that asks for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The monitor's breach: its metric, threshold and value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breach: Option<Breach>,
 }
 
 /// `PUT /api/v1/rollouts/{name}/weight`.

@@ -116,10 +116,14 @@ impl Daemon {
     }
 
     /// `serin history NAME -o json`, parsed.
+    /// The decisions of the rollout's last run.
     fn history(&self, name: &str) -> Vec<Value> {
         let o = self.ok(&["history", name, "-o", "json"]);
-        serde_json::from_slice::<Vec<Value>>(&o.stdout)
-            .unwrap_or_else(|e| panic!("history -o json: {e}: {}", text(&o)))
+        let h = serde_json::from_slice::<Value>(&o.stdout)
+            .unwrap_or_else(|e| panic!("history -o json: {e}: {}", text(&o)));
+        let runs = h["runs"].as_array().cloned().unwrap_or_default();
+        let last = runs.last().unwrap_or_else(|| panic!("no run: {h:#}"));
+        last["events"].as_array().cloned().unwrap_or_default()
     }
 }
 
@@ -360,7 +364,12 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     d.ok(&["rollback", "checkout"]);
     let s = d.status("checkout");
     assert_eq!(phase(&s), "RolledBack", "{s:#}");
-    assert_eq!(s["reason"], "manual", "{s:#}");
+    assert_eq!(s["reason"], "rolled back by an operator (the CLI)", "{s:#}");
+    assert_eq!(
+        s["outcome"],
+        serde_json::json!({"kind": "operator", "by": "cli"}),
+        "{s:#}"
+    );
     assert_eq!(weight(&s), 0.0);
     let c = split(proxy, 40);
     assert_eq!(count(&c, "v1"), 40, "all traffic on stable: {c:?}");
@@ -385,7 +394,8 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     // history: every decision, in order, in text and JSON.
     let events = d.history("checkout");
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
-    assert_eq!(kinds.first(), Some(&"started"), "{kinds:?}");
+    assert_eq!(kinds.first(), Some(&"deployed"), "{kinds:?}");
+    assert_eq!(kinds.get(1), Some(&"started"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"rolled-back"), "{kinds:?}");
     let reasons: Vec<&str> = events
         .iter()
@@ -397,7 +407,7 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         "resumed by an operator",
         "canary weight set to 30 % by hand",
         "promote: ending the current pause",
-        "rollback requested",
+        "rollback requested by the CLI",
     ] {
         assert!(
             reasons.contains(&expected),
@@ -411,22 +421,24 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     }
     let o = d.ok(&["history", "checkout"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        out.lines().count(),
-        events.len(),
-        "one line per decision: {out}"
-    );
+    // The run's header, then one indented line per decision.
     // Steps count from 1 in JSON as in text: the first decision is step 1,
     // and each text line shows the step its JSON event has.
     assert_eq!(events[0]["step"], 1, "{}", events[0]);
-    for (line, e) in out.lines().zip(&events) {
+    for (line, e) in out.lines().filter(|l| l.starts_with("  20")).zip(&events) {
         let step = format!("step {:<2}", e["step"]);
         assert!(line.contains(&step), "`{step}` in {line}");
     }
     assert!(
-        out.contains("rolled-back") && out.contains("manual"),
+        out.contains("run 1  v1 → v2  started ") && out.contains("rolled back by an operator"),
         "{out}"
     );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("  20")).count(),
+        events.len(),
+        "one line per decision of the run: {out}"
+    );
+    assert!(out.contains("rolled-back"), "{out}");
 
     // report --format html: one self-contained file.
     let html_path = dir.path().join("report.html");
@@ -446,7 +458,10 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.starts_with("<!doctype html>"), "{}", &html[..80]);
     assert!(html.contains("checkout") && html.contains("RolledBack"));
-    assert!(html.contains("manual"), "the reason is in the report");
+    assert!(
+        html.contains("rolled back by an operator (the CLI)"),
+        "the outcome is in the report"
+    );
     assert_eq!(html.matches("<svg").count(), 2, "two charts");
     assert!(
         html.contains("class=\"line canary\""),

@@ -1656,6 +1656,7 @@ async fn the_driver_holds_a_last_weight_until_its_canary_pods_are_ready() {
                 state: State::new(now_millis()),
                 last_verdict: None,
                 generation: 0,
+                run: 0,
             },
             now_millis(),
         )

@@ -178,7 +178,8 @@ fn lower_layers_use_nothing_above_them() {
         ("time", &[]),
         ("rollout", &["time"]),
         ("error", &[]),
-        ("notify", &[]),
+        // A message carries the run's typed outcome (the domain, below it).
+        ("notify", &["rollout", "time"]),
         ("statedir", &[]),
         ("store", &["rollout", "time", "statedir", "error"]),
         ("spec", &["rollout", "time", "notify", "error"]),

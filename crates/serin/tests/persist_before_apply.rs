@@ -121,6 +121,7 @@ async fn run(fail_at: Option<usize>) -> (Vec<Asked>, RolloutRecord) {
         state: State::new(now_millis()),
         last_verdict: None,
         generation: 0,
+        run: 0,
     };
     let record = store.register(&record, now_millis()).unwrap();
     let asked = Arc::new(Mutex::new(Vec::new()));

@@ -186,6 +186,22 @@ fn a_rolled_back_rollout_notifies_its_failed_verdict_and_the_rollback() {
     let reason = json[1].body["reason"].as_str().unwrap_or("");
     assert!(reason.contains("canary error rate"), "{reason}");
     assert_eq!(json[2].body["weight"], 0.0, "{:?}", json[2].body);
+    // The rollback carries its run and typed outcome: the failing check.
+    assert_eq!(json[2].body["run"], 1, "{:?}", json[2].body);
+    assert_eq!(
+        json[2].body["outcome"]["kind"], "analysis",
+        "{:?}",
+        json[2].body
+    );
+    assert!(
+        json[2].body["outcome"]["check"]
+            .as_str()
+            .unwrap_or("")
+            .contains("canary error rate"),
+        "{:?}",
+        json[2].body
+    );
+    assert!(json[0].body["outcome"].is_null(), "{:?}", json[0].body);
     let slack = settle(&hooks, "/slack", 3);
     assert_eq!(slack.len(), 3, "{slack:?}");
     for s in &slack[1..] {

@@ -25,7 +25,8 @@ use serde::Deserialize;
 use super::guard::Guard;
 use crate::controller::machine::Input;
 use crate::daemon::{Daemon, DaemonError};
-use crate::wire::{DeployRequest, ErrorBody, PromoteRequest, WeightRequest};
+use crate::rollout::{ACTOR_HEADER, Actor, Stop};
+use crate::wire::{DeployRequest, ErrorBody, PromoteRequest, RollbackRequest, WeightRequest};
 
 /// Request bodies larger than this are refused (a rollout file is a few KiB).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -59,6 +60,7 @@ pub fn router(daemon: Arc<Daemon>, guard: Guard) -> Router {
         .route("/api/v1/rollouts/{name}/weight", put(set_weight))
         .route("/api/v1/rollouts/{name}/events", get(events))
         .route("/api/v1/rollouts/{name}/report", get(report))
+        .route("/api/v1/rollouts/{name}/history", get(history))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -105,6 +107,12 @@ fn authorize(daemon: &Daemon, headers: &HeaderMap) -> ApiResult<()> {
             "this command needs `Authorization: Bearer TOKEN` with the daemon's token (--token or SERIN_TOKEN)".into(),
         ))
     }
+}
+
+/// Who sent a request, as it names itself in [`ACTOR_HEADER`]: attribution
+/// only (the token above decides what may be done).
+fn actor(headers: &HeaderMap) -> Actor {
+    Actor::from_header(headers.get(ACTOR_HEADER).and_then(|v| v.to_str().ok()))
 }
 
 /// A JSON body, or `{}` when empty, with serde's message on error.
@@ -171,18 +179,30 @@ async fn register(
         )
     })?;
     let text = text.to_owned();
-    let status = to_the_end(async move { daemon.register(&text).await }).await?;
+    let by = actor(&headers);
+    let status = to_the_end(async move { daemon.register(&text, by).await }).await?;
     Ok((StatusCode::CREATED, axum::Json(status)).into_response())
+}
+
+#[derive(Deserialize)]
+struct CleanupQuery {
+    #[serde(default)]
+    purge: bool,
 }
 
 async fn cleanup(
     State(daemon): State<Arc<Daemon>>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(q): Query<CleanupQuery>,
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
-    to_the_end(async move { daemon.cleanup(&name).await }).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let by = actor(&headers);
+    let purged = to_the_end(async move { daemon.cleanup(&name, q.purge, by).await }).await?;
+    Ok(match purged {
+        Some(runs) => axum::Json(serde_json::json!({ "purgedRuns": runs })).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 async fn deploy(
@@ -196,7 +216,8 @@ async fn deploy(
         &body,
         "deploy body (expected {\"version\":\"v2\",\"upstream\":\"http://…\"})",
     )?;
-    let status = to_the_end(async move { daemon.deploy(&name, req).await }).await?;
+    let by = actor(&headers);
+    let status = to_the_end(async move { daemon.deploy(&name, req, by).await }).await?;
     Ok(axum::Json(status).into_response())
 }
 
@@ -208,7 +229,10 @@ async fn promote(
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
     let req: PromoteRequest = json_body(&body, "promote body (expected {\"full\":false})")?;
-    let input = Input::Promote { full: req.full };
+    let input = Input::Promote {
+        full: req.full,
+        by: actor(&headers),
+    };
     let status = to_the_end(async move { daemon.command(&name, input).await }).await?;
     Ok(axum::Json(status).into_response())
 }
@@ -217,9 +241,18 @@ async fn rollback(
     State(d): State<Arc<Daemon>>,
     h: HeaderMap,
     Path(name): Path<String>,
+    body: Bytes,
 ) -> ApiResult<Response> {
     authorize(&d, &h)?;
-    let status = to_the_end(async move { d.command(&name, Input::Rollback).await }).await?;
+    let req: RollbackRequest = json_body(
+        &body,
+        "rollback body (expected {} or {\"breach\":{\"metric\":\"error-rate\",\"threshold\":5,\"value\":12}})",
+    )?;
+    let stop = match req.breach {
+        Some(breach) => Stop::Monitor(breach),
+        None => Stop::Operator(actor(&h)),
+    };
+    let status = to_the_end(async move { d.command(&name, Input::Rollback(stop)).await }).await?;
     Ok(axum::Json(status).into_response())
 }
 
@@ -261,13 +294,30 @@ async fn set_weight(
 async fn events(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
+    Query(q): Query<RunQuery>,
 ) -> ApiResult<Response> {
-    Ok(axum::Json(daemon.report(&name).await?.timeline).into_response())
+    Ok(axum::Json(daemon.report(&name, q.run).await?.timeline).into_response())
+}
+
+#[derive(Deserialize)]
+struct RunQuery {
+    run: Option<u32>,
+}
+
+/// Every run of a rollout (or one: `?run=N`), with its decisions.
+async fn history(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<RunQuery>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(daemon.history(&name, q.run).await?).into_response())
 }
 
 #[derive(Deserialize)]
 struct ReportQuery {
     format: Option<String>,
+    /// One run (1, 2, 3 ...); the last without.
+    run: Option<u32>,
 }
 
 async fn report(
@@ -275,7 +325,7 @@ async fn report(
     Path(name): Path<String>,
     Query(q): Query<ReportQuery>,
 ) -> ApiResult<Response> {
-    let report = daemon.report(&name).await?;
+    let report = daemon.report(&name, q.run).await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(axum::Json(report).into_response()),
         Some("html") => Ok(Html(report.to_html()).into_response()),

@@ -60,6 +60,8 @@ pub enum ApiError {
 pub struct ApiClient {
     base: String,
     token: Option<String>,
+    /// Who this client says it is (attribution only): `cli` unless told.
+    actor: crate::rollout::Actor,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
@@ -89,8 +91,22 @@ impl ApiClient {
         Ok(ApiClient {
             base,
             token,
+            actor: crate::rollout::Actor::Cli,
             client: Client::builder(TokioExecutor::new()).build_http(),
         })
+    }
+
+    /// The same client naming itself `actor` to the API (`serin monitor`).
+    pub fn acting_as(mut self, actor: crate::rollout::Actor) -> ApiClient {
+        self.actor = actor;
+        self
+    }
+
+    /// `DELETE path` → JSON (`?purge=true` answers what it deleted).
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let body = self.call(Method::DELETE, path, None, None).await?;
+        serde_json::from_slice(&body)
+            .with_context(|| format!("unexpected answer from {}{path}", self.base))
     }
 
     /// `GET path` → JSON.
@@ -156,6 +172,7 @@ impl ApiClient {
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
+        request = request.header(crate::rollout::ACTOR_HEADER, self.actor.as_str());
         if let Some(ct) = content_type {
             request = request.header(header::CONTENT_TYPE, ct);
         }

@@ -68,6 +68,19 @@ pub struct NameArgs {
     pub api: ApiArgs,
 }
 
+/// `serin cleanup NAME [--purge]`.
+#[derive(Debug, clap::Args)]
+pub struct CleanupArgs {
+    /// The rollout.
+    pub name: String,
+    /// Also delete its kept runs (history and reports); without it they
+    /// stay readable after the rollout is unregistered.
+    #[arg(long)]
+    pub purge: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
 /// A command without a body of its own.
 #[derive(Debug, Clone, Copy)]
 pub enum Simple {
@@ -219,14 +232,37 @@ pub fn simple(args: NameArgs, which: Simple, output: OutputFormat) -> anyhow::Re
     })
 }
 
-pub fn cleanup(args: NameArgs, output: OutputFormat) -> anyhow::Result<Exit> {
+pub fn cleanup(args: CleanupArgs, output: OutputFormat) -> anyhow::Result<Exit> {
     block_on(async move {
         let client = ApiClient::new(&args.api)?;
-        client.delete(&rollout_path(&args.name, "")?).await?;
+        let path = rollout_path(&args.name, "")?;
+        if args.purge {
+            let answer: serde_json::Value =
+                client.delete_json(&format!("{path}?purge=true")).await?;
+            let runs = answer["purgedRuns"].as_u64().unwrap_or(0);
+            match output {
+                OutputFormat::Json => crate::outln!(
+                    "{}",
+                    json!({"name": args.name, "removed": true, "purgedRuns": runs})
+                ),
+                OutputFormat::Text => crate::outln!(
+                    "{}: canary weight 0, proxy stopped, rollout removed; purged: its {runs} run(s) with their history and reports are deleted",
+                    args.name
+                ),
+            }
+            return Ok(Exit::Success);
+        }
+        client.delete(&path).await?;
         match output {
-            OutputFormat::Json => crate::outln!("{}", json!({"name": args.name, "removed": true})),
+            OutputFormat::Json => crate::outln!(
+                "{}",
+                json!({"name": args.name, "removed": true, "purgedRuns": 0})
+            ),
             OutputFormat::Text => crate::outln!(
-                "{}: canary weight 0, proxy stopped, rollout removed",
+                "{}: canary weight 0, proxy stopped, rollout removed; its runs are kept (`serin history {}`, `serin report {}`; `serin cleanup {} --purge` deletes them)",
+                args.name,
+                args.name,
+                args.name,
                 args.name
             ),
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::cli::client::{ApiArgs, ApiClient, rollout_path};
 use crate::cli::output::OutputFormat;
 use crate::exit::{Exit, invalid};
-use crate::report::Report;
+use crate::report::{History, Report};
 use crate::wire::{Event, RolloutStatus, VersionMetrics};
 
 /// `serin status [NAME]`.
@@ -17,22 +17,29 @@ pub struct StatusArgs {
     pub api: ApiArgs,
 }
 
-/// `serin history NAME`.
+/// `serin history NAME [--run N]`.
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
     /// The rollout.
     pub name: String,
+    /// Only this run (1, 2, 3 ...).
+    #[arg(long)]
+    pub run: Option<u32>,
     #[command(flatten)]
     pub api: ApiArgs,
 }
 
-/// `serin report NAME [--format json|html] [--out FILE]`. `--format` is
-/// the report's own format; `-o json` is what the command prints: the JSON
-/// report, or with `--out` a JSON document naming the file written.
+/// `serin report NAME [--run N] [--format json|html] [--out FILE]`.
+/// `--format` is the report's own format; `-o json` is what the command
+/// prints: the JSON report, or with `--out` a JSON document naming the file
+/// written.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// The rollout.
     pub name: String,
+    /// The run to report (1, 2, 3 ...); the last without.
+    #[arg(long)]
+    pub run: Option<u32>,
     /// JSON, or a self-contained HTML page with charts.
     #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
     pub format: ReportFormat,
@@ -112,20 +119,28 @@ pub fn print_status(s: &RolloutStatus) {
         }
         _ => format!("canary weight {} %", s.weight),
     };
-    crate::outln!("{}  {}{step}  {weight}", s.name, s.phase);
+    let run = if s.run > 0 {
+        format!("  run {}", s.run)
+    } else {
+        String::new()
+    };
+    crate::outln!("{}  {}{run}{step}  {weight}", s.name, s.phase);
     crate::outln!(
         "  stable {}   canary {}",
         s.stable.version.as_deref().unwrap_or("-"),
         s.canary.version.as_deref().unwrap_or("none")
     );
     crate::outln!("  {}", s.reason);
+    if let Some(o) = &s.outcome {
+        crate::outln!("  outcome: {o}");
+    }
     if let Some(v) = &s.last_verdict {
         crate::outln!("  last verdict: {} at {}: {}", v.verdict, v.at, v.reason);
     }
     if let Some(m) = &s.metrics {
         crate::outln!(
             "  {:<8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9}",
-            "",
+            "this run",
             "requests",
             "errors",
             "error rate",
@@ -153,31 +168,94 @@ fn metrics_row(v: &VersionMetrics) -> String {
     )
 }
 
+/// `?run=N`, or nothing.
+fn run_query(run: Option<u32>, first: char) -> String {
+    run.map(|n| format!("{first}run={n}")).unwrap_or_default()
+}
+
 pub fn history(args: HistoryArgs, output: OutputFormat) -> anyhow::Result<Exit> {
     block_on(async move {
         let client = ApiClient::new(&args.api)?;
-        let events: Vec<Event> = client.get(&rollout_path(&args.name, "/events")?).await?;
+        let path = rollout_path(&args.name, "/history")? + &run_query(args.run, '?');
+        let history: History = client.get(&path).await?;
         match output {
-            OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&events)?),
-            OutputFormat::Text => print_history(&events),
+            OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&history)?),
+            OutputFormat::Text => print_history(&history),
         }
         Ok(Exit::Success)
     })
 }
 
-/// The text form of a rollout's decisions.
-pub fn print_history(events: &[Event]) {
-    for e in events {
-        crate::outln!(
-            "{}  {:<11} step {:<2} weight {:>6} %  {:<12} {}",
-            e.at,
-            e.kind,
-            e.step,
-            e.weight,
-            e.verdict.as_deref().unwrap_or(""),
-            e.reason
+/// The text form of a rollout's history: its runs, newest last, each with
+/// its number, versions, start, end and outcome, then its decisions;
+/// registrations (outside any run) where they happened.
+pub fn print_history(h: &History) {
+    let runs = match h.runs.len() {
+        1 => "1 run".to_string(),
+        n => format!("{n} runs"),
+    };
+    let registered = if h.registered {
+        ""
+    } else {
+        " (cleaned up: not registered; its runs are kept)"
+    };
+    crate::outln!("{}: {runs}{registered}", h.name);
+    let mut registrations = h.registrations.iter().peekable();
+    for run in &h.runs {
+        let first = run.events.first().map_or(u64::MAX, |e| e.at_ms);
+        while let Some(r) = registrations.next_if(|r| r.at_ms <= first) {
+            print_event(r, "");
+        }
+        let versions = format!(
+            "{} → {}",
+            run.stable_version.as_deref().unwrap_or("(not recorded)"),
+            run.canary_version.as_deref().unwrap_or("(not recorded)")
         );
+        let end = match (&run.ended, &run.outcome) {
+            (Some(at), Some(o)) => format!("ended {at}: {o}"),
+            (Some(at), None) => format!(
+                "ended {at}: {}",
+                run.reason.as_deref().unwrap_or("no outcome recorded")
+            ),
+            (None, _) => format!(
+                "in progress: {}",
+                run.reason.as_deref().unwrap_or("running")
+            ),
+        };
+        crate::outln!();
+        crate::outln!(
+            "run {}  {versions}  started {}  {end}",
+            run.run,
+            run.started
+        );
+        for e in &run.events {
+            print_event(e, "  ");
+        }
     }
+    let rest: Vec<_> = registrations.collect();
+    if !rest.is_empty() {
+        crate::outln!();
+    }
+    for r in rest {
+        print_event(r, "");
+    }
+}
+
+fn print_event(e: &Event, indent: &str) {
+    // A registration has no step or weight of a run to show.
+    if e.run == 0 {
+        crate::outln!("{indent}{}  {:<11} {}", e.at, e.kind, e.reason);
+        return;
+    }
+    crate::outln!(
+        "{indent}{}  {:<11} step {:<2} weight {:>6} %  {:<12} {}",
+        e.at,
+        e.kind,
+        e.step,
+        e.weight,
+        e.verdict.as_deref().unwrap_or(""),
+        e.reason
+    );
 }
 
 pub fn report(args: ReportArgs, output: OutputFormat) -> anyhow::Result<Exit> {
@@ -190,13 +268,14 @@ pub fn report(args: ReportArgs, output: OutputFormat) -> anyhow::Result<Exit> {
         let client = ApiClient::new(&args.api)?;
         let text = match args.format {
             ReportFormat::Json => {
-                let r: Report = client.get(&rollout_path(&args.name, "/report")?).await?;
+                let path = rollout_path(&args.name, "/report")? + &run_query(args.run, '?');
+                let r: Report = client.get(&path).await?;
                 serde_json::to_string_pretty(&r)? + "\n"
             }
             ReportFormat::Html => {
-                client
-                    .get_text(&rollout_path(&args.name, "/report?format=html")?)
-                    .await?
+                let path =
+                    rollout_path(&args.name, "/report?format=html")? + &run_query(args.run, '&');
+                client.get_text(&path).await?
             }
         };
         match &args.out {

@@ -16,8 +16,9 @@ use crate::cli::client::{ApiArgs, ApiClient, rollout_path};
 use crate::cli::output::OutputFormat;
 use crate::exit::{Exit, invalid};
 use crate::report::{Report, SampleEntry};
+use crate::rollout::{Actor, Breach};
 use crate::store::VersionSample;
-use crate::wire::RolloutStatus;
+use crate::wire::{RollbackRequest, RolloutStatus};
 
 /// Flags of `serin monitor`.
 #[derive(Debug, clap::Args)]
@@ -45,21 +46,44 @@ pub struct Args {
 
 /// A breach of the operator's thresholds in one interval, if any.
 pub fn breach(canary: &VersionSample, error_pct: f64, latency_ms: f64) -> Option<String> {
+    measured_breach(canary, error_pct, latency_ms).map(|(said, _)| said)
+}
+
+/// A breach in words, and as the rollback request's typed breach (metric,
+/// threshold, value) that becomes the run's outcome.
+fn measured_breach(
+    canary: &VersionSample,
+    error_pct: f64,
+    latency_ms: f64,
+) -> Option<(String, Breach)> {
     if let Some(rate) = canary.error_rate()
         && 100.0 * rate > error_pct
     {
-        return Some(format!(
-            "canary error rate {:.2} % ({}/{}) above --error-threshold {error_pct} %",
-            100.0 * rate,
-            canary.errors,
-            canary.requests
+        let value = (10_000.0 * rate).round() / 100.0;
+        return Some((
+            format!(
+                "canary error rate {:.2} % ({}/{}) above --error-threshold {error_pct} %",
+                100.0 * rate,
+                canary.errors,
+                canary.requests
+            ),
+            Breach {
+                metric: "error-rate".into(),
+                threshold: error_pct,
+                value,
+            },
         ));
     }
     if let Some(p95) = canary.p95_ms
         && p95 > latency_ms
     {
-        return Some(format!(
-            "canary p95 {p95:.1} ms above --latency-threshold {latency_ms} ms"
+        return Some((
+            format!("canary p95 {p95:.1} ms above --latency-threshold {latency_ms} ms"),
+            Breach {
+                metric: "p95".into(),
+                threshold: latency_ms,
+                value: (10.0 * p95).round() / 10.0,
+            },
         ));
     }
     None
@@ -87,7 +111,7 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let client = ApiClient::new(&args.api)?;
+        let client = ApiClient::new(&args.api)?.acting_as(Actor::Monitor);
         let started = Instant::now();
         let mut seen = 0usize;
         let mut alerted = false;
@@ -104,15 +128,37 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
                 "canary p95"
             );
         }
+        // The run being watched: the current one (the report's default,
+        // its last); a new run starts the table from zero.
+        let mut watching: Option<u32> = None;
         loop {
             let report: Report = client.get(&rollout_path(&args.name, "/report")?).await?;
-            for s in report.samples.iter().skip(seen) {
-                let b = breach(&s.canary, args.error_threshold, args.latency_threshold);
-                match output {
-                    OutputFormat::Text => print_sample(s, b.as_deref()),
-                    OutputFormat::Json => intervals.push(sample_json(s, b.as_deref())),
+            if watching != Some(report.run) {
+                if output == OutputFormat::Text {
+                    let state = match &report.outcome {
+                        Some(o) => format!("ended: {o}"),
+                        None => "in progress".to_string(),
+                    };
+                    crate::outln!(
+                        "{}: run {} ({state}); per interval, this run",
+                        args.name,
+                        report.run
+                    );
                 }
-                if let Some(why) = b {
+                watching = Some(report.run);
+                seen = 0;
+            }
+            // An ended run's numbers are history: shown, never an alert.
+            let live = report.outcome.is_none();
+            for s in report.samples.iter().skip(seen) {
+                let b = measured_breach(&s.canary, args.error_threshold, args.latency_threshold)
+                    .filter(|_| live);
+                let said = b.as_ref().map(|(said, _)| said.as_str());
+                match output {
+                    OutputFormat::Text => print_sample(s, said),
+                    OutputFormat::Json => intervals.push(sample_json(s, said)),
+                }
+                if let Some((why, measured)) = b {
                     if args.alert_on_error && !alerted {
                         crate::errln!("ALERT {}: {why}", args.name);
                     }
@@ -124,7 +170,9 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
                             .send(
                                 Method::POST,
                                 &rollout_path(&args.name, "/rollback")?,
-                                &json!({}),
+                                &RollbackRequest {
+                                    breach: Some(measured),
+                                },
                             )
                             .await?;
                         crate::errln!(

@@ -20,7 +20,7 @@ use crate::cli::serve::StateArgs;
 use crate::controller::driver::{Health, Progress};
 use crate::controller::machine::Input;
 use crate::exit::{Exit, invalid};
-use crate::rollout::{Decision, DecisionKind, Phase, RecordedVerdict, State};
+use crate::rollout::{Decision, DecisionKind, Phase, RecordedVerdict, State, Stop};
 use crate::runtime::{DataPlane, RunningDriver, Setup};
 use crate::store::{RolloutRecord, Sample, Store};
 use crate::time::{self, rfc3339};
@@ -37,28 +37,16 @@ pub struct Args {
     pub report: Option<PathBuf>,
 }
 
-/// The outcome of a finished rollout as an exit code.
+/// The outcome of a finished run as an exit code: 0 promoted, 4 stopped
+/// from outside (an operator, `serin monitor`, a signal), 3 rolled back by
+/// the rollout's own checks; 1 when it did not end.
 pub fn exit_for(record: &RolloutRecord) -> Exit {
-    match record.state.phase {
-        Phase::Succeeded => Exit::Success,
-        Phase::RolledBack if is_operator_stop(&record.state.reason) => Exit::Stopped,
-        Phase::RolledBack => Exit::RolledBack,
-        _ => Exit::Runtime,
+    match &record.state.outcome {
+        Some(o) if o.promoted() => Exit::Success,
+        Some(o) if o.stopped_from_outside() => Exit::Stopped,
+        Some(_) => Exit::RolledBack,
+        None => Exit::Runtime,
     }
-}
-
-/// The outcome of `serin run -o json`, from its exit code.
-fn outcome_word(exit: Exit) -> &'static str {
-    match exit {
-        Exit::Success => "promoted",
-        Exit::RolledBack => "rolled-back",
-        Exit::Stopped => "stopped",
-        Exit::Runtime | Exit::Invalid => "failed",
-    }
-}
-
-fn is_operator_stop(reason: &str) -> bool {
-    reason == "manual"
 }
 
 pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
@@ -90,14 +78,15 @@ pub async fn run_setup(
     let mut health_open = true;
     let mut view = View::new(&setup, &record, output);
     view.line(&format!(
-        "{}: {} → {} through {} ({} steps)",
+        "{}: {} → {} through {} ({} steps; run {})",
         setup.name,
         setup.stable_version,
         setup.canary_version,
         plane
             .addr
             .map_or_else(|| "the cluster".to_string(), |a| a.to_string()),
-        setup.plan.steps.len()
+        setup.plan.steps.len(),
+        record.run
     ));
     let finish = driver.finish(std::future::pending());
     tokio::pin!(finish);
@@ -119,10 +108,11 @@ pub async fn run_setup(
                     Err(_) => health_open = false,
                 }
             }
-            () = crate::cli::signals::terminated(), if !interrupted => {
+            signal = crate::cli::signals::which(), if !interrupted => {
                 interrupted = true;
-                view.line("interrupted: rolling back (all traffic to stable)");
-                if let Err(e) = handle.command(Input::Rollback).await {
+                view.line(&format!("interrupted: rolling back (all traffic to stable) on {signal}"));
+                let stop = Stop::Interrupted(signal.to_string());
+                if let Err(e) = handle.command(Input::Rollback(stop)).await {
                     view.line(&format!("rollback refused: {e}"));
                 }
             }
@@ -139,11 +129,8 @@ pub async fn run_setup(
     view.health(&last);
     view.done(&record, &last);
     if let Some(path) = &report {
-        let r = crate::report::Report::new(
-            &record,
-            &store.events(&record.name)?,
-            &store.samples(&record.name)?,
-        );
+        // This run's report: its own decisions, samples and totals only.
+        let r = crate::report::Report::load(&store, &record.name, Some(record.run))?;
         std::fs::write(path, r.to_html())
             .map_err(|e| invalid(format!("--report {}: {e}", path.display())))?;
         view.line(&format!("report written to {}", path.display()));
@@ -153,7 +140,8 @@ pub async fn run_setup(
         let status = crate::daemon::status_of(&record, None, setup.plan.steps.len());
         let document = serde_json::json!({
             "name": record.name,
-            "outcome": outcome_word(exit),
+            "run": record.run,
+            "outcome": record.state.outcome,
             "exit": exit as i32,
             "reason": record.state.reason,
             "stableVersion": record.stable_version,
@@ -180,7 +168,16 @@ fn resume_or_register(store: &Store, setup: &Setup, text: &str) -> anyhow::Resul
     }
     let now = time::now();
     let record = setup.record(text, Some(setup.canary_version.clone()), State::new(now));
-    Ok(store.register(&record, now)?)
+    let record = store.register(&record, now)?;
+    // Registered (outside any run), then a run of its own from zero.
+    let by = crate::rollout::Actor::Cli;
+    store.add_events(
+        &record.name,
+        0,
+        &[crate::daemon::registered(&record, by, now)],
+    )?;
+    let said = crate::daemon::deployed(&record, by, now);
+    Ok(store.start_run(&record, &[said], now)?)
 }
 
 /// The bar `serin run` draws, while it draws one, so that log lines
@@ -491,6 +488,10 @@ impl View {
                 record.state.reason
             ),
             Phase::Succeeded => format!("promoted: {} is the new stable", record.stable_version),
+            // An outcome's words already say "rolled back ...".
+            Phase::RolledBack if record.state.reason.starts_with("rolled back") => {
+                record.state.reason.clone()
+            }
             Phase::RolledBack => format!("rolled back: {}", record.state.reason),
             p => format!("stopped in phase {}", p.as_str()),
         };

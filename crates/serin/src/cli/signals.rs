@@ -2,6 +2,11 @@
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
 pub async fn terminated() {
+    which().await;
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, with the signal's name.
+pub async fn which() -> &'static str {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -17,7 +22,7 @@ pub async fn terminated() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        () = ctrl_c => "SIGINT",
+        () = term => "SIGTERM",
     }
 }

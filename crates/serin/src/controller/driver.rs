@@ -46,7 +46,7 @@ use super::machine::{self, Action, Input, Refused};
 use super::seams::{Analysed, Analysis, TrafficRouter};
 use crate::error::Error;
 use crate::notify::{Message, Notifier};
-use crate::rollout::{Decision, Phase, Plan, RecordedVerdict, State, Verdict};
+use crate::rollout::{Decision, Outcome, Phase, Plan, RecordedVerdict, State, Verdict};
 use crate::store::{RolloutRecord, Sample, Store, StoreError};
 use crate::time::{self, Millis, human_span, rfc3339};
 
@@ -475,6 +475,8 @@ impl Driver {
             reason: reason.to_string(),
             at: rfc3339(time::now()),
             report: self.report_url.clone(),
+            run: self.record.run,
+            outcome: self.record.state.outcome.clone(),
         });
     }
 
@@ -499,12 +501,18 @@ impl Driver {
         // A rollback decided before a crash that the database never took:
         // canary out first, then the rollback through the machine.
         let pending = self.store.pending_rollback_path(&self.record.name);
-        if let Ok(reason) = std::fs::read_to_string(&pending) {
+        if let Ok(recorded) = std::fs::read_to_string(&pending) {
             if !self.record.state.phase.is_finished() {
                 tracing::warn!(rollout = %self.record.name, "a rollback decided before serin stopped was never written: applying it now");
                 self.apply(Weight::ZERO, Instant::now()).await;
+                // The reason, then (since runs) the outcome's JSON on a line of its own.
+                let (reason, of) = match recorded.trim().split_once('\n') {
+                    Some((reason, json)) => (reason, serde_json::from_str(json.trim()).ok()),
+                    None => (recorded.trim(), None),
+                };
                 let reason = reason.trim().to_string();
-                self.feed_logged(Input::RecoveredRollback { reason }).await;
+                self.feed_logged(Input::RecoveredRollback { reason, of })
+                    .await;
             }
             if self.record.state.phase == Phase::RolledBack && !self.dirty {
                 self.forget_pending_rollback();
@@ -927,7 +935,7 @@ impl Driver {
             Err(_) => {
                 if rolls_back {
                     tracing::error!(rollout = %self.record.name, reason = %next.state.reason, "rolling back before the state database has it (the safe direction); it is written as soon as the database answers");
-                    self.record_pending_rollback(&next.state.reason);
+                    self.record_pending_rollback(&next.state.reason, next.state.outcome.as_ref());
                 }
                 self.unsaved = unsaved;
                 self.dirty = true;
@@ -1263,11 +1271,16 @@ impl Driver {
 
     /// Writes the write-ahead record of a rollback the database could not
     /// take (see [`Store::pending_rollback_path`]), synced before returning.
-    fn record_pending_rollback(&self, reason: &str) {
+    fn record_pending_rollback(&self, reason: &str, outcome: Option<&Outcome>) {
         use std::io::Write as _;
         let path = self.store.pending_rollback_path(&self.record.name);
+        let mut text = reason.replace('\n', " ");
+        if let Some(json) = outcome.and_then(|o| serde_json::to_string(o).ok()) {
+            text.push('\n');
+            text.push_str(&json);
+        }
         let written = std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(reason.as_bytes()).and_then(|()| f.sync_all()));
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
         if let Err(e) = written {
             tracing::error!(rollout = %self.record.name, "cannot record the rollback outside the database either ({}): {e}", path.display());
         }
@@ -1318,9 +1331,10 @@ impl Driver {
 
     fn save_sample(&self, sample: &Sample) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
-        let (name, sample) = (self.record.name.clone(), sample.clone());
+        let (name, run, sample) = (self.record.name.clone(), self.record.run, sample.clone());
         async move {
-            let saved = tokio::task::spawn_blocking(move || store.add_sample(&name, &sample)).await;
+            let saved =
+                tokio::task::spawn_blocking(move || store.add_sample(&name, run, &sample)).await;
             if let Ok(Err(e)) = saved {
                 // Samples feed the report only; a lost one never changes a decision.
                 tracing::warn!("sample not saved: {e}");
@@ -1346,7 +1360,7 @@ mod tests {
     use super::*;
     use crate::controller::seams::BoxFuture;
     use crate::providers::traffic::builtin::BuiltinRouter;
-    use crate::rollout::{State, Step};
+    use crate::rollout::{Actor, State, Step, Stop};
     use crate::store::VersionSample;
     use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
     use std::collections::VecDeque;
@@ -1441,6 +1455,7 @@ mod tests {
                 state: State::new(time::now()),
                 last_verdict: None,
                 generation: 0,
+                run: 0,
             };
             self.store.register(&record, time::now()).unwrap()
         }
@@ -1730,9 +1745,20 @@ mod tests {
             Weight::from_percent(33.0).unwrap(),
             "applied before the answer"
         );
-        let rolled = handle.command(Input::Rollback).await.unwrap();
+        let rolled = handle
+            .command(Input::Rollback(Stop::Operator(Actor::Cli)))
+            .await
+            .unwrap();
         assert_eq!(rolled.state.phase, Phase::RolledBack);
-        assert_eq!(rolled.state.reason, "manual");
+        assert_eq!(
+            rolled.state.outcome,
+            Some(Outcome::Operator { by: Actor::Cli })
+        );
+        assert_eq!(
+            rig.store.get("checkout").unwrap().state.outcome,
+            rolled.state.outcome,
+            "stored with the rollout"
+        );
         assert_eq!(rig.proxy.weight(), Weight::ZERO);
         let done = bounded(task).await.unwrap().unwrap();
         assert_eq!(done.state.phase, Phase::RolledBack);
@@ -1979,7 +2005,9 @@ mod tests {
             "not written while the store is locked"
         );
         // An operator's rollback is answered meanwhile (it has ended).
-        let refused = bounded(handle.command(Input::Rollback)).await.unwrap_err();
+        let refused = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
+            .await
+            .unwrap_err();
         assert!(matches!(refused, DriverError::Refused(_)), "{refused}");
         lock.execute_batch("COMMIT").unwrap();
         let done = bounded(task).await.unwrap().unwrap();
@@ -2042,6 +2070,13 @@ mod tests {
             "{}",
             done.state.reason
         );
+        // Its outcome keeps the one decided then: the failing verdict.
+        match &done.state.outcome {
+            Some(Outcome::Recovered { of: Some(of), .. }) => {
+                assert!(matches!(**of, Outcome::Analysis { .. }), "{of:?}")
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(rig.proxy.weight(), Weight::ZERO);
         assert_eq!(
             rig.store.get("checkout").unwrap().state.phase,
@@ -2104,7 +2139,9 @@ mod tests {
         until(|| handle.health().analysing_since.is_some()).await;
         let paused = bounded(handle.command(Input::Pause)).await.unwrap();
         assert_eq!(paused.state.phase, Phase::Paused);
-        let rolled = bounded(handle.command(Input::Rollback)).await.unwrap();
+        let rolled = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
+            .await
+            .unwrap();
         assert_eq!(rolled.state.phase, Phase::RolledBack);
         assert_eq!(
             rig.proxy.weight(),
@@ -2128,7 +2165,9 @@ mod tests {
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| rig.proxy.weight() == w(10.0)).await;
         router.set_closed(true);
-        let rolled = bounded(handle.command(Input::Rollback)).await.unwrap();
+        let rolled = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
+            .await
+            .unwrap();
         assert_eq!(rolled.state.phase, Phase::RolledBack);
         assert_eq!(rolled.state.weight, Weight::ZERO, "decided");
         assert_eq!(rig.proxy.weight(), w(10.0), "not in force");
@@ -2184,7 +2223,9 @@ mod tests {
         bounded(watch.wait_for(|h| h.promotion_pending))
             .await
             .unwrap();
-        let refused = bounded(handle.command(Input::Rollback)).await.unwrap_err();
+        let refused = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
+            .await
+            .unwrap_err();
         assert!(
             refused.to_string().contains("already ended (Succeeded)"),
             "{refused}"

@@ -33,7 +33,8 @@
 use serin_proxy::Weight;
 
 use crate::rollout::{
-    Decision, DecisionKind, Hold, Phase, Plan, RecordedVerdict, State, Step, Verdict,
+    Actor, Decision, DecisionKind, Hold, Outcome, Phase, Plan, RecordedVerdict, State, Step, Stop,
+    Verdict,
 };
 use crate::time::{Millis, clock, human, human_span};
 
@@ -70,14 +71,18 @@ pub enum Input {
     Promote {
         /// Skip every remaining step.
         full: bool,
+        /// Who asked (attribution only).
+        by: Actor,
     },
-    /// `serin rollback`.
-    Rollback,
+    /// `serin rollback`, the monitor's auto-rollback, or a signal to `serin run`.
+    Rollback(Stop),
     /// A rollback decided before serin stopped, which the state database
     /// could not take then (found in its write-ahead record at start).
     RecoveredRollback {
         /// Why it was rolled back.
         reason: String,
+        /// The outcome decided then, if it was recorded.
+        of: Option<Outcome>,
     },
     /// `serin pause`.
     Pause,
@@ -157,9 +162,9 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
         } => t.verdict(verdict, reason, end_of_pause, canary_requests),
         Input::NotReady(reason) => t.not_ready(reason),
         Input::Gate { open, detail } => t.gate(open, detail),
-        Input::Promote { full } => t.promote(full)?,
-        Input::Rollback => t.rollback_by_operator()?,
-        Input::RecoveredRollback { reason } => t.recovered_rollback(reason),
+        Input::Promote { full, by } => t.promote(full, by)?,
+        Input::Rollback(stop) => t.rollback_from_outside(stop)?,
+        Input::RecoveredRollback { reason, of } => t.recovered_rollback(reason, of),
         Input::Pause => t.pause()?,
         Input::Resume => t.resume()?,
         Input::SetWeight(w) => t.set_weight_by_hand(w)?,
@@ -389,7 +394,7 @@ impl Machine<'_> {
             return true;
         }
         if self.at_end() && self.judged_for_promotion() {
-            self.promote_now("all steps completed");
+            self.promote_now("all steps completed", None);
             return true;
         }
         false
@@ -472,7 +477,14 @@ impl Machine<'_> {
                 human(self.plan.progress_deadline.unwrap_or_default()),
                 self.state.reason
             );
-            self.roll_back(why);
+            let deadline_ms = self
+                .plan
+                .progress_deadline
+                .unwrap_or_default()
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX);
+            self.roll_back(why, Outcome::Deadline { deadline_ms });
             return;
         }
         if self.now >= self.state.next_analysis {
@@ -531,7 +543,7 @@ impl Machine<'_> {
             Verdict::Fail => {
                 self.state.no_data_streak = 0;
                 self.record(DecisionKind::Verdict, Some(spelled), reason.clone());
-                self.roll_back(reason);
+                self.roll_back(reason.clone(), Outcome::Analysis { check: reason });
                 return;
             }
             Verdict::NoData => {
@@ -542,7 +554,8 @@ impl Machine<'_> {
                         "no data for {} intervals in a row (noDataLimit {}): {reason}",
                         self.state.no_data_streak, self.plan.no_data_limit
                     );
-                    self.roll_back(why);
+                    let intervals = self.state.no_data_streak;
+                    self.roll_back(why, Outcome::NoData { intervals });
                 }
                 return;
             }
@@ -600,7 +613,7 @@ impl Machine<'_> {
         }
     }
 
-    fn promote(&mut self, full: bool) -> Result<(), Refused> {
+    fn promote(&mut self, full: bool, by: Actor) -> Result<(), Refused> {
         self.active("promote")?;
         let in_pause = matches!(
             self.current_step(),
@@ -622,10 +635,14 @@ impl Machine<'_> {
                 " without a passing verdict"
             };
             self.record(DecisionKind::Operator, None, said);
-            self.promote_now(&format!(
-                "promoted by an operator{how} at {} %{evidence}",
-                self.state.weight
-            ));
+            self.promote_now(
+                &format!(
+                    "promoted by an operator ({}){how} at {} %{evidence}",
+                    by.said(),
+                    self.state.weight
+                ),
+                Some(by),
+            );
             return Ok(());
         }
         if self.state.hold.is_none() && !in_pause {
@@ -649,12 +666,13 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn promote_now(&mut self, why: &str) {
+    fn promote_now(&mut self, why: &str, by: Option<Actor>) {
         self.state.step = self.plan.steps.len();
         self.state.phase = Phase::Succeeded;
         self.state.hold = None;
         self.state.weight = Weight::ZERO;
         self.state.reason = why.to_string();
+        self.state.outcome = Some(Outcome::Promoted { by });
         self.actions.push(Action::PromoteCanary);
         self.record(
             DecisionKind::Promoted,
@@ -663,31 +681,44 @@ impl Machine<'_> {
         );
     }
 
-    fn rollback_by_operator(&mut self) -> Result<(), Refused> {
+    fn rollback_from_outside(&mut self, stop: Stop) -> Result<(), Refused> {
         // An operator may abort a rollout that is still waiting for its health checks.
         if self.state.phase != Phase::Initializing {
             self.active("roll back")?;
         }
-        self.record(DecisionKind::Operator, None, "rollback requested");
-        self.roll_back("manual".into());
+        let outcome = match stop {
+            Stop::Operator(by) => Outcome::Operator { by },
+            Stop::Monitor(breach) => Outcome::Monitor { breach },
+            Stop::Interrupted(signal) => Outcome::Interrupted { signal },
+        };
+        let asked = match &outcome {
+            Outcome::Operator { by } => format!("rollback requested by {}", by.said()),
+            Outcome::Interrupted { signal } => format!("{signal}: serin run is stopping"),
+            other => format!("rollback requested: {other}"),
+        };
+        self.record(DecisionKind::Operator, None, asked);
+        self.roll_back(outcome.to_string(), outcome);
         Ok(())
     }
 
-    fn recovered_rollback(&mut self, reason: String) {
+    fn recovered_rollback(&mut self, reason: String, of: Option<Outcome>) {
         if self.state.phase.is_finished() {
             return; // written after all: nothing to redo
         }
         const SAID: &str =
             "rolled back before serin stopped (the state database could not take it then)";
         // After a second crash the reason already says so.
-        self.roll_back(if reason.starts_with(SAID) {
-            reason
+        let why = if reason.starts_with(SAID) {
+            reason.clone()
         } else {
             format!("{SAID}: {reason}")
-        });
+        };
+        let of = of.map(Box::new);
+        self.roll_back(why, Outcome::Recovered { reason, of });
     }
 
-    fn roll_back(&mut self, why: String) {
+    fn roll_back(&mut self, why: String, outcome: Outcome) {
+        self.state.outcome = Some(outcome);
         self.state.phase = Phase::RolledBack;
         self.state.hold = None;
         self.state.weight = Weight::ZERO;
@@ -1280,7 +1311,11 @@ mod tests {
             sim.feed(Input::Resume).is_err(),
             "resume does not end a promote-only pause"
         );
-        sim.feed(Input::Promote { full: false }).unwrap();
+        sim.feed(Input::Promote {
+            full: false,
+            by: Actor::Cli,
+        })
+        .unwrap();
         assert_eq!(
             sim.state.phase,
             Phase::Progressing,
@@ -1330,20 +1365,35 @@ mod tests {
     fn promote_full_and_rollback_and_refusals() {
         let mut sim = Sim::new(classic());
         assert!(
-            sim.feed(Input::Promote { full: true }).is_err(),
+            sim.feed(Input::Promote {
+                full: true,
+                by: Actor::Cli
+            })
+            .is_err(),
             "not started"
         );
         sim.feed(Input::Start).unwrap();
-        sim.feed(Input::Promote { full: true }).unwrap();
+        sim.feed(Input::Promote {
+            full: true,
+            by: Actor::Cli,
+        })
+        .unwrap();
         assert_eq!(sim.state.phase, Phase::Succeeded);
-        let e = sim.feed(Input::Rollback).unwrap_err();
+        let e = sim
+            .feed(Input::Rollback(Stop::Operator(Actor::Cli)))
+            .unwrap_err();
         assert!(e.0.contains("already ended (Succeeded)"), "{e}");
 
         let mut sim = Sim::new(classic());
         sim.feed(Input::Start).unwrap();
-        sim.feed(Input::Rollback).unwrap();
+        sim.feed(Input::Rollback(Stop::Operator(Actor::Cli)))
+            .unwrap();
         assert_eq!(sim.state.phase, Phase::RolledBack);
-        assert_eq!(sim.state.reason, "manual");
+        assert_eq!(
+            sim.state.outcome,
+            Some(Outcome::Operator { by: Actor::Cli })
+        );
+        assert_eq!(sim.state.reason, "rolled back by an operator (the CLI)");
         assert_eq!(sim.applied_weights(), vec![5, 0]);
         let e = sim.feed(Input::Pause).unwrap_err();
         assert!(e.0.contains("RolledBack"));
@@ -1354,7 +1404,11 @@ mod tests {
         let mut sim = Sim::new(classic());
         sim.feed(Input::Start).unwrap();
         sim.run_for(5, |_| Verdict::Pass);
-        sim.feed(Input::Promote { full: false }).unwrap();
+        sim.feed(Input::Promote {
+            full: false,
+            by: Actor::Cli,
+        })
+        .unwrap();
         assert_eq!(sim.state.weight, w(25));
         assert_eq!(sim.state.phase, Phase::Progressing);
     }
@@ -1622,7 +1676,11 @@ mod tests {
         assert_eq!(late.state.phase, Phase::RolledBack);
         assert_eq!(promotions(&late), 0);
         // An operator's promote is their evidence, recorded as such.
-        sim.feed(Input::Promote { full: false }).unwrap();
+        sim.feed(Input::Promote {
+            full: false,
+            by: Actor::Cli,
+        })
+        .unwrap();
         assert_eq!(sim.state.phase, Phase::Succeeded);
         let promoted = sim.decisions.last().unwrap();
         assert_eq!(promoted.kind, DecisionKind::Promoted);
@@ -1669,7 +1727,8 @@ mod tests {
         sim.feed(Input::Start).unwrap();
         sim.feed(Input::Pause).unwrap();
         sim.feed(Input::Resume).unwrap();
-        sim.feed(Input::Rollback).unwrap();
+        sim.feed(Input::Rollback(Stop::Operator(Actor::Cli)))
+            .unwrap();
         let notes: Vec<_> = sim
             .actions
             .iter()
@@ -1687,5 +1746,106 @@ mod tests {
                 Phase::RolledBack
             ]
         );
+    }
+
+    #[test]
+    fn every_way_a_run_ends_is_a_typed_outcome() {
+        let ended = |feed: &dyn Fn(&mut Sim)| {
+            let mut sim = Sim::new(classic());
+            sim.feed(Input::Start).unwrap();
+            feed(&mut sim);
+            sim.state.outcome.clone().expect("ended")
+        };
+        assert_eq!(
+            ended(&|s| s.run_for(600, |_| Verdict::Pass)),
+            Outcome::Promoted { by: None }
+        );
+        assert_eq!(
+            ended(&|s| {
+                s.feed(Input::Promote {
+                    full: true,
+                    by: Actor::Dashboard,
+                })
+                .unwrap();
+            }),
+            Outcome::Promoted {
+                by: Some(Actor::Dashboard)
+            }
+        );
+        match ended(&|s| s.run_for(30, |_| Verdict::Fail)) {
+            Outcome::Analysis { check } => assert!(!check.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ended(&|s| s.run_for(60, |_| Verdict::NoData)),
+            Outcome::NoData { intervals: 3 }
+        );
+        let breach = crate::rollout::Breach {
+            metric: "error-rate".into(),
+            threshold: 5.0,
+            value: 12.5,
+        };
+        let by_monitor = ended(&|s| {
+            s.feed(Input::Rollback(Stop::Monitor(breach.clone())))
+                .unwrap();
+        });
+        assert_eq!(
+            by_monitor,
+            Outcome::Monitor {
+                breach: breach.clone()
+            }
+        );
+        assert!(by_monitor.stopped_from_outside());
+        assert!(
+            by_monitor
+                .to_string()
+                .contains("12.5 % above the threshold 5 %")
+        );
+        let interrupted = ended(&|s| {
+            s.feed(Input::Rollback(Stop::Interrupted("SIGTERM".into())))
+                .unwrap();
+        });
+        assert_eq!(
+            interrupted,
+            Outcome::Interrupted {
+                signal: "SIGTERM".into()
+            }
+        );
+        // A recovered rollback keeps the outcome decided before the crash:
+        // an operator's stays an operator's (serin run: exit 4).
+        let recovered = ended(&|s| {
+            s.feed(Input::RecoveredRollback {
+                reason: "rolled back by an operator (the CLI)".into(),
+                of: Some(Outcome::Operator { by: Actor::Cli }),
+            })
+            .unwrap();
+        });
+        assert_eq!(
+            recovered,
+            Outcome::Recovered {
+                reason: "rolled back by an operator (the CLI)".into(),
+                of: Some(Box::new(Outcome::Operator { by: Actor::Cli })),
+            }
+        );
+        assert!(recovered.stopped_from_outside());
+        let old_record = ended(&|s| {
+            s.feed(Input::RecoveredRollback {
+                reason: "canary error rate 30 %".into(),
+                of: None,
+            })
+            .unwrap();
+        });
+        assert!(!old_record.stopped_from_outside());
+        // The JSON form names its kind; the fields are camelCase.
+        let json = serde_json::to_value(Outcome::Deadline {
+            deadline_ms: 300_000,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "deadline", "deadlineMs": 300000})
+        );
+        let json = serde_json::to_value(Outcome::Monitor { breach }).unwrap();
+        assert_eq!(json["breach"]["threshold"], 5.0);
     }
 }
