@@ -413,6 +413,8 @@ pub struct Daemon {
     /// `rollouts`), with why. Changed only by the caller that holds the
     /// name (or, at start, before the daemon is shared).
     down: std::sync::Mutex<BTreeMap<String, Down>>,
+    /// `serin run`'s: the one rollout it runs (see [`Daemon::for_run`]).
+    foreground: Option<String>,
 }
 
 /// Why a stored rollout does not run in this daemon, with its plan's
@@ -450,6 +452,7 @@ impl Daemon {
             parse,
             rollouts: std::sync::Mutex::new(BTreeMap::new()),
             down: std::sync::Mutex::new(BTreeMap::new()),
+            foreground: None,
         });
         let rows = daemon.store.list_each()?;
         // Each name once; a retry task spawned here touches only its own.
@@ -484,6 +487,41 @@ impl Daemon {
             daemon.map().insert(record.name.clone(), Slot::up(entry));
         }
         Ok(daemon)
+    }
+
+    /// The daemon inside `serin run`: it runs the one rollout `serin run`
+    /// gives it ([`Daemon::adopt`]) and answers the same API for it
+    /// (status, commands, report, metrics); other stored rollouts are only
+    /// read. It registers, deploys and cleans up nothing
+    /// ([`Daemon::foreground`]).
+    pub fn for_run(store: Store, token: Option<String>, parse: Parser, name: &str) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            store,
+            token,
+            commands: Commands::new(&[]),
+            paths: Paths(Vec::new()),
+            parse,
+            rollouts: std::sync::Mutex::new(BTreeMap::new()),
+            down: std::sync::Mutex::new(BTreeMap::new()),
+            foreground: Some(name.to_string()),
+        })
+    }
+
+    /// Puts `serin run`'s rollout, already running, under its name.
+    pub fn adopt(&self, setup: Setup, plane: DataPlane, driver: RunningDriver) {
+        let name = setup.name.clone();
+        let entry = Entry {
+            setup,
+            plane,
+            driver: Some(driver),
+            started_at: None,
+        };
+        self.map().insert(name, Slot::up(entry));
+    }
+
+    /// The rollout `serin run` runs, when this is `serin run`'s daemon.
+    pub fn foreground(&self) -> Option<&str> {
+        self.foreground.as_deref()
     }
 
     /// A started rollout's entry: its plane and, while it is in progress,
@@ -714,9 +752,14 @@ impl Daemon {
             Some(why) => DaemonError::Conflict(format!(
                 "rollout {name} is not running in this daemon: {why}"
             )),
-            None => DaemonError::NotFound(format!(
-                "no rollout named {name}; `serin init FILE` registers one"
-            )),
+            None => match self.foreground() {
+                Some(only) => DaemonError::NotFound(format!(
+                    "rollout {name} does not run here: this is `serin run` of rollout {only}"
+                )),
+                None => DaemonError::NotFound(format!(
+                    "no rollout named {name}; `serin init FILE` registers one"
+                )),
+            },
         }
     }
 
