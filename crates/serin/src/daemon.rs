@@ -495,6 +495,22 @@ impl Daemon {
     /// read. It registers, deploys and cleans up nothing
     /// ([`Daemon::foreground`]).
     pub fn for_run(store: Store, token: Option<String>, parse: Parser, name: &str) -> Arc<Daemon> {
+        Daemon::bare(store, token, parse, Some(name.to_string()))
+    }
+
+    /// A daemon that runs nothing, over a store no process serves: what
+    /// `serin status`, `history` and `report` read it through
+    /// (`cli::local`), so they answer as the API would.
+    pub fn reader(store: Store, parse: Parser) -> Arc<Daemon> {
+        Daemon::bare(store, None, parse, None)
+    }
+
+    fn bare(
+        store: Store,
+        token: Option<String>,
+        parse: Parser,
+        foreground: Option<String>,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
             store,
             token,
@@ -503,7 +519,7 @@ impl Daemon {
             parse,
             rollouts: std::sync::Mutex::new(BTreeMap::new()),
             down: std::sync::Mutex::new(BTreeMap::new()),
-            foreground: Some(name.to_string()),
+            foreground,
         })
     }
 

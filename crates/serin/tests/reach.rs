@@ -176,3 +176,202 @@ fn serin_serve_writes_its_address_but_never_its_token() {
     assert!(!state.join("api.json").exists(), "api.json left behind");
     proc.kill();
 }
+
+/// A client command run in `cwd` with no `SERIN_*` in its environment
+/// (bounded: 40 s).
+fn cli_in(cwd: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = serin();
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("SERIN_API")
+        .env_remove("SERIN_TOKEN")
+        .env_remove("SERIN_STATE_DIR");
+    Proc::spawn(cmd, true).wait_output(Duration::from_secs(40))
+}
+
+#[test]
+fn a_pause_under_serin_run_is_promoted_from_another_terminal_through_the_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    write(
+        dir.path(),
+        "r.yaml",
+        &held("held", free_port(), stable, canary),
+    );
+    // `serin run r.yaml` in a directory: the default state dir `.serin`.
+    let mut cmd = serin();
+    cmd.current_dir(dir.path())
+        .args(["run", "r.yaml"])
+        .env_remove("SERIN_API")
+        .env_remove("SERIN_TOKEN")
+        .env_remove("SERIN_STATE_DIR");
+    let proc = Proc::spawn(cmd, true);
+    wait_api_file(&dir.path().join(".serin"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = cli_in(dir.path(), &["status", "held", "-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if s["phase"] == "Paused" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never paused: {s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // No --api, no token: both come from .serin/api.json.
+    let out = cli_in(dir.path(), &["promote", "held"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = proc.wait_output(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("promoted"), "{}", text(&out));
+}
+
+#[test]
+fn a_state_dir_left_by_a_killed_serin_run_is_told_apart_from_a_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let file = write(
+        dir.path(),
+        "r.yaml",
+        &held("held", free_port(), stable, canary),
+    );
+    let mut proc = run(&file, &state);
+    let api = wait_api_file(&state);
+    proc.kill();
+    let state_arg = state.display().to_string();
+    let started = Instant::now();
+    let out = cli_in(dir.path(), &["promote", "held", "--state-dir", &state_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains(&format!("names pid {}, which no longer runs", api["pid"])),
+        "{err}"
+    );
+    assert!(err.contains("waited 5 s"), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(5), "did not wait");
+}
+
+#[test]
+fn a_command_started_with_the_daemon_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let file = write(
+        dir.path(),
+        "r.yaml",
+        &held("early", free_port(), stable, canary),
+    );
+    let state_arg = state.display().to_string();
+    // The command first, the daemon after it (`serin serve & serin init`
+    // has no order either): before, `init` failed at once.
+    let mut init = serin();
+    init.current_dir(dir.path())
+        .args([
+            "init",
+            &file.display().to_string(),
+            "--state-dir",
+            &state_arg,
+        ])
+        .env_remove("SERIN_API")
+        .env_remove("SERIN_TOKEN")
+        .env_remove("SERIN_STATE_DIR");
+    let init = Proc::spawn(init, true);
+    let _serve = Proc::spawn(serin_serve(local(free_port()), &state), false);
+    let out = init.wait_output(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Nothing starting: it gives up after a few seconds and says on what.
+    let empty = dir.path().join("empty");
+    let empty_arg = empty.display().to_string();
+    let out = cli_in(dir.path(), &["pause", "early", "--state-dir", &empty_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains(&format!(
+            "no serin serves state dir {empty_arg}: waited 5 s"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("api.json"), "{err}");
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let out = cli_in(dir.path(), &["pause", "early", "--api", &closed]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains(&format!("cannot reach serin at {closed}")) && err.contains("waited 5 s"),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_history_and_report_read_the_state_of_a_finished_serin_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let file = write(
+        dir.path(),
+        "r.yaml",
+        &held("done", free_port(), stable, canary),
+    );
+    let state = dir.path().join("state");
+    let proc = run(&file, &state);
+    wait_api_file(&state);
+    let out = cli_in(
+        dir.path(),
+        &[
+            "rollback",
+            "done",
+            "--state-dir",
+            &state.display().to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = proc.wait_output(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(!state.join("api.json").exists());
+    let state_arg = state.display().to_string();
+    // Nothing serves it now: read from the store, without waiting.
+    let started = Instant::now();
+    let out = cli_in(
+        dir.path(),
+        &["status", "done", "--state-dir", &state_arg, "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["name"], "done", "{s}");
+    assert_eq!(s["phase"], "RolledBack", "{s}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("read from its store"),
+        "{}",
+        text(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(4), "it waited");
+    let out = cli_in(dir.path(), &["history", "done", "--state-dir", &state_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!out.stdout.is_empty(), "{}", text(&out));
+    // SERIN_STATE_DIR names it as well as --state-dir.
+    let html = dir.path().join("report.html");
+    let mut cmd = serin();
+    cmd.current_dir(dir.path())
+        .args(["report", "done", "--format", "html", "--out"])
+        .arg(&html)
+        .env_remove("SERIN_API")
+        .env_remove("SERIN_TOKEN")
+        .env("SERIN_STATE_DIR", &state);
+    let out = Proc::spawn(cmd, true).wait_output(Duration::from_secs(40));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") || page.contains("<html"), "{page}");
+    // A name it does not hold is told as the API tells it.
+    let out = cli_in(dir.path(), &["status", "nope", "--state-dir", &state_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no rollout named nope"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,4 +1,5 @@
-//! Commands that read a rollout from the daemon: `status`, `history`, `report`.
+//! Commands that read a rollout from the daemon: `status`, `history`, `report`
+//! (or from the store of a state dir no process serves: `cli::local`).
 
 use std::path::PathBuf;
 
@@ -59,7 +60,7 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyh
 
 pub fn status(args: StatusArgs, output: OutputFormat) -> anyhow::Result<Exit> {
     block_on(async move {
-        let client = ApiClient::new(&args.api)?;
+        let client = ApiClient::reading(&args.api)?;
         match &args.name {
             Some(name) => {
                 let s: RolloutStatus = client.get(&rollout_path(name, "")?).await?;
@@ -153,7 +154,7 @@ fn metrics_row(v: &VersionMetrics) -> String {
 
 pub fn history(args: HistoryArgs, output: OutputFormat) -> anyhow::Result<Exit> {
     block_on(async move {
-        let client = ApiClient::new(&args.api)?;
+        let client = ApiClient::reading(&args.api)?;
         let events: Vec<Event> = client.get(&rollout_path(&args.name, "/events")?).await?;
         match output {
             OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(&events)?),
@@ -180,7 +181,7 @@ pub fn print_history(events: &[Event]) {
 
 pub fn report(args: ReportArgs) -> anyhow::Result<Exit> {
     block_on(async move {
-        let client = ApiClient::new(&args.api)?;
+        let client = ApiClient::reading(&args.api)?;
         let text = match args.format {
             ReportFormat::Json => {
                 let r: Report = client.get(&rollout_path(&args.name, "/report")?).await?;
