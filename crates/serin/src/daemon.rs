@@ -817,22 +817,33 @@ impl Daemon {
         // The name is held from here on: the old plane drains and the new
         // one starts with no lock held; on an error the name is left free.
         let (held, old) = self.reserve(&setup.name).await;
+        let stored = self.store.get(&setup.name).ok();
+        let changed = stored.as_ref().map(|r| changed_fields(&r.spec, text));
         if let Some(old) = old {
             if old.driver.as_ref().is_some_and(|d| !d.is_finished()) {
                 held.put(old);
-                return Err(DaemonError::Conflict(format!(
-                    "rollout {} is in progress; roll it back or let it finish before registering it again",
-                    setup.name
-                )));
+                let changed = changed.unwrap_or_default();
+                return Err(DaemonError::Conflict(in_progress(&setup.name, &changed)));
             }
             old.plane.stop().await;
         }
         let now = time::now();
         let mut state = State::new(now);
-        state.reason = format!(
-            "registered; `serin deploy {} VERSION` starts a rollout",
-            setup.name
-        );
+        state.reason = match &changed {
+            Some(c) if c.is_empty() => format!(
+                "registered again, file unchanged; `serin deploy {} VERSION` starts a rollout",
+                setup.name
+            ),
+            Some(c) => format!(
+                "updated ({} changed); `serin deploy {} VERSION` starts a rollout",
+                c.join(", "),
+                setup.name
+            ),
+            None => format!(
+                "registered; `serin deploy {} VERSION` starts a rollout",
+                setup.name
+            ),
+        };
         let record = setup.record(text, None, state);
         let plane = DataPlane::start(&setup, Weight::ZERO).await?;
         let record = match self.store.register(&record, now) {
@@ -1282,6 +1293,69 @@ pub struct Taken {
     pub plane: DataPlane,
 }
 
+/// Why `serin init` does not change a rollout in progress, naming what its
+/// new file changes (`changed`) and what may change now.
+fn in_progress(name: &str, changed: &[String]) -> String {
+    let file = if changed.is_empty() {
+        "the new file is the one it runs (nothing to change)".to_string()
+    } else {
+        format!(
+            "the new file's {} take effect only after the run (roll it back or let it end, then \
+             `serin init` again)",
+            changed.join(", ")
+        )
+    };
+    format!(
+        "rollout {name} is in progress, and a run keeps the file it started with: {file}. \
+         What may change now is what the commands change: the canary weight (`serin traffic {name} PCT`), \
+         a pause (`serin pause {name}`, `serin resume {name}`), the end (`serin promote {name} [--full]`, \
+         `serin rollback {name}`)"
+    )
+}
+
+/// The fields of a rollout file that differ between `old` and `new`, by
+/// path (`steps`, `analysis.errorRate.max`); a list is one field. A file
+/// that does not read as a whole is one change, `the file`.
+pub fn changed_fields(old: &str, new: &str) -> Vec<String> {
+    let read = |t: &str| serde_saphyr::from_str::<serde_json::Value>(t).ok();
+    let (Some(old), Some(new)) = (read(old), read(new)) else {
+        return if old == new {
+            Vec::new()
+        } else {
+            vec!["the file".into()]
+        };
+    };
+    let mut out = Vec::new();
+    diff("", &old, &new, &mut out);
+    out
+}
+
+fn diff(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => diff(&at, x, y, out),
+                    _ => out.push(at),
+                }
+            }
+        }
+        (a, b) if a != b => out.push(if path.is_empty() {
+            "the file".into()
+        } else {
+            path.to_string()
+        }),
+        _ => {}
+    }
+}
+
 /// Tries to start a stored rollout's data plane again and again (1 s,
 /// doubling to 10 s), each failure logged, until it runs or no longer waits.
 async fn keep_starting(daemon: Weak<Daemon>, name: String) {
@@ -1435,6 +1509,93 @@ analysis: { interval: 1s, errorRate: { max: 5% } }
             daemon.metrics_text().await;
         }
         assert_eq!(parses.load(Ordering::SeqCst), after_register);
+        crate::shutdown::stop_rollouts(daemon.take_all().await).await;
+    }
+
+    #[test]
+    fn the_fields_a_new_file_changes_are_named_by_path() {
+        let new = FILE
+            .replace("interval: 1s", "interval: 2s")
+            .replace("  - pause: {}\n", "  - pause: { duration: 5s }\n");
+        assert_eq!(changed_fields(FILE, &new), ["analysis.interval", "steps"]);
+        assert!(changed_fields(FILE, FILE).is_empty());
+        let more = FILE.replace(
+            "errorRate: { max: 5% }",
+            "errorRate: { max: 5% }, minRequests: 9",
+        );
+        assert_eq!(changed_fields(FILE, &more), ["analysis.minRequests"]);
+    }
+
+    /// `serin init` of a rollout in progress is refused, naming the fields
+    /// its new file changes (none for the same file) and what may change now;
+    /// once the run has ended, the new file is taken and its changes said.
+    #[tokio::test]
+    async fn init_updates_a_rollout_not_in_progress_and_says_what_waits_for_the_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let daemon = Daemon::start(
+            store,
+            None,
+            Commands::default(),
+            Paths::default(),
+            crate::runtime::parser(),
+        )
+        .await
+        .expect("daemon");
+        daemon.register(FILE).await.expect("register");
+        let req = DeployRequest {
+            version: "v2".into(),
+            upstream: None,
+        };
+        daemon.deploy("shop", req).await.expect("deploy");
+        let same = daemon
+            .register(FILE)
+            .await
+            .expect_err("same file")
+            .to_string();
+        assert!(same.contains("the new file is the one it runs"), "{same}");
+        let new = FILE.replace("interval: 1s", "interval: 2s");
+        let err = daemon.register(&new).await.expect_err("in progress");
+        let msg = err.to_string();
+        assert_eq!(err.kind(), Kind::Conflict);
+        assert!(
+            msg.contains("the new file's analysis.interval take effect only after the run"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("serin traffic shop PCT") && msg.contains("serin rollback shop"),
+            "{msg}"
+        );
+        assert!(
+            daemon.store.get("shop").expect("get").spec == FILE,
+            "changed during the run"
+        );
+        daemon
+            .command("shop", Input::Rollback)
+            .await
+            .expect("rollback");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let updated = loop {
+            match daemon.register(&new).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert_eq!(e.kind(), Kind::Conflict, "{e}");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "still in progress: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert!(
+            updated
+                .reason
+                .starts_with("updated (analysis.interval changed)"),
+            "{}",
+            updated.reason
+        );
+        assert_eq!(daemon.store.get("shop").expect("get").spec, new);
         crate::shutdown::stop_rollouts(daemon.take_all().await).await;
     }
 }
