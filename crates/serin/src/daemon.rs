@@ -1215,6 +1215,9 @@ impl Daemon {
                     .map(Weight::percent)
             }
         }
+        status.proxy = proxy
+            .and(here.and_then(|e| e.plane.addr))
+            .map(|a| a.to_string());
         if let Some(why) = self.why_not_running(&record.name) {
             status.reason = format!("not running in this daemon: {why}");
         }
@@ -1401,6 +1404,7 @@ fn unreadable(name: &str, error: &StoreError) -> RolloutStatus {
         canary: wire::VersionRef { version: None },
         last_verdict: None,
         metrics: None,
+        proxy: None,
     }
 }
 
@@ -1442,6 +1446,7 @@ pub fn status_of(
             stable: version_metrics(&s.stable),
             canary: version_metrics(&s.canary),
         }),
+        proxy: None,
     }
 }
 

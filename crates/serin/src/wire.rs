@@ -48,6 +48,11 @@ pub struct RolloutStatus {
     pub last_verdict: Option<LastVerdict>,
     /// Per-version figures.
     pub metrics: Option<Metrics>,
+    /// The address of serin's built-in proxy while it runs here: the
+    /// service's address, which stops answering when the rollout is cleaned
+    /// up (absent for nginx and Kubernetes, which keep serving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 impl RolloutStatus {

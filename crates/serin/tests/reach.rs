@@ -69,11 +69,8 @@ fn serin_run_serves_the_api_on_loopback_with_a_private_token_in_its_state_dir() 
     let state = dir.path().join("state");
     let (_stable, stable) = demo_app("v1", &[]);
     let (_canary, canary) = demo_app("v2", &[]);
-    let file = write(
-        dir.path(),
-        "r.yaml",
-        &held("held", free_port(), stable, canary),
-    );
+    let port = free_port();
+    let file = write(dir.path(), "r.yaml", &held("held", port, stable, canary));
     let proc = run(&file, &state);
     let api = wait_api_file(&state);
     assert_eq!(api["command"], "run", "{api}");
@@ -131,10 +128,16 @@ fn serin_run_serves_the_api_on_loopback_with_a_private_token_in_its_state_dir() 
         "{}",
     );
     assert_eq!(a.status, 200, "{}", a.body);
-    // The operator's rollback ends the run: exit 4, and the file goes.
+    // The operator's rollback ends the run: exit 4, and the file goes;
+    // the proxy, the service's address, closes with it, and says so.
     let out = proc.wait_output(Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(!state.join("api.json").exists(), "api.json left behind");
+    assert!(
+        text(&out).contains(&format!("127.0.0.1:{port} stops answering now")),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -260,11 +263,8 @@ fn a_command_started_with_the_daemon_waits_for_it() {
     let state = dir.path().join("state");
     let (_stable, stable) = demo_app("v1", &[]);
     let (_canary, canary) = demo_app("v2", &[]);
-    let file = write(
-        dir.path(),
-        "r.yaml",
-        &held("early", free_port(), stable, canary),
-    );
+    let port = free_port();
+    let file = write(dir.path(), "r.yaml", &held("early", port, stable, canary));
     let state_arg = state.display().to_string();
     // The command first, the daemon after it (`serin serve & serin init`
     // has no order either): before, `init` failed at once.
@@ -283,6 +283,17 @@ fn a_command_started_with_the_daemon_waits_for_it() {
     let _serve = Proc::spawn(serin_serve(local(free_port()), &state), false);
     let out = init.wait_output(Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The built-in proxy is the service's address: cleanup says it closes.
+    wait_for_port(local(port));
+    let out = cli_in(dir.path(), &["cleanup", "early", "--state-dir", &state_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("127.0.0.1:{port} stops answering now")),
+        "{}",
+        text(&out)
+    );
+    common::http::wait_until_closed(local(port));
 
     // Nothing starting: it gives up after a few seconds and says on what.
     let empty = dir.path().join("empty");

@@ -220,13 +220,30 @@ pub fn simple(args: NameArgs, which: Simple, output: OutputFormat) -> anyhow::Re
 pub fn cleanup(args: NameArgs, output: OutputFormat) -> anyhow::Result<Exit> {
     block_on(async move {
         let client = ApiClient::new(&args.api)?;
-        client.delete(&rollout_path(&args.name, "")?).await?;
+        let path = rollout_path(&args.name, "")?;
+        // The built-in proxy's address, which closes with it.
+        let proxy = client
+            .get::<RolloutStatus>(&path)
+            .await
+            .ok()
+            .and_then(|s| s.proxy);
+        client.delete(&path).await?;
         match output {
-            OutputFormat::Json => crate::outln!("{}", json!({"name": args.name, "removed": true})),
-            OutputFormat::Text => crate::outln!(
-                "{}: canary weight 0, proxy stopped, rollout removed",
-                args.name
-            ),
+            OutputFormat::Json => {
+                crate::outln!("{}", json!({"name": args.name, "removed": true}));
+                if let Some(addr) = proxy {
+                    crate::errln!("{}", crate::cli::closing(&addr));
+                }
+            }
+            OutputFormat::Text => {
+                crate::outln!(
+                    "{}: canary weight 0, proxy stopped, rollout removed",
+                    args.name
+                );
+                if let Some(addr) = proxy {
+                    crate::outln!("{}", crate::cli::closing(&addr));
+                }
+            }
         }
         Ok(Exit::Success)
     })

@@ -31,6 +31,15 @@ pub fn bearer_token(value: &str) -> Result<String, Error> {
     Ok(value.to_owned())
 }
 
+/// What is said when serin's built-in proxy at `addr` closes (`serin run`
+/// ending, `serin cleanup`): it was the service's address.
+pub fn closing(addr: &str) -> String {
+    format!(
+        "{addr} stops answering now: serin's built-in proxy was the service's address \
+         (to keep an address up between rollouts, run them under `serin serve`)"
+    )
+}
+
 /// Prints a command's error to stderr and picks the exit code from its
 /// kind ([`crate::exit::Exit::of`]): bad input is exit 2, anything else
 /// exit 1.

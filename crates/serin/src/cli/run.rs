@@ -190,6 +190,9 @@ async fn run_serving(
         view.show(&p);
     }
     let record = result.map_err(|e| anyhow::anyhow!(e))?;
+    if let (Some(_), Some(addr)) = (&taken.plane.proxy, taken.plane.addr) {
+        view.line(&crate::cli::closing(&addr.to_string()));
+    }
     taken.plane.stop().await;
     // What the driver said last of what is in force.
     let last = health.borrow().clone();
