@@ -232,7 +232,7 @@ pub fn cleanup(args: NameArgs, output: OutputFormat) -> anyhow::Result<Exit> {
             OutputFormat::Json => {
                 crate::outln!("{}", json!({"name": args.name, "removed": true}));
                 if let Some(addr) = proxy {
-                    crate::errln!("{}", crate::cli::closing(&addr));
+                    crate::errln!("{}", crate::cli::closing(&addr, crate::cli::AFTER_CLEANUP));
                 }
             }
             OutputFormat::Text => {
@@ -241,7 +241,7 @@ pub fn cleanup(args: NameArgs, output: OutputFormat) -> anyhow::Result<Exit> {
                     args.name
                 );
                 if let Some(addr) = proxy {
-                    crate::outln!("{}", crate::cli::closing(&addr));
+                    crate::outln!("{}", crate::cli::closing(&addr, crate::cli::AFTER_CLEANUP));
                 }
             }
         }

@@ -31,14 +31,18 @@ pub fn bearer_token(value: &str) -> Result<String, Error> {
     Ok(value.to_owned())
 }
 
-/// What is said when serin's built-in proxy at `addr` closes (`serin run`
-/// ending, `serin cleanup`): it was the service's address.
-pub fn closing(addr: &str) -> String {
-    format!(
-        "{addr} stops answering now: serin's built-in proxy was the service's address \
-         (to keep an address up between rollouts, run them under `serin serve`)"
-    )
+/// What is said when serin's built-in proxy at `addr` closes: it was the
+/// service's address. `then` says what keeps or brings it back.
+pub fn closing(addr: &str, then: &str) -> String {
+    format!("{addr} stops answering now: serin's built-in proxy was the service's address ({then})")
 }
+
+/// After `serin run`.
+pub const AFTER_RUN: &str =
+    "to keep an address up between rollouts, register them with `serin serve`";
+
+/// After `serin cleanup`.
+pub const AFTER_CLEANUP: &str = "`serin init FILE` opens it again";
 
 /// Prints a command's error to stderr and picks the exit code from its
 /// kind ([`crate::exit::Exit::of`]): bad input is exit 2, anything else

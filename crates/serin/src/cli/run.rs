@@ -191,7 +191,10 @@ async fn run_serving(
     }
     let record = result.map_err(|e| anyhow::anyhow!(e))?;
     if let (Some(_), Some(addr)) = (&taken.plane.proxy, taken.plane.addr) {
-        view.line(&crate::cli::closing(&addr.to_string()));
+        view.line(&crate::cli::closing(
+            &addr.to_string(),
+            crate::cli::AFTER_RUN,
+        ));
     }
     taken.plane.stop().await;
     // What the driver said last of what is in force.
