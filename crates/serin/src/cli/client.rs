@@ -349,7 +349,15 @@ impl ApiClient {
                 },
                 Err(why) => why,
             };
-            if self.answered.load(Ordering::Relaxed) || tokio::time::Instant::now() >= deadline {
+            if self.answered.load(Ordering::Relaxed) {
+                // It answered before (`serin monitor`): it has stopped.
+                return Err(ApiError::NotFound(format!(
+                    "serin no longer answers ({why}): the `serin serve` or `serin run` this command \
+                     talked to has stopped"
+                ))
+                .into());
+            }
+            if tokio::time::Instant::now() >= deadline {
                 return Err(self.gave_up(&why));
             }
             tokio::time::sleep(LOOK_AGAIN).await;
