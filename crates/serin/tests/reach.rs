@@ -283,6 +283,28 @@ fn a_command_started_with_the_daemon_waits_for_it() {
     let _serve = Proc::spawn(serin_serve(local(free_port()), &state), false);
     let out = init.wait_output(Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // `serin init` again with a changed file: updated, and said what changed.
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    write(
+        dir.path(),
+        "r.yaml",
+        &yaml.replace("interval: 500ms", "interval: 1s"),
+    );
+    let out = cli_in(
+        dir.path(),
+        &[
+            "init",
+            &file.display().to_string(),
+            "--state-dir",
+            &state_arg,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("updated (analysis.interval changed)"),
+        "{}",
+        text(&out)
+    );
     // The built-in proxy is the service's address: cleanup says it closes.
     wait_for_port(local(port));
     let out = cli_in(dir.path(), &["cleanup", "early", "--state-dir", &state_arg]);
