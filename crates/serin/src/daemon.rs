@@ -417,6 +417,8 @@ pub struct Daemon {
     /// `rollouts`), with why. Changed only by the caller that holds the
     /// name (or, at start, before the daemon is shared).
     down: std::sync::Mutex<BTreeMap<String, Down>>,
+    /// `serin run`'s: the one rollout it runs (see [`Daemon::for_run`]).
+    foreground: Option<String>,
 }
 
 /// Why a stored rollout does not run in this daemon, with its plan's
@@ -454,6 +456,7 @@ impl Daemon {
             parse,
             rollouts: std::sync::Mutex::new(BTreeMap::new()),
             down: std::sync::Mutex::new(BTreeMap::new()),
+            foreground: None,
         });
         let rows = daemon.store.list_each()?;
         // Each name once; a retry task spawned here touches only its own.
@@ -488,6 +491,59 @@ impl Daemon {
             daemon.map().insert(record.name.clone(), Slot::up(entry));
         }
         Ok(daemon)
+    }
+
+    /// The daemon inside `serin run`: it runs the one rollout `serin run`
+    /// gives it ([`Daemon::adopt`]) and answers the same API for it
+    /// (status, commands, report, metrics); other stored rollouts are only
+    /// read. It registers, deploys and cleans up nothing
+    /// ([`Daemon::foreground`]).
+    pub fn for_run(store: Store, token: Option<String>, parse: Parser, name: &str) -> Arc<Daemon> {
+        Daemon::bare(store, token, parse, Some(name.to_string()))
+    }
+
+    /// A daemon that runs nothing, over a store no process serves: what
+    /// `serin status`, `history` and `report` read it through
+    /// (`cli::local`), so they answer as the API would.
+    pub fn reader(store: Store, parse: Parser) -> Arc<Daemon> {
+        Daemon::bare(store, None, parse, None)
+    }
+
+    fn bare(
+        store: Store,
+        token: Option<String>,
+        parse: Parser,
+        foreground: Option<String>,
+    ) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            store,
+            token,
+            commands: Commands::new(&[]),
+            paths: Paths(Vec::new()),
+            parse,
+            rollouts: std::sync::Mutex::new(BTreeMap::new()),
+            down: std::sync::Mutex::new(BTreeMap::new()),
+            foreground,
+        })
+    }
+
+    /// Puts `serin run`'s rollout, already running, under its name.
+    pub fn adopt(&self, setup: Setup, plane: DataPlane, driver: RunningDriver) {
+        let name = setup.name.clone();
+        let entry = Entry {
+            setup,
+            plane,
+            driver: Some(driver),
+            started_at: None,
+            // The plane was started for this run: it counts from its start.
+            run_baseline: None,
+        };
+        self.map().insert(name, Slot::up(entry));
+    }
+
+    /// The rollout `serin run` runs, when this is `serin run`'s daemon.
+    pub fn foreground(&self) -> Option<&str> {
+        self.foreground.as_deref()
     }
 
     /// A started rollout's entry: its plane and, while it is in progress,
@@ -720,9 +776,14 @@ impl Daemon {
             Some(why) => DaemonError::Conflict(format!(
                 "rollout {name} is not running in this daemon: {why}"
             )),
-            None => DaemonError::NotFound(format!(
-                "no rollout named {name}; `serin init FILE` registers one"
-            )),
+            None => match self.foreground() {
+                Some(only) => DaemonError::NotFound(format!(
+                    "rollout {name} does not run here: this is `serin run` of rollout {only}"
+                )),
+                None => DaemonError::NotFound(format!(
+                    "no rollout named {name}; `serin init FILE` registers one"
+                )),
+            },
         }
     }
 
@@ -764,22 +825,33 @@ impl Daemon {
         // The name is held from here on: the old plane drains and the new
         // one starts with no lock held; on an error the name is left free.
         let (held, old) = self.reserve(&setup.name).await;
+        let stored = self.store.get(&setup.name).ok();
+        let changed = stored.as_ref().map(|r| changed_fields(&r.spec, text));
         if let Some(old) = old {
             if old.driver.as_ref().is_some_and(|d| !d.is_finished()) {
                 held.put(old);
-                return Err(DaemonError::Conflict(format!(
-                    "rollout {} is in progress; roll it back or let it finish before registering it again",
-                    setup.name
-                )));
+                let changed = changed.unwrap_or_default();
+                return Err(DaemonError::Conflict(in_progress(&setup.name, &changed)));
             }
             old.plane.stop().await;
         }
         let now = time::now();
         let mut state = State::new(now);
-        state.reason = format!(
-            "registered; `serin deploy {} VERSION` starts a rollout",
-            setup.name
-        );
+        state.reason = match &changed {
+            Some(c) if c.is_empty() => format!(
+                "registered again, file unchanged; `serin deploy {} VERSION` starts a rollout",
+                setup.name
+            ),
+            Some(c) => format!(
+                "updated ({} changed); `serin deploy {} VERSION` starts a rollout",
+                c.join(", "),
+                setup.name
+            ),
+            None => format!(
+                "registered; `serin deploy {} VERSION` starts a rollout",
+                setup.name
+            ),
+        };
         let record = setup.record(text, None, state);
         let plane = DataPlane::start(&setup, Weight::ZERO).await?;
         let record = match self.store.register(&record, now) {
@@ -1207,6 +1279,9 @@ impl Daemon {
                     .map(Weight::percent)
             }
         }
+        status.proxy = proxy
+            .and(here.and_then(|e| e.plane.addr))
+            .map(|a| a.to_string());
         if let Some(why) = self.why_not_running(&record.name) {
             status.reason = format!("not running in this daemon: {why}");
         }
@@ -1283,6 +1358,69 @@ pub struct Taken {
     pub driver: Option<RunningDriver>,
     /// Its data plane.
     pub plane: DataPlane,
+}
+
+/// Why `serin init` does not change a rollout in progress, naming what its
+/// new file changes (`changed`) and what may change now.
+fn in_progress(name: &str, changed: &[String]) -> String {
+    let file = if changed.is_empty() {
+        "the new file is the one it runs (nothing to change)".to_string()
+    } else {
+        format!(
+            "the new file's {} take effect only after the run (roll it back or let it end, then \
+             `serin init` again)",
+            changed.join(", ")
+        )
+    };
+    format!(
+        "rollout {name} is in progress, and a run keeps the file it started with: {file}. \
+         What may change now is what the commands change: the canary weight (`serin traffic {name} PCT`), \
+         a pause (`serin pause {name}`, `serin resume {name}`), the end (`serin promote {name} [--full]`, \
+         `serin rollback {name}`)"
+    )
+}
+
+/// The fields of a rollout file that differ between `old` and `new`, by
+/// path (`steps`, `analysis.errorRate.max`); a list is one field. A file
+/// that does not read as a whole is one change, `the file`.
+pub fn changed_fields(old: &str, new: &str) -> Vec<String> {
+    let read = |t: &str| serde_saphyr::from_str::<serde_json::Value>(t).ok();
+    let (Some(old), Some(new)) = (read(old), read(new)) else {
+        return if old == new {
+            Vec::new()
+        } else {
+            vec!["the file".into()]
+        };
+    };
+    let mut out = Vec::new();
+    diff("", &old, &new, &mut out);
+    out
+}
+
+fn diff(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => diff(&at, x, y, out),
+                    _ => out.push(at),
+                }
+            }
+        }
+        (a, b) if a != b => out.push(if path.is_empty() {
+            "the file".into()
+        } else {
+            path.to_string()
+        }),
+        _ => {}
+    }
 }
 
 /// Tries to start a stored rollout's data plane again and again (1 s,
@@ -1367,6 +1505,7 @@ fn unreadable(name: &str, error: &StoreError) -> RolloutStatus {
         canary: wire::VersionRef { version: None },
         last_verdict: None,
         metrics: None,
+        proxy: None,
     }
 }
 
@@ -1410,6 +1549,7 @@ pub fn status_of(
             stable: version_metrics(&s.stable),
             canary: version_metrics(&s.canary),
         }),
+        proxy: None,
     }
 }
 
@@ -1505,6 +1645,102 @@ analysis: { interval: 1s, errorRate: { max: 5% } }
             daemon.metrics_text().await;
         }
         assert_eq!(parses.load(Ordering::SeqCst), after_register);
+        crate::shutdown::stop_rollouts(daemon.take_all().await).await;
+    }
+
+    #[test]
+    fn the_fields_a_new_file_changes_are_named_by_path() {
+        let new = FILE
+            .replace("interval: 1s", "interval: 2s")
+            .replace("  - pause: {}\n", "  - pause: { duration: 5s }\n");
+        assert_eq!(changed_fields(FILE, &new), ["analysis.interval", "steps"]);
+        assert!(changed_fields(FILE, FILE).is_empty());
+        let more = FILE.replace(
+            "errorRate: { max: 5% }",
+            "errorRate: { max: 5% }, minRequests: 9",
+        );
+        assert_eq!(changed_fields(FILE, &more), ["analysis.minRequests"]);
+    }
+
+    /// `serin init` of a rollout in progress is refused, naming the fields
+    /// its new file changes (none for the same file) and what may change now;
+    /// once the run has ended, the new file is taken and its changes said.
+    #[tokio::test]
+    async fn init_updates_a_rollout_not_in_progress_and_says_what_waits_for_the_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let daemon = Daemon::start(
+            store,
+            None,
+            Commands::default(),
+            Paths::default(),
+            crate::runtime::parser(),
+        )
+        .await
+        .expect("daemon");
+        daemon.register(FILE, Actor::Cli).await.expect("register");
+        let req = DeployRequest {
+            version: "v2".into(),
+            upstream: None,
+        };
+        daemon
+            .deploy("shop", req, Actor::Cli)
+            .await
+            .expect("deploy");
+        let same = daemon
+            .register(FILE, Actor::Cli)
+            .await
+            .expect_err("same file")
+            .to_string();
+        assert!(same.contains("the new file is the one it runs"), "{same}");
+        let new = FILE.replace("interval: 1s", "interval: 2s");
+        let err = daemon
+            .register(&new, Actor::Cli)
+            .await
+            .expect_err("in progress");
+        let msg = err.to_string();
+        assert_eq!(err.kind(), Kind::Conflict);
+        assert!(
+            msg.contains("the new file's analysis.interval take effect only after the run"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("serin traffic shop PCT") && msg.contains("serin rollback shop"),
+            "{msg}"
+        );
+        assert!(
+            daemon.store.get("shop").expect("get").spec == FILE,
+            "changed during the run"
+        );
+        daemon
+            .command(
+                "shop",
+                Input::Rollback(crate::rollout::Stop::Operator(Actor::Cli)),
+            )
+            .await
+            .expect("rollback");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let updated = loop {
+            match daemon.register(&new, Actor::Cli).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert_eq!(e.kind(), Kind::Conflict, "{e}");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "still in progress: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert!(
+            updated
+                .reason
+                .starts_with("updated (analysis.interval changed)"),
+            "{}",
+            updated.reason
+        );
+        assert_eq!(daemon.store.get("shop").expect("get").spec, new);
         crate::shutdown::stop_rollouts(daemon.take_all().await).await;
     }
 }

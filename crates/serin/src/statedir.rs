@@ -8,13 +8,143 @@
 //! process ends, however it ends (`kill -9` included), so nothing is left
 //! stale. The file holds the owner's pid, for the message a second process
 //! gets. Readers that only look at the database do not take the lock.
+//!
+//! # Where the owner's API listens: `DIR/api.json`
+//!
+//! The owner (`serin serve`, `serin run`) writes `DIR/api.json` once its API
+//! answers, and removes it when it stops, so that the client commands find
+//! it through the state dir alone (as `kubectl` finds a cluster through its
+//! kubeconfig):
+//!
+//! ```json
+//! {"url": "http://127.0.0.1:40123", "pid": 4242, "command": "run", "token": "9f…"}
+//! ```
+//!
+//! - `url`: where a client on this machine reaches the API (a wildcard
+//!   listen address is written as loopback).
+//! - `pid`: the owner. A file left by an owner killed with `kill -9` is
+//!   stale: the reader checks that the pid still runs ([`find`]); it never
+//!   takes the lock, which would race a `serin serve` that is starting.
+//! - `command`: `serve` or `run`.
+//! - `token`: only `serin run`'s, generated at its start, so that no other
+//!   local user (the file is mode 0600) and no web page can steer it.
+//!   `serin serve`'s own `--token`/`SERIN_TOKEN` is never written to disk.
+//!
+//! The file is written to a temporary name with mode 0600 and renamed, so a
+//! reader sees the whole file or none.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 /// The lock file's name inside the state directory.
 pub const LOCK_FILE: &str = "serin.lock";
+
+/// The name of the file that says where the owner's API listens.
+pub const API_FILE: &str = "api.json";
+
+/// What `DIR/api.json` holds (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiFile {
+    /// Where a local client reaches the API: `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The owner's process id.
+    pub pid: u32,
+    /// `serve` or `run`.
+    pub command: String,
+    /// The bearer token mutations need (`serin run`'s own, generated at its
+    /// start); never `serin serve`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `DIR/api.json` while its owner runs; removed on drop.
+#[derive(Debug)]
+pub struct Published {
+    path: PathBuf,
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Writes `DIR/api.json` (mode 0600, atomically: a temporary file renamed);
+/// it lives as long as the returned guard.
+pub fn publish(dir: &Path, api: &ApiFile) -> std::io::Result<Published> {
+    let path = dir.join(API_FILE);
+    let tmp = dir.join(format!(".{API_FILE}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // A file left by an older owner keeps its mode on open: set it.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        file.write_all(serde_json::to_string(api)?.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(Published { path })
+}
+
+/// What a client finds in a state dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A running owner's API.
+    Live(ApiFile),
+    /// A file whose owner no longer runs (killed with `kill -9`).
+    Stale(ApiFile),
+    /// No file (no owner, or one still starting).
+    Absent,
+    /// A file that does not read: why.
+    Unreadable(String),
+}
+
+/// Reads `DIR/api.json` and checks that its owner still runs.
+pub fn find(dir: &Path) -> Found {
+    let path = dir.join(API_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Absent,
+        Err(e) => return Found::Unreadable(format!("{}: {e}", path.display())),
+    };
+    let api: ApiFile = match serde_json::from_str(&text) {
+        Ok(a) => a,
+        Err(e) => return Found::Unreadable(format!("{}: {e}", path.display())),
+    };
+    if runs(api.pid) {
+        Found::Live(api)
+    } else {
+        Found::Stale(api)
+    }
+}
+
+/// Whether process `pid` exists (signal 0: nothing is sent). A process of
+/// another user exists too (`EPERM`).
+fn runs(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}
 
 /// Why the state directory could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +221,54 @@ pub fn lock(dir: &Path) -> Result<StateLock, LockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_file_is_private_read_while_its_owner_runs_and_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        assert_eq!(find(dir.path()), Found::Absent);
+        let api = ApiFile {
+            url: "http://127.0.0.1:1234".into(),
+            pid: std::process::id(),
+            command: "run".into(),
+            token: Some("t0k".into()),
+        };
+        let published = publish(dir.path(), &api).expect("publish");
+        let mode = std::fs::metadata(dir.path().join(API_FILE))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(find(dir.path()), Found::Live(api.clone()));
+        // Only the file itself is left: no temporary one.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [API_FILE]);
+        drop(published);
+        assert_eq!(find(dir.path()), Found::Absent);
+    }
+
+    #[test]
+    fn an_api_file_whose_owner_is_gone_is_stale() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        let api = ApiFile {
+            url: "http://127.0.0.1:1234".into(),
+            pid,
+            command: "serve".into(),
+            token: None,
+        };
+        let published = publish(dir.path(), &api).expect("publish");
+        // Left behind as after `kill -9`.
+        std::mem::forget(published);
+        assert_eq!(find(dir.path()), Found::Stale(api));
+        std::fs::write(dir.path().join(API_FILE), "{").expect("write");
+        assert!(matches!(find(dir.path()), Found::Unreadable(_)));
+    }
 
     #[test]
     fn a_second_lock_is_refused_with_the_owners_pid_and_free_after_release() {

@@ -64,6 +64,11 @@ pub struct RolloutStatus {
     /// Per-version figures of this run: since its deploy (or since its data
     /// plane last started, if later); `serin run`'s proxy starts with its run.
     pub metrics: Option<Metrics>,
+    /// The address of serin's built-in proxy while it runs here: the
+    /// service's address, which stops answering when the rollout is cleaned
+    /// up (absent for nginx and Kubernetes, which keep serving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 impl RolloutStatus {

@@ -1,5 +1,7 @@
 //! The daemon's HTTP API (axum): the SPEC's `/api/v1` routes, `/metrics`,
-//! `/healthz` and the dashboard at `/`.
+//! `/healthz` and the dashboard at `/`. `serin serve` and `serin run` serve
+//! the same router; `serin run`'s registers, deploys and cleans up nothing
+//! (409), and always has a token (its own, in `DIR/api.json`).
 //!
 //! Every request passes [`Guard`] first (its Host names this daemon; a
 //! mutation does not come from another site's page). Reads are then open;
@@ -115,6 +117,37 @@ fn actor(headers: &HeaderMap) -> Actor {
     Actor::from_header(headers.get(ACTOR_HEADER).and_then(|v| v.to_str().ok()))
 }
 
+/// `serin run`'s API changes only the one rollout it runs: what it does not
+/// do (register, deploy, clean up) is refused (409) with what to do instead.
+fn not_in_run(daemon: &Daemon, change: Change) -> ApiResult<()> {
+    let Some(name) = daemon.foreground() else {
+        return Ok(());
+    };
+    let why = match change {
+        Change::Register => format!(
+            "this API is `serin run` of rollout {name}: it runs that one file and registers no other; \
+             `serin init` needs a `serin serve` (on another --state-dir, or with --api)"
+        ),
+        Change::Deploy => format!(
+            "this API is `serin run` of rollout {name}: it rolls out the canary its file names and deploys \
+             no other version; run a file with the new version, or register it with `serin serve`"
+        ),
+        Change::Cleanup => format!(
+            "this API is `serin run` of rollout {name}: it ends with its rollout and closes its proxy then; \
+             `serin rollback {name}` (or Ctrl-C where it runs) ends it now"
+        ),
+    };
+    Err(ApiError(StatusCode::CONFLICT, why))
+}
+
+/// What `serin run`'s API refuses.
+#[derive(Clone, Copy)]
+enum Change {
+    Register,
+    Deploy,
+    Cleanup,
+}
+
 /// A JSON body, or `{}` when empty, with serde's message on error.
 fn json_body<T: for<'de> Deserialize<'de>>(body: &Bytes, what: &str) -> ApiResult<T> {
     let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
@@ -172,6 +205,7 @@ async fn register(
     body: Bytes,
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
+    not_in_run(&daemon, Change::Register)?;
     let text = std::str::from_utf8(&body).map_err(|_| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -197,6 +231,7 @@ async fn cleanup(
     Query(q): Query<CleanupQuery>,
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
+    not_in_run(&daemon, Change::Cleanup)?;
     let by = actor(&headers);
     let purged = to_the_end(async move { daemon.cleanup(&name, q.purge, by).await }).await?;
     Ok(match purged {
@@ -212,6 +247,7 @@ async fn deploy(
     body: Bytes,
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
+    not_in_run(&daemon, Change::Deploy)?;
     let req: DeployRequest = json_body(
         &body,
         "deploy body (expected {\"version\":\"v2\",\"upstream\":\"http://…\"})",

@@ -1,6 +1,24 @@
-//! The client side of the daemon's API: where it is (`--api`, `SERIN_API`),
-//! the token (`--token`, `SERIN_TOKEN`), and one JSON request at a time.
+//! The client side of the daemon's API: where it is, the token, and one
+//! JSON request at a time.
+//!
+//! # Where the API is
+//!
+//! 1. `--api URL` (`SERIN_API`), with `--token` (`SERIN_TOKEN`).
+//! 2. Otherwise the state dir (`--state-dir`, `SERIN_STATE_DIR`, default
+//!    `.serin`): the `serin serve` or `serin run` that owns it wrote where
+//!    its API listens into `DIR/api.json` ([`crate::statedir`]), and
+//!    `serin run` its token with it (used when no `--token` is given).
+//! 3. Otherwise, with the default state dir, `http://127.0.0.1:9900` (the
+//!    default `serin serve --listen`).
+//!
+//! Nothing answering yet is waited for, up to [`WAIT`]: a daemon started in
+//! the same breath (`serin serve & serin init FILE`) has not written its file
+//! or bound its port yet. Only "nothing there" is waited for (no file, a
+//! refused connection), never an answer; once serin answered, it is not
+//! waited for again. Giving up says what was waited for.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -12,25 +30,58 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cli::serve::DEFAULT_STATE_DIR;
 use crate::error::Error;
 use crate::exit::invalid;
+use crate::statedir::{self, Found};
 use crate::wire::ErrorBody;
+
+/// The API's address when neither `--api` nor the state dir names one.
+pub const DEFAULT_API: &str = "http://127.0.0.1:9900";
+
+/// How long a command waits for a serin that is starting.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// How often it looks again meanwhile.
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 /// Where the daemon is and how to authenticate.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
-    /// The daemon's address.
-    #[arg(
-        long = "api",
-        env = "SERIN_API",
-        default_value = "http://127.0.0.1:9900"
-    )]
-    pub api: String,
+    /// The API of a `serin serve` or `serin run`. Without it: the one that
+    /// owns the state dir (it writes DIR/api.json), else
+    /// http://127.0.0.1:9900.
+    #[arg(long = "api", env = "SERIN_API")]
+    pub api: Option<String>,
     /// Bearer token for commands that change something: visible ASCII
     /// characters, no spaces (anything else is refused, exit 2). An empty
-    /// SERIN_TOKEN (`SERIN_TOKEN=`) means no token.
+    /// SERIN_TOKEN (`SERIN_TOKEN=`) means no token. Not needed for a
+    /// `serin run` found through its state dir: its token is read there.
     #[arg(long = "token", env = "SERIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The state dir of the `serin serve` or `serin run` to talk to (default
+    /// .serin); read directly by status, history and report when no serin
+    /// serves it.
+    #[arg(long = "state-dir", env = "SERIN_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// The state dir named, or the default.
+    pub fn dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    }
+
+    /// Whether a process serves this state dir (its `api.json` names a
+    /// running owner), when no `--api` is given: `None` with `--api`.
+    pub fn served(&self) -> Option<bool> {
+        match self.api {
+            Some(_) => None,
+            None => Some(matches!(statedir::find(&self.dir()), Found::Live(_))),
+        }
+    }
 }
 
 /// A failed API call: the daemon's own message when it sent one.
@@ -54,34 +105,65 @@ pub enum ApiError {
         /// Why.
         why: String,
     },
+    /// Nothing was found to talk to within [`WAIT`].
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// Where the API is, as looked up once.
+#[derive(Debug, Clone)]
+enum Source {
+    /// `--api`.
+    Flag(String),
+    /// The state dir; `named` when `--state-dir` or `SERIN_STATE_DIR` gave it.
+    Dir { dir: PathBuf, named: bool },
+}
+
+/// One place to send a request to.
+struct Target {
+    base: String,
+    token: Option<String>,
 }
 
 /// Sends JSON requests to the daemon.
 pub struct ApiClient {
-    base: String,
+    source: Source,
     token: Option<String>,
     /// Who this client says it is (attribution only): `cli` unless told.
     actor: crate::rollout::Actor,
+    /// Serin answered once: it is not waited for again.
+    answered: AtomicBool,
+    /// The stored state, read in this process (`status`, `history`,
+    /// `report` on a state dir no process serves).
+    local: Option<crate::cli::local::Local>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
+/// Checks `--api`: `http://host:port` only.
+fn checked_url(api: &str) -> anyhow::Result<String> {
+    let base = api.trim_end_matches('/').to_string();
+    let expected = || {
+        Error::invalid(format!(
+            "--api: expected a URL like http://127.0.0.1:9900, got `{api}`"
+        ))
+    };
+    let uri: http::Uri = base.parse().map_err(|_| expected())?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(expected().into());
+    }
+    Ok(base)
+}
+
 impl ApiClient {
-    /// A client for `args.api`; refuses anything but `http://host:port`.
+    /// A client for `args`; refuses an `--api` that is not `http://host:port`.
     pub fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
-        let base = args.api.trim_end_matches('/').to_string();
-        let uri: http::Uri = base.parse().map_err(|_| {
-            Error::invalid(format!(
-                "--api: expected a URL like http://127.0.0.1:9900, got `{}`",
-                args.api
-            ))
-        })?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(Error::invalid(format!(
-                "--api: expected a URL like http://127.0.0.1:9900, got `{}`",
-                args.api
-            ))
-            .into());
-        }
+        let source = match &args.api {
+            Some(api) => Source::Flag(checked_url(api)?),
+            None => Source::Dir {
+                dir: args.dir(),
+                named: args.state_dir.is_some(),
+            },
+        };
         let token = match args.token.as_deref() {
             // `SERIN_TOKEN=` clears the token rather than sending an empty one.
             Some("") if std::env::var_os("SERIN_TOKEN").is_some_and(|v| v.is_empty()) => None,
@@ -89,9 +171,11 @@ impl ApiClient {
             None => None,
         };
         Ok(ApiClient {
-            base,
+            source,
             token,
             actor: crate::rollout::Actor::Cli,
+            answered: AtomicBool::new(false),
+            local: None,
             client: Client::builder(TokioExecutor::new()).build_http(),
         })
     }
@@ -105,15 +189,102 @@ impl ApiClient {
     /// `DELETE path` → JSON (`?purge=true` answers what it deleted).
     pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let body = self.call(Method::DELETE, path, None, None).await?;
-        serde_json::from_slice(&body)
-            .with_context(|| format!("unexpected answer from {}{path}", self.base))
+        serde_json::from_slice(&body).with_context(|| format!("unexpected answer to DELETE {path}"))
+    }
+
+    /// A client for a command that only reads (`status`, `history`,
+    /// `report`): on a state dir that no process serves, it reads the store
+    /// directly ([`crate::cli::local`]) and says so on stderr.
+    pub fn reading(args: &ApiArgs) -> anyhow::Result<ApiClient> {
+        let mut client = ApiClient::new(args)?;
+        client.local = crate::cli::local::Local::open(args)?;
+        if let Some(local) = &client.local {
+            crate::errln!(
+                "no serin serves {}: read from its store",
+                local.dir().display()
+            );
+        }
+        Ok(client)
+    }
+
+    /// Where to send a request now, or (`Err`) what is missing.
+    fn target(&self) -> Result<Target, String> {
+        match &self.source {
+            Source::Flag(base) => Ok(Target {
+                base: base.clone(),
+                token: self.token.clone(),
+            }),
+            Source::Dir { dir, named } => {
+                let file = dir.join(statedir::API_FILE);
+                let missing = match statedir::find(dir) {
+                    Found::Live(api) => {
+                        return Ok(Target {
+                            base: checked_url(&api.url)
+                                .map_err(|e| format!("{}: {e}", file.display()))?,
+                            // Its own token goes only to the address it names.
+                            token: self.token.clone().or(api.token),
+                        });
+                    }
+                    Found::Absent => format!("no {}", file.display()),
+                    Found::Stale(api) => format!(
+                        "{} names pid {}, which no longer runs (killed?)",
+                        file.display(),
+                        api.pid
+                    ),
+                    Found::Unreadable(why) => why,
+                };
+                if *named {
+                    return Err(missing);
+                }
+                Ok(Target {
+                    base: DEFAULT_API.to_string(),
+                    token: self.token.clone(),
+                })
+            }
+        }
+    }
+
+    /// What was waited for, when giving up.
+    fn gave_up(&self, why: &str) -> anyhow::Error {
+        let waited = WAIT.as_secs();
+        match &self.source {
+            Source::Flag(base) => ApiError::Unreachable {
+                api: base.clone(),
+                why: format!("{why}; waited {waited} s for it to start"),
+            }
+            .into(),
+            Source::Dir { dir, named: true } => ApiError::NotFound(format!(
+                "no serin serves state dir {}: waited {waited} s for a `serin serve` or `serin run` \
+                 on it to write {} ({why}); start one with --state-dir {}, or name its API with --api",
+                dir.display(),
+                dir.join(statedir::API_FILE).display(),
+                dir.display()
+            ))
+            .into(),
+            Source::Dir { dir, named: false } => ApiError::NotFound(format!(
+                "cannot reach serin: waited {waited} s for a `serin serve` or `serin run` on state dir {} \
+                 ({}) and for one at {DEFAULT_API} ({why}); start `serin serve`, or name the state dir \
+                 with --state-dir or the API with --api",
+                dir.display(),
+                match statedir::find(dir) {
+                    Found::Stale(api) => format!(
+                        "{} names pid {}, which no longer runs",
+                        dir.join(statedir::API_FILE).display(),
+                        api.pid
+                    ),
+                    Found::Unreadable(why) => why,
+                    _ => format!("no {}", dir.join(statedir::API_FILE).display()),
+                }
+            ))
+            .into(),
+        }
     }
 
     /// `GET path` → JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let body = self.call(Method::GET, path, None, None).await?;
         serde_json::from_slice(&body)
-            .with_context(|| format!("unexpected answer from {}{path}", self.base))
+            .with_context(|| format!("unexpected answer from serin to {path}"))
     }
 
     /// `GET path` → text (HTML report).
@@ -141,7 +312,7 @@ impl ApiClient {
             .call(method, path, Some(json), Some("application/json"))
             .await?;
         serde_json::from_slice(&answer)
-            .with_context(|| format!("unexpected answer from {}{path}", self.base))
+            .with_context(|| format!("unexpected answer from serin to {path}"))
     }
 
     /// `method path` with a raw body and content type → JSON.
@@ -156,7 +327,7 @@ impl ApiClient {
             .call(method, path, Some(body), Some(content_type))
             .await?;
         serde_json::from_slice(&answer)
-            .with_context(|| format!("unexpected answer from {}{path}", self.base))
+            .with_context(|| format!("unexpected answer from serin to {path}"))
     }
 
     async fn call(
@@ -166,45 +337,109 @@ impl ApiClient {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> anyhow::Result<Bytes> {
+        if let Some(local) = &self.local {
+            if method != Method::GET {
+                return Err(Error::new(
+                    crate::error::Kind::Internal,
+                    format!("{method} {path} sent to a stored state"),
+                )
+                .into());
+            }
+            let (status, bytes) = local.get(path).await?;
+            return answer(status, bytes);
+        }
+        let body = Bytes::from(body.unwrap_or_default());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let why = match self.target() {
+                Ok(target) => match self
+                    .once(&target, method.clone(), path, body.clone(), content_type)
+                    .await
+                {
+                    Ok(answer) => {
+                        self.answered.store(true, Ordering::Relaxed);
+                        return answer;
+                    }
+                    Err(why) => why,
+                },
+                Err(why) => why,
+            };
+            if self.answered.load(Ordering::Relaxed) {
+                // It answered before (`serin monitor`): it has stopped.
+                return Err(ApiError::NotFound(format!(
+                    "serin no longer answers ({why}): the `serin serve` or `serin run` this command \
+                     talked to has stopped"
+                ))
+                .into());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.gave_up(&why));
+            }
+            tokio::time::sleep(LOOK_AGAIN).await;
+        }
+    }
+
+    /// One request to `target`: the outcome, or (`Err`) why nothing
+    /// answered there (a refused connection: worth waiting for).
+    async fn once(
+        &self,
+        target: &Target,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<anyhow::Result<Bytes>, String> {
         let mut request = http::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
+            .uri(format!("{}{path}", target.base));
+        if let Some(token) = &target.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         request = request.header(crate::rollout::ACTOR_HEADER, self.actor.as_str());
         if let Some(ct) = content_type {
             request = request.header(header::CONTENT_TYPE, ct);
         }
-        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let request = match request.body(Full::new(body)) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e.into())),
+        };
         let unreachable = |why: String| ApiError::Unreachable {
-            api: self.base.clone(),
+            api: target.base.clone(),
             why,
         };
-        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
-            .await
-            .map_err(|_| unreachable("no answer within 30 s".into()))?
-            .map_err(|e| unreachable(error_chain(&e)))?;
+        let response =
+            match tokio::time::timeout(Duration::from_secs(30), self.client.request(request)).await
+            {
+                Err(_) => return Ok(Err(unreachable("no answer within 30 s".into()).into())),
+                // Nothing listens (yet): the request never reached anyone.
+                Ok(Err(e)) if e.is_connect() => return Err(error_chain(&e)),
+                Ok(Err(e)) => return Ok(Err(unreachable(error_chain(&e)).into())),
+                Ok(Ok(r)) => r,
+            };
+        self.answered.store(true, Ordering::Relaxed);
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .to_bytes();
-        if status.is_success() {
-            return Ok(bytes);
-        }
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
-        let err = ApiError::Status { status, message };
-        // The daemon refused our input: that is the user's input, exit 2.
-        if status == StatusCode::BAD_REQUEST {
-            return Err(anyhow!(Error::invalid(err.to_string())));
-        }
-        Err(err.into())
+        let bytes = match response.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return Ok(Err(unreachable(e.to_string()).into())),
+        };
+        Ok(answer(status, bytes))
     }
+}
+
+/// An answer's body, or the error it says.
+fn answer(status: StatusCode, bytes: Bytes) -> anyhow::Result<Bytes> {
+    if status.is_success() {
+        return Ok(bytes);
+    }
+    let message = serde_json::from_slice::<ErrorBody>(&bytes)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+    let err = ApiError::Status { status, message };
+    // The daemon refused our input: that is the user's input, exit 2.
+    if status == StatusCode::BAD_REQUEST {
+        return Err(anyhow!(Error::invalid(err.to_string())));
+    }
+    Err(err.into())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

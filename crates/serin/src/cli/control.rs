@@ -236,35 +236,49 @@ pub fn cleanup(args: CleanupArgs, output: OutputFormat) -> anyhow::Result<Exit> 
     block_on(async move {
         let client = ApiClient::new(&args.api)?;
         let path = rollout_path(&args.name, "")?;
-        if args.purge {
+        // The built-in proxy's address, which closes with it.
+        let proxy = client
+            .get::<RolloutStatus>(&path)
+            .await
+            .ok()
+            .and_then(|s| s.proxy);
+        let purged = if args.purge {
             let answer: serde_json::Value =
                 client.delete_json(&format!("{path}?purge=true")).await?;
-            let runs = answer["purgedRuns"].as_u64().unwrap_or(0);
-            match output {
-                OutputFormat::Json => crate::outln!(
-                    "{}",
-                    json!({"name": args.name, "removed": true, "purgedRuns": runs})
-                ),
-                OutputFormat::Text => crate::outln!(
-                    "{}: canary weight 0, proxy stopped, rollout removed; purged: its {runs} run(s) with their history and reports are deleted",
-                    args.name
-                ),
-            }
-            return Ok(Exit::Success);
-        }
-        client.delete(&path).await?;
+            Some(answer["purgedRuns"].as_u64().unwrap_or(0))
+        } else {
+            client.delete(&path).await?;
+            None
+        };
+        let closing = proxy.map(|addr| crate::cli::closing(&addr, crate::cli::AFTER_CLEANUP));
         match output {
-            OutputFormat::Json => crate::outln!(
-                "{}",
-                json!({"name": args.name, "removed": true, "purgedRuns": 0})
-            ),
-            OutputFormat::Text => crate::outln!(
-                "{}: canary weight 0, proxy stopped, rollout removed; its runs are kept (`serin history {}`, `serin report {}`; `serin cleanup {} --purge` deletes them)",
-                args.name,
-                args.name,
-                args.name,
-                args.name
-            ),
+            OutputFormat::Json => {
+                crate::outln!(
+                    "{}",
+                    json!({"name": args.name, "removed": true, "purgedRuns": purged.unwrap_or(0)})
+                );
+                if let Some(line) = closing {
+                    crate::errln!("{line}");
+                }
+            }
+            OutputFormat::Text => {
+                match purged {
+                    Some(runs) => crate::outln!(
+                        "{}: canary weight 0, proxy stopped, rollout removed; purged: its {runs} run(s) with their history and reports are deleted",
+                        args.name
+                    ),
+                    None => crate::outln!(
+                        "{}: canary weight 0, proxy stopped, rollout removed; its runs are kept (`serin history {}`, `serin report {}`; `serin cleanup {} --purge` deletes them)",
+                        args.name,
+                        args.name,
+                        args.name,
+                        args.name
+                    ),
+                }
+                if let Some(line) = closing {
+                    crate::outln!("{line}");
+                }
+            }
         }
         Ok(Exit::Success)
     })

@@ -1,4 +1,5 @@
-//! Commands that read a rollout from the daemon: `status`, `history`, `report`.
+//! Commands that read a rollout from the daemon: `status`, `history`, `report`
+//! (or from the store of a state dir no process serves: `cli::local`).
 
 use std::path::PathBuf;
 
@@ -68,7 +69,7 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyh
 
 pub fn status(args: StatusArgs, output: OutputFormat) -> anyhow::Result<Exit> {
     block_on(async move {
-        let client = ApiClient::new(&args.api)?;
+        let client = ApiClient::reading(&args.api)?;
         match &args.name {
             Some(name) => {
                 let s: RolloutStatus = client.get(&rollout_path(name, "")?).await?;
@@ -175,7 +176,7 @@ fn run_query(run: Option<u32>, first: char) -> String {
 
 pub fn history(args: HistoryArgs, output: OutputFormat) -> anyhow::Result<Exit> {
     block_on(async move {
-        let client = ApiClient::new(&args.api)?;
+        let client = ApiClient::reading(&args.api)?;
         let path = rollout_path(&args.name, "/history")? + &run_query(args.run, '?');
         let history: History = client.get(&path).await?;
         match output {
@@ -265,7 +266,7 @@ pub fn report(args: ReportArgs, output: OutputFormat) -> anyhow::Result<Exit> {
         ));
     }
     block_on(async move {
-        let client = ApiClient::new(&args.api)?;
+        let client = ApiClient::reading(&args.api)?;
         let text = match args.format {
             ReportFormat::Json => {
                 let path = rollout_path(&args.name, "/report")? + &run_query(args.run, '?');

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod client;
 pub mod control;
 pub mod inspect;
+pub mod local;
 pub mod monitor;
 pub mod output;
 pub mod proxy;
@@ -29,6 +30,19 @@ pub fn bearer_token(value: &str) -> Result<String, Error> {
     }
     Ok(value.to_owned())
 }
+
+/// What is said when serin's built-in proxy at `addr` closes: it was the
+/// service's address. `then` says what keeps or brings it back.
+pub fn closing(addr: &str, then: &str) -> String {
+    format!("{addr} stops answering now: serin's built-in proxy was the service's address ({then})")
+}
+
+/// After `serin run`.
+pub const AFTER_RUN: &str =
+    "to keep an address up between rollouts, register them with `serin serve`";
+
+/// After `serin cleanup`.
+pub const AFTER_CLEANUP: &str = "`serin init FILE` opens it again";
 
 /// Prints a command's error to stderr and picks the exit code from its
 /// kind ([`crate::exit::Exit::of`]): bad input is exit 2, anything else

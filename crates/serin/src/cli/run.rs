@@ -9,19 +9,25 @@
 //! weight goes to 0 before the process exits (exit 4).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serin_proxy::Weight;
 
+use crate::api::guard::Guard;
 use crate::cli::output::OutputFormat;
-use crate::cli::serve::StateArgs;
-use crate::controller::driver::{Health, Progress};
+use crate::cli::serve::{DEFAULT_STATE_DIR, StateArgs};
+use crate::controller::driver::{DriverError, Health, Progress};
 use crate::controller::machine::Input;
+use crate::daemon::Daemon;
+use crate::error::{Error, Kind};
 use crate::exit::{Exit, invalid};
 use crate::rollout::{Decision, DecisionKind, Phase, RecordedVerdict, State, Stop};
 use crate::runtime::{DataPlane, RunningDriver, Setup};
+use crate::statedir;
 use crate::store::{RolloutRecord, Sample, Store};
 use crate::time::{self, rfc3339};
 
@@ -56,7 +62,14 @@ pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
         (crate::runtime::parser())(&text, &args.file.display().to_string()).map_err(invalid)?;
     let store = args.state.open()?;
     let rt = crate::runtime::tokio_runtime()?;
-    rt.block_on(run_setup(setup, text, store, args.report, output))
+    rt.block_on(run_serving(
+        setup,
+        text,
+        store,
+        args.report,
+        output,
+        Some(&args.state.state_dir),
+    ))
 }
 
 /// Runs `setup` to its end; shared by `serin run` and the demo tour.
@@ -67,45 +80,83 @@ pub async fn run_setup(
     report: Option<PathBuf>,
     output: OutputFormat,
 ) -> anyhow::Result<Exit> {
+    run_serving(setup, text, store, report, output, None).await
+}
+
+/// Runs `setup` to its end, serving the API for it while it runs when
+/// `api_dir` (the state dir, where `api.json` says where) is given.
+///
+/// The rollout runs inside a [`Daemon`] of its own ([`Daemon::for_run`]),
+/// so `serin status`, `promote`, `rollback`, `pause`, `resume`, `traffic`,
+/// `monitor` and the dashboard work on it as on `serin serve`'s.
+async fn run_serving(
+    setup: Setup,
+    text: String,
+    store: Store,
+    report: Option<PathBuf>,
+    output: OutputFormat,
+    api_dir: Option<&Path>,
+) -> anyhow::Result<Exit> {
     let record = resume_or_register(&store, &setup, &text)?;
     // A port in use or nginx refusing the file is the machine's state, not
     // the file's fault: its kind (unavailable, exit 1) is kept.
     let plane = DataPlane::start(&setup, record.state.weight).await?;
+    let address = plane.addr;
     let driver = RunningDriver::spawn(&setup, store.clone(), record.clone(), &plane);
     let handle = driver.handle.clone();
     let mut progress = handle.subscribe();
     let mut health = handle.watch_health();
-    let mut health_open = true;
+    let token = api_dir.map(|_| new_token());
+    let daemon = Daemon::for_run(
+        store.clone(),
+        token.clone(),
+        crate::runtime::parser(),
+        &setup.name,
+    );
+    daemon.adopt(setup.clone(), plane, driver);
     let mut view = View::new(&setup, &record, output);
     view.line(&format!(
         "{}: {} → {} through {} ({} steps; run {})",
         setup.name,
         setup.stable_version,
         setup.canary_version,
-        plane
-            .addr
-            .map_or_else(|| "the cluster".to_string(), |a| a.to_string()),
+        address.map_or_else(|| "the cluster".to_string(), |a| a.to_string()),
         setup.plan.steps.len(),
         record.run
     ));
-    let finish = driver.finish(std::future::pending());
-    tokio::pin!(finish);
+    let api = match (api_dir, token) {
+        (Some(dir), Some(token)) => RunApi::start(daemon.clone(), dir, token).await,
+        _ => None,
+    };
+    if let (Some(api), Some(dir)) = (&api, api_dir) {
+        let flag = if dir == Path::new(DEFAULT_STATE_DIR) {
+            String::new()
+        } else {
+            format!(" --state-dir {}", dir.display())
+        };
+        view.line(&format!(
+            "API and dashboard at {}/ (token in {}); from another shell: serin promote {}{flag}",
+            api.url,
+            dir.join(statedir::API_FILE).display(),
+            setup.name,
+        ));
+    }
     let mut interrupted = false;
-    let result = loop {
+    // Until the driver ends: it drops its side of the health channel then.
+    loop {
         tokio::select! {
-            r = &mut finish => break r,
             p = progress.recv() => {
                 if let Ok(p) = p {
                     view.show(&p);
                 }
             }
-            changed = health.changed(), if health_open => {
+            changed = health.changed() => {
                 match changed {
                     Ok(()) => {
                         let h = health.borrow_and_update().clone();
                         view.health(&h);
                     }
-                    Err(_) => health_open = false,
+                    Err(_) => break,
                 }
             }
             signal = crate::cli::signals::which(), if !interrupted => {
@@ -117,13 +168,35 @@ pub async fn run_setup(
                 }
             }
         }
+    }
+    // Nothing commands an ended rollout: the API goes first.
+    if let Some(api) = api {
+        api.stop().await;
+    }
+    let Some(taken) = daemon
+        .take_all()
+        .await
+        .into_iter()
+        .find(|t| t.name == setup.name)
+    else {
+        return Err(Error::new(Kind::Internal, "the rollout left serin run's registry").into());
+    };
+    let result = match taken.driver {
+        Some(driver) => driver.finish(std::future::pending()).await,
+        None => Err(DriverError::Stopped),
     };
     // Drain what the driver said last.
     while let Ok(p) = progress.try_recv() {
         view.show(&p);
     }
     let record = result.map_err(|e| anyhow::anyhow!(e))?;
-    plane.stop().await;
+    if let (Some(_), Some(addr)) = (&taken.plane.proxy, taken.plane.addr) {
+        view.line(&crate::cli::closing(
+            &addr.to_string(),
+            crate::cli::AFTER_RUN,
+        ));
+    }
+    taken.plane.stop().await;
     // What the driver said last of what is in force.
     let last = health.borrow().clone();
     view.health(&last);
@@ -154,6 +227,76 @@ pub async fn run_setup(
         );
     }
     Ok(exit)
+}
+
+/// A new bearer token for `serin run`'s API: 32 random bytes in hex.
+fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `serin run`'s API while its rollout runs: on a free loopback port,
+/// written into `DIR/api.json` with its token.
+struct RunApi {
+    url: String,
+    _published: Option<statedir::Published>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunApi {
+    /// Serves `daemon`'s API; `None` (said in the log) if it cannot: the
+    /// rollout runs without it.
+    async fn start(daemon: Arc<Daemon>, dir: &Path, token: String) -> Option<RunApi> {
+        let listener = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(
+                    "serin run serves no API (no loopback port: {e}); the rollout runs without it"
+                );
+                return None;
+            }
+        };
+        let own = listener.local_addr().ok()?;
+        let app = crate::api::server::router(daemon, Guard::new(own, &[]));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service())
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let url = format!("http://{own}");
+        let file = statedir::ApiFile {
+            url: url.clone(),
+            pid: std::process::id(),
+            command: "run".into(),
+            token: Some(token),
+        };
+        let published = statedir::publish(dir, &file)
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "cannot write {}: {e}; the CLI finds this serin run only with --api {url} and its token",
+                    dir.join(statedir::API_FILE).display()
+                );
+            })
+            .ok();
+        Some(RunApi {
+            url,
+            _published: published,
+            stop,
+            task,
+        })
+    }
+
+    /// `api.json` removed, the listener closed, requests in flight
+    /// answered (5 s at most).
+    async fn stop(self) {
+        drop(self._published);
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
 }
 
 /// A rollout of the same name left in progress (a crash, a killed run) with

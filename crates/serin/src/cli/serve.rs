@@ -9,13 +9,29 @@ use anyhow::Context;
 use crate::api::guard::Guard;
 use crate::daemon::{Commands, Daemon, Paths};
 use crate::exit::{Exit, invalid};
+use crate::statedir::ApiFile;
 use crate::store::Store;
+
+/// The URL a client on this machine uses for an API bound to `own`: a
+/// wildcard address (`0.0.0.0`, `::`) is reached on loopback.
+pub fn local_url(own: SocketAddr) -> String {
+    let ip = match own.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, own.port()))
+}
+
+/// The state dir when neither `--state-dir` nor `SERIN_STATE_DIR` names one.
+pub const DEFAULT_STATE_DIR: &str = ".serin";
 
 /// Where state lives: `--state-dir`, `SERIN_STATE_DIR`, default `.serin/`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StateArgs {
-    /// Directory of the state database.
-    #[arg(long = "state-dir", env = "SERIN_STATE_DIR", default_value = ".serin")]
+    /// Directory of the state database (and of `api.json`, which says where
+    /// this serin's API listens, for the other commands).
+    #[arg(long = "state-dir", env = "SERIN_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 }
 
@@ -102,9 +118,29 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             "serin serve ready"
         );
         let app = crate::api::server::router(daemon.clone(), Guard::new(own, &args.allow_host));
+        // The other commands find this daemon through the state dir; its
+        // token is never written.
+        let url = local_url(own);
+        let file = ApiFile {
+            url: url.clone(),
+            pid: std::process::id(),
+            command: "serve".into(),
+            token: None,
+        };
+        let published = crate::statedir::publish(&args.state.state_dir, &file)
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "cannot write {}: {e}; the other commands find this daemon only with --api {url}",
+                    args.state.state_dir.join(crate::statedir::API_FILE).display()
+                );
+            })
+            .ok();
         // Rollouts stay where they are in the store; the next start resumes them.
-        crate::shutdown::serve_until(listener, app, daemon, crate::cli::signals::terminated())
-            .await?;
+        let served =
+            crate::shutdown::serve_until(listener, app, daemon, crate::cli::signals::terminated())
+                .await;
+        drop(published);
+        served?;
         Ok(Exit::Success)
     })
 }

@@ -1,0 +1,77 @@
+//! `serin status`, `history` and `report` on a state dir that no process
+//! serves (a `serin run` that has finished, a stopped `serin serve`): the
+//! store is read directly, so a CI job can print the history and the report
+//! of the `serin run` it just ran.
+//!
+//! The requests go, in this process, to the same API router over a daemon
+//! that runs nothing ([`Daemon::reader`]): what is printed is what the API
+//! would answer for the stored records, with no live figures. Only reads
+//! are sent this way.
+
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Method, header};
+use http_body_util::BodyExt;
+use tower::ServiceExt as _;
+
+use crate::api::guard::Guard;
+use crate::cli::client::ApiArgs;
+use crate::daemon::Daemon;
+use crate::error::Error;
+use crate::store::Store;
+
+/// The database file inside a state dir.
+const DATABASE: &str = "serin.db";
+
+/// The API of a stored state, answered in this process.
+pub struct Local {
+    router: axum::Router,
+    dir: PathBuf,
+}
+
+impl Local {
+    /// The state dir of `args`, when no `--api` names a daemon, no running
+    /// serin serves the dir (its `api.json`), and it holds a database.
+    pub fn open(args: &ApiArgs) -> anyhow::Result<Option<Local>> {
+        if args.served() != Some(false) {
+            return Ok(None);
+        }
+        let dir = args.dir();
+        if !dir.join(DATABASE).is_file() {
+            return Ok(None);
+        }
+        Ok(Some(Local::over(&dir)?))
+    }
+
+    fn over(dir: &Path) -> anyhow::Result<Local> {
+        let store = Store::open(dir).map_err(|e| {
+            Error::unavailable(format!("cannot read the state in {}: {e}", dir.display()))
+        })?;
+        let daemon = Daemon::reader(store, crate::runtime::parser());
+        let guard = Guard::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), &[]);
+        Ok(Local {
+            router: crate::api::server::router(daemon, guard),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Where the state is read from, for a note to the user.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `GET path`: the status and the body.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(http::StatusCode, Bytes)> {
+        let request = http::Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1")
+            .body(Body::empty())?;
+        let response = self.router.clone().oneshot(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+}
