@@ -197,7 +197,9 @@ impl ApiClient {
     /// directly ([`crate::cli::local`]) and says so on stderr.
     pub fn reading(args: &ApiArgs) -> anyhow::Result<ApiClient> {
         let mut client = ApiClient::new(args)?;
-        client.local = crate::cli::local::Local::open(args)?;
+        if args.served() == Some(false) {
+            client.local = crate::cli::local::Local::open(&args.dir())?;
+        }
         if let Some(local) = &client.local {
             crate::errln!(
                 "no serin serves {}: read from its store",

@@ -17,7 +17,6 @@ use http_body_util::BodyExt;
 use tower::ServiceExt as _;
 
 use crate::api::guard::Guard;
-use crate::cli::client::ApiArgs;
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::store::Store;
@@ -32,17 +31,13 @@ pub struct Local {
 }
 
 impl Local {
-    /// The state dir of `args`, when no `--api` names a daemon, no running
-    /// serin serves the dir (its `api.json`), and it holds a database.
-    pub fn open(args: &ApiArgs) -> anyhow::Result<Option<Local>> {
-        if args.served() != Some(false) {
-            return Ok(None);
-        }
-        let dir = args.dir();
+    /// The state in `dir`, which no running serin serves (the caller
+    /// knows: no `--api`, no live `api.json`), when it holds a database.
+    pub fn open(dir: &Path) -> anyhow::Result<Option<Local>> {
         if !dir.join(DATABASE).is_file() {
             return Ok(None);
         }
-        Ok(Some(Local::over(&dir)?))
+        Ok(Some(Local::over(dir)?))
     }
 
     fn over(dir: &Path) -> anyhow::Result<Local> {
