@@ -323,9 +323,12 @@ impl Checker {
             return None;
         }
         let name = |s: Option<Spanned<String>>| s.map(|s| s.value);
+        let namespace = name(k.namespace)
+            .or_else(|| self.namespace.clone())
+            .unwrap_or_else(|| "default".to_string());
         Some(KubeTarget {
             provider: cx.provider,
-            namespace: name(k.namespace).unwrap_or_else(|| "default".to_string()),
+            namespace,
             service: name(k.service).unwrap_or_else(|| deployment.value.clone()),
             deployment: deployment.value,
             ingress: name(k.ingress),
