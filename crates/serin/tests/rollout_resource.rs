@@ -83,6 +83,16 @@ fn messages(e: &SpecError) -> Vec<String> {
     e.problems.iter().map(|p| p.message.clone()).collect()
 }
 
+/// Whether a message from the API server's form says what the file's
+/// message says, about the same field named from the resource's root.
+fn same_message(api: &[String], file: &str) -> bool {
+    api.iter().any(|a| {
+        *a == format!("spec.{file}")
+            || a.ends_with(&format!(".{file}"))
+            || a.ends_with(&format!(": {file}"))
+    })
+}
+
 #[test]
 fn every_example_as_a_resource_round_trips_and_checks_as_the_file_does() {
     for (origin, text, value) in examples() {
@@ -102,6 +112,139 @@ fn every_example_as_a_resource_round_trips_and_checks_as_the_file_does() {
             "{origin}:\n{manifest_text}"
         );
     }
+}
+
+/// A rollout file that uses every field the file knows (not a rollout
+/// that would run: the checker may refuse how they combine).
+const EVERY_FIELD: &str = "\
+name: everything
+stable: {version: v1, upstream: http://127.0.0.1:9001, image: r/x:v1}
+canary: {version: v2, upstream: http://127.0.0.1:9002, image: r/x:v2}
+traffic:
+  provider: nginx
+  listen: 127.0.0.1:8080
+  sticky: {cookie: s, header: x-user}
+  routes:
+    - match: {header: {name: x-canary, value: always}, cookie: {name: c, value: always}}
+      version: canary
+  nginx: {include: /tmp/i.conf, test: nginx -t, reload: nginx -s reload, accessLog: /tmp/a.log}
+  kubernetes: {namespace: shop, deployment: d, service: s, ingress: i, virtualService: v,
+               httpRoute: h, scaleWithWeight: true}
+steps:
+  - setWeight: 5
+  - lowerWeight: 1
+  - pause: {duration: 1s, until: webhook, url: http://127.0.0.1:9/ok}
+analysis:
+  interval: 10s
+  minRequests: 100
+  errorRate: {max: 5%, maxRatioToStable: 2}
+  latencyP50: {max: 1s, maxRatioToStable: 1.5}
+  latencyP95: {max: 1s, maxRatioToStable: 1.5}
+  latencyP99: {max: 1s, maxRatioToStable: 1.5}
+  statistics: {method: fixed, confidence: 0.9}
+  noDataLimit: 3
+  prometheus: {address: http://127.0.0.1:9090, requests: a, errors: b, latencyBuckets: c,
+               clientErrors: d}
+  custom: [{name: orders, numerator: a, denominator: b, direction: lowerIsBetter, maxRatioToStable: 1.1}]
+  clientErrorRate: {maxRatioToStable: off}
+notifications: [{webhook: http://127.0.0.1:9/n, format: slack}]
+preRollout: {url: http://127.0.0.1:9/p}
+progressDeadline: 10m
+";
+
+/// The field paths of an object schema, leaves and sections alike
+/// (`analysis.errorRate.max`; a list's items as `custom[]`).
+fn schema_paths(schema: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, v) in props {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            out.push(path.clone());
+            schema_paths(v, &path, out);
+        }
+    }
+    if schema["items"].is_object() {
+        schema_paths(&schema["items"], &format!("{prefix}[]"), out);
+    }
+}
+
+/// Whether `value` has `path` (a list's items: any of them).
+fn has_path(value: &Value, path: &str) -> bool {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let (key, in_list) = match head.strip_suffix("[]") {
+        Some(k) => (k, true),
+        None => (head, false),
+    };
+    let Some(v) = value.get(key) else {
+        return false;
+    };
+    match (in_list, rest) {
+        (false, None) => true,
+        (false, Some(r)) => has_path(v, r),
+        (true, None) => v.is_array(),
+        (true, Some(r)) => v
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| has_path(i, r))),
+    }
+}
+
+#[test]
+fn the_crd_type_and_the_file_know_the_same_fields() {
+    use kube::core::crd::CustomResourceExt;
+    // Every field of the file: the file's parser takes them all (what is
+    // left are the checker's own problems, each naming its field) ...
+    let text = EVERY_FIELD;
+    let problems = match spec::parse(text, "every.yaml") {
+        Ok(_) => Vec::new(),
+        Err(e) => messages(&e),
+    };
+    for p in &problems {
+        let head = p.split(": ").next().unwrap_or("");
+        assert!(
+            head.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".[]".contains(c)),
+            "the file's parser refused a field: {p}"
+        );
+    }
+    // ... and so does the CRD's type, keeping each as written ...
+    let value: Value = serde_saphyr::from_str(text).unwrap();
+    let manifest = as_resource(&value);
+    let typed: Rollout = serde_json::from_value(manifest.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), manifest);
+    // ... and checks it as the file is checked (`off` arrives as the
+    // boolean false from YAML 1.1 readers, kubectl's among them).
+    let from_api = match typed.check() {
+        Ok(_) => Vec::new(),
+        Err(e) => messages(&e),
+    };
+    assert_eq!(from_api.len(), problems.len(), "{from_api:?}\n{problems:?}");
+    for p in &problems {
+        assert!(same_message(&from_api, p), "{p} not in {from_api:?}");
+    }
+    assert!(
+        from_api
+            .iter()
+            .any(|a| a.starts_with("spec.steps[2].pause: expected one of")),
+        "{from_api:?}"
+    );
+    // ... and the CRD's schema has no field the file lacks.
+    let crd = serde_json::to_value(Rollout::crd()).unwrap();
+    let spec_schema =
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut paths = Vec::new();
+    schema_paths(spec_schema, "", &mut paths);
+    assert!(paths.len() > 50, "{paths:?}");
+    let missing: Vec<&String> = paths.iter().filter(|p| !has_path(&value, p)).collect();
+    assert!(
+        missing.is_empty(),
+        "the CRD has fields EVERY_FIELD does not use (add them to it, and to the file's raw types): {missing:?}"
+    );
 }
 
 /// Each edit of an example breaks it; the file, the manifest file and the
@@ -186,11 +329,7 @@ fn broken_examples_are_refused_with_the_same_messages_every_way() {
             "{from_api}\n{from_file}"
         );
         for f in messages(&from_file) {
-            assert!(
-                api.iter()
-                    .any(|a| *a == format!("spec.{f}") || a.ends_with(&format!(": {f}"))),
-                "{f:?} not in {api:?}"
-            );
+            assert!(same_message(&api, &f), "{f:?} not in {api:?}");
         }
         assert!(
             api.iter().any(|a| a.starts_with(want)),

@@ -123,6 +123,9 @@ pub enum Scalar {
     Number(serde_json::Number),
     /// As text.
     Text(String),
+    /// What YAML 1.1 readers such as kubectl make of `off` (false) and
+    /// `on` (true); serin reads `false` as `off`.
+    Switch(bool),
 }
 
 impl JsonSchema for Scalar {

@@ -291,15 +291,20 @@ impl LocatedJson {
     }
 }
 
-/// A message that starts with its field, from the rollout file's root
-/// (`traffic.listen: ...`), gets the resource's `spec.` in front; any
-/// other is put after the field its line holds.
+/// A message that starts with its field gets the field's whole path: the
+/// path of its line when the field is the end of it (a step's `pause: ...`
+/// is `spec.steps[2].pause`), else the field from the spec's root
+/// (`traffic.listen: ...`, told at the `traffic` section, is
+/// `spec.traffic.listen`). Any other message is put after the field its
+/// line holds.
 fn at_path(path: &str, message: &str) -> String {
     if let Some((head, rest)) = message.split_once(": ")
         && is_field_path(head)
     {
         return if head.starts_with("metadata.") || head.starts_with("spec.") || head == "spec" {
             message.to_string()
+        } else if path.ends_with(&format!(".{head}")) {
+            format!("{path}: {rest}")
         } else {
             format!("spec.{head}: {rest}")
         };
