@@ -20,6 +20,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
+use super::kubernetes::NameRule;
 use super::raw::{RawRollout, present};
 use super::{Checker, Problem, Rollout, SpecError, problem_of};
 
@@ -106,6 +107,18 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Rollout, SpecError> {
         check.at(
             &raw.metadata.referenced,
             "metadata.name: expected the Rollout's name (1 to 63 characters of a-z, 0-9 and -)",
+        );
+    }
+    if let Some(ns) = &metadata.namespace
+        && !NameRule::Label.accepts(&ns.value, 63)
+    {
+        check.at(
+            &ns.referenced,
+            format!(
+                "metadata.namespace: expected {}, got `{}`",
+                NameRule::Label.expected(63),
+                ns.value
+            ),
         );
     }
     check.namespace = Some(
@@ -419,7 +432,7 @@ mod tests {
             "kind: Rollout\n",
             "metadata:\n",
             "  name: checkout\n",
-            "  namespace: shop\n",
+            "  namespace: Shop\n",
             "  labels: {team: a}\n",
             "spec:\n",
             "  name: checkout\n",
@@ -433,15 +446,21 @@ mod tests {
             .iter()
             .map(|p| (p.line, p.message.clone()))
             .collect();
-        assert_eq!(at.len(), 3, "{at:?}");
+        assert_eq!(at.len(), 4, "{at:?}");
         assert_eq!(at[0].0, 1);
         assert!(
             at[0]
                 .1
                 .starts_with("apiVersion: expected serin.dev/v1alpha1")
         );
-        assert_eq!(at[1], (8, NAME_IN_SPEC.to_string()));
-        assert_eq!(at[2].0, 11);
-        assert!(at[2].1.starts_with("traffic.listen: expected an address"));
+        assert_eq!(at[1].0, 5);
+        assert!(
+            at[1]
+                .1
+                .starts_with("metadata.namespace: expected a name of lowercase")
+        );
+        assert_eq!(at[2], (8, NAME_IN_SPEC.to_string()));
+        assert_eq!(at[3].0, 11);
+        assert!(at[3].1.starts_with("traffic.listen: expected an address"));
     }
 }
