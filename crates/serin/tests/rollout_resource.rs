@@ -15,7 +15,9 @@ use common::kubesim::KubeSim;
 use common::serin::serin;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use serin::cluster::resource::{Condition, RecentDecision, Rollout, RolloutStatus, crd_yaml};
+use serin::cluster::resource::{
+    Condition, RECONCILING, RecentDecision, Rollout, RolloutStatus, crd_yaml,
+};
 use serin::spec::{self, SpecError};
 
 fn repo() -> PathBuf {
@@ -485,7 +487,7 @@ async fn against_an_api_server_the_crd_installs_and_status_is_written_under_a_pr
         ..RolloutStatus::default()
     };
     status.set_condition(Condition {
-        type_: "Reconciling".into(),
+        type_: RECONCILING.into(),
         status: "True".into(),
         reason: "Progressing".into(),
         message: "step 2 of 8".into(),
@@ -527,6 +529,16 @@ async fn against_an_api_server_the_crd_installs_and_status_is_written_under_a_pr
         ],
         "{table}"
     );
+    // kstatus: `kubectl wait` reads the conditions.
+    let wait = [
+        "wait",
+        "-n",
+        "shop",
+        "sro/checkout",
+        "--timeout=10s",
+        "--for",
+    ];
+    kubectl_ok(&sim, &[&wait[..], &["condition=Reconciling"]].concat());
     let wide = kubectl_ok(
         &sim,
         &["get", "sro", "checkout", "-n", "shop", "-o", "wide"],

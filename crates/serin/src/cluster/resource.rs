@@ -513,6 +513,16 @@ pub struct WebhookSpec {
 /// run's go out as Events.
 pub const RECENT_DECISIONS: usize = 20;
 
+/// The kstatus conditions (what Flux's health checks and `kubectl wait
+/// --for condition=...` read): `Ready` True when the run is done and the
+/// spec observed, `Reconciling` True while a run moves, `Stalled` True when
+/// serin cannot go on without a person (an invalid spec, a rollback).
+pub const READY: &str = "Ready";
+/// See [`READY`].
+pub const RECONCILING: &str = "Reconciling";
+/// See [`READY`].
+pub const STALLED: &str = "Stalled";
+
 /// What the controller reports: the durable state of the current run.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
