@@ -2,7 +2,9 @@
 # Installs what serin's tests need from Debian's packages: nginx and wrk (proxy
 # tests and benchmark), prometheus (metric-source tests), chromium (screenshots
 # of the report and dashboard), tmux (the progress bar as a person sees it),
-# curl (the API examples of docs/, run by docs_commands.rs).
+# curl (the API examples of docs/, run by docs_commands.rs), kubectl (the
+# Rollout resource against kubesim, rollout_resource.rs; Debian's package is
+# kubernetes-client).
 # Packages already present are left alone, so a second run costs nothing.
 set -euo pipefail
 
@@ -13,6 +15,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 SUDO=""

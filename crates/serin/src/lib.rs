@@ -8,6 +8,8 @@
 //!   and durations, the rollout's domain types, the error every seam speaks
 //!   (its kind picks the exit code and the HTTP status), the SPEC's exit codes.
 //! - [`spec`]: the rollout file (YAML), checked once, with located errors.
+//! - [`cluster`]: serin's `Rollout` custom resource (the rollout file as a
+//!   Kubernetes object, its status, the CRD generated from them).
 //! - [`store`]: durable state in SQLite (rollouts, decisions, samples);
 //!   [`statedir`]: the lock that makes one process the owner of a state directory.
 //! - [`controller`]: the rollout state machine (pure), its driver, and the
@@ -31,6 +33,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod controller;
 pub mod daemon;
 pub mod demo;

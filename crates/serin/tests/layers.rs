@@ -183,6 +183,7 @@ fn lower_layers_use_nothing_above_them() {
         ("statedir", &[]),
         ("store", &["rollout", "time", "statedir", "error"]),
         ("spec", &["rollout", "time", "notify", "error"]),
+        ("cluster", &["spec", "rollout", "time", "notify", "error"]),
         (
             "controller",
             &["rollout", "time", "store", "notify", "error"],

@@ -300,7 +300,9 @@ impl Checker {
         };
         let ratio = match &raw.value.max_ratio_to_stable {
             None => default,
-            Some(t) if t.value.0.trim() == "off" => return Some(None),
+            // `false` too: YAML 1.1 readers (kubectl's among them) turn
+            // `off` into false, so a Rollout resource arrives with that.
+            Some(t) if matches!(t.value.0.trim(), "off" | "false") => return Some(None),
             Some(t) => match t.value.0.trim().parse::<f64>() {
                 Ok(v) if v.is_finite() && v >= 1.0 => Some(v),
                 _ => {

@@ -76,7 +76,7 @@ pub(super) fn valid_tag(tag: &str) -> bool {
 
 /// The three ways Kubernetes spells an object's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NameRule {
+pub(super) enum NameRule {
     /// An RFC 1123 label (namespaces, Deployments as serin uses them):
     /// lowercase letters, digits and `-`, a letter or digit at each end.
     Label,
@@ -88,7 +88,7 @@ enum NameRule {
 }
 
 impl NameRule {
-    fn accepts(self, value: &str, max: usize) -> bool {
+    pub(super) fn accepts(self, value: &str, max: usize) -> bool {
         let label = |l: &str| {
             !l.is_empty()
                 && l.chars()
@@ -106,7 +106,7 @@ impl NameRule {
             }
     }
 
-    fn expected(self, max: usize) -> String {
+    pub(super) fn expected(self, max: usize) -> String {
         match self {
             NameRule::Label => format!(
                 "a name of lowercase letters, digits and `-` (a letter or digit at each end), at most {max} characters"
@@ -323,9 +323,12 @@ impl Checker {
             return None;
         }
         let name = |s: Option<Spanned<String>>| s.map(|s| s.value);
+        let namespace = name(k.namespace)
+            .or_else(|| self.namespace.clone())
+            .unwrap_or_else(|| "default".to_string());
         Some(KubeTarget {
             provider: cx.provider,
-            namespace: name(k.namespace).unwrap_or_else(|| "default".to_string()),
+            namespace,
             service: name(k.service).unwrap_or_else(|| deployment.value.clone()),
             deployment: deployment.value,
             ingress: name(k.ingress),

@@ -11,6 +11,7 @@
 
 mod analysis;
 mod kubernetes;
+mod manifest;
 mod notifications;
 mod prometheus_templates;
 mod raw;
@@ -33,6 +34,7 @@ use raw::{RawRollout, RawSide};
 use values::{readable_label, same_server};
 
 pub use kubernetes::{CANARY_SUFFIX, KubeProvider, KubeTarget};
+pub use manifest::{API_GROUP, API_VERSION, KIND, check_resource};
 pub use prometheus_templates::prometheus_queries;
 pub use values::{argv, valid_name};
 
@@ -305,29 +307,28 @@ pub fn check_canary(
     Ok(())
 }
 
-/// Reads a rollout file's text. `origin` names it in errors (a path, or
+/// Reads a rollout file's text, or a Rollout resource's manifest
+/// (`apiVersion: serin.dev/v1alpha1`, `kind: Rollout`): the same checks,
+/// located in the text given. `origin` names it in errors (a path, or
 /// `request body`).
 pub fn parse(text: &str, origin: &str) -> Result<Rollout, SpecError> {
-    let raw: RawRollout = serde_saphyr::from_str(text).map_err(|e| SpecError {
+    if manifest::is_manifest(text) {
+        return manifest::parse(text, origin);
+    }
+    let raw: Spanned<RawRollout> = serde_saphyr::from_str(text).map_err(|e| SpecError {
         origin: origin.to_string(),
         problems: vec![problem_of(&e)],
     })?;
     let mut check = Checker::default();
-    let rollout = check.rollout(raw);
-    match rollout {
-        Some(mut r) if check.problems.is_empty() => {
-            ready_made_queries(&mut r);
-            Ok(r)
-        }
-        _ => {
-            let mut problems = check.problems;
-            problems.sort_by_key(|p| (p.line, p.column));
-            Err(SpecError {
-                origin: origin.to_string(),
-                problems,
-            })
-        }
+    let name = raw.value.name.clone();
+    if name.is_none() {
+        check.at(
+            &raw.referenced,
+            "name: expected the rollout's name (1 to 63 characters of a-z, 0-9 and -)",
+        );
     }
+    let rollout = check.rollout(name, raw.value);
+    check.finish(rollout, origin)
 }
 
 /// Reads a rollout file from disk.
@@ -382,9 +383,34 @@ fn problem_of(e: &serde_saphyr::Error) -> Problem {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// Where the name is written: `name` in a rollout file (the default),
+    /// `metadata.name` in a Rollout resource.
+    name_field: Option<&'static str>,
+    /// `traffic.kubernetes.namespace` when it is left out: `default` in a
+    /// rollout file, the resource's own namespace for a Rollout resource.
+    namespace: Option<String>,
 }
 
 impl Checker {
+    /// The rollout when nothing was wrong, else every problem in the
+    /// order of the text.
+    fn finish(self, rollout: Option<Rollout>, origin: &str) -> Result<Rollout, SpecError> {
+        match rollout {
+            Some(mut r) if self.problems.is_empty() => {
+                ready_made_queries(&mut r);
+                Ok(r)
+            }
+            _ => {
+                let mut problems = self.problems;
+                problems.sort_by_key(|p| (p.line, p.column));
+                Err(SpecError {
+                    origin: origin.to_string(),
+                    problems,
+                })
+            }
+        }
+    }
+
     fn at(&mut self, location: &Location, message: impl Into<String>) {
         self.problems.push(Problem {
             line: location.line(),
@@ -393,13 +419,19 @@ impl Checker {
         });
     }
 
-    fn rollout(&mut self, raw: RawRollout) -> Option<Rollout> {
-        let name = raw.name.value.clone();
-        if !valid_name(&name) {
+    /// The whole rollout; `name` is `None` when it is missing (reported
+    /// by the caller, which knows where it belongs).
+    fn rollout(&mut self, name: Option<Spanned<String>>, raw: RawRollout) -> Option<Rollout> {
+        let name_at = name.as_ref().map_or(Location::UNKNOWN, |n| n.referenced);
+        let name = name.map(|n| n.value);
+        if let Some(name) = &name
+            && !valid_name(name)
+        {
+            let field = self.name_field.unwrap_or("name");
             self.at(
-                &raw.name.referenced,
+                &name_at,
                 format!(
-                    "name: expected 1 to 63 characters of a-z, 0-9 and -, starting with a letter or digit, got `{name}`"
+                    "{field}: expected 1 to 63 characters of a-z, 0-9 and -, starting with a letter or digit, got `{name}`"
                 ),
             );
         }
@@ -429,7 +461,7 @@ impl Checker {
                 .as_ref()
                 .map(|a| a.referenced)
                 .or(raw_traffic.as_ref().map(|t| t.referenced))
-                .unwrap_or(raw.name.referenced);
+                .unwrap_or(name_at);
             self.at(
                 &at,
                 format!(
@@ -466,7 +498,7 @@ impl Checker {
             None => None,
         };
         Some(Rollout {
-            name,
+            name: name?,
             stable,
             canary,
             traffic: traffic?,

@@ -12,7 +12,10 @@ use super::values::{Count, Dur, Percent, Ratio, Text, WeightValue};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawRollout {
-    pub(super) name: Spanned<String>,
+    /// Required in a rollout file (the checker says so with the file's
+    /// other problems); a Rollout resource's is `metadata.name` instead.
+    #[serde(default)]
+    pub(super) name: Option<Spanned<String>>,
     pub(super) stable: Spanned<RawSide>,
     pub(super) canary: Spanned<RawSide>,
     /// Outer `None`: no `traffic` key; inner `None`: `traffic:` with

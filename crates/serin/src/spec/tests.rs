@@ -748,3 +748,20 @@ fn a_missing_deployment_is_reported_with_the_files_other_problems() {
         assert!(p.iter().any(|l| l.contains(expected)), "{expected}: {p:?}");
     }
 }
+
+#[test]
+fn a_file_without_a_name_is_told_with_its_other_problems() {
+    let text = MINIMAL
+        .replace("name: checkout\n", "")
+        .replace("127.0.0.1:8080", "nowhere");
+    let p = problems(&text);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!(
+        p[0],
+        "r.yaml:1:1: name: expected the rollout's name (1 to 63 characters of a-z, 0-9 and -)"
+    );
+    assert!(
+        p[1].contains("traffic.listen: expected an address"),
+        "{p:?}"
+    );
+}

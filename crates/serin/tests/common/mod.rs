@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod exporter;
 pub mod hooks;
 pub mod http;
+pub mod kubesim;
 pub mod nginx;
 pub mod prometheus;
 pub mod rollout;

@@ -1,0 +1,705 @@
+//! The `Rollout` custom resource (`rollouts.serin.dev`, namespaced): its
+//! `spec` holds exactly the rollout file's fields except `name` (that is
+//! `metadata.name`); its `status` is what a controller reports (phase, run,
+//! step, weight, the last verdict and its reason, kstatus conditions and
+//! the run's recent decisions).
+//!
+//! These types give the CRD's schema (`deploy/kubernetes/crd.yaml` is
+//! generated from them: [`crd_yaml`]) and the typed client. They do not
+//! check values: a weight or a limit is kept as written, and
+//! [`Rollout::check`] runs the rollout file's own checks on the spec, with
+//! messages that name each field (`spec.analysis.errorRate.max: ...`).
+//! So the schema types only what the file's syntax fixes (text, booleans,
+//! the enumerations); where the file takes a number or text (`setWeight: 5`
+//! or `"25%"`), the schema takes any value and serin says what is wrong.
+
+use std::borrow::Cow;
+
+use kube::CustomResource;
+use kube::core::crd::CustomResourceExt;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{self, SpecError};
+
+/// The rollout file without `name`: what to roll out, where, by which
+/// steps, judged how (the rollout file's reference: docs/cli.md and
+/// examples/).
+// Each printer column repeats a key (`type_ = "string"`), which clippy
+// takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "serin.dev",
+    version = "v1alpha1",
+    kind = "Rollout",
+    namespaced,
+    status = "RolloutStatus",
+    shortname = "sro",
+    category = "serin",
+    doc = "A canary release run by serin: the rollout file's settings (without name, which is metadata.name) and the state of its current run.",
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Initializing, Progressing, Paused, Succeeded or RolledBack"
+    ),
+    printcolumn(
+        name = "Run",
+        type_ = "integer",
+        json_path = ".status.run",
+        description = "The run's number (1 for the first release of this Rollout)"
+    ),
+    printcolumn(
+        name = "Step",
+        type_ = "integer",
+        json_path = ".status.step",
+        description = "The step in force, from 1"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "number",
+        json_path = ".status.weight",
+        description = "The canary's share of traffic, in percent"
+    ),
+    printcolumn(
+        name = "Canary",
+        type_ = "string",
+        json_path = ".status.canaryVersion",
+        description = "The version being rolled out"
+    ),
+    printcolumn(
+        name = "Verdict",
+        type_ = "string",
+        json_path = ".status.lastVerdict",
+        description = "The last verdict: pass, fail, inconclusive or no data"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.lastReason",
+        description = "Why the last verdict is what it is",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// The version now serving.
+    pub stable: SideSpec,
+    /// The version being rolled out.
+    pub canary: SideSpec,
+    /// Where and how the canary's share of traffic is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficSpec>,
+    /// The steps, in order (default: 5, 25, 50, 100 % with 60 s pauses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepSpec>>,
+    /// How verdicts are made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+    /// Webhooks told of phase changes and failed verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<NotificationSpec>>,
+    /// A URL that must answer 2xx before the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_rollout: Option<WebhookSpec>,
+    /// How long a timed pause may overrun, or a gate stay shut, before the
+    /// rollout rolls back, like 30m (none: it waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<String>,
+}
+
+/// A number or text, kept as written and checked by serin (`5`, `12.5`,
+/// `"25%"`, `off`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// As a number.
+    Number(serde_json::Number),
+    /// As text.
+    Text(String),
+    /// What YAML 1.1 readers such as kubectl make of `off` (false) and
+    /// `on` (true); serin reads `false` as `off`.
+    Switch(bool),
+}
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> Cow<'static, str> {
+        "Scalar".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    /// A structural schema cannot say "a number or text" (only "an integer
+    /// or text"), and weights have decimals: any value is kept, and serin's
+    /// check says what it expected.
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+    }
+}
+
+/// One version of the service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SideSpec {
+    /// Its version label, e.g. v1.2.0 (the image tag unless image is given).
+    pub version: String,
+    /// http://host:port (providers builtin and nginx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The container image (Kubernetes providers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// The data plane that applies the weight.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderName {
+    /// serin's own proxy.
+    Builtin,
+    /// A real nginx serin writes an include file for.
+    Nginx,
+    /// Kubernetes NGINX Ingress (canary annotations).
+    NginxIngress,
+    /// Istio VirtualService weights.
+    Istio,
+    /// Gateway API HTTPRoute backend weights.
+    GatewayApi,
+}
+
+/// The `traffic` section.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrafficSpec {
+    /// builtin (default), nginx, nginx-ingress, istio or gateway-api.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderName>,
+    /// Where the built-in proxy (or nginx's server) listens, like 127.0.0.1:8080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Keep a user on one version (builtin and nginx only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickySpec>,
+    /// Overrides checked before the weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RouteSpec>>,
+    /// provider nginx's settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx: Option<NginxSpec>,
+    /// The Kubernetes providers' objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesSpec>,
+}
+
+/// `traffic.sticky`: exactly one of the two.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StickySpec {
+    /// The cookie that names the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// The header that names the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+/// One override: requests that match go to one version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// What the request carries: exactly one of header or cookie.
+    #[serde(rename = "match")]
+    pub when: MatchSpec,
+    /// stable or canary.
+    pub version: VersionName,
+}
+
+/// A route's match.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// A header with this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<NameValueSpec>,
+    /// A cookie with this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<NameValueSpec>,
+}
+
+/// A header's or cookie's name and value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameValueSpec {
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// One of the two versions.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionName {
+    /// The version now serving.
+    Stable,
+    /// The version being rolled out.
+    Canary,
+}
+
+/// `traffic.nginx`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NginxSpec {
+    /// The include file serin owns and rewrites.
+    pub include: String,
+    /// The configuration test command (default: nginx -t).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    /// The reload command (default: nginx -s reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<String>,
+    /// The JSON access log serin writes and reads.
+    pub access_log: String,
+}
+
+/// `traffic.kubernetes`: the objects the Kubernetes providers use.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesSpec {
+    /// Namespace of every object (default: the Rollout's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The stable Deployment; serin manages DEPLOYMENT-canary beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// The stable Service (default: the Deployment's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// nginx-ingress: the primary Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    /// istio: the VirtualService (and the DestinationRule of that name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<String>,
+    /// gateway-api: the HTTPRoute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<String>,
+    /// Canary replicas follow the weight (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_with_weight: Option<bool>,
+}
+
+/// One step: exactly one of setWeight, lowerWeight or pause.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum StepSpec {
+    /// Move the canary's share to this weight (0 to 100, like 5, 12.5 or 25%).
+    SetWeight(Scalar),
+    /// A weight below the one before it, on purpose.
+    LowerWeight(Scalar),
+    /// Wait: for a duration, for a webhook's yes, or until promoted.
+    Pause(PauseSpec),
+}
+
+/// A pause step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PauseSpec {
+    /// How long, like 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// webhook (a URL's yes) or promoted (an operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<UntilName>,
+    /// The webhook's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// What an open-ended pause waits for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UntilName {
+    /// A webhook's yes.
+    Webhook,
+    /// An operator's promote.
+    Promoted,
+}
+
+/// The `analysis` section.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// How often a verdict is made, like 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Canary requests needed before a verdict (a whole number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<Scalar>,
+    /// Limits on the 5xx rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<PercentLimitSpec>,
+    /// Limits on the median latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p50: Option<LatencyLimitSpec>,
+    /// Limits on the 95th percentile latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95: Option<LatencyLimitSpec>,
+    /// Limits on the 99th percentile latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99: Option<LatencyLimitSpec>,
+    /// The statistical test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<StatisticsSpec>,
+    /// Consecutive intervals without data that roll back (a whole number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data_limit: Option<Scalar>,
+    /// Metrics from Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+    /// Business metrics compared between the versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<Vec<CustomMetricSpec>>,
+    /// The 4xx check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_error_rate: Option<ClientErrorRateSpec>,
+}
+
+/// `analysis.errorRate`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PercentLimitSpec {
+    /// The most the canary may have, like 5%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
+    /// The most the canary may have relative to stable, like 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio_to_stable: Option<Scalar>,
+}
+
+/// `analysis.latencyP50` / `P95` / `P99`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LatencyLimitSpec {
+    /// The most the canary may take, like 500ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
+    /// The most the canary may take relative to stable, like 1.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio_to_stable: Option<Scalar>,
+}
+
+/// `analysis.statistics`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatisticsSpec {
+    /// sequential (default), fixed or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<MethodName>,
+    /// Like 0.95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+}
+
+/// The statistical test.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodName {
+    /// Anytime-valid tests.
+    Sequential,
+    /// Fixed-horizon tests at the end of each pause.
+    Fixed,
+    /// Limits only.
+    None,
+}
+
+/// `analysis.prometheus`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// http://host:port.
+    pub address: String,
+    /// Request counter query with {{version}} (Kubernetes providers: ready-made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+    /// 5xx counter query with {{version}}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<String>,
+    /// Cumulative latency buckets by le, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_buckets: Option<String>,
+    /// 4xx counter query (turns the 4xx check on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_errors: Option<String>,
+}
+
+/// A business metric: numerator / denominator per version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CustomMetricSpec {
+    /// Its name in reasons and reports.
+    pub name: String,
+    /// PromQL counter with {{version}}.
+    pub numerator: String,
+    /// PromQL counter with {{version}}.
+    pub denominator: String,
+    /// higherIsBetter or lowerIsBetter.
+    pub direction: DirectionName,
+    /// The worst ratio to stable allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio_to_stable: Option<Scalar>,
+}
+
+/// Which way a business metric is better.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DirectionName {
+    /// More is better (conversions).
+    HigherIsBetter,
+    /// Less is better (refunds).
+    LowerIsBetter,
+}
+
+/// `analysis.clientErrorRate`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientErrorRateSpec {
+    /// A ratio of at least 1, or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio_to_stable: Option<Scalar>,
+}
+
+/// A webhook told of phase changes and failed verdicts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSpec {
+    /// Its URL.
+    pub webhook: String,
+    /// json (default) or slack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<FormatName>,
+}
+
+/// A notification's body.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatName {
+    /// serin's JSON.
+    Json,
+    /// A Slack message.
+    Slack,
+}
+
+/// `preRollout`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// A URL that must answer 2xx.
+    pub url: String,
+}
+
+// ---------------------------------------------------------------------------
+// Status.
+
+/// How many decisions `status.decisions` keeps (the newest); the whole
+/// run's go out as Events.
+pub const RECENT_DECISIONS: usize = 20;
+
+/// The kstatus conditions (what Flux's health checks and `kubectl wait
+/// --for condition=...` read): `Ready` True when the run is done and the
+/// spec observed, `Reconciling` True while a run moves, `Stalled` True when
+/// serin cannot go on without a person (an invalid spec, a rollback).
+pub const READY: &str = "Ready";
+/// See [`READY`].
+pub const RECONCILING: &str = "Reconciling";
+/// See [`READY`].
+pub const STALLED: &str = "Stalled";
+
+/// What the controller reports: the durable state of the current run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Initializing, Progressing, Paused, Succeeded or RolledBack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The run's number, from 1: each new canary version starts a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
+    /// The step in force, from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    /// The canary's share of traffic in force, in percent (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// The version being rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_version: Option<String>,
+    /// The last verdict: pass, fail, inconclusive or no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verdict: Option<String>,
+    /// Why the last verdict is what it is (values and limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<String>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Reconciling and Stalled (the kstatus convention, which Flux
+    /// and `kubectl wait` read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The run's most recent decisions, oldest first (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub decisions: Vec<RecentDecision>,
+}
+
+/// A condition in the Kubernetes convention (as metav1.Condition).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, Reconciling or Stalled.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// One CamelCase word.
+    pub reason: String,
+    /// For people.
+    pub message: String,
+    /// When status last changed (RFC 3339).
+    pub last_transition_time: String,
+    /// The metadata.generation it was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One decision of the run, as the dashboard's timeline shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentDecision {
+    /// When (RFC 3339).
+    pub at: String,
+    /// What was decided, like weight, pause, promote or rollback.
+    pub kind: String,
+    /// Why.
+    pub reason: String,
+    /// The weight after it, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// The step after it, from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+}
+
+impl RolloutStatus {
+    /// Adds a decision, keeping the newest [`RECENT_DECISIONS`].
+    pub fn record(&mut self, decision: RecentDecision) {
+        self.decisions.push(decision);
+        let over = self.decisions.len().saturating_sub(RECENT_DECISIONS);
+        self.decisions.drain(..over);
+    }
+
+    /// Sets one condition; its lastTransitionTime changes only when its
+    /// status does.
+    pub fn set_condition(&mut self, mut condition: Condition) {
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == condition.type_)
+        {
+            Some(old) => {
+                if old.status == condition.status {
+                    condition.last_transition_time = old.last_transition_time.clone();
+                }
+                *old = condition;
+            }
+            None => self.conditions.push(condition),
+        }
+    }
+}
+
+impl Rollout {
+    /// The spec checked by the rollout file's checks: the rollout, or every
+    /// problem, each naming its field from the resource's root. The
+    /// namespace defaults to `default` for a resource read without one.
+    pub fn check(&self) -> Result<spec::Rollout, SpecError> {
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        let namespace = self.metadata.namespace.as_deref().unwrap_or("default");
+        let value = serde_json::to_value(&self.spec).map_err(|e| SpecError {
+            origin: format!("Rollout {namespace}/{name}"),
+            problems: vec![spec::Problem {
+                line: 0,
+                column: 0,
+                message: format!("spec: cannot be written as JSON: {e}"),
+            }],
+        })?;
+        spec::check_resource(name, namespace, &value)
+    }
+}
+
+/// The CRD manifest, as `deploy/kubernetes/crd.yaml` holds it.
+pub fn crd_yaml() -> String {
+    let crd = Rollout::crd();
+    let body = match serde_saphyr::to_string(&crd) {
+        Ok(text) => text,
+        // A CRD is plain data: writing it cannot fail.
+        Err(e) => format!("# cannot write the CRD: {e}\n"),
+    };
+    format!(
+        "# Generated from crates/serin/src/cluster/resource.rs; do not edit.\n\
+         # Regenerate: cargo run -p serin --example crd > deploy/kubernetes/crd.yaml\n\
+         {body}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::Resource;
+
+    #[test]
+    fn the_resource_is_the_one_the_checker_reads() {
+        assert_eq!(Rollout::api_version(&()), spec::API_VERSION);
+        assert_eq!(Rollout::group(&()), spec::API_GROUP);
+        assert_eq!(Rollout::kind(&()), spec::KIND);
+    }
+
+    #[test]
+    fn the_recent_decisions_are_bounded_and_a_condition_keeps_its_transition_time() {
+        let mut s = RolloutStatus::default();
+        for i in 0..RECENT_DECISIONS + 5 {
+            s.record(RecentDecision {
+                at: format!("t{i}"),
+                kind: "weight".into(),
+                reason: String::new(),
+                weight: None,
+                step: None,
+            });
+        }
+        assert_eq!(s.decisions.len(), RECENT_DECISIONS);
+        assert_eq!(s.decisions[0].at, "t5");
+        let ready = |status: &str, at: &str| Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: at.into(),
+            observed_generation: Some(1),
+        };
+        s.set_condition(ready("False", "t1"));
+        s.set_condition(ready("False", "t2"));
+        assert_eq!(s.conditions[0].last_transition_time, "t1");
+        s.set_condition(ready("True", "t3"));
+        assert_eq!(s.conditions.len(), 1);
+        assert_eq!(s.conditions[0].last_transition_time, "t3");
+    }
+}
