@@ -334,7 +334,7 @@ pub enum Stop {
     Operator(Actor),
     /// `serin monitor --auto-rollback` on a breach of its thresholds.
     Monitor(Breach),
-    /// SIGINT or SIGTERM to `serin run` (the signal's name).
+    /// SIGINT, SIGTERM or SIGHUP to `serin run` (the signal's name).
     Interrupted(String),
 }
 
@@ -379,9 +379,9 @@ pub enum Outcome {
         /// The breach, with its threshold and value.
         breach: Breach,
     },
-    /// `serin run` got SIGINT or SIGTERM and rolled back before exiting.
+    /// `serin run` got SIGINT, SIGTERM or SIGHUP and rolled back before exiting.
     Interrupted {
-        /// `SIGINT` or `SIGTERM`.
+        /// `SIGINT`, `SIGTERM` or `SIGHUP` (its terminal closed).
         signal: String,
     },
     /// A rollback decided before serin stopped, written only at the next

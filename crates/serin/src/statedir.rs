@@ -113,22 +113,88 @@ pub enum Found {
 }
 
 /// Reads `DIR/api.json` and checks that its owner still runs.
+///
+/// A client sends its token to the address the file names, so the file is
+/// trusted only as serin writes it: a plain file (not a symbolic link), owned
+/// by this user and readable by no one else (mode 0600), naming a loopback
+/// `http://` address. Anything else is [`Found::Unreadable`], saying why.
 pub fn find(dir: &Path) -> Found {
     let path = dir.join(API_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let untrusted = |why: String| {
+        Found::Unreadable(format!(
+            "{}: {why}; not trusted (serin writes it as you, mode 0600, naming a loopback address): remove it",
+            path.display()
+        ))
+    };
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Absent,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return untrusted("a symbolic link".into());
+        }
         Err(e) => return Found::Unreadable(format!("{}: {e}", path.display())),
     };
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return Found::Unreadable(format!("{}: {e}", path.display())),
+        };
+        if !meta.is_file() {
+            return untrusted("not a plain file".into());
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return untrusted(format!(
+                "owned by uid {}, not by you (uid {me})",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return untrusted(format!(
+                "mode {:o}: others may read or write it",
+                meta.mode() & 0o777
+            ));
+        }
+    }
+    let mut text = String::new();
+    if let Err(e) = file.read_to_string(&mut text) {
+        return Found::Unreadable(format!("{}: {e}", path.display()));
+    }
     let api: ApiFile = match serde_json::from_str(&text) {
         Ok(a) => a,
         Err(e) => return Found::Unreadable(format!("{}: {e}", path.display())),
     };
+    if !loopback_url(&api.url) {
+        return untrusted(format!(
+            "it names {}, not a loopback http:// address",
+            api.url
+        ));
+    }
     if runs(api.pid) {
         Found::Live(api)
     } else {
         Found::Stale(api)
     }
+}
+
+/// `http://` to 127.0.0.0/8, `[::1]` or `localhost`, with a port.
+fn loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or("");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    uri.scheme_str() == Some("http")
+        && uri.port_u16().is_some()
+        && (host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()))
 }
 
 /// Whether process `pid` exists (signal 0: nothing is sent). A process of
@@ -221,6 +287,50 @@ pub fn lock(dir: &Path) -> Result<StateLock, LockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_file_not_written_as_serin_writes_it_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let api = |url: &str| ApiFile {
+            url: url.into(),
+            pid: std::process::id(),
+            command: "serve".into(),
+            token: None,
+        };
+        let untrusted = |dir: &Path, why: &str| match find(dir) {
+            Found::Unreadable(said) => assert!(said.contains(why), "{said}"),
+            other => panic!("trusted ({why}): {other:?}"),
+        };
+        // A URL off loopback, where a client would send its token.
+        let dir = tempfile::tempdir().expect("dir");
+        let _p = publish(dir.path(), &api("http://10.1.2.3:9900")).expect("publish");
+        untrusted(dir.path(), "not a loopback http:// address");
+        // Readable by others.
+        let dir = tempfile::tempdir().expect("dir");
+        let _p = publish(dir.path(), &api("http://127.0.0.1:9900")).expect("publish");
+        let file = dir.path().join(API_FILE);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        untrusted(dir.path(), "mode 644");
+        // A symbolic link to a file that would pass.
+        let elsewhere = tempfile::tempdir().expect("dir");
+        let _q = publish(elsewhere.path(), &api("http://127.0.0.1:9900")).expect("publish");
+        let dir = tempfile::tempdir().expect("dir");
+        std::os::unix::fs::symlink(elsewhere.path().join(API_FILE), dir.path().join(API_FILE))
+            .expect("symlink");
+        untrusted(dir.path(), "a symbolic link");
+        // As serin writes it: trusted.
+        assert!(matches!(find(elsewhere.path()), Found::Live(_)));
+        for (url, ok) in [
+            ("http://localhost:1", true),
+            ("http://[::1]:1", true),
+            ("http://127.0.0.2:1", true),
+            ("https://127.0.0.1:1", false),
+            ("http://127.0.0.1", false),
+            ("http://example.com:1", false),
+        ] {
+            assert_eq!(loopback_url(url), ok, "{url}");
+        }
+    }
 
     #[test]
     fn the_api_file_is_private_read_while_its_owner_runs_and_removed_on_drop() {

@@ -330,6 +330,19 @@ pub enum StoreError {
         /// Ours.
         known: i64,
     },
+    /// The database was written by an older serin, and only reading was
+    /// asked for: it is not migrated behind its writer's back.
+    #[error(
+        "state database {path} has schema version {found}, from an older serin; this serin reads version {known} and migrates only as its owner: read it with the serin that wrote it, or start this serin's `serve` or `run` on it"
+    )]
+    TooOld {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
     /// Another writer changed the rollout since it was read.
     #[error("rollout {0} was changed by another writer; reload and retry")]
     Conflict(String),
@@ -551,6 +564,52 @@ impl Store {
             tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
                 .map_err(sql)?;
             tx.commit().map_err(sql)?;
+        }
+        Ok(Store {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+            _owner: None,
+        })
+    }
+
+    /// Opens `DIR/serin.db` only to read it (`serin status`, `history` and
+    /// `report` on a state dir no process serves): read-only, never created
+    /// and never migrated, so a reader cannot change a database another
+    /// serin (an older one, say) is writing. A database of another schema
+    /// version is refused with what to do.
+    pub fn open_reader(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("serin.db");
+        if is_empty_file(&path) {
+            return Err(StoreError::Empty { path });
+        }
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        conn.execute_batch("PRAGMA busy_timeout = 250;")
+            .map_err(sql)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path,
+                found: version,
+                known,
+            });
+        }
+        if version < known {
+            return Err(StoreError::TooOld {
+                path,
+                found: version,
+                known,
+            });
         }
         Ok(Store {
             path,
@@ -1425,6 +1484,39 @@ mod tests {
         let read = store.get("old").unwrap();
         assert_eq!(read.former_stable_version.as_deref(), Some("v1"));
         assert_eq!(read.stable_version, "v2");
+    }
+
+    #[test]
+    fn a_reader_neither_migrates_nor_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(schema(dir.path(), 2));
+        let version = |dir: &Path| -> i64 {
+            Connection::open(dir.join("serin.db"))
+                .unwrap()
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        match Store::open_reader(dir.path()) {
+            Err(e @ StoreError::TooOld { found: 2, .. }) => {
+                assert!(e.to_string().contains("older serin"), "{e}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("an older schema was read"),
+        }
+        assert_eq!(version(dir.path()), 2, "not migrated by a reader");
+        // A current database reads, and refuses writes.
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .register(&record("a"), Millis(1))
+            .unwrap();
+        let reader = Store::open_reader(dir.path()).unwrap();
+        assert_eq!(reader.get("a").unwrap().name, "a");
+        assert!(reader.register(&record("b"), Millis(1)).is_err());
+        // No database: not created.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(Store::open_reader(empty.path()).is_err());
+        assert!(!empty.path().join("serin.db").exists());
     }
 
     #[test]

@@ -260,6 +260,18 @@ fn every_deploy_is_a_run_with_a_typed_outcome_kept_after_cleanup() {
 /// JSON document and report say which signal.
 #[test]
 fn serin_run_interrupted_by_a_signal_says_so_in_its_outcome() {
+    interrupted_by("SIGTERM");
+}
+
+/// A closed terminal (SIGHUP) stops `serin run` as Ctrl-C does: rolled
+/// back, exit 4, the outcome saying so (it died with the rollout in
+/// progress before).
+#[test]
+fn serin_run_whose_terminal_closes_rolls_back_and_says_so() {
+    interrupted_by("SIGHUP");
+}
+
+fn interrupted_by(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (_stable, stable) = demo_app("v1", &[]);
     let (_canary, canary) = demo_app("v2", &[]);
@@ -289,7 +301,7 @@ fn serin_run_interrupted_by_a_signal_says_so_in_its_outcome() {
     }
     let pid = run.child.id().to_string();
     let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([&format!("-{}", &signal[3..]), &pid])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -301,13 +313,13 @@ fn serin_run_interrupted_by_a_signal_says_so_in_its_outcome() {
         .unwrap_or_else(|e| panic!("the final document: {e}: {out}"));
     assert_eq!(
         last["outcome"],
-        json!({"kind": "interrupted", "signal": "SIGTERM"}),
+        json!({"kind": "interrupted", "signal": signal}),
         "{last:#}"
     );
     assert_eq!(last["run"], 1, "{last:#}");
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(
-        html.contains("serin run interrupted (SIGTERM)"),
+        html.contains(&format!("serin run interrupted ({signal})")),
         "the report says it"
     );
 }

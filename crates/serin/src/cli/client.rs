@@ -197,7 +197,19 @@ impl ApiClient {
     /// directly ([`crate::cli::local`]) and says so on stderr.
     pub fn reading(args: &ApiArgs) -> anyhow::Result<ApiClient> {
         let mut client = ApiClient::new(args)?;
-        if args.served() == Some(false) {
+        // The default state dir, with no `api.json` at all, while a daemon
+        // answers at the default address: that daemon is asked, as the
+        // commands that change something ask it (a `.serin` left by a
+        // `serin run` in the same directory must not hide it).
+        let daemon_at_default = args.state_dir.is_none()
+            && matches!(statedir::find(&args.dir()), Found::Absent)
+            && DEFAULT_API
+                .trim_start_matches("http://")
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| {
+                    std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
+                });
+        if args.served() == Some(false) && !daemon_at_default {
             client.local = crate::cli::local::Local::open(&args.dir())?;
         }
         if let Some(local) = &client.local {
@@ -228,12 +240,19 @@ impl ApiClient {
                         });
                     }
                     Found::Absent => format!("no {}", file.display()),
-                    Found::Stale(api) => format!(
-                        "{} names pid {}, which no longer runs (killed?)",
-                        file.display(),
-                        api.pid
-                    ),
-                    Found::Unreadable(why) => why,
+                    // A file left by a killed serin, or one not written
+                    // as serin writes it, is never passed over for the
+                    // default address: another daemon there may have a
+                    // rollout of the same name.
+                    Found::Stale(api) => {
+                        return Err(format!(
+                            "{} names pid {}, which no longer runs (killed?); nothing serves {} (remove the file, or name the API with --api)",
+                            file.display(),
+                            api.pid,
+                            dir.display()
+                        ));
+                    }
+                    Found::Unreadable(why) => return Err(why),
                 };
                 if *named {
                     return Err(missing);

@@ -41,7 +41,7 @@ impl Local {
     }
 
     fn over(dir: &Path) -> anyhow::Result<Local> {
-        let store = Store::open(dir).map_err(|e| {
+        let store = Store::open_reader(dir).map_err(|e| {
             Error::unavailable(format!("cannot read the state in {}: {e}", dir.display()))
         })?;
         let daemon = Daemon::reader(store, crate::runtime::parser());

@@ -159,7 +159,7 @@ async fn run_serving(
                     Err(_) => break,
                 }
             }
-            signal = crate::cli::signals::which(), if !interrupted => {
+            signal = crate::cli::signals::which_or_hangup(), if !interrupted => {
                 interrupted = true;
                 view.line(&format!("interrupted: rolling back (all traffic to stable) on {signal}"));
                 let stop = Stop::Interrupted(signal.to_string());
