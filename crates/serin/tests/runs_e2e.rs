@@ -224,6 +224,26 @@ fn every_deploy_is_a_run_with_a_typed_outcome_kept_after_cleanup() {
             .all(|e| e["run"] == 1),
         "{first:#}"
     );
+    // A run number that does not read is the API's JSON 400, naming it.
+    for bad in ["abc", "-1", "", "1.5"] {
+        let a = http(
+            api,
+            "GET",
+            &format!("/api/v1/rollouts/checkout/history?run={bad}"),
+            &[],
+            "",
+        );
+        assert_eq!(a.status, 400, "?run={bad}: {}", a.body);
+        let e: Value = serde_json::from_str(&a.body)
+            .unwrap_or_else(|e| panic!("?run={bad}: not JSON ({e}): {}", a.body));
+        assert!(
+            e["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("`run` is a run number"),
+            "{e}"
+        );
+    }
     let o = cli(api, &["report", "checkout", "--run", "9"], None);
     assert_ne!(o.status.code(), Some(0));
     assert!(

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -228,8 +229,9 @@ async fn cleanup(
     State(daemon): State<Arc<Daemon>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Query(q): Query<CleanupQuery>,
+    q: Result<Query<CleanupQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let Query(q) = query(q)?;
     authorize(&daemon, &headers)?;
     not_in_run(&daemon, Change::Cleanup)?;
     let by = actor(&headers);
@@ -330,9 +332,24 @@ async fn set_weight(
 async fn events(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
-    Query(q): Query<RunQuery>,
+    q: Result<Query<RunQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let Query(q) = query(q)?;
     Ok(axum::Json(daemon.report(&name, q.run).await?.timeline).into_response())
+}
+
+/// A query string that does not read is a 400 in the API's JSON error,
+/// naming what was expected (axum's own answer is plain text).
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<Query<T>> {
+    q.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "query: {} (`run` is a run number 1, 2, 3 …; `purge` true or false; `format` json or html)",
+                e.body_text()
+            ),
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -344,8 +361,9 @@ struct RunQuery {
 async fn history(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
-    Query(q): Query<RunQuery>,
+    q: Result<Query<RunQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let Query(q) = query(q)?;
     Ok(axum::Json(daemon.history(&name, q.run).await?).into_response())
 }
 
@@ -359,8 +377,9 @@ struct ReportQuery {
 async fn report(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
-    Query(q): Query<ReportQuery>,
+    q: Result<Query<ReportQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let Query(q) = query(q)?;
     let report = daemon.report(&name, q.run).await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(axum::Json(report).into_response()),
