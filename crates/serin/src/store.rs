@@ -296,6 +296,26 @@ fn outcome_json(o: &Outcome) -> String {
     serde_json::to_string(o).unwrap_or_default()
 }
 
+/// The schema version of an open database; one newer than this serin knows
+/// is refused (it would be damaged, or misread).
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    Ok(version)
+}
+
 /// Something the store could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -541,17 +561,7 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 250;",
         )
         .map_err(sql)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql)?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew {
-                path,
-                found: version,
-                known,
-            });
-        }
+        let version = schema_version(&conn, &path)?;
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(sql)?;
             match migration {
@@ -593,17 +603,8 @@ impl Store {
         .map_err(sql)?;
         conn.execute_batch("PRAGMA busy_timeout = 250;")
             .map_err(sql)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql)?;
+        let version = schema_version(&conn, &path)?;
         let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew {
-                path,
-                found: version,
-                known,
-            });
-        }
         if version < known {
             return Err(StoreError::TooOld {
                 path,
