@@ -225,6 +225,20 @@ fn a_listen_port_in_use_is_exit_1_naming_the_port() {
         err.contains(&format!("traffic.listen {addr}")) && err.contains("in use"),
         "names the address and why: {err}"
     );
+    // A run that never started leaves nothing behind ("run 1 in progress"
+    // before): its store has no such rollout.
+    let state = dir.path().join("state").display().to_string();
+    let o = Proc::spawn(
+        {
+            let mut c = serin();
+            c.args(["history", "taken", "--state-dir", &state]);
+            c
+        },
+        true,
+    )
+    .wait_output(Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no rollout named taken"), "{}", text(&o));
     // The daemon's own --listen likewise: exit 1, not "invalid input".
     let mut serve = serin();
     serve.args([

@@ -97,10 +97,26 @@ async fn run_serving(
     output: OutputFormat,
     api_dir: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let record = resume_or_register(&store, &setup, &text)?;
-    // A port in use or nginx refusing the file is the machine's state, not
-    // the file's fault: its kind (unavailable, exit 1) is kept.
-    let plane = DataPlane::start(&setup, record.state.weight).await?;
+    // The data plane starts before anything is written: a port in use or
+    // nginx refusing the file (the machine's state, not the file's fault:
+    // its kind, unavailable, exit 1, is kept) leaves no run behind that
+    // never started (an outside breaker found "run 1 in progress" after
+    // two such failures).
+    let resumed = resumable(&store, &setup, &text);
+    let weight = resumed
+        .as_ref()
+        .map_or(serin_proxy::Weight::ZERO, |r| r.state.weight);
+    let plane = DataPlane::start(&setup, weight).await?;
+    let record = match resumed {
+        Some(record) => record,
+        None => match register(&store, &setup, &text) {
+            Ok(record) => record,
+            Err(e) => {
+                plane.stop().await;
+                return Err(e);
+            }
+        },
+    };
     let address = plane.addr;
     let driver = RunningDriver::spawn(&setup, store.clone(), record.clone(), &plane);
     let handle = driver.handle.clone();
@@ -301,14 +317,16 @@ impl RunApi {
 
 /// A rollout of the same name left in progress (a crash, a killed run) with
 /// the same file carries on where it was; anything else starts afresh.
-fn resume_or_register(store: &Store, setup: &Setup, text: &str) -> anyhow::Result<RolloutRecord> {
-    if let Ok(existing) = store.get(&setup.name)
-        && !existing.state.phase.is_finished()
-        && existing.spec == text
-        && existing.canary_version.as_deref() == Some(setup.canary_version.as_str())
-    {
-        return Ok(existing);
-    }
+fn resumable(store: &Store, setup: &Setup, text: &str) -> Option<RolloutRecord> {
+    store.get(&setup.name).ok().filter(|existing| {
+        !existing.state.phase.is_finished()
+            && existing.spec == text
+            && existing.canary_version.as_deref() == Some(setup.canary_version.as_str())
+    })
+}
+
+/// Registers the rollout afresh and starts a run of its own.
+fn register(store: &Store, setup: &Setup, text: &str) -> anyhow::Result<RolloutRecord> {
     let now = time::now();
     let record = setup.record(text, Some(setup.canary_version.clone()), State::new(now));
     let record = store.register(&record, now)?;
