@@ -223,14 +223,22 @@ fn serin_run_does_not_claim_a_rollback_nginx_refuses() {
             .yaml(),
     );
     let run = LiveRun::spawn(&file, dir.path());
-    let include = nginx.include(&format!("serin-{name}"));
+    // 9 % in force (nginx reloaded with it), not only written: a break of
+    // nginx's configuration before its reload would refuse the 9 % itself,
+    // leaving 0 % in force and no rollback to refuse (it raced once).
+    let state = dir.path().join("state").display().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&include)
-        .unwrap_or_default()
-        .contains("9.00% canary")
-    {
-        assert!(Instant::now() < deadline, "9 % never reached nginx");
-        std::thread::sleep(Duration::from_millis(50));
+    loop {
+        let o = common::serin::serin()
+            .args(["status", name, "--state-dir", &state, "-o", "json"])
+            .output()
+            .unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if s["weightInForce"].as_f64() == Some(9.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "9 % never in force: {s}");
+        std::thread::sleep(Duration::from_millis(100));
     }
     let broken = nginx.dir.join("conf.d/zz-unrelated.conf");
     std::fs::write(&broken, "this is not an nginx directive;\n").unwrap();
