@@ -158,6 +158,11 @@ async fn run_serving(
         ));
     }
     let mut interrupted = false;
+    // Made once: its handlers stay installed across the loop's turns (made
+    // each turn, it re-read /proc and re-registered on every progress
+    // event, and a signal between two turns could be missed).
+    let signal = crate::cli::signals::which_or_hangup();
+    tokio::pin!(signal);
     // Until the driver ends: it drops its side of the health channel then.
     loop {
         tokio::select! {
@@ -175,7 +180,7 @@ async fn run_serving(
                     Err(_) => break,
                 }
             }
-            signal = crate::cli::signals::which_or_hangup(), if !interrupted => {
+            signal = &mut signal, if !interrupted => {
                 interrupted = true;
                 view.line(&format!("interrupted: rolling back (all traffic to stable) on {signal}"));
                 let stop = Stop::Interrupted(signal.to_string());
