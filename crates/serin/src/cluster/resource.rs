@@ -560,6 +560,10 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub decisions: Vec<RecentDecision>,
+    /// The controller's answer to the last operator request (the
+    /// `serin.dev/request` annotation: `crate::cluster::requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<crate::cluster::requests::Answer>,
 }
 
 /// A condition in the Kubernetes convention (as metav1.Condition).
