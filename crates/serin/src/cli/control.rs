@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::cli::client::{ApiArgs, ApiClient, rollout_path};
 use crate::cli::inspect::print_status;
+use crate::cli::kube::{Ask, KubeArgs};
 use crate::cli::output::OutputFormat;
 use crate::exit::{Exit, invalid};
 use crate::wire::{DeployRequest, PromoteRequest, RolloutStatus, WeightRequest};
@@ -45,6 +46,8 @@ pub struct TrafficArgs {
     pub weight: String,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// `serin promote NAME [--full]`.
@@ -57,6 +60,8 @@ pub struct PromoteArgs {
     pub full: bool,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// `serin rollback|pause|resume|cleanup NAME`.
@@ -66,6 +71,8 @@ pub struct NameArgs {
     pub name: String,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// `serin cleanup NAME [--purge]`.
@@ -176,6 +183,9 @@ pub fn traffic(args: TrafficArgs, output: OutputFormat) -> anyhow::Result<Exit> 
         .weight
         .parse()
         .map_err(|e| invalid(format!("PCT: {e}")))?;
+    if args.kube.kubernetes {
+        return crate::cli::kube::act(&args.name, &args.kube, Ask::Traffic(weight), output);
+    }
     block_on(async move {
         let client = ApiClient::new(&args.api)?;
         let body = WeightRequest {
@@ -198,6 +208,10 @@ pub fn traffic(args: TrafficArgs, output: OutputFormat) -> anyhow::Result<Exit> 
 }
 
 pub fn promote(args: PromoteArgs, output: OutputFormat) -> anyhow::Result<Exit> {
+    if args.kube.kubernetes {
+        let ask = Ask::Promote { full: args.full };
+        return crate::cli::kube::act(&args.name, &args.kube, ask, output);
+    }
     block_on(async move {
         let client = ApiClient::new(&args.api)?;
         let body = PromoteRequest { full: args.full };
@@ -219,6 +233,14 @@ pub fn simple(args: NameArgs, which: Simple, output: OutputFormat) -> anyhow::Re
         Simple::Pause => ("pause", "paused"),
         Simple::Resume => ("resume", "resumed"),
     };
+    if args.kube.kubernetes {
+        let ask = match which {
+            Simple::Rollback => Ask::Rollback,
+            Simple::Pause => Ask::Pause,
+            Simple::Resume => Ask::Resume,
+        };
+        return crate::cli::kube::act(&args.name, &args.kube, ask, output);
+    }
     block_on(async move {
         let client = ApiClient::new(&args.api)?;
         let status: RolloutStatus = client

@@ -16,6 +16,8 @@ pub struct StatusArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub kube: crate::cli::kube::KubeArgs,
 }
 
 /// `serin history NAME [--run N]`.
@@ -68,6 +70,9 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyh
 }
 
 pub fn status(args: StatusArgs, output: OutputFormat) -> anyhow::Result<Exit> {
+    if args.kube.kubernetes {
+        return crate::cli::kube::status(args.name.as_deref(), &args.kube, output);
+    }
     block_on(async move {
         let client = ApiClient::reading(&args.api)?;
         match &args.name {

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod client;
 pub mod control;
 pub mod inspect;
+pub mod kube;
 pub mod local;
 pub mod monitor;
 pub mod output;
