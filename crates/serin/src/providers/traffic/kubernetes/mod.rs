@@ -48,7 +48,7 @@ use crate::controller::seams::{BoxFuture, TrafficRouter};
 use crate::error::{Error, Kind};
 
 /// The target and its ready-made queries are the rollout file's, checked there.
-pub use crate::spec::{CANARY_SUFFIX, KubeProvider, KubeTarget, prometheus_queries};
+pub use crate::spec::{CANARY_SUFFIX, KubeProvider, KubeTarget, OwnedRoute, prometheus_queries};
 pub use deployments::scaled_replicas;
 
 /// The field manager of every server-side apply serin makes.
@@ -121,6 +121,43 @@ impl Routing {
             Routing::Istio(p) => p.render(weight, overrides),
             Routing::Gateway(p) => p.render(weight, overrides),
         }
+    }
+}
+
+/// The port a route serin owns sends to: the one the rollout file gives,
+/// which the stable Service must have, else the Service's only port.
+fn owned_port(service: &Service, owned: &OwnedRoute, what: &str) -> Result<i32, String> {
+    let (given, field) = match owned {
+        OwnedRoute::HttpRoute { port, .. } => (*port, "httpRoute"),
+        OwnedRoute::VirtualService { port, .. } => (*port, "virtualService"),
+    };
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let listed = || {
+        ports
+            .iter()
+            .map(|p| match &p.name {
+                Some(n) => format!("{} ({n})", p.port),
+                None => p.port.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (given, ports) {
+        (Some(p), _) if ports.iter().any(|sp| sp.port == i32::from(p)) => Ok(i32::from(p)),
+        (Some(p), _) => Err(format!(
+            "{what} has no port {p} (traffic.kubernetes.{field}.port); its ports: {}",
+            listed()
+        )),
+        (None, [one]) => Ok(one.port),
+        (None, []) => Err(format!("{what} has no port for the route to send to")),
+        (None, _) => Err(format!(
+            "{what} has several ports ({}); say which one the route sends to with traffic.kubernetes.{field}.port",
+            listed()
+        )),
     }
 }
 
@@ -270,34 +307,71 @@ impl KubernetesRouter {
             KubeProvider::GatewayApi => {
                 let name = t.http_route.as_deref().unwrap_or_default();
                 let ar = gateway_api::resource();
-                let live = self.get_dynamic(&ar, name).await?.ok_or_else(|| {
-                    Error::unavailable(format!("{}: not found", self.what("HTTPRoute", name)))
-                })?;
-                let p = gateway_api::RoutePlan::new(self.ns(), &live, &t.service, &t.routes)
-                    .map_err(Error::conflict)?;
+                let live = self.get_dynamic(&ar, name).await?;
+                let p = match &t.owned_route {
+                    Some(owned) => owned_port(&service, owned, &self.what("Service", &t.service))
+                        .and_then(|port| {
+                            gateway_api::RoutePlan::owned(
+                                self.ns(),
+                                name,
+                                owned,
+                                live.as_ref(),
+                                &t.service,
+                                port,
+                                &t.routes,
+                            )
+                        }),
+                    None => {
+                        let live = live.ok_or_else(|| {
+                            Error::unavailable(format!(
+                                "{}: not found",
+                                self.what("HTTPRoute", name)
+                            ))
+                        })?;
+                        gateway_api::RoutePlan::new(self.ns(), &live, &t.service, &t.routes)
+                    }
+                }
+                .map_err(Error::conflict)?;
                 (Routing::Gateway(p), true)
             }
             KubeProvider::Istio => {
                 let name = t.virtual_service.as_deref().unwrap_or_default();
-                let live = self
-                    .get_dynamic(&istio::virtual_service(), name)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::unavailable(format!(
-                            "{}: not found",
-                            self.what("VirtualService", name)
-                        ))
-                    })?;
+                let live = self.get_dynamic(&istio::virtual_service(), name).await?;
                 let dr = self.get_dynamic(&istio::destination_rule(), name).await?;
-                let p = istio::IstioPlan::new(
-                    self.ns(),
-                    &live,
-                    dr.as_ref(),
-                    &stable,
-                    &selector,
-                    &t.service,
-                    &t.routes,
-                )
+                let p = match &t.owned_route {
+                    Some(owned) => owned_port(&service, owned, &self.what("Service", &t.service))
+                        .and_then(|port| {
+                            istio::IstioPlan::owned(
+                                self.ns(),
+                                name,
+                                owned,
+                                live.as_ref(),
+                                dr.as_ref(),
+                                &stable,
+                                &selector,
+                                &t.service,
+                                port,
+                                &t.routes,
+                            )
+                        }),
+                    None => {
+                        let live = live.ok_or_else(|| {
+                            Error::unavailable(format!(
+                                "{}: not found",
+                                self.what("VirtualService", name)
+                            ))
+                        })?;
+                        istio::IstioPlan::new(
+                            self.ns(),
+                            &live,
+                            dr.as_ref(),
+                            &stable,
+                            &selector,
+                            &t.service,
+                            &t.routes,
+                        )
+                    }
+                }
                 .map_err(Error::conflict)?;
                 (Routing::Istio(p), false)
             }
