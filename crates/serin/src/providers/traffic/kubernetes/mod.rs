@@ -5,7 +5,11 @@
 //! HTTPRoute). serin owns `NAME-canary` (a Deployment cloned from the stable
 //! one with the canary's image; `deployments.rs` explains the labels), the
 //! canary Service and canary Ingress where the provider needs them, and the
-//! routing fields of the user's Istio / Gateway API objects.
+//! routing fields of the user's Istio / Gateway API objects. When the rollout
+//! gives `httpRoute` / `virtualService` as a mapping, the route (and Istio's
+//! DestinationRule) is serin's whole instead: created under the rollout's
+//! name, labelled [`MANAGED_BY`], never read back as the user's, and an
+//! object of that name without the label is refused, not taken over.
 //!
 //! Every write is a server-side apply with field manager [`FIELD_MANAGER`],
 //! never forced: a field another manager (kubectl, a GitOps tool) owns with a
