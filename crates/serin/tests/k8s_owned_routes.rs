@@ -11,6 +11,8 @@
 //! - a GitOps tool (field manager `argocd-controller`) re-applying what git
 //!   holds (the Deployment, the Service, the Gateway) while serin moves the
 //!   weights: no 409, nothing forced, the route has one manager, serin;
+//! - `serin cleanup` (daemon mode) leaves the owned route in place at 0 %
+//!   without the header rule: the service keeps answering through it;
 //! - a route of that name serin did not create is refused, untouched;
 //! - a route given by name is edited in place as before: another manager's
 //!   `spec.rules` is a conflict; handed over (the docs' command) serin
@@ -23,9 +25,11 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::daemon::cli;
 use common::http::{get, http};
 use common::kubesim::KubeSim;
-use common::serin::{Proc, serin, text, write};
+use common::nginx::{free_port, local};
+use common::serin::{Proc, serin, serin_serve, text, wait_for_port, write};
 use serde_json::{Value, json};
 
 /// A rollout named `checkout` (the sim's app) with a header route, two
@@ -488,4 +492,65 @@ spec:
     let m = managers(&sim, "httproute", "checkout");
     let serin_fields = m.iter().find(|(n, _)| n == "serin").unwrap().1.clone();
     assert_eq!(serin_fields, json!({"f:spec": {"f:rules": {}}}), "{m:?}");
+}
+
+#[test]
+fn cleanup_leaves_the_owned_route_at_zero_so_the_service_keeps_answering() {
+    let sim = KubeSim::start(&[
+        "--provider",
+        "gateway-api",
+        "--ssa-conflicts",
+        "--ready-delay",
+        "0.2",
+    ]);
+    kubectl_ok(&sim, &["-n", "shop", "delete", "httproute", "checkout"]);
+    let since = state(&sim)["writes"].as_array().unwrap().len();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &rollout(
+            &sim,
+            "gateway-api",
+            "    httpRoute: {parentRefs: [{name: shop-gateway}]}\n",
+        ),
+    );
+    let api = local(free_port());
+    let mut cmd = serin_serve(api, &dir.path().join("state"));
+    cmd.env("SERIN_TOKEN", "t0ken")
+        .env("KUBECONFIG", sim.kubeconfig());
+    let _daemon = Proc::spawn(cmd, false);
+    wait_for_port(api);
+    // Registered: the route is created at 0 %, the header rule ahead.
+    let o = cli(api, &["init", &file.display().to_string()], Some("t0ken"));
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_state(&sim, "the owned route with its header rule", |s| {
+        s["route"]["hdr"] == "canary"
+    });
+    assert_eq!(s["weight"], 0.0);
+    let o = cli(api, &["cleanup", "checkout"], Some("t0ken"));
+    assert!(o.status.success(), "{}", text(&o));
+    let s = wait_state(&sim, "the header rule dropped", |s| {
+        s["route"]["hdr"].is_null()
+    });
+    assert_eq!(s["weight"], 0.0);
+    assert_no_conflict_and_no_force(&s);
+    // Still there, everything to the stable Service.
+    let route = object(&s, "httproutes.gateway.networking.k8s.io", "checkout").unwrap();
+    assert_eq!(
+        route["spec"]["rules"],
+        json!([{"backendRefs": [{"name": "checkout", "port": 80, "weight": 10000},
+                                {"name": "checkout-canary", "port": 80, "weight": 0}]}])
+    );
+    assert_eq!(
+        route["spec"]["parentRefs"],
+        json!([{"name": "shop-gateway"}])
+    );
+    assert!(
+        !s["writes"].as_array().unwrap()[since..]
+            .iter()
+            .any(|w| w["method"] == "DELETE"),
+        "{}",
+        codes(&s)
+    );
 }
