@@ -341,6 +341,12 @@ impl KubernetesRouter {
             KubeProvider::Istio => {
                 let name = t.virtual_service.as_deref().unwrap_or_default();
                 let live = self.get_dynamic(&istio::virtual_service(), name).await?;
+                if t.owned_route.is_none() && live.is_none() {
+                    return Err(Error::unavailable(format!(
+                        "{}: not found",
+                        self.what("VirtualService", name)
+                    )));
+                }
                 let dr = self.get_dynamic(&istio::destination_rule(), name).await?;
                 let p = match &t.owned_route {
                     Some(owned) => owned_port(&service, owned, &self.what("Service", &t.service))
@@ -359,12 +365,8 @@ impl KubernetesRouter {
                             )
                         }),
                     None => {
-                        let live = live.ok_or_else(|| {
-                            Error::unavailable(format!(
-                                "{}: not found",
-                                self.what("VirtualService", name)
-                            ))
-                        })?;
+                        // Present: a missing one was reported above.
+                        let live = live.unwrap_or_default();
                         istio::IstioPlan::new(
                             self.ns(),
                             &live,
@@ -618,4 +620,45 @@ pub async fn client_from_env() -> Result<kube::Client, Error> {
     })?;
     kube::Client::try_from(config)
         .map_err(|e| Error::unavailable(format!("Kubernetes client: {e}")))
+}
+
+#[cfg(test)]
+mod owned_port_tests {
+    use super::*;
+
+    fn service(ports: &[(i32, Option<&str>)]) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "checkout"},
+            "spec": {"ports": ports.iter().map(|(p, n)| serde_json::json!({"port": p, "name": n})).collect::<Vec<_>>()},
+        }))
+        .unwrap()
+    }
+
+    fn route(port: Option<u16>) -> OwnedRoute {
+        OwnedRoute::HttpRoute {
+            parent_refs: Vec::new(),
+            hostnames: Vec::new(),
+            port,
+        }
+    }
+
+    #[test]
+    fn the_port_is_the_services_only_one_or_the_one_given_and_never_a_guess() {
+        let one = service(&[(80, Some("http"))]);
+        assert_eq!(
+            owned_port(&one, &route(None), "Service shop/checkout"),
+            Ok(80)
+        );
+        let two = service(&[(80, Some("http")), (9090, Some("metrics"))]);
+        let e = owned_port(&two, &route(None), "Service shop/checkout").unwrap_err();
+        assert_eq!(
+            e,
+            "Service shop/checkout has several ports (80 (http), 9090 (metrics)); say which one the route sends to with traffic.kubernetes.httpRoute.port"
+        );
+        assert_eq!(owned_port(&two, &route(Some(9090)), "S"), Ok(9090));
+        let e = owned_port(&two, &route(Some(8080)), "S").unwrap_err();
+        assert!(e.starts_with("S has no port 8080"), "{e}");
+        let e = owned_port(&service(&[]), &route(None), "S").unwrap_err();
+        assert!(e.starts_with("S has no port"), "{e}");
+    }
 }
