@@ -262,6 +262,7 @@ fn target(provider: KubeProvider) -> KubeTarget {
         ingress: Some("checkout".into()),
         virtual_service: Some("checkout".into()),
         http_route: Some("checkout".into()),
+        owned_route: None,
         scale_with_weight: true,
         canary_version: "v1.2.0".into(),
         canary_image: None,

@@ -140,3 +140,71 @@ analysis:
     }
     assert!(!dir.path().join("state").exists(), "nothing created");
 }
+
+#[test]
+fn a_route_serin_would_own_is_refused_field_by_field_with_its_place() {
+    // `httpRoute` as a mapping: the HTTPRoute serin creates. Each problem
+    // of it comes with the file's others, at its place; before, a mapping
+    // there was refused as not a name.
+    let yaml = "\
+name: checkout
+stable:
+  version: v1.1.0
+canary:
+  version: v1.2.0
+traffic:
+  provider: gateway-api
+  kubernetes:
+    namespace: shop
+    deployment: checkout
+    httpRoute:
+      parentRefs:
+        - { sectionName: https }
+      hostnames: [checkout.example.com, Shop.Example.com]
+      port: 0
+analysis:
+  prometheus:
+    address: http://127.0.0.1:9
+";
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "bad.yaml", yaml);
+    // Bounded: a file read as valid would try to reach a cluster.
+    let o = Proc::spawn(serin_run(&file, dir.path()), true).wait_output(Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for (place, expected) in [
+        (
+            ":13:11:",
+            "traffic.kubernetes.httpRoute.parentRefs[0].name: expected the name of a Gateway",
+        ),
+        (
+            ":14:41:",
+            "traffic.kubernetes.httpRoute.hostnames[1]: expected a host name like checkout.example.com",
+        ),
+        (
+            ":15:13:",
+            "traffic.kubernetes.httpRoute.port: expected the Service's port, 1 to 65535, got 0",
+        ),
+    ] {
+        assert!(
+            err.contains(&format!("bad.yaml{place} {expected}")),
+            "says `{expected}` at {place}: {err}"
+        );
+    }
+    assert!(!dir.path().join("state").exists(), "nothing created");
+
+    // An unknown key is refused where it is written, as elsewhere.
+    let typo = yaml
+        .replace("      hostnames:", "      hostname:")
+        .replace("        - { sectionName: https }", "        - { name: gw }")
+        .replace("      port: 0\n", "");
+    let file = write(dir.path(), "typo.yaml", &typo);
+    let o = Proc::spawn(serin_run(&file, dir.path()), true).wait_output(Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("typo.yaml:14:7: unknown field `hostname`"),
+        "{err}"
+    );
+    assert!(!dir.path().join("state").exists(), "nothing created");
+}

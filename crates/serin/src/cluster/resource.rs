@@ -286,15 +286,51 @@ pub struct KubernetesSpec {
     /// nginx-ingress: the primary Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<String>,
-    /// istio: the VirtualService (and the DestinationRule of that name).
+    /// istio: the VirtualService's name (serin edits its weights; the
+    /// DestinationRule of that name gets the subsets), or {hosts: [...],
+    /// gateways: [...], port: N} for a VirtualService (and DestinationRule)
+    /// serin creates and owns whole, named after the Rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub virtual_service: Option<String>,
-    /// gateway-api: the HTTPRoute.
+    pub virtual_service: Option<RouteRefSpec>,
+    /// gateway-api: the HTTPRoute's name (serin edits its weights), or
+    /// {parentRefs: [{name: GATEWAY, namespace: NS, sectionName: LISTENER}],
+    /// hostnames: [...], port: N} for an HTTPRoute serin creates and owns
+    /// whole, named after the Rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_route: Option<String>,
+    pub http_route: Option<RouteRefSpec>,
     /// Canary replicas follow the weight (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_with_weight: Option<bool>,
+}
+
+/// A route by name, or the mapping of a route serin creates and owns; kept
+/// as written and checked by serin (`spec.traffic.kubernetes.httpRoute.parentRefs[0].name: ...`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum RouteRefSpec {
+    /// The user's route, edited in place.
+    Name(String),
+    /// The route serin owns: parentRefs and hostnames (HTTPRoute), hosts
+    /// and gateways (VirtualService), port.
+    Owned(serde_json::Map<String, serde_json::Value>),
+    /// Anything else, which serin's check refuses with its field's name.
+    Other(serde_json::Value),
+}
+
+impl JsonSchema for RouteRefSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "RouteRefSpec".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    /// A structural schema cannot say "text or a mapping": any value is
+    /// kept, and serin's check says what it expected.
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+    }
 }
 
 /// One step: exactly one of setWeight, lowerWeight or pause.

@@ -33,7 +33,7 @@ use crate::rollout::{Plan, Step};
 use raw::{RawRollout, RawSide};
 use values::{readable_label, same_server};
 
-pub use kubernetes::{CANARY_SUFFIX, KubeProvider, KubeTarget};
+pub use kubernetes::{CANARY_SUFFIX, KubeProvider, KubeTarget, OwnedRoute, ParentRef};
 pub use manifest::{API_GROUP, API_VERSION, KIND, check_resource};
 pub use prometheus_templates::prometheus_queries;
 pub use values::{argv, valid_name};
@@ -389,6 +389,8 @@ struct Checker {
     /// `traffic.kubernetes.namespace` when it is left out: `default` in a
     /// rollout file, the resource's own namespace for a Rollout resource.
     namespace: Option<String>,
+    /// The rollout's name as written (a route serin owns is named after it).
+    rollout_name: Option<String>,
 }
 
 impl Checker {
@@ -424,6 +426,7 @@ impl Checker {
     fn rollout(&mut self, name: Option<Spanned<String>>, raw: RawRollout) -> Option<Rollout> {
         let name_at = name.as_ref().map_or(Location::UNKNOWN, |n| n.referenced);
         let name = name.map(|n| n.value);
+        self.rollout_name = name.clone();
         if let Some(name) = &name
             && !valid_name(name)
         {

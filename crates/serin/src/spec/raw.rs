@@ -129,11 +129,80 @@ pub(super) struct RawKubernetes {
     #[serde(default)]
     pub(super) ingress: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) virtual_service: Option<Spanned<String>>,
+    pub(super) virtual_service: Option<Spanned<RawRouteRef<RawVirtualService>>>,
     #[serde(default)]
-    pub(super) http_route: Option<Spanned<String>>,
+    pub(super) http_route: Option<Spanned<RawRouteRef<RawHttpRoute>>>,
     #[serde(default)]
     pub(super) scale_with_weight: Option<bool>,
+}
+
+/// `traffic.kubernetes.httpRoute` / `virtualService`: the name of the
+/// user's route (edited in place), or a mapping that describes a route
+/// serin creates and owns whole.
+pub(super) enum RawRouteRef<T> {
+    Name(String),
+    Owned(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for RawRouteRef<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Either<T> {
+            type Value = RawRouteRef<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the route's name, or a mapping for a route serin owns")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawRouteRef::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawRouteRef::Owned)
+            }
+        }
+        d.deserialize_any(Either(std::marker::PhantomData))
+    }
+}
+
+/// `httpRoute` as a mapping: the HTTPRoute serin creates, named after the
+/// rollout.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawHttpRoute {
+    #[serde(default)]
+    pub(super) parent_refs: Option<Spanned<Vec<Spanned<RawParentRef>>>>,
+    #[serde(default)]
+    pub(super) hostnames: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) port: Option<Spanned<u32>>,
+}
+
+/// One of `httpRoute.parentRefs`: a Gateway (and one of its listeners).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawParentRef {
+    #[serde(default)]
+    pub(super) name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) section_name: Option<Spanned<String>>,
+}
+
+/// `virtualService` as a mapping: the VirtualService serin creates, named
+/// after the rollout (with a DestinationRule of the same name).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawVirtualService {
+    #[serde(default)]
+    pub(super) hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(super) gateways: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) port: Option<Spanned<u32>>,
 }
 
 /// A key that is present, even with a null value (`steps:` alone), as `Some`.

@@ -9,12 +9,19 @@
 //! which is Gateway API's "implementation-specific" support level). Header
 //! matches are more specific, so they win over the weighted rule whatever
 //! the order, by Gateway API's precedence rules.
+//!
+//! A route serin owns (`httpRoute` given as a mapping) is not read: serin
+//! writes the whole HTTPRoute, named after the rollout, from the mapping
+//! (parentRefs, hostnames) and one rule to the stable Service, which gets
+//! the canary's backendRef and the header rules as above. Applying it whole
+//! each time, as its only field manager, leaves nothing for a GitOps tool
+//! to conflict on.
 
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use serin_proxy::{Route, Version, Weight};
 
-use super::{Object, cookie_regex, header_text};
+use super::{MANAGED_BY, Object, OwnedRoute, cookie_regex, header_text};
 
 /// `gateway.networking.k8s.io/v1` `HTTPRoute`.
 pub(crate) fn resource() -> ApiResource {
@@ -35,6 +42,8 @@ pub(crate) struct RoutePlan {
     /// The route's rules without serin's own header rules and canary refs.
     rules: Vec<Value>,
     routes: Vec<Route>,
+    /// A route serin owns: the rest of its spec (parentRefs, hostnames).
+    owned: Option<Value>,
 }
 
 /// The header match for one of serin's routes.
@@ -111,6 +120,61 @@ impl RoutePlan {
             canary,
             rules: kept,
             routes: routes.to_vec(),
+            owned: None,
+        })
+    }
+
+    /// The HTTPRoute `name` serin creates and owns, from the rollout file's
+    /// mapping; `live` is the object of that name if there is one, which
+    /// must be serin's (labelled [`MANAGED_BY`]): serin never takes over a
+    /// route someone else made. `port` is the Services' port.
+    pub(crate) fn owned(
+        namespace: &str,
+        name: &str,
+        spec: &OwnedRoute,
+        live: Option<&Value>,
+        stable: &str,
+        port: i32,
+        routes: &[Route],
+    ) -> Result<RoutePlan, String> {
+        let OwnedRoute::HttpRoute {
+            parent_refs,
+            hostnames,
+            ..
+        } = spec
+        else {
+            return Err(format!(
+                "HTTPRoute {namespace}/{name}: the rollout describes a VirtualService, not an HTTPRoute"
+            ));
+        };
+        if let Some(live) = live {
+            check_ours(live, &format!("HTTPRoute {namespace}/{name}"), "httpRoute")?;
+        }
+        let parents: Vec<Value> = parent_refs
+            .iter()
+            .map(|p| {
+                let mut r = json!({ "name": p.name });
+                if let Some(ns) = &p.namespace {
+                    r["namespace"] = json!(ns);
+                }
+                if let Some(s) = &p.section_name {
+                    r["sectionName"] = json!(s);
+                }
+                r
+            })
+            .collect();
+        let mut rest = json!({ "parentRefs": parents });
+        if !hostnames.is_empty() {
+            rest["hostnames"] = json!(hostnames);
+        }
+        Ok(RoutePlan {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            stable: stable.to_string(),
+            canary: format!("{stable}{}", super::CANARY_SUFFIX),
+            rules: vec![json!({ "backendRefs": [{ "name": stable, "port": port }] })],
+            routes: routes.to_vec(),
+            owned: Some(rest),
         })
     }
 
@@ -181,17 +245,38 @@ impl RoutePlan {
             weighted["backendRefs"] = Value::Array(refs);
             rules.push(weighted);
         }
+        let mut body = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": { "name": self.name, "namespace": self.namespace },
+            "spec": { "rules": rules },
+        });
+        if let Some(rest) = &self.owned {
+            body["metadata"]["labels"] = json!({ MANAGED_BY.0: MANAGED_BY.1 });
+            if let (Some(spec), Some(rest)) = (body["spec"].as_object_mut(), rest.as_object()) {
+                for (k, v) in rest {
+                    spec.insert(k.clone(), v.clone());
+                }
+            }
+        }
         Object {
             resource: resource(),
             name: self.name.clone(),
-            body: json!({
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "HTTPRoute",
-                "metadata": { "name": self.name, "namespace": self.namespace },
-                "spec": { "rules": rules },
-            }),
+            body,
         }
     }
+}
+
+/// A route of the name serin would create that serin did not create: it
+/// is refused, never taken over.
+pub(crate) fn check_ours(live: &Value, what: &str, field: &str) -> Result<(), String> {
+    if live["metadata"]["labels"][MANAGED_BY.0].as_str() == Some(MANAGED_BY.1) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} exists and was not created by serin (no label {}={}); serin creates the route it owns under the rollout's name and never takes over another: give traffic.kubernetes.{field} that route's name to have serin edit its weights, or remove or rename it",
+        MANAGED_BY.0, MANAGED_BY.1
+    ))
 }
 
 /// Whether `rule` sends to Service `stable`.
@@ -199,4 +284,108 @@ fn targets(rule: &Value, stable: &str) -> bool {
     rule["backendRefs"]
         .as_array()
         .is_some_and(|refs| refs.iter().any(|r| ref_name(r) == Some(stable)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ParentRef;
+
+    fn owned_spec() -> OwnedRoute {
+        OwnedRoute::HttpRoute {
+            parent_refs: vec![ParentRef {
+                name: "shop-gateway".into(),
+                namespace: Some("infra".into()),
+                section_name: None,
+            }],
+            hostnames: vec!["checkout.example.com".into()],
+            port: None,
+        }
+    }
+
+    fn header_route() -> Route {
+        Route {
+            when: serin_proxy::Match::Header {
+                name: http::HeaderName::from_static("x-canary"),
+                value: http::HeaderValue::from_static("always"),
+            },
+            version: Version::Canary,
+        }
+    }
+
+    #[test]
+    fn an_owned_route_is_written_whole_with_the_header_rule_ahead() {
+        let plan = RoutePlan::owned(
+            "shop",
+            "checkout",
+            &owned_spec(),
+            None,
+            "checkout",
+            80,
+            &[header_route()],
+        )
+        .unwrap();
+        let o = plan.render(Weight::from_hundredths(2500).unwrap(), true);
+        assert_eq!(o.name, "checkout");
+        assert_eq!(
+            o.body,
+            json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": "checkout", "namespace": "shop",
+                             "labels": {"app.kubernetes.io/managed-by": "serin"}},
+                "spec": {
+                    "parentRefs": [{"name": "shop-gateway", "namespace": "infra"}],
+                    "hostnames": ["checkout.example.com"],
+                    "rules": [
+                        {"matches": [{"headers": [{"type": "Exact", "name": "x-canary", "value": "always"}]}],
+                         "backendRefs": [{"name": "checkout-canary", "port": 80}]},
+                        {"backendRefs": [{"name": "checkout", "port": 80, "weight": 7500},
+                                         {"name": "checkout-canary", "port": 80, "weight": 2500}]},
+                    ],
+                },
+            })
+        );
+        // Retired: all to stable, no header rule; the route stays.
+        let o = plan.render(Weight::ZERO, false);
+        assert_eq!(
+            o.body["spec"]["rules"],
+            json!([{"backendRefs": [{"name": "checkout", "port": 80, "weight": 10000},
+                                    {"name": "checkout-canary", "port": 80, "weight": 0}]}])
+        );
+        assert_eq!(o.body["spec"]["parentRefs"][0]["name"], "shop-gateway");
+    }
+
+    #[test]
+    fn an_owned_route_never_takes_over_a_route_serin_did_not_make() {
+        let theirs = json!({"metadata": {"name": "checkout", "labels": {"app": "checkout"}}});
+        let e = RoutePlan::owned(
+            "shop",
+            "checkout",
+            &owned_spec(),
+            Some(&theirs),
+            "checkout",
+            80,
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("HTTPRoute shop/checkout exists and was not created by serin"),
+            "{e}"
+        );
+        let ours = json!({"metadata": {"name": "checkout",
+                                       "labels": {"app.kubernetes.io/managed-by": "serin"}}});
+        assert!(
+            RoutePlan::owned(
+                "shop",
+                "checkout",
+                &owned_spec(),
+                Some(&ours),
+                "checkout",
+                80,
+                &[]
+            )
+            .is_ok()
+        );
+    }
 }

@@ -12,6 +12,12 @@
 //! the first matching route, so the overrides win. Istio weights are whole
 //! percents: a weight is rounded to the nearest one, and a weight strictly
 //! between 0 and 100 stays strictly between (0.5 % is 1 %, 99.5 % is 99 %).
+//!
+//! A VirtualService serin owns (`virtualService` given as a mapping) is not
+//! read: serin writes the whole object, named after the rollout, from the
+//! mapping (hosts, gateways) and one HTTP route to the stable Service, split
+//! and preceded by the header routes as above; the DestinationRule of the
+//! same name, with the subsets, is serin's too.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, GroupVersionKind};
@@ -19,7 +25,8 @@ use serde_json::{Value, json};
 use serin_proxy::{Route, Version, Weight};
 
 use super::deployments::Labels;
-use super::{CANARY_TRACK, Object, TRACK_LABEL, cookie_regex, header_text};
+use super::gateway_api::check_ours;
+use super::{CANARY_TRACK, MANAGED_BY, Object, OwnedRoute, TRACK_LABEL, cookie_regex, header_text};
 
 /// The prefix of the names of the VirtualService routes serin adds.
 pub(crate) const ROUTE_PREFIX: &str = "serin-";
@@ -64,6 +71,8 @@ pub(crate) struct IstioPlan {
     /// Subsets of the DestinationRule other than `stable` and `canary`.
     other_subsets: Vec<Value>,
     routes: Vec<Route>,
+    /// A VirtualService serin owns: the rest of its spec (hosts, gateways).
+    owned: Option<Value>,
 }
 
 impl IstioPlan {
@@ -148,7 +157,70 @@ impl IstioPlan {
             dr_host,
             other_subsets,
             routes: routes.to_vec(),
+            owned: None,
         })
+    }
+
+    /// The VirtualService `name` serin creates and owns, from the rollout
+    /// file's mapping, with its DestinationRule; `live_vs` and `dr` are the
+    /// objects of that name if there are any, which must be serin's
+    /// (labelled [`MANAGED_BY`]). `port` is the Service's port.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn owned(
+        namespace: &str,
+        name: &str,
+        spec: &OwnedRoute,
+        live_vs: Option<&Value>,
+        dr: Option<&Value>,
+        stable: &Deployment,
+        selector: &Labels,
+        service: &str,
+        port: i32,
+        routes: &[Route],
+    ) -> Result<IstioPlan, String> {
+        let OwnedRoute::VirtualService {
+            hosts, gateways, ..
+        } = spec
+        else {
+            return Err(format!(
+                "VirtualService {namespace}/{name}: the rollout describes an HTTPRoute, not a VirtualService"
+            ));
+        };
+        if let Some(live) = live_vs {
+            check_ours(
+                live,
+                &format!("VirtualService {namespace}/{name}"),
+                "virtualService",
+            )?;
+        }
+        if let Some(dr) = dr {
+            check_ours(
+                dr,
+                &format!("DestinationRule {namespace}/{name}"),
+                "virtualService",
+            )?;
+        }
+        let wanted = json!({
+            "metadata": { "name": name },
+            "spec": { "http": [{
+                "name": "primary",
+                "route": [{ "destination": { "host": service, "port": { "number": port } } }],
+            }] },
+        });
+        let mut plan = IstioPlan::new(namespace, &wanted, dr, stable, selector, service, routes)?;
+        let mut rest = json!({ "hosts": hosts });
+        if !gateways.is_empty() {
+            rest["gateways"] = json!(gateways);
+        }
+        plan.owned = Some(rest);
+        Ok(plan)
+    }
+
+    /// The labels of the objects serin owns whole, set on `body`.
+    fn label_owned(&self, body: &mut Value) {
+        if self.owned.is_some() {
+            body["metadata"]["labels"] = json!({ MANAGED_BY.0: MANAGED_BY.1 });
+        }
     }
 
     /// The DestinationRule (same name as the VirtualService) with the subsets.
@@ -156,15 +228,17 @@ impl IstioPlan {
         let mut subsets = self.other_subsets.clone();
         subsets.push(json!({ "name": "stable", "labels": { TRACK_LABEL: self.stable_version } }));
         subsets.push(json!({ "name": "canary", "labels": { TRACK_LABEL: CANARY_TRACK } }));
+        let mut body = json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": { "name": self.name, "namespace": self.namespace },
+            "spec": { "host": self.dr_host, "subsets": subsets },
+        });
+        self.label_owned(&mut body);
         Object {
             resource: destination_rule(),
             name: self.name.clone(),
-            body: json!({
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "DestinationRule",
-                "metadata": { "name": self.name, "namespace": self.namespace },
-                "spec": { "host": self.dr_host, "subsets": subsets },
-            }),
+            body,
         }
     }
 
@@ -224,15 +298,25 @@ impl IstioPlan {
             ]);
             http.push(weighted);
         }
+        let mut body = json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": { "name": self.name, "namespace": self.namespace },
+            "spec": { "http": http },
+        });
+        self.label_owned(&mut body);
+        if let (Some(spec), Some(rest)) = (
+            body["spec"].as_object_mut(),
+            self.owned.as_ref().and_then(Value::as_object),
+        ) {
+            for (k, v) in rest {
+                spec.insert(k.clone(), v.clone());
+            }
+        }
         Object {
             resource: virtual_service(),
             name: self.name.clone(),
-            body: json!({
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "VirtualService",
-                "metadata": { "name": self.name, "namespace": self.namespace },
-                "spec": { "http": http },
-            }),
+            body,
         }
     }
 }
@@ -287,5 +371,108 @@ mod tests {
         for h in ["checkout2", "checkout.other", "checkout.shopx.svc"] {
             assert!(!is_service(&json!(h), "checkout", "shop"), "{h}");
         }
+    }
+}
+
+#[cfg(test)]
+mod owned_tests {
+    use super::*;
+
+    fn stable() -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "checkout"}},
+                     "template": {"metadata": {"labels": {"app": "checkout", "version": "stable"}}}},
+        }))
+        .unwrap()
+    }
+
+    fn owned_spec() -> OwnedRoute {
+        OwnedRoute::VirtualService {
+            hosts: vec!["checkout.example.com".into()],
+            gateways: vec!["istio-system/public".into()],
+            port: None,
+        }
+    }
+
+    fn plan(live: Option<&Value>, dr: Option<&Value>) -> Result<IstioPlan, String> {
+        let selector: Labels = [("app".to_string(), "checkout".to_string())]
+            .into_iter()
+            .collect();
+        let route = Route {
+            when: serin_proxy::Match::Header {
+                name: http::HeaderName::from_static("x-canary"),
+                value: http::HeaderValue::from_static("always"),
+            },
+            version: Version::Canary,
+        };
+        IstioPlan::owned(
+            "shop",
+            "checkout",
+            &owned_spec(),
+            live,
+            dr,
+            &stable(),
+            &selector,
+            "checkout",
+            80,
+            &[route],
+        )
+    }
+
+    #[test]
+    fn an_owned_virtual_service_and_its_rule_are_written_whole() {
+        let p = plan(None, None).unwrap();
+        let dest =
+            |subset: &str| json!({"host": "checkout", "port": {"number": 80}, "subset": subset});
+        assert_eq!(
+            p.render(Weight::from_hundredths(2000).unwrap(), true).body,
+            json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": "checkout", "namespace": "shop",
+                             "labels": {"app.kubernetes.io/managed-by": "serin"}},
+                "spec": {
+                    "hosts": ["checkout.example.com"],
+                    "gateways": ["istio-system/public"],
+                    "http": [
+                        {"name": "serin-0-0",
+                         "match": [{"headers": {"x-canary": {"exact": "always"}}}],
+                         "route": [{"destination": dest("canary"), "weight": 100}]},
+                        {"name": "primary",
+                         "route": [{"destination": dest("stable"), "weight": 80},
+                                   {"destination": dest("canary"), "weight": 20}]},
+                    ],
+                },
+            })
+        );
+        assert_eq!(
+            p.destination_rule().body,
+            json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": {"name": "checkout", "namespace": "shop",
+                             "labels": {"app.kubernetes.io/managed-by": "serin"}},
+                "spec": {"host": "checkout", "subsets": [
+                    {"name": "stable", "labels": {"version": "stable"}},
+                    {"name": "canary", "labels": {"version": "canary"}},
+                ]},
+            })
+        );
+    }
+
+    #[test]
+    fn objects_of_that_name_serin_did_not_make_are_refused() {
+        let theirs = json!({"metadata": {"name": "checkout"}});
+        let e = plan(None, Some(&theirs)).unwrap_err();
+        assert!(
+            e.starts_with("DestinationRule shop/checkout exists and was not created by serin"),
+            "{e}"
+        );
+        let e = plan(Some(&theirs), None).unwrap_err();
+        assert!(
+            e.starts_with("VirtualService shop/checkout exists and was not created by serin"),
+            "{e}"
+        );
     }
 }

@@ -5,7 +5,11 @@
 //! HTTPRoute). serin owns `NAME-canary` (a Deployment cloned from the stable
 //! one with the canary's image; `deployments.rs` explains the labels), the
 //! canary Service and canary Ingress where the provider needs them, and the
-//! routing fields of the user's Istio / Gateway API objects.
+//! routing fields of the user's Istio / Gateway API objects. When the rollout
+//! gives `httpRoute` / `virtualService` as a mapping, the route (and Istio's
+//! DestinationRule) is serin's whole instead: created under the rollout's
+//! name, labelled [`MANAGED_BY`], never read back as the user's, and an
+//! object of that name without the label is refused, not taken over.
 //!
 //! Every write is a server-side apply with field manager [`FIELD_MANAGER`],
 //! never forced: a field another manager (kubectl, a GitOps tool) owns with a
@@ -48,7 +52,7 @@ use crate::controller::seams::{BoxFuture, TrafficRouter};
 use crate::error::{Error, Kind};
 
 /// The target and its ready-made queries are the rollout file's, checked there.
-pub use crate::spec::{CANARY_SUFFIX, KubeProvider, KubeTarget, prometheus_queries};
+pub use crate::spec::{CANARY_SUFFIX, KubeProvider, KubeTarget, OwnedRoute, prometheus_queries};
 pub use deployments::scaled_replicas;
 
 /// The field manager of every server-side apply serin makes.
@@ -121,6 +125,43 @@ impl Routing {
             Routing::Istio(p) => p.render(weight, overrides),
             Routing::Gateway(p) => p.render(weight, overrides),
         }
+    }
+}
+
+/// The port a route serin owns sends to: the one the rollout file gives,
+/// which the stable Service must have, else the Service's only port.
+fn owned_port(service: &Service, owned: &OwnedRoute, what: &str) -> Result<i32, String> {
+    let (given, field) = match owned {
+        OwnedRoute::HttpRoute { port, .. } => (*port, "httpRoute"),
+        OwnedRoute::VirtualService { port, .. } => (*port, "virtualService"),
+    };
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let listed = || {
+        ports
+            .iter()
+            .map(|p| match &p.name {
+                Some(n) => format!("{} ({n})", p.port),
+                None => p.port.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (given, ports) {
+        (Some(p), _) if ports.iter().any(|sp| sp.port == i32::from(p)) => Ok(i32::from(p)),
+        (Some(p), _) => Err(format!(
+            "{what} has no port {p} (traffic.kubernetes.{field}.port); its ports: {}",
+            listed()
+        )),
+        (None, [one]) => Ok(one.port),
+        (None, []) => Err(format!("{what} has no port for the route to send to")),
+        (None, _) => Err(format!(
+            "{what} has several ports ({}); say which one the route sends to with traffic.kubernetes.{field}.port",
+            listed()
+        )),
     }
 }
 
@@ -270,34 +311,73 @@ impl KubernetesRouter {
             KubeProvider::GatewayApi => {
                 let name = t.http_route.as_deref().unwrap_or_default();
                 let ar = gateway_api::resource();
-                let live = self.get_dynamic(&ar, name).await?.ok_or_else(|| {
-                    Error::unavailable(format!("{}: not found", self.what("HTTPRoute", name)))
-                })?;
-                let p = gateway_api::RoutePlan::new(self.ns(), &live, &t.service, &t.routes)
-                    .map_err(Error::conflict)?;
+                let live = self.get_dynamic(&ar, name).await?;
+                let p = match &t.owned_route {
+                    Some(owned) => owned_port(&service, owned, &self.what("Service", &t.service))
+                        .and_then(|port| {
+                            gateway_api::RoutePlan::owned(
+                                self.ns(),
+                                name,
+                                owned,
+                                live.as_ref(),
+                                &t.service,
+                                port,
+                                &t.routes,
+                            )
+                        }),
+                    None => {
+                        let live = live.ok_or_else(|| {
+                            Error::unavailable(format!(
+                                "{}: not found",
+                                self.what("HTTPRoute", name)
+                            ))
+                        })?;
+                        gateway_api::RoutePlan::new(self.ns(), &live, &t.service, &t.routes)
+                    }
+                }
+                .map_err(Error::conflict)?;
                 (Routing::Gateway(p), true)
             }
             KubeProvider::Istio => {
                 let name = t.virtual_service.as_deref().unwrap_or_default();
-                let live = self
-                    .get_dynamic(&istio::virtual_service(), name)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::unavailable(format!(
-                            "{}: not found",
-                            self.what("VirtualService", name)
-                        ))
-                    })?;
+                let live = self.get_dynamic(&istio::virtual_service(), name).await?;
+                if t.owned_route.is_none() && live.is_none() {
+                    return Err(Error::unavailable(format!(
+                        "{}: not found",
+                        self.what("VirtualService", name)
+                    )));
+                }
                 let dr = self.get_dynamic(&istio::destination_rule(), name).await?;
-                let p = istio::IstioPlan::new(
-                    self.ns(),
-                    &live,
-                    dr.as_ref(),
-                    &stable,
-                    &selector,
-                    &t.service,
-                    &t.routes,
-                )
+                let p = match &t.owned_route {
+                    Some(owned) => owned_port(&service, owned, &self.what("Service", &t.service))
+                        .and_then(|port| {
+                            istio::IstioPlan::owned(
+                                self.ns(),
+                                name,
+                                owned,
+                                live.as_ref(),
+                                dr.as_ref(),
+                                &stable,
+                                &selector,
+                                &t.service,
+                                port,
+                                &t.routes,
+                            )
+                        }),
+                    None => {
+                        // Present: a missing one was reported above.
+                        let live = live.unwrap_or_default();
+                        istio::IstioPlan::new(
+                            self.ns(),
+                            &live,
+                            dr.as_ref(),
+                            &stable,
+                            &selector,
+                            &t.service,
+                            &t.routes,
+                        )
+                    }
+                }
                 .map_err(Error::conflict)?;
                 (Routing::Istio(p), false)
             }
@@ -540,4 +620,45 @@ pub async fn client_from_env() -> Result<kube::Client, Error> {
     })?;
     kube::Client::try_from(config)
         .map_err(|e| Error::unavailable(format!("Kubernetes client: {e}")))
+}
+
+#[cfg(test)]
+mod owned_port_tests {
+    use super::*;
+
+    fn service(ports: &[(i32, Option<&str>)]) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "checkout"},
+            "spec": {"ports": ports.iter().map(|(p, n)| serde_json::json!({"port": p, "name": n})).collect::<Vec<_>>()},
+        }))
+        .unwrap()
+    }
+
+    fn route(port: Option<u16>) -> OwnedRoute {
+        OwnedRoute::HttpRoute {
+            parent_refs: Vec::new(),
+            hostnames: Vec::new(),
+            port,
+        }
+    }
+
+    #[test]
+    fn the_port_is_the_services_only_one_or_the_one_given_and_never_a_guess() {
+        let one = service(&[(80, Some("http"))]);
+        assert_eq!(
+            owned_port(&one, &route(None), "Service shop/checkout"),
+            Ok(80)
+        );
+        let two = service(&[(80, Some("http")), (9090, Some("metrics"))]);
+        let e = owned_port(&two, &route(None), "Service shop/checkout").unwrap_err();
+        assert_eq!(
+            e,
+            "Service shop/checkout has several ports (80 (http), 9090 (metrics)); say which one the route sends to with traffic.kubernetes.httpRoute.port"
+        );
+        assert_eq!(owned_port(&two, &route(Some(9090)), "S"), Ok(9090));
+        let e = owned_port(&two, &route(Some(8080)), "S").unwrap_err();
+        assert!(e.starts_with("S has no port 8080"), "{e}");
+        let e = owned_port(&service(&[]), &route(None), "S").unwrap_err();
+        assert!(e.starts_with("S has no port"), "{e}");
+    }
 }
