@@ -2,6 +2,9 @@
 //! resource (`resource.rs`), its spec (the rollout file without `name`)
 //! and the status a controller writes, and the CRD generated from them.
 //! The resource's spec is checked by the rollout file's checks
-//! ([`crate::spec::check_resource`]); nothing here talks to a cluster.
+//! ([`crate::spec::check_resource`]). `status.rs` is the Rollout's status
+//! subresource as the durable store of a run (the driver's
+//! [`crate::controller::seams::RolloutStore`]), with its Events.
 
 pub mod resource;
+pub mod status;
