@@ -4,7 +4,10 @@
 //! The resource's spec is checked by the rollout file's checks
 //! ([`crate::spec::check_resource`]). `status.rs` is the Rollout's status
 //! subresource as the durable store of a run (the driver's
-//! [`crate::controller::seams::RolloutStore`]), with its Events.
+//! [`crate::controller::seams::RolloutStore`]), with its Events;
+//! `controller.rs` is `serin serve --kubernetes`: kube-runtime watches of
+//! Rollouts and their Deployments, a driver per run.
 
+pub mod controller;
 pub mod resource;
 pub mod status;
