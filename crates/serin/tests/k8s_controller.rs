@@ -620,3 +620,93 @@ async fn an_invalid_rollout_stalls_naming_the_field_and_a_deleted_one_puts_traff
     );
     assert_only_paused_written(&state);
 }
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_resumes_the_run_from_status_without_restarting_the_pause() {
+    let sim = KubeSim::start(&["--ssa-conflicts", "--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let mut m = gitops_rollout("checkout", &prom);
+    m["spec"]["steps"] = json!([
+        { "setWeight": 20 }, { "pause": { "duration": "6s" } },
+        { "setWeight": 50 }, { "pause": { "duration": "1s" } }
+    ]);
+    let rollout: Rollout = serde_json::from_value(m).unwrap();
+    api.create(&PostParams::default(), &rollout).await.unwrap();
+    let first_dir = tempfile::tempdir().unwrap();
+    let (mut first, log) = serve(&sim, first_dir.path());
+    let limit = Duration::from_secs(60);
+    until(limit, &log, async || {
+        status_of(&api, "checkout").await?.template_hash.map(|_| ())
+    })
+    .await;
+    admin_post(
+        &sim,
+        "/update-template",
+        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
+    );
+    // In the 6 s pause at 20 %, 2 s served: kill -9.
+    let pause_started = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        let st = s.state?;
+        (st.step_index == 1 && s.weight == Some(20.0)).then_some(st.step_started_ms)
+    })
+    .await;
+    until(limit, &log, async || {
+        (epoch_ms() >= pause_started + 2000).then_some(())
+    })
+    .await;
+    first.kill();
+    let at_kill = status_of(&api, "checkout").await.unwrap();
+    assert_eq!(at_kill.state.as_ref().unwrap().step_index, 1, "{at_kill:?}");
+
+    // Another serin (a restart) resumes from the status: the same run, the
+    // pause ends 6 s after it began, not 6 s after the restart.
+    let second_dir = tempfile::tempdir().unwrap();
+    let (_second, log) = serve(&sim, second_dir.path());
+    let next_step_at = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.state?.step_index >= 2).then(epoch_ms)
+    })
+    .await;
+    let waited = next_step_at - pause_started;
+    assert!(
+        (6000..8000).contains(&waited),
+        "the pause lasted {waited} ms from its start (6000 expected; a restart from zero: 8000 or more)"
+    );
+    let done = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.phase.as_deref() == Some("Succeeded")).then_some(s)
+    })
+    .await;
+    assert_eq!(done.run, Some(1), "the same run: {done:?}");
+    let started = done
+        .decisions
+        .iter()
+        .filter(|d| d.kind == "started")
+        .count();
+    assert_eq!(started, 1, "the run started once: {:?}", done.decisions);
+    // No step done twice: each weight set once, the pause entered once.
+    for said in [
+        "canary weight set to 20 %",
+        "canary weight set to 50 %",
+        "pausing 6s",
+    ] {
+        let n = done
+            .decisions
+            .iter()
+            .filter(|d| d.reason.starts_with(said))
+            .count();
+        assert_eq!(n, 1, "`{said}` {n} times: {:?}", done.decisions);
+    }
+    assert_only_paused_written(&sim_state(&sim));
+}
