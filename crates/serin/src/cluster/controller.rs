@@ -24,8 +24,8 @@
 //!      the stable stays paused with git's template not rolled out, and
 //!      status says git's template must be fixed or reverted.
 //!
-//! A reconcile error is retried with backoff and reported as a Warning
-//! Event. Acting is gated on leadership: [`Options::leader`] (a watch of
+//! A reconcile error is retried with backoff (3 s, doubled per failure in a
+//! row, at most 60 s) and reported as a Warning Event. Acting is gated on leadership: [`Options::leader`] (a watch of
 //! "this process leads"); losing it stops every run at once, before
 //! anything else is written; a reconcile on a follower does nothing.
 
@@ -61,8 +61,18 @@ pub const FINALIZER: &str = "serin.dev/finalizer";
 
 /// How often a Rollout with a run going is looked at again (its driver's end).
 const RUN_CHECK: Duration = Duration::from_secs(1);
-/// The wait before a failed reconcile is tried again.
+/// The wait before a failed reconcile is tried again, doubled on every
+/// failure in a row up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(3);
+/// The longest wait between tries of a failing reconcile.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The wait after the `n`th failure in a row (from 1).
+fn retry_after(n: u32) -> Duration {
+    RETRY
+        .saturating_mul(1 << n.saturating_sub(1).min(6))
+        .min(RETRY_MAX)
+}
 
 /// How the controller runs.
 #[derive(Clone)]
@@ -143,6 +153,8 @@ struct Ctx {
     options: Options,
     stores: tokio::sync::Mutex<HashMap<Key, StatusStore>>,
     runs: Mutex<HashMap<Key, Run>>,
+    /// Failed reconciles in a row, per Rollout (the backoff).
+    failures: Mutex<HashMap<Key, u32>>,
 }
 
 impl Ctx {
@@ -206,6 +218,7 @@ pub async fn run(
         options: options.clone(),
         stores: tokio::sync::Mutex::new(HashMap::new()),
         runs: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
     });
     // Losing the lead stops every run before anything else is written.
     let mut leader = options.leader.clone();
@@ -257,14 +270,25 @@ fn names_deployment(r: &Rollout, ns: &str, name: &str) -> bool {
     k.deployment.as_deref() == Some(name) && k.namespace.as_deref().unwrap_or(own) == ns
 }
 
-fn error_policy(r: Arc<Rollout>, e: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
+fn error_policy(r: Arc<Rollout>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key_of(&r)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let wait = retry_after(n);
     tracing::warn!(
         rollout = r.metadata.name.as_deref().unwrap_or("-"),
         namespace = r.metadata.namespace.as_deref().unwrap_or("-"),
+        failures = n,
         "reconcile failed (retrying in {} s): {e}",
-        RETRY.as_secs()
+        wait.as_secs()
     );
-    Action::requeue(RETRY)
+    Action::requeue(wait)
 }
 
 async fn reconcile(r: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
@@ -273,7 +297,8 @@ async fn reconcile(r: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, ReconcileEr
     }
     let ns = r.metadata.namespace.clone().unwrap_or_default();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, r, |event| async {
+    let key = key_of(&r);
+    let answer = finalizer(&api, FINALIZER, r, |event| async {
         match event {
             Finalized::Apply(r) => {
                 let key = key_of(&r);
@@ -291,7 +316,13 @@ async fn reconcile(r: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, ReconcileEr
         }
     })
     .await
-    .map_err(|e| ReconcileError(e.to_string()))
+    .map_err(|e| ReconcileError(e.to_string()));
+    if answer.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&key);
+    }
+    answer
 }
 
 fn key_of(r: &Rollout) -> Key {
@@ -697,6 +728,13 @@ async fn cleanup(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_reconcile_backs_off_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=8).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(waits, [3, 6, 12, 24, 48, 60, 60, 60]);
+        assert_eq!(retry_after(u32::MAX), RETRY_MAX);
+    }
 
     #[test]
     fn versions_come_from_tags_or_digests() {
