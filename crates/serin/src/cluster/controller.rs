@@ -227,6 +227,8 @@ pub async fn run(
         while leader.changed().await.is_ok() {
             if !*leader.borrow() {
                 watcher_ctx.stop_all();
+                // Whatever this process read is stale once another leads.
+                watcher_ctx.stores.lock().await.clear();
             }
         }
     });
@@ -447,8 +449,15 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let store = ctx.store(&key).await?;
     store.observe(r).await;
     if store.is_fenced().await {
-        // Another controller writes this Rollout's status: hands off.
-        return Ok(Action::await_change());
+        // Another writer wrote this Rollout's status: its run (if any) has
+        // stopped; what it wrote is read afresh next time (while this
+        // process still leads, it goes on from there).
+        if ctx.run_state(&key).is_some_and(|(_, finished)| finished) {
+            let run = ctx.take_run(&key);
+            finish(&store, run, r.metadata.generation).await?;
+        }
+        ctx.stores.lock().await.remove(&key);
+        return Ok(Action::requeue(RETRY));
     }
     let generation = r.metadata.generation;
     let (setup, target) = match setup_of(r) {
