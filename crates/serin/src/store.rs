@@ -369,6 +369,10 @@ pub enum StoreError {
     /// No such rollout.
     #[error("no rollout named {0}")]
     NotFound(String),
+    /// The store could not be reached (a lost blocking task; for the
+    /// cluster's status store, the API server).
+    #[error("{0}")]
+    Unavailable(String),
     /// The rollout has no run of this number.
     #[error("{rollout} has no run {run}{}", match last { 0 => " (it has had no run yet)".to_string(), n => format!(" (its runs are 1 to {n})") })]
     NoRun {

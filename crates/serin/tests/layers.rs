@@ -183,7 +183,23 @@ fn lower_layers_use_nothing_above_them() {
         ("statedir", &[]),
         ("store", &["rollout", "time", "statedir", "error"]),
         ("spec", &["rollout", "time", "notify", "error"]),
-        ("cluster", &["spec", "rollout", "time", "notify", "error"]),
+        // The Rollout resource, and the Kubernetes controller over it: a
+        // driver per Rollout with its status as the store (above the
+        // providers and the runtime it wires, below the daemon and the CLI).
+        (
+            "cluster",
+            &[
+                "runtime",
+                "providers",
+                "controller",
+                "spec",
+                "store",
+                "rollout",
+                "time",
+                "notify",
+                "error",
+            ],
+        ),
         (
             "controller",
             &["rollout", "time", "store", "notify", "error"],

@@ -74,6 +74,18 @@ pub struct Args {
     /// reach it through DNS rebinding.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_host: Vec<String>,
+    /// Also run the Kubernetes controller of Rollout resources
+    /// (`serin.dev/v1alpha1`) in the cluster of KUBECONFIG (or in-cluster):
+    /// the GitOps mode of docs/kubernetes.md.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// With --kubernetes: the one namespace whose Rollouts it runs (default: all).
+    #[arg(long, value_name = "NS", requires = "kubernetes")]
+    pub namespace: Option<String>,
+    /// With --kubernetes: seconds one watch request lasts before it is made
+    /// again (tests shorten it to meet a 410 soon).
+    #[arg(long, hide = true, default_value_t = 290, requires = "kubernetes")]
+    pub watch_timeout: u32,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -117,6 +129,21 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             state = %args.state.state_dir.display(),
             "serin serve ready"
         );
+        let controller = if args.kubernetes {
+            let client = crate::providers::traffic::kubernetes::client_from_env()
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let mut options =
+                crate::cluster::controller::Options::single(args.namespace.clone());
+            options.watch_timeout = args.watch_timeout;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(crate::cluster::controller::run(client, options, async move {
+                let _ = stopped.await;
+            }));
+            Some((stop, task))
+        } else {
+            None
+        };
         let app = crate::api::server::router(daemon.clone(), Guard::new(own, &args.allow_host));
         // The other commands find this daemon through the state dir; its
         // token is never written.
@@ -140,6 +167,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             crate::shutdown::serve_until(listener, app, daemon, crate::cli::signals::terminated())
                 .await;
         drop(published);
+        if let Some((stop, task)) = controller {
+            let _ = stop.send(());
+            if let Err(e) = task.await {
+                tracing::error!("the Kubernetes controller's task failed: {e}");
+            }
+        }
         served?;
         Ok(Exit::Success)
     })

@@ -4,7 +4,13 @@
 //! Operators' requests from the command line (`requests.rs`) are an
 //! annotation on the Rollout and an answer in its status.
 //! The resource's spec is checked by the rollout file's checks
-//! ([`crate::spec::check_resource`]); nothing here talks to a cluster.
+//! ([`crate::spec::check_resource`]). `status.rs` is the Rollout's status
+//! subresource as the durable store of a run (the driver's
+//! [`crate::controller::seams::RolloutStore`]), with its Events;
+//! `controller.rs` is `serin serve --kubernetes`: kube-runtime watches of
+//! Rollouts and their Deployments, a driver per run.
 
+pub mod controller;
 pub mod requests;
 pub mod resource;
+pub mod status;

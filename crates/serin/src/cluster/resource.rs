@@ -600,6 +600,65 @@ pub struct RolloutStatus {
     /// `serin.dev/request` annotation: `crate::cluster::requests`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<crate::cluster::requests::Answer>,
+    /// The stable version (what the stable Deployment runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_version: Option<String>,
+    /// What the run waits for, or why it ended (a rollback: that git's pod
+    /// template must be fixed or reverted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The hash of the pod template the stable Deployment runs (rolled out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
+    /// The hash of the pod template the current (or last) run rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_template_hash: Option<String>,
+    /// The rest of the run's state, what a restarted (or another)
+    /// controller resumes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RunState>,
+}
+
+/// The run's state beyond the printed fields: enough to resume it exactly
+/// (no step repeated or skipped, no pause restarted from zero).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunState {
+    /// The step's index, from 0 (the number of steps once past the last).
+    pub step_index: u32,
+    /// The weight in hundredths of a percent (exact).
+    pub weight_hundredths: u32,
+    /// When the step (or the rest of a resumed pause) started counting,
+    /// in milliseconds since the epoch.
+    pub step_started_ms: u64,
+    /// Why paused: step or operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
+    /// Milliseconds of a timed pause served before an operator paused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_served_ms: Option<u64>,
+    /// When the next analysis is due (milliseconds since the epoch).
+    pub next_analysis_ms: u64,
+    /// The weight stage has a pass on enough data.
+    #[serde(default)]
+    pub stage_judged: bool,
+    /// No-data verdicts in a row.
+    #[serde(default)]
+    pub no_data_streak: u32,
+    /// How the run ended (JSON), once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The stable version the last promotion replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub former_stable_version: Option<String>,
+    /// When the last verdict was made (milliseconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verdict_ms: Option<u64>,
+    /// Who wrote this status (the controller's identity) and its write
+    /// count: a write conflict on a status someone else wrote stops a
+    /// controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 /// A condition in the Kubernetes convention (as metav1.Condition).

@@ -17,6 +17,10 @@
 //!   it is recorded in a small synced file beside the database
 //!   ([`Store::pending_rollback_path`]), which the next start applies first,
 //!   so a crash before the database answers loses no rollback.
+//! - The store is a seam ([`RolloutStore`]): SQLite, or a Rollout's status
+//!   in a cluster. Where a write conflict means another controller owns the
+//!   rollout ([`OnConflict::Stop`]), the driver stops at once and applies
+//!   nothing more; it never writes over the other writer.
 //! - While the store cannot be written (locked by a backup tool, disk full,
 //!   another writer) nothing moves forward: no step, no weight, no
 //!   promotion. Writes are retried with backoff; analyses go on, so a failing
@@ -43,11 +47,13 @@ use serin_proxy::Weight;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::machine::{self, Action, Input, Refused};
-use super::seams::{Analysed, Analysis, TrafficRouter};
+use super::seams::{Analysed, Analysis, OnConflict, RolloutStore, TrafficRouter};
 use crate::error::Error;
 use crate::notify::{Message, Notifier};
 use crate::rollout::{Decision, Outcome, Phase, Plan, RecordedVerdict, State, Verdict};
-use crate::store::{RolloutRecord, Sample, Store, StoreError};
+#[cfg(doc)]
+use crate::store::Store;
+use crate::store::{RolloutRecord, Sample, StoreError};
 use crate::time::{self, Millis, human_span, rfc3339};
 
 /// What the driver tells watchers (`serin run`'s progress, the daemon's log).
@@ -273,8 +279,8 @@ enum SaveError {
     Adopted(StoreError),
     /// The store failed.
     Failed(StoreError),
-    /// The write's task was lost.
-    Lost,
+    /// Another controller wrote the rollout: this driver stops.
+    Fenced(StoreError),
 }
 
 /// The store fails: why, since when, and when a write is tried again.
@@ -304,7 +310,7 @@ enum Resolved {
 struct Flushed {
     record: RolloutRecord,
     decisions: usize,
-    result: Result<i64, Option<StoreError>>,
+    result: Result<i64, StoreError>,
 }
 
 /// Aborts a task when dropped: the analysis task ends with its driver.
@@ -319,7 +325,7 @@ impl Drop for AbortOnDrop {
 /// The shell around one rollout's state machine.
 pub struct Driver {
     plan: Plan,
-    store: Store,
+    store: Arc<dyn RolloutStore>,
     record: RolloutRecord,
     router: Arc<dyn TrafficRouter>,
     /// Moved onto its own task by [`Driver::run`].
@@ -377,6 +383,9 @@ pub struct Driver {
     waiting_sent: String,
     /// When the waiting reason is logged.
     teller: Teller,
+    /// Another controller wrote the rollout ([`OnConflict::Stop`]): nothing
+    /// more is applied or written.
+    fenced: bool,
 }
 
 /// How often an `Initializing` rollout re-checks its versions.
@@ -386,7 +395,7 @@ impl Driver {
     /// A driver for a stored rollout, and the handle to command it.
     pub fn new(
         plan: Plan,
-        store: Store,
+        store: impl RolloutStore + 'static,
         record: RolloutRecord,
         router: Arc<dyn TrafficRouter>,
         analysis: Box<dyn Analysis>,
@@ -407,7 +416,7 @@ impl Driver {
         };
         let driver = Driver {
             plan,
-            store,
+            store: Arc::new(store),
             record,
             router,
             analysis: Some(analysis),
@@ -446,6 +455,7 @@ impl Driver {
             next_check: None,
             waiting_sent: String::new(),
             teller: Teller::default(),
+            fenced: false,
         };
         (driver, handle)
     }
@@ -501,7 +511,7 @@ impl Driver {
         // A rollback decided before a crash that the database never took:
         // canary out first, then the rollback through the machine.
         let pending = self.store.pending_rollback_path(&self.record.name);
-        if let Ok(recorded) = std::fs::read_to_string(&pending) {
+        if let Some(recorded) = pending.and_then(|p| std::fs::read_to_string(p).ok()) {
             if !self.record.state.phase.is_finished() {
                 tracing::warn!(rollout = %self.record.name, "a rollback decided before serin stopped was never written: applying it now");
                 self.apply(Weight::ZERO, Instant::now()).await;
@@ -529,7 +539,7 @@ impl Driver {
         self.publish();
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !self.record.state.phase.is_finished() {
+        while !self.record.state.phase.is_finished() && !self.fenced {
             tokio::select! {
                 _ = ticker.tick() => self.on_tick().await,
                 Some(cmd) = self.commands.recv() => {
@@ -554,6 +564,9 @@ impl Driver {
             }
             self.publish();
             self.tell_waiting();
+        }
+        if self.fenced {
+            return Err(self.stop_fenced());
         }
         tracing::info!(rollout = %self.record.name, phase = self.record.state.phase.as_str(), reason = %self.record.state.reason, "rollout ended");
         // The rollout has ended; its end is not done until the data plane
@@ -598,10 +611,24 @@ impl Driver {
             }
             self.maybe_flush();
             self.publish();
+            if self.fenced {
+                return Err(self.stop_fenced());
+            }
         }
         self.publish();
         tracing::info!(rollout = %self.record.name, phase = self.record.state.phase.as_str(), "controller done: the end of the rollout is in force and written");
         Ok(self.record)
+    }
+
+    /// Another controller wrote the rollout: stop here, having applied
+    /// nothing since (its owner goes on from what it wrote).
+    fn stop_fenced(&self) -> DriverError {
+        tracing::error!(
+            rollout = %self.record.name,
+            phase = self.record.state.phase.as_str(),
+            "the rollout was written by another controller (write conflict): this one stops acting on it"
+        );
+        DriverError::Store(StoreError::Conflict(self.record.name.clone()))
     }
 
     /// Promotes on a task of its own (a Kubernetes promotion waits for the
@@ -919,7 +946,7 @@ impl Driver {
                     self.forget_pending_rollback();
                 }
             }
-            Err(SaveError::Adopted(e)) => return Err(e.into()),
+            Err(SaveError::Adopted(e) | SaveError::Fenced(e)) => return Err(e.into()),
             Err(e) if forward => {
                 // Held where it is; the canary is still watched.
                 self.analyse_while_held();
@@ -929,7 +956,7 @@ impl Driver {
                         tracing::warn!(rollout = %self.record.name, "not moving forward until the state database can be written");
                         Err(e.into())
                     }
-                    SaveError::Lost | SaveError::Adopted(_) => Err(DriverError::Stopped),
+                    SaveError::Adopted(_) | SaveError::Fenced(_) => Err(DriverError::Stopped),
                 };
             }
             Err(_) => {
@@ -1045,7 +1072,13 @@ impl Driver {
                     self.store_ok();
                     return Ok(generation);
                 }
-                Err(Some(StoreError::Conflict(name))) if conflicts == 0 => {
+                Err(e @ StoreError::Conflict(_))
+                    if self.store.on_conflict() == OnConflict::Stop =>
+                {
+                    self.fenced = true;
+                    return Err(SaveError::Fenced(e));
+                }
+                Err(StoreError::Conflict(name)) if conflicts == 0 => {
                     conflicts += 1;
                     match self.after_conflict(&name, overwrite).await {
                         Resolved::Overwrite(generation) => record.generation = generation,
@@ -1057,13 +1090,9 @@ impl Driver {
                         }
                     }
                 }
-                Err(Some(e)) => {
+                Err(e) => {
                     self.store_failed(&e.to_string());
                     return Err(SaveError::Failed(e));
-                }
-                Err(None) => {
-                    self.store_failed("the write's task was lost");
-                    return Err(SaveError::Lost);
                 }
             }
         }
@@ -1111,7 +1140,10 @@ impl Driver {
                     self.forget_pending_rollback();
                 }
             }
-            Err(Some(StoreError::Conflict(name))) => {
+            Err(StoreError::Conflict(_)) if self.store.on_conflict() == OnConflict::Stop => {
+                self.fenced = true;
+            }
+            Err(StoreError::Conflict(name)) => {
                 let overwrite = self.record.state.phase == Phase::RolledBack;
                 match self.after_conflict(&name, overwrite).await {
                     Resolved::Overwrite(generation) => {
@@ -1124,8 +1156,7 @@ impl Driver {
                     Resolved::Unreadable => {}
                 }
             }
-            Err(Some(e)) => self.store_failed(&e.to_string()),
-            Err(None) => self.store_failed("the write's task was lost"),
+            Err(e) => self.store_failed(&e.to_string()),
         }
         self.publish();
     }
@@ -1157,7 +1188,7 @@ impl Driver {
         {
             self.on_flushed(flushed).await;
         }
-        if !self.dirty {
+        if !self.dirty || self.fenced {
             return;
         }
         let (record, decisions) = (self.record.clone(), self.unsaved.clone());
@@ -1273,7 +1304,9 @@ impl Driver {
     /// take (see [`Store::pending_rollback_path`]), synced before returning.
     fn record_pending_rollback(&self, reason: &str, outcome: Option<&Outcome>) {
         use std::io::Write as _;
-        let path = self.store.pending_rollback_path(&self.record.name);
+        let Some(path) = self.store.pending_rollback_path(&self.record.name) else {
+            return;
+        };
         let mut text = reason.replace('\n', " ");
         if let Some(json) = outcome.and_then(|o| serde_json::to_string(o).ok()) {
             text.push('\n');
@@ -1288,7 +1321,9 @@ impl Driver {
 
     /// The rollback is in the database: its write-ahead record goes.
     fn forget_pending_rollback(&self) {
-        let path = self.store.pending_rollback_path(&self.record.name);
+        let Some(path) = self.store.pending_rollback_path(&self.record.name) else {
+            return;
+        };
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 tracing::info!(rollout = %self.record.name, "the rollback is written; its record outside the database is removed")
@@ -1300,42 +1335,28 @@ impl Driver {
         }
     }
 
-    /// Writes on a blocking thread; `None` if that thread was lost.
+    /// Writes through the store (on a task of its own, for SQLite).
     fn persist(
         &self,
         record: &RolloutRecord,
         decisions: Vec<Decision>,
         now: Millis,
-    ) -> impl Future<Output = Result<i64, Option<StoreError>>> + Send + 'static {
-        let store = self.store.clone();
-        let record = record.clone();
-        async move {
-            tokio::task::spawn_blocking(move || store.save(&record, &decisions, now))
-                .await
-                .map_err(|_| None)?
-                .map_err(Some)
-        }
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send + 'static {
+        self.store.save(record.clone(), decisions, now)
     }
 
     /// The rollout as stored.
     fn load(&self) -> impl Future<Output = Result<RolloutRecord, String>> + Send + 'static {
-        let store = self.store.clone();
-        let name = self.record.name.clone();
-        async move {
-            match tokio::task::spawn_blocking(move || store.get(&name)).await {
-                Ok(loaded) => loaded.map_err(|e| e.to_string()),
-                Err(_) => Err("the read's task was lost".into()),
-            }
-        }
+        let get = self.store.get(self.record.name.clone());
+        async move { get.await.map_err(|e| e.to_string()) }
     }
 
     fn save_sample(&self, sample: &Sample) -> impl Future<Output = ()> + Send + 'static {
-        let store = self.store.clone();
-        let (name, run, sample) = (self.record.name.clone(), self.record.run, sample.clone());
+        let saved =
+            self.store
+                .add_sample(self.record.name.clone(), self.record.run, sample.clone());
         async move {
-            let saved =
-                tokio::task::spawn_blocking(move || store.add_sample(&name, run, &sample)).await;
-            if let Ok(Err(e)) = saved {
+            if let Err(e) = saved.await {
                 // Samples feed the report only; a lost one never changes a decision.
                 tracing::warn!("sample not saved: {e}");
             }
@@ -1361,7 +1382,7 @@ mod tests {
     use crate::controller::seams::BoxFuture;
     use crate::providers::traffic::builtin::BuiltinRouter;
     use crate::rollout::{Actor, State, Step, Stop};
-    use crate::store::VersionSample;
+    use crate::store::{Store, VersionSample};
     use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -1611,6 +1632,69 @@ mod tests {
         assert!(
             rollback_applied.is_some(),
             "the rollback's weight change was reported"
+        );
+    }
+
+    /// The SQLite store, where a write conflict means another controller
+    /// (as a Rollout's status in a cluster does).
+    struct Fencing(Store);
+
+    impl RolloutStore for Fencing {
+        fn save(
+            &self,
+            record: RolloutRecord,
+            decisions: Vec<Decision>,
+            now: Millis,
+        ) -> BoxFuture<'static, Result<i64, StoreError>> {
+            RolloutStore::save(&self.0, record, decisions, now)
+        }
+        fn get(&self, name: String) -> BoxFuture<'static, Result<RolloutRecord, StoreError>> {
+            RolloutStore::get(&self.0, name)
+        }
+        fn add_sample(
+            &self,
+            name: String,
+            run: u32,
+            sample: Sample,
+        ) -> BoxFuture<'static, Result<(), StoreError>> {
+            RolloutStore::add_sample(&self.0, name, run, sample)
+        }
+        fn pending_rollback_path(&self, _name: &str) -> Option<std::path::PathBuf> {
+            None
+        }
+        fn on_conflict(&self) -> OnConflict {
+            OnConflict::Stop
+        }
+    }
+
+    #[tokio::test]
+    async fn where_a_conflict_means_another_controller_the_driver_stops_applying_nothing_more() {
+        let rig = Rig::new().await;
+        let (driver, _) = Driver::new(
+            plan(),
+            Fencing(rig.store.clone()),
+            rig.register(),
+            rig.builtin(),
+            rig.scripted(),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        let store = rig.store.clone();
+        until(|| store.get("checkout").unwrap().state.weight > Weight::ZERO).await;
+        // Another controller writes the rollout (in the 300 ms pause at 10 %).
+        let other = rig.store.get("checkout").unwrap();
+        rig.store.save(&other, &[], time::now()).unwrap();
+        let ended = bounded(task).await.unwrap();
+        assert!(
+            matches!(ended, Err(DriverError::Store(StoreError::Conflict(_)))),
+            "{ended:?}"
+        );
+        let stored = rig.store.get("checkout").unwrap();
+        assert_eq!(stored.generation, other.generation + 1, "not written over");
+        assert_eq!(stored.state, other.state);
+        assert_eq!(
+            rig.proxy.weight(),
+            other.state.weight,
+            "the next step was not applied"
         );
     }
 

@@ -9,19 +9,24 @@
 //!   nginx's access log, Prometheus).
 //! - [`Analysis`]: a metric source and the judge together, one interval at a
 //!   time ([`crate::controller::analysis::LiveAnalysis`]).
+//! - [`RolloutStore`]: where the driver persists a rollout's state and
+//!   decisions before applying them (SQLite's [`Store`], or a Rollout's
+//!   status subresource in a cluster), and what a write conflict means there.
 //!
 //! Failures carry a [`crate::error::Kind`], so a port in use or a refused
 //! `nginx -t` reads as "unavailable" wherever it surfaces.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use serin_analysis::{Observation, Ratio, Totals};
 use serin_proxy::Weight;
 
 use crate::error::Error;
-use crate::rollout::Verdict;
-use crate::store::VersionSample;
+use crate::rollout::{Decision, Verdict};
+use crate::store::{RolloutRecord, Sample, Store, StoreError, VersionSample};
+use crate::time::Millis;
 
 /// A boxed future, for object-safe async seams.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -96,4 +101,95 @@ pub trait Analysis: Send {
     fn begin_stage(&mut self, weight: Weight) -> BoxFuture<'_, ()>;
     /// Judge the interval that just ended.
     fn analyse(&mut self, end_of_pause: bool) -> BoxFuture<'_, Analysed>;
+}
+
+/// What a write conflict (another writer changed the rollout since it was
+/// read) means for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Take the stored state and go on from it; a rollback is written over
+    /// it (the safe direction wins). The SQLite store, where the other
+    /// writer is an operator's command in the same process.
+    TakeStored,
+    /// Stop acting at once, applying nothing more: the other writer is
+    /// another controller that now owns the rollout (the cluster's status
+    /// store, fenced by resourceVersion).
+    Stop,
+}
+
+/// Where the driver keeps a rollout's state, decisions and samples: what it
+/// needs of [`crate::store::Store`] (SQLite) or of a Rollout's status in a
+/// cluster (`cluster::status`). The futures own what they need, so they
+/// can run on tasks of their own.
+pub trait RolloutStore: Send + Sync {
+    /// Writes `record` (state, versions, last verdict) with `decisions`, if
+    /// nobody wrote it since it was read (`record.generation`); returns the
+    /// new generation, or [`StoreError::Conflict`] when another writer did.
+    fn save(
+        &self,
+        record: RolloutRecord,
+        decisions: Vec<Decision>,
+        now: Millis,
+    ) -> BoxFuture<'static, Result<i64, StoreError>>;
+    /// The rollout as stored.
+    fn get(&self, name: String) -> BoxFuture<'static, Result<RolloutRecord, StoreError>>;
+    /// Keeps one interval's numbers (for reports; losing one changes no decision).
+    fn add_sample(
+        &self,
+        name: String,
+        run: u32,
+        sample: Sample,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Where a rollback the store could not take yet is recorded until it
+    /// can (a synced file), if this store has such a place.
+    fn pending_rollback_path(&self, name: &str) -> Option<PathBuf>;
+    /// What a [`StoreError::Conflict`] from [`RolloutStore::save`] means.
+    fn on_conflict(&self) -> OnConflict;
+}
+
+/// The SQLite store, unchanged: each call on a blocking thread.
+impl RolloutStore for Store {
+    fn save(
+        &self,
+        record: RolloutRecord,
+        decisions: Vec<Decision>,
+        now: Millis,
+    ) -> BoxFuture<'static, Result<i64, StoreError>> {
+        let store = self.clone();
+        blocking(move || store.save(&record, &decisions, now))
+    }
+
+    fn get(&self, name: String) -> BoxFuture<'static, Result<RolloutRecord, StoreError>> {
+        let store = self.clone();
+        blocking(move || store.get(&name))
+    }
+
+    fn add_sample(
+        &self,
+        name: String,
+        run: u32,
+        sample: Sample,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let store = self.clone();
+        blocking(move || store.add_sample(&name, run, &sample))
+    }
+
+    fn pending_rollback_path(&self, name: &str) -> Option<PathBuf> {
+        Some(Store::pending_rollback_path(self, name))
+    }
+
+    fn on_conflict(&self) -> OnConflict {
+        OnConflict::TakeStored
+    }
+}
+
+/// Runs `f` on a blocking thread; a lost thread is an unavailable store.
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> BoxFuture<'static, Result<T, StoreError>> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's task was lost".into()))?
+    })
 }

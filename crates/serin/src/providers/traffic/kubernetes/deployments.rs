@@ -279,6 +279,29 @@ pub(crate) struct Readiness {
 }
 
 /// Reads a Deployment's status.
+/// The image of the stable's main container in its pod template (in the
+/// GitOps mode, git's new one).
+pub(crate) fn template_image(stable: &Deployment, what: &str) -> Result<String, String> {
+    main_container(stable, what).map(|(_, image)| image)
+}
+
+/// A paused Deployment's pods serve: all its replicas are available,
+/// whatever template they run (in the GitOps mode git's new template waits
+/// for the promotion while the old pods serve).
+pub(crate) fn serving(d: &Deployment) -> Readiness {
+    let want = d.spec.replicas.unwrap_or(1);
+    let available = d
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    Readiness {
+        ready: available.min(want),
+        want,
+        done: available >= want,
+    }
+}
+
 pub(crate) fn readiness(d: &Deployment) -> Readiness {
     let want = d.spec.replicas.unwrap_or(1);
     let status = d.status.clone().unwrap_or_default();

@@ -32,6 +32,19 @@
 //!   has rolled out; routing to weight 0 without the header routes; canary
 //!   to 0 replicas.
 //! - `cleanup`: as the end of `promote`, and the canary Ingress is deleted.
+//!
+//! The GitOps mode ([`KubernetesRouter::gitops`], the controller's): git
+//! owns the whole stable Deployment and commits new images to its pod
+//! template; serin keeps it `spec.paused: true` (a server-side apply of that
+//! one field, [`set_paused`]), so a new template is not rolled out by itself.
+//! - The canary Deployment is made from the stable's current pod template
+//!   (git's new one, not rolled out), images untouched.
+//! - `check_ready`: the stable counts as ready when its (old) pods are all
+//!   available; the canary as above.
+//! - `promote`: unpause the stable (the same one-field apply), wait until it
+//!   has rolled out to git's template, routing to weight 0, canary to 0
+//!   replicas, pause again. The stable's image, replicas or any other field
+//!   are never written.
 
 mod deployments;
 mod gateway_api;
@@ -188,6 +201,8 @@ struct State {
 pub struct KubernetesRouter {
     client: kube::Client,
     target: KubeTarget,
+    /// The GitOps mode (see the module doc).
+    gitops: bool,
     poll: Duration,
     timeout: Duration,
     state: Mutex<State>,
@@ -222,6 +237,7 @@ impl KubernetesRouter {
         KubernetesRouter {
             client,
             target,
+            gitops: false,
             poll: Duration::from_secs(2),
             timeout: Duration::from_secs(600),
             state: Mutex::new(State::default()),
@@ -233,6 +249,14 @@ impl KubernetesRouter {
     pub fn with_wait(mut self, poll: Duration, timeout: Duration) -> KubernetesRouter {
         self.poll = poll;
         self.timeout = timeout;
+        self
+    }
+
+    /// The GitOps mode: the canary from the stable's (paused) pod template,
+    /// promotion by unpausing it; the stable's fields other than
+    /// `spec.paused` are never written.
+    pub fn gitops(mut self) -> KubernetesRouter {
+        self.gitops = true;
         self
     }
 
@@ -382,13 +406,22 @@ impl KubernetesRouter {
                 (Routing::Istio(p), false)
             }
         };
+        // GitOps: git's template as it is, its image untouched.
+        let template_image = if self.gitops {
+            Some(
+                deployments::template_image(&stable, &self.what("Deployment", &t.deployment))
+                    .map_err(Error::conflict)?,
+            )
+        } else {
+            None
+        };
         let canary = deployments::canary_deployment(
             self.ns(),
             &stable,
             &selector,
             rename,
             &t.canary_version,
-            t.canary_image.as_deref(),
+            template_image.as_deref().or(t.canary_image.as_deref()),
         )
         .map_err(Error::conflict)?;
         let support = match &routing {
@@ -464,7 +497,12 @@ impl KubernetesRouter {
             ("stable", t.deployment.as_str(), &stable),
             ("canary", canary_name.as_str(), &canary),
         ] {
-            let r = deployments::readiness(d);
+            let r = if self.gitops && role == "stable" {
+                // Paused with git's new template: its old pods serve.
+                deployments::serving(d)
+            } else {
+                deployments::readiness(d)
+            };
             if !r.done {
                 waiting.push(format!(
                     "{role} Deployment {}/{name} {}/{} ready",
@@ -529,6 +567,12 @@ impl KubernetesRouter {
     async fn promote_locked(&self, state: &mut State) -> Result<(), Error> {
         let plan = self.plan(state).await?;
         let t = &self.target;
+        if self.gitops {
+            set_paused(&self.client, self.ns(), &t.deployment, false).await?;
+            self.wait_rolled_out(&plan).await?;
+            self.retire_canary(&plan).await?;
+            return set_paused(&self.client, self.ns(), &t.deployment, true).await;
+        }
         let body = deployments::stable_image_patch(
             self.ns(),
             &t.deployment,
@@ -544,6 +588,14 @@ impl KubernetesRouter {
             )
             .await
             .map_err(|e| api_error(&what, e))?;
+        self.wait_rolled_out(&plan).await?;
+        self.retire_canary(&plan).await
+    }
+
+    /// Waits (bounded) until the stable Deployment has rolled out its template.
+    async fn wait_rolled_out(&self, plan: &Plan) -> Result<(), Error> {
+        let t = &self.target;
+        let what = self.what("Deployment", &t.deployment);
         let started = tokio::time::Instant::now();
         loop {
             let stable: Deployment = self.get_typed("Deployment", &t.deployment).await?;
@@ -562,7 +614,7 @@ impl KubernetesRouter {
             }
             tokio::time::sleep(self.poll).await;
         }
-        self.retire_canary(&plan).await
+        Ok(())
     }
 
     /// `serin cleanup`: weight 0 without header routes, the canary scaled to
@@ -607,6 +659,32 @@ impl TrafficRouter for KubernetesRouter {
             self.promote_locked(&mut state).await
         })
     }
+}
+
+/// Sets the Deployment `namespace/name`'s `spec.paused` by a server-side
+/// apply of that one field (field manager [`FIELD_MANAGER`], not forced):
+/// serin's only write to a stable Deployment git owns.
+pub async fn set_paused(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    paused: bool,
+) -> Result<(), Error> {
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": { "paused": paused },
+    });
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| api_error(&format!("Deployment {namespace}/{name}"), e))
 }
 
 /// A client from `KUBECONFIG` (or `~/.kube/config`), else the in-cluster

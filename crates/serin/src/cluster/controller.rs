@@ -1,0 +1,764 @@
+//! `serin serve --kubernetes`: the Kubernetes controller over Rollouts.
+//!
+//! kube-runtime watches the Rollouts (all namespaces, or one) and the
+//! Deployments they name (a relist after `410 Gone` is the watcher's own:
+//! nothing is lost, every object is reconciled again). One reconcile, for
+//! one Rollout, does in order:
+//! 1. Deleted (the finalizer [`FINALIZER`] holds it): stop its run, traffic
+//!    back to stable and the canary to 0 replicas, then let it go.
+//! 2. Its spec through the rollout file's checks ([`Rollout::check`]); a bad
+//!    one: condition `Stalled` and a Warning Event naming the field, nothing
+//!    else done.
+//! 3. The stable Deployment kept `spec.paused: true` (a server-side apply
+//!    of that one field, field manager `serin`), unless a run is promoting.
+//! 4. The hash of its pod template against the status: the running
+//!    template (`templateHash`) and the run's (`canaryTemplateHash`).
+//!    - first sight: the template is the running one;
+//!    - a new template: a run starts (a [`Driver`] task with the Rollout's
+//!      status as its store, [`StatusStore`], and the GitOps router,
+//!      [`KubernetesRouter::gitops`]); a status that says the run is in
+//!      progress (a restart, another replica) is resumed from it;
+//!    - back to the running template while a run goes: the run ends
+//!      quietly (traffic to stable, canary to 0);
+//!    - the run promoted: its template is the running one; rolled back:
+//!      the stable stays paused with git's template not rolled out, and
+//!      status says git's template must be fixed or reverted.
+//!
+//! A reconcile error is retried with backoff (3 s, doubled per failure in a
+//! row, at most 60 s) and reported as a Warning Event. Acting is gated on leadership: [`Options::leader`] (a watch of
+//! "this process leads"); losing it stops every run at once, before
+//! anything else is written; a reconcile on a follower does nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::resource::{READY, RECONCILING, Rollout, RolloutStatus, STALLED};
+use super::status::{StatusStore, condition, set_run_conditions};
+use crate::controller::driver::{Driver, DriverError};
+use crate::controller::seams::TrafficRouter;
+use crate::error::Error;
+use crate::notify::Notifier;
+use crate::providers::traffic::kubernetes::{KubeTarget, KubernetesRouter, set_paused};
+use crate::rollout::{Phase, State};
+use crate::runtime::{PlaneKind, Setup};
+use crate::store::RolloutRecord;
+use crate::time;
+
+/// The finalizer that lets a Rollout deleted mid-run put traffic back first.
+pub const FINALIZER: &str = "serin.dev/finalizer";
+
+/// How often a Rollout with a run going is looked at again (its driver's end).
+const RUN_CHECK: Duration = Duration::from_secs(1);
+/// The wait before a failed reconcile is tried again, doubled on every
+/// failure in a row up to [`RETRY_MAX`].
+const RETRY: Duration = Duration::from_secs(3);
+/// The longest wait between tries of a failing reconcile.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The wait after the `n`th failure in a row (from 1).
+fn retry_after(n: u32) -> Duration {
+    RETRY
+        .saturating_mul(1 << n.saturating_sub(1).min(6))
+        .min(RETRY_MAX)
+}
+
+/// How the controller runs.
+#[derive(Clone)]
+pub struct Options {
+    /// One namespace, or all.
+    pub namespace: Option<String>,
+    /// This process' name (Events' reportingInstance, status' writer).
+    pub identity: String,
+    /// Whether this process leads: only the leader acts.
+    pub leader: watch::Receiver<bool>,
+    /// How often, and how long at most, a promotion waits for the stable
+    /// Deployment to roll out.
+    pub rollout_poll: Duration,
+    /// See [`Options::rollout_poll`].
+    pub rollout_timeout: Duration,
+    /// How long one watch request lasts before it is made again (from the
+    /// last resourceVersion seen; a 410 then means a relist).
+    pub watch_timeout: u32,
+    /// The sender of an always-true [`Options::leader`] (one replica).
+    _always: Option<Arc<watch::Sender<bool>>>,
+}
+
+impl Options {
+    /// Always the leader (one replica), identity `hostname-pid`.
+    pub fn single(namespace: Option<String>) -> Options {
+        let (tx, rx) = watch::channel(true);
+        Options {
+            namespace,
+            identity: identity(),
+            leader: rx,
+            rollout_poll: Duration::from_secs(1),
+            rollout_timeout: Duration::from_secs(600),
+            watch_timeout: 290,
+            _always: Some(Arc::new(tx)),
+        }
+    }
+}
+
+/// `$POD_NAME`, else `hostname-pid`.
+pub fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "serin".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// A reconcile that failed: retried with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReconcileError(String);
+
+impl From<Error> for ReconcileError {
+    fn from(e: Error) -> ReconcileError {
+        ReconcileError(e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ReconcileError {
+    fn from(e: crate::store::StoreError) -> ReconcileError {
+        ReconcileError(e.to_string())
+    }
+}
+
+type Key = (String, String);
+
+/// A run going: its driver task and what it rolls out.
+struct Run {
+    template: String,
+    router: Arc<KubernetesRouter>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<RolloutRecord, DriverError>>,
+}
+
+struct Ctx {
+    client: kube::Client,
+    options: Options,
+    stores: tokio::sync::Mutex<HashMap<Key, StatusStore>>,
+    runs: Mutex<HashMap<Key, Run>>,
+    /// Failed reconciles in a row, per Rollout (the backoff).
+    failures: Mutex<HashMap<Key, u32>>,
+}
+
+impl Ctx {
+    fn leads(&self) -> bool {
+        *self.options.leader.borrow()
+    }
+
+    /// The Rollout's status store, opened once per process.
+    async fn store(&self, key: &Key) -> Result<StatusStore, ReconcileError> {
+        let mut stores = self.stores.lock().await;
+        if let Some(s) = stores.get(key) {
+            return Ok(s.clone());
+        }
+        let s =
+            StatusStore::open(self.client.clone(), &key.0, &key.1, &self.options.identity).await?;
+        stores.insert(key.clone(), s.clone());
+        Ok(s)
+    }
+
+    fn take_run(&self, key: &Key) -> Option<Run> {
+        self.runs.lock().ok()?.remove(key)
+    }
+
+    /// The template of the run going for `key`, and whether its task ended.
+    fn run_state(&self, key: &Key) -> Option<(String, bool)> {
+        let runs = self.runs.lock().ok()?;
+        runs.get(key)
+            .map(|r| (r.template.clone(), r.task.is_finished()))
+    }
+
+    /// Stops every run at once (leadership lost, or shutdown).
+    fn stop_all(&self) {
+        if let Ok(mut runs) = self.runs.lock() {
+            for (key, mut run) in runs.drain() {
+                tracing::warn!(rollout = %key.1, namespace = %key.0, "run stopped: this process no longer leads (another resumes it from status)");
+                if let Some(stop) = run.stop.take() {
+                    let _ = stop.send(());
+                }
+                run.task.abort();
+            }
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves; returns only then (or if
+/// the watches end, which is logged as an error).
+pub async fn run(
+    client: kube::Client,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (rollouts, deployments): (Api<Rollout>, Api<Deployment>) = match &options.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let ctx = Arc::new(Ctx {
+        client,
+        options: options.clone(),
+        stores: tokio::sync::Mutex::new(HashMap::new()),
+        runs: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+    });
+    // Losing the lead stops every run before anything else is written.
+    let mut leader = options.leader.clone();
+    let watcher_ctx = ctx.clone();
+    let lead_watch = tokio::spawn(async move {
+        while leader.changed().await.is_ok() {
+            if !*leader.borrow() {
+                watcher_ctx.stop_all();
+                // Whatever this process read is stale once another leads.
+                watcher_ctx.stores.lock().await.clear();
+            }
+        }
+    });
+    let watch = watcher::Config::default().timeout(options.watch_timeout);
+    let controller = Controller::new(rollouts, watch.clone());
+    let reader = controller.store();
+    tracing::info!(namespace = options.namespace.as_deref().unwrap_or("(all)"), identity = %options.identity, "Kubernetes controller started");
+    controller
+        .watches(deployments, watch, move |d: Deployment| {
+            let (Some(name), Some(ns)) = (d.metadata.name.clone(), d.metadata.namespace.clone())
+            else {
+                return Vec::new();
+            };
+            reader
+                .state()
+                .iter()
+                .filter(|r| names_deployment(r, &ns, &name))
+                .map(|r| ObjectRef::from_obj(&**r))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|answer| async move {
+            match answer {
+                Ok((o, _)) => tracing::debug!(rollout = %o.name, "reconciled"),
+                Err(e) => tracing::warn!("reconcile: {e}"),
+            }
+        })
+        .await;
+    lead_watch.abort();
+    ctx.stop_all();
+    tracing::info!("Kubernetes controller stopped");
+}
+
+/// Whether Rollout `r` names the Deployment `ns/name` as its stable one.
+fn names_deployment(r: &Rollout, ns: &str, name: &str) -> bool {
+    let Some(k) = r.spec.traffic.as_ref().and_then(|t| t.kubernetes.as_ref()) else {
+        return false;
+    };
+    let own = r.metadata.namespace.as_deref().unwrap_or("default");
+    k.deployment.as_deref() == Some(name) && k.namespace.as_deref().unwrap_or(own) == ns
+}
+
+fn error_policy(r: Arc<Rollout>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key_of(&r)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let wait = retry_after(n);
+    tracing::warn!(
+        rollout = r.metadata.name.as_deref().unwrap_or("-"),
+        namespace = r.metadata.namespace.as_deref().unwrap_or("-"),
+        failures = n,
+        "reconcile failed (retrying in {} s): {e}",
+        wait.as_secs()
+    );
+    Action::requeue(wait)
+}
+
+async fn reconcile(r: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    if !ctx.leads() {
+        return Ok(Action::requeue(RETRY));
+    }
+    let ns = r.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = key_of(&r);
+    let answer = finalizer(&api, FINALIZER, r, |event| async {
+        match event {
+            Finalized::Apply(r) => {
+                let key = key_of(&r);
+                let result = apply(&r, &ctx).await;
+                if let Err(e) = &result
+                    && let Ok(store) = ctx.store(&key).await
+                {
+                    store
+                        .event(true, "ReconcileFailed", "Reconcile", &e.to_string())
+                        .await;
+                }
+                result
+            }
+            Finalized::Cleanup(r) => cleanup(&r, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError(e.to_string()));
+    if answer.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&key);
+    }
+    answer
+}
+
+fn key_of(r: &Rollout) -> Key {
+    (
+        r.metadata.namespace.clone().unwrap_or_default(),
+        r.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The spec checked, and what runs it; or every problem, one per line.
+fn setup_of(r: &Rollout) -> Result<(Setup, KubeTarget), String> {
+    let checked = r.check().map_err(|e| {
+        e.problems
+            .iter()
+            .map(|p| p.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let setup = Setup::from_rollout(&checked)?;
+    match &setup.plane {
+        PlaneKind::Kubernetes(t) => {
+            let t = t.clone();
+            Ok((setup, t))
+        }
+        _ => Err("spec.traffic.provider: expected nginx-ingress, istio or gateway-api (the Kubernetes controller drives Kubernetes routing)".into()),
+    }
+}
+
+/// A hash of a pod template (FNV-1a over its JSON): stable across
+/// processes and versions of serin.
+pub fn template_hash(t: &PodTemplateSpec) -> String {
+    let text = serde_json::to_string(t).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The version an image names: its tag (or digest), else the image.
+pub fn version_of(image: &str) -> String {
+    if let Some((_, digest)) = image.split_once('@') {
+        return digest.to_string();
+    }
+    let name_start = image.rfind('/').map_or(0, |i| i + 1);
+    match image[name_start..].rsplit_once(':') {
+        Some((_, tag)) => tag.to_string(),
+        None => image.to_string(),
+    }
+}
+
+/// The image of the template's main container (named as the Deployment, else the first).
+fn main_image(d: &Deployment) -> String {
+    let name = d.metadata.name.as_deref().unwrap_or_default();
+    let containers = d
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .map(|p| p.containers.clone())
+        .unwrap_or_default();
+    containers
+        .iter()
+        .find(|c| c.name == name)
+        .or_else(|| containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// A bad spec: Stalled naming the field, a Warning Event; once per generation.
+async fn report_invalid(store: &StatusStore, r: &Rollout, why: &str) -> Result<(), ReconcileError> {
+    let generation = r.metadata.generation;
+    let status = store.status().await;
+    let told = status.conditions.iter().any(|c| {
+        c.type_ == STALLED
+            && c.reason == "InvalidSpec"
+            && c.observed_generation == generation
+            && c.message == why
+    });
+    if told {
+        return Ok(());
+    }
+    tracing::warn!(
+        rollout = r.metadata.name.as_deref().unwrap_or("-"),
+        "invalid Rollout: {why}"
+    );
+    store
+        .update(|s| {
+            s.observed_generation = generation;
+            s.set_condition(condition(STALLED, true, "InvalidSpec", why, generation));
+            s.set_condition(condition(READY, false, "InvalidSpec", why, generation));
+            s.set_condition(condition(
+                RECONCILING,
+                false,
+                "InvalidSpec",
+                why,
+                generation,
+            ));
+        })
+        .await?;
+    store.event(true, "InvalidSpec", "Validate", why).await;
+    Ok(())
+}
+
+/// No run: the conditions of a Rollout at rest (after its last run, if any).
+fn set_idle(s: &mut RolloutStatus, generation: Option<i64>, reason: &str, message: &str) {
+    s.observed_generation = generation;
+    s.set_condition(condition(READY, true, reason, message, generation));
+    s.set_condition(condition(RECONCILING, false, reason, message, generation));
+    s.set_condition(condition(STALLED, false, reason, message, generation));
+}
+
+fn is_invalid_marked(s: &RolloutStatus) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == STALLED && c.status == "True" && c.reason == "InvalidSpec")
+}
+
+async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
+    let key = key_of(r);
+    let store = ctx.store(&key).await?;
+    store.observe(r).await;
+    if store.is_fenced().await {
+        // Another writer wrote this Rollout's status: its run (if any) has
+        // stopped; what it wrote is read afresh next time (while this
+        // process still leads, it goes on from there).
+        if ctx.run_state(&key).is_some_and(|(_, finished)| finished) {
+            let run = ctx.take_run(&key);
+            finish(&store, run, r.metadata.generation).await?;
+        }
+        ctx.stores.lock().await.remove(&key);
+        return Ok(Action::requeue(RETRY));
+    }
+    let generation = r.metadata.generation;
+    let (setup, target) = match setup_of(r) {
+        Ok(s) => s,
+        Err(why) => {
+            report_invalid(&store, r, &why).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.namespace);
+    let what = format!("Deployment {}/{}", target.namespace, target.deployment);
+    let stable = deployments
+        .get(&target.deployment)
+        .await
+        .map_err(|e| ReconcileError(format!("{what}: {e}")))?;
+    let template = template_hash(&stable.spec.template);
+    let status = store.status().await;
+
+    // A run going: ended, still right, or overtaken by git.
+    if let Some((run_template, finished)) = ctx.run_state(&key) {
+        if finished {
+            let run = ctx.take_run(&key);
+            finish(&store, run, generation).await?;
+            return Ok(Action::requeue(Duration::ZERO));
+        }
+        if run_template == template {
+            return Ok(Action::requeue(RUN_CHECK));
+        }
+        let back = status.template_hash.as_deref() == Some(template.as_str());
+        end_quietly(&store, ctx.take_run(&key), generation, back).await?;
+        if back {
+            return Ok(Action::await_change());
+        }
+        // A newer template: a new run starts below.
+    }
+
+    let paused = stable.spec.paused == Some(true);
+    let status = store.status().await;
+    let phase = status.phase.as_deref().and_then(Phase::parse);
+    // A promotion written but perhaps not done before a restart: done now
+    // (the stable unpaused, rolled out, canary retired, paused again).
+    if phase == Some(Phase::Succeeded)
+        && status.canary_template_hash.as_deref() == Some(template.as_str())
+        && status.template_hash.as_deref() != Some(template.as_str())
+    {
+        let router = router_for(ctx, &target, &stable);
+        router.promote().await?;
+        store
+            .update(|s| {
+                s.template_hash = s.canary_template_hash.clone();
+                set_idle(
+                    s,
+                    generation,
+                    "Succeeded",
+                    "the run promoted; its template is the running one",
+                );
+            })
+            .await?;
+        return Ok(Action::await_change());
+    }
+    if !paused {
+        set_paused(&ctx.client, &target.namespace, &target.deployment, true).await?;
+    }
+    let Some(running) = status.template_hash.clone() else {
+        // First sight: the template is the running one.
+        let version = version_of(&main_image(&stable));
+        store
+            .update(|s| {
+                s.template_hash = Some(template.clone());
+                s.stable_version = Some(version);
+                set_idle(
+                    s,
+                    generation,
+                    "Idle",
+                    "no run: the stable Deployment runs its template",
+                );
+            })
+            .await?;
+        return Ok(Action::await_change());
+    };
+    if running == template {
+        // At rest; a run rolled back whose template git reverted ends quietly.
+        if is_invalid_marked(&status)
+            || phase == Some(Phase::RolledBack)
+                && status.canary_template_hash.as_deref() != Some(template.as_str())
+            || status.conditions.is_empty()
+        {
+            store
+                .update(|s| {
+                    set_idle(
+                        s,
+                        generation,
+                        "Idle",
+                        "no run: the stable Deployment runs its template",
+                    )
+                })
+                .await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let in_progress = matches!(
+        phase,
+        Some(Phase::Initializing | Phase::Progressing | Phase::Paused)
+    );
+    let ours = status.canary_template_hash.as_deref() == Some(template.as_str());
+    if ours && phase == Some(Phase::RolledBack) {
+        // Rolled back: waits for git's template to be fixed or reverted.
+        if is_invalid_marked(&status) {
+            store
+                .update(|s| {
+                    set_run_conditions(
+                        s,
+                        Phase::RolledBack,
+                        s.message.clone().unwrap_or_default().as_str(),
+                        generation,
+                    )
+                })
+                .await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let record = if ours && in_progress {
+        tracing::info!(rollout = %key.1, namespace = %key.0, run = status.run.unwrap_or(0), "resuming the run from the Rollout's status");
+        store.record().await
+    } else {
+        let mut record = store.record().await;
+        record.run += 1;
+        record.stable_version = status
+            .stable_version
+            .clone()
+            .unwrap_or_else(|| setup.stable_version.clone());
+        record.canary_version = Some(version_of(&main_image(&stable)));
+        record.state = State::new(time::now());
+        record.last_verdict = None;
+        tracing::info!(rollout = %key.1, namespace = %key.0, run = record.run, canary = record.canary_version.as_deref().unwrap_or("-"), "a new pod template: run starts");
+        store.begin_run(record, &template).await?
+    };
+    let router = router_for(ctx, &target, &stable);
+    let analysis = (setup.analysis)(None);
+    let (driver, _handle) = Driver::new(
+        setup.plan.clone(),
+        store.clone(),
+        record,
+        router.clone(),
+        analysis,
+    );
+    let driver = driver
+        .with_notifier(Notifier::start(setup.notifications.clone()), None)
+        .with_pre_rollout(setup.pre_rollout.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(driver.run(async move {
+        let _ = stopped.await;
+    }));
+    if let Ok(mut runs) = ctx.runs.lock() {
+        runs.insert(
+            key,
+            Run {
+                template,
+                router,
+                stop: Some(stop),
+                task,
+            },
+        );
+    }
+    Ok(Action::requeue(RUN_CHECK))
+}
+
+/// The GitOps router for the run's canary (the stable's current template).
+fn router_for(ctx: &Ctx, target: &KubeTarget, stable: &Deployment) -> Arc<KubernetesRouter> {
+    let mut target = target.clone();
+    target.canary_version = version_of(&main_image(stable));
+    Arc::new(
+        KubernetesRouter::new(ctx.client.clone(), target)
+            .gitops()
+            .with_wait(ctx.options.rollout_poll, ctx.options.rollout_timeout),
+    )
+}
+
+/// A run's driver ended: promoted (its template is now the running one) or
+/// rolled back (canary retired; the stable stays paused).
+async fn finish(
+    store: &StatusStore,
+    run: Option<Run>,
+    generation: Option<i64>,
+) -> Result<(), ReconcileError> {
+    let Some(run) = run else { return Ok(()) };
+    let ended = match run.task.await {
+        Ok(Ok(record)) => record,
+        Ok(Err(e)) => {
+            tracing::error!(rollout = %store.name(), "the run's driver stopped: {e}");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::error!(rollout = %store.name(), "the run's driver task failed: {e}");
+            return Ok(());
+        }
+    };
+    match ended.state.phase {
+        Phase::Succeeded => {
+            store
+                .update(|s| {
+                    s.template_hash = s.canary_template_hash.clone();
+                    set_idle(
+                        s,
+                        generation,
+                        "Succeeded",
+                        "the run promoted; its template is the running one",
+                    );
+                })
+                .await?;
+        }
+        Phase::RolledBack => {
+            // Weight 0 is in force (the driver's end); the canary goes to 0 too.
+            run.router.cleanup().await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Ends a run without a rollback alarm: git's template is back to the
+/// running one (`back`), or a newer template replaces it.
+async fn end_quietly(
+    store: &StatusStore,
+    run: Option<Run>,
+    generation: Option<i64>,
+    back: bool,
+) -> Result<(), ReconcileError> {
+    let Some(mut run) = run else { return Ok(()) };
+    if let Some(stop) = run.stop.take() {
+        let _ = stop.send(());
+    }
+    let _ = (&mut run.task).await;
+    run.router.cleanup().await?;
+    let why = if back {
+        "the pod template is back to the running one: the run ended, nothing was rolled out"
+    } else {
+        "a newer pod template replaced the run's: the run ended, the next one starts"
+    };
+    tracing::info!(rollout = %store.name(), "{why}");
+    store
+        .update(|s| {
+            s.phase = Some(Phase::RolledBack.as_str().to_string());
+            s.weight = Some(0.0);
+            s.message = Some(why.to_string());
+            if let Some(st) = &mut s.state {
+                st.weight_hundredths = 0;
+            }
+            set_idle(s, generation, "RunEnded", why);
+        })
+        .await?;
+    store.event(false, "RunEnded", "EndRun", why).await;
+    Ok(())
+}
+
+/// The Rollout is being deleted: its run stops, traffic goes back to
+/// stable and the canary to 0 replicas; then the finalizer goes.
+async fn cleanup(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
+    let key = key_of(r);
+    if let Some(mut run) = ctx.take_run(&key) {
+        if let Some(stop) = run.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut run.task).await;
+    }
+    if let Ok((_, target)) = setup_of(r) {
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.namespace);
+        if let Ok(stable) = deployments.get(&target.deployment).await {
+            router_for(ctx, &target, &stable).cleanup().await?;
+        }
+    }
+    ctx.stores.lock().await.remove(&key);
+    tracing::info!(rollout = %key.1, namespace = %key.0, "Rollout deleted: traffic on stable, canary at 0 replicas");
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_reconcile_backs_off_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=8).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(waits, [3, 6, 12, 24, 48, 60, 60, 60]);
+        assert_eq!(retry_after(u32::MAX), RETRY_MAX);
+    }
+
+    #[test]
+    fn versions_come_from_tags_or_digests() {
+        assert_eq!(version_of("registry:5000/shop/checkout:v1.2.0"), "v1.2.0");
+        assert_eq!(version_of("checkout"), "checkout");
+        assert_eq!(version_of("checkout@sha256:ab"), "sha256:ab");
+    }
+
+    #[test]
+    fn the_template_hash_follows_the_template() {
+        let mut t = PodTemplateSpec::default();
+        let a = template_hash(&t);
+        assert_eq!(a, template_hash(&t.clone()));
+        t.metadata = Some(Default::default());
+        t.metadata.as_mut().unwrap().labels = Some([("a".to_string(), "b".to_string())].into());
+        assert_ne!(a, template_hash(&t));
+    }
+}

@@ -1,0 +1,712 @@
+//! The Kubernetes controller against kubesim (an in-memory API server with
+//! server-side apply conflicts, resourceVersion preconditions, a Deployment
+//! controller that honours `spec.paused`, Events and 410 on compacted
+//! watches): the Rollout's status as the run's store (two writers: the
+//! stale one gets 409 and stops), and `serin serve --kubernetes` end to end
+//! (the built binary): a GitOps release promoted with no 409 and no forced
+//! apply, a watch that meets 410, a bad release rolled back with the stable
+//! untouched and still paused, git reverting to the running template, an
+//! invalid Rollout, and a Rollout deleted mid-run.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::kubesim::KubeSim;
+use common::nginx::free_port;
+use common::serin::{Proc, serin_serve};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use serin::cluster::resource::{Rollout, STALLED};
+use serin::cluster::status::{REPORTING_CONTROLLER, StatusStore};
+use serin::controller::seams::RolloutStore;
+use serin::rollout::{Decision, DecisionKind, Phase};
+use serin::store::StoreError;
+use serin::time::Millis;
+use serin_proxy::Weight;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn kubectl_ok(sim: &KubeSim, args: &[&str]) -> String {
+    let out = sim.kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The CRD installed and established.
+fn install_crd(sim: &KubeSim) {
+    let crd = repo().join("deploy/kubernetes/crd.yaml");
+    kubectl_ok(sim, &["apply", "-f", &crd.display().to_string()]);
+    kubectl_ok(
+        sim,
+        &[
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/rollouts.serin.dev",
+            "--timeout=10s",
+        ],
+    );
+}
+
+/// A Rollout of the seeded `shop/checkout` (nginx-ingress), short steps.
+fn rollout_manifest(name: &str, prometheus: &str) -> Value {
+    json!({
+        "apiVersion": "serin.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": { "name": name, "namespace": "shop" },
+        "spec": {
+            "stable": { "version": "v1" },
+            "canary": { "version": "v2" },
+            "traffic": {
+                "provider": "nginx-ingress",
+                "kubernetes": { "deployment": "checkout", "service": "checkout", "ingress": "checkout" }
+            },
+            "steps": [
+                { "setWeight": 20 }, { "pause": { "duration": "2s" } },
+                { "setWeight": 50 }, { "pause": { "duration": "2s" } }
+            ],
+            "analysis": {
+                "interval": "1s",
+                "minRequests": 20,
+                "prometheus": { "address": prometheus }
+            }
+        }
+    })
+}
+
+fn decision(kind: DecisionKind, reason: &str) -> Decision {
+    Decision {
+        at: Millis(1_700_000_000_000),
+        kind,
+        step: 0,
+        weight: Weight::from_hundredths(2000).unwrap(),
+        phase: Phase::Progressing,
+        verdict: None,
+        reason: reason.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_is_the_store_and_a_stale_writer_gets_409_and_stops() {
+    let sim = KubeSim::start(&[]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let rollout: Rollout = serde_json::from_value(rollout_manifest("checkout", &prom)).unwrap();
+    api.create(&PostParams::default(), &rollout).await.unwrap();
+
+    let a = StatusStore::open(client.clone(), "shop", "checkout", "a")
+        .await
+        .unwrap();
+    let b = StatusStore::open(client.clone(), "shop", "checkout", "b")
+        .await
+        .unwrap();
+
+    // A writes the run's first decision.
+    let mut record = a.record().await;
+    record.run = 1;
+    record.stable_version = "v1".into();
+    record.canary_version = Some("v2".into());
+    record.state.phase = Phase::Progressing;
+    record.state.weight = Weight::from_hundredths(2000).unwrap();
+    let generation = a
+        .save(
+            record.clone(),
+            vec![decision(DecisionKind::Step, "step 1: weight 20 %")],
+            Millis(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(generation, record.generation + 1);
+
+    // B read the Rollout before A wrote: its write is refused (409 on the
+    // resourceVersion), it is not written over A's, and B writes no more.
+    let stale = b.record().await;
+    let mut b_record = stale.clone();
+    b_record.state.phase = Phase::RolledBack;
+    let answer = b.save(b_record.clone(), vec![], Millis(0)).await;
+    assert!(matches!(answer, Err(StoreError::Conflict(_))), "{answer:?}");
+    assert!(b.is_fenced().await);
+    let again = b
+        .save(b.record().await, vec![], Millis(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again:?}");
+    let stored = api.get("checkout").await.unwrap();
+    let status = stored.status.clone().unwrap();
+    assert_eq!(
+        status.phase.as_deref(),
+        Some("Progressing"),
+        "A's status stays"
+    );
+    assert_eq!(status.weight, Some(20.0));
+    assert_eq!(status.decisions.len(), 1);
+    assert_eq!(status.observed_generation, stored.metadata.generation);
+    let reconciling = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Reconciling")
+        .unwrap();
+    assert_eq!(reconciling.status, "True");
+
+    // The spec changes (a person edits the Rollout): A's next write is
+    // taken, its status being still A's; the record reads back the same.
+    api.patch(
+        "checkout",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "progressDeadline": "30m" } })),
+    )
+    .await
+    .unwrap();
+    let mut next = a.record().await;
+    assert_eq!(next.state, record.state);
+    next.state.phase = Phase::RolledBack;
+    next.state.reason = "error rate 30 % > 5 %".into();
+    a.save(
+        next,
+        vec![decision(DecisionKind::RolledBack, "error rate 30 % > 5 %")],
+        Millis(0),
+    )
+    .await
+    .unwrap();
+    let status = api.get("checkout").await.unwrap().status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("RolledBack"));
+    let stalled = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STALLED)
+        .unwrap();
+    assert_eq!(stalled.status, "True");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("fixed or reverted"),
+        "{status:?}"
+    );
+
+    // Each decision went out as an Event regarding the Rollout.
+    let events: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client,
+        "shop",
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "events.k8s.io",
+            "v1",
+            "Event",
+        )),
+    );
+    let list = events.list(&ListParams::default()).await.unwrap();
+    let ours: Vec<Value> = list
+        .items
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .filter(|e| e["reportingController"] == REPORTING_CONTROLLER)
+        .collect();
+    let mut reasons: Vec<&str> = ours.iter().filter_map(|e| e["reason"].as_str()).collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["RolledBack", "Step"], "{ours:#?}");
+    let rollback = ours.iter().find(|e| e["reason"] == "RolledBack").unwrap();
+    assert_eq!(rollback["type"], "Warning");
+    assert_eq!(rollback["regarding"]["kind"], "Rollout");
+    assert_eq!(rollback["regarding"]["name"], "checkout");
+}
+
+// ---------------------------------------------------------------------------
+// `serin serve --kubernetes` end to end.
+
+/// The sim's admin endpoint.
+fn admin(sim: &KubeSim) -> SocketAddr {
+    let url = sim.info["admin"].as_str().unwrap();
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+fn admin_post(sim: &KubeSim, path: &str, body: Value) -> Value {
+    let a = common::http::http(
+        admin(sim),
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    );
+    assert_eq!(a.status, 200, "POST {path}: {}", a.body);
+    serde_json::from_str(&a.body).unwrap_or(Value::Null)
+}
+
+fn sim_state(sim: &KubeSim) -> Value {
+    let a = common::http::get(admin(sim), "/state");
+    serde_json::from_str(&a.body).unwrap()
+}
+
+/// A Rollout whose analysis reads kubesim's Prometheus series.
+fn gitops_rollout(name: &str, prometheus: &str) -> Value {
+    let mut m = rollout_manifest(name, prometheus);
+    m["spec"]["analysis"]["prometheus"] = json!({
+        "address": prometheus,
+        "requests": "sum(http_requests_total{version=\"{{version}}\"})",
+        "errors": "sum(http_requests_total{version=\"{{version}}\",code=~\"5..\"})",
+    });
+    m
+}
+
+/// `serin serve --kubernetes --namespace shop` against the sim, its log in
+/// `log`.
+fn serve(sim: &KubeSim, state: &std::path::Path) -> (Proc, PathBuf) {
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = serin_serve(api, state);
+    cmd.args([
+        "--kubernetes",
+        "--namespace",
+        "shop",
+        "--watch-timeout",
+        "2",
+    ])
+    .env("KUBECONFIG", sim.kubeconfig())
+    .env("RUST_LOG", "info,kube=warn");
+    let log = state.join("serve.log");
+    std::fs::create_dir_all(state).unwrap();
+    let file = std::fs::File::create(&log).unwrap();
+    cmd.stderr(file.try_clone().unwrap()).stdout(file);
+    let child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
+    (Proc { child }, log)
+}
+
+/// Polls `what` (bounded) until it gives `Some`.
+async fn until<T>(
+    limit: Duration,
+    log: &std::path::Path,
+    mut what: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = what().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not within {limit:?}; serin's log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status_of(
+    api: &Api<Rollout>,
+    name: &str,
+) -> Option<serin::cluster::resource::RolloutStatus> {
+    api.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.status)
+}
+
+/// Every write the sim logged from serin: (method, path, query, body, code).
+fn serin_writes(state: &Value) -> Vec<&Value> {
+    state["writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| {
+            w["query"]
+                .as_str()
+                .unwrap_or("")
+                .contains("fieldManager=serin")
+                || w["path"].as_str().unwrap_or("").contains("rollouts")
+                || w["path"].as_str().unwrap_or("").contains("deployments")
+        })
+        .collect()
+}
+
+/// What serin wrote to the stable Deployment is `spec.paused` alone, never
+/// forced, and nothing answered 409.
+fn assert_only_paused_written(state: &Value) {
+    for w in state["writes"].as_array().unwrap() {
+        let query = w["query"].as_str().unwrap_or("");
+        assert!(!query.contains("force=true"), "a forced apply: {w}");
+        assert_ne!(w["code"], 409, "a conflict: {w}");
+        let path = w["path"].as_str().unwrap_or("");
+        if path.ends_with("/deployments/checkout") {
+            let body = &w["body"];
+            let spec = body["spec"].as_object().cloned().unwrap_or_default();
+            let keys: Vec<&String> = spec.keys().collect();
+            assert_eq!(
+                keys,
+                ["paused"],
+                "serin wrote more than spec.paused to the stable: {w}"
+            );
+            assert!(body.get("status").is_none(), "{w}");
+        }
+    }
+}
+
+async fn deployment(client: &kube::Client, name: &str) -> Deployment {
+    Api::<Deployment>::namespaced(client.clone(), "shop")
+        .get(name)
+        .await
+        .unwrap()
+}
+
+fn image_of(d: &Deployment) -> String {
+    d.spec.template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+fn condition_is(
+    status: &serin::cluster::resource::RolloutStatus,
+    type_: &str,
+    value: &str,
+) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == value)
+}
+
+/// Ready pods per image of a Deployment, from the sim's last state.
+fn canary_replicas(d: &Deployment) -> i32 {
+    d.spec.replicas.unwrap_or(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitops_release_is_promoted_a_bad_one_rolled_back_and_a_410_loses_nothing() {
+    let sim = KubeSim::start(&["--ssa-conflicts", "--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let rollout: Rollout = serde_json::from_value(gitops_rollout("checkout", &prom)).unwrap();
+    api.create(&PostParams::default(), &rollout).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_serin, log) = serve(&sim, dir.path());
+    let limit = Duration::from_secs(60);
+
+    // At rest: the running template recorded, the stable kept paused.
+    let running = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        let paused = deployment(&client, "checkout").await.spec.paused == Some(true);
+        (paused && condition_is(&s, "Ready", "True")).then_some(s.template_hash?)
+    })
+    .await;
+
+    // git commits v1.2.0 (Argo CD's server-side apply): a run starts from
+    // the new, not rolled out template, and is promoted.
+    admin_post(
+        &sim,
+        "/update-template",
+        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
+    );
+    let promoted = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.phase.as_deref() == Some("Succeeded") && s.template_hash != Some(running.clone()))
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(promoted.run, Some(1));
+    assert_eq!(
+        promoted.canary_version, None,
+        "promoted: the canary is the stable"
+    );
+    assert_eq!(promoted.stable_version.as_deref(), Some("v1.2.0"));
+    assert!(condition_is(&promoted, "Ready", "True"), "{promoted:?}");
+    let stable = deployment(&client, "checkout").await;
+    assert_eq!(image_of(&stable), "registry.example.com/checkout:v1.2.0");
+    assert_eq!(
+        stable.spec.paused,
+        Some(true),
+        "paused again after the promotion"
+    );
+    let rolled = stable.status.clone().unwrap();
+    assert_eq!(rolled.updated_replicas, stable.spec.replicas, "{rolled:?}");
+    let canary = deployment(&client, "checkout-canary").await;
+    assert_eq!(canary_replicas(&canary), 0);
+    assert_eq!(
+        image_of(&canary),
+        "registry.example.com/checkout:v1.2.0",
+        "git's template, image untouched"
+    );
+    let state = sim_state(&sim);
+    assert_eq!(state["weight"].as_f64(), Some(0.0), "{}", state["route"]);
+    assert_only_paused_written(&state);
+    assert!(!serin_writes(&state).is_empty());
+
+    // Watches made from now on from an older resourceVersion get 410 (the
+    // watch requests last 2 s): the next commit is still seen.
+    admin_post(&sim, "/compact", json!({}));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // A bad release: the canary fails; the run is rolled back, the stable
+    // keeps its v1.2.0 pods, paused, with git's v1.3.0 not rolled out.
+    admin_post(
+        &sim,
+        "/faults",
+        json!({ "version": "canary", "errors": 0.5 }),
+    );
+    admin_post(
+        &sim,
+        "/update-template",
+        json!({ "image": "registry.example.com/checkout:v1.3.0", "manager": "argocd-controller" }),
+    );
+    let rolled_back = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.phase.as_deref() == Some("RolledBack") && s.run == Some(2)).then_some(s)
+    })
+    .await;
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("too old resource version"),
+        "no watch met a 410 (relisted):\n{said}"
+    );
+    assert!(
+        condition_is(&rolled_back, "Stalled", "True"),
+        "{rolled_back:?}"
+    );
+    assert!(
+        rolled_back
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("fixed or reverted"),
+        "{rolled_back:?}"
+    );
+    let stable = until(limit, &log, async || {
+        let d = deployment(&client, "checkout-canary").await;
+        (canary_replicas(&d) == 0).then_some(())?;
+        Some(deployment(&client, "checkout").await)
+    })
+    .await;
+    assert_eq!(stable.spec.paused, Some(true));
+    assert_eq!(
+        image_of(&stable),
+        "registry.example.com/checkout:v1.3.0",
+        "git's template stays"
+    );
+    let st = stable.status.clone().unwrap();
+    assert_eq!(
+        st.updated_replicas.unwrap_or(0),
+        0,
+        "nothing of v1.3.0 rolled out: {st:?}"
+    );
+    assert_eq!(
+        st.available_replicas, stable.spec.replicas,
+        "the old pods serve: {st:?}"
+    );
+    let state = sim_state(&sim);
+    assert_eq!(state["weight"].as_f64(), Some(0.0));
+    assert_only_paused_written(&state);
+
+    // git reverts to v1.2.0, the running template: nothing runs, Ready.
+    admin_post(
+        &sim,
+        "/faults",
+        json!({ "version": "canary", "errors": 0.0 }),
+    );
+    admin_post(
+        &sim,
+        "/update-template",
+        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
+    );
+    let quiet = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        condition_is(&s, "Ready", "True").then_some(s)
+    })
+    .await;
+    assert_eq!(quiet.run, Some(2), "no new run: {quiet:?}");
+    assert_only_paused_written(&sim_state(&sim));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_rollout_stalls_naming_the_field_and_a_deleted_one_puts_traffic_back() {
+    let sim = KubeSim::start(&["--ssa-conflicts", "--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (_serin, log) = serve(&sim, dir.path());
+    let limit = Duration::from_secs(60);
+
+    // An invalid Rollout: Stalled and a Warning Event naming the field;
+    // nothing else done (the stable is not paused for it).
+    let mut bad = gitops_rollout("broken", &prom);
+    bad["spec"]["steps"][0]["setWeight"] = json!(150);
+    let bad: Rollout = serde_json::from_value(bad).unwrap();
+    api.create(&PostParams::default(), &bad).await.unwrap();
+    let stalled = until(limit, &log, async || {
+        let s = status_of(&api, "broken").await?;
+        condition_is(&s, "Stalled", "True").then_some(s)
+    })
+    .await;
+    let c = stalled
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(c.reason, "InvalidSpec");
+    assert!(c.message.contains("spec.steps[0].setWeight"), "{c:?}");
+    let events = kubectl_ok(&sim, &["get", "events", "-n", "shop", "-o", "json"]);
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let named = events["items"].as_array().unwrap().iter().any(|e| {
+        e["reason"] == "InvalidSpec"
+            && e["type"] == "Warning"
+            && e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("spec.steps[0].setWeight")
+    });
+    assert!(named, "{events:#}");
+    assert_ne!(
+        deployment(&client, "checkout").await.spec.paused,
+        Some(true)
+    );
+
+    // A valid one; a release; deleted mid-run: traffic back to stable,
+    // the canary at 0, then it goes.
+    let mut good = gitops_rollout("checkout", &prom);
+    good["spec"]["steps"] = json!([{ "setWeight": 20 }, { "pause": { "until": "promoted" } }]);
+    let good: Rollout = serde_json::from_value(good).unwrap();
+    api.create(&PostParams::default(), &good).await.unwrap();
+    until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        s.template_hash.map(|_| ())
+    })
+    .await;
+    admin_post(
+        &sim,
+        "/update-template",
+        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
+    );
+    until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.phase.as_deref() == Some("Paused") && s.weight == Some(20.0)).then_some(())
+    })
+    .await;
+    until(limit, &log, async || {
+        (sim_state(&sim)["weight"].as_f64() == Some(20.0)).then_some(())
+    })
+    .await;
+    api.delete("checkout", &Default::default()).await.unwrap();
+    until(limit, &log, async || {
+        api.get_opt("checkout")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let state = sim_state(&sim);
+    assert_eq!(state["weight"].as_f64(), Some(0.0), "{}", state["route"]);
+    assert_eq!(
+        canary_replicas(&deployment(&client, "checkout-canary").await),
+        0
+    );
+    assert_only_paused_written(&state);
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_resumes_the_run_from_status_without_restarting_the_pause() {
+    let sim = KubeSim::start(&["--ssa-conflicts", "--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let mut m = gitops_rollout("checkout", &prom);
+    m["spec"]["steps"] = json!([
+        { "setWeight": 20 }, { "pause": { "duration": "6s" } },
+        { "setWeight": 50 }, { "pause": { "duration": "1s" } }
+    ]);
+    let rollout: Rollout = serde_json::from_value(m).unwrap();
+    api.create(&PostParams::default(), &rollout).await.unwrap();
+    let first_dir = tempfile::tempdir().unwrap();
+    let (mut first, log) = serve(&sim, first_dir.path());
+    let limit = Duration::from_secs(60);
+    until(limit, &log, async || {
+        status_of(&api, "checkout").await?.template_hash.map(|_| ())
+    })
+    .await;
+    admin_post(
+        &sim,
+        "/update-template",
+        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
+    );
+    // In the 6 s pause at 20 %, 2 s served: kill -9.
+    let pause_started = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        let st = s.state?;
+        (st.step_index == 1 && s.weight == Some(20.0)).then_some(st.step_started_ms)
+    })
+    .await;
+    until(limit, &log, async || {
+        (epoch_ms() >= pause_started + 2000).then_some(())
+    })
+    .await;
+    first.kill();
+    let at_kill = status_of(&api, "checkout").await.unwrap();
+    assert_eq!(at_kill.state.as_ref().unwrap().step_index, 1, "{at_kill:?}");
+
+    // Another serin (a restart) resumes from the status: the same run, the
+    // pause ends 6 s after it began, not 6 s after the restart.
+    let second_dir = tempfile::tempdir().unwrap();
+    let (_second, log) = serve(&sim, second_dir.path());
+    let next_step_at = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.state?.step_index >= 2).then(epoch_ms)
+    })
+    .await;
+    let waited = next_step_at - pause_started;
+    assert!(
+        (6000..8000).contains(&waited),
+        "the pause lasted {waited} ms from its start (6000 expected; a restart from zero: 8000 or more)"
+    );
+    let done = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.phase.as_deref() == Some("Succeeded")).then_some(s)
+    })
+    .await;
+    assert_eq!(done.run, Some(1), "the same run: {done:?}");
+    let started = done
+        .decisions
+        .iter()
+        .filter(|d| d.kind == "started")
+        .count();
+    assert_eq!(started, 1, "the run started once: {:?}", done.decisions);
+    // No step done twice: each weight set once, the pause entered once.
+    for said in [
+        "canary weight set to 20 %",
+        "canary weight set to 50 %",
+        "pausing 6s",
+    ] {
+        let n = done
+            .decisions
+            .iter()
+            .filter(|d| d.reason.starts_with(said))
+            .count();
+        assert_eq!(n, 1, "`{said}` {n} times: {:?}", done.decisions);
+    }
+    assert_only_paused_written(&sim_state(&sim));
+}
