@@ -314,3 +314,114 @@ fn stored_phase(db: &rusqlite::Connection) -> Option<String> {
     )
     .ok()
 }
+
+/// Sends `signal` (`-INT`, `-TERM`) to `pid`.
+fn kill(signal: &str, pid: u32) {
+    assert!(
+        std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Ctrl-C while another process holds the state database in a write
+/// transaction: the rollback is put in force at once and `serin run` exits
+/// 4 promptly (it waited for the database, as long as it was held), saying
+/// the database could not be written and where the rollback is recorded.
+#[test]
+fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let yaml = Rollout::new("locked", local(port), stable, canary)
+        .steps("  - setWeight: 50\n  - pause: {}\n")
+        .no_data_limit(1000)
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let run = LiveRun::spawn(&file, dir.path());
+    wait_for_port(local(port));
+    let db = rusqlite::Connection::open(dir.path().join("state/serin.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored_phase(&db).as_deref() != Some("Paused") {
+        assert!(Instant::now() < deadline, "the rollout reached its pause");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let interrupted = Instant::now();
+    kill("-INT", run.child.id());
+    let (code, out) = run.wait(Duration::from_secs(20));
+    let took = interrupted.elapsed();
+    assert_eq!(code, Some(4), "{out}");
+    assert!(took < Duration::from_secs(10), "took {took:?}:\n{out}");
+    let pending = dir.path().join("state/locked.rollback-pending");
+    assert!(
+        out.contains("the state database could not be written")
+            && out.contains(&format!("recorded in {}", pending.display()))
+            && out.contains("written on the next start"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("NOT in force"),
+        "the rollback is in force: {out}"
+    );
+    assert!(pending.exists(), "{out}");
+    assert_eq!(stored_phase(&db).as_deref(), Some("Paused"), "{out}");
+    db.execute_batch("COMMIT").unwrap();
+}
+
+/// A second Ctrl-C exits at once, whatever the first one's rollback waits
+/// for (here nginx refusing it).
+#[test]
+fn a_second_interrupt_exits_at_once() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let name = "twice";
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &nginx
+            .rollout(name, port, stable, canary, &nginx.test_command())
+            .steps("  - setWeight: 9\n  - pause: {}\n")
+            .no_data_limit(1000)
+            .yaml(),
+    );
+    let run = LiveRun::spawn(&file, dir.path());
+    let state = dir.path().join("state").display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = common::serin::serin()
+            .args(["status", name, "--state-dir", &state, "-o", "json"])
+            .output()
+            .unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if s["weightInForce"].as_f64() == Some(9.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "9 % never in force: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let broken = nginx.dir.join("conf.d/zz-unrelated.conf");
+    std::fs::write(&broken, "this is not an nginx directive;\n").unwrap();
+    kill("-INT", run.child.id());
+    run.wait_for("rollback not applied yet: ", Duration::from_secs(20));
+    let again = Instant::now();
+    kill("-INT", run.child.id());
+    let (code, out) = run.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(4), "{out}");
+    assert!(again.elapsed() < Duration::from_secs(5), "{out}");
+    assert!(
+        out.contains("second interrupt (SIGINT): exiting now"),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("state/api.json").exists(),
+        "its api.json is removed"
+    );
+    std::fs::remove_file(&broken).unwrap();
+}
