@@ -512,6 +512,10 @@ impl VersionSample {
 
 /// The SQLite store. Cheap to clone; one connection behind a mutex (writes
 /// are tiny, and SQLite serialises writers anyway).
+/// Bytes set aside for a pending-rollback record (a reason and an
+/// outcome's JSON take a few hundred).
+const PENDING_RESERVE: usize = 4096;
+
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
@@ -526,6 +530,54 @@ impl Store {
     /// written and synced on its own, so a crash meanwhile loses nothing.
     pub fn pending_rollback_path(&self, name: &str) -> PathBuf {
         self.path.with_file_name(format!("{name}.rollback-pending"))
+    }
+
+    /// Space set aside, at the start of each run, for that run's
+    /// pending-rollback record: `DIR/NAME.rollback-reserve`, written and
+    /// synced while the disk has room. A rollback recorded when the disk is
+    /// full ([`Store::write_pending_rollback`]) is written over these bytes
+    /// and renamed into place, which takes no new space: the record keeps
+    /// its cause (a new file on a full disk was left empty, and the next
+    /// start rolled back with no reason and exit 3).
+    fn reserve_path(&self, name: &str) -> PathBuf {
+        self.path.with_file_name(format!("{name}.rollback-reserve"))
+    }
+
+    /// Sets aside the space of `name`'s pending-rollback record (see
+    /// [`Store::reserve_path`]); kept if already there.
+    pub fn reserve_pending_rollback(&self, name: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let path = self.reserve_path(name);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= PENDING_RESERVE as u64) {
+            return Ok(());
+        }
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&[b' '; PENDING_RESERVE])?;
+        file.sync_all()
+    }
+
+    /// Records a rollback the database could not take (`text`: its reason,
+    /// then its outcome's JSON) in [`Store::pending_rollback_path`], synced:
+    /// over the space set aside for it when there is some, so a full disk
+    /// does not leave the record empty.
+    pub fn write_pending_rollback(&self, name: &str, text: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let path = self.pending_rollback_path(name);
+        let reserve = self.reserve_path(name);
+        let reserved = text.len() <= PENDING_RESERVE
+            && std::fs::metadata(&reserve).is_ok_and(|m| m.len() >= text.len() as u64);
+        let mut file = if reserved {
+            std::fs::OpenOptions::new().write(true).open(&reserve)?
+        } else {
+            std::fs::File::create(&path)?
+        };
+        file.write_all(text.as_bytes())?;
+        file.set_len(text.len() as u64)?;
+        file.sync_all()?;
+        if reserved {
+            std::fs::rename(&reserve, &path)?;
+        }
+        Ok(())
     }
 
     /// Opens `DIR/serin.db` as its one owner (`serve`, `run`, `demo`): takes
@@ -744,6 +796,9 @@ impl Store {
         self.write(&tx, &next, decisions, now)?;
         tx.commit().map_err(|e| self.sql(e))?;
         next.generation += 1;
+        if let Err(e) = self.reserve_pending_rollback(&record.name) {
+            tracing::warn!(rollout = %record.name, "cannot set aside space for a rollback record: {e}");
+        }
         Ok(next)
     }
 
@@ -902,6 +957,7 @@ impl Store {
             return Err(StoreError::NotFound(name.to_string()));
         }
         let _ = std::fs::remove_file(self.pending_rollback_path(name));
+        let _ = std::fs::remove_file(self.reserve_path(name));
         Ok(())
     }
 
@@ -929,6 +985,7 @@ impl Store {
         }
         tx.commit().map_err(|e| self.sql(e))?;
         let _ = std::fs::remove_file(self.pending_rollback_path(name));
+        let _ = std::fs::remove_file(self.reserve_path(name));
         Ok(u32::try_from(runs).unwrap_or(u32::MAX))
     }
 
@@ -1382,6 +1439,35 @@ mod tests {
         conn.execute_batch(&format!("PRAGMA user_version = {v}"))
             .unwrap();
         conn
+    }
+
+    #[test]
+    fn a_rollback_record_is_written_over_the_space_its_run_set_aside() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = store.register(&record("checkout"), Millis(10)).unwrap();
+        store.start_run(&r, &[], Millis(11)).unwrap();
+        let reserve = dir.path().join("checkout.rollback-reserve");
+        let set_aside = std::fs::metadata(&reserve).unwrap();
+        assert_eq!(set_aside.len(), PENDING_RESERVE as u64);
+        let text = "rolled back: serin run interrupted (SIGINT)\n{\"kind\":\"interrupted\"}";
+        store.write_pending_rollback("checkout", text).unwrap();
+        let pending = store.pending_rollback_path("checkout");
+        assert_eq!(std::fs::read_to_string(&pending).unwrap(), text);
+        // The same file, renamed: no new space was needed.
+        assert_eq!(std::fs::metadata(&pending).unwrap().ino(), set_aside.ino());
+        assert!(!reserve.exists());
+        // Without space set aside it is written all the same.
+        std::fs::remove_file(&pending).unwrap();
+        store.write_pending_rollback("checkout", "why").unwrap();
+        assert_eq!(std::fs::read_to_string(&pending).unwrap(), "why");
+        // The next run sets space aside again; a cleanup removes it.
+        store.start_run(&r, &[], Millis(12)).ok();
+        store.reserve_pending_rollback("checkout").unwrap();
+        assert!(reserve.exists());
+        store.remove("checkout").unwrap();
+        assert!(!reserve.exists() && !pending.exists());
     }
 
     #[test]

@@ -349,6 +349,12 @@ fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_rec
         assert!(Instant::now() < deadline, "the rollout reached its pause");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Space set aside at the run's start for a rollback the database
+    // cannot take: the record is written over it (a full disk keeps it).
+    let reserve = dir.path().join("state/locked.rollback-reserve");
+    let reserved = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(&reserve).expect("space set aside for a rollback record"),
+    );
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let interrupted = Instant::now();
     kill("-INT", run.child.id());
@@ -367,9 +373,41 @@ fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_rec
         !out.contains("NOT in force"),
         "the rollback is in force: {out}"
     );
-    assert!(pending.exists(), "{out}");
+    let record = std::fs::metadata(&pending).expect("the rollback is recorded");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&record),
+        reserved,
+        "written over the space set aside"
+    );
+    let recorded = std::fs::read_to_string(&pending).unwrap();
+    assert!(
+        recorded.contains("interrupted (SIGINT)") && recorded.contains(r#""kind":"interrupted""#),
+        "{recorded:?}"
+    );
     assert_eq!(stored_phase(&db).as_deref(), Some("Paused"), "{out}");
     db.execute_batch("COMMIT").unwrap();
+    // The next start writes the rollback with its cause, and ends as that
+    // cause does: an interrupt is exit 4.
+    let (code, out) = LiveRun::spawn(&file, dir.path()).wait(Duration::from_secs(30));
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("interrupted (SIGINT)"), "{out}");
+    assert_eq!(stored_phase(&db).as_deref(), Some("RolledBack"), "{out}");
+    assert!(!pending.exists(), "{out}");
+    let o = common::serin::serin()
+        .args(["history", "locked", "-o", "json", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let run = &history["runs"][0];
+    assert_eq!(run["outcome"]["kind"], "recovered", "{history:#}");
+    assert_eq!(run["outcome"]["of"]["kind"], "interrupted", "{history:#}");
+    assert!(
+        run["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("interrupted (SIGINT)")),
+        "{history:#}"
+    );
 }
 
 /// A second Ctrl-C exits at once, whatever the first one's rollback waits

@@ -1272,15 +1272,14 @@ impl Driver {
     /// Writes the write-ahead record of a rollback the database could not
     /// take (see [`Store::pending_rollback_path`]), synced before returning.
     fn record_pending_rollback(&self, reason: &str, outcome: Option<&Outcome>) {
-        use std::io::Write as _;
         let path = self.store.pending_rollback_path(&self.record.name);
         let mut text = reason.replace('\n', " ");
         if let Some(json) = outcome.and_then(|o| serde_json::to_string(o).ok()) {
             text.push('\n');
             text.push_str(&json);
         }
-        let written = std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
+        // Over space set aside at the run's start: a full disk keeps the cause.
+        let written = self.store.write_pending_rollback(&self.record.name, &text);
         if let Err(e) = written {
             tracing::error!(rollout = %self.record.name, "cannot record the rollback outside the database either ({}): {e}", path.display());
         }

@@ -707,6 +707,13 @@ impl Machine<'_> {
         }
         const SAID: &str =
             "rolled back before serin stopped (the state database could not take it then)";
+        // A record written before serin set space aside for it, on a full
+        // disk, may be empty: never an empty reason.
+        let reason = if reason.trim().is_empty() && of.is_none() {
+            "its cause could not be recorded (the disk was full?)".to_string()
+        } else {
+            reason
+        };
         // After a second crash the reason already says so.
         let why = if reason.starts_with(SAID) {
             reason.clone()
@@ -1836,6 +1843,18 @@ mod tests {
             .unwrap();
         });
         assert!(!old_record.stopped_from_outside());
+        // An empty record (written on a full disk) never gives an empty reason.
+        let empty = ended(&|s| {
+            s.feed(Input::RecoveredRollback {
+                reason: String::new(),
+                of: None,
+            })
+            .unwrap();
+        });
+        assert!(
+            matches!(&empty, Outcome::Recovered { reason, .. } if reason.contains("could not be recorded")),
+            "{empty:?}"
+        );
         // The JSON form names its kind; the fields are camelCase.
         let json = serde_json::to_value(Outcome::Deadline {
             deadline_ms: 300_000,
