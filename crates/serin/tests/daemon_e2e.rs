@@ -403,9 +403,9 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         .filter_map(|e| e["reason"].as_str())
         .collect();
     for expected in [
-        "paused by an operator",
-        "resumed by an operator",
-        "canary weight set to 30 % by hand",
+        "paused by an operator (the CLI)",
+        "resumed by an operator (the CLI)",
+        "canary weight set to 30 % by hand by an operator (the CLI)",
         "promote: ending the current pause",
         "rollback requested by the CLI",
     ] {

@@ -1730,12 +1730,21 @@ mod tests {
             }
         })
         .await;
-        let paused = handle.command(Input::Pause).await.unwrap();
+        let paused = handle
+            .command(Input::Pause { by: Actor::Cli })
+            .await
+            .unwrap();
         assert_eq!(paused.state.phase, Phase::Paused);
-        let refused = handle.command(Input::Pause).await.unwrap_err();
+        let refused = handle
+            .command(Input::Pause { by: Actor::Cli })
+            .await
+            .unwrap_err();
         assert!(matches!(refused, DriverError::Refused(_)), "{refused}");
         let set = handle
-            .command(Input::SetWeight(Weight::from_percent(33.0).unwrap()))
+            .command(Input::SetWeight {
+                weight: Weight::from_percent(33.0).unwrap(),
+                by: Actor::Cli,
+            })
             .await
             .unwrap();
         assert_eq!(set.state.weight, Weight::from_percent(33.0).unwrap());
@@ -2136,7 +2145,9 @@ mod tests {
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| asked.load(std::sync::atomic::Ordering::SeqCst) >= 1).await;
         until(|| handle.health().analysing_since.is_some()).await;
-        let paused = bounded(handle.command(Input::Pause)).await.unwrap();
+        let paused = bounded(handle.command(Input::Pause { by: Actor::Cli }))
+            .await
+            .unwrap();
         assert_eq!(paused.state.phase, Phase::Paused);
         let rolled = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
             .await
