@@ -355,6 +355,10 @@ struct Entry {
     /// The proxy's figures when the current run was deployed: status counts
     /// from here (a new run starts from zero). None: from the proxy's start.
     run_baseline: Option<serin_proxy::RecorderSnapshot>,
+    /// When the proxy started counting, when that is not the start of the
+    /// current run (the daemon started it again, or no run is deployed):
+    /// status says its figures count since then, not "this run".
+    counting_since: Option<crate::time::Millis>,
 }
 
 /// A running rollout behind its own lock, held only to read or change it
@@ -537,6 +541,7 @@ impl Daemon {
             started_at: None,
             // The plane was started for this run: it counts from its start.
             run_baseline: None,
+            counting_since: None,
         };
         self.map().insert(name, Slot::up(entry));
     }
@@ -559,8 +564,10 @@ impl Daemon {
             plane,
             driver,
             started_at: Some(record.state.weight),
-            // A plane started again counts from its start.
+            // A plane started again counts from its start, not the run's:
+            // status says so.
             run_baseline: None,
+            counting_since: Some(time::now()),
         }
     }
 
@@ -873,6 +880,8 @@ impl Daemon {
             driver: None,
             started_at: None,
             run_baseline: None,
+            // No run yet: the figures count from the proxy's start.
+            counting_since: Some(time::now()),
         };
         let status = self.status_of(&record, Some(&entry));
         held.put(entry);
@@ -927,6 +936,7 @@ impl Daemon {
         entry.setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
         entry.plane.update(&entry.setup).await;
         entry.run_baseline = entry.plane.proxy.as_ref().map(|p| p.recorder().snapshot());
+        entry.counting_since = None;
         entry.driver = Some(RunningDriver::spawn(
             &entry.setup,
             self.store.clone(),
@@ -1282,6 +1292,19 @@ impl Daemon {
         status.proxy = proxy
             .and(here.and_then(|e| e.plane.addr))
             .map(|a| a.to_string());
+        if let (Some(m), Some(since)) =
+            (status.metrics.as_mut(), here.and_then(|e| e.counting_since))
+        {
+            m.window = if record.run > 0 {
+                format!(
+                    "since {} (the proxy started again then; run {} began earlier)",
+                    rfc3339(since),
+                    record.run
+                )
+            } else {
+                format!("since {} (the proxy's start; no run yet)", rfc3339(since))
+            };
+        }
         if let Some(why) = self.why_not_running(&record.name) {
             status.reason = format!("not running in this daemon: {why}");
         }
@@ -1546,6 +1569,7 @@ pub fn status_of(
                 at: rfc3339(*at),
             }),
         metrics: snapshot.map(|s| wire::Metrics {
+            window: wire::THIS_RUN.to_string(),
             stable: version_metrics(&s.stable),
             canary: version_metrics(&s.canary),
         }),

@@ -139,9 +139,16 @@ pub fn print_status(s: &RolloutStatus) {
         crate::outln!("  last verdict: {} at {}: {}", v.verdict, v.at, v.reason);
     }
     if let Some(m) = &s.metrics {
+        // Its window, when not the whole run (the proxy started again).
+        let label = if m.window.is_empty() || m.window == crate::wire::THIS_RUN {
+            crate::wire::THIS_RUN
+        } else {
+            crate::outln!("  figures {}:", m.window);
+            ""
+        };
         crate::outln!(
             "  {:<8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9}",
-            "this run",
+            label,
             "requests",
             "errors",
             "error rate",
