@@ -62,6 +62,10 @@ fn a_healthy_canary_is_promoted() {
     let o = run_with_load("healthy", &[]);
     assert_eq!(o.code, Some(0), "{}", o.out);
     assert!(o.out.contains("promoted"), "{}", o.out);
+    // A promotion on its way to the proxy is not news, and the canary's
+    // 0 % after it (it is the stable) is not a weight it was promoted at.
+    assert!(!o.out.contains("not applied yet"), "{}", o.out);
+    assert!(!o.out.contains("weight 0 % promoted"), "{}", o.out);
 }
 
 #[test]

@@ -255,12 +255,18 @@ fn print_event(e: &Event, indent: &str) {
         crate::outln!("{indent}{}  {:<11} {}", e.at, e.kind, e.reason);
         return;
     }
+    // After a promotion the canary's weight is 0 % because it is the
+    // stable now: not shown as "weight 0 %".
+    let weight = if e.kind == "promoted" {
+        "new stable 100%".to_string()
+    } else {
+        format!("weight {:>6} %", e.weight)
+    };
     crate::outln!(
-        "{indent}{}  {:<11} step {:<2} weight {:>6} %  {:<12} {}",
+        "{indent}{}  {:<11} step {:<2} {weight}  {:<12} {}",
         e.at,
         e.kind,
         e.step,
-        e.weight,
         e.verdict.as_deref().unwrap_or(""),
         e.reason
     );

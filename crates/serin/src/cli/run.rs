@@ -725,6 +725,13 @@ impl View {
         }
         let mut pending = h.clone();
         pending.store_error = None;
+        if pending.router_error.is_none() {
+            // A change on its way to the data plane (every promotion and
+            // every step passes through this for a moment) is news only
+            // when the data plane refuses it.
+            pending.weight_pending = None;
+            pending.promotion_pending = false;
+        }
         let not_in_force = crate::wire::not_in_force(self.phase, &pending);
         if not_in_force != self.told.0 {
             for what in &not_in_force {
@@ -782,6 +789,16 @@ impl Drop for View {
 }
 
 fn decision_line(d: &Decision) -> String {
+    // The canary's weight after a promotion is 0 % because the canary is
+    // the stable now: "weight 0 % promoted" read as promoted at 0 %.
+    if d.kind == DecisionKind::Promoted {
+        return format!(
+            "{} step {} promoted (all traffic on the new stable): {}",
+            rfc3339(d.at),
+            d.step + 1,
+            d.reason
+        );
+    }
     format!(
         "{} step {} weight {} % {}{}: {}",
         rfc3339(d.at),
@@ -810,4 +827,28 @@ fn sample_line(s: &Sample) -> String {
         p95(&s.canary),
         s.verdict
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_promotion_is_not_said_as_weight_0_percent() {
+        let d = Decision {
+            at: crate::time::Millis(0),
+            kind: DecisionKind::Promoted,
+            step: 3,
+            weight: Weight::ZERO,
+            phase: Phase::Succeeded,
+            verdict: None,
+            reason: "promoted (all steps completed); the canary is the new stable".into(),
+        };
+        let line = decision_line(&d);
+        assert!(!line.contains("weight 0 %"), "{line}");
+        assert!(
+            line.contains("step 4 promoted (all traffic on the new stable): promoted"),
+            "{line}"
+        );
+    }
 }
