@@ -1281,7 +1281,21 @@ impl Daemon {
         // proxy's own weight, or the weight another data plane took when
         // the daemon started it (nothing has changed it since).
         match here.and_then(|e| e.driver.as_ref()) {
-            Some(driver) => status = status.with_health(record, &driver.health()),
+            Some(driver) => {
+                let health = driver.health();
+                status = status.with_health(record, &health);
+                if let Some(said) = store_failing(record, &health) {
+                    // What else is not in force, then the store.
+                    let mut parts: Vec<String> = status
+                        .not_in_force
+                        .iter()
+                        .filter(|s| !s.starts_with("state not written yet"))
+                        .cloned()
+                        .collect();
+                    parts.push(said);
+                    status.reason = parts.join("; ");
+                }
+            }
             None => {
                 status.weight_in_force = proxy
                     .map(|p| p.weight())
@@ -1575,6 +1589,23 @@ pub fn status_of(
         }),
         proxy: None,
     }
+}
+
+/// While the state database cannot be written, what an active rollout's
+/// status says instead of its stored reason: that reason may count down a
+/// pause whose end cannot be written, so nothing ends when it says.
+pub fn store_failing(record: &RolloutRecord, health: &Health) -> Option<String> {
+    let error = health.store_error.as_ref()?;
+    if !matches!(record.state.phase, Phase::Progressing | Phase::Paused) {
+        return None;
+    }
+    let since = health
+        .store_failing_since
+        .map(|t| format!(" since {}", crate::time::clock(t)))
+        .unwrap_or_default();
+    Some(format!(
+        "the state database cannot be written{since} ({error}): nothing moves forward (no step, no end of a pause, no promotion) until it can; a failing canary is still rolled back"
+    ))
 }
 
 /// The figures counted since `baseline` (this run's), or all of them.

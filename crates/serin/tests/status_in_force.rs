@@ -463,3 +463,62 @@ fn a_second_interrupt_exits_at_once() {
     );
     std::fs::remove_file(&broken).unwrap();
 }
+
+/// While the state database cannot be written, status says so instead of
+/// counting down a pause whose end cannot be written.
+#[test]
+fn status_says_the_store_is_failing_instead_of_a_countdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let yaml = Rollout::new("locked", local(port), stable, canary)
+        .steps("  - setWeight: 30\n  - pause: { duration: 10m }\n")
+        .no_data_limit(1000)
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let _run = LiveRun::spawn(&file, dir.path());
+    wait_for_port(local(port));
+    let state = dir.path().join("state").display().to_string();
+    let status = || -> serde_json::Value {
+        let o = common::serin::serin()
+            .args(["status", "locked", "--state-dir", &state, "-o", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status();
+        if s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("left (until "))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never counting down: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let db = rusqlite::Connection::open(dir.path().join("state/serin.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = status();
+        if s["notInForce"].as_array().is_some_and(|a| !a.is_empty()) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store failure never shown: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    db.execute_batch("COMMIT").unwrap();
+    let reason = s["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("the state database cannot be written")
+            && reason.contains("nothing moves forward"),
+        "{s:#}"
+    );
+    assert!(!reason.contains("left (until "), "no countdown: {s:#}");
+}

@@ -702,6 +702,10 @@ impl View {
                 self.line(&format!("data plane refused a change (retrying): {e}"))
             }
             Progress::Waiting { reason, tell } => match &self.bar {
+                // Not a countdown that is not running while the store fails.
+                Some(bar) if self.last.store_error.is_some() => bar.set_message(
+                    "the state database cannot be written: nothing moves forward until it can",
+                ),
                 Some(bar) => bar.set_message(reason.clone()),
                 // A log says it when it changes (unless the decision just
                 // said it, or the health check's warning does) and every
