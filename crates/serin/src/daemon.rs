@@ -861,6 +861,16 @@ impl Daemon {
         };
         let record = setup.record(text, None, state);
         let plane = DataPlane::start(&setup, Weight::ZERO).await?;
+        // A run the store still has open (its serin stopped during it) ends
+        // here, saying who registered the rollout again.
+        if let Err(e) = self.store.end_unfinished_run(
+            &setup.name,
+            by,
+            "ended unfinished: registered again",
+            now,
+        ) {
+            tracing::warn!(rollout = %setup.name, "the earlier run's end was not written: {e}");
+        }
         let record = match self.store.register(&record, now) {
             Ok(r) => r,
             Err(e) => {
@@ -1044,6 +1054,14 @@ impl Daemon {
             }
             entry.plane.stop().await;
         }
+        // A run left open (not running here) is ended by this cleanup, with who.
+        if !purge
+            && let Err(e) =
+                self.store
+                    .end_unfinished_run(name, by, "ended by serin cleanup", time::now())
+        {
+            tracing::warn!(rollout = %name, "the run's end was not written: {e}");
+        }
         let purged = if purge {
             Some(self.store.purge(name)?)
         } else {
@@ -1076,9 +1094,21 @@ impl Daemon {
             record.state.weight = Weight::ZERO;
             record.state.hold = None;
             let outcome = Outcome::Operator { by };
-            record.state.reason = format!("cleaned up: all traffic to stable ({outcome})");
+            record.state.reason =
+                format!("ended by serin cleanup: all traffic to stable ({outcome})");
             record.state.outcome = Some(outcome);
-            match self.store.save(&record, &[], time::now()) {
+            let now = time::now();
+            // The run's end in its history too: who cleaned it up.
+            let said = crate::rollout::Decision {
+                at: now,
+                kind: crate::rollout::DecisionKind::RolledBack,
+                step: record.state.step,
+                weight: Weight::ZERO,
+                phase: Phase::RolledBack,
+                verdict: None,
+                reason: record.state.reason.clone(),
+            };
+            match self.store.save(&record, &[said], now) {
                 Ok(_) => return,
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => {

@@ -693,6 +693,14 @@ impl Store {
         record: &RolloutRecord,
         now: Millis,
     ) -> Result<RolloutRecord, StoreError> {
+        // A run still open is over: the registration replaces its state
+        // (callers that know who registered end it first, saying so).
+        self.end_unfinished_run(
+            &record.name,
+            Actor::Unrecorded,
+            "ended unfinished: registered again",
+            now,
+        )?;
         let conn = self.lock();
         let s = &record.state;
         conn.execute(
@@ -739,6 +747,62 @@ impl Store {
         // one (see `pending_rollback_path`) is not this run's.
         let _ = std::fs::remove_file(self.pending_rollback_path(&record.name));
         self.get(&record.name)
+    }
+
+    /// Ends `name`'s run that never ended (a rollout registered again, or
+    /// cleaned up, while its run was in progress; a `serin run` killed and
+    /// started afresh): rolled back by `by`, its reason `why` and a
+    /// rolled-back decision in its history, so no run is left without an
+    /// outcome. Returns its number, if there was one.
+    pub fn end_unfinished_run(
+        &self,
+        name: &str,
+        by: Actor,
+        why: &str,
+        now: Millis,
+    ) -> Result<Option<u32>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let open: Option<i64> = tx
+            .query_row(
+                "SELECT MAX(run) FROM runs WHERE rollout = ?1 AND ended_ms IS NULL",
+                params![name],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        let Some(run) = open else {
+            return Ok(None);
+        };
+        let step: i64 = tx
+            .query_row(
+                "SELECT step FROM rollouts WHERE name = ?1 AND run = ?2",
+                params![name, run],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .unwrap_or(0);
+        let outcome = Outcome::Operator { by };
+        let reason = format!("{why}: all traffic to stable ({outcome})");
+        tx.execute(
+            "UPDATE runs SET ended_ms = ?3, outcome = ?4, reason = ?5
+             WHERE rollout = ?1 AND run = ?2 AND ended_ms IS NULL",
+            params![name, run, now.0 as i64, outcome_json(&outcome), reason],
+        )
+        .map_err(|e| self.sql(e))?;
+        let run = u32::try_from(run).unwrap_or(0);
+        let said = Decision {
+            at: now,
+            kind: crate::rollout::DecisionKind::RolledBack,
+            step: usize::try_from(step).unwrap_or(0),
+            weight: Weight::ZERO,
+            phase: Phase::RolledBack,
+            verdict: None,
+            reason,
+        };
+        insert_event(&tx, name, run, &said).map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(Some(run))
     }
 
     /// Writes a rollout's new state, versions, last verdict and decisions in
@@ -948,6 +1012,12 @@ impl Store {
     /// Unregisters a rollout (`serin cleanup`): its row goes, its runs
     /// with their decisions and samples stay readable (history, report).
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        self.end_unfinished_run(
+            name,
+            Actor::Unrecorded,
+            "ended unfinished: cleaned up",
+            crate::time::now(),
+        )?;
         let conn = self.lock();
         let n = conn
             .execute("DELETE FROM rollouts WHERE name = ?1", params![name])
@@ -1770,6 +1840,55 @@ mod tests {
         // The next run continues the numbering.
         let next = store.start_run(&checkout, &[], Millis(7000)).unwrap();
         assert_eq!(next.run, 4);
+    }
+
+    #[test]
+    fn a_run_left_open_by_a_new_registration_or_a_cleanup_is_ended_with_who_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = store.register(&record("a"), Millis(1)).unwrap();
+        store.start_run(&r, &[], Millis(2)).unwrap();
+        // Registered again while run 1 was in progress.
+        assert_eq!(
+            store
+                .end_unfinished_run(
+                    "a",
+                    Actor::Cli,
+                    "ended unfinished: registered again",
+                    Millis(5)
+                )
+                .unwrap(),
+            Some(1)
+        );
+        let r = store.register(&record("a"), Millis(5)).unwrap();
+        let run = store.run("a", Some(1)).unwrap();
+        assert_eq!(run.ended, Some(Millis(5)));
+        assert_eq!(run.outcome, Some(Outcome::Operator { by: Actor::Cli }));
+        let last = store.run_events("a", 1).unwrap().pop().unwrap();
+        assert_eq!(last.kind, "rolled-back");
+        assert!(
+            last.decision
+                .reason
+                .starts_with("ended unfinished: registered again"),
+            "{}",
+            last.decision.reason
+        );
+        // Run 2, then a cleanup that did not end it: ended by the cleanup.
+        store.start_run(&r, &[], Millis(6)).unwrap();
+        store.remove("a").unwrap();
+        let run = store.run("a", Some(2)).unwrap();
+        assert!(run.ended.is_some() && run.outcome.is_some(), "{run:?}");
+        assert!(
+            run.reason.as_deref().unwrap_or("").contains("cleaned up"),
+            "{run:?}"
+        );
+        // Nothing open: nothing to end.
+        assert_eq!(
+            store
+                .end_unfinished_run("a", Actor::Cli, "x", Millis(9))
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

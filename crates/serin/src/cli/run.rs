@@ -421,6 +421,13 @@ fn resumable(store: &Store, setup: &Setup, text: &str) -> Option<RolloutRecord> 
 fn register(store: &Store, setup: &Setup, text: &str) -> anyhow::Result<RolloutRecord> {
     let now = time::now();
     let record = setup.record(text, Some(setup.canary_version.clone()), State::new(now));
+    // A run left in progress (a killed serin run, another file) ends here.
+    store.end_unfinished_run(
+        &setup.name,
+        crate::rollout::Actor::Cli,
+        "ended unfinished: serin run started the rollout afresh",
+        now,
+    )?;
     let record = store.register(&record, now)?;
     // Registered (outside any run), then a run of its own from zero.
     let by = crate::rollout::Actor::Cli;
