@@ -197,18 +197,31 @@ fn split_into_runs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
             });
         }
         let last = runs.len();
+        // (stable, canary) of each run: the last run's from the rollout's
+        // row; an earlier one's from the run after it, while the chain is
+        // known: a rolled-back run left its stable as the next run's stable,
+        // a promoted run's canary is the next run's stable.
+        let mut known: Vec<(Option<String>, Option<String>)> = vec![(None, None); last];
+        if let (Some((stable, canary, former, _, _)), Some(run)) = (&row, runs.last()) {
+            known[last - 1] = if run.outcome.as_ref().is_some_and(Outcome::promoted) {
+                (former.clone(), Some(stable.clone()))
+            } else {
+                (Some(stable.clone()), canary.clone())
+            };
+        }
+        for i in (0..last.saturating_sub(1)).rev() {
+            let Some(next_stable) = known[i + 1].0.clone() else {
+                break;
+            };
+            known[i] = if runs[i].outcome.as_ref().is_some_and(Outcome::promoted) {
+                (None, Some(next_stable))
+            } else {
+                (Some(next_stable), None)
+            };
+        }
         for (i, run) in runs.iter().enumerate() {
             let number = i as i64 + 1;
-            let versions = match (&row, i + 1 == last) {
-                (Some((stable, canary, former, _, _)), true) => {
-                    if run.outcome.as_ref().is_some_and(Outcome::promoted) {
-                        (former.clone(), Some(stable.clone()))
-                    } else {
-                        (Some(stable.clone()), canary.clone())
-                    }
-                }
-                _ => (None, None),
-            };
+            let versions = known[i].clone();
             tx.execute(
                 "INSERT INTO runs (rollout, run, stable_version, canary_version, started_ms, ended_ms, outcome, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1821,9 +1834,13 @@ mod tests {
                 (3, 5000, Some(6000), Some(Outcome::Promoted { by: None })),
             ]
         );
-        // Only the last run's versions are known: the promoted v4 replaced v1.
+        // The last run's versions are the row's: the promoted v4 replaced v1.
         assert_eq!(runs[2].stable_version.as_deref(), Some("v1"));
         assert_eq!(runs[2].canary_version.as_deref(), Some("v4"));
+        // The runs before it were rolled back: v1 was their stable too;
+        // their canaries are not known.
+        assert_eq!(runs[1].stable_version.as_deref(), Some("v1"));
+        assert_eq!(runs[0].stable_version.as_deref(), Some("v1"));
         assert_eq!(runs[0].canary_version, None);
         let per_run = |n| store.run_events("checkout", n).unwrap().len();
         assert_eq!((per_run(1), per_run(2), per_run(3)), (3, 3, 2));
