@@ -254,7 +254,7 @@ impl ApiClient {
                     // rollout of the same name.
                     Found::Stale(api) => {
                         return Err(format!(
-                            "{} names pid {}, which no longer runs (killed?); nothing serves {} (remove the file, or name the API with --api)",
+                            "{} names pid {}, which no longer runs the serin that wrote it (killed?); nothing serves {} (remove the file, or name the API with --api)",
                             file.display(),
                             api.pid,
                             dir.display()
@@ -297,7 +297,7 @@ impl ApiClient {
                 dir.display(),
                 match statedir::find(dir) {
                     Found::Stale(api) => format!(
-                        "{} names pid {}, which no longer runs",
+                        "{} names pid {}, which no longer runs the serin that wrote it",
                         dir.join(statedir::API_FILE).display(),
                         api.pid
                     ),
