@@ -355,6 +355,10 @@ struct Entry {
     /// The proxy's figures when the current run was deployed: status counts
     /// from here (a new run starts from zero). None: from the proxy's start.
     run_baseline: Option<serin_proxy::RecorderSnapshot>,
+    /// When the proxy started counting, when that is not the start of the
+    /// current run (the daemon started it again, or no run is deployed):
+    /// status says its figures count since then, not "this run".
+    counting_since: Option<crate::time::Millis>,
 }
 
 /// A running rollout behind its own lock, held only to read or change it
@@ -537,6 +541,7 @@ impl Daemon {
             started_at: None,
             // The plane was started for this run: it counts from its start.
             run_baseline: None,
+            counting_since: None,
         };
         self.map().insert(name, Slot::up(entry));
     }
@@ -559,8 +564,10 @@ impl Daemon {
             plane,
             driver,
             started_at: Some(record.state.weight),
-            // A plane started again counts from its start.
+            // A plane started again counts from its start, not the run's:
+            // status says so.
             run_baseline: None,
+            counting_since: Some(time::now()),
         }
     }
 
@@ -854,6 +861,16 @@ impl Daemon {
         };
         let record = setup.record(text, None, state);
         let plane = DataPlane::start(&setup, Weight::ZERO).await?;
+        // A run the store still has open (its serin stopped during it) ends
+        // here, saying who registered the rollout again.
+        if let Err(e) = self.store.end_unfinished_run(
+            &setup.name,
+            by,
+            "ended unfinished: registered again",
+            now,
+        ) {
+            tracing::warn!(rollout = %setup.name, "the earlier run's end was not written: {e}");
+        }
         let record = match self.store.register(&record, now) {
             Ok(r) => r,
             Err(e) => {
@@ -873,6 +890,8 @@ impl Daemon {
             driver: None,
             started_at: None,
             run_baseline: None,
+            // No run yet: the figures count from the proxy's start.
+            counting_since: Some(time::now()),
         };
         let status = self.status_of(&record, Some(&entry));
         held.put(entry);
@@ -927,6 +946,7 @@ impl Daemon {
         entry.setup = self.setup_for(&record).map_err(DaemonError::Internal)?;
         entry.plane.update(&entry.setup).await;
         entry.run_baseline = entry.plane.proxy.as_ref().map(|p| p.recorder().snapshot());
+        entry.counting_since = None;
         entry.driver = Some(RunningDriver::spawn(
             &entry.setup,
             self.store.clone(),
@@ -1034,6 +1054,14 @@ impl Daemon {
             }
             entry.plane.stop().await;
         }
+        // A run left open (not running here) is ended by this cleanup, with who.
+        if !purge
+            && let Err(e) =
+                self.store
+                    .end_unfinished_run(name, by, "ended by serin cleanup", time::now())
+        {
+            tracing::warn!(rollout = %name, "the run's end was not written: {e}");
+        }
         let purged = if purge {
             Some(self.store.purge(name)?)
         } else {
@@ -1066,9 +1094,21 @@ impl Daemon {
             record.state.weight = Weight::ZERO;
             record.state.hold = None;
             let outcome = Outcome::Operator { by };
-            record.state.reason = format!("cleaned up: all traffic to stable ({outcome})");
+            record.state.reason =
+                format!("ended by serin cleanup: all traffic to stable ({outcome})");
             record.state.outcome = Some(outcome);
-            match self.store.save(&record, &[], time::now()) {
+            let now = time::now();
+            // The run's end in its history too: who cleaned it up.
+            let said = crate::rollout::Decision {
+                at: now,
+                kind: crate::rollout::DecisionKind::RolledBack,
+                step: record.state.step,
+                weight: Weight::ZERO,
+                phase: Phase::RolledBack,
+                verdict: None,
+                reason: record.state.reason.clone(),
+            };
+            match self.store.save(&record, &[said], now) {
                 Ok(_) => return,
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => {
@@ -1271,7 +1311,21 @@ impl Daemon {
         // proxy's own weight, or the weight another data plane took when
         // the daemon started it (nothing has changed it since).
         match here.and_then(|e| e.driver.as_ref()) {
-            Some(driver) => status = status.with_health(record, &driver.health()),
+            Some(driver) => {
+                let health = driver.health();
+                status = status.with_health(record, &health);
+                if let Some(said) = store_failing(record, &health) {
+                    // What else is not in force, then the store.
+                    let mut parts: Vec<String> = status
+                        .not_in_force
+                        .iter()
+                        .filter(|s| !s.starts_with("state not written yet"))
+                        .cloned()
+                        .collect();
+                    parts.push(said);
+                    status.reason = parts.join("; ");
+                }
+            }
             None => {
                 status.weight_in_force = proxy
                     .map(|p| p.weight())
@@ -1282,6 +1336,19 @@ impl Daemon {
         status.proxy = proxy
             .and(here.and_then(|e| e.plane.addr))
             .map(|a| a.to_string());
+        if let (Some(m), Some(since)) =
+            (status.metrics.as_mut(), here.and_then(|e| e.counting_since))
+        {
+            m.window = if record.run > 0 {
+                format!(
+                    "since {} (the proxy started again then; run {} began earlier)",
+                    rfc3339(since),
+                    record.run
+                )
+            } else {
+                format!("since {} (the proxy's start; no run yet)", rfc3339(since))
+            };
+        }
         if let Some(why) = self.why_not_running(&record.name) {
             status.reason = format!("not running in this daemon: {why}");
         }
@@ -1546,11 +1613,29 @@ pub fn status_of(
                 at: rfc3339(*at),
             }),
         metrics: snapshot.map(|s| wire::Metrics {
+            window: wire::THIS_RUN.to_string(),
             stable: version_metrics(&s.stable),
             canary: version_metrics(&s.canary),
         }),
         proxy: None,
     }
+}
+
+/// While the state database cannot be written, what an active rollout's
+/// status says instead of its stored reason: that reason may count down a
+/// pause whose end cannot be written, so nothing ends when it says.
+pub fn store_failing(record: &RolloutRecord, health: &Health) -> Option<String> {
+    let error = health.store_error.as_ref()?;
+    if !matches!(record.state.phase, Phase::Progressing | Phase::Paused) {
+        return None;
+    }
+    let since = health
+        .store_failing_since
+        .map(|t| format!(" since {}", crate::time::clock(t)))
+        .unwrap_or_default();
+    Some(format!(
+        "the state database cannot be written{since} ({error}): nothing moves forward (no step, no end of a pause, no promotion) until it can; a failing canary is still rolled back"
+    ))
 }
 
 /// The figures counted since `baseline` (this run's), or all of them.

@@ -99,9 +99,27 @@ pub struct SampleEntry {
     pub canary: VersionSample,
 }
 
+/// The window of a report's totals: this run's sampled intervals.
+fn sampled_window(samples: &[Sample]) -> String {
+    match (samples.first(), samples.last()) {
+        (Some(first), Some(last)) => format!(
+            "this run's {} sampled interval(s), {} to {}",
+            samples.len(),
+            rfc3339(first.at),
+            rfc3339(last.at)
+        ),
+        _ => "this run's sampled intervals (none yet)".to_string(),
+    }
+}
+
 /// Totals per version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
+    /// What they count: this run's sampled intervals, how many and from
+    /// when to when (requests after the last one are not in them, so they
+    /// can be fewer than status's "this run").
+    #[serde(default)]
+    pub window: String,
     /// Stable.
     pub stable: VersionSummary,
     /// Canary.
@@ -158,6 +176,7 @@ impl Report {
             weight: rollout.state.weight.percent(),
             timeline: events.iter().map(timeline_entry).collect(),
             summary: Summary {
+                window: sampled_window(samples),
                 stable: VersionSummary::of(samples.iter().map(|s| &s.stable)),
                 canary: VersionSummary::of(samples.iter().map(|s| &s.canary)),
             },
@@ -442,7 +461,11 @@ impl Report {
             &self.samples.len().to_string(),
         );
         h.push_str("</section>");
-        h.push_str("<section><h2>Per-version totals (this run)</h2><table><tr><th></th><th>requests</th><th>errors</th><th>error rate</th><th>worst interval p95</th></tr>");
+        let _ = write!(
+            h,
+            "<section><h2>Per-version totals ({})</h2><table><tr><th></th><th>requests</th><th>errors</th><th>error rate</th><th>worst interval p95</th></tr>",
+            escape(&self.summary.window)
+        );
         // The rows are roles during the rollout; name the versions where known
         // (after a promotion the record's stable is the former canary).
         let (stable_name, canary_name) = match (self.phase.as_str(), &self.canary_version) {

@@ -25,6 +25,10 @@
 //! - `pid`: the owner. A file left by an owner killed with `kill -9` is
 //!   stale: the reader checks that the pid still runs ([`find`]); it never
 //!   takes the lock, which would race a `serin serve` that is starting.
+//! - `started`: when the owner started (field 22 of `/proc/PID/stat`, clock
+//!   ticks since boot), written by [`publish`]. A pid is reused by the
+//!   system once its process is gone; a file whose pid runs but started at
+//!   another time is stale all the same.
 //! - `command`: `serve` or `run`.
 //! - `token`: only `serin run`'s, generated at its start, so that no other
 //!   local user (the file is mode 0600) and no web page can steer it.
@@ -73,9 +77,31 @@ impl Drop for Published {
     }
 }
 
-/// Writes `DIR/api.json` (mode 0600, atomically: a temporary file renamed);
-/// it lives as long as the returned guard.
+/// `api.json` as written: the file, and when its owner started (see the
+/// module docs; absent in files of older serins, and where `/proc` is not).
+#[derive(Debug, Serialize, Deserialize)]
+struct OnDisk {
+    #[serde(flatten)]
+    api: ApiFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started: Option<u64>,
+}
+
+/// When process `pid` started: field 22 of `/proc/PID/stat` (after the
+/// command name in parentheses, which may hold spaces and parentheses).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Writes `DIR/api.json` (mode 0600, atomically: a temporary file renamed),
+/// with its owner's start time; it lives as long as the returned guard.
 pub fn publish(dir: &Path, api: &ApiFile) -> std::io::Result<Published> {
+    let api = &OnDisk {
+        api: api.clone(),
+        started: start_time(api.pid),
+    };
     let path = dir.join(API_FILE);
     let tmp = dir.join(format!(".{API_FILE}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
@@ -165,7 +191,7 @@ pub fn find(dir: &Path) -> Found {
     if let Err(e) = file.read_to_string(&mut text) {
         return Found::Unreadable(format!("{}: {e}", path.display()));
     }
-    let api: ApiFile = match serde_json::from_str(&text) {
+    let OnDisk { api, started } = match serde_json::from_str(&text) {
         Ok(a) => a,
         Err(e) => return Found::Unreadable(format!("{}: {e}", path.display())),
     };
@@ -175,7 +201,9 @@ pub fn find(dir: &Path) -> Found {
             api.url
         ));
     }
-    if runs(api.pid) {
+    // The pid alone may be another process's now (reused after a kill -9).
+    let same_process = started.is_none_or(|t| start_time(api.pid) == Some(t));
+    if runs(api.pid) && same_process {
         Found::Live(api)
     } else {
         Found::Stale(api)
@@ -378,6 +406,35 @@ mod tests {
         assert_eq!(find(dir.path()), Found::Stale(api));
         std::fs::write(dir.path().join(API_FILE), "{").expect("write");
         assert!(matches!(find(dir.path()), Found::Unreadable(_)));
+    }
+
+    #[test]
+    fn an_api_file_whose_pid_was_reused_by_another_process_is_stale() {
+        let dir = tempfile::tempdir().expect("dir");
+        let api = ApiFile {
+            url: "http://127.0.0.1:1234".into(),
+            pid: std::process::id(),
+            command: "run".into(),
+            token: Some("t0k".into()),
+        };
+        let published = publish(dir.path(), &api).expect("publish");
+        assert_eq!(find(dir.path()), Found::Live(api.clone()));
+        let file = dir.path().join(API_FILE);
+        let mut on_disk: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+        let started = on_disk["started"]
+            .as_u64()
+            .expect("the start time is written");
+        // The same pid, now a process that started at another time: a
+        // serin killed with kill -9 whose pid the system gave to another.
+        on_disk["started"] = (started + 1).into();
+        std::fs::write(&file, on_disk.to_string()).expect("write");
+        assert_eq!(find(dir.path()), Found::Stale(api.clone()));
+        // A file of an older serin, without it: the pid alone decides.
+        on_disk.as_object_mut().expect("object").remove("started");
+        std::fs::write(&file, on_disk.to_string()).expect("write");
+        assert_eq!(find(dir.path()), Found::Live(api));
+        drop(published);
     }
 
     #[test]

@@ -197,18 +197,31 @@ fn split_into_runs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
             });
         }
         let last = runs.len();
+        // (stable, canary) of each run: the last run's from the rollout's
+        // row; an earlier one's from the run after it, while the chain is
+        // known: a rolled-back run left its stable as the next run's stable,
+        // a promoted run's canary is the next run's stable.
+        let mut known: Vec<(Option<String>, Option<String>)> = vec![(None, None); last];
+        if let (Some((stable, canary, former, _, _)), Some(run)) = (&row, runs.last()) {
+            known[last - 1] = if run.outcome.as_ref().is_some_and(Outcome::promoted) {
+                (former.clone(), Some(stable.clone()))
+            } else {
+                (Some(stable.clone()), canary.clone())
+            };
+        }
+        for i in (0..last.saturating_sub(1)).rev() {
+            let Some(next_stable) = known[i + 1].0.clone() else {
+                break;
+            };
+            known[i] = if runs[i].outcome.as_ref().is_some_and(Outcome::promoted) {
+                (None, Some(next_stable))
+            } else {
+                (Some(next_stable), None)
+            };
+        }
         for (i, run) in runs.iter().enumerate() {
             let number = i as i64 + 1;
-            let versions = match (&row, i + 1 == last) {
-                (Some((stable, canary, former, _, _)), true) => {
-                    if run.outcome.as_ref().is_some_and(Outcome::promoted) {
-                        (former.clone(), Some(stable.clone()))
-                    } else {
-                        (Some(stable.clone()), canary.clone())
-                    }
-                }
-                _ => (None, None),
-            };
+            let versions = known[i].clone();
             tx.execute(
                 "INSERT INTO runs (rollout, run, stable_version, canary_version, started_ms, ended_ms, outcome, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -516,6 +529,10 @@ impl VersionSample {
 
 /// The SQLite store. Cheap to clone; one connection behind a mutex (writes
 /// are tiny, and SQLite serialises writers anyway).
+/// Bytes set aside for a pending-rollback record (a reason and an
+/// outcome's JSON take a few hundred).
+const PENDING_RESERVE: usize = 4096;
+
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
@@ -530,6 +547,54 @@ impl Store {
     /// written and synced on its own, so a crash meanwhile loses nothing.
     pub fn pending_rollback_path(&self, name: &str) -> PathBuf {
         self.path.with_file_name(format!("{name}.rollback-pending"))
+    }
+
+    /// Space set aside, at the start of each run, for that run's
+    /// pending-rollback record: `DIR/NAME.rollback-reserve`, written and
+    /// synced while the disk has room. A rollback recorded when the disk is
+    /// full ([`Store::write_pending_rollback`]) is written over these bytes
+    /// and renamed into place, which takes no new space: the record keeps
+    /// its cause (a new file on a full disk was left empty, and the next
+    /// start rolled back with no reason and exit 3).
+    fn reserve_path(&self, name: &str) -> PathBuf {
+        self.path.with_file_name(format!("{name}.rollback-reserve"))
+    }
+
+    /// Sets aside the space of `name`'s pending-rollback record (see
+    /// [`Store::reserve_path`]); kept if already there.
+    pub fn reserve_pending_rollback(&self, name: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let path = self.reserve_path(name);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= PENDING_RESERVE as u64) {
+            return Ok(());
+        }
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&[b' '; PENDING_RESERVE])?;
+        file.sync_all()
+    }
+
+    /// Records a rollback the database could not take (`text`: its reason,
+    /// then its outcome's JSON) in [`Store::pending_rollback_path`], synced:
+    /// over the space set aside for it when there is some, so a full disk
+    /// does not leave the record empty.
+    pub fn write_pending_rollback(&self, name: &str, text: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let path = self.pending_rollback_path(name);
+        let reserve = self.reserve_path(name);
+        let reserved = text.len() <= PENDING_RESERVE
+            && std::fs::metadata(&reserve).is_ok_and(|m| m.len() >= text.len() as u64);
+        let mut file = if reserved {
+            std::fs::OpenOptions::new().write(true).open(&reserve)?
+        } else {
+            std::fs::File::create(&path)?
+        };
+        file.write_all(text.as_bytes())?;
+        file.set_len(text.len() as u64)?;
+        file.sync_all()?;
+        if reserved {
+            std::fs::rename(&reserve, &path)?;
+        }
+        Ok(())
     }
 
     /// Opens `DIR/serin.db` as its one owner (`serve`, `run`, `demo`): takes
@@ -645,6 +710,14 @@ impl Store {
         record: &RolloutRecord,
         now: Millis,
     ) -> Result<RolloutRecord, StoreError> {
+        // A run still open is over: the registration replaces its state
+        // (callers that know who registered end it first, saying so).
+        self.end_unfinished_run(
+            &record.name,
+            Actor::Unrecorded,
+            "ended unfinished: registered again",
+            now,
+        )?;
         let conn = self.lock();
         let s = &record.state;
         conn.execute(
@@ -691,6 +764,62 @@ impl Store {
         // one (see `pending_rollback_path`) is not this run's.
         let _ = std::fs::remove_file(self.pending_rollback_path(&record.name));
         self.get(&record.name)
+    }
+
+    /// Ends `name`'s run that never ended (a rollout registered again, or
+    /// cleaned up, while its run was in progress; a `serin run` killed and
+    /// started afresh): rolled back by `by`, its reason `why` and a
+    /// rolled-back decision in its history, so no run is left without an
+    /// outcome. Returns its number, if there was one.
+    pub fn end_unfinished_run(
+        &self,
+        name: &str,
+        by: Actor,
+        why: &str,
+        now: Millis,
+    ) -> Result<Option<u32>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let open: Option<i64> = tx
+            .query_row(
+                "SELECT MAX(run) FROM runs WHERE rollout = ?1 AND ended_ms IS NULL",
+                params![name],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        let Some(run) = open else {
+            return Ok(None);
+        };
+        let step: i64 = tx
+            .query_row(
+                "SELECT step FROM rollouts WHERE name = ?1 AND run = ?2",
+                params![name, run],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .unwrap_or(0);
+        let outcome = Outcome::Operator { by };
+        let reason = format!("{why}: all traffic to stable ({outcome})");
+        tx.execute(
+            "UPDATE runs SET ended_ms = ?3, outcome = ?4, reason = ?5
+             WHERE rollout = ?1 AND run = ?2 AND ended_ms IS NULL",
+            params![name, run, now.0 as i64, outcome_json(&outcome), reason],
+        )
+        .map_err(|e| self.sql(e))?;
+        let run = u32::try_from(run).unwrap_or(0);
+        let said = Decision {
+            at: now,
+            kind: crate::rollout::DecisionKind::RolledBack,
+            step: usize::try_from(step).unwrap_or(0),
+            weight: Weight::ZERO,
+            phase: Phase::RolledBack,
+            verdict: None,
+            reason,
+        };
+        insert_event(&tx, name, run, &said).map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(Some(run))
     }
 
     /// Writes a rollout's new state, versions, last verdict and decisions in
@@ -748,6 +877,9 @@ impl Store {
         self.write(&tx, &next, decisions, now)?;
         tx.commit().map_err(|e| self.sql(e))?;
         next.generation += 1;
+        if let Err(e) = self.reserve_pending_rollback(&record.name) {
+            tracing::warn!(rollout = %record.name, "cannot set aside space for a rollback record: {e}");
+        }
         Ok(next)
     }
 
@@ -897,6 +1029,12 @@ impl Store {
     /// Unregisters a rollout (`serin cleanup`): its row goes, its runs
     /// with their decisions and samples stay readable (history, report).
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        self.end_unfinished_run(
+            name,
+            Actor::Unrecorded,
+            "ended unfinished: cleaned up",
+            crate::time::now(),
+        )?;
         let conn = self.lock();
         let n = conn
             .execute("DELETE FROM rollouts WHERE name = ?1", params![name])
@@ -906,6 +1044,7 @@ impl Store {
             return Err(StoreError::NotFound(name.to_string()));
         }
         let _ = std::fs::remove_file(self.pending_rollback_path(name));
+        let _ = std::fs::remove_file(self.reserve_path(name));
         Ok(())
     }
 
@@ -933,6 +1072,7 @@ impl Store {
         }
         tx.commit().map_err(|e| self.sql(e))?;
         let _ = std::fs::remove_file(self.pending_rollback_path(name));
+        let _ = std::fs::remove_file(self.reserve_path(name));
         Ok(u32::try_from(runs).unwrap_or(u32::MAX))
     }
 
@@ -1389,6 +1529,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_record_is_written_over_the_space_its_run_set_aside() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = store.register(&record("checkout"), Millis(10)).unwrap();
+        store.start_run(&r, &[], Millis(11)).unwrap();
+        let reserve = dir.path().join("checkout.rollback-reserve");
+        let set_aside = std::fs::metadata(&reserve).unwrap();
+        assert_eq!(set_aside.len(), PENDING_RESERVE as u64);
+        let text = "rolled back: serin run interrupted (SIGINT)\n{\"kind\":\"interrupted\"}";
+        store.write_pending_rollback("checkout", text).unwrap();
+        let pending = store.pending_rollback_path("checkout");
+        assert_eq!(std::fs::read_to_string(&pending).unwrap(), text);
+        // The same file, renamed: no new space was needed.
+        assert_eq!(std::fs::metadata(&pending).unwrap().ino(), set_aside.ino());
+        assert!(!reserve.exists());
+        // Without space set aside it is written all the same.
+        std::fs::remove_file(&pending).unwrap();
+        store.write_pending_rollback("checkout", "why").unwrap();
+        assert_eq!(std::fs::read_to_string(&pending).unwrap(), "why");
+        // The next run sets space aside again; a cleanup removes it.
+        store.start_run(&r, &[], Millis(12)).ok();
+        store.reserve_pending_rollback("checkout").unwrap();
+        assert!(reserve.exists());
+        store.remove("checkout").unwrap();
+        assert!(!reserve.exists() && !pending.exists());
+    }
+
+    #[test]
     fn round_trips_state_events_and_samples_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -1669,9 +1838,13 @@ mod tests {
                 (3, 5000, Some(6000), Some(Outcome::Promoted { by: None })),
             ]
         );
-        // Only the last run's versions are known: the promoted v4 replaced v1.
+        // The last run's versions are the row's: the promoted v4 replaced v1.
         assert_eq!(runs[2].stable_version.as_deref(), Some("v1"));
         assert_eq!(runs[2].canary_version.as_deref(), Some("v4"));
+        // The runs before it were rolled back: v1 was their stable too;
+        // their canaries are not known.
+        assert_eq!(runs[1].stable_version.as_deref(), Some("v1"));
+        assert_eq!(runs[0].stable_version.as_deref(), Some("v1"));
         assert_eq!(runs[0].canary_version, None);
         let per_run = |n| store.run_events("checkout", n).unwrap().len();
         assert_eq!((per_run(1), per_run(2), per_run(3)), (3, 3, 2));
@@ -1688,6 +1861,55 @@ mod tests {
         // The next run continues the numbering.
         let next = store.start_run(&checkout, &[], Millis(7000)).unwrap();
         assert_eq!(next.run, 4);
+    }
+
+    #[test]
+    fn a_run_left_open_by_a_new_registration_or_a_cleanup_is_ended_with_who_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = store.register(&record("a"), Millis(1)).unwrap();
+        store.start_run(&r, &[], Millis(2)).unwrap();
+        // Registered again while run 1 was in progress.
+        assert_eq!(
+            store
+                .end_unfinished_run(
+                    "a",
+                    Actor::Cli,
+                    "ended unfinished: registered again",
+                    Millis(5)
+                )
+                .unwrap(),
+            Some(1)
+        );
+        let r = store.register(&record("a"), Millis(5)).unwrap();
+        let run = store.run("a", Some(1)).unwrap();
+        assert_eq!(run.ended, Some(Millis(5)));
+        assert_eq!(run.outcome, Some(Outcome::Operator { by: Actor::Cli }));
+        let last = store.run_events("a", 1).unwrap().pop().unwrap();
+        assert_eq!(last.kind, "rolled-back");
+        assert!(
+            last.decision
+                .reason
+                .starts_with("ended unfinished: registered again"),
+            "{}",
+            last.decision.reason
+        );
+        // Run 2, then a cleanup that did not end it: ended by the cleanup.
+        store.start_run(&r, &[], Millis(6)).unwrap();
+        store.remove("a").unwrap();
+        let run = store.run("a", Some(2)).unwrap();
+        assert!(run.ended.is_some() && run.outcome.is_some(), "{run:?}");
+        assert!(
+            run.reason.as_deref().unwrap_or("").contains("cleaned up"),
+            "{run:?}"
+        );
+        // Nothing open: nothing to end.
+        assert_eq!(
+            store
+                .end_unfinished_run("a", Actor::Cli, "x", Millis(9))
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -136,11 +136,18 @@ pub struct LastVerdict {
 /// Both versions' figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
+    /// What the figures count: [`THIS_RUN`], or since when when that is
+    /// not the whole run (the data plane started again after the run did).
+    #[serde(default)]
+    pub window: String,
     /// Stable.
     pub stable: VersionMetrics,
     /// Canary.
     pub canary: VersionMetrics,
 }
+
+/// The window of figures counted from the run's deploy.
+pub const THIS_RUN: &str = "this run";
 
 /// One version's figures over the status's window (see `metrics`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

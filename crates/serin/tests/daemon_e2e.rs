@@ -403,9 +403,9 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         .filter_map(|e| e["reason"].as_str())
         .collect();
     for expected in [
-        "paused by an operator",
-        "resumed by an operator",
-        "canary weight set to 30 % by hand",
+        "paused by an operator (the CLI)",
+        "resumed by an operator (the CLI)",
+        "canary weight set to 30 % by hand by an operator (the CLI)",
         "promote: ending the current pause",
         "rollback requested by the CLI",
     ] {
@@ -579,6 +579,19 @@ fn a_killed_daemon_comes_back_where_it_was() {
     for key in ["phase", "step", "weight", "stable", "canary", "reason"] {
         assert_eq!(after[key], before[key], "`{key}` survives the crash");
     }
+    // Its figures count from the restart, and say so (not "this run").
+    assert_eq!(before["metrics"]["window"], "this run", "{before:#}");
+    let window = after["metrics"]["window"].as_str().unwrap_or_default();
+    assert!(
+        window.starts_with("since ") && window.contains("run 1 began earlier"),
+        "{after:#}"
+    );
+    let o = d.ok(&["status", "cart"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("figures {window}:")) && !out.contains("this run"),
+        "{out}"
+    );
     wait_for_port(proxy);
     assert_split(proxy, 200, 25.0, "after the restart");
     let history_after = d.history("cart");

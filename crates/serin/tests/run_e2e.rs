@@ -62,6 +62,10 @@ fn a_healthy_canary_is_promoted() {
     let o = run_with_load("healthy", &[]);
     assert_eq!(o.code, Some(0), "{}", o.out);
     assert!(o.out.contains("promoted"), "{}", o.out);
+    // A promotion on its way to the proxy is not news, and the canary's
+    // 0 % after it (it is the stable) is not a weight it was promoted at.
+    assert!(!o.out.contains("not applied yet"), "{}", o.out);
+    assert!(!o.out.contains("weight 0 % promoted"), "{}", o.out);
 }
 
 #[test]
@@ -322,4 +326,90 @@ fn a_locked_state_database_does_not_keep_a_failing_canary_in_traffic() {
     assert_eq!(output.status.code(), Some(3), "{out}");
     assert!(out.contains("rolled back"), "{out}");
     assert_eq!(stored_phase(&db, "locked").as_deref(), Some("RolledBack"));
+}
+
+/// One run, three views, each saying its window: `serin status` ("this
+/// run"), the API's /metrics (since the proxy started: under `serin run`,
+/// the run's start) and the report (the run's sampled intervals). Where the
+/// windows are the same, so are the numbers.
+#[test]
+fn status_metrics_and_report_say_their_windows_and_agree_on_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let proxy = local(port);
+    let yaml = Rollout::new("windows", proxy, stable, canary)
+        .steps("  - setWeight: 50\n  - pause: {}\n")
+        .no_data_limit(1000)
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let _run = Proc::spawn(serin_run(&file, dir.path()), false);
+    common::serin::wait_for_port(proxy);
+    let state = dir.path().join("state");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = serin()
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["-o", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    };
+    for i in 0..200 {
+        assert_eq!(common::http::get(proxy, &format!("/w/{i}")).status, 200);
+    }
+    let total = |m: &serde_json::Value| {
+        m["stable"]["requests"].as_u64().unwrap_or(0)
+            + m["canary"]["requests"].as_u64().unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let s = json(&["status", "windows"]);
+        if total(&s["metrics"]) >= 200 {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["metrics"]["window"], "this run", "{status:#}");
+    // /metrics of serin run's API: since the proxy started, which is this run's start.
+    let api: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("api.json")).unwrap()).unwrap();
+    let api: std::net::SocketAddr = api["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let page = common::http::get(api, "/metrics").body;
+    assert!(
+        page.contains("# HELP serin_requests_total Requests answered since the proxy started"),
+        "{page}"
+    );
+    for version in ["stable", "canary"] {
+        let prefix = format!("serin_requests_total{{rollout=\"windows\",version=\"{version}\",");
+        let counted: u64 = page
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(
+            Some(counted),
+            status["metrics"][version]["requests"].as_u64(),
+            "{version}: /metrics and status count the same window\n{page}\n{status:#}"
+        );
+    }
+    // The report's totals: the run's sampled intervals, and it says so.
+    let report = json(&["report", "windows"]);
+    let window = report["summary"]["window"].as_str().unwrap_or_default();
+    assert!(
+        window.starts_with("this run's ") && window.contains("sampled interval"),
+        "{report:#}"
+    );
+    assert!(
+        total(&report["summary"]) <= total(&status["metrics"]),
+        "{report:#}"
+    );
 }

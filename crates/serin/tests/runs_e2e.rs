@@ -343,3 +343,43 @@ fn interrupted_by(signal: &str) {
         "the report says it"
     );
 }
+
+/// `serin cleanup` of a run in progress ends it in its history too: a
+/// rolled-back decision saying the cleanup did it, and who.
+#[test]
+fn a_cleanup_of_a_run_in_progress_is_its_last_decision_with_who() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let api = local(free_port());
+    let _daemon = Proc::spawn(serin_serve(api, &dir.path().join("state")), false);
+    wait_for_port(api);
+    let file = write(
+        dir.path(),
+        "checkout.yaml",
+        &Rollout::new("checkout", proxy, stable, canary)
+            .steps("  - setWeight: 10\n  - pause: {}\n")
+            .no_data_limit(1000)
+            .yaml(),
+    );
+    ok(api, &["init", &file.display().to_string()]);
+    deploy_and_hold(api, 1);
+    ok(api, &["cleanup", "checkout"]);
+    let history = json_of(&ok(api, &["history", "checkout", "-o", "json"]));
+    let run = &history["runs"][0];
+    assert_eq!(
+        run["outcome"],
+        json!({"kind": "operator", "by": "cli"}),
+        "{history:#}"
+    );
+    let last = run["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["kind"], "rolled-back", "{history:#}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ended by serin cleanup"),
+        "{history:#}"
+    );
+}

@@ -314,3 +314,211 @@ fn stored_phase(db: &rusqlite::Connection) -> Option<String> {
     )
     .ok()
 }
+
+/// Sends `signal` (`-INT`, `-TERM`) to `pid`.
+fn kill(signal: &str, pid: u32) {
+    assert!(
+        std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Ctrl-C while another process holds the state database in a write
+/// transaction: the rollback is put in force at once and `serin run` exits
+/// 4 promptly (it waited for the database, as long as it was held), saying
+/// the database could not be written and where the rollback is recorded.
+#[test]
+fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let yaml = Rollout::new("locked", local(port), stable, canary)
+        .steps("  - setWeight: 50\n  - pause: {}\n")
+        .no_data_limit(1000)
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let run = LiveRun::spawn(&file, dir.path());
+    wait_for_port(local(port));
+    let db = rusqlite::Connection::open(dir.path().join("state/serin.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored_phase(&db).as_deref() != Some("Paused") {
+        assert!(Instant::now() < deadline, "the rollout reached its pause");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Space set aside at the run's start for a rollback the database
+    // cannot take: the record is written over it (a full disk keeps it).
+    let reserve = dir.path().join("state/locked.rollback-reserve");
+    let reserved = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(&reserve).expect("space set aside for a rollback record"),
+    );
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let interrupted = Instant::now();
+    kill("-INT", run.child.id());
+    let (code, out) = run.wait(Duration::from_secs(20));
+    let took = interrupted.elapsed();
+    assert_eq!(code, Some(4), "{out}");
+    assert!(took < Duration::from_secs(10), "took {took:?}:\n{out}");
+    let pending = dir.path().join("state/locked.rollback-pending");
+    assert!(
+        out.contains("the state database could not be written")
+            && out.contains(&format!("recorded in {}", pending.display()))
+            && out.contains("written on the next start"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("NOT in force"),
+        "the rollback is in force: {out}"
+    );
+    let record = std::fs::metadata(&pending).expect("the rollback is recorded");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&record),
+        reserved,
+        "written over the space set aside"
+    );
+    let recorded = std::fs::read_to_string(&pending).unwrap();
+    assert!(
+        recorded.contains("interrupted (SIGINT)") && recorded.contains(r#""kind":"interrupted""#),
+        "{recorded:?}"
+    );
+    assert_eq!(stored_phase(&db).as_deref(), Some("Paused"), "{out}");
+    db.execute_batch("COMMIT").unwrap();
+    // The next start writes the rollback with its cause, and ends as that
+    // cause does: an interrupt is exit 4.
+    let (code, out) = LiveRun::spawn(&file, dir.path()).wait(Duration::from_secs(30));
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("interrupted (SIGINT)"), "{out}");
+    assert_eq!(stored_phase(&db).as_deref(), Some("RolledBack"), "{out}");
+    assert!(!pending.exists(), "{out}");
+    let o = common::serin::serin()
+        .args(["history", "locked", "-o", "json", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let run = &history["runs"][0];
+    assert_eq!(run["outcome"]["kind"], "recovered", "{history:#}");
+    assert_eq!(run["outcome"]["of"]["kind"], "interrupted", "{history:#}");
+    assert!(
+        run["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("interrupted (SIGINT)")),
+        "{history:#}"
+    );
+}
+
+/// A second Ctrl-C exits at once, whatever the first one's rollback waits
+/// for (here nginx refusing it).
+#[test]
+fn a_second_interrupt_exits_at_once() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let name = "twice";
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &nginx
+            .rollout(name, port, stable, canary, &nginx.test_command())
+            .steps("  - setWeight: 9\n  - pause: {}\n")
+            .no_data_limit(1000)
+            .yaml(),
+    );
+    let run = LiveRun::spawn(&file, dir.path());
+    let state = dir.path().join("state").display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = common::serin::serin()
+            .args(["status", name, "--state-dir", &state, "-o", "json"])
+            .output()
+            .unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if s["weightInForce"].as_f64() == Some(9.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "9 % never in force: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let broken = nginx.dir.join("conf.d/zz-unrelated.conf");
+    std::fs::write(&broken, "this is not an nginx directive;\n").unwrap();
+    kill("-INT", run.child.id());
+    run.wait_for("rollback not applied yet: ", Duration::from_secs(20));
+    let again = Instant::now();
+    kill("-INT", run.child.id());
+    let (code, out) = run.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(4), "{out}");
+    assert!(again.elapsed() < Duration::from_secs(5), "{out}");
+    assert!(
+        out.contains("second interrupt (SIGINT): exiting now"),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("state/api.json").exists(),
+        "its api.json is removed"
+    );
+    std::fs::remove_file(&broken).unwrap();
+}
+
+/// While the state database cannot be written, status says so instead of
+/// counting down a pause whose end cannot be written.
+#[test]
+fn status_says_the_store_is_failing_instead_of_a_countdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let yaml = Rollout::new("locked", local(port), stable, canary)
+        .steps("  - setWeight: 30\n  - pause: { duration: 10m }\n")
+        .no_data_limit(1000)
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let _run = LiveRun::spawn(&file, dir.path());
+    wait_for_port(local(port));
+    let state = dir.path().join("state").display().to_string();
+    let status = || -> serde_json::Value {
+        let o = common::serin::serin()
+            .args(["status", "locked", "--state-dir", &state, "-o", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status();
+        if s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("left (until "))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never counting down: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let db = rusqlite::Connection::open(dir.path().join("state/serin.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = status();
+        if s["notInForce"].as_array().is_some_and(|a| !a.is_empty()) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store failure never shown: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    db.execute_batch("COMMIT").unwrap();
+    let reason = s["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("the state database cannot be written")
+            && reason.contains("nothing moves forward"),
+        "{s:#}"
+    );
+    assert!(!reason.contains("left (until "), "no countdown: {s:#}");
+}

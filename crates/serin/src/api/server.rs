@@ -300,7 +300,8 @@ async fn pause(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&d, &h)?;
-    let status = to_the_end(async move { d.command(&name, Input::Pause).await }).await?;
+    let by = actor(&h);
+    let status = to_the_end(async move { d.command(&name, Input::Pause { by }).await }).await?;
     Ok(axum::Json(status).into_response())
 }
 
@@ -310,7 +311,8 @@ async fn resume(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&d, &h)?;
-    let status = to_the_end(async move { d.command(&name, Input::Resume).await }).await?;
+    let by = actor(&h);
+    let status = to_the_end(async move { d.command(&name, Input::Resume { by }).await }).await?;
     Ok(axum::Json(status).into_response())
 }
 
@@ -324,8 +326,10 @@ async fn set_weight(
     let req: WeightRequest = json_body(&body, "weight body (expected {\"weight\":25})")?;
     let weight = serin_proxy::Weight::from_percent(req.weight)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("weight: {e}")))?;
+    let by = actor(&headers);
     let status =
-        to_the_end(async move { daemon.command(&name, Input::SetWeight(weight)).await }).await?;
+        to_the_end(async move { daemon.command(&name, Input::SetWeight { weight, by }).await })
+            .await?;
     Ok(axum::Json(status).into_response())
 }
 

@@ -73,15 +73,6 @@ impl ApiArgs {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
-
-    /// Whether a process serves this state dir (its `api.json` names a
-    /// running owner), when no `--api` is given: `None` with `--api`.
-    pub fn served(&self) -> Option<bool> {
-        match self.api {
-            Some(_) => None,
-            None => Some(matches!(statedir::find(&self.dir()), Found::Live(_))),
-        }
-    }
 }
 
 /// A failed API call: the daemon's own message when it sent one.
@@ -154,6 +145,24 @@ fn checked_url(api: &str) -> anyhow::Result<String> {
     Ok(base)
 }
 
+/// Whether a command that only reads goes to the store itself: no `--api`
+/// (`found` is what the state dir holds), and no live serin on the state
+/// dir. The default state dir with no `api.json` at all, while a daemon
+/// answers at the default address (`default_answers`, asked only then),
+/// goes to that daemon, as the commands that change something do (a
+/// `.serin` left by a `serin run` in the same directory must not hide it).
+fn reads_the_store(
+    found: Option<&Found>,
+    dir_named: bool,
+    default_answers: impl FnOnce() -> bool,
+) -> bool {
+    match found {
+        None | Some(Found::Live(_)) => false,
+        Some(Found::Absent) if !dir_named => !default_answers(),
+        Some(_) => true,
+    }
+}
+
 impl ApiClient {
     /// A client for `args`; refuses an `--api` that is not `http://host:port`.
     pub fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
@@ -197,19 +206,18 @@ impl ApiClient {
     /// directly ([`crate::cli::local`]) and says so on stderr.
     pub fn reading(args: &ApiArgs) -> anyhow::Result<ApiClient> {
         let mut client = ApiClient::new(args)?;
-        // The default state dir, with no `api.json` at all, while a daemon
-        // answers at the default address: that daemon is asked, as the
-        // commands that change something ask it (a `.serin` left by a
-        // `serin run` in the same directory must not hide it).
-        let daemon_at_default = args.state_dir.is_none()
-            && matches!(statedir::find(&args.dir()), Found::Absent)
-            && DEFAULT_API
+        // The state dir is looked at once (with `--api`, not at all).
+        let found = args.api.is_none().then(|| statedir::find(&args.dir()));
+        let default_answers = || {
+            DEFAULT_API
                 .trim_start_matches("http://")
                 .parse::<std::net::SocketAddr>()
                 .is_ok_and(|a| {
-                    std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
-                });
-        if args.served() == Some(false) && !daemon_at_default {
+                    // Loopback: refused at once when nothing listens.
+                    std::net::TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_ok()
+                })
+        };
+        if reads_the_store(found.as_ref(), args.state_dir.is_some(), default_answers) {
             client.local = crate::cli::local::Local::open(&args.dir())?;
         }
         if let Some(local) = &client.local {
@@ -246,7 +254,7 @@ impl ApiClient {
                     // rollout of the same name.
                     Found::Stale(api) => {
                         return Err(format!(
-                            "{} names pid {}, which no longer runs (killed?); nothing serves {} (remove the file, or name the API with --api)",
+                            "{} names pid {}, which no longer runs the serin that wrote it (killed?); nothing serves {} (remove the file, or name the API with --api)",
                             file.display(),
                             api.pid,
                             dir.display()
@@ -289,7 +297,7 @@ impl ApiClient {
                 dir.display(),
                 match statedir::find(dir) {
                     Found::Stale(api) => format!(
-                        "{} names pid {}, which no longer runs",
+                        "{} names pid {}, which no longer runs the serin that wrote it",
                         dir.join(statedir::API_FILE).display(),
                         api.pid
                     ),
@@ -487,4 +495,34 @@ pub fn rollout_path(name: &str, rest: &str) -> anyhow::Result<String> {
         )));
     }
     Ok(format!("/api/v1/rollouts/{name}{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_command_asks_the_default_address_only_when_it_matters() {
+        let api = statedir::ApiFile {
+            url: "http://127.0.0.1:1".into(),
+            pid: 1,
+            command: "run".into(),
+            token: None,
+        };
+        let never = || -> bool { panic!("the default address was asked") };
+        // --api, or a live serin on the state dir: the API.
+        assert!(!reads_the_store(None, false, never));
+        assert!(!reads_the_store(
+            Some(&Found::Live(api.clone())),
+            false,
+            never
+        ));
+        // A stale file, or a named dir without one: the store, no connect.
+        assert!(reads_the_store(Some(&Found::Stale(api)), false, never));
+        assert!(reads_the_store(Some(&Found::Absent), true, never));
+        // The default dir with no file: the daemon at the default address
+        // if one answers, else the store.
+        assert!(!reads_the_store(Some(&Found::Absent), false, || true));
+        assert!(reads_the_store(Some(&Found::Absent), false, || false));
+    }
 }

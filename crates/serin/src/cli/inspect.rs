@@ -144,9 +144,16 @@ pub fn print_status(s: &RolloutStatus) {
         crate::outln!("  last verdict: {} at {}: {}", v.verdict, v.at, v.reason);
     }
     if let Some(m) = &s.metrics {
+        // Its window, when not the whole run (the proxy started again).
+        let label = if m.window.is_empty() || m.window == crate::wire::THIS_RUN {
+            crate::wire::THIS_RUN
+        } else {
+            crate::outln!("  figures {}:", m.window);
+            ""
+        };
         crate::outln!(
             "  {:<8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9}",
-            "this run",
+            label,
             "requests",
             "errors",
             "error rate",
@@ -253,12 +260,18 @@ fn print_event(e: &Event, indent: &str) {
         crate::outln!("{indent}{}  {:<11} {}", e.at, e.kind, e.reason);
         return;
     }
+    // After a promotion the canary's weight is 0 % because it is the
+    // stable now: not shown as "weight 0 %".
+    let weight = if e.kind == "promoted" {
+        "new stable 100%".to_string()
+    } else {
+        format!("weight {:>6} %", e.weight)
+    };
     crate::outln!(
-        "{indent}{}  {:<11} step {:<2} weight {:>6} %  {:<12} {}",
+        "{indent}{}  {:<11} step {:<2} {weight}  {:<12} {}",
         e.at,
         e.kind,
         e.step,
-        e.weight,
         e.verdict.as_deref().unwrap_or(""),
         e.reason
     );

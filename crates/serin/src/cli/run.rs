@@ -158,6 +158,10 @@ async fn run_serving(
         ));
     }
     let mut interrupted = false;
+    // Interrupted, with the rollback in force but a state database that
+    // cannot take it: why. The run ends without waiting for the database
+    // (the rollback is recorded beside it and written on the next start).
+    let mut store_stuck: Option<String> = None;
     // Made once: its handlers stay installed across the loop's turns (made
     // each turn, it re-read /proc and re-registered on every progress
     // event, and a signal between two turns could be missed).
@@ -182,11 +186,18 @@ async fn run_serving(
             }
             signal = &mut signal, if !interrupted => {
                 interrupted = true;
-                view.line(&format!("interrupted: rolling back (all traffic to stable) on {signal}"));
+                view.line(&format!("interrupted: rolling back (all traffic to stable) on {signal}; interrupt again to exit at once"));
+                exit_on_second_signal(api_dir.map(|d| d.join(statedir::API_FILE)));
                 let stop = Stop::Interrupted(signal.to_string());
                 if let Err(e) = handle.command(Input::Rollback(stop)).await {
                     view.line(&format!("rollback refused: {e}"));
                 }
+            }
+        }
+        if interrupted && store_stuck.is_none() {
+            store_stuck = rolled_back_but_unwritten(&health.borrow());
+            if store_stuck.is_some() {
+                break;
             }
         }
     }
@@ -203,6 +214,9 @@ async fn run_serving(
         return Err(Error::new(Kind::Internal, "the rollout left serin run's registry").into());
     };
     let result = match taken.driver {
+        // One last write, then the driver stops: the rollback stays
+        // recorded beside the database for the next start.
+        Some(driver) if store_stuck.is_some() => driver.finish(std::future::ready(())).await,
         Some(driver) => driver.finish(std::future::pending()).await,
         None => Err(DriverError::Stopped),
     };
@@ -220,9 +234,45 @@ async fn run_serving(
     taken.plane.stop().await;
     // What the driver said last of what is in force.
     let last = health.borrow().clone();
-    view.health(&last);
-    view.done(&record, &last);
-    if let Some(path) = &report {
+    // The driver's last write may have got through after all.
+    let unwritten = store_stuck.filter(|_| {
+        store
+            .get(&record.name)
+            .map_or(true, |stored| stored.state.phase != record.state.phase)
+    });
+    if let Some(error) = &unwritten {
+        // In force but not written: said as such, not as "NOT in force".
+        let mut in_force = last.clone();
+        in_force.store_error = None;
+        in_force.unsaved = false;
+        view.told.1 = last.store_error.clone();
+        view.health(&in_force);
+        view.done(&record, &in_force);
+        let pending = store.pending_rollback_path(&record.name);
+        let recorded = if pending.exists() {
+            format!(
+                "the rollback is recorded in {} and will be written on the next start (serin run or serin serve on this state dir)",
+                pending.display()
+            )
+        } else {
+            format!(
+                "the rollback could not be recorded in {} either: the next start finds the run in progress and carries it on",
+                pending.display()
+            )
+        };
+        view.line(&format!(
+            "the state database could not be written ({error}); all traffic is on stable; {recorded}"
+        ));
+    } else {
+        view.health(&last);
+        view.done(&record, &last);
+    }
+    if let Some(path) = report.as_ref().filter(|_| unwritten.is_some()) {
+        view.line(&format!(
+            "--report {}: not written (the state database does not have the run's end)",
+            path.display()
+        ));
+    } else if let Some(path) = &report {
         // This run's report: its own decisions, samples and totals only.
         let r = crate::report::Report::load(&store, &record.name, Some(record.run))?;
         std::fs::write(path, r.to_html())
@@ -248,6 +298,43 @@ async fn run_serving(
         );
     }
     Ok(exit)
+}
+
+/// After an interrupt: why the store cannot take the rollback, when the
+/// rollback is in force (all traffic on stable) and only the write is
+/// missing; `None` while anything else is still pending.
+fn rolled_back_but_unwritten(h: &Health) -> Option<String> {
+    let in_force = h.weight_in_force == Some(Weight::ZERO)
+        && h.weight_pending.is_none()
+        && !h.promotion_pending;
+    if in_force && h.unsaved {
+        h.store_error.clone()
+    } else {
+        None
+    }
+}
+
+/// After the first interrupt, a second one exits at once (exit 4), whatever
+/// the rollback is waiting for; `api_file` (this run's `api.json`) is
+/// removed on the way out.
+fn exit_on_second_signal(api_file: Option<PathBuf>) {
+    tokio::spawn(async move {
+        let signal = crate::cli::signals::which_or_hangup().await;
+        if let Some(bar) = active_bar() {
+            bar.finish_and_clear();
+        }
+        restore_control_echo();
+        crate::cli::output::write_ignoring(
+            false,
+            &format!(
+                "second interrupt ({signal}): exiting now; whatever was not in force or not written is carried on by the next start\n"
+            ),
+        );
+        if let Some(file) = api_file {
+            let _ = std::fs::remove_file(file);
+        }
+        std::process::exit(Exit::Stopped as i32);
+    });
 }
 
 /// A new bearer token for `serin run`'s API: 32 random bytes in hex.
@@ -334,6 +421,13 @@ fn resumable(store: &Store, setup: &Setup, text: &str) -> Option<RolloutRecord> 
 fn register(store: &Store, setup: &Setup, text: &str) -> anyhow::Result<RolloutRecord> {
     let now = time::now();
     let record = setup.record(text, Some(setup.canary_version.clone()), State::new(now));
+    // A run left in progress (a killed serin run, another file) ends here.
+    store.end_unfinished_run(
+        &setup.name,
+        crate::rollout::Actor::Cli,
+        "ended unfinished: serin run started the rollout afresh",
+        now,
+    )?;
     let record = store.register(&record, now)?;
     // Registered (outside any run), then a run of its own from zero.
     let by = crate::rollout::Actor::Cli;
@@ -414,6 +508,21 @@ struct QuietControlEcho {
     saved: rustix::termios::Termios,
 }
 
+/// The terminal's settings before [`QuietControlEcho`], for an exit that
+/// runs no destructors (a second interrupt).
+static SAVED_ECHO: std::sync::Mutex<Option<rustix::termios::Termios>> = std::sync::Mutex::new(None);
+
+/// Puts back what [`QuietControlEcho`] changed, if it did.
+fn restore_control_echo() {
+    if let Some(saved) = SAVED_ECHO.lock().ok().and_then(|mut s| s.take()) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stderr(),
+            rustix::termios::OptionalActions::Now,
+            &saved,
+        );
+    }
+}
+
 impl QuietControlEcho {
     fn on(fd: std::io::Stderr) -> Option<QuietControlEcho> {
         use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
@@ -421,12 +530,18 @@ impl QuietControlEcho {
         let mut quiet = saved.clone();
         quiet.local_modes.remove(LocalModes::ECHOCTL);
         tcsetattr(&fd, OptionalActions::Now, &quiet).ok()?;
+        if let Ok(mut slot) = SAVED_ECHO.lock() {
+            *slot = Some(saved.clone());
+        }
         Some(QuietControlEcho { fd, saved })
     }
 }
 
 impl Drop for QuietControlEcho {
     fn drop(&mut self) {
+        if let Ok(mut slot) = SAVED_ECHO.lock() {
+            *slot = None;
+        }
         let _ = rustix::termios::tcsetattr(
             &self.fd,
             rustix::termios::OptionalActions::Now,
@@ -594,6 +709,10 @@ impl View {
                 self.line(&format!("data plane refused a change (retrying): {e}"))
             }
             Progress::Waiting { reason, tell } => match &self.bar {
+                // Not a countdown that is not running while the store fails.
+                Some(bar) if self.last.store_error.is_some() => bar.set_message(
+                    "the state database cannot be written: nothing moves forward until it can",
+                ),
                 Some(bar) => bar.set_message(reason.clone()),
                 // A log says it when it changes (unless the decision just
                 // said it, or the health check's warning does) and every
@@ -617,6 +736,13 @@ impl View {
         }
         let mut pending = h.clone();
         pending.store_error = None;
+        if pending.router_error.is_none() {
+            // A change on its way to the data plane (every promotion and
+            // every step passes through this for a moment) is news only
+            // when the data plane refuses it.
+            pending.weight_pending = None;
+            pending.promotion_pending = false;
+        }
         let not_in_force = crate::wire::not_in_force(self.phase, &pending);
         if not_in_force != self.told.0 {
             for what in &not_in_force {
@@ -674,6 +800,16 @@ impl Drop for View {
 }
 
 fn decision_line(d: &Decision) -> String {
+    // The canary's weight after a promotion is 0 % because the canary is
+    // the stable now: "weight 0 % promoted" read as promoted at 0 %.
+    if d.kind == DecisionKind::Promoted {
+        return format!(
+            "{} step {} promoted (all traffic on the new stable): {}",
+            rfc3339(d.at),
+            d.step + 1,
+            d.reason
+        );
+    }
     format!(
         "{} step {} weight {} % {}{}: {}",
         rfc3339(d.at),
@@ -702,4 +838,28 @@ fn sample_line(s: &Sample) -> String {
         p95(&s.canary),
         s.verdict
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_promotion_is_not_said_as_weight_0_percent() {
+        let d = Decision {
+            at: crate::time::Millis(0),
+            kind: DecisionKind::Promoted,
+            step: 3,
+            weight: Weight::ZERO,
+            phase: Phase::Succeeded,
+            verdict: None,
+            reason: "promoted (all steps completed); the canary is the new stable".into(),
+        };
+        let line = decision_line(&d);
+        assert!(!line.contains("weight 0 %"), "{line}");
+        assert!(
+            line.contains("step 4 promoted (all traffic on the new stable): promoted"),
+            "{line}"
+        );
+    }
 }

@@ -1303,7 +1303,6 @@ impl Driver {
     /// Writes the write-ahead record of a rollback the database could not
     /// take (see [`Store::pending_rollback_path`]), synced before returning.
     fn record_pending_rollback(&self, reason: &str, outcome: Option<&Outcome>) {
-        use std::io::Write as _;
         let Some(path) = self.store.pending_rollback_path(&self.record.name) else {
             return;
         };
@@ -1312,8 +1311,8 @@ impl Driver {
             text.push('\n');
             text.push_str(&json);
         }
-        let written = std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
+        // Over space set aside at the run's start: a full disk keeps the cause.
+        let written = self.store.write_pending_rollback(&self.record.name, &text);
         if let Err(e) = written {
             tracing::error!(rollout = %self.record.name, "cannot record the rollback outside the database either ({}): {e}", path.display());
         }
@@ -1815,12 +1814,21 @@ mod tests {
             }
         })
         .await;
-        let paused = handle.command(Input::Pause).await.unwrap();
+        let paused = handle
+            .command(Input::Pause { by: Actor::Cli })
+            .await
+            .unwrap();
         assert_eq!(paused.state.phase, Phase::Paused);
-        let refused = handle.command(Input::Pause).await.unwrap_err();
+        let refused = handle
+            .command(Input::Pause { by: Actor::Cli })
+            .await
+            .unwrap_err();
         assert!(matches!(refused, DriverError::Refused(_)), "{refused}");
         let set = handle
-            .command(Input::SetWeight(Weight::from_percent(33.0).unwrap()))
+            .command(Input::SetWeight {
+                weight: Weight::from_percent(33.0).unwrap(),
+                by: Actor::Cli,
+            })
             .await
             .unwrap();
         assert_eq!(set.state.weight, Weight::from_percent(33.0).unwrap());
@@ -2221,7 +2229,9 @@ mod tests {
         let task = tokio::spawn(driver.run(std::future::pending()));
         until(|| asked.load(std::sync::atomic::Ordering::SeqCst) >= 1).await;
         until(|| handle.health().analysing_since.is_some()).await;
-        let paused = bounded(handle.command(Input::Pause)).await.unwrap();
+        let paused = bounded(handle.command(Input::Pause { by: Actor::Cli }))
+            .await
+            .unwrap();
         assert_eq!(paused.state.phase, Phase::Paused);
         let rolled = bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
             .await

@@ -85,11 +85,22 @@ pub enum Input {
         of: Option<Outcome>,
     },
     /// `serin pause`.
-    Pause,
+    Pause {
+        /// Who asked (attribution only).
+        by: Actor,
+    },
     /// `serin resume`.
-    Resume,
+    Resume {
+        /// Who asked (attribution only).
+        by: Actor,
+    },
     /// `serin traffic PCT`: set the weight by hand and hold the automation.
-    SetWeight(Weight),
+    SetWeight {
+        /// The canary's weight.
+        weight: Weight,
+        /// Who asked (attribution only).
+        by: Actor,
+    },
     /// The data plane took the weight in force after refusing it for
     /// `refused_ms`: a timed pause counts from now, as no time ran on the
     /// split it was meant to observe.
@@ -165,9 +176,9 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
         Input::Promote { full, by } => t.promote(full, by)?,
         Input::Rollback(stop) => t.rollback_from_outside(stop)?,
         Input::RecoveredRollback { reason, of } => t.recovered_rollback(reason, of),
-        Input::Pause => t.pause()?,
-        Input::Resume => t.resume()?,
-        Input::SetWeight(w) => t.set_weight_by_hand(w)?,
+        Input::Pause { by } => t.pause(by)?,
+        Input::Resume { by } => t.resume(by)?,
+        Input::SetWeight { weight, by } => t.set_weight_by_hand(weight, by)?,
         Input::WeightApplied { refused_ms } => t.weight_applied_late(refused_ms),
     }
     if t.state.phase != before {
@@ -707,6 +718,13 @@ impl Machine<'_> {
         }
         const SAID: &str =
             "rolled back before serin stopped (the state database could not take it then)";
+        // A record written before serin set space aside for it, on a full
+        // disk, may be empty: never an empty reason.
+        let reason = if reason.trim().is_empty() && of.is_none() {
+            "its cause could not be recorded (the disk was full?)".to_string()
+        } else {
+            reason
+        };
         // After a second crash the reason already says so.
         let why = if reason.starts_with(SAID) {
             reason.clone()
@@ -727,7 +745,7 @@ impl Machine<'_> {
         self.record(DecisionKind::RolledBack, None, why);
     }
 
-    fn pause(&mut self) -> Result<(), Refused> {
+    fn pause(&mut self, by: Actor) -> Result<(), Refused> {
         self.active("pause")?;
         if self.state.phase == Phase::Paused {
             return Err(Refused(
@@ -750,14 +768,19 @@ impl Machine<'_> {
             _ => String::new(),
         };
         self.state.reason = format!(
-            "held by an operator (serin pause at {}); `serin resume` continues{left}",
+            "held by an operator ({} at {}); `serin resume` continues{left}",
+            command_by("pause", by),
             clock(self.now)
         );
-        self.record(DecisionKind::Operator, None, "paused by an operator");
+        self.record(
+            DecisionKind::Operator,
+            None,
+            format!("paused {}", by_operator(by)),
+        );
         Ok(())
     }
 
-    fn resume(&mut self) -> Result<(), Refused> {
+    fn resume(&mut self, by: Actor) -> Result<(), Refused> {
         self.active("resume")?;
         match self.state.hold {
             Some(Hold::Operator) => {}
@@ -771,7 +794,11 @@ impl Machine<'_> {
         self.state.hold = None;
         self.state.phase = Phase::Progressing;
         self.state.step_started = self.now;
-        self.record(DecisionKind::Operator, None, "resumed by an operator");
+        self.record(
+            DecisionKind::Operator,
+            None,
+            format!("resumed {}", by_operator(by)),
+        );
         match self.current_step().cloned() {
             Some(Step::PauseFor(d)) => self.state.reason = self.pausing(d),
             Some(Step::PauseUntilGate(url)) => self.actions.push(Action::CheckGate(url)),
@@ -785,7 +812,7 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn set_weight_by_hand(&mut self, w: Weight) -> Result<(), Refused> {
+    fn set_weight_by_hand(&mut self, w: Weight, by: Actor) -> Result<(), Refused> {
         self.active("set the weight")?;
         if self.state.hold.is_none() {
             self.bank_pause_time();
@@ -794,16 +821,37 @@ impl Machine<'_> {
         self.state.phase = Phase::Paused;
         self.state.hold = Some(Hold::Operator);
         self.state.reason = format!(
-            "held by an operator (serin traffic {w} at {}): the steps wait for `serin resume`; \
+            "held by an operator ({} at {}): the steps wait for `serin resume`; \
              analysis continues, a failing verdict still rolls back",
+            command_by(&format!("traffic {w}"), by),
             clock(self.now)
         );
         self.record(
             DecisionKind::Operator,
             None,
-            format!("canary weight set to {w} % by hand"),
+            format!("canary weight set to {w} % by hand {}", by_operator(by)),
         );
         Ok(())
+    }
+}
+
+/// Who gave an operator's command, for a decision: "by an operator (the CLI)".
+fn by_operator(by: Actor) -> String {
+    match by {
+        Actor::Unrecorded => "by an operator".to_string(),
+        other => format!("by an operator ({})", other.said()),
+    }
+}
+
+/// An operator's command as given, for a reason: `serin pause` from the
+/// CLI, "pause from the dashboard", "pause through the API".
+fn command_by(command: &str, by: Actor) -> String {
+    match by {
+        Actor::Cli => format!("serin {command}"),
+        Actor::Dashboard => format!("{command} from the dashboard"),
+        Actor::Api => format!("{command} through the API"),
+        Actor::Monitor => format!("{command} by serin monitor"),
+        Actor::Unrecorded => command.to_string(),
     }
 }
 
@@ -950,8 +998,8 @@ mod tests {
         let mut banked = Sim::new(classic());
         banked.feed(Input::Start).unwrap();
         banked.now = Millis(banked.now.0 + 40_000);
-        banked.feed(Input::Pause).unwrap();
-        banked.feed(Input::Resume).unwrap();
+        banked.feed(Input::Pause { by: Actor::Cli }).unwrap();
+        banked.feed(Input::Resume { by: Actor::Cli }).unwrap();
         banked.now = Millis(banked.now.0 + 1_500);
         banked
             .feed(Input::WeightApplied { refused_ms: 41_500 })
@@ -1103,6 +1151,50 @@ mod tests {
     }
 
     #[test]
+    fn pause_resume_and_traffic_record_who_asked() {
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.feed(Input::Pause {
+            by: Actor::Dashboard,
+        })
+        .unwrap();
+        assert!(
+            sim.state
+                .reason
+                .starts_with("held by an operator (pause from the dashboard at "),
+            "{}",
+            sim.state.reason
+        );
+        sim.feed(Input::Resume { by: Actor::Api }).unwrap();
+        sim.feed(Input::SetWeight {
+            weight: w(30),
+            by: Actor::Cli,
+        })
+        .unwrap();
+        assert!(
+            sim.state
+                .reason
+                .starts_with("held by an operator (serin traffic 30 at "),
+            "{}",
+            sim.state.reason
+        );
+        let said: Vec<&str> = sim
+            .decisions
+            .iter()
+            .filter(|d| d.kind == DecisionKind::Operator)
+            .map(|d| d.reason.as_str())
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "paused by an operator (the dashboard)",
+                "resumed by an operator (the API)",
+                "canary weight set to 30 % by hand by an operator (the CLI)",
+            ]
+        );
+    }
+
+    #[test]
     fn a_waiting_rollout_says_what_for_with_its_numbers() {
         // Sim time starts at 00:16:40 UTC. Fails before this change: the
         // reason said "pausing 1m" for the whole pause, "waiting for a
@@ -1155,7 +1247,11 @@ mod tests {
 
         // An operator holds it: who, with what, when (UTC).
         let at = clock(sim.now);
-        sim.feed(Input::SetWeight(w(30))).unwrap();
+        sim.feed(Input::SetWeight {
+            weight: w(30),
+            by: Actor::Cli,
+        })
+        .unwrap();
         assert_eq!(
             sim.state.reason,
             format!(
@@ -1165,13 +1261,13 @@ mod tests {
         let mut paused = Sim::new(classic());
         paused.feed(Input::Start).unwrap();
         paused.run_for(15, |_| Verdict::Pass);
-        paused.feed(Input::Pause).unwrap();
+        paused.feed(Input::Pause { by: Actor::Cli }).unwrap();
         assert_eq!(
             paused.state.reason,
             "held by an operator (serin pause at 00:16:55 UTC); `serin resume` continues (45s of its 1m pause left)"
         );
         paused.run_for(30, |_| Verdict::Pass);
-        paused.feed(Input::Resume).unwrap();
+        paused.feed(Input::Resume { by: Actor::Cli }).unwrap();
         assert_eq!(
             paused.state.reason,
             "pausing 1m: 45s left (until 00:18:10 UTC)"
@@ -1308,7 +1404,7 @@ mod tests {
             "a paused canary is still judged"
         );
         assert!(
-            sim.feed(Input::Resume).is_err(),
+            sim.feed(Input::Resume { by: Actor::Cli }).is_err(),
             "resume does not end a promote-only pause"
         );
         sim.feed(Input::Promote {
@@ -1331,11 +1427,11 @@ mod tests {
         let mut sim = Sim::new(classic());
         sim.feed(Input::Start).unwrap();
         sim.run_for(40, |_| Verdict::Pass);
-        sim.feed(Input::Pause).unwrap();
+        sim.feed(Input::Pause { by: Actor::Cli }).unwrap();
         assert_eq!(sim.state.phase, Phase::Paused);
         sim.run_for(600, |_| Verdict::Pass);
         assert_eq!(sim.state.weight, w(5), "held while paused");
-        sim.feed(Input::Resume).unwrap();
+        sim.feed(Input::Resume { by: Actor::Cli }).unwrap();
         sim.run_for(19, |_| Verdict::Pass);
         assert_eq!(sim.state.weight, w(5));
         sim.run_for(1, |_| Verdict::Pass);
@@ -1350,12 +1446,16 @@ mod tests {
     fn traffic_by_hand_holds_and_resume_continues() {
         let mut sim = Sim::new(classic());
         sim.feed(Input::Start).unwrap();
-        sim.feed(Input::SetWeight(w(40))).unwrap();
+        sim.feed(Input::SetWeight {
+            weight: w(40),
+            by: Actor::Cli,
+        })
+        .unwrap();
         assert_eq!(sim.state.phase, Phase::Paused);
         assert_eq!(sim.state.weight, w(40));
         sim.run_for(300, |_| Verdict::Pass);
         assert_eq!(sim.state.weight, w(40));
-        sim.feed(Input::Resume).unwrap();
+        sim.feed(Input::Resume { by: Actor::Cli }).unwrap();
         sim.run_for(600, |_| Verdict::Pass);
         assert_eq!(sim.state.phase, Phase::Succeeded);
         assert_eq!(sim.applied_weights(), vec![5, 40, 25, 50, 100]);
@@ -1395,7 +1495,7 @@ mod tests {
         );
         assert_eq!(sim.state.reason, "rolled back by an operator (the CLI)");
         assert_eq!(sim.applied_weights(), vec![5, 0]);
-        let e = sim.feed(Input::Pause).unwrap_err();
+        let e = sim.feed(Input::Pause { by: Actor::Cli }).unwrap_err();
         assert!(e.0.contains("RolledBack"));
     }
 
@@ -1438,10 +1538,10 @@ mod tests {
         let mut held = Sim::new(deadline(classic()));
         held.feed(Input::Start).unwrap();
         held.run_for(200, |_| Verdict::NotEnoughData);
-        held.feed(Input::Pause).unwrap();
+        held.feed(Input::Pause { by: Actor::Cli }).unwrap();
         held.run_for(3600, |_| Verdict::NotEnoughData);
         assert_eq!(held.state.phase, Phase::Paused);
-        held.feed(Input::Resume).unwrap();
+        held.feed(Input::Resume { by: Actor::Cli }).unwrap();
         held.run_for(159, |_| Verdict::NotEnoughData);
         assert_eq!(held.state.phase, Phase::Progressing);
         held.run_for(1, |_| Verdict::NotEnoughData);
@@ -1725,8 +1825,8 @@ mod tests {
     fn every_phase_change_is_notified_once() {
         let mut sim = Sim::new(classic());
         sim.feed(Input::Start).unwrap();
-        sim.feed(Input::Pause).unwrap();
-        sim.feed(Input::Resume).unwrap();
+        sim.feed(Input::Pause { by: Actor::Cli }).unwrap();
+        sim.feed(Input::Resume { by: Actor::Cli }).unwrap();
         sim.feed(Input::Rollback(Stop::Operator(Actor::Cli)))
             .unwrap();
         let notes: Vec<_> = sim
@@ -1836,6 +1936,18 @@ mod tests {
             .unwrap();
         });
         assert!(!old_record.stopped_from_outside());
+        // An empty record (written on a full disk) never gives an empty reason.
+        let empty = ended(&|s| {
+            s.feed(Input::RecoveredRollback {
+                reason: String::new(),
+                of: None,
+            })
+            .unwrap();
+        });
+        assert!(
+            matches!(&empty, Outcome::Recovered { reason, .. } if reason.contains("could not be recorded")),
+            "{empty:?}"
+        );
         // The JSON form names its kind; the fields are camelCase.
         let json = serde_json::to_value(Outcome::Deadline {
             deadline_ms: 300_000,

@@ -143,6 +143,12 @@ pub trait RolloutStore: Send + Sync {
     /// Where a rollback the store could not take yet is recorded until it
     /// can (a synced file), if this store has such a place.
     fn pending_rollback_path(&self, name: &str) -> Option<PathBuf>;
+    /// Writes that record (`text`: the reason, then the outcome's JSON),
+    /// synced, where [`RolloutStore::pending_rollback_path`] says.
+    fn write_pending_rollback(&self, name: &str, text: &str) -> std::io::Result<()> {
+        let _ = (name, text);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
     /// What a [`StoreError::Conflict`] from [`RolloutStore::save`] means.
     fn on_conflict(&self) -> OnConflict;
 }
@@ -176,6 +182,10 @@ impl RolloutStore for Store {
 
     fn pending_rollback_path(&self, name: &str) -> Option<PathBuf> {
         Some(Store::pending_rollback_path(self, name))
+    }
+
+    fn write_pending_rollback(&self, name: &str, text: &str) -> std::io::Result<()> {
+        Store::write_pending_rollback(self, name, text)
     }
 
     fn on_conflict(&self) -> OnConflict {
