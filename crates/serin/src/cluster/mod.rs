@@ -4,4 +4,5 @@
 //! The resource's spec is checked by the rollout file's checks
 //! ([`crate::spec::check_resource`]); nothing here talks to a cluster.
 
+pub mod lease;
 pub mod resource;
