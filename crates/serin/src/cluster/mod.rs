@@ -5,4 +5,5 @@
 //! ([`crate::spec::check_resource`]); nothing here talks to a cluster.
 
 pub mod lease;
+pub mod rbac;
 pub mod resource;
