@@ -688,6 +688,207 @@ impl Drop for Leadership {
 mod tests {
     use super::*;
 
+    /// An API server holding one Lease in memory, with resourceVersion
+    /// preconditions; while `answering` is false it holds every request
+    /// without an answer. Records when (virtual time) it answered each PUT.
+    #[derive(Default)]
+    struct Server {
+        lease: Option<serde_json::Value>,
+        rv: u64,
+        answering: bool,
+        puts: Vec<(Instant, u16)>,
+    }
+
+    type Shared = std::sync::Arc<std::sync::Mutex<Server>>;
+
+    fn status(code: u16, reason: &str) -> serde_json::Value {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "code": code, "reason": reason, "message": reason})
+    }
+
+    impl Server {
+        fn answer(&mut self, method: &str, body: &[u8]) -> (u16, serde_json::Value) {
+            match method {
+                "GET" => match &self.lease {
+                    Some(l) => (200, l.clone()),
+                    None => (404, status(404, "NotFound")),
+                },
+                "POST" if self.lease.is_some() => (409, status(409, "AlreadyExists")),
+                "POST" | "PUT" => {
+                    let mut l: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    if method == "PUT" {
+                        let current = self
+                            .lease
+                            .as_ref()
+                            .map(|c| c["metadata"]["resourceVersion"].clone());
+                        if current != Some(l["metadata"]["resourceVersion"].clone()) {
+                            self.puts.push((Instant::now(), 409));
+                            return (409, status(409, "Conflict"));
+                        }
+                        self.puts.push((Instant::now(), 200));
+                    }
+                    self.rv += 1;
+                    l["metadata"]["resourceVersion"] = self.rv.to_string().into();
+                    self.lease = Some(l.clone());
+                    (if method == "POST" { 201 } else { 200 }, l)
+                }
+                _ => (405, status(405, "MethodNotAllowed")),
+            }
+        }
+
+        /// Another writer's record: `holder`, renewed now.
+        fn write_as(&mut self, holder: &str) {
+            self.rv += 1;
+            let mut l = self.lease.clone().unwrap_or_else(|| {
+                serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": "serin", "namespace": "ns"}, "spec": {}})
+            });
+            l["metadata"]["resourceVersion"] = self.rv.to_string().into();
+            l["spec"]["holderIdentity"] = holder.into();
+            l["spec"]["leaseDurationSeconds"] = 15.into();
+            l["spec"]["renewTime"] = format!("2026-01-01T00:00:{:02}.000000Z", self.rv % 60).into();
+            self.lease = Some(l);
+        }
+    }
+
+    fn client(server: Shared) -> kube::Client {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            let mut handle = std::pin::pin!(handle);
+            let mut held = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let mut s = server.lock().unwrap();
+                if !s.answering {
+                    held.push(send);
+                    continue;
+                }
+                let (code, answer) = s.answer(parts.method.as_str(), &bytes);
+                let response = Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap();
+                send.send_response(response);
+            }
+        });
+        kube::Client::new(service, "ns")
+    }
+
+    async fn until_leading(rx: &mut watch::Receiver<bool>, want: bool) -> Instant {
+        let limit = Instant::now() + Duration::from_secs(120);
+        while *rx.borrow_and_update() != want {
+            tokio::time::timeout_at(limit, rx.changed())
+                .await
+                .expect("in time")
+                .expect("the election runs");
+        }
+        Instant::now()
+    }
+
+    fn shared(answering: bool) -> Shared {
+        std::sync::Arc::new(std::sync::Mutex::new(Server {
+            answering,
+            ..Server::default()
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_cut_off_steps_down_exactly_at_the_renew_deadline() {
+        let server = shared(true);
+        let l = Leadership::start(
+            client(server.clone()),
+            LeaseSettings::with_defaults("ns".into(), "me".into()),
+        )
+        .unwrap();
+        let mut rx = l.leading();
+        until_leading(&mut rx, true).await;
+        // Renewals every 2 s, then the API server stops answering.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let last = {
+            let mut s = server.lock().unwrap();
+            s.answering = false;
+            let puts = s.puts.clone();
+            assert!(
+                puts.len() >= 3 && puts.iter().all(|p| p.1 == 200),
+                "{puts:?}"
+            );
+            puts.last().unwrap().0
+        };
+        let down = until_leading(&mut rx, false).await;
+        // Requests take no virtual time here: the last renewal started when
+        // it was answered, and the leader stops 10 s after, to the
+        // millisecond — 5 s before another replica could take the Lease.
+        assert_eq!(down - last, LeaseSettings::RENEW_DEADLINE);
+        drop(l);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_takes_an_unrenewed_lease_after_the_lease_duration_from_its_last_change() {
+        let server = shared(true);
+        server.lock().unwrap().write_as("other");
+        let start = Instant::now();
+        let l = Leadership::start(
+            client(server.clone()),
+            LeaseSettings::with_defaults("ns".into(), "me".into()),
+        )
+        .unwrap();
+        let mut rx = l.leading();
+        // The holder renews once, 9 s in: the wait starts again from the
+        // read that saw it (at most one 2 s read interval later).
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(!*rx.borrow());
+        server.lock().unwrap().write_as("other");
+        let renewed = Instant::now();
+        let took = until_leading(&mut rx, true).await;
+        assert!(
+            took >= renewed + LeaseSettings::LEASE_DURATION,
+            "{:?}",
+            took - renewed
+        );
+        assert!(
+            took <= renewed + LeaseSettings::LEASE_DURATION + 2 * LeaseSettings::RETRY_PERIOD,
+            "{:?}",
+            took - renewed
+        );
+        // Reads come every 2 s from the start (virtual time): the renewal at
+        // 9 s is seen at 10 s, so 25 s is the earliest legal takeover, and
+        // the read at 26 s takes it.
+        assert_eq!(took - start, Duration::from_secs(26));
+        let lease = server.lock().unwrap().lease.clone().unwrap();
+        assert_eq!(lease["spec"]["holderIdentity"], "me");
+        drop(l);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_renewal_meets_another_holder_steps_down_and_never_overwrites_it() {
+        let server = shared(true);
+        let l = Leadership::start(
+            client(server.clone()),
+            LeaseSettings::with_defaults("ns".into(), "me".into()),
+        )
+        .unwrap();
+        let mut rx = l.leading();
+        until_leading(&mut rx, true).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Someone else writes the Lease (a 409 for the next renewal).
+        server.lock().unwrap().write_as("intruder");
+        let written = Instant::now();
+        let down = until_leading(&mut rx, false).await;
+        assert!(down - written <= LeaseSettings::RETRY_PERIOD);
+        let s = server.lock().unwrap();
+        assert_eq!(
+            s.lease.as_ref().unwrap()["spec"]["holderIdentity"],
+            "intruder"
+        );
+        assert_eq!(s.puts.last().map(|p| p.1), Some(409));
+        drop(s);
+        drop(l);
+    }
+
     #[test]
     fn the_namespace_comes_from_the_downward_api_then_the_pod_then_the_kubeconfig() {
         assert_eq!(pick_namespace(Some("ops"), Some("x"), "default"), "ops");
