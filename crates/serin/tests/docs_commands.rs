@@ -94,6 +94,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "a second build of the test suite in its own target directory",
     ),
     (
+        "cargo run -p serin --example lease_failover -- 5",
+        "a benchmark of minutes; its output is the page's numbers",
+    ),
+    (
         "bench/scale.sh",
         "a benchmark of minutes; its output is the page's numbers",
     ),
