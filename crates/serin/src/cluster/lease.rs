@@ -419,8 +419,12 @@ impl Elector {
         observed: &mut Option<Observed>,
     ) -> Result<Option<(Claim, Instant)>, kube::Error> {
         let s = self.settings.clone();
+        let read = self.api.get_opt(&s.name).await?;
+        // When the answer came, not when the request left: a renewal
+        // written while the read was on its way must count from no earlier
+        // than its own start (the writer's deadline runs from there).
         let now = Instant::now();
-        let Some(current) = self.api.get_opt(&s.name).await? else {
+        let Some(current) = read else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(s.name.clone()),
@@ -705,6 +709,8 @@ mod tests {
         rv: u64,
         answering: bool,
         puts: Vec<(Instant, u16)>,
+        /// How long a GET is held before its answer is made.
+        get_delay: Duration,
     }
 
     type Shared = std::sync::Arc<std::sync::Mutex<Server>>;
@@ -769,6 +775,10 @@ mod tests {
             while let Some((request, send)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap_or_default();
+                let delay = server.lock().unwrap().get_delay;
+                if parts.method == http::Method::GET && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 let mut s = server.lock().unwrap();
                 if !s.answering {
                     held.push(send);
@@ -868,6 +878,42 @@ mod tests {
         assert_eq!(took - start, Duration::from_secs(25));
         let lease = server.lock().unwrap().lease.clone().unwrap();
         assert_eq!(lease["spec"]["holderIdentity"], "me");
+        drop(l);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_made_while_a_read_was_on_its_way_counts_from_the_answer() {
+        let server = shared(true);
+        server.lock().unwrap().write_as("other");
+        let start = Instant::now();
+        let l = Leadership::start(
+            client(server.clone()),
+            LeaseSettings::with_defaults("ns".into(), "me".into()),
+        )
+        .unwrap();
+        let mut rx = l.leading();
+        // The read at 2 s is answered at 6 s; the holder renews at 3 s,
+        // while it is on its way.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        server.lock().unwrap().get_delay = Duration::from_secs(4);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        {
+            let mut s = server.lock().unwrap();
+            s.write_as("other");
+            s.get_delay = Duration::ZERO;
+        }
+        let renewed = Instant::now();
+        let took = until_leading(&mut rx, true).await;
+        assert!(
+            took >= renewed + LeaseSettings::LEASE_DURATION,
+            "{:?}",
+            took - start
+        );
+        assert_eq!(
+            took - start,
+            Duration::from_secs(21),
+            "15 s from the answer at 6 s"
+        );
         drop(l);
     }
 
