@@ -4,7 +4,8 @@
 # of the report and dashboard), tmux (the progress bar as a person sees it),
 # curl (the API examples of docs/, run by docs_commands.rs), kubectl (the
 # Rollout resource against kubesim, rollout_resource.rs; Debian's package is
-# kubernetes-client).
+# kubernetes-client), lua5.1 (the Argo CD health check of docs/kubernetes.md,
+# k8s_gitops.rs; Argo CD's Lua is 5.1).
 # Packages already present are left alone, so a second run costs nothing.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+command -v lua5.1 >/dev/null 2>&1 || need+=(lua5.1)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 SUDO=""

@@ -1,6 +1,7 @@
 //! The Kubernetes manifests' daemon answers clients in the cluster: `serin
 //! serve` started with the Deployment's own arguments (its address and state
-//! directory moved to 127.0.0.1 and a temporary directory) answers requests
+//! directory moved to 127.0.0.1 and a temporary directory; the cluster a
+//! kubesim with the CRD, the Downward API's variables set) answers requests
 //! that name it by the Service's DNS names or its cluster IP, and still
 //! refuses other names.
 
@@ -11,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::kubesim::KubeSim;
 use common::nginx::{free_port, local};
 use common::serin::{Proc, serin, wait_for_port};
 use serde_json::Value;
@@ -82,8 +84,21 @@ fn the_deployments_daemon_answers_by_the_services_dns_names() {
             .unwrap_or_else(|| panic!("the Deployment passes {flag}"));
         args[i + 1] = value;
     }
+    // The cluster it controls (`serve --kubernetes`), with the CRD installed.
+    let sim = KubeSim::start(&[]);
+    let crd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/crd.yaml");
+    let out = sim.kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut cmd = serin();
-    cmd.args(&args).env("SERIN_TOKEN", "t0ken");
+    cmd.args(&args)
+        .env("SERIN_TOKEN", "t0ken")
+        .env("KUBECONFIG", sim.kubeconfig())
+        .env("POD_NAMESPACE", &namespace)
+        .env("POD_NAME", "serin-0");
     let _daemon = Proc::spawn(cmd, false);
     wait_for_port(api);
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -50,16 +50,12 @@ const NOT_RUN: &[(&str, &str)] = &[
         "the whole test suite, which runs this test (CI runs it: .ci/run)",
     ),
     (
-        "kubectl create namespace serin-system",
-        "needs a Kubernetes cluster",
+        "kubectl apply -k deploy/kubernetes",
+        "needs a Kubernetes cluster; k8s_packaging.rs applies it to kubesim",
     ),
     (
-        "kubectl -n serin-system create secret generic serin-token --from-literal=token=$(openssl rand -hex 24)",
-        "needs a Kubernetes cluster",
-    ),
-    (
-        "kubectl apply -f deploy/kubernetes/",
-        "needs a Kubernetes cluster",
+        "kubectl -n shop wait --for=condition=Ready rollout.serin.dev/checkout --timeout=30m",
+        "needs a Kubernetes cluster; k8s_gitops.rs runs it against kubesim",
     ),
     (
         "cargo run -p serin --example crd > deploy/kubernetes/crd.yaml",
@@ -96,6 +92,10 @@ const NOT_RUN: &[(&str, &str)] = &[
     (
         "CARGO_TARGET_DIR=target-e2e cargo test -p serin --test nginx_e2e nginx_reloads -- --nocapture",
         "a second build of the test suite in its own target directory",
+    ),
+    (
+        "cargo run -p serin --example lease_failover -- 5",
+        "a benchmark of minutes; its output is the page's numbers",
     ),
     (
         "bench/scale.sh",

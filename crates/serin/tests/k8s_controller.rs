@@ -277,6 +277,9 @@ fn serve(sim: &KubeSim, state: &std::path::Path) -> (Proc, PathBuf) {
         "2",
     ])
     .env("KUBECONFIG", sim.kubeconfig())
+    // One replica: a restart (the same pod's container again) takes the
+    // Lease it held at once (failover between pods: k8s_failover.rs).
+    .env("POD_NAME", "serin-0")
     .env("RUST_LOG", "info,kube=warn");
     let log = state.join("serve.log");
     std::fs::create_dir_all(state).unwrap();

@@ -133,14 +133,22 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             let client = crate::providers::traffic::kubernetes::client_from_env()
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let mut options =
-                crate::cluster::controller::Options::single(args.namespace.clone());
+            // Only the replica holding the Lease acts; the others watch
+            // and wait to take over.
+            let settings = crate::cluster::lease::LeaseSettings::from_environment(&client);
+            let leadership = crate::cluster::lease::Leadership::start(client.clone(), settings)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let mut options = crate::cluster::controller::Options::led_by(
+                args.namespace.clone(),
+                leadership.settings().identity.clone(),
+                leadership.leading(),
+            );
             options.watch_timeout = args.watch_timeout;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(crate::cluster::controller::run(client, options, async move {
                 let _ = stopped.await;
             }));
-            Some((stop, task))
+            Some((stop, task, leadership))
         } else {
             None
         };
@@ -167,10 +175,15 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             crate::shutdown::serve_until(listener, app, daemon, crate::cli::signals::terminated())
                 .await;
         drop(published);
-        if let Some((stop, task)) = controller {
+        if let Some((stop, task, leadership)) = controller {
             let _ = stop.send(());
             if let Err(e) = task.await {
                 tracing::error!("the Kubernetes controller's task failed: {e}");
+            }
+            // The controller has stopped acting: hand the Lease over now
+            // rather than after its 15 s.
+            if let Err(e) = leadership.release().await {
+                tracing::warn!("releasing the Lease: {e}");
             }
         }
         served?;

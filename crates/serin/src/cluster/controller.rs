@@ -96,6 +96,21 @@ pub struct Options {
 }
 
 impl Options {
+    /// Acting only while `leader` says so, as `identity` (the Lease's
+    /// holder identity: `cluster::lease`).
+    pub fn led_by(
+        namespace: Option<String>,
+        identity: String,
+        leader: watch::Receiver<bool>,
+    ) -> Options {
+        Options {
+            identity,
+            leader,
+            _always: None,
+            ..Options::single(namespace)
+        }
+    }
+
     /// Always the leader (one replica), identity `hostname-pid`.
     pub fn single(namespace: Option<String>) -> Options {
         let (tx, rx) = watch::channel(true);

@@ -8,9 +8,13 @@
 //! subresource as the durable store of a run (the driver's
 //! [`crate::controller::seams::RolloutStore`]), with its Events;
 //! `controller.rs` is `serin serve --kubernetes`: kube-runtime watches of
-//! Rollouts and their Deployments, a driver per run.
+//! Rollouts and their Deployments, a driver per run, acting only while
+//! `lease.rs` says this replica leads; `rbac.rs` lists every API call it
+//! makes, which deploy/kubernetes/rbac.yaml grants.
 
 pub mod controller;
+pub mod lease;
+pub mod rbac;
 pub mod requests;
 pub mod resource;
 pub mod status;

@@ -6,7 +6,10 @@
 //! `tests/kubesim/kubesim.py` is a copy of the project's shared test tool
 //! (kubesim.py, with its KUBESIM.md), kept here so the tests need nothing
 //! outside the repository; it needs python3 and the openssl CLI. Its
-//! command line writes a kubeconfig and, last, `ready.json`.
+//! command line writes a kubeconfig and, last, `ready.json`. This copy also
+//! serves ServiceAccounts, the RBAC kinds and PodDisruptionBudgets as plain
+//! stored objects (RBAC is not enforced), so a whole install applies
+//! (`k8s_packaging.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
