@@ -46,6 +46,22 @@ use common::serin::BIN;
 /// Lines of `sh` blocks that this test does not run, each with why.
 const NOT_RUN: &[(&str, &str)] = &[
     (
+        "serin status checkout --kubernetes -n shop",
+        "needs a cluster where serin serve --kubernetes runs; k8s_controller.rs runs these commands against kubesim",
+    ),
+    (
+        "serin traffic checkout 30 --kubernetes -n shop",
+        "needs a cluster where serin serve --kubernetes runs; k8s_controller.rs runs these commands against kubesim",
+    ),
+    (
+        "serin promote checkout --kubernetes -n shop",
+        "needs a cluster where serin serve --kubernetes runs; k8s_controller.rs runs these commands against kubesim",
+    ),
+    (
+        "serin rollback checkout --kubernetes -n shop",
+        "needs a cluster where serin serve --kubernetes runs; k8s_controller.rs runs these commands against kubesim",
+    ),
+    (
         "scripts/test.sh",
         "the whole test suite, which runs this test (CI runs it: .ci/run)",
     ),

@@ -278,7 +278,7 @@ fn serve(sim: &KubeSim, state: &std::path::Path) -> (Proc, PathBuf) {
     ])
     .env("KUBECONFIG", sim.kubeconfig())
     // One replica: a restart (the same pod's container again) takes the
-    // Lease it held at once (failover between pods: k8s_failover.rs).
+    // Lease it held at once (replicas taking over from each other: lease.rs).
     .env("POD_NAME", "serin-0")
     .env("RUST_LOG", "info,kube=warn");
     let log = state.join("serve.log");
@@ -711,5 +711,153 @@ async fn a_restarted_controller_resumes_the_run_from_status_without_restarting_t
             .count();
         assert_eq!(n, 1, "`{said}` {n} times: {:?}", done.decisions);
     }
+    assert_only_paused_written(&sim_state(&sim));
+}
+
+/// `serin ACTION checkout --kubernetes -n shop` (the built binary), with
+/// its output.
+fn operator(sim: &KubeSim, args: &[&str]) -> (Option<i32>, String) {
+    let out = common::serin::serin()
+        .args(args)
+        .args(["--kubernetes", "-n", "shop", "--wait", "20s"])
+        .env("KUBECONFIG", sim.kubeconfig())
+        .env("USER", "alice")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_act_through_the_rollout_and_a_gitops_resync_undoes_nothing() {
+    let sim = KubeSim::start(&["--ssa-conflicts", "--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let mut m = gitops_rollout("checkout", &prom);
+    m["spec"]["steps"] = json!([{ "setWeight": 20 }, { "pause": {} }, { "setWeight": 50 }]);
+    let rollout: Rollout = serde_json::from_value(m.clone()).unwrap();
+    api.create(&PostParams::default(), &rollout).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_serin, log) = serve(&sim, dir.path());
+    let limit = Duration::from_secs(60);
+
+    // No run yet: a request is answered, refused, saying why.
+    until(limit, &log, async || {
+        status_of(&api, "checkout").await?.template_hash.map(|_| ())
+    })
+    .await;
+    let (code, said) = operator(&sim, &["pause", "checkout"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("refused") && said.contains("no run in progress"),
+        "{said}"
+    );
+
+    admin_post(
+        &sim,
+        "/update-template",
+        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
+    );
+    until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.phase.as_deref() == Some("Paused") && s.weight == Some(20.0)).then_some(())
+    })
+    .await;
+
+    // The weight by hand: done, recorded with who asked.
+    let (code, said) = operator(&sim, &["traffic", "checkout", "30"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("traffic done"), "{said}");
+    let s = status_of(&api, "checkout").await.unwrap();
+    assert_eq!(s.weight, Some(30.0), "{s:?}");
+    let answer = s.last_request.clone().unwrap();
+    assert!(
+        answer.accepted && answer.by.starts_with("alice"),
+        "{answer:?}"
+    );
+    assert_eq!(sim.info["namespace"], "shop");
+
+    // Argo CD re-syncs the Rollout as git holds it: the request and what
+    // it did stay (the annotation and status are not git's).
+    let mut git = m.clone();
+    git.as_object_mut().unwrap().remove("status");
+    admin_post(
+        &sim,
+        "/apply-as",
+        json!({"manager": "argocd-controller", "object": git, "group": "serin.dev", "plural": "rollouts", "namespace": "shop"}),
+    );
+    let after = api.get("checkout").await.unwrap();
+    assert!(
+        after
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("serin.dev/request")),
+        "{:?}",
+        after.metadata
+    );
+    let s = after.status.unwrap();
+    assert_eq!(s.weight, Some(30.0));
+    assert_eq!(s.last_request.as_ref().map(|a| &a.id), Some(&answer.id));
+
+    // A request older than five minutes (asked while no controller ran) is
+    // refused as expired, not acted on.
+    let old = json!({"id": "0123456789abcdef", "action": "promote", "by": "bob@old",
+                     "atMillis": epoch_ms() - 600_000});
+    api.patch(
+        "checkout",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"serin.dev/request": old.to_string()}}})),
+    )
+    .await
+    .unwrap();
+    let expired = until(limit, &log, async || {
+        let a = status_of(&api, "checkout").await?.last_request?;
+        (a.id == "0123456789abcdef").then_some(a)
+    })
+    .await;
+    assert!(
+        !expired.accepted && expired.message.starts_with("expired"),
+        "{expired:?}"
+    );
+    assert_eq!(
+        status_of(&api, "checkout").await.unwrap().phase.as_deref(),
+        Some("Paused")
+    );
+
+    // A rollback: all traffic on stable, the stable Deployment untouched.
+    let (code, said) = operator(&sim, &["rollback", "checkout"]);
+    assert_eq!(
+        code,
+        Some(0),
+        "{said}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let s = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.phase.as_deref() == Some("RolledBack")).then_some(s)
+    })
+    .await;
+    assert_eq!(s.weight, Some(0.0), "{s:?}");
+    let (code, said) = operator(&sim, &["status", "checkout"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("RolledBack") && said.contains("last request: rollback by alice"),
+        "{said}"
+    );
+
+    // Each answer went out as an Event.
+    let events = kubectl_ok(&sim, &["get", "events", "-n", "shop", "-o", "json"]);
+    let requests = events.matches("OperatorRequest").count();
+    assert!(
+        requests >= 4,
+        "{requests} OperatorRequest events:\n{events}"
+    );
     assert_only_paused_written(&sim_state(&sim));
 }

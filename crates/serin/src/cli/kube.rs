@@ -269,31 +269,8 @@ pub fn act(name: &str, args: &KubeArgs, ask: Ask, output: OutputFormat) -> anyho
     block_on(async move {
         let (api, namespace) = rollouts(&args).await?;
         let what = format!("Rollout {namespace}/{name}");
-        let rollout = api.get(&name).await.map_err(|e| cluster_error(&what, e))?;
         let req = request(ask, &who());
-        let current = rollout
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(REQUEST_ANNOTATION))
-            .map(String::as_str);
-        let status = status_of(&rollout);
-        may_replace(current, status.last_request.as_ref(), &req, &what)?;
-        // The resourceVersion read above: a request written in between
-        // (another operator's) is not silently replaced.
-        let patch = json!({
-            "metadata": {
-                "resourceVersion": rollout.metadata.resource_version,
-                "annotations": { REQUEST_ANNOTATION: req.to_annotation() },
-            }
-        });
-        let params = PatchParams {
-            field_manager: Some(CLI_FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        api.patch(&name, &params, &Patch::Merge(&patch))
-            .await
-            .map_err(|e| cluster_error(&what, e))?;
+        write_request(&api, &name, &req, &what).await?;
         let answer = wait_for_answer(&api, &name, &req.id, &what, args.wait).await?;
         match output {
             OutputFormat::Json => crate::outln!(
@@ -318,6 +295,51 @@ pub fn act(name: &str, args: &KubeArgs, ask: Ask, output: OutputFormat) -> anyho
             Err(Error::conflict(format!("{what}: {}", answer.message)).into())
         }
     })
+}
+
+/// How many times a request is written again when the Rollout changed
+/// between reading and writing (its status changes with every decision).
+const WRITE_ATTEMPTS: u32 = 10;
+
+/// Writes `req` into the annotation, under the resourceVersion of the read
+/// that found nothing pending (so another operator's request written in
+/// between is never silently replaced); a 409 is read again and retried.
+async fn write_request(
+    api: &Api<DynamicObject>,
+    name: &str,
+    req: &Request,
+    what: &str,
+) -> Result<(), Error> {
+    let params = PatchParams {
+        field_manager: Some(CLI_FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let rollout = api.get(name).await.map_err(|e| cluster_error(what, e))?;
+        let current = rollout
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REQUEST_ANNOTATION))
+            .map(String::as_str);
+        let status = status_of(&rollout);
+        may_replace(current, status.last_request.as_ref(), req, what)?;
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": rollout.metadata.resource_version,
+                "annotations": { REQUEST_ANNOTATION: req.to_annotation() },
+            }
+        });
+        match api.patch(name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < WRITE_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            Err(e) => return Err(cluster_error(what, e)),
+        }
+    }
 }
 
 async fn wait_for_answer(

@@ -44,9 +44,11 @@ use kube::runtime::watcher;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::requests::{self, Action as Asked, Answer, REQUEST_ANNOTATION, Request};
 use super::resource::{READY, RECONCILING, Rollout, RolloutStatus, STALLED};
 use super::status::{StatusStore, condition, set_run_conditions};
-use crate::controller::driver::{Driver, DriverError};
+use crate::controller::driver::{Driver, DriverError, Handle};
+use crate::controller::machine::Input;
 use crate::controller::seams::TrafficRouter;
 use crate::error::Error;
 use crate::notify::Notifier;
@@ -159,6 +161,8 @@ type Key = (String, String);
 struct Run {
     template: String,
     router: Arc<KubernetesRouter>,
+    /// Operators' requests go here.
+    handle: Handle,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<RolloutRecord, DriverError>>,
 }
@@ -187,6 +191,14 @@ impl Ctx {
             StatusStore::open(self.client.clone(), &key.0, &key.1, &self.options.identity).await?;
         stores.insert(key.clone(), s.clone());
         Ok(s)
+    }
+
+    /// The command handle of the run going for `key`, if one is.
+    fn handle(&self, key: &Key) -> Option<Handle> {
+        let runs = self.runs.lock().ok()?;
+        runs.get(key)
+            .filter(|r| !r.task.is_finished())
+            .map(|r| r.handle.clone())
     }
 
     fn take_run(&self, key: &Key) -> Option<Run> {
@@ -474,6 +486,7 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
         ctx.stores.lock().await.remove(&key);
         return Ok(Action::requeue(RETRY));
     }
+    answer_request(r, ctx, &store, &key).await?;
     let generation = r.metadata.generation;
     let (setup, target) = match setup_of(r) {
         Ok(s) => s,
@@ -612,7 +625,7 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
     };
     let router = router_for(ctx, &target, &stable);
     let analysis = (setup.analysis)(None);
-    let (driver, _handle) = Driver::new(
+    let (driver, handle) = Driver::new(
         setup.plan.clone(),
         store.clone(),
         record,
@@ -632,6 +645,7 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
             Run {
                 template,
                 router,
+                handle,
                 stop: Some(stop),
                 task,
             },
@@ -747,6 +761,124 @@ async fn cleanup(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
     ctx.stores.lock().await.remove(&key);
     tracing::info!(rollout = %key.1, namespace = %key.0, "Rollout deleted: traffic on stable, canary at 0 replicas");
     Ok(Action::await_change())
+}
+
+/// Answers the operator's request on `r` (the `serin.dev/request`
+/// annotation) that status has not answered yet: handed to the run's
+/// driver as the same command the CLI gives a daemon, and answered in
+/// `status.lastRequest` with an Event. Too old, malformed, or with no run
+/// to act on: refused, saying why.
+async fn answer_request(
+    r: &Rollout,
+    ctx: &Ctx,
+    store: &StatusStore,
+    key: &Key,
+) -> Result<(), ReconcileError> {
+    let place = format!("Rollout {}/{}", key.0, key.1);
+    let annotation = r
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REQUEST_ANNOTATION))
+        .map(String::as_str);
+    let status = store.status().await;
+    let Some(pending) = requests::pending(annotation, status.last_request.as_ref(), &place) else {
+        return Ok(());
+    };
+    let now = time::now();
+    let at = time::rfc3339(now);
+    let answer = match pending {
+        Err((id, e)) => Answer {
+            id: id.unwrap_or_default(),
+            action: "unknown".into(),
+            by: "unknown".into(),
+            accepted: false,
+            message: e.to_string(),
+            at,
+        },
+        Ok(req) if req.expired(now) => {
+            let age = Duration::from_secs(now.0.saturating_sub(req.at_millis) / 1000);
+            req.answer(
+                false,
+                format!(
+                    "expired: asked {} ago, more than {} before a controller saw it; not acted on",
+                    time::human(age),
+                    time::human(requests::REQUEST_TTL)
+                ),
+                at,
+            )
+        }
+        Ok(req) => match ctx.handle(key) {
+            None => req.answer(
+                false,
+                "no run in progress: nothing to act on (a run starts when git changes the stable Deployment's pod template)",
+                at,
+            ),
+            Some(handle) => match handle.command(input_of(&req)).await {
+                Ok(record) => {
+                    let message = done_message(&req, &record);
+                    req.answer(true, message, at)
+                }
+                Err(e) => req.answer(false, e.to_string(), at),
+            },
+        },
+    };
+    tracing::info!(rollout = %key.1, namespace = %key.0, action = %answer.action, by = %answer.by, accepted = answer.accepted, "operator request: {}", answer.message);
+    let note = format!(
+        "{} by {}: {} ({})",
+        answer.action,
+        answer.by,
+        if answer.accepted { "done" } else { "refused" },
+        answer.message
+    );
+    let warning = !answer.accepted;
+    store
+        .note(|s| s.last_request = Some(answer))
+        .await
+        .map_err(|e| ReconcileError(format!("{place}: recording the answer to a request: {e}")))?;
+    store
+        .event(warning, "OperatorRequest", "Request", &note)
+        .await;
+    Ok(())
+}
+
+/// The machine's input for a request (the CLI's, as from `serin ACTION`).
+fn input_of(req: &Request) -> Input {
+    let by = crate::rollout::Actor::Cli;
+    match req.action {
+        Asked::Promote => Input::Promote { full: req.full, by },
+        Asked::Rollback => Input::Rollback(crate::rollout::Stop::Operator(by)),
+        Asked::Pause => Input::Pause { by },
+        Asked::Resume => Input::Resume { by },
+        Asked::Traffic => Input::SetWeight {
+            // Checked when the request was read (`Request::parse`).
+            weight: req
+                .weight
+                .and_then(|w| serin_proxy::Weight::from_percent(w).ok())
+                .unwrap_or(serin_proxy::Weight::ZERO),
+            by,
+        },
+    }
+}
+
+/// What an accepted request did, as status then says it.
+fn done_message(req: &Request, record: &RolloutRecord) -> String {
+    let state = &record.state;
+    format!(
+        "{}; now {}, canary weight {} %",
+        match req.action {
+            Asked::Promote if req.full => "promoted fully".to_string(),
+            Asked::Promote => "pause ended".to_string(),
+            Asked::Rollback => "rolled back: all traffic on stable".to_string(),
+            Asked::Pause => "paused".to_string(),
+            Asked::Resume => "resumed".to_string(),
+            Asked::Traffic => "canary weight set by hand, automation held (analysis \
+                               continues; a failing verdict still rolls back)"
+                .to_string(),
+        },
+        state.phase.as_str(),
+        state.weight
+    )
 }
 
 #[cfg(test)]

@@ -151,6 +151,16 @@ impl StatusStore {
         Ok(())
     }
 
+    /// Changes status fields that are not the run's record (the answer to
+    /// an operator's request): the driver's record stays current, so a run
+    /// going on is not taken for stale (unlike [`StatusStore::update`]).
+    pub async fn note(&self, change: impl FnOnce(&mut RolloutStatus)) -> Result<(), StoreError> {
+        let mut fence = self.inner.fence.lock().await;
+        let mut status = fence.object.status.clone().unwrap_or_default();
+        change(&mut status);
+        self.write(&mut fence, status).await
+    }
+
     /// Takes a newer Rollout seen by a watch (its spec, metadata and
     /// resourceVersion), when its status is the one this store wrote.
     pub async fn observe(&self, seen: &Rollout) {
