@@ -364,6 +364,15 @@ impl Judge {
     /// became the base (a caller keeping its own interval numbers keeps its
     /// base too when it did not).
     pub fn begin_stage(&mut self, at: &Observation) -> bool {
+        if self.last.is_none() && at.validate().is_ok() {
+            // The first numbers a judge sees are its base, not data: what
+            // the source counted before (an earlier run through the same
+            // proxy, the stable's weeks of traffic in Prometheus) is not
+            // this rollout's.
+            self.remember(at);
+            self.restart_stage();
+            return true;
+        }
         let taken =
             match at.validate().and_then(|()| self.sound_delta(at)) {
                 Ok(d) => {

@@ -535,3 +535,28 @@ fn an_interval_without_a_histogram_is_no_data_and_not_counted_as_slow() {
         r.checks[0].canary
     );
 }
+
+#[test]
+fn the_numbers_a_judge_starts_from_are_its_base_not_its_data() {
+    // A source that counted before this rollout (an earlier run's bad
+    // canary through the same proxy; weeks of stable traffic in
+    // Prometheus): 300 canary errors in 1 000 requests before the start.
+    let mut j = Judge::new(no_latency(Method::Sequential)).unwrap();
+    j.begin_stage(&plain(50_000, 50, 1_000, 300));
+    // This rollout's canary: 2 000 requests, 2 errors, like stable.
+    let mut last = None;
+    for i in 1..=10u64 {
+        last = Some(j.observe(
+            &plain(50_000 + 2_000 * i, 50 + 2 * i, 1_000 + 200 * i, 300 + i / 5),
+            false,
+        ));
+    }
+    let r = last.unwrap();
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+    assert!(r.reason.contains("(2/2 000)"), "{}", r.reason);
+    assert!(
+        !r.reason.contains("300"),
+        "an earlier run's errors: {}",
+        r.reason
+    );
+}

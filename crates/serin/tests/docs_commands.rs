@@ -110,6 +110,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "a second build of the test suite in its own target directory",
     ),
     (
+        "cargo test -p serin --test k8s_controller the_leader_killed -- --nocapture",
+        "a nested cargo build of a test this suite runs itself (k8s_controller.rs)",
+    ),
+    (
         "cargo run -p serin --example lease_failover -- 5",
         "a benchmark of minutes; its output is the page's numbers",
     ),

@@ -267,6 +267,11 @@ fn gitops_rollout(name: &str, prometheus: &str) -> Value {
 /// `serin serve --kubernetes --namespace shop` against the sim, its log in
 /// `log`.
 fn serve(sim: &KubeSim, state: &std::path::Path) -> (Proc, PathBuf) {
+    serve_as(sim, state, "serin-0")
+}
+
+/// [`serve`] as the pod `pod` (its Lease holder identity).
+fn serve_as(sim: &KubeSim, state: &std::path::Path, pod: &str) -> (Proc, PathBuf) {
     let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = serin_serve(api, state);
     cmd.args([
@@ -277,9 +282,9 @@ fn serve(sim: &KubeSim, state: &std::path::Path) -> (Proc, PathBuf) {
         "2",
     ])
     .env("KUBECONFIG", sim.kubeconfig())
-    // One replica: a restart (the same pod's container again) takes the
-    // Lease it held at once (replicas taking over from each other: lease.rs).
-    .env("POD_NAME", "serin-0")
+    // A restart as the same pod (its container again) takes the Lease it
+    // held at once; another pod waits for it to run out.
+    .env("POD_NAME", pod)
     .env("RUST_LOG", "info,kube=warn");
     let log = state.join("serve.log");
     std::fs::create_dir_all(state).unwrap();
@@ -341,9 +346,16 @@ fn serin_writes(state: &Value) -> Vec<&Value> {
 /// forced, and nothing answered 409.
 fn assert_only_paused_written(state: &Value) {
     for w in state["writes"].as_array().unwrap() {
+        assert_ne!(w["code"], 409, "a conflict: {w}");
+    }
+    assert_only_paused_written_to_the_stable(state);
+}
+
+/// No forced apply, and nothing but `spec.paused` written to the stable.
+fn assert_only_paused_written_to_the_stable(state: &Value) {
+    for w in state["writes"].as_array().unwrap() {
         let query = w["query"].as_str().unwrap_or("");
         assert!(!query.contains("force=true"), "a forced apply: {w}");
-        assert_ne!(w["code"], 409, "a conflict: {w}");
         let path = w["path"].as_str().unwrap_or("");
         if path.ends_with("/deployments/checkout") {
             let body = &w["body"];
@@ -860,4 +872,142 @@ async fn operators_act_through_the_rollout_and_a_gitops_resync_undoes_nothing() 
         "{requests} OperatorRequest events:\n{events}"
     );
     assert_only_paused_written(&sim_state(&sim));
+}
+
+/// Who holds the Lease `shop/serin`, and its renewTime, as the sim has it.
+fn lease_holder(sim: &KubeSim) -> Option<String> {
+    let out = sim.kubectl(&["get", "lease", "serin", "-n", "shop", "-o", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_step_is_replaced_and_the_run_goes_on_from_status() {
+    let sim = KubeSim::start(&["--ssa-conflicts", "--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let mut m = gitops_rollout("checkout", &prom);
+    m["spec"]["steps"] = json!([
+        { "setWeight": 20 }, { "pause": { "duration": "20s" } },
+        { "setWeight": 50 }, { "pause": { "duration": "1s" } }
+    ]);
+    let rollout: Rollout = serde_json::from_value(m).unwrap();
+    api.create(&PostParams::default(), &rollout).await.unwrap();
+
+    // Two replicas, as deploy/kubernetes runs them.
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, a_log) = serve_as(&sim, a_dir.path(), "serin-a");
+    let (b, b_log) = serve_as(&sim, b_dir.path(), "serin-b");
+    let limit = Duration::from_secs(60);
+    let leader = until(limit, &a_log, async || lease_holder(&sim)).await;
+    let (mut leader_proc, follower, follower_log) = if leader == "serin-a" {
+        (a, "serin-b", b_log)
+    } else {
+        (b, "serin-a", a_log)
+    };
+    until(limit, &follower_log, async || {
+        status_of(&api, "checkout").await?.template_hash.map(|_| ())
+    })
+    .await;
+    admin_post(
+        &sim,
+        "/update-template",
+        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
+    );
+    // In the 20 s pause at 20 %, 3 s served: the leader is killed (-9: no
+    // release of the Lease, no last write).
+    let pause_started = until(limit, &follower_log, async || {
+        let s = status_of(&api, "checkout").await?;
+        let st = s.state?;
+        (st.step_index == 1 && s.weight == Some(20.0)).then_some(st.step_started_ms)
+    })
+    .await;
+    until(limit, &follower_log, async || {
+        (epoch_ms() >= pause_started + 3000).then_some(())
+    })
+    .await;
+    let killed_at = epoch_ms();
+    leader_proc.kill();
+    let at_kill = status_of(&api, "checkout").await.unwrap();
+    assert_eq!(at_kill.state.as_ref().unwrap().step_index, 1, "{at_kill:?}");
+    assert_eq!(
+        at_kill
+            .state
+            .as_ref()
+            .unwrap()
+            .writer
+            .as_deref()
+            .map(|w| w.starts_with(&leader)),
+        Some(true),
+        "{at_kill:?}"
+    );
+
+    // The other replica takes the Lease once it has run out (15 s after
+    // the last renewal it saw), not before, and goes on from the status.
+    until(limit, &follower_log, async || {
+        (lease_holder(&sim).as_deref() == Some(follower)).then_some(())
+    })
+    .await;
+    let took_over = epoch_ms() - killed_at;
+    eprintln!("failover: the Lease changed hands {took_over} ms after the kill -9");
+    let next_step_at = until(limit, &follower_log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.state?.step_index >= 2).then(epoch_ms)
+    })
+    .await;
+    let paused = next_step_at - pause_started;
+    eprintln!("failover: the 20 s pause ended {paused} ms after it began");
+    // Not restarted from zero (that would end 20 s after the takeover).
+    assert!(
+        paused < took_over + 3000 + 20_000,
+        "the pause lasted {paused} ms from its start; the takeover came {took_over} ms after the kill"
+    );
+    assert!(paused >= 20_000, "the pause was cut short: {paused} ms");
+    let done = until(limit, &follower_log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.phase.as_deref() == Some("Succeeded")).then_some(s)
+    })
+    .await;
+    assert_eq!(done.run, Some(1), "the same run: {done:?}");
+    assert_eq!(
+        done.state
+            .as_ref()
+            .and_then(|s| s.writer.as_deref())
+            .map(|w| w.starts_with(follower)),
+        Some(true),
+        "{done:?}"
+    );
+    let started = done
+        .decisions
+        .iter()
+        .filter(|d| d.kind == "started")
+        .count();
+    assert_eq!(started, 1, "the run started once: {:?}", done.decisions);
+    for said in [
+        "canary weight set to 20 %",
+        "canary weight set to 50 %",
+        "pausing 20s",
+    ] {
+        let n = done
+            .decisions
+            .iter()
+            .filter(|d| d.reason.starts_with(said))
+            .count();
+        assert_eq!(n, 1, "`{said}` {n} times: {:?}", done.decisions);
+    }
+    // Never two writers of the Rollout: no write to it answered 409 (the
+    // replicas' race for the Lease may); the stable got `spec.paused` alone.
+    let state = sim_state(&sim);
+    for w in state["writes"].as_array().unwrap() {
+        let path = w["path"].as_str().unwrap_or("");
+        if path.contains("/rollouts/") || path.contains("/deployments/") {
+            assert_ne!(w["code"], 409, "a conflict: {w}");
+        }
+    }
+    assert_only_paused_written_to_the_stable(&state);
 }

@@ -366,7 +366,7 @@ fn the_split_through_nginx_follows_the_steps_and_a_healthy_canary_is_promoted() 
     assert_eq!(weights, [20.0, 60.0, 100.0], "{out}");
     let promoted = decisions(&out)
         .into_iter()
-        .find(|(_, rest)| rest.contains(" promoted:"))
+        .find(|(_, rest)| rest.contains(" promoted (all traffic on the new stable)"))
         .map(|(t, _)| t)
         .unwrap_or_else(|| panic!("no promotion line: {out}"));
     // From 700 ms after each decision (a reload takes a few ms to tens of
