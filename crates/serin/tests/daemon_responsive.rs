@@ -280,6 +280,43 @@ fn on_sigterm_rollouts_drain_at_once() {
     );
 }
 
+/// A closed terminal (SIGHUP) stops the daemon as SIGTERM does, said in
+/// its log, with `api.json` removed: it used to die at once, silently,
+/// leaving the file that names it behind.
+#[test]
+fn on_sighup_the_daemon_stops_as_on_sigterm_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let api = local(free_port());
+    let mut cmd = serin_serve(api, &state);
+    cmd.env_remove("SERIN_TOKEN");
+    let daemon = Proc::spawn(cmd, true);
+    wait_for_port(api);
+    let published = state.join("api.json");
+    let deadline = Instant::now() + BOUND;
+    while !published.exists() {
+        assert!(Instant::now() < deadline, "no api.json");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let out = daemon.wait_output(BOUND);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "serin serve exits 0: {:?}\n{log}",
+        out.status
+    );
+    assert!(
+        log.contains("SIGHUP (the terminal closed?): serin serve stops"),
+        "{log}"
+    );
+    assert!(!published.exists(), "api.json is left behind");
+}
+
 /// The stored phase of `name` as the API reports it.
 fn phase(api: SocketAddr, name: &str) -> String {
     let r = get(api, &format!("/api/v1/rollouts/{name}"));

@@ -172,7 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .ok();
         // Rollouts stay where they are in the store; the next start resumes them.
         let served =
-            crate::shutdown::serve_until(listener, app, daemon, crate::cli::signals::terminated())
+            crate::shutdown::serve_until(listener, app, daemon, stop_signal())
                 .await;
         drop(published);
         if let Some((stop, task, leadership)) = controller {
@@ -189,4 +189,20 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         served?;
         Ok(Exit::Success)
     })
+}
+
+/// SIGINT, SIGTERM, or SIGHUP (the terminal of a `serin serve &` closed),
+/// said in the log: the daemon then stops as on SIGTERM, its rollouts left
+/// where they are in the store for the next start, instead of dying with
+/// `api.json` left behind and nothing said. Under `nohup` SIGHUP stays
+/// ignored.
+async fn stop_signal() {
+    let signal = crate::cli::signals::which_or_hangup().await;
+    let what = "serin serve stops; its rollouts stay where they are in the store, and the next start resumes them";
+    if signal == "SIGHUP" {
+        // Not asked for by an operator's stop: worth a warning.
+        tracing::warn!("{signal} (the terminal closed?): {what}");
+    } else {
+        tracing::info!("{signal}: {what}");
+    }
 }

@@ -1,5 +1,5 @@
-//! Ctrl-C and SIGTERM (and for `serin run` a closed terminal, SIGHUP), as
-//! one future.
+//! Ctrl-C and SIGTERM (and for `serin run` and `serin serve` a closed
+//! terminal, SIGHUP), as one future.
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
 pub async fn terminated() {
@@ -29,8 +29,8 @@ pub async fn which() -> &'static str {
 }
 
 /// As [`which`], and SIGHUP too (the terminal closed, an ssh session
-/// dropped): `serin run` then rolls back and ends as on Ctrl-C, instead of
-/// dying with its rollout in progress. Under `nohup` (SIGHUP ignored when
+/// dropped): `serin run` then rolls back and ends as on Ctrl-C, and `serin
+/// serve` stops as on SIGTERM, instead of dying with a rollout in progress. Under `nohup` (SIGHUP ignored when
 /// serin started) it is left ignored.
 pub async fn which_or_hangup() -> &'static str {
     #[cfg(unix)]
