@@ -801,10 +801,16 @@ impl Machine<'_> {
         );
         match self.current_step().cloned() {
             Some(Step::PauseFor(d)) => self.state.reason = self.pausing(d),
-            Some(Step::PauseUntilGate(url)) => self.actions.push(Action::CheckGate(url)),
+            Some(Step::PauseUntilGate(url)) => {
+                self.state.reason = format!("waiting for gate {url} to answer 2xx");
+                self.actions.push(Action::CheckGate(url));
+            }
             Some(Step::PauseUntilPromoted) => {
                 self.state.phase = Phase::Paused;
                 self.state.hold = Some(Hold::Step);
+                // The operator's hold is over; the step's own wait is what
+                // remains (it said `serin resume`, which this step refuses).
+                self.state.reason = "waiting for `serin promote`".into();
             }
             // Held between steps (after `serin traffic`): continue with the next step.
             Some(Step::SetWeight(_)) | None => self.enter_step(),
@@ -1571,6 +1577,36 @@ mod tests {
         waiting.feed(Input::Start).unwrap();
         waiting.run_for(3600, |_| Verdict::Pass);
         assert_eq!(waiting.state.phase, Phase::Paused);
+    }
+
+    #[test]
+    fn a_hold_resumed_inside_a_pause_step_says_what_the_step_waits_for() {
+        let plan = Plan {
+            steps: vec![Step::SetWeight(w(20)), Step::PauseUntilPromoted],
+            ..classic()
+        };
+        let mut sim = Sim::new(plan);
+        sim.feed(Input::Start).unwrap();
+        sim.feed(Input::SetWeight {
+            weight: w(30),
+            by: Actor::Cli,
+        })
+        .unwrap();
+        assert!(
+            sim.state.reason.contains("`serin resume`"),
+            "{}",
+            sim.state.reason
+        );
+        sim.feed(Input::Resume { by: Actor::Cli }).unwrap();
+        assert_eq!(sim.state.hold, Some(Hold::Step));
+        assert_eq!(sim.state.reason, "waiting for `serin promote`");
+        // And what it says is what it takes.
+        assert!(sim.feed(Input::Resume { by: Actor::Cli }).is_err());
+        sim.feed(Input::Promote {
+            full: false,
+            by: Actor::Cli,
+        })
+        .unwrap();
     }
 
     #[test]
