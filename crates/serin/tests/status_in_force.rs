@@ -386,6 +386,22 @@ fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_rec
     );
     assert_eq!(stored_phase(&db).as_deref(), Some("Paused"), "{out}");
     db.execute_batch("COMMIT").unwrap();
+    // Read before any start: rolled back, not the stored "Paused".
+    let o = common::serin::serin()
+        .args(["status", "locked", "-o", "json", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .env_remove("SERIN_API")
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(status["phase"], "RolledBack", "{status:#}");
+    assert!(
+        status["reason"].as_str().is_some_and(
+            |r| r.contains("interrupted (SIGINT)") && r.contains("locked.rollback-pending")
+        ),
+        "{status:#}"
+    );
     // The next start writes the rollback with its cause, and ends as that
     // cause does: an interrupt is exit 4.
     let (code, out) = LiveRun::spawn(&file, dir.path()).wait(Duration::from_secs(30));

@@ -67,6 +67,61 @@ impl Local {
         let response = self.router.clone().oneshot(request).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
+        let is_status = path == "/api/v1/rollouts"
+            || path
+                .strip_prefix("/api/v1/rollouts/")
+                .is_some_and(|rest| !rest.contains('/') && !rest.contains('?'));
+        if status.is_success() && is_status {
+            return Ok((status, self.with_pending_rollbacks(bytes)));
+        }
         Ok((status, bytes))
+    }
+
+    /// Status as stored, and a rollback the database could not take (its
+    /// record `NAME.rollback-pending` beside it, which the next start
+    /// writes): rolled back, said so. The stored phase alone would tell a
+    /// CI job the rollout is still in progress.
+    fn with_pending_rollbacks(&self, bytes: Bytes) -> Bytes {
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return bytes;
+        };
+        let mut changed = false;
+        let one = |v: &mut serde_json::Value| {
+            let Some(name) = v.get("name").and_then(|n| n.as_str()) else {
+                return false;
+            };
+            if v.get("phase").and_then(|p| p.as_str()) == Some("RolledBack") {
+                return false;
+            }
+            let file = self.dir.join(format!("{name}.rollback-pending"));
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                return false;
+            };
+            let cause = text.lines().next().unwrap_or("").trim();
+            let cause = if cause.is_empty() {
+                "its cause was not recorded"
+            } else {
+                cause
+            };
+            v["phase"] = "RolledBack".into();
+            v["reason"] = format!(
+                "rolled back: {cause} (recorded in {} when the state database could not take it; the next serin start on this state dir writes it)",
+                file.display()
+            )
+            .into();
+            true
+        };
+        match &mut value {
+            serde_json::Value::Array(all) => {
+                for v in all {
+                    changed |= one(v);
+                }
+            }
+            v => changed = one(v),
+        }
+        if !changed {
+            return bytes;
+        }
+        serde_json::to_vec(&value).map_or(bytes, Bytes::from)
     }
 }
