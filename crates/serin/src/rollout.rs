@@ -384,6 +384,14 @@ pub enum Outcome {
         /// `SIGINT`, `SIGTERM` or `SIGHUP` (its terminal closed).
         signal: String,
     },
+    /// Never ended by serin: the process that ran it died (killed, crashed)
+    /// and a new run of the name replaced it. No operator acted and no
+    /// verdict decided; traffic went back to stable with the new run's
+    /// start.
+    Abandoned {
+        /// What ended it.
+        why: String,
+    },
     /// A rollback decided before serin stopped, written only at the next
     /// start (the state database could not take it then).
     Recovered {
@@ -433,6 +441,7 @@ impl Outcome {
             Outcome::Operator { .. } => "operator",
             Outcome::Monitor { .. } => "monitor",
             Outcome::Interrupted { .. } => "interrupted",
+            Outcome::Abandoned { .. } => "abandoned",
             Outcome::Recovered { .. } => "recovered",
         }
     }
@@ -465,6 +474,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Interrupted { signal } => {
                 write!(f, "rolled back: serin run interrupted ({signal})")
             }
+            Outcome::Abandoned { why } => write!(f, "abandoned: {why}"),
             Outcome::Recovered { reason, .. } => write!(f, "rolled back (recovered): {reason}"),
         }
     }

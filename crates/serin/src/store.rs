@@ -778,6 +778,31 @@ impl Store {
         why: &str,
         now: Millis,
     ) -> Result<Option<u32>, StoreError> {
+        self.end_open_run(name, Outcome::Operator { by }, why, now)
+    }
+
+    /// Ends `name`'s run left open by a process that died (a `serin run`
+    /// killed, then started again): [`Outcome::Abandoned`], not an
+    /// operator's rollback, since nobody decided it.
+    pub fn end_abandoned_run(
+        &self,
+        name: &str,
+        why: &str,
+        now: Millis,
+    ) -> Result<Option<u32>, StoreError> {
+        let outcome = Outcome::Abandoned {
+            why: why.to_string(),
+        };
+        self.end_open_run(name, outcome, why, now)
+    }
+
+    fn end_open_run(
+        &self,
+        name: &str,
+        outcome: Outcome,
+        why: &str,
+        now: Millis,
+    ) -> Result<Option<u32>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
         let open: Option<i64> = tx
@@ -799,8 +824,10 @@ impl Store {
             .optional()
             .map_err(|e| self.sql(e))?
             .unwrap_or(0);
-        let outcome = Outcome::Operator { by };
-        let reason = format!("{why}: all traffic to stable ({outcome})");
+        let reason = match &outcome {
+            Outcome::Abandoned { .. } => format!("{outcome}; all traffic to stable"),
+            _ => format!("{why}: all traffic to stable ({outcome})"),
+        };
         tx.execute(
             "UPDATE runs SET ended_ms = ?3, outcome = ?4, reason = ?5
              WHERE rollout = ?1 AND run = ?2 AND ended_ms IS NULL",
@@ -1910,6 +1937,32 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_run_whose_process_died_is_abandoned_not_an_operators_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = store.register(&record("a"), Millis(1)).unwrap();
+        store.start_run(&r, &[], Millis(2)).unwrap();
+        assert_eq!(
+            store.end_abandoned_run("a", "killed", Millis(5)).unwrap(),
+            Some(1)
+        );
+        let run = store.run("a", Some(1)).unwrap();
+        assert_eq!(
+            run.outcome,
+            Some(Outcome::Abandoned {
+                why: "killed".into()
+            })
+        );
+        assert_eq!(
+            run.reason.as_deref(),
+            Some("abandoned: killed; all traffic to stable")
+        );
+        assert!(!run.outcome.unwrap().stopped_from_outside());
+        let last = store.run_events("a", 1).unwrap().pop().unwrap();
+        assert_eq!(last.kind, "rolled-back");
     }
 
     #[test]

@@ -422,10 +422,10 @@ fn register(store: &Store, setup: &Setup, text: &str) -> anyhow::Result<RolloutR
     let now = time::now();
     let record = setup.record(text, Some(setup.canary_version.clone()), State::new(now));
     // A run left in progress (a killed serin run, another file) ends here.
-    store.end_unfinished_run(
+    // Nobody decided its end: the process that ran it is gone.
+    store.end_abandoned_run(
         &setup.name,
-        crate::rollout::Actor::Cli,
-        "ended unfinished: serin run started the rollout afresh",
+        "the serin run that ran it stopped without ending it (killed or crashed); a new serin run of this rollout replaced it",
         now,
     )?;
     let record = store.register(&record, now)?;
