@@ -273,6 +273,42 @@ impl ApiClient {
         }
     }
 
+    /// A "no such rollout" from the daemon at the default address, found
+    /// because nothing serves the state dir: says which serin answered,
+    /// and where a finished `serin run`'s state would be read instead.
+    fn said_where(&self, target: &Target, answer: anyhow::Result<Bytes>) -> anyhow::Result<Bytes> {
+        let Source::Dir { dir, named: false } = &self.source else {
+            return answer;
+        };
+        if target.base != DEFAULT_API {
+            return answer;
+        }
+        answer.map_err(|e| match e.downcast::<ApiError>() {
+            Ok(ApiError::Status { status, message }) if status == StatusCode::NOT_FOUND => {
+                let stored = dir.join("serin.db").is_file();
+                ApiError::Status {
+                    status,
+                    message: format!(
+                        "{message}: asked the serin at {DEFAULT_API} (nothing serves state dir {}){}",
+                        dir.display(),
+                        if stored {
+                            format!(
+                                "; {} holds a state no process serves (a finished `serin run`?): add --state-dir {} to read it",
+                                dir.display(),
+                                dir.display()
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                }
+                .into()
+            }
+            Ok(other) => other.into(),
+            Err(e) => e,
+        })
+    }
+
     /// What was waited for, when giving up.
     fn gave_up(&self, why: &str) -> anyhow::Error {
         let waited = WAIT.as_secs();
@@ -387,7 +423,7 @@ impl ApiClient {
                 {
                     Ok(answer) => {
                         self.answered.store(true, Ordering::Relaxed);
-                        return answer;
+                        return self.said_where(&target, answer);
                     }
                     Err(why) => why,
                 },
@@ -524,5 +560,51 @@ mod tests {
         // if one answers, else the store.
         assert!(!reads_the_store(Some(&Found::Absent), false, || true));
         assert!(reads_the_store(Some(&Found::Absent), false, || false));
+    }
+
+    #[tokio::test]
+    async fn a_rollout_missing_at_the_default_address_says_who_answered_and_where_a_state_is() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("serin.db"), b"").unwrap();
+        let args = ApiArgs {
+            api: None,
+            token: None,
+            state_dir: None,
+        };
+        let mut client = ApiClient::new(&args).unwrap();
+        client.source = Source::Dir {
+            dir: dir.path().to_path_buf(),
+            named: false,
+        };
+        let target = Target {
+            base: DEFAULT_API.to_string(),
+            token: None,
+        };
+        let missing = || {
+            Err(ApiError::Status {
+                status: StatusCode::NOT_FOUND,
+                message: "no rollout named trio".into(),
+            }
+            .into())
+        };
+        let said = client
+            .said_where(&target, missing())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            said.contains("asked the serin at http://127.0.0.1:9900")
+                && said.contains(&format!("add --state-dir {}", dir.path().display())),
+            "{said}"
+        );
+        // Found through the state dir, or named: as the daemon said it.
+        let elsewhere = Target {
+            base: "http://127.0.0.1:1".into(),
+            token: None,
+        };
+        let said = client
+            .said_where(&elsewhere, missing())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(said, "no rollout named trio (HTTP 404 Not Found)");
     }
 }
