@@ -373,6 +373,10 @@ fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_rec
         !out.contains("NOT in force"),
         "the rollback is in force: {out}"
     );
+    assert!(
+        !out.contains("writable again"),
+        "the database was never written: {out}"
+    );
     let record = std::fs::metadata(&pending).expect("the rollback is recorded");
     assert_eq!(
         std::os::unix::fs::MetadataExt::ino(&record),

@@ -245,7 +245,9 @@ async fn run_serving(
         let mut in_force = last.clone();
         in_force.store_error = None;
         in_force.unsaved = false;
-        view.told.1 = last.store_error.clone();
+        // The store's failure is said below, with what it means; nothing
+        // says it was written ("writable again" was printed here before).
+        view.told.1 = None;
         view.health(&in_force);
         view.done(&record, &in_force);
         let pending = store.pending_rollback_path(&record.name);
