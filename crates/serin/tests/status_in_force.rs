@@ -128,7 +128,12 @@ struct LiveRun {
 
 impl LiveRun {
     fn spawn(file: &Path, dir: &Path) -> LiveRun {
+        LiveRun::spawn_with(file, dir, &[])
+    }
+
+    fn spawn_with(file: &Path, dir: &Path, args: &[&str]) -> LiveRun {
         let mut child = serin_run(file, dir)
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .stdin(std::process::Stdio::null())
@@ -449,7 +454,8 @@ fn a_second_interrupt_exits_at_once() {
             .no_data_limit(1000)
             .yaml(),
     );
-    let run = LiveRun::spawn(&file, dir.path());
+    // With -o json: the one document comes out even then.
+    let run = LiveRun::spawn_with(&file, dir.path(), &["-o", "json"]);
     let state = dir.path().join("state").display().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -476,6 +482,10 @@ fn a_second_interrupt_exits_at_once() {
     assert!(
         out.contains("second interrupt (SIGINT): exiting now"),
         "{out}"
+    );
+    assert!(
+        out.contains("\"outcome\": null") && out.contains("\"exit\": 4"),
+        "no JSON document: {out}"
     );
     assert!(
         !dir.path().join("state/api.json").exists(),

@@ -187,7 +187,8 @@ async fn run_serving(
             signal = &mut signal, if !interrupted => {
                 interrupted = true;
                 view.line(&format!("interrupted: rolling back (all traffic to stable) on {signal}; interrupt again to exit at once"));
-                exit_on_second_signal(api_dir.map(|d| d.join(statedir::API_FILE)));
+                let doc = (output == OutputFormat::Json).then(|| (record.name.clone(), record.run));
+                exit_on_second_signal(api_dir.map(|d| d.join(statedir::API_FILE)), doc);
                 let stop = Stop::Interrupted(signal.to_string());
                 if let Err(e) = handle.command(Input::Rollback(stop)).await {
                     view.line(&format!("rollback refused: {e}"));
@@ -318,20 +319,35 @@ fn rolled_back_but_unwritten(h: &Health) -> Option<String> {
 
 /// After the first interrupt, a second one exits at once (exit 4), whatever
 /// the rollback is waiting for; `api_file` (this run's `api.json`) is
-/// removed on the way out.
-fn exit_on_second_signal(api_file: Option<PathBuf>) {
+/// removed on the way out. With `-o json` (`json`: the rollout's name and
+/// run) stdout still gets its one document, saying the run did not end.
+fn exit_on_second_signal(api_file: Option<PathBuf>, json: Option<(String, u32)>) {
     tokio::spawn(async move {
         let signal = crate::cli::signals::which_or_hangup().await;
         if let Some(bar) = active_bar() {
             bar.finish_and_clear();
         }
         restore_control_echo();
-        crate::cli::output::write_ignoring(
-            false,
-            &format!(
-                "second interrupt ({signal}): exiting now; whatever was not in force or not written is carried on by the next start\n"
-            ),
+        let said = format!(
+            "second interrupt ({signal}): exiting now; whatever was not in force or not written is carried on by the next start"
         );
+        crate::cli::output::write_ignoring(false, &format!("{said}\n"));
+        if let Some((name, run)) = json {
+            let document = serde_json::json!({
+                "name": name,
+                "run": run,
+                "outcome": null,
+                "exit": Exit::Stopped as i32,
+                "reason": said,
+            });
+            crate::cli::output::write_ignoring(
+                true,
+                &format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&document).unwrap_or_default()
+                ),
+            );
+        }
         if let Some(file) = api_file {
             let _ = std::fs::remove_file(file);
         }
