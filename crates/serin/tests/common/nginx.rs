@@ -150,12 +150,13 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
-    /// SIGKILL of the master would orphan its workers: ask it to stop (they
-    /// go with it), and kill only if it does not.
+    /// SIGKILL of the master would orphan its workers: ask it to stop with
+    /// SIGTERM (they go with it), and kill only if it does not. Not `nginx
+    /// -s stop`, which parses the configuration first and so fails when a
+    /// test left it broken, orphaning the workers.
     fn drop(&mut self) {
-        let argv = self.command(&["-s", "stop"]);
-        let _ = Command::new(&argv[0])
-            .args(&argv[1..])
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
