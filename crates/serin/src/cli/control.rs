@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use http::Method;
 use serde_json::json;
 
+use crate::cli::block_on;
 use crate::cli::client::{ApiArgs, ApiClient, rollout_path};
 use crate::cli::inspect::print_status;
 use crate::cli::kube::{Ask, KubeArgs};
@@ -97,13 +98,6 @@ pub enum Simple {
     Pause,
     /// Continue the automation.
     Resume,
-}
-
-fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyhow::Result<Exit> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
 }
 
 fn done(status: &RolloutStatus, output: OutputFormat, what: &str) -> anyhow::Result<Exit> {

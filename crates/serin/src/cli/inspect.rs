@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::cli::block_on;
 use crate::cli::client::{ApiArgs, ApiClient, rollout_path};
 use crate::cli::output::OutputFormat;
 use crate::exit::{Exit, invalid};
@@ -60,13 +61,6 @@ pub enum ReportFormat {
     Json,
     /// One page with charts.
     Html,
-}
-
-fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyhow::Result<Exit> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
 }
 
 pub fn status(args: StatusArgs, output: OutputFormat) -> anyhow::Result<Exit> {

@@ -17,6 +17,7 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
+use crate::cli::block_on;
 use crate::cli::output::OutputFormat;
 use crate::cluster::requests::{
     Action, Answer, CLI_FIELD_MANAGER, REQUEST_ANNOTATION, Request, may_replace,
@@ -67,13 +68,6 @@ pub enum Ask {
     Resume,
     /// `traffic PCT`.
     Traffic(serin_proxy::Weight),
-}
-
-fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(f: F) -> anyhow::Result<Exit> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
 }
 
 /// The namespace's Rollouts, read without their spec's types: an operator
@@ -233,13 +227,9 @@ fn who() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "someone".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    let by = if host.is_empty() {
-        user
-    } else {
-        format!("{user}@{host}")
+    let by = match crate::cluster::lease::hostname() {
+        Some(host) => format!("{user}@{host}"),
+        None => user,
     };
     by.chars().filter(|c| !c.is_control()).take(253).collect()
 }

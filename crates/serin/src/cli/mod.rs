@@ -15,6 +15,17 @@ pub mod signals;
 
 use crate::error::Error;
 
+/// Runs a one-shot command's future on a runtime of its own (the client
+/// commands: `control`, `inspect`, `kube`).
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<crate::exit::Exit>>>(
+    f: F,
+) -> anyhow::Result<crate::exit::Exit> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
 /// A bearer token (`--token` or `SERIN_TOKEN` of `serin serve`, `serin
 /// proxy` and the client commands): visible ASCII without spaces, as
 /// `Authorization: Bearer TOKEN` carries it unchanged. An empty or blank

@@ -118,7 +118,7 @@ impl Options {
         let (tx, rx) = watch::channel(true);
         Options {
             namespace,
-            identity: identity(),
+            identity: super::lease::own_identity(),
             leader: rx,
             rollout_poll: Duration::from_secs(1),
             rollout_timeout: Duration::from_secs(600),
@@ -126,16 +126,6 @@ impl Options {
             _always: Some(Arc::new(tx)),
         }
     }
-}
-
-/// `$POD_NAME`, else `hostname-pid`.
-pub fn identity() -> String {
-    std::env::var("POD_NAME").unwrap_or_else(|_| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "serin".into());
-        format!("{host}-{}", std::process::id())
-    })
 }
 
 /// A reconcile that failed: retried with backoff.

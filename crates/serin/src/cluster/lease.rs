@@ -76,22 +76,14 @@ impl LeaseSettings {
     /// under the identity this process is given ([`pick_namespace`],
     /// [`pick_identity`]).
     pub fn from_environment(client: &kube::Client) -> LeaseSettings {
-        let env = |name: &str| std::env::var(name).ok();
         let file = std::fs::read_to_string(IN_CLUSTER_NAMESPACE).ok();
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .ok();
         LeaseSettings::with_defaults(
             pick_namespace(
-                env("POD_NAMESPACE").as_deref(),
+                std::env::var("POD_NAMESPACE").ok().as_deref(),
                 file.as_deref(),
                 client.default_namespace(),
             ),
-            pick_identity(
-                env("POD_NAME").as_deref(),
-                hostname.as_deref(),
-                std::process::id(),
-            ),
+            own_identity(),
         )
     }
 
@@ -159,6 +151,26 @@ pub fn pick_namespace(
         .find(|s| !s.is_empty())
         .unwrap_or(kubeconfig)
         .to_string()
+}
+
+/// This machine's host name, if it can be read.
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// This process' identity ([`pick_identity`] from `$POD_NAME`, the host
+/// name and the process id): the Lease's holder, Events'
+/// reportingInstance, the status' writer.
+pub fn own_identity() -> String {
+    pick_identity(
+        std::env::var("POD_NAME").ok().as_deref(),
+        hostname().as_deref(),
+        std::process::id(),
+    )
 }
 
 /// The holder identity: `$POD_NAME`, else `HOSTNAME-PID`.
