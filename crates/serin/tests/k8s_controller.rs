@@ -636,6 +636,38 @@ async fn an_invalid_rollout_stalls_naming_the_field_and_a_deleted_one_puts_traff
     assert_only_paused_written(&state);
 }
 
+/// Once the controller has seen the stable's template, git commits a new
+/// image; waits until the run is `served_ms` into its pause (step 2, at
+/// 20 %) and returns when that pause began (ms since the epoch).
+async fn release_into_the_pause(
+    sim: &KubeSim,
+    api: &Api<Rollout>,
+    log: &std::path::Path,
+    served_ms: u64,
+) -> u64 {
+    let limit = Duration::from_secs(60);
+    until(limit, log, async || {
+        status_of(api, "checkout").await?.template_hash.map(|_| ())
+    })
+    .await;
+    admin_post(
+        sim,
+        "/update-template",
+        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
+    );
+    let pause_started = until(limit, log, async || {
+        let s = status_of(api, "checkout").await?;
+        let st = s.state?;
+        (st.step_index == 1 && s.weight == Some(20.0)).then_some(st.step_started_ms)
+    })
+    .await;
+    until(limit, log, async || {
+        (epoch_ms() >= pause_started + served_ms).then_some(())
+    })
+    .await;
+    pause_started
+}
+
 fn epoch_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -660,26 +692,8 @@ async fn a_restarted_controller_resumes_the_run_from_status_without_restarting_t
     let first_dir = tempfile::tempdir().unwrap();
     let (mut first, log) = serve(&sim, first_dir.path());
     let limit = Duration::from_secs(60);
-    until(limit, &log, async || {
-        status_of(&api, "checkout").await?.template_hash.map(|_| ())
-    })
-    .await;
-    admin_post(
-        &sim,
-        "/update-template",
-        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
-    );
     // In the 6 s pause at 20 %, 2 s served: kill -9.
-    let pause_started = until(limit, &log, async || {
-        let s = status_of(&api, "checkout").await?;
-        let st = s.state?;
-        (st.step_index == 1 && s.weight == Some(20.0)).then_some(st.step_started_ms)
-    })
-    .await;
-    until(limit, &log, async || {
-        (epoch_ms() >= pause_started + 2000).then_some(())
-    })
-    .await;
+    let pause_started = release_into_the_pause(&sim, &api, &log, 2000).await;
     first.kill();
     let at_kill = status_of(&api, "checkout").await.unwrap();
     assert_eq!(at_kill.state.as_ref().unwrap().step_index, 1, "{at_kill:?}");
@@ -912,27 +926,9 @@ async fn the_leader_killed_mid_step_is_replaced_and_the_run_goes_on_from_status(
     } else {
         (b, "serin-a", a_log)
     };
-    until(limit, &follower_log, async || {
-        status_of(&api, "checkout").await?.template_hash.map(|_| ())
-    })
-    .await;
-    admin_post(
-        &sim,
-        "/update-template",
-        json!({ "image": "registry.example.com/checkout:v1.2.0", "manager": "argocd-controller" }),
-    );
     // In the 20 s pause at 20 %, 3 s served: the leader is killed (-9: no
     // release of the Lease, no last write).
-    let pause_started = until(limit, &follower_log, async || {
-        let s = status_of(&api, "checkout").await?;
-        let st = s.state?;
-        (st.step_index == 1 && s.weight == Some(20.0)).then_some(st.step_started_ms)
-    })
-    .await;
-    until(limit, &follower_log, async || {
-        (epoch_ms() >= pause_started + 3000).then_some(())
-    })
-    .await;
+    let pause_started = release_into_the_pause(&sim, &api, &follower_log, 3000).await;
     let killed_at = epoch_ms();
     leader_proc.kill();
     let at_kill = status_of(&api, "checkout").await.unwrap();
