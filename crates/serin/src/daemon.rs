@@ -1300,10 +1300,15 @@ impl Daemon {
     fn status_of(&self, record: &RolloutRecord, here: Option<&Entry>) -> RolloutStatus {
         let proxy = here.and_then(|e| e.plane.proxy.as_ref());
         let baseline = here.and_then(|e| e.run_baseline.as_ref());
+        // A run that ended counts to its end, not on (after a promotion the
+        // stable row would mix the two versions).
+        let at_end = here
+            .and_then(|e| e.driver.as_ref())
+            .and_then(|d| d.figures_at_end().cloned());
         let mut status = status_of(
             record,
             proxy
-                .map(|p| since(p.recorder().snapshot(), baseline))
+                .map(|p| since(at_end.unwrap_or_else(|| p.recorder().snapshot()), baseline))
                 .as_ref(),
             self.steps_of(record, here),
         );

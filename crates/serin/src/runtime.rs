@@ -364,6 +364,9 @@ pub struct RunningDriver {
     delivered: Option<notify::Delivered>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<RolloutRecord, DriverError>>,
+    /// The built-in proxy's figures when the run ended (the driver returned
+    /// a finished rollout): "this run" stops counting there.
+    ended: Arc<std::sync::OnceLock<serin_proxy::RecorderSnapshot>>,
 }
 
 impl RunningDriver {
@@ -383,14 +386,27 @@ impl RunningDriver {
             .with_notifier(notifier, None)
             .with_pre_rollout(setup.pre_rollout.clone());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(driver.run(async move {
-            let _ = stopped.await;
-        }));
+        let ended = Arc::new(std::sync::OnceLock::new());
+        let (proxy, at_end) = (plane.proxy.clone(), ended.clone());
+        let task = tokio::spawn(async move {
+            let result = driver
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let (Ok(record), Some(proxy)) = (&result, proxy)
+                && record.state.phase.is_finished()
+            {
+                let _ = at_end.set(proxy.recorder().snapshot());
+            }
+            result
+        });
         RunningDriver {
             handle,
             delivered,
             stop: Some(stop),
             task,
+            ended,
         }
     }
 
@@ -398,6 +414,13 @@ impl RunningDriver {
     /// the data plane's and the store's last errors): for status and metrics.
     pub fn health(&self) -> crate::controller::driver::Health {
         self.handle.health()
+    }
+
+    /// The built-in proxy's figures when the run ended, once it has: what
+    /// flows after the end (all of it on one version, perhaps the canary
+    /// promoted to stable) is not the run's.
+    pub fn figures_at_end(&self) -> Option<&serin_proxy::RecorderSnapshot> {
+        self.ended.get()
     }
 
     /// Whether the driver has stopped (the rollout ended).

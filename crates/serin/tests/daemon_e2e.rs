@@ -644,3 +644,64 @@ fn a_killed_daemon_comes_back_where_it_was() {
         "{kinds:?}"
     );
 }
+
+/// A run's figures ("this run") stop at its end: after a promotion all
+/// traffic goes to the former canary, now stable, and counting on would
+/// credit the old stable's row with the new version's requests.
+#[test]
+fn a_finished_runs_figures_stop_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let d = Daemon::start(local(free_port()), &dir.path().join("state"));
+    let file = write(
+        dir.path(),
+        "ended.yaml",
+        &rollout_file(
+            "ended",
+            proxy,
+            stable,
+            canary,
+            &["setWeight: 50", "pause: {}"],
+        ),
+    );
+    d.ok(&["init", &file.display().to_string()]);
+    wait_for_port(proxy);
+    d.ok(&["deploy", "ended", "v2"]);
+    wait_status(d.addr, "ended", "paused at 50 %", |s| {
+        phase(s) == "Paused" && weight(s) == 50.0
+    });
+    let c = split(proxy, 100);
+    assert_eq!(count(&c, "v1") + count(&c, "v2"), 100, "{c:?}");
+    let total = |s: &Value| {
+        s["metrics"]["stable"]["requests"].as_u64().unwrap_or(0)
+            + s["metrics"]["canary"]["requests"].as_u64().unwrap_or(0)
+    };
+    wait_status(d.addr, "ended", "the 100 requests counted", |s| {
+        total(s) >= 100
+    });
+    d.ok(&["promote", "ended", "--full"]);
+    let ended = wait_status(d.addr, "ended", "promoted", |s| phase(s) == "Succeeded");
+    assert_eq!(ended["metrics"]["window"], "this run", "{ended:#}");
+    // The daemon's /metrics counts on (since the proxy started): wait until
+    // it has the next 50, then status must not have moved.
+    let counted = || -> u64 {
+        get(d.addr, "/metrics")
+            .body
+            .lines()
+            .filter(|l| l.starts_with("serin_requests_total{rollout=\"ended\","))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = counted();
+    let c = split(proxy, 50);
+    assert_eq!(count(&c, "v2"), 50, "all on the promoted version: {c:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counted() < before + 50 {
+        assert!(Instant::now() < deadline, "/metrics never counted the 50");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = d.status("ended");
+    assert_eq!(after["metrics"], ended["metrics"], "{after:#}");
+}
