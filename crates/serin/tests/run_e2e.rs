@@ -413,3 +413,38 @@ fn status_metrics_and_report_say_their_windows_and_agree_on_one_run() {
         "{report:#}"
     );
 }
+
+/// `serin run` writes its own token beside its address; a SERIN_TOKEN
+/// exported for a `serin serve` elsewhere does not replace it (it was sent
+/// and refused, 401), while a `--token` flag still wins.
+#[test]
+fn an_exported_serin_token_does_not_replace_serin_runs_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let yaml = Rollout::new("owntoken", proxy, stable, canary)
+        .steps("  - setWeight: 20\n  - pause: {}\n")
+        .no_data_limit(1000)
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let mut run = Proc::spawn(serin_run(&file, dir.path()), false);
+    common::serin::wait_for_port(proxy);
+    let state = dir.path().join("state");
+    let cmd = |args: &[&str]| {
+        serin()
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("SERIN_TOKEN", "the-serve-daemons-token")
+            .output()
+            .unwrap()
+    };
+    let o = cmd(&["pause", "owntoken", "--token", "a-wrong-token"]);
+    assert_eq!(o.status.code(), Some(1), "the flag is sent: {}", text(&o));
+    assert!(text(&o).contains("401"), "{}", text(&o));
+    let o = cmd(&["promote", "owntoken", "--full"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = run.wait_output(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

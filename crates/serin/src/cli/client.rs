@@ -7,7 +7,8 @@
 //! 2. Otherwise the state dir (`--state-dir`, `SERIN_STATE_DIR`, default
 //!    `.serin`): the `serin serve` or `serin run` that owns it wrote where
 //!    its API listens into `DIR/api.json` ([`crate::statedir`]), and
-//!    `serin run` its token with it (used when no `--token` is given).
+//!    `serin run` its token with it (used unless `--token` is given: an
+//!    exported `SERIN_TOKEN`, meant for a `serin serve`, does not replace it).
 //! 3. Otherwise, with the default state dir, `http://127.0.0.1:9900` (the
 //!    default `serin serve --listen`).
 //!
@@ -56,7 +57,8 @@ pub struct ApiArgs {
     /// Bearer token for commands that change something: visible ASCII
     /// characters, no spaces (anything else is refused, exit 2). An empty
     /// SERIN_TOKEN (`SERIN_TOKEN=`) means no token. Not needed for a
-    /// `serin run` found through its state dir: its token is read there.
+    /// `serin run` found through its state dir: its token is read there,
+    /// and used rather than SERIN_TOKEN (a `--token` flag still wins).
     #[arg(long = "token", env = "SERIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// The state dir of the `serin serve` or `serin run` to talk to (default
@@ -120,6 +122,8 @@ struct Target {
 pub struct ApiClient {
     source: Source,
     token: Option<String>,
+    /// The token came from `SERIN_TOKEN`, not from `--token`.
+    token_from_env: bool,
     /// Who this client says it is (attribution only): `cli` unless told.
     actor: crate::rollout::Actor,
     /// Serin answered once: it is not waited for again.
@@ -179,9 +183,16 @@ impl ApiClient {
             Some(t) => Some(super::bearer_token(t)?),
             None => None,
         };
+        // clap merges the flag and the variable; the same value in both is
+        // taken as the variable's (it then yields to `serin run`'s own).
+        let token_from_env = args.token.is_some()
+            && std::env::var_os("SERIN_TOKEN").is_some_and(|v| {
+                Some(v.as_os_str()) == args.token.as_deref().map(std::ffi::OsStr::new)
+            });
         Ok(ApiClient {
             source,
             token,
+            token_from_env,
             actor: crate::rollout::Actor::Cli,
             answered: AtomicBool::new(false),
             local: None,
@@ -243,8 +254,15 @@ impl ApiClient {
                         return Ok(Target {
                             base: checked_url(&api.url)
                                 .map_err(|e| format!("{}: {e}", file.display()))?,
-                            // Its own token goes only to the address it names.
-                            token: self.token.clone().or(api.token),
+                            // Its own token goes only to the address it
+                            // names, and is the one it takes: SERIN_TOKEN
+                            // exported for a `serin serve` would be refused.
+                            token: match api.token {
+                                Some(own) if self.token_from_env || self.token.is_none() => {
+                                    Some(own)
+                                }
+                                own => self.token.clone().or(own),
+                            },
                         });
                     }
                     Found::Absent => format!("no {}", file.display()),
