@@ -428,7 +428,7 @@ fn an_exported_serin_token_does_not_replace_serin_runs_own() {
         .no_data_limit(1000)
         .yaml();
     let file = write(dir.path(), "rollout.yaml", &yaml);
-    let mut run = Proc::spawn(serin_run(&file, dir.path()), false);
+    let run = Proc::spawn(serin_run(&file, dir.path()), false);
     common::serin::wait_for_port(proxy);
     let state = dir.path().join("state");
     let cmd = |args: &[&str]| {
