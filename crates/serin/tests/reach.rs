@@ -257,6 +257,50 @@ fn a_state_dir_left_by_a_killed_serin_run_is_told_apart_from_a_running_one() {
     assert!(started.elapsed() >= Duration::from_secs(5), "did not wait");
 }
 
+/// A serin killed but not yet reaped by its parent still has its pid (a
+/// zombie) while nothing listens on its port: a serin that bound its port
+/// before writing its address is not starting, so the command says so at
+/// once instead of waiting 5 s for it "to start".
+#[test]
+fn a_killed_serin_not_yet_reaped_is_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let file = write(
+        dir.path(),
+        "r.yaml",
+        &held("zombie", free_port(), stable, canary),
+    );
+    let mut proc = run(&file, &state);
+    let api = wait_api_file(&state);
+    // SIGKILL without wait(): the pid stays, a zombie, until Proc drops.
+    proc.child.kill().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&addr_of(&api), Duration::from_millis(200)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the killed serin's port still answers"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let state_arg = state.display().to_string();
+    let out = cli_in(
+        dir.path(),
+        &["promote", "zombie", "--state-dir", &state_arg],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains(&format!(
+            "names pid {} (`serin run`), which still runs",
+            api["pid"]
+        )) && err.contains("has not reaped it yet")
+            && !err.contains("waited"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_command_started_with_the_daemon_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -116,6 +116,11 @@ enum Source {
 struct Target {
     base: String,
     token: Option<String>,
+    /// Where the address was read, when a live serin wrote it: it bound
+    /// its port before writing the file, so a refused connection there is
+    /// not a serin starting up but one stopping (or killed and not yet
+    /// reaped by its parent), not worth waiting for.
+    written_by: Option<String>,
 }
 
 /// Sends JSON requests to the daemon.
@@ -246,12 +251,19 @@ impl ApiClient {
             Source::Flag(base) => Ok(Target {
                 base: base.clone(),
                 token: self.token.clone(),
+                written_by: None,
             }),
             Source::Dir { dir, named } => {
                 let file = dir.join(statedir::API_FILE);
                 let missing = match statedir::find(dir) {
                     Found::Live(api) => {
                         return Ok(Target {
+                            written_by: Some(format!(
+                                "{} names pid {} (`serin {}`), which still runs",
+                                file.display(),
+                                api.pid,
+                                api.command
+                            )),
                             base: checked_url(&api.url)
                                 .map_err(|e| format!("{}: {e}", file.display()))?,
                             // Its own token goes only to the address it
@@ -286,6 +298,7 @@ impl ApiClient {
                 Ok(Target {
                     base: DEFAULT_API.to_string(),
                     token: self.token.clone(),
+                    written_by: None,
                 })
             }
         }
@@ -443,6 +456,15 @@ impl ApiClient {
                         self.answered.store(true, Ordering::Relaxed);
                         return self.said_where(&target, answer);
                     }
+                    Err(why) if target.written_by.is_some() => {
+                        return Err(ApiError::NotFound(format!(
+                            "{}, but nothing listens at {} ({why}): that serin is stopping, or was \
+                             killed and its parent has not reaped it yet",
+                            target.written_by.unwrap_or_default(),
+                            target.base
+                        ))
+                        .into());
+                    }
                     Err(why) => why,
                 },
                 Err(why) => why,
@@ -597,6 +619,7 @@ mod tests {
         let target = Target {
             base: DEFAULT_API.to_string(),
             token: None,
+            written_by: None,
         };
         let missing = || {
             Err(ApiError::Status {
@@ -618,6 +641,7 @@ mod tests {
         let elsewhere = Target {
             base: "http://127.0.0.1:1".into(),
             token: None,
+            written_by: None,
         };
         let said = client
             .said_where(&elsewhere, missing())
