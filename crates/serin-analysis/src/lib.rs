@@ -50,9 +50,10 @@ mod verdict;
 
 pub use config::{
     Config, ConfigError, CustomMetric, DEFAULT_CLIENT_ERROR_RATIO, Direction, Limit, Method,
+    Reference,
 };
 pub use histogram::{Histogram, HistogramError};
 pub use judge::Judge;
 pub use observation::{Observation, ObservationError, Ratio, Totals, check};
 pub use plan::{Plan, PlanInput, plan};
-pub use verdict::{CheckResult, Evidence, Judgement, Verdict};
+pub use verdict::{CheckResult, Evidence, Judgement, Split, Verdict};
