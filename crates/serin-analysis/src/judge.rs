@@ -7,7 +7,7 @@
 //! `fixed` tests) and the anytime-valid evidence since the rollout began (for
 //! `sequential` ratio tests). See `docs/judge.md`.
 
-use crate::config::{Config, ConfigError, Direction, Method};
+use crate::config::{Config, ConfigError, Direction, Method, Reference};
 use crate::eprocess::{ProportionTest, RatioTest};
 use crate::histogram::Histogram;
 use crate::observation::{Delta, Observation, ObservationError, Ratio, VersionDelta};
@@ -48,7 +48,14 @@ pub(crate) fn split_band(w: f64, factor: f64) -> (f64, f64) {
 /// one that it is above.
 #[derive(Debug, Clone)]
 struct SplitTest {
-    /// Requested canary share (fraction).
+    /// The canary's weight (fraction).
+    weight: f64,
+    /// The observation's `stable` is a baseline (`Reference::Baseline`):
+    /// the share tested is the canary's of canary and baseline requests.
+    baseline: bool,
+    /// Expected canary share of the requests tested (fraction): the weight,
+    /// or against a baseline `w / (w + min(w, 1 − w))` (the baseline gets
+    /// the canary's share, at most what is left).
     requested: f64,
     /// The band (fractions).
     band: (f64, f64),
@@ -64,7 +71,12 @@ struct SplitTest {
 }
 
 impl SplitTest {
-    fn new(requested: f64, sticky: bool) -> SplitTest {
+    fn new(weight: f64, sticky: bool, baseline: bool) -> SplitTest {
+        let requested = if baseline {
+            weight / (weight + weight.min(1.0 - weight))
+        } else {
+            weight
+        };
         let factor = if sticky {
             SPLIT_FACTOR_STICKY
         } else {
@@ -72,6 +84,8 @@ impl SplitTest {
         };
         let band = split_band(requested, factor);
         SplitTest {
+            weight,
+            baseline,
             requested,
             band,
             under: ProportionTest::below(band.0),
@@ -84,6 +98,9 @@ impl SplitTest {
 
     fn update(&mut self, d: &Delta) {
         let Some((rs, rc)) = d.routed else { return };
+        // Routes send to stable or canary only: against a baseline, the
+        // stable's routed requests are not in the numbers.
+        let rs = if self.baseline { 0 } else { rs };
         let c = d.canary.requests.saturating_sub(rc);
         let n = c + d.stable.requests.saturating_sub(rs);
         self.under.update(c, n);
@@ -134,13 +151,24 @@ impl SplitTest {
             canary_requests: self.canary,
             total_requests: self.total,
             mismatch,
-            reason: format!(
-                "canary got {} of requests ({}/{}), {} requested ({evidence}{routed})",
-                pct(observed),
-                count(self.canary),
-                count(self.total),
-                pct_conf(self.requested)
-            ),
+            reason: if self.baseline {
+                format!(
+                    "canary got {} of canary and baseline requests ({}/{}), {} expected at a {} weight ({evidence}{routed})",
+                    pct(observed),
+                    count(self.canary),
+                    count(self.total),
+                    pct_conf(self.requested),
+                    pct_conf(self.weight)
+                )
+            } else {
+                format!(
+                    "canary got {} of requests ({}/{}), {} requested ({evidence}{routed})",
+                    pct(observed),
+                    count(self.canary),
+                    count(self.total),
+                    pct_conf(self.requested)
+                )
+            },
         })
     }
 }
@@ -461,10 +489,10 @@ impl Judge {
 
     /// Split verification starts again (a new step or weight).
     fn reset_split(&mut self) {
-        self.split = self
-            .weight
-            .filter(|w| *w > 0.0 && *w < 100.0)
-            .map(|w| SplitTest::new(w / 100.0, self.sticky));
+        self.split = self.weight.filter(|w| *w > 0.0 && *w < 100.0).map(|w| {
+            let baseline = self.config.compare_with == Reference::Baseline;
+            SplitTest::new(w / 100.0, self.sticky, baseline)
+        });
     }
 
     /// Starts the anytime-valid tests again: those on the step at every

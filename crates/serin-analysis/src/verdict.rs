@@ -87,10 +87,13 @@ pub struct CheckResult {
 /// verification, see `docs/judge.md`). Not part of the verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
-    /// The requested weight, percent.
+    /// The requested weight, percent; against a baseline
+    /// (`Reference::Baseline`, whose totals stand in for the stable's) the
+    /// canary's expected share of canary and baseline requests, 50 % up to a
+    /// weight of 50 %.
     pub requested: f64,
     /// The canary's observed share of the requests split by weight in this
-    /// step, percent.
+    /// step (against a baseline: of canary and baseline requests), percent.
     pub observed: f64,
     /// Canary requests split by weight in this step (header and cookie
     /// routes left out).

@@ -610,3 +610,59 @@ fn compared_with_a_baseline_the_reasons_say_so() {
     assert!(!j.reason.contains("stable"), "{}", j.reason);
     assert_eq!(Reference::default(), Reference::Stable);
 }
+
+#[test]
+fn against_a_baseline_the_split_is_canary_versus_baseline() {
+    let mut judge = Judge::new(Config {
+        compare_with: Reference::Baseline,
+        ..split_judge().config().clone()
+    })
+    .unwrap();
+    // 5 % each for canary and baseline: half of their requests each, plus
+    // 10 a second routed to the canary and 300 to the stable, which the
+    // baseline's numbers do not include.
+    judge.begin_stage(&Observation::default());
+    judge.set_canary_weight(5.0);
+    let mut last = None;
+    for i in 1..=20 {
+        let o = Observation {
+            stable: Totals {
+                requests: 50 * i,
+                ..Totals::default()
+            },
+            canary: Totals {
+                requests: 60 * i,
+                ..Totals::default()
+            },
+            routed: Some((300 * i, 10 * i)),
+            ..Observation::default()
+        };
+        last = judge.observe(&o, false).split;
+    }
+    let s = last.unwrap();
+    assert!(!s.mismatch, "{}", s.reason);
+    assert_eq!((s.canary_requests, s.total_requests), (1000, 2000));
+    assert!(
+        s.reason
+            .ends_with("; 200 sent by header or cookie routes left out)"),
+        "{}",
+        s.reason
+    );
+    // A canary without its share beside the baseline is a mismatch.
+    let mut judge = Judge::new(Config {
+        compare_with: Reference::Baseline,
+        ..split_judge().config().clone()
+    })
+    .unwrap();
+    let js = split_run(&mut judge, 5.0, 20, 100, 5, None);
+    let s = js[19].split.as_ref().unwrap();
+    assert!(s.mismatch, "{}", s.reason);
+    assert!((s.requested - 50.0).abs() < 1e-9);
+    assert!(
+        s.reason.starts_with(
+            "canary got 5.0 % of canary and baseline requests (100/2 000), 50 % expected at a 5 % weight"
+        ),
+        "{}",
+        s.reason
+    );
+}
