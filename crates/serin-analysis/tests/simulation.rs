@@ -5,7 +5,7 @@
 mod sim;
 
 use serin_analysis::{Config, Judge, Limit, Method};
-use sim::{Drive, Scenario, Version, run, wilson};
+use sim::{Drive, Scenario, Version, run, run_until_early, wilson};
 
 fn stat_config(method: Method) -> Config {
     Config {
@@ -192,5 +192,70 @@ fn plan_agrees_with_simulation() {
                 "w={w} c={c} power={power}: plan {planned:.1} s, simulated {simulated} s"
             );
         }
+    }
+}
+
+/// Early success with the default checks: a healthy canary usually ends a
+/// 10-minute pause early; canaries at a limit (the hardest case for the
+/// test of being within it) end it early in at most 1 − confidence of the
+/// runs, within the binomial error of the seeded run.
+#[test]
+fn early_success_saves_time_and_keeps_its_promise() {
+    let js = vec![(Judge::new(Config::default()).unwrap(), Drive::Normal)];
+    let healthy = Scenario {
+        rps: 100.0,
+        stages: vec![(5.0, 600)],
+        stable: Version::BASE,
+        canary: Version::BASE,
+    };
+    let runs = 100;
+    let mut times: Vec<u32> = (0..runs)
+        .filter_map(|r| run_until_early(&healthy, &js, 300_000 + r).first_within[0])
+        .collect();
+    assert!(
+        times.len() as u64 >= runs - 2,
+        "{} of {runs} ended early",
+        times.len()
+    );
+    times.sort_unstable();
+    let median = times[times.len() / 2];
+    assert!(median < 300, "median early success at {median} s of 600");
+    let base = Version::BASE;
+    for (canary, what) in [
+        (
+            Version {
+                error_rate: 0.05,
+                ..base
+            },
+            "errors at the 5 % limit",
+        ),
+        (
+            Version {
+                median_ms: 1000.0 / (1.644_853_627 * base.sigma).exp(),
+                ..base
+            },
+            "p95 at the 1000 ms limit",
+        ),
+        (
+            Version {
+                client_error_rate: 5.0 * base.client_error_rate,
+                ..base
+            },
+            "4xx at 5 × stable",
+        ),
+    ] {
+        let scenario = Scenario {
+            rps: 100.0,
+            stages: vec![(25.0, 600)],
+            stable: base,
+            canary,
+        };
+        let runs = 200;
+        let early = (0..runs)
+            .filter(|r| run_until_early(&scenario, &js, 400_000 + r).first_within[0].is_some())
+            .count() as u64;
+        let (lo, _) = wilson(early, runs);
+        eprintln!("{what}: {early}/{runs} ended early");
+        assert!(lo <= 0.05, "{what}: {early}/{runs} ended early");
     }
 }

@@ -152,11 +152,29 @@ pub struct RunResult {
     pub no_data: Vec<u32>,
     /// Names of the failing checks at the first fail, per judge.
     pub failed_checks: Vec<Vec<String>>,
+    /// Second of the first early success (`within_limits`) before any
+    /// fail, per judge: where a pause with `early: true` would have ended.
+    pub first_within: Vec<Option<u32>>,
 }
 
 /// Runs one rollout with seed `seed` through every judge built by `judges`
 /// (each with its drive). A judge stops being fed after its first fail.
 pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResult {
+    run_with(scenario, judges, seed, false)
+}
+
+/// [`run`], ending the rollout once every judge has failed or shown early
+/// success (`until_early`), as a pause with `early: true` would end.
+pub fn run_until_early(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResult {
+    run_with(scenario, judges, seed, true)
+}
+
+fn run_with(
+    scenario: &Scenario,
+    judges: &[(Judge, Drive)],
+    seed: u64,
+    until_early: bool,
+) -> RunResult {
     let mut s = Sampler {
         rng: ChaCha8Rng::seed_from_u64(seed),
     };
@@ -167,6 +185,7 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
     let mut first_fail = vec![None; judges.len()];
     let mut no_data = vec![0; judges.len()];
     let mut failed_checks = vec![Vec::new(); judges.len()];
+    let mut first_within = vec![None; judges.len()];
     let mut obs = Observation {
         stable: Totals {
             requests: 0,
@@ -185,7 +204,7 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
     let mut buckets_s = vec![0u64; bounds.len() + 1];
     let mut buckets_c = vec![0u64; bounds.len() + 1];
     let mut t = 0u32;
-    for &(weight, seconds) in &scenario.stages {
+    'stages: for &(weight, seconds) in &scenario.stages {
         for (j, _) in judges.iter_mut() {
             j.begin_stage(&obs);
             j.set_canary_weight(weight);
@@ -210,6 +229,9 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
                 }
                 let end = stage_end || *drive == Drive::EveryInterval;
                 let judgement = j.observe(&obs, end);
+                if first_within[i].is_none() && judgement.within_limits.is_some() {
+                    first_within[i] = Some(t);
+                }
                 match judgement.verdict {
                     Verdict::Fail => {
                         first_fail[i] = Some(t);
@@ -224,12 +246,18 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
                     _ => {}
                 }
             }
+            if until_early
+                && (0..judges.len()).all(|i| first_fail[i].is_some() || first_within[i].is_some())
+            {
+                break 'stages;
+            }
         }
     }
     RunResult {
         first_fail,
         no_data,
         failed_checks,
+        first_within,
     }
 }
 
