@@ -143,16 +143,19 @@ fn arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
 /// The pause the early-success tables end early: 10 minutes.
 const PAUSE: u32 = 600;
 
-/// Per run of one scenario through the default judge until early success
-/// or a fail: (second of early success, second of fail).
+/// One run until early success or a fail: (second of early success,
+/// second of fail).
+type EarlyRun = (Option<u32>, Option<u32>);
+
+/// Each run of one scenario through the default judge.
 fn simulate_early(
     scenario: &Scenario,
     runs: u64,
     seed: u64,
     threads: u64,
-) -> Result<Vec<(Option<u32>, Option<u32>)>, Box<dyn std::error::Error>> {
+) -> Result<Vec<EarlyRun>, Box<dyn std::error::Error>> {
     let js = vec![(Judge::new(Config::default())?, Drive::Normal)];
-    let out: Vec<(Option<u32>, Option<u32>)> = std::thread::scope(|scope| {
+    let out: Vec<EarlyRun> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let js = js.clone();
