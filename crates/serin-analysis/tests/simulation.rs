@@ -5,7 +5,7 @@
 mod sim;
 
 use serin_analysis::{Config, Judge, Limit, Method};
-use sim::{Drive, Scenario, Version, run, run_until_early, wilson};
+use sim::{Drive, Scenario, Version, run, run_misrouted, run_until_early, wilson};
 
 fn stat_config(method: Method) -> Config {
     Config {
@@ -258,4 +258,52 @@ fn early_success_saves_time_and_keeps_its_promise() {
         eprintln!("{what}: {early}/{runs} ended early");
         assert!(lo <= 0.05, "{what}: {early}/{runs} ended early");
     }
+}
+
+/// Split verification on simulated traffic: a healthy split (each request
+/// to the canary with probability = its weight) is flagged in at most
+/// 1 − confidence of 10-minute steps; a routing that gives the canary a
+/// tenth of its weight is flagged, and soon.
+#[test]
+fn split_mismatch_is_rare_when_healthy_and_caught_when_not() {
+    let js = vec![(
+        Judge::new(Config {
+            client_error_ratio: None,
+            ..Config::default()
+        })
+        .unwrap(),
+        Drive::Normal,
+    )];
+    for w in [5.0, 50.0] {
+        let scenario = Scenario {
+            rps: 100.0,
+            stages: vec![(w, 600)],
+            stable: Version::BASE,
+            canary: Version::BASE,
+        };
+        let runs = 100;
+        let flagged = (0..runs)
+            .filter(|r| run(&scenario, &js, 500_000 + r).first_mismatch[0].is_some())
+            .count() as u64;
+        eprintln!("{w} %: {flagged}/{runs} healthy splits flagged");
+        let (lo, _) = wilson(flagged, runs);
+        assert!(lo <= 0.05, "{w} %: {flagged}/{runs} healthy splits flagged");
+    }
+    let scenario = Scenario {
+        rps: 100.0,
+        stages: vec![(5.0, 300)],
+        stable: Version::BASE,
+        canary: Version::BASE,
+    };
+    let runs = 50;
+    let mut times: Vec<u32> = (0..runs)
+        .filter_map(|r| run_misrouted(&scenario, &js, 600_000 + r, 0.5).first_mismatch[0])
+        .collect();
+    assert_eq!(times.len() as u64, runs, "misrouted splits caught");
+    times.sort_unstable();
+    eprintln!(
+        "misrouted 0.5 % of 5 %: median {} s",
+        times[times.len() / 2]
+    );
+    assert!(times[times.len() / 2] < 120, "{times:?}");
 }
