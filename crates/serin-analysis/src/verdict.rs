@@ -112,7 +112,8 @@ pub struct Split {
 /// A verdict with its reason and the checks it was made from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
-    /// The combined verdict: any Fail → Fail; else any NoData → NoData;
+    /// The combined verdict of the enforced (not advisory) checks: any
+    /// Fail → Fail; else any NoData → NoData;
     /// else NotEnoughData if fewer than `minRequests` canary requests in
     /// this step (or a check could not be judged yet); else Pass.
     pub verdict: Verdict,
