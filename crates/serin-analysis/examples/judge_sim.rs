@@ -8,9 +8,10 @@
 //! cargo run --release -p serin-analysis --example judge_sim -- [--runs N] [--seed S] [--threads T]
 //! ```
 //!
-//! With `--early`, the early-success tables instead (`docs/benchmarks.md`,
-//! "Early success"): how soon a healthy canary is shown within every limit
-//! in a 10-minute pause, and how often a canary at or over a limit is.
+//! Then the early-success tables (`docs/benchmarks.md`, "Early success"):
+//! how soon a healthy canary is shown within every limit in a 10-minute
+//! pause, and how often a canary at or over a limit is. `--early` prints
+//! only those.
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
@@ -450,5 +451,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for t in targets {
         println!("- {t}");
     }
-    Ok(())
+    println!("\n## Early success\n");
+    early(runs, seed, threads)
 }
