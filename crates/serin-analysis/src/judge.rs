@@ -922,7 +922,9 @@ impl Judge {
         if !failed.is_empty() {
             j.would_fail = Some(failed.join("; "));
         }
-        if j.verdict == Verdict::Pass {
+        // A split mismatch means the metrics may not be the canary's at the
+        // weight asked for: no early success on them.
+        if j.verdict == Verdict::Pass && !j.split.as_ref().is_some_and(|s| s.mismatch) {
             j.within_limits = self.within_limits(&j.checks);
         }
         j

@@ -666,3 +666,44 @@ fn against_a_baseline_the_split_is_canary_versus_baseline() {
         s.reason
     );
 }
+
+#[test]
+fn no_early_success_while_the_split_is_a_mismatch() {
+    // Healthy numbers, but the canary gets 1 % of the requests at a 10 %
+    // weight: the metrics are not the canary's at the weight asked for.
+    let mut judge = Judge::new(Config::default()).unwrap();
+    judge.begin_stage(&Observation::default());
+    judge.set_canary_weight(10.0);
+    let few = Per {
+        requests: 10,
+        errors: 0,
+        client_errors: 0,
+        slow: 0,
+    };
+    let stable = Per {
+        requests: 990,
+        ..STABLE
+    };
+    let mut passed = 0;
+    for i in 1..=100 {
+        let j = judge.observe(&after(i, stable, few), false);
+        assert!(
+            j.split.as_ref().is_some_and(|s| s.mismatch) || i < 3,
+            "{i}: {:?}",
+            j.split
+        );
+        passed += usize::from(j.verdict == Verdict::Pass);
+        assert_eq!(j.within_limits, None, "{i}");
+    }
+    assert!(passed > 50, "the verdict itself passes ({passed})");
+    // The same numbers at a 1 % weight end the step early.
+    let mut judge = Judge::new(Config::default()).unwrap();
+    judge.begin_stage(&Observation::default());
+    judge.set_canary_weight(1.0);
+    assert!((1..=100).any(|i| {
+        judge
+            .observe(&after(i, stable, few), false)
+            .within_limits
+            .is_some()
+    }));
+}
