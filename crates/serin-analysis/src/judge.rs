@@ -311,12 +311,12 @@ pub struct Judge {
     checks: Vec<Check>,
     /// `(1 − confidence) / number of statistical checks`.
     alpha: f64,
+    /// `ln(1 / alpha)`.
+    log_threshold: f64,
     /// Sticky sessions: the split is tested against the wider band.
     sticky: bool,
     /// Split verification in this step (weight strictly between 0 and 100).
     split: Option<SplitTest>,
-    /// `ln(1 / alpha)`.
-    log_threshold: f64,
     weight: Option<f64>,
     /// The previous observation, with each version's last histogram carried
     /// forward over intervals that had none.
@@ -466,6 +466,7 @@ impl Judge {
     /// an interval in which the canary got no requests can be told apart
     /// from a quiet one. Without it the judge estimates the share from the
     /// requests seen.
+    ///
     /// A weight strictly between 0 and 100 % also starts split verification
     /// (see [`Judgement::split`]) over the rest of the step; telling the
     /// same weight again changes nothing.
