@@ -7,12 +7,17 @@
 //! ```text
 //! cargo run --release -p serin-analysis --example judge_sim -- [--runs N] [--seed S] [--threads T]
 //! ```
+//!
+//! Then the early-success tables (`docs/benchmarks.md`, "Early success"):
+//! how soon a healthy canary is shown within every limit in a 10-minute
+//! pause, and how often a canary at or over a limit is. `--early` prints
+//! only those.
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
 
 use serin_analysis::{Config, Judge, Limit, Method, PlanInput, plan};
-use sim::{Drive, Scenario, Version, run, wilson};
+use sim::{Drive, Scenario, Version, run, run_until_early, wilson};
 
 const RPS: f64 = 100.0;
 const WEIGHTS: [f64; 3] = [5.0, 25.0, 50.0];
@@ -136,11 +141,167 @@ fn arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     }
 }
 
+/// The pause the early-success tables end early: 10 minutes.
+const PAUSE: u32 = 600;
+
+/// One run until early success or a fail: (second of early success,
+/// second of fail).
+type EarlyRun = (Option<u32>, Option<u32>);
+
+/// Each run of one scenario through the default judge.
+fn simulate_early(
+    scenario: &Scenario,
+    runs: u64,
+    seed: u64,
+    threads: u64,
+) -> Result<Vec<EarlyRun>, Box<dyn std::error::Error>> {
+    let js = vec![(Judge::new(Config::default())?, Drive::Normal)];
+    let out: Vec<EarlyRun> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let js = js.clone();
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut r = t;
+                    while r < runs {
+                        let res = run_until_early(scenario, &js, seed + r);
+                        out.push((res.first_within[0], res.first_fail[0]));
+                        r += threads;
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    if out.len() as u64 != runs {
+        return Err(format!("only {} of {runs} runs finished", out.len()).into());
+    }
+    Ok(out)
+}
+
+fn early(runs: u64, seed: u64, threads: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let base = Version::BASE;
+    println!(
+        "### A healthy canary in a {} min pause with `early: true` (default checks, {runs} runs each)\n",
+        PAUSE / 60
+    );
+    println!(
+        "| traffic | canary weight | ended early | median time to early success | pause saved (mean) | false rollbacks |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut targets = Vec::new();
+    for (ri, &rps) in [2.0, 10.0, 100.0, 1000.0].iter().enumerate() {
+        for (wi, &w) in [5.0, 25.0].iter().enumerate() {
+            let scenario = Scenario {
+                rps,
+                stages: vec![(w, PAUSE)],
+                stable: base,
+                canary: base,
+            };
+            let s = seed + 10_000_000 * ri as u64 + 1_000_000 * wi as u64;
+            let out = simulate_early(&scenario, runs, s, threads)?;
+            let mut times: Vec<u32> = out.iter().filter_map(|o| o.0).collect();
+            let ended = times.len() as f64 / runs as f64;
+            let saved: f64 = out
+                .iter()
+                .map(|o| o.0.map_or(0.0, |t| (PAUSE - t) as f64 / PAUSE as f64))
+                .sum::<f64>()
+                / runs as f64;
+            let fails = out.iter().filter(|o| o.1.is_some()).count();
+            println!(
+                "| {rps} req/s | {w} % | {:.1} % | {} | {:.0} % | {:.1} % |",
+                100.0 * ended,
+                median(&mut times).map_or("—".into(), |m| format!("{m} s")),
+                100.0 * saved,
+                100.0 * fails as f64 / runs as f64
+            );
+        }
+    }
+    let limit = |v: Version, what: &'static str| (what, v);
+    let over = [
+        limit(
+            Version {
+                error_rate: 0.05,
+                ..base
+            },
+            "errors at the limit (5 %)",
+        ),
+        limit(
+            Version {
+                error_rate: 0.06,
+                ..base
+            },
+            "errors 6 % (limit 5 %)",
+        ),
+        limit(
+            Version {
+                // p95 = median · e^(1.645 σ) = 1000 ms.
+                median_ms: 1000.0 / (1.644_853_627 * base.sigma).exp(),
+                ..base
+            },
+            "p95 at the limit (1 000 ms)",
+        ),
+        limit(
+            Version {
+                client_error_rate: 5.0 * base.client_error_rate,
+                ..base
+            },
+            "4xx at the limit (5 × stable)",
+        ),
+    ];
+    println!(
+        "\n### A canary at or over a limit: false early successes in a {} min pause ({runs} runs each; the promise is at most 5 %)\n",
+        PAUSE / 60
+    );
+    println!("| canary | traffic | canary weight | ended early (95 % CI) | rolled back |");
+    println!("|---|---|---|---|---|");
+    for (oi, (what, canary)) in over.iter().enumerate() {
+        for (ri, &(rps, w)) in [(100.0, 25.0), (1000.0, 5.0)].iter().enumerate() {
+            let scenario = Scenario {
+                rps,
+                stages: vec![(w, PAUSE)],
+                stable: base,
+                canary: *canary,
+            };
+            let s = seed + 100_000_000 + 10_000_000 * oi as u64 + 1_000_000 * ri as u64;
+            let out = simulate_early(&scenario, runs, s, threads)?;
+            let k = out.iter().filter(|o| o.0.is_some()).count() as u64;
+            let fails = out.iter().filter(|o| o.1.is_some()).count();
+            let (lo, hi) = wilson(k, runs);
+            println!(
+                "| {what} | {rps} req/s | {w} % | {:.1} % ({:.1}–{:.1}) | {:.1} % |",
+                100.0 * k as f64 / runs as f64,
+                100.0 * lo,
+                100.0 * hi,
+                100.0 * fails as f64 / runs as f64
+            );
+            let rate = k as f64 / runs as f64;
+            targets.push(format!(
+                "{what}, {rps} req/s at {w} %: false early successes {:.1} % (target ≤ 5 %): {}",
+                100.0 * rate,
+                if rate <= 0.05 { "met" } else { "NOT met" }
+            ));
+        }
+    }
+    println!("\nTargets:\n");
+    for t in targets {
+        println!("- {t}");
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let runs = arg(&args, "--runs", 1000)?;
     let seed = arg(&args, "--seed", 20_261_202)?;
     let threads = arg(&args, "--threads", 2)?.max(1);
+    if args.iter().any(|a| a == "--early") {
+        return early(runs, seed, threads);
+    }
     let base = Version::BASE;
     let regressions: [(&str, Version); 5] = [
         (
@@ -290,5 +451,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for t in targets {
         println!("- {t}");
     }
-    Ok(())
+    println!("\n## Early success\n");
+    early(runs, seed, threads)
 }

@@ -80,6 +80,28 @@ impl CustomMetric {
     }
 }
 
+/// What the relative (`maxRatioToStable`) checks compare the canary with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reference {
+    /// The stable version (the default).
+    #[default]
+    Stable,
+    /// A fresh baseline: the stable's build started beside the canary with
+    /// the same share. The caller passes its totals as
+    /// `Observation::stable`; reasons then say "baseline".
+    Baseline,
+}
+
+impl Reference {
+    /// The word reasons use: `stable` or `baseline`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reference::Stable => "stable",
+            Reference::Baseline => "baseline",
+        }
+    }
+}
+
 /// The judge's configuration (the rollout file's `analysis` section).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -106,6 +128,12 @@ pub struct Config {
     /// answers 404 to everything is broken although 4xx are not errors.
     /// Skipped while the metric source counts no 4xx.
     pub client_error_ratio: Option<f64>,
+    /// Metrics whose checks are advisory: judged and reported, never
+    /// making the verdict fail or no data (see [`Config::ADVISORY_HELP`]
+    /// for the names). At least one configured check must stay enforced.
+    pub advisory: Vec<String>,
+    /// What the relative checks compare the canary with.
+    pub compare_with: Reference,
 }
 
 /// The default `analysis.clientErrorRate.maxRatioToStable`: a canary is
@@ -133,6 +161,8 @@ impl Default for Config {
             confidence: 0.95,
             custom: Vec::new(),
             client_error_ratio: Some(DEFAULT_CLIENT_ERROR_RATIO),
+            advisory: Vec::new(),
+            compare_with: Reference::Stable,
         }
     }
 }
@@ -173,6 +203,39 @@ fn check_ratio(field: &str, value: Option<f64>) -> Result<(), ConfigError> {
 }
 
 impl Config {
+    /// The metric names [`Config::advisory`] accepts.
+    pub const ADVISORY_HELP: &'static str =
+        "error-rate, latency-p50, latency-p95, latency-p99, client-error-rate or custom/NAME";
+
+    /// The metrics that have a check in this configuration, by the names
+    /// [`Config::advisory`] uses: `error-rate` (checks `error-rate` and
+    /// `error-rate/ratio`), `latency-pNN`, `custom/NAME`,
+    /// `client-error-rate`.
+    pub fn checked_metrics(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.error_rate.is_set() {
+            out.push("error-rate".to_string());
+        }
+        for (_, name, limit) in self.latency_limits() {
+            if limit.is_set() {
+                out.push(format!("latency-{name}"));
+            }
+        }
+        for c in &self.custom {
+            out.push(format!("custom/{}", c.name));
+        }
+        if self.client_error_ratio.is_some() {
+            out.push("client-error-rate".to_string());
+        }
+        out
+    }
+
+    /// Whether the checks of `metric` (a name of [`Config::checked_metrics`])
+    /// are advisory.
+    pub fn is_advisory(&self, metric: &str) -> bool {
+        self.advisory.iter().any(|a| a == metric)
+    }
+
     /// The latency limits with their quantile and the rollout file's name.
     pub(crate) fn latency_limits(&self) -> [(f64, &'static str, Limit); 3] {
         [
@@ -253,6 +316,31 @@ impl Config {
                 c.max_ratio_to_stable,
             )?;
         }
+        let checked = self.checked_metrics();
+        for (i, a) in self.advisory.iter().enumerate() {
+            if !checked.contains(a) {
+                return Err(err(
+                    format!("analysis.advisory[{i}]"),
+                    format!(
+                        "{a:?} names no configured check, expected one of {}",
+                        if checked.is_empty() {
+                            "the configured checks (there are none)".to_string()
+                        } else {
+                            checked.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        if !self.advisory.is_empty() && checked.iter().all(|m| self.is_advisory(m)) {
+            return Err(err(
+                "analysis.advisory",
+                format!(
+                    "every check ({}) is advisory, expected at least one enforced check (for a dry run of the whole analysis use analysis.mode: advisory)",
+                    checked.join(", ")
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -311,6 +399,40 @@ mod tests {
                 2
             ]),
             "analysis.custom[1].name"
+        );
+        assert_eq!(
+            bad(&|c| c.advisory = vec!["latency-p50".into()]),
+            "analysis.advisory[0]"
+        );
+        assert_eq!(
+            bad(&|c| c.advisory = vec!["error-rate".into(), "errors".into()]),
+            "analysis.advisory[1]"
+        );
+        assert_eq!(
+            bad(&|c| c.advisory = vec![
+                "error-rate".into(),
+                "latency-p95".into(),
+                "client-error-rate".into()
+            ]),
+            "analysis.advisory"
+        );
+        let some = Config {
+            advisory: vec!["error-rate".into(), "client-error-rate".into()],
+            ..Config::default()
+        };
+        assert!(some.validate().is_ok());
+        assert!(some.is_advisory("error-rate") && !some.is_advisory("latency-p95"));
+        let e = Config {
+            advisory: vec!["latency-p99".into()],
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            e.message.contains(
+                "\"latency-p99\" names no configured check, expected one of error-rate, latency-p95, client-error-rate"
+            ),
+            "{e}"
         );
         let e = Config {
             confidence: 2.0,

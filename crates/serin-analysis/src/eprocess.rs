@@ -46,6 +46,9 @@ fn log_mean_exp(v: &[f64]) -> f64 {
 #[derive(Debug, Clone)]
 pub struct RatioTest {
     null: f64,
+    /// Alternatives below the null (`r >= null` tested): see
+    /// [`RatioTest::below`].
+    below: bool,
     ratios: [f64; ALTERNATIVES],
     ln_mult: [f64; ALTERNATIVES],
     log_l: [f64; ALTERNATIVES],
@@ -60,15 +63,30 @@ const SHARE_STEPS: f64 = 1024.0;
 impl RatioTest {
     /// A test of `r <= null`.
     pub fn new(null: f64) -> RatioTest {
+        RatioTest::with_direction(null, false)
+    }
+
+    /// A test of non-inferiority, `r >= null` (the canary at or beyond the
+    /// limit), against alternatives `r_k = null / 1.05^(2k−1)`. Rejecting
+    /// shows that the ratio is below `null`. The same likelihood ratios as
+    /// [`RatioTest::new`] with the grid mirrored; by the monotone
+    /// likelihood ratio each is a supermartingale for every `r >= null`.
+    pub fn below(null: f64) -> RatioTest {
+        RatioTest::with_direction(null, true)
+    }
+
+    fn with_direction(null: f64, below: bool) -> RatioTest {
         let g = grid();
         let mut ratios = [0.0; ALTERNATIVES];
         let mut ln_mult = [0.0; ALTERNATIVES];
         for k in 0..ALTERNATIVES {
-            ratios[k] = null * g[k];
-            ln_mult[k] = g[k].ln();
+            let f = if below { 1.0 / g[k] } else { g[k] };
+            ratios[k] = null * f;
+            ln_mult[k] = f.ln();
         }
         RatioTest {
             null,
+            below,
             ratios,
             ln_mult,
             log_l: [0.0; ALTERNATIVES],
@@ -92,10 +110,12 @@ impl RatioTest {
             let d = (self.ratios[k] * rho + 1.0 - rho).ln() - base;
             self.log_l[k] += xc * self.ln_mult[k] - xf * d;
         }
-        let key = (rho * SHARE_STEPS).round() as u32;
-        let e = self.history.entry(key).or_insert((0, 0));
-        e.0 += x_c;
-        e.1 += x;
+        if !self.below {
+            let key = (rho * SHARE_STEPS).round() as u32;
+            let e = self.history.entry(key).or_insert((0, 0));
+            e.0 += x_c;
+            e.1 += x;
+        }
         self.max_log_e = self.max_log_e.max(self.log_e());
     }
 
@@ -125,9 +145,9 @@ impl RatioTest {
     /// Lower confidence bound on the ratio once the test has rejected: the
     /// largest `m' = null · 1.05^i` (i up to 80) whose own test rejects at
     /// `log_threshold` on the data so far. `None` if the main test has not
-    /// rejected.
+    /// rejected, or for a test of non-inferiority ([`RatioTest::below`]).
     pub fn lower_bound(&self, log_threshold: f64) -> Option<f64> {
-        if self.log_e() < log_threshold {
+        if self.below || self.log_e() < log_threshold {
             return None;
         }
         let mut best = self.null;
@@ -163,12 +183,24 @@ pub struct ProportionTest {
 impl ProportionTest {
     /// A test of `π <= p0`, `0 < p0 < 1`.
     pub fn new(p0: f64) -> ProportionTest {
+        ProportionTest::with_direction(p0, false)
+    }
+
+    /// A test of `π >= p0`, `0 < p0 < 1`, against alternatives with odds
+    /// `odds(p0) / 1.05^(2k−1)`: rejecting shows that the proportion is
+    /// below `p0` (the canary within an absolute limit, or a share below
+    /// its band).
+    pub fn below(p0: f64) -> ProportionTest {
+        ProportionTest::with_direction(p0, true)
+    }
+
+    fn with_direction(p0: f64, below: bool) -> ProportionTest {
         let g = grid();
         let odds0 = p0 / (1.0 - p0);
         let mut a = [0.0; ALTERNATIVES];
         let mut b = [0.0; ALTERNATIVES];
         for k in 0..ALTERNATIVES {
-            let odds = odds0 * g[k];
+            let odds = if below { odds0 / g[k] } else { odds0 * g[k] };
             let p = odds / (1.0 + odds);
             a[k] = (p / p0).ln();
             b[k] = ((1.0 - p) / (1.0 - p0)).ln();
@@ -245,6 +277,40 @@ mod tests {
             lenient.update(5, 50.0, 10, 950.0);
         }
         assert!(lenient.log_e() < worse.log_e());
+    }
+
+    #[test]
+    fn tests_of_non_inferiority_mirror_the_grid() {
+        // Canary errors clearly below the null ratio 2: shown within.
+        let mut within = RatioTest::below(2.0);
+        let mut over = RatioTest::below(2.0);
+        for _ in 0..20 {
+            within.update(1, 100.0, 10, 900.0); // canary 1 %, stable ~1.1 %
+            over.update(6, 100.0, 20, 900.0); // canary 6 %, stable ~2.2 %
+        }
+        assert!(within.log_e() > 20f64.ln(), "{}", within.log_e());
+        assert!(over.log_e() < 0.0, "{}", over.log_e());
+        assert_eq!(within.lower_bound(0.0), None);
+        // One interval against the direct formula.
+        let mut t = RatioTest::below(1.5);
+        t.update(3, 500.0, 60, 9500.0);
+        let rho = 500.0 / 10_000.0;
+        let theta = |r: f64| r * rho / (r * rho + 1.0 - rho);
+        let direct: f64 = (0..ALTERNATIVES)
+            .map(|k| {
+                let r = 1.5 / 1.05f64.powi(2 * k as i32 + 1);
+                (theta(r) / theta(1.5)).powi(3) * ((1.0 - theta(r)) / (1.0 - theta(1.5))).powi(60)
+            })
+            .sum::<f64>()
+            / ALTERNATIVES as f64;
+        assert!((t.log_e() - direct.ln()).abs() < 1e-9);
+        // Proportions: 1 % of 2 000 is shown below 5 %; 6 % is not.
+        let mut low = ProportionTest::below(0.05);
+        low.update(20, 2000);
+        assert!(low.log_e() > 20f64.ln(), "{}", low.log_e());
+        let mut high = ProportionTest::below(0.05);
+        high.update(120, 2000);
+        assert!(high.log_e() < 0.0);
     }
 
     #[test]

@@ -7,12 +7,12 @@
 //! `fixed` tests) and the anytime-valid evidence since the rollout began (for
 //! `sequential` ratio tests). See `docs/judge.md`.
 
-use crate::config::{Config, ConfigError, Direction, Method};
+use crate::config::{Config, ConfigError, Direction, Method, Reference};
 use crate::eprocess::{ProportionTest, RatioTest};
 use crate::histogram::Histogram;
 use crate::observation::{Delta, Observation, ObservationError, Ratio, VersionDelta};
 use crate::stats;
-use crate::verdict::{CheckResult, Evidence, Judgement, Verdict, count, ms, pct, ratio};
+use crate::verdict::{CheckResult, Evidence, Judgement, Split, Verdict, count, ms, pct, ratio};
 
 /// Expected canary requests in an interval above which getting none is "no
 /// data" (P(0) for a Poisson of mean 5 is 0.7 %).
@@ -25,6 +25,153 @@ const SMALL_COUNT: f64 = 5.0;
 /// How a check says that the canary looks beyond its limit although no test
 /// has shown it yet: the step is held, never passed.
 const HELD: &str = "above the limit, not yet significant";
+
+/// Split verification: each version's share of the requests split by
+/// weight may be this many times smaller or larger than requested before
+/// the split is a mismatch...
+const SPLIT_FACTOR: f64 = 2.0;
+/// ... and this many times with sticky sessions, where whole clients, not
+/// requests, are split.
+const SPLIT_FACTOR_STICKY: f64 = 4.0;
+
+/// The band of canary shares (fractions) that is not a mismatch at weight
+/// `w` (a fraction strictly between 0 and 1): neither version gets less
+/// than its share ÷ `factor` nor more than its share × `factor`.
+pub(crate) fn split_band(w: f64, factor: f64) -> (f64, f64) {
+    let low = (w / factor).max(1.0 - factor * (1.0 - w));
+    let high = (w * factor).min(1.0 - (1.0 - w) / factor);
+    (low, high)
+}
+
+/// The stage's split test: two one-sided anytime-valid tests of the
+/// canary's share of weight-split requests, one that it is below the band,
+/// one that it is above.
+#[derive(Debug, Clone)]
+struct SplitTest {
+    /// The canary's weight (fraction).
+    weight: f64,
+    /// The observation's `stable` is a baseline (`Reference::Baseline`):
+    /// the share tested is the canary's of canary and baseline requests.
+    baseline: bool,
+    /// Expected canary share of the requests tested (fraction): the weight,
+    /// or against a baseline `w / (w + min(w, 1 − w))` (the baseline gets
+    /// the canary's share, at most what is left).
+    requested: f64,
+    /// The band (fractions).
+    band: (f64, f64),
+    /// `H0: share >= band.0`.
+    under: ProportionTest,
+    /// `H0: share <= band.1`.
+    over: ProportionTest,
+    /// Weight-split requests in the step: canary, both.
+    canary: u64,
+    total: u64,
+    /// Requests sent by routes in the step (both versions).
+    routed: u64,
+}
+
+impl SplitTest {
+    fn new(weight: f64, sticky: bool, baseline: bool) -> SplitTest {
+        let requested = if baseline {
+            weight / (weight + weight.min(1.0 - weight))
+        } else {
+            weight
+        };
+        let factor = if sticky {
+            SPLIT_FACTOR_STICKY
+        } else {
+            SPLIT_FACTOR
+        };
+        let band = split_band(requested, factor);
+        SplitTest {
+            weight,
+            baseline,
+            requested,
+            band,
+            under: ProportionTest::below(band.0),
+            over: ProportionTest::new(band.1),
+            canary: 0,
+            total: 0,
+            routed: 0,
+        }
+    }
+
+    fn update(&mut self, d: &Delta) {
+        let Some((rs, rc)) = d.routed else { return };
+        // Routes send to stable or canary only: against a baseline, the
+        // stable's routed requests are not in the numbers.
+        let rs = if self.baseline { 0 } else { rs };
+        let c = d.canary.requests.saturating_sub(rc);
+        let n = c + d.stable.requests.saturating_sub(rs);
+        self.under.update(c, n);
+        self.over.update(c, n);
+        self.canary += c;
+        self.total += n;
+        self.routed += rs.min(d.stable.requests) + rc.min(d.canary.requests);
+    }
+
+    /// The result, with `log_threshold` the log e-value a mismatch needs.
+    fn result(&self, log_threshold: f64) -> Option<Split> {
+        if self.total == 0 {
+            return None;
+        }
+        let observed = self.canary as f64 / self.total as f64;
+        let (under, over) = (self.under.log_e(), self.over.log_e());
+        let log_e = under.max(over);
+        let mismatch = log_e >= log_threshold;
+        let routed = if self.routed > 0 {
+            format!(
+                "; {} sent by header or cookie routes left out",
+                count(self.routed)
+            )
+        } else {
+            String::new()
+        };
+        let evidence = if mismatch {
+            format!(
+                "{} the band {}–{} with e-value {} ≥ {}",
+                if under >= over { "below" } else { "above" },
+                pct(self.band.0),
+                pct(self.band.1),
+                e_fmt(log_e),
+                e_fmt(log_threshold)
+            )
+        } else {
+            format!(
+                "band {}–{}, e-value {} < {}",
+                pct(self.band.0),
+                pct(self.band.1),
+                e_fmt(log_e),
+                e_fmt(log_threshold)
+            )
+        };
+        Some(Split {
+            requested: 100.0 * self.requested,
+            observed: 100.0 * observed,
+            canary_requests: self.canary,
+            total_requests: self.total,
+            mismatch,
+            reason: if self.baseline {
+                format!(
+                    "canary got {} of canary and baseline requests ({}/{}), {} expected at a {} weight ({evidence}{routed})",
+                    pct(observed),
+                    count(self.canary),
+                    count(self.total),
+                    pct_conf(self.requested),
+                    pct_conf(self.weight)
+                )
+            } else {
+                format!(
+                    "canary got {} of requests ({}/{}), {} requested ({evidence}{routed})",
+                    pct(observed),
+                    count(self.canary),
+                    count(self.total),
+                    pct_conf(self.requested)
+                )
+            },
+        })
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 struct VersionAcc {
@@ -134,6 +281,17 @@ enum Kind {
 struct Check {
     kind: Kind,
     name: String,
+    /// Advisory (`Config::advisory`): left out of the combined verdict.
+    advisory: bool,
+    /// Early success (`sequential`): the step's test that the canary is
+    /// within an absolute limit (`H0: at or over it`).
+    within_proportion: Option<ProportionTest>,
+    /// Early success (`sequential`): the step's test that the canary is
+    /// within a ratio limit (`H0: ratio at or over it`).
+    within_ratio: Option<RatioTest>,
+    /// Latency max: the bound (ms) whose exceedances the early-success test
+    /// counts (the largest at or below the limit).
+    within_bound: Option<f64>,
     /// `sequential` evidence on the stage (absolute limits).
     proportion: Option<ProportionTest>,
     /// Evidence on a ratio limit: since the rollout began for `sequential`
@@ -155,6 +313,10 @@ pub struct Judge {
     alpha: f64,
     /// `ln(1 / alpha)`.
     log_threshold: f64,
+    /// Sticky sessions: the split is tested against the wider band.
+    sticky: bool,
+    /// Split verification in this step (weight strictly between 0 and 100).
+    split: Option<SplitTest>,
     weight: Option<f64>,
     /// The previous observation, with each version's last histogram carried
     /// forward over intervals that had none.
@@ -170,8 +332,14 @@ pub struct Judge {
 }
 
 /// `WHAT 8.2 % (82/1 000) vs stable 0.5 % (5/1 000)`: each version's rate
-/// (`n/a` without one), numerator and denominator.
-fn versus(what: &str, canary: (Option<f64>, u64, u64), stable: (Option<f64>, u64, u64)) -> String {
+/// (`n/a` without one), numerator and denominator; `other` names the
+/// reference (`stable` or `baseline`).
+fn versus(
+    what: &str,
+    other: &str,
+    canary: (Option<f64>, u64, u64),
+    stable: (Option<f64>, u64, u64),
+) -> String {
     let side = |(rate, n, d): (Option<f64>, u64, u64)| {
         format!(
             "{} ({}/{})",
@@ -180,7 +348,7 @@ fn versus(what: &str, canary: (Option<f64>, u64, u64), stable: (Option<f64>, u64
             count(d)
         )
     };
-    format!("{what} {} vs stable {}", side(canary), side(stable))
+    format!("{what} {} vs {other} {}", side(canary), side(stable))
 }
 
 fn pct_conf(c: f64) -> String {
@@ -218,10 +386,14 @@ impl Judge {
     pub fn new(config: Config) -> Result<Judge, ConfigError> {
         config.validate()?;
         let mut checks = Vec::new();
-        let mut push = |kind: Kind, name: String| {
+        let mut push = |kind: Kind, name: String, metric: &str| {
             checks.push(Check {
                 kind,
                 name,
+                advisory: config.is_advisory(metric),
+                within_proportion: None,
+                within_ratio: None,
+                within_bound: None,
                 proportion: None,
                 ratio: None,
                 bounds: None,
@@ -229,27 +401,34 @@ impl Judge {
             })
         };
         if let Some(max) = config.error_rate.max {
-            push(Kind::ErrorMax(max), "error-rate".into());
+            push(Kind::ErrorMax(max), "error-rate".into(), "error-rate");
         }
         if let Some(m) = config.error_rate.max_ratio_to_stable {
-            push(Kind::ErrorRatio(m), "error-rate/ratio".into());
+            push(Kind::ErrorRatio(m), "error-rate/ratio".into(), "error-rate");
         }
         for (q, name, limit) in config.latency_limits() {
+            let metric = format!("latency-{name}");
             if let Some(max) = limit.max {
-                push(Kind::LatencyMax { q, name, max }, format!("latency-{name}"));
+                push(Kind::LatencyMax { q, name, max }, metric.clone(), &metric);
             }
             if let Some(m) = limit.max_ratio_to_stable {
                 push(
                     Kind::LatencyRatio { q, name, m },
-                    format!("latency-{name}/ratio"),
+                    format!("{metric}/ratio"),
+                    &metric,
                 );
             }
         }
         for (i, c) in config.custom.iter().enumerate() {
-            push(Kind::Custom(i), format!("custom/{}", c.name));
+            let metric = format!("custom/{}", c.name);
+            push(Kind::Custom(i), metric.clone(), &metric);
         }
         if let Some(m) = config.client_error_ratio {
-            push(Kind::ClientErrorRatio(m), "client-error-rate/ratio".into());
+            push(
+                Kind::ClientErrorRatio(m),
+                "client-error-rate/ratio".into(),
+                "client-error-rate",
+            );
         }
         let n = checks.len().max(1) as f64;
         let alpha = (1.0 - config.confidence) / n;
@@ -258,6 +437,8 @@ impl Judge {
             checks,
             alpha,
             log_threshold: (1.0 / alpha).ln(),
+            sticky: false,
+            split: None,
             weight: None,
             last: None,
             hist_requests: [0, 0],
@@ -285,8 +466,34 @@ impl Judge {
     /// an interval in which the canary got no requests can be told apart
     /// from a quiet one. Without it the judge estimates the share from the
     /// requests seen.
+    ///
+    /// A weight strictly between 0 and 100 % also starts split verification
+    /// (see [`Judgement::split`]) over the rest of the step; telling the
+    /// same weight again changes nothing.
     pub fn set_canary_weight(&mut self, percent: f64) {
-        self.weight = (percent.is_finite() && percent >= 0.0).then_some(percent.min(100.0));
+        let weight = (percent.is_finite() && percent >= 0.0).then_some(percent.min(100.0));
+        if weight != self.weight {
+            self.weight = weight;
+            self.reset_split();
+        }
+    }
+
+    /// Tells the judge whether the router keeps sessions sticky (each
+    /// client stays on one version): the canary's share of requests then
+    /// depends on which clients are busy, and split verification allows a
+    /// factor of 4 instead of 2 (see `docs/judge.md`). Restarts the step's
+    /// split test.
+    pub fn set_split_tolerance(&mut self, sticky: bool) {
+        self.sticky = sticky;
+        self.reset_split();
+    }
+
+    /// Split verification starts again (a new step or weight).
+    fn reset_split(&mut self) {
+        self.split = self.weight.filter(|w| *w > 0.0 && *w < 100.0).map(|w| {
+            let baseline = self.config.compare_with == Reference::Baseline;
+            SplitTest::new(w / 100.0, self.sticky, baseline)
+        });
     }
 
     /// Starts the anytime-valid tests again: those on the step at every
@@ -315,6 +522,27 @@ impl Judge {
                 }
                 Kind::ClientErrorRatio(m) if rollout_too => c.ratio = Some(RatioTest::new(m)),
                 _ => {}
+            }
+            // Early success: tests of being within the limit, over the step.
+            c.within_proportion = None;
+            c.within_ratio = None;
+            c.within_bound = None;
+            if method == Method::Sequential {
+                match c.kind {
+                    Kind::ErrorMax(max) if max < 1.0 => {
+                        c.within_proportion = Some(ProportionTest::below(max))
+                    }
+                    Kind::LatencyMax { q, .. } => {
+                        c.within_proportion = Some(ProportionTest::below(1.0 - q))
+                    }
+                    Kind::ErrorRatio(m) | Kind::ClientErrorRatio(m) => {
+                        c.within_ratio = Some(RatioTest::below(m))
+                    }
+                    Kind::Custom(i) => {
+                        c.within_ratio = Some(RatioTest::below(self.config.custom[i].ratio()))
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -409,6 +637,7 @@ impl Judge {
         self.refused = None;
         self.stage = Acc::default();
         self.reset_tests(false);
+        self.reset_split();
     }
 
     /// `current − last`, refused if a counter rose faster than `bounds`
@@ -495,6 +724,77 @@ impl Judge {
                     );
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Feeds one interval to the step's early-success tests (`sequential`)
+    /// and to split verification.
+    fn update_within(&mut self, d: &Delta) {
+        if let Some(split) = self.split.as_mut() {
+            split.update(d);
+        }
+        for c in &mut self.checks {
+            match c.kind {
+                Kind::ErrorMax(_) => {
+                    if let Some(t) = c.within_proportion.as_mut() {
+                        t.update(d.canary.errors, d.canary.requests)
+                    }
+                }
+                Kind::LatencyMax { max, .. } => {
+                    let (Some(t), Some(h)) = (c.within_proportion.as_mut(), &d.canary.latency)
+                    else {
+                        continue;
+                    };
+                    // The largest bound at or below the limit: fewer than
+                    // 1 − q of the requests above it puts the quantile at
+                    // or below it.
+                    let i = h
+                        .le_ms
+                        .iter()
+                        .rposition(|&b| b.is_finite() && b <= max * (1.0 + 1e-9));
+                    if let Some(i) = i {
+                        let n = latency_total(h, d.canary.latency_requests);
+                        t.update(h.above(i, n), n);
+                        c.within_bound = Some(h.le_ms[i]);
+                    }
+                }
+                Kind::ErrorRatio(_) => {
+                    if let Some(t) = c.within_ratio.as_mut() {
+                        t.update(
+                            d.canary.errors,
+                            d.canary.requests as f64,
+                            d.stable.errors,
+                            d.stable.requests as f64,
+                        )
+                    }
+                }
+                Kind::ClientErrorRatio(_) => {
+                    if let (Some(t), Some(x_c), Some(x_s)) = (
+                        c.within_ratio.as_mut(),
+                        d.canary.client_errors,
+                        d.stable.client_errors,
+                    ) {
+                        t.update(x_c, d.canary.requests as f64, x_s, d.stable.requests as f64)
+                    }
+                }
+                Kind::Custom(i) => {
+                    let (Some(t), Some((s, cn))) = (c.within_ratio.as_mut(), d.custom.get(i))
+                    else {
+                        continue;
+                    };
+                    let (a, b) = match self.config.custom[i].direction {
+                        Direction::LowerIsBetter => (cn, s),
+                        Direction::HigherIsBetter => (s, cn),
+                    };
+                    t.update(
+                        a.numerator,
+                        a.denominator as f64,
+                        b.numerator,
+                        b.denominator as f64,
+                    );
+                }
+                Kind::LatencyRatio { .. } => {}
             }
         }
     }
@@ -600,6 +900,7 @@ impl Judge {
         };
         self.update_ratio_tests(&delta);
         self.update_sequential_stage(&delta);
+        self.update_within(&delta);
         self.rollout.add(&delta);
         self.stage.add(&delta);
         self.remember(current);
@@ -609,8 +910,29 @@ impl Judge {
         }
     }
 
-    /// The verdict after the interval `delta`, already taken in.
+    /// The verdict after the interval `delta`, already taken in, with the
+    /// advisory checks' fails, early success and the split beside it.
     fn judge_interval(&self, delta: &Delta, end_of_pause: bool) -> Judgement {
+        let mut j = self.combine(delta, end_of_pause);
+        let failed: Vec<&str> = j
+            .checks
+            .iter()
+            .filter(|c| c.advisory && c.verdict == Verdict::Fail)
+            .map(|c| c.reason.as_str())
+            .collect();
+        if !failed.is_empty() {
+            j.would_fail = Some(failed.join("; "));
+        }
+        // A split mismatch means the metrics may not be the canary's at the
+        // weight asked for: no early success on them.
+        if j.verdict == Verdict::Pass && !j.split.as_ref().is_some_and(|s| s.mismatch) {
+            j.within_limits = self.within_limits(&j.checks);
+        }
+        j
+    }
+
+    /// The combined verdict of the enforced checks.
+    fn combine(&self, delta: &Delta, end_of_pause: bool) -> Judgement {
         let no_data = self.no_data_reason(delta);
         let checks: Vec<CheckResult> = (0..self.checks.len())
             .map(|i| self.evaluate(i, end_of_pause))
@@ -619,10 +941,8 @@ impl Judge {
 
         let n_c = self.stage.canary.requests;
         let min = self.config.min_requests;
-        let failed: Vec<&CheckResult> = checks
-            .iter()
-            .filter(|c| c.verdict == Verdict::Fail)
-            .collect();
+        let enforced = || checks.iter().filter(|c| !c.advisory);
+        let failed: Vec<&CheckResult> = enforced().filter(|c| c.verdict == Verdict::Fail).collect();
         if !failed.is_empty() {
             let mut reason = failed
                 .iter()
@@ -637,7 +957,7 @@ impl Judge {
         if let Some(reason) = no_data {
             return self.judgement(Verdict::NoData, format!("no data: {reason}"), checks);
         }
-        if let Some(c) = checks.iter().find(|c| c.verdict == Verdict::NoData) {
+        if let Some(c) = enforced().find(|c| c.verdict == Verdict::NoData) {
             let reason = format!("no data: {}", c.reason);
             return self.judgement(Verdict::NoData, reason, checks);
         }
@@ -656,8 +976,7 @@ impl Judge {
             );
             return self.judgement(Verdict::NotEnoughData, reason, checks);
         }
-        let held: Vec<&str> = checks
-            .iter()
+        let held: Vec<&str> = enforced()
             .filter(|c| c.verdict == Verdict::NotEnoughData && c.reason.contains(HELD))
             .map(|c| c.reason.as_str())
             .collect();
@@ -665,7 +984,7 @@ impl Judge {
             let reason = held.join("; ");
             return self.judgement(Verdict::NotEnoughData, reason, checks);
         }
-        if let Some(c) = checks.iter().find(|c| c.verdict == Verdict::NotEnoughData) {
+        if let Some(c) = enforced().find(|c| c.verdict == Verdict::NotEnoughData) {
             let reason = format!("not enough data: {}", c.reason);
             return self.judgement(Verdict::NotEnoughData, reason, checks);
         }
@@ -684,7 +1003,11 @@ impl Judge {
                 "pass: {}",
                 checks
                     .iter()
-                    .map(|c| c.reason.as_str())
+                    .map(|c| if c.advisory {
+                        format!("advisory {}: {}", c.name, c.reason)
+                    } else {
+                        c.reason.clone()
+                    })
                     .collect::<Vec<_>>()
                     .join("; ")
             )
@@ -693,6 +1016,108 @@ impl Judge {
             reason.push_str(&format!(" [{}]", self.score(&checks)));
         }
         self.judgement(Verdict::Pass, reason, checks)
+    }
+
+    /// Early success: `Some(reason)` when every enforced check's step test
+    /// of being within its limit has reached `1 / (1 − confidence)` (an
+    /// intersection–union test: each at the full level, see
+    /// `docs/judge.md`). `None` for `fixed` and `none`, while a latency
+    /// ratio check is enforced (no sound test), or without any check shown.
+    fn within_limits(&self, checks: &[CheckResult]) -> Option<String> {
+        if self.config.method != Method::Sequential {
+            return None;
+        }
+        let log_threshold = -(1.0 - self.config.confidence).ln();
+        let stage = &self.stage;
+        let other = self.config.compare_with.as_str();
+        let mut parts = Vec::new();
+        for (c, r) in self.checks.iter().zip(checks) {
+            if c.advisory {
+                continue;
+            }
+            match c.kind {
+                // Nothing can exceed a 100 % error rate.
+                Kind::ErrorMax(max) if max >= 1.0 => continue,
+                Kind::LatencyRatio { .. } => return None,
+                // Skipped while the source counts no 4xx (see `evaluate`).
+                Kind::ClientErrorRatio(_)
+                    if self.rollout.canary.client_requests == 0
+                        && self.rollout.stable.client_requests == 0 =>
+                {
+                    continue;
+                }
+                _ => {}
+            }
+            if r.verdict != Verdict::Pass {
+                return None;
+            }
+            let log_e = match (&c.within_proportion, &c.within_ratio) {
+                (Some(t), _) => t.log_e(),
+                (_, Some(t)) => t.log_e(),
+                _ => return None,
+            };
+            if log_e < log_threshold {
+                return None;
+            }
+            let rate = |x: u64, n: u64| (n > 0).then(|| x as f64 / n as f64);
+            let show = |x: Option<f64>| x.map_or("n/a".into(), pct);
+            let what = match c.kind {
+                Kind::ErrorMax(max) => format!(
+                    "{} < {}",
+                    show(rate(stage.canary.errors, stage.canary.requests)),
+                    pct(max)
+                ),
+                Kind::LatencyMax { max, .. } => {
+                    let b = c.within_bound?;
+                    format!("at most {} (limit {})", ms(b), ms(max))
+                }
+                Kind::ErrorRatio(m) => format!(
+                    "{} < {} × {other} {}",
+                    show(rate(stage.canary.errors, stage.canary.requests)),
+                    ratio(m),
+                    show(rate(stage.stable.errors, stage.stable.requests))
+                ),
+                Kind::ClientErrorRatio(m) => format!(
+                    "{} < {} × {other} {}",
+                    show(rate(
+                        stage.canary.client_errors,
+                        stage.canary.client_requests
+                    )),
+                    ratio(m),
+                    show(rate(
+                        stage.stable.client_errors,
+                        stage.stable.client_requests
+                    ))
+                ),
+                Kind::Custom(i) => {
+                    let metric = &self.config.custom[i];
+                    let (s, cn) = stage.custom.get(i)?;
+                    let (cr, sr) = (
+                        show(rate(cn.numerator, cn.denominator)),
+                        show(rate(s.numerator, s.denominator)),
+                    );
+                    match metric.direction {
+                        Direction::LowerIsBetter => {
+                            format!("{cr} < {} × {other} {sr}", ratio(metric.ratio()))
+                        }
+                        Direction::HigherIsBetter => {
+                            format!("{cr} > {other} {sr} ÷ {}", ratio(metric.ratio()))
+                        }
+                    }
+                }
+                Kind::LatencyRatio { .. } => return None,
+            };
+            parts.push(format!(
+                "{} {what} (e = {} ≥ {})",
+                c.name,
+                e_fmt(log_e),
+                e_fmt(log_threshold)
+            ));
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        Some(format!("within every limit: {}", parts.join(", ")))
     }
 
     /// Kayenta-like score: the share of checks that pass.
@@ -714,7 +1139,19 @@ impl Judge {
             stage_stable_requests: self.stage.stable.requests,
             skipped: false,
             from_refused: false,
+            would_fail: None,
+            within_limits: None,
+            split: self
+                .split
+                .as_ref()
+                .and_then(|t| t.result(self.split_log_threshold())),
         }
+    }
+
+    /// The log e-value a split mismatch needs: `ln(2 / (1 − confidence))`,
+    /// the level split between the two sides of the band.
+    fn split_log_threshold(&self) -> f64 {
+        (2.0 / (1.0 - self.config.confidence)).ln()
     }
 
     /// The canary's expected share of requests in this interval, if known.
@@ -732,12 +1169,12 @@ impl Judge {
     }
 
     fn no_data_reason(&self, d: &Delta) -> Option<String> {
-        let wants_latency = self
-            .checks
-            .iter()
-            .any(|c| matches!(c.kind, Kind::LatencyMax { .. } | Kind::LatencyRatio { .. }));
+        let other = self.config.compare_with.as_str();
+        let wants_latency = self.checks.iter().any(|c| {
+            !c.advisory && matches!(c.kind, Kind::LatencyMax { .. } | Kind::LatencyRatio { .. })
+        });
         if wants_latency {
-            for (name, v) in [("canary", &d.canary), ("stable", &d.stable)] {
+            for (name, v) in [("canary", &d.canary), (other, &d.stable)] {
                 if v.requests > 0 && v.latency.is_none() {
                     return Some(format!(
                         "the metric source gave no latency histogram for the {name} in this interval"
@@ -749,14 +1186,14 @@ impl Judge {
             let share = self.canary_share()?;
             if share >= 1.0 {
                 return Some(format!(
-                    "the canary got no requests in this interval although it has all the traffic (stable got {})",
+                    "the canary got no requests in this interval although it has all the traffic ({other} got {})",
                     count(d.stable.requests)
                 ));
             }
             let expected = d.stable.requests as f64 * share / (1.0 - share);
             if expected >= NO_DATA_EXPECTED {
                 return Some(format!(
-                    "the canary got no requests in this interval while stable got {} (about {:.0} expected at a {} share)",
+                    "the canary got no requests in this interval while {other} got {} (about {:.0} expected at a {} share)",
                     count(d.stable.requests),
                     expected,
                     pct(share)
@@ -778,7 +1215,9 @@ impl Judge {
             stable: None,
             limit: 0.0,
             evidence: Evidence::None,
+            advisory: check.advisory,
         };
+        let other = self.config.compare_with.as_str();
         // Describe the numbers first.
         match check.kind {
             Kind::ErrorMax(max) => {
@@ -799,6 +1238,7 @@ impl Judge {
                 r.stable = acc.stable.error_rate();
                 r.reason = versus(
                     "canary error rate",
+                    other,
                     (r.canary, acc.canary.errors, acc.canary.requests),
                     (r.stable, acc.stable.errors, acc.stable.requests),
                 );
@@ -818,7 +1258,7 @@ impl Judge {
                 r.canary = acc.canary.quantile(q);
                 r.stable = acc.stable.quantile(q);
                 r.reason = format!(
-                    "canary {name} {} vs stable {}",
+                    "canary {name} {} vs {other} {}",
                     r.canary.map_or("n/a".into(), ms),
                     r.stable.map_or("n/a".into(), ms)
                 );
@@ -836,6 +1276,7 @@ impl Judge {
                         r.stable = rate(s);
                         r.reason = versus(
                             &format!("{}: canary", metric.name),
+                            other,
                             (r.canary, c.numerator, c.denominator),
                             (r.stable, s.numerator, s.denominator),
                         );
@@ -865,6 +1306,7 @@ impl Judge {
                 r.stable = acc.stable.client_error_rate();
                 r.reason = versus(
                     "canary client errors (4xx)",
+                    other,
                     (
                         r.canary,
                         acc.canary.client_errors,
@@ -968,6 +1410,7 @@ impl Judge {
     }
 
     fn evaluate_sequential(&self, check: &Check, r: &mut CheckResult, beyond: bool) {
+        let other = self.config.compare_with.as_str();
         let (log_e, max_log_e) = match (&check.proportion, &check.ratio) {
             (Some(p), _) => (p.log_e(), p.max_log_e),
             (_, Some(t)) => (t.log_e(), t.max_log_e),
@@ -994,27 +1437,27 @@ impl Judge {
             r.verdict = Verdict::Fail;
             let what = match check.kind {
                 Kind::ErrorMax(_) | Kind::LatencyMax { .. } => "above the limit".to_string(),
-                Kind::ErrorRatio(m) | Kind::ClientErrorRatio(m) => worse_than(m),
+                Kind::ErrorRatio(m) | Kind::ClientErrorRatio(m) => worse_than(m, other),
                 Kind::LatencyRatio { m, .. } => {
                     let (b_s, b_c) = check.bounds.unwrap_or((f64::NAN, f64::NAN));
                     if (m - 1.0).abs() < 1e-12 {
-                        format!("slower than stable above {}", ms(b_s))
+                        format!("slower than {other} above {}", ms(b_s))
                     } else {
                         format!(
-                            "more requests above {} than stable above {}",
+                            "more requests above {} than {other} above {}",
                             ms(b_c),
                             ms(b_s)
                         )
                     }
                 }
                 Kind::Custom(i) => match self.config.custom[i].direction {
-                    Direction::LowerIsBetter => worse_than(self.config.custom[i].ratio()),
+                    Direction::LowerIsBetter => worse_than(self.config.custom[i].ratio(), other),
                     Direction::HigherIsBetter => {
                         let m = self.config.custom[i].ratio();
                         if (m - 1.0).abs() < 1e-12 {
-                            "lower than stable".into()
+                            format!("lower than {other}")
                         } else {
-                            format!("below stable ÷ {}", ratio(m))
+                            format!("below {other} ÷ {}", ratio(m))
                         }
                     }
                 },
@@ -1051,6 +1494,7 @@ impl Judge {
     }
 
     fn evaluate_fixed(&self, check: &Check, r: &mut CheckResult, beyond: bool) {
+        let other = self.config.compare_with.as_str();
         let s = &self.stage;
         let alpha = self.alpha;
         let result: Option<(f64, String)> = match check.kind {
@@ -1087,7 +1531,8 @@ impl Judge {
             Kind::LatencyRatio { m, .. } => {
                 let (Some(hc), Some(hs)) = (&s.canary.latency, &s.stable.latency) else {
                     r.verdict = Verdict::NotEnoughData;
-                    r.reason.push_str(" (no stable requests to compare with)");
+                    r.reason
+                        .push_str(&format!(" (no {other} requests to compare with)"));
                     return;
                 };
                 if hc.le_ms != hs.le_ms {
@@ -1175,6 +1620,7 @@ impl Judge {
     }
 
     fn evaluate_none(&self, check: &Check, r: &mut CheckResult) {
+        let other = self.config.compare_with.as_str();
         let over = match check.kind {
             Kind::ErrorMax(max) | Kind::LatencyMax { max, .. } => r.canary.map(|c| c > max),
             Kind::ErrorRatio(m) | Kind::LatencyRatio { m, .. } => match (r.canary, r.stable) {
@@ -1197,10 +1643,10 @@ impl Judge {
                 r.verdict = Verdict::Fail;
                 r.reason.push_str(&match check.kind {
                     Kind::ErrorRatio(m) | Kind::LatencyRatio { m, .. } => {
-                        format!(": more than {} × stable", ratio(m))
+                        format!(": more than {} × {other}", ratio(m))
                     }
                     Kind::Custom(_) => {
-                        format!(": worse than stable by more than {}×", ratio(r.limit))
+                        format!(": worse than {other} by more than {}×", ratio(r.limit))
                     }
                     _ => ": over the limit".into(),
                 });
@@ -1214,11 +1660,11 @@ impl Judge {
     }
 }
 
-fn worse_than(m: f64) -> String {
+fn worse_than(m: f64, other: &str) -> String {
     if (m - 1.0).abs() < 1e-12 {
-        "worse than stable".into()
+        format!("worse than {other}")
     } else {
-        format!("above {} × stable", ratio(m))
+        format!("above {} × {other}", ratio(m))
     }
 }
 

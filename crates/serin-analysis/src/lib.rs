@@ -11,7 +11,9 @@
 //! - `eprocess.rs`: anytime-valid mixture e-processes (the `sequential` method);
 //! - `stats.rs`: distribution functions, z-test and Mann–Whitney U (`fixed`);
 //! - `histogram.rs`: cumulative latency histograms, deltas and quantiles;
-//! - `judge.rs`: the checks and how they combine into a verdict;
+//! - `judge.rs`: the checks and how they combine into a verdict, and what
+//!   is said beside it: advisory checks' fails, early success (every limit
+//!   shown met), split verification (the canary's share of requests);
 //! - [`bounds`]: what a metric may plausibly say (shared with the sources).
 //!
 //! ```
@@ -50,9 +52,10 @@ mod verdict;
 
 pub use config::{
     Config, ConfigError, CustomMetric, DEFAULT_CLIENT_ERROR_RATIO, Direction, Limit, Method,
+    Reference,
 };
 pub use histogram::{Histogram, HistogramError};
 pub use judge::Judge;
 pub use observation::{Observation, ObservationError, Ratio, Totals, check};
 pub use plan::{Plan, PlanInput, plan};
-pub use verdict::{CheckResult, Evidence, Judgement, Verdict};
+pub use verdict::{CheckResult, Evidence, Judgement, Split, Verdict};

@@ -42,6 +42,10 @@ pub struct Observation {
     /// faster than any service could answer are refused (see `bounds`);
     /// without it only the counts themselves are bounded.
     pub at: Option<f64>,
+    /// Requests (stable, canary) that a header or cookie route sent to a
+    /// version whatever the weight, cumulative like the totals (`None`: no
+    /// routes). Split verification leaves them out; nothing else uses them.
+    pub routed: Option<(u64, u64)>,
 }
 
 /// Why two observations cannot be subtracted.
@@ -139,6 +143,11 @@ pub(crate) struct Delta {
     pub stable: VersionDelta,
     pub canary: VersionDelta,
     pub custom: Vec<(Ratio, Ratio)>,
+    /// Requests (stable, canary) sent by routes in the interval, `None`
+    /// when that is unknown (the routed counters went backwards, or began
+    /// to be reported after the first requests): split verification then
+    /// leaves the interval out.
+    pub routed: Option<(u64, u64)>,
 }
 
 fn sub(what: impl Fn() -> String, before: u64, after: u64) -> Result<u64, ObservationError> {
@@ -313,10 +322,21 @@ impl Observation {
             }
             out
         };
+        let routed = match (self.routed, earlier.routed) {
+            (Some(now), Some(before)) => {
+                now.0.checked_sub(before.0).zip(now.1.checked_sub(before.1))
+            }
+            (Some(now), None) if earlier.stable.requests + earlier.canary.requests == 0 => {
+                Some(now)
+            }
+            (Some(_), None) => None,
+            (None, _) => Some((0, 0)),
+        };
         Ok(Delta {
             stable,
             canary,
             custom,
+            routed,
         })
     }
 }

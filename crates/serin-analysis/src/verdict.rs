@@ -78,12 +78,42 @@ pub struct CheckResult {
     pub limit: f64,
     /// The test behind the verdict.
     pub evidence: Evidence,
+    /// The check is advisory (`Config::advisory`): its verdict is left out
+    /// of the combined one; a fail shows in `Judgement::would_fail`.
+    pub advisory: bool,
+}
+
+/// Whether the canary got the share of requests it was asked for (split
+/// verification, see `docs/judge.md`). Not part of the verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// The requested weight, percent; against a baseline
+    /// (`Reference::Baseline`, whose totals stand in for the stable's) the
+    /// canary's expected share of canary and baseline requests, 50 % up to a
+    /// weight of 50 %.
+    pub requested: f64,
+    /// The canary's observed share of the requests split by weight in this
+    /// step (against a baseline: of canary and baseline requests), percent.
+    pub observed: f64,
+    /// Canary requests split by weight in this step (header and cookie
+    /// routes left out).
+    pub canary_requests: u64,
+    /// Requests split by weight in this step, both versions.
+    pub total_requests: u64,
+    /// The observed share is shown, at the rollout's confidence, to be far
+    /// from the requested weight (outside the band of `docs/judge.md`): the
+    /// routing did not take effect.
+    pub mismatch: bool,
+    /// One line with the numbers, e.g. `canary got 0.4 % of requests
+    /// (12/3 000), 5 % requested`.
+    pub reason: String,
 }
 
 /// A verdict with its reason and the checks it was made from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
-    /// The combined verdict: any Fail → Fail; else any NoData → NoData;
+    /// The combined verdict of the enforced (not advisory) checks: any
+    /// Fail → Fail; else any NoData → NoData;
     /// else NotEnoughData if fewer than `minRequests` canary requests in
     /// this step (or a check could not be judged yet); else Pass.
     pub verdict: Verdict,
@@ -103,6 +133,17 @@ pub struct Judgement {
     /// `bounds`), so this interval is `current − refused`. A caller keeping
     /// its own interval numbers takes them from the refused observation too.
     pub from_refused: bool,
+    /// An advisory check failed: its reason, as a fail would read. The
+    /// verdict does not show it.
+    pub would_fail: Option<String>,
+    /// Early success (`sequential` only, never unless the verdict is
+    /// pass): every enforced check has been shown, at the rollout's
+    /// confidence, to be within its limit in this step; the reason names
+    /// each check with its e-value.
+    pub within_limits: Option<String>,
+    /// The canary's observed share against the requested weight, when the
+    /// weight is strictly between 0 and 100 % and requests were split.
+    pub split: Option<Split>,
 }
 
 /// `8.2 %`, `0.35 %`, `0.012 %`.

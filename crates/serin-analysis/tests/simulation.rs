@@ -5,7 +5,7 @@
 mod sim;
 
 use serin_analysis::{Config, Judge, Limit, Method};
-use sim::{Drive, Scenario, Version, run, wilson};
+use sim::{Drive, Scenario, Version, run, run_misrouted, run_until_early, wilson};
 
 fn stat_config(method: Method) -> Config {
     Config {
@@ -193,4 +193,117 @@ fn plan_agrees_with_simulation() {
             );
         }
     }
+}
+
+/// Early success with the default checks: a healthy canary usually ends a
+/// 10-minute pause early; canaries at a limit (the hardest case for the
+/// test of being within it) end it early in at most 1 − confidence of the
+/// runs, within the binomial error of the seeded run.
+#[test]
+fn early_success_saves_time_and_keeps_its_promise() {
+    let js = vec![(Judge::new(Config::default()).unwrap(), Drive::Normal)];
+    let healthy = Scenario {
+        rps: 100.0,
+        stages: vec![(5.0, 600)],
+        stable: Version::BASE,
+        canary: Version::BASE,
+    };
+    let runs = 100;
+    let mut times: Vec<u32> = (0..runs)
+        .filter_map(|r| run_until_early(&healthy, &js, 300_000 + r).first_within[0])
+        .collect();
+    assert!(
+        times.len() as u64 >= runs - 2,
+        "{} of {runs} ended early",
+        times.len()
+    );
+    times.sort_unstable();
+    let median = times[times.len() / 2];
+    assert!(median < 300, "median early success at {median} s of 600");
+    let base = Version::BASE;
+    for (canary, what) in [
+        (
+            Version {
+                error_rate: 0.05,
+                ..base
+            },
+            "errors at the 5 % limit",
+        ),
+        (
+            Version {
+                median_ms: 1000.0 / (1.644_853_627 * base.sigma).exp(),
+                ..base
+            },
+            "p95 at the 1000 ms limit",
+        ),
+        (
+            Version {
+                client_error_rate: 5.0 * base.client_error_rate,
+                ..base
+            },
+            "4xx at 5 × stable",
+        ),
+    ] {
+        let scenario = Scenario {
+            rps: 100.0,
+            stages: vec![(25.0, 600)],
+            stable: base,
+            canary,
+        };
+        let runs = 200;
+        let early = (0..runs)
+            .filter(|r| run_until_early(&scenario, &js, 400_000 + r).first_within[0].is_some())
+            .count() as u64;
+        let (lo, _) = wilson(early, runs);
+        eprintln!("{what}: {early}/{runs} ended early");
+        assert!(lo <= 0.05, "{what}: {early}/{runs} ended early");
+    }
+}
+
+/// Split verification on simulated traffic: a healthy split (each request
+/// to the canary with probability = its weight) is flagged in at most
+/// 1 − confidence of 10-minute steps; a routing that gives the canary a
+/// tenth of its weight is flagged, and soon.
+#[test]
+fn split_mismatch_is_rare_when_healthy_and_caught_when_not() {
+    let js = vec![(
+        Judge::new(Config {
+            client_error_ratio: None,
+            ..Config::default()
+        })
+        .unwrap(),
+        Drive::Normal,
+    )];
+    for w in [5.0, 50.0] {
+        let scenario = Scenario {
+            rps: 100.0,
+            stages: vec![(w, 600)],
+            stable: Version::BASE,
+            canary: Version::BASE,
+        };
+        let runs = 100;
+        let flagged = (0..runs)
+            .filter(|r| run(&scenario, &js, 500_000 + r).first_mismatch[0].is_some())
+            .count() as u64;
+        eprintln!("{w} %: {flagged}/{runs} healthy splits flagged");
+        let (lo, _) = wilson(flagged, runs);
+        assert!(lo <= 0.05, "{w} %: {flagged}/{runs} healthy splits flagged");
+    }
+    let scenario = Scenario {
+        rps: 100.0,
+        stages: vec![(5.0, 300)],
+        stable: Version::BASE,
+        canary: Version::BASE,
+    };
+    let runs = 50;
+    let mut times: Vec<u32> = (0..runs)
+        .filter_map(|r| run_misrouted(&scenario, &js, 600_000 + r, 0.5).first_mismatch[0])
+        .collect();
+    assert_eq!(times.len() as u64, runs, "misrouted splits caught");
+    times.sort_unstable();
+    eprintln!(
+        "misrouted 0.5 % of 5 %: median {} s",
+        times[times.len() / 2]
+    );
+    assert!(times[times.len() / 2] < 120, "{times:?}");
 }

@@ -152,11 +152,43 @@ pub struct RunResult {
     pub no_data: Vec<u32>,
     /// Names of the failing checks at the first fail, per judge.
     pub failed_checks: Vec<Vec<String>>,
+    /// Second of the first early success (`within_limits`) before any
+    /// fail, per judge: where a pause with `early: true` would have ended.
+    pub first_within: Vec<Option<u32>>,
+    /// Second of the first split mismatch (`Judgement::split`), per judge.
+    pub first_mismatch: Vec<Option<u32>>,
 }
 
 /// Runs one rollout with seed `seed` through every judge built by `judges`
 /// (each with its drive). A judge stops being fed after its first fail.
 pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResult {
+    run_with(scenario, judges, seed, false, None)
+}
+
+/// [`run`] with a routing that sends the canary `actual` percent of the
+/// requests whatever weight the judges are told (a routing failure).
+pub fn run_misrouted(
+    scenario: &Scenario,
+    judges: &[(Judge, Drive)],
+    seed: u64,
+    actual: f64,
+) -> RunResult {
+    run_with(scenario, judges, seed, false, Some(actual))
+}
+
+/// [`run`], ending the rollout once every judge has failed or shown early
+/// success (`until_early`), as a pause with `early: true` would end.
+pub fn run_until_early(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResult {
+    run_with(scenario, judges, seed, true, None)
+}
+
+fn run_with(
+    scenario: &Scenario,
+    judges: &[(Judge, Drive)],
+    seed: u64,
+    until_early: bool,
+    actual: Option<f64>,
+) -> RunResult {
     let mut s = Sampler {
         rng: ChaCha8Rng::seed_from_u64(seed),
     };
@@ -167,6 +199,8 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
     let mut first_fail = vec![None; judges.len()];
     let mut no_data = vec![0; judges.len()];
     let mut failed_checks = vec![Vec::new(); judges.len()];
+    let mut first_within = vec![None; judges.len()];
+    let mut first_mismatch = vec![None; judges.len()];
     let mut obs = Observation {
         stable: Totals {
             requests: 0,
@@ -185,7 +219,7 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
     let mut buckets_s = vec![0u64; bounds.len() + 1];
     let mut buckets_c = vec![0u64; bounds.len() + 1];
     let mut t = 0u32;
-    for &(weight, seconds) in &scenario.stages {
+    'stages: for &(weight, seconds) in &scenario.stages {
         for (j, _) in judges.iter_mut() {
             j.begin_stage(&obs);
             j.set_canary_weight(weight);
@@ -193,7 +227,7 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
         for sec in 1..=seconds {
             t += 1;
             let n = s.poisson(scenario.rps);
-            let n_c = s.binomial(n, weight / 100.0);
+            let n_c = s.binomial(n, actual.unwrap_or(weight) / 100.0);
             let n_s = n - n_c;
             let e_c = s.binomial(n_c, scenario.canary.error_rate);
             let e_s = s.binomial(n_s, scenario.stable.error_rate);
@@ -210,6 +244,14 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
                 }
                 let end = stage_end || *drive == Drive::EveryInterval;
                 let judgement = j.observe(&obs, end);
+                if first_within[i].is_none() && judgement.within_limits.is_some() {
+                    first_within[i] = Some(t);
+                }
+                if first_mismatch[i].is_none()
+                    && judgement.split.as_ref().is_some_and(|s| s.mismatch)
+                {
+                    first_mismatch[i] = Some(t);
+                }
                 match judgement.verdict {
                     Verdict::Fail => {
                         first_fail[i] = Some(t);
@@ -224,12 +266,19 @@ pub fn run(scenario: &Scenario, judges: &[(Judge, Drive)], seed: u64) -> RunResu
                     _ => {}
                 }
             }
+            if until_early
+                && (0..judges.len()).all(|i| first_fail[i].is_some() || first_within[i].is_some())
+            {
+                break 'stages;
+            }
         }
     }
     RunResult {
         first_fail,
         no_data,
         failed_checks,
+        first_within,
+        first_mismatch,
     }
 }
 

@@ -68,6 +68,7 @@ impl Snapshot {
             canary: self.canary.clone(),
             custom: self.custom.clone(),
             at,
+            routed: None,
         }
     }
 }

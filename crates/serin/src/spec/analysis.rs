@@ -259,6 +259,8 @@ impl Checker {
             confidence,
             custom: judged,
             client_error_ratio,
+            advisory: Vec::new(),
+            compare_with: serin_analysis::Reference::Stable,
         };
         // Only when everything above passed: each value the judge refuses
         // was refused above at its place; this keeps that true.
