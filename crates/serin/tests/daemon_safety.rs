@@ -265,6 +265,21 @@ fn deploy_refuses_what_the_rollout_file_would() {
         assert_eq!(a.status, 400, "{body}: {}", a.body);
         assert!(a.body.contains(says), "{body}: {}", a.body);
     }
+    // A body over the limit: 413, with a JSON error like every refusal.
+    let big = format!(
+        "{{\"version\":\"v2\",\"pad\":\"{}\"}}",
+        "x".repeat(1024 * 1024)
+    );
+    let a = http(api, "POST", "/api/v1/rollouts/shop/deploy", &json, &big);
+    assert_eq!(a.status, 413, "{}", a.body);
+    let e: Value = serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{e}: {}", a.body));
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("larger than"),
+        "{e}"
+    );
     let s: Value =
         serde_json::from_str(&http(api, "GET", "/api/v1/rollouts/shop", &[], "").body).unwrap();
     assert_eq!(

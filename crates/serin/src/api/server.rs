@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -150,6 +150,29 @@ enum Change {
 }
 
 /// A JSON body, or `{}` when empty, with serde's message on error.
+/// A request body of at most [`BODY_LIMIT`] bytes; anything else the
+/// body extractor refuses (a larger one: 413) answers with a JSON error, as
+/// every other refusal does.
+struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Body, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError(
+                e.status(),
+                format!("request body: larger than {BODY_LIMIT} bytes"),
+            )),
+            Err(e) => Err(ApiError(
+                e.status(),
+                format!("request body: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
 fn json_body<T: for<'de> Deserialize<'de>>(body: &Bytes, what: &str) -> ApiResult<T> {
     let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -203,7 +226,7 @@ async fn to_the_end<T: Send + 'static>(
 async fn register(
     State(daemon): State<Arc<Daemon>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
     not_in_run(&daemon, Change::Register)?;
@@ -246,7 +269,7 @@ async fn deploy(
     State(daemon): State<Arc<Daemon>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
     not_in_run(&daemon, Change::Deploy)?;
@@ -263,7 +286,7 @@ async fn promote(
     State(daemon): State<Arc<Daemon>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
     let req: PromoteRequest = json_body(&body, "promote body (expected {\"full\":false})")?;
@@ -279,7 +302,7 @@ async fn rollback(
     State(d): State<Arc<Daemon>>,
     h: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     authorize(&d, &h)?;
     let req: RollbackRequest = json_body(
@@ -320,7 +343,7 @@ async fn set_weight(
     State(daemon): State<Arc<Daemon>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     authorize(&daemon, &headers)?;
     let req: WeightRequest = json_body(&body, "weight body (expected {\"weight\":25})")?;
