@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -39,6 +39,10 @@ use crate::spec::{CustomMetric, PrometheusSettings};
 
 /// How long one query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest answer read from Prometheus (an instant vector per version is
+/// a few kB; a histogram's buckets a few more).
+const MAX_ANSWER: usize = 8 * 1024 * 1024;
 
 #[derive(Deserialize)]
 struct Answer {
@@ -109,6 +113,8 @@ pub struct PrometheusSource {
     /// Custom business metrics (`analysis.custom`), in the file's order.
     custom: Vec<CustomMetric>,
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// How long one query may take, answer body included.
+    timeout: Duration,
     stable: VersionState,
     canary: VersionState,
 }
@@ -121,6 +127,7 @@ impl PrometheusSource {
             config,
             custom,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            timeout: QUERY_TIMEOUT,
             stable: VersionState::default(),
             canary: VersionState::default(),
         }
@@ -143,22 +150,31 @@ impl PrometheusSource {
         let request = http::Request::get(&url)
             .body(Empty::new())
             .map_err(|e| format!("bad Prometheus address {}: {e}", self.config.address))?;
-        let response = tokio::time::timeout(QUERY_TIMEOUT, self.client.request(request))
+        // The whole exchange is bounded, the body too: a Prometheus (or a
+        // proxy before it) that sends its headers and then stalls would
+        // otherwise hold the analysis for ever, and no interval would count
+        // as no data.
+        let exchange = async {
+            let response =
+                self.client.request(request).await.map_err(|e| {
+                    format!("Prometheus at {} unreachable: {e}", self.config.address)
+                })?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| format!("Prometheus answer cut short: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| {
                 format!(
                     "Prometheus did not answer `{promql}` within {} s",
-                    QUERY_TIMEOUT.as_secs()
+                    self.timeout.as_secs_f64()
                 )
-            })?
-            .map_err(|e| format!("Prometheus at {} unreachable: {e}", self.config.address))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("Prometheus answer cut short: {e}"))?
-            .to_bytes();
+            })??;
         let answer: Answer = serde_json::from_slice(&body).map_err(|e| {
             format!(
                 "Prometheus answered HTTP {status} with something that is not its API's JSON: {e}"
@@ -552,5 +568,32 @@ mod tests {
         let err = source.snapshot().await.unwrap_err();
         assert_eq!(err.kind(), crate::error::Kind::Unavailable);
         assert!(err.to_string().contains("unreachable"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_prometheus_that_stalls_in_its_body_is_no_data_in_bounded_time() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Headers promising 1000 bytes, ten of them, then nothing.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"status\":")
+                    .await;
+                held.push(conn);
+            }
+        });
+        let mut source = source(format!("http://{addr}"));
+        source.timeout = Duration::from_millis(300);
+        let err = tokio::time::timeout(Duration::from_secs(20), source.snapshot())
+            .await
+            .expect("the query is bounded")
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::error::Kind::Unavailable);
+        assert!(err.to_string().contains("did not answer"), "{err}");
     }
 }
