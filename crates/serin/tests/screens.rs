@@ -492,3 +492,75 @@ fn the_dashboard_of_a_running_daemon_renders() {
     screenshot(&dir.path().join("profile"), &url, &png, true);
     eprintln!("screenshot: {}", png.display());
 }
+
+/// A `serin run` exits when its rollout ends, and its API with it: a
+/// dashboard left open says that serin stopped answering and keeps the
+/// last status it gave (it said "daemon unreachable: TypeError: Failed to
+/// fetch"). The page is served by a stand-in that gives the real
+/// dashboard and the real daemon's list once, then closes every
+/// connection, as a process that exited would refuse them.
+#[test]
+fn the_dashboard_says_when_serin_stops_answering() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let api = local(free_port());
+    let mut cmd = serin_serve(api, &dir.path().join("state"));
+    cmd.env("SERIN_TOKEN", TOKEN);
+    let daemon = Proc::spawn(cmd, false);
+    wait_for_port(api);
+    let file = write(
+        dir.path(),
+        "gone.yaml",
+        &rollout_file(
+            "gone",
+            local(free_port()),
+            local(free_port()),
+            local(free_port()),
+            "  - setWeight: 5\n",
+        ),
+    );
+    let o = serin()
+        .args([
+            "init",
+            &file.display().to_string(),
+            "--api",
+            &format!("http://{api}"),
+            "--token",
+            TOKEN,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let page = get(api, "/").body;
+    let list = get(api, "/api/v1/rollouts").body;
+    assert!(list.contains("\"gone\""), "{list}");
+    drop(daemon);
+    let stand_in = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = stand_in.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut listed = false;
+        for conn in stand_in.incoming().take(50) {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (body, ctype) = if head.starts_with("GET / ") {
+                (page.clone(), "text/html; charset=utf-8")
+            } else if head.starts_with("GET /api/v1/rollouts ") && !listed {
+                listed = true;
+                (list.clone(), "application/json")
+            } else {
+                continue; // dropped: the connection closes unanswered
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dom = dump_dom(&dir.path().join("profile"), &format!("http://{addr}/"));
+    assert!(dom.contains("serin no longer answers"), "{dom}");
+    assert!(dom.contains("gone"), "the last status stays: {dom}");
+    assert!(!dom.contains("Failed to fetch"), "{dom}");
+}
