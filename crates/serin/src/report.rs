@@ -153,7 +153,9 @@ impl VersionSummary {
         VersionSummary {
             requests,
             errors,
-            error_rate_pct: (requests > 0).then(|| 100.0 * errors as f64 / requests as f64),
+            // Four decimals of a percent: 8.3333, not 8.333333333333334.
+            error_rate_pct: (requests > 0)
+                .then(|| (1e6 * errors as f64 / requests as f64).round() / 1e4),
             worst_p95_ms: worst,
         }
     }
@@ -935,6 +937,21 @@ mod tests {
         assert_eq!(r.summary.stable.requests, 190);
         assert_eq!(r.summary.canary.errors, 2);
         assert_eq!(r.summary.canary.error_rate_pct, Some(20.0));
+        let third = VersionSummary::of(
+            [VersionSample {
+                requests: 3,
+                errors: 1,
+                p50_ms: None,
+                p95_ms: None,
+                p99_ms: None,
+            }]
+            .iter(),
+        );
+        assert_eq!(
+            third.error_rate_pct,
+            Some(33.3333),
+            "four decimals, no float noise"
+        );
         assert_eq!(r.summary.canary.worst_p95_ms, Some(40.0));
         assert_eq!(r.timeline[1].at, "2023-11-14T22:13:40.000Z");
     }

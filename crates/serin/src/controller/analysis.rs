@@ -43,7 +43,13 @@ pub fn interval(now: &Totals, before: &Totals) -> Option<VersionSample> {
         le_ms: n.le_ms.clone(),
         counts,
     };
-    let q = |p: f64| deltas.quantile(requests, p);
+    // Interpolated within a bucket: to the microsecond, not to the last bit
+    // of a float (a report's JSON said 12.345000000000001).
+    let q = |p: f64| {
+        deltas
+            .quantile(requests, p)
+            .map(|ms| (ms * 1000.0).round() / 1000.0)
+    };
     Some(VersionSample {
         requests,
         errors,
@@ -238,6 +244,10 @@ mod tests {
         // in the second bucket, (50-10)/80 of the way from 10 to 20.
         assert!((s.p50_ms.unwrap() - 15.0).abs() < 1e-9);
         assert!((s.p95_ms.unwrap() - 30.0).abs() < 1e-9);
+        // Interpolation to the microsecond: rank 2 of 4 is a third of the
+        // way through (10,20], 13.333333333333334 ms unrounded.
+        let thirds = interval(&with(4, 0, vec![1, 4, 4]), &Totals::default()).unwrap();
+        assert_eq!(thirds.p50_ms, Some(13.333));
         let backwards = Totals {
             requests: 50,
             ..b.clone()
