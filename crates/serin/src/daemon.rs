@@ -361,6 +361,24 @@ struct Entry {
     counting_since: Option<crate::time::Millis>,
 }
 
+/// What `register` did.
+#[derive(Debug)]
+pub enum Registered {
+    /// Registered (first time, or again between runs): its status now.
+    New(RolloutStatus),
+    /// The file its run in progress runs was given again: nothing changed.
+    Unchanged(RolloutStatus),
+}
+
+impl Registered {
+    /// The rollout's status, either way.
+    pub fn status(self) -> RolloutStatus {
+        match self {
+            Registered::New(s) | Registered::Unchanged(s) => s,
+        }
+    }
+}
+
 /// A running rollout behind its own lock, held only to read or change it
 /// in memory; `None` once a [`Reservation`] has taken the entry out.
 type Shared = Arc<Mutex<Option<Entry>>>;
@@ -826,7 +844,10 @@ impl Daemon {
     }
 
     /// Registers (or updates) a rollout from its file: all traffic on stable.
-    pub async fn register(&self, text: &str, by: Actor) -> Result<RolloutStatus, DaemonError> {
+    /// The file the rollout runs, given again while its run is in progress,
+    /// changes nothing and is no error (a script that applies its files
+    /// again): [`Registered::Unchanged`].
+    pub async fn register(&self, text: &str, by: Actor) -> Result<Registered, DaemonError> {
         let setup = (self.parse)(text, "request body").map_err(DaemonError::Invalid)?;
         self.permitted(&setup).map_err(DaemonError::Refused)?;
         // The name is held from here on: the old plane drains and the new
@@ -836,6 +857,13 @@ impl Daemon {
         let changed = stored.as_ref().map(|r| changed_fields(&r.spec, text));
         if let Some(old) = old {
             if old.driver.as_ref().is_some_and(|d| !d.is_finished()) {
+                if let (Some(c), Some(record)) = (&changed, &stored)
+                    && c.is_empty()
+                {
+                    let status = self.status_of(record, Some(&old));
+                    held.put(old);
+                    return Ok(Registered::Unchanged(status));
+                }
                 held.put(old);
                 let changed = changed.unwrap_or_default();
                 return Err(DaemonError::Conflict(in_progress(&setup.name, &changed)));
@@ -895,7 +923,7 @@ impl Daemon {
         };
         let status = self.status_of(&record, Some(&entry));
         held.put(entry);
-        Ok(status)
+        Ok(Registered::New(status))
     }
 
     /// Starts the rollout of `req.version` as the canary.
@@ -1726,7 +1754,11 @@ analysis: { interval: 1s, errorRate: { max: 5% } }
         let daemon = Daemon::start(store, None, Commands::default(), Paths::default(), parse)
             .await
             .expect("daemon");
-        let registered = daemon.register(FILE, Actor::Cli).await.expect("register");
+        let registered = daemon
+            .register(FILE, Actor::Cli)
+            .await
+            .expect("register")
+            .status();
         assert_eq!(registered.steps, 2);
         let after_register = parses.load(Ordering::SeqCst);
         for _ in 0..3 {
@@ -1777,12 +1809,11 @@ analysis: { interval: 1s, errorRate: { max: 5% } }
             .deploy("shop", req, Actor::Cli)
             .await
             .expect("deploy");
-        let same = daemon
-            .register(FILE, Actor::Cli)
-            .await
-            .expect_err("same file")
-            .to_string();
-        assert!(same.contains("the new file is the one it runs"), "{same}");
+        let same = daemon.register(FILE, Actor::Cli).await.expect("same file");
+        assert!(
+            matches!(&same, Registered::Unchanged(s) if s.canary.version.as_deref() == Some("v2")),
+            "{same:?}"
+        );
         let new = FILE.replace("interval: 1s", "interval: 2s");
         let err = daemon
             .register(&new, Actor::Cli)
@@ -1812,7 +1843,7 @@ analysis: { interval: 1s, errorRate: { max: 5% } }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let updated = loop {
             match daemon.register(&new, Actor::Cli).await {
-                Ok(s) => break s,
+                Ok(s) => break s.status(),
                 Err(e) => {
                     assert_eq!(e.kind(), Kind::Conflict, "{e}");
                     assert!(

@@ -250,8 +250,24 @@ fn operator_commands_need_the_token_and_drive_the_rollout() {
         |s| phase(s) == "Progressing" && step(s) == 2 && weight(s) == 10.0,
     );
     assert_eq!(s["canary"]["version"], "v2");
-    // Registering the file again while it runs is refused (409) and changes nothing.
-    let o = d.cli(&["init", &file], true);
+    // The file it runs, given again while it runs, changes nothing and is
+    // no error (a script applying its files again); another file is
+    // refused (409) and changes nothing.
+    let o = d.ok(&["init", &file]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("checkout unchanged: its run in progress runs this file"),
+        "{}",
+        text(&o)
+    );
+    let changed = write(
+        dir.path(),
+        "checkout-changed.yaml",
+        &std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("setWeight: 40", "setWeight: 45"),
+    );
+    let o = d.cli(&["init", &changed.display().to_string()], true);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("409"),

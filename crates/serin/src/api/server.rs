@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use super::guard::Guard;
 use crate::controller::machine::Input;
-use crate::daemon::{Daemon, DaemonError};
+use crate::daemon::{Daemon, DaemonError, Registered};
 use crate::rollout::{ACTOR_HEADER, Actor, Stop};
 use crate::wire::{DeployRequest, ErrorBody, PromoteRequest, RollbackRequest, WeightRequest};
 
@@ -238,8 +238,13 @@ async fn register(
     })?;
     let text = text.to_owned();
     let by = actor(&headers);
-    let status = to_the_end(async move { daemon.register(&text, by).await }).await?;
-    Ok((StatusCode::CREATED, axum::Json(status)).into_response())
+    Ok(
+        match to_the_end(async move { daemon.register(&text, by).await }).await? {
+            Registered::New(status) => (StatusCode::CREATED, axum::Json(status)).into_response(),
+            // The file its run in progress runs: nothing changed.
+            Registered::Unchanged(status) => (StatusCode::OK, axum::Json(status)).into_response(),
+        },
+    )
 }
 
 #[derive(Deserialize)]

@@ -133,11 +133,20 @@ pub fn init(args: InitArgs, output: OutputFormat) -> anyhow::Result<Exit> {
             .send_raw(Method::POST, "/api/v1/rollouts", text, content_type)
             .await
             .map_err(|e| with_file(e, &args.file))?;
-        done(
-            &status,
-            output,
-            &format!("registered {}: all traffic on stable", status.name),
-        )
+        // A rollout in progress was given the file it runs: nothing changed.
+        let said = if status.canary.version.is_some()
+            && matches!(
+                status.phase.as_str(),
+                "Initializing" | "Progressing" | "Paused"
+            ) {
+            format!(
+                "{} unchanged: its run in progress runs this file ({}, canary weight {} %)",
+                status.name, status.phase, status.weight
+            )
+        } else {
+            format!("registered {}: all traffic on stable", status.name)
+        };
+        done(&status, output, &said)
     })
 }
 
