@@ -86,6 +86,7 @@ mod tests {
             in_flight: 0,
             timed_out: 2,
             cancelled: 5,
+            routed: 0,
             latency,
             latency_sum: std::time::Duration::from_millis(5_105),
         };

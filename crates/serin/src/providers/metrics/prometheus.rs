@@ -252,7 +252,7 @@ impl PrometheusSource {
             None => Vec::new(),
         };
         let state = match version {
-            Version::Stable => &mut self.stable,
+            Version::Stable | Version::Baseline => &mut self.stable,
             Version::Canary => &mut self.canary,
         };
         if state.buckets.len() != buckets.len() {
@@ -325,7 +325,7 @@ impl PrometheusSource {
             raw.push((numerator, denominator));
         }
         let state = match version {
-            Version::Stable => &mut self.stable,
+            Version::Stable | Version::Baseline => &mut self.stable,
             Version::Canary => &mut self.canary,
         };
         if state.custom.len() != raw.len() {
