@@ -41,7 +41,7 @@ pub trait TrafficRouter: Send + Sync {
     fn promote(&self) -> BoxFuture<'_, Result<(), Error>>;
 }
 
-/// Both versions' cumulative totals at one moment, as a metric source read
+/// Every version's cumulative totals at one moment, as a metric source read
 /// them: requests, errors, 4xx where the source counts them, and the
 /// latency histogram where it has one.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,6 +50,16 @@ pub struct Snapshot {
     pub stable: Totals,
     /// Canary.
     pub canary: Totals,
+    /// The baseline (the stable's version started fresh, given the canary's
+    /// share), when the data plane has one and the source counts it; `None`
+    /// otherwise. To compare the canary with it, the caller puts it in the
+    /// judge's stable slot ([`Snapshot::observation`] leaves it out).
+    pub baseline: Option<Totals>,
+    /// Of `stable.requests` and `canary.requests`, those a route override
+    /// (header or cookie) sent whatever the weight, as (stable, canary),
+    /// cumulative; `None` where the source cannot tell them apart. The split
+    /// the weight gave is the totals less these.
+    pub routed: Option<(u64, u64)>,
     /// Custom business metrics (`analysis.custom`), in the rollout file's
     /// order: cumulative numerator and denominator as (stable, canary),
     /// never going backwards (the source carries counter resets). Sources

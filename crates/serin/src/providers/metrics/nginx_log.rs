@@ -12,6 +12,10 @@
 //! Lines that do not parse are skipped and counted, with a warning: they are
 //! never guessed into a version.
 //!
+//! Lines of the `baseline` version (a rollout with a baseline upstream) are
+//! the snapshot's [`Snapshot::baseline`]: there from the start with
+//! [`NginxLogSource::with_baseline`], else from the first such line.
+//!
 //! Errors are 5xx and timeouts: a 499 (the client closed the connection)
 //! before the version answered (`$upstream_status` `-`) is a client that
 //! gave up waiting on it, counted against it as the built-in proxy counts
@@ -77,8 +81,10 @@ pub struct NginxLogSource {
     /// The last bytes read: if they are no longer where we read them, the
     /// file was truncated and rewritten past our offset.
     fingerprint: Vec<u8>,
-    /// Both versions since the start (4xx answers as client errors).
+    /// Every version since the start (4xx answers as client errors).
     totals: Snapshot,
+    /// A version's totals before its first line.
+    empty: Totals,
     /// Lines that could not be parsed, since the start.
     pub skipped: u64,
 }
@@ -104,9 +110,10 @@ impl NginxLogSource {
             fingerprint: Vec::new(),
             totals: Snapshot {
                 stable: empty.clone(),
-                canary: empty,
-                custom: Vec::new(),
+                canary: empty.clone(),
+                ..Snapshot::default()
             },
+            empty,
             skipped: 0,
         };
         if is_regular(&source.path)
@@ -117,6 +124,14 @@ impl NginxLogSource {
             source.file = Some((f, meta.ino()));
         }
         source
+    }
+
+    /// The same source, for a rollout with a baseline: its totals are in
+    /// every snapshot, zero until its first line.
+    pub fn with_baseline(mut self) -> NginxLogSource {
+        let empty = self.empty.clone();
+        self.totals.baseline.get_or_insert(empty);
+        self
     }
 
     /// Reads everything appended since the last call.
@@ -217,6 +232,10 @@ impl NginxLogSource {
         let totals = match version.as_str() {
             "stable" => &mut self.totals.stable,
             "canary" => &mut self.totals.canary,
+            "baseline" => self
+                .totals
+                .baseline
+                .get_or_insert_with(|| self.empty.clone()),
             _ => {
                 self.skipped += 1;
                 return;
@@ -274,6 +293,37 @@ mod tests {
             .open(path)
             .unwrap();
         f.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn baseline_lines_are_the_baselines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.json");
+        append(&path, "");
+        let mut plain = NginxLogSource::new(path.clone());
+        let mut with = NginxLogSource::new(path.clone()).with_baseline();
+        plain.poll().unwrap();
+        with.poll().unwrap();
+        assert_eq!(plain.totals.baseline, None, "no baseline line yet");
+        assert_eq!(with.totals.baseline.as_ref().map(|b| b.requests), Some(0));
+        append(
+            &path,
+            &(line("baseline", 200, 0.004)
+                + &line("baseline", 503, 0.010)
+                + &line("baseline", 404, 0.001)
+                + &line("canary", 200, 0.002)),
+        );
+        for src in [&mut plain, &mut with] {
+            src.poll().unwrap();
+            let b = src.totals.baseline.as_ref().expect("baseline lines");
+            assert_eq!((b.requests, b.errors, b.client_errors), (3, 1, Some(1)));
+            assert_eq!(b.latency.as_ref().unwrap().counts.last(), Some(&3));
+            assert_eq!(
+                (src.totals.canary.requests, src.totals.stable.requests),
+                (1, 0)
+            );
+            assert_eq!(src.skipped, 0);
+        }
     }
 
     #[test]

@@ -374,6 +374,7 @@ impl PrometheusSource {
                 stable,
                 canary,
                 custom,
+                ..Snapshot::default()
             })
         }
     }
