@@ -16,6 +16,11 @@
 //! the snapshot's [`Snapshot::baseline`]: there from the start with
 //! [`NginxLogSource::with_baseline`], else from the first such line.
 //!
+//! Each line says whether a route override sent the request (`"routed"`);
+//! the stable's and the canary's such requests are [`Snapshot::routed`], as
+//! long as every line counted has said (lines written by an older serin do
+//! not: then it is `None`, unknown, never a guess).
+//!
 //! Errors are 5xx and timeouts: a 499 (the client closed the connection)
 //! before the version answered (`$upstream_status` `-`) is a client that
 //! gave up waiting on it, counted against it as the built-in proxy counts
@@ -44,6 +49,10 @@ struct Line {
     /// comma-separated, when nginx tried more than one.
     #[serde(default)]
     upstream_status: Option<String>,
+    /// `"1"` when a route override sent the request, `"0"` when the weight
+    /// did; missing in lines of a file written before serin logged it.
+    #[serde(default)]
+    routed: Option<String>,
 }
 
 /// The most one snapshot reads of the log (the rest waits for the next).
@@ -85,6 +94,8 @@ pub struct NginxLogSource {
     totals: Snapshot,
     /// A version's totals before its first line.
     empty: Totals,
+    /// Every counted line said whether a route sent it.
+    routed_known: bool,
     /// Lines that could not be parsed, since the start.
     pub skipped: u64,
 }
@@ -111,9 +122,11 @@ impl NginxLogSource {
             totals: Snapshot {
                 stable: empty.clone(),
                 canary: empty.clone(),
+                routed: Some((0, 0)),
                 ..Snapshot::default()
             },
             empty,
+            routed_known: true,
             skipped: 0,
         };
         if is_regular(&source.path)
@@ -220,9 +233,9 @@ impl NginxLogSource {
         let parsed = serde_json::from_slice::<Line>(raw).ok().and_then(|l| {
             let status: u16 = l.status.parse().ok()?;
             let seconds: f64 = l.request_time.parse().ok()?;
-            Some((l.version, status, seconds, l.upstream_status))
+            Some((l.version, status, seconds, l.upstream_status, l.routed))
         });
-        let Some((version, status, seconds, upstream_status)) = parsed else {
+        let Some((version, status, seconds, upstream_status, routed)) = parsed else {
             self.skipped += 1;
             if self.skipped.is_power_of_two() {
                 tracing::warn!(log = %self.path.display(), skipped = self.skipped, "access log line not in serin's format, skipped");
@@ -246,6 +259,11 @@ impl NginxLogSource {
             return; // answered, then the client left: neither
         }
         totals.requests += 1;
+        let by_route = match routed.as_deref() {
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            _ => None,
+        };
         if (400..500).contains(&status) && !timed_out {
             *totals.client_errors.get_or_insert(0) += 1;
         }
@@ -259,6 +277,19 @@ impl NginxLogSource {
                     *count += 1;
                 }
             }
+        }
+        match (by_route, self.totals.routed.as_mut()) {
+            (None, _) => {
+                self.routed_known = false;
+                self.totals.routed = None;
+            }
+            (Some(true), Some(routed)) if self.routed_known => match version.as_str() {
+                "stable" => routed.0 += 1,
+                "canary" => routed.1 += 1,
+                // Routes never send to the baseline; counted nowhere.
+                _ => {}
+            },
+            _ => {}
         }
     }
 }
@@ -280,10 +311,48 @@ mod tests {
     use std::io::Write;
 
     fn line(version: &str, status: u16, secs: f64) -> String {
+        routed_line(version, status, secs, "0")
+    }
+
+    fn routed_line(version: &str, status: u16, secs: f64, routed: &str) -> String {
         format!(
             "{{\"time\":\"2026-11-25T00:00:00+00:00\",\"version\":\"{version}\",\"status\":\"{status}\",\
-             \"request_time\":\"{secs:.3}\",\"upstream_response_time\":\"{secs:.3}\",\"upstream_status\":\"{status}\"}}\n"
+             \"request_time\":\"{secs:.3}\",\"upstream_response_time\":\"{secs:.3}\",\"upstream_status\":\"{status}\",\
+             \"routed\":\"{routed}\"}}\n"
         )
+    }
+
+    #[test]
+    fn requests_a_route_sent_are_counted_while_every_line_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.json");
+        append(&path, "");
+        let mut src = NginxLogSource::new(path.clone());
+        append(
+            &path,
+            &(routed_line("canary", 200, 0.001, "1")
+                + &routed_line("canary", 200, 0.001, "0")
+                + &routed_line("stable", 200, 0.001, "1")
+                + &routed_line("stable", 499, 0.001, "1")
+                + &routed_line("stable", 200, 0.001, "0")),
+        );
+        src.poll().unwrap();
+        // The 499 before any answer (upstream_status 499) is a timeout of
+        // the stable: a request, and one a route sent.
+        assert_eq!(src.totals.routed, Some((2, 1)));
+        assert_eq!(
+            (src.totals.stable.requests, src.totals.canary.requests),
+            (3, 2)
+        );
+        // A line of an older format: from then on, unknown.
+        append(
+            &path,
+            "{\"time\":\"t\",\"version\":\"canary\",\"status\":\"200\",\"request_time\":\"0.001\"}\n",
+        );
+        append(&path, &routed_line("canary", 200, 0.001, "1"));
+        src.poll().unwrap();
+        assert_eq!(src.totals.canary.requests, 4);
+        assert_eq!(src.totals.routed, None);
     }
 
     fn append(path: &std::path::Path, text: &str) {
