@@ -3,15 +3,15 @@
 //!
 //! Order of precedence: route overrides (first match wins), then the sticky
 //! key's bucket if the request carries the key, then the exact split on a
-//! sequence number.
-//!
-//! With a baseline, the weight splits three ways: the canary gets exactly the
-//! share it gets without one (the same sequence numbers and buckets), and the
-//! baseline its share ([`Weight::baseline_share`]) taken from the stable's:
-//! an exact split of the requests the canary leaves, and the topmost sticky
-//! buckets. The shell (the proxy) owns the counter that produces the
+//! sequence number. The shell (the proxy) owns the counter that produces the
 //! sequence numbers and hands [`route`] a way to take the next; keeping the
 //! counter out of here makes the split testable without sockets or threads.
+//!
+//! With a baseline, the weight splits three ways: the canary gets exactly the
+//! requests it gets without one (the same sequence numbers and buckets), and
+//! the baseline its share ([`Weight::baseline_share`]) taken from the
+//! stable's: an exact split of the requests the canary leaves, and the
+//! topmost sticky buckets.
 
 use http::request::Parts;
 
