@@ -58,6 +58,8 @@ enum Stage {
 pub(crate) struct Exchange {
     lane: Arc<Lane>,
     version: Version,
+    /// A route override sent it (whatever the weight).
+    by_route: bool,
     started: Instant,
     stage: Stage,
     upload: Option<Arc<Upload>>,
@@ -67,6 +69,7 @@ impl Exchange {
     pub(crate) fn begin(
         lane: Arc<Lane>,
         version: Version,
+        by_route: bool,
         started: Instant,
         upload: Option<Arc<Upload>>,
     ) -> Exchange {
@@ -74,6 +77,7 @@ impl Exchange {
         Exchange {
             lane,
             version,
+            by_route,
             started,
             stage: Stage::Head,
             upload,
@@ -95,7 +99,7 @@ impl Exchange {
     pub(crate) fn answered(mut self, class: StatusClass) {
         self.lane
             .recorder
-            .record(self.version, class, self.started.elapsed());
+            .record(self.version, class, self.started.elapsed(), self.by_route);
         self.stage = Stage::Done;
     }
 
@@ -110,7 +114,7 @@ impl Drop for Exchange {
         let recorder = &self.lane.recorder;
         match self.stage {
             Stage::Head if !self.on_client() => {
-                recorder.timed_out(self.version, self.started.elapsed());
+                recorder.timed_out(self.version, self.started.elapsed(), self.by_route);
             }
             Stage::Head | Stage::Cancel => recorder.cancelled(self.version),
             Stage::Done => {}

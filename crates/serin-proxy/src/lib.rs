@@ -2,7 +2,8 @@
 //! each version's requests.
 //!
 //! It knows nothing of rollouts: it holds a [`RoutingTable`] (two upstreams,
-//! the canary [`Weight`], an optional sticky key, route overrides) behind one
+//! an optional baseline upstream that gets the canary's share, the canary
+//! [`Weight`], an optional sticky key, route overrides) behind one
 //! atomic swap and a [`Recorder`] per proxy. The controller changes the weight
 //! with [`Proxy::set_weight`] and reads [`Recorder::snapshot`].
 //!
@@ -72,6 +73,9 @@ pub use prometheus::{
 pub use proxy::{Proxy, ProxyOptions};
 pub use recorder::{Recorder, RecorderSnapshot, StatusClass, VersionSnapshot};
 pub use server::{PerCoreListener, bind_per_core, serve, serve_admin, serve_per_core};
-pub use split::{STICKY_BUCKETS, route, split, sticky, sticky_bucket};
+pub use split::{
+    STICKY_BUCKETS, Via, choose, route, split, split_with_baseline, sticky, sticky_bucket,
+    sticky_with_baseline,
+};
 pub use table::{ConfigError, Match, Route, RoutingTable, StickyKey, Upstream};
 pub use weight::{Version, Weight, WeightError};

@@ -110,7 +110,7 @@ impl Slot {
 
 /// The keep-alive connections of one serving runtime.
 pub(crate) struct Pool {
-    slots: [Mutex<Slot>; 2],
+    slots: [Mutex<Slot>; 3],
     idle_timeout: Duration,
 }
 
@@ -130,10 +130,7 @@ impl Pool {
     }
 
     fn slot(&self, version: Version) -> MutexGuard<'_, Slot> {
-        let slot = match version {
-            Version::Stable => &self.slots[0],
-            Version::Canary => &self.slots[1],
-        };
+        let slot = &self.slots[version.index()];
         // A panic while holding the lock leaves a consistent slot behind.
         slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -55,6 +55,10 @@ pub struct RolloutMetrics<'a> {
 
 /// Appends the metrics of every rollout in `rollouts` to `out`:
 ///
+/// `version` is `stable`, `canary`, and `baseline` for a rollout whose proxy
+/// has had a baseline ([`RecorderSnapshot::baseline`]); without one, no
+/// `baseline` series is written.
+///
 /// - `serin_requests_total{rollout,version,code}` counter, `code` = `1xx`..`5xx`,
 ///   or `timeout`: the client gave up before the version sent its response
 ///   head (an error of the version, like `5xx`; its latency is the time waited)
@@ -72,8 +76,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         "Requests answered since the proxy started (all runs), by version and status class; code=\"timeout\": the client gave up waiting for the version's response head (an error).",
     );
     for r in rollouts {
-        for v in Version::ALL {
-            let s = r.snapshot.version(v);
+        for (v, s) in versions(r.snapshot) {
             for class in StatusClass::ALL {
                 line(
                     out,
@@ -148,10 +151,18 @@ fn for_each_version<'a>(
     mut f: impl FnMut(&'a str, Version, &'a VersionSnapshot),
 ) {
     for r in rollouts {
-        for v in Version::ALL {
-            f(r.rollout, v, r.snapshot.version(v));
+        for (v, s) in versions(r.snapshot) {
+            f(r.rollout, v, s);
         }
     }
+}
+
+/// The versions the snapshot has figures of: stable and canary, and the
+/// baseline once one has been in force.
+fn versions(s: &RecorderSnapshot) -> impl Iterator<Item = (Version, &VersionSnapshot)> {
+    Version::ALL
+        .into_iter()
+        .filter_map(|v| s.version(v).map(|figures| (v, figures)))
 }
 
 fn histogram(out: &mut String, rollout: &str, v: Version, s: &VersionSnapshot) {
@@ -223,7 +234,7 @@ mod tests {
             Duration::from_millis(7),
         );
         a.shard(0)
-            .timed_out(Version::Stable, Duration::from_millis(2500));
+            .timed_out(Version::Stable, Duration::from_millis(2500), false);
         let b = Recorder::new();
         let (sa, sb) = (a.snapshot(), b.snapshot());
         let mut out = String::new();

@@ -96,12 +96,16 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// A proxy routing by `table`. Needs no runtime until it serves.
     pub fn new(table: RoutingTable, options: ProxyOptions) -> Arc<Proxy> {
+        let recorder = Recorder::with_shards(
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(16)),
+        );
+        if table.baseline().is_some() {
+            recorder.track_baseline();
+        }
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(table),
             seq: AtomicU64::new(0),
-            recorder: Recorder::with_shards(
-                std::thread::available_parallelism().map_or(1, |n| n.get().min(16)),
-            ),
+            recorder,
             workers: AtomicUsize::new(0),
             options,
             warnings: WarnLimit::new(),
@@ -117,6 +121,11 @@ impl Proxy {
     /// Replaces the whole routing table. Takes effect on the next request;
     /// requests already forwarded and open connections are left alone.
     pub fn set_table(&self, table: RoutingTable) {
+        if table.baseline().is_some() {
+            // Before the table: a request it routes to the baseline is
+            // in the snapshots from the first.
+            self.recorder.track_baseline();
+        }
         self.table.store(Arc::new(table));
     }
 
@@ -207,8 +216,9 @@ impl Worker {
         // Loaded once: the request is routed, connected and reported by the
         // same table, even if a promotion swaps it meanwhile.
         let table = proxy.table.load_full();
-        let version = {
-            let version = split::route(&table, &head, || proxy.seq.fetch_add(1, Ordering::Relaxed));
+        let (version, via) = {
+            let (version, via) =
+                split::choose(&table, &head, || proxy.seq.fetch_add(1, Ordering::Relaxed));
             // check_request let only HTTP/1.0 through without Host.
             if head.version == http::Version::HTTP_10
                 && head.uri.authority().is_none()
@@ -219,11 +229,18 @@ impl Worker {
                 // An HTTP/1.0 request without Host: name the upstream.
                 head.headers.insert(header::HOST, host);
             }
-            version
+            (version, via)
         };
         let options = &proxy.options;
         let (body, upload) = ForwardBody::client(body, options.client_body_timeout);
-        let exchange = Exchange::begin(self.lane.clone(), version, received, upload.clone());
+        let by_route = via == split::Via::Route;
+        let exchange = Exchange::begin(
+            self.lane.clone(),
+            version,
+            by_route,
+            received,
+            upload.clone(),
+        );
 
         // The upstream gets the origin form (`/path?query`); an absolute-form
         // target's authority (never with userinfo: check_request refused

@@ -17,7 +17,7 @@
 //! each one is cumulative and never goes backwards.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -80,7 +80,7 @@ impl StatusClass {
     }
 }
 
-/// Keeps each version's counters on their own cache lines, so the two
+/// Keeps each version's counters on their own cache lines, so the
 /// versions' request paths do not slow each other down.
 #[repr(align(128))]
 struct VersionStats {
@@ -88,6 +88,7 @@ struct VersionStats {
     in_flight: AtomicU64,
     timed_out: AtomicU64,
     cancelled: AtomicU64,
+    routed: AtomicU64,
     latency: LatencyBuckets,
 }
 
@@ -98,7 +99,15 @@ impl VersionStats {
             in_flight: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
+            routed: AtomicU64::new(0),
             latency: LatencyBuckets::new(),
+        }
+    }
+
+    /// One more judged request (answered or timed out) that a route sent.
+    fn routed(&self, by_route: bool) {
+        if by_route {
+            self.routed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -107,30 +116,35 @@ impl VersionStats {
 /// shard, so that cores do not fight over the same cache lines on every request;
 /// a snapshot adds the shards up.
 pub(crate) struct Shard {
-    versions: [VersionStats; 2],
+    versions: [VersionStats; 3],
 }
 
 impl Shard {
     fn new() -> Shard {
         Shard {
-            versions: [VersionStats::new(), VersionStats::new()],
+            versions: std::array::from_fn(|_| VersionStats::new()),
         }
     }
 
     fn of(&self, version: Version) -> &VersionStats {
-        match version {
-            Version::Stable => &self.versions[0],
-            Version::Canary => &self.versions[1],
-        }
+        &self.versions[version.index()]
     }
 
-    /// Counts one answered request.
-    pub(crate) fn record(&self, version: Version, status: StatusClass, latency: Duration) {
+    /// Counts one answered request; `by_route`: a route override sent it.
+    pub(crate) fn record(
+        &self,
+        version: Version,
+        status: StatusClass,
+        latency: Duration,
+        by_route: bool,
+    ) {
         let v = self.of(version);
         // Histogram first, so a reader that takes the counts first never sees
-        // more requests than latencies.
+        // more requests than latencies; the routed count last, so it is never
+        // ahead of the requests it is a part of.
         v.latency.record(latency);
         v.by_class[status.index()].fetch_add(1, Ordering::Relaxed);
+        v.routed(by_route);
     }
 
     /// A request of `version` has started.
@@ -145,10 +159,11 @@ impl Shard {
 
     /// The client of a request of `version` gave up after `waited` without
     /// the version's response head: an error of the version.
-    pub(crate) fn timed_out(&self, version: Version, waited: Duration) {
+    pub(crate) fn timed_out(&self, version: Version, waited: Duration, by_route: bool) {
         let v = self.of(version);
         v.latency.record(waited);
         v.timed_out.fetch_add(1, Ordering::Relaxed);
+        v.routed(by_route);
     }
 
     /// A started request of `version` was abandoned by its client (after the
@@ -162,6 +177,8 @@ impl Shard {
 /// What the proxy has seen, per version, since it started.
 pub struct Recorder {
     shards: Box<[Arc<Shard>]>,
+    /// A table with a baseline has been in force: the baseline is shown.
+    baseline: AtomicBool,
 }
 
 impl Default for Recorder {
@@ -189,7 +206,15 @@ impl Recorder {
     pub(crate) fn with_shards(n: usize) -> Recorder {
         Recorder {
             shards: (0..n.max(1)).map(|_| Arc::new(Shard::new())).collect(),
+            baseline: AtomicBool::new(false),
         }
+    }
+
+    /// From now on, snapshots show the baseline (its counts are cumulative
+    /// like the others', so once shown it stays). The proxy calls this
+    /// before it puts a table with a baseline in force.
+    pub fn track_baseline(&self) {
+        self.baseline.store(true, Ordering::Relaxed);
     }
 
     /// The shard for writer `i`.
@@ -201,10 +226,11 @@ impl Recorder {
     /// (from request received to response fully sent). Does not touch the
     /// in-flight gauge: the proxy's request path pairs that itself.
     pub fn record(&self, version: Version, status: StatusClass, latency: Duration) {
-        self.shards[0].record(version, status, latency);
+        self.shards[0].record(version, status, latency, false);
     }
 
-    /// The cumulative figures of both versions.
+    /// The cumulative figures of each version (the baseline's once
+    /// [tracked](Recorder::track_baseline)).
     pub fn snapshot(&self) -> RecorderSnapshot {
         let read = |version| {
             let sum = |f: &dyn Fn(&VersionStats) -> u64| -> u64 {
@@ -218,6 +244,7 @@ impl Recorder {
                 in_flight: sum(&|v| v.in_flight.load(Ordering::Relaxed)),
                 timed_out: sum(&|v| v.timed_out.load(Ordering::Relaxed)),
                 cancelled: sum(&|v| v.cancelled.load(Ordering::Relaxed)),
+                routed: sum(&|v| v.routed.load(Ordering::Relaxed)),
                 latency,
                 latency_sum,
             }
@@ -225,25 +252,32 @@ impl Recorder {
         RecorderSnapshot {
             stable: read(Version::Stable),
             canary: read(Version::Canary),
+            baseline: self
+                .baseline
+                .load(Ordering::Relaxed)
+                .then(|| read(Version::Baseline)),
         }
     }
 }
 
-/// Both versions' cumulative figures at one moment.
+/// Every version's cumulative figures at one moment.
 #[derive(Debug, Clone)]
 pub struct RecorderSnapshot {
     /// The stable version.
     pub stable: VersionSnapshot,
     /// The canary version.
     pub canary: VersionSnapshot,
+    /// The baseline, once a table with one has been in force.
+    pub baseline: Option<VersionSnapshot>,
 }
 
 impl RecorderSnapshot {
-    /// The figures of `version`.
-    pub fn version(&self, version: Version) -> &VersionSnapshot {
+    /// The figures of `version`; none for a baseline never in force.
+    pub fn version(&self, version: Version) -> Option<&VersionSnapshot> {
         match version {
-            Version::Stable => &self.stable,
-            Version::Canary => &self.canary,
+            Version::Stable => Some(&self.stable),
+            Version::Canary => Some(&self.canary),
+            Version::Baseline => self.baseline.as_ref(),
         }
     }
 }
@@ -264,6 +298,11 @@ pub struct VersionSnapshot {
     /// while sending its own body; counted in no class, in no latency and
     /// against neither version.
     pub cancelled: u64,
+    /// Of [`requests`](VersionSnapshot::requests) (answered and timed out),
+    /// those a route override (a header or cookie match) sent to this
+    /// version whatever the weight. The rest are the weight's: the sticky
+    /// key's bucket or the exact split.
+    pub routed: u64,
     /// Latency of answered and timed-out requests in microseconds, 1 µs to
     /// 60 s, two significant digits.
     pub latency: Histogram<u64>,
@@ -323,6 +362,7 @@ mod tests {
             Version::Canary,
             StatusClass::ServerError,
             Duration::from_millis(3),
+            true,
         );
         a.ended(Version::Canary);
         b.started(Version::Canary);
@@ -335,14 +375,17 @@ mod tests {
             Version::Stable,
             StatusClass::Success,
             Duration::from_millis(2),
+            false,
         );
         a.started(Version::Stable);
         a.cancelled(Version::Stable);
         a.ended(Version::Stable);
         b.started(Version::Canary);
-        b.timed_out(Version::Canary, Duration::from_secs(2));
+        b.timed_out(Version::Canary, Duration::from_secs(2), true);
         b.ended(Version::Canary);
         let s = r.snapshot();
+        assert!(s.baseline.is_none(), "no baseline was ever in force");
+        assert_eq!((s.stable.routed, s.canary.routed), (0, 2));
         assert_eq!(s.stable.requests(), 2);
         assert_eq!(s.stable.errors(), 0);
         assert_eq!(s.stable.cancelled, 1);
@@ -358,8 +401,35 @@ mod tests {
         assert_eq!(s.canary.in_flight, 1);
         assert_eq!(
             s.version(Version::Canary)
-                .requests_of(StatusClass::ServerError),
-            1
+                .map(|v| v.requests_of(StatusClass::ServerError)),
+            Some(1)
         );
+        assert!(s.version(Version::Baseline).is_none());
+    }
+
+    #[test]
+    fn the_baseline_is_counted_apart_and_shown_once_tracked() {
+        let r = Recorder::with_shards(2);
+        r.track_baseline();
+        let a = r.shard(1);
+        a.started(Version::Baseline);
+        a.record(
+            Version::Baseline,
+            StatusClass::ClientError,
+            Duration::from_millis(4),
+            false,
+        );
+        a.ended(Version::Baseline);
+        a.started(Version::Baseline);
+        a.timed_out(Version::Baseline, Duration::from_secs(1), false);
+        a.ended(Version::Baseline);
+        let s = r.snapshot();
+        let b = s.baseline.as_ref().expect("tracked");
+        assert_eq!((b.requests(), b.errors(), b.routed), (2, 1, 0));
+        assert_eq!(b.requests_of(StatusClass::ClientError), 1);
+        assert_eq!(b.in_flight, 0);
+        assert_eq!(b.latency.len(), 2);
+        assert_eq!(s.stable.requests() + s.canary.requests(), 0);
+        assert_eq!(s.version(Version::Baseline).map(|v| v.timed_out), Some(1));
     }
 }

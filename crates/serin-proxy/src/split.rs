@@ -6,6 +6,12 @@
 //! sequence number. The shell (the proxy) owns the counter that produces the
 //! sequence numbers and hands [`route`] a way to take the next; keeping the
 //! counter out of here makes the split testable without sockets or threads.
+//!
+//! With a baseline, the weight splits three ways: the canary gets exactly the
+//! requests it gets without one (the same sequence numbers and buckets), and
+//! the baseline its share ([`Weight::baseline_share`]) taken from the
+//! stable's: an exact split of the requests the canary leaves, and the
+//! topmost sticky buckets.
 
 use http::request::Parts;
 
@@ -21,21 +27,45 @@ pub const STICKY_BUCKETS: u64 = 10_000;
 /// a request that reaches the split (no route override matched and it
 /// carries no sticky key), so the split is exact over exactly those.
 pub fn route(table: &RoutingTable, req: &Parts, next_seq: impl FnOnce() -> u64) -> Version {
-    if let Some(version) = matched_route(table.routes(), req) {
-        return version;
-    }
-    if let Some(key) = table.sticky().and_then(|k| sticky_value(k, req)) {
-        return sticky(key, table.weight());
-    }
-    split(next_seq(), table.weight())
+    choose(table, req, next_seq).0
 }
 
-/// The first route override that matches, if any.
+/// What decided a request's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A route override: the version whatever the weight.
+    Route,
+    /// The sticky key's bucket, by the weight.
+    Sticky,
+    /// The exact split, by the weight.
+    Split,
+}
+
+/// [`route`], and what decided: requests a route override sent are left out
+/// when the observed split is compared with the weight.
+pub fn choose(table: &RoutingTable, req: &Parts, next_seq: impl FnOnce() -> u64) -> (Version, Via) {
+    if let Some(version) = matched_route(table.routes(), req) {
+        return (version, Via::Route);
+    }
+    if let Some(key) = table.sticky().and_then(|k| sticky_value(k, req)) {
+        let version = sticky_with_baseline(key, table.weight(), table.baseline_share());
+        return (version, Via::Sticky);
+    }
+    let version = split_with_baseline(next_seq(), table.weight(), table.baseline_share());
+    (version, Via::Split)
+}
+
+/// The first route override that matches, if any. A route to the baseline
+/// (only possible when built by hand) sends to the stable: the baseline is
+/// reached by the weight only.
 fn matched_route(routes: &[Route], req: &Parts) -> Option<Version> {
     routes
         .iter()
         .find(|r| matches(&r.when, req))
-        .map(|r| r.version)
+        .map(|r| match r.version {
+            Version::Baseline => Version::Stable,
+            v => v,
+        })
 }
 
 fn matches(m: &Match, req: &Parts) -> bool {
@@ -66,6 +96,51 @@ pub fn split(seq: u64, weight: Weight) -> Version {
     let w = u64::from(weight.hundredths());
     if (s + 1) * w / STICKY_BUCKETS > s * w / STICKY_BUCKETS {
         Version::Canary
+    } else {
+        Version::Stable
+    }
+}
+
+/// The exact three-way split: the canary's requests are [`split`]'s, and of
+/// the others (request `seq` is the `j`-th of them, `j = seq − floor(seq·w /
+/// 10000)` within the period), the baseline takes the `j` where
+/// `floor((j+1)·b / (10000 − w)) > floor(j·b / (10000 − w))`.
+///
+/// Every 10000 consecutive sequence numbers hold exactly `w` canary and `b`
+/// baseline requests, and any `n` consecutive ones within one of `n·w/10000`
+/// canary and within two of `n·b/10000` baseline requests. With `b` zero it
+/// is [`split`].
+pub fn split_with_baseline(seq: u64, weight: Weight, baseline: Weight) -> Version {
+    let s = seq % STICKY_BUCKETS;
+    let w = u64::from(weight.hundredths());
+    let b = u64::from(baseline.hundredths());
+    if (s + 1) * w / STICKY_BUCKETS > s * w / STICKY_BUCKETS {
+        return Version::Canary;
+    }
+    // The others' count: positive, since this request is one of them.
+    let others = STICKY_BUCKETS - w;
+    if b == 0 || others == 0 {
+        return Version::Stable;
+    }
+    let j = s - s * w / STICKY_BUCKETS;
+    if (j + 1) * b / others > j * b / others {
+        Version::Baseline
+    } else {
+        Version::Stable
+    }
+}
+
+/// Sticky assignment with a baseline: [`sticky`]'s canary (buckets below
+/// the weight), the baseline the topmost `b` buckets (`10000 − b` and up),
+/// the stable the rest. Raising the weight below 50 % moves users only from
+/// the stable, to the canary or to the baseline; above, from the baseline
+/// to the canary.
+pub fn sticky_with_baseline(key: &[u8], weight: Weight, baseline: Weight) -> Version {
+    let bucket = sticky_bucket(key);
+    if bucket < weight.hundredths() {
+        Version::Canary
+    } else if STICKY_BUCKETS - u64::from(bucket) <= u64::from(baseline.hundredths()) {
+        Version::Baseline
     } else {
         Version::Stable
     }
@@ -135,6 +210,31 @@ mod tests {
         assert_eq!(taken.get(), 0);
         assert_eq!(route(&t, &req(&[]), next), Version::Canary);
         assert_eq!(taken.get(), 1);
+    }
+
+    #[test]
+    fn a_route_built_by_hand_to_the_baseline_sends_to_the_stable() {
+        let t = RoutingTable::new(
+            "http://a:1",
+            "http://b:1",
+            Weight::from_percent(10.0).unwrap(),
+        )
+        .unwrap()
+        .with_baseline(Some(crate::Upstream::parse("http://c:1").unwrap()))
+        .with_routes(vec![Route {
+            when: Match::Header {
+                name: http::header::HeaderName::from_static("x-b"),
+                value: http::HeaderValue::from_static("1"),
+            },
+            version: Version::Baseline,
+        }]);
+        let req = http::Request::get("/")
+            .header("x-b", "1")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(choose(&t, &req, || 0), (Version::Stable, Via::Route));
     }
 
     #[test]

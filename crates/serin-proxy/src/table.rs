@@ -141,6 +141,11 @@ pub enum Match {
 
 /// An A/B override: requests that match go to `version`, whatever the weight.
 /// Routes are checked before the weight, in order; the first match wins.
+///
+/// A route sends to the stable or the canary. The baseline is reached by the
+/// weight only: a route built by hand with [`Version::Baseline`] sends to the
+/// stable (the baseline's own version), so the baseline's share stays the
+/// canary's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// The condition.
@@ -186,6 +191,7 @@ impl Route {
 pub struct RoutingTable {
     stable: Upstream,
     canary: Upstream,
+    baseline: Option<Upstream>,
     weight: Weight,
     sticky: Option<StickyKey>,
     routes: Vec<Route>,
@@ -193,11 +199,12 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     /// A table with two upstreams (`http://host:port`) and the canary weight;
-    /// no sticky key and no routes.
+    /// no baseline, no sticky key and no routes.
     pub fn new(stable: &str, canary: &str, weight: Weight) -> Result<RoutingTable, ConfigError> {
         Ok(RoutingTable {
             stable: Upstream::parse(stable)?,
             canary: Upstream::parse(canary)?,
+            baseline: None,
             weight,
             sticky: None,
             routes: Vec::new(),
@@ -220,6 +227,13 @@ impl RoutingTable {
         }
     }
 
+    /// The same table with a baseline upstream (or none): a fresh copy of the
+    /// stable's version that gets the canary's share of the requests that
+    /// reach the weight ([`Weight::baseline_share`]), taken from the stable's.
+    pub fn with_baseline(self, baseline: Option<Upstream>) -> RoutingTable {
+        RoutingTable { baseline, ..self }
+    }
+
     /// The same table with these route overrides, checked in order.
     pub fn with_routes(self, routes: Vec<Route>) -> RoutingTable {
         RoutingTable { routes, ..self }
@@ -228,6 +242,20 @@ impl RoutingTable {
     /// The canary weight.
     pub fn weight(&self) -> Weight {
         self.weight
+    }
+
+    /// The baseline's upstream, if the table has one.
+    pub fn baseline(&self) -> Option<&Upstream> {
+        self.baseline.as_ref()
+    }
+
+    /// The baseline's share of the requests that reach the weight: the
+    /// canary's ([`Weight::baseline_share`]) with a baseline, else zero.
+    pub fn baseline_share(&self) -> Weight {
+        match self.baseline {
+            Some(_) => self.weight.baseline_share(),
+            None => Weight::ZERO,
+        }
     }
 
     /// The sticky key, if any.
@@ -240,11 +268,14 @@ impl RoutingTable {
         &self.routes
     }
 
-    /// Where `version`'s requests go.
+    /// Where `version`'s requests go. A table without a baseline routes
+    /// nothing to it; asked anyway, it answers the stable's upstream (the
+    /// baseline's version).
     pub fn upstream(&self, version: Version) -> &Upstream {
         match version {
             Version::Stable => &self.stable,
             Version::Canary => &self.canary,
+            Version::Baseline => self.baseline.as_ref().unwrap_or(&self.stable),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The canary weight and the two versions: the words every other part uses.
+//! The canary weight and the versions (stable, canary, and an optional fresh
+//! baseline of the stable): the words every other part uses.
 
 use std::fmt;
 
@@ -59,6 +60,15 @@ impl Weight {
     pub fn fraction(self) -> f64 {
         f64::from(self.0) / 10_000.0
     }
+
+    /// The baseline's share when this is the canary's and the table has a
+    /// baseline: the canary's own share, so the two are compared on equal
+    /// footing, but never more than what the canary leaves (`min(w, 100 − w)`).
+    /// Up to 50 % the stable keeps `100 − 2w`; above, the stable gets nothing
+    /// and the baseline (the stable's version, started fresh) the rest.
+    pub fn baseline_share(self) -> Weight {
+        Weight(self.0.min(10_000 - self.0))
+    }
 }
 
 impl std::str::FromStr for Weight {
@@ -92,18 +102,30 @@ pub enum Version {
     Stable,
     /// The new version being rolled out.
     Canary,
+    /// The stable's version, started fresh beside the canary and given the
+    /// canary's share ([`Weight::baseline_share`]), so that the canary is
+    /// compared with something as young as itself. Only in a table with a
+    /// baseline upstream, and reached by the weight only (never by a route).
+    Baseline,
 }
 
 impl Version {
-    /// Both versions, stable first.
-    pub const ALL: [Version; 2] = [Version::Stable, Version::Canary];
+    /// Every version: stable, canary, baseline.
+    pub const ALL: [Version; 3] = [Version::Stable, Version::Canary, Version::Baseline];
 
-    /// The label value used in metrics and JSON: `stable` or `canary`.
+    /// The label value used in metrics and JSON: `stable`, `canary` or
+    /// `baseline`.
     pub fn as_str(self) -> &'static str {
         match self {
             Version::Stable => "stable",
             Version::Canary => "canary",
+            Version::Baseline => "baseline",
         }
+    }
+
+    /// The index of per-version arrays (`0..3`, in [`Version::ALL`]'s order).
+    pub(crate) fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -139,5 +161,24 @@ mod tests {
             assert!(bad.parse::<Weight>().is_err(), "{bad} should be refused");
         }
         assert!(Weight::from_hundredths(10_001).is_err());
+    }
+
+    #[test]
+    fn the_baseline_gets_the_canarys_share_up_to_what_the_canary_leaves() {
+        for (w, b) in [
+            (0, 0),
+            (1, 1),
+            (500, 500),
+            (5000, 5000),
+            (6000, 4000),
+            (10_000, 0),
+        ] {
+            let share = Weight::from_hundredths(w).unwrap().baseline_share();
+            assert_eq!(share.hundredths(), b, "{w}");
+        }
+        for (i, v) in Version::ALL.into_iter().enumerate() {
+            assert_eq!(v.index(), i);
+        }
+        assert_eq!(Version::Baseline.to_string(), "baseline");
     }
 }

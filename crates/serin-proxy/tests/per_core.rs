@@ -53,6 +53,54 @@ async fn every_core_routes_by_one_table_into_one_recorder() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_core_splits_three_ways_into_one_recorder_with_a_baseline() {
+    let (stable, canary, baseline) = (
+        named("stable").await,
+        named("canary").await,
+        named("baseline").await,
+    );
+    let t = table(&stable, &canary, 25.0)
+        .with_baseline(Some(serin_proxy::Upstream::parse(&baseline.url()).unwrap()));
+    let p = start_per_core(t, ProxyOptions::default()).await;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (next, url) = (next.clone(), p.url("/"));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut seen = [0u64; 3];
+            while next.fetch_add(1, Ordering::Relaxed) < 400 {
+                let a = get(&c, &url).await;
+                assert_eq!(a.status, StatusCode::OK);
+                match a.text().as_str() {
+                    "stable" => seen[0] += 1,
+                    "canary" => seen[1] += 1,
+                    "baseline" => seen[2] += 1,
+                    other => panic!("{other}"),
+                }
+            }
+            seen
+        }));
+    }
+    let mut seen = [0u64; 3];
+    for t in tasks {
+        for (n, k) in seen.iter_mut().zip(t.await.unwrap()) {
+            *n += k;
+        }
+    }
+    // The first 400 sequence numbers at 25 %: exactly 100 each to the
+    // canary and the baseline, over every core.
+    assert_eq!(seen, [200, 100, 100]);
+    let snap = p.proxy.recorder().snapshot();
+    let b = snap.baseline.expect("a baseline in force");
+    assert_eq!(
+        (snap.stable.requests(), snap.canary.requests(), b.requests()),
+        (200, 100, 100)
+    );
+    assert_eq!(b.in_flight, 0);
+}
+
 #[tokio::test]
 async fn an_address_in_use_is_refused_also_when_serin_holds_it() {
     let held = serin_proxy::bind_per_core("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -83,6 +83,122 @@ async fn split_is_exact_through_sockets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_baseline_gets_the_canarys_share_and_routed_requests_are_told_apart() {
+    let (s, c, b) = (
+        named("stable").await,
+        named("canary").await,
+        named("baseline").await,
+    );
+    let t = table(&s, &c, 20.0)
+        .with_baseline(Some(serin_proxy::Upstream::parse(&b.url()).unwrap()))
+        .with_routes(vec![
+            Route::header("x-canary", "always", Version::Canary).unwrap(),
+            Route::header("x-canary", "never", Version::Stable).unwrap(),
+        ]);
+    let p = start_proxy(t, ProxyOptions::default()).await;
+    let admin = start_admin(p.proxy.clone(), "checkout").await;
+    // 1,000 requests by the weight over 8 connections, and 30 + 20 by routes.
+    let n = 1_000;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (next, url) = (next.clone(), p.url("/"));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut seen = std::collections::HashMap::<String, u64>::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let a = get(&c, &url).await;
+                assert_eq!(a.status, StatusCode::OK);
+                let v = a.headers["x-version"].to_str().unwrap().to_owned();
+                *seen.entry(v).or_default() += 1;
+            }
+            seen
+        }));
+    }
+    let mut seen = std::collections::HashMap::<String, u64>::new();
+    for t in tasks {
+        for (v, k) in t.await.unwrap() {
+            *seen.entry(v).or_default() += k;
+        }
+    }
+    assert_eq!(seen.get("canary"), Some(&200), "{seen:?}");
+    assert_eq!(seen.get("baseline"), Some(&200), "{seen:?}");
+    assert_eq!(seen.get("stable"), Some(&600), "{seen:?}");
+    let cl = client();
+    for (value, times, want) in [("always", 30, "canary"), ("never", 20, "stable")] {
+        for _ in 0..times {
+            let req = Request::get(p.url("/"))
+                .header("x-canary", value)
+                .body(full(""))
+                .unwrap();
+            assert_eq!(send(&cl, req).await.headers["x-version"], want);
+        }
+    }
+    let snap = p.proxy.recorder().snapshot();
+    let base = snap.baseline.as_ref().expect("a table with a baseline");
+    assert_eq!(
+        (
+            snap.stable.requests(),
+            snap.canary.requests(),
+            base.requests()
+        ),
+        (620, 230, 200)
+    );
+    assert_eq!(
+        (snap.stable.routed, snap.canary.routed, base.routed),
+        (20, 30, 0)
+    );
+    assert_eq!(base.in_flight, 0);
+
+    let m = get(&cl, &format!("http://{}/metrics", admin.addr)).await;
+    let parsed = parse_metrics(&m.text());
+    let labels = |v| [("rollout", "checkout"), ("version", v), ("code", "2xx")];
+    assert_eq!(
+        metric(&parsed, "serin_requests_total", &labels("baseline")),
+        200.0
+    );
+    assert_eq!(
+        metric(&parsed, "serin_requests_total", &labels("canary")),
+        230.0
+    );
+    assert_eq!(
+        metric(
+            &parsed,
+            "serin_request_duration_seconds_count",
+            &[("rollout", "checkout"), ("version", "baseline")]
+        ),
+        200.0
+    );
+
+    // Promoted without a baseline: the baseline takes nothing more, and its
+    // figures stay shown (counters never vanish).
+    p.proxy
+        .set_table(table(&c, &c, 0.0).with_routes(p.proxy.table().routes().to_vec()));
+    for _ in 0..10 {
+        assert_eq!(get(&cl, &p.url("/")).await.headers["x-version"], "canary");
+    }
+    let snap = p.proxy.recorder().snapshot();
+    assert_eq!(snap.baseline.map(|b| b.requests()), Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_baseline_no_baseline_series_is_shown() {
+    let (s, c) = (named("stable").await, named("canary").await);
+    let p = start_proxy(table(&s, &c, 50.0), ProxyOptions::default()).await;
+    let admin = start_admin(p.proxy.clone(), "checkout").await;
+    let cl = client();
+    for _ in 0..4 {
+        get(&cl, &p.url("/")).await;
+    }
+    assert!(p.proxy.recorder().snapshot().baseline.is_none());
+    let text = get(&cl, &format!("http://{}/metrics", admin.addr))
+        .await
+        .text();
+    assert!(!text.contains("baseline"), "{text}");
+    assert!(text.contains("version=\"canary\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_and_sticky_keys_through_sockets() {
     let (s, c) = (named("stable").await, named("canary").await);
     let t = table(&s, &c, 0.0)

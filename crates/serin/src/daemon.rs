@@ -1696,6 +1696,10 @@ fn since(
     serin_proxy::RecorderSnapshot {
         stable: minus(now.stable, &base.stable),
         canary: minus(now.canary, &base.canary),
+        baseline: now.baseline.map(|v| match &base.baseline {
+            Some(b) => minus(v, b),
+            None => v,
+        }),
     }
 }
 

@@ -227,6 +227,7 @@ fn nginx_config(
         listen,
         stable: table.upstream(Version::Stable).clone(),
         canary: table.upstream(Version::Canary).clone(),
+        baseline: table.baseline().cloned(),
         sticky: table.sticky().cloned(),
         routes: table.routes().to_vec(),
     }

@@ -738,6 +738,7 @@ fn nginx_reloads_keep_serving_and_the_new_split_follows_the_decision() {
         listen: local(port),
         stable: Upstream::parse(&format!("http://{stable}")).unwrap(),
         canary: Upstream::parse(&format!("http://{canary}")).unwrap(),
+        baseline: None,
         sticky: None,
         routes: vec![],
     });

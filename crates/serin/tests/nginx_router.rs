@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::nginx::{Nginx, free_port, local};
 use common::upstream::{client, version_of, versioned};
-use serin::controller::seams::TrafficRouter;
+use serin::controller::seams::{MetricSource, TrafficRouter};
+use serin::providers::metrics::nginx_log::NginxLogSource;
 use serin::providers::traffic::nginx::{NginxConfig, NginxRouter, install, render};
-use serin_proxy::{Upstream, Weight};
+use serin_proxy::{Route, Upstream, Version, Weight};
 
 /// Canary share over `n` requests.
 async fn canary_share(url: &str, n: usize) -> f64 {
@@ -52,6 +53,7 @@ async fn weights_follow_through_reloads_and_a_failing_test_changes_nothing() {
         listen: local(port),
         stable: Upstream::parse(&format!("http://{stable}")).unwrap(),
         canary: Upstream::parse(&format!("http://{canary}")).unwrap(),
+        baseline: None,
         sticky: None,
         routes: vec![],
     };
@@ -111,6 +113,87 @@ async fn weights_follow_through_reloads_and_a_failing_test_changes_nothing() {
     );
 }
 
+/// With a baseline, nginx (its `nginx -t` passing) splits three ways: the
+/// baseline gets the canary's share, routes never reach it, and the access
+/// log gives every version's requests and those a route sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_baseline_gets_the_canarys_share_through_nginx_and_its_log() {
+    let nginx = Nginx::start();
+    let stable = versioned("stable").await;
+    let canary = versioned("canary").await;
+    let baseline = versioned("baseline").await;
+    let port = free_port();
+    let config = NginxConfig {
+        rollout: "checkout".into(),
+        include: nginx.include("serin-checkout"),
+        test: nginx.command(&["-t", "-q"]),
+        reload: nginx.command(&["-s", "reload"]),
+        access_log: nginx.dir.join("logs/serin-checkout.json"),
+        listen: local(port),
+        stable: Upstream::parse(&format!("http://{stable}")).unwrap(),
+        canary: Upstream::parse(&format!("http://{canary}")).unwrap(),
+        baseline: Some(Upstream::parse(&format!("http://{baseline}")).unwrap()),
+        sticky: None,
+        routes: vec![Route::header("x-canary", "always", Version::Canary).unwrap()],
+    };
+    let router = NginxRouter::new(config.clone());
+    router.check_ready().await.unwrap();
+    router
+        .apply_weight(Weight::from_percent(20.0).unwrap())
+        .await
+        .unwrap();
+    let mut log = NginxLogSource::new(config.access_log.clone()).with_baseline();
+    let url = format!("http://127.0.0.1:{port}/");
+    let c = client();
+    let n: u32 = 1_000;
+    let mut seen = std::collections::HashMap::<String, u64>::new();
+    for _ in 0..n {
+        let v = version_of(&c, &url).await.expect("an answer");
+        *seen.entry(v).or_default() += 1;
+    }
+    let share = |v: &str| *seen.get(v).unwrap_or(&0) as f64 / f64::from(n);
+    // 1,000 requests at 20 %: a binomial standard deviation of 1.3 points.
+    for v in ["canary", "baseline"] {
+        assert!(
+            (0.14..=0.26).contains(&share(v)),
+            "{v}: {seen:?}; {}",
+            nginx.error_log()
+        );
+    }
+    assert_eq!(seen.values().sum::<u64>(), u64::from(n), "{seen:?}");
+    for _ in 0..30 {
+        let req = http::Request::get(&url)
+            .header("x-canary", "always")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = c.request(req).await.unwrap();
+        assert_eq!(resp.headers()["x-serin-version"], "canary");
+    }
+    // nginx writes each line when the request ends: poll (bounded) until
+    // every request is in the log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = log.snapshot().await.unwrap();
+        let total =
+            s.stable.requests + s.canary.requests + s.baseline.as_ref().map_or(0, |b| b.requests);
+        if total >= u64::from(n) + 30 || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let count = |v: &str| *seen.get(v).unwrap_or(&0);
+    assert_eq!(s.stable.requests, count("stable"));
+    assert_eq!(s.canary.requests, count("canary") + 30);
+    assert_eq!(s.baseline.map(|b| b.requests), Some(count("baseline")));
+    assert_eq!(s.routed, Some((0, 30)));
+
+    // Promoted: the baseline's upstream is gone from the file.
+    router.promote().await.unwrap();
+    let text = std::fs::read_to_string(&config.include).unwrap();
+    assert!(!text.contains("serin_checkout_baseline"), "{text}");
+    assert_eq!(version_of(&c, &url).await.as_deref(), Some("canary"));
+}
+
 /// A file nginx does not include (a wrong `include` path) is tested and
 /// reloaded without error, but never served: the change is an error and the
 /// file goes back to what it was. Before, the generated text stayed on top
@@ -131,6 +214,7 @@ async fn a_file_nginx_never_serves_is_put_back() {
         listen: local(free_port()),
         stable: Upstream::parse("http://127.0.0.1:1").unwrap(),
         canary: Upstream::parse("http://127.0.0.1:2").unwrap(),
+        baseline: None,
         sticky: None,
         routes: vec![],
     };
@@ -166,6 +250,7 @@ async fn a_file_serin_did_not_write_is_never_replaced() {
         listen: local(free_port()),
         stable: Upstream::parse("http://127.0.0.1:1").unwrap(),
         canary: Upstream::parse("http://127.0.0.1:2").unwrap(),
+        baseline: None,
         sticky: None,
         routes: vec![],
     };
@@ -218,6 +303,7 @@ async fn an_access_log_that_is_not_serins_own_is_refused() {
         listen: local(free_port()),
         stable: Upstream::parse("http://127.0.0.1:1").unwrap(),
         canary: Upstream::parse("http://127.0.0.1:2").unwrap(),
+        baseline: None,
         sticky: None,
         routes: vec![],
     };

@@ -296,6 +296,7 @@ mod tests {
             stable: t(n_s),
             canary: t(n_c),
             custom: vec![(r(stable), r(canary))],
+            ..Snapshot::default()
         }
     }
 
@@ -377,6 +378,7 @@ mod tests {
             stable: t(stable, 0),
             canary: t(canary, errors),
             custom: Vec::new(),
+            ..Snapshot::default()
         }
     }
 

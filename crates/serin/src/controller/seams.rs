@@ -41,7 +41,7 @@ pub trait TrafficRouter: Send + Sync {
     fn promote(&self) -> BoxFuture<'_, Result<(), Error>>;
 }
 
-/// Both versions' cumulative totals at one moment, as a metric source read
+/// Every version's cumulative totals at one moment, as a metric source read
 /// them: requests, errors, 4xx where the source counts them, and the
 /// latency histogram where it has one.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,6 +50,16 @@ pub struct Snapshot {
     pub stable: Totals,
     /// Canary.
     pub canary: Totals,
+    /// The baseline (the stable's version started fresh, given the canary's
+    /// share), when the data plane has one and the source counts it; `None`
+    /// otherwise. To compare the canary with it, the caller puts it in the
+    /// judge's stable slot ([`Snapshot::observation`] leaves it out).
+    pub baseline: Option<Totals>,
+    /// Of `stable.requests` and `canary.requests`, those a route override
+    /// (header or cookie) sent whatever the weight, as (stable, canary),
+    /// cumulative; `None` where the source cannot tell them apart. The split
+    /// the weight gave is the totals less these.
+    pub routed: Option<(u64, u64)>,
     /// Custom business metrics (`analysis.custom`), in the rollout file's
     /// order: cumulative numerator and denominator as (stable, canary),
     /// never going backwards (the source carries counter resets). Sources
@@ -70,6 +80,22 @@ impl Snapshot {
             at,
             routed: None,
         }
+    }
+
+    /// The requests the weight placed, as (not on the canary, on the
+    /// canary): every version's requests less those a route sent
+    /// ([`Snapshot::routed`]; none subtracted where it is unknown). The
+    /// baseline's count on the first side: the canary's observed share is
+    /// `canary / (both)`, to compare with the canary weight whether or not
+    /// a baseline takes part (which [`Snapshot::observation`] cannot show
+    /// once the baseline stands in the stable's slot).
+    pub fn split_by_weight(&self) -> (u64, u64) {
+        let (routed_stable, routed_canary) = self.routed.unwrap_or((0, 0));
+        let baseline = self.baseline.as_ref().map_or(0, |b| b.requests);
+        (
+            (self.stable.requests + baseline).saturating_sub(routed_stable),
+            self.canary.requests.saturating_sub(routed_canary),
+        )
     }
 }
 
@@ -203,4 +229,28 @@ fn blocking<T: Send + 'static>(
             .await
             .map_err(|_| StoreError::Unavailable("the store's task was lost".into()))?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_split_by_weight_counts_the_baseline_and_leaves_routed_requests_out() {
+        let t = |requests| Totals {
+            requests,
+            ..Totals::default()
+        };
+        let mut s = Snapshot {
+            stable: t(900),
+            canary: t(130),
+            baseline: Some(t(100)),
+            routed: Some((20, 30)),
+            ..Snapshot::default()
+        };
+        assert_eq!(s.split_by_weight(), (980, 100));
+        s.routed = None;
+        s.baseline = None;
+        assert_eq!(s.split_by_weight(), (900, 130));
+    }
 }

@@ -215,7 +215,7 @@ pub(super) fn nginx_ingress_route_problems(routes: &[(usize, &Route)]) -> Vec<(u
             (Match::Cookie { name, value }, version) => {
                 let want = match version {
                     Version::Canary => "always",
-                    Version::Stable => "never",
+                    Version::Stable | Version::Baseline => "never",
                 };
                 if cookie.as_ref().is_some_and(|c| c != name) {
                     problems.push((

@@ -5,6 +5,10 @@
 //! own and the proxy's 502/504) and timeouts (requests whose client gave up
 //! waiting for the version's response head). Requests cancelled by a client
 //! after the head came are in neither requests nor errors.
+//!
+//! A proxy with a baseline ([`serin_proxy::RoutingTable::with_baseline`])
+//! has the baseline's totals too, and every snapshot says how many of each
+//! version's requests a route override sent ([`Snapshot::routed`]).
 
 use std::sync::Arc;
 
@@ -65,6 +69,11 @@ impl MetricSource for BuiltinSource {
         let snapshot = Snapshot {
             stable: totals(&s.stable, &self.bounds_ms),
             canary: totals(&s.canary, &self.bounds_ms),
+            baseline: s.baseline.as_ref().map(|b| totals(b, &self.bounds_ms)),
+            routed: Some((
+                s.stable.routed.min(s.stable.requests()),
+                s.canary.routed.min(s.canary.requests()),
+            )),
             custom: Vec::new(),
         };
         Box::pin(async move { Ok(snapshot) })
@@ -74,6 +83,38 @@ impl MetricSource for BuiltinSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serin_proxy::{ProxyOptions, RoutingTable, Upstream, Version, Weight};
+
+    #[tokio::test]
+    async fn the_baseline_is_reported_when_the_proxy_has_one() {
+        let at = |baseline: Option<&str>| {
+            let table = RoutingTable::new(
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                Weight::from_percent(5.0).unwrap(),
+            )
+            .unwrap()
+            .with_baseline(baseline.map(|b| Upstream::parse(b).unwrap()));
+            Proxy::new(table, ProxyOptions::default())
+        };
+        let without = at(None);
+        let s = BuiltinSource::new(without).snapshot().await.unwrap();
+        assert_eq!((s.baseline, s.routed), (None, Some((0, 0))));
+
+        let with = at(Some("http://127.0.0.1:3"));
+        let d = std::time::Duration::from_millis(3);
+        with.recorder()
+            .record(Version::Baseline, StatusClass::ServerError, d);
+        with.recorder()
+            .record(Version::Baseline, StatusClass::Success, d);
+        with.recorder()
+            .record(Version::Canary, StatusClass::Success, d);
+        let s = BuiltinSource::new(with).snapshot().await.unwrap();
+        let b = s.baseline.expect("the proxy has a baseline");
+        assert_eq!((b.requests, b.errors, b.client_errors), (2, 1, Some(0)));
+        assert_eq!((s.canary.requests, s.stable.requests), (1, 0));
+        assert_eq!(s.routed, Some((0, 0)));
+    }
 
     #[test]
     fn timed_out_requests_reach_the_judge_as_errors() {
@@ -86,6 +127,7 @@ mod tests {
             in_flight: 0,
             timed_out: 2,
             cancelled: 5,
+            routed: 0,
             latency,
             latency_sum: std::time::Duration::from_millis(5_105),
         };

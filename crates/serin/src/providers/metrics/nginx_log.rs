@@ -12,6 +12,15 @@
 //! Lines that do not parse are skipped and counted, with a warning: they are
 //! never guessed into a version.
 //!
+//! Lines of the `baseline` version (a rollout with a baseline upstream) are
+//! the snapshot's [`Snapshot::baseline`]: there from the start with
+//! [`NginxLogSource::with_baseline`], else from the first such line.
+//!
+//! Each line says whether a route override sent the request (`"routed"`);
+//! the stable's and the canary's such requests are [`Snapshot::routed`], as
+//! long as every line counted has said (lines written by an older serin do
+//! not: then it is `None`, unknown, never a guess).
+//!
 //! Errors are 5xx and timeouts: a 499 (the client closed the connection)
 //! before the version answered (`$upstream_status` `-`) is a client that
 //! gave up waiting on it, counted against it as the built-in proxy counts
@@ -40,6 +49,10 @@ struct Line {
     /// comma-separated, when nginx tried more than one.
     #[serde(default)]
     upstream_status: Option<String>,
+    /// `"1"` when a route override sent the request, `"0"` when the weight
+    /// did; missing in lines of a file written before serin logged it.
+    #[serde(default)]
+    routed: Option<String>,
 }
 
 /// The most one snapshot reads of the log (the rest waits for the next).
@@ -77,8 +90,12 @@ pub struct NginxLogSource {
     /// The last bytes read: if they are no longer where we read them, the
     /// file was truncated and rewritten past our offset.
     fingerprint: Vec<u8>,
-    /// Both versions since the start (4xx answers as client errors).
+    /// Every version since the start (4xx answers as client errors).
     totals: Snapshot,
+    /// A version's totals before its first line.
+    empty: Totals,
+    /// Every counted line said whether a route sent it.
+    routed_known: bool,
     /// Lines that could not be parsed, since the start.
     pub skipped: u64,
 }
@@ -104,9 +121,12 @@ impl NginxLogSource {
             fingerprint: Vec::new(),
             totals: Snapshot {
                 stable: empty.clone(),
-                canary: empty,
-                custom: Vec::new(),
+                canary: empty.clone(),
+                routed: Some((0, 0)),
+                ..Snapshot::default()
             },
+            empty,
+            routed_known: true,
             skipped: 0,
         };
         if is_regular(&source.path)
@@ -117,6 +137,14 @@ impl NginxLogSource {
             source.file = Some((f, meta.ino()));
         }
         source
+    }
+
+    /// The same source, for a rollout with a baseline: its totals are in
+    /// every snapshot, zero until its first line.
+    pub fn with_baseline(mut self) -> NginxLogSource {
+        let empty = self.empty.clone();
+        self.totals.baseline.get_or_insert(empty);
+        self
     }
 
     /// Reads everything appended since the last call.
@@ -205,9 +233,9 @@ impl NginxLogSource {
         let parsed = serde_json::from_slice::<Line>(raw).ok().and_then(|l| {
             let status: u16 = l.status.parse().ok()?;
             let seconds: f64 = l.request_time.parse().ok()?;
-            Some((l.version, status, seconds, l.upstream_status))
+            Some((l.version, status, seconds, l.upstream_status, l.routed))
         });
-        let Some((version, status, seconds, upstream_status)) = parsed else {
+        let Some((version, status, seconds, upstream_status, routed)) = parsed else {
             self.skipped += 1;
             if self.skipped.is_power_of_two() {
                 tracing::warn!(log = %self.path.display(), skipped = self.skipped, "access log line not in serin's format, skipped");
@@ -217,6 +245,10 @@ impl NginxLogSource {
         let totals = match version.as_str() {
             "stable" => &mut self.totals.stable,
             "canary" => &mut self.totals.canary,
+            "baseline" => self
+                .totals
+                .baseline
+                .get_or_insert_with(|| self.empty.clone()),
             _ => {
                 self.skipped += 1;
                 return;
@@ -227,6 +259,11 @@ impl NginxLogSource {
             return; // answered, then the client left: neither
         }
         totals.requests += 1;
+        let by_route = match routed.as_deref() {
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            _ => None,
+        };
         if (400..500).contains(&status) && !timed_out {
             *totals.client_errors.get_or_insert(0) += 1;
         }
@@ -240,6 +277,19 @@ impl NginxLogSource {
                     *count += 1;
                 }
             }
+        }
+        match (by_route, self.totals.routed.as_mut()) {
+            (None, _) => {
+                self.routed_known = false;
+                self.totals.routed = None;
+            }
+            (Some(true), Some(routed)) if self.routed_known => match version.as_str() {
+                "stable" => routed.0 += 1,
+                "canary" => routed.1 += 1,
+                // Routes never send to the baseline; counted nowhere.
+                _ => {}
+            },
+            _ => {}
         }
     }
 }
@@ -261,10 +311,48 @@ mod tests {
     use std::io::Write;
 
     fn line(version: &str, status: u16, secs: f64) -> String {
+        routed_line(version, status, secs, "0")
+    }
+
+    fn routed_line(version: &str, status: u16, secs: f64, routed: &str) -> String {
         format!(
             "{{\"time\":\"2026-11-25T00:00:00+00:00\",\"version\":\"{version}\",\"status\":\"{status}\",\
-             \"request_time\":\"{secs:.3}\",\"upstream_response_time\":\"{secs:.3}\",\"upstream_status\":\"{status}\"}}\n"
+             \"request_time\":\"{secs:.3}\",\"upstream_response_time\":\"{secs:.3}\",\"upstream_status\":\"{status}\",\
+             \"routed\":\"{routed}\"}}\n"
         )
+    }
+
+    #[test]
+    fn requests_a_route_sent_are_counted_while_every_line_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.json");
+        append(&path, "");
+        let mut src = NginxLogSource::new(path.clone());
+        append(
+            &path,
+            &(routed_line("canary", 200, 0.001, "1")
+                + &routed_line("canary", 200, 0.001, "0")
+                + &routed_line("stable", 200, 0.001, "1")
+                + &routed_line("stable", 499, 0.001, "1")
+                + &routed_line("stable", 200, 0.001, "0")),
+        );
+        src.poll().unwrap();
+        // The 499 before any answer (upstream_status 499) is a timeout of
+        // the stable: a request, and one a route sent.
+        assert_eq!(src.totals.routed, Some((2, 1)));
+        assert_eq!(
+            (src.totals.stable.requests, src.totals.canary.requests),
+            (3, 2)
+        );
+        // A line of an older format: from then on, unknown.
+        append(
+            &path,
+            "{\"time\":\"t\",\"version\":\"canary\",\"status\":\"200\",\"request_time\":\"0.001\"}\n",
+        );
+        append(&path, &routed_line("canary", 200, 0.001, "1"));
+        src.poll().unwrap();
+        assert_eq!(src.totals.canary.requests, 4);
+        assert_eq!(src.totals.routed, None);
     }
 
     fn append(path: &std::path::Path, text: &str) {
@@ -274,6 +362,37 @@ mod tests {
             .open(path)
             .unwrap();
         f.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn baseline_lines_are_the_baselines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.json");
+        append(&path, "");
+        let mut plain = NginxLogSource::new(path.clone());
+        let mut with = NginxLogSource::new(path.clone()).with_baseline();
+        plain.poll().unwrap();
+        with.poll().unwrap();
+        assert_eq!(plain.totals.baseline, None, "no baseline line yet");
+        assert_eq!(with.totals.baseline.as_ref().map(|b| b.requests), Some(0));
+        append(
+            &path,
+            &(line("baseline", 200, 0.004)
+                + &line("baseline", 503, 0.010)
+                + &line("baseline", 404, 0.001)
+                + &line("canary", 200, 0.002)),
+        );
+        for src in [&mut plain, &mut with] {
+            src.poll().unwrap();
+            let b = src.totals.baseline.as_ref().expect("baseline lines");
+            assert_eq!((b.requests, b.errors, b.client_errors), (3, 1, Some(1)));
+            assert_eq!(b.latency.as_ref().unwrap().counts.last(), Some(&3));
+            assert_eq!(
+                (src.totals.canary.requests, src.totals.stable.requests),
+                (1, 0)
+            );
+            assert_eq!(src.skipped, 0);
+        }
     }
 
     #[test]

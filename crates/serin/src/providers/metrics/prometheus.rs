@@ -268,7 +268,7 @@ impl PrometheusSource {
             None => Vec::new(),
         };
         let state = match version {
-            Version::Stable => &mut self.stable,
+            Version::Stable | Version::Baseline => &mut self.stable,
             Version::Canary => &mut self.canary,
         };
         if state.buckets.len() != buckets.len() {
@@ -341,7 +341,7 @@ impl PrometheusSource {
             raw.push((numerator, denominator));
         }
         let state = match version {
-            Version::Stable => &mut self.stable,
+            Version::Stable | Version::Baseline => &mut self.stable,
             Version::Canary => &mut self.canary,
         };
         if state.custom.len() != raw.len() {
@@ -390,6 +390,7 @@ impl PrometheusSource {
                 stable,
                 canary,
                 custom,
+                ..Snapshot::default()
             })
         }
     }

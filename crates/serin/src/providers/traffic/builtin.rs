@@ -1,6 +1,10 @@
 //! The built-in proxy as a traffic router: a weight change is one atomic swap
 //! of the routing table, in-process, so a rollback takes effect on the next
 //! request.
+//!
+//! The baseline, when the rollout has one, is the proxy table's own
+//! ([`RoutingTable::with_baseline`]): every weight gives it the canary's
+//! share, and a promotion ends it with the rest of the old table.
 
 use std::sync::Arc;
 
@@ -48,11 +52,14 @@ impl TrafficRouter for BuiltinRouter {
     fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let table = self.proxy.table();
-            check_upstreams(&[
+            let mut upstreams = vec![
                 (Version::Stable, table.upstream(Version::Stable)),
                 (Version::Canary, table.upstream(Version::Canary)),
-            ])
-            .await
+            ];
+            if let Some(baseline) = table.baseline() {
+                upstreams.push((Version::Baseline, baseline));
+            }
+            check_upstreams(&upstreams).await
         })
     }
 
@@ -61,6 +68,8 @@ impl TrafficRouter for BuiltinRouter {
         Box::pin(async { Ok(()) })
     }
 
+    /// All traffic on the canary's upstream, now the stable's; the baseline
+    /// (the old stable's version) is left out of the new table.
     fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
         let old = self.proxy.table();
         let canary = old.upstream(Version::Canary).to_string();
@@ -73,5 +82,55 @@ impl TrafficRouter for BuiltinRouter {
             // The canary's upstream was a table's already: never refused.
             .map_err(|e| Error::new(Kind::Internal, e.to_string()));
         Box::pin(async move { result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_proxy::ProxyOptions;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// An upstream answering every request 200 (one per connection).
+    async fn healthy() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn the_baseline_is_checked_for_readiness_and_left_out_at_promotion() {
+        // Nothing listens on the baseline's port: not ready, naming it.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let up = healthy().await;
+        let table = RoutingTable::new(&up, &up, Weight::from_percent(10.0).unwrap())
+            .unwrap()
+            .with_baseline(Some(
+                Upstream::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            ));
+        let proxy = Proxy::new(table, ProxyOptions::default());
+        let router = BuiltinRouter::new(proxy.clone());
+        let err = router.check_ready().await.unwrap_err().to_string();
+        assert!(err.starts_with("baseline http://127.0.0.1:"), "{err}");
+        router.promote().await.unwrap();
+        let promoted = proxy.table();
+        assert!(promoted.baseline().is_none());
+        assert_eq!(promoted.baseline_share(), Weight::ZERO);
+        router.check_ready().await.unwrap();
     }
 }

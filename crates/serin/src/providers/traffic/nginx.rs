@@ -1,11 +1,12 @@
 //! A real nginx as the traffic router (`traffic.provider: nginx`).
 //!
 //! serin owns one include file (`traffic.nginx.include`). It holds, for one
-//! rollout: an `upstream` per version (with keepalive), the weighted split
-//! (`split_clients`, keyed by the sticky cookie or header when there is one,
-//! else by `$request_id`), a `map` per route override, a JSON `log_format`
-//! naming the version that served each request, and a `server` on
-//! `traffic.listen`.
+//! rollout: an `upstream` per version (with keepalive; a third for the
+//! baseline when the rollout has one), the weighted split (`split_clients`,
+//! keyed by the sticky cookie or header when there is one, else by
+//! `$request_id`), a `map` per route override, a JSON `log_format` naming
+//! the version that served each request and whether a route override sent it
+//! (`"routed":"1"`), and a `server` on `traffic.listen`.
 //!
 //! # Changing the file ([`install`])
 //! 1. The new text goes to a temporary file next to the include and is
@@ -29,6 +30,11 @@
 //! Monotone stickiness: `split_clients` maps a MurmurHash2 of the key to a
 //! point in 0–100 % and takes the first bucket it falls in. The canary bucket
 //! comes first, so raising its share only moves keys from stable to canary.
+//!
+//! With a baseline, the baseline's bucket comes last (`*`) and has the
+//! canary's share ([`Weight::baseline_share`]: `min(w, 100 − w)`), taken from
+//! the stable's, as in the built-in proxy: `w% canary; (100 − 2w)% stable;
+//! * baseline`. Route overrides never send to the baseline.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -76,6 +82,9 @@ pub struct NginxConfig {
     pub stable: Upstream,
     /// Canary's upstream.
     pub canary: Upstream,
+    /// The baseline's upstream (the stable's version started fresh, given
+    /// the canary's share), if the rollout has one.
+    pub baseline: Option<Upstream>,
     /// Sticky key, if any.
     pub sticky: Option<StickyKey>,
     /// Route overrides, checked in order before the weight.
@@ -122,15 +131,26 @@ fn header_var(name: &str) -> String {
 pub fn render(config: &NginxConfig, weight: Weight) -> String {
     let id = ident(&config.rollout);
     let mut f = String::new();
-    let _ = writeln!(
+    let baseline = match config.baseline {
+        Some(_) => weight.baseline_share(),
+        None => Weight::ZERO,
+    };
+    let _ = write!(
         f,
-        "{}\n# Canary weight: {weight} %.\n",
+        "{}\n# Canary weight: {weight} %.",
         header(&config.rollout)
     );
-    for (version, upstream) in [
-        (Version::Stable, &config.stable),
-        (Version::Canary, &config.canary),
-    ] {
+    if config.baseline.is_some() {
+        let _ = write!(f, " Baseline weight: {baseline} %.");
+    }
+    f.push_str("\n\n");
+    let upstreams = [
+        (Version::Stable, Some(&config.stable)),
+        (Version::Canary, Some(&config.canary)),
+        (Version::Baseline, config.baseline.as_ref()),
+    ];
+    for (version, upstream) in upstreams {
+        let Some(upstream) = upstream else { continue };
         let _ = writeln!(
             f,
             "upstream serin_{id}_{version} {{\n    server {};\n    keepalive 32;\n}}\n",
@@ -154,15 +174,20 @@ pub fn render(config: &NginxConfig, weight: Weight) -> String {
         }
     };
     let _ = writeln!(f, "split_clients \"{key}\" $serin_{id}_split {{");
-    match weight.hundredths() {
-        0 => {
-            let _ = writeln!(f, "    * stable;");
-        }
-        10_000 => {
-            let _ = writeln!(f, "    * canary;");
-        }
-        h => {
-            let _ = writeln!(f, "    {}.{:02}% canary;\n    * stable;", h / 100, h % 100);
+    // Canary first, the stable next, the baseline last (`*`); a share of
+    // zero is left out, and the last one written takes the rest.
+    let (w, b) = (weight.hundredths(), baseline.hundredths());
+    let shares = [
+        (Version::Canary, w),
+        (Version::Stable, 10_000 - w - b),
+        (Version::Baseline, b),
+    ];
+    let last = shares.iter().rposition(|&(_, h)| h > 0).unwrap_or(1);
+    for (i, &(version, h)) in shares.iter().enumerate() {
+        if i == last {
+            let _ = writeln!(f, "    * {version};");
+        } else if h > 0 {
+            let _ = writeln!(f, "    {}.{:02}% {version};", h / 100, h % 100);
         }
     }
     f.push_str("}\n\n");
@@ -185,17 +210,29 @@ pub fn render(config: &NginxConfig, weight: Weight) -> String {
         );
         chain.push(format!("$serin_{id}_route{i}"));
     }
+    // Whether a route override decided: one of the routes' maps is not "".
+    let routed = if chain.is_empty() {
+        "0".to_string()
+    } else {
+        let _ = writeln!(
+            f,
+            "map \"{}\" $serin_{id}_routed {{\n    ~[a-z] 1;\n    default 0;\n}}\n",
+            chain.join(":")
+        );
+        format!("$serin_{id}_routed")
+    };
     chain.push(format!("$serin_{id}_split"));
     let _ = writeln!(
         f,
-        "map \"{}\" $serin_{id}_version {{\n    ~^:*(?<v>stable|canary) $v;\n    default stable;\n}}\n",
+        "map \"{}\" $serin_{id}_version {{\n    ~^:*(?<v>stable|canary|baseline) $v;\n    default stable;\n}}\n",
         chain.join(":")
     );
     let _ = writeln!(
         f,
         "log_format serin_{id} escape=json '{{\"time\":\"$time_iso8601\",\"version\":\"$serin_{id}_version\",\
          \"status\":\"$status\",\"request_time\":\"$request_time\",\
-         \"upstream_response_time\":\"$upstream_response_time\",\"upstream_status\":\"$upstream_status\"}}';\n"
+         \"upstream_response_time\":\"$upstream_response_time\",\"upstream_status\":\"$upstream_status\",\
+         \"routed\":\"{routed}\"}}';\n"
     );
     let _ = write!(
         f,
@@ -595,15 +632,15 @@ impl NginxRouter {
 impl TrafficRouter for NginxRouter {
     fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            let (stable, canary) = {
+            let (stable, canary, baseline) = {
                 let c = self.config.lock().await;
-                (c.stable.clone(), c.canary.clone())
+                (c.stable.clone(), c.canary.clone(), c.baseline.clone())
             };
-            super::builtin::check_upstreams(&[
-                (Version::Stable, &stable),
-                (Version::Canary, &canary),
-            ])
-            .await
+            let mut upstreams = vec![(Version::Stable, &stable), (Version::Canary, &canary)];
+            if let Some(baseline) = &baseline {
+                upstreams.push((Version::Baseline, baseline));
+            }
+            super::builtin::check_upstreams(&upstreams).await
         })
     }
 
@@ -619,6 +656,8 @@ impl TrafficRouter for NginxRouter {
             let mut config = self.config.lock().await;
             let mut promoted = config.clone();
             promoted.stable = config.canary.clone();
+            // The baseline ran the old stable's version: it ends here.
+            promoted.baseline = None;
             install(&promoted, &render(&promoted, Weight::ZERO)).await?;
             *config = promoted;
             Ok(())
@@ -640,6 +679,7 @@ mod tests {
             listen: "127.0.0.1:8080".parse().unwrap(),
             stable: Upstream::parse("http://127.0.0.1:9001").unwrap(),
             canary: Upstream::parse("http://127.0.0.1:9002").unwrap(),
+            baseline: None,
             sticky: None,
             routes: vec![],
         }
@@ -664,6 +704,38 @@ mod tests {
     }
 
     #[test]
+    fn a_baseline_has_its_upstream_and_the_canarys_share_last() {
+        let mut c = config();
+        c.baseline = Some(Upstream::parse("http://127.0.0.1:9003").unwrap());
+        let at = |h| render(&c, Weight::from_hundredths(h).unwrap());
+        let split = |text: &str| {
+            let from = text.find("split_clients").unwrap();
+            let to = from + text[from..].find('}').unwrap();
+            text[from..=to].to_string()
+        };
+        let text = at(525);
+        assert!(text.contains("# Canary weight: 5.25 %. Baseline weight: 5.25 %.\n"));
+        assert!(text.contains(
+            "upstream serin_check_out_baseline {\n    server 127.0.0.1:9003;\n    keepalive 32;"
+        ));
+        assert!(
+            split(&text).ends_with("{\n    5.25% canary;\n    89.50% stable;\n    * baseline;\n}"),
+            "{}",
+            split(&text)
+        );
+        assert!(text.contains("~^:*(?<v>stable|canary|baseline) $v;"));
+        assert!(split(&at(0)).ends_with("{\n    * stable;\n}"));
+        assert!(split(&at(5000)).ends_with("{\n    50.00% canary;\n    * baseline;\n}"));
+        assert!(split(&at(6000)).ends_with("{\n    60.00% canary;\n    * baseline;\n}"));
+        assert!(split(&at(10_000)).ends_with("{\n    * canary;\n}"));
+        // Without a baseline, as before: no third upstream, two shares.
+        let plain = render(&config(), Weight::from_hundredths(525).unwrap());
+        assert!(!plain.contains("serin_check_out_baseline"));
+        assert!(split(&plain).ends_with("{\n    5.25% canary;\n    * stable;\n}"));
+        assert!(plain.contains("\"routed\":\"0\""));
+    }
+
+    #[test]
     fn sticky_key_falls_back_to_the_request_id_and_routes_come_first() {
         let mut c = config();
         c.sticky = Some(StickyKey::header("X-User-Id").unwrap());
@@ -681,6 +753,10 @@ mod tests {
         assert!(text.contains(
             "map \"$serin_check_out_route0:$serin_check_out_route1:$serin_check_out_split\" $serin_check_out_version"
         ));
+        assert!(text.contains(
+            "map \"$serin_check_out_route0:$serin_check_out_route1\" $serin_check_out_routed {\n    ~[a-z] 1;\n    default 0;\n}"
+        ));
+        assert!(text.contains("\"routed\":\"$serin_check_out_routed\"}';"));
     }
 
     #[test]

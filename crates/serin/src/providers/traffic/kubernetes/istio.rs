@@ -282,7 +282,7 @@ impl IstioPlan {
                     };
                     let mut extra = r.clone();
                     let subset = match route.version {
-                        Version::Stable => "stable",
+                        Version::Stable | Version::Baseline => "stable",
                         Version::Canary => "canary",
                     };
                     extra["name"] = json!(format!("{ROUTE_PREFIX}{i}-{j}"));
