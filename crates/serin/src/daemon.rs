@@ -836,6 +836,7 @@ impl Daemon {
         setup.table = RoutingTable::new(&stable, &canary, Weight::ZERO)
             .map_err(|e| e.to_string())?
             .with_sticky(table.sticky().cloned())
+            .with_baseline(table.baseline().cloned())
             .with_routes(table.routes().to_vec());
         if let Some(version) = &record.canary_version {
             setup.retarget_canary(version);
