@@ -221,7 +221,10 @@ fn the_bar_shows_name_step_weight_and_phase_and_the_end_shows_the_outcome() {
     );
     for b in &bars {
         assert!(b.chars().count() <= 120, "fits the terminal: {b:?}");
-        assert!(b.contains("/6 steps"), "steps done of 6: {b:?}");
+        assert!(
+            b.contains("step ") && b.contains("/6 ·"),
+            "the step of 6, as status numbers it: {b:?}"
+        );
         assert!(b.contains("canary "), "weight: {b:?}");
         assert!(
             b.contains("Progressing") || b.contains("Paused") || b.contains("Initializing"),

@@ -572,10 +572,10 @@ impl Drop for QuietControlEcho {
 ///
 /// The bar is two lines:
 /// ```text
-/// checkout [=====>     ] 1/6 steps · Progressing · canary 20 % · last verdict pass
+/// checkout [=====>     ] step 2/6 · Progressing · canary 20 % · last verdict pass
 ///   pausing 1m: 40s left (until 12:04:04 UTC)
 /// ```
-/// the steps completed (the fill), the phase, the weight in force and the
+/// the steps completed (the fill), the step as status numbers it, the phase, the weight in force and the
 /// latest verdict; below, what the rollout waits for (its status reason,
 /// cut to the terminal's width), as a log file says it every 30 s.
 struct View {
@@ -650,8 +650,10 @@ impl View {
 
     /// The bar's text after the fill.
     fn message(&self, done: u64) -> String {
+        // The step as status numbers it (the fill shows the steps done).
         let mut m = format!(
-            "{done}/{} steps · {} · canary {} %",
+            "step {}/{} · {} · canary {} %",
+            crate::wire::step_number(usize::try_from(done).unwrap_or(usize::MAX), self.steps),
             self.steps,
             self.phase.as_str(),
             self.weight
