@@ -1236,11 +1236,15 @@ impl Judge {
                 let acc = self.ratio_acc();
                 r.canary = acc.canary.error_rate();
                 r.stable = acc.stable.error_rate();
-                r.reason = versus(
-                    "canary error rate",
-                    other,
-                    (r.canary, acc.canary.errors, acc.canary.requests),
-                    (r.stable, acc.stable.errors, acc.stable.requests),
+                r.reason = format!(
+                    "{} {}",
+                    versus(
+                        "canary error rate",
+                        other,
+                        (r.canary, acc.canary.errors, acc.canary.requests),
+                        (r.stable, acc.stable.errors, acc.stable.requests),
+                    ),
+                    self.ratio_window()
                 );
             }
             Kind::LatencyMax { q, name, max } => {
@@ -1258,9 +1262,10 @@ impl Judge {
                 r.canary = acc.canary.quantile(q);
                 r.stable = acc.stable.quantile(q);
                 r.reason = format!(
-                    "canary {name} {} vs {other} {}",
+                    "canary {name} {} vs {other} {} {}",
                     r.canary.map_or("n/a".into(), ms),
-                    r.stable.map_or("n/a".into(), ms)
+                    r.stable.map_or("n/a".into(), ms),
+                    self.ratio_window()
                 );
             }
             Kind::Custom(ci) => {
@@ -1274,11 +1279,15 @@ impl Judge {
                         };
                         r.canary = rate(c);
                         r.stable = rate(s);
-                        r.reason = versus(
-                            &format!("{}: canary", metric.name),
-                            other,
-                            (r.canary, c.numerator, c.denominator),
-                            (r.stable, s.numerator, s.denominator),
+                        r.reason = format!(
+                            "{} {}",
+                            versus(
+                                &format!("{}: canary", metric.name),
+                                other,
+                                (r.canary, c.numerator, c.denominator),
+                                (r.stable, s.numerator, s.denominator),
+                            ),
+                            self.ratio_window()
                         );
                     }
                     None => {
@@ -1304,19 +1313,22 @@ impl Judge {
                 }
                 r.canary = acc.canary.client_error_rate();
                 r.stable = acc.stable.client_error_rate();
-                r.reason = versus(
-                    "canary client errors (4xx)",
-                    other,
-                    (
-                        r.canary,
-                        acc.canary.client_errors,
-                        acc.canary.client_requests,
-                    ),
-                    (
-                        r.stable,
-                        acc.stable.client_errors,
-                        acc.stable.client_requests,
-                    ),
+                r.reason = format!(
+                    "{} since the run began",
+                    versus(
+                        "canary client errors (4xx)",
+                        other,
+                        (
+                            r.canary,
+                            acc.canary.client_errors,
+                            acc.canary.client_requests,
+                        ),
+                        (
+                            r.stable,
+                            acc.stable.client_errors,
+                            acc.stable.client_requests,
+                        ),
+                    )
                 );
             }
         }
@@ -1397,6 +1409,15 @@ impl Judge {
     /// The data the ratio checks are judged on: since the rollout began for
     /// `sequential` (its evidence accumulates), since the stage began for
     /// the others.
+    /// What the ratio checks' counts cover, as their reasons say it.
+    fn ratio_window(&self) -> &'static str {
+        if self.config.method == Method::Sequential {
+            "since the run began"
+        } else {
+            "in this step"
+        }
+    }
+
     fn ratio_acc(&self) -> &Acc {
         if self.config.method == Method::Sequential {
             &self.rollout
