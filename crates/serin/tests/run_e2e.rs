@@ -442,7 +442,11 @@ fn an_exported_serin_token_does_not_replace_serin_runs_own() {
     };
     let o = cmd(&["pause", "owntoken", "--token", "a-wrong-token"]);
     assert_eq!(o.status.code(), Some(1), "the flag is sent: {}", text(&o));
-    assert!(text(&o).contains("401"), "{}", text(&o));
+    assert!(
+        text(&o).contains("401") && text(&o).contains("this serin run's own token"),
+        "{}",
+        text(&o)
+    );
     let o = cmd(&["promote", "owntoken", "--full"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = run.wait_output(Duration::from_secs(30));

@@ -107,7 +107,12 @@ fn authorize(daemon: &Daemon, headers: &HeaderMap) -> ApiResult<()> {
     } else {
         Err(ApiError(
             StatusCode::UNAUTHORIZED,
-            "this command needs `Authorization: Bearer TOKEN` with the daemon's token (--token or SERIN_TOKEN)".into(),
+            if daemon.foreground().is_some() {
+                // `serin run`'s token is its own, never the operator's.
+                "this command needs `Authorization: Bearer TOKEN` with this serin run's own token: it is in `api.json` in its state dir, where the CLI reads it (`--state-dir DIR`, without --token)".into()
+            } else {
+                "this command needs `Authorization: Bearer TOKEN` with the daemon's token (--token or SERIN_TOKEN)".into()
+            },
         ))
     }
 }
