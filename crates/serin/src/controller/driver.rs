@@ -1428,15 +1428,22 @@ mod tests {
         Plan {
             steps: vec![
                 Step::SetWeight(w(10.0)),
-                Step::PauseFor(Duration::from_millis(300)),
+                Step::PauseFor {
+                    duration: Duration::from_millis(300),
+                    early: false,
+                },
                 Step::SetWeight(w(50.0)),
-                Step::PauseFor(Duration::from_millis(300)),
+                Step::PauseFor {
+                    duration: Duration::from_millis(300),
+                    early: false,
+                },
             ],
             interval: Duration::from_millis(100),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         }
     }
 
@@ -1906,6 +1913,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         };
         let (driver, _handle) = rig.driver_with(plan, rig.builtin(), rig.scripted());
         let driver = driver.with_notifier(
@@ -2004,7 +2012,10 @@ mod tests {
         Plan {
             steps: vec![
                 Step::SetWeight(w(10.0)),
-                Step::PauseFor(Duration::from_secs(60)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(60),
+                    early: false,
+                },
             ],
             ..plan()
         }
@@ -2027,7 +2038,10 @@ mod tests {
         let plan = Plan {
             steps: vec![
                 Step::SetWeight(w(10.0)),
-                Step::PauseFor(Duration::from_millis(300)),
+                Step::PauseFor {
+                    duration: Duration::from_millis(300),
+                    early: false,
+                },
                 Step::SetWeight(w(100.0)),
             ],
             ..plan()
@@ -2373,9 +2387,15 @@ mod tests {
         let plan = Plan {
             steps: vec![
                 Step::SetWeight(w(10.0)),
-                Step::PauseFor(Duration::from_secs(1)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(1),
+                    early: false,
+                },
                 Step::SetWeight(w(50.0)),
-                Step::PauseFor(Duration::from_secs(60)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(60),
+                    early: false,
+                },
             ],
             ..plan()
         };

@@ -274,7 +274,7 @@ impl Machine<'_> {
                     );
                     self.state.step += 1;
                 }
-                Step::PauseFor(d) => {
+                Step::PauseFor { duration: d, .. } => {
                     self.state.reason = self.pausing(d);
                     self.record(DecisionKind::Step, None, self.state.reason.clone());
                     return;
@@ -315,7 +315,9 @@ impl Machine<'_> {
     /// A timed pause's time is up (counting time served before an operator pause).
     fn pause_time_up(&self) -> bool {
         match (self.current_step(), self.state.hold) {
-            (Some(Step::PauseFor(d)), None) => u128::from(self.pause_served()) >= d.as_millis(),
+            (Some(Step::PauseFor { duration: d, .. }), None) => {
+                u128::from(self.pause_served()) >= d.as_millis()
+            }
             _ => false,
         }
     }
@@ -328,7 +330,7 @@ impl Machine<'_> {
     /// An operator holds a timed pause: remember the time served, so `resume`
     /// continues the pause instead of starting it over.
     fn bank_pause_time(&mut self) {
-        if let Some(Step::PauseFor(_)) = self.current_step() {
+        if let Some(Step::PauseFor { .. }) = self.current_step() {
             self.state.pause_served_ms = Some(self.pause_served());
         }
     }
@@ -427,7 +429,7 @@ impl Machine<'_> {
             return false;
         }
         let overrun = match self.current_step() {
-            Some(Step::PauseFor(d)) => {
+            Some(Step::PauseFor { duration: d, .. }) => {
                 u128::from(self.pause_served()).saturating_sub(d.as_millis())
             }
             // A shut gate, or the end of the steps waiting for a verdict
@@ -457,7 +459,7 @@ impl Machine<'_> {
         self.state.next_analysis = self.now.after(self.plan.interval);
         self.actions.push(Action::BeginStage(self.state.weight));
         match self.current_step().cloned() {
-            Some(Step::PauseFor(d)) => {
+            Some(Step::PauseFor { duration: d, .. }) => {
                 self.state.pause_served_ms = None;
                 if !held {
                     self.state.step_started = self.now;
@@ -511,7 +513,7 @@ impl Machine<'_> {
             };
             // The time left in a timed pause, said once an interval (when
             // the state is written anyway).
-            if let (Some(Step::PauseFor(d)), None, Phase::Progressing) =
+            if let (Some(Step::PauseFor { duration: d, .. }), None, Phase::Progressing) =
                 (self.current_step(), self.state.hold, self.state.phase)
                 && !self.pause_time_up()
             {
@@ -628,7 +630,7 @@ impl Machine<'_> {
         self.active("promote")?;
         let in_pause = matches!(
             self.current_step(),
-            Some(Step::PauseFor(_) | Step::PauseUntilPromoted | Step::PauseUntilGate(_))
+            Some(Step::PauseFor { .. } | Step::PauseUntilPromoted | Step::PauseUntilGate(_))
         );
         // `--full`, promoting the last pause, or a rollout waiting at the
         // end of its steps, promotes now: the operator's evidence stands
@@ -756,7 +758,7 @@ impl Machine<'_> {
         self.state.phase = Phase::Paused;
         self.state.hold = Some(Hold::Operator);
         let left = match self.current_step() {
-            Some(Step::PauseFor(d)) => {
+            Some(Step::PauseFor { duration: d, .. }) => {
                 let whole = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 let served = self.state.pause_served_ms.unwrap_or(0);
                 format!(
@@ -800,7 +802,7 @@ impl Machine<'_> {
             format!("resumed {}", by_operator(by)),
         );
         match self.current_step().cloned() {
-            Some(Step::PauseFor(d)) => self.state.reason = self.pausing(d),
+            Some(Step::PauseFor { duration: d, .. }) => self.state.reason = self.pausing(d),
             Some(Step::PauseUntilGate(url)) => {
                 self.state.reason = format!("waiting for gate {url} to answer 2xx");
                 self.actions.push(Action::CheckGate(url));
@@ -874,7 +876,10 @@ mod tests {
         let mut steps = Vec::new();
         for p in [5, 25, 50, 100] {
             steps.push(Step::SetWeight(w(p)));
-            steps.push(Step::PauseFor(Duration::from_secs(60)));
+            steps.push(Step::PauseFor {
+                duration: Duration::from_secs(60),
+                early: false,
+            });
         }
         Plan {
             steps,
@@ -883,6 +888,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         }
     }
 
@@ -1398,6 +1404,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         };
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
@@ -1617,7 +1624,10 @@ mod tests {
         let mut plan = classic();
         plan.steps = vec![
             Step::SetWeight(w(10)),
-            Step::PauseFor(Duration::from_secs(3600)),
+            Step::PauseFor {
+                duration: Duration::from_secs(3600),
+                early: false,
+            },
         ];
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
@@ -1654,6 +1664,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         };
         let mut sim = Sim::new(plan);
         let first = sim.feed(Input::Start).unwrap();
@@ -1686,7 +1697,10 @@ mod tests {
     fn leading_pause_at_weight_zero_ends_on_time_alone() {
         let plan = Plan {
             steps: vec![
-                Step::PauseFor(Duration::from_secs(30)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(30),
+                    early: false,
+                },
                 Step::SetWeight(w(50)),
             ],
             interval: Duration::from_secs(10),
@@ -1694,6 +1708,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         };
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
@@ -1782,7 +1797,10 @@ mod tests {
     #[test]
     fn a_pause_at_weight_zero_is_never_promoted() {
         let plan = Plan {
-            steps: vec![Step::PauseFor(Duration::from_secs(10))],
+            steps: vec![Step::PauseFor {
+                duration: Duration::from_secs(10),
+                early: false,
+            }],
             ..classic()
         };
         let mut sim = Sim::new(plan.clone());
@@ -1835,7 +1853,10 @@ mod tests {
         let plan = Plan {
             steps: vec![
                 Step::SetWeight(w(50)),
-                Step::PauseFor(Duration::from_secs(60)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(60),
+                    early: false,
+                },
                 Step::SetWeight(w(100)),
             ],
             ..classic()
