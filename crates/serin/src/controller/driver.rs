@@ -798,6 +798,9 @@ impl Driver {
             reason: j.analysed.reason,
             end_of_pause: j.end_of_pause,
             canary_requests: j.analysed.canary_requests,
+            would_fail: None,
+            within_limits: None,
+            split: None,
         })
         .await;
     }
