@@ -116,18 +116,45 @@ impl Checker {
         };
         // The checks marked advisory, by the judge's metric names, in the
         // order of the section.
+        // A section written replaces the default limits: one marked
+        // advisory with neither limit is no check at all, refused.
         let mut advisory_checks: Vec<String> = Vec::new();
-        if raw.error_rate.as_ref().is_some_and(|e| e.advisory) {
-            advisory_checks.push("error-rate".into());
+        fn latency(l: &Option<Spanned<RawLatencyLimit>>) -> Option<(Option<&Spanned<bool>>, bool)> {
+            l.as_ref().map(|l| {
+                let on = l.value.max.is_some() || l.value.max_ratio_to_stable.is_some();
+                (l.value.advisory.as_ref(), on)
+            })
         }
-        for (given, name) in [
-            (&raw.latency_p50, "latency-p50"),
-            (&raw.latency_p95, "latency-p95"),
-            (&raw.latency_p99, "latency-p99"),
-        ] {
-            if given.as_ref().is_some_and(|l| l.value.advisory) {
-                advisory_checks.push(name.into());
+        let limits = [
+            (
+                raw.error_rate.as_ref().map(|e| {
+                    let on = e.max.is_some() || e.max_ratio_to_stable.is_some();
+                    (e.advisory.as_ref(), on)
+                }),
+                "errorRate",
+                "error-rate",
+            ),
+            (latency(&raw.latency_p50), "latencyP50", "latency-p50"),
+            (latency(&raw.latency_p95), "latencyP95", "latency-p95"),
+            (latency(&raw.latency_p99), "latencyP99", "latency-p99"),
+        ];
+        for (given, field, name) in limits {
+            let Some((Some(advisory), on)) = given else {
+                continue;
+            };
+            if !advisory.value {
+                continue;
             }
+            if !on {
+                self.at(
+                    &advisory.referenced,
+                    format!(
+                        "analysis.{field}.advisory: expected a check to make advisory, but {field} has neither max nor maxRatioToStable (a section written replaces the default limits)"
+                    ),
+                );
+                ok = false;
+            }
+            advisory_checks.push(name.into());
         }
         let mut custom = Vec::new();
         let mut judged = Vec::new();

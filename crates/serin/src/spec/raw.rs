@@ -300,7 +300,7 @@ pub(super) struct RawPercentLimit {
     #[serde(default)]
     pub(super) max_ratio_to_stable: Option<Ratio>,
     #[serde(default)]
-    pub(super) advisory: bool,
+    pub(super) advisory: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -311,7 +311,7 @@ pub(super) struct RawLatencyLimit {
     #[serde(default)]
     pub(super) max_ratio_to_stable: Option<Ratio>,
     #[serde(default)]
-    pub(super) advisory: bool,
+    pub(super) advisory: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

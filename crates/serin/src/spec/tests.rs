@@ -815,6 +815,27 @@ fn advisory_mode_and_advisory_checks_are_read() {
         "{MINIMAL}analysis:\n  errorRate: {{ max: 5%, advisory: yes please }}\n"
     ));
     assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+    // A section written replaces the defaults: advisory alone is no check.
+    for (section, field) in [
+        ("errorRate: { advisory: true }", "errorRate"),
+        ("latencyP95: { advisory: true }", "latencyP95"),
+    ] {
+        let p = problems(&format!("{MINIMAL}analysis:\n  {section}\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("r.yaml:11:")
+                && p[0].contains(&format!(
+                    "analysis.{field}.advisory: expected a check to make advisory, but {field} has neither max nor maxRatioToStable"
+                )),
+            "{p:?}"
+        );
+    }
+    let r = parse(
+        &format!("{MINIMAL}analysis:\n  errorRate: {{ maxRatioToStable: 2, advisory: true }}\n"),
+        "r.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.analysis.advisory_checks, ["error-rate"]);
 }
 
 #[test]
