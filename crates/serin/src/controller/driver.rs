@@ -771,7 +771,8 @@ impl Driver {
 
     /// An analysis answered: record its numbers, and feed its verdict if it
     /// was taken on the split in force. A `fail` always counts (rolling back
-    /// is the safe direction).
+    /// is the safe direction), except in advisory mode, where it rolls
+    /// nothing back and would count as the current stage's pass.
     async fn on_judged(&mut self, j: Judged) {
         self.analysing = None;
         if let Some((stable, canary)) = j.analysed.sample {
@@ -789,7 +790,7 @@ impl Driver {
             let _ = self.progress.send(Progress::Sample(sample));
         }
         let current = j.stage == self.stage && self.applied == Some(self.record.state.weight);
-        if !current && j.analysed.verdict != Verdict::Fail {
+        if !current && (j.analysed.verdict != Verdict::Fail || self.plan.advisory) {
             tracing::debug!(rollout = %self.record.name, verdict = j.analysed.verdict.as_str(), "a verdict on a split no longer in force is dropped");
             return;
         }
@@ -2229,6 +2230,99 @@ mod tests {
         fn analyse(&mut self, _end_of_pause: bool) -> BoxFuture<'_, Analysed> {
             self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(std::future::pending())
+        }
+    }
+
+    /// Answers its first analysis with `fail` only once the test releases
+    /// it; every later one with `pass`.
+    struct HeldFail {
+        asked: Arc<std::sync::atomic::AtomicUsize>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    impl Analysis for HeldFail {
+        fn begin_stage(&mut self, _weight: Weight) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn analyse(&mut self, _end_of_pause: bool) -> BoxFuture<'_, Analysed> {
+            let n = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let release = self.release.clone();
+            Box::pin(async move {
+                let verdict = if n == 0 {
+                    release.notified().await;
+                    Verdict::Fail
+                } else {
+                    Verdict::Pass
+                };
+                Analysed {
+                    reason: format!("held {}", verdict.as_str()),
+                    verdict,
+                    sample: Some((VersionSample::default(), VersionSample::default())),
+                    canary_requests: None,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn in_advisory_mode_a_fail_on_a_split_no_longer_in_force_is_dropped() {
+        // Fails before this change: advisory, the stale fail (taken at
+        // 10 %) was fed, counted as the 50 % stage's pass and recorded as
+        // "would have rolled back" there.
+        for advisory in [false, true] {
+            let rig = Rig::new().await;
+            let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let release = Arc::new(tokio::sync::Notify::new());
+            let w = |p| Weight::from_percent(p).unwrap();
+            let plan = Plan {
+                steps: vec![
+                    Step::SetWeight(w(10.0)),
+                    Step::PauseUntilPromoted,
+                    Step::SetWeight(w(50.0)),
+                    Step::PauseFor {
+                        duration: Duration::from_millis(300),
+                        early: false,
+                    },
+                ],
+                advisory,
+                ..plan()
+            };
+            let (driver, handle) = rig.driver_with(
+                plan,
+                rig.builtin(),
+                Box::new(HeldFail {
+                    asked: asked.clone(),
+                    release: release.clone(),
+                }),
+            );
+            let task = tokio::spawn(driver.run(std::future::pending()));
+            until(|| asked.load(std::sync::atomic::Ordering::SeqCst) >= 1).await;
+            let promoted = bounded(handle.command(Input::Promote {
+                full: false,
+                by: Actor::Cli,
+            }))
+            .await
+            .unwrap();
+            assert_eq!(promoted.state.weight, w(50.0));
+            release.notify_one();
+            let done = bounded(task).await.unwrap().unwrap();
+            let kinds: Vec<String> = rig
+                .store
+                .events("checkout")
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind)
+                .collect();
+            if advisory {
+                assert_eq!(done.state.phase, Phase::Succeeded, "{kinds:?}");
+                assert!(!kinds.iter().any(|k| k == "would-roll-back"), "{kinds:?}");
+            } else {
+                assert_eq!(
+                    done.state.phase,
+                    Phase::RolledBack,
+                    "enforced, a stale fail still rolls back"
+                );
+            }
         }
     }
 
