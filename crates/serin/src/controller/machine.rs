@@ -29,6 +29,20 @@
 //! - An operator's `promote --full`, or `promote` of the last pause or of a
 //!   rollout waiting at the end, promotes at once: the operator's evidence,
 //!   recorded as such.
+//! - Advisory mode (`Plan::advisory`): a `fail` does not roll back; it is
+//!   recorded as a [`DecisionKind::WouldRollBack`] and counts as the stage's
+//!   pass. `noDataLimit` reached is recorded the same way and the count
+//!   starts over, but the stage still waits for a verdict on data. An
+//!   advisory check that fails (`would_fail`, in either mode) is recorded
+//!   the same way and never rolls back. One such decision per episode: a
+//!   clean pass or a new stage ends it.
+//! - Early success: in a `pause: {duration, early: true}`, a pass whose
+//!   judge showed the canary within every limit (`within_limits`) ends the
+//!   pause at once, unless an advisory check fails.
+//! - Split: a verdict that saw the canary's share far from the weight
+//!   (`split.mismatch`) leaves the stage unjudged: a timed pause does not
+//!   end, the end does not promote, the reason is the split's; past
+//!   `progressDeadline` the rollout rolls back. A `fail` still rolls back.
 
 use serin_proxy::Weight;
 
@@ -490,6 +504,7 @@ impl Machine<'_> {
             human_span(refused_ms)
         );
         self.state.stage_judged = false;
+        self.state.split = None;
         self.state.next_analysis = self.now.after(self.plan.interval);
         self.actions.push(Action::BeginStage(self.state.weight));
         match self.current_step().cloned() {
@@ -2494,6 +2509,15 @@ mod tests {
         fixed.run_for(10, |_| Verdict::Pass);
         assert_eq!(fixed.applied_weights(), vec![5, 25]);
         assert_eq!(fixed.state.split, None, "a new stage, a new split");
+        // A weight the data plane takes only now starts its split over too.
+        let mut late = Sim::new(classic());
+        late.split = Some(far_split());
+        late.feed(Input::Start).unwrap();
+        late.run_for(20, |_| Verdict::Pass);
+        assert_eq!(late.state.split, Some(far_split()));
+        late.feed(Input::WeightApplied { refused_ms: 20_000 })
+            .unwrap();
+        assert_eq!(late.state.split, None);
 
         // At the end of the steps it holds the promotion too.
         let mut end = Sim::new(Plan {
