@@ -2233,6 +2233,38 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_advisory_rollout_goes_on_and_its_history_says_what_it_would_have_done() {
+        let rig = Rig::new().await;
+        rig.verdicts
+            .lock()
+            .unwrap()
+            .extend(std::iter::repeat_n(Verdict::Fail, 40));
+        let plan = Plan {
+            advisory: true,
+            ..plan()
+        };
+        let (driver, _handle) = rig.driver_with(plan, rig.builtin(), rig.scripted());
+        let done = bounded(driver.run(std::future::pending())).await.unwrap();
+        assert_eq!(done.state.phase, Phase::Succeeded, "{}", done.state.reason);
+        // Read back from the store: one per stage, with the verdict's reason.
+        let would: Vec<(u16, String)> = rig
+            .store
+            .events("checkout")
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "would-roll-back")
+            .map(|e| (e.decision.weight.hundredths() / 100, e.decision.reason))
+            .collect();
+        assert_eq!(
+            would,
+            [
+                (10, "would have rolled back: scripted fail".to_string()),
+                (50, "would have rolled back: scripted fail".to_string())
+            ]
+        );
+    }
+
     /// Answers its first analysis with `fail` only once the test releases
     /// it; every later one with `pass`.
     struct HeldFail {
