@@ -108,13 +108,17 @@ async fn main() -> anyhow::Result<()> {
         let plan = Plan {
             steps: vec![
                 Step::SetWeight(Weight::from_percent(100.0)?),
-                Step::PauseFor(Duration::from_secs(60)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(60),
+                    early: false,
+                },
             ],
             interval: Duration::from_millis(50),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         };
         let (driver, handle) = Driver::new(
             plan,

@@ -62,8 +62,15 @@ impl Phase {
 pub enum Step {
     /// Send this share of requests to the canary.
     SetWeight(Weight),
-    /// Wait this long (and until the stage is judged).
-    PauseFor(Duration),
+    /// Wait this long (and until the stage is judged); with `early`, end
+    /// sooner once the judge has shown the canary within every limit
+    /// (`pause: { duration: 10m, early: true }`).
+    PauseFor {
+        /// How long.
+        duration: Duration,
+        /// May end early on a pass that shows the canary within its limits.
+        early: bool,
+    },
     /// Wait for `serin promote`.
     PauseUntilPromoted,
     /// Wait until this URL answers 2xx (a confirm-promotion gate).
@@ -88,6 +95,25 @@ pub struct Plan {
     /// (`analysis.minRequests`): named in the reasons of a rollout waiting
     /// for that verdict.
     pub min_requests: u64,
+    /// `analysis.mode: advisory`: a failing verdict, or `noDataLimit`
+    /// no-data verdicts in a row, are recorded as "would have rolled back"
+    /// and the rollout goes on by its steps.
+    pub advisory: bool,
+}
+
+/// What the judge saw of the split between the versions (the requested
+/// weight against the share of requests the canary really got).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitSeen {
+    /// The observed share is clearly far from the requested weight: the
+    /// routing did not take effect, so the step is held.
+    pub mismatch: bool,
+    /// The numbers, e.g. "canary got 0.4 % of requests (12/3 000), 5 % requested".
+    pub reason: String,
+    /// The weight asked for, in percent.
+    pub requested: f64,
+    /// The canary's share of the requests the weight decided, in percent.
+    pub observed: f64,
 }
 
 /// The verdict of one analysis: the judge's own type (`NotEnoughData` does
@@ -140,6 +166,12 @@ pub struct State {
     /// How the run ended: set by the machine when it promotes or rolls back,
     /// none while the run goes on.
     pub outcome: Option<Outcome>,
+    /// A "would have rolled back" was recorded and no clean pass has come
+    /// since in this stage: the next one is the same episode, not recorded
+    /// again.
+    pub would_roll_back: bool,
+    /// The split the last verdict saw, if the judge tested it.
+    pub split: Option<SplitSeen>,
 }
 
 impl State {
@@ -157,6 +189,8 @@ impl State {
             no_data_streak: 0,
             reason: "waiting for health checks".into(),
             outcome: None,
+            would_roll_back: false,
+            split: None,
         }
     }
 }
@@ -232,6 +266,10 @@ pub enum DecisionKind {
     Registered,
     /// A canary was deployed: the first decision of a run.
     Deployed,
+    /// A failing verdict (or `noDataLimit` reached) that did not roll back,
+    /// because the rollout or the check is advisory: what the judge would
+    /// have done.
+    WouldRollBack,
 }
 
 impl DecisionKind {
@@ -247,7 +285,27 @@ impl DecisionKind {
             DecisionKind::RolledBack => "rolled-back",
             DecisionKind::Registered => "registered",
             DecisionKind::Deployed => "deployed",
+            DecisionKind::WouldRollBack => "would-roll-back",
         }
+    }
+
+    /// Every kind.
+    pub const ALL: [DecisionKind; 10] = [
+        DecisionKind::Started,
+        DecisionKind::Step,
+        DecisionKind::Verdict,
+        DecisionKind::Operator,
+        DecisionKind::Gate,
+        DecisionKind::Promoted,
+        DecisionKind::RolledBack,
+        DecisionKind::Registered,
+        DecisionKind::Deployed,
+        DecisionKind::WouldRollBack,
+    ];
+
+    /// Parses [`DecisionKind::as_str`]'s spelling.
+    pub fn parse(s: &str) -> Option<DecisionKind> {
+        DecisionKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -526,5 +584,14 @@ mod tests {
             RecordedVerdict::from(Verdict::NoData)
         );
         assert_eq!(RecordedVerdict::from(Verdict::Fail).to_string(), "fail");
+    }
+
+    #[test]
+    fn decision_kinds_read_back() {
+        for k in DecisionKind::ALL {
+            assert_eq!(DecisionKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(DecisionKind::parse("maybe"), None);
+        assert_eq!(DecisionKind::WouldRollBack.as_str(), "would-roll-back");
     }
 }

@@ -1468,6 +1468,7 @@ impl RawRollout {
                 stage_judged: self.stage_judged,
                 no_data_streak: self.no_data_streak.max(0) as u32,
                 reason: self.reason,
+                ..State::new(Millis(0))
             },
             name: self.name,
             spec: self.spec,
@@ -1517,6 +1518,7 @@ fn decision_kind(s: &str) -> Option<crate::rollout::DecisionKind> {
         K::RolledBack,
         K::Registered,
         K::Deployed,
+        K::WouldRollBack,
     ]
     .into_iter()
     .find(|k| k.as_str() == s)

@@ -1595,7 +1595,10 @@ async fn the_driver_holds_a_last_weight_until_its_canary_pods_are_ready() {
     let plan = Plan {
         steps: vec![
             Step::SetWeight(w(50.0)),
-            Step::PauseFor(Duration::from_millis(200)),
+            Step::PauseFor {
+                duration: Duration::from_millis(200),
+                early: false,
+            },
             Step::SetWeight(w(100.0)),
         ],
         interval: Duration::from_millis(50),
@@ -1603,6 +1606,7 @@ async fn the_driver_holds_a_last_weight_until_its_canary_pods_are_ready() {
         judge_at_end_of_pause: false,
         progress_deadline: None,
         min_requests: 100,
+        advisory: false,
     };
     let (driver, handle) = Driver::new(
         plan,

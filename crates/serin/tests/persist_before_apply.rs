@@ -92,17 +92,27 @@ fn plan() -> Plan {
     Plan {
         steps: vec![
             Step::SetWeight(w(5.0)),
-            Step::PauseFor(Duration::from_millis(200)),
+            Step::PauseFor {
+                duration: Duration::from_millis(200),
+                early: false,
+            },
             Step::SetWeight(w(25.0)),
-            Step::PauseFor(Duration::from_millis(200)),
+            Step::PauseFor {
+                duration: Duration::from_millis(200),
+                early: false,
+            },
             Step::SetWeight(w(50.0)),
-            Step::PauseFor(Duration::from_millis(200)),
+            Step::PauseFor {
+                duration: Duration::from_millis(200),
+                early: false,
+            },
         ],
         interval: Duration::from_millis(50),
         no_data_limit: 3,
         judge_at_end_of_pause: false,
         progress_deadline: None,
         min_requests: 100,
+        advisory: false,
     }
 }
 

@@ -135,23 +135,26 @@ traffic:
 steps:
   - setWeight: 5
   - lowerWeight: 1
-  - pause: {duration: 1s, until: webhook, url: http://127.0.0.1:9/ok}
+  - pause: {duration: 1s, until: webhook, url: http://127.0.0.1:9/ok, early: true}
 analysis:
+  mode: advisory
   interval: 10s
   minRequests: 100
-  errorRate: {max: 5%, maxRatioToStable: 2}
-  latencyP50: {max: 1s, maxRatioToStable: 1.5}
-  latencyP95: {max: 1s, maxRatioToStable: 1.5}
-  latencyP99: {max: 1s, maxRatioToStable: 1.5}
+  errorRate: {max: 5%, maxRatioToStable: 2, advisory: true}
+  latencyP50: {max: 1s, maxRatioToStable: 1.5, advisory: true}
+  latencyP95: {max: 1s, maxRatioToStable: 1.5, advisory: false}
+  latencyP99: {max: 1s, maxRatioToStable: 1.5, advisory: true}
   statistics: {method: fixed, confidence: 0.9}
   noDataLimit: 3
   prometheus: {address: http://127.0.0.1:9090, requests: a, errors: b, latencyBuckets: c,
                clientErrors: d}
-  custom: [{name: orders, numerator: a, denominator: b, direction: lowerIsBetter, maxRatioToStable: 1.1}]
-  clientErrorRate: {maxRatioToStable: off}
+  custom: [{name: orders, numerator: a, denominator: b, direction: lowerIsBetter, maxRatioToStable: 1.1,
+            advisory: true}]
+  clientErrorRate: {maxRatioToStable: off, advisory: false}
 notifications: [{webhook: http://127.0.0.1:9/n, format: slack}]
 preRollout: {url: http://127.0.0.1:9/p}
 progressDeadline: 10m
+baseline: {upstream: http://127.0.0.1:9003}
 ";
 
 /// The field paths of an object schema, leaves and sections alike

@@ -112,6 +112,19 @@ pub struct RolloutSpec {
     /// rollout rolls back, like 30m (none: it waits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline: Option<String>,
+    /// A fresh instance of the stable version given the canary's share,
+    /// compared with the canary by the relative checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSpec>,
+}
+
+/// `baseline`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BaselineSpec {
+    /// http://host:port (builtin and nginx providers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 /// A number or text, kept as written and checked by serin (`5`, `12.5`,
@@ -358,6 +371,9 @@ pub struct PauseSpec {
     /// The webhook's URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// End a timed pause once the canary is shown within every limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early: Option<bool>,
 }
 
 /// What an open-ended pause waits for.
@@ -374,6 +390,9 @@ pub enum UntilName {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AnalysisSpec {
+    /// enforce (default) or advisory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ModeName>,
     /// How often a verdict is made, like 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
@@ -419,6 +438,9 @@ pub struct PercentLimitSpec {
     /// The most the canary may have relative to stable, like 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio_to_stable: Option<Scalar>,
+    /// Recorded as "would have rolled back", never rolling back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advisory: Option<bool>,
 }
 
 /// `analysis.latencyP50` / `P95` / `P99`.
@@ -431,6 +453,19 @@ pub struct LatencyLimitSpec {
     /// The most the canary may take relative to stable, like 1.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio_to_stable: Option<Scalar>,
+    /// Recorded as "would have rolled back", never rolling back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advisory: Option<bool>,
+}
+
+/// Whether a failing verdict rolls back.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    /// A failing verdict rolls back.
+    Enforce,
+    /// A failing verdict is recorded as "would have rolled back".
+    Advisory,
 }
 
 /// `analysis.statistics`.
@@ -492,6 +527,9 @@ pub struct CustomMetricSpec {
     /// The worst ratio to stable allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio_to_stable: Option<Scalar>,
+    /// Recorded as "would have rolled back", never rolling back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advisory: Option<bool>,
 }
 
 /// Which way a business metric is better.
@@ -511,6 +549,9 @@ pub struct ClientErrorRateSpec {
     /// A ratio of at least 1, or off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio_to_stable: Option<Scalar>,
+    /// Recorded as "would have rolled back", never rolling back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advisory: Option<bool>,
 }
 
 /// A webhook told of phase changes and failed verdicts.

@@ -361,6 +361,7 @@ fn event_reason(kind: DecisionKind) -> (&'static str, &'static str) {
         DecisionKind::RolledBack => ("RolledBack", "Rollback"),
         DecisionKind::Registered => ("Registered", "Register"),
         DecisionKind::Deployed => ("Deployed", "Deploy"),
+        DecisionKind::WouldRollBack => ("WouldRollBack", "Analyse"),
     }
 }
 

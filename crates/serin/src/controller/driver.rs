@@ -771,7 +771,8 @@ impl Driver {
 
     /// An analysis answered: record its numbers, and feed its verdict if it
     /// was taken on the split in force. A `fail` always counts (rolling back
-    /// is the safe direction).
+    /// is the safe direction), except in advisory mode, where it rolls
+    /// nothing back and would count as the current stage's pass.
     async fn on_judged(&mut self, j: Judged) {
         self.analysing = None;
         if let Some((stable, canary)) = j.analysed.sample {
@@ -789,7 +790,7 @@ impl Driver {
             let _ = self.progress.send(Progress::Sample(sample));
         }
         let current = j.stage == self.stage && self.applied == Some(self.record.state.weight);
-        if !current && j.analysed.verdict != Verdict::Fail {
+        if !current && (j.analysed.verdict != Verdict::Fail || self.plan.advisory) {
             tracing::debug!(rollout = %self.record.name, verdict = j.analysed.verdict.as_str(), "a verdict on a split no longer in force is dropped");
             return;
         }
@@ -798,6 +799,9 @@ impl Driver {
             reason: j.analysed.reason,
             end_of_pause: j.end_of_pause,
             canary_requests: j.analysed.canary_requests,
+            would_fail: None,
+            within_limits: None,
+            split: None,
         })
         .await;
     }
@@ -1428,15 +1432,22 @@ mod tests {
         Plan {
             steps: vec![
                 Step::SetWeight(w(10.0)),
-                Step::PauseFor(Duration::from_millis(300)),
+                Step::PauseFor {
+                    duration: Duration::from_millis(300),
+                    early: false,
+                },
                 Step::SetWeight(w(50.0)),
-                Step::PauseFor(Duration::from_millis(300)),
+                Step::PauseFor {
+                    duration: Duration::from_millis(300),
+                    early: false,
+                },
             ],
             interval: Duration::from_millis(100),
             no_data_limit: 3,
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         }
     }
 
@@ -1906,6 +1917,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         };
         let (driver, _handle) = rig.driver_with(plan, rig.builtin(), rig.scripted());
         let driver = driver.with_notifier(
@@ -2004,7 +2016,10 @@ mod tests {
         Plan {
             steps: vec![
                 Step::SetWeight(w(10.0)),
-                Step::PauseFor(Duration::from_secs(60)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(60),
+                    early: false,
+                },
             ],
             ..plan()
         }
@@ -2027,7 +2042,10 @@ mod tests {
         let plan = Plan {
             steps: vec![
                 Step::SetWeight(w(10.0)),
-                Step::PauseFor(Duration::from_millis(300)),
+                Step::PauseFor {
+                    duration: Duration::from_millis(300),
+                    early: false,
+                },
                 Step::SetWeight(w(100.0)),
             ],
             ..plan()
@@ -2216,6 +2234,131 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_advisory_rollout_goes_on_and_its_history_says_what_it_would_have_done() {
+        let rig = Rig::new().await;
+        rig.verdicts
+            .lock()
+            .unwrap()
+            .extend(std::iter::repeat_n(Verdict::Fail, 40));
+        let plan = Plan {
+            advisory: true,
+            ..plan()
+        };
+        let (driver, _handle) = rig.driver_with(plan, rig.builtin(), rig.scripted());
+        let done = bounded(driver.run(std::future::pending())).await.unwrap();
+        assert_eq!(done.state.phase, Phase::Succeeded, "{}", done.state.reason);
+        // Read back from the store: one per stage, with the verdict's reason.
+        let would: Vec<(u16, String)> = rig
+            .store
+            .events("checkout")
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "would-roll-back")
+            .map(|e| (e.decision.weight.hundredths() / 100, e.decision.reason))
+            .collect();
+        assert_eq!(
+            would,
+            [
+                (10, "would have rolled back: scripted fail".to_string()),
+                (50, "would have rolled back: scripted fail".to_string())
+            ]
+        );
+    }
+
+    /// Answers its first analysis with `fail` only once the test releases
+    /// it; every later one with `pass`.
+    struct HeldFail {
+        asked: Arc<std::sync::atomic::AtomicUsize>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    impl Analysis for HeldFail {
+        fn begin_stage(&mut self, _weight: Weight) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn analyse(&mut self, _end_of_pause: bool) -> BoxFuture<'_, Analysed> {
+            let n = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let release = self.release.clone();
+            Box::pin(async move {
+                let verdict = if n == 0 {
+                    release.notified().await;
+                    Verdict::Fail
+                } else {
+                    Verdict::Pass
+                };
+                Analysed {
+                    reason: format!("held {}", verdict.as_str()),
+                    verdict,
+                    sample: Some((VersionSample::default(), VersionSample::default())),
+                    canary_requests: None,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn in_advisory_mode_a_fail_on_a_split_no_longer_in_force_is_dropped() {
+        // Fails before this change: advisory, the stale fail (taken at
+        // 10 %) was fed, counted as the 50 % stage's pass and recorded as
+        // "would have rolled back" there.
+        for advisory in [false, true] {
+            let rig = Rig::new().await;
+            let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let release = Arc::new(tokio::sync::Notify::new());
+            let w = |p| Weight::from_percent(p).unwrap();
+            let plan = Plan {
+                steps: vec![
+                    Step::SetWeight(w(10.0)),
+                    Step::PauseUntilPromoted,
+                    Step::SetWeight(w(50.0)),
+                    Step::PauseFor {
+                        duration: Duration::from_millis(300),
+                        early: false,
+                    },
+                ],
+                advisory,
+                ..plan()
+            };
+            let (driver, handle) = rig.driver_with(
+                plan,
+                rig.builtin(),
+                Box::new(HeldFail {
+                    asked: asked.clone(),
+                    release: release.clone(),
+                }),
+            );
+            let task = tokio::spawn(driver.run(std::future::pending()));
+            until(|| asked.load(std::sync::atomic::Ordering::SeqCst) >= 1).await;
+            let promoted = bounded(handle.command(Input::Promote {
+                full: false,
+                by: Actor::Cli,
+            }))
+            .await
+            .unwrap();
+            assert_eq!(promoted.state.weight, w(50.0));
+            release.notify_one();
+            let done = bounded(task).await.unwrap().unwrap();
+            let kinds: Vec<String> = rig
+                .store
+                .events("checkout")
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind)
+                .collect();
+            if advisory {
+                assert_eq!(done.state.phase, Phase::Succeeded, "{kinds:?}");
+                assert!(!kinds.iter().any(|k| k == "would-roll-back"), "{kinds:?}");
+            } else {
+                assert_eq!(
+                    done.state.phase,
+                    Phase::RolledBack,
+                    "enforced, a stale fail still rolls back"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn a_hanging_analysis_never_keeps_an_operator_waiting() {
         let rig = Rig::new().await;
         let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -2373,9 +2516,15 @@ mod tests {
         let plan = Plan {
             steps: vec![
                 Step::SetWeight(w(10.0)),
-                Step::PauseFor(Duration::from_secs(1)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(1),
+                    early: false,
+                },
                 Step::SetWeight(w(50.0)),
-                Step::PauseFor(Duration::from_secs(60)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(60),
+                    early: false,
+                },
             ],
             ..plan()
         };

@@ -29,12 +29,26 @@
 //! - An operator's `promote --full`, or `promote` of the last pause or of a
 //!   rollout waiting at the end, promotes at once: the operator's evidence,
 //!   recorded as such.
+//! - Advisory mode (`Plan::advisory`): a `fail` does not roll back; it is
+//!   recorded as a [`DecisionKind::WouldRollBack`] and counts as the stage's
+//!   pass. `noDataLimit` reached is recorded the same way and the count
+//!   starts over, but the stage still waits for a verdict on data. An
+//!   advisory check that fails (`would_fail`, in either mode) is recorded
+//!   the same way and never rolls back. One such decision per episode: a
+//!   clean pass or a new stage ends it.
+//! - Early success: in a `pause: {duration, early: true}`, a pass whose
+//!   judge showed the canary within every limit (`within_limits`) ends the
+//!   pause at once, unless an advisory check fails.
+//! - Split: a verdict that saw the canary's share far from the weight
+//!   (`split.mismatch`) leaves the stage unjudged: a timed pause does not
+//!   end, the end does not promote, the reason is the split's; past
+//!   `progressDeadline` the rollout rolls back. A `fail` still rolls back.
 
 use serin_proxy::Weight;
 
 use crate::rollout::{
-    Actor, Decision, DecisionKind, Hold, Outcome, Phase, Plan, RecordedVerdict, State, Step, Stop,
-    Verdict,
+    Actor, Decision, DecisionKind, Hold, Outcome, Phase, Plan, RecordedVerdict, SplitSeen, State,
+    Step, Stop, Verdict,
 };
 use crate::time::{Millis, clock, human, human_span};
 
@@ -56,6 +70,15 @@ pub enum Input {
         /// Canary requests the judge counted in this stage, if it said
         /// (named in the reason of a rollout waiting for `minRequests`).
         canary_requests: Option<u64>,
+        /// An advisory check failed (its reason, with its numbers): recorded
+        /// as "would have rolled back", never rolling back.
+        would_fail: Option<String>,
+        /// The judge has shown the canary within every limit (with the
+        /// e-values): ends an early pause at once.
+        within_limits: Option<String>,
+        /// The requested weight against the canary's observed share: a
+        /// mismatch holds the step.
+        split: Option<SplitSeen>,
     },
     /// A health check or the pre-rollout check failed while `Initializing`:
     /// what it waits for, with the URL and the last error.
@@ -170,7 +193,18 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
             reason,
             end_of_pause,
             canary_requests,
-        } => t.verdict(verdict, reason, end_of_pause, canary_requests),
+            would_fail,
+            within_limits,
+            split,
+        } => t.verdict(Judged {
+            verdict,
+            reason,
+            end_of_pause,
+            canary_requests,
+            would_fail,
+            within_limits,
+            split,
+        }),
         Input::NotReady(reason) => t.not_ready(reason),
         Input::Gate { open, detail } => t.gate(open, detail),
         Input::Promote { full, by } => t.promote(full, by)?,
@@ -189,6 +223,17 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
         actions: t.actions,
         decisions: t.decisions,
     })
+}
+
+/// An [`Input::Verdict`], taken apart.
+struct Judged {
+    verdict: Verdict,
+    reason: String,
+    end_of_pause: bool,
+    canary_requests: Option<u64>,
+    would_fail: Option<String>,
+    within_limits: Option<String>,
+    split: Option<SplitSeen>,
 }
 
 struct Machine<'a> {
@@ -274,7 +319,7 @@ impl Machine<'_> {
                     );
                     self.state.step += 1;
                 }
-                Step::PauseFor(d) => {
+                Step::PauseFor { duration: d, .. } => {
                     self.state.reason = self.pausing(d);
                     self.record(DecisionKind::Step, None, self.state.reason.clone());
                     return;
@@ -299,6 +344,9 @@ impl Machine<'_> {
     fn change_weight(&mut self, w: Weight) {
         self.state.weight = w;
         self.state.stage_judged = false;
+        // A new stage: its own episode, its own split.
+        self.state.would_roll_back = false;
+        self.state.split = None;
         self.actions.push(Action::ApplyWeight(w));
         self.actions.push(Action::BeginStage(w));
     }
@@ -315,7 +363,9 @@ impl Machine<'_> {
     /// A timed pause's time is up (counting time served before an operator pause).
     fn pause_time_up(&self) -> bool {
         match (self.current_step(), self.state.hold) {
-            (Some(Step::PauseFor(d)), None) => u128::from(self.pause_served()) >= d.as_millis(),
+            (Some(Step::PauseFor { duration: d, .. }), None) => {
+                u128::from(self.pause_served()) >= d.as_millis()
+            }
             _ => false,
         }
     }
@@ -328,7 +378,7 @@ impl Machine<'_> {
     /// An operator holds a timed pause: remember the time served, so `resume`
     /// continues the pause instead of starting it over.
     fn bank_pause_time(&mut self) {
-        if let Some(Step::PauseFor(_)) = self.current_step() {
+        if let Some(Step::PauseFor { .. }) = self.current_step() {
             self.state.pause_served_ms = Some(self.pause_served());
         }
     }
@@ -427,7 +477,7 @@ impl Machine<'_> {
             return false;
         }
         let overrun = match self.current_step() {
-            Some(Step::PauseFor(d)) => {
+            Some(Step::PauseFor { duration: d, .. }) => {
                 u128::from(self.pause_served()).saturating_sub(d.as_millis())
             }
             // A shut gate, or the end of the steps waiting for a verdict
@@ -454,10 +504,11 @@ impl Machine<'_> {
             human_span(refused_ms)
         );
         self.state.stage_judged = false;
+        self.state.split = None;
         self.state.next_analysis = self.now.after(self.plan.interval);
         self.actions.push(Action::BeginStage(self.state.weight));
         match self.current_step().cloned() {
-            Some(Step::PauseFor(d)) => {
+            Some(Step::PauseFor { duration: d, .. }) => {
                 self.state.pause_served_ms = None;
                 if !held {
                     self.state.step_started = self.now;
@@ -511,7 +562,7 @@ impl Machine<'_> {
             };
             // The time left in a timed pause, said once an interval (when
             // the state is written anyway).
-            if let (Some(Step::PauseFor(d)), None, Phase::Progressing) =
+            if let (Some(Step::PauseFor { duration: d, .. }), None, Phase::Progressing) =
                 (self.current_step(), self.state.hold, self.state.phase)
                 && !self.pause_time_up()
             {
@@ -530,6 +581,8 @@ impl Machine<'_> {
             {
                 self.actions.push(Action::CheckGate(url.clone()));
             }
+            // A split far from the weight is still what the step waits for.
+            self.hold_on_split();
         }
     }
 
@@ -539,23 +592,40 @@ impl Machine<'_> {
         }
     }
 
-    fn verdict(
-        &mut self,
-        verdict: Verdict,
-        reason: String,
-        end_of_pause: bool,
-        canary_requests: Option<u64>,
-    ) {
+    fn verdict(&mut self, j: Judged) {
         if !matches!(self.state.phase, Phase::Progressing | Phase::Paused) {
             return; // a late answer for a rollout that has ended
         }
+        let Judged {
+            verdict,
+            reason,
+            end_of_pause,
+            canary_requests,
+            would_fail,
+            within_limits,
+            split,
+        } = j;
+        // No data is no news of the split either: the last one seen stands.
+        if split.is_some() || verdict != Verdict::NoData {
+            self.state.split = split;
+        }
         let spelled = RecordedVerdict::from(verdict);
         match verdict {
-            Verdict::Fail => {
+            Verdict::Fail if !self.plan.advisory => {
                 self.state.no_data_streak = 0;
                 self.record(DecisionKind::Verdict, Some(spelled), reason.clone());
                 self.roll_back(reason.clone(), Outcome::Analysis { check: reason });
                 return;
+            }
+            Verdict::Fail => {
+                // Advisory: what the judge would have done is recorded, and
+                // the rollout goes on as if the verdict had been a pass.
+                self.state.no_data_streak = 0;
+                self.record(DecisionKind::Verdict, Some(spelled), reason.clone());
+                self.would_roll_back(&reason);
+                if end_of_pause || !self.plan.judge_at_end_of_pause {
+                    self.state.stage_judged = true;
+                }
             }
             Verdict::NoData => {
                 self.state.no_data_streak += 1;
@@ -565,9 +635,17 @@ impl Machine<'_> {
                         "no data for {} intervals in a row (noDataLimit {}): {reason}",
                         self.state.no_data_streak, self.plan.no_data_limit
                     );
-                    let intervals = self.state.no_data_streak;
-                    self.roll_back(why, Outcome::NoData { intervals });
+                    if self.plan.advisory {
+                        // The count starts over; the stage still waits for
+                        // a verdict on data (no data is no evidence).
+                        self.state.no_data_streak = 0;
+                        self.would_roll_back(&why);
+                    } else {
+                        let intervals = self.state.no_data_streak;
+                        self.roll_back(why, Outcome::NoData { intervals });
+                    }
                 }
+                self.hold_on_split();
                 return;
             }
             Verdict::NotEnoughData => {
@@ -595,7 +673,90 @@ impl Machine<'_> {
                 self.record(DecisionKind::Verdict, Some(spelled), reason);
             }
         }
+        match &would_fail {
+            Some(why) => self.would_roll_back(why),
+            // A clean pass ends the episode: a later failure is a new one.
+            None if verdict == Verdict::Pass => self.state.would_roll_back = false,
+            None => {}
+        }
+        if self.hold_on_split() {
+            return;
+        }
+        if verdict == Verdict::Pass
+            && would_fail.is_none()
+            && let Some(within) = within_limits
+            && self.early_success(&within)
+        {
+            return;
+        }
         self.move_on();
+    }
+
+    /// A failing verdict that did not roll back (advisory mode, or an
+    /// advisory check): recorded once per episode, which lasts until a
+    /// clean pass or a new stage.
+    fn would_roll_back(&mut self, why: &str) {
+        if self.state.would_roll_back {
+            return;
+        }
+        self.state.would_roll_back = true;
+        self.record(
+            DecisionKind::WouldRollBack,
+            None,
+            format!("would have rolled back: {why}"),
+        );
+    }
+
+    /// The last verdict saw a split far from the requested weight: the
+    /// stage's numbers do not mean what the judge thinks, so the stage is
+    /// not judged (a timed pause does not end, the end does not promote)
+    /// and the rollout says why it waits. True when it holds.
+    fn hold_on_split(&mut self) -> bool {
+        let Some(split) = self.state.split.as_ref().filter(|s| s.mismatch) else {
+            return false;
+        };
+        let said = split.reason.clone();
+        self.state.stage_judged = false;
+        if self.state.phase == Phase::Progressing && self.state.hold.is_none() {
+            self.state.reason = match self.current_step() {
+                Some(Step::PauseFor { duration, .. }) if !self.pause_time_up() => {
+                    format!("{}; {said}", self.pausing(*duration))
+                }
+                _ => said,
+            };
+        }
+        true
+    }
+
+    /// A pass that shows the canary within every limit ends an early pause
+    /// at once. True when it did.
+    fn early_success(&mut self, within: &str) -> bool {
+        let Some(Step::PauseFor {
+            duration,
+            early: true,
+        }) = self.current_step().cloned()
+        else {
+            return false;
+        };
+        if self.state.phase != Phase::Progressing
+            || self.state.hold.is_some()
+            || self.state.weight == Weight::ZERO
+            || !self.state.stage_judged
+            || self.pause_time_up()
+        {
+            return false;
+        }
+        self.record(
+            DecisionKind::Step,
+            None,
+            format!(
+                "early success after {} of {}: {within}",
+                human_span(self.pause_served()),
+                human(duration)
+            ),
+        );
+        self.advance();
+        true
     }
 
     fn gate(&mut self, open: bool, detail: String) {
@@ -628,7 +789,7 @@ impl Machine<'_> {
         self.active("promote")?;
         let in_pause = matches!(
             self.current_step(),
-            Some(Step::PauseFor(_) | Step::PauseUntilPromoted | Step::PauseUntilGate(_))
+            Some(Step::PauseFor { .. } | Step::PauseUntilPromoted | Step::PauseUntilGate(_))
         );
         // `--full`, promoting the last pause, or a rollout waiting at the
         // end of its steps, promotes now: the operator's evidence stands
@@ -756,7 +917,7 @@ impl Machine<'_> {
         self.state.phase = Phase::Paused;
         self.state.hold = Some(Hold::Operator);
         let left = match self.current_step() {
-            Some(Step::PauseFor(d)) => {
+            Some(Step::PauseFor { duration: d, .. }) => {
                 let whole = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 let served = self.state.pause_served_ms.unwrap_or(0);
                 format!(
@@ -800,7 +961,7 @@ impl Machine<'_> {
             format!("resumed {}", by_operator(by)),
         );
         match self.current_step().cloned() {
-            Some(Step::PauseFor(d)) => self.state.reason = self.pausing(d),
+            Some(Step::PauseFor { duration: d, .. }) => self.state.reason = self.pausing(d),
             Some(Step::PauseUntilGate(url)) => {
                 self.state.reason = format!("waiting for gate {url} to answer 2xx");
                 self.actions.push(Action::CheckGate(url));
@@ -874,7 +1035,10 @@ mod tests {
         let mut steps = Vec::new();
         for p in [5, 25, 50, 100] {
             steps.push(Step::SetWeight(w(p)));
-            steps.push(Step::PauseFor(Duration::from_secs(60)));
+            steps.push(Step::PauseFor {
+                duration: Duration::from_secs(60),
+                early: false,
+            });
         }
         Plan {
             steps,
@@ -883,6 +1047,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         }
     }
 
@@ -895,6 +1060,10 @@ mod tests {
         decisions: Vec<Decision>,
         /// What verdicts say the judge counted in the stage.
         canary_requests: Option<u64>,
+        /// What verdicts say of advisory checks, limits and the split.
+        would_fail: Option<String>,
+        within_limits: Option<String>,
+        split: Option<SplitSeen>,
     }
 
     impl Sim {
@@ -906,6 +1075,9 @@ mod tests {
                 actions: vec![],
                 decisions: vec![],
                 canary_requests: None,
+                would_fail: None,
+                within_limits: None,
+                split: None,
             }
         }
 
@@ -930,6 +1102,9 @@ mod tests {
                             reason: "test".into(),
                             end_of_pause,
                             canary_requests: self.canary_requests,
+                            would_fail: self.would_fail.clone(),
+                            within_limits: self.within_limits.clone(),
+                            split: self.split.clone(),
                         })
                         .unwrap();
                     }
@@ -1079,6 +1254,9 @@ mod tests {
             reason: "late".into(),
             end_of_pause: false,
             canary_requests: None,
+            would_fail: None,
+            within_limits: None,
+            split: None,
         })
         .unwrap();
         assert_eq!(
@@ -1398,6 +1576,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         };
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
@@ -1617,7 +1796,10 @@ mod tests {
         let mut plan = classic();
         plan.steps = vec![
             Step::SetWeight(w(10)),
-            Step::PauseFor(Duration::from_secs(3600)),
+            Step::PauseFor {
+                duration: Duration::from_secs(3600),
+                early: false,
+            },
         ];
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
@@ -1633,6 +1815,9 @@ mod tests {
                         reason: "test".into(),
                         end_of_pause,
                         canary_requests: None,
+                        would_fail: None,
+                        within_limits: None,
+                        split: None,
                     })
                     .unwrap();
                 }
@@ -1654,6 +1839,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         };
         let mut sim = Sim::new(plan);
         let first = sim.feed(Input::Start).unwrap();
@@ -1686,7 +1872,10 @@ mod tests {
     fn leading_pause_at_weight_zero_ends_on_time_alone() {
         let plan = Plan {
             steps: vec![
-                Step::PauseFor(Duration::from_secs(30)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(30),
+                    early: false,
+                },
                 Step::SetWeight(w(50)),
             ],
             interval: Duration::from_secs(10),
@@ -1694,6 +1883,7 @@ mod tests {
             judge_at_end_of_pause: false,
             progress_deadline: None,
             min_requests: 100,
+            advisory: false,
         };
         let mut sim = Sim::new(plan);
         sim.feed(Input::Start).unwrap();
@@ -1782,7 +1972,10 @@ mod tests {
     #[test]
     fn a_pause_at_weight_zero_is_never_promoted() {
         let plan = Plan {
-            steps: vec![Step::PauseFor(Duration::from_secs(10))],
+            steps: vec![Step::PauseFor {
+                duration: Duration::from_secs(10),
+                early: false,
+            }],
             ..classic()
         };
         let mut sim = Sim::new(plan.clone());
@@ -1835,7 +2028,10 @@ mod tests {
         let plan = Plan {
             steps: vec![
                 Step::SetWeight(w(50)),
-                Step::PauseFor(Duration::from_secs(60)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(60),
+                    early: false,
+                },
                 Step::SetWeight(w(100)),
             ],
             ..classic()
@@ -1995,5 +2191,351 @@ mod tests {
         );
         let json = serde_json::to_value(Outcome::Monitor { breach }).unwrap();
         assert_eq!(json["breach"]["threshold"], 5.0);
+    }
+
+    fn advisory(plan: Plan) -> Plan {
+        Plan {
+            advisory: true,
+            ..plan
+        }
+    }
+
+    fn said(sim: &Sim, kind: DecisionKind) -> Vec<String> {
+        sim.decisions
+            .iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| d.reason.clone())
+            .collect()
+    }
+
+    #[test]
+    fn advisory_mode_records_what_it_would_have_done_once_per_episode_and_goes_on() {
+        // Every verdict fails: enforced, the first one rolls back (see
+        // fail_rolls_back_at_once_and_ignores_later_verdicts); advisory,
+        // the steps run by their time and each stage says once what the
+        // judge would have done.
+        let mut sim = Sim::new(advisory(classic()));
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(10 * 60, |_| Verdict::Fail);
+        assert_eq!(sim.state.phase, Phase::Succeeded, "{}", sim.state.reason);
+        assert_eq!(sim.applied_weights(), vec![5, 25, 50, 100]);
+        let promoted = sim
+            .decisions
+            .iter()
+            .find(|d| d.kind == DecisionKind::Promoted)
+            .unwrap();
+        assert_eq!(promoted.at.since(Millis(1_000_000)), 240_000);
+        let would = sim
+            .decisions
+            .iter()
+            .filter(|d| d.kind == DecisionKind::WouldRollBack)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            would
+                .iter()
+                .map(|d| d.weight.hundredths() / 100)
+                .collect::<Vec<_>>(),
+            [5, 25, 50, 100],
+            "once per stage, not every interval"
+        );
+        assert!(
+            would
+                .iter()
+                .all(|d| d.reason == "would have rolled back: test")
+        );
+        // Every failing verdict is still recorded as such (and notified).
+        let verdicts = sim
+            .decisions
+            .iter()
+            .filter(|d| d.kind == DecisionKind::Verdict)
+            .collect::<Vec<_>>();
+        assert!(verdicts.len() > 8, "{}", verdicts.len());
+        assert!(
+            verdicts
+                .iter()
+                .all(|d| d.verdict == Some(RecordedVerdict::Fail))
+        );
+        assert!(
+            !sim.decisions
+                .iter()
+                .any(|d| d.kind == DecisionKind::RolledBack)
+        );
+
+        // A clean pass ends an episode: failing again is a new one.
+        let mut flapping = Sim::new(advisory(classic()));
+        flapping.feed(Input::Start).unwrap();
+        let mut n = 0;
+        flapping.run_for(55, |_| {
+            n += 1;
+            if n == 3 { Verdict::Pass } else { Verdict::Fail }
+        });
+        assert_eq!(flapping.state.weight, w(5));
+        assert_eq!(said(&flapping, DecisionKind::WouldRollBack).len(), 2);
+        // An inconclusive verdict does not end one.
+        let mut unsure = Sim::new(advisory(classic()));
+        unsure.feed(Input::Start).unwrap();
+        let mut n = 0;
+        unsure.run_for(55, |_| {
+            n += 1;
+            if n == 3 {
+                Verdict::NotEnoughData
+            } else {
+                Verdict::Fail
+            }
+        });
+        assert_eq!(said(&unsure, DecisionKind::WouldRollBack).len(), 1);
+    }
+
+    #[test]
+    fn advisory_mode_never_rolls_back_on_no_data_but_still_waits_for_data() {
+        let mut sim = Sim::new(advisory(classic()));
+        sim.feed(Input::Start).unwrap();
+        // 12 no-data verdicts: the limit of 3 is reached four times.
+        sim.run_for(120, |_| Verdict::NoData);
+        assert_eq!(sim.state.phase, Phase::Progressing);
+        assert_eq!(
+            sim.state.weight,
+            w(5),
+            "no data is no evidence: the pause waits"
+        );
+        assert_eq!(
+            said(&sim, DecisionKind::WouldRollBack),
+            ["would have rolled back: no data for 3 intervals in a row (noDataLimit 3): test"]
+        );
+        assert!(sim.state.no_data_streak < 3, "the count starts over");
+        // Data that passes: the pause, long over, ends.
+        sim.run_for(10, |_| Verdict::Pass);
+        assert_eq!(sim.applied_weights(), vec![5, 25]);
+        // Enforced, the same rolls back (the rule stands).
+        let mut enforced = Sim::new(classic());
+        enforced.feed(Input::Start).unwrap();
+        enforced.run_for(120, |_| Verdict::NoData);
+        assert_eq!(enforced.state.phase, Phase::RolledBack);
+    }
+
+    #[test]
+    fn advisory_mode_leaves_a_pause_for_its_operator_and_a_deadline_still_counts() {
+        let plan = advisory(Plan {
+            steps: vec![
+                Step::SetWeight(w(10)),
+                Step::PauseUntilPromoted,
+                Step::SetWeight(w(100)),
+            ],
+            ..classic()
+        });
+        let mut sim = Sim::new(plan);
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(600, |_| Verdict::Fail);
+        assert_eq!(sim.state.phase, Phase::Paused);
+        assert_eq!(sim.state.hold, Some(Hold::Step));
+        assert_eq!(sim.state.reason, "waiting for `serin promote`");
+        assert_eq!(said(&sim, DecisionKind::WouldRollBack).len(), 1);
+        sim.feed(Input::Promote {
+            full: false,
+            by: Actor::Cli,
+        })
+        .unwrap();
+        assert_eq!(sim.state.weight, w(100));
+    }
+
+    #[test]
+    fn an_advisory_check_that_fails_is_recorded_and_never_rolls_back() {
+        // Enforce mode; the judge says an advisory check fails beside a pass.
+        let mut sim = Sim::new(classic());
+        sim.would_fail = Some("latency-p99 2300 ms > 2000 ms".into());
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(90, |_| Verdict::Pass);
+        assert_eq!(sim.applied_weights(), vec![5, 25], "goes on by its steps");
+        assert_eq!(
+            said(&sim, DecisionKind::WouldRollBack),
+            [
+                "would have rolled back: latency-p99 2300 ms > 2000 ms",
+                "would have rolled back: latency-p99 2300 ms > 2000 ms"
+            ],
+            "once at 5 %, once at 25 %"
+        );
+        // It clears, then comes back: a new episode.
+        sim.would_fail = None;
+        sim.run_for(10, |_| Verdict::Pass);
+        sim.would_fail = Some("again".into());
+        sim.run_for(10, |_| Verdict::Pass);
+        assert_eq!(
+            said(&sim, DecisionKind::WouldRollBack).last().unwrap(),
+            "would have rolled back: again"
+        );
+        // A failing enforced check still rolls back.
+        sim.run_for(20, |_| Verdict::Fail);
+        assert_eq!(sim.state.phase, Phase::RolledBack);
+    }
+
+    fn early_plan() -> Plan {
+        Plan {
+            steps: vec![
+                Step::SetWeight(w(10)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(600),
+                    early: true,
+                },
+                Step::SetWeight(w(50)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(600),
+                    early: false,
+                },
+            ],
+            ..classic()
+        }
+    }
+
+    #[test]
+    fn an_early_pause_ends_once_the_canary_is_shown_within_its_limits() {
+        let mut sim = Sim::new(early_plan());
+        sim.feed(Input::Start).unwrap();
+        // Passes that do not (yet) show it within the limits: it waits.
+        sim.run_for(120, |_| Verdict::Pass);
+        assert_eq!(sim.applied_weights(), vec![10]);
+        sim.within_limits =
+            Some("within every limit: error-rate 0.4 % < 5 % (e = 412 ≥ 40)".into());
+        sim.run_for(10, |_| Verdict::Pass);
+        assert_eq!(sim.applied_weights(), vec![10, 50]);
+        assert_eq!(
+            said(&sim, DecisionKind::Step)
+                .iter()
+                .find(|r| r.starts_with("early success"))
+                .unwrap(),
+            "early success after 2m10s of 10m: within every limit: error-rate 0.4 % < 5 % (e = 412 ≥ 40)"
+        );
+        // The next pause is not early: it lasts its 10 minutes.
+        sim.run_for(599, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Progressing);
+        sim.run_for(1, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Succeeded);
+
+        // Not on an inconclusive verdict, nor while an advisory check
+        // fails, nor while an operator holds the rollout.
+        for case in ["inconclusive", "advisory", "held"] {
+            let mut sim = Sim::new(early_plan());
+            sim.within_limits = Some("within every limit".into());
+            sim.feed(Input::Start).unwrap();
+            if case == "advisory" {
+                sim.would_fail = Some("custom/signups 2 % < 3 %".into());
+            }
+            if case == "held" {
+                sim.feed(Input::Pause { by: Actor::Cli }).unwrap();
+            }
+            let v = if case == "inconclusive" {
+                Verdict::NotEnoughData
+            } else {
+                Verdict::Pass
+            };
+            sim.run_for(300, |_| v);
+            assert_eq!(sim.applied_weights(), vec![10], "{case}");
+        }
+        // `fixed` judges a stage only at the end of its pause.
+        let mut fixed = Sim::new(Plan {
+            judge_at_end_of_pause: true,
+            ..early_plan()
+        });
+        fixed.within_limits = Some("within every limit".into());
+        fixed.feed(Input::Start).unwrap();
+        fixed.run_for(300, |_| Verdict::Pass);
+        assert_eq!(fixed.applied_weights(), vec![10]);
+    }
+
+    fn far_split() -> SplitSeen {
+        SplitSeen {
+            mismatch: true,
+            reason: "canary got 0.4 % of requests (12/3 000), 5 % requested".into(),
+            requested: 5.0,
+            observed: 0.4,
+        }
+    }
+
+    #[test]
+    fn a_split_far_from_the_weight_holds_the_step_then_rolls_back_past_the_deadline() {
+        let plan = Plan {
+            progress_deadline: Some(Duration::from_secs(120)),
+            ..classic()
+        };
+        let mut sim = Sim::new(plan.clone());
+        sim.split = Some(far_split());
+        sim.within_limits = Some("within every limit".into());
+        sim.feed(Input::Start).unwrap();
+        sim.run_for(30, |_| Verdict::Pass);
+        assert!(
+            sim.state.reason.starts_with("pausing 1m: ")
+                && sim
+                    .state
+                    .reason
+                    .ends_with("; canary got 0.4 % of requests (12/3 000), 5 % requested"),
+            "{}",
+            sim.state.reason
+        );
+        // Time is up, every verdict passes: held, saying why.
+        sim.run_for(60, |_| Verdict::Pass);
+        assert_eq!(sim.applied_weights(), vec![5]);
+        assert_eq!(sim.state.reason, far_split().reason);
+        assert_eq!(sim.state.split, Some(far_split()));
+        // No data says nothing of the split: still held.
+        sim.run_for(10, |_| Verdict::NoData);
+        assert_eq!(sim.state.reason, far_split().reason);
+        // Past the deadline (2 minutes after the pause's end): rolled back.
+        sim.run_for(79, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::Progressing);
+        sim.run_for(1, |_| Verdict::Pass);
+        assert_eq!(sim.state.phase, Phase::RolledBack);
+        assert_eq!(
+            sim.state.outcome,
+            Some(Outcome::Deadline {
+                deadline_ms: 120_000
+            })
+        );
+        assert_eq!(
+            sim.state.reason,
+            "no progress within the progress deadline (2m): canary got 0.4 % of requests (12/3 000), 5 % requested"
+        );
+
+        // The routing takes effect: the next pass moves on.
+        let mut fixed = Sim::new(plan.clone());
+        fixed.split = Some(far_split());
+        fixed.feed(Input::Start).unwrap();
+        fixed.run_for(90, |_| Verdict::Pass);
+        assert_eq!(fixed.applied_weights(), vec![5]);
+        fixed.split = Some(SplitSeen {
+            mismatch: false,
+            reason: "canary got 4.9 % of requests (147/3 000), 5 % requested".into(),
+            observed: 4.9,
+            ..far_split()
+        });
+        fixed.run_for(10, |_| Verdict::Pass);
+        assert_eq!(fixed.applied_weights(), vec![5, 25]);
+        assert_eq!(fixed.state.split, None, "a new stage, a new split");
+        // A weight the data plane takes only now starts its split over too.
+        let mut late = Sim::new(classic());
+        late.split = Some(far_split());
+        late.feed(Input::Start).unwrap();
+        late.run_for(20, |_| Verdict::Pass);
+        assert_eq!(late.state.split, Some(far_split()));
+        late.feed(Input::WeightApplied { refused_ms: 20_000 })
+            .unwrap();
+        assert_eq!(late.state.split, None);
+
+        // At the end of the steps it holds the promotion too.
+        let mut end = Sim::new(Plan {
+            steps: vec![Step::SetWeight(w(20))],
+            ..plan
+        });
+        end.split = Some(far_split());
+        end.feed(Input::Start).unwrap();
+        end.run_for(60, |_| Verdict::Pass);
+        assert_eq!(end.state.phase, Phase::Progressing);
+        assert_eq!(end.state.reason, far_split().reason);
+        // A failing verdict still rolls back at once.
+        end.run_for(10, |_| Verdict::Fail);
+        assert_eq!(
+            end.state.outcome,
+            Some(Outcome::Analysis {
+                check: "test".into()
+            })
+        );
     }
 }

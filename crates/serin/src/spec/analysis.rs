@@ -6,8 +6,10 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 use serin_analysis::{Config, Limit};
 
-use super::raw::{RawAnalysis, RawClientErrorRate, RawDirection, RawLatencyLimit, RawMethod};
-use super::{AnalysisSettings, Checker, CustomMetric, PrometheusSettings, Provider};
+use super::raw::{
+    RawAnalysis, RawClientErrorRate, RawDirection, RawLatencyLimit, RawMethod, RawMode,
+};
+use super::{AnalysisSettings, Checker, CustomMetric, Mode, PrometheusSettings, Provider};
 
 impl Checker {
     /// The section, with the judge's configuration built from it and
@@ -112,9 +114,54 @@ impl Checker {
             }
             None => None,
         };
+        // The checks marked advisory, by the judge's metric names, in the
+        // order of the section.
+        // A section written replaces the default limits: one marked
+        // advisory with neither limit is no check at all, refused.
+        let mut advisory_checks: Vec<String> = Vec::new();
+        fn latency(l: &Option<Spanned<RawLatencyLimit>>) -> Option<(Option<&Spanned<bool>>, bool)> {
+            l.as_ref().map(|l| {
+                let on = l.value.max.is_some() || l.value.max_ratio_to_stable.is_some();
+                (l.value.advisory.as_ref(), on)
+            })
+        }
+        let limits = [
+            (
+                raw.error_rate.as_ref().map(|e| {
+                    let on = e.max.is_some() || e.max_ratio_to_stable.is_some();
+                    (e.advisory.as_ref(), on)
+                }),
+                "errorRate",
+                "error-rate",
+            ),
+            (latency(&raw.latency_p50), "latencyP50", "latency-p50"),
+            (latency(&raw.latency_p95), "latencyP95", "latency-p95"),
+            (latency(&raw.latency_p99), "latencyP99", "latency-p99"),
+        ];
+        for (given, field, name) in limits {
+            let Some((Some(advisory), on)) = given else {
+                continue;
+            };
+            if !advisory.value {
+                continue;
+            }
+            if !on {
+                self.at(
+                    &advisory.referenced,
+                    format!(
+                        "analysis.{field}.advisory: expected a check to make advisory, but {field} has neither max nor maxRatioToStable (a section written replaces the default limits)"
+                    ),
+                );
+                ok = false;
+            }
+            advisory_checks.push(name.into());
+        }
         let mut custom = Vec::new();
         let mut judged = Vec::new();
         for c in raw.custom {
+            if c.value.advisory {
+                advisory_checks.push(format!("custom/{}", c.value.name));
+            }
             if prometheus.is_none() {
                 self.at(
                     &c.referenced,
@@ -225,6 +272,16 @@ impl Checker {
         );
         ok &= client_error_ratio.is_some();
         let client_error_ratio = client_error_ratio.unwrap_or(None);
+        if let Some(c) = raw.client_error_rate.as_ref().filter(|c| c.value.advisory) {
+            if client_error_ratio.is_none() {
+                self.at(
+                    &c.referenced,
+                    "analysis.clientErrorRate.advisory: expected a check to make advisory, but clientErrorRate is off",
+                );
+                ok = false;
+            }
+            advisory_checks.push("client-error-rate".into());
+        }
         // Without latency buckets the default p95 limit is dropped (above).
         let default_p95 = if no_latency {
             Limit::NONE
@@ -271,6 +328,11 @@ impl Checker {
             judge,
             prometheus,
             custom,
+            mode: match raw.mode {
+                Some(RawMode::Advisory) => Mode::Advisory,
+                Some(RawMode::Enforce) | None => Mode::Enforce,
+            },
+            advisory_checks,
         })
     }
 

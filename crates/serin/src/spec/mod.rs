@@ -63,6 +63,11 @@ pub struct Rollout {
     /// How long a timed pause may overrun, or a gate stay shut, before the
     /// rollout rolls back (none: it waits).
     pub progress_deadline: Option<Duration>,
+    /// `baseline.upstream`: a fresh instance of the stable version, given
+    /// the canary's share, that the relative checks compare the canary
+    /// with instead of the long-running stable (built-in and nginx
+    /// providers; `http://host:port`, as the stable's and canary's).
+    pub baseline: Option<String>,
 }
 
 /// One version of the service.
@@ -196,6 +201,26 @@ pub struct AnalysisSettings {
     pub prometheus: Option<PrometheusSettings>,
     /// Business metrics' queries (need `prometheus`).
     pub custom: Vec<CustomMetric>,
+    /// `analysis.mode`: whether a failing verdict rolls back.
+    pub mode: Mode,
+    /// The checks marked `advisory: true`, by the judge's metric names
+    /// (`error-rate`, `latency-p50`, `latency-p95`, `latency-p99`,
+    /// `custom/NAME`, `client-error-rate`): computed and shown, never
+    /// rolling back. For the judge's `Config.advisory`.
+    pub advisory_checks: Vec<String>,
+}
+
+/// `analysis.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// A failing verdict, or `noDataLimit` no-data verdicts in a row, roll
+    /// back (the default).
+    #[default]
+    Enforce,
+    /// Every verdict is made and recorded as usual, but one that would roll
+    /// back is recorded as "would have rolled back" and the rollout goes on
+    /// by its steps (a dry run beside a team's current process).
+    Advisory,
 }
 
 impl Default for AnalysisSettings {
@@ -208,6 +233,8 @@ impl Default for AnalysisSettings {
             judge: serin_analysis::Config::default(),
             prometheus: None,
             custom: Vec::new(),
+            mode: Mode::Enforce,
+            advisory_checks: Vec::new(),
         }
     }
 }
@@ -220,7 +247,10 @@ pub fn default_steps() -> Vec<Step> {
             [
                 // 5..=100 % in hundredths is always a weight.
                 Step::SetWeight(Weight::from_hundredths(w * 100).unwrap_or(Weight::FULL)),
-                Step::PauseFor(Duration::from_secs(60)),
+                Step::PauseFor {
+                    duration: Duration::from_secs(60),
+                    early: false,
+                },
             ]
         })
         .collect()
@@ -236,6 +266,7 @@ impl Rollout {
             judge_at_end_of_pause: self.analysis.judge.method == serin_analysis::Method::Fixed,
             progress_deadline: self.progress_deadline,
             min_requests: self.analysis.judge.min_requests,
+            advisory: self.analysis.mode == Mode::Advisory,
         }
     }
 }
@@ -383,6 +414,9 @@ fn problem_of(e: &serde_saphyr::Error) -> Problem {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// Where each `pause: {..., early: true}` is written (early success
+    /// needs the sequential method, checked once the analysis is read).
+    early_pauses: Vec<Location>,
     /// Where the name is written: `name` in a rollout file (the default),
     /// `metadata.name` in a Rollout resource.
     name_field: Option<&'static str>,
@@ -482,6 +516,22 @@ impl Checker {
         let analysis = self
             .analysis(raw_analysis, provider)
             .filter(|_| analysis_ok);
+        if let Some(a) = &analysis
+            && a.judge.method != serin_analysis::Method::Sequential
+        {
+            let method = match a.judge.method {
+                serin_analysis::Method::Fixed => "fixed",
+                _ => "none",
+            };
+            for at in std::mem::take(&mut self.early_pauses) {
+                self.at(
+                    &at,
+                    format!(
+                        "pause.early: expected analysis.statistics.method sequential (early success rests on the sequential test; with method {method} a pause never ends early)"
+                    ),
+                );
+            }
+        }
         let notifications = self.notifications(raw.notifications);
         let pre_rollout = match raw.pre_rollout {
             Some(hook) => {
@@ -489,6 +539,7 @@ impl Checker {
             }
             None => None,
         };
+        let baseline = self.baseline(raw.baseline, provider, &stable, &canary);
         let progress_deadline = match raw.progress_deadline {
             Some(d) if d.value.0.is_zero() => {
                 self.at(
@@ -510,7 +561,71 @@ impl Checker {
             notifications,
             pre_rollout,
             progress_deadline,
+            baseline: baseline?,
         })
+    }
+
+    /// The `baseline` section: an upstream of its own, where the provider
+    /// can give it the canary's share. `Some(None)` when left out, `None`
+    /// (a problem recorded) when it cannot be used.
+    fn baseline(
+        &mut self,
+        raw: Option<Spanned<raw::RawBaseline>>,
+        provider: Provider,
+        stable: &Side,
+        canary: &Side,
+    ) -> Option<Option<String>> {
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        match provider {
+            Provider::Builtin | Provider::Nginx => {}
+            Provider::NginxIngress => {
+                self.at(
+                    &raw.referenced,
+                    "baseline: provider nginx-ingress cannot split traffic three ways (its canary annotations send one share to one canary); expected no baseline with it",
+                );
+                return None;
+            }
+            Provider::Istio | Provider::GatewayApi => {
+                self.at(
+                    &raw.referenced,
+                    format!(
+                        "baseline: not yet available with provider {} (serin does not run a baseline Deployment yet); expected it only with provider builtin or nginx",
+                        provider.as_str()
+                    ),
+                );
+                return None;
+            }
+        }
+        let Some(u) = raw.value.upstream else {
+            self.at(
+                &raw.referenced,
+                format!(
+                    "baseline.upstream: expected http://host:port of a fresh instance of the stable version (required by provider {})",
+                    provider.as_str()
+                ),
+            );
+            return None;
+        };
+        if let Err(e) = Upstream::parse(&u.value) {
+            self.at(&u.referenced, format!("baseline.upstream: {e}"));
+            return None;
+        }
+        for (side, which) in [(stable, "stable"), (canary, "canary")] {
+            if let Some(theirs) = &side.upstream
+                && same_server(&u.value, theirs)
+            {
+                self.at(
+                    &u.referenced,
+                    format!(
+                        "baseline.upstream: expected a server of its own, got `{theirs}`, the {which}'s (the baseline is a fresh instance of the stable version beside the long-running one)"
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(Some(u.value))
     }
 
     /// A section as written: `(None, true)` when its key is left out,

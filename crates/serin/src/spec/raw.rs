@@ -37,6 +37,17 @@ pub(super) struct RawRollout {
     pub(super) pre_rollout: Option<RawWebhook>,
     #[serde(default)]
     pub(super) progress_deadline: Option<Spanned<Dur>>,
+    #[serde(default)]
+    pub(super) baseline: Option<Spanned<RawBaseline>>,
+}
+
+/// `baseline`: a fresh instance of the stable version that gets the
+/// canary's share, for the relative checks to compare against.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawBaseline {
+    #[serde(default)]
+    pub(super) upstream: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +241,9 @@ pub(super) struct RawPause {
     pub(super) until: Option<RawUntil>,
     #[serde(default)]
     pub(super) url: Option<String>,
+    /// End a timed pause once the judge shows the canary within its limits.
+    #[serde(default)]
+    pub(super) early: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +256,8 @@ pub(super) enum RawUntil {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawAnalysis {
+    #[serde(default)]
+    pub(super) mode: Option<RawMode>,
     #[serde(default)]
     pub(super) interval: Option<Spanned<Dur>>,
     #[serde(default)]
@@ -272,6 +288,8 @@ pub(super) struct RawClientErrorRate {
     /// A ratio of at least 1, or `off`.
     #[serde(default)]
     pub(super) max_ratio_to_stable: Option<Spanned<Text>>,
+    #[serde(default)]
+    pub(super) advisory: bool,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +299,8 @@ pub(super) struct RawPercentLimit {
     pub(super) max: Option<Spanned<Percent>>,
     #[serde(default)]
     pub(super) max_ratio_to_stable: Option<Ratio>,
+    #[serde(default)]
+    pub(super) advisory: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +310,8 @@ pub(super) struct RawLatencyLimit {
     pub(super) max: Option<Spanned<Dur>>,
     #[serde(default)]
     pub(super) max_ratio_to_stable: Option<Ratio>,
+    #[serde(default)]
+    pub(super) advisory: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +346,8 @@ pub(super) struct RawCustom {
     pub(super) direction: RawDirection,
     #[serde(default)]
     pub(super) max_ratio_to_stable: Option<Ratio>,
+    #[serde(default)]
+    pub(super) advisory: bool,
 }
 
 #[derive(Deserialize)]
@@ -345,6 +369,14 @@ pub(super) enum RawFormat {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhook {
     pub(super) url: Spanned<String>,
+}
+
+/// `analysis.mode`.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawMode {
+    Enforce,
+    Advisory,
 }
 
 /// `analysis.statistics.method`.

@@ -66,9 +66,23 @@ impl Checker {
                         duration,
                         until,
                         url,
+                        early,
                     } = p.value;
+                    if early.is_some() && duration.is_none() {
+                        self.at(
+                            &p.referenced,
+                            "pause.early: expected a duration with it, like {duration: 10m, early: true} (early success ends a timed pause sooner; a pause without a duration waits for its operator or gate)",
+                        );
+                        ok = false;
+                    }
+                    if early == Some(true) {
+                        self.early_pauses.push(p.referenced);
+                    }
                     let step = match (duration, until, url) {
-                        (Some(d), None, None) => Some(Step::PauseFor(d.0)),
+                        (Some(d), None, None) => Some(Step::PauseFor {
+                            duration: d.0,
+                            early: early.unwrap_or(false),
+                        }),
                         (None, None, None) | (None, Some(RawUntil::Promoted), None) => {
                             Some(Step::PauseUntilPromoted)
                         }
@@ -82,7 +96,7 @@ impl Checker {
                         _ => {
                             self.at(
                                 &p.referenced,
-                                "pause: expected one of {duration: 60s}, {} (wait for promote), or {until: webhook, url: http://…}",
+                                "pause: expected one of {duration: 60s}, {duration: 10m, early: true}, {} (wait for promote), or {until: webhook, url: http://…}",
                             );
                             None
                         }

@@ -51,7 +51,10 @@ preRollout:\n  url: http://127.0.0.1:1/check\n"
         r.steps,
         vec![
             Step::SetWeight(Weight::from_percent(5.0).expect("w")),
-            Step::PauseFor(Duration::from_secs(60)),
+            Step::PauseFor {
+                duration: Duration::from_secs(60),
+                early: false
+            },
             Step::SetWeight(Weight::from_hundredths(1250).expect("w")),
             Step::PauseUntilPromoted,
             Step::SetWeight(Weight::from_percent(50.0).expect("w")),
@@ -764,4 +767,196 @@ fn a_file_without_a_name_is_told_with_its_other_problems() {
         p[1].contains("traffic.listen: expected an address"),
         "{p:?}"
     );
+}
+
+#[test]
+fn advisory_mode_and_advisory_checks_are_read() {
+    let r = parse(MINIMAL, "r.yaml").unwrap();
+    assert_eq!(r.analysis.mode, Mode::Enforce);
+    assert!(r.analysis.advisory_checks.is_empty());
+    assert!(!r.plan().advisory);
+    let r = parse(&format!("{MINIMAL}analysis:\n  mode: enforce\n"), "r.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!r.plan().advisory);
+    let r = parse(&format!("{MINIMAL}analysis:\n  mode: advisory\n"), "r.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.analysis.mode, Mode::Advisory);
+    assert!(r.plan().advisory);
+    // Per check: the judge's metric names, in the section's order.
+    let text = format!(
+        "{MINIMAL}analysis:\n  errorRate: {{ max: 5%, advisory: true }}\n  latencyP50: {{ max: 100ms, advisory: false }}\n  latencyP99: {{ max: 2s, advisory: true }}\n  clientErrorRate: {{ advisory: true }}\n  prometheus: {{address: http://127.0.0.1:9090, requests: r, errors: e, latencyBuckets: b, clientErrors: c}}\n  custom:\n    - {{name: signups, numerator: a, denominator: b, direction: higherIsBetter, advisory: true}}\n    - {{name: carts, numerator: a, denominator: b, direction: higherIsBetter}}\n"
+    );
+    let r = parse(&text, "r.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.analysis.mode, Mode::Enforce);
+    assert_eq!(
+        r.analysis.advisory_checks,
+        [
+            "error-rate",
+            "latency-p99",
+            "custom/signups",
+            "client-error-rate"
+        ]
+    );
+    // A mode serin does not know, and advisory on a check that is off,
+    // are refused at their place.
+    let p = problems(&format!("{MINIMAL}analysis:\n  mode: dry-run\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+    let p = problems(&format!(
+        "{MINIMAL}analysis:\n  clientErrorRate: {{ maxRatioToStable: off, advisory: true }}\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("r.yaml:11:")
+            && p[0].contains("clientErrorRate.advisory: expected a check to make advisory"),
+        "{p:?}"
+    );
+    let p = problems(&format!(
+        "{MINIMAL}analysis:\n  errorRate: {{ max: 5%, advisory: yes please }}\n"
+    ));
+    assert!(p[0].starts_with("r.yaml:11:"), "{p:?}");
+    // A section written replaces the defaults: advisory alone is no check.
+    for (section, field) in [
+        ("errorRate: { advisory: true }", "errorRate"),
+        ("latencyP95: { advisory: true }", "latencyP95"),
+    ] {
+        let p = problems(&format!("{MINIMAL}analysis:\n  {section}\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("r.yaml:11:")
+                && p[0].contains(&format!(
+                    "analysis.{field}.advisory: expected a check to make advisory, but {field} has neither max nor maxRatioToStable"
+                )),
+            "{p:?}"
+        );
+    }
+    let r = parse(
+        &format!("{MINIMAL}analysis:\n  errorRate: {{ maxRatioToStable: 2, advisory: true }}\n"),
+        "r.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.analysis.advisory_checks, ["error-rate"]);
+}
+
+#[test]
+fn an_early_pause_needs_a_duration_and_the_sequential_method() {
+    let r = parse(
+        &with_steps("  - setWeight: 10\n  - pause: { duration: 10m, early: true }\n  - setWeight: 50\n  - pause: { duration: 1m, early: false }\n  - pause: { duration: 1m }\n"),
+        "r.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        r.steps[1..],
+        [
+            Step::PauseFor {
+                duration: Duration::from_secs(600),
+                early: true
+            },
+            Step::SetWeight(Weight::from_percent(50.0).expect("w")),
+            Step::PauseFor {
+                duration: Duration::from_secs(60),
+                early: false
+            },
+            Step::PauseFor {
+                duration: Duration::from_secs(60),
+                early: false
+            },
+        ]
+    );
+    for bad in [
+        "{ early: true }",
+        "{ early: false }",
+        "{ until: promoted, early: true }",
+    ] {
+        let p = problems(&with_steps(&format!(
+            "  - setWeight: 10\n  - pause: {bad}\n"
+        )));
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert!(
+            p[0].starts_with("r.yaml:12:") && p[0].contains("pause.early: expected a duration"),
+            "{bad}: {p:?}"
+        );
+    }
+    // Only the sequential test can show a canary within its limits.
+    for method in ["fixed", "none"] {
+        let text = with_steps(
+            "  - setWeight: 10\n  - pause: { duration: 10m, early: true }\n  - pause: { duration: 1m, early: true }\n",
+        ) + &format!("analysis:\n  statistics: {{ method: {method} }}\n");
+        let p = problems(&text);
+        assert_eq!(p.len(), 2, "{method}: {p:?}");
+        assert!(
+            p[0].starts_with("r.yaml:12:")
+                && p[1].starts_with("r.yaml:13:")
+                && p[0].contains(&format!(
+                    "pause.early: expected analysis.statistics.method sequential (early success rests on the sequential test; with method {method} a pause never ends early)"
+                )),
+            "{method}: {p:?}"
+        );
+    }
+    let text = with_steps("  - setWeight: 10\n  - pause: { duration: 10m, early: true }\n")
+        + "analysis:\n  statistics: { method: sequential }\n";
+    assert!(parse(&text, "r.yaml").is_ok());
+}
+
+#[test]
+fn a_baseline_is_read_where_the_provider_can_split_three_ways() {
+    let r = parse(MINIMAL, "r.yaml").unwrap();
+    assert_eq!(r.baseline, None);
+    let text = format!("{MINIMAL}baseline:\n  upstream: http://127.0.0.1:9003\n");
+    let r = parse(&text, "r.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.baseline.as_deref(), Some("http://127.0.0.1:9003"));
+    let nginx = MINIMAL.replace(
+        "traffic:\n",
+        "traffic:\n  provider: nginx\n  nginx: {include: /tmp/serin.conf, accessLog: /tmp/serin.log}\n",
+    ) + "baseline: { upstream: http://127.0.0.1:9003 }\n";
+    let r = parse(&nginx, "r.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.baseline.as_deref(), Some("http://127.0.0.1:9003"));
+
+    for (baseline, expected) in [
+        (
+            "{}",
+            "r.yaml:10:11: baseline.upstream: expected http://host:port of a fresh instance of the stable version (required by provider builtin)",
+        ),
+        (
+            "{ upstream: http://127.0.0.1:9001 }",
+            "r.yaml:10:23: baseline.upstream: expected a server of its own, got `http://127.0.0.1:9001`, the stable's",
+        ),
+        ("{ upstream: http://localhost:9002/ }", "the canary's"),
+        ("{ upstream: ftp://x }", "r.yaml:10:23: baseline.upstream: "),
+        (
+            "{ upstream: http://127.0.0.1:9003, replicas: 2 }",
+            "r.yaml:10:",
+        ),
+    ] {
+        let p = problems(&format!("{MINIMAL}baseline: {baseline}\n"));
+        assert_eq!(p.len(), 1, "{baseline}: {p:?}");
+        assert!(p[0].contains(expected), "{baseline}: {p:?}");
+    }
+    // Kubernetes: nginx-ingress never (one canary share), the others not yet.
+    let kube = |provider: &str, route: &str| {
+        format!(
+            "name: a\nstable: {{version: v1}}\ncanary: {{version: v2}}\ntraffic:\n  provider: {provider}\n  kubernetes: {{namespace: shop, deployment: a, {route}}}\nanalysis:\n  prometheus: {{address: http://127.0.0.1:9090}}\nbaseline: {{ upstream: http://127.0.0.1:9003 }}\n"
+        )
+    };
+    let p = problems(&kube("nginx-ingress", "ingress: a"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with(
+            "r.yaml:9:11: baseline: provider nginx-ingress cannot split traffic three ways"
+        ),
+        "{p:?}"
+    );
+    for (provider, route) in [
+        ("istio", "virtualService: a"),
+        ("gateway-api", "httpRoute: a"),
+    ] {
+        let p = problems(&kube(provider, route));
+        assert_eq!(p.len(), 1, "{provider}: {p:?}");
+        assert!(
+            p[0].starts_with(&format!(
+                "r.yaml:9:11: baseline: not yet available with provider {provider}"
+            )),
+            "{provider}: {p:?}"
+        );
+    }
 }
