@@ -40,12 +40,7 @@ impl Analysis for Switch {
             Verdict::Pass
         };
         Box::pin(async move {
-            Analysed {
-                reason: format!("bench {}", verdict.as_str()),
-                verdict,
-                sample: None,
-                canary_requests: None,
-            }
+            Analysed::without_judgement(verdict, format!("bench {}", verdict.as_str()))
         })
     }
 }

@@ -108,9 +108,19 @@ impl Setup {
         )
         .map_err(|e| e.to_string())?
         .with_sticky(rollout.traffic.sticky.clone())
+        .with_baseline(
+            rollout
+                .baseline
+                .as_deref()
+                .map(serin_proxy::Upstream::parse)
+                .transpose()
+                .map_err(|e| format!("baseline.upstream: {e}"))?,
+        )
         .with_routes(rollout.traffic.routes.clone());
         // Built and checked with the rollout file.
         let config = rollout.analysis.judge.clone();
+        let sticky = rollout.traffic.sticky.is_some();
+        let baseline = rollout.baseline.is_some();
         let prometheus = rollout.analysis.prometheus.clone();
         let custom = rollout.analysis.custom.clone();
         let access_log = match &plane {
@@ -120,6 +130,9 @@ impl Setup {
         let analysis: AnalysisFactory = Arc::new(move |proxy: Option<Arc<Proxy>>| {
             let source: Box<dyn MetricSource> = match (&prometheus, &access_log, proxy) {
                 (Some(p), _, _) => Box::new(PrometheusSource::new(p.clone(), custom.clone())),
+                (None, Some(log), _) if baseline => {
+                    Box::new(NginxLogSource::new(log.clone()).with_baseline())
+                }
                 (None, Some(log), _) => Box::new(NginxLogSource::new(log.clone())),
                 (None, None, Some(proxy)) => Box::new(BuiltinSource::new(proxy)),
                 (None, None, None) => Box::new(crate::providers::metrics::Unavailable(
@@ -127,7 +140,9 @@ impl Setup {
                 )),
             };
             match LiveAnalysis::new(source, config.clone()) {
-                Ok(a) => Box::new(a),
+                // Sticky sessions split by client, not by request: the
+                // observed share strays further from the weight.
+                Ok(a) => Box::new(a.with_sticky_split(sticky)),
                 // Checked with the rollout file; kept total rather than panicking.
                 Err(e) => Box::new(crate::controller::analysis::Refusing(e.to_string())),
             }

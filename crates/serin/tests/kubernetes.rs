@@ -1554,6 +1554,9 @@ impl serin::controller::seams::Analysis for PassThenStall {
                 reason: "scripted pass".into(),
                 sample: None,
                 canary_requests: None,
+                would_fail: None,
+                within_limits: None,
+                split: None,
             }
         })
     }

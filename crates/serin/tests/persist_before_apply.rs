@@ -82,6 +82,9 @@ impl Analysis for Judge {
                 verdict,
                 sample: Some((VersionSample::default(), VersionSample::default())),
                 canary_requests: None,
+                would_fail: None,
+                within_limits: None,
+                split: None,
             }
         })
     }

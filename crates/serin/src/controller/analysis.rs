@@ -89,6 +89,13 @@ impl LiveAnalysis {
         })
     }
 
+    /// With sticky sessions the split is per client: the split check
+    /// allows the observed share to stray further from the weight.
+    pub fn with_sticky_split(mut self, sticky: bool) -> LiveAnalysis {
+        self.judge.set_split_tolerance(sticky);
+        self
+    }
+
     /// A snapshot and the judge's observation of it, timed.
     async fn read(&mut self) -> Result<(Snapshot, Observation), Error> {
         let s = self.source.snapshot().await?;
@@ -132,12 +139,7 @@ impl Analysis for LiveAnalysis {
             let (now, current) = match self.read().await {
                 Ok(x) => x,
                 Err(e) => {
-                    return Analysed {
-                        verdict: Verdict::NoData,
-                        reason: format!("no data: {e}"),
-                        sample: None,
-                        canary_requests: None,
-                    };
+                    return Analysed::without_judgement(Verdict::NoData, format!("no data: {e}"));
                 }
             };
             let since = |before: &Snapshot| {
@@ -154,23 +156,16 @@ impl Analysis for LiveAnalysis {
                 if self.judge.begin_stage(&current) {
                     self.last = Some(now);
                 }
-                return Analysed {
-                    verdict: Verdict::NoData,
-                    reason: "no data: counters went backwards (an upstream or the metric source restarted); judging restarts from here".into(),
-                    sample: None,
-                    canary_requests: None,
-                };
+                return Analysed::without_judgement(
+                    Verdict::NoData,
+                    "no data: counters went backwards (an upstream or the metric source restarted); judging restarts from here".into(),
+                );
             }
             let judged = self.judge.observe(&current, end_of_pause);
             if judged.skipped {
                 // Implausible: left out, the last sound numbers stay the base.
                 self.refused = Some(now);
-                return Analysed {
-                    verdict: judged.verdict,
-                    reason: judged.reason,
-                    sample: None,
-                    canary_requests: None,
-                };
+                return Analysed::without_judgement(judged.verdict, judged.reason);
             }
             // The interval's own numbers, from where the judge took them
             // (never across a refused spike); none before a first baseline.
@@ -185,6 +180,14 @@ impl Analysis for LiveAnalysis {
                 reason: judged.reason,
                 sample,
                 canary_requests: Some(judged.stage_canary_requests),
+                would_fail: judged.would_fail,
+                within_limits: judged.within_limits,
+                split: judged.split.map(|s| crate::rollout::SplitSeen {
+                    mismatch: s.mismatch,
+                    reason: s.reason,
+                    requested: s.requested,
+                    observed: s.observed,
+                }),
             }
         })
     }
@@ -201,14 +204,7 @@ impl Analysis for Refusing {
 
     fn analyse(&mut self, _end_of_pause: bool) -> BoxFuture<'_, Analysed> {
         let reason = format!("no data: the analysis cannot run: {}", self.0);
-        Box::pin(async move {
-            Analysed {
-                verdict: Verdict::NoData,
-                reason,
-                sample: None,
-                canary_requests: None,
-            }
-        })
+        Box::pin(async move { Analysed::without_judgement(Verdict::NoData, reason) })
     }
 }
 

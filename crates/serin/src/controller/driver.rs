@@ -799,9 +799,9 @@ impl Driver {
             reason: j.analysed.reason,
             end_of_pause: j.end_of_pause,
             canary_requests: j.analysed.canary_requests,
-            would_fail: None,
-            within_limits: None,
-            split: None,
+            would_fail: j.analysed.would_fail,
+            within_limits: j.analysed.within_limits,
+            split: j.analysed.split,
         })
         .await;
     }
@@ -1414,6 +1414,9 @@ mod tests {
                     verdict: v,
                     sample: Some((VersionSample::default(), VersionSample::default())),
                     canary_requests: None,
+                    would_fail: None,
+                    within_limits: None,
+                    split: None,
                 }
             })
         }
@@ -2291,6 +2294,9 @@ mod tests {
                     verdict,
                     sample: Some((VersionSample::default(), VersionSample::default())),
                     canary_requests: None,
+                    would_fail: None,
+                    within_limits: None,
+                    split: None,
                 }
             })
         }
@@ -2504,6 +2510,9 @@ mod tests {
                     reason: format!("scripted {}", verdict.as_str()),
                     sample: None,
                     canary_requests: None,
+                    would_fail: None,
+                    within_limits: None,
+                    split: None,
                 }
             })
         }

@@ -118,6 +118,28 @@ pub struct Analysed {
     /// Canary requests the judge counted in this stage, if it judged
     /// (what a rollout waiting for `minRequests` has so far).
     pub canary_requests: Option<u64>,
+    /// An advisory check failed: what would have rolled back.
+    pub would_fail: Option<String>,
+    /// The canary was shown within every enforced limit (early success).
+    pub within_limits: Option<String>,
+    /// The canary's observed share against the weight asked for.
+    pub split: Option<crate::rollout::SplitSeen>,
+}
+
+impl Analysed {
+    /// An interval without a judgement: `verdict` (no data, or the judge's
+    /// refusal) and why.
+    pub fn without_judgement(verdict: Verdict, reason: String) -> Analysed {
+        Analysed {
+            verdict,
+            reason,
+            sample: None,
+            canary_requests: None,
+            would_fail: None,
+            within_limits: None,
+            split: None,
+        }
+    }
 }
 
 /// Takes metrics from a source and judges them. It runs on a task of its

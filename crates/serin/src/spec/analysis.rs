@@ -316,7 +316,7 @@ impl Checker {
             confidence,
             custom: judged,
             client_error_ratio,
-            advisory: Vec::new(),
+            advisory: advisory_checks.clone(),
             compare_with: serin_analysis::Reference::Stable,
         };
         // Only when everything above passed: each value the judge refuses

@@ -551,17 +551,23 @@ impl Checker {
             Some(d) => Some(d.value.0),
             None => None,
         };
+        let baseline = baseline?;
+        let mut analysis = analysis?;
+        if baseline.is_some() {
+            // The relative checks compare the canary with the baseline.
+            analysis.judge.compare_with = serin_analysis::Reference::Baseline;
+        }
         Some(Rollout {
             name: name?,
             stable,
             canary,
             traffic: traffic?,
             steps: steps?,
-            analysis: analysis?,
+            analysis,
             notifications,
             pre_rollout,
             progress_deadline,
-            baseline: baseline?,
+            baseline,
         })
     }
 
