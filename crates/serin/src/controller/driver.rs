@@ -243,6 +243,13 @@ impl Handle {
 const TICK: Duration = Duration::from_millis(100);
 /// How often an ended rollout retries a promotion or rollback the data plane refused.
 const RETRY_END: Duration = Duration::from_secs(1);
+/// How often a weight the data plane refused is tried again while the
+/// rollout runs (an apply every tick was 10 writes a second to a route a
+/// field conflict kept refusing).
+const RETRY_REFUSED: Duration = Duration::from_secs(1);
+/// The least time an analysis may run before it counts as no data (besides
+/// two intervals): a source's own timeout (Prometheus: 10 s) says more.
+const STALLED_ANALYSIS_MIN: u64 = 15_000;
 /// The first wait before a failed store write is tried again; doubled on
 /// every failure up to [`STORE_BACKOFF_MAX`].
 const STORE_BACKOFF: Duration = Duration::from_millis(500);
@@ -354,6 +361,8 @@ pub struct Driver {
     last_applied: Option<Weight>,
     /// Since when the data plane has refused the weight (None: it has not).
     refused_since: Option<Instant>,
+    /// When a refused weight may be tried again (none: at once).
+    retry_weight_at: Option<Instant>,
     /// The canary was promoted but the data plane has not taken it yet.
     promotion_pending: bool,
     /// A promotion is running on its task.
@@ -437,6 +446,7 @@ impl Driver {
             applied: None,
             last_applied: None,
             refused_since: None,
+            retry_weight_at: None,
             promotion_pending: false,
             promoting: false,
             promoted_tx,
@@ -534,6 +544,11 @@ impl Driver {
             self.apply(self.record.state.weight, Instant::now()).await;
         }
         if matches!(self.record.state.phase, Phase::Progressing | Phase::Paused) {
+            // The judge starts the stage again, and so does its evidence: a
+            // pass from before serin stopped says nothing of the canary now
+            // (a controller killed at 20 % and back after the canary turned
+            // bad promoted it on the old pass).
+            self.record.state.stage_judged = false;
             self.begin_stage(self.record.state.weight);
         }
         self.publish();
@@ -706,10 +721,35 @@ impl Driver {
             return;
         }
         if self.applied != Some(self.record.state.weight)
+            && self.retry_weight_at.is_none_or(|t| Instant::now() >= t)
             && let Some(refused) = self.apply(self.record.state.weight, Instant::now()).await
         {
             let refused_ms = u64::try_from(refused.as_millis()).unwrap_or(u64::MAX);
             self.feed_logged(Input::WeightApplied { refused_ms }).await;
+        }
+        // An analysis that has not come back for several intervals (a metric
+        // source that hangs past its own bounds) is no data, as often as an
+        // interval would have given a verdict: the evidence of an earlier
+        // pass is not carried on, and noDataLimit counts.
+        if let Some(since) = self.analysing {
+            let stalled = time::now().since(since);
+            let bound = 2 * u64::try_from(self.plan.interval.as_millis()).unwrap_or(u64::MAX);
+            if stalled >= bound.max(STALLED_ANALYSIS_MIN) {
+                self.analysing = Some(time::now());
+                self.feed_logged(Input::Verdict {
+                    verdict: Verdict::NoData,
+                    reason: format!(
+                        "no data: the metric source has not answered for {}",
+                        human_span(stalled)
+                    ),
+                    end_of_pause: false,
+                    canary_requests: None,
+                    would_fail: None,
+                    within_limits: None,
+                    split: None,
+                })
+                .await;
+            }
         }
         // Time runs and verdicts are made only on the split that is really
         // in force: while the data plane refuses the weight, the rollout holds.
@@ -1031,11 +1071,13 @@ impl Driver {
                     weight,
                     since_decision: since.elapsed(),
                 });
+                self.retry_weight_at = None;
                 self.refused_since.take().map(|t| t.elapsed())
             }
             Err(e) => {
                 self.applied = None;
                 self.refused_since.get_or_insert_with(Instant::now);
+                self.retry_weight_at = Some(Instant::now() + RETRY_REFUSED);
                 // Retried on every tick: told once per new refusal, not
                 // once per retry (a terminal got 683 lines in 12 s).
                 let e = e.to_string();
@@ -1756,6 +1798,44 @@ mod tests {
         assert_eq!(started, 1, "the restart did not start the rollout over");
     }
 
+    /// Outside breaker: a controller killed at 10 % after a pass, back
+    /// after its pause's time ran out, with the canary bad now. The pass
+    /// from before is no evidence: the first verdict after the restart
+    /// decides, and here it rolls back, never moving on to 50 %.
+    #[tokio::test]
+    async fn a_restart_needs_a_fresh_verdict_before_it_moves_on() {
+        let rig = Rig::new().await;
+        let mut record = rig.register();
+        record.state.phase = Phase::Progressing;
+        record.state.step = 1; // the first pause, at 10 %
+        record.state.weight = Weight::from_percent(10.0).unwrap();
+        record.state.stage_judged = true;
+        record.state.step_started = Millis(time::now().0 - 60_000);
+        let record = rig
+            .store
+            .save(&record, &[], time::now())
+            .map(|g| RolloutRecord {
+                generation: g,
+                ..record
+            })
+            .unwrap();
+        rig.verdicts.lock().unwrap().push_back(Verdict::Fail);
+        let (driver, handle) = rig.driver(record);
+        let mut progress = handle.subscribe();
+        let done = bounded(driver.run(std::future::pending())).await.unwrap();
+        assert_eq!(done.state.phase, Phase::RolledBack, "{}", done.state.reason);
+        let applied: Vec<Weight> = std::iter::from_fn(|| progress.try_recv().ok())
+            .filter_map(|p| match p {
+                Progress::WeightApplied { weight, .. } => Some(weight),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !applied.contains(&Weight::from_percent(50.0).unwrap()),
+            "moved on to 50 % on the pass from before the restart: {applied:?}"
+        );
+    }
+
     /// The built-in router, refusing the first `refusals` weight changes.
     struct Refusing {
         inner: BuiltinRouter,
@@ -2362,6 +2442,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Outside breaker: a metric source that hung (headers, then no body)
+    /// gave no verdict at all, so noDataLimit never counted and an earlier
+    /// pass moved the rollout on. An analysis out for long is no data.
+    #[tokio::test]
+    async fn an_analysis_that_never_comes_back_counts_as_no_data() {
+        let rig = Rig::new().await;
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (driver, handle) = rig.driver_with(
+            long_plan(),
+            rig.builtin(),
+            Box::new(Hanging {
+                asked: asked.clone(),
+            }),
+        );
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        let store = rig.store.clone();
+        let said = tokio::time::timeout(Duration::from_secs(40), async move {
+            loop {
+                if let Some(e) = store.events("checkout").unwrap().into_iter().find(|e| {
+                    e.decision
+                        .reason
+                        .contains("the metric source has not answered for")
+                }) {
+                    return e;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("a no-data verdict within 40 s");
+        assert_eq!(said.kind, "verdict", "{said:?}");
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "never piled up"
+        );
+        bounded(handle.command(Input::Rollback(Stop::Operator(Actor::Cli))))
+            .await
+            .unwrap();
+        bounded(task).await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -629,6 +629,9 @@ impl Machine<'_> {
             }
             Verdict::NoData => {
                 self.state.no_data_streak += 1;
+                // Missing data is no evidence: a pass before it does not end
+                // a pause or promote while the data are missing.
+                self.state.stage_judged = false;
                 self.record(DecisionKind::Verdict, Some(spelled), reason.clone());
                 if self.state.no_data_streak >= self.plan.no_data_limit {
                     let why = format!(
@@ -1149,6 +1152,34 @@ mod tests {
         assert_eq!(promoted.step, last);
         assert_eq!(sim.state.step, last + 1);
         assert!(sim.decisions.iter().all(|d| d.step <= last));
+    }
+
+    /// Outside breaker: a pass early in a step, then only missing data
+    /// (a metric source gone) — the pause's end must not move on the old pass.
+    #[test]
+    fn no_data_after_a_pass_is_no_evidence_to_move_on() {
+        let mut sim2 = Sim::new(classic());
+        sim2.feed(Input::Start).unwrap();
+        sim2.run_for(20, |_| Verdict::Pass);
+        // No data from here; the pause's time runs out meanwhile.
+        sim2.run_for(45, |_| Verdict::NoData);
+        assert_ne!(
+            sim2.state.phase,
+            Phase::Progressing,
+            "noDataLimit rolled it back"
+        );
+        assert_eq!(sim2.applied_weights(), vec![5, 0], "never moved on to 25 %");
+        // A pass, then no data just as the pause ends: held until a pass.
+        let mut sim3 = Sim::new(classic());
+        sim3.feed(Input::Start).unwrap();
+        // Verdicts every 10 s: passes to 40 s, no data at 50 and 60 s
+        // (a streak of 2 of noDataLimit 3) as the 60 s pause ends.
+        sim3.run_for(45, |_| Verdict::Pass);
+        sim3.run_for(20, |_| Verdict::NoData);
+        assert_eq!(sim3.applied_weights(), vec![5], "held at 5 % without data");
+        assert_eq!(sim3.state.phase, Phase::Progressing);
+        sim3.run_for(10, |_| Verdict::Pass);
+        assert_eq!(sim3.applied_weights(), vec![5, 25], "a fresh pass moves on");
     }
 
     #[test]
