@@ -283,6 +283,24 @@ async fn two_rollouts_on_one_deployment_the_older_manages_it_and_the_newer_does_
             .contains("managed by Rollout shop/checkout"),
         "{refused:?}"
     );
+    // The printer columns say it (REASON: status.reason, short).
+    let wide = kubectl_ok(&sim, &["get", "sro", "-n", "shop", "-o", "wide"]);
+    let row = |name: &str| {
+        wide.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row {name}: {wide}"))
+            .to_string()
+    };
+    assert!(row("checkout").contains(" Idle "), "{wide}");
+    assert!(
+        row("checkout").contains("no run: the stable Deployment runs its template"),
+        "{wide}"
+    );
+    let again = row("checkout-again");
+    assert!(
+        again.contains(" InvalidSpec ") && again.contains("Deployment shop/checkout is managed by"),
+        "{wide}"
+    );
     assert!(
         events(&sim).iter().any(|(t, r, n)| t == "Warning"
             && r == "DeploymentClaimed"
@@ -432,6 +450,7 @@ async fn a_refused_route_write_is_not_in_force_in_status_retried_each_second_and
         "{out}"
     );
     assert!(!out.contains("not seen by a controller"), "{out}");
+    assert!(out.contains("step 2/2"), "{out}");
     let (code, out, err) = cli(&sim, &["status", "checkout", "-o", "json"]);
     assert_eq!(code, Some(0), "{err}");
     let doc: Value = serde_json::from_str(&out).unwrap();
@@ -612,4 +631,68 @@ async fn ready_only_once_promoted_in_force_idle_after_a_revert_and_unpaused_when
     assert_ne!(d.spec.paused, Some(true), "left paused: {:?}", d.spec);
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("no longer paused by serin"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_serin_must_not_take_over_stalls_the_run_instead_of_waiting() {
+    let sim = KubeSim::start(&[
+        "--provider",
+        "gateway-api",
+        "--ssa-conflicts",
+        "--ready-delay",
+        "0.3",
+    ]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    // An owned route named after the Rollout, where the user's HTTPRoute
+    // `checkout` (not serin's) already is.
+    let m = manifest(
+        "checkout",
+        &prom,
+        "gateway-api",
+        json!({ "deployment": "checkout", "httpRoute": { "parentRefs": [{ "name": "shop-gateway" }] } }),
+        json!([{ "setWeight": 20 }, { "pause": {} }]),
+    );
+    let rollout: Rollout = serde_json::from_value(m).unwrap();
+    api.create(&PostParams::default(), &rollout).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_serin, log) = serve(&sim, dir.path());
+    let limit = Duration::from_secs(60);
+    until(limit, &log, async || {
+        status_of(&api, "checkout").await?.template_hash.map(|_| ())
+    })
+    .await;
+    release(&sim, "v1.2.0");
+    let stalled = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        condition_is(&s, "Stalled", "True").then_some(s)
+    })
+    .await;
+    let c = condition(&stalled, "Stalled").unwrap();
+    assert_eq!(c.reason, "Conflict", "{stalled:?}");
+    assert!(
+        c.message
+            .contains("HTTPRoute shop/checkout exists and was not created by serin"),
+        "{c:?}"
+    );
+    assert!(
+        condition_is(&stalled, "Reconciling", "False"),
+        "{stalled:?}"
+    );
+    assert!(
+        events(&sim).iter().any(|(t, r, n)| t == "Warning"
+            && r == "Conflict"
+            && n.contains("was not created by serin")),
+        "{:?}",
+        events(&sim)
+    );
+    let writes = sim_state(&sim)["writes"].as_array().unwrap().clone();
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w["path"].as_str().unwrap_or("").contains("httproutes")),
+        "the user's route was written"
+    );
 }

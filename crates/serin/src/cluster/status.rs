@@ -276,9 +276,11 @@ impl StatusStore {
     }
 
     /// Sets what is not in force (or, `None`, that everything is): written
-    /// at once if it changed, with a Warning Event for a new problem and a
-    /// Normal one when it clears; kept over the run's conditions on every
-    /// later write. Returns whether it changed.
+    /// at once if it changed; kept over the run's conditions on every later
+    /// write. Events: a Warning for each distinct problem that needs a
+    /// person (stalled), a Normal `NotInForce` when a wait begins (not at
+    /// each change of its words, e.g. a count of ready pods), a Normal
+    /// `InForce` when it clears. Returns whether it changed.
     pub async fn set_problem(&self, problem: Option<Problem>) -> Result<bool, StoreError> {
         let before = self.problem();
         if before == problem {
@@ -287,23 +289,37 @@ impl StatusStore {
         if let Ok(mut p) = self.inner.problem.lock() {
             p.clone_from(&problem);
         }
-        self.note(|s| {
-            let generation = s.observed_generation;
-            overlay(s, problem.as_ref(), generation);
-            if problem.is_none()
-                && let Some(phase) = s.phase.as_deref().and_then(Phase::parse)
-            {
-                let message = s.message.clone().unwrap_or_default();
-                set_run_conditions(s, phase, &message, generation);
+        let written = self
+            .note(|s| {
+                let generation = s.observed_generation;
+                overlay(s, problem.as_ref(), generation);
+                if problem.is_none()
+                    && let Some(phase) = s.phase.as_deref().and_then(Phase::parse)
+                {
+                    let message = s.message.clone().unwrap_or_default();
+                    set_run_conditions(s, phase, &message, generation);
+                }
+            })
+            .await;
+        if let Err(e) = written {
+            // Not written: tried again on the next call.
+            if let Ok(mut p) = self.inner.problem.lock() {
+                *p = before;
             }
-        })
-        .await?;
+            return Err(e);
+        }
+        let kind = |p: &Option<Problem>| p.as_ref().map(|p| (p.reason.clone(), p.stalled));
         match &problem {
-            Some(p) => {
-                tracing::warn!(rollout = %self.inner.name, namespace = %self.inner.namespace, stalled = p.stalled, "{}", p.sentences.join("; "));
-                self.event(true, &p.reason, "Apply", &p.sentences.join("; "))
-                    .await;
+            Some(p) if p.stalled || kind(&before) != kind(&problem) => {
+                let said = p.sentences.join("; ");
+                if p.stalled {
+                    tracing::warn!(rollout = %self.inner.name, namespace = %self.inner.namespace, "stalled: {said}");
+                } else {
+                    tracing::info!(rollout = %self.inner.name, namespace = %self.inner.namespace, "not in force: {said}");
+                }
+                self.event(p.stalled, &p.reason, "Apply", &said).await;
             }
+            Some(_) => {}
             None => {
                 tracing::info!(rollout = %self.inner.name, namespace = %self.inner.namespace, "everything decided is in force again");
                 self.event(
