@@ -309,6 +309,13 @@ async fn two_rollouts_on_one_deployment_the_older_manages_it_and_the_newer_does_
         events(&sim)
     );
 
+    // Asked of the refused one: refused, said once, on stderr.
+    let (code, out, err) = cli(&sim, &["pause", "checkout-again", "--wait", "20s"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(out, "", "a refusal on stdout too");
+    assert_eq!(err.matches("no run in progress").count(), 1, "{err}");
+    assert!(err.contains("pause refused"), "{err}");
+
     // A release: the first runs it; the second stays out of it.
     release(&sim, "v1.2.0");
     until(limit, &log, async || {

@@ -662,6 +662,15 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
             "Deployment {}/{} is managed by Rollout {}/{} (the older one): this Rollout does nothing to it; delete one of the two",
             target.namespace, target.deployment, other.0, other.1
         );
+        if let Some(mut run) = ctx.take_run(&key) {
+            // A run from before the claim was decided: stopped, and
+            // nothing undone (the canary and route are the other's now).
+            if let Some(stop) = run.stop.take() {
+                let _ = stop.send(());
+            }
+            let _ = (&mut run.task).await;
+            tracing::warn!(rollout = %key.1, namespace = %key.0, "run stopped: {why}");
+        }
         report_refused(&store, r, DEPLOYMENT_CLAIMED, &why).await?;
         return Ok(Action::requeue(CLAIM_CHECK));
     }
