@@ -246,6 +246,80 @@ fn the_argo_cd_health_check_reads_serins_status() {
             "spec.steps[0].setWeight",
         ),
         (
+            "promoted but not in force yet (the stable still rolling out)",
+            rollout(Some(status(
+                "Succeeded",
+                vec![
+                    condition("Ready", false, "Promoting", "promoted at step 2"),
+                    condition("Reconciling", true, "Promoting", "promoted at step 2"),
+                ],
+            ))),
+            "Progressing",
+            "Promoting",
+        ),
+        (
+            "git reverted to the running template after a rollback: idle",
+            rollout(Some(RolloutStatus {
+                phase: Some("Idle".into()),
+                run: Some(4),
+                observed_generation: Some(3),
+                message: Some(
+                    "the pod template is back to the running one: no run, nothing rolled out"
+                        .into(),
+                ),
+                last_run: Some("run 4 rolled back: error rate 30 % > 5 %".into()),
+                reason: Some("the pod template is back to the running one".into()),
+                conditions: vec![
+                    condition(
+                        "Ready",
+                        true,
+                        "Idle",
+                        "the pod template is back to the running one",
+                    ),
+                    condition(
+                        "Stalled",
+                        false,
+                        "Idle",
+                        "the pod template is back to the running one",
+                    ),
+                    condition(
+                        "Reconciling",
+                        false,
+                        "Idle",
+                        "the pod template is back to the running one",
+                    ),
+                ],
+                ..RolloutStatus::default()
+            })),
+            "Healthy",
+            "back to the running one",
+        ),
+        (
+            "a weight refused by a field conflict (Stalled)",
+            rollout(Some(RolloutStatus {
+                not_in_force: vec!["weight 20 % not applied yet: conflict".into()],
+                ..status(
+                    "Progressing",
+                    vec![
+                        condition(
+                            "Ready",
+                            false,
+                            "Conflict",
+                            "weight 20 % not applied yet: conflict",
+                        ),
+                        condition(
+                            "Stalled",
+                            true,
+                            "Conflict",
+                            "weight 20 % not applied yet: conflict",
+                        ),
+                    ],
+                )
+            })),
+            "Degraded",
+            "not applied yet",
+        ),
+        (
             "idle and ready, no run yet",
             rollout(Some(RolloutStatus {
                 phase: None,

@@ -222,9 +222,13 @@ fn status_reads_the_rollout_from_the_cluster() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The API's status object (docs/api.md), and what only the cluster has.
     assert_eq!(doc["name"], "checkout");
-    assert_eq!(doc["namespace"], "shop");
-    assert_eq!(doc["generation"], 1);
+    assert_eq!(doc["phase"], "NotSeen", "{doc:#}");
+    assert_eq!(doc["run"], 0, "{doc:#}");
+    assert!(doc["notInForce"].as_array().unwrap().is_empty(), "{doc:#}");
+    assert_eq!(doc["kubernetes"]["namespace"], "shop");
+    assert_eq!(doc["kubernetes"]["generation"], 1);
 
     // Without -n: the kubeconfig context's namespace (kubesim's is shop).
     assert_eq!(sim.info["namespace"], "shop");

@@ -3,7 +3,10 @@
 //! with a kubeconfig (as kubectl finds it), with no port-forward to a serin
 //! replica.
 //!
-//! `status` reads the Rollout's status. The others write a request
+//! `status` reads the Rollout's status; `-o json` prints, per Rollout, the
+//! same status object as the API's `GET /api/v1/rollouts/NAME` (docs/api.md)
+//! with a `kubernetes` member added (namespace, generations, conditions,
+//! the last request and the last run). The others write a request
 //! ([`crate::cluster::requests`]: an annotation, not a spec field, so a
 //! GitOps re-sync does not undo it) and wait for the controller's answer in
 //! `status.lastRequest`; no answer within `--wait` (30 s) is said so
@@ -22,7 +25,7 @@ use crate::cli::output::OutputFormat;
 use crate::cluster::requests::{
     Action, Answer, CLI_FIELD_MANAGER, REQUEST_ANNOTATION, Request, may_replace,
 };
-use crate::cluster::resource::{Rollout, RolloutStatus};
+use crate::cluster::resource::{IDLE, Rollout, RolloutSpec, RolloutStatus};
 use crate::error::{Error, Kind};
 use crate::exit::Exit;
 
@@ -73,16 +76,17 @@ pub enum Ask {
 /// The namespace's Rollouts, read without their spec's types: an operator
 /// can read the status of, and roll back, a Rollout whose spec this
 /// version of serin does not understand.
-async fn rollouts(args: &KubeArgs) -> Result<(Api<DynamicObject>, String), Error> {
+/// Also the kubeconfig context's namespace (where a controller run
+/// locally with this context keeps its Lease).
+async fn rollouts(args: &KubeArgs) -> Result<(Api<DynamicObject>, String, String), Error> {
     let client = crate::providers::traffic::kubernetes::client_from_env().await?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let context = client.default_namespace().to_owned();
+    let namespace = args.namespace.clone().unwrap_or_else(|| context.clone());
     let resource = ApiResource::erase::<Rollout>(&());
     Ok((
         Api::namespaced_with(client, &namespace, &resource),
         namespace,
+        context,
     ))
 }
 
@@ -123,7 +127,7 @@ pub fn status(name: Option<&str>, args: &KubeArgs, output: OutputFormat) -> anyh
     let name = name.map(str::to_owned);
     let args = args.clone();
     block_on(async move {
-        let (api, namespace) = rollouts(&args).await?;
+        let (api, namespace, _) = rollouts(&args).await?;
         let listed = match &name {
             Some(name) => {
                 let what = format!("Rollout {namespace}/{name}");
@@ -137,17 +141,8 @@ pub fn status(name: Option<&str>, args: &KubeArgs, output: OutputFormat) -> anyh
                     .items
             }
         };
-        let docs: Vec<serde_json::Value> = listed
-            .iter()
-            .map(|r| {
-                json!({
-                    "name": r.metadata.name,
-                    "namespace": namespace,
-                    "generation": r.metadata.generation,
-                    "status": status_of(r),
-                })
-            })
-            .collect();
+        let docs: Vec<serde_json::Value> =
+            listed.iter().map(|r| api_status(r, &namespace)).collect();
         match (output, &name) {
             (OutputFormat::Json, Some(_)) => {
                 crate::outln!("{}", serde_json::to_string_pretty(&docs[0])?);
@@ -161,7 +156,7 @@ pub fn status(name: Option<&str>, args: &KubeArgs, output: OutputFormat) -> anyh
                 }
                 for r in &listed {
                     let name = r.metadata.name.as_deref().unwrap_or_default();
-                    print_status(name, &namespace, r, &status_of(r));
+                    print_status(name, &namespace, r, &status_of(r), steps_of(r));
                 }
             }
         }
@@ -169,14 +164,110 @@ pub fn status(name: Option<&str>, args: &KubeArgs, output: OutputFormat) -> anyh
     })
 }
 
-fn print_status(name: &str, namespace: &str, rollout: &DynamicObject, s: &RolloutStatus) {
-    let phase = s.phase.as_deref().unwrap_or("not seen by a controller yet");
+/// How many steps the Rollout's plan has (its spec checked as the
+/// controller checks it), if this version of serin reads it.
+fn steps_of(rollout: &DynamicObject) -> Option<usize> {
+    let spec: RolloutSpec = serde_json::from_value(rollout.data.get("spec")?.clone()).ok()?;
+    let name = rollout.metadata.name.as_deref().unwrap_or_default();
+    let mut typed = Rollout::new(name, spec);
+    typed.metadata.namespace = rollout.metadata.namespace.clone();
+    typed.check().ok().map(|r| r.steps.len())
+}
+
+/// Whether a controller has written the status (a phase, or conditions).
+fn seen(s: &RolloutStatus) -> bool {
+    s.phase.is_some() || !s.conditions.is_empty() || s.observed_generation.is_some()
+}
+
+/// The Rollout's status as the API's status object (`crate::wire`), with
+/// a `kubernetes` member for what only the cluster has.
+fn api_status(r: &DynamicObject, namespace: &str) -> serde_json::Value {
+    let s = status_of(r);
+    let steps = steps_of(r).unwrap_or(0);
+    let state = s.state.clone().unwrap_or_default();
+    let phase = s
+        .phase
+        .clone()
+        .unwrap_or_else(|| if seen(&s) { IDLE } else { "NotSeen" }.to_string());
+    let paused_by = (phase == "Paused").then(|| state.hold.clone()).flatten();
+    let mut reason = s.message.clone().unwrap_or_default();
+    if !s.not_in_force.is_empty() {
+        reason = format!("{}; {reason}", s.not_in_force.join("; "));
+    }
+    let wire = crate::wire::RolloutStatus {
+        name: r.metadata.name.clone().unwrap_or_default(),
+        phase,
+        step: match (s.step, steps) {
+            (Some(n), 0) => n as usize,
+            (Some(n), m) => (n as usize).min(m),
+            (None, _) => 0,
+        },
+        steps,
+        weight: s.weight.unwrap_or(0.0),
+        weight_in_force: (seen(&s) && s.not_in_force.is_empty()).then_some(s.weight.unwrap_or(0.0)),
+        not_in_force: s.not_in_force.clone(),
+        reason,
+        run: u32::try_from(s.run.unwrap_or(0)).unwrap_or(u32::MAX),
+        outcome: state
+            .outcome
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok()),
+        paused_by,
+        stable: crate::wire::VersionRef {
+            version: s.stable_version.clone(),
+        },
+        canary: crate::wire::VersionRef {
+            version: s.canary_version.clone(),
+        },
+        last_verdict: match (&s.last_verdict, &s.last_reason) {
+            (Some(v), Some(why)) => Some(crate::wire::LastVerdict {
+                verdict: v.clone(),
+                reason: why.clone(),
+                at: state
+                    .last_verdict_ms
+                    .map(|ms| crate::time::rfc3339(crate::time::Millis(ms)))
+                    .unwrap_or_default(),
+            }),
+            _ => None,
+        },
+        metrics: None,
+        proxy: None,
+    };
+    let mut doc = serde_json::to_value(&wire).unwrap_or_default();
+    doc["kubernetes"] = json!({
+        "namespace": namespace,
+        "generation": r.metadata.generation,
+        "observedGeneration": s.observed_generation,
+        "conditions": s.conditions,
+        "lastRequest": s.last_request,
+        "lastRun": s.last_run,
+    });
+    doc
+}
+
+fn print_status(
+    name: &str,
+    namespace: &str,
+    rollout: &DynamicObject,
+    s: &RolloutStatus,
+    steps: Option<usize>,
+) {
+    let phase = match &s.phase {
+        Some(p) => p.as_str(),
+        None if seen(s) => IDLE,
+        None => "not seen by a controller yet",
+    };
     let mut head = format!("{name} ({namespace})  {phase}");
     if let Some(run) = s.run {
         head.push_str(&format!("  run {run}"));
     }
     if let Some(step) = s.step {
-        head.push_str(&format!("  step {step}"));
+        match steps {
+            Some(m) if m > 0 => {
+                head.push_str(&format!("  step {}/{m}", (step as usize).min(m)));
+            }
+            _ => head.push_str(&format!("  step {step}")),
+        }
     }
     if let Some(w) = s.weight {
         head.push_str(&format!("  canary weight {w} %"));
@@ -184,6 +275,15 @@ fn print_status(name: &str, namespace: &str, rollout: &DynamicObject, s: &Rollou
     crate::outln!("{head}");
     if let Some(v) = &s.canary_version {
         crate::outln!("  canary {v}");
+    }
+    for n in &s.not_in_force {
+        crate::outln!("  NOT IN FORCE: {n}");
+    }
+    if let Some(m) = &s.message {
+        crate::outln!("  {m}");
+    }
+    if let Some(l) = &s.last_run {
+        crate::outln!("  last run: {l}");
     }
     if let Some(v) = &s.last_verdict {
         crate::outln!(
@@ -257,11 +357,11 @@ pub fn act(name: &str, args: &KubeArgs, ask: Ask, output: OutputFormat) -> anyho
     let name = name.to_owned();
     let args = args.clone();
     block_on(async move {
-        let (api, namespace) = rollouts(&args).await?;
+        let (api, namespace, context) = rollouts(&args).await?;
         let what = format!("Rollout {namespace}/{name}");
         let req = request(ask, &who());
         write_request(&api, &name, &req, &what).await?;
-        let answer = wait_for_answer(&api, &name, &req.id, &what, args.wait).await?;
+        let answer = wait_for_answer(&api, &name, &req.id, &what, args.wait, &context).await?;
         match output {
             OutputFormat::Json => crate::outln!(
                 "{}",
@@ -272,17 +372,21 @@ pub fn act(name: &str, args: &KubeArgs, ask: Ask, output: OutputFormat) -> anyho
                     "answer": answer,
                 }))?
             ),
-            OutputFormat::Text => crate::outln!(
-                "{what}: {} {}: {}",
-                req.action.as_str(),
-                if answer.accepted { "done" } else { "refused" },
-                answer.message
-            ),
+            // A refusal is said once, on stderr (the error below).
+            OutputFormat::Text if answer.accepted => {
+                crate::outln!("{what}: {} done: {}", req.action.as_str(), answer.message)
+            }
+            OutputFormat::Text => {}
         }
         if answer.accepted {
             Ok(Exit::Success)
         } else {
-            Err(Error::conflict(format!("{what}: {}", answer.message)).into())
+            Err(Error::conflict(format!(
+                "{what}: {} refused: {}",
+                req.action.as_str(),
+                answer.message
+            ))
+            .into())
         }
     })
 }
@@ -332,12 +436,24 @@ async fn write_request(
     }
 }
 
+/// What a request no controller answered says: where to look for one, in
+/// the cluster (serin-system) or run locally (the Lease in its kubeconfig
+/// context's namespace, `context` for the context used here).
+fn no_answer(what: &str, id: &str, within: Duration, context: &str) -> String {
+    format!(
+        "{what}: no serin controller answered the request (id {id}) in {}: is `serin serve --kubernetes` running and leading? Installed in the cluster: kubectl -n serin-system get pods,lease serin; run on your machine: its Lease `serin` is in its kubeconfig context's namespace (with this context: kubectl -n {context} get lease serin). The request stays on the Rollout; a controller acts on it only within {} minutes of now",
+        crate::time::human(within),
+        crate::cluster::requests::REQUEST_TTL.as_secs() / 60
+    )
+}
+
 async fn wait_for_answer(
     api: &Api<DynamicObject>,
     name: &str,
     id: &str,
     what: &str,
     within: Duration,
+    context: &str,
 ) -> Result<Answer, Error> {
     let started = Instant::now();
     loop {
@@ -346,11 +462,7 @@ async fn wait_for_answer(
             return Ok(answer);
         }
         if started.elapsed() >= within {
-            return Err(Error::unavailable(format!(
-                "{what}: no serin controller answered the request (id {id}) in {}: is `serin serve --kubernetes` running and leading (kubectl -n serin-system get pods, kubectl -n serin-system get lease serin)? The request stays on the Rollout; a controller acts on it only within {} minutes of now",
-                crate::time::human(within),
-                crate::cluster::requests::REQUEST_TTL.as_secs() / 60
-            )));
+            return Err(Error::unavailable(no_answer(what, id, within, context)));
         }
         tokio::time::sleep(LOOK_EVERY).await;
     }
@@ -372,6 +484,21 @@ mod tests {
         assert_eq!((r.action, r.full), (Action::Promote, true));
         // What the CLI writes, the controller reads.
         Request::parse(&r.to_annotation(), "shop/checkout").unwrap();
+    }
+
+    #[test]
+    fn no_answer_names_both_places_a_controller_keeps_its_lease() {
+        let said = no_answer(
+            "Rollout shop/checkout",
+            "r1",
+            Duration::from_secs(30),
+            "dev",
+        );
+        assert!(
+            said.contains("kubectl -n serin-system get pods,lease serin"),
+            "{said}"
+        );
+        assert!(said.contains("kubectl -n dev get lease serin"), "{said}");
     }
 
     #[test]

@@ -7,22 +7,44 @@
 //! 1. Deleted (the finalizer [`FINALIZER`] holds it): stop its run, traffic
 //!    back to stable and the canary to 0 replicas, then let it go.
 //! 2. Its spec through the rollout file's checks ([`Rollout::check`]); a bad
-//!    one: condition `Stalled` and a Warning Event naming the field, nothing
+//!    one: phase `InvalidSpec` (unless a run's phase is to be kept),
+//!    condition `Stalled` and a Warning Event naming the field, nothing
 //!    else done.
+//!    Then its claim on the stable Deployment: of the Rollouts naming one
+//!    Deployment, the one a controller already acted for (its status has
+//!    the running template), else the oldest valid one (creationTimestamp,
+//!    then namespace and name) manages it; any other gets `Stalled` (reason `DeploymentClaimed`) and
+//!    a Warning Event naming the one that does, and does nothing to it
+//!    (looked at again every [`CLAIM_CHECK`]: it takes over once the
+//!    other is deleted). Read from the API each time, so a restart or
+//!    another replica decides the same.
 //! 3. The stable Deployment kept `spec.paused: true` (a server-side apply
 //!    of that one field, field manager `serin`), unless a run is promoting.
 //! 4. The hash of its pod template against the status: the running
 //!    template (`templateHash`) and the run's (`canaryTemplateHash`).
-//!    - first sight: the template is the running one;
+//!    - first sight: the template is the running one (phase `Idle`);
 //!    - a new template: a run starts (a [`Driver`] task with the Rollout's
 //!      status as its store, [`StatusStore`], and the GitOps router,
 //!      [`KubernetesRouter::gitops`]); a status that says the run is in
 //!      progress (a restart, another replica) is resumed from it;
-//!    - back to the running template while a run goes: the run ends
-//!      quietly (traffic to stable, canary to 0);
-//!    - the run promoted: its template is the running one; rolled back:
-//!      the stable stays paused with git's template not rolled out, and
-//!      status says git's template must be fixed or reverted.
+//!    - back to the running template while a run goes, or after it rolled
+//!      back: the run ends quietly (traffic to stable, canary to 0), the
+//!      phase is `Idle` again (no canary, Ready) and `lastRun` keeps how
+//!      the run ended;
+//!    - a run going: every [`RUN_CHECK`], what its driver's health says is
+//!      not in force (a weight the route refuses, a conflict) goes into
+//!      status ([`StatusStore::set_problem`]);
+//!    - the run promoted: `Ready` stays False (reason `Promoting`) until
+//!      the promotion is in force (the stable rolled out); then its
+//!      template is the running one. Rolled back: the stable stays paused
+//!      with git's template not rolled out, and status says git's template
+//!      must be fixed or reverted.
+//!
+//! Deleted: the run stops, traffic goes to stable, the canary to 0; the
+//! stable Deployment is unpaused (serin gives up its `spec.paused`) when it
+//! runs its own template, and left paused when git's template was never
+//! promoted (a run going or rolled back), which is logged with the command
+//! that rolls it out unguarded.
 //!
 //! A reconcile error is retried with backoff (3 s, doubled per failure in a
 //! row, at most 60 s) and reported as a Warning Event. Acting is gated on leadership: [`Options::leader`] (a watch of
@@ -45,14 +67,16 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::requests::{self, Action as Asked, Answer, REQUEST_ANNOTATION, Request};
-use super::resource::{READY, RECONCILING, Rollout, RolloutStatus, STALLED};
-use super::status::{StatusStore, condition, set_run_conditions};
-use crate::controller::driver::{Driver, DriverError, Handle};
+use super::resource::{IDLE, INVALID_SPEC, READY, RECONCILING, Rollout, RolloutStatus, STALLED};
+use super::status::{Problem, StatusStore, condition, set_run_conditions};
+use crate::controller::driver::{Driver, DriverError, Handle, Health};
 use crate::controller::machine::Input;
 use crate::controller::seams::TrafficRouter;
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::notify::Notifier;
-use crate::providers::traffic::kubernetes::{KubeTarget, KubernetesRouter, set_paused};
+use crate::providers::traffic::kubernetes::{
+    KubeTarget, KubernetesRouter, release_paused, set_paused,
+};
 use crate::rollout::{Phase, State};
 use crate::runtime::{PlaneKind, Setup};
 use crate::store::RolloutRecord;
@@ -63,6 +87,11 @@ pub const FINALIZER: &str = "serin.dev/finalizer";
 
 /// How often a Rollout with a run going is looked at again (its driver's end).
 const RUN_CHECK: Duration = Duration::from_secs(1);
+/// How often a Rollout refused for a Deployment another one manages is
+/// looked at again (it takes over once that one is gone).
+const CLAIM_CHECK: Duration = Duration::from_secs(10);
+/// The condition reason of a Rollout naming a Deployment another manages.
+pub const DEPLOYMENT_CLAIMED: &str = "DeploymentClaimed";
 /// The wait before a failed reconcile is tried again, doubled on every
 /// failure in a row up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(3);
@@ -412,13 +441,21 @@ fn main_image(d: &Deployment) -> String {
         .unwrap_or_default()
 }
 
-/// A bad spec: Stalled naming the field, a Warning Event; once per generation.
-async fn report_invalid(store: &StatusStore, r: &Rollout, why: &str) -> Result<(), ReconcileError> {
+/// A Rollout refused (`reason`: `InvalidSpec`, a bad spec naming the
+/// field; [`DEPLOYMENT_CLAIMED`]): Stalled saying why, a Warning Event;
+/// once per generation and message. With no run's phase to keep, the
+/// phase says it too ([`INVALID_SPEC`]).
+async fn report_refused(
+    store: &StatusStore,
+    r: &Rollout,
+    reason: &str,
+    why: &str,
+) -> Result<(), ReconcileError> {
     let generation = r.metadata.generation;
     let status = store.status().await;
     let told = status.conditions.iter().any(|c| {
         c.type_ == STALLED
-            && c.reason == "InvalidSpec"
+            && c.reason == reason
             && c.observed_generation == generation
             && c.message == why
     });
@@ -427,38 +464,173 @@ async fn report_invalid(store: &StatusStore, r: &Rollout, why: &str) -> Result<(
     }
     tracing::warn!(
         rollout = r.metadata.name.as_deref().unwrap_or("-"),
-        "invalid Rollout: {why}"
+        namespace = r.metadata.namespace.as_deref().unwrap_or("-"),
+        "Rollout refused ({reason}): {why}"
     );
     store
         .update(|s| {
             s.observed_generation = generation;
-            s.set_condition(condition(STALLED, true, "InvalidSpec", why, generation));
-            s.set_condition(condition(READY, false, "InvalidSpec", why, generation));
-            s.set_condition(condition(
-                RECONCILING,
-                false,
-                "InvalidSpec",
-                why,
-                generation,
-            ));
+            if matches!(s.phase.as_deref(), None | Some(IDLE | INVALID_SPEC)) {
+                s.phase = Some(INVALID_SPEC.to_string());
+                s.message = Some(why.to_string());
+            }
+            s.set_condition(condition(STALLED, true, reason, why, generation));
+            s.set_condition(condition(READY, false, reason, why, generation));
+            s.set_condition(condition(RECONCILING, false, reason, why, generation));
         })
         .await?;
-    store.event(true, "InvalidSpec", "Validate", why).await;
+    let action = if reason == DEPLOYMENT_CLAIMED {
+        "Claim"
+    } else {
+        "Validate"
+    };
+    store.event(true, reason, action, why).await;
     Ok(())
+}
+
+/// The Rollout that manages the Deployment `target` names when it is not
+/// `r`: of every Rollout naming it (in the controller's scope) that is
+/// valid or has acted on it, one that has acted, else the oldest
+/// (creationTimestamp, then namespace and name). Read from the API, so a
+/// restart or another replica decides the same.
+async fn claimant(
+    ctx: &Ctx,
+    r: &Rollout,
+    target: &KubeTarget,
+) -> Result<Option<(String, String)>, ReconcileError> {
+    let api: Api<Rollout> = match &ctx.options.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let all = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| ReconcileError(format!("listing Rollouts: {e}")))?;
+    let oldest = all
+        .items
+        .iter()
+        .filter(|o| names_deployment(o, &target.namespace, &target.deployment))
+        .filter(|o| has_acted(o) || o.check().is_ok())
+        .chain(std::iter::once(r))
+        .min_by_key(|o| claim_order(o));
+    Ok(oldest.filter(|o| key_of(o) != key_of(r)).map(key_of))
+}
+
+/// Whether a controller has acted for `r` on its Deployment (recorded
+/// its running template): it keeps its claim, even if its spec turns
+/// invalid later.
+fn has_acted(r: &Rollout) -> bool {
+    r.status.as_ref().is_some_and(|s| s.template_hash.is_some())
+}
+
+/// The order in which Rollouts claim a Deployment: one that has acted on
+/// it first, then the oldest.
+fn claim_order(r: &Rollout) -> (bool, i64, String, String) {
+    (
+        !has_acted(r),
+        r.metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(i64::MAX, |t| t.0.as_second()),
+        r.metadata.namespace.clone().unwrap_or_default(),
+        r.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 /// No run: the conditions of a Rollout at rest (after its last run, if any).
 fn set_idle(s: &mut RolloutStatus, generation: Option<i64>, reason: &str, message: &str) {
     s.observed_generation = generation;
+    s.not_in_force.clear();
     s.set_condition(condition(READY, true, reason, message, generation));
     s.set_condition(condition(RECONCILING, false, reason, message, generation));
     s.set_condition(condition(STALLED, false, reason, message, generation));
 }
 
+/// No run and no canary: phase [`IDLE`] as a Rollout never run has, with
+/// `message`; how a run that was there ended goes into `lastRun`.
+fn set_no_run(s: &mut RolloutStatus, generation: Option<i64>, reason: &str, message: &str) {
+    if let (Some(run), Some(phase)) = (s.run, s.phase.as_deref())
+        && phase != IDLE
+        && phase != INVALID_SPEC
+    {
+        let how = s.message.clone().unwrap_or_default();
+        let ended = match phase {
+            "RolledBack" => "rolled back".to_string(),
+            "Succeeded" => "promoted".to_string(),
+            other => format!("ended ({other})"),
+        };
+        s.last_run = Some(format!("run {run} {ended}: {how}"));
+    }
+    s.phase = Some(IDLE.to_string());
+    s.canary_version = None;
+    s.weight = None;
+    s.step = None;
+    s.last_verdict = None;
+    s.last_reason = None;
+    s.decisions.clear();
+    s.message = Some(message.to_string());
+    set_idle(s, generation, reason, message);
+}
+
+/// The message of a Rollout with no run.
+const NO_RUN: &str = "no run: the stable Deployment runs its template";
+
+/// Stalled for a refused spec or a Deployment another Rollout manages.
 fn is_invalid_marked(s: &RolloutStatus) -> bool {
-    s.conditions
-        .iter()
-        .any(|c| c.type_ == STALLED && c.status == "True" && c.reason == "InvalidSpec")
+    s.conditions.iter().any(|c| {
+        c.type_ == STALLED
+            && c.status == "True"
+            && (c.reason == "InvalidSpec" || c.reason == DEPLOYMENT_CLAIMED)
+    })
+}
+
+/// What a run's `health` (and its router's last error) says is not in
+/// force, or stops it until a person acts; `None` when all is in force or
+/// merely being applied.
+fn problem_of(phase: Phase, health: &Health, router: Option<&Error>) -> Option<Problem> {
+    let permanent = router.filter(|e| matches!(e.kind(), Kind::Conflict | Kind::Invalid));
+    let mut sentences = if health.router_error.is_some() {
+        crate::wire::not_in_force(phase, health)
+    } else {
+        Vec::new()
+    };
+    if sentences.is_empty()
+        && let Some(e) = permanent
+    {
+        sentences.push(format!("the canary cannot be set up: {e}"));
+    }
+    if sentences.is_empty() {
+        return None;
+    }
+    let reason = match permanent.map(Error::kind) {
+        Some(Kind::Conflict) => "Conflict",
+        Some(_) => "Invalid",
+        None => "NotInForce",
+    };
+    Some(Problem {
+        sentences,
+        stalled: permanent.is_some(),
+        reason: reason.to_string(),
+    })
+}
+
+/// Puts what the run going for `key` has not in force into its status.
+async fn report_run(ctx: &Ctx, store: &StatusStore, key: &Key) {
+    let seen = ctx.runs.lock().ok().and_then(|runs| {
+        runs.get(key)
+            .map(|r| (r.handle.health(), r.router.last_error()))
+    });
+    let Some((health, router)) = seen else { return };
+    let status = store.status().await;
+    let phase = status
+        .phase
+        .as_deref()
+        .and_then(Phase::parse)
+        .unwrap_or(Phase::Initializing);
+    let problem = problem_of(phase, &health, router.as_ref());
+    if let Err(e) = store.set_problem(problem).await {
+        tracing::warn!(rollout = %key.1, namespace = %key.0, "status not written (what is not in force): {e}");
+    }
 }
 
 async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
@@ -481,10 +653,27 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let (setup, target) = match setup_of(r) {
         Ok(s) => s,
         Err(why) => {
-            report_invalid(&store, r, &why).await?;
+            report_refused(&store, r, "InvalidSpec", &why).await?;
             return Ok(Action::await_change());
         }
     };
+    if let Some(other) = claimant(ctx, r, &target).await? {
+        let why = format!(
+            "Deployment {}/{} is managed by Rollout {}/{} (the older one): this Rollout does nothing to it; delete one of the two",
+            target.namespace, target.deployment, other.0, other.1
+        );
+        if let Some(mut run) = ctx.take_run(&key) {
+            // A run from before the claim was decided: stopped, and
+            // nothing undone (the canary and route are the other's now).
+            if let Some(stop) = run.stop.take() {
+                let _ = stop.send(());
+            }
+            let _ = (&mut run.task).await;
+            tracing::warn!(rollout = %key.1, namespace = %key.0, "run stopped: {why}");
+        }
+        report_refused(&store, r, DEPLOYMENT_CLAIMED, &why).await?;
+        return Ok(Action::requeue(CLAIM_CHECK));
+    }
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.namespace);
     let what = format!("Deployment {}/{}", target.namespace, target.deployment);
     let stable = deployments
@@ -502,6 +691,7 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
             return Ok(Action::requeue(Duration::ZERO));
         }
         if run_template == template {
+            report_run(ctx, &store, &key).await;
             return Ok(Action::requeue(RUN_CHECK));
         }
         let back = status.template_hash.as_deref() == Some(template.as_str());
@@ -546,31 +736,31 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
             .update(|s| {
                 s.template_hash = Some(template.clone());
                 s.stable_version = Some(version);
-                set_idle(
-                    s,
-                    generation,
-                    "Idle",
-                    "no run: the stable Deployment runs its template",
-                );
+                set_no_run(s, generation, "Idle", NO_RUN);
             })
             .await?;
         return Ok(Action::await_change());
     };
     if running == template {
         // At rest; a run rolled back whose template git reverted ends quietly.
-        if is_invalid_marked(&status)
-            || phase == Some(Phase::RolledBack)
-                && status.canary_template_hash.as_deref() != Some(template.as_str())
+        let reverted = phase == Some(Phase::RolledBack)
+            && status.canary_template_hash.as_deref() != Some(template.as_str());
+        if reverted {
+            store
+                .update(|s| set_no_run(s, generation, "Idle", REVERTED))
+                .await?;
+            store.event(false, "RunEnded", "EndRun", REVERTED).await;
+        } else if is_invalid_marked(&status)
             || status.conditions.is_empty()
+            || status.phase.is_none()
         {
             store
                 .update(|s| {
-                    set_idle(
-                        s,
-                        generation,
-                        "Idle",
-                        "no run: the stable Deployment runs its template",
-                    )
+                    if matches!(s.phase.as_deref(), None | Some(IDLE | INVALID_SPEC)) {
+                        set_no_run(s, generation, "Idle", NO_RUN);
+                    } else {
+                        set_idle(s, generation, "Idle", NO_RUN);
+                    }
                 })
                 .await?;
         }
@@ -651,7 +841,8 @@ fn router_for(ctx: &Ctx, target: &KubeTarget, stable: &Deployment) -> Arc<Kubern
     Arc::new(
         KubernetesRouter::new(ctx.client.clone(), target)
             .gitops()
-            .with_wait(ctx.options.rollout_poll, ctx.options.rollout_timeout),
+            .with_wait(ctx.options.rollout_poll, ctx.options.rollout_timeout)
+            .with_retry_every(crate::providers::traffic::kubernetes::RETRY_EVERY),
     )
 }
 
@@ -663,6 +854,7 @@ async fn finish(
     generation: Option<i64>,
 ) -> Result<(), ReconcileError> {
     let Some(run) = run else { return Ok(()) };
+    store.forget_problem();
     let ended = match run.task.await {
         Ok(Ok(record)) => record,
         Ok(Err(e)) => {
@@ -697,6 +889,9 @@ async fn finish(
     Ok(())
 }
 
+/// The message of a Rollout whose pod template git put back to the running one.
+const REVERTED: &str = "the pod template is back to the running one: no run, nothing rolled out (the last run is in lastRun)";
+
 /// Ends a run without a rollback alarm: git's template is back to the
 /// running one (`back`), or a newer template replaces it.
 async fn end_quietly(
@@ -710,22 +905,20 @@ async fn end_quietly(
         let _ = stop.send(());
     }
     let _ = (&mut run.task).await;
+    store.forget_problem();
     run.router.cleanup().await?;
     let why = if back {
-        "the pod template is back to the running one: the run ended, nothing was rolled out"
+        REVERTED
     } else {
         "a newer pod template replaced the run's: the run ended, the next one starts"
     };
     tracing::info!(rollout = %store.name(), "{why}");
     store
         .update(|s| {
-            s.phase = Some(Phase::RolledBack.as_str().to_string());
-            s.weight = Some(0.0);
-            s.message = Some(why.to_string());
             if let Some(st) = &mut s.state {
                 st.weight_hundredths = 0;
             }
-            set_idle(s, generation, "RunEnded", why);
+            set_no_run(s, generation, "RunEnded", why);
         })
         .await?;
     store.event(false, "RunEnded", "EndRun", why).await;
@@ -736,20 +929,46 @@ async fn end_quietly(
 /// stable and the canary to 0 replicas; then the finalizer goes.
 async fn cleanup(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let key = key_of(r);
-    if let Some(mut run) = ctx.take_run(&key) {
+    let had_run = if let Some(mut run) = ctx.take_run(&key) {
         if let Some(stop) = run.stop.take() {
             let _ = stop.send(());
         }
         let _ = (&mut run.task).await;
+        tracing::info!(rollout = %key.1, namespace = %key.0, "Rollout deleted: its run stopped (nothing more is decided for it)");
+        true
+    } else {
+        false
+    };
+    let Ok((_, target)) = setup_of(r) else {
+        ctx.stores.lock().await.remove(&key);
+        tracing::info!(rollout = %key.1, namespace = %key.0, "Rollout deleted (its spec was invalid: nothing of it was in force)");
+        return Ok(Action::await_change());
+    };
+    if let Some(other) = claimant(ctx, r, &target).await? {
+        // Another Rollout manages the Deployment: nothing of it is touched.
+        ctx.stores.lock().await.remove(&key);
+        tracing::info!(rollout = %key.1, namespace = %key.0, "Rollout deleted; Deployment {}/{} left to Rollout {}/{}, which manages it", target.namespace, target.deployment, other.0, other.1);
+        return Ok(Action::await_change());
     }
-    if let Ok((_, target)) = setup_of(r) {
-        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.namespace);
-        if let Ok(stable) = deployments.get(&target.deployment).await {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.namespace);
+    let what = format!("Deployment {}/{}", target.namespace, target.deployment);
+    match deployments.get_opt(&target.deployment).await {
+        Ok(Some(stable)) => {
             router_for(ctx, &target, &stable).cleanup().await?;
+            let running = r.status.as_ref().and_then(|s| s.template_hash.clone());
+            if running.as_deref() == Some(template_hash(&stable.spec.template).as_str()) {
+                release_paused(&ctx.client, &target.namespace, &target.deployment).await?;
+                tracing::info!(rollout = %key.1, namespace = %key.0, "Rollout deleted: traffic on stable, canary at 0 replicas, {what} no longer paused by serin");
+            } else {
+                tracing::warn!(rollout = %key.1, namespace = %key.0, had_run, "Rollout deleted: traffic on stable, canary at 0 replicas; {what} stays paused: its pod template (git's) was never promoted. Revert it in git, or roll it out unguarded with `kubectl -n {} rollout resume deployment/{}`", target.namespace, target.deployment);
+            }
         }
+        Ok(None) => {
+            tracing::info!(rollout = %key.1, namespace = %key.0, "Rollout deleted; {what} is gone");
+        }
+        Err(e) => return Err(ReconcileError(format!("{what}: {e}"))),
     }
     ctx.stores.lock().await.remove(&key);
-    tracing::info!(rollout = %key.1, namespace = %key.0, "Rollout deleted: traffic on stable, canary at 0 replicas");
     Ok(Action::await_change())
 }
 
@@ -880,6 +1099,84 @@ mod tests {
         let waits: Vec<u64> = (1..=8).map(|n| retry_after(n).as_secs()).collect();
         assert_eq!(waits, [3, 6, 12, 24, 48, 60, 60, 60]);
         assert_eq!(retry_after(u32::MAX), RETRY_MAX);
+    }
+
+    #[test]
+    fn a_refused_weight_is_not_in_force_and_a_conflict_needs_a_person() {
+        let w = serin_proxy::Weight::from_percent(20.0).unwrap();
+        let waiting = Health {
+            weight_in_force: Some(serin_proxy::Weight::ZERO),
+            weight_pending: Some(w),
+            ..Health::default()
+        };
+        assert_eq!(
+            problem_of(Phase::Progressing, &waiting, None),
+            None,
+            "being applied"
+        );
+        let conflict = Error::conflict("VirtualService shop/checkout: conflict, not forced");
+        let refused = Health {
+            router_error: Some(conflict.to_string()),
+            ..waiting.clone()
+        };
+        let p = problem_of(Phase::Progressing, &refused, Some(&conflict)).unwrap();
+        assert_eq!(
+            p.sentences,
+            [
+                "weight 20 % not applied yet: VirtualService shop/checkout: conflict, not forced (canary still at 0 %)"
+            ]
+        );
+        assert!(p.stalled);
+        assert_eq!(p.reason, "Conflict");
+        let pods = Error::unavailable("canary Deployment shop/checkout-canary 1/4 ready");
+        let slow = Health {
+            router_error: Some(pods.to_string()),
+            ..waiting.clone()
+        };
+        let p = problem_of(Phase::Progressing, &slow, Some(&pods)).unwrap();
+        assert!(!p.stalled);
+        assert_eq!(p.reason, "NotInForce");
+        // Initializing: a route serin must not take over stops the run.
+        let theirs = Error::conflict("HTTPRoute shop/checkout exists and was not created by serin");
+        let p = problem_of(Phase::Initializing, &Health::default(), Some(&theirs)).unwrap();
+        assert!(p.stalled);
+        assert!(p.sentences[0].contains("was not created by serin"), "{p:?}");
+        let p = problem_of(Phase::Initializing, &Health::default(), Some(&pods));
+        assert_eq!(p, None, "waiting for pods is a wait");
+    }
+
+    #[test]
+    fn an_idle_rollout_after_a_revert_has_no_canary_and_keeps_the_last_run_aside() {
+        let mut s = RolloutStatus {
+            phase: Some("RolledBack".into()),
+            run: Some(2),
+            step: Some(2),
+            weight: Some(0.0),
+            canary_version: Some("v1.3.0".into()),
+            last_verdict: Some("fail".into()),
+            last_reason: Some("error rate 30 % > 5 %".into()),
+            message: Some(
+                "error rate 30 % > 5 %; git's pod template must be fixed or reverted".into(),
+            ),
+            ..RolloutStatus::default()
+        };
+        set_no_run(&mut s, Some(4), "Idle", REVERTED);
+        assert_eq!(s.phase.as_deref(), Some(IDLE));
+        assert_eq!(
+            (s.canary_version, s.weight, s.last_verdict),
+            (None, None, None)
+        );
+        assert_eq!(s.message.as_deref(), Some(REVERTED));
+        assert!(
+            s.last_run
+                .as_deref()
+                .unwrap()
+                .starts_with("run 2 rolled back: error rate"),
+            "{:?}",
+            s.last_run
+        );
+        let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(ready.status, "True");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::spec::{self, SpecError};
         name = "Phase",
         type_ = "string",
         json_path = ".status.phase",
-        description = "Initializing, Progressing, Paused, Succeeded or RolledBack"
+        description = "Idle (no run), InvalidSpec, Initializing, Progressing, Paused, Succeeded or RolledBack"
     ),
     printcolumn(
         name = "Run",
@@ -77,8 +77,8 @@ use crate::spec::{self, SpecError};
     printcolumn(
         name = "Reason",
         type_ = "string",
-        json_path = ".status.lastReason",
-        description = "Why the last verdict is what it is",
+        json_path = ".status.reason",
+        description = "Why the Rollout is where it is, in one short line (status.message and the conditions say it whole)",
         priority = "1"
     ),
     printcolumn(
@@ -604,6 +604,8 @@ pub const STALLED: &str = "Stalled";
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
+    /// Idle (no run: the stable Deployment runs its template),
+    /// InvalidSpec (no run, the spec refused), or the run's phase:
     /// Initializing, Progressing, Paused, Succeeded or RolledBack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
@@ -658,6 +660,56 @@ pub struct RolloutStatus {
     /// controller resumes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<RunState>,
+    /// What the run's record says that is not in force, one sentence each
+    /// (`weight 20 % not applied yet: ...`); empty when everything is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_in_force: Vec<String>,
+    /// Why the Rollout is where it is, in one short line (the REASON
+    /// column): what is not in force, else why it is stalled, else
+    /// `message`; cut at [`REASON_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How the last run ended, kept once the Rollout is idle again (e.g.
+    /// `run 2 rolled back: ...`); health checks do not read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+}
+
+/// The longest `status.reason` (a printer column).
+pub const REASON_CHARS: usize = 100;
+
+/// The phase of a Rollout with no run (the stable runs its template).
+pub const IDLE: &str = "Idle";
+/// The phase of a Rollout with no run whose spec is refused.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+
+impl RolloutStatus {
+    /// `status.reason` from the rest: what is not in force, else a Stalled
+    /// condition's message, else `message`, else the Ready condition's
+    /// message; one line, at most [`REASON_CHARS`] characters.
+    pub fn summary(&self) -> Option<String> {
+        let stalled = self
+            .conditions
+            .iter()
+            .find(|c| c.type_ == STALLED && c.status == "True")
+            .map(|c| c.message.clone());
+        let ready = self
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .map(|c| c.message.clone());
+        let text = if self.not_in_force.is_empty() {
+            stalled.or_else(|| self.message.clone()).or(ready)?
+        } else {
+            self.not_in_force.join("; ")
+        };
+        let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.chars().count() <= REASON_CHARS {
+            return Some(line);
+        }
+        let cut: String = line.chars().take(REASON_CHARS - 1).collect();
+        Some(format!("{}…", cut.trim_end()))
+    }
 }
 
 /// The run's state beyond the printed fields: enough to resume it exactly
@@ -811,6 +863,26 @@ mod tests {
         assert_eq!(Rollout::api_version(&()), spec::API_VERSION);
         assert_eq!(Rollout::group(&()), spec::API_GROUP);
         assert_eq!(Rollout::kind(&()), spec::KIND);
+    }
+
+    #[test]
+    fn the_reason_column_is_short_and_says_first_what_is_not_in_force() {
+        let mut s = RolloutStatus {
+            message: Some(format!("waiting: query {}", "sum(rate(x[1m])) ".repeat(20))),
+            ..RolloutStatus::default()
+        };
+        let r = s.summary().unwrap();
+        assert_eq!(r.chars().count(), REASON_CHARS, "{r}");
+        assert!(
+            r.starts_with("waiting: query sum") && r.ends_with('…'),
+            "{r}"
+        );
+        s.not_in_force = vec!["weight 20 % not applied yet: conflict".into()];
+        assert_eq!(
+            s.summary().as_deref(),
+            Some("weight 20 % not applied yet: conflict")
+        );
+        assert_eq!(RolloutStatus::default().summary(), None);
     }
 
     #[test]

@@ -18,6 +18,16 @@
 //!   Rollout (reportingController [`REPORTING_CONTROLLER`]), after its
 //!   status write; an Event the API server refuses is logged, never retried
 //!   in the driver's way.
+//! - What the run's record says but is not in force (a weight the route
+//!   refuses, a promotion not applied yet), or what stops the run until a
+//!   person acts (a field conflict, a route serin must not take over), is a
+//!   [`Problem`] the controller sets from the driver's health
+//!   ([`StatusStore::set_problem`]): `notInForce`, the conditions (`Ready`
+//!   False; `Stalled` True when a person must act) and one Warning Event
+//!   per distinct problem; it stays over the run's own conditions on every
+//!   write until it clears.
+//! - Every write also sets `reason`, the REASON column
+//!   ([`RolloutStatus::summary`]).
 //! - The controller's own status fields (template hashes, a Stalled
 //!   condition for a bad spec) go through [`StatusStore::update`], under
 //!   the same fence: one writer per Rollout in a process.
@@ -59,6 +69,41 @@ struct Inner {
     /// This controller's identity (Events' reportingInstance, status' writer).
     instance: String,
     fence: Mutex<Fence>,
+    /// What is not in force now, put over every write of the run.
+    problem: std::sync::Mutex<Option<Problem>>,
+}
+
+/// What the run's record says that is not in force, or what stops it
+/// until a person acts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// One sentence each (`weight 20 % not applied yet: ...`).
+    pub sentences: Vec<String>,
+    /// A person must act (a conflict, an object the cluster refuses):
+    /// `Stalled` True; otherwise it is retried and `Reconciling` stays True.
+    pub stalled: bool,
+    /// The conditions' reason, CamelCase (`NotInForce`, `Conflict`).
+    pub reason: String,
+}
+
+/// Puts `problem` (or its absence) over the run's conditions in `status`.
+fn overlay(status: &mut RolloutStatus, problem: Option<&Problem>, generation: Option<i64>) {
+    match problem {
+        Some(p) => {
+            status.not_in_force = p.sentences.clone();
+            let why = p.sentences.join("; ");
+            status.set_condition(condition(READY, false, &p.reason, &why, generation));
+            status.set_condition(condition(
+                RECONCILING,
+                !p.stalled,
+                &p.reason,
+                &why,
+                generation,
+            ));
+            status.set_condition(condition(STALLED, p.stalled, &p.reason, &why, generation));
+        }
+        None => status.not_in_force.clear(),
+    }
 }
 
 struct Fence {
@@ -108,6 +153,7 @@ impl StatusStore {
                     generation: 1,
                     fenced: false,
                 }),
+                problem: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -178,6 +224,8 @@ impl StatusStore {
             return Err(StoreError::Conflict(name.clone()));
         }
         let what = format!("Rollout {}/{name} status", self.inner.namespace);
+        let mut status = status;
+        status.reason = status.summary();
         for _ in 0..RETRIES {
             let mut body = fence.object.clone();
             body.status = Some(status.clone());
@@ -212,6 +260,78 @@ impl StatusStore {
         Err(StoreError::Unavailable(format!(
             "{what}: the Rollout kept changing under {RETRIES} writes"
         )))
+    }
+
+    /// Drops the problem without writing (its run has ended; the next
+    /// write of the status has no `notInForce`).
+    pub fn forget_problem(&self) {
+        if let Ok(mut p) = self.inner.problem.lock() {
+            *p = None;
+        }
+    }
+
+    /// The problem set now, if any.
+    pub fn problem(&self) -> Option<Problem> {
+        self.inner.problem.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Sets what is not in force (or, `None`, that everything is): written
+    /// at once if it changed; kept over the run's conditions on every later
+    /// write. Events: a Warning for each distinct problem that needs a
+    /// person (stalled), a Normal `NotInForce` when a wait begins (not at
+    /// each change of its words, e.g. a count of ready pods), a Normal
+    /// `InForce` when it clears. Returns whether it changed.
+    pub async fn set_problem(&self, problem: Option<Problem>) -> Result<bool, StoreError> {
+        let before = self.problem();
+        if before == problem {
+            return Ok(false);
+        }
+        if let Ok(mut p) = self.inner.problem.lock() {
+            p.clone_from(&problem);
+        }
+        let written = self
+            .note(|s| {
+                let generation = s.observed_generation;
+                overlay(s, problem.as_ref(), generation);
+                if problem.is_none()
+                    && let Some(phase) = s.phase.as_deref().and_then(Phase::parse)
+                {
+                    let message = s.message.clone().unwrap_or_default();
+                    set_run_conditions(s, phase, &message, generation);
+                }
+            })
+            .await;
+        if let Err(e) = written {
+            // Not written: tried again on the next call.
+            if let Ok(mut p) = self.inner.problem.lock() {
+                *p = before;
+            }
+            return Err(e);
+        }
+        let kind = |p: &Option<Problem>| p.as_ref().map(|p| (p.reason.clone(), p.stalled));
+        match &problem {
+            Some(p) if p.stalled || kind(&before) != kind(&problem) => {
+                let said = p.sentences.join("; ");
+                if p.stalled {
+                    tracing::warn!(rollout = %self.inner.name, namespace = %self.inner.namespace, "stalled: {said}");
+                } else {
+                    tracing::info!(rollout = %self.inner.name, namespace = %self.inner.namespace, "not in force: {said}");
+                }
+                self.event(p.stalled, &p.reason, "Apply", &said).await;
+            }
+            Some(_) => {}
+            None => {
+                tracing::info!(rollout = %self.inner.name, namespace = %self.inner.namespace, "everything decided is in force again");
+                self.event(
+                    false,
+                    "InForce",
+                    "Apply",
+                    "everything the status says is in force again",
+                )
+                .await;
+            }
+        }
+        Ok(true)
     }
 
     /// Sends one events.k8s.io/v1 Event regarding the Rollout; a refusal is
@@ -262,8 +382,12 @@ impl StatusStore {
         let mut status = fence.object.status.clone().unwrap_or_default();
         status.decisions.clear();
         status.canary_template_hash = Some(template_hash.to_string());
+        // The last run's problem went with its router.
+        self.forget_problem();
         let observed = fence.object.metadata.generation;
         fill_status(&mut status, &record, &[], observed, &self.inner.instance);
+        status.last_run = None;
+        overlay(&mut status, self.problem().as_ref(), observed);
         self.write(&mut fence, status).await?;
         fence.generation += 1;
         record.generation = fence.generation;
@@ -291,6 +415,7 @@ impl StatusStore {
                 observed,
                 &self.inner.instance,
             );
+            overlay(&mut status, self.problem().as_ref(), observed);
             self.write(&mut fence, status).await?;
             fence.generation += 1;
         }
@@ -429,7 +554,9 @@ pub fn set_run_conditions(
         Phase::Initializing => (false, true, false, "Initializing"),
         Phase::Progressing => (false, true, false, "Progressing"),
         Phase::Paused => (false, true, false, "Paused"),
-        Phase::Succeeded => (true, false, false, "Succeeded"),
+        // The controller says Ready once the promotion is in force
+        // (`cluster::controller`'s `finish`), not when it is decided.
+        Phase::Succeeded => (false, true, false, "Promoting"),
         Phase::RolledBack => (false, false, true, "RolledBack"),
     };
     status.set_condition(condition(READY, ready, why, reason, generation));

@@ -33,6 +33,15 @@
 //!   to 0 replicas.
 //! - `cleanup`: as the end of `promote`, and the canary Ingress is deleted.
 //!
+//! With [`KubernetesRouter::with_retry_every`] (the controller's:
+//! [`RETRY_EVERY`]), a call that failed is not sent again within that
+//! time: the same call (readiness, the same weight, promotion) answers the
+//! same error from memory until then, so a driver that retries on every
+//! tick makes one request a second, not ten (a refused VirtualService got
+//! 298 PATCHes in 30 s). A different call (a rollback to 0 %) goes out at
+//! once. [`KubernetesRouter::last_error`] is the last error while it
+//! stands.
+//!
 //! The GitOps mode ([`KubernetesRouter::gitops`], the controller's): git
 //! owns the whole stable Deployment and commits new images to its pod
 //! template; serin keeps it `spec.paused: true` (a server-side apply of that
@@ -188,6 +197,26 @@ struct Plan {
     routing: Routing,
 }
 
+/// How long a failed call answers its error from memory before it is sent
+/// again, in the controller (the docs' "retried every second").
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// A call to the router, to tell a retry from a new call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Call {
+    Ready,
+    Weight(Weight),
+    Promote,
+}
+
+/// The last call that failed: which, when, and why.
+#[derive(Debug, Clone)]
+struct Failure {
+    call: Call,
+    at: tokio::time::Instant,
+    error: Error,
+}
+
 #[derive(Debug, Default)]
 struct State {
     plan: Option<Plan>,
@@ -206,6 +235,10 @@ pub struct KubernetesRouter {
     poll: Duration,
     timeout: Duration,
     state: Mutex<State>,
+    /// The last failed call, while no call has succeeded since.
+    failure: std::sync::Mutex<Option<Failure>>,
+    /// A failed call is answered from memory this long (zero: never).
+    retry_every: Duration,
 }
 
 /// Turns a kube error into the text shown to the user, naming the object.
@@ -241,7 +274,47 @@ impl KubernetesRouter {
             poll: Duration::from_secs(2),
             timeout: Duration::from_secs(600),
             state: Mutex::new(State::default()),
+            failure: std::sync::Mutex::new(None),
+            retry_every: Duration::ZERO,
         }
+    }
+
+    /// A failed call is sent again only `every` after it failed; until
+    /// then the same call answers the same error (default: every call is
+    /// sent).
+    pub fn with_retry_every(mut self, every: Duration) -> KubernetesRouter {
+        self.retry_every = every;
+        self
+    }
+
+    /// Why the last call failed, while no call has succeeded since (its
+    /// kind tells a wait from what needs a person: a conflict, an invalid
+    /// object).
+    pub fn last_error(&self) -> Option<Error> {
+        self.failure
+            .lock()
+            .ok()
+            .and_then(|f| f.as_ref().map(|f| f.error.clone()))
+    }
+
+    /// The same call failed less than [`RETRY_EVERY`] ago: its error.
+    fn recent_failure(&self, call: Call) -> Option<Error> {
+        let f = self.failure.lock().ok()?;
+        f.as_ref()
+            .filter(|f| f.call == call && f.at.elapsed() < self.retry_every)
+            .map(|f| f.error.clone())
+    }
+
+    /// Notes how `call` went.
+    fn noted(&self, call: Call, result: Result<(), Error>) -> Result<(), Error> {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = result.as_ref().err().map(|e| Failure {
+                call,
+                at: tokio::time::Instant::now(),
+                error: e.clone(),
+            });
+        }
+        result
     }
 
     /// How often and how long `promote` waits for the stable Deployment to
@@ -641,22 +714,35 @@ impl KubernetesRouter {
 impl TrafficRouter for KubernetesRouter {
     fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
+            if let Some(e) = self.recent_failure(Call::Ready) {
+                return Err(e);
+            }
             let mut state = self.state.lock().await;
-            self.check_ready_locked(&mut state).await
+            let result = self.check_ready_locked(&mut state).await;
+            self.noted(Call::Ready, result)
         })
     }
 
     fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
+            let call = Call::Weight(weight);
+            if let Some(e) = self.recent_failure(call) {
+                return Err(e);
+            }
             let mut state = self.state.lock().await;
-            self.apply_weight_locked(&mut state, weight).await
+            let result = self.apply_weight_locked(&mut state, weight).await;
+            self.noted(call, result)
         })
     }
 
     fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
+            if let Some(e) = self.recent_failure(Call::Promote) {
+                return Err(e);
+            }
             let mut state = self.state.lock().await;
-            self.promote_locked(&mut state).await
+            let result = self.promote_locked(&mut state).await;
+            self.noted(Call::Promote, result)
         })
     }
 }
@@ -675,6 +761,31 @@ pub async fn set_paused(
         "kind": "Deployment",
         "metadata": { "name": name, "namespace": namespace },
         "spec": { "paused": paused },
+    });
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| api_error(&format!("Deployment {namespace}/{name}"), e))
+}
+
+/// Gives up serin's `spec.paused` on the Deployment `namespace/name`: a
+/// server-side apply (field manager [`FIELD_MANAGER`]) of no field, so the
+/// API server drops what serin alone owned (the Deployment is no longer
+/// paused unless another manager pauses it).
+pub async fn release_paused(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name, "namespace": namespace },
     });
     Api::<Deployment>::namespaced(client.clone(), namespace)
         .patch(
