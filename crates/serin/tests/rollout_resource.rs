@@ -486,6 +486,7 @@ async fn against_an_api_server_the_crd_installs_and_status_is_written_under_a_pr
         canary_version: Some("v1.2.0".into()),
         last_verdict: Some("pass".into()),
         last_reason: Some("error rate 0.1 % <= 5 %".into()),
+        reason: Some("pausing 1m: 40s left".into()),
         observed_generation: generation,
         ..RolloutStatus::default()
     };
@@ -547,7 +548,7 @@ async fn against_an_api_server_the_crd_installs_and_status_is_written_under_a_pr
         &["get", "sro", "checkout", "-n", "shop", "-o", "wide"],
     );
     assert!(
-        wide.contains("REASON") && wide.contains("error rate 0.1 %"),
+        wide.contains("REASON") && wide.contains("pausing 1m: 40s left"),
         "{wide}"
     );
 
