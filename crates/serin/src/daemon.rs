@@ -856,6 +856,21 @@ impl Daemon {
         let (held, old) = self.reserve(&setup.name).await;
         let stored = self.store.get(&setup.name).ok();
         let changed = stored.as_ref().map(|r| changed_fields(&r.spec, text));
+        // A proxy that moves: its old address stops answering now, which
+        // its clients may not expect of a re-registration.
+        let moved = old
+            .as_ref()
+            .and_then(|o| o.setup.listen)
+            .filter(|was| setup.listen != Some(*was))
+            .map(|was| {
+                format!(
+                    "; the proxy moved from {was} to {}: {was} stops answering now",
+                    setup
+                        .listen
+                        .map_or("no address".to_string(), |a| a.to_string())
+                )
+            })
+            .unwrap_or_default();
         if let Some(old) = old {
             if old.driver.as_ref().is_some_and(|d| !d.is_finished()) {
                 if let (Some(c), Some(record)) = (&changed, &stored)
@@ -879,7 +894,7 @@ impl Daemon {
                 setup.name
             ),
             Some(c) => format!(
-                "updated ({} changed); `serin deploy {} VERSION` starts a rollout",
+                "updated ({} changed{moved}); `serin deploy {} VERSION` starts a rollout",
                 c.join(", "),
                 setup.name
             ),
@@ -1867,6 +1882,29 @@ analysis: { interval: 1s, errorRate: { max: 5% } }
             updated.reason
         );
         assert_eq!(daemon.store.get("shop").expect("get").spec, new);
+        // A proxy that moves says its old address stops answering.
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+        };
+        let (a, b) = (port(), port());
+        let at = |addr: std::net::SocketAddr| {
+            new.replace("listen: 127.0.0.1:0", &format!("listen: {addr}"))
+        };
+        daemon.register(&at(a), Actor::Cli).await.expect("to a");
+        let moved = daemon
+            .register(&at(b), Actor::Cli)
+            .await
+            .expect("to b")
+            .status();
+        assert!(
+            moved.reason.contains(&format!(
+                "the proxy moved from {a} to {b}: {a} stops answering now"
+            )),
+            "{}",
+            moved.reason
+        );
         crate::shutdown::stop_rollouts(daemon.take_all().await).await;
     }
 }
