@@ -1314,7 +1314,7 @@ impl Judge {
                 r.canary = acc.canary.client_error_rate();
                 r.stable = acc.stable.client_error_rate();
                 r.reason = format!(
-                    "{} since the run began",
+                    "{} since judging began",
                     versus(
                         "canary client errors (4xx)",
                         other,
@@ -1412,7 +1412,7 @@ impl Judge {
     /// What the ratio checks' counts cover, as their reasons say it.
     fn ratio_window(&self) -> &'static str {
         if self.config.method == Method::Sequential {
-            "since the run began"
+            "since judging began"
         } else {
             "in this step"
         }

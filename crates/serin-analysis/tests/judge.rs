@@ -222,7 +222,7 @@ fn sequential_fails_on_a_clear_regression_with_the_numbers() {
     let r = last.unwrap();
     assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
     assert!(
-        r.reason.starts_with("canary error rate 8.0 % (40/500) vs stable 0.95 % (90/9 500) since the run began: worse than stable with 95 % confidence (e-value"),
+        r.reason.starts_with("canary error rate 8.0 % (40/500) vs stable 0.95 % (90/9 500) since judging began: worse than stable with 95 % confidence (e-value"),
         "{}",
         r.reason
     );
@@ -328,7 +328,7 @@ fn stages_reset_absolute_limits_but_keep_ratio_evidence() {
     assert_eq!(r.verdict, Verdict::NotEnoughData, "{}", r.reason);
     assert!(
         r.reason
-            .contains("vs stable 0.99 % (47/4 750) since the run began: above the limit, not yet significant (e-value"),
+            .contains("vs stable 0.99 % (47/4 750) since judging began: above the limit, not yet significant (e-value"),
         "{}",
         r.reason
     );

@@ -323,7 +323,7 @@ fn a_canary_that_answers_404_to_everything_fails_in_every_method() {
         let r = r.unwrap();
         assert_eq!(r.verdict, Verdict::Fail, "{method:?}: {}", r.reason);
         assert!(
-            r.reason.starts_with("canary client errors (4xx) 100.0 % (250/250) vs stable 0 % (0/4 750) since the run began: above 5 × stable with 95 % confidence"),
+            r.reason.starts_with("canary client errors (4xx) 100.0 % (250/250) vs stable 0 % (0/4 750) since judging began: above 5 × stable with 95 % confidence"),
             "{method:?}: {}",
             r.reason
         );
