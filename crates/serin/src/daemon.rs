@@ -971,11 +971,27 @@ impl Daemon {
                 req.version
             )));
         }
-        if let Some(upstream) = &req.upstream {
-            let table = RoutingTable::new(&stable_upstream, upstream, Weight::ZERO)
-                .map_err(|e| DaemonError::Invalid(format!("upstream: {e}")))?;
-            record.canary_upstream = Some(table.upstream(Version::Canary).to_string());
+        // The canary's upstream: the one given, else the file's, never one
+        // an earlier deploy gave (after its promotion that is stable's own).
+        record.canary_upstream = match &req.upstream {
+            Some(upstream) => {
+                let table = RoutingTable::new(&stable_upstream, upstream, Weight::ZERO)
+                    .map_err(|e| DaemonError::Invalid(format!("upstream: {e}")))?;
+                Some(table.upstream(Version::Canary).to_string())
+            }
+            None => None,
+        };
+        let next = self.setup_for(&record).map_err(DaemonError::Internal)?;
+        let canary_upstream = next.table.upstream(Version::Canary).to_string();
+        if canary_upstream == next.table.upstream(Version::Stable).to_string() {
+            return Err(DaemonError::Invalid(format!(
+                "upstream: the canary would go to stable's own server {canary_upstream} (the file's \
+                 canary.upstream is the stable since a promotion); give the new version's with --upstream"
+            )));
         }
+        // Recorded as resolved: its promotion makes it stable's (a canary on
+        // the file's upstream, promoted, left stable on the old server).
+        record.canary_upstream = Some(canary_upstream);
         record.canary_version = Some(req.version.clone());
         // A new rollout: the version an earlier promotion replaced is history.
         record.former_stable_version = None;

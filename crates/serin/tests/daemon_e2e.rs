@@ -721,3 +721,51 @@ fn a_finished_runs_figures_stop_at_its_end() {
     let after = d.status("ended");
     assert_eq!(after["metrics"], ended["metrics"], "{after:#}");
 }
+
+/// A deploy without `--upstream` sends the canary to the file's
+/// `canary.upstream`, never to one an earlier deploy gave (after that one's
+/// promotion, stable's own server: serin compared a server with itself);
+/// and a canary that would land on stable's server is refused.
+#[test]
+fn a_deploy_never_reuses_an_earlier_runs_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let (_third, third) = demo_app("v3", &[]);
+    let proxy = local(free_port());
+    let d = Daemon::start(local(free_port()), &dir.path().join("state"));
+    let file = write(
+        dir.path(),
+        "up.yaml",
+        &rollout_file("up", proxy, stable, canary, &["setWeight: 20", "pause: {}"]),
+    );
+    d.ok(&["init", &file.display().to_string()]);
+    wait_for_port(proxy);
+    let promoted = |version: &str| {
+        d.ok(&["promote", "up", "--full"]);
+        wait_status(d.addr, "up", "promoted", |s| {
+            phase(s) == "Succeeded" && s["stable"]["version"] == version
+        });
+    };
+    // v3 on a server of its own, promoted: stable is now that server.
+    d.ok(&[
+        "deploy",
+        "up",
+        "v3",
+        "--upstream",
+        &format!("http://{third}"),
+    ]);
+    wait_status(d.addr, "up", "at 20 %", |s| phase(s) == "Paused");
+    promoted("v3");
+    // A plain deploy goes to the file's canary.upstream (v2's), not v3's.
+    d.ok(&["deploy", "up", "v2"]);
+    wait_status(d.addr, "up", "at 20 %", |s| phase(s) == "Paused");
+    let c = split(proxy, 200);
+    assert!(count(&c, "v2") > 0 && count(&c, "v3") > 0, "{c:?}");
+    promoted("v2");
+    // Now the file's canary.upstream is stable's own: refused, said why.
+    let o = d.cli(&["deploy", "up", "v4"], true);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("stable's own server"), "{}", text(&o));
+    assert_eq!(phase(&d.status("up")), "Succeeded", "nothing changed");
+}
