@@ -270,17 +270,10 @@ fn a_canary_over_the_error_limit_never_ends_an_early_pause() {
 
 // ---------------------------------------------------------------- baseline
 
-/// A rollout with a baseline whose error-rate check is relative (at most
+/// `rollout` with a baseline whose error-rate check is relative (at most
 /// twice the reference's), with a loose absolute limit.
-fn with_baseline(
-    name: &str,
-    proxy: SocketAddr,
-    stable: SocketAddr,
-    canary: SocketAddr,
-    baseline: SocketAddr,
-    steps: &str,
-) -> String {
-    let yaml = Rollout::new(name, proxy, stable, canary)
+fn with_baseline(rollout: Rollout, baseline: SocketAddr, steps: &str) -> String {
+    let yaml = rollout
         .steps(steps)
         .rest(&format!("baseline: {{ upstream: http://{baseline} }}\n"))
         .yaml();
@@ -323,17 +316,26 @@ fn a_baseline_gets_the_canarys_share_and_the_relative_checks_name_it() {
     let (_baseline, baseline) = demo_app("v1-fresh", &[]);
     let proxy = local(free_port());
     let yaml = with_baseline(
-        "fresh",
-        proxy,
-        stable,
-        canary,
+        Rollout::new("fresh", proxy, stable, canary),
         baseline,
         "  - setWeight: 20\n  - pause: {}\n",
     );
-    let file = write(dir.path(), "rollout.yaml", &yaml);
-    let run = Proc::spawn(serin_run(&file, dir.path()), true);
-    wait_for_port(proxy);
-    wait_status(dir.path(), "fresh", Duration::from_secs(30), |s| {
+    three_shares(dir.path(), "fresh", &yaml, proxy, false);
+}
+
+/// Runs `yaml` (20 % then `pause: {}`, healthy apps, the baseline answering
+/// `v1-fresh`) and checks the three shares through `proxy`, the proxy's
+/// own count of the baseline (built-in only: nginx's is its access log),
+/// and a passing verdict naming the baseline; then promotes.
+fn three_shares(dir: &Path, name: &str, yaml: &str, proxy: SocketAddr, nginx: bool) {
+    let file = write(dir, "rollout.yaml", yaml);
+    let run = Proc::spawn(serin_run(&file, dir), true);
+    if nginx {
+        wait_served(proxy);
+    } else {
+        wait_for_port(proxy);
+    }
+    wait_status(dir, name, Duration::from_secs(30), |s| {
         s["weightInForce"].as_f64() == Some(20.0)
     });
     let _load = load_with(&format!("http://{proxy}/"), 100, "30s", &[]);
@@ -349,29 +351,31 @@ fn a_baseline_gets_the_canarys_share_and_the_relative_checks_name_it() {
     assert!((share("v2") - 0.2).abs() < 0.065, "{seen:?}");
     assert!((share("v1-fresh") - 0.2).abs() < 0.065, "{seen:?}");
     assert!((share("v1") - 0.6).abs() < 0.08, "{seen:?}");
-    // The proxy counts the baseline's requests apart too.
-    let api: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state/api.json")).unwrap())
+    if !nginx {
+        // The proxy counts the baseline's requests apart too.
+        let api: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("state/api.json")).unwrap())
+                .unwrap();
+        let api: SocketAddr = api["url"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .parse()
             .unwrap();
-    let api: SocketAddr = api["url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let page = common::http::get(api, "/metrics").body;
-    let counted = |version: &str| -> u64 {
-        let prefix = format!("serin_requests_total{{rollout=\"fresh\",version=\"{version}\",");
-        page.lines()
-            .filter_map(|l| l.strip_prefix(&prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
-    assert!(counted("baseline") >= u64::from(seen["v1-fresh"]), "{page}");
+        let page = common::http::get(api, "/metrics").body;
+        let counted = |version: &str| -> u64 {
+            let prefix = format!("serin_requests_total{{rollout=\"{name}\",version=\"{version}\",");
+            page.lines()
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        assert!(counted("baseline") >= u64::from(seen["v1-fresh"]), "{page}");
+    }
     // A verdict's relative check compares the canary with the baseline.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let history = cli(dir.path(), &["history", "fresh"]);
+        let history = cli(dir, &["history", name]);
         if history_lines(&history, "verdict")
             .iter()
             .any(|l| l.contains("pass") && l.contains("baseline"))
@@ -384,10 +388,13 @@ fn a_baseline_gets_the_canarys_share_and_the_relative_checks_name_it() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    cli(dir.path(), &["promote", "fresh", "--full"]);
+    cli(dir, &["promote", name, "--full"]);
     let out = run.wait_output(Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// 30 % for up to 20 s, then 100 %.
+const WORSE_STEPS: &str = "  - setWeight: 30\n  - pause: { duration: 20s }\n  - setWeight: 100\n";
 
 /// A canary worse than the fresh baseline, though better than a stable
 /// that errs after weeks of running: 10 % errors against the baseline's
@@ -401,12 +408,9 @@ fn a_canary_worse_than_the_baseline_rolls_back_though_better_than_stable() {
     let (_baseline, baseline) = demo_app("v1-fresh", &[]);
     let proxy = local(free_port());
     let yaml = with_baseline(
-        "worse",
-        proxy,
-        stable,
-        canary,
+        Rollout::new("worse", proxy, stable, canary),
         baseline,
-        "  - setWeight: 30\n  - pause: { duration: 20s }\n  - setWeight: 100\n",
+        WORSE_STEPS,
     );
     let o = run_with_load(dir.path(), &yaml, proxy, 200, Duration::from_secs(90));
     assert_eq!(o.code, Some(3), "{}", o.out);
@@ -422,7 +426,8 @@ fn a_canary_worse_than_the_baseline_rolls_back_though_better_than_stable() {
 // ------------------------------------------------------ split with nginx
 
 /// An nginx rollout `name` on `port` keyed by the sticky cookie `user`,
-/// 20 % for a 2 s pause, then 100 %; a progress deadline of `deadline`.
+/// with `steps`, never rolled back for want of data, a progress deadline
+/// of `deadline`.
 fn nginx_sticky(
     nginx: &Nginx,
     name: &str,
@@ -574,5 +579,56 @@ fn nginx_a_healthy_split_is_never_held() {
     assert!(
         !history.contains("canary got") && !out.contains("canary got"),
         "{history}\n{out}"
+    );
+}
+
+// ------------------------------------------------------ baseline with nginx
+
+/// Through a real nginx the baseline gets the canary's share too (the
+/// generated `split_clients` has three buckets) and the relative checks,
+/// on nginx's access log, compare with it.
+#[test]
+fn nginx_a_baseline_gets_the_canarys_share_and_the_relative_checks_name_it() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let (_baseline, baseline) = demo_app("v1-fresh", &[]);
+    let port = free_port();
+    let yaml = with_baseline(
+        nginx.rollout("nfresh", port, stable, canary, &nginx.test_command()),
+        baseline,
+        "  - setWeight: 20\n  - pause: {}\n",
+    );
+    three_shares(dir.path(), "nfresh", &yaml, local(port), true);
+}
+
+/// nginx: a canary worse than the fresh baseline, better than the erring
+/// stable, is rolled back on the baseline comparison.
+#[test]
+fn nginx_a_canary_worse_than_the_baseline_rolls_back() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &["--error-rate", "0.3"]);
+    let (_canary, canary) = demo_app("v2", &["--error-rate", "0.1"]);
+    let (_baseline, baseline) = demo_app("v1-fresh", &[]);
+    let port = free_port();
+    let yaml = with_baseline(
+        nginx.rollout("nworse", port, stable, canary, &nginx.test_command()),
+        baseline,
+        WORSE_STEPS,
+    );
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let run = Proc::spawn(serin_run(&file, dir.path()), true);
+    wait_served(local(port));
+    let _load = load_with(&format!("http://127.0.0.1:{port}/"), 200, "60s", &[]);
+    let output = run.wait_output(Duration::from_secs(90));
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let history = cli(dir.path(), &["history", "nworse"]);
+    let rolled = history_lines(&history, "rolled-back");
+    assert_eq!(rolled.len(), 1, "{history}");
+    assert!(
+        rolled[0].contains("error rate") && rolled[0].contains("baseline"),
+        "{history}"
     );
 }
