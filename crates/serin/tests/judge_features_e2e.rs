@@ -632,3 +632,47 @@ fn nginx_a_canary_worse_than_the_baseline_rolls_back() {
         "{history}"
     );
 }
+
+// ------------------------------------------- split with the built-in proxy
+
+/// The built-in proxy, sticky by the cookie `user`, with every client
+/// sharing one cookie: the canary's share is far from the 20 % asked, the
+/// step is held with the numbers, and rolled back past the deadline.
+#[test]
+fn builtin_a_split_that_does_not_take_effect_holds_the_step_then_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let yaml = Rollout::new("bsticky", proxy, stable, canary)
+        .traffic("  provider: builtin\n  sticky: { cookie: user }\n")
+        .steps("  - setWeight: 20\n  - pause: { duration: 2s }\n  - setWeight: 100\n")
+        .no_data_limit(1000)
+        .rest("progressDeadline: 6s\n")
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let run = Proc::spawn(serin_run(&file, dir.path()), true);
+    wait_for_port(proxy);
+    let _load = load_with(
+        &format!("http://{proxy}/"),
+        100,
+        "60s",
+        &["Cookie: user=everyone"],
+    );
+    let held = wait_status(dir.path(), "bsticky", Duration::from_secs(30), |s| {
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("canary got ") && r.contains("20 % requested"))
+    });
+    assert_eq!(held["weight"].as_f64(), Some(20.0), "{held:#}");
+    let output = run.wait_output(Duration::from_secs(60));
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let history = cli(dir.path(), &["history", "bsticky"]);
+    let rolled = history_lines(&history, "rolled-back");
+    assert_eq!(rolled.len(), 1, "{history}");
+    assert!(
+        rolled[0].contains("no progress within the progress deadline (6s): canary got ")
+            && rolled[0].contains("20 % requested"),
+        "{history}"
+    );
+}
