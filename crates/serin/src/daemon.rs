@@ -871,6 +871,8 @@ impl Daemon {
                 )
             })
             .unwrap_or_default();
+        // What ran before, to bring back if the new file cannot be stored.
+        let before = old.as_ref().map(|o| o.setup.clone());
         if let Some(old) = old {
             if old.driver.as_ref().is_some_and(|d| !d.is_finished()) {
                 if let (Some(c), Some(record)) = (&changed, &stored)
@@ -904,7 +906,13 @@ impl Daemon {
             ),
         };
         let record = setup.record(text, None, state);
-        let plane = DataPlane::start(&setup, Weight::ZERO).await?;
+        let plane = match DataPlane::start(&setup, Weight::ZERO).await {
+            Ok(plane) => plane,
+            Err(e) => {
+                self.restore(held, before).await;
+                return Err(e.into());
+            }
+        };
         // A run the store still has open (its serin stopped during it) ends
         // here, saying who registered the rollout again.
         if let Err(e) = self.store.end_unfinished_run(
@@ -918,7 +926,10 @@ impl Daemon {
         let record = match self.store.register(&record, now) {
             Ok(r) => r,
             Err(e) => {
+                // Nothing changed: the earlier file's proxy serves again
+                // (a locked database took the service's address down).
                 plane.stop().await;
+                self.restore(held, before).await;
                 return Err(e.into());
             }
         };
@@ -940,6 +951,28 @@ impl Daemon {
         let status = self.status_of(&record, Some(&entry));
         held.put(entry);
         Ok(Registered::New(status))
+    }
+
+    /// A registration that failed after the earlier rollout's plane
+    /// stopped: that plane starts again as it was, all traffic on stable
+    /// (its run had ended), so a failed `init` changes nothing.
+    async fn restore(&self, held: Reservation<'_>, before: Option<Setup>) {
+        let Some(setup) = before else {
+            return;
+        };
+        match DataPlane::start(&setup, Weight::ZERO).await {
+            Ok(plane) => held.put(Entry {
+                setup,
+                plane,
+                driver: None,
+                started_at: Some(Weight::ZERO),
+                run_baseline: None,
+                counting_since: Some(time::now()),
+            }),
+            Err(e) => {
+                tracing::error!(rollout = %setup.name, "the registration failed, and its earlier proxy did not start again: {e}");
+            }
+        }
     }
 
     /// Starts the rollout of `req.version` as the canary.
@@ -1823,6 +1856,44 @@ analysis: { interval: 1s, errorRate: { max: 5% } }
     /// `serin init` of a rollout in progress is refused, naming the fields
     /// its new file changes (none for the same file) and what may change now;
     /// once the run has ended, the new file is taken and its changes said.
+    /// Outside breaker: `serin init` under a locked database answered 503
+    /// but had stopped the earlier proxy, taking the service's address down.
+    #[tokio::test]
+    async fn a_registration_the_store_refuses_leaves_the_earlier_proxy_serving() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let daemon = Daemon::start(
+            store,
+            None,
+            Commands::default(),
+            Paths::default(),
+            crate::runtime::parser(),
+        )
+        .await
+        .expect("daemon");
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let file = FILE.replace("listen: 127.0.0.1:0", &format!("listen: {addr}"));
+        daemon.register(&file, Actor::Cli).await.expect("register");
+        assert!(std::net::TcpStream::connect(addr).is_ok(), "serving");
+        let lock = rusqlite::Connection::open(dir.path().join("serin.db")).expect("open");
+        lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        let changed = file.replace("interval: 1s", "interval: 2s");
+        let err = daemon
+            .register(&changed, Actor::Cli)
+            .await
+            .expect_err("the store is locked");
+        assert_eq!(err.kind(), Kind::Unavailable, "{err}");
+        assert!(
+            std::net::TcpStream::connect(addr).is_ok(),
+            "the earlier proxy serves again"
+        );
+        lock.execute_batch("COMMIT").expect("unlock");
+        assert_eq!(daemon.status("shop").await.expect("status").name, "shop");
+        crate::shutdown::stop_rollouts(daemon.take_all().await).await;
+    }
+
     #[tokio::test]
     async fn init_updates_a_rollout_not_in_progress_and_says_what_waits_for_the_run() {
         let dir = tempfile::tempdir().expect("tempdir");
