@@ -61,6 +61,18 @@ pub fn clock(t: Millis) -> String {
     format!("{} UTC", &r[11..19])
 }
 
+/// `t` as seen at `now`: the time of day ([`clock`]) on `now`'s day (UTC),
+/// with its date otherwise (`2026-12-07 19:33:02 UTC`): a pause of 720 h
+/// said "until 19:33:02 UTC", which read as already past.
+pub fn clock_seen_at(now: Millis, t: Millis) -> String {
+    let (n, r) = (rfc3339(now), rfc3339(t));
+    if n[..10] == r[..10] {
+        clock(t)
+    } else {
+        format!("{} {} UTC", &r[..10], &r[11..19])
+    }
+}
+
 /// Parses a duration as the command line and rollout files write them:
 /// `500ms`, `30s`, `2m`, `1h`, `1m30s`; a bare number is seconds. Or says
 /// what was expected.
@@ -144,6 +156,19 @@ mod tests {
         assert_eq!(
             rfc3339(Millis(1_795_573_445_123)),
             "2026-11-25T02:24:05.123Z"
+        );
+    }
+
+    #[test]
+    fn a_time_on_another_day_carries_its_date() {
+        let now = Millis(1_795_573_445_123); // 2026-11-25T02:24:05Z
+        assert_eq!(
+            clock_seen_at(now, Millis(now.0 + 3_600_000)),
+            "03:24:05 UTC"
+        );
+        assert_eq!(
+            clock_seen_at(now, Millis(now.0 + 720 * 3_600_000)),
+            "2026-12-25 02:24:05 UTC"
         );
     }
 

@@ -50,7 +50,7 @@ use crate::rollout::{
     Actor, Decision, DecisionKind, Hold, Outcome, Phase, Plan, RecordedVerdict, SplitSeen, State,
     Step, Stop, Verdict,
 };
-use crate::time::{Millis, clock, human, human_span};
+use crate::time::{Millis, clock, clock_seen_at, human, human_span};
 
 /// Something that happened to a rollout.
 #[derive(Debug, Clone, PartialEq)]
@@ -432,7 +432,10 @@ impl Machine<'_> {
             "pausing {}: {} left (until {})",
             human(d),
             human_span(left),
-            clock(self.now.after(std::time::Duration::from_millis(left)))
+            clock_seen_at(
+                self.now,
+                self.now.after(std::time::Duration::from_millis(left))
+            )
         )
     }
 
