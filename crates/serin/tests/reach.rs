@@ -255,6 +255,15 @@ fn a_state_dir_left_by_a_killed_serin_run_is_told_apart_from_a_running_one() {
     );
     assert!(err.contains("waited 5 s"), "{err}");
     assert!(started.elapsed() >= Duration::from_secs(5), "did not wait");
+    // Read from the store, its status says nothing runs it now, not what
+    // it waited for then (`serin promote`, which nothing can answer).
+    let out = cli_in(dir.path(), &["status", "held", "--state-dir", &state_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no serin runs it now"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A serin killed but not yet reaped by its parent still has its pid (a

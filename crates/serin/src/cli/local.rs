@@ -95,6 +95,24 @@ impl Local {
             }
             let file = self.dir.join(format!("{name}.rollback-pending"));
             let Ok(text) = std::fs::read_to_string(&file) else {
+                // In progress as stored, yet nothing runs it: the serin that
+                // ran it stopped during the run. Its stored reason ("waiting
+                // for `serin promote`") would send an operator to a command
+                // nothing can answer.
+                let phase = v.get("phase").and_then(|p| p.as_str()).unwrap_or("");
+                let deployed = v.pointer("/canary/version").is_some_and(|c| !c.is_null());
+                if deployed && matches!(phase, "Initializing" | "Progressing" | "Paused") {
+                    let was = v
+                        .get("reason")
+                        .and_then(|r| r.as_str())
+                        .unwrap_or("")
+                        .to_string();
+                    v["reason"] = format!(
+                        "no serin runs it now: the serin that ran it stopped during the run; `serin run` or `serin serve` on this state dir resumes it (it said: {was})"
+                    )
+                    .into();
+                    return true;
+                }
                 return false;
             };
             let cause = text.lines().next().unwrap_or("").trim();
