@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rollout::Outcome;
+use crate::rollout::{DecisionKind, Outcome};
 use crate::store::{
     EventRecord, RolloutRecord, RunRecord, Sample, Store, StoreError, VersionSample,
 };
@@ -46,6 +46,15 @@ pub struct Report {
     pub former_stable_version: Option<String>,
     /// The weight now, in percent.
     pub weight: f64,
+    /// The rollout ran in advisory mode (`analysis.mode: advisory`): the
+    /// judge's fails were recorded, not acted on.
+    #[serde(default)]
+    pub advisory: bool,
+    /// Each moment the judge would have rolled back (advisory mode, or an
+    /// advisory check that failed), oldest first, with its reason; the
+    /// same decisions are in `timeline` as `would-roll-back`.
+    #[serde(default)]
+    pub would_roll_back: Vec<TimelineEntry>,
     /// Every decision of the run, oldest first.
     pub timeline: Vec<TimelineEntry>,
     /// Totals over the run's sampled intervals, per version (this run).
@@ -66,7 +75,7 @@ pub struct TimelineEntry {
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// `registered`, `deployed`, `started`, `step`, `verdict`, `operator`,
-    /// `gate`, `promoted`, `rolled-back`.
+    /// `gate`, `promoted`, `rolled-back`, `would-roll-back`.
     pub kind: String,
     /// The step the decision was made in, counted from 1 (like the
     /// status's `step` and every text that shows one).
@@ -91,6 +100,11 @@ pub struct SampleEntry {
     pub step: usize,
     /// Weight in percent.
     pub weight: f64,
+    /// The canary's observed share of the interval's requests, in percent
+    /// (canary / every version's), to compare with `weight`; null without
+    /// requests. Requests a header or cookie route sent count too.
+    #[serde(default)]
+    pub canary_share: Option<f64>,
     /// The interval's verdict.
     pub verdict: String,
     /// Stable's numbers.
@@ -176,6 +190,12 @@ impl Report {
             canary_version: rollout.canary_version.clone(),
             former_stable_version: rollout.former_stable_version.clone(),
             weight: rollout.state.weight.percent(),
+            advisory: advisory(&rollout.spec),
+            would_roll_back: events
+                .iter()
+                .filter(|e| e.decision.kind == DecisionKind::WouldRollBack)
+                .map(timeline_entry)
+                .collect(),
             timeline: events.iter().map(timeline_entry).collect(),
             summary: Summary {
                 window: sampled_window(samples),
@@ -188,6 +208,7 @@ impl Report {
                     at_ms: s.at.0,
                     step: s.step + 1,
                     weight: s.weight.percent(),
+                    canary_share: canary_share(s),
                     verdict: s.verdict.clone(),
                     stable: s.stable.clone(),
                     canary: s.canary.clone(),
@@ -234,6 +255,19 @@ impl Report {
         }
         Ok(report)
     }
+}
+
+/// The rollout file says `analysis.mode: advisory` (a file that does not
+/// parse, or none kept: not advisory).
+fn advisory(spec: &str) -> bool {
+    !spec.is_empty()
+        && crate::spec::parse(spec, "the registered rollout file").is_ok_and(|r| r.plan().advisory)
+}
+
+/// The canary's share of an interval's requests, in percent (two decimals).
+fn canary_share(s: &Sample) -> Option<f64> {
+    let all = s.stable.requests + s.canary.requests;
+    (all > 0).then(|| (1e4 * s.canary.requests as f64 / all as f64).round() / 100.0)
 }
 
 /// A record standing for a run that is not the rollout's current one: its
@@ -400,9 +434,14 @@ impl Report {
              <title>{}</title><style>{CSS}</style></head><body>\n",
             escape(&title)
         );
+        let advisory = if self.advisory {
+            "<p class=\"phase advisory\" title=\"analysis.mode: advisory: the judge's fails were recorded, not acted on\">advisory run</p>"
+        } else {
+            ""
+        };
         let _ = write!(
             h,
-            "<header><h1>{}</h1><p class=\"phase {outcome_class}\">{}</p><p class=\"reason\">{}</p></header>",
+            "<header><h1>{}</h1><p class=\"phase {outcome_class}\">{}</p>{advisory}<p class=\"reason\">{}</p></header>",
             escape(&title["serin report: ".len()..]),
             escape(&self.phase),
             escape(&self.reason)
@@ -498,12 +537,36 @@ impl Report {
         }
         h.push_str("</table></section>\n");
 
+        if !self.would_roll_back.is_empty() {
+            let _ = write!(
+                h,
+                "<section class=\"would\"><h2>Would have rolled back ({})</h2><p>{}</p><table><tr><th>time (UTC)</th><th>step</th><th>weight</th><th>reason</th></tr>",
+                self.would_roll_back.len(),
+                if self.advisory {
+                    "An advisory run: the judge would have rolled back here; the rollout went on by its steps."
+                } else {
+                    "An advisory check failed here: it would have rolled back; the others decided."
+                }
+            );
+            for e in &self.would_roll_back {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{} %</td><td>{}</td></tr>",
+                    escape(&e.at),
+                    e.step,
+                    e.weight,
+                    escape(&e.reason)
+                );
+            }
+            h.push_str("</table></section>\n");
+        }
         h.push_str("<section><h2>Error rate per interval</h2>");
         h.push_str(&self.chart(|s| s.error_rate().map(|r| 100.0 * r), "%"));
         h.push_str("</section>\n<section><h2>p95 latency per interval</h2>");
         h.push_str(&self.chart(|s| s.p95_ms, "ms"));
         h.push_str("</section>\n");
 
+        h.push_str(&self.intervals_table());
         h.push_str("<section><h2>Decisions</h2><table class=\"timeline\"><tr><th>time (UTC)</th><th>kind</th><th>step</th><th>weight</th><th>verdict</th><th>reason</th></tr>");
         for e in &self.timeline {
             let verdict = e.verdict.as_deref().unwrap_or("");
@@ -521,6 +584,36 @@ impl Report {
             );
         }
         h.push_str("</table></section>\n<footer>made by serin</footer></body></html>\n");
+        h
+    }
+
+    /// Every interval in a table: the weight asked for beside the share
+    /// of requests the canary really got, each version's requests, the
+    /// verdict.
+    fn intervals_table(&self) -> String {
+        if self.samples.is_empty() {
+            return String::new();
+        }
+        let t0 = self.samples[0].at_ms;
+        let mut h = String::from(
+            "<section><h2>Intervals</h2><table class=\"intervals\"><tr><th>time</th><th>step</th><th>weight</th><th>canary got</th><th>requests stable / canary</th><th>verdict</th></tr>",
+        );
+        for s in &self.samples {
+            let share = s.canary_share.map_or("–".to_string(), |p| format!("{p} %"));
+            let _ = write!(
+                h,
+                "<tr><td>+{}</td><td>{}</td><td>{} %</td><td>{}</td><td>{} / {}</td><td class=\"v-{}\">{}</td></tr>",
+                human_span(s.at_ms.saturating_sub(t0)),
+                s.step,
+                s.weight,
+                share,
+                s.stable.requests,
+                s.canary.requests,
+                escape(&s.verdict),
+                escape(&s.verdict)
+            );
+        }
+        h.push_str("</table></section>\n");
         h
     }
 
@@ -810,6 +903,8 @@ body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:var(--in
 h1{margin:0;font-size:26px}h2{font-size:17px;margin:28px 0 8px}
 header{display:flex;flex-wrap:wrap;align-items:baseline;gap:12px}
 .phase{font-weight:600;padding:2px 10px;border-radius:12px;margin:0}
+.phase.advisory{background:#e0e7ff;color:#3730a3}.would h2{color:#92400e}
+.intervals td{font-variant-numeric:tabular-nums;white-space:nowrap}
 .phase.ok{background:#dcfce7;color:var(--ok)}.phase.bad{background:#fee2e2;color:var(--bad)}.phase.wait{background:#fef3c7;color:#92400e}
 .reason{flex-basis:100%;margin:4px 0 0;color:var(--mute)}
 .facts{display:flex;gap:12px;flex-wrap:wrap;margin-top:16px}
@@ -973,6 +1068,103 @@ mod tests {
             "rollback marked on the chart"
         );
         assert!(html.contains("class=\"line canary\""));
+    }
+
+    #[test]
+    fn an_advisory_run_lists_each_would_roll_back_and_says_it_is_advisory() {
+        let mut record = fixture_record();
+        record.spec = "name: checkout
+stable: { version: v1, upstream: http://127.0.0.1:9 }
+canary: { version: v2, upstream: http://127.0.0.1:7 }
+traffic: { provider: builtin, listen: 127.0.0.1:0 }
+analysis: { mode: advisory, interval: 1s }
+"
+        .into();
+        record.state.phase = Phase::Succeeded;
+        let event = |at, kind: DecisionKind, verdict, reason: &str| EventRecord {
+            id: 0,
+            run: 1,
+            kind: kind.as_str().into(),
+            phase: "Progressing".into(),
+            decision: Decision {
+                at: Millis(at),
+                kind,
+                step: 0,
+                weight: Weight::from_hundredths(2000).unwrap(),
+                phase: Phase::Progressing,
+                verdict,
+                reason: reason.into(),
+            },
+        };
+        let events = vec![
+            event(
+                1_000,
+                DecisionKind::Verdict,
+                Some(RecordedVerdict::Fail),
+                "canary error rate 30 %",
+            ),
+            event(
+                1_001,
+                DecisionKind::WouldRollBack,
+                None,
+                "would have rolled back: canary error rate 30 %",
+            ),
+            event(
+                9_000,
+                DecisionKind::WouldRollBack,
+                None,
+                "would have rolled back: canary p95 <slow>",
+            ),
+            event(9_500, DecisionKind::Promoted, None, "promoted"),
+        ];
+        let r = Report::new(&record, &events, &[sample(1_000, 20, 3)]);
+        assert!(r.advisory);
+        let reasons: Vec<&str> = r
+            .would_roll_back
+            .iter()
+            .map(|e| e.reason.as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "would have rolled back: canary error rate 30 %",
+                "would have rolled back: canary p95 <slow>"
+            ]
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["advisory"], true);
+        assert_eq!(json["wouldRollBack"][0]["step"], 1);
+        let html = r.to_html();
+        assert!(html.contains("advisory run</p>"), "{html}");
+        assert!(html.contains("<h2>Would have rolled back (2)</h2>"));
+        assert!(html.contains("canary p95 &lt;slow&gt;"));
+        // An enforced run without one has neither.
+        let plain = fixture();
+        assert!(!plain.advisory && plain.would_roll_back.is_empty());
+        let html = plain.to_html();
+        assert!(!html.contains("Would have rolled back") && !html.contains("advisory run"));
+    }
+
+    #[test]
+    fn each_interval_shows_the_canarys_observed_share_beside_the_weight() {
+        let r = fixture();
+        // 5 canary requests of 100: 5 %, at weight 5 %.
+        assert_eq!(r.samples[0].canary_share, Some(5.0));
+        let mut starved = sample(1_000, 20, 0);
+        starved.canary.requests = 1;
+        starved.stable.requests = 299;
+        assert_eq!(canary_share(&starved), Some(0.33));
+        starved.canary.requests = 0;
+        starved.stable.requests = 0;
+        assert_eq!(canary_share(&starved), None);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["samples"][1]["canaryShare"], 5.0);
+        let html = r.to_html();
+        assert!(html.contains("<th>canary got</th>"), "{html}");
+        assert!(
+            html.contains("<td>5 %</td><td>5 %</td><td>95 / 5</td>"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use serin_proxy::Weight;
 
-use crate::rollout::{Actor, Decision, Hold, Outcome, Phase, RecordedVerdict, State};
+use crate::rollout::{Actor, Decision, DecisionKind, Hold, Outcome, Phase, RecordedVerdict, State};
 use crate::time::Millis;
 
 /// One step of the schema: SQL, or SQL and then code that fills what SQL
@@ -1244,6 +1244,28 @@ impl Store {
             .collect()
     }
 
+    /// The latest decision of `kind` in one run of a rollout, as (reason,
+    /// time): e.g. the run's last "would have rolled back", which status
+    /// shows. `None` when the run has none.
+    pub fn last_event(
+        &self,
+        name: &str,
+        run: u32,
+        kind: DecisionKind,
+    ) -> Result<Option<(String, Millis)>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT reason, at_ms FROM events
+                 WHERE rollout = ?1 AND run = ?2 AND kind = ?3 ORDER BY id DESC LIMIT 1",
+                params![name, run, kind.as_str()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(row.map(|(reason, at)| (reason, Millis(at.max(0) as u64))))
+    }
+
     /// How many verdicts of each kind a rollout's run has had
     /// (`serin_verdicts_total`, this run's: a new run starts from zero).
     pub fn verdict_counts(&self, name: &str, run: u32) -> Result<Vec<(String, u64)>, StoreError> {
@@ -1527,7 +1549,6 @@ fn decision_kind(s: &str) -> Option<crate::rollout::DecisionKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::DecisionKind;
 
     fn record(name: &str) -> RolloutRecord {
         RolloutRecord {
@@ -1646,6 +1667,40 @@ mod tests {
         assert_eq!(samples[0].canary.requests, 3);
         assert_eq!(samples[0].canary.p95_ms, Some(12.5));
         assert_eq!(samples[0].canary.error_rate(), Some(1.0 / 3.0));
+    }
+
+    #[test]
+    fn the_last_would_roll_back_of_a_run_is_found_and_another_runs_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = store.register(&record("checkout"), Millis(10)).unwrap();
+        let r = store.start_run(&r, &[], Millis(11)).unwrap();
+        let said = |at, kind, reason: &str| Decision {
+            at: Millis(at),
+            kind,
+            step: 1,
+            weight: Weight::from_hundredths(2000).unwrap(),
+            phase: Phase::Progressing,
+            verdict: None,
+            reason: reason.into(),
+        };
+        let kind = DecisionKind::WouldRollBack;
+        assert_eq!(store.last_event("checkout", r.run, kind).unwrap(), None);
+        let decisions = [
+            said(20, kind, "would have rolled back: first"),
+            said(30, kind, "would have rolled back: second"),
+            said(40, DecisionKind::Step, "step 2"),
+        ];
+        let r2 = store.get("checkout").unwrap();
+        store.save(&r2, &decisions, Millis(41)).unwrap();
+        assert_eq!(
+            store.last_event("checkout", r.run, kind).unwrap(),
+            Some(("would have rolled back: second".into(), Millis(30)))
+        );
+        let r3 = store.start_run(&store.get("checkout").unwrap(), &[], Millis(50));
+        let run = r3.unwrap().run;
+        assert_ne!(run, r.run);
+        assert_eq!(store.last_event("checkout", run, kind).unwrap(), None);
     }
 
     #[test]
