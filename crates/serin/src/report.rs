@@ -111,6 +111,9 @@ pub struct SampleEntry {
     pub stable: VersionSample,
     /// Canary's numbers.
     pub canary: VersionSample,
+    /// The baseline's numbers, when the rollout has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<VersionSample>,
 }
 
 /// The window of a report's totals: this run's sampled intervals.
@@ -138,6 +141,9 @@ pub struct Summary {
     pub stable: VersionSummary,
     /// Canary.
     pub canary: VersionSummary,
+    /// The baseline, when the run's intervals have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<VersionSummary>,
 }
 
 /// One version's totals over the sampled intervals.
@@ -201,6 +207,9 @@ impl Report {
                 window: sampled_window(samples),
                 stable: VersionSummary::of(samples.iter().map(|s| &s.stable)),
                 canary: VersionSummary::of(samples.iter().map(|s| &s.canary)),
+                baseline: samples.iter().any(|s| s.baseline.is_some()).then(|| {
+                    VersionSummary::of(samples.iter().filter_map(|s| s.baseline.as_ref()))
+                }),
             },
             samples: samples
                 .iter()
@@ -212,6 +221,7 @@ impl Report {
                     verdict: s.verdict.clone(),
                     stable: s.stable.clone(),
                     canary: s.canary.clone(),
+                    baseline: s.baseline.clone(),
                 })
                 .collect(),
         }
@@ -264,9 +274,11 @@ fn advisory(spec: &str) -> bool {
         && crate::spec::parse(spec, "the registered rollout file").is_ok_and(|r| r.plan().advisory)
 }
 
-/// The canary's share of an interval's requests, in percent (two decimals).
+/// The canary's share of an interval's requests (every version's, the
+/// baseline's too), in percent (two decimals).
 fn canary_share(s: &Sample) -> Option<f64> {
-    let all = s.stable.requests + s.canary.requests;
+    let baseline = s.baseline.as_ref().map_or(0, |b| b.requests);
+    let all = s.stable.requests + s.canary.requests + baseline;
     (all > 0).then(|| (1e4 * s.canary.requests as f64 / all as f64).round() / 100.0)
 }
 
@@ -521,10 +533,14 @@ impl Report {
                 canary.clone().unwrap_or_default(),
             ),
         };
-        for (label, name, v) in [
+        let mut rows = vec![
             ("stable", stable_name, &self.summary.stable),
             ("canary", canary_name, &self.summary.canary),
-        ] {
+        ];
+        if let Some(b) = &self.summary.baseline {
+            rows.push(("baseline", "fresh copy of stable".to_string(), b));
+        }
+        for (label, name, v) in rows {
             let _ = write!(
                 h,
                 "<tr><th class=\"{label}\">{label} <small>{}</small></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -643,7 +659,13 @@ impl Report {
         let ymax = self
             .samples
             .iter()
-            .flat_map(|s| [value(&s.stable), value(&s.canary)])
+            .flat_map(|s| {
+                [
+                    value(&s.stable),
+                    value(&s.canary),
+                    s.baseline.as_ref().and_then(&value),
+                ]
+            })
             .flatten()
             .fold(0.0_f64, f64::max);
         // Four divisions of a round step: 0, 2.5, 5, 7.5, 10 rather than 1.2, 3.8.
@@ -737,15 +759,21 @@ impl Report {
                 x = x(e.at_ms)
             );
         }
-        // The two versions.
-        for (class, pick) in [("stable", 0usize), ("canary", 1usize)] {
+        // The versions: stable, canary, and the baseline when there is one.
+        let with_baseline = self.samples.iter().any(|s| s.baseline.is_some());
+        let lines: &[(&str, usize)] = if with_baseline {
+            &[("stable", 0), ("canary", 1), ("baseline", 2)]
+        } else {
+            &[("stable", 0), ("canary", 1)]
+        };
+        for &(class, pick) in lines {
             let mut d = String::new();
             let mut pen_up = true;
             for s in &self.samples {
-                let v = if pick == 0 {
-                    value(&s.stable)
-                } else {
-                    value(&s.canary)
+                let v = match pick {
+                    0 => value(&s.stable),
+                    1 => value(&s.canary),
+                    _ => s.baseline.as_ref().and_then(&value),
                 };
                 match v {
                     Some(v) => {
@@ -781,14 +809,23 @@ impl Report {
                 ),
                 "canary",
             ),
-            (
-                format!(
-                    "<rect y=\"{:.1}\" width=\"14\" height=\"10\" class=\"weight\"",
-                    ly - 9.0
-                ),
-                "canary weight (right axis)",
-            ),
         ];
+        if with_baseline {
+            items.push((
+                format!(
+                    "<rect y=\"{:.1}\" width=\"14\" height=\"3\" class=\"baseline\"",
+                    ly - 5.0
+                ),
+                "baseline",
+            ));
+        }
+        items.extend([(
+            format!(
+                "<rect y=\"{:.1}\" width=\"14\" height=\"10\" class=\"weight\"",
+                ly - 9.0
+            ),
+            "canary weight (right axis)",
+        )]);
         for (i, (class, label)) in [
             ("mark", "step or command"),
             ("mark bad", "failed verdict / rollback"),
@@ -898,7 +935,7 @@ pub fn escape(s: &str) -> String {
 }
 
 const CSS: &str = "
-:root{--stable:#2563eb;--canary:#ea580c;--ok:#15803d;--bad:#b91c1c;--ink:#1f2937;--mute:#6b7280}
+:root{--stable:#2563eb;--canary:#ea580c;--baseline:#0f766e;--ok:#15803d;--bad:#b91c1c;--ink:#1f2937;--mute:#6b7280}
 body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:var(--ink);max-width:980px;margin:24px auto;padding:0 16px}
 h1{margin:0;font-size:26px}h2{font-size:17px;margin:28px 0 8px}
 header{display:flex;flex-wrap:wrap;align-items:baseline;gap:12px}
@@ -912,14 +949,14 @@ header{display:flex;flex-wrap:wrap;align-items:baseline;gap:12px}
 .facts span{display:block;font-size:12px;color:var(--mute)}.facts b{font-size:18px}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eee;vertical-align:top}
-th.stable{color:var(--stable)}th.canary{color:var(--canary)}th small{color:var(--mute);font-weight:400;margin-left:4px}
+th.stable{color:var(--stable)}th.canary{color:var(--canary)}th.baseline{color:var(--baseline)}th small{color:var(--mute);font-weight:400;margin-left:4px}
 .timeline td:first-child{white-space:nowrap;color:var(--mute);font-variant-numeric:tabular-nums}
 .timeline td:not(:last-child),.timeline th{white-space:nowrap}
 .v-fail,.k-rolled-back td{color:var(--bad);font-weight:600}.k-promoted td{color:var(--ok);font-weight:600}
 svg{width:100%;height:auto;background:#fff}
 .grid{stroke:#eee}.axis{fill:var(--mute);font-size:11px}.axis.w{fill:#9ca3af}
-.line{fill:none;stroke-width:2}.line.stable{stroke:var(--stable)}.line.canary{stroke:var(--canary)}
-rect.stable{fill:var(--stable)}rect.canary{fill:var(--canary)}
+.line{fill:none;stroke-width:2}.line.stable{stroke:var(--stable)}.line.canary{stroke:var(--canary)}.line.baseline{stroke:var(--baseline);stroke-dasharray:6 3}
+rect.stable{fill:var(--stable)}rect.canary{fill:var(--canary)}rect.baseline{fill:var(--baseline)}
 .weight{fill:#fde68a;opacity:.45}
 .mark{stroke:#9ca3af;stroke-dasharray:3 3}.mark.bad{stroke:var(--bad);stroke-width:2;stroke-dasharray:none}.mark.ok{stroke:var(--ok);stroke-width:2;stroke-dasharray:none}
 .legend text{font-size:12px;fill:var(--ink)}
@@ -953,6 +990,7 @@ mod tests {
                 p95_ms: Some(40.0),
                 p99_ms: None,
             },
+            baseline: None,
         }
     }
 
@@ -1163,6 +1201,47 @@ analysis: { mode: advisory, interval: 1s }
         assert!(html.contains("<th>canary got</th>"), "{html}");
         assert!(
             html.contains("<td>5 %</td><td>5 %</td><td>95 / 5</td>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn a_baseline_is_a_third_version_in_the_summary_the_share_and_the_charts() {
+        let with = |at, errors| {
+            let mut s = sample(at, 20, 1);
+            s.baseline = Some(VersionSample {
+                requests: 5,
+                errors,
+                p50_ms: Some(9.0),
+                p95_ms: Some(33.0),
+                p99_ms: None,
+            });
+            s
+        };
+        let r = Report::new(&fixture_record(), &[], &[with(1_000, 0), with(2_000, 1)]);
+        let b = r.summary.baseline.as_ref().expect("a baseline row");
+        assert_eq!((b.requests, b.errors, b.worst_p95_ms), (10, 1, Some(33.0)));
+        // 5 canary requests of 95 + 5 + 5.
+        assert_eq!(r.samples[0].canary_share, Some(4.76));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["summary"]["baseline"]["requests"], 10);
+        assert_eq!(json["samples"][0]["baseline"]["p95Ms"], 33.0);
+        let html = r.to_html();
+        assert!(html.contains("<th class=\"baseline\">baseline"), "{html}");
+        assert_eq!(
+            html.matches("class=\"line baseline\"").count(),
+            2,
+            "both charts"
+        );
+        assert!(html.contains(">baseline</text>"), "in the legend");
+        // Without one: no baseline anywhere.
+        let plain = fixture();
+        assert!(plain.summary.baseline.is_none());
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json["summary"].get("baseline").is_none());
+        let html = plain.to_html();
+        assert!(
+            !html.contains("line baseline") && !html.contains(">baseline"),
             "{html}"
         );
     }
