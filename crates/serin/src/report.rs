@@ -824,7 +824,7 @@ impl Report {
                 "<rect y=\"{:.1}\" width=\"14\" height=\"10\" class=\"weight\"",
                 ly - 9.0
             ),
-            "canary weight (right axis)",
+            "canary weight (right)",
         )]);
         for (i, (class, label)) in [
             ("mark", "step or command"),
@@ -863,7 +863,7 @@ impl Report {
                 lx + 18.0
             );
             // About 6.5 px per character at 12 px, then a gap.
-            lx += 18.0 + 6.5 * label.len() as f64 + 20.0;
+            lx += 18.0 + 6.5 * label.len() as f64 + 16.0;
         }
         legend.push_str("</g></svg>");
         svg.push_str(&legend);
