@@ -235,7 +235,7 @@ fn the_report_of_an_advisory_rollout_with_a_baseline_renders() {
     let proxy = local(free_port());
     let yaml = Rollout::new("advised", proxy, stable, canary)
         .versions("v1.4.2", "v1.5.0")
-        .steps("  - setWeight: 20\n  - pause: { duration: 3s }\n  - setWeight: 50\n  - pause: { duration: 3s }\n")
+        .steps("  - setWeight: 20\n  - pause: { duration: 3s }\n  - setWeight: 50\n  - pause: {}\n")
         .latency_p95("300ms")
         .no_data_limit(20)
         .analysis("  mode: advisory\n")
@@ -255,8 +255,58 @@ fn the_report_of_an_advisory_rollout_with_a_baseline_renders() {
     let run = Proc::spawn(cmd, true);
     wait_for_port(proxy);
     let _load = load(&format!("http://{proxy}/"), 150, "60s");
+    // Held at the last `pause: {}`: status shows the three versions, the
+    // split and the latest would-roll-back, in JSON and in text.
+    let state = dir.path().join("state");
+    let status = |format: &str| {
+        let o = serin()
+            .args(["status", "advised", "--state-dir"])
+            .arg(&state)
+            .args(["-o", format])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let json = loop {
+        let s: serde_json::Value = serde_json::from_str(&status("json")).unwrap_or_default();
+        let held = s["pausedBy"] == "step";
+        if held
+            && s["wouldRollBack"]["reason"].is_string()
+            && s["metrics"]["baseline"]["requests"].as_u64().unwrap_or(0) > 0
+            && s["split"]["observed"].is_number()
+        {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(json["split"]["requested"], 50.0, "{json:#}");
+    assert_eq!(json["split"]["mismatch"], false, "{json:#}");
+    assert!(
+        json["wouldRollBack"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("would have rolled back: canary error rate"),
+        "{json:#}"
+    );
+    let said = status("text");
+    assert!(said.contains("% of requests (50 % requested)"), "{said}");
+    assert!(said.contains("advisory: at "), "{said}");
+    assert!(said.contains("  baseline "), "{said}");
+    let promote = serin()
+        .args(["promote", "advised", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(promote.status.success(), "{}", text(&promote));
     let o = run.wait_output(Duration::from_secs(90));
     assert_eq!(o.status.code(), Some(0), "promoted: {}", text(&o));
+    assert!(
+        text(&o).contains("advisory: would have rolled back "),
+        "the summary counts them: {}",
+        text(&o)
+    );
     let url = format!("file://{}", html.display());
     let dom = dump_dom(&dir.path().join("profile-dom"), &url);
     assert!(dom.contains("advisory run</p>"), "marked advisory");

@@ -137,7 +137,13 @@ pub fn print_status(s: &RolloutStatus) {
     if let Some(v) = &s.last_verdict {
         crate::outln!("  last verdict: {} at {}: {}", v.verdict, v.at, v.reason);
     }
-    if let Some(split) = &s.split {
+    // While it runs: after its end the weight is no longer the one the
+    // share was measured at.
+    if let Some(split) = s
+        .split
+        .as_ref()
+        .filter(|_| matches!(s.phase.as_str(), "Progressing" | "Paused"))
+    {
         crate::outln!("  {}", split_line(split));
     }
     if let Some(w) = &s.would_roll_back {
