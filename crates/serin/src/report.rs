@@ -611,20 +611,27 @@ impl Report {
             return String::new();
         }
         let t0 = self.samples[0].at_ms;
-        let mut h = String::from(
-            "<section><h2>Intervals</h2><table class=\"intervals\"><tr><th>time</th><th>step</th><th>weight</th><th>canary got</th><th>requests stable / canary</th><th>verdict</th></tr>",
+        let with_baseline = self.samples.iter().any(|s| s.baseline.is_some());
+        let mut h = format!(
+            "<section><h2>Intervals</h2><table class=\"intervals\"><tr><th>time</th><th>step</th><th>weight</th><th>canary got</th><th>requests stable / canary{}</th><th>verdict</th></tr>",
+            if with_baseline { " / baseline" } else { "" }
         );
         for s in &self.samples {
             let share = s.canary_share.map_or("–".to_string(), |p| format!("{p} %"));
             let _ = write!(
                 h,
-                "<tr><td>+{}</td><td>{}</td><td>{} %</td><td>{}</td><td>{} / {}</td><td class=\"v-{}\">{}</td></tr>",
+                "<tr><td>+{}</td><td>{}</td><td>{} %</td><td>{}</td><td>{} / {}{}</td><td class=\"v-{}\">{}</td></tr>",
                 human_span(s.at_ms.saturating_sub(t0)),
                 s.step,
                 s.weight,
                 share,
                 s.stable.requests,
                 s.canary.requests,
+                match (&s.baseline, with_baseline) {
+                    (Some(b), _) => format!(" / {}", b.requests),
+                    (None, true) => " / –".to_string(),
+                    (None, false) => String::new(),
+                },
                 escape(&s.verdict),
                 escape(&s.verdict)
             );
@@ -1234,6 +1241,11 @@ analysis: { mode: advisory, interval: 1s }
             "both charts"
         );
         assert!(html.contains(">baseline</text>"), "in the legend");
+        assert!(
+            html.contains("<th>requests stable / canary / baseline</th>")
+                && html.contains("<td>95 / 5 / 5</td>"),
+            "{html}"
+        );
         // Without one: no baseline anywhere.
         let plain = fixture();
         assert!(plain.summary.baseline.is_none());
