@@ -744,9 +744,13 @@ impl Report {
             );
         }
         // Decisions.
-        let mut drawn = [false; 3]; // step or operator, bad, ok
+        let mut drawn = [false; 4]; // step or operator, bad, ok, would
         for e in &self.timeline {
             let class = match (e.kind.as_str(), e.verdict.as_deref()) {
+                ("would-roll-back", _) => "mark would",
+                // In an advisory run a fail rolls nothing back: its
+                // would-roll-back (one per episode) is the mark.
+                (_, Some("fail")) if self.advisory => continue,
                 ("rolled-back", _) | (_, Some("fail")) => "mark bad",
                 ("promoted", _) => "mark ok",
                 ("verdict", _) => continue, // passing verdicts every interval would be noise
@@ -755,6 +759,7 @@ impl Report {
             drawn[match class {
                 "mark bad" => 1,
                 "mark ok" => 2,
+                "mark would" => 3,
                 _ => 0,
             }] = true;
             let _ = write!(
@@ -837,6 +842,7 @@ impl Report {
             ("mark", "step or command"),
             ("mark bad", "failed verdict / rollback"),
             ("mark ok", "promoted"),
+            ("mark would", "would have rolled back"),
         ]
         .into_iter()
         .enumerate()
@@ -965,7 +971,7 @@ svg{width:100%;height:auto;background:#fff}
 .line{fill:none;stroke-width:2}.line.stable{stroke:var(--stable)}.line.canary{stroke:var(--canary)}.line.baseline{stroke:var(--baseline);stroke-dasharray:6 3}
 rect.stable{fill:var(--stable)}rect.canary{fill:var(--canary)}rect.baseline{fill:var(--baseline)}
 .weight{fill:#fde68a;opacity:.45}
-.mark{stroke:#9ca3af;stroke-dasharray:3 3}.mark.bad{stroke:var(--bad);stroke-width:2;stroke-dasharray:none}.mark.ok{stroke:var(--ok);stroke-width:2;stroke-dasharray:none}
+.mark{stroke:#9ca3af;stroke-dasharray:3 3}.mark.bad{stroke:var(--bad);stroke-width:2;stroke-dasharray:none}.mark.ok{stroke:var(--ok);stroke-width:2;stroke-dasharray:none}.mark.would{stroke:#6366f1;stroke-width:2;stroke-dasharray:none}
 .legend text{font-size:12px;fill:var(--ink)}
 footer{margin:32px 0;color:var(--mute);font-size:12px}
 ";
@@ -1183,6 +1189,11 @@ analysis: { mode: advisory, interval: 1s }
         assert!(html.contains("advisory run</p>"), "{html}");
         assert!(html.contains("<h2>Would have rolled back (2)</h2>"));
         assert!(html.contains("canary p95 &lt;slow&gt;"));
+        // Marked as what they were, not as failures that rolled back.
+        // Two marks and a legend swatch in each of the two charts.
+        assert_eq!(html.matches("class=\"mark would\"").count(), 2 * (2 + 1));
+        assert!(!html.contains("class=\"mark bad\""), "{html}");
+        assert!(html.contains(">would have rolled back</text>"));
         // An enforced run without one has neither.
         let plain = fixture();
         assert!(!plain.advisory && plain.would_roll_back.is_empty());
