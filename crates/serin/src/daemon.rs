@@ -1447,6 +1447,24 @@ impl Daemon {
                 format!("since {} (the proxy's start; no run yet)", rfc3339(since))
             };
         }
+        if record.run > 0 {
+            // The run's latest "would have rolled back"; status goes on
+            // without it when the store cannot say.
+            match self
+                .store
+                .last_event(&record.name, record.run, DecisionKind::WouldRollBack)
+            {
+                Ok(last) => {
+                    status.would_roll_back = last.map(|(reason, at)| wire::WouldRollBack {
+                        reason,
+                        at: rfc3339(at),
+                    })
+                }
+                Err(e) => {
+                    tracing::debug!(rollout = %record.name, "status without its would-roll-back: {e}")
+                }
+            }
+        }
         if let Some(why) = self.why_not_running(&record.name) {
             status.reason = format!("not running in this daemon: {why}");
         }
@@ -1669,6 +1687,8 @@ fn unreadable(name: &str, error: &StoreError) -> RolloutStatus {
         stable: wire::VersionRef { version: None },
         canary: wire::VersionRef { version: None },
         last_verdict: None,
+        would_roll_back: None,
+        split: None,
         metrics: None,
         proxy: None,
     }
@@ -1710,10 +1730,14 @@ pub fn status_of(
                 reason: reason.clone(),
                 at: rfc3339(*at),
             }),
+        // The store has the run's decisions; [`Daemon::status_of`] adds it.
+        would_roll_back: None,
+        split: record.state.split.as_ref().map(wire::Split::from),
         metrics: snapshot.map(|s| wire::Metrics {
             window: wire::THIS_RUN.to_string(),
             stable: version_metrics(&s.stable),
             canary: version_metrics(&s.canary),
+            baseline: s.baseline.as_ref().map(version_metrics),
         }),
         proxy: None,
     }

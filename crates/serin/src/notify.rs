@@ -1,6 +1,7 @@
-//! Notifications: webhook POSTs on every phase change and every failed
-//! verdict (`notifications` in the rollout file), as JSON or in Slack's
-//! message format.
+//! Notifications: webhook POSTs on every phase change, every failed
+//! verdict and every "would have rolled back" of an advisory rollout or
+//! check (`notifications` in the rollout file), as JSON or in Slack's
+//! message format. [`event_of`] says which decisions become messages.
 //!
 //! The controller never waits for a webhook: [`Notifier::send`] puts the
 //! message on each target's own queue and returns. Each target has its own
@@ -15,8 +16,21 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::rollout::Outcome;
+use crate::rollout::{Decision, DecisionKind, Outcome, RecordedVerdict};
 use tokio::sync::mpsc;
+
+/// The webhook event a decision sends, if any: `verdict-failed` for a
+/// failing verdict (advisory or not), `would-roll-back` for a "would have
+/// rolled back" (advisory mode or an advisory check: one per episode, as
+/// the machine records it). Phase changes (`phase-changed`) are sent for
+/// the machine's own notify action, not for a decision.
+pub fn event_of(decision: &Decision) -> Option<&'static str> {
+    match decision.kind {
+        DecisionKind::WouldRollBack => Some("would-roll-back"),
+        _ if decision.verdict == Some(RecordedVerdict::Fail) => Some("verdict-failed"),
+        _ => None,
+    }
+}
 
 /// Tries per message and target.
 pub const ATTEMPTS: u32 = 5;
@@ -49,7 +63,7 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
-    /// `phase-changed` or `verdict-failed`.
+    /// `phase-changed`, `verdict-failed` or `would-roll-back`.
     pub event: String,
     /// The rollout.
     pub rollout: String,
@@ -81,6 +95,7 @@ impl Message {
             Format::Json => serde_json::to_value(self).unwrap_or_default(),
             Format::Slack => {
                 let icon = match (self.event.as_str(), self.phase.as_str()) {
+                    ("would-roll-back", _) => ":warning:",
                     (_, "RolledBack") | ("verdict-failed", _) => ":rotating_light:",
                     (_, "Succeeded") => ":white_check_mark:",
                     _ => ":arrows_counterclockwise:",
@@ -293,6 +308,46 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         (hits, addr)
+    }
+
+    #[test]
+    fn a_would_roll_back_decision_is_its_own_event_and_a_failed_verdict_stays_one() {
+        let decision = |kind, verdict| Decision {
+            at: crate::time::Millis(0),
+            kind,
+            step: 1,
+            weight: serin_proxy::Weight::from_hundredths(2000).unwrap(),
+            phase: crate::rollout::Phase::Progressing,
+            verdict,
+            reason: "would have rolled back: canary error rate 30 %".into(),
+        };
+        assert_eq!(
+            event_of(&decision(DecisionKind::WouldRollBack, None)),
+            Some("would-roll-back")
+        );
+        assert_eq!(
+            event_of(&decision(
+                DecisionKind::Verdict,
+                Some(RecordedVerdict::Fail)
+            )),
+            Some("verdict-failed")
+        );
+        assert_eq!(
+            event_of(&decision(
+                DecisionKind::Verdict,
+                Some(RecordedVerdict::Pass)
+            )),
+            None
+        );
+        assert_eq!(event_of(&decision(DecisionKind::Step, None)), None);
+        let mut m = message();
+        m.event = "would-roll-back".into();
+        m.phase = "Progressing".into();
+        let text = m.body(Format::Slack)["text"].as_str().unwrap().to_string();
+        assert!(
+            text.starts_with(":warning: *checkout* Progressing"),
+            "{text}"
+        );
     }
 
     #[test]

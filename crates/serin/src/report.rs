@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rollout::Outcome;
+use crate::rollout::{DecisionKind, Outcome};
 use crate::store::{
     EventRecord, RolloutRecord, RunRecord, Sample, Store, StoreError, VersionSample,
 };
@@ -46,6 +46,15 @@ pub struct Report {
     pub former_stable_version: Option<String>,
     /// The weight now, in percent.
     pub weight: f64,
+    /// The rollout ran in advisory mode (`analysis.mode: advisory`): the
+    /// judge's fails were recorded, not acted on.
+    #[serde(default)]
+    pub advisory: bool,
+    /// Each moment the judge would have rolled back (advisory mode, or an
+    /// advisory check that failed), oldest first, with its reason; the
+    /// same decisions are in `timeline` as `would-roll-back`.
+    #[serde(default)]
+    pub would_roll_back: Vec<TimelineEntry>,
     /// Every decision of the run, oldest first.
     pub timeline: Vec<TimelineEntry>,
     /// Totals over the run's sampled intervals, per version (this run).
@@ -66,7 +75,7 @@ pub struct TimelineEntry {
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// `registered`, `deployed`, `started`, `step`, `verdict`, `operator`,
-    /// `gate`, `promoted`, `rolled-back`.
+    /// `gate`, `promoted`, `rolled-back`, `would-roll-back`.
     pub kind: String,
     /// The step the decision was made in, counted from 1 (like the
     /// status's `step` and every text that shows one).
@@ -91,12 +100,20 @@ pub struct SampleEntry {
     pub step: usize,
     /// Weight in percent.
     pub weight: f64,
+    /// The canary's observed share of the interval's requests, in percent
+    /// (canary / every version's), to compare with `weight`; null without
+    /// requests. Requests a header or cookie route sent count too.
+    #[serde(default)]
+    pub canary_share: Option<f64>,
     /// The interval's verdict.
     pub verdict: String,
     /// Stable's numbers.
     pub stable: VersionSample,
     /// Canary's numbers.
     pub canary: VersionSample,
+    /// The baseline's numbers, when the rollout has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<VersionSample>,
 }
 
 /// The window of a report's totals: this run's sampled intervals.
@@ -124,6 +141,9 @@ pub struct Summary {
     pub stable: VersionSummary,
     /// Canary.
     pub canary: VersionSummary,
+    /// The baseline, when the run's intervals have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<VersionSummary>,
 }
 
 /// One version's totals over the sampled intervals.
@@ -176,11 +196,20 @@ impl Report {
             canary_version: rollout.canary_version.clone(),
             former_stable_version: rollout.former_stable_version.clone(),
             weight: rollout.state.weight.percent(),
+            advisory: advisory(&rollout.spec),
+            would_roll_back: events
+                .iter()
+                .filter(|e| e.decision.kind == DecisionKind::WouldRollBack)
+                .map(timeline_entry)
+                .collect(),
             timeline: events.iter().map(timeline_entry).collect(),
             summary: Summary {
                 window: sampled_window(samples),
                 stable: VersionSummary::of(samples.iter().map(|s| &s.stable)),
                 canary: VersionSummary::of(samples.iter().map(|s| &s.canary)),
+                baseline: samples.iter().any(|s| s.baseline.is_some()).then(|| {
+                    VersionSummary::of(samples.iter().filter_map(|s| s.baseline.as_ref()))
+                }),
             },
             samples: samples
                 .iter()
@@ -188,9 +217,11 @@ impl Report {
                     at_ms: s.at.0,
                     step: s.step + 1,
                     weight: s.weight.percent(),
+                    canary_share: canary_share(s),
                     verdict: s.verdict.clone(),
                     stable: s.stable.clone(),
                     canary: s.canary.clone(),
+                    baseline: s.baseline.clone(),
                 })
                 .collect(),
         }
@@ -234,6 +265,21 @@ impl Report {
         }
         Ok(report)
     }
+}
+
+/// The rollout file says `analysis.mode: advisory` (a file that does not
+/// parse, or none kept: not advisory).
+fn advisory(spec: &str) -> bool {
+    !spec.is_empty()
+        && crate::spec::parse(spec, "the registered rollout file").is_ok_and(|r| r.plan().advisory)
+}
+
+/// The canary's share of an interval's requests (every version's, the
+/// baseline's too), in percent (two decimals).
+fn canary_share(s: &Sample) -> Option<f64> {
+    let baseline = s.baseline.as_ref().map_or(0, |b| b.requests);
+    let all = s.stable.requests + s.canary.requests + baseline;
+    (all > 0).then(|| (1e4 * s.canary.requests as f64 / all as f64).round() / 100.0)
 }
 
 /// A record standing for a run that is not the rollout's current one: its
@@ -400,9 +446,14 @@ impl Report {
              <title>{}</title><style>{CSS}</style></head><body>\n",
             escape(&title)
         );
+        let advisory = if self.advisory {
+            "<p class=\"phase advisory\" title=\"analysis.mode: advisory: the judge's fails were recorded, not acted on\">advisory run</p>"
+        } else {
+            ""
+        };
         let _ = write!(
             h,
-            "<header><h1>{}</h1><p class=\"phase {outcome_class}\">{}</p><p class=\"reason\">{}</p></header>",
+            "<header><h1>{}</h1><p class=\"phase {outcome_class}\">{}</p>{advisory}<p class=\"reason\">{}</p></header>",
             escape(&title["serin report: ".len()..]),
             escape(&self.phase),
             escape(&self.reason)
@@ -482,10 +533,14 @@ impl Report {
                 canary.clone().unwrap_or_default(),
             ),
         };
-        for (label, name, v) in [
+        let mut rows = vec![
             ("stable", stable_name, &self.summary.stable),
             ("canary", canary_name, &self.summary.canary),
-        ] {
+        ];
+        if let Some(b) = &self.summary.baseline {
+            rows.push(("baseline", "fresh copy of stable".to_string(), b));
+        }
+        for (label, name, v) in rows {
             let _ = write!(
                 h,
                 "<tr><th class=\"{label}\">{label} <small>{}</small></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -498,12 +553,36 @@ impl Report {
         }
         h.push_str("</table></section>\n");
 
+        if !self.would_roll_back.is_empty() {
+            let _ = write!(
+                h,
+                "<section class=\"would\"><h2>Would have rolled back ({})</h2><p>{}</p><table><tr><th>time (UTC)</th><th>step</th><th>weight</th><th>reason</th></tr>",
+                self.would_roll_back.len(),
+                if self.advisory {
+                    "An advisory run: the judge would have rolled back here; the rollout went on by its steps."
+                } else {
+                    "An advisory check failed here: it would have rolled back; the others decided."
+                }
+            );
+            for e in &self.would_roll_back {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{} %</td><td>{}</td></tr>",
+                    escape(&e.at),
+                    e.step,
+                    e.weight,
+                    escape(&e.reason)
+                );
+            }
+            h.push_str("</table></section>\n");
+        }
         h.push_str("<section><h2>Error rate per interval</h2>");
         h.push_str(&self.chart(|s| s.error_rate().map(|r| 100.0 * r), "%"));
         h.push_str("</section>\n<section><h2>p95 latency per interval</h2>");
         h.push_str(&self.chart(|s| s.p95_ms, "ms"));
         h.push_str("</section>\n");
 
+        h.push_str(&self.intervals_table());
         h.push_str("<section><h2>Decisions</h2><table class=\"timeline\"><tr><th>time (UTC)</th><th>kind</th><th>step</th><th>weight</th><th>verdict</th><th>reason</th></tr>");
         for e in &self.timeline {
             let verdict = e.verdict.as_deref().unwrap_or("");
@@ -521,6 +600,43 @@ impl Report {
             );
         }
         h.push_str("</table></section>\n<footer>made by serin</footer></body></html>\n");
+        h
+    }
+
+    /// Every interval in a table: the weight asked for beside the share
+    /// of requests the canary really got, each version's requests, the
+    /// verdict.
+    fn intervals_table(&self) -> String {
+        if self.samples.is_empty() {
+            return String::new();
+        }
+        let t0 = self.samples[0].at_ms;
+        let with_baseline = self.samples.iter().any(|s| s.baseline.is_some());
+        let mut h = format!(
+            "<section><h2>Intervals</h2><table class=\"intervals\"><tr><th>time</th><th>step</th><th>weight</th><th>canary got</th><th>requests stable / canary{}</th><th>verdict</th></tr>",
+            if with_baseline { " / baseline" } else { "" }
+        );
+        for s in &self.samples {
+            let share = s.canary_share.map_or("–".to_string(), |p| format!("{p} %"));
+            let _ = write!(
+                h,
+                "<tr><td>+{}</td><td>{}</td><td>{} %</td><td>{}</td><td>{} / {}{}</td><td class=\"v-{}\">{}</td></tr>",
+                human_span(s.at_ms.saturating_sub(t0)),
+                s.step,
+                s.weight,
+                share,
+                s.stable.requests,
+                s.canary.requests,
+                match (&s.baseline, with_baseline) {
+                    (Some(b), _) => format!(" / {}", b.requests),
+                    (None, true) => " / –".to_string(),
+                    (None, false) => String::new(),
+                },
+                escape(&s.verdict),
+                escape(&s.verdict)
+            );
+        }
+        h.push_str("</table></section>\n");
         h
     }
 
@@ -550,7 +666,13 @@ impl Report {
         let ymax = self
             .samples
             .iter()
-            .flat_map(|s| [value(&s.stable), value(&s.canary)])
+            .flat_map(|s| {
+                [
+                    value(&s.stable),
+                    value(&s.canary),
+                    s.baseline.as_ref().and_then(&value),
+                ]
+            })
             .flatten()
             .fold(0.0_f64, f64::max);
         // Four divisions of a round step: 0, 2.5, 5, 7.5, 10 rather than 1.2, 3.8.
@@ -622,9 +744,13 @@ impl Report {
             );
         }
         // Decisions.
-        let mut drawn = [false; 3]; // step or operator, bad, ok
+        let mut drawn = [false; 4]; // step or operator, bad, ok, would
         for e in &self.timeline {
             let class = match (e.kind.as_str(), e.verdict.as_deref()) {
+                ("would-roll-back", _) => "mark would",
+                // In an advisory run a fail rolls nothing back: its
+                // would-roll-back (one per episode) is the mark.
+                (_, Some("fail")) if self.advisory => continue,
                 ("rolled-back", _) | (_, Some("fail")) => "mark bad",
                 ("promoted", _) => "mark ok",
                 ("verdict", _) => continue, // passing verdicts every interval would be noise
@@ -633,6 +759,7 @@ impl Report {
             drawn[match class {
                 "mark bad" => 1,
                 "mark ok" => 2,
+                "mark would" => 3,
                 _ => 0,
             }] = true;
             let _ = write!(
@@ -644,15 +771,21 @@ impl Report {
                 x = x(e.at_ms)
             );
         }
-        // The two versions.
-        for (class, pick) in [("stable", 0usize), ("canary", 1usize)] {
+        // The versions: stable, canary, and the baseline when there is one.
+        let with_baseline = self.samples.iter().any(|s| s.baseline.is_some());
+        let lines: &[(&str, usize)] = if with_baseline {
+            &[("stable", 0), ("canary", 1), ("baseline", 2)]
+        } else {
+            &[("stable", 0), ("canary", 1)]
+        };
+        for &(class, pick) in lines {
             let mut d = String::new();
             let mut pen_up = true;
             for s in &self.samples {
-                let v = if pick == 0 {
-                    value(&s.stable)
-                } else {
-                    value(&s.canary)
+                let v = match pick {
+                    0 => value(&s.stable),
+                    1 => value(&s.canary),
+                    _ => s.baseline.as_ref().and_then(&value),
                 };
                 match v {
                     Some(v) => {
@@ -688,18 +821,28 @@ impl Report {
                 ),
                 "canary",
             ),
-            (
-                format!(
-                    "<rect y=\"{:.1}\" width=\"14\" height=\"10\" class=\"weight\"",
-                    ly - 9.0
-                ),
-                "canary weight (right axis)",
-            ),
         ];
+        if with_baseline {
+            items.push((
+                format!(
+                    "<rect y=\"{:.1}\" width=\"14\" height=\"3\" class=\"baseline\"",
+                    ly - 5.0
+                ),
+                "baseline",
+            ));
+        }
+        items.extend([(
+            format!(
+                "<rect y=\"{:.1}\" width=\"14\" height=\"10\" class=\"weight\"",
+                ly - 9.0
+            ),
+            "canary weight (right)",
+        )]);
         for (i, (class, label)) in [
             ("mark", "step or command"),
             ("mark bad", "failed verdict / rollback"),
             ("mark ok", "promoted"),
+            ("mark would", "would have rolled back"),
         ]
         .into_iter()
         .enumerate()
@@ -733,7 +876,7 @@ impl Report {
                 lx + 18.0
             );
             // About 6.5 px per character at 12 px, then a gap.
-            lx += 18.0 + 6.5 * label.len() as f64 + 20.0;
+            lx += 18.0 + 6.5 * label.len() as f64 + 16.0;
         }
         legend.push_str("</g></svg>");
         svg.push_str(&legend);
@@ -805,11 +948,13 @@ pub fn escape(s: &str) -> String {
 }
 
 const CSS: &str = "
-:root{--stable:#2563eb;--canary:#ea580c;--ok:#15803d;--bad:#b91c1c;--ink:#1f2937;--mute:#6b7280}
+:root{--stable:#2563eb;--canary:#ea580c;--baseline:#0f766e;--ok:#15803d;--bad:#b91c1c;--ink:#1f2937;--mute:#6b7280}
 body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:var(--ink);max-width:980px;margin:24px auto;padding:0 16px}
 h1{margin:0;font-size:26px}h2{font-size:17px;margin:28px 0 8px}
 header{display:flex;flex-wrap:wrap;align-items:baseline;gap:12px}
 .phase{font-weight:600;padding:2px 10px;border-radius:12px;margin:0}
+.phase.advisory{background:#e0e7ff;color:#3730a3}.would h2{color:#92400e}
+.intervals td{font-variant-numeric:tabular-nums;white-space:nowrap}
 .phase.ok{background:#dcfce7;color:var(--ok)}.phase.bad{background:#fee2e2;color:var(--bad)}.phase.wait{background:#fef3c7;color:#92400e}
 .reason{flex-basis:100%;margin:4px 0 0;color:var(--mute)}
 .facts{display:flex;gap:12px;flex-wrap:wrap;margin-top:16px}
@@ -817,16 +962,16 @@ header{display:flex;flex-wrap:wrap;align-items:baseline;gap:12px}
 .facts span{display:block;font-size:12px;color:var(--mute)}.facts b{font-size:18px}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eee;vertical-align:top}
-th.stable{color:var(--stable)}th.canary{color:var(--canary)}th small{color:var(--mute);font-weight:400;margin-left:4px}
+th.stable{color:var(--stable)}th.canary{color:var(--canary)}th.baseline{color:var(--baseline)}th small{color:var(--mute);font-weight:400;margin-left:4px}
 .timeline td:first-child{white-space:nowrap;color:var(--mute);font-variant-numeric:tabular-nums}
 .timeline td:not(:last-child),.timeline th{white-space:nowrap}
 .v-fail,.k-rolled-back td{color:var(--bad);font-weight:600}.k-promoted td{color:var(--ok);font-weight:600}
 svg{width:100%;height:auto;background:#fff}
 .grid{stroke:#eee}.axis{fill:var(--mute);font-size:11px}.axis.w{fill:#9ca3af}
-.line{fill:none;stroke-width:2}.line.stable{stroke:var(--stable)}.line.canary{stroke:var(--canary)}
-rect.stable{fill:var(--stable)}rect.canary{fill:var(--canary)}
+.line{fill:none;stroke-width:2}.line.stable{stroke:var(--stable)}.line.canary{stroke:var(--canary)}.line.baseline{stroke:var(--baseline);stroke-dasharray:6 3}
+rect.stable{fill:var(--stable)}rect.canary{fill:var(--canary)}rect.baseline{fill:var(--baseline)}
 .weight{fill:#fde68a;opacity:.45}
-.mark{stroke:#9ca3af;stroke-dasharray:3 3}.mark.bad{stroke:var(--bad);stroke-width:2;stroke-dasharray:none}.mark.ok{stroke:var(--ok);stroke-width:2;stroke-dasharray:none}
+.mark{stroke:#9ca3af;stroke-dasharray:3 3}.mark.bad{stroke:var(--bad);stroke-width:2;stroke-dasharray:none}.mark.ok{stroke:var(--ok);stroke-width:2;stroke-dasharray:none}.mark.would{stroke:#6366f1;stroke-width:2;stroke-dasharray:none}
 .legend text{font-size:12px;fill:var(--ink)}
 footer{margin:32px 0;color:var(--mute);font-size:12px}
 ";
@@ -858,6 +1003,7 @@ mod tests {
                 p95_ms: Some(40.0),
                 p99_ms: None,
             },
+            baseline: None,
         }
     }
 
@@ -973,6 +1119,154 @@ mod tests {
             "rollback marked on the chart"
         );
         assert!(html.contains("class=\"line canary\""));
+    }
+
+    #[test]
+    fn an_advisory_run_lists_each_would_roll_back_and_says_it_is_advisory() {
+        let mut record = fixture_record();
+        record.spec = "name: checkout
+stable: { version: v1, upstream: http://127.0.0.1:9 }
+canary: { version: v2, upstream: http://127.0.0.1:7 }
+traffic: { provider: builtin, listen: 127.0.0.1:0 }
+analysis: { mode: advisory, interval: 1s }
+"
+        .into();
+        record.state.phase = Phase::Succeeded;
+        let event = |at, kind: DecisionKind, verdict, reason: &str| EventRecord {
+            id: 0,
+            run: 1,
+            kind: kind.as_str().into(),
+            phase: "Progressing".into(),
+            decision: Decision {
+                at: Millis(at),
+                kind,
+                step: 0,
+                weight: Weight::from_hundredths(2000).unwrap(),
+                phase: Phase::Progressing,
+                verdict,
+                reason: reason.into(),
+            },
+        };
+        let events = vec![
+            event(
+                1_000,
+                DecisionKind::Verdict,
+                Some(RecordedVerdict::Fail),
+                "canary error rate 30 %",
+            ),
+            event(
+                1_001,
+                DecisionKind::WouldRollBack,
+                None,
+                "would have rolled back: canary error rate 30 %",
+            ),
+            event(
+                9_000,
+                DecisionKind::WouldRollBack,
+                None,
+                "would have rolled back: canary p95 <slow>",
+            ),
+            event(9_500, DecisionKind::Promoted, None, "promoted"),
+        ];
+        let r = Report::new(&record, &events, &[sample(1_000, 20, 3)]);
+        assert!(r.advisory);
+        let reasons: Vec<&str> = r
+            .would_roll_back
+            .iter()
+            .map(|e| e.reason.as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "would have rolled back: canary error rate 30 %",
+                "would have rolled back: canary p95 <slow>"
+            ]
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["advisory"], true);
+        assert_eq!(json["wouldRollBack"][0]["step"], 1);
+        let html = r.to_html();
+        assert!(html.contains("advisory run</p>"), "{html}");
+        assert!(html.contains("<h2>Would have rolled back (2)</h2>"));
+        assert!(html.contains("canary p95 &lt;slow&gt;"));
+        // Marked as what they were, not as failures that rolled back.
+        // Two marks and a legend swatch in each of the two charts.
+        assert_eq!(html.matches("class=\"mark would\"").count(), 2 * (2 + 1));
+        assert!(!html.contains("class=\"mark bad\""), "{html}");
+        assert!(html.contains(">would have rolled back</text>"));
+        // An enforced run without one has neither.
+        let plain = fixture();
+        assert!(!plain.advisory && plain.would_roll_back.is_empty());
+        let html = plain.to_html();
+        assert!(!html.contains("Would have rolled back") && !html.contains("advisory run"));
+    }
+
+    #[test]
+    fn each_interval_shows_the_canarys_observed_share_beside_the_weight() {
+        let r = fixture();
+        // 5 canary requests of 100: 5 %, at weight 5 %.
+        assert_eq!(r.samples[0].canary_share, Some(5.0));
+        let mut starved = sample(1_000, 20, 0);
+        starved.canary.requests = 1;
+        starved.stable.requests = 299;
+        assert_eq!(canary_share(&starved), Some(0.33));
+        starved.canary.requests = 0;
+        starved.stable.requests = 0;
+        assert_eq!(canary_share(&starved), None);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["samples"][1]["canaryShare"], 5.0);
+        let html = r.to_html();
+        assert!(html.contains("<th>canary got</th>"), "{html}");
+        assert!(
+            html.contains("<td>5 %</td><td>5 %</td><td>95 / 5</td>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn a_baseline_is_a_third_version_in_the_summary_the_share_and_the_charts() {
+        let with = |at, errors| {
+            let mut s = sample(at, 20, 1);
+            s.baseline = Some(VersionSample {
+                requests: 5,
+                errors,
+                p50_ms: Some(9.0),
+                p95_ms: Some(33.0),
+                p99_ms: None,
+            });
+            s
+        };
+        let r = Report::new(&fixture_record(), &[], &[with(1_000, 0), with(2_000, 1)]);
+        let b = r.summary.baseline.as_ref().expect("a baseline row");
+        assert_eq!((b.requests, b.errors, b.worst_p95_ms), (10, 1, Some(33.0)));
+        // 5 canary requests of 95 + 5 + 5.
+        assert_eq!(r.samples[0].canary_share, Some(4.76));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["summary"]["baseline"]["requests"], 10);
+        assert_eq!(json["samples"][0]["baseline"]["p95Ms"], 33.0);
+        let html = r.to_html();
+        assert!(html.contains("<th class=\"baseline\">baseline"), "{html}");
+        assert_eq!(
+            html.matches("class=\"line baseline\"").count(),
+            2,
+            "both charts"
+        );
+        assert!(html.contains(">baseline</text>"), "in the legend");
+        assert!(
+            html.contains("<th>requests stable / canary / baseline</th>")
+                && html.contains("<td>95 / 5 / 5</td>"),
+            "{html}"
+        );
+        // Without one: no baseline anywhere.
+        let plain = fixture();
+        assert!(plain.summary.baseline.is_none());
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json["summary"].get("baseline").is_none());
+        let html = plain.to_html();
+        assert!(
+            !html.contains("line baseline") && !html.contains(">baseline"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use serin_proxy::Weight;
 
-use crate::rollout::{Actor, Decision, Hold, Outcome, Phase, RecordedVerdict, State};
+use crate::rollout::{
+    Actor, Decision, DecisionKind, Hold, Outcome, Phase, RecordedVerdict, SplitSeen, State,
+};
 use crate::time::Millis;
 
 /// One step of the schema: SQL, or SQL and then code that fills what SQL
@@ -110,6 +112,15 @@ const MIGRATIONS: &[Migration] = &[
         CREATE INDEX events_by_run ON events (rollout, run, id);
         CREATE INDEX samples_by_run ON samples (rollout, run, id);",
         split_into_runs,
+    ),
+    // 3 -> 4: issue 17. The split the last verdict saw (JSON, null before
+    // one was tested) and whether a "would have rolled back" episode is
+    // open, kept with the state; and each interval's baseline numbers
+    // (null without a baseline).
+    Migration::Sql(
+        "ALTER TABLE rollouts ADD COLUMN split TEXT;
+        ALTER TABLE rollouts ADD COLUMN would_roll_back INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE samples ADD COLUMN baseline TEXT;",
     ),
 ];
 
@@ -502,6 +513,9 @@ pub struct Sample {
     pub stable: VersionSample,
     /// Canary's numbers over the interval.
     pub canary: VersionSample,
+    /// The baseline's numbers over the interval, when the rollout has one
+    /// (a fresh copy of the stable's version beside the canary).
+    pub baseline: Option<VersionSample>,
 }
 
 /// One version's numbers over one interval (not cumulative).
@@ -735,7 +749,7 @@ impl Store {
                 pause_served_ms = excluded.pause_served_ms, next_analysis_ms = excluded.next_analysis_ms,
                 stage_judged = excluded.stage_judged, no_data_streak = excluded.no_data_streak,
                 reason = excluded.reason, last_verdict = NULL, last_verdict_reason = NULL,
-                last_verdict_ms = NULL, generation = rollouts.generation + 1, updated_ms = excluded.updated_ms",
+                last_verdict_ms = NULL, split = NULL, would_roll_back = 0, generation = rollouts.generation + 1, updated_ms = excluded.updated_ms",
             params![
                 record.name,
                 record.spec,
@@ -946,7 +960,7 @@ impl Store {
                     last_verdict = ?14, last_verdict_reason = ?15, last_verdict_ms = ?16,
                     generation = generation + 1, updated_ms = ?17,
                     stable_upstream = ?19, canary_upstream = ?20, former_stable_version = ?21,
-                    run = ?22, outcome = ?23
+                    run = ?22, outcome = ?23, split = ?24, would_roll_back = ?25
                  WHERE name = ?1 AND generation = ?18",
                 params![
                     record.name,
@@ -972,6 +986,8 @@ impl Store {
                     record.former_stable_version,
                     record.run,
                     s.outcome.as_ref().map(outcome_json),
+                    s.split.as_ref().map(split_json),
+                    s.would_roll_back,
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -1244,6 +1260,28 @@ impl Store {
             .collect()
     }
 
+    /// The latest decision of `kind` in one run of a rollout, as (reason,
+    /// time): e.g. the run's last "would have rolled back", which status
+    /// shows. `None` when the run has none.
+    pub fn last_event(
+        &self,
+        name: &str,
+        run: u32,
+        kind: DecisionKind,
+    ) -> Result<Option<(String, Millis)>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT reason, at_ms FROM events
+                 WHERE rollout = ?1 AND run = ?2 AND kind = ?3 ORDER BY id DESC LIMIT 1",
+                params![name, run, kind.as_str()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(row.map(|(reason, at)| (reason, Millis(at.max(0) as u64))))
+    }
+
     /// How many verdicts of each kind a rollout's run has had
     /// (`serin_verdicts_total`, this run's: a new run starts from zero).
     pub fn verdict_counts(&self, name: &str, run: u32) -> Result<Vec<(String, u64)>, StoreError> {
@@ -1266,8 +1304,8 @@ impl Store {
     pub fn add_sample(&self, rollout: &str, run: u32, sample: &Sample) -> Result<(), StoreError> {
         let conn = self.lock();
         conn.execute(
-            "INSERT INTO samples (rollout, at_ms, step, weight, verdict, stable, canary, run)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO samples (rollout, at_ms, step, weight, verdict, stable, canary, run, baseline)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 rollout,
                 sample.at.0 as i64,
@@ -1277,6 +1315,10 @@ impl Store {
                 serde_json::to_string(&sample.stable).unwrap_or_default(),
                 serde_json::to_string(&sample.canary).unwrap_or_default(),
                 run,
+                sample
+                    .baseline
+                    .as_ref()
+                    .map(|b| serde_json::to_string(b).unwrap_or_default()),
             ],
         )
         .map_err(|e| self.sql(e))?;
@@ -1297,7 +1339,7 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
-                "SELECT at_ms, step, weight, verdict, stable, canary
+                "SELECT at_ms, step, weight, verdict, stable, canary, baseline
                  FROM samples WHERE rollout = ?1 AND (?2 IS NULL OR run = ?2) ORDER BY id",
             )
             .map_err(|e| self.sql(e))?;
@@ -1310,13 +1352,14 @@ impl Store {
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })
             .map_err(|e| self.sql(e))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.sql(e))?;
         rows.into_iter()
-            .map(|(at, step, weight, verdict, stable, canary)| {
+            .map(|(at, step, weight, verdict, stable, canary, baseline)| {
                 let corrupt = |field, value: String| StoreError::Corrupt {
                     rollout: rollout.to_string(),
                     field,
@@ -1332,6 +1375,11 @@ impl Store {
                         .map_err(|_| corrupt("stable sample", stable.clone()))?,
                     canary: serde_json::from_str(&canary)
                         .map_err(|_| corrupt("canary sample", canary.clone()))?,
+                    baseline: baseline
+                        .map(|b| {
+                            serde_json::from_str(&b).map_err(|_| corrupt("baseline sample", b))
+                        })
+                        .transpose()?,
                 })
             })
             .collect()
@@ -1342,8 +1390,30 @@ const SELECT_ROLLOUT: &str =
     "SELECT name, spec, stable_version, canary_version, phase, step, weight,
     step_started_ms, hold, pause_served_ms, next_analysis_ms, stage_judged, no_data_streak, reason,
     last_verdict, last_verdict_reason, last_verdict_ms, generation, stable_upstream, canary_upstream,
-    former_stable_version, run, outcome
+    former_stable_version, run, outcome, split, would_roll_back
     FROM rollouts";
+
+/// The split as stored: `{mismatch, reason, requested, observed}`.
+fn split_json(s: &SplitSeen) -> String {
+    serde_json::json!({
+        "mismatch": s.mismatch,
+        "reason": s.reason,
+        "requested": s.requested,
+        "observed": s.observed,
+    })
+    .to_string()
+}
+
+/// The stored split back, or `None` when it is not one.
+fn split_from(text: &str) -> Option<SplitSeen> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some(SplitSeen {
+        mismatch: v["mismatch"].as_bool()?,
+        reason: v["reason"].as_str()?.to_string(),
+        requested: v["requested"].as_f64()?,
+        observed: v["observed"].as_f64()?,
+    })
+}
 
 fn insert_event(
     tx: &rusqlite::Transaction<'_>,
@@ -1393,6 +1463,8 @@ struct RawRollout {
     former_stable_version: Option<String>,
     run: i64,
     outcome: Option<String>,
+    split: Option<String>,
+    would_roll_back: bool,
 }
 
 impl RawRollout {
@@ -1421,6 +1493,8 @@ impl RawRollout {
             former_stable_version: r.get(20)?,
             run: r.get(21)?,
             outcome: r.get(22)?,
+            split: r.get(23)?,
+            would_roll_back: r.get(24)?,
         })
     }
 
@@ -1448,6 +1522,10 @@ impl RawRollout {
             (Some(v), Some(r), Some(t)) => Some((v, r, Millis(t as u64))),
             _ => None,
         };
+        let split = match self.split.as_deref() {
+            None => None,
+            Some(t) => Some(split_from(t).ok_or_else(|| corrupt("split", t.to_string()))?),
+        };
         let outcome = match self.outcome.as_deref() {
             None => None,
             Some(o) => {
@@ -1468,7 +1546,8 @@ impl RawRollout {
                 stage_judged: self.stage_judged,
                 no_data_streak: self.no_data_streak.max(0) as u32,
                 reason: self.reason,
-                ..State::new(Millis(0))
+                split,
+                would_roll_back: self.would_roll_back,
             },
             name: self.name,
             spec: self.spec,
@@ -1527,7 +1606,6 @@ fn decision_kind(s: &str) -> Option<crate::rollout::DecisionKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::DecisionKind;
 
     fn record(name: &str) -> RolloutRecord {
         RolloutRecord {
@@ -1596,6 +1674,13 @@ mod tests {
         r.state.hold = Some(Hold::Operator);
         r.state.weight = Weight::from_hundredths(2550).unwrap();
         r.state.pause_served_ms = Some(40_000);
+        r.state.would_roll_back = true;
+        r.state.split = Some(SplitSeen {
+            mismatch: true,
+            reason: "canary got 0.4 % of requests (12/3000), 5 % requested".into(),
+            requested: 5.0,
+            observed: 0.4,
+        });
         r.last_verdict = Some(("fail".into(), "canary error rate 30 %".into(), Millis(99)));
         let d = Decision {
             at: Millis(99),
@@ -1629,6 +1714,10 @@ mod tests {
                         p95_ms: Some(12.5),
                         ..Default::default()
                     },
+                    baseline: Some(VersionSample {
+                        requests: 4,
+                        ..Default::default()
+                    }),
                 },
             )
             .unwrap();
@@ -1646,6 +1735,43 @@ mod tests {
         assert_eq!(samples[0].canary.requests, 3);
         assert_eq!(samples[0].canary.p95_ms, Some(12.5));
         assert_eq!(samples[0].canary.error_rate(), Some(1.0 / 3.0));
+        assert_eq!(samples[0].baseline.as_ref().map(|b| b.requests), Some(4));
+        assert_eq!(back.state.split, r.state.split);
+        assert!(back.state.would_roll_back);
+    }
+
+    #[test]
+    fn the_last_would_roll_back_of_a_run_is_found_and_another_runs_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = store.register(&record("checkout"), Millis(10)).unwrap();
+        let r = store.start_run(&r, &[], Millis(11)).unwrap();
+        let said = |at, kind, reason: &str| Decision {
+            at: Millis(at),
+            kind,
+            step: 1,
+            weight: Weight::from_hundredths(2000).unwrap(),
+            phase: Phase::Progressing,
+            verdict: None,
+            reason: reason.into(),
+        };
+        let kind = DecisionKind::WouldRollBack;
+        assert_eq!(store.last_event("checkout", r.run, kind).unwrap(), None);
+        let decisions = [
+            said(20, kind, "would have rolled back: first"),
+            said(30, kind, "would have rolled back: second"),
+            said(40, DecisionKind::Step, "step 2"),
+        ];
+        let r2 = store.get("checkout").unwrap();
+        store.save(&r2, &decisions, Millis(41)).unwrap();
+        assert_eq!(
+            store.last_event("checkout", r.run, kind).unwrap(),
+            Some(("would have rolled back: second".into(), Millis(30)))
+        );
+        let r3 = store.start_run(&store.get("checkout").unwrap(), &[], Millis(50));
+        let run = r3.unwrap().run;
+        assert_ne!(run, r.run);
+        assert_eq!(store.last_event("checkout", run, kind).unwrap(), None);
     }
 
     #[test]

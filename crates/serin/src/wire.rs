@@ -61,6 +61,14 @@ pub struct RolloutStatus {
     pub canary: VersionRef,
     /// The last verdict.
     pub last_verdict: Option<LastVerdict>,
+    /// The latest "would have rolled back" of this run (advisory mode, or
+    /// an advisory check that failed): null when the judge never would have.
+    #[serde(default)]
+    pub would_roll_back: Option<WouldRollBack>,
+    /// The canary's observed share of requests against the weight asked
+    /// for, as the last verdict tested it (null before it was tested).
+    #[serde(default)]
+    pub split: Option<Split>,
     /// Per-version figures of this run: since its deploy (or since its data
     /// plane last started, if later); `serin run`'s proxy starts with its run.
     pub metrics: Option<Metrics>,
@@ -133,7 +141,42 @@ pub struct LastVerdict {
     pub at: String,
 }
 
-/// Both versions' figures.
+/// A moment the judge would have rolled back, had the rollout (or the
+/// check) not been advisory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WouldRollBack {
+    /// Why, with the numbers ("would have rolled back: canary error rate ...").
+    pub reason: String,
+    /// RFC 3339 time.
+    pub at: String,
+}
+
+/// The split the judge saw: requested weight against observed share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    /// The canary weight asked for, in percent.
+    pub requested: f64,
+    /// The canary's share of the requests the weight decided, in percent.
+    pub observed: f64,
+    /// The observed share is clearly far from the requested weight (the
+    /// routing did not take effect): the step is held.
+    pub mismatch: bool,
+    /// The numbers, e.g. "canary got 0.4 % of requests (12/3 000), 5 % requested".
+    pub reason: String,
+}
+
+impl From<&crate::rollout::SplitSeen> for Split {
+    fn from(s: &crate::rollout::SplitSeen) -> Split {
+        Split {
+            requested: s.requested,
+            observed: s.observed,
+            mismatch: s.mismatch,
+            reason: s.reason.clone(),
+        }
+    }
+}
+
+/// Every version's figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// What the figures count: [`THIS_RUN`], or since when when that is
@@ -144,6 +187,10 @@ pub struct Metrics {
     pub stable: VersionMetrics,
     /// Canary.
     pub canary: VersionMetrics,
+    /// The baseline (the stable's version started fresh beside the canary),
+    /// only when the rollout has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<VersionMetrics>,
 }
 
 /// The window of figures counted from the run's deploy.
@@ -214,3 +261,42 @@ pub struct ErrorBody {
 
 /// One decision, as `GET /api/v1/rollouts/{name}/events` lists it.
 pub type Event = crate::report::TimelineEntry;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_its_would_roll_back_split_and_baseline_fields_in_camel_case() {
+        let seen = crate::rollout::SplitSeen {
+            mismatch: true,
+            reason: "canary got 0.4 % of requests (12/3000), 5 % requested".into(),
+            requested: 5.0,
+            observed: 0.4,
+        };
+        let split = Split::from(&seen);
+        let metrics = Metrics {
+            window: THIS_RUN.into(),
+            stable: VersionMetrics::default(),
+            canary: VersionMetrics::default(),
+            baseline: Some(VersionMetrics {
+                requests: 7,
+                ..VersionMetrics::default()
+            }),
+        };
+        let json = serde_json::json!({
+            "wouldRollBack": WouldRollBack { reason: "would have rolled back: x".into(), at: "t".into() },
+            "split": split,
+            "metrics": metrics,
+        });
+        assert_eq!(json["split"]["observed"], 0.4);
+        assert_eq!(json["split"]["mismatch"], true);
+        assert_eq!(json["metrics"]["baseline"]["requests"], 7);
+        let without = serde_json::to_value(Metrics {
+            baseline: None,
+            ..metrics
+        })
+        .unwrap();
+        assert!(without.get("baseline").is_none(), "{without}");
+    }
+}

@@ -10,7 +10,7 @@ use serin::controller::driver::Driver;
 use serin::controller::seams::{Analysed, Analysis, BoxFuture, TrafficRouter};
 use serin::error::Error;
 use serin::rollout::{Phase, Plan, State, Step, Verdict};
-use serin::store::{RolloutRecord, Store, VersionSample};
+use serin::store::{RolloutRecord, Store};
 use serin::time::now as now_millis;
 use serin_proxy::Weight;
 
@@ -80,7 +80,7 @@ impl Analysis for Judge {
             Analysed {
                 reason: format!("scripted {}", verdict.as_str()),
                 verdict,
-                sample: Some((VersionSample::default(), VersionSample::default())),
+                sample: Some(serin::controller::seams::IntervalSample::default()),
                 canary_requests: None,
                 would_fail: None,
                 within_limits: None,

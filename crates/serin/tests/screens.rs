@@ -211,6 +211,125 @@ fn the_report_of_a_finished_rollout_renders() {
     }
 }
 
+/// The report of an advisory rollout with a baseline: a canary failing a
+/// quarter of its requests is promoted all the same (advisory), the report
+/// says it is an advisory run, lists each moment it would have rolled back,
+/// draws the baseline as a third line and shows each interval's observed
+/// share beside the weight.
+#[test]
+fn the_report_of_an_advisory_rollout_with_a_baseline_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1.4.2", &["--latency-ms", "8", "--jitter-ms", "4"]);
+    let (_baseline, baseline) = demo_app("v1.4.2", &["--latency-ms", "6", "--jitter-ms", "3"]);
+    let (_canary, canary) = demo_app(
+        "v1.5.0",
+        &[
+            "--latency-ms",
+            "14",
+            "--jitter-ms",
+            "6",
+            "--error-rate",
+            "0.25",
+        ],
+    );
+    let proxy = local(free_port());
+    let yaml = Rollout::new("advised", proxy, stable, canary)
+        .versions("v1.4.2", "v1.5.0")
+        .steps("  - setWeight: 20\n  - pause: { duration: 3s }\n  - setWeight: 50\n  - pause: {}\n")
+        .latency_p95("300ms")
+        .no_data_limit(20)
+        .analysis("  mode: advisory\n")
+        .rest(&format!("baseline: {{ upstream: http://{baseline} }}\n"))
+        .yaml();
+    let file = write(dir.path(), "advised.yaml", &yaml);
+    let html = dir.path().join("advised.html");
+    let mut cmd = serin();
+    cmd.args([
+        "run",
+        &file.display().to_string(),
+        "--state-dir",
+        &dir.path().join("state").display().to_string(),
+        "--report",
+        &html.display().to_string(),
+    ]);
+    let run = Proc::spawn(cmd, true);
+    wait_for_port(proxy);
+    let _load = load(&format!("http://{proxy}/"), 150, "60s");
+    // Held at the last `pause: {}`: status shows the three versions, the
+    // split and the latest would-roll-back, in JSON and in text.
+    let state = dir.path().join("state");
+    let status = |format: &str| {
+        let o = serin()
+            .args(["status", "advised", "--state-dir"])
+            .arg(&state)
+            .args(["-o", format])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let json = loop {
+        let s: serde_json::Value = serde_json::from_str(&status("json")).unwrap_or_default();
+        let held = s["pausedBy"] == "step";
+        if held
+            && s["wouldRollBack"]["reason"].is_string()
+            && s["metrics"]["baseline"]["requests"].as_u64().unwrap_or(0) > 0
+            && s["split"]["observed"].is_number()
+        {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(json["split"]["requested"], 50.0, "{json:#}");
+    assert_eq!(json["split"]["mismatch"], false, "{json:#}");
+    assert!(
+        json["wouldRollBack"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("would have rolled back: canary error rate"),
+        "{json:#}"
+    );
+    let said = status("text");
+    assert!(said.contains("% of requests (50 % requested)"), "{said}");
+    assert!(said.contains("advisory: at "), "{said}");
+    assert!(said.contains("  baseline "), "{said}");
+    let promote = serin()
+        .args(["promote", "advised", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(promote.status.success(), "{}", text(&promote));
+    let o = run.wait_output(Duration::from_secs(90));
+    assert_eq!(o.status.code(), Some(0), "promoted: {}", text(&o));
+    assert!(
+        text(&o).contains("advisory: would have rolled back "),
+        "the summary counts them: {}",
+        text(&o)
+    );
+    let url = format!("file://{}", html.display());
+    let dom = dump_dom(&dir.path().join("profile-dom"), &url);
+    assert!(dom.contains("advisory run</p>"), "marked advisory");
+    assert!(
+        dom.contains("<h2>Would have rolled back ("),
+        "the moments it would have acted"
+    );
+    assert!(dom.contains("would have rolled back: "), "with reasons");
+    assert_eq!(
+        dom.matches("class=\"line baseline\"").count(),
+        2,
+        "the baseline in both charts"
+    );
+    assert!(
+        dom.contains("<th class=\"baseline\">baseline"),
+        "a baseline row"
+    );
+    assert!(dom.contains("<th>canary got</th>"), "the observed share");
+    let png = out_dir().join("report-advisory-baseline.png");
+    screenshot(&dir.path().join("profile"), &url, &png, false);
+    eprintln!("screenshot: {}", png.display());
+}
+
 /// The dashboard of a running daemon, after its JavaScript fetched the list.
 #[test]
 fn the_dashboard_of_a_running_daemon_renders() {

@@ -2,7 +2,8 @@
 //! receiver on 127.0.0.1 as its notification targets (JSON and Slack
 //! format), its pre-rollout check and its gate. The pre-rollout check and
 //! the gate hold the rollout until they answer 2xx; every phase change and
-//! every failed verdict reaches every target.
+//! every failed verdict and every "would have rolled back" reaches every
+//! target.
 
 mod common;
 
@@ -213,6 +214,77 @@ fn a_rolled_back_rollout_notifies_its_failed_verdict_and_the_rollback() {
     }
     // The pre-rollout check answered 200 at once.
     assert!(!hooks.received("/pre").is_empty());
+}
+
+/// An advisory rollout (`analysis.mode: advisory`) with a canary failing
+/// 30 % of its requests: every failed verdict is still notified, the judge's
+/// "would have rolled back" is an event of its own (`would-roll-back`, once
+/// per episode), and the rollout is promoted (exit 0) with the summary
+/// counting what the judge would have done.
+#[test]
+fn an_advisory_rollout_with_a_failing_canary_notifies_would_roll_back_and_is_promoted() {
+    let hooks = Hooks::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &["--error-rate", "0.3"]);
+    let port = free_port();
+    let steps = "  - setWeight: 20\n  - pause: { duration: 3s }\n  - setWeight: 50\n  - pause: { duration: 2s }\n";
+    let yaml = Rollout::new("advised", local(port), stable, canary)
+        .steps(steps)
+        .latency_p95("200ms")
+        .analysis("  mode: advisory\n")
+        .rest(&format!(
+            "notifications:\n  - webhook: {json}\n    format: json\n  - webhook: {slack}\n    format: slack\n",
+            json = hooks.url("/notify"),
+            slack = hooks.url("/slack"),
+        ))
+        .yaml();
+    let run = spawn_run(dir.path(), &yaml, port);
+    let _load = load(&format!("http://127.0.0.1:{port}/"), 150, "40s");
+    let output = run.wait_output(Duration::from_secs(60));
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "promoted: {out}");
+    assert!(
+        out.contains("advisory: would have rolled back"),
+        "the summary counts them: {out}"
+    );
+    hooks.wait_for("/notify", 3, Duration::from_secs(10));
+    let json = settle(&hooks, "/notify", 3);
+    let got = events(&json);
+    let would: Vec<&Received> = json
+        .iter()
+        .filter(|r| r.body["event"] == "would-roll-back")
+        .collect();
+    assert!(!would.is_empty(), "a would-roll-back event: {got:?} {out}");
+    for w in &would {
+        let reason = w.body["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.starts_with("would have rolled back: ") && reason.contains("canary error rate"),
+            "{reason}"
+        );
+        // Never a rollback: the rollout goes on.
+        assert_ne!(w.body["phase"], "RolledBack", "{:?}", w.body);
+    }
+    // Once per episode: no more of them than failed verdicts.
+    let failed = got.iter().filter(|(e, _)| e == "verdict-failed").count();
+    assert!(failed >= would.len(), "{got:?}");
+    assert_eq!(
+        got.last(),
+        Some(&("phase-changed".to_string(), "Succeeded".to_string())),
+        "{got:?}"
+    );
+    assert!(
+        !got.iter().any(|(_, phase)| phase == "RolledBack"),
+        "{got:?}"
+    );
+    let slack = hooks.received("/slack");
+    assert!(
+        slack.iter().any(|s| s.body["text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(":warning: *advised*")),
+        "{slack:?}"
+    );
 }
 
 /// A receiver that accepts connections and never answers: it holds each one

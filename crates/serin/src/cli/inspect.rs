@@ -137,6 +137,18 @@ pub fn print_status(s: &RolloutStatus) {
     if let Some(v) = &s.last_verdict {
         crate::outln!("  last verdict: {} at {}: {}", v.verdict, v.at, v.reason);
     }
+    // While it runs: after its end the weight is no longer the one the
+    // share was measured at.
+    if let Some(split) = s
+        .split
+        .as_ref()
+        .filter(|_| matches!(s.phase.as_str(), "Progressing" | "Paused"))
+    {
+        crate::outln!("  {}", split_line(split));
+    }
+    if let Some(w) = &s.would_roll_back {
+        crate::outln!("  advisory: at {} {}", w.at, w.reason);
+    }
     if let Some(m) = &s.metrics {
         // Its window, when not the whole run (the proxy started again).
         let label = if m.window.is_empty() || m.window == crate::wire::THIS_RUN {
@@ -158,7 +170,31 @@ pub fn print_status(s: &RolloutStatus) {
         for (label, v) in [("stable", &m.stable), ("canary", &m.canary)] {
             crate::outln!("  {label:<8} {}", metrics_row(v));
         }
+        if let Some(b) = &m.baseline {
+            crate::outln!("  {:<8} {}", "baseline", metrics_row(b));
+        }
     }
+}
+
+/// The split line of `serin status`: the canary's observed share beside
+/// the weight asked for, and what a mismatch means.
+pub fn split_line(split: &crate::wire::Split) -> String {
+    let line = format!(
+        "canary got {} % of requests ({} % requested)",
+        share(split.observed),
+        share(split.requested)
+    );
+    if split.mismatch {
+        format!("{line}: MISMATCH, the routing did not take effect; the step is held")
+    } else {
+        line
+    }
+}
+
+/// A share in percent, to two decimals at most (0.4, 19.87, 20).
+fn share(p: f64) -> String {
+    let rounded = (p * 100.0).round() / 100.0;
+    format!("{rounded}")
 }
 
 fn metrics_row(v: &VersionMetrics) -> String {
@@ -311,4 +347,30 @@ pub fn report(args: ReportArgs, output: OutputFormat) -> anyhow::Result<Exit> {
         }
         Ok(Exit::Success)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_split_line_says_what_the_canary_got_and_what_was_asked() {
+        let mut split = crate::wire::Split {
+            requested: 20.0,
+            observed: 19.876,
+            mismatch: false,
+            reason: String::new(),
+        };
+        assert_eq!(
+            split_line(&split),
+            "canary got 19.88 % of requests (20 % requested)"
+        );
+        split.observed = 0.0;
+        split.mismatch = true;
+        assert!(
+            split_line(&split).starts_with("canary got 0 % of requests (20 % requested): MISMATCH"),
+            "{}",
+            split_line(&split)
+        );
+    }
 }

@@ -597,6 +597,8 @@ struct View {
     told: (Vec<String>, Option<String>),
     /// The last health seen, told again in the light of a new phase.
     last: Health,
+    /// "Would have rolled back" decisions seen (advisory mode or checks).
+    would_roll_back: usize,
 }
 
 impl View {
@@ -643,6 +645,7 @@ impl View {
             verdict: String::new(),
             told: (Vec::new(), None),
             last: Health::default(),
+            would_roll_back: 0,
         };
         view.redraw();
         view
@@ -699,6 +702,9 @@ impl View {
                 // The bar shows the weight in force (from WeightApplied and
                 // the health), never one only decided.
                 self.phase = d.phase;
+                if d.kind == DecisionKind::WouldRollBack {
+                    self.would_roll_back += 1;
+                }
                 if let Some(v) = d.verdict {
                     self.verdict = v.to_string();
                 }
@@ -808,6 +814,9 @@ impl View {
             p => format!("stopped in phase {}", p.as_str()),
         };
         self.line(&format!("{}: {outcome}", record.name));
+        if let Some(said) = advisory_summary(self.would_roll_back) {
+            self.line(&format!("{}: {said}", record.name));
+        }
     }
 }
 
@@ -816,6 +825,16 @@ impl Drop for View {
         if self.bar.is_some() {
             set_active_bar(None);
         }
+    }
+}
+
+/// The final summary's advisory line, when the judge would have rolled
+/// back at least once.
+fn advisory_summary(would_roll_back: usize) -> Option<String> {
+    match would_roll_back {
+        0 => None,
+        1 => Some("advisory: would have rolled back 1 time".into()),
+        n => Some(format!("advisory: would have rolled back {n} times")),
     }
 }
 
@@ -863,6 +882,15 @@ fn sample_line(s: &Sample) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_counts_would_roll_back_only_when_there_is_one() {
+        assert_eq!(advisory_summary(0), None);
+        assert_eq!(
+            advisory_summary(3).as_deref(),
+            Some("advisory: would have rolled back 3 times")
+        );
+    }
 
     #[test]
     fn a_promotion_is_not_said_as_weight_0_percent() {

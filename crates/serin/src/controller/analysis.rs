@@ -11,7 +11,9 @@
 use serin_analysis::{Config, Histogram, Judge, Observation, Reference, Totals};
 use serin_proxy::Weight;
 
-use crate::controller::seams::{Analysed, Analysis, BoxFuture, MetricSource, Snapshot};
+use crate::controller::seams::{
+    Analysed, Analysis, BoxFuture, IntervalSample, MetricSource, Snapshot,
+};
 use crate::error::Error;
 use crate::rollout::Verdict;
 use crate::store::VersionSample;
@@ -143,10 +145,18 @@ impl Analysis for LiveAnalysis {
                 }
             };
             let since = |before: &Snapshot| {
-                Some((
-                    interval(&now.stable, &before.stable)?,
-                    interval(&now.canary, &before.canary)?,
-                ))
+                Some(IntervalSample {
+                    stable: interval(&now.stable, &before.stable)?,
+                    canary: interval(&now.canary, &before.canary)?,
+                    // The baseline's own, like the others'; a baseline
+                    // that went backwards has none (the judge's two
+                    // versions decide whether the interval counts).
+                    baseline: match (&now.baseline, &before.baseline) {
+                        (Some(n), Some(b)) => interval(n, b),
+                        (Some(n), None) => interval(n, &Totals::default()),
+                        (None, _) => None,
+                    },
+                })
             };
             let interval = self.last.as_ref().and_then(since);
             let backwards = self.last.is_some() && interval.is_none();
@@ -416,13 +426,57 @@ mod tests {
         );
         assert_eq!(spike.sample, None);
         let moved = a.analyse(false).await;
-        let (stable, canary) = moved.sample.expect("a judged interval has numbers");
+        let IntervalSample { stable, canary, .. } =
+            moved.sample.expect("a judged interval has numbers");
         assert_eq!(
             (stable.requests, canary.requests, canary.errors),
             (200, 100, 30),
             "the interval from the refused reading: {}",
             moved.reason
         );
+    }
+
+    /// With a baseline, each interval carries its numbers too, counted
+    /// like the others' (from the reading before); without one, none.
+    #[tokio::test]
+    async fn the_baseline_gets_its_interval_numbers_like_the_others() {
+        let with_baseline = |stable, canary, baseline| Snapshot {
+            baseline: Some(Totals {
+                requests: baseline,
+                errors: 1,
+                ..Totals::default()
+            }),
+            ..s(stable, (canary, 0))
+        };
+        let script = [
+            with_baseline(1000, 100, 100),
+            with_baseline(1800, 300, 290),
+            s(2600, (500, 0)),
+        ];
+        let mut a = LiveAnalysis::new(
+            Box::new(Scripted(script.into_iter().map(Ok).collect())),
+            Config {
+                min_requests: 20,
+                latency_p95: Limit::NONE,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        a.begin_stage(Weight::from_percent(20.0).unwrap()).await;
+        let first = a.analyse(false).await;
+        let sample = first.sample.expect("a judged interval has numbers");
+        assert_eq!(
+            (sample.stable.requests, sample.canary.requests),
+            (800, 200),
+            "{}",
+            first.reason
+        );
+        assert_eq!(
+            sample.baseline.map(|b| (b.requests, b.errors)),
+            Some((190, 0))
+        );
+        let without = a.analyse(false).await;
+        assert_eq!(without.sample.and_then(|s| s.baseline), None);
     }
 
     /// A step that begins on a spike begins from the numbers before it, in
@@ -450,7 +504,8 @@ mod tests {
         a.begin_stage(Weight::from_percent(60.0).unwrap()).await;
         let after = a.analyse(false).await;
         assert!(!after.reason.contains("backwards"), "{}", after.reason);
-        let (stable, canary) = after.sample.expect("a judged interval has numbers");
+        let IntervalSample { stable, canary, .. } =
+            after.sample.expect("a judged interval has numbers");
         assert_eq!(
             (stable.requests, canary.requests, canary.errors),
             (400, 200, 60),

@@ -815,14 +815,15 @@ impl Driver {
     /// nothing back and would count as the current stage's pass.
     async fn on_judged(&mut self, j: Judged) {
         self.analysing = None;
-        if let Some((stable, canary)) = j.analysed.sample {
+        if let Some(numbers) = j.analysed.sample {
             let sample = Sample {
                 at: time::now(),
                 step: j.step,
                 weight: j.weight,
                 verdict: j.analysed.verdict.as_str().to_string(),
-                stable,
-                canary,
+                stable: numbers.stable,
+                canary: numbers.canary,
+                baseline: numbers.baseline,
             };
             if self.store_failing.is_none() {
                 tokio::spawn(self.save_sample(&sample));
@@ -1427,7 +1428,7 @@ mod tests {
     use crate::controller::seams::BoxFuture;
     use crate::providers::traffic::builtin::BuiltinRouter;
     use crate::rollout::{Actor, State, Step, Stop};
-    use crate::store::{Store, VersionSample};
+    use crate::store::Store;
     use serin_proxy::{Proxy, ProxyOptions, RoutingTable};
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -1454,7 +1455,7 @@ mod tests {
                 Analysed {
                     reason: format!("scripted {}", v.as_str()),
                     verdict: v,
-                    sample: Some((VersionSample::default(), VersionSample::default())),
+                    sample: Some(crate::controller::seams::IntervalSample::default()),
                     canary_requests: None,
                     would_fail: None,
                     within_limits: None,
@@ -2372,7 +2373,7 @@ mod tests {
                 Analysed {
                     reason: format!("held {}", verdict.as_str()),
                     verdict,
-                    sample: Some((VersionSample::default(), VersionSample::default())),
+                    sample: Some(crate::controller::seams::IntervalSample::default()),
                     canary_requests: None,
                     would_fail: None,
                     within_limits: None,

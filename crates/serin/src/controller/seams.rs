@@ -114,7 +114,7 @@ pub struct Analysed {
     /// Why, with the numbers.
     pub reason: String,
     /// The interval's numbers per version, if the source answered.
-    pub sample: Option<(VersionSample, VersionSample)>,
+    pub sample: Option<IntervalSample>,
     /// Canary requests the judge counted in this stage, if it judged
     /// (what a rollout waiting for `minRequests` has so far).
     pub canary_requests: Option<u64>,
@@ -124,6 +124,17 @@ pub struct Analysed {
     pub within_limits: Option<String>,
     /// The canary's observed share against the weight asked for.
     pub split: Option<crate::rollout::SplitSeen>,
+}
+
+/// One interval's numbers per version (not cumulative).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntervalSample {
+    /// Stable.
+    pub stable: VersionSample,
+    /// Canary.
+    pub canary: VersionSample,
+    /// The baseline, when the data plane has one and the source counts it.
+    pub baseline: Option<VersionSample>,
 }
 
 impl Analysed {
