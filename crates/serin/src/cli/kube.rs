@@ -232,6 +232,9 @@ fn api_status(r: &DynamicObject, namespace: &str) -> serde_json::Value {
         },
         metrics: None,
         proxy: None,
+        // Not kept in a Rollout's status yet.
+        split: None,
+        would_roll_back: None,
     };
     let mut doc = serde_json::to_value(&wire).unwrap_or_default();
     doc["kubernetes"] = json!({

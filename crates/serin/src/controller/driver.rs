@@ -899,8 +899,8 @@ impl Driver {
         }
         self.record = next;
         for d in t.decisions {
-            if d.verdict == Some(RecordedVerdict::Fail) {
-                self.notify("verdict-failed", &d.reason);
+            if let Some(event) = crate::notify::event_of(&d) {
+                self.notify(event, &d.reason);
             }
             let _ = self.progress.send(Progress::Decision(d));
         }
