@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::nginx::free_port;
 use common::rollout::Rollout;
-use common::serin::{BIN, Proc, demo_app, load, serin, wait_for_port, write};
+use common::serin::{BIN, Proc, demo_app, load, serin, text, wait_for_port, write};
 
 /// A tmux server of our own (its own socket), killed on Drop.
 struct Tmux {
@@ -345,4 +345,71 @@ fn ctrl_c_stops_the_rollout_with_all_traffic_on_stable_and_exit_4() {
         last.lines().any(|l| l.trim() == "echoctl"),
         "the terminal's echoctl is restored:\n{last}"
     );
+}
+
+/// `serin run FILE &` from an interactive shell: a job in the background
+/// may not change the terminal's modes (SIGTTOU stopped it: its port bound
+/// and never served, no api.json). It writes lines instead of a bar, serves
+/// its address, and its API is found through the state dir.
+#[test]
+fn serin_run_started_in_the_background_of_a_shell_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let yaml = Rollout::new("bg", listen, stable, canary)
+        .steps("  - setWeight: 20\n  - pause: {}\n")
+        .yaml();
+    let file = write(dir.path(), "bg.yaml", &yaml);
+    let state = dir.path().join("state");
+    let tmux = Tmux::new("bg");
+    let o = tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "main",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        "bash --norc --noprofile -i",
+    ]);
+    assert!(o.status.success(), "tmux new-session: {o:?}");
+    let line = format!(
+        "RUST_LOG=warn {} run {} --state-dir {} &",
+        shell_quote(BIN),
+        shell_quote(&file.display().to_string()),
+        shell_quote(&state.display().to_string())
+    );
+    let o = tmux.cmd(&["send-keys", "-t", "main", &line, "Enter"]);
+    assert!(o.status.success(), "tmux send-keys: {o:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("api.json").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no api.json: the background serin run is stuck; screen:\n{}",
+            tmux.capture()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        common::http::get(listen, "/").status,
+        200,
+        "the service's address answers"
+    );
+    let promoted = serin()
+        .args(["promote", "bg", "--full", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(promoted.status.success(), "{}", text(&promoted));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state.join("api.json").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "serin run did not end; screen:\n{}",
+            tmux.capture()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

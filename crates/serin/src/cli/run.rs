@@ -601,12 +601,22 @@ struct View {
     would_roll_back: usize,
 }
 
+/// Whether this process is in its terminal's foreground process group
+/// (a job started with `&` is not: it may not change the terminal's modes).
+fn in_foreground() -> bool {
+    let stderr = std::io::stderr();
+    rustix::termios::tcgetpgrp(&stderr).is_ok_and(|group| group == rustix::process::getpgrp())
+}
+
 impl View {
     fn new(setup: &Setup, record: &RolloutRecord, output: OutputFormat) -> View {
         let json = output == OutputFormat::Json;
         let steps = setup.plan.steps.len();
         let status = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        // A bar only in the terminal's foreground: `serin run … &` that
+        // set the terminal's modes was stopped by SIGTTOU (frozen, its port
+        // bound but never served); in the background it writes lines.
+        let bar = (!json && std::io::stderr().is_terminal() && in_foreground()).then(|| {
             let bar = ProgressBar::new(steps as u64);
             let shown = status.clone();
             bar.set_style(
