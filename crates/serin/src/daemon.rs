@@ -549,17 +549,20 @@ impl Daemon {
         })
     }
 
-    /// Puts `serin run`'s rollout, already running, under its name.
-    pub fn adopt(&self, setup: Setup, plane: DataPlane, driver: RunningDriver) {
+    /// Puts `serin run`'s rollout, already running, under its name;
+    /// `carried_on`: its run began under an earlier serin, so the figures
+    /// count from now (status says since when), not over the whole run.
+    pub fn adopt(&self, setup: Setup, plane: DataPlane, driver: RunningDriver, carried_on: bool) {
         let name = setup.name.clone();
         let entry = Entry {
             setup,
             plane,
             driver: Some(driver),
             started_at: None,
-            // The plane was started for this run: it counts from its start.
+            // The plane was started for this run: it counts from its start;
+            // a run carried on began earlier.
             run_baseline: None,
-            counting_since: None,
+            counting_since: carried_on.then(time::now),
         };
         self.map().insert(name, Slot::up(entry));
     }

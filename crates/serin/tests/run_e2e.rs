@@ -452,3 +452,53 @@ fn an_exported_serin_token_does_not_replace_serin_runs_own() {
     let out = run.wait_output(Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// A `serin run` killed and started again carries its run on; its proxy
+/// counts from the new start, and status says so instead of "this run".
+#[test]
+fn a_run_carried_on_says_its_figures_count_from_the_new_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let yaml = Rollout::new("again", proxy, stable, canary)
+        .steps("  - setWeight: 20\n  - pause: {}\n")
+        .no_data_limit(1000)
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let state = dir.path().join("state");
+    let status = || -> serde_json::Value {
+        let o = serin()
+            .args(["status", "again", "--state-dir"])
+            .arg(&state)
+            .args(["-o", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    };
+    let wait = |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = status();
+            if ok(&s) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {s:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut first = Proc::spawn(serin_run(&file, dir.path()), false);
+    common::serin::wait_for_port(proxy);
+    let s = wait("paused at 20 %", &|s| s["phase"] == "Paused");
+    assert_eq!(s["metrics"]["window"], "this run", "{s:#}");
+    first.kill();
+    let _second = Proc::spawn(serin_run(&file, dir.path()), false);
+    let s = wait("carried on, served again", &|s| {
+        s["phase"] == "Paused" && s["proxy"].is_string()
+    });
+    let window = s["metrics"]["window"].as_str().unwrap_or_default();
+    assert!(
+        window.starts_with("since ") && window.contains("run 1 began earlier"),
+        "{s:#}"
+    );
+}

@@ -106,6 +106,7 @@ async fn run_serving(
     let weight = resumed
         .as_ref()
         .map_or(serin_proxy::Weight::ZERO, |r| r.state.weight);
+    let carried_on = resumed.is_some();
     let plane = DataPlane::start(&setup, weight).await?;
     let record = match resumed {
         Some(record) => record,
@@ -129,7 +130,9 @@ async fn run_serving(
         crate::runtime::parser(),
         &setup.name,
     );
-    daemon.adopt(setup.clone(), plane, driver);
+    // A run carried on from an earlier serin: its proxy counts from now,
+    // not from the run's start, and status says so.
+    daemon.adopt(setup.clone(), plane, driver, carried_on);
     let mut view = View::new(&setup, &record, output);
     view.line(&format!(
         "{}: {} → {} through {} ({} steps; run {})",
