@@ -247,6 +247,9 @@ const RETRY_END: Duration = Duration::from_secs(1);
 /// rollout runs (an apply every tick was 10 writes a second to a route a
 /// field conflict kept refusing).
 const RETRY_REFUSED: Duration = Duration::from_secs(1);
+/// Samples kept while the store cannot be written (an hour of 1 s intervals
+/// and more; beyond it the oldest go).
+const MAX_HELD_SAMPLES: usize = 4096;
 /// The least time an analysis may run before it counts as no data (besides
 /// two intervals): a source's own timeout (Prometheus: 10 s) says more.
 const STALLED_ANALYSIS_MIN: u64 = 15_000;
@@ -363,6 +366,8 @@ pub struct Driver {
     refused_since: Option<Instant>,
     /// When a refused weight may be tried again (none: at once).
     retry_weight_at: Option<Instant>,
+    /// Samples taken while the store could not be written, oldest first.
+    held_samples: Vec<Sample>,
     /// The canary was promoted but the data plane has not taken it yet.
     promotion_pending: bool,
     /// A promotion is running on its task.
@@ -447,6 +452,7 @@ impl Driver {
             last_applied: None,
             refused_since: None,
             retry_weight_at: None,
+            held_samples: Vec::new(),
             promotion_pending: false,
             promoting: false,
             promoted_tx,
@@ -827,6 +833,14 @@ impl Driver {
             };
             if self.store_failing.is_none() {
                 tokio::spawn(self.save_sample(&sample));
+            } else {
+                // Kept until the store answers: a report of a rollback
+                // decided while the database was locked lacked the very
+                // intervals that decided it.
+                if self.held_samples.len() >= MAX_HELD_SAMPLES {
+                    self.held_samples.remove(0);
+                }
+                self.held_samples.push(sample.clone());
             }
             let _ = self.progress.send(Progress::Sample(sample));
         }
@@ -1177,6 +1191,9 @@ impl Driver {
         match f.result {
             Ok(generation) => {
                 self.store_ok();
+                for sample in std::mem::take(&mut self.held_samples) {
+                    self.save_sample(&sample).await;
+                }
                 tracing::info!(rollout = %self.record.name, phase = f.record.state.phase.as_str(), decisions = f.decisions, "the rollout's state is written");
                 self.record.generation = generation;
                 self.unsaved.drain(..f.decisions.min(self.unsaved.len()));
@@ -2221,6 +2238,16 @@ mod tests {
             "{kinds:?}"
         );
         assert!(kinds.iter().any(|(k, _)| k == "rolled-back"), "{kinds:?}");
+        // The interval that failed, taken while the store was locked, is
+        // in the samples too: the report has the rollback's evidence.
+        let verdicts: Vec<String> = rig
+            .store
+            .samples("checkout")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.verdict)
+            .collect();
+        assert!(verdicts.iter().any(|v| v == "fail"), "{verdicts:?}");
         let health = handle.health();
         assert!(
             !health.unsaved && health.store_error.is_none(),
