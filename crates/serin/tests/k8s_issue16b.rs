@@ -404,3 +404,53 @@ async fn a_run_resumed_after_its_steps_were_edited_keeps_the_steps_it_started_wi
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_meeting_a_hand_edited_route_wins_over_it() {
+    let sim = KubeSim::start(&["--ssa-conflicts", "--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let dir = tempfile::tempdir().unwrap();
+    let (_serin, log) = serve(&sim, &dir.path().join("a"));
+    let steps = json!([{ "setWeight": 20 }, { "pause": {} }]);
+    paused_at_20(&sim, &api, steps, &log).await;
+    kubectl_ok(
+        &sim,
+        &[
+            "annotate",
+            "-n",
+            "shop",
+            "ingress",
+            "checkout-canary",
+            "nginx.ingress.kubernetes.io/canary-weight=10000",
+            "--overwrite",
+        ],
+    );
+    let limit = Duration::from_secs(60);
+    until(limit, &log, async || {
+        (sim_state(&sim)["weight"].as_f64() == Some(100.0)).then_some(())
+    })
+    .await;
+    let (code, out, err) = cli(&sim, &["rollback", "checkout"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // Either the rollback is in force, or status says it is not.
+    let s = until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        let weight = sim_state(&sim)["weight"].as_f64();
+        (s.phase.as_deref() == Some("RolledBack")
+            && (weight == Some(0.0) || !s.not_in_force.is_empty()))
+        .then_some((s, weight))
+    })
+    .await;
+    // The rollback wins over the hand edit (the routing at 0 is forced).
+    assert_eq!(s.1, Some(0.0), "{:?}", s.0);
+    let answer = s.0.last_request.clone().unwrap();
+    assert!(answer.accepted, "{answer:?}");
+    assert!(!answer.message.contains("NOT in force"), "{answer:?}");
+    until(limit, &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        s.not_in_force.is_empty().then_some(())
+    })
+    .await;
+}

@@ -1110,7 +1110,32 @@ async fn answer_request(
             ),
             Some(handle) => match handle.command(input_of(&req)).await {
                 Ok(record) => {
-                    let message = done_message(&req, &record);
+                    let mut message = done_message(&req, &record);
+                    // What was decided is not always in force yet (a route
+                    // another manager holds): the answer says so.
+                    // (The driver publishes its health just after it answers:
+                    // looked at for up to a second.)
+                    let mut health = handle.health();
+                    for _ in 0..20 {
+                        if health.weight_in_force == Some(record.state.weight) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        health = handle.health();
+                    }
+                    if health.weight_in_force != Some(record.state.weight) {
+                        let now = health
+                            .weight_in_force
+                            .map_or("unknown".to_string(), |w| format!("{w} %"));
+                        message.push_str(&format!(
+                            " decided, NOT in force yet (the canary's weight in force: {now}{}); status.notInForce says when it is",
+                            health
+                                .router_error
+                                .as_deref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        ));
+                    }
                     req.answer(true, message, at)
                 }
                 Err(e) => req.answer(false, e.to_string(), at),
