@@ -454,3 +454,41 @@ async fn a_rollback_meeting_a_hand_edited_route_wins_over_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_naming_a_missing_deployment_is_stalled_saying_so() {
+    let sim = KubeSim::start(&["--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let ghost: Rollout = serde_json::from_value(manifest(
+        "ghost",
+        &prom,
+        "nginx-ingress",
+        json!({ "deployment": "ghost", "service": "ghost", "ingress": "ghost" }),
+        json!([{ "setWeight": 20 }]),
+    ))
+    .unwrap();
+    api.create(&PostParams::default(), &ghost).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_serin, log) = serve(&sim, dir.path());
+    let s = until(Duration::from_secs(60), &log, async || {
+        let s = status_of(&api, "ghost").await?;
+        condition_is(&s, "Stalled", "True").then_some(s)
+    })
+    .await;
+    let stalled = condition(&s, "Stalled").unwrap();
+    assert_eq!(stalled.reason, "DeploymentNotFound", "{s:?}");
+    assert!(
+        stalled.message.contains("Deployment shop/ghost not found"),
+        "{s:?}"
+    );
+    assert!(
+        events(&sim).iter().any(|(t, r, n)| t == "Warning"
+            && r == "DeploymentNotFound"
+            && n.contains("Deployment shop/ghost not found")),
+        "{:?}",
+        events(&sim)
+    );
+}

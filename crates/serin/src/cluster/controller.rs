@@ -92,6 +92,8 @@ const RUN_CHECK: Duration = Duration::from_secs(1);
 const CLAIM_CHECK: Duration = Duration::from_secs(10);
 /// The condition reason of a Rollout naming a Deployment another manages.
 pub const DEPLOYMENT_CLAIMED: &str = "DeploymentClaimed";
+/// The condition reason of a Rollout whose stable Deployment does not exist.
+pub const DEPLOYMENT_NOT_FOUND: &str = "DeploymentNotFound";
 /// The wait before a failed reconcile is tried again, doubled on every
 /// failure in a row up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(3);
@@ -485,7 +487,7 @@ async fn report_refused(
             s.set_condition(condition(RECONCILING, false, reason, why, generation));
         })
         .await?;
-    let action = if reason == DEPLOYMENT_CLAIMED {
+    let action = if reason == DEPLOYMENT_CLAIMED || reason == DEPLOYMENT_NOT_FOUND {
         "Claim"
     } else {
         "Validate"
@@ -586,7 +588,9 @@ fn is_invalid_marked(s: &RolloutStatus) -> bool {
     s.conditions.iter().any(|c| {
         c.type_ == STALLED
             && c.status == "True"
-            && (c.reason == "InvalidSpec" || c.reason == DEPLOYMENT_CLAIMED)
+            && (c.reason == "InvalidSpec"
+                || c.reason == DEPLOYMENT_CLAIMED
+                || c.reason == DEPLOYMENT_NOT_FOUND)
     })
 }
 
@@ -751,10 +755,19 @@ async fn act(
     }
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.namespace);
     let what = format!("Deployment {}/{}", target.namespace, target.deployment);
-    let stable = deployments
-        .get(&target.deployment)
-        .await
-        .map_err(|e| ReconcileError(format!("{what}: {e}")))?;
+    let stable = match deployments.get_opt(&target.deployment).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            // Said in status and a Warning Event; looked at again when the
+            // Deployment appears (it is watched) and every CLAIM_CHECK.
+            let why = format!(
+                "{what} not found: create it, or name the stable Deployment in spec.traffic.kubernetes.deployment"
+            );
+            report_refused(&store, r, DEPLOYMENT_NOT_FOUND, &why).await?;
+            return Ok(Action::requeue(CLAIM_CHECK));
+        }
+        Err(e) => return Err(ReconcileError(format!("{what}: {e}"))),
+    };
     let template = template_hash(&stable.spec.template);
     let status = store.status().await;
 
