@@ -492,3 +492,60 @@ async fn a_rollout_naming_a_missing_deployment_is_stalled_saying_so() {
         events(&sim)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_waiting_for_an_answer_says_the_request_is_still_pending() {
+    let sim = KubeSim::start(&["--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let r: Rollout = serde_json::from_value(manifest(
+        "checkout",
+        &prom,
+        "nginx-ingress",
+        nginx_objects(),
+        json!([{ "setWeight": 20 }]),
+    ))
+    .unwrap();
+    api.create(&PostParams::default(), &r).await.unwrap();
+    // No controller runs: the CLI waits; Ctrl-C once the request is written.
+    let child = common::serin::serin()
+        .args([
+            "pause",
+            "checkout",
+            "--wait",
+            "60s",
+            "--kubernetes",
+            "-n",
+            "shop",
+        ])
+        .env("KUBECONFIG", sim.kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("none.log");
+    until(Duration::from_secs(30), &log, async || {
+        let r = api.get("checkout").await.ok()?;
+        r.metadata
+            .annotations?
+            .contains_key("serin.dev/request")
+            .then_some(())
+    })
+    .await;
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("still pending"), "{err}");
+    assert!(err.contains("the controller will act on it"), "{err}");
+}
