@@ -969,6 +969,39 @@ mod tests {
     use kube::Resource;
 
     #[test]
+    fn anything_the_crd_admits_is_read_and_the_check_names_what_is_wrong() {
+        let refused = |spec: serde_json::Value| {
+            let r: Rollout = serde_json::from_value(serde_json::json!({
+                "apiVersion": "serin.dev/v1alpha1", "kind": "Rollout",
+                "metadata": { "name": "bad", "namespace": "shop" },
+                "spec": spec
+            }))
+            .unwrap();
+            r.check().unwrap_err().to_string()
+        };
+        let sides = |more: serde_json::Value| {
+            let mut spec =
+                serde_json::json!({ "stable": { "version": "v1" }, "canary": { "version": "v2" } });
+            for (k, v) in more.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            spec
+        };
+        let e = refused(serde_json::json!({ "canary": { "version": "v2" } }));
+        assert!(e.contains("spec.stable: missing"), "{e}");
+        let e = refused(sides(
+            serde_json::json!({ "steps": [{ "setWeight": [1, 2] }] }),
+        ));
+        assert!(e.contains("spec.steps[0].setWeight"), "{e}");
+        let e = refused(sides(
+            serde_json::json!({ "analysis": { "errorRate": { "maximum": "5%" } } }),
+        ));
+        assert!(e.contains("spec.analysis.errorRate.maximum"), "{e}");
+        let e = refused(sides(serde_json::json!({ "extra": 1 })));
+        assert!(e.contains("extra"), "{e}");
+    }
+
+    #[test]
     fn the_resource_is_the_one_the_checker_reads() {
         assert_eq!(Rollout::api_version(&()), spec::API_VERSION);
         assert_eq!(Rollout::group(&()), spec::API_GROUP);
