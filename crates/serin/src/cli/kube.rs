@@ -363,8 +363,19 @@ pub fn act(name: &str, args: &KubeArgs, ask: Ask, output: OutputFormat) -> anyho
         let (api, namespace, context) = rollouts(&args).await?;
         let what = format!("Rollout {namespace}/{name}");
         let req = request(ask, &who());
+        // Ctrl-C from the moment the request may be written says it stays.
+        let interrupted = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| Error::unavailable(format!("listening for Ctrl-C: {e}")))?;
         write_request(&api, &name, &req, &what).await?;
-        let answer = wait_for_answer(&api, &name, &req.id, &what, args.wait, &context).await?;
+        let answer = wait_for_answer(
+            &api,
+            &name,
+            &req.id,
+            &what,
+            (args.wait, interrupted),
+            &context,
+        )
+        .await?;
         match output {
             OutputFormat::Json => crate::outln!(
                 "{}",
@@ -455,7 +466,7 @@ async fn wait_for_answer(
     name: &str,
     id: &str,
     what: &str,
-    within: Duration,
+    (within, mut interrupted): (Duration, tokio::signal::unix::Signal),
     context: &str,
 ) -> Result<Answer, Error> {
     let started = Instant::now();
@@ -467,8 +478,19 @@ async fn wait_for_answer(
         if started.elapsed() >= within {
             return Err(Error::unavailable(no_answer(what, id, within, context)));
         }
-        tokio::time::sleep(LOOK_EVERY).await;
+        tokio::select! {
+            () = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = interrupted.recv() => return Err(Error::unavailable(interrupted_text(what, id))),
+        }
     }
+}
+
+/// What Ctrl-C while waiting for an answer says: the request stays.
+fn interrupted_text(what: &str, id: &str) -> String {
+    format!(
+        "{what}: interrupted while waiting; the request (id {id}) is still pending: the controller will act on it (within {} minutes of when it was asked), and status.lastRequest will say how",
+        crate::cluster::requests::REQUEST_TTL.as_secs() / 60
+    )
 }
 
 #[cfg(test)]

@@ -92,6 +92,8 @@ const RUN_CHECK: Duration = Duration::from_secs(1);
 const CLAIM_CHECK: Duration = Duration::from_secs(10);
 /// The condition reason of a Rollout naming a Deployment another manages.
 pub const DEPLOYMENT_CLAIMED: &str = "DeploymentClaimed";
+/// The condition reason of a Rollout whose stable Deployment does not exist.
+pub const DEPLOYMENT_NOT_FOUND: &str = "DeploymentNotFound";
 /// The wait before a failed reconcile is tried again, doubled on every
 /// failure in a row up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(3);
@@ -311,7 +313,13 @@ pub async fn run(
 
 /// Whether Rollout `r` names the Deployment `ns/name` as its stable one.
 fn names_deployment(r: &Rollout, ns: &str, name: &str) -> bool {
-    let Some(k) = r.spec.traffic.as_ref().and_then(|t| t.kubernetes.as_ref()) else {
+    let Some(k) = r
+        .spec
+        .traffic
+        .as_ref()
+        .and_then(|t| t.typed())
+        .and_then(|t| t.kubernetes.as_ref())
+    else {
         return false;
     };
     let own = r.metadata.namespace.as_deref().unwrap_or("default");
@@ -479,7 +487,7 @@ async fn report_refused(
             s.set_condition(condition(RECONCILING, false, reason, why, generation));
         })
         .await?;
-    let action = if reason == DEPLOYMENT_CLAIMED {
+    let action = if reason == DEPLOYMENT_CLAIMED || reason == DEPLOYMENT_NOT_FOUND {
         "Claim"
     } else {
         "Validate"
@@ -580,7 +588,9 @@ fn is_invalid_marked(s: &RolloutStatus) -> bool {
     s.conditions.iter().any(|c| {
         c.type_ == STALLED
             && c.status == "True"
-            && (c.reason == "InvalidSpec" || c.reason == DEPLOYMENT_CLAIMED)
+            && (c.reason == "InvalidSpec"
+                || c.reason == DEPLOYMENT_CLAIMED
+                || c.reason == DEPLOYMENT_NOT_FOUND)
     })
 }
 
@@ -648,7 +658,76 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
         ctx.stores.lock().await.remove(&key);
         return Ok(Action::requeue(RETRY));
     }
+    // The operator's request is answered once the run is known: a run in
+    // status is resumed (or a new one started) first, so a rollback asked
+    // while no controller ran is applied, not refused as "no run". A
+    // reconcile that failed answers nothing yet (it is tried again).
+    let action = act(r, ctx, &store, &key).await?;
     answer_request(r, ctx, &store, &key).await?;
+    Ok(action)
+}
+
+/// The JSON of the spec's steps (`null`: the default steps), as a run
+/// keeps them in `status.runSteps`.
+fn steps_text(r: &Rollout) -> String {
+    serde_json::to_string(&r.spec.steps).unwrap_or_default()
+}
+
+/// What a run in status resumes with: the spec's setup with the steps the
+/// run started with (`status.runSteps`), or why it cannot be.
+fn resumed_setup(
+    r: &Rollout,
+    status: &RolloutStatus,
+    now: (Setup, KubeTarget),
+) -> Result<(Setup, KubeTarget), String> {
+    let Some(saved) = status.run_steps.as_deref() else {
+        return Err("the run's steps are not in status (a run started by an older serin): its step index cannot be matched to the spec's steps".into());
+    };
+    if saved == steps_text(r) {
+        return Ok(now);
+    }
+    let mut old = r.clone();
+    old.spec.steps = serde_json::from_str(saved)
+        .map_err(|e| format!("the run's steps in status cannot be read: {e}"))?;
+    setup_of(&old).map_err(|e| format!("the run's steps no longer pass the checks: {e}"))
+}
+
+/// Ends a run in status that cannot be resumed: traffic to stable, the
+/// canary to 0 replicas, phase RolledBack saying why (git's template must
+/// then be fixed or reverted, as after any rollback).
+async fn abandon(
+    store: &StatusStore,
+    router: &KubernetesRouter,
+    generation: Option<i64>,
+    why: &str,
+) -> Result<(), ReconcileError> {
+    let message = format!("run ended on resume, nothing promoted: {why}");
+    tracing::warn!(rollout = %store.name(), "{message}");
+    router.cleanup().await?;
+    store
+        .update(|s| {
+            s.phase = Some(Phase::RolledBack.as_str().to_string());
+            s.weight = Some(0.0);
+            if let Some(st) = &mut s.state {
+                st.weight_hundredths = 0;
+            }
+            let text = format!("{message}; {}", super::status::FIX_OR_REVERT);
+            set_run_conditions(s, Phase::RolledBack, &text, generation);
+            s.message = Some(text);
+        })
+        .await?;
+    store.event(true, "RunAbandoned", "Resume", &message).await;
+    Ok(())
+}
+
+/// One reconcile of a Rollout whose status this process may write.
+async fn act(
+    r: &Rollout,
+    ctx: &Ctx,
+    store: &StatusStore,
+    key: &Key,
+) -> Result<Action, ReconcileError> {
+    let (store, key) = (store.clone(), key.clone());
     let generation = r.metadata.generation;
     let (setup, target) = match setup_of(r) {
         Ok(s) => s,
@@ -676,10 +755,19 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
     }
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.namespace);
     let what = format!("Deployment {}/{}", target.namespace, target.deployment);
-    let stable = deployments
-        .get(&target.deployment)
-        .await
-        .map_err(|e| ReconcileError(format!("{what}: {e}")))?;
+    let stable = match deployments.get_opt(&target.deployment).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            // Said in status and a Warning Event; looked at again when the
+            // Deployment appears (it is watched) and every CLAIM_CHECK.
+            let why = format!(
+                "{what} not found: create it, or name the stable Deployment in spec.traffic.kubernetes.deployment"
+            );
+            report_refused(&store, r, DEPLOYMENT_NOT_FOUND, &why).await?;
+            return Ok(Action::requeue(CLAIM_CHECK));
+        }
+        Err(e) => return Err(ReconcileError(format!("{what}: {e}"))),
+    };
     let template = template_hash(&stable.spec.template);
     let status = store.status().await;
 
@@ -787,7 +875,17 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
         }
         return Ok(Action::await_change());
     }
+    let mut setup = setup;
     let record = if ours && in_progress {
+        // The run keeps the plan it started with: its step index means
+        // nothing in steps edited since.
+        match resumed_setup(r, &status, (setup, target.clone())) {
+            Ok((kept, _)) => setup = kept,
+            Err(why) => {
+                abandon(&store, &router_for(ctx, &target, &stable), generation, &why).await?;
+                return Ok(Action::await_change());
+            }
+        }
         tracing::info!(rollout = %key.1, namespace = %key.0, run = status.run.unwrap_or(0), "resuming the run from the Rollout's status");
         store.record().await
     } else {
@@ -801,7 +899,7 @@ async fn apply(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
         record.state = State::new(time::now());
         record.last_verdict = None;
         tracing::info!(rollout = %key.1, namespace = %key.0, run = record.run, canary = record.canary_version.as_deref().unwrap_or("-"), "a new pod template: run starts");
-        store.begin_run(record, &template).await?
+        store.begin_run(record, &template, &steps_text(r)).await?
     };
     let router = router_for(ctx, &target, &stable);
     let analysis = (setup.analysis)(None);
@@ -1025,7 +1123,32 @@ async fn answer_request(
             ),
             Some(handle) => match handle.command(input_of(&req)).await {
                 Ok(record) => {
-                    let message = done_message(&req, &record);
+                    let mut message = done_message(&req, &record);
+                    // What was decided is not always in force yet (a route
+                    // another manager holds): the answer says so.
+                    // (The driver publishes its health just after it answers:
+                    // looked at for up to a second.)
+                    let mut health = handle.health();
+                    for _ in 0..20 {
+                        if health.weight_in_force == Some(record.state.weight) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        health = handle.health();
+                    }
+                    if health.weight_in_force != Some(record.state.weight) {
+                        let now = health
+                            .weight_in_force
+                            .map_or("unknown".to_string(), |w| format!("{w} %"));
+                        message.push_str(&format!(
+                            " decided, NOT in force yet (the canary's weight in force: {now}{}); status.notInForce says when it is",
+                            health
+                                .router_error
+                                .as_deref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        ));
+                    }
                     req.answer(true, message, at)
                 }
                 Err(e) => req.answer(false, e.to_string(), at),

@@ -210,15 +210,27 @@ pub fn pending(
             let id = serde_json::from_str::<serde_json::Value>(value)
                 .ok()
                 .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
-            // One without a readable id is answered under the empty id,
-            // once.
-            match id {
-                Some(id) if answered(&id) => None,
-                None if answered("") => None,
-                id => Some(Err((id, e))),
+            // One without a readable id is answered under an id made from
+            // its text: once, and each different value again.
+            let id = id.unwrap_or_else(|| unreadable_id(value));
+            if answered(&id) {
+                None
+            } else {
+                Some(Err((Some(id), e)))
             }
         }
     }
+}
+
+/// The id an unreadable request is answered under: `unreadable-` and a
+/// hash (FNV-1a) of its text, so each distinct value is answered once.
+fn unreadable_id(value: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in value.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("unreadable-{h:016x}")
 }
 
 /// Whether the CLI may write `new` now, given the annotation's current
@@ -252,6 +264,28 @@ pub fn may_replace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_distinct_unreadable_request_is_answered_once() {
+        let first = pending(Some("garbage"), None, "Rollout shop/checkout");
+        let Some(Err((Some(id), _))) = first else {
+            panic!("{first:?}")
+        };
+        let answer = Answer {
+            id: id.clone(),
+            action: "unknown".into(),
+            by: "unknown".into(),
+            accepted: false,
+            message: String::new(),
+            at: String::new(),
+        };
+        assert!(pending(Some("garbage"), Some(&answer), "r").is_none());
+        let second = pending(Some("more garbage"), Some(&answer), "r");
+        assert!(
+            matches!(&second, Some(Err((Some(other), _))) if *other != id),
+            "a second garbage value is answered too: {second:?}"
+        );
+    }
 
     fn request(action: Action) -> Request {
         Request::new(action, "alice@laptop", Millis(1_000_000))

@@ -87,35 +87,124 @@ use crate::spec::{self, SpecError};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = require_sides)]
 pub struct RolloutSpec {
+    /// Fields the spec does not have, kept as written so that
+    /// [`Rollout::check`] refuses them by name (an API server that prunes
+    /// them never hands them over).
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schemars(skip)]
+    pub unknown: serde_json::Map<String, serde_json::Value>,
     /// The version now serving.
-    pub stable: SideSpec,
+    #[serde(default, skip_serializing_if = "Lenient::is_missing")]
+    pub stable: Lenient<SideSpec>,
     /// The version being rolled out.
-    pub canary: SideSpec,
+    #[serde(default, skip_serializing_if = "Lenient::is_missing")]
+    pub canary: Lenient<SideSpec>,
     /// Where and how the canary's share of traffic is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic: Option<TrafficSpec>,
+    pub traffic: Option<Lenient<TrafficSpec>>,
     /// The steps, in order (default: 5, 25, 50, 100 % with 60 s pauses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<StepSpec>>,
+    pub steps: Option<Lenient<Vec<StepSpec>>>,
     /// How verdicts are made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<AnalysisSpec>,
+    pub analysis: Option<Lenient<AnalysisSpec>>,
     /// Webhooks told of phase changes and failed verdicts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notifications: Option<Vec<NotificationSpec>>,
+    pub notifications: Option<Lenient<Vec<NotificationSpec>>>,
     /// A URL that must answer 2xx before the first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pre_rollout: Option<WebhookSpec>,
+    pub pre_rollout: Option<Lenient<WebhookSpec>>,
     /// How long a timed pause may overrun, or a gate stay shut, before the
     /// rollout rolls back, like 30m (none: it waits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress_deadline: Option<String>,
+    pub progress_deadline: Option<Lenient<String>>,
     /// A fresh instance of the stable version given the canary's share,
     /// compared with the canary by the relative checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<BaselineSpec>,
+    pub baseline: Option<Lenient<BaselineSpec>>,
+}
+
+/// The CRD requires `stable` and `canary` (read leniently: a Rollout
+/// without one is refused by [`Rollout::check`], naming it).
+fn require_sides(schema: &mut Schema) {
+    schema.insert("required".into(), serde_json::json!(["canary", "stable"]));
+}
+
+/// A section of the spec as typed, or, when it does not fit its type,
+/// kept as written: one malformed Rollout must not make the list of all
+/// of them unreadable (the CRD keeps some values as written, and an API
+/// server without the CRD's checks keeps anything). [`Rollout::check`]
+/// then refuses it naming the field.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lenient<T> {
+    /// As typed.
+    Typed(T),
+    /// As written (`Null` when absent).
+    Written(serde_json::Value),
+}
+
+impl<T> Lenient<T> {
+    /// The typed value, when it fits its type.
+    pub fn typed(&self) -> Option<&T> {
+        match self {
+            Lenient::Typed(t) => Some(t),
+            Lenient::Written(_) => None,
+        }
+    }
+
+    /// Absent (not written at all).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Lenient::Written(serde_json::Value::Null))
+    }
+}
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient::Written(serde_json::Value::Null)
+    }
+}
+
+impl<T> From<T> for Lenient<T> {
+    fn from(t: T) -> Self {
+        Lenient::Typed(t)
+    }
+}
+
+impl<T: Serialize> Serialize for Lenient<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Lenient::Typed(t) => t.serialize(s),
+            Lenient::Written(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Ok(match T::deserialize(&value) {
+            Ok(t) => Lenient::Typed(t),
+            Err(_) => Lenient::Written(value),
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Lenient<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    /// The typed schema: what the CRD admits is what `T` describes.
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        T::json_schema(g)
+    }
 }
 
 /// `baseline`.
@@ -669,6 +758,11 @@ pub struct RolloutStatus {
     /// `message`; cut at [`REASON_CHARS`] characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The steps the current (or last) run started with, as JSON (`null`:
+    /// the default steps): a resumed run keeps them though the spec's
+    /// steps were edited meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_steps: Option<String>,
     /// How the last run ended, kept once the Rollout is idle again (e.g.
     /// `run 2 rolled back: ...`); health checks do not read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -826,6 +920,22 @@ impl Rollout {
     pub fn check(&self) -> Result<spec::Rollout, SpecError> {
         let name = self.metadata.name.as_deref().unwrap_or_default();
         let namespace = self.metadata.namespace.as_deref().unwrap_or("default");
+        let missing: Vec<spec::Problem> =
+            [("stable", &self.spec.stable), ("canary", &self.spec.canary)]
+                .into_iter()
+                .filter(|(_, side)| side.is_missing())
+                .map(|(field, _)| spec::Problem {
+                    line: 0,
+                    column: 0,
+                    message: format!("spec.{field}: missing (expected {{version: ...}})"),
+                })
+                .collect();
+        if !missing.is_empty() {
+            return Err(SpecError {
+                origin: format!("Rollout {namespace}/{name}"),
+                problems: missing,
+            });
+        }
         let value = serde_json::to_value(&self.spec).map_err(|e| SpecError {
             origin: format!("Rollout {namespace}/{name}"),
             problems: vec![spec::Problem {
@@ -857,6 +967,39 @@ pub fn crd_yaml() -> String {
 mod tests {
     use super::*;
     use kube::Resource;
+
+    #[test]
+    fn anything_the_crd_admits_is_read_and_the_check_names_what_is_wrong() {
+        let refused = |spec: serde_json::Value| {
+            let r: Rollout = serde_json::from_value(serde_json::json!({
+                "apiVersion": "serin.dev/v1alpha1", "kind": "Rollout",
+                "metadata": { "name": "bad", "namespace": "shop" },
+                "spec": spec
+            }))
+            .unwrap();
+            r.check().unwrap_err().to_string()
+        };
+        let sides = |more: serde_json::Value| {
+            let mut spec =
+                serde_json::json!({ "stable": { "version": "v1" }, "canary": { "version": "v2" } });
+            for (k, v) in more.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            spec
+        };
+        let e = refused(serde_json::json!({ "canary": { "version": "v2" } }));
+        assert!(e.contains("spec.stable: missing"), "{e}");
+        let e = refused(sides(
+            serde_json::json!({ "steps": [{ "setWeight": [1, 2] }] }),
+        ));
+        assert!(e.contains("spec.steps[0].setWeight"), "{e}");
+        let e = refused(sides(
+            serde_json::json!({ "analysis": { "errorRate": { "maximum": "5%" } } }),
+        ));
+        assert!(e.contains("spec.analysis.errorRate.maximum"), "{e}");
+        let e = refused(sides(serde_json::json!({ "extra": 1 })));
+        assert!(e.contains("extra"), "{e}");
+    }
 
     #[test]
     fn the_resource_is_the_one_the_checker_reads() {

@@ -377,11 +377,13 @@ impl StatusStore {
         &self,
         mut record: RolloutRecord,
         template_hash: &str,
+        steps: &str,
     ) -> Result<RolloutRecord, StoreError> {
         let mut fence = self.inner.fence.lock().await;
         let mut status = fence.object.status.clone().unwrap_or_default();
         status.decisions.clear();
         status.canary_template_hash = Some(template_hash.to_string());
+        status.run_steps = Some(steps.to_string());
         // The last run's problem went with its router.
         self.forget_problem();
         let observed = fence.object.metadata.generation;

@@ -12,9 +12,14 @@
 //! object of that name without the label is refused, not taken over.
 //!
 //! Every write is a server-side apply with field manager [`FIELD_MANAGER`],
-//! never forced: a field another manager (kubectl, a GitOps tool) owns with a
+//! not forced: a field another manager (kubectl, a GitOps tool) owns with a
 //! different value is a conflict, reported with the object's name, and the
-//! operation stops there. Reads are plain GETs.
+//! operation stops there. One exception, the safe direction, in the
+//! controller's GitOps mode ([`KubernetesRouter::gitops`]; `serin run`
+//! still reports the conflict): once set up, the routing at weight 0 (a
+//! rollback, the end of a promotion, cleanup) is forced, so a hand edit of the canary's weight (`kubectl annotate ...
+//! canary-weight=10000 --overwrite`) cannot keep traffic on a canary being
+//! rolled back; serin then owns those fields again. Reads are plain GETs.
 //!
 //! What each call does, in order (tested request by request in
 //! `tests/kubernetes.rs`):
@@ -381,6 +386,25 @@ impl KubernetesRouter {
         .map_err(|e| api_error(&self.what(&o.resource.kind, &o.name), e))
     }
 
+    /// [`KubernetesRouter::apply`], forced in GitOps mode: only for the
+    /// routing at weight 0 (all traffic to stable), which must win over
+    /// another manager.
+    async fn apply_forced(&self, o: &Object) -> Result<(), Error> {
+        if !self.gitops {
+            return self.apply(o).await;
+        }
+        let api =
+            Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), &o.resource);
+        api.patch(
+            &o.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&o.body),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| api_error(&self.what(&o.resource.kind, &o.name), e))
+    }
+
     async fn apply_deployment(&self, d: &Deployment) -> Result<Deployment, Error> {
         let name = d.metadata.name.clone().unwrap_or_default();
         Api::<Deployment>::namespaced(self.client.clone(), self.ns())
@@ -598,8 +622,10 @@ impl KubernetesRouter {
                 return self.set_up(state).await;
             }
             let plan = self.plan(state).await?;
-            // Traffic off the canary first, in one call; then scale down.
-            self.apply(&plan.routing.render(weight, true)).await?;
+            // Traffic off the canary first, in one call (forced: the safe
+            // direction wins); then scale down.
+            self.apply_forced(&plan.routing.render(weight, true))
+                .await?;
             if self.target.scale_with_weight {
                 let replicas = self.replicas(&plan, weight);
                 self.apply_deployment(&plan.canary.with_replicas(replicas))
@@ -631,7 +657,7 @@ impl KubernetesRouter {
 
     /// All traffic to stable, header routes dropped, canary at 0 replicas.
     async fn retire_canary(&self, plan: &Plan) -> Result<(), Error> {
-        self.apply(&plan.routing.render(Weight::ZERO, false))
+        self.apply_forced(&plan.routing.render(Weight::ZERO, false))
             .await?;
         self.apply_deployment(&plan.canary.with_replicas(0)).await?;
         Ok(())
