@@ -244,6 +244,13 @@ async fn paused_at_20(sim: &KubeSim, api: &Api<Rollout>, steps: Value, log: &Pat
         (s.phase.as_deref() == Some("Paused") && s.weight == Some(20.0)).then_some(())
     })
     .await;
+    // Status is written before the routing (persist, then apply): wait
+    // until the split is really in force, so what a test does next meets
+    // a set-up route.
+    until(limit, log, async || {
+        (sim_state(sim)["weight"].as_f64() == Some(20.0)).then_some(())
+    })
+    .await;
 }
 
 /// Creates `object` with kubectl, as a user would (no typed client).

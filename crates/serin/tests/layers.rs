@@ -189,6 +189,8 @@ fn lower_layers_use_nothing_above_them() {
         (
             "cluster",
             &[
+                // What status says is not in force, worded as the API's.
+                "wire",
                 "runtime",
                 "providers",
                 "controller",
