@@ -17,7 +17,8 @@
 //! operation stops there. One exception, the safe direction, in the
 //! controller's GitOps mode ([`KubernetesRouter::gitops`]; `serin run`
 //! still reports the conflict): once set up, the routing at weight 0 (a
-//! rollback, the end of a promotion, cleanup) is forced, so a hand edit of the canary's weight (`kubectl annotate ...
+//! rollback, the end of a promotion, cleanup) is forced when its unforced
+//! apply fails (a conflict), so a hand edit of the canary's weight (`kubectl annotate ...
 //! canary-weight=10000 --overwrite`) cannot keep traffic on a canary being
 //! rolled back; serin then owns those fields again. Reads are plain GETs.
 //!
@@ -386,12 +387,14 @@ impl KubernetesRouter {
         .map_err(|e| api_error(&self.what(&o.resource.kind, &o.name), e))
     }
 
-    /// [`KubernetesRouter::apply`], forced in GitOps mode: only for the
-    /// routing at weight 0 (all traffic to stable), which must win over
-    /// another manager.
+    /// [`KubernetesRouter::apply`], and in GitOps mode forced when that
+    /// meets a conflict: only for the routing at weight 0 (all traffic to
+    /// stable), which must win over another manager. A release nobody
+    /// edited by hand is never forced.
     async fn apply_forced(&self, o: &Object) -> Result<(), Error> {
-        if !self.gitops {
-            return self.apply(o).await;
+        let first = self.apply(o).await;
+        if !self.gitops || first.is_ok() {
+            return first;
         }
         let api =
             Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), &o.resource);
