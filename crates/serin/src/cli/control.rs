@@ -44,6 +44,7 @@ pub struct TrafficArgs {
     /// The rollout.
     pub name: String,
     /// Canary weight in percent (0–100, two decimals); holds the automation.
+    #[arg(value_name = "PCT")]
     pub weight: String,
     #[command(flatten)]
     pub api: ApiArgs,
