@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod controller;
 pub mod daemon;
 pub mod exporter;
 pub mod hooks;
