@@ -81,22 +81,6 @@ impl Snapshot {
             routed: None,
         }
     }
-
-    /// The requests the weight placed, as (not on the canary, on the
-    /// canary): every version's requests less those a route sent
-    /// ([`Snapshot::routed`]; none subtracted where it is unknown). The
-    /// baseline's count on the first side: the canary's observed share is
-    /// `canary / (both)`, to compare with the canary weight whether or not
-    /// a baseline takes part (which [`Snapshot::observation`] cannot show
-    /// once the baseline stands in the stable's slot).
-    pub fn split_by_weight(&self) -> (u64, u64) {
-        let (routed_stable, routed_canary) = self.routed.unwrap_or((0, 0));
-        let baseline = self.baseline.as_ref().map_or(0, |b| b.requests);
-        (
-            (self.stable.requests + baseline).saturating_sub(routed_stable),
-            self.canary.requests.saturating_sub(routed_canary),
-        )
-    }
 }
 
 /// Where the judge's numbers come from.
@@ -262,28 +246,4 @@ fn blocking<T: Send + 'static>(
             .await
             .map_err(|_| StoreError::Unavailable("the store's task was lost".into()))?
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_split_by_weight_counts_the_baseline_and_leaves_routed_requests_out() {
-        let t = |requests| Totals {
-            requests,
-            ..Totals::default()
-        };
-        let mut s = Snapshot {
-            stable: t(900),
-            canary: t(130),
-            baseline: Some(t(100)),
-            routed: Some((20, 30)),
-            ..Snapshot::default()
-        };
-        assert_eq!(s.split_by_weight(), (980, 100));
-        s.routed = None;
-        s.baseline = None;
-        assert_eq!(s.split_by_weight(), (900, 130));
-    }
 }
