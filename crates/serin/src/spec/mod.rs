@@ -539,7 +539,8 @@ impl Checker {
             }
             None => None,
         };
-        let baseline = self.baseline(raw.baseline, provider, &stable, &canary);
+        let prometheus = analysis.as_ref().is_some_and(|a| a.prometheus.is_some());
+        let baseline = self.baseline(raw.baseline, provider, &stable, &canary, prometheus);
         let progress_deadline = match raw.progress_deadline {
             Some(d) if d.value.0.is_zero() => {
                 self.at(
@@ -580,6 +581,7 @@ impl Checker {
         provider: Provider,
         stable: &Side,
         canary: &Side,
+        prometheus: bool,
     ) -> Option<Option<String>> {
         let Some(raw) = raw else {
             return Some(None);
@@ -603,6 +605,15 @@ impl Checker {
                 );
                 return None;
             }
+        }
+        if prometheus {
+            // Its queries name stable and canary only: the judge would
+            // have nothing to compare the canary with.
+            self.at(
+                &raw.referenced,
+                "baseline: expected the built-in proxy's metrics or nginx's access log (analysis.prometheus does not query a baseline); remove one of them",
+            );
+            return None;
         }
         let Some(u) = raw.value.upstream else {
             self.at(

@@ -932,6 +932,15 @@ fn a_baseline_is_read_where_the_provider_can_split_three_ways() {
         assert_eq!(p.len(), 1, "{baseline}: {p:?}");
         assert!(p[0].contains(expected), "{baseline}: {p:?}");
     }
+    // Prometheus queries name stable and canary only.
+    let p = problems(&format!(
+        "{MINIMAL}analysis:\n  prometheus: {{address: http://127.0.0.1:9090, requests: 'r{{v=\"{{{{version}}}}\"}}', errors: 'e{{v=\"{{{{version}}}}\"}}'}}\nbaseline: {{ upstream: http://127.0.0.1:9003 }}\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("baseline: expected the built-in proxy's metrics or nginx's access log"),
+        "{p:?}"
+    );
     // Kubernetes: nginx-ingress never (one canary share), the others not yet.
     let kube = |provider: &str, route: &str| {
         format!(
