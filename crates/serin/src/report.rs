@@ -14,7 +14,7 @@ use crate::rollout::{DecisionKind, Outcome};
 use crate::store::{
     EventRecord, RolloutRecord, RunRecord, Sample, Store, StoreError, VersionSample,
 };
-use crate::time::{human_span, rfc3339};
+use crate::time::{Millis, human_span, rfc3339};
 
 /// Everything `serin report` shows: one run of a rollout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,15 +116,22 @@ pub struct SampleEntry {
     pub baseline: Option<VersionSample>,
 }
 
-/// The window of a report's totals: this run's sampled intervals.
-fn sampled_window(samples: &[Sample]) -> String {
+/// The window of a report's totals: this run's sampled intervals, from
+/// the run's start (`started`; without it, the end of the first interval,
+/// said so) to the end of the last. A sample's time is its interval's end.
+fn sampled_window(samples: &[Sample], started: Option<Millis>) -> String {
     match (samples.first(), samples.last()) {
-        (Some(first), Some(last)) => format!(
-            "this run's {} sampled interval(s), {} to {}",
-            samples.len(),
-            rfc3339(first.at),
-            rfc3339(last.at)
-        ),
+        (Some(first), Some(last)) => {
+            let from = match started {
+                Some(at) if at <= first.at => rfc3339(at),
+                _ => format!("the end of the first at {}", rfc3339(first.at)),
+            };
+            format!(
+                "this run's {} sampled interval(s), from {from} to {}",
+                samples.len(),
+                rfc3339(last.at)
+            )
+        }
         _ => "this run's sampled intervals (none yet)".to_string(),
     }
 }
@@ -204,7 +211,7 @@ impl Report {
                 .collect(),
             timeline: events.iter().map(timeline_entry).collect(),
             summary: Summary {
-                window: sampled_window(samples),
+                window: sampled_window(samples, None),
                 stable: VersionSummary::of(samples.iter().map(|s| &s.stable)),
                 canary: VersionSummary::of(samples.iter().map(|s| &s.canary)),
                 baseline: samples.iter().any(|s| s.baseline.is_some()).then(|| {
@@ -259,6 +266,7 @@ impl Report {
             }
         };
         report.started = Some(rfc3339(this.started));
+        report.summary.window = sampled_window(&samples, Some(this.started));
         report.ended = this.ended.map(rfc3339);
         if report.outcome.is_none() {
             report.outcome = this.outcome.clone();
@@ -351,6 +359,9 @@ pub struct History {
     pub registrations: Vec<TimelineEntry>,
     /// Its runs, oldest first (one with `--run`).
     pub runs: Vec<RunEntry>,
+    /// How many runs it has in all (with `--run`, more than `runs` holds).
+    #[serde(default)]
+    pub runs_total: usize,
 }
 
 /// One run in the history.
@@ -380,6 +391,7 @@ pub struct RunEntry {
 pub fn history(store: &Store, name: &str, run: Option<u32>) -> Result<History, StoreError> {
     let current = store.get(name).ok();
     let mut runs = store.runs(name)?;
+    let runs_total = runs.len();
     let all = store.events(name)?;
     if current.is_none() && runs.is_empty() && all.is_empty() {
         return Err(StoreError::NotFound(name.to_string()));
@@ -422,6 +434,7 @@ pub fn history(store: &Store, name: &str, run: Option<u32>) -> Result<History, S
                 .collect()
         },
         runs: entries,
+        runs_total,
     })
 }
 
@@ -1005,6 +1018,29 @@ mod tests {
             },
             baseline: None,
         }
+    }
+
+    #[test]
+    fn the_totals_window_starts_with_the_run_not_its_first_interval_end() {
+        let samples = [sample(10_000, 5, 0), sample(20_000, 5, 0)];
+        let w = sampled_window(&samples, Some(Millis(4_000)));
+        assert_eq!(
+            w,
+            format!(
+                "this run's 2 sampled interval(s), from {} to {}",
+                rfc3339(Millis(4_000)),
+                rfc3339(Millis(20_000))
+            )
+        );
+        // Without the run's start it says what it starts with.
+        let w = sampled_window(&samples, None);
+        assert!(
+            w.contains(&format!(
+                "from the end of the first at {}",
+                rfc3339(Millis(10_000))
+            )),
+            "{w}"
+        );
     }
 
     fn fixture_record() -> RolloutRecord {

@@ -408,6 +408,13 @@ fn status_metrics_and_report_say_their_windows_and_agree_on_one_run() {
         window.starts_with("this run's ") && window.contains("sampled interval"),
         "{report:#}"
     );
+    // It starts where the run started, not at the end of its first interval.
+    let started = report["started"].as_str().unwrap_or("(no start)");
+    let sampled = report["samples"].as_array().map_or(0, Vec::len);
+    assert!(
+        sampled == 0 || window.contains(&format!("from {started} to ")),
+        "{report:#}"
+    );
     assert!(
         total(&report["summary"]) <= total(&status["metrics"]),
         "{report:#}"

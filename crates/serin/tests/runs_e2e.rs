@@ -206,6 +206,10 @@ fn every_deploy_is_a_run_with_a_typed_outcome_kept_after_cleanup() {
     ));
     assert_eq!(one["runs"].as_array().unwrap().len(), 1, "{one:#}");
     assert_eq!(one["runs"][0]["run"], 2, "{one:#}");
+    assert_eq!(one["runsTotal"], 3, "{one:#}");
+    let second = String::from_utf8_lossy(&ok(api, &["history", "checkout", "--run", "2"]).stdout)
+        .to_string();
+    assert!(second.starts_with("checkout: run 2 of 3"), "{second}");
 
     // A report covers one run: the last by default, any with --run.
     let last = json_of(&ok(api, &["report", "checkout"]));

@@ -233,9 +233,12 @@ pub fn history(args: HistoryArgs, output: OutputFormat) -> anyhow::Result<Exit> 
 /// its number, versions, start, end and outcome, then its decisions;
 /// registrations (outside any run) where they happened.
 pub fn print_history(h: &History) {
-    let runs = match h.runs.len() {
-        1 => "1 run".to_string(),
-        n => format!("{n} runs"),
+    let total = h.runs_total.max(h.runs.len());
+    let runs = match (h.runs.as_slice(), total) {
+        // `--run N`: which of how many.
+        ([one], total) if total > 1 => format!("run {} of {total}", one.run),
+        (_, 1) => "1 run".to_string(),
+        (_, n) => format!("{n} runs"),
     };
     let registered = if h.registered {
         ""
