@@ -1736,13 +1736,35 @@ pub fn status_of(
         // The store has the run's decisions; [`Daemon::status_of`] adds it.
         would_roll_back: None,
         split: record.state.split.as_ref().map(wire::Split::from),
-        metrics: snapshot.map(|s| wire::Metrics {
-            window: wire::THIS_RUN.to_string(),
-            stable: version_metrics(&s.stable),
-            canary: version_metrics(&s.canary),
-            baseline: s.baseline.as_ref().map(version_metrics),
+        metrics: snapshot.map(|s| {
+            let (stable_version, canary_version) = run_versions(record);
+            wire::Metrics {
+                window: wire::THIS_RUN.to_string(),
+                stable: version_metrics(&s.stable),
+                canary: version_metrics(&s.canary),
+                baseline: s.baseline.as_ref().map(version_metrics),
+                stable_version,
+                canary_version,
+            }
         }),
         proxy: None,
+    }
+}
+
+/// The versions a run's stable and canary figures are of. After a
+/// promotion the record's stable is the run's canary and the run's stable
+/// is the former one: the figures keep the roles they had in the run.
+fn run_versions(record: &RolloutRecord) -> (Option<String>, Option<String>) {
+    if record.state.outcome.as_ref().is_some_and(Outcome::promoted) {
+        (
+            record.former_stable_version.clone(),
+            Some(record.stable_version.clone()),
+        )
+    } else {
+        (
+            Some(record.stable_version.clone()),
+            record.canary_version.clone(),
+        )
     }
 }
 

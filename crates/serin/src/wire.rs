@@ -191,6 +191,22 @@ pub struct Metrics {
     /// only when the rollout has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<VersionMetrics>,
+    /// The version the `stable` figures are of: the run's stable, which
+    /// after a promotion is no longer the rollout's stable.
+    #[serde(
+        rename = "stableVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stable_version: Option<String>,
+    /// The version the `canary` figures are of (after a promotion, the
+    /// rollout's stable now).
+    #[serde(
+        rename = "canaryVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub canary_version: Option<String>,
 }
 
 /// The window of figures counted from the run's deploy.
@@ -283,6 +299,8 @@ mod tests {
                 requests: 7,
                 ..VersionMetrics::default()
             }),
+            stable_version: Some("v1".into()),
+            canary_version: None,
         };
         let json = serde_json::json!({
             "wouldRollBack": WouldRollBack { reason: "would have rolled back: x".into(), at: "t".into() },
@@ -292,6 +310,8 @@ mod tests {
         assert_eq!(json["split"]["observed"], 0.4);
         assert_eq!(json["split"]["mismatch"], true);
         assert_eq!(json["metrics"]["baseline"]["requests"], 7);
+        assert_eq!(json["metrics"]["stableVersion"], "v1");
+        assert!(json["metrics"].get("canaryVersion").is_none(), "{json}");
         let without = serde_json::to_value(Metrics {
             baseline: None,
             ..metrics

@@ -700,6 +700,22 @@ fn a_finished_runs_figures_stop_at_its_end() {
     d.ok(&["promote", "ended", "--full"]);
     let ended = wait_status(d.addr, "ended", "promoted", |s| phase(s) == "Succeeded");
     assert_eq!(ended["metrics"]["window"], "this run", "{ended:#}");
+    // The figures keep the run's roles; they say whose they are, and the
+    // text says the canary row is the stable now.
+    assert_eq!(
+        (
+            ended["metrics"]["stableVersion"].as_str(),
+            ended["metrics"]["canaryVersion"].as_str(),
+            ended["stable"]["version"].as_str()
+        ),
+        (Some("v1"), Some("v2"), Some("v2")),
+        "{ended:#}"
+    );
+    let text = String::from_utf8_lossy(&d.ok(&["status", "ended"]).stdout).to_string();
+    assert!(
+        text.contains("the run's roles: stable was v1, canary v2 is the stable now"),
+        "{text}"
+    );
     // The daemon's /metrics counts on (since the proxy started): wait until
     // it has the next 50, then status must not have moved.
     let counted = || -> u64 {

@@ -170,6 +170,17 @@ pub fn print_status(s: &RolloutStatus) {
         for (label, v) in [("stable", &m.stable), ("canary", &m.canary)] {
             crate::outln!("  {label:<8} {}", metrics_row(v));
         }
+        // After a promotion the rows keep the run's roles: say whose they are.
+        if s.outcome
+            .as_ref()
+            .is_some_and(crate::rollout::Outcome::promoted)
+        {
+            crate::outln!(
+                "  (the run's roles: stable was {}, canary {} is the stable now)",
+                m.stable_version.as_deref().unwrap_or("(not recorded)"),
+                m.canary_version.as_deref().unwrap_or("(not recorded)")
+            );
+        }
         if let Some(b) = &m.baseline {
             crate::outln!("  {:<8} {}", "baseline", metrics_row(b));
         }
