@@ -397,6 +397,27 @@ fn problem_of(e: &serde_saphyr::Error) -> Problem {
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
+    // A limit of the YAML reader: say what it means for a rollout file, not
+    // the reader's internal counters.
+    if let serde_saphyr::Error::Budget { breach, .. } = e.without_snippet() {
+        use serde_saphyr::budget::BudgetBreach as B;
+        let what = match breach {
+            B::Nodes { .. } | B::Events { .. } => {
+                "the file is too large for a rollout file (more than 250,000 YAML values; \
+                 a rollout has a handful of steps)"
+                    .to_string()
+            }
+            B::Depth { depth } => format!(
+                "the file nests too deeply for a rollout file ({depth} levels of maps and lists)"
+            ),
+            other => format!("the file exceeds a limit of the YAML reader ({other:?})"),
+        };
+        return Problem {
+            line,
+            column,
+            message: what,
+        };
+    }
     let options = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
     let mut message = e.render_with_options(options);
     // The plain rendering ends with " at line L column C"; the location is

@@ -969,3 +969,17 @@ fn a_baseline_is_read_where_the_provider_can_split_three_ways() {
         );
     }
 }
+
+#[test]
+fn a_file_past_the_yaml_readers_limits_is_named_plainly() {
+    let mut huge = format!("{MINIMAL}steps:\n");
+    for _ in 0..130_000 {
+        huge.push_str("  - setWeight: 5\n");
+    }
+    let p = problems(&huge);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("too large for a rollout file") && !p[0].contains("budget"),
+        "{p:?}"
+    );
+}
