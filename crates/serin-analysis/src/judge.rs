@@ -7,7 +7,7 @@
 //! `fixed` tests) and the anytime-valid evidence since the rollout began (for
 //! `sequential` ratio tests). See `docs/judge.md`.
 
-use crate::config::{Config, ConfigError, Direction, Method, Reference};
+use crate::config::{Config, ConfigError, Direction, Limit, Method, Reference};
 use crate::eprocess::{ProportionTest, RatioTest};
 use crate::histogram::Histogram;
 use crate::observation::{Delta, Observation, ObservationError, Ratio, VersionDelta};
@@ -329,6 +329,13 @@ pub struct Judge {
     refused: Option<Observation>,
     stage: Acc,
     rollout: Acc,
+    /// With a baseline (`Reference::Baseline`): the baseline judged against
+    /// the stable on the relative checks, with the baseline in the canary's
+    /// slot. A baseline shown worse than the stable (it crashed, it answers
+    /// 502) is no fair reference: the canary's verdict is then no data,
+    /// never a pass; and its share of the stable's and its own requests is
+    /// split-checked, so a canary and a baseline starved alike are seen.
+    reference: Option<Box<Judge>>,
 }
 
 /// `WHAT 8.2 % (82/1 000) vs stable 0.5 % (5/1 000)`: each version's rate
@@ -432,6 +439,9 @@ impl Judge {
         }
         let n = checks.len().max(1) as f64;
         let alpha = (1.0 - config.confidence) / n;
+        let reference = reference_config(&config)
+            .and_then(|c| Judge::new(c).ok())
+            .map(Box::new);
         let mut judge = Judge {
             config,
             checks,
@@ -445,6 +455,7 @@ impl Judge {
             refused: None,
             stage: Acc::default(),
             rollout: Acc::default(),
+            reference,
         };
         judge.reset_tests(true);
         Ok(judge)
@@ -476,6 +487,17 @@ impl Judge {
             self.weight = weight;
             self.reset_split();
         }
+        // The baseline gets the canary's share, at most what is left; of
+        // the stable's and its own requests, b / (100 − w).
+        if let (Some(r), Some(w)) = (self.reference.as_mut(), weight) {
+            let b = w.min(100.0 - w);
+            let share = if w < 100.0 {
+                100.0 * b / (100.0 - w)
+            } else {
+                0.0
+            };
+            r.set_canary_weight(share);
+        }
     }
 
     /// Tells the judge whether the router keeps sessions sticky (each
@@ -486,6 +508,35 @@ impl Judge {
     pub fn set_split_tolerance(&mut self, sticky: bool) {
         self.sticky = sticky;
         self.reset_split();
+        if let Some(r) = self.reference.as_mut() {
+            r.set_split_tolerance(sticky);
+        }
+    }
+
+    /// With a baseline (`Reference::Baseline`): the observation the canary
+    /// is judged on, the baseline's numbers in the stable's slot (none yet:
+    /// zero, never the stable's), and the reference's, the baseline in the
+    /// canary's slot against the stable. Without: `at` itself.
+    fn with_baseline(&self, at: &Observation) -> (Observation, Option<Observation>) {
+        if self.config.compare_with != Reference::Baseline {
+            return (at.clone(), None);
+        }
+        let baseline = at.baseline.clone().unwrap_or_default();
+        let main = Observation {
+            stable: baseline.clone(),
+            baseline: None,
+            ..at.clone()
+        };
+        let reference = self.reference.as_ref().map(|_| Observation {
+            stable: at.stable.clone(),
+            canary: baseline,
+            custom: Vec::new(),
+            at: at.at,
+            // Routes send to stable or canary, never to the baseline.
+            routed: at.routed.map(|(s, _)| (s, 0)),
+            baseline: None,
+        });
+        (main, reference)
     }
 
     /// Split verification starts again (a new step or weight).
@@ -592,6 +643,14 @@ impl Judge {
     /// became the base (a caller keeping its own interval numbers keeps its
     /// base too when it did not).
     pub fn begin_stage(&mut self, at: &Observation) -> bool {
+        let (main, reference) = self.with_baseline(at);
+        if let (Some(r), Some(o)) = (self.reference.as_mut(), &reference) {
+            r.begin_stage(o);
+        }
+        self.begin_stage_of(&main)
+    }
+
+    fn begin_stage_of(&mut self, at: &Observation) -> bool {
         if self.last.is_none() && at.validate().is_ok() {
             // The first numbers a judge sees are its base, not data: what
             // the source counted before (an earlier run through the same
@@ -626,6 +685,9 @@ impl Judge {
     /// from the last observation taken (zero before any), as
     /// [`Judge::begin_stage`] at those numbers would.
     pub fn begin_stage_unread(&mut self) {
+        if let Some(r) = self.reference.as_mut() {
+            r.begin_stage_unread();
+        }
         if self.last.is_none() {
             self.remember(&Observation::default());
         }
@@ -654,9 +716,13 @@ impl Judge {
     /// interval that led to it (the counters moved for a reason the judge
     /// cannot see, e.g. a metric source that restarted). The step goes on.
     pub fn rebase(&mut self, at: &Observation) {
+        let (main, reference) = self.with_baseline(at);
+        if let (Some(r), Some(o)) = (self.reference.as_mut(), &reference) {
+            r.rebase(o);
+        }
         self.last = None;
         self.refused = None;
-        self.remember(at);
+        self.remember(&main);
     }
 
     /// Feeds one interval to the ratio tests that the method keeps
@@ -894,6 +960,15 @@ impl Judge {
     /// though no-data is still reported. `sequential` and `none` judge
     /// every interval.
     pub fn observe(&mut self, current: &Observation, end_of_pause: bool) -> Judgement {
+        let (main, reference) = self.with_baseline(current);
+        let judged = self.observe_one(&main, end_of_pause);
+        match (self.reference.as_mut(), &reference) {
+            (Some(r), Some(o)) => with_reference(judged, r.observe_one(o, end_of_pause)),
+            _ => judged,
+        }
+    }
+
+    fn observe_one(&mut self, current: &Observation, end_of_pause: bool) -> Judgement {
         let (delta, from_refused) = match self.accept(current) {
             Ok(d) => d,
             Err(judgement) => return *judgement,
@@ -1679,6 +1754,61 @@ impl Judge {
             }
         }
     }
+}
+
+/// The judge of the baseline against the stable: the relative checks of
+/// `config` (the absolute limits are the canary's; with none, only the
+/// baseline's share is checked), compared with the stable. `None` without
+/// a baseline.
+fn reference_config(config: &Config) -> Option<Config> {
+    if config.compare_with != Reference::Baseline {
+        return None;
+    }
+    let relative = |l: &Limit| Limit {
+        max: None,
+        max_ratio_to_stable: l.max_ratio_to_stable,
+    };
+    let c = Config {
+        error_rate: relative(&config.error_rate),
+        latency_p50: relative(&config.latency_p50),
+        latency_p95: relative(&config.latency_p95),
+        latency_p99: relative(&config.latency_p99),
+        compare_with: Reference::Stable,
+        // Every relative check judges the baseline, advisory or not: an
+        // advisory check still needs a fair reference to advise on.
+        advisory: Vec::new(),
+        ..config.clone()
+    };
+    Some(c)
+}
+
+/// The canary's judgement (against the baseline) with the baseline's own
+/// against the stable: a baseline shown worse than the stable makes the
+/// comparison worthless, so a canary that did not fail on its own is no
+/// data (never a pass); a baseline whose share is off holds the step as
+/// the canary's would.
+fn with_reference(mut j: Judgement, r: Judgement) -> Judgement {
+    let as_baseline = |s: &str| s.replace("canary", "baseline");
+    if r.verdict == Verdict::Fail && j.verdict != Verdict::Fail {
+        j.verdict = Verdict::NoData;
+        j.reason = format!(
+            "no data: the baseline is no fair reference, it is worse than the stable: {}",
+            as_baseline(&r.reason)
+        );
+        j.within_limits = None;
+    }
+    if let Some(split) = r.split.filter(|s| s.mismatch)
+        && !j.split.as_ref().is_some_and(|s| s.mismatch)
+    {
+        // "baseline got 0.5 % of stable and baseline requests (…), 25 %
+        // expected (…)": the share it is given of what the canary leaves.
+        let reason = as_baseline(&split.reason)
+            .replacen("of requests", "of stable and baseline requests", 1)
+            .replacen(" requested (", " expected (", 1);
+        j.split = Some(Split { reason, ..split });
+        j.within_limits = None;
+    }
+    j
 }
 
 fn worse_than(m: f64, other: &str) -> String {

@@ -46,6 +46,12 @@ pub struct Observation {
     /// version whatever the weight, cumulative like the totals (`None`: no
     /// routes). Split verification leaves them out; nothing else uses them.
     pub routed: Option<(u64, u64)>,
+    /// The baseline (a fresh instance of the stable's version given the
+    /// canary's share), when the rollout has one. With
+    /// `Reference::Baseline` the relative checks compare the canary with
+    /// it, and the baseline itself is checked against the stable (a
+    /// baseline worse than the stable is no fair reference).
+    pub baseline: Option<Totals>,
 }
 
 /// Why two observations cannot be subtracted.

@@ -574,17 +574,25 @@ fn compared_with_a_baseline_the_reasons_say_so() {
         ..HEALTHY
     };
     let mut last = None;
+    let fresh = Per {
+        requests: 100,
+        errors: 1,
+        ..STABLE
+    };
     for i in 1..=20 {
         let j = judge.observe(
-            &after(
-                i,
-                Per {
-                    requests: 100,
-                    errors: 1,
-                    ..STABLE
-                },
-                bad,
-            ),
+            &Observation {
+                baseline: Some(totals(fresh, i)),
+                ..after(
+                    i,
+                    Per {
+                        requests: 800,
+                        errors: 8,
+                        ..STABLE
+                    },
+                    bad,
+                )
+            },
             false,
         );
         let done = j.verdict == Verdict::Fail;
@@ -627,13 +635,17 @@ fn against_a_baseline_the_split_is_canary_versus_baseline() {
     for i in 1..=20 {
         let o = Observation {
             stable: Totals {
-                requests: 50 * i,
+                requests: 1200 * i,
                 ..Totals::default()
             },
             canary: Totals {
                 requests: 60 * i,
                 ..Totals::default()
             },
+            baseline: Some(Totals {
+                requests: 50 * i,
+                ..Totals::default()
+            }),
             routed: Some((300 * i, 10 * i)),
             ..Observation::default()
         };
@@ -654,8 +666,23 @@ fn against_a_baseline_the_split_is_canary_versus_baseline() {
         ..split_judge().config().clone()
     })
     .unwrap();
-    let js = split_run(&mut judge, 5.0, 20, 100, 5, None);
-    let s = js[19].split.as_ref().unwrap();
+    judge.begin_stage(&Observation::default());
+    judge.set_canary_weight(5.0);
+    let mut last = None;
+    for i in 1..=20 {
+        let requests = |n: u64| Totals {
+            requests: n * i,
+            ..Totals::default()
+        };
+        let o = Observation {
+            stable: requests(1800),
+            canary: requests(5),
+            baseline: Some(requests(95)),
+            ..Observation::default()
+        };
+        last = judge.observe(&o, false).split;
+    }
+    let s = last.unwrap();
     assert!(s.mismatch, "{}", s.reason);
     assert!((s.requested - 50.0).abs() < 1e-9);
     assert!(
@@ -706,4 +733,105 @@ fn no_early_success_while_the_split_is_a_mismatch() {
             .within_limits
             .is_some()
     }));
+}
+
+/// Compared with a baseline that is itself failing (it crashed and answers
+/// 502), a canary with 30 % errors looks better than its reference: the
+/// baseline is checked against the stable, and a baseline shown worse is
+/// no fair reference, so the verdict is no data, never a pass.
+#[test]
+fn a_baseline_worse_than_the_stable_is_no_reference() {
+    let config = Config {
+        error_rate: Limit {
+            max: None,
+            max_ratio_to_stable: Some(1.5),
+        },
+        latency_p95: Limit::NONE,
+        client_error_ratio: None,
+        compare_with: Reference::Baseline,
+        ..Config::default()
+    };
+    let mut judge = Judge::new(config).unwrap();
+    judge.begin_stage(&Observation::default());
+    judge.set_canary_weight(10.0);
+    let failing = |errors| Per {
+        requests: 100,
+        errors,
+        client_errors: 0,
+        slow: 0,
+    };
+    let mut verdicts = Vec::new();
+    for i in 1..=30 {
+        let j = judge.observe(
+            &Observation {
+                baseline: Some(totals(failing(88), i)),
+                ..after(i, failing(1), failing(30))
+            },
+            false,
+        );
+        assert_ne!(j.verdict, Verdict::Pass, "{i}: {}", j.reason);
+        assert_eq!(j.within_limits, None, "{i}");
+        verdicts.push(j);
+    }
+    let last = verdicts.last().unwrap();
+    assert_eq!(last.verdict, Verdict::NoData, "{}", last.reason);
+    assert!(
+        last.reason.starts_with(
+            "no data: the baseline is no fair reference, it is worse than the stable: baseline error rate 88.0 %"
+        ),
+        "{}",
+        last.reason
+    );
+    // A healthy baseline: the same canary fails against it.
+    let mut judge = Judge::new(judge.config().clone()).unwrap();
+    judge.begin_stage(&Observation::default());
+    judge.set_canary_weight(10.0);
+    let failed = (1..=30).any(|i| {
+        let o = Observation {
+            baseline: Some(totals(failing(1), i)),
+            ..after(i, failing(1), failing(30))
+        };
+        judge.observe(&o, false).verdict == Verdict::Fail
+    });
+    assert!(failed);
+}
+
+/// A canary and a baseline starved alike (each 0.5 % of the requests at a
+/// 20 % weight) have the share they should have of each other's requests:
+/// the baseline's share of its own and the stable's requests shows it.
+#[test]
+fn a_canary_and_baseline_starved_alike_are_a_split_mismatch() {
+    let mut judge = Judge::new(Config {
+        compare_with: Reference::Baseline,
+        ..split_judge().config().clone()
+    })
+    .unwrap();
+    judge.begin_stage(&Observation::default());
+    judge.set_canary_weight(20.0);
+    let mut last = None;
+    for i in 1..=20 {
+        let requests = |n: u64| Totals {
+            requests: n * i,
+            ..Totals::default()
+        };
+        let o = Observation {
+            stable: requests(990),
+            canary: requests(5),
+            baseline: Some(requests(5)),
+            routed: Some((0, 0)),
+            ..Observation::default()
+        };
+        let j = judge.observe(&o, false);
+        assert_eq!(j.within_limits, None, "{i}");
+        last = j.split;
+    }
+    let s = last.unwrap();
+    assert!(s.mismatch, "{}", s.reason);
+    assert!(
+        s.reason.starts_with(
+            "baseline got 0.50 % of stable and baseline requests (100/19 900), 25 % expected (below"
+        ),
+        "{}",
+        s.reason
+    );
 }

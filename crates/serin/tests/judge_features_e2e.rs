@@ -423,6 +423,44 @@ fn a_canary_worse_than_the_baseline_rolls_back_though_better_than_stable() {
     );
 }
 
+/// A baseline that dies mid-rollout (it answers 500 to everything from
+/// the 30 % step on) would make a canary with 30 % errors look better than
+/// its reference: the baseline is checked against the stable, and one
+/// shown worse is no fair reference, so the canary is never promoted on it
+/// (no data, then rolled back), the history saying why.
+#[test]
+fn a_baseline_that_dies_mid_rollout_never_lets_a_failing_canary_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &["--error-rate", "0.3"]);
+    let (_baseline, baseline) = demo_app("v1-fresh", &[]);
+    let proxy = local(free_port());
+    let yaml = with_baseline(
+        Rollout::new("dies", proxy, stable, canary),
+        baseline,
+        WORSE_STEPS,
+    );
+    let state = dir.path().to_path_buf();
+    // The baseline dies once the 30 % step is in force (after its health
+    // check passed).
+    let killer = std::thread::spawn(move || {
+        wait_status(&state, "dies", Duration::from_secs(30), |s| {
+            s["weightInForce"].as_f64() == Some(30.0)
+        });
+        let a = common::http::http(baseline, "POST", "/faults", &[], r#"{"errorRate":1.0}"#);
+        assert_eq!(a.status, 200, "{}", a.body);
+    });
+    let o = run_with_load(dir.path(), &yaml, proxy, 200, Duration::from_secs(90));
+    killer.join().unwrap();
+    assert_eq!(o.code, Some(3), "{}", o.out);
+    let history = cli(dir.path(), &["history", "dies"]);
+    assert!(
+        history.contains("the baseline is no fair reference, it is worse than the stable"),
+        "{history}"
+    );
+    assert!(history_lines(&history, "promoted").is_empty(), "{history}");
+}
+
 // ------------------------------------------------------ split with nginx
 
 /// An nginx rollout `name` on `port` keyed by the sticky cookie `user`,

@@ -127,6 +127,7 @@ pub fn analyze(mut judge: Judge, input: impl BufRead, origin: &str) -> anyhow::R
             custom: Vec::new(),
             at: Some(line.t),
             routed: None,
+            baseline: None,
         };
         // Counters going backwards are bad input; implausible ones
         // (saturated, or rising faster than any service could answer) are

@@ -8,7 +8,7 @@
 //! are no data as well, and left out: the next sound interval is judged
 //! from the last sound numbers.
 
-use serin_analysis::{Config, Histogram, Judge, Observation, Reference, Totals};
+use serin_analysis::{Config, Histogram, Judge, Observation, Totals};
 use serin_proxy::Weight;
 
 use crate::controller::seams::{
@@ -104,12 +104,10 @@ impl LiveAnalysis {
         let at = self.started.elapsed().as_secs_f64();
         let mut o = s.observation(Some(at));
         o.routed = s.routed;
-        // Compared with a fresh baseline: its numbers stand in the stable's
-        // slot (the judge says "baseline"); a source without them yet gives
-        // the judge nothing to compare with, never the stable's numbers.
-        if self.judge.config().compare_with == Reference::Baseline {
-            o.stable = s.baseline.clone().unwrap_or_default();
-        }
+        // With a fresh baseline the observation carries it beside the
+        // stable: the judge compares the canary with it (a source without
+        // its numbers yet gives nothing to compare with, never the
+        // stable's) and checks it against the stable.
         Ok((s, o))
     }
 }

@@ -79,6 +79,7 @@ impl Snapshot {
             custom: self.custom.clone(),
             at,
             routed: None,
+            baseline: self.baseline.clone(),
         }
     }
 }
