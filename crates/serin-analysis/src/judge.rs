@@ -43,6 +43,15 @@ pub(crate) fn split_band(w: f64, factor: f64) -> (f64, f64) {
     (low, high)
 }
 
+/// Early success: the error rate (5xx) below which a canary counts as
+/// within an `errorRate.maxRatioToStable` limit whatever the stable's
+/// rate (see `docs/judge.md`, "Early success").
+pub const ERROR_FLOOR: f64 = 0.001;
+
+/// Early success: the 4xx rate below which a canary counts as within the
+/// `clientErrorRate.maxRatioToStable` limit whatever the stable's rate.
+pub const CLIENT_ERROR_FLOOR: f64 = 0.01;
+
 /// The stage's split test: two one-sided anytime-valid tests of the
 /// canary's share of weight-split requests, one that it is below the band,
 /// one that it is above.
@@ -108,6 +117,17 @@ impl SplitTest {
         self.canary += c;
         self.total += n;
         self.routed += rs.min(d.stable.requests) + rc.min(d.canary.requests);
+    }
+
+    /// The share seen so far lies inside the band (or nothing was counted
+    /// yet): early success needs it, as a mismatch not yet shown may be
+    /// one only because the step is young.
+    fn in_band(&self) -> bool {
+        if self.total == 0 {
+            return true;
+        }
+        let observed = self.canary as f64 / self.total as f64;
+        self.band.0 <= observed && observed <= self.band.1
     }
 
     /// The result, with `log_threshold` the log e-value a mismatch needs.
@@ -284,7 +304,9 @@ struct Check {
     /// Advisory (`Config::advisory`): left out of the combined verdict.
     advisory: bool,
     /// Early success (`sequential`): the step's test that the canary is
-    /// within an absolute limit (`H0: at or over it`).
+    /// within an absolute limit (`H0: at or over it`); for the 5xx and 4xx
+    /// ratio checks, that its rate is below the floor ([`ERROR_FLOOR`],
+    /// [`CLIENT_ERROR_FLOOR`]).
     within_proportion: Option<ProportionTest>,
     /// Early success (`sequential`): the step's test that the canary is
     /// within a ratio limit (`H0: ratio at or over it`).
@@ -586,8 +608,13 @@ impl Judge {
                     Kind::LatencyMax { q, .. } => {
                         c.within_proportion = Some(ProportionTest::below(1.0 - q))
                     }
-                    Kind::ErrorRatio(m) | Kind::ClientErrorRatio(m) => {
-                        c.within_ratio = Some(RatioTest::below(m))
+                    Kind::ErrorRatio(m) => {
+                        c.within_ratio = Some(RatioTest::below(m));
+                        c.within_proportion = Some(ProportionTest::below(ERROR_FLOOR));
+                    }
+                    Kind::ClientErrorRatio(m) => {
+                        c.within_ratio = Some(RatioTest::below(m));
+                        c.within_proportion = Some(ProportionTest::below(CLIENT_ERROR_FLOOR));
                     }
                     Kind::Custom(i) => {
                         c.within_ratio = Some(RatioTest::below(self.config.custom[i].ratio()))
@@ -834,6 +861,9 @@ impl Judge {
                             d.stable.requests as f64,
                         )
                     }
+                    if let Some(t) = c.within_proportion.as_mut() {
+                        t.update(d.canary.errors, d.canary.requests)
+                    }
                 }
                 Kind::ClientErrorRatio(_) => {
                     if let (Some(t), Some(x_c), Some(x_s)) = (
@@ -842,6 +872,11 @@ impl Judge {
                         d.stable.client_errors,
                     ) {
                         t.update(x_c, d.canary.requests as f64, x_s, d.stable.requests as f64)
+                    }
+                    if let (Some(t), Some(x_c)) =
+                        (c.within_proportion.as_mut(), d.canary.client_errors)
+                    {
+                        t.update(x_c, d.canary.requests)
                     }
                 }
                 Kind::Custom(i) => {
@@ -1000,7 +1035,11 @@ impl Judge {
         }
         // A split mismatch means the metrics may not be the canary's at the
         // weight asked for: no early success on them.
-        if j.verdict == Verdict::Pass && !j.split.as_ref().is_some_and(|s| s.mismatch) {
+        // Nor while the share seen is outside the band, shown or not yet.
+        if j.verdict == Verdict::Pass
+            && !j.split.as_ref().is_some_and(|s| s.mismatch)
+            && self.split.as_ref().is_none_or(SplitTest::in_band)
+        {
             j.within_limits = self.within_limits(&j.checks);
         }
         j
@@ -1126,9 +1165,19 @@ impl Judge {
             if r.verdict != Verdict::Pass {
                 return None;
             }
-            let log_e = match (&c.within_proportion, &c.within_ratio) {
-                (Some(t), _) => t.log_e(),
-                (_, Some(t)) => t.log_e(),
+            // A 5xx or 4xx ratio limit is met when the ratio is shown below
+            // it or the canary's rate below its floor (a rate that low is
+            // no reason to hold a pause, and with no errors on either side
+            // no ratio can ever be shown): the mean of the two e-values,
+            // an e-value when both nulls hold.
+            let (log_e, by_floor) = match (&c.within_proportion, &c.within_ratio) {
+                (Some(floor), Some(r)) => {
+                    let (a, b) = (r.log_e(), floor.log_e());
+                    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+                    (hi + ((1.0 + (lo - hi).exp()) / 2.0).ln(), b > a)
+                }
+                (Some(t), None) => (t.log_e(), false),
+                (None, Some(t)) => (t.log_e(), false),
                 _ => return None,
             };
             if log_e < log_threshold {
@@ -1146,6 +1195,19 @@ impl Judge {
                     let b = c.within_bound?;
                     format!("at most {} (limit {})", ms(b), ms(max))
                 }
+                Kind::ErrorRatio(_) if by_floor => format!(
+                    "{} < floor {}",
+                    show(rate(stage.canary.errors, stage.canary.requests)),
+                    pct(ERROR_FLOOR)
+                ),
+                Kind::ClientErrorRatio(_) if by_floor => format!(
+                    "{} < floor {}",
+                    show(rate(
+                        stage.canary.client_errors,
+                        stage.canary.client_requests
+                    )),
+                    pct(CLIENT_ERROR_FLOOR)
+                ),
                 Kind::ErrorRatio(m) => format!(
                     "{} < {} × {other} {}",
                     show(rate(stage.canary.errors, stage.canary.requests)),

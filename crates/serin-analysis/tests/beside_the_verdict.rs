@@ -835,3 +835,94 @@ fn a_canary_and_baseline_starved_alike_are_a_split_mismatch() {
         s.reason
     );
 }
+
+/// A service with no 4xx and no 5xx on either side: no ratio can ever be
+/// shown below its limit, but the canary's rates are shown below the
+/// floors (5xx 0.1 %, 4xx 1 %), which meets the ratio limits for early
+/// success; a canary answering 404 to everything never is.
+#[test]
+fn ratio_limits_are_met_below_their_floor_when_nothing_errs() {
+    let clean = |requests| Per {
+        requests,
+        errors: 0,
+        client_errors: 0,
+        slow: 0,
+    };
+    let config = Config {
+        error_rate: Limit {
+            max: Some(0.05),
+            max_ratio_to_stable: Some(2.0),
+        },
+        ..Config::default()
+    };
+    let mut judge = Judge::new(config.clone()).unwrap();
+    let js = run(&mut judge, 200, clean(900), clean(100));
+    let first = js
+        .iter()
+        .position(|j| j.within_limits.is_some())
+        .expect("shown within the limits in 200 intervals");
+    let reason = js[first].within_limits.as_deref().unwrap();
+    assert!(
+        reason.contains("error-rate/ratio 0 % < floor 0.10 % (e = "),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("client-error-rate/ratio 0 % < floor 1.0 % (e = "),
+        "{reason}"
+    );
+    // 404 to everything: 4xx far over the floor and over 5 × stable's.
+    let mut judge = Judge::new(config).unwrap();
+    let broken = Per {
+        client_errors: 100,
+        ..clean(100)
+    };
+    let js = run(&mut judge, 200, clean(900), broken);
+    assert!(js.iter().all(|j| j.within_limits.is_none()));
+    assert!(js.iter().any(|j| j.verdict == Verdict::Fail));
+    // Just over the 4xx floor with a stable at 0: never early, however long.
+    let mut judge = Judge::new(Config::default()).unwrap();
+    let over = Per {
+        client_errors: 2,
+        ..clean(100)
+    };
+    let js = run(&mut judge, 300, clean(900), over);
+    assert!(js.iter().all(|j| j.within_limits.is_none()));
+}
+
+/// Early in a step the canary gets 90 % of the requests at a 10 % weight:
+/// not yet shown to be a mismatch, but outside the band, so no early
+/// success on those numbers.
+#[test]
+fn no_early_success_while_the_share_is_outside_the_band() {
+    let mut judge = Judge::new(Config {
+        min_requests: 10,
+        latency_p95: Limit::NONE,
+        client_error_ratio: None,
+        ..Config::default()
+    })
+    .unwrap();
+    judge.begin_stage(&Observation::default());
+    judge.set_canary_weight(10.0);
+    let per = |requests| Per {
+        requests,
+        errors: 0,
+        client_errors: 0,
+        slow: 0,
+    };
+    for i in 1..=40 {
+        let mut o = after(i, per(10), per(90));
+        o.routed = Some((0, 0));
+        let j = judge.observe(&o, false);
+        assert_eq!(j.within_limits, None, "{i}: {:?}", j.split);
+    }
+    // The same healthy numbers at the weight asked for end the step early.
+    let mut judge = Judge::new(judge.config().clone()).unwrap();
+    judge.begin_stage(&Observation::default());
+    judge.set_canary_weight(10.0);
+    let early = (1..=40).any(|i| {
+        let mut o = after(i, per(90), per(10));
+        o.routed = Some((0, 0));
+        judge.observe(&o, false).within_limits.is_some()
+    });
+    assert!(early);
+}
