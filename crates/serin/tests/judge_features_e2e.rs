@@ -147,6 +147,40 @@ fn an_advisory_rollout_with_a_failing_canary_is_promoted_and_says_it_would_have_
     );
 }
 
+/// The summary of a run carried on after `kill -9` counts the
+/// would-roll-backs of the whole run, those before the kill too, as the
+/// history does.
+#[test]
+fn the_summary_counts_would_roll_backs_from_before_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &["--error-rate", "0.3"]);
+    let proxy = local(free_port());
+    let yaml = Rollout::new("kept", proxy, stable, canary)
+        .analysis("  mode: advisory\n")
+        .steps("  - setWeight: 20\n  - pause: { duration: 4s }\n  - setWeight: 50\n  - pause: { duration: 4s }\n")
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let mut first = Proc::spawn(serin_run(&file, dir.path()), false);
+    wait_for_port(proxy);
+    let _load = load_with(&format!("http://{proxy}/"), 200, "60s", &[]);
+    wait_status(dir.path(), "kept", Duration::from_secs(30), |s| {
+        s["wouldRollBack"].is_object()
+    });
+    first.kill();
+    let second = Proc::spawn(serin_run(&file, dir.path()), true);
+    let out = text(&second.wait_output(Duration::from_secs(60)));
+    let history = cli(dir.path(), &["history", "kept"]);
+    let would = history_lines(&history, "would-roll-back").len();
+    assert!(would >= 1, "{history}");
+    let said = if would == 1 {
+        "would have rolled back 1 time".to_string()
+    } else {
+        format!("would have rolled back {would} times")
+    };
+    assert!(out.contains(&said), "{said}:\n{out}\n{history}");
+}
+
 /// A rollout file where only the error-rate check is advisory.
 fn advisory_error_rate(
     name: &str,

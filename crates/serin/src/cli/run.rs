@@ -134,6 +134,19 @@ async fn run_serving(
     // not from the run's start, and status says so.
     daemon.adopt(setup.clone(), plane, driver, carried_on);
     let mut view = View::new(&setup, &record, output);
+    // A run carried on from an earlier process: its would-roll-backs so far
+    // count in the summary too (they are in the store, not seen here).
+    if carried_on {
+        view.would_roll_back = store
+            .run_events(&record.name, record.run)
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e.decision.kind == DecisionKind::WouldRollBack)
+                    .count()
+            })
+            .unwrap_or(0);
+    }
     view.line(&format!(
         "{}: {} → {} through {} ({} steps; run {})",
         setup.name,
