@@ -12,7 +12,7 @@ use serin_analysis::{Config, Histogram, Judge, Observation, Reference, Totals};
 use serin_proxy::Weight;
 
 use crate::controller::seams::{
-    Analysed, Analysis, BoxFuture, IntervalSample, MetricSource, Snapshot,
+    Analysed, Analysis, BoxFuture, IntervalSample, MetricSource, Snapshot, Unanswered,
 };
 use crate::error::Error;
 use crate::rollout::Verdict;
@@ -74,6 +74,10 @@ pub struct LiveAnalysis {
     refused: Option<Snapshot>,
     /// The clock observations are timed by.
     started: std::time::Instant,
+    /// While canary requests are in flight: the canary's request count when
+    /// one was last seen answered (or the first reading with some in
+    /// flight), and when.
+    canary_answered: Option<(u64, std::time::Instant)>,
 }
 
 impl LiveAnalysis {
@@ -88,6 +92,7 @@ impl LiveAnalysis {
             last: None,
             refused: None,
             started: std::time::Instant::now(),
+            canary_answered: None,
         })
     }
 
@@ -96,6 +101,27 @@ impl LiveAnalysis {
     pub fn with_sticky_split(mut self, sticky: bool) -> LiveAnalysis {
         self.judge.set_split_tolerance(sticky);
         self
+    }
+
+    /// The canary requests held open at `now`, if its source can tell: how
+    /// many, and how long none of them has been answered (counted from the
+    /// first reading that saw them, so never more than the truth).
+    fn unanswered(&mut self, now: &Snapshot) -> Option<Unanswered> {
+        let in_flight = now.canary_in_flight?;
+        let requests = now.canary.requests;
+        let at = std::time::Instant::now();
+        let since = match self.canary_answered {
+            _ if in_flight == 0 => None,
+            Some((n, since)) if n == requests => Some(since),
+            _ => Some(at),
+        };
+        self.canary_answered = since.map(|t| (requests, t));
+        Some(Unanswered {
+            in_flight,
+            silent_ms: since.map_or(0, |t| {
+                u64::try_from(at.duration_since(t).as_millis()).unwrap_or(u64::MAX)
+            }),
+        })
     }
 
     /// A snapshot and the judge's observation of it, timed.
@@ -144,8 +170,10 @@ impl Analysis for LiveAnalysis {
                     return Analysed::without_judgement(Verdict::NoData, format!("no data: {e}"));
                 }
             };
+            let unanswered = self.unanswered(&now);
             let since = |before: &Snapshot| {
                 Some(IntervalSample {
+                    canary_unanswered: unanswered,
                     stable: interval(&now.stable, &before.stable)?,
                     canary: interval(&now.canary, &before.canary)?,
                     // The baseline's own, like the others'; a baseline
