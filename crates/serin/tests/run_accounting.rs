@@ -222,3 +222,81 @@ fn a_rolled_back_canarys_late_500s_are_not_the_next_runs() {
     );
     assert!(m.body.contains(&line), "{line} in:\n{}", m.body);
 }
+
+/// A canary that answers its health check and accepts every other request
+/// without ever answering it (each connection held for 60 s at most).
+fn hanging_canary() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+                let mut buf = [0u8; 4096];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                if buf[..n].starts_with(b"GET /healthz") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                // Accepted, read, never answered: waits for the peer to go.
+                let _ = conn.read(&mut buf);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_hanging_canary_is_named_apart_from_one_without_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let canary = hanging_canary();
+    let proxy = local(free_port());
+    let api = local(free_port());
+    let _daemon = Proc::spawn(serin_serve(api, &dir.path().join("state")), false);
+    wait_for_port(api);
+    let file = write(
+        dir.path(),
+        "checkout.yaml",
+        &Rollout::new("checkout", proxy, stable, canary)
+            .steps("  - setWeight: 50\n  - pause: { duration: 1s }\n  - setWeight: 100\n")
+            .no_data_limit(100)
+            .yaml(),
+    );
+    ok(api, &["init", &file.display().to_string()]);
+    ok(api, &["deploy", "checkout", "v2"]);
+    wait_status(api, "checkout", "run 1 at 50 %", |s| {
+        s["phase"] == "Progressing" && s["weight"] == 50.0
+    });
+    // 30 requests, held open: half go to the canary, which never answers.
+    let open: Vec<TcpStream> = (0..30)
+        .filter_map(|i| {
+            let mut s = TcpStream::connect_timeout(&proxy, Duration::from_secs(5)).ok()?;
+            s.write_all(format!("GET /hang/{i} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
+                .ok()?;
+            Some(s)
+        })
+        .collect();
+    assert_eq!(open.len(), 30);
+    let s = wait_status(api, "checkout", "the canary's silence named", |s| {
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("in flight, none answered for"))
+    });
+    let reason = s["reason"].as_str().unwrap();
+    assert!(
+        reason
+            .contains("waiting for 20 canary requests (0 so far; 15 in flight, none answered for"),
+        "{reason}"
+    );
+    // Requests in flight are no evidence: the rollout stays at 50 %.
+    assert_eq!(
+        (s["phase"].as_str(), s["weight"].as_f64()),
+        (Some("Progressing"), Some(50.0)),
+        "{s:#}"
+    );
+    drop(open);
+}

@@ -423,6 +423,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn requests_held_open_are_timed_from_the_first_reading_that_saw_them() {
+        let mut a =
+            LiveAnalysis::new(Box::new(Scripted(VecDeque::new())), Config::default()).unwrap();
+        let held = |canary, in_flight: Option<u64>| Snapshot {
+            canary_in_flight: in_flight,
+            ..s(100, (canary, 0))
+        };
+        // A source that cannot tell says nothing.
+        assert_eq!(a.unanswered(&held(5, None)), None);
+        // Nothing in flight: no silence to time.
+        let none = a.unanswered(&held(5, Some(0))).unwrap();
+        assert_eq!((none.in_flight, none.silent_ms), (0, 0));
+        assert!(a.canary_answered.is_none());
+        // First seen in flight: timed from here, 0 so far.
+        let first = a.unanswered(&held(5, Some(37))).unwrap();
+        assert_eq!((first.in_flight, first.silent_ms), (37, 0));
+        let since = a.canary_answered.expect("timed").1;
+        // None answered since: still timed from the first reading.
+        let still = a.unanswered(&held(5, Some(40))).unwrap();
+        assert_eq!(still.in_flight, 40);
+        assert_eq!(a.canary_answered, Some((5, since)));
+        // One answered: timed again from this reading.
+        a.unanswered(&held(6, Some(40))).unwrap();
+        let (n, again) = a.canary_answered.expect("timed");
+        assert!(n == 6 && again >= since);
+        assert!(a.unanswered(&held(6, Some(0))).is_some());
+        assert!(a.canary_answered.is_none());
+    }
+
     /// A canary request counter 10^12 higher for two readings (a spike
     /// Prometheus answered twice) is refused, then judged from where it
     /// moved to: the interval's numbers, kept in the history, never hold

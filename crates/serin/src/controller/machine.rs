@@ -1443,6 +1443,44 @@ mod tests {
     }
 
     #[test]
+    fn a_canary_that_holds_its_requests_reads_apart_from_one_without_traffic() {
+        // Fails before this change: both read "waiting for 100 canary
+        // requests (0 so far)".
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.canary_requests = Some(0);
+        sim.canary_unanswered = Some(Unanswered {
+            in_flight: 37,
+            silent_ms: 12_400,
+        });
+        sim.run_for(70, |_| Verdict::NotEnoughData);
+        assert_eq!(
+            sim.state.reason,
+            "pause complete; waiting for 100 canary requests (0 so far; 37 in flight, none answered for 12s); last verdict: test"
+        );
+        // Requests in flight are no evidence: nothing moved on.
+        assert_eq!((sim.state.phase, sim.state.step), (Phase::Progressing, 1));
+        // Just started, or none in flight (no traffic): said as before.
+        sim.canary_unanswered = Some(Unanswered {
+            in_flight: 3,
+            silent_ms: 400,
+        });
+        sim.run_for(10, |_| Verdict::NotEnoughData);
+        assert!(
+            sim.state.reason.contains("(0 so far; 3 in flight); last"),
+            "{}",
+            sim.state.reason
+        );
+        sim.canary_unanswered = Some(Unanswered::default());
+        sim.run_for(10, |_| Verdict::NotEnoughData);
+        assert!(
+            sim.state.reason.contains("(0 so far); last"),
+            "{}",
+            sim.state.reason
+        );
+    }
+
+    #[test]
     fn a_waiting_rollout_says_what_for_with_its_numbers() {
         // Sim time starts at 00:16:40 UTC. Fails before this change: the
         // reason said "pausing 1m" for the whole pause, "waiting for a
