@@ -57,6 +57,9 @@ enum Stage {
 /// module docs.
 pub(crate) struct Exchange {
     lane: Arc<Lane>,
+    /// The recorder's run in force when it was routed: it counts in that
+    /// run's figures only.
+    run: u64,
     version: Version,
     /// A route override sent it (whatever the weight).
     by_route: bool,
@@ -75,6 +78,7 @@ impl Exchange {
     ) -> Exchange {
         lane.recorder.started(version);
         Exchange {
+            run: lane.recorder.run(),
             lane,
             version,
             by_route,
@@ -97,9 +101,13 @@ impl Exchange {
 
     /// The response was fully sent with this status class.
     pub(crate) fn answered(mut self, class: StatusClass) {
-        self.lane
-            .recorder
-            .record(self.version, class, self.started.elapsed(), self.by_route);
+        self.lane.recorder.record(
+            self.run,
+            self.version,
+            class,
+            self.started.elapsed(),
+            self.by_route,
+        );
         self.stage = Stage::Done;
     }
 
@@ -114,9 +122,14 @@ impl Drop for Exchange {
         let recorder = &self.lane.recorder;
         match self.stage {
             Stage::Head if !self.on_client() => {
-                recorder.timed_out(self.version, self.started.elapsed(), self.by_route);
+                recorder.timed_out(
+                    self.run,
+                    self.version,
+                    self.started.elapsed(),
+                    self.by_route,
+                );
             }
-            Stage::Head | Stage::Cancel => recorder.cancelled(self.version),
+            Stage::Head | Stage::Cancel => recorder.cancelled(self.run, self.version),
             Stage::Done => {}
         }
         recorder.ended(self.version);

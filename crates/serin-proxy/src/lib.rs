@@ -5,7 +5,8 @@
 //! an optional baseline upstream that gets the canary's share, the canary
 //! [`Weight`], an optional sticky key, route overrides) behind one
 //! atomic swap and a [`Recorder`] per proxy. The controller changes the weight
-//! with [`Proxy::set_weight`] and reads [`Recorder::snapshot`].
+//! with [`Proxy::set_weight`], starts each run with [`Proxy::begin_run`] (a
+//! request counts in the run it was routed in) and reads [`Recorder::snapshot`].
 //!
 //! # Layout
 //! - [`weight`](Weight), `table`: the domain words and the routing table, validated once.

@@ -65,6 +65,10 @@ pub struct RolloutMetrics<'a> {
 /// - `serin_requests_cancelled_total{rollout,version}` counter: the client went
 ///   away after the response head, or failed sending its body; in no class
 ///   and no latency, against neither version
+/// - `serin_requests_carried_over_total{rollout,version}` counter: requests
+///   routed in an earlier run that ended after a later run began
+///   ([`VersionSnapshot::carried_over`]); in no other family, so that no run
+///   is credited with another's requests
 /// - `serin_requests_in_flight{rollout,version}` gauge
 /// - `serin_request_duration_seconds{rollout,version}` histogram
 /// - `serin_canary_weight{rollout}` gauge, in percent
@@ -73,7 +77,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         out,
         "serin_requests_total",
         "counter",
-        "Requests answered since the proxy started (all runs), by version and status class; code=\"timeout\": the client gave up waiting for the version's response head (an error).",
+        "Requests answered since the proxy started, by version and status class, except those carried over from one run into the next (serin_requests_carried_over_total); code=\"timeout\": the client gave up waiting for the version's response head (an error).",
     );
     for r in rollouts {
         for (v, s) in versions(r.snapshot) {
@@ -117,6 +121,23 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
 
     family(
         out,
+        "serin_requests_carried_over_total",
+        "counter",
+        "Requests routed in one run that ended (answered, timed out or cancelled) after the next run began, since the proxy started; counted in no other family.",
+    );
+    for_each_version(rollouts, |r, v, s| {
+        line(
+            out,
+            "serin_requests_carried_over_total",
+            r,
+            v,
+            &[],
+            s.carried_over,
+        );
+    });
+
+    family(
+        out,
         "serin_requests_in_flight",
         "gauge",
         "Requests started and not yet fully answered.",
@@ -129,7 +150,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         out,
         "serin_request_duration_seconds",
         "histogram",
-        "Time from request received to response fully sent, since the proxy started (all runs).",
+        "Time from request received to response fully sent, since the proxy started, except requests carried over into a later run.",
     );
     for_each_version(rollouts, |r, v, s| histogram(out, r, v, s));
 
@@ -234,7 +255,17 @@ mod tests {
             Duration::from_millis(7),
         );
         a.shard(0)
-            .timed_out(Version::Stable, Duration::from_millis(2500), false);
+            .timed_out(0, Version::Stable, Duration::from_millis(2500), false);
+        // A canary request of run 0 ending in run 1: carried over only.
+        let late = a.shard(0);
+        a.begin_run();
+        late.record(
+            0,
+            Version::Canary,
+            StatusClass::ServerError,
+            Duration::from_millis(9),
+            false,
+        );
         let b = Recorder::new();
         let (sa, sb) = (a.snapshot(), b.snapshot());
         let mut out = String::new();
@@ -269,6 +300,12 @@ mod tests {
         assert!(out.contains(
             "serin_request_duration_seconds_count{rollout=\"a\",version=\"stable\"} 1\n"
         ));
+        assert!(
+            out.contains("serin_requests_carried_over_total{rollout=\"a\",version=\"canary\"} 1\n")
+        );
+        assert!(
+            out.contains("serin_requests_carried_over_total{rollout=\"a\",version=\"stable\"} 0\n")
+        );
         assert!(out.contains("serin_canary_weight{rollout=\"a\"} 5.25\n"));
         assert!(out.contains("serin_canary_weight{rollout=\"we\\\"ird\\\\\\n\"} 0\n"));
         assert!(out.contains(

@@ -140,6 +140,15 @@ impl Proxy {
         self.table.load().weight()
     }
 
+    /// A new run begins ([`Recorder::begin_run`]): requests routed from now
+    /// on count in its figures; those still open of an earlier run are, when
+    /// they end, only [carried over](crate::VersionSnapshot::carried_over).
+    /// Returns the new run's number. The caller takes the new run's starting
+    /// snapshot after this call.
+    pub fn begin_run(&self) -> u64 {
+        self.recorder.begin_run()
+    }
+
     /// What the proxy has recorded, per version.
     pub fn recorder(&self) -> &Recorder {
         &self.recorder

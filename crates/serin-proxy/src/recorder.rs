@@ -11,6 +11,18 @@
 //!   response head came, or while it was still sending its body); counted on
 //!   its own, against neither version.
 //!
+//! # Runs
+//!
+//! The recorder counts per **run** (epoch): [`Recorder::begin_run`] starts a
+//! new one, and every request belongs to the run in force when it was routed.
+//! A request of an earlier run that ends after a new run began is counted in
+//! none of the figures above: only in [`VersionSnapshot::carried_over`] (and
+//! [`VersionSnapshot::carried_over_errors`]), so that a run's figures (the
+//! snapshot now less the snapshot taken when it began) hold its own requests
+//! only, never the slow last requests of the run before. The counts stay
+//! cumulative; the run number costs one atomic load when a request is routed
+//! and one when it ends.
+//!
 //! Writes are relaxed atomic adds: no lock, no allocation, and memory does not
 //! grow with traffic. A [`RecorderSnapshot`] is read field by field without a
 //! lock, so under load its figures may be a few requests apart from one another;
@@ -89,6 +101,10 @@ struct VersionStats {
     timed_out: AtomicU64,
     cancelled: AtomicU64,
     routed: AtomicU64,
+    /// Requests of an earlier run that ended in this one (in no other count).
+    carried_over: AtomicU64,
+    /// Of those, the ones that would have been errors.
+    carried_over_errors: AtomicU64,
     latency: LatencyBuckets,
 }
 
@@ -100,7 +116,18 @@ impl VersionStats {
             timed_out: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             routed: AtomicU64::new(0),
+            carried_over: AtomicU64::new(0),
+            carried_over_errors: AtomicU64::new(0),
             latency: LatencyBuckets::new(),
+        }
+    }
+
+    /// A request of an earlier run ended now; `error`: it would have counted
+    /// as one.
+    fn carried_over(&self, error: bool) {
+        self.carried_over.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.carried_over_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -117,12 +144,15 @@ impl VersionStats {
 /// a snapshot adds the shards up.
 pub(crate) struct Shard {
     versions: [VersionStats; 3],
+    /// The run in force, shared by every shard of the recorder.
+    run: Arc<AtomicU64>,
 }
 
 impl Shard {
-    fn new() -> Shard {
+    fn new(run: Arc<AtomicU64>) -> Shard {
         Shard {
             versions: std::array::from_fn(|_| VersionStats::new()),
+            run,
         }
     }
 
@@ -130,15 +160,31 @@ impl Shard {
         &self.versions[version.index()]
     }
 
-    /// Counts one answered request; `by_route`: a route override sent it.
+    /// The run in force now: a request routed now belongs to it.
+    pub(crate) fn run(&self) -> u64 {
+        self.run.load(Ordering::SeqCst)
+    }
+
+    /// Whether a request of `run` ends in a later run (and is counted apart).
+    fn late(&self, run: u64) -> bool {
+        self.run() != run
+    }
+
+    /// Counts one answered request of `run`; `by_route`: a route override
+    /// sent it.
     pub(crate) fn record(
         &self,
+        run: u64,
         version: Version,
         status: StatusClass,
         latency: Duration,
         by_route: bool,
     ) {
         let v = self.of(version);
+        if self.late(run) {
+            v.carried_over(status == StatusClass::ServerError);
+            return;
+        }
         // Histogram first, so a reader that takes the counts first never sees
         // more requests than latencies; the routed count last, so it is never
         // ahead of the requests it is a part of.
@@ -159,8 +205,12 @@ impl Shard {
 
     /// The client of a request of `version` gave up after `waited` without
     /// the version's response head: an error of the version.
-    pub(crate) fn timed_out(&self, version: Version, waited: Duration, by_route: bool) {
+    pub(crate) fn timed_out(&self, run: u64, version: Version, waited: Duration, by_route: bool) {
         let v = self.of(version);
+        if self.late(run) {
+            v.carried_over(true);
+            return;
+        }
         v.latency.record(waited);
         v.timed_out.fetch_add(1, Ordering::Relaxed);
         v.routed(by_route);
@@ -169,8 +219,13 @@ impl Shard {
     /// A started request of `version` was abandoned by its client (after the
     /// response head, or while sending its own body): counted on its own,
     /// against neither version's error rate.
-    pub(crate) fn cancelled(&self, version: Version) {
-        self.of(version).cancelled.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn cancelled(&self, run: u64, version: Version) {
+        let v = self.of(version);
+        if self.late(run) {
+            v.carried_over(false);
+            return;
+        }
+        v.cancelled.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -179,6 +234,8 @@ pub struct Recorder {
     shards: Box<[Arc<Shard>]>,
     /// A table with a baseline has been in force: the baseline is shown.
     baseline: AtomicBool,
+    /// The run in force (see the module docs), shared with the shards.
+    run: Arc<AtomicU64>,
 }
 
 impl Default for Recorder {
@@ -204,10 +261,28 @@ impl Recorder {
     /// A recorder with `n` shards (at least one), for `n` writers on
     /// different cores.
     pub(crate) fn with_shards(n: usize) -> Recorder {
+        let run = Arc::new(AtomicU64::new(0));
         Recorder {
-            shards: (0..n.max(1)).map(|_| Arc::new(Shard::new())).collect(),
+            shards: (0..n.max(1))
+                .map(|_| Arc::new(Shard::new(run.clone())))
+                .collect(),
             baseline: AtomicBool::new(false),
+            run,
         }
+    }
+
+    /// A new run begins: requests routed from now on are its own, and the
+    /// requests still open of earlier runs are, when they end, counted only
+    /// as [carried over](VersionSnapshot::carried_over). Returns the new
+    /// run's number (the recorder starts in run 0). A snapshot taken after
+    /// this call is the start of the new run's figures.
+    pub fn begin_run(&self) -> u64 {
+        self.run.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The run in force (0 until [`Recorder::begin_run`] is first called).
+    pub fn run(&self) -> u64 {
+        self.run.load(Ordering::SeqCst)
     }
 
     /// From now on, snapshots show the baseline (its counts are cumulative
@@ -226,7 +301,8 @@ impl Recorder {
     /// (from request received to response fully sent). Does not touch the
     /// in-flight gauge: the proxy's request path pairs that itself.
     pub fn record(&self, version: Version, status: StatusClass, latency: Duration) {
-        self.shards[0].record(version, status, latency, false);
+        let shard = &self.shards[0];
+        shard.record(shard.run(), version, status, latency, false);
     }
 
     /// The cumulative figures of each version (the baseline's once
@@ -245,6 +321,8 @@ impl Recorder {
                 timed_out: sum(&|v| v.timed_out.load(Ordering::Relaxed)),
                 cancelled: sum(&|v| v.cancelled.load(Ordering::Relaxed)),
                 routed: sum(&|v| v.routed.load(Ordering::Relaxed)),
+                carried_over: sum(&|v| v.carried_over.load(Ordering::Relaxed)),
+                carried_over_errors: sum(&|v| v.carried_over_errors.load(Ordering::Relaxed)),
                 latency,
                 latency_sum,
             }
@@ -303,6 +381,13 @@ pub struct VersionSnapshot {
     /// version whatever the weight. The rest are the weight's: the sticky
     /// key's bucket or the exact split.
     pub routed: u64,
+    /// Requests routed in an earlier run that ended (answered, timed out or
+    /// cancelled) after a later run began: counted here only, in no other
+    /// figure, so that no run is credited with another's requests.
+    pub carried_over: u64,
+    /// Of [`carried_over`](VersionSnapshot::carried_over), those that would
+    /// have been errors (5xx or timed out).
+    pub carried_over_errors: u64,
     /// Latency of answered and timed-out requests in microseconds, 1 µs to
     /// 60 s, two significant digits.
     pub latency: Histogram<u64>,
@@ -359,6 +444,7 @@ mod tests {
         let (a, b) = (r.shard(0), r.shard(4));
         a.started(Version::Canary);
         a.record(
+            0,
             Version::Canary,
             StatusClass::ServerError,
             Duration::from_millis(3),
@@ -372,16 +458,17 @@ mod tests {
             Duration::from_millis(1),
         );
         b.record(
+            0,
             Version::Stable,
             StatusClass::Success,
             Duration::from_millis(2),
             false,
         );
         a.started(Version::Stable);
-        a.cancelled(Version::Stable);
+        a.cancelled(0, Version::Stable);
         a.ended(Version::Stable);
         b.started(Version::Canary);
-        b.timed_out(Version::Canary, Duration::from_secs(2), true);
+        b.timed_out(0, Version::Canary, Duration::from_secs(2), true);
         b.ended(Version::Canary);
         let s = r.snapshot();
         assert!(s.baseline.is_none(), "no baseline was ever in force");
@@ -414,6 +501,7 @@ mod tests {
         let a = r.shard(1);
         a.started(Version::Baseline);
         a.record(
+            0,
             Version::Baseline,
             StatusClass::ClientError,
             Duration::from_millis(4),
@@ -421,7 +509,7 @@ mod tests {
         );
         a.ended(Version::Baseline);
         a.started(Version::Baseline);
-        a.timed_out(Version::Baseline, Duration::from_secs(1), false);
+        a.timed_out(0, Version::Baseline, Duration::from_secs(1), false);
         a.ended(Version::Baseline);
         let s = r.snapshot();
         let b = s.baseline.as_ref().expect("tracked");
@@ -431,5 +519,72 @@ mod tests {
         assert_eq!(b.latency.len(), 2);
         assert_eq!(s.stable.requests() + s.canary.requests(), 0);
         assert_eq!(s.version(Version::Baseline).map(|v| v.timed_out), Some(1));
+    }
+
+    #[test]
+    fn a_request_counts_in_the_run_it_was_routed_in() {
+        let r = Recorder::with_shards(2);
+        let (a, b) = (r.shard(0), r.shard(1));
+        let ms = Duration::from_millis;
+        // Run 0: three canary requests routed, one answered in run 0.
+        let routed_in_0 = a.run();
+        assert_eq!(routed_in_0, 0);
+        for s in [&a, &b, &b] {
+            s.started(Version::Canary);
+        }
+        a.record(
+            routed_in_0,
+            Version::Canary,
+            StatusClass::ServerError,
+            ms(5),
+            false,
+        );
+        a.ended(Version::Canary);
+
+        assert_eq!(r.begin_run(), 1);
+        let start = r.snapshot();
+        assert_eq!((r.run(), start.canary.requests()), (1, 1));
+        // The two of run 0 end in run 1: a 500 and a timeout, carried over.
+        b.record(
+            routed_in_0,
+            Version::Canary,
+            StatusClass::ServerError,
+            ms(900),
+            true,
+        );
+        b.ended(Version::Canary);
+        b.timed_out(routed_in_0, Version::Canary, ms(2_000), false);
+        b.ended(Version::Canary);
+        // One of run 1, routed and answered in it.
+        let routed_in_1 = b.run();
+        b.started(Version::Canary);
+        b.record(
+            routed_in_1,
+            Version::Canary,
+            StatusClass::Success,
+            ms(3),
+            false,
+        );
+        b.ended(Version::Canary);
+        // And a stable one of run 0, cancelled in run 1.
+        a.started(Version::Stable);
+        a.cancelled(routed_in_0, Version::Stable);
+        a.ended(Version::Stable);
+
+        let now = r.snapshot();
+        let c = &now.canary;
+        assert_eq!(c.requests() - start.canary.requests(), 1, "run 1's own");
+        assert_eq!(
+            c.errors() - start.canary.errors(),
+            0,
+            "none of run 0's errors"
+        );
+        assert_eq!(c.latency.len() - start.canary.latency.len(), 1);
+        assert_eq!((c.routed, c.timed_out), (0, 0));
+        assert_eq!((c.carried_over, c.carried_over_errors), (2, 2));
+        assert_eq!(c.in_flight, 0, "every started request ended");
+        assert_eq!(now.stable.cancelled, 0);
+        assert_eq!(now.stable.carried_over, 1);
+        assert_eq!(now.stable.carried_over_errors, 0);
     }
 }

@@ -329,11 +329,18 @@ impl DataPlane {
         self.router.clone()
     }
 
-    /// Follows a changed setup (new upstreams after a promotion, a deploy
-    /// with `--upstream`, a new canary version on Kubernetes), keeping the
-    /// weight in force.
+    /// A new run begins (a `deploy`): the plane follows the run's setup (new
+    /// upstreams after a promotion, a deploy with `--upstream`, a new canary
+    /// version on Kubernetes), keeping the weight in force, and the built-in
+    /// proxy counts a new run ([`Proxy::begin_run`]): requests still open of
+    /// the run before are carried over when they end, never counted in the
+    /// new run's figures. Take the new run's starting figures after this.
     pub async fn update(&mut self, setup: &Setup) {
         if let Some(proxy) = &self.proxy {
+            // The run first: every request the new table routes is the new
+            // run's (between the two, the old table routes at the weight a
+            // finished run left, all on one version).
+            proxy.begin_run();
             proxy.set_table(setup.table.with_weight(proxy.weight()));
         }
         if let (Some(router), PlaneKind::Nginx(n), Some(listen)) =

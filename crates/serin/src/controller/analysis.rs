@@ -12,7 +12,7 @@ use serin_analysis::{Config, Histogram, Judge, Observation, Totals};
 use serin_proxy::Weight;
 
 use crate::controller::seams::{
-    Analysed, Analysis, BoxFuture, IntervalSample, MetricSource, Snapshot,
+    Analysed, Analysis, BoxFuture, IntervalSample, MetricSource, Snapshot, Unanswered,
 };
 use crate::error::Error;
 use crate::rollout::Verdict;
@@ -74,6 +74,10 @@ pub struct LiveAnalysis {
     refused: Option<Snapshot>,
     /// The clock observations are timed by.
     started: std::time::Instant,
+    /// While canary requests are in flight: the canary's request count when
+    /// one was last seen answered (or the first reading with some in
+    /// flight), and when.
+    canary_answered: Option<(u64, std::time::Instant)>,
 }
 
 impl LiveAnalysis {
@@ -88,6 +92,7 @@ impl LiveAnalysis {
             last: None,
             refused: None,
             started: std::time::Instant::now(),
+            canary_answered: None,
         })
     }
 
@@ -96,6 +101,27 @@ impl LiveAnalysis {
     pub fn with_sticky_split(mut self, sticky: bool) -> LiveAnalysis {
         self.judge.set_split_tolerance(sticky);
         self
+    }
+
+    /// The canary requests held open at `now`, if its source can tell: how
+    /// many, and how long none of them has been answered (counted from the
+    /// first reading that saw them, so never more than the truth).
+    fn unanswered(&mut self, now: &Snapshot) -> Option<Unanswered> {
+        let in_flight = now.canary_in_flight?;
+        let requests = now.canary.requests;
+        let at = std::time::Instant::now();
+        let since = match self.canary_answered {
+            _ if in_flight == 0 => None,
+            Some((n, since)) if n == requests => Some(since),
+            _ => Some(at),
+        };
+        self.canary_answered = since.map(|t| (requests, t));
+        Some(Unanswered {
+            in_flight,
+            silent_ms: since.map_or(0, |t| {
+                u64::try_from(at.duration_since(t).as_millis()).unwrap_or(u64::MAX)
+            }),
+        })
     }
 
     /// A snapshot and the judge's observation of it, timed.
@@ -142,8 +168,10 @@ impl Analysis for LiveAnalysis {
                     return Analysed::without_judgement(Verdict::NoData, format!("no data: {e}"));
                 }
             };
+            let unanswered = self.unanswered(&now);
             let since = |before: &Snapshot| {
                 Some(IntervalSample {
+                    canary_unanswered: unanswered,
                     stable: interval(&now.stable, &before.stable)?,
                     canary: interval(&now.canary, &before.canary)?,
                     // The baseline's own, like the others'; a baseline
@@ -391,6 +419,36 @@ mod tests {
             custom: Vec::new(),
             ..Snapshot::default()
         }
+    }
+
+    #[test]
+    fn requests_held_open_are_timed_from_the_first_reading_that_saw_them() {
+        let mut a =
+            LiveAnalysis::new(Box::new(Scripted(VecDeque::new())), Config::default()).unwrap();
+        let held = |canary, in_flight: Option<u64>| Snapshot {
+            canary_in_flight: in_flight,
+            ..s(100, (canary, 0))
+        };
+        // A source that cannot tell says nothing.
+        assert_eq!(a.unanswered(&held(5, None)), None);
+        // Nothing in flight: no silence to time.
+        let none = a.unanswered(&held(5, Some(0))).unwrap();
+        assert_eq!((none.in_flight, none.silent_ms), (0, 0));
+        assert!(a.canary_answered.is_none());
+        // First seen in flight: timed from here, 0 so far.
+        let first = a.unanswered(&held(5, Some(37))).unwrap();
+        assert_eq!((first.in_flight, first.silent_ms), (37, 0));
+        let since = a.canary_answered.expect("timed").1;
+        // None answered since: still timed from the first reading.
+        let still = a.unanswered(&held(5, Some(40))).unwrap();
+        assert_eq!(still.in_flight, 40);
+        assert_eq!(a.canary_answered, Some((5, since)));
+        // One answered: timed again from this reading.
+        a.unanswered(&held(6, Some(40))).unwrap();
+        let (n, again) = a.canary_answered.expect("timed");
+        assert!(n == 6 && again >= since);
+        assert!(a.unanswered(&held(6, Some(0))).is_some());
+        assert!(a.canary_answered.is_none());
     }
 
     /// A canary request counter 10^12 higher for two readings (a spike

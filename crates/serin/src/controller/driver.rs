@@ -750,6 +750,7 @@ impl Driver {
                     ),
                     end_of_pause: false,
                     canary_requests: None,
+                    canary_unanswered: None,
                     would_fail: None,
                     within_limits: None,
                     split: None,
@@ -821,6 +822,7 @@ impl Driver {
     /// nothing back and would count as the current stage's pass.
     async fn on_judged(&mut self, j: Judged) {
         self.analysing = None;
+        let canary_unanswered = j.analysed.sample.as_ref().and_then(|n| n.canary_unanswered);
         if let Some(numbers) = j.analysed.sample {
             let sample = Sample {
                 at: time::now(),
@@ -854,6 +856,7 @@ impl Driver {
             reason: j.analysed.reason,
             end_of_pause: j.end_of_pause,
             canary_requests: j.analysed.canary_requests,
+            canary_unanswered,
             would_fail: j.analysed.would_fail,
             within_limits: j.analysed.within_limits,
             split: j.analysed.split,

@@ -46,6 +46,7 @@
 
 use serin_proxy::Weight;
 
+use crate::controller::seams::Unanswered;
 use crate::rollout::{
     Actor, Decision, DecisionKind, Hold, Outcome, Phase, Plan, RecordedVerdict, SplitSeen, State,
     Step, Stop, Verdict,
@@ -70,6 +71,10 @@ pub enum Input {
         /// Canary requests the judge counted in this stage, if it said
         /// (named in the reason of a rollout waiting for `minRequests`).
         canary_requests: Option<u64>,
+        /// Canary requests the canary holds open, where the data plane can
+        /// tell (named in the same reason: a canary that accepts and never
+        /// answers is not a canary without traffic). Never evidence.
+        canary_unanswered: Option<Unanswered>,
         /// An advisory check failed (its reason, with its numbers): recorded
         /// as "would have rolled back", never rolling back.
         would_fail: Option<String>,
@@ -193,6 +198,7 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
             reason,
             end_of_pause,
             canary_requests,
+            canary_unanswered,
             would_fail,
             within_limits,
             split,
@@ -201,6 +207,7 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
             reason,
             end_of_pause,
             canary_requests,
+            canary_unanswered,
             would_fail,
             within_limits,
             split,
@@ -231,6 +238,7 @@ struct Judged {
     reason: String,
     end_of_pause: bool,
     canary_requests: Option<u64>,
+    canary_unanswered: Option<Unanswered>,
     would_fail: Option<String>,
     within_limits: Option<String>,
     split: Option<SplitSeen>,
@@ -302,7 +310,7 @@ impl Machine<'_> {
                 self.state.step_started = self.now;
                 self.state.pause_served_ms = None;
                 if !self.move_on() {
-                    self.state.reason = self.waiting_for_a_pass(None);
+                    self.state.reason = self.waiting_for_a_pass(None, None);
                     self.record(DecisionKind::Step, None, self.state.reason.clone());
                 }
                 return;
@@ -395,12 +403,28 @@ impl Machine<'_> {
     }
 
     /// What a rollout whose pause (or whose steps) are done waits for;
-    /// `so_far`: the canary requests the judge counted in this stage.
-    fn waiting_for_a_pass(&self, so_far: Option<u64>) -> String {
+    /// `so_far`: the canary requests the judge counted in this stage;
+    /// `open`: the canary requests held open, where the data plane can tell
+    /// (a canary that accepts requests and never answers them reads apart
+    /// from one that gets none).
+    fn waiting_for_a_pass(&self, so_far: Option<u64>, open: Option<Unanswered>) -> String {
         let need = self.plan.min_requests;
+        let open = match open {
+            Some(u) if u.in_flight > 0 && u.silent_ms >= 1000 => format!(
+                "; {} in flight, none answered for {}",
+                u.in_flight,
+                human_span(u.silent_ms - u.silent_ms % 1000)
+            ),
+            Some(u) if u.in_flight > 0 => format!("; {} in flight", u.in_flight),
+            _ => String::new(),
+        };
         let what = match so_far {
-            Some(n) if n < need => format!("waiting for {need} canary requests ({n} so far)"),
-            Some(n) => format!("waiting for a passing verdict ({n} canary requests so far)"),
+            Some(n) if n < need => {
+                format!("waiting for {need} canary requests ({n} so far{open})")
+            }
+            Some(n) => {
+                format!("waiting for a passing verdict ({n} canary requests so far{open})")
+            }
             None => format!("waiting for a passing verdict on {need} canary requests"),
         };
         if !self.at_end() {
@@ -577,7 +601,7 @@ impl Machine<'_> {
                 let end_of_pause = self.pause_time_up() || self.at_end();
                 self.actions.push(Action::Analyze { end_of_pause });
                 if end_of_pause && !self.state.stage_judged && !self.says_waiting_for_a_pass() {
-                    self.state.reason = self.waiting_for_a_pass(None);
+                    self.state.reason = self.waiting_for_a_pass(None, None);
                 }
             }
             if let (Some(Step::PauseUntilGate(url)), None) = (self.current_step(), self.state.hold)
@@ -604,6 +628,7 @@ impl Machine<'_> {
             reason,
             end_of_pause,
             canary_requests,
+            canary_unanswered,
             would_fail,
             within_limits,
             split,
@@ -666,7 +691,7 @@ impl Machine<'_> {
                 {
                     self.state.reason = format!(
                         "{}; last verdict: {reason}",
-                        self.waiting_for_a_pass(canary_requests)
+                        self.waiting_for_a_pass(canary_requests, canary_unanswered)
                     );
                 }
                 self.record(DecisionKind::Verdict, Some(spelled), reason);
@@ -1066,6 +1091,8 @@ mod tests {
         decisions: Vec<Decision>,
         /// What verdicts say the judge counted in the stage.
         canary_requests: Option<u64>,
+        /// What verdicts say of canary requests held open.
+        canary_unanswered: Option<Unanswered>,
         /// What verdicts say of advisory checks, limits and the split.
         would_fail: Option<String>,
         within_limits: Option<String>,
@@ -1081,6 +1108,7 @@ mod tests {
                 actions: vec![],
                 decisions: vec![],
                 canary_requests: None,
+                canary_unanswered: None,
                 would_fail: None,
                 within_limits: None,
                 split: None,
@@ -1108,6 +1136,7 @@ mod tests {
                             reason: "test".into(),
                             end_of_pause,
                             canary_requests: self.canary_requests,
+                            canary_unanswered: self.canary_unanswered,
                             would_fail: self.would_fail.clone(),
                             within_limits: self.within_limits.clone(),
                             split: self.split.clone(),
@@ -1288,6 +1317,7 @@ mod tests {
             reason: "late".into(),
             end_of_pause: false,
             canary_requests: None,
+            canary_unanswered: None,
             would_fail: None,
             within_limits: None,
             split: None,
@@ -1409,6 +1439,44 @@ mod tests {
                 "resumed by an operator (the API)",
                 "canary weight set to 30 % by hand by an operator (the CLI)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_canary_that_holds_its_requests_reads_apart_from_one_without_traffic() {
+        // Fails before this change: both read "waiting for 100 canary
+        // requests (0 so far)".
+        let mut sim = Sim::new(classic());
+        sim.feed(Input::Start).unwrap();
+        sim.canary_requests = Some(0);
+        sim.canary_unanswered = Some(Unanswered {
+            in_flight: 37,
+            silent_ms: 12_400,
+        });
+        sim.run_for(70, |_| Verdict::NotEnoughData);
+        assert_eq!(
+            sim.state.reason,
+            "pause complete; waiting for 100 canary requests (0 so far; 37 in flight, none answered for 12s); last verdict: test"
+        );
+        // Requests in flight are no evidence: nothing moved on.
+        assert_eq!((sim.state.phase, sim.state.step), (Phase::Progressing, 1));
+        // Just started, or none in flight (no traffic): said as before.
+        sim.canary_unanswered = Some(Unanswered {
+            in_flight: 3,
+            silent_ms: 400,
+        });
+        sim.run_for(10, |_| Verdict::NotEnoughData);
+        assert!(
+            sim.state.reason.contains("(0 so far; 3 in flight); last"),
+            "{}",
+            sim.state.reason
+        );
+        sim.canary_unanswered = Some(Unanswered::default());
+        sim.run_for(10, |_| Verdict::NotEnoughData);
+        assert!(
+            sim.state.reason.contains("(0 so far); last"),
+            "{}",
+            sim.state.reason
         );
     }
 
@@ -1849,6 +1917,7 @@ mod tests {
                         reason: "test".into(),
                         end_of_pause,
                         canary_requests: None,
+                        canary_unanswered: None,
                         would_fail: None,
                         within_limits: None,
                         split: None,

@@ -67,6 +67,10 @@ pub struct Snapshot {
     /// leave it empty, which the judge reports as no data for a configured
     /// custom metric.
     pub custom: Vec<(Ratio, Ratio)>,
+    /// Canary requests started and not yet answered now, where the source
+    /// can tell (the built-in proxy); `None` elsewhere. Only explains what
+    /// a rollout waits for: never a request, never evidence.
+    pub canary_in_flight: Option<u64>,
 }
 
 impl Snapshot {
@@ -120,6 +124,21 @@ pub struct IntervalSample {
     pub canary: VersionSample,
     /// The baseline, when the data plane has one and the source counts it.
     pub baseline: Option<VersionSample>,
+    /// Canary requests held open at the interval's end, where the source
+    /// can tell (not stored with the sample: it explains the wait).
+    pub canary_unanswered: Option<Unanswered>,
+}
+
+/// Canary requests the canary holds open: what tells a canary that accepts
+/// requests and never answers from one that gets no traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unanswered {
+    /// Canary requests in flight (started, not yet answered).
+    pub in_flight: u64,
+    /// Milliseconds since a canary request was last answered (or given up
+    /// on) while some were in flight; 0 when one was answered in the last
+    /// interval.
+    pub silent_ms: u64,
 }
 
 impl Analysed {

@@ -75,6 +75,7 @@ impl MetricSource for BuiltinSource {
                 s.canary.routed.min(s.canary.requests()),
             )),
             custom: Vec::new(),
+            canary_in_flight: Some(s.canary.in_flight),
         };
         Box::pin(async move { Ok(snapshot) })
     }
@@ -128,6 +129,8 @@ mod tests {
             timed_out: 2,
             cancelled: 5,
             routed: 0,
+            carried_over: 0,
+            carried_over_errors: 0,
             latency,
             latency_sum: std::time::Duration::from_millis(5_105),
         };
