@@ -715,6 +715,7 @@ impl Machine<'_> {
         }
         if verdict == Verdict::Pass
             && would_fail.is_none()
+            && !held_open(canary_requests, canary_unanswered.as_ref())
             && let Some(within) = within_limits
             && self.early_success(&within)
         {
@@ -1051,6 +1052,17 @@ fn command_by(command: &str, by: Actor) -> String {
         Actor::Monitor => format!("{command} by serin monitor"),
         Actor::Unrecorded => command.to_string(),
     }
+}
+
+/// The canary holds open more requests than early success may ignore:
+/// over 2 % of the step's answered ones (and more than 2). Their outcome is
+/// not in the judge's numbers yet (a canary that hangs half its requests,
+/// or answers them after 5 s, looks fast and clean on the other half), so
+/// the pause goes on until they are answered or counted as timed out.
+fn held_open(canary_requests: Option<u64>, unanswered: Option<&Unanswered>) -> bool {
+    unanswered.is_some_and(|u| {
+        u.in_flight > 2 && u.in_flight.saturating_mul(50) > canary_requests.unwrap_or(0)
+    })
 }
 
 #[cfg(test)]
@@ -2533,6 +2545,25 @@ mod tests {
             sim.run_for(300, |_| v);
             assert_eq!(sim.applied_weights(), vec![10], "{case}");
         }
+        // Not while the canary holds open more than 2 % of the step's
+        // answered requests: their outcome is unknown.
+        let mut hung = Sim::new(early_plan());
+        hung.within_limits = Some("within every limit".into());
+        hung.canary_requests = Some(1000);
+        hung.canary_unanswered = Some(Unanswered {
+            in_flight: 500,
+            silent_ms: 0,
+        });
+        hung.feed(Input::Start).unwrap();
+        hung.run_for(300, |_| Verdict::Pass);
+        assert_eq!(hung.applied_weights(), vec![10]);
+        // A few in flight, as any busy service has: it ends early.
+        hung.canary_unanswered = Some(Unanswered {
+            in_flight: 15,
+            silent_ms: 0,
+        });
+        hung.run_for(10, |_| Verdict::Pass);
+        assert_eq!(hung.applied_weights(), vec![10, 50]);
         // `fixed` judges a stage only at the end of its pause.
         let mut fixed = Sim::new(Plan {
             judge_at_end_of_pause: true,
