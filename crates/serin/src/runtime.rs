@@ -209,6 +209,7 @@ pub struct DataPlane {
     /// The address traffic comes in on (none on Kubernetes).
     pub addr: Option<SocketAddr>,
     router: Arc<dyn TrafficRouter>,
+    builtin: Option<Arc<BuiltinRouter>>,
     nginx: Option<Arc<NginxRouter>>,
     kube: Option<(kube::Client, Arc<KubernetesRouter>)>,
     stop: Option<oneshot::Sender<()>>,
@@ -272,8 +273,10 @@ impl DataPlane {
                     }
                 });
                 tracing::info!(rollout = %setup.name, %addr, "proxy listening");
+                let router = Arc::new(BuiltinRouter::new(proxy.clone()));
                 Ok(DataPlane {
-                    router: Arc::new(BuiltinRouter::new(proxy.clone())),
+                    router: router.clone(),
+                    builtin: Some(router),
                     proxy: Some(proxy),
                     addr: Some(addr),
                     nginx: None,
@@ -290,10 +293,16 @@ impl DataPlane {
                     n,
                     &setup.table,
                 )));
-                router.apply_weight(weight).await?;
+                // At weight 0 no run is in progress yet: no routes either.
+                if weight == Weight::ZERO {
+                    router.withdraw().await?;
+                } else {
+                    router.apply_weight(weight).await?;
+                }
                 tracing::info!(rollout = %setup.name, include = %n.include.display(), "nginx configured");
                 Ok(DataPlane {
                     router: router.clone(),
+                    builtin: None,
                     proxy: None,
                     addr: Some(listen),
                     nginx: Some(router),
@@ -313,6 +322,7 @@ impl DataPlane {
                     .map_err(|e| e.context("kubernetes"))?;
                 Ok(DataPlane {
                     router: router.clone(),
+                    builtin: None,
                     proxy: None,
                     addr: None,
                     nginx: None,
@@ -341,7 +351,11 @@ impl DataPlane {
             // run's (between the two, the old table routes at the weight a
             // finished run left, all on one version).
             proxy.begin_run();
-            proxy.set_table(setup.table.with_weight(proxy.weight()));
+            match &self.builtin {
+                // Its routes wait for the run's first weight.
+                Some(router) => router.set_table(&setup.table),
+                None => proxy.set_table(setup.table.with_weight(proxy.weight())),
+            }
         }
         if let (Some(router), PlaneKind::Nginx(n), Some(listen)) =
             (&self.nginx, &setup.plane, setup.listen)
@@ -362,7 +376,7 @@ impl DataPlane {
     pub async fn cleanup(&self) -> Result<(), Error> {
         match &self.kube {
             Some((_, router)) => router.cleanup().await,
-            None => self.router.apply_weight(Weight::ZERO).await,
+            None => self.router.withdraw().await,
         }
     }
 

@@ -1079,7 +1079,14 @@ impl Driver {
     /// Applies `weight`; when it lands after refusals, returns how long
     /// they lasted.
     async fn apply(&mut self, weight: Weight, since: Instant) -> Option<Duration> {
-        let result = self.router.apply_weight(weight).await;
+        // Header and cookie routes to the canary live only while a run is
+        // in progress: a rollback (or a run not begun) takes them out too.
+        let running = matches!(self.record.state.phase, Phase::Progressing | Phase::Paused);
+        let result = if running {
+            self.router.apply_weight(weight).await
+        } else {
+            self.router.withdraw().await
+        };
         let landed = match result {
             Ok(()) => {
                 self.applied = Some(weight);

@@ -39,6 +39,15 @@ pub trait TrafficRouter: Send + Sync {
     fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>>;
     /// The canary becomes the new stable: all traffic on it.
     fn promote(&self) -> BoxFuture<'_, Result<(), Error>>;
+    /// All traffic on the stable, header and cookie routes to the canary
+    /// included: no run is in progress (rolled back, cleaned up, not begun).
+    /// A route left to a canary nothing judges any more is live traffic on
+    /// a version serin said it took out. `apply_weight` puts the routes
+    /// back. By default the weight 0 alone (a router whose routes end with
+    /// its weight).
+    fn withdraw(&self) -> BoxFuture<'_, Result<(), Error>> {
+        self.apply_weight(Weight::ZERO)
+    }
 }
 
 /// Every version's cumulative totals at one moment, as a metric source read

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use serin_proxy::{Proxy, RoutingTable, Upstream, Version, Weight};
+use serin_proxy::{Proxy, Route, RoutingTable, Upstream, Version, Weight};
 
 use crate::controller::probe;
 use crate::controller::seams::{BoxFuture, TrafficRouter};
@@ -36,15 +36,41 @@ pub async fn check_upstreams(upstreams: &[(Version, &Upstream)]) -> Result<(), E
     Ok(())
 }
 
-/// Routes through an in-process [`Proxy`].
+/// Routes through an in-process [`Proxy`]. The header and cookie routes
+/// of the proxy's table are in force only while a run is: kept here, put
+/// into the table by every [`apply_weight`](TrafficRouter::apply_weight),
+/// taken out by [`withdraw`](TrafficRouter::withdraw).
 pub struct BuiltinRouter {
     proxy: Arc<Proxy>,
+    routes: std::sync::Mutex<Vec<Route>>,
 }
 
 impl BuiltinRouter {
-    /// Drives `proxy`.
+    /// Drives `proxy`; the routes of its table wait for the first weight.
     pub fn new(proxy: Arc<Proxy>) -> BuiltinRouter {
-        BuiltinRouter { proxy }
+        let router = BuiltinRouter {
+            proxy,
+            routes: std::sync::Mutex::new(Vec::new()),
+        };
+        router.set_table(&router.proxy.table());
+        router
+    }
+
+    /// A new table (a new run's upstreams) at the weight in force; its
+    /// routes wait for the run's first weight.
+    pub fn set_table(&self, table: &RoutingTable) {
+        if let Ok(mut routes) = self.routes.lock() {
+            *routes = table.routes().to_vec();
+        }
+        self.proxy.set_table(
+            table
+                .with_weight(self.proxy.weight())
+                .with_routes(Vec::new()),
+        );
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        self.routes.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
@@ -64,7 +90,21 @@ impl TrafficRouter for BuiltinRouter {
     }
 
     fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
-        self.proxy.set_weight(weight);
+        let table = self.proxy.table();
+        let routes = self.routes();
+        if table.routes() == routes.as_slice() {
+            self.proxy.set_weight(weight);
+        } else {
+            self.proxy
+                .set_table(table.with_weight(weight).with_routes(routes));
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn withdraw(&self) -> BoxFuture<'_, Result<(), Error>> {
+        let table = self.proxy.table();
+        self.proxy
+            .set_table(table.with_weight(Weight::ZERO).with_routes(Vec::new()));
         Box::pin(async { Ok(()) })
     }
 

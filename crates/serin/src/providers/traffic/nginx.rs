@@ -663,6 +663,19 @@ impl TrafficRouter for NginxRouter {
             Ok(())
         })
     }
+
+    /// Weight 0 and no header or cookie routes in the include file (the
+    /// configuration keeps them for the next weight).
+    fn withdraw(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let config = self.config.lock().await;
+            let without = NginxConfig {
+                routes: Vec::new(),
+                ..config.clone()
+            };
+            Ok(install(&without, &render(&without, Weight::ZERO)).await?)
+        })
+    }
 }
 
 #[cfg(test)]
