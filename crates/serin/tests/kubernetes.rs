@@ -268,6 +268,7 @@ fn target(provider: KubeProvider) -> KubeTarget {
         canary_image: None,
         sticky: None,
         routes: vec![],
+        baseline: false,
     }
 }
 
