@@ -268,6 +268,7 @@ fn target(provider: KubeProvider) -> KubeTarget {
         canary_image: None,
         sticky: None,
         routes: vec![],
+        baseline: false,
     }
 }
 
@@ -1700,5 +1701,399 @@ async fn the_driver_holds_a_last_weight_until_its_canary_pods_are_ready() {
             .iter()
             .any(|e| e.kind == "verdict" && e.decision.weight == w(100.0)),
         "judged at 100 % before the promotion"
+    );
+}
+
+// ---------------------------------------------------------------- baseline
+
+const BASELINE_DEPLOY: &str = "/apis/apps/v1/namespaces/shop/deployments/checkout-baseline";
+const BASELINE_SERVICE: &str = "/api/v1/namespaces/shop/services/checkout-baseline";
+const REPLICASETS: &str = "/apis/apps/v1/namespaces/shop/replicasets";
+
+/// A target with `baseline: {}`.
+fn baseline_target(provider: KubeProvider) -> KubeTarget {
+    KubeTarget {
+        baseline: true,
+        ..target(provider)
+    }
+}
+
+/// The weighted route's (subset, weight) pairs of a VirtualService body.
+fn vs_weights(body: &Value) -> Vec<(String, i64)> {
+    let http = body["spec"]["http"].as_array().cloned().unwrap_or_default();
+    let weighted = http
+        .iter()
+        .rfind(|r| r["route"].as_array().is_some_and(|d| d.len() > 1))
+        .cloned()
+        .unwrap_or_default();
+    weighted["route"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            (
+                d["destination"]["subset"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                d["weight"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+/// Marks the Deployment at `path` rolled out.
+fn roll_out(cluster: &Shared, path: &str) {
+    let mut c = cluster.lock().unwrap();
+    let mut d = c.objects[path].clone();
+    set_deployment_status(&mut d, true);
+    c.objects.insert(path.into(), d);
+}
+
+/// Gateway API with a baseline: `checkout-baseline` from the stable's
+/// template (its image), its own Service, the canary's share in the route
+/// (min(w, 100 − w)), 0 at rollback, deleted at cleanup.
+#[tokio::test]
+async fn gateway_api_baseline_request_by_request() {
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    let r = router(&cluster, baseline_target(KubeProvider::GatewayApi));
+
+    let err = r.check_ready().await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Unavailable, "{err}");
+    let err = err.to_string();
+    assert!(
+        err.contains("canary Deployment shop/checkout-canary 0/1 ready")
+            && err.contains("baseline Deployment shop/checkout-baseline 0/1 ready"),
+        "{err}"
+    );
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("GET {DEPLOY}"),
+            format!("GET {SERVICE}"),
+            format!("GET {ROUTE}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {BASELINE_DEPLOY}"),
+            format!("PATCH {CANARY_SERVICE}"),
+            format!("PATCH {BASELINE_SERVICE}"),
+            format!("PATCH {ROUTE}"),
+            format!("GET {DEPLOY}"),
+            format!("GET {CANARY_DEPLOY}"),
+            format!("GET {BASELINE_DEPLOY}"),
+        ]
+    );
+    assert_applies(&calls);
+    parse_all(&calls);
+    let baseline = body_of(&calls, "PATCH", BASELINE_DEPLOY);
+    assert_eq!(deployment_replicas(baseline), 1);
+    assert_eq!(
+        baseline["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/checkout:v1.1.0",
+        "the stable's image"
+    );
+    assert_eq!(
+        baseline["spec"]["selector"]["matchLabels"],
+        json!({"app": "checkout-baseline", "version": "baseline"})
+    );
+    assert_eq!(
+        baseline["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "serin"
+    );
+    let svc = body_of(&calls, "PATCH", BASELINE_SERVICE);
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({"app": "checkout-baseline", "version": "baseline"})
+    );
+    assert_eq!(
+        route_weights(body_of(&calls, "PATCH", ROUTE)),
+        [
+            ("checkout".to_string(), 10_000),
+            ("checkout-canary".to_string(), 0),
+            ("checkout-baseline".to_string(), 0)
+        ]
+    );
+
+    cluster.lock().unwrap().ready = true;
+    roll_out(&cluster, CANARY_DEPLOY);
+    roll_out(&cluster, BASELINE_DEPLOY);
+    r.check_ready().await.unwrap();
+    take(&cluster);
+
+    // 10 %: canary and baseline 10 % each, ceil(4 × 0.1) = 1 replica each.
+    r.apply_weight(w(10.0)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {BASELINE_DEPLOY}"),
+            format!("PATCH {ROUTE}")
+        ]
+    );
+    assert_eq!(deployment_replicas(&calls[1].body), 1);
+    assert_eq!(
+        route_weights(&calls[2].body),
+        [
+            ("checkout".to_string(), 8000),
+            ("checkout-canary".to_string(), 1000),
+            ("checkout-baseline".to_string(), 1000)
+        ]
+    );
+
+    // 60 %: the baseline gets what is left, 40 %, and ceil(4 × 0.4) = 2.
+    r.apply_weight(w(60.0)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        (
+            deployment_replicas(&calls[0].body),
+            deployment_replicas(&calls[1].body)
+        ),
+        (3, 2)
+    );
+    assert_eq!(
+        route_weights(&calls[2].body),
+        [
+            ("checkout".to_string(), 0),
+            ("checkout-canary".to_string(), 6000),
+            ("checkout-baseline".to_string(), 4000)
+        ]
+    );
+
+    // Rollback: the routing first, then both to 0 replicas.
+    r.apply_weight(Weight::ZERO).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {ROUTE}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {BASELINE_DEPLOY}")
+        ]
+    );
+    assert_eq!(
+        route_weights(&calls[0].body),
+        [
+            ("checkout".to_string(), 10_000),
+            ("checkout-canary".to_string(), 0),
+            ("checkout-baseline".to_string(), 0)
+        ]
+    );
+    assert_eq!(deployment_replicas(&calls[2].body), 0);
+
+    // Cleanup: as the end of a promotion, then the baseline's objects go.
+    r.cleanup().await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {ROUTE}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {BASELINE_DEPLOY}"),
+            format!("DELETE {BASELINE_DEPLOY}"),
+            format!("DELETE {BASELINE_SERVICE}"),
+        ]
+    );
+    let c = cluster.lock().unwrap();
+    assert!(!c.objects.contains_key(BASELINE_DEPLOY));
+    assert!(!c.objects.contains_key(BASELINE_SERVICE));
+}
+
+/// Istio with a baseline: the subset `baseline` (`version: baseline`)
+/// behind the stable Service, the canary's share in the VirtualService,
+/// promotion retires it; stable pods labelled `version: baseline` are
+/// refused.
+#[tokio::test]
+async fn istio_baseline_request_by_request() {
+    let cluster = cluster_for(KubeProvider::Istio);
+    let r = router(&cluster, baseline_target(KubeProvider::Istio));
+    cluster.lock().unwrap().ready = true;
+
+    r.apply_weight(Weight::ZERO).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("GET {DEPLOY}"),
+            format!("GET {SERVICE}"),
+            format!("GET {VS}"),
+            format!("GET {DR}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {BASELINE_DEPLOY}"),
+            format!("PATCH {DR}"),
+            format!("PATCH {VS}"),
+        ]
+    );
+    assert_applies(&calls);
+    parse_all(&calls);
+    let baseline = body_of(&calls, "PATCH", BASELINE_DEPLOY);
+    assert_eq!(
+        baseline["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "checkout", "version": "baseline"})
+    );
+    assert_eq!(
+        baseline["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/checkout:v1.1.0"
+    );
+    let subsets = &body_of(&calls, "PATCH", DR)["spec"]["subsets"];
+    assert_eq!(
+        subsets,
+        &json!([
+            {"name": "stable", "labels": {"version": "v1"}},
+            {"name": "canary", "labels": {"version": "canary"}},
+            {"name": "baseline", "labels": {"version": "baseline"}},
+        ])
+    );
+    assert_eq!(
+        vs_weights(body_of(&calls, "PATCH", VS)),
+        [
+            ("stable".to_string(), 100),
+            ("canary".to_string(), 0),
+            ("baseline".to_string(), 0)
+        ]
+    );
+
+    r.apply_weight(w(25.0)).await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {BASELINE_DEPLOY}"),
+            format!("PATCH {VS}")
+        ]
+    );
+    assert_eq!(
+        vs_weights(&calls[2].body),
+        [
+            ("stable".to_string(), 50),
+            ("canary".to_string(), 25),
+            ("baseline".to_string(), 25)
+        ]
+    );
+
+    r.promote().await.unwrap();
+    let calls = take(&cluster);
+    assert_eq!(
+        lines(&calls),
+        [
+            format!("PATCH {DEPLOY}"),
+            format!("GET {DEPLOY}"),
+            format!("PATCH {VS}"),
+            format!("PATCH {CANARY_DEPLOY}"),
+            format!("PATCH {BASELINE_DEPLOY}"),
+        ]
+    );
+    assert_eq!(vs_weights(&calls[2].body)[2], ("baseline".to_string(), 0));
+    assert_eq!(deployment_replicas(&calls[4].body), 0);
+
+    // Stable pods that already say `version: baseline` cannot be told apart.
+    let cluster = cluster_for(KubeProvider::Istio);
+    cluster.lock().unwrap().objects.get_mut(DEPLOY).unwrap()["spec"]["template"]["metadata"]["labels"]
+        ["version"] = json!("baseline");
+    let r = router(&cluster, baseline_target(KubeProvider::Istio));
+    let err = r.check_ready().await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Conflict, "{err}");
+    assert!(err.to_string().contains("`version: baseline`"), "{err}");
+    assert!(
+        take(&cluster).iter().all(|c| c.method == "GET"),
+        "nothing written"
+    );
+}
+
+/// GitOps: the stable is paused with git's new template; the baseline is
+/// made from the template its pods run (its ReplicaSet with pods and the
+/// highest revision), not git's new image; with no such ReplicaSet nothing
+/// is written.
+#[tokio::test]
+async fn gitops_baseline_runs_the_running_template() {
+    let cluster = cluster_for(KubeProvider::GatewayApi);
+    {
+        let mut c = cluster.lock().unwrap();
+        let d = c.objects.get_mut(DEPLOY).unwrap();
+        d["spec"]["paused"] = json!(true);
+        d["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!("registry.example.com/checkout:v1.2.0");
+    }
+    let r = KubernetesRouter::new(
+        client(cluster.clone()),
+        baseline_target(KubeProvider::GatewayApi),
+    )
+    .gitops();
+    // No ReplicaSets to read (an API without them), then none with pods.
+    let err = r.check_ready().await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Unavailable, "{err}");
+    assert!(
+        err.to_string()
+            .contains("ReplicaSets of Deployment shop/checkout: not found"),
+        "{err}"
+    );
+    cluster.lock().unwrap().objects.insert(
+        REPLICASETS.into(),
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": []}),
+    );
+    let err = r.check_ready().await.unwrap_err();
+    assert_eq!(err.kind(), Kind::Unavailable, "{err}");
+    assert!(err.to_string().contains("no ReplicaSet with pods"), "{err}");
+    assert!(take(&cluster).iter().all(|c| c.method == "GET"));
+
+    let rs = |revision: &str, replicas: i64, image: &str, owner: &str| {
+        json!({
+            "metadata": {"name": format!("checkout-{revision}"), "namespace": NS,
+                "annotations": {"deployment.kubernetes.io/revision": revision},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                    "name": owner, "uid": "u-1"}]},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "checkout"}},
+                "template": {
+                    "metadata": {"labels": {"app": "checkout", "version": "v1",
+                                            "pod-template-hash": format!("h{revision}")}},
+                    "spec": {"containers": [{"name": "checkout", "image": image}]}}},
+            "status": {"replicas": replicas}
+        })
+    };
+    cluster.lock().unwrap().objects.insert(
+        REPLICASETS.into(),
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {},
+        "items": [
+            rs("3", 4, "registry.example.com/checkout:v1.1.0", "checkout"),
+            rs("2", 0, "registry.example.com/checkout:v1.0.0", "checkout"),
+            rs("9", 2, "registry.example.com/other:v9", "checkout-canary"),
+        ]}),
+    );
+    let r = KubernetesRouter::new(
+        client(cluster.clone()),
+        baseline_target(KubeProvider::GatewayApi),
+    )
+    .gitops();
+    assert!(r.check_ready().await.is_err(), "pods not ready yet");
+    let calls = take(&cluster);
+    let list = calls
+        .iter()
+        .find(|c| c.path == REPLICASETS)
+        .expect("the ReplicaSets are listed");
+    assert!(
+        list.query.contains("labelSelector=app%3Dcheckout"),
+        "{}",
+        list.query
+    );
+    let baseline = body_of(&calls, "PATCH", BASELINE_DEPLOY);
+    assert_eq!(
+        baseline["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/checkout:v1.1.0",
+        "the running template, not git's new one"
+    );
+    assert_eq!(
+        baseline["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "checkout-baseline", "version": "baseline"})
+    );
+    // The canary is git's new template, as without a baseline.
+    assert_eq!(
+        body_of(&calls, "PATCH", CANARY_DEPLOY)["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/checkout:v1.2.0"
+    );
+    assert!(
+        calls.iter().all(|c| c.path != DEPLOY || c.method == "GET"),
+        "the stable is never written"
     );
 }

@@ -12,6 +12,8 @@ use super::{Checker, Side};
 
 /// Appended to the stable names for the objects serin owns.
 pub const CANARY_SUFFIX: &str = "-canary";
+/// Appended to the stable names for the baseline's objects (`baseline: {}`).
+pub const BASELINE_SUFFIX: &str = "-baseline";
 
 /// Which Kubernetes traffic provider routes the canary's share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,10 @@ pub struct KubeTarget {
     pub sticky: Option<StickyKey>,
     /// A/B overrides, applied before the weight.
     pub routes: Vec<Route>,
+    /// `baseline: {}` (Istio, Gateway API): serin runs `DEPLOYMENT-baseline`
+    /// from the stable's running pod template and gives it the canary's
+    /// share (see the Kubernetes router's module doc).
+    pub baseline: bool,
 }
 
 /// A route serin creates and owns whole: what the rollout file says of it.
@@ -448,6 +454,8 @@ impl Checker {
             canary_image: cx.canary.image.clone(),
             sticky: cx.sticky.map(|(s, _)| s.clone()),
             routes: cx.routes.iter().map(|(_, _, r)| r.clone()).collect(),
+            // Set with the rollout's `baseline` section.
+            baseline: false,
         })
     }
 }

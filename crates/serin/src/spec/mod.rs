@@ -33,7 +33,9 @@ use crate::rollout::{Plan, Step};
 use raw::{RawRollout, RawSide};
 use values::{readable_label, same_server};
 
-pub use kubernetes::{CANARY_SUFFIX, KubeProvider, KubeTarget, OwnedRoute, ParentRef};
+pub use kubernetes::{
+    BASELINE_SUFFIX, CANARY_SUFFIX, KubeProvider, KubeTarget, OwnedRoute, ParentRef,
+};
 pub use manifest::{API_GROUP, API_VERSION, KIND, check_resource};
 pub use prometheus_templates::prometheus_queries;
 pub use values::{argv, valid_name};
@@ -63,10 +65,13 @@ pub struct Rollout {
     /// How long a timed pause may overrun, or a gate stay shut, before the
     /// rollout rolls back (none: it waits).
     pub progress_deadline: Option<Duration>,
-    /// `baseline.upstream`: a fresh instance of the stable version, given
-    /// the canary's share, that the relative checks compare the canary
-    /// with instead of the long-running stable (built-in and nginx
-    /// providers; `http://host:port`, as the stable's and canary's).
+    /// The baseline: a fresh instance of the stable version, given the
+    /// canary's share, that the relative checks compare the canary with
+    /// instead of the long-running stable. Its address: `baseline.upstream`
+    /// (built-in and nginx providers, `http://host:port`), or on Istio and
+    /// Gateway API (`baseline: {}`) the cluster address of
+    /// `SERVICE-baseline`, as the canary's is of `SERVICE-canary`
+    /// (`traffic.kubernetes.baseline` is then true and serin runs it).
     pub baseline: Option<String>,
 }
 
@@ -560,8 +565,8 @@ impl Checker {
             }
             None => None,
         };
-        let prometheus = analysis.as_ref().is_some_and(|a| a.prometheus.is_some());
-        let baseline = self.baseline(raw.baseline, provider, &stable, &canary, prometheus);
+        let kube = traffic.as_ref().and_then(|t| t.kubernetes.as_ref());
+        let baseline = self.baseline(raw.baseline, provider, &stable, &canary, kube);
         let progress_deadline = match raw.progress_deadline {
             Some(d) if d.value.0.is_zero() => {
                 self.at(
@@ -575,15 +580,20 @@ impl Checker {
         };
         let baseline = baseline?;
         let mut analysis = analysis?;
+        let mut traffic = traffic?;
         if baseline.is_some() {
             // The relative checks compare the canary with the baseline.
             analysis.judge.compare_with = serin_analysis::Reference::Baseline;
+            // On Kubernetes serin runs it.
+            if let Some(k) = traffic.kubernetes.as_mut() {
+                k.baseline = true;
+            }
         }
         Some(Rollout {
             name: name?,
             stable,
             canary,
-            traffic: traffic?,
+            traffic,
             steps: steps?,
             analysis,
             notifications,
@@ -593,16 +603,18 @@ impl Checker {
         })
     }
 
-    /// The `baseline` section: an upstream of its own, where the provider
-    /// can give it the canary's share. `Some(None)` when left out, `None`
-    /// (a problem recorded) when it cannot be used.
+    /// The `baseline` section: an upstream of its own where serin's proxy
+    /// or nginx splits the traffic; on Istio and Gateway API nothing (serin
+    /// runs `DEPLOYMENT-baseline`, and the baseline's address is its
+    /// Service's in the cluster, as the canary's). `Some(None)` when left
+    /// out, `None` (a problem recorded) when it cannot be used.
     fn baseline(
         &mut self,
         raw: Option<Spanned<raw::RawBaseline>>,
         provider: Provider,
         stable: &Side,
         canary: &Side,
-        prometheus: bool,
+        kube: Option<&KubeTarget>,
     ) -> Option<Option<String>> {
         let Some(raw) = raw else {
             return Some(None);
@@ -617,24 +629,23 @@ impl Checker {
                 return None;
             }
             Provider::Istio | Provider::GatewayApi => {
-                self.at(
-                    &raw.referenced,
-                    format!(
-                        "baseline: not yet available with provider {} (serin does not run a baseline Deployment yet); expected it only with provider builtin or nginx",
-                        provider.as_str()
-                    ),
-                );
-                return None;
+                if let Some(u) = &raw.value.upstream {
+                    self.at(
+                        &u.referenced,
+                        format!(
+                            "baseline.upstream: provider {} runs the baseline itself (Deployment DEPLOYMENT-baseline from the stable's pod template); expected `baseline: {{}}` without an upstream",
+                            provider.as_str()
+                        ),
+                    );
+                    return None;
+                }
+                // A problem in traffic.kubernetes is reported there.
+                let t = kube?;
+                return Some(Some(format!(
+                    "http://{}{BASELINE_SUFFIX}.{}.svc:80",
+                    t.service, t.namespace
+                )));
             }
-        }
-        if prometheus {
-            // Its queries name stable and canary only: the judge would
-            // have nothing to compare the canary with.
-            self.at(
-                &raw.referenced,
-                "baseline: expected the built-in proxy's metrics or nginx's access log (analysis.prometheus does not query a baseline); remove one of them",
-            );
-            return None;
         }
         let Some(u) = raw.value.upstream else {
             self.at(

@@ -23,15 +23,35 @@
 //!   `http_request_duration_seconds_bucket` (what `serin demo-app` exports)
 //!   by pod name: `NAME-<hash>-<id>` is stable, `NAME-canary-<hash>-<id>` the canary
 //!   (hash 5 to 10 characters, id 5, as the ReplicaSet controller names pods).
+//!
+//! With a baseline (`baseline: {}`), `{{version}}` is also `baseline`, and
+//! the queries tell its series apart by the same label: on Istio
+//! `destination_workload` `NAME-baseline`, on Gateway API pods named
+//! `NAME-baseline-<hash>-<id>` (the Deployment serin runs). Never by the
+//! pods' `version` label value of the stable (the baseline runs the
+//! stable's template, so that value would count both as one).
 
-use super::kubernetes::{CANARY_SUFFIX, KubeProvider, KubeTarget};
+use super::kubernetes::{BASELINE_SUFFIX, CANARY_SUFFIX, KubeProvider, KubeTarget};
 
-/// Sums `series` by `serin_version` (plus `by`), derived from label `src`,
-/// and keeps `{{version}}`'s series.
-fn by_version(series: &str, src: &str, stable_re: &str, canary_re: &str, by: &str) -> String {
-    let labelled = format!(
+/// Sums `series` by `serin_version` (plus `by`), derived from label `src`
+/// (`baseline_re`: the baseline's values, when there is one), and keeps
+/// `{{version}}`'s series.
+fn by_version(
+    series: &str,
+    src: &str,
+    stable_re: &str,
+    canary_re: &str,
+    baseline_re: Option<&str>,
+    by: &str,
+) -> String {
+    let mut labelled = format!(
         "label_replace(label_replace({series}, \"serin_version\", \"stable\", \"{src}\", \"{stable_re}\"), \"serin_version\", \"canary\", \"{src}\", \"{canary_re}\")"
     );
+    if let Some(b) = baseline_re {
+        labelled = format!(
+            "label_replace({labelled}, \"serin_version\", \"baseline\", \"{src}\", \"{b}\")"
+        );
+    }
     let summed = format!("sum by ({by}serin_version) ({labelled})");
     keep_version(&summed)
 }
@@ -69,7 +89,14 @@ pub fn prometheus_queries(provider: KubeProvider, target: &KubeTarget) -> (Strin
             let ingress = target.ingress.as_deref().unwrap_or(&target.service);
             let sel = format!("namespace=\"{ns}\",ingress=\"{ingress}\"");
             let q = |metric: &str, extra: &str, by: &str| {
-                by_version(&format!("{metric}{{{sel}{extra}}}"), "canary", "", ".+", by)
+                by_version(
+                    &format!("{metric}{{{sel}{extra}}}"),
+                    "canary",
+                    "",
+                    ".+",
+                    None,
+                    by,
+                )
             };
             (
                 q("nginx_ingress_controller_requests", "", ""),
@@ -83,16 +110,27 @@ pub fn prometheus_queries(provider: KubeProvider, target: &KubeTarget) -> (Strin
         }
         KubeProvider::Istio => {
             let d = &target.deployment;
+            let baseline = target.baseline.then(|| format!("{d}{BASELINE_SUFFIX}"));
+            let workloads = match &baseline {
+                Some(b) => format!("{d}|{d}{CANARY_SUFFIX}|{b}"),
+                None => format!("{d}|{d}{CANARY_SUFFIX}"),
+            };
             let sel = format!(
-                "reporter=\"destination\",destination_workload_namespace=\"{ns}\",destination_workload=~\"{d}|{d}{CANARY_SUFFIX}\""
+                "reporter=\"destination\",destination_workload_namespace=\"{ns}\",destination_workload=~\"{workloads}\""
             );
             let stable = d.to_string();
             let canary = format!("{d}{CANARY_SUFFIX}");
             let labelled = |metric: &str, extra: &str, by: &str| {
                 let series = format!("{metric}{{{sel}{extra}}}");
-                format!(
-                    "sum by ({by}serin_version) (label_replace(label_replace({series}, \"serin_version\", \"stable\", \"destination_workload\", \"{stable}\"), \"serin_version\", \"canary\", \"destination_workload\", \"{canary}\"))"
-                )
+                let mut labelled = format!(
+                    "label_replace(label_replace({series}, \"serin_version\", \"stable\", \"destination_workload\", \"{stable}\"), \"serin_version\", \"canary\", \"destination_workload\", \"{canary}\")"
+                );
+                if let Some(b) = &baseline {
+                    labelled = format!(
+                        "label_replace({labelled}, \"serin_version\", \"baseline\", \"destination_workload\", \"{b}\")"
+                    );
+                }
+                format!("sum by ({by}serin_version) ({labelled})")
             };
             (
                 keep_version(&labelled("istio_requests_total", "", "")),
@@ -111,15 +149,23 @@ pub fn prometheus_queries(provider: KubeProvider, target: &KubeTarget) -> (Strin
         KubeProvider::GatewayApi => {
             let d = &target.deployment;
             let pod = "-[a-z0-9]{5,10}-[a-z0-9]{5}";
-            let sel = format!("namespace=\"{ns}\",pod=~\"{d}(-canary)?{pod}\"");
+            let sel = if target.baseline {
+                format!("namespace=\"{ns}\",pod=~\"{d}(-canary|-baseline)?{pod}\"")
+            } else {
+                format!("namespace=\"{ns}\",pod=~\"{d}(-canary)?{pod}\"")
+            };
             let stable_re = format!("{d}{pod}");
             let canary_re = format!("{d}{CANARY_SUFFIX}{pod}");
+            let baseline_re = target
+                .baseline
+                .then(|| format!("{d}{BASELINE_SUFFIX}{pod}"));
             let q = |metric: &str, extra: &str, by: &str| {
                 by_version(
                     &format!("{metric}{{{sel}{extra}}}"),
                     "pod",
                     &stable_re,
                     &canary_re,
+                    baseline_re.as_deref(),
                     by,
                 )
             };

@@ -932,38 +932,75 @@ fn a_baseline_is_read_where_the_provider_can_split_three_ways() {
         assert_eq!(p.len(), 1, "{baseline}: {p:?}");
         assert!(p[0].contains(expected), "{baseline}: {p:?}");
     }
-    // Prometheus queries name stable and canary only.
-    let p = problems(&format!(
-        "{MINIMAL}analysis:\n  prometheus: {{address: http://127.0.0.1:9090, requests: 'r{{v=\"{{{{version}}}}\"}}', errors: 'e{{v=\"{{{{version}}}}\"}}'}}\nbaseline: {{ upstream: http://127.0.0.1:9003 }}\n"
-    ));
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert!(
-        p[0].contains("baseline: expected the built-in proxy's metrics or nginx's access log"),
-        "{p:?}"
+    // With Prometheus, `{{version}}` is `baseline` too (the source queries it).
+    let r = parse(
+        &format!(
+            "{MINIMAL}analysis:\n  prometheus: {{address: http://127.0.0.1:9090, requests: 'r{{v=\"{{{{version}}}}\"}}', errors: 'e{{v=\"{{{{version}}}}\"}}'}}\nbaseline: {{ upstream: http://127.0.0.1:9003 }}\n"
+        ),
+        "r.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        r.analysis.judge.compare_with,
+        serin_analysis::Reference::Baseline
     );
-    // Kubernetes: nginx-ingress never (one canary share), the others not yet.
-    let kube = |provider: &str, route: &str| {
+    // Kubernetes: nginx-ingress never (one canary share); Istio and Gateway
+    // API run the baseline themselves, `baseline: {}`, no upstream.
+    let kube = |provider: &str, route: &str, baseline: &str| {
         format!(
-            "name: a\nstable: {{version: v1}}\ncanary: {{version: v2}}\ntraffic:\n  provider: {provider}\n  kubernetes: {{namespace: shop, deployment: a, {route}}}\nanalysis:\n  prometheus: {{address: http://127.0.0.1:9090}}\nbaseline: {{ upstream: http://127.0.0.1:9003 }}\n"
+            "name: a\nstable: {{version: v1}}\ncanary: {{version: v2}}\ntraffic:\n  provider: {provider}\n  kubernetes: {{namespace: shop, deployment: a, {route}}}\nanalysis:\n  prometheus: {{address: http://127.0.0.1:9090}}\nbaseline: {baseline}\n"
         )
     };
-    let p = problems(&kube("nginx-ingress", "ingress: a"));
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert!(
-        p[0].starts_with(
-            "r.yaml:9:11: baseline: provider nginx-ingress cannot split traffic three ways"
-        ),
-        "{p:?}"
-    );
+    for baseline in ["{}", "{ upstream: http://127.0.0.1:9003 }"] {
+        let p = problems(&kube("nginx-ingress", "ingress: a", baseline));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "r.yaml:9:11: baseline: provider nginx-ingress cannot split traffic three ways"
+            ),
+            "{p:?}"
+        );
+    }
     for (provider, route) in [
         ("istio", "virtualService: a"),
         ("gateway-api", "httpRoute: a"),
     ] {
-        let p = problems(&kube(provider, route));
+        let r = parse(&kube(provider, route, "{}"), "r.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.baseline.as_deref(), Some("http://a-baseline.shop.svc:80"));
+        let t = r.traffic.kubernetes.as_ref().expect("a Kubernetes target");
+        assert!(t.baseline, "{provider}");
+        assert_eq!(
+            r.analysis.judge.compare_with,
+            serin_analysis::Reference::Baseline
+        );
+        // The ready-made queries tell the baseline apart.
+        let q = &r.analysis.prometheus.as_ref().expect("queries").requests;
+        assert!(q.contains("a-baseline"), "{provider}: {q}");
+        let without = parse(
+            &kube(provider, route, "{}").replace("baseline: {}\n", ""),
+            "r.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!without.traffic.kubernetes.as_ref().unwrap().baseline);
+        assert!(
+            !without
+                .analysis
+                .prometheus
+                .as_ref()
+                .unwrap()
+                .requests
+                .contains("baseline"),
+            "{provider}"
+        );
+        let p = problems(&kube(
+            provider,
+            route,
+            "{ upstream: http://127.0.0.1:9003 }",
+        ));
         assert_eq!(p.len(), 1, "{provider}: {p:?}");
         assert!(
             p[0].starts_with(&format!(
-                "r.yaml:9:11: baseline: not yet available with provider {provider}"
+                "r.yaml:9:23: baseline.upstream: provider {provider} runs the baseline itself"
             )),
             "{provider}: {p:?}"
         );

@@ -19,6 +19,16 @@
 //! empty result is an error here, which the judge counts as no data; the
 //! exceptions are the error counter and a custom numerator, for which no
 //! series means none yet (0).
+//!
+//! With a baseline ([`PrometheusSource::with_baseline`]: the rollout has
+//! `baseline:`) every query runs a third time with `{{version}}` replaced by
+//! `baseline`, and its totals are the snapshot's [`Snapshot::baseline`]; its
+//! custom metrics stand in the stable's place of each pair (the relative
+//! checks compare the canary with the baseline, as the judge does with the
+//! totals). The baseline's queries follow the same rules as the others: no
+//! request series for it (the baseline not running yet, or a label that
+//! does not tell it apart) is an error, so the interval is no data, never a
+//! comparison with nothing.
 
 use std::time::Duration;
 
@@ -117,6 +127,8 @@ pub struct PrometheusSource {
     timeout: Duration,
     stable: VersionState,
     canary: VersionState,
+    /// The baseline's, when the rollout has one.
+    baseline: Option<VersionState>,
 }
 
 impl PrometheusSource {
@@ -130,7 +142,15 @@ impl PrometheusSource {
             timeout: QUERY_TIMEOUT,
             stable: VersionState::default(),
             canary: VersionState::default(),
+            baseline: None,
         }
+    }
+
+    /// The same source for a rollout with a baseline: the queries run for
+    /// `baseline` too (see the module doc).
+    pub fn with_baseline(mut self) -> PrometheusSource {
+        self.baseline = Some(VersionState::default());
+        self
     }
 
     /// Runs one instant query evaluated at `at` (Unix seconds); the
@@ -268,8 +288,9 @@ impl PrometheusSource {
             None => Vec::new(),
         };
         let state = match version {
-            Version::Stable | Version::Baseline => &mut self.stable,
+            Version::Stable => &mut self.stable,
             Version::Canary => &mut self.canary,
+            Version::Baseline => self.baseline.get_or_insert_with(VersionState::default),
         };
         if state.buckets.len() != buckets.len() {
             state.buckets = vec![Monotone::default(); buckets.len()];
@@ -341,8 +362,9 @@ impl PrometheusSource {
             raw.push((numerator, denominator));
         }
         let state = match version {
-            Version::Stable | Version::Baseline => &mut self.stable,
+            Version::Stable => &mut self.stable,
             Version::Canary => &mut self.canary,
+            Version::Baseline => self.baseline.get_or_insert_with(VersionState::default),
         };
         if state.custom.len() != raw.len() {
             state.custom = vec![Default::default(); raw.len()];
@@ -379,16 +401,26 @@ impl PrometheusSource {
             let at = unix_now();
             let stable = self.totals(Version::Stable, at).await?;
             let canary = self.totals(Version::Canary, at).await?;
+            let baseline = match self.baseline {
+                Some(_) => Some(self.totals(Version::Baseline, at).await?),
+                None => None,
+            };
+            // The custom metrics' reference: the baseline when there is one.
+            let reference = match baseline {
+                Some(_) => Version::Baseline,
+                None => Version::Stable,
+            };
             let custom = if self.custom.is_empty() {
                 Vec::new()
             } else {
-                let s = self.custom(Version::Stable, at).await?;
+                let s = self.custom(reference, at).await?;
                 let c = self.custom(Version::Canary, at).await?;
                 s.into_iter().zip(c).collect()
             };
             Ok(Snapshot {
                 stable,
                 canary,
+                baseline,
                 custom,
                 ..Snapshot::default()
             })
@@ -555,6 +587,59 @@ mod tests {
             err.contains("custom metric `conversion` denominator") && err.contains("no series"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_baseline_is_queried_as_the_third_version_and_missing_it_is_no_data() {
+        let state = Arc::new(Mutex::new(Fake::default()));
+        let address = fake_prometheus(state.clone()).await;
+        let mut plain = source(address.clone());
+        let mut source = source(address).with_baseline();
+        set(
+            &state,
+            &[
+                ("req{v=\"stable\"}", 1000.0),
+                ("req{v=\"canary\"}", 100.0),
+                ("err{v=\"canary\"}", 7.0),
+                ("visits{v=\"stable\"}", 900.0),
+                ("visits{v=\"canary\"}", 90.0),
+                ("checkouts{v=\"canary\"}", 3.0),
+                ("checkouts{v=\"stable\"}", 90.0),
+            ],
+        );
+        // Without a baseline the source never asks for one.
+        let s = plain.snapshot().await.unwrap();
+        assert_eq!(s.baseline, None);
+        // The baseline has no request series yet (not running, or a label
+        // that does not tell it apart): no data, naming its query.
+        let err = source.snapshot().await.unwrap_err().to_string();
+        assert!(
+            err.contains("req{v=\"baseline\"}") && err.contains("no series"),
+            "{err}"
+        );
+        set(
+            &state,
+            &[
+                ("req{v=\"baseline\"}", 110.0),
+                ("err{v=\"baseline\"}", 1.0),
+                ("visits{v=\"baseline\"}", 95.0),
+                ("checkouts{v=\"baseline\"}", 9.0),
+            ],
+        );
+        let s = source.snapshot().await.unwrap();
+        let b = s.baseline.expect("the baseline's totals");
+        assert_eq!((b.requests, b.errors), (110, 1));
+        assert_eq!((s.stable.requests, s.canary.requests), (1000, 100));
+        let r = |numerator, denominator| Ratio {
+            numerator,
+            denominator,
+        };
+        // Custom metrics: the baseline stands in the stable's place.
+        assert_eq!(s.custom, vec![(r(9, 95), r(3, 90))]);
+        // Its counters are carried across a reset like the others'.
+        set(&state, &[("req{v=\"baseline\"}", 10.0)]);
+        let s = source.snapshot().await.unwrap();
+        assert_eq!(s.baseline.map(|b| b.requests), Some(120));
     }
 
     #[tokio::test]

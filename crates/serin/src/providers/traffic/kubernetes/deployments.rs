@@ -9,6 +9,12 @@
 //! way round); the canary Service selects on those renamed labels. Istio
 //! routes by subset inside the one stable Service, so there the canary pods
 //! keep the selected labels and differ only in `version`.
+//!
+//! The baseline (`baseline: {}`) is made the same way from the stable's
+//! running pod template, its image untouched: `NAME-baseline`, pods
+//! labelled `version: baseline` and, where the provider routes by Service,
+//! `VALUE-baseline` for each selected label, with the Service
+//! `SERVICE-baseline` selecting them.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +22,9 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::{CANARY_SUFFIX, CANARY_TRACK, MANAGED_BY, TRACK_LABEL};
+use super::{
+    BASELINE_SUFFIX, BASELINE_TRACK, CANARY_SUFFIX, CANARY_TRACK, MANAGED_BY, TRACK_LABEL,
+};
 
 /// Labels of a pod or selector.
 pub(crate) type Labels = BTreeMap<String, String>;
@@ -46,12 +54,40 @@ pub(crate) fn retag(image: &str, tag: &str) -> String {
     format!("{repo}:{tag}")
 }
 
-/// The canary pods' labels: see the module doc. `rename` is true where the
-/// stable Service must not select canary pods.
-pub(crate) fn canary_pod_labels(
+/// Which copy of the stable Deployment serin makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// `NAME-canary`, the new version.
+    Canary,
+    /// `NAME-baseline`, the stable's running template started fresh.
+    Baseline,
+}
+
+impl Role {
+    /// The suffix of its names (Deployment, Service, renamed label values).
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            Role::Canary => CANARY_SUFFIX,
+            Role::Baseline => BASELINE_SUFFIX,
+        }
+    }
+
+    /// Its pods' [`TRACK_LABEL`] value.
+    pub(crate) fn track(self) -> &'static str {
+        match self {
+            Role::Canary => CANARY_TRACK,
+            Role::Baseline => BASELINE_TRACK,
+        }
+    }
+}
+
+/// The pods' labels of `copy`: see the module doc. `rename` is true where
+/// the stable Service must not select them.
+pub(crate) fn pod_labels(
     stable_pod: &Labels,
     service_selector: &Labels,
     rename: bool,
+    copy: Role,
 ) -> Result<Labels, String> {
     let mut labels = stable_pod.clone();
     if rename {
@@ -59,16 +95,20 @@ pub(crate) fn canary_pod_labels(
             if k == TRACK_LABEL {
                 continue;
             }
-            let renamed = format!("{v}{CANARY_SUFFIX}");
+            let renamed = format!("{v}{}", copy.suffix());
             if renamed.len() > 63 {
+                let role = match copy {
+                    Role::Canary => "canary",
+                    Role::Baseline => "baseline",
+                };
                 return Err(format!(
-                    "label {k}={renamed} for the canary pods is longer than 63 characters"
+                    "label {k}={renamed} for the {role} pods is longer than 63 characters"
                 ));
             }
             labels.insert(k.clone(), renamed);
         }
     }
-    labels.insert(TRACK_LABEL.to_string(), CANARY_TRACK.to_string());
+    labels.insert(TRACK_LABEL.to_string(), copy.track().to_string());
     Ok(labels)
 }
 
@@ -105,19 +145,65 @@ pub(crate) fn canary_deployment(
 ) -> Result<CanaryDeployment, String> {
     let name = stable.metadata.name.clone().unwrap_or_default();
     let what = format!("Deployment {namespace}/{name}");
-    let spec = &stable.spec;
-    let (container, stable_image) = main_container(stable, &what)?;
+    let (_, stable_image) = main_container(stable, &what)?;
     let image = match canary_image {
         Some(i) => i.to_string(),
         None => retag(&stable_image, canary_version),
     };
+    copy_deployment(
+        namespace,
+        stable,
+        service_selector,
+        rename,
+        Role::Canary,
+        &image,
+    )
+}
+
+/// Builds the baseline Deployment `NAME-baseline` from `stable` (whose pod
+/// template is the one running: the caller puts the running ReplicaSet's
+/// in it in the GitOps mode), its images untouched.
+pub(crate) fn baseline_deployment(
+    namespace: &str,
+    stable: &Deployment,
+    service_selector: &Labels,
+    rename: bool,
+) -> Result<CanaryDeployment, String> {
+    let name = stable.metadata.name.clone().unwrap_or_default();
+    let what = format!("Deployment {namespace}/{name}");
+    let (_, image) = main_container(stable, &what)?;
+    copy_deployment(
+        namespace,
+        stable,
+        service_selector,
+        rename,
+        Role::Baseline,
+        &image,
+    )
+}
+
+/// `NAME-canary` or `NAME-baseline` from the stable Deployment, with
+/// `image` in its main container.
+fn copy_deployment(
+    namespace: &str,
+    stable: &Deployment,
+    service_selector: &Labels,
+    rename: bool,
+    copy: Role,
+    image: &str,
+) -> Result<CanaryDeployment, String> {
+    let name = stable.metadata.name.clone().unwrap_or_default();
+    let what = format!("Deployment {namespace}/{name}");
+    let spec = &stable.spec;
+    let (container, _) = main_container(stable, &what)?;
+    let image = image.to_string();
     let stable_pod = spec
         .template
         .metadata
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let pod_labels = canary_pod_labels(&stable_pod, service_selector, rename)?;
+    let pod_labels = pod_labels(&stable_pod, service_selector, rename, copy)?;
     let mut selector: Labels = spec
         .selector
         .match_labels
@@ -128,7 +214,7 @@ pub(crate) fn canary_deployment(
                 .collect()
         })
         .unwrap_or_default();
-    selector.insert(TRACK_LABEL.to_string(), CANARY_TRACK.to_string());
+    selector.insert(TRACK_LABEL.to_string(), copy.track().to_string());
     if spec.selector.match_expressions.is_some() {
         return Err(format!(
             "{what}: selectors with matchExpressions are not supported (use matchLabels)"
@@ -145,7 +231,7 @@ pub(crate) fn canary_deployment(
     meta_labels.insert(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string());
     let object = Deployment {
         metadata: ObjectMeta {
-            name: Some(format!("{name}{CANARY_SUFFIX}")),
+            name: Some(format!("{name}{}", copy.suffix())),
             namespace: Some(namespace.to_string()),
             labels: Some(meta_labels),
             ..ObjectMeta::default()
@@ -192,6 +278,17 @@ impl CanaryDeployment {
 /// The canary Service `NAME-canary`: the stable Service's ports, selecting
 /// the canary pods only.
 pub(crate) fn canary_service(namespace: &str, stable: &Service, selector: &Labels) -> Service {
+    copy_service(namespace, stable, selector, Role::Canary)
+}
+
+/// The Service `NAME-canary` or `NAME-baseline`: the stable Service's
+/// ports, selecting that copy's pods only.
+pub(crate) fn copy_service(
+    namespace: &str,
+    stable: &Service,
+    selector: &Labels,
+    copy: Role,
+) -> Service {
     let name = stable.metadata.name.clone().unwrap_or_default();
     let ports = stable
         .spec
@@ -212,7 +309,7 @@ pub(crate) fn canary_service(namespace: &str, stable: &Service, selector: &Label
     labels.insert(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string());
     Service {
         metadata: ObjectMeta {
-            name: Some(format!("{name}{CANARY_SUFFIX}")),
+            name: Some(format!("{name}{}", copy.suffix())),
             namespace: Some(namespace.to_string()),
             labels: Some(labels),
             ..ObjectMeta::default()
@@ -353,13 +450,17 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let sel: Labels = [("app".to_string(), "checkout".to_string())].into();
-        let l = canary_pod_labels(&pod, &sel, true).unwrap();
+        let l = pod_labels(&pod, &sel, true, Role::Canary).unwrap();
         assert_eq!(l["app"], "checkout-canary");
         assert_eq!(l["tier"], "web");
         assert_eq!(l["version"], "canary");
-        let l = canary_pod_labels(&pod, &sel, false).unwrap();
+        let l = pod_labels(&pod, &sel, false, Role::Canary).unwrap();
         assert_eq!(l["app"], "checkout");
         let long: Labels = [("app".to_string(), "a".repeat(60))].into();
-        assert!(canary_pod_labels(&pod, &long, true).is_err());
+        assert!(pod_labels(&pod, &long, true, Role::Canary).is_err());
+        // The baseline's leave it too, under names of their own.
+        let l = pod_labels(&pod, &sel, true, Role::Baseline).unwrap();
+        assert_eq!(l["app"], "checkout-baseline");
+        assert_eq!(l["version"], "baseline");
     }
 }

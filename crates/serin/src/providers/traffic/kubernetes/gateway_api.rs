@@ -10,6 +10,10 @@
 //! matches are more specific, so they win over the weighted rule whatever
 //! the order, by Gateway API's precedence rules.
 //!
+//! With a baseline (`baseline: {}`) each such rule gets a third
+//! backendRef, the Service `SERVICE-baseline`, with the baseline's share:
+//! canary `w`, baseline `min(w, 10000 − w)`, stable the rest (hundredths).
+//!
 //! A route serin owns (`httpRoute` given as a mapping) is not read: serin
 //! writes the whole HTTPRoute, named after the rollout, from the mapping
 //! (parentRefs, hostnames) and one rule to the stable Service, which gets
@@ -44,6 +48,8 @@ pub(crate) struct RoutePlan {
     routes: Vec<Route>,
     /// A route serin owns: the rest of its spec (parentRefs, hostnames).
     owned: Option<Value>,
+    /// The baseline's Service (`SERVICE-baseline`), when there is one.
+    baseline: Option<String>,
 }
 
 /// The header match for one of serin's routes.
@@ -80,6 +86,7 @@ impl RoutePlan {
     ) -> Result<RoutePlan, String> {
         let name = live["metadata"]["name"].as_str().unwrap_or_default();
         let canary = format!("{stable}{}", super::CANARY_SUFFIX);
+        let baseline = format!("{stable}{}", super::BASELINE_SUFFIX);
         let what = format!("HTTPRoute {namespace}/{name}");
         let ours: Vec<Value> = routes.iter().map(header_match).collect();
         let rules = live["spec"]["rules"]
@@ -104,7 +111,9 @@ impl RoutePlan {
                 continue;
             }
             if let Some(list) = rule["backendRefs"].as_array_mut() {
-                list.retain(|r| ref_name(r) != Some(canary.as_str()));
+                list.retain(|r| {
+                    ref_name(r) != Some(canary.as_str()) && ref_name(r) != Some(baseline.as_str())
+                });
             }
             kept.push(rule);
         }
@@ -121,6 +130,7 @@ impl RoutePlan {
             rules: kept,
             routes: routes.to_vec(),
             owned: None,
+            baseline: None,
         })
     }
 
@@ -175,7 +185,14 @@ impl RoutePlan {
             rules: vec![json!({ "backendRefs": [{ "name": stable, "port": port }] })],
             routes: routes.to_vec(),
             owned: Some(rest),
+            baseline: None,
         })
+    }
+
+    /// The same plan with the baseline's backendRef (see the module doc).
+    pub(crate) fn with_baseline(mut self) -> RoutePlan {
+        self.baseline = Some(format!("{}{}", self.stable, super::BASELINE_SUFFIX));
+        self
     }
 
     /// The HTTPRoute as serin applies it: `spec.rules` only.
@@ -194,8 +211,10 @@ impl RoutePlan {
                 .unwrap_or_else(|| json!({ "name": self.stable }));
             let to = |version: Version, weight: Option<i64>| {
                 let mut r = stable_ref.clone();
-                if version == Version::Canary {
-                    r["name"] = json!(self.canary);
+                match (version, &self.baseline) {
+                    (Version::Canary, _) => r["name"] = json!(self.canary),
+                    (Version::Baseline, Some(b)) => r["name"] = json!(b),
+                    _ => {}
                 }
                 match weight {
                     Some(w) => r["weight"] = json!(w),
@@ -236,8 +255,16 @@ impl RoutePlan {
             let mut refs = Vec::new();
             for r in rule["backendRefs"].as_array().cloned().unwrap_or_default() {
                 if ref_name(&r) == Some(&self.stable) {
-                    refs.push(to(Version::Stable, Some(10_000 - h)));
+                    let b = if self.baseline.is_some() {
+                        h.min(10_000 - h)
+                    } else {
+                        0
+                    };
+                    refs.push(to(Version::Stable, Some(10_000 - h - b)));
                     refs.push(to(Version::Canary, Some(h)));
+                    if self.baseline.is_some() {
+                        refs.push(to(Version::Baseline, Some(b)));
+                    }
                 } else {
                     refs.push(r);
                 }

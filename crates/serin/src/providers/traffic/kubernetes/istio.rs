@@ -13,6 +13,12 @@
 //! percents: a weight is rounded to the nearest one, and a weight strictly
 //! between 0 and 100 stays strictly between (0.5 % is 1 %, 99.5 % is 99 %).
 //!
+//! With a baseline (`baseline: {}`) the DestinationRule has a third subset,
+//! `baseline` (`version: baseline`, the pods of `NAME-baseline`), and the
+//! weighted route a third destination with the baseline's share: canary
+//! `c` (whole percents, as above), baseline `min(c, 100 − c)`, stable the
+//! rest (10 %: 80/10/10; 60 %: 0/60/40).
+//!
 //! A VirtualService serin owns (`virtualService` given as a mapping) is not
 //! read: serin writes the whole object, named after the rollout, from the
 //! mapping (hosts, gateways) and one HTTP route to the stable Service, split
@@ -26,7 +32,10 @@ use serin_proxy::{Route, Version, Weight};
 
 use super::deployments::Labels;
 use super::gateway_api::check_ours;
-use super::{CANARY_TRACK, MANAGED_BY, Object, OwnedRoute, TRACK_LABEL, cookie_regex, header_text};
+use super::{
+    BASELINE_TRACK, CANARY_TRACK, MANAGED_BY, Object, OwnedRoute, TRACK_LABEL, cookie_regex,
+    header_text,
+};
 
 /// The prefix of the names of the VirtualService routes serin adds.
 pub(crate) const ROUTE_PREFIX: &str = "serin-";
@@ -73,6 +82,8 @@ pub(crate) struct IstioPlan {
     routes: Vec<Route>,
     /// A VirtualService serin owns: the rest of its spec (hosts, gateways).
     owned: Option<Value>,
+    /// The subset `baseline` gets the baseline's share.
+    baseline: bool,
 }
 
 impl IstioPlan {
@@ -158,7 +169,23 @@ impl IstioPlan {
             other_subsets,
             routes: routes.to_vec(),
             owned: None,
+            baseline: false,
         })
+    }
+
+    /// The same plan with the subset `baseline` (see the module doc); the
+    /// stable pods' `version` must tell them from the baseline's.
+    pub(crate) fn with_baseline(mut self, deployment: &str) -> Result<IstioPlan, String> {
+        if self.stable_version == BASELINE_TRACK {
+            return Err(format!(
+                "Deployment {}/{deployment}: its pods' `{TRACK_LABEL}: {BASELINE_TRACK}` is the baseline's; give the stable pods another `{TRACK_LABEL}` for the DestinationRule subset `stable`",
+                self.namespace
+            ));
+        }
+        self.other_subsets
+            .retain(|s| s["name"].as_str() != Some("baseline"));
+        self.baseline = true;
+        Ok(self)
     }
 
     /// The VirtualService `name` serin creates and owns, from the rollout
@@ -228,6 +255,9 @@ impl IstioPlan {
         let mut subsets = self.other_subsets.clone();
         subsets.push(json!({ "name": "stable", "labels": { TRACK_LABEL: self.stable_version } }));
         subsets.push(json!({ "name": "canary", "labels": { TRACK_LABEL: CANARY_TRACK } }));
+        if self.baseline {
+            subsets.push(json!({ "name": "baseline", "labels": { TRACK_LABEL: BASELINE_TRACK } }));
+        }
         let mut body = json!({
             "apiVersion": "networking.istio.io/v1",
             "kind": "DestinationRule",
@@ -292,10 +322,19 @@ impl IstioPlan {
                 }
             }
             let mut weighted = r.clone();
-            weighted["route"] = json!([
-                { "destination": dest("stable"), "weight": 100 - canary },
-                { "destination": dest("canary"), "weight": canary },
-            ]);
+            weighted["route"] = if self.baseline {
+                let baseline = canary.min(100 - canary);
+                json!([
+                    { "destination": dest("stable"), "weight": 100 - canary - baseline },
+                    { "destination": dest("canary"), "weight": canary },
+                    { "destination": dest("baseline"), "weight": baseline },
+                ])
+            } else {
+                json!([
+                    { "destination": dest("stable"), "weight": 100 - canary },
+                    { "destination": dest("canary"), "weight": canary },
+                ])
+            };
             http.push(weighted);
         }
         let mut body = json!({

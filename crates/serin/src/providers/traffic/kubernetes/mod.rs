@@ -39,6 +39,28 @@
 //!   to 0 replicas.
 //! - `cleanup`: as the end of `promote`, and the canary Ingress is deleted.
 //!
+//! With a baseline (`baseline: {}`, Istio and Gateway API; nginx-ingress
+//! cannot split three ways) serin also owns `NAME-baseline`: a Deployment
+//! made from the stable's pod template as it runs (images untouched;
+//! `deployments.rs` explains the labels), its Service `SERVICE-baseline`
+//! (Gateway API) or the DestinationRule subset `baseline` (Istio). The
+//! routing gives it the canary's share, `min(w, 100 − w)`, from the
+//! stable's (10 %: stable 80, canary 10, baseline 10); its replicas are
+//! the canary's count for that share (the canary's while `w ≤ 50`).
+//! - first use: the baseline Deployment (1 replica) and its Service after
+//!   the canary's, before the routing.
+//! - `check_ready`: the baseline Deployment too.
+//! - `apply_weight(w > 0)`: both Deployments, then the routing once both
+//!   are ready.
+//! - `apply_weight(0)`, `promote`: the routing first (baseline at 0), then
+//!   the baseline to 0 replicas with the canary.
+//! - `cleanup`: as `promote`'s end, then the baseline Deployment and its
+//!   Service are deleted.
+//!
+//! In the GitOps mode the baseline's template is the running one (the
+//! stable's ReplicaSet with pods and the highest revision), not git's new
+//! template.
+//!
 //! With [`KubernetesRouter::with_retry_every`] (the controller's:
 //! [`RETRY_EVERY`]), a call that failed is not sent again within that
 //! time: the same call (readiness, the same weight, promotion) answers the
@@ -68,9 +90,9 @@ mod nginx_ingress;
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::ApiResource;
 use serde_json::Value;
 use serin_proxy::{Version, Weight};
@@ -80,7 +102,9 @@ use crate::controller::seams::{BoxFuture, TrafficRouter};
 use crate::error::{Error, Kind};
 
 /// The target and its ready-made queries are the rollout file's, checked there.
-pub use crate::spec::{CANARY_SUFFIX, KubeProvider, KubeTarget, OwnedRoute, prometheus_queries};
+pub use crate::spec::{
+    BASELINE_SUFFIX, CANARY_SUFFIX, KubeProvider, KubeTarget, OwnedRoute, prometheus_queries,
+};
 pub use deployments::scaled_replicas;
 
 /// The field manager of every server-side apply serin makes.
@@ -89,12 +113,18 @@ pub const FIELD_MANAGER: &str = "serin";
 pub const TRACK_LABEL: &str = "version";
 /// The [`TRACK_LABEL`] value of canary pods.
 pub const CANARY_TRACK: &str = "canary";
+/// The [`TRACK_LABEL`] value of the baseline's pods (`NAME-baseline`).
+pub const BASELINE_TRACK: &str = "baseline";
 /// The label on every object serin creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "serin");
 
 impl KubeTarget {
     fn canary_deployment(&self) -> String {
         format!("{}{CANARY_SUFFIX}", self.deployment)
+    }
+
+    fn baseline_deployment(&self) -> String {
+        format!("{}{BASELINE_SUFFIX}", self.deployment)
     }
 
     /// Whether a route sends requests to the canary whatever the weight.
@@ -201,6 +231,16 @@ struct Plan {
     /// The canary Service, or the DestinationRule with the subsets.
     support: Object,
     routing: Routing,
+    /// `baseline: {}`: its Deployment and (Gateway API) Service.
+    baseline: Option<BaselinePlan>,
+}
+
+/// What serin runs for the baseline.
+#[derive(Debug, Clone, PartialEq)]
+struct BaselinePlan {
+    deployment: deployments::CanaryDeployment,
+    /// `SERVICE-baseline` (Istio: none, the subset is in the DestinationRule).
+    service: Option<Object>,
 }
 
 /// How long a failed call answers its error from memory before it is sent
@@ -460,6 +500,7 @@ impl KubernetesRouter {
                     }
                 }
                 .map_err(Error::conflict)?;
+                let p = if t.baseline { p.with_baseline() } else { p };
                 (Routing::Gateway(p), true)
             }
             KubeProvider::Istio => {
@@ -502,6 +543,13 @@ impl KubernetesRouter {
                         )
                     }
                 }
+                .and_then(|p| {
+                    if t.baseline {
+                        p.with_baseline(&t.deployment)
+                    } else {
+                        Ok(p)
+                    }
+                })
                 .map_err(Error::conflict)?;
                 (Routing::Istio(p), false)
             }
@@ -537,12 +585,124 @@ impl KubernetesRouter {
                 .map_err(|e| Error::new(Kind::Internal, format!("canary Service: {e}")))?,
             },
         };
+        let baseline = if t.baseline {
+            Some(
+                self.baseline_plan(&stable, &service, &selector, &routing, rename)
+                    .await?,
+            )
+        } else {
+            None
+        };
         Ok(Plan {
             stable_replicas: stable.spec.replicas.unwrap_or(1),
             canary,
             support,
             routing,
+            baseline,
         })
+    }
+
+    /// The baseline's Deployment (from the stable's running template) and
+    /// Service.
+    async fn baseline_plan(
+        &self,
+        stable: &Deployment,
+        service: &Service,
+        selector: &deployments::Labels,
+        routing: &Routing,
+        rename: bool,
+    ) -> Result<BaselinePlan, Error> {
+        if let Routing::Nginx(_) = routing {
+            return Err(Error::invalid(
+                "baseline: provider nginx-ingress cannot split traffic three ways",
+            ));
+        }
+        let source = if self.gitops {
+            self.running(stable).await?
+        } else {
+            stable.clone()
+        };
+        let deployment = deployments::baseline_deployment(self.ns(), &source, selector, rename)
+            .map_err(Error::conflict)?;
+        let service = match routing {
+            Routing::Gateway(_) => Some(Object {
+                resource: ApiResource::erase::<Service>(&()),
+                name: format!("{}{BASELINE_SUFFIX}", self.target.service),
+                body: serde_json::to_value(deployments::copy_service(
+                    self.ns(),
+                    service,
+                    &deployment.selector,
+                    deployments::Role::Baseline,
+                ))
+                .map_err(|e| Error::new(Kind::Internal, format!("baseline Service: {e}")))?,
+            }),
+            _ => None,
+        };
+        Ok(BaselinePlan {
+            deployment,
+            service,
+        })
+    }
+
+    /// `stable` with the pod template its pods run (GitOps mode: git's new
+    /// template waits, paused): that of its ReplicaSet with pods and the
+    /// highest revision, less the `pod-template-hash` label.
+    async fn running(&self, stable: &Deployment) -> Result<Deployment, Error> {
+        let t = &self.target;
+        let what = self.what("Deployment", &t.deployment);
+        let labels = stable
+            .spec
+            .selector
+            .match_labels
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let list = Api::<ReplicaSet>::namespaced(self.client.clone(), self.ns())
+            .list(&ListParams::default().labels(&labels))
+            .await
+            .map_err(|e| api_error(&format!("ReplicaSets of {what}"), e))?;
+        let revision = |rs: &ReplicaSet| {
+            rs.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                .and_then(|r| r.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let running = list
+            .items
+            .into_iter()
+            .filter(|rs| {
+                rs.metadata
+                    .owner_references
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|o| o.kind == "Deployment" && o.name == t.deployment)
+            })
+            .filter(|rs| rs.status.as_ref().is_some_and(|s| s.replicas > 0))
+            .max_by_key(revision)
+            .and_then(|rs| rs.spec.template)
+            .ok_or_else(|| {
+                Error::unavailable(format!(
+                    "{what}: no ReplicaSet with pods to make the baseline from (it runs the stable's running pod template)"
+                ))
+            })?;
+        let mut source = stable.clone();
+        source.spec.template = running;
+        if let Some(l) = source
+            .spec
+            .template
+            .metadata
+            .as_mut()
+            .and_then(|m| m.labels.as_mut())
+        {
+            l.remove("pod-template-hash");
+        }
+        Ok(source)
     }
 
     async fn plan(&self, state: &mut State) -> Result<Plan, Error> {
@@ -568,14 +728,53 @@ impl KubernetesRouter {
         }
     }
 
-    /// First use: the canary Deployment, its Service or subsets, the routing
-    /// at weight 0.
+    /// The baseline's replicas while the canary's weight is `weight`: the
+    /// canary's count for the baseline's share.
+    fn baseline_replicas(&self, plan: &Plan, weight: Weight) -> i32 {
+        let n = if self.target.scale_with_weight {
+            scaled_replicas(plan.stable_replicas, weight.baseline_share().hundredths())
+        } else {
+            plan.stable_replicas
+        };
+        if weight > Weight::ZERO { n.max(1) } else { n }
+    }
+
+    /// Applies the baseline's Deployment with `replicas` (none without a
+    /// baseline).
+    async fn apply_baseline(
+        &self,
+        plan: &Plan,
+        replicas: i32,
+    ) -> Result<Option<Deployment>, Error> {
+        match &plan.baseline {
+            Some(b) => Ok(Some(
+                self.apply_deployment(&b.deployment.with_replicas(replicas))
+                    .await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The objects beside the Deployments: the canary Service or the
+    /// DestinationRule, and the baseline's Service.
+    async fn apply_support(&self, plan: &Plan) -> Result<(), Error> {
+        self.apply(&plan.support).await?;
+        if let Some(service) = plan.baseline.as_ref().and_then(|b| b.service.as_ref()) {
+            self.apply(service).await?;
+        }
+        Ok(())
+    }
+
+    /// First use: the canary Deployment (and the baseline's), its Service
+    /// or subsets, the routing at weight 0.
     async fn set_up(&self, state: &mut State) -> Result<(), Error> {
         let plan = self.plan(state).await?;
         let replicas = self.replicas(&plan, Weight::ZERO).max(1);
         self.apply_deployment(&plan.canary.with_replicas(replicas))
             .await?;
-        self.apply(&plan.support).await?;
+        let baseline = self.baseline_replicas(&plan, Weight::ZERO).max(1);
+        self.apply_baseline(&plan, baseline).await?;
+        self.apply_support(&plan).await?;
         self.apply(&plan.routing.render(Weight::ZERO, true)).await?;
         state.set_up = true;
         Ok(())
@@ -589,14 +788,24 @@ impl KubernetesRouter {
         let stable: Deployment = self.get_typed("Deployment", &t.deployment).await?;
         let canary_name = t.canary_deployment();
         let canary: Deployment = self.get_typed("Deployment", &canary_name).await?;
+        let baseline_name = t.baseline_deployment();
+        let baseline: Option<Deployment> = if t.baseline {
+            Some(self.get_typed("Deployment", &baseline_name).await?)
+        } else {
+            None
+        };
         if let Some(p) = state.plan.as_mut() {
             p.stable_replicas = stable.spec.replicas.unwrap_or(1);
         }
         let mut waiting = Vec::new();
-        for (role, name, d) in [
+        let mut all = vec![
             ("stable", t.deployment.as_str(), &stable),
             ("canary", canary_name.as_str(), &canary),
-        ] {
+        ];
+        if let Some(b) = &baseline {
+            all.push(("baseline", baseline_name.as_str(), b));
+        }
+        for (role, name, d) in all {
             let r = if self.gitops && role == "stable" {
                 // Paused with git's new template: its old pods serve.
                 deployments::serving(d)
@@ -633,6 +842,8 @@ impl KubernetesRouter {
                 let replicas = self.replicas(&plan, weight);
                 self.apply_deployment(&plan.canary.with_replicas(replicas))
                     .await?;
+                self.apply_baseline(&plan, self.baseline_replicas(&plan, weight))
+                    .await?;
             }
             return Ok(());
         }
@@ -641,29 +852,56 @@ impl KubernetesRouter {
         let applied = self
             .apply_deployment(&plan.canary.with_replicas(replicas))
             .await?;
+        let baseline = self
+            .apply_baseline(&plan, self.baseline_replicas(&plan, weight))
+            .await?;
         if !state.set_up {
-            self.apply(&plan.support).await?;
+            self.apply_support(&plan).await?;
             state.set_up = true;
         }
-        let r = deployments::readiness(&applied);
-        if !r.done {
+        let mut waiting = Vec::new();
+        let mut applied = vec![("canary", self.target.canary_deployment(), &applied)];
+        if let Some(b) = &baseline {
+            applied.push(("baseline", self.target.baseline_deployment(), b));
+        }
+        for (role, name, d) in applied {
+            let r = deployments::readiness(d);
+            if !r.done {
+                waiting.push(format!(
+                    "{role} Deployment {}/{name} {}/{} ready",
+                    self.ns(),
+                    r.ready,
+                    r.want
+                ));
+            }
+        }
+        if !waiting.is_empty() {
             return Err(Error::unavailable(format!(
-                "canary Deployment {}/{} {}/{} ready; the weight moves to {weight} % once all are",
-                self.ns(),
-                self.target.canary_deployment(),
-                r.ready,
-                r.want
+                "{}; the weight moves to {weight} % once all are",
+                waiting.join("; ")
             )));
         }
         self.apply(&plan.routing.render(weight, true)).await
     }
 
-    /// All traffic to stable, header routes dropped, canary at 0 replicas.
+    /// All traffic to stable, header routes dropped, canary (and
+    /// baseline) at 0 replicas.
     async fn retire_canary(&self, plan: &Plan) -> Result<(), Error> {
         self.apply_forced(&plan.routing.render(Weight::ZERO, false))
             .await?;
         self.apply_deployment(&plan.canary.with_replicas(0)).await?;
+        self.apply_baseline(plan, 0).await?;
         Ok(())
+    }
+
+    /// Deletes `name` of `resource` (gone already is fine).
+    async fn delete(&self, resource: &ApiResource, name: &str) -> Result<(), Error> {
+        let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), resource);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_error(&self.what(&resource.kind, name), e)),
+        }
     }
 
     async fn promote_locked(&self, state: &mut State) -> Result<(), Error> {
@@ -720,19 +958,24 @@ impl KubernetesRouter {
     }
 
     /// `serin cleanup`: weight 0 without header routes, the canary scaled to
-    /// 0, and (nginx-ingress) the canary Ingress deleted.
+    /// 0, (nginx-ingress) the canary Ingress deleted, and the baseline's
+    /// Deployment and Service deleted.
     pub async fn cleanup(&self) -> Result<(), Error> {
         let mut state = self.state.lock().await;
         let plan = self.plan(&mut state).await?;
         self.retire_canary(&plan).await?;
         if let Routing::Nginx(p) = &plan.routing {
             let o = p.render(Weight::ZERO, false);
-            let api =
-                Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), &o.resource);
-            match api.delete(&o.name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(api_error(&self.what("Ingress", &o.name), e)),
+            self.delete(&o.resource, &o.name).await?;
+        }
+        if let Some(b) = &plan.baseline {
+            self.delete(
+                &ApiResource::erase::<Deployment>(&()),
+                &self.target.baseline_deployment(),
+            )
+            .await?;
+            if let Some(service) = &b.service {
+                self.delete(&service.resource, &service.name).await?;
             }
         }
         state.set_up = false;
