@@ -1839,6 +1839,9 @@ fn reference_config(config: &Config) -> Option<Config> {
         // Every relative check judges the baseline, advisory or not: an
         // advisory check still needs a fair reference to advise on.
         advisory: Vec::new(),
+        // Custom metrics are the canary's business numbers beside the
+        // baseline's; sources give no stable-versus-baseline pair.
+        custom: Vec::new(),
         ..config.clone()
     };
     Some(c)

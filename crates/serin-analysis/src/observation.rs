@@ -35,7 +35,8 @@ pub struct Observation {
     pub stable: Totals,
     /// The canary version.
     pub canary: Totals,
-    /// Custom ratios as (stable, canary), in the order of `Config::custom`.
+    /// Custom ratios as (stable, canary), in the order of `Config::custom`;
+    /// with `Reference::Baseline`, as (baseline, canary).
     pub custom: Vec<(Ratio, Ratio)>,
     /// When it was taken, in seconds from any fixed origin (the live
     /// analysis' clock, `serin analyze`'s `t`). With it, counters that rise

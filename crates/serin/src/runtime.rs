@@ -129,6 +129,9 @@ impl Setup {
         };
         let analysis: AnalysisFactory = Arc::new(move |proxy: Option<Arc<Proxy>>| {
             let source: Box<dyn MetricSource> = match (&prometheus, &access_log, proxy) {
+                (Some(p), _, _) if baseline => {
+                    Box::new(PrometheusSource::new(p.clone(), custom.clone()).with_baseline())
+                }
                 (Some(p), _, _) => Box::new(PrometheusSource::new(p.clone(), custom.clone())),
                 (None, Some(log), _) if baseline => {
                     Box::new(NginxLogSource::new(log.clone()).with_baseline())

@@ -70,7 +70,8 @@ pub struct Snapshot {
     /// the weight gave is the totals less these.
     pub routed: Option<(u64, u64)>,
     /// Custom business metrics (`analysis.custom`), in the rollout file's
-    /// order: cumulative numerator and denominator as (stable, canary),
+    /// order: cumulative numerator and denominator as (reference, canary): the stable's,
+    /// or the baseline's when the rollout has one,
     /// never going backwards (the source carries counter resets). Sources
     /// that cannot query them (the built-in recorder, nginx's access log)
     /// leave it empty, which the judge reports as no data for a configured
