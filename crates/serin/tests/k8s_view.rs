@@ -217,6 +217,10 @@ async fn the_follower_shows_the_rollout_as_the_leader_moves_it_and_nothing_over_
         ),
         Some(0.0)
     );
+    // The sim compacts its history: watches from older resourceVersions
+    // get 410 Gone (the replicas' watches restart every 2 s), and the view
+    // relists; what changes next is still shown.
+    admin_post(&sim, "/compact", json!({}));
     promote(&sim);
     let (at_50, _) = shows(follower_api, &follower_log, "Paused", 50.0, Some(4)).await;
     assert_eq!(at_50["inForce"], true, "{at_50}");
