@@ -76,7 +76,9 @@ pub struct Args {
     pub allow_host: Vec<String>,
     /// Also run the Kubernetes controller of Rollout resources
     /// (`serin.dev/v1alpha1`) in the cluster of KUBECONFIG (or in-cluster):
-    /// the GitOps mode of docs/kubernetes.md.
+    /// the GitOps mode of docs/kubernetes.md. Its API, dashboard and
+    /// /metrics then also show the cluster's Rollouts, read-only, on every
+    /// replica.
     #[arg(long)]
     pub kubernetes: bool,
     /// With --kubernetes: the one namespace whose Rollouts it runs (default: all).
