@@ -4,7 +4,9 @@
 //! release is replaced after the lease duration and not before; a release
 //! hands over at once; claims that race give one winner and a 409 for the
 //! others; a leader whose API server stops answering stops leading before
-//! anyone else could take the Lease. Every test also checks, from the
+//! anyone else could take the Lease; two processes with one identity
+//! never lead at once, and a process restarted under its old name waits
+//! out the Lease it held. Every test also checks, from the
 //! recorded transitions, that no two replicas ever led at once.
 
 mod common;
@@ -382,4 +384,66 @@ async fn unsafe_timings_are_refused_at_start() {
     s.renew_deadline = LEASE;
     let e = Leadership::start(sim.client().await, s).err().unwrap();
     assert_eq!(e.kind(), serin::error::Kind::Invalid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_identity_never_lead_at_once() {
+    // Two processes with the same POD_NAME (a misconfigured Deployment, a
+    // container restarted while its old process still runs): the name on
+    // the Lease does not make it either's.
+    let sim = KubeSim::start(&[]);
+    let (a, ta) = start(&sim, "serin-0").await;
+    let (b, tb) = start(&sim, "serin-0").await;
+    until(Duration::from_secs(10), "one leads", || {
+        a.is_leading() || b.is_leading()
+    })
+    .await;
+    // Over four lease durations: never both, and the first stays the one.
+    let first_is_a = a.is_leading();
+    let watch_until = Instant::now() + 4 * LEASE;
+    while Instant::now() < watch_until {
+        let (la, lb) = (a.is_leading(), b.is_leading());
+        assert!(!(la && lb), "both processes named serin-0 lead");
+        assert_eq!(la, first_is_a, "the lead changed hands");
+        assert_eq!(lb, !first_is_a, "the lead changed hands");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    never_two(&[&ta, &tb]);
+    // The one that leads renews; the other never overwrote it.
+    let spec = lease_of(&sim).await;
+    assert_eq!(spec.holder_identity.as_deref(), Some("serin-0"));
+    assert!(wall_ms() - renew_ms(&spec) < 1000);
+    assert_eq!(spec.lease_transitions, Some(0), "taken once: {spec:?}");
+    a.release().await.unwrap();
+    b.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_restarted_under_the_same_name_waits_out_the_lease_it_held() {
+    let sim = KubeSim::start(&[]);
+    let (a, ta) = start(&sim, "serin-0").await;
+    until(Duration::from_secs(10), "a leads", || a.is_leading()).await;
+    // kill -9, and the container starts again under the same name.
+    let a_leading = a.leading();
+    drop(a);
+    until(Duration::from_secs(2), "a's watch turns false", || {
+        !*a_leading.borrow()
+    })
+    .await;
+    let last_renewal = renew_ms(&lease_of(&sim).await);
+    let (again, t_again) = start(&sim, "serin-0").await;
+    until(
+        LEASE + Duration::from_secs(5),
+        "the restarted one leads",
+        || again.is_leading(),
+    )
+    .await;
+    let took = t_again.first_lead().unwrap();
+    assert!(
+        took >= last_renewal + LEASE.as_millis() as i64,
+        "took over {} ms after the old process' last renewal (lease {LEASE:?})",
+        took - last_renewal
+    );
+    never_two(&[&ta, &t_again]);
+    again.release().await.unwrap();
 }

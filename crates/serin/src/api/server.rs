@@ -26,6 +26,7 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 
 use super::guard::Guard;
+use crate::cluster::view::ClusterView;
 use crate::controller::machine::Input;
 use crate::daemon::{Daemon, DaemonError, Registered};
 use crate::rollout::{ACTOR_HEADER, Actor, Stop};
@@ -49,10 +50,33 @@ async fn guarded(State(guard): State<Arc<Guard>>, request: Request, next: Next) 
 
 /// The whole API as an axum router; `guard` says which requests it answers.
 pub fn router(daemon: Arc<Daemon>, guard: Guard) -> Router {
+    router_with(daemon, guard, None)
+}
+
+/// [`router`], with the cluster's Rollouts (`serin serve --kubernetes`):
+/// `GET /api/v1/kubernetes/rollouts[/{namespace}/{name}]` and their gauges
+/// in `/metrics`, read-only. Without a view those routes answer 404 saying
+/// the daemon does not run with --kubernetes.
+pub fn router_with(daemon: Arc<Daemon>, guard: Guard, cluster: Option<ClusterView>) -> Router {
+    let kube = Router::new()
+        .route(
+            "/api/v1/kubernetes/rollouts",
+            get(kube_list).fallback(kube_read_only),
+        )
+        .route(
+            "/api/v1/kubernetes/rollouts/{namespace}/{name}",
+            get(kube_one).fallback(kube_read_only),
+        )
+        .with_state(cluster.clone());
+    let scraped = cluster;
     Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(move |State(daemon): State<Arc<Daemon>>| metrics(daemon, scraped.clone())),
+        )
+        .merge(kube)
         .route("/api/v1/rollouts", get(list).post(register))
         .route("/api/v1/rollouts/{name}", get(status).delete(cleanup))
         .route("/api/v1/rollouts/{name}/deploy", post(deploy))
@@ -192,12 +216,56 @@ async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
-async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
+async fn metrics(daemon: Arc<Daemon>, cluster: Option<ClusterView>) -> Response {
+    let mut text = daemon.metrics_text().await;
+    if let Some(view) = cluster {
+        text.push_str(&view.metrics_text());
+    }
     (
         [(header::CONTENT_TYPE, serin_proxy::METRICS_CONTENT_TYPE)],
-        daemon.metrics_text().await,
+        text,
     )
         .into_response()
+}
+
+/// The cluster's view, or 404 when the daemon does not run with --kubernetes.
+fn cluster_view(cluster: Option<ClusterView>) -> ApiResult<ClusterView> {
+    cluster.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this daemon was not started with --kubernetes: it shows no Kubernetes Rollouts \
+             (serin serve --kubernetes does; serin status --kubernetes reads them from the cluster)"
+                .into(),
+        )
+    })
+}
+
+fn cluster_error(e: crate::error::Error) -> ApiError {
+    ApiError(e.kind().status(), e.to_string())
+}
+
+/// Every Rollout the cluster view holds (read-only).
+async fn kube_list(State(cluster): State<Option<ClusterView>>) -> ApiResult<Response> {
+    let view = cluster_view(cluster)?;
+    Ok(axum::Json(view.list().map_err(cluster_error)?).into_response())
+}
+
+/// One Rollout of the cluster view (read-only).
+async fn kube_one(
+    State(cluster): State<Option<ClusterView>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let view = cluster_view(cluster)?;
+    Ok(axum::Json(view.one(&namespace, &name).map_err(cluster_error)?).into_response())
+}
+
+/// Anything but GET on the cluster's Rollouts: nothing over HTTP changes
+/// a Rollout in the cluster.
+async fn kube_read_only() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "the cluster's Rollouts are read-only here: act on one with `serin promote|rollback|pause|resume|traffic NAME --kubernetes -n NAMESPACE` (it writes a request on the Rollout that the leading replica answers)".into(),
+    )
 }
 
 async fn list(State(daemon): State<Arc<Daemon>>) -> ApiResult<Response> {

@@ -76,7 +76,9 @@ pub struct Args {
     pub allow_host: Vec<String>,
     /// Also run the Kubernetes controller of Rollout resources
     /// (`serin.dev/v1alpha1`) in the cluster of KUBECONFIG (or in-cluster):
-    /// the GitOps mode of docs/kubernetes.md.
+    /// the GitOps mode of docs/kubernetes.md. Its API, dashboard and
+    /// /metrics then also show the cluster's Rollouts, read-only, on every
+    /// replica.
     #[arg(long)]
     pub kubernetes: bool,
     /// With --kubernetes: the one namespace whose Rollouts it runs (default: all).
@@ -144,15 +146,35 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 leadership.leading(),
             );
             options.watch_timeout = args.watch_timeout;
+            // Every replica, leader or not, shows the cluster's Rollouts
+            // (read-only) in its API, dashboard and /metrics.
+            let view = crate::cluster::view::ClusterView::start(
+                client.clone(),
+                crate::cluster::view::ViewOptions {
+                    namespace: args.namespace.clone(),
+                    lease: (
+                        leadership.settings().namespace.clone(),
+                        leadership.settings().name.clone(),
+                    ),
+                    identity: leadership.settings().identity.clone(),
+                    leading: leadership.leading(),
+                    watch_timeout: args.watch_timeout,
+                },
+            );
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(crate::cluster::controller::run(client, options, async move {
                 let _ = stopped.await;
             }));
-            Some((stop, task, leadership))
+            Some((stop, task, leadership, view))
         } else {
             None
         };
-        let app = crate::api::server::router(daemon.clone(), Guard::new(own, &args.allow_host));
+        let cluster = controller.as_ref().map(|c| c.3.clone());
+        let app = crate::api::server::router_with(
+            daemon.clone(),
+            Guard::new(own, &args.allow_host),
+            cluster,
+        );
         // The other commands find this daemon through the state dir; its
         // token is never written.
         let url = local_url(own);
@@ -175,7 +197,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             crate::shutdown::serve_until(listener, app, daemon, stop_signal())
                 .await;
         drop(published);
-        if let Some((stop, task, leadership)) = controller {
+        if let Some((stop, task, leadership, view)) = controller {
+            drop(view);
             let _ = stop.send(());
             if let Err(e) = task.await {
                 tracing::error!("the Kubernetes controller's task failed: {e}");

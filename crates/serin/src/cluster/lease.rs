@@ -7,8 +7,8 @@
 //! ever overwritten):
 //!
 //! - A replica that does not lead reads the Lease every `retry_period`
-//!   (2 s). It takes the Lease when nobody holds it, when it names this
-//!   replica, or when the record has not changed for the holder's
+//!   (2 s). It takes the Lease when nobody holds it, when it holds this
+//!   process' own last write, or when the record has not changed for the holder's
 //!   `leaseDurationSeconds` (15 s) *as measured on this replica's own
 //!   monotonic clock from when it saw the record change*: no two clocks are
 //!   ever compared, so a skewed wall clock cannot cut a lease short.
@@ -19,6 +19,14 @@
 //!   that renewal, which is later than its start: the old leader has
 //!   stopped at least `lease_duration - renew_deadline` (5 s) before
 //!   anyone else may start.
+//! - The holder identity alone never makes a Lease ours: a record naming
+//!   this replica's identity counts as this process' only when its
+//!   `renewTime` is one this process wrote. Any other (this container
+//!   restarted, or a second process with the same `POD_NAME`) is another
+//!   holder's, waited out for its lease duration; a leader whose renewal
+//!   meets such a record (a 409, then a renewal it did not write) logs an
+//!   error naming the identity and stops leading. Of two processes with
+//!   one name, at most one leads.
 //! - On shutdown the leader stops leading first, then releases the Lease
 //!   (no holder, `leaseDurationSeconds: 1`) so a successor takes over at
 //!   its next read instead of after 15 s.
@@ -190,11 +198,45 @@ pub fn pick_identity(pod_name: Option<&str>, hostname: Option<&str>, pid: u32) -
 enum Holder {
     /// Nobody (never held, or released).
     Free,
-    /// This replica (a renewal is due, or it restarted under the same name).
+    /// This process: the record is one it wrote (its identity and a
+    /// renewTime it wrote), so no one else has written since.
     Me,
     /// Another replica, which may hold it until `until` on this replica's
-    /// clock unless the record changes before.
-    Other { holder: String, until: Instant },
+    /// clock unless the record changes before. `twin`: it holds it under
+    /// this replica's own identity, in a record this process did not write
+    /// (this container restarted, or another process runs under the same
+    /// name): never taken as ours, it is waited out as any other holder.
+    Other {
+        holder: String,
+        until: Instant,
+        twin: bool,
+    },
+}
+
+/// The renewTimes this process wrote (or tried to) under its identity,
+/// the newest few: a Lease record naming this identity is this process'
+/// own only when its renewTime is one of them.
+#[derive(Debug, Default, Clone)]
+struct Written(std::collections::VecDeque<MicroTime>);
+
+impl Written {
+    /// How many are kept: more than the writes that can be on their way.
+    const KEEP: usize = 16;
+
+    fn note(&mut self, spec: &LeaseSpec) {
+        if let Some(t) = &spec.renew_time {
+            if self.0.len() == Written::KEEP {
+                self.0.pop_front();
+            }
+            self.0.push_back(t.clone());
+        }
+    }
+
+    /// Whether `spec` is a record this process wrote as `me`.
+    fn mine(&self, spec: &LeaseSpec, me: &str) -> bool {
+        spec.holder_identity.as_deref() == Some(me)
+            && spec.renew_time.as_ref().is_some_and(|t| self.0.contains(t))
+    }
 }
 
 /// The record as this replica last read it, and when (on its monotonic
@@ -215,10 +257,10 @@ impl Observed {
         }
     }
 
-    fn holder(&self, me: &str, default: Duration) -> Holder {
+    fn holder(&self, me: &str, written: &Written, default: Duration) -> Holder {
         match self.spec.holder_identity.as_deref() {
             None | Some("") => Holder::Free,
-            Some(h) if h == me => Holder::Me,
+            Some(h) if h == me && written.mine(&self.spec, me) => Holder::Me,
             Some(h) => {
                 let duration = self
                     .spec
@@ -229,6 +271,7 @@ impl Observed {
                 Holder::Other {
                     holder: h.to_string(),
                     until: self.since + duration,
+                    twin: h == me,
                 }
             }
         }
@@ -339,6 +382,9 @@ struct Elector {
     /// When a follower should read again before its next turn: the moment
     /// the holder's lease runs out, as last seen.
     wake: Option<Instant>,
+    /// The records this process wrote: what makes a Lease naming its
+    /// identity its own.
+    written: Written,
 }
 
 impl Elector {
@@ -437,18 +483,20 @@ impl Elector {
         // than its own start (the writer's deadline runs from there).
         let now = Instant::now();
         let Some(current) = read else {
+            let spec = claimed(
+                &LeaseSpec::default(),
+                &s.identity,
+                s.lease_seconds(),
+                wall_now(),
+            );
+            self.written.note(&spec);
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(s.name.clone()),
                     namespace: Some(s.namespace.clone()),
                     ..ObjectMeta::default()
                 },
-                spec: Some(claimed(
-                    &LeaseSpec::default(),
-                    &s.identity,
-                    s.lease_seconds(),
-                    wall_now(),
-                )),
+                spec: Some(spec),
             };
             let started = Instant::now();
             return match self.api.create(&PostParams::default(), &lease).await {
@@ -471,22 +519,43 @@ impl Elector {
         };
         self.answered();
         let spec = current.spec.clone().unwrap_or_default();
-        let before = observed
-            .as_ref()
-            .map(|o| o.holder(&s.identity, s.lease_duration));
+        let before = observed.clone();
         let seen = Observed::after(observed.take(), spec.clone(), now);
-        let holder = seen.holder(&s.identity, s.lease_duration);
+        let holder = seen.holder(&s.identity, &self.written, s.lease_duration);
         *observed = Some(seen);
         let how = match &holder {
             Holder::Free => "the Lease was free".to_string(),
-            Holder::Me => "the Lease already named this replica".to_string(),
-            Holder::Other { holder, until } if *until <= now => format!(
+            Holder::Me => "the Lease still held this process' own last write".to_string(),
+            Holder::Other { holder, until, .. } if *until <= now => format!(
                 "{holder} did not renew the Lease within {}s",
                 spec.lease_duration_seconds.unwrap_or_default()
             ),
-            Holder::Other { holder: h, until } => {
-                let changed = !matches!(&before, Some(Holder::Other { holder, .. }) if holder == h);
-                if changed {
+            Holder::Other {
+                holder: h,
+                until,
+                twin,
+            } => {
+                let was = before
+                    .as_ref()
+                    .map(|o| o.holder(&s.identity, &self.written, s.lease_duration));
+                let same = matches!(&was, Some(Holder::Other { holder, .. }) if holder == h);
+                let renewed = before.as_ref().is_some_and(|o| o.spec != spec);
+                if *twin && same && renewed {
+                    tracing::error!(
+                        "{}: another process holds the Lease under this replica's own identity {h} \
+                         (it renewed it; this process did not): two processes run with the same \
+                         POD_NAME. This one does not lead while the other does; give each replica \
+                         its own name",
+                        s.place()
+                    );
+                } else if *twin && !same {
+                    tracing::warn!(
+                        "{}: the Lease names this replica's identity {h}, but this process did not \
+                         write it (a restarted container, or another process with the same name): \
+                         it is taken only once it has not changed for its lease duration",
+                        s.place()
+                    );
+                } else if !same {
                     tracing::info!("{}: held by {h}; this replica follows", s.place());
                 }
                 // Read again when it would expire, not at the next 2 s tick
@@ -496,7 +565,9 @@ impl Elector {
             }
         };
         let mut lease = current;
-        lease.spec = Some(claimed(&spec, &s.identity, s.lease_seconds(), wall_now()));
+        let next = claimed(&spec, &s.identity, s.lease_seconds(), wall_now());
+        self.written.note(&next);
+        lease.spec = Some(next);
         let started = Instant::now();
         match self
             .api
@@ -516,15 +587,20 @@ impl Elector {
     }
 
     /// Renews the Lease from the object the last write returned. A 409
-    /// means someone else wrote: read again; still ours → renew from that
-    /// (at most twice), another holder → lost.
-    async fn renew(&self, lease: &Lease) -> Result<Renewal, kube::Error> {
-        let s = &self.settings;
+    /// means someone else wrote: read again; a record this process wrote
+    /// (a renewal whose answer was lost) → renew from that (at most twice);
+    /// another holder → lost; this replica's identity in a record it did
+    /// not write → another process runs under the same name: lost, said as
+    /// an error.
+    async fn renew(&mut self, lease: &Lease) -> Result<Renewal, kube::Error> {
+        let s = self.settings.clone();
         let mut base = lease.clone();
         for _ in 0..3 {
             let mut next = base.clone();
             let spec = base.spec.clone().unwrap_or_default();
-            next.spec = Some(claimed(&spec, &s.identity, s.lease_seconds(), wall_now()));
+            let renewed = claimed(&spec, &s.identity, s.lease_seconds(), wall_now());
+            self.written.note(&renewed);
+            next.spec = Some(renewed);
             match self
                 .api
                 .replace(&s.name, &PostParams::default(), &next)
@@ -545,6 +621,25 @@ impl Elector {
                 return Ok(Renewal::Lost(
                     holder.unwrap_or_else(|| "nobody".to_string()),
                 ));
+            }
+            let current = now.spec.clone().unwrap_or_default();
+            if !self.written.mine(&current, &s.identity) {
+                tracing::error!(
+                    "{}: another process renewed the Lease under this replica's own identity {} \
+                     (resourceVersion {}, renewTime {}: not written by this process): two processes \
+                     run with the same POD_NAME. This one stops leading; give each replica its own name",
+                    s.place(),
+                    s.identity,
+                    now.metadata.resource_version.as_deref().unwrap_or("?"),
+                    current
+                        .renew_time
+                        .as_ref()
+                        .map_or_else(|| "?".to_string(), |t| t.0.to_string()),
+                );
+                return Ok(Renewal::Lost(format!(
+                    "another process with this replica's identity {}",
+                    s.identity
+                )));
             }
             base = now;
         }
@@ -652,6 +747,7 @@ impl Leadership {
             settings: settings.clone(),
             last_error: None,
             wake: None,
+            written: Written::default(),
         };
         let task = tokio::spawn(elector.run(stopped));
         Ok(Leadership {
@@ -955,6 +1051,52 @@ mod tests {
         drop(l);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_under_this_identity_not_written_by_this_process_is_waited_out_and_a_twin_renewal_ends_the_lead()
+     {
+        // A record naming "me" that this process never wrote (a container
+        // restarted under the same name): waited out for the lease, not
+        // taken at once.
+        let server = shared(true);
+        server.lock().unwrap().write_as("me");
+        let start = Instant::now();
+        let l = Leadership::start(
+            client(server.clone()),
+            LeaseSettings::with_defaults("ns".into(), "me".into()),
+        )
+        .unwrap();
+        let mut rx = l.leading();
+        let took = until_leading(&mut rx, true).await;
+        assert!(
+            took - start >= LeaseSettings::LEASE_DURATION,
+            "{:?}",
+            took - start
+        );
+        // Then another process writes under the same name: the leader's
+        // next renewal meets it (409, a renewal it did not write) and it
+        // stops leading; it never overwrites the twin's record.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.lock().unwrap().write_as("me");
+        let written = Instant::now();
+        let rv = server.lock().unwrap().rv;
+        let down = until_leading(&mut rx, false).await;
+        assert!(down - written <= LeaseSettings::RETRY_PERIOD);
+        // While the twin keeps renewing, this process never leads again.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            server.lock().unwrap().write_as("me");
+            assert!(!*rx.borrow(), "led again while the twin renews");
+        }
+        let s = server.lock().unwrap();
+        assert!(
+            s.puts.iter().filter(|p| p.0 >= written).all(|p| p.1 == 409),
+            "no write of this process succeeded after the twin's (rv {rv}): {:?}",
+            s.puts
+        );
+        drop(s);
+        drop(l);
+    }
+
     #[test]
     fn the_namespace_comes_from_the_downward_api_then_the_pod_then_the_kubeconfig() {
         assert_eq!(pick_namespace(Some("ops"), Some("x"), "default"), "ops");
@@ -1008,13 +1150,15 @@ mod tests {
     fn another_holder_expires_from_when_this_replica_saw_its_record_change() {
         let t0 = Instant::now();
         let d = Duration::from_secs(15);
+        let none = Written::default();
         let seen = Observed::after(None, spec(Some("a"), 15, 1000), t0);
         let until = t0 + d;
         assert_eq!(
-            seen.holder("me", d),
+            seen.holder("me", &none, d),
             Holder::Other {
                 holder: "a".into(),
-                until
+                until,
+                twin: false
             }
         );
         // The same record read again later: the time still runs from t0,
@@ -1028,24 +1172,40 @@ mod tests {
         // The holder's own promise counts (leaseDurationSeconds), not ours.
         let short = Observed::after(None, spec(Some("a"), 3, 1), t0);
         assert_eq!(
-            short.holder("me", d),
+            short.holder("me", &none, d),
             Holder::Other {
                 holder: "a".into(),
-                until: t0 + Duration::from_secs(3)
+                until: t0 + Duration::from_secs(3),
+                twin: false
             }
         );
         assert_eq!(
-            Observed::after(None, spec(None, 1, 1), t0).holder("me", d),
+            Observed::after(None, spec(None, 1, 1), t0).holder("me", &none, d),
             Holder::Free
         );
         assert_eq!(
-            Observed::after(None, spec(Some(""), 1, 1), t0).holder("me", d),
+            Observed::after(None, spec(Some(""), 1, 1), t0).holder("me", &none, d),
             Holder::Free
         );
+        // A record naming this identity is this process' only when it
+        // wrote it (its renewTime): else it is a twin's, waited out.
+        let named = Observed::after(None, spec(Some("me"), 15, 1), t0);
         assert_eq!(
-            Observed::after(None, spec(Some("me"), 15, 1), t0).holder("me", d),
-            Holder::Me
+            named.holder("me", &none, d),
+            Holder::Other {
+                holder: "me".into(),
+                until: t0 + d,
+                twin: true
+            }
         );
+        let mut written = Written::default();
+        written.note(&spec(Some("me"), 15, 1));
+        assert_eq!(named.holder("me", &written, d), Holder::Me);
+        // Another identity is never ours, whatever its renewTime.
+        assert!(matches!(
+            Observed::after(None, spec(Some("a"), 15, 1), t0).holder("me", &written, d),
+            Holder::Other { twin: false, .. }
+        ));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! `controller.rs` is `serin serve --kubernetes`: kube-runtime watches of
 //! Rollouts and their Deployments, a driver per run, acting only while
 //! `lease.rs` says this replica leads; `rbac.rs` lists every API call it
-//! makes, which deploy/kubernetes/rbac.yaml grants.
+//! makes, which deploy/kubernetes/rbac.yaml grants. `view.rs` is every
+//! replica's read-only view of the Rollouts, for the daemon's API,
+//! dashboard and `/metrics`.
 
 pub mod controller;
 pub mod lease;
@@ -18,3 +20,4 @@ pub mod rbac;
 pub mod requests;
 pub mod resource;
 pub mod status;
+pub mod view;

@@ -119,6 +119,13 @@ pub fn release(sim: &KubeSim, version: &str) {
 
 /// `serin serve --kubernetes --namespace shop`, its log in `log`.
 pub fn serve(sim: &KubeSim, state: &Path) -> (Proc, PathBuf) {
+    let (p, log, _) = serve_as(sim, state, "serin-0");
+    (p, log)
+}
+
+/// [`serve`] as the pod `pod` (its Lease holder identity), with the
+/// address of its API.
+pub fn serve_as(sim: &KubeSim, state: &Path, pod: &str) -> (Proc, PathBuf, SocketAddr) {
     let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = serin_serve(api, state);
     cmd.args([
@@ -129,14 +136,14 @@ pub fn serve(sim: &KubeSim, state: &Path) -> (Proc, PathBuf) {
         "2",
     ])
     .env("KUBECONFIG", sim.kubeconfig())
-    .env("POD_NAME", "serin-0")
+    .env("POD_NAME", pod)
     .env("RUST_LOG", "info,kube=warn");
     let log = state.join("serve.log");
     std::fs::create_dir_all(state).unwrap();
     let file = std::fs::File::create(&log).unwrap();
     cmd.stderr(file.try_clone().unwrap()).stdout(file);
     let child = cmd.stdin(std::process::Stdio::null()).spawn().unwrap();
-    (Proc { child }, log)
+    (Proc { child }, log, api)
 }
 
 /// `serin ARGS --kubernetes -n shop`: exit code, stdout, stderr.
