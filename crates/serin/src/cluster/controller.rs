@@ -939,8 +939,7 @@ fn router_for(ctx: &Ctx, target: &KubeTarget, stable: &Deployment) -> Arc<Kubern
     Arc::new(
         KubernetesRouter::new(ctx.client.clone(), target)
             .gitops()
-            .with_wait(ctx.options.rollout_poll, ctx.options.rollout_timeout)
-            .with_retry_every(crate::providers::traffic::kubernetes::RETRY_EVERY),
+            .with_wait(ctx.options.rollout_poll, ctx.options.rollout_timeout),
     )
 }
 

@@ -69,17 +69,26 @@ pub const NEEDS: &[Need] = &[
     need(
         "apps",
         "deployments",
-        &["get", "list", "watch", "patch", "create"],
+        &["get", "list", "watch", "patch", "create", "delete"],
         Scope::Cluster,
         "cluster/controller.rs watches the Deployments Rollouts name; providers/traffic/kubernetes \
-         pauses the stable (apply) and applies NAME-canary (an apply that creates)",
+         pauses the stable (apply), applies NAME-canary and NAME-baseline (an apply that creates) \
+         and deletes NAME-baseline at cleanup",
+    ),
+    need(
+        "apps",
+        "replicasets",
+        &["list"],
+        Scope::Cluster,
+        "providers/traffic/kubernetes: the stable's running template for NAME-baseline (GitOps mode)",
     ),
     need(
         "",
         "services",
-        &["get", "patch", "create"],
+        &["get", "patch", "create", "delete"],
         Scope::Cluster,
-        "providers/traffic/kubernetes: reads the stable Service, applies SERVICE-canary",
+        "providers/traffic/kubernetes: reads the stable Service, applies SERVICE-canary and \
+         SERVICE-baseline (deleted at cleanup)",
     ),
     need(
         "events.k8s.io",
@@ -107,7 +116,7 @@ pub const NEEDS: &[Need] = &[
         "destinationrules",
         &["get", "patch"],
         Scope::Cluster,
-        "providers/traffic/kubernetes/istio.rs: the stable and canary subsets",
+        "providers/traffic/kubernetes/istio.rs: the stable, canary and baseline subsets",
     ),
     need(
         "gateway.networking.k8s.io",

@@ -61,14 +61,9 @@
 //! stable's ReplicaSet with pods and the highest revision), not git's new
 //! template.
 //!
-//! With [`KubernetesRouter::with_retry_every`] (the controller's:
-//! [`RETRY_EVERY`]), a call that failed is not sent again within that
-//! time: the same call (readiness, the same weight, promotion) answers the
-//! same error from memory until then, so a driver that retries on every
-//! tick makes one request a second, not ten (a refused VirtualService got
-//! 298 PATCHes in 30 s). A different call (a rollback to 0 %) goes out at
-//! once. [`KubernetesRouter::last_error`] is the last error while it
-//! stands.
+//! Every call goes out when made; the driver paces retries (a refused
+//! weight once a second). [`KubernetesRouter::last_error`] is the last
+//! error while it stands.
 //!
 //! The GitOps mode ([`KubernetesRouter::gitops`], the controller's): git
 //! owns the whole stable Deployment and commits new images to its pod
@@ -243,26 +238,6 @@ struct BaselinePlan {
     service: Option<Object>,
 }
 
-/// How long a failed call answers its error from memory before it is sent
-/// again, in the controller (the docs' "retried every second").
-pub const RETRY_EVERY: Duration = Duration::from_secs(1);
-
-/// A call to the router, to tell a retry from a new call.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Call {
-    Ready,
-    Weight(Weight),
-    Promote,
-}
-
-/// The last call that failed: which, when, and why.
-#[derive(Debug, Clone)]
-struct Failure {
-    call: Call,
-    at: tokio::time::Instant,
-    error: Error,
-}
-
 #[derive(Debug, Default)]
 struct State {
     plan: Option<Plan>,
@@ -281,10 +256,8 @@ pub struct KubernetesRouter {
     poll: Duration,
     timeout: Duration,
     state: Mutex<State>,
-    /// The last failed call, while no call has succeeded since.
-    failure: std::sync::Mutex<Option<Failure>>,
-    /// A failed call is answered from memory this long (zero: never).
-    retry_every: Duration,
+    /// Why the last call failed, while no call has succeeded since.
+    failure: std::sync::Mutex<Option<Error>>,
 }
 
 /// Turns a kube error into the text shown to the user, naming the object.
@@ -321,44 +294,20 @@ impl KubernetesRouter {
             timeout: Duration::from_secs(600),
             state: Mutex::new(State::default()),
             failure: std::sync::Mutex::new(None),
-            retry_every: Duration::ZERO,
         }
-    }
-
-    /// A failed call is sent again only `every` after it failed; until
-    /// then the same call answers the same error (default: every call is
-    /// sent).
-    pub fn with_retry_every(mut self, every: Duration) -> KubernetesRouter {
-        self.retry_every = every;
-        self
     }
 
     /// Why the last call failed, while no call has succeeded since (its
     /// kind tells a wait from what needs a person: a conflict, an invalid
     /// object).
     pub fn last_error(&self) -> Option<Error> {
-        self.failure
-            .lock()
-            .ok()
-            .and_then(|f| f.as_ref().map(|f| f.error.clone()))
+        self.failure.lock().ok().and_then(|f| f.clone())
     }
 
-    /// The same call failed less than [`RETRY_EVERY`] ago: its error.
-    fn recent_failure(&self, call: Call) -> Option<Error> {
-        let f = self.failure.lock().ok()?;
-        f.as_ref()
-            .filter(|f| f.call == call && f.at.elapsed() < self.retry_every)
-            .map(|f| f.error.clone())
-    }
-
-    /// Notes how `call` went.
-    fn noted(&self, call: Call, result: Result<(), Error>) -> Result<(), Error> {
+    /// Notes how a call went.
+    fn noted(&self, result: Result<(), Error>) -> Result<(), Error> {
         if let Ok(mut f) = self.failure.lock() {
-            *f = result.as_ref().err().map(|e| Failure {
-                call,
-                at: tokio::time::Instant::now(),
-                error: e.clone(),
-            });
+            *f = result.as_ref().err().cloned();
         }
         result
     }
@@ -986,35 +935,25 @@ impl KubernetesRouter {
 impl TrafficRouter for KubernetesRouter {
     fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            if let Some(e) = self.recent_failure(Call::Ready) {
-                return Err(e);
-            }
             let mut state = self.state.lock().await;
             let result = self.check_ready_locked(&mut state).await;
-            self.noted(Call::Ready, result)
+            self.noted(result)
         })
     }
 
     fn apply_weight(&self, weight: Weight) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            let call = Call::Weight(weight);
-            if let Some(e) = self.recent_failure(call) {
-                return Err(e);
-            }
             let mut state = self.state.lock().await;
             let result = self.apply_weight_locked(&mut state, weight).await;
-            self.noted(call, result)
+            self.noted(result)
         })
     }
 
     fn promote(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            if let Some(e) = self.recent_failure(Call::Promote) {
-                return Err(e);
-            }
             let mut state = self.state.lock().await;
             let result = self.promote_locked(&mut state).await;
-            self.noted(Call::Promote, result)
+            self.noted(result)
         })
     }
 }
