@@ -300,6 +300,12 @@ fn the_prometheus_source_reads_custom_counters_and_carries_a_reset() {
         assert!(Instant::now() < deadline, "{}", prometheus.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A drop is no data until it has stayed down (a series missing from a
+    // sum for one scrape comes back at its height), then a reset.
+    for _ in 1..serin::providers::metrics::prometheus::DROPS_BEFORE_RESET {
+        let err = rt.block_on(source.snapshot()).unwrap_err().to_string();
+        assert!(err.contains("went down from"), "{err}");
+    }
     let second = rt.block_on(source.snapshot()).unwrap();
     assert_eq!(
         second.custom,

@@ -13,9 +13,15 @@
 //! so the errors, buckets and custom counters belong to the same scrapes as
 //! the request counter they are compared with.
 //!
-//! Counter resets (a restarted app) are handled: when a counter goes down,
-//! the value before the reset is carried as an offset, so the totals handed
-//! to the judge never go backwards. An error, a non-success answer, or an
+//! A counter that goes down is either a reset (a restarted app) or a
+//! series missing from a `sum()` for one evaluation (a pod not scraped);
+//! the second comes back at its old height, and carrying the old total as
+//! an offset then would count the whole history again as new requests. So
+//! a drop is no data at first (the snapshot is an error naming the query);
+//! a value back at or above the one before continues the count; one that
+//! stays below for [`DROPS_BEFORE_RESET`] snapshots in a row is a reset,
+//! and the value before it is carried as an offset from then on, so the
+//! totals handed to the judge never go backwards. An error, a non-success answer, or an
 //! empty result is an error here, which the judge counts as no data; the
 //! exceptions are the error counter and a custom numerator, for which no
 //! series means none yet (0).
@@ -77,6 +83,11 @@ struct Series {
     value: (f64, String),
 }
 
+/// Snapshots in a row a counter may stay below its last value before the
+/// drop counts as a reset (until then: no data, for a series missing from a
+/// `sum()` comes back at its old height).
+pub const DROPS_BEFORE_RESET: u32 = 3;
+
 /// Carries counter values across resets.
 ///
 /// Only a believable value (`serin_analysis::bounds`) becomes the one later
@@ -89,19 +100,33 @@ struct Monotone {
     /// The last believable value and its evaluation time.
     last: Option<(f64, f64)>,
     offset: f64,
+    /// Snapshots in a row below `last` (see [`DROPS_BEFORE_RESET`]).
+    drops: u32,
 }
 
 impl Monotone {
-    fn feed(&mut self, value: f64, at: f64) -> f64 {
+    /// The total carried across resets, or why this value is not counted
+    /// (a drop not yet taken for a reset).
+    fn feed(&mut self, value: f64, at: f64) -> Result<f64, String> {
         match self.last {
-            Some((last, _)) if value < last => self.offset += last,
+            Some((last, _)) if value < last => {
+                self.drops += 1;
+                if self.drops < DROPS_BEFORE_RESET {
+                    return Err(format!(
+                        "went down from {last} to {value} (a series missing from the sum, or a restart): not counted until it is back or stays down for {DROPS_BEFORE_RESET} readings"
+                    ));
+                }
+                // Down for good: a reset.
+                self.offset += last;
+            }
             Some((last, then)) if !serin_analysis::bounds::rise_ok(value - last, at - then) => {
-                return self.offset + value;
+                return Ok(self.offset + value);
             }
             _ => {}
         }
+        self.drops = 0;
         self.last = Some((value, at));
-        self.offset + value
+        Ok(self.offset + value)
     }
 }
 
@@ -252,7 +277,10 @@ impl PrometheusSource {
         }
     }
 
-    async fn totals(&mut self, version: Version, at: f64) -> Result<Totals, String> {
+    /// `version`'s totals; the outer error is a query that failed (the
+    /// snapshot stops there), the inner one a counter that went down (the
+    /// other parts are still read, so every counter sees every snapshot).
+    async fn totals(&mut self, version: Version, at: f64) -> Result<Dropped<Totals>, String> {
         let requests = self.scalar(&self.config.requests, version, at).await?;
         // No error yet is a legitimate empty result for an error counter.
         let errors = self
@@ -295,15 +323,42 @@ impl PrometheusSource {
         if state.buckets.len() != buckets.len() {
             state.buckets = vec![Monotone::default(); buckets.len()];
         }
-        for (b, m) in buckets.iter_mut().zip(state.buckets.iter_mut()) {
-            b.1 = m.feed(b.1, at);
-        }
         let what = |q: &str| q.replace("{{version}}", version.as_str());
+        // Every counter is fed, then the first drop is the answer: each
+        // counts its drops in a row on every snapshot.
+        let mut dropped: Option<String> = None;
+        let buckets_query = self.config.latency_buckets.as_deref().unwrap_or_default();
+        for (b, m) in buckets.iter_mut().zip(state.buckets.iter_mut()) {
+            let le = b.0;
+            b.1 = kept(
+                &mut dropped,
+                m.feed(b.1, at)
+                    .map_err(|e| format!("`{}` (le {le}) {e}", what(buckets_query))),
+            );
+        }
         let count = |q: &str, v: f64| {
             serin_analysis::bounds::count(&format!("`{}`", what(q)), v).map_err(|e| e.to_string())
         };
-        let requests = count(&self.config.requests, state.requests.feed(requests, at))?;
-        let errors = count(&self.config.errors, state.errors.feed(errors, at))?;
+        let fed = |q: &str, m: &mut Monotone, v: f64| {
+            m.feed(v, at).map_err(|e| format!("`{}` {e}", what(q)))
+        };
+        let requests = kept(
+            &mut dropped,
+            fed(&self.config.requests, &mut state.requests, requests),
+        );
+        let errors = kept(
+            &mut dropped,
+            fed(&self.config.errors, &mut state.errors, errors),
+        );
+        let client_errors = match (&self.config.client_errors, client_errors) {
+            (Some(q), Some(x)) => Some(kept(&mut dropped, fed(q, &mut state.client_errors, x))),
+            _ => None,
+        };
+        if let Some(e) = dropped {
+            return Ok(Err(e));
+        }
+        let requests = count(&self.config.requests, requests)?;
+        let errors = count(&self.config.errors, errors)?;
         let mut counts = Vec::with_capacity(buckets.len());
         for b in &buckets {
             counts.push(count(
@@ -312,10 +367,10 @@ impl PrometheusSource {
             )?);
         }
         let client_errors = match (&self.config.client_errors, client_errors) {
-            (Some(q), Some(x)) => Some(count(q, state.client_errors.feed(x, at))?),
+            (Some(q), Some(x)) => Some(count(q, x)?),
             _ => None,
         };
-        Ok(Totals {
+        Ok(Ok(Totals {
             requests,
             errors,
             client_errors,
@@ -323,9 +378,12 @@ impl PrometheusSource {
                 le_ms: buckets.iter().map(|b| b.0).collect(),
                 counts,
             }),
-        })
+        }))
     }
 }
+
+/// A part of a snapshot, or the counter that went down in it.
+type Dropped<T> = Result<T, String>;
 
 /// A sample value of `what` (the query, as the error names it) as a count:
 /// a number, finite, not negative, at most 2^53 — the bound the judge uses.
@@ -346,7 +404,7 @@ fn parse_value(what: &str, v: &str) -> Result<f64, String> {
 impl PrometheusSource {
     /// Cumulative numerator and denominator of every custom metric for
     /// `version`, in configuration order, carried across counter resets.
-    async fn custom(&mut self, version: Version, at: f64) -> Result<Vec<Ratio>, String> {
+    async fn custom(&mut self, version: Version, at: f64) -> Result<Dropped<Vec<Ratio>>, String> {
         let mut raw = Vec::with_capacity(self.custom.len());
         for c in &self.custom {
             // No event yet (no checkout) is a legitimate empty numerator; an
@@ -369,15 +427,39 @@ impl PrometheusSource {
         if state.custom.len() != raw.len() {
             state.custom = vec![Default::default(); raw.len()];
         }
-        Ok(raw
+        // Every counter is fed, then the first drop is the answer.
+        let mut dropped: Option<String> = None;
+        let ratios: Vec<Ratio> = raw
             .into_iter()
             .zip(state.custom.iter_mut())
-            .map(|((n, d), (mn, md))| Ratio {
-                numerator: mn.feed(n, at).round() as u64,
-                denominator: md.feed(d, at).round() as u64,
+            .zip(&self.custom)
+            .map(|(((n, d), (mn, md)), c)| {
+                let mut fed = |m: &mut Monotone, v: f64, part: &str| {
+                    let r = m
+                        .feed(v, at)
+                        .map_err(|e| format!("custom metric `{}` {part} {e}", c.name));
+                    kept(&mut dropped, r).round() as u64
+                };
+                Ratio {
+                    numerator: fed(mn, n, "numerator"),
+                    denominator: fed(md, d, "denominator"),
+                }
             })
-            .collect())
+            .collect();
+        Ok(match dropped {
+            Some(e) => Err(e),
+            None => Ok(ratios),
+        })
     }
+}
+
+/// The value of a counter fed, or 0 with its error kept in `dropped` (the
+/// first one wins): every counter is fed before a snapshot answers.
+fn kept(dropped: &mut Option<String>, r: Result<f64, String>) -> f64 {
+    r.unwrap_or_else(|e| {
+        dropped.get_or_insert(e);
+        0.0
+    })
 }
 
 /// Now as Unix seconds (the evaluation time of one snapshot's queries).
@@ -399,6 +481,8 @@ impl PrometheusSource {
     async fn read(&mut self) -> Result<Snapshot, String> {
         {
             let at = unix_now();
+            // Every part is read (and its counters fed) before the first
+            // error is the answer, so each counter sees every snapshot.
             let stable = self.totals(Version::Stable, at).await?;
             let canary = self.totals(Version::Canary, at).await?;
             let baseline = match self.baseline {
@@ -411,12 +495,14 @@ impl PrometheusSource {
                 None => Version::Stable,
             };
             let custom = if self.custom.is_empty() {
-                Vec::new()
+                (Ok(Vec::new()), Ok(Vec::new()))
             } else {
                 let s = self.custom(reference, at).await?;
                 let c = self.custom(Version::Canary, at).await?;
-                s.into_iter().zip(c).collect()
+                (s, c)
             };
+            let (stable, canary, baseline) = (stable?, canary?, baseline.transpose()?);
+            let custom = custom.0?.into_iter().zip(custom.1?).collect();
             Ok(Snapshot {
                 stable,
                 canary,
@@ -435,20 +521,37 @@ mod tests {
     #[test]
     fn counter_resets_carry_the_old_total() {
         let mut m = Monotone::default();
-        assert_eq!(m.feed(100.0, 0.0), 100.0);
-        assert_eq!(m.feed(150.0, 2.0), 150.0);
-        assert_eq!(m.feed(20.0, 4.0), 170.0, "reset: 150 before, 20 since");
-        assert_eq!(m.feed(30.0, 6.0), 180.0);
+        assert_eq!(m.feed(100.0, 0.0), Ok(100.0));
+        assert_eq!(m.feed(150.0, 2.0), Ok(150.0));
+        // Down: no data until it has stayed down three readings.
+        assert!(m.feed(20.0, 4.0).is_err());
+        assert!(m.feed(25.0, 6.0).is_err());
+        assert_eq!(m.feed(28.0, 8.0), Ok(178.0), "reset: 150 before, 28 since");
+        assert_eq!(m.feed(30.0, 10.0), Ok(180.0));
+    }
+
+    /// One pod's series missing from a `sum()` for one evaluation: the sum
+    /// dips, then comes back at its height. Counted on from where it was,
+    /// never its whole history again (outside breaker: the replay gave a
+    /// 30 %-error canary early success).
+    #[test]
+    fn a_series_missing_for_one_reading_is_no_data_not_a_reset() {
+        let mut m = Monotone::default();
+        assert_eq!(m.feed(3000.0, 0.0), Ok(3000.0));
+        let dip = m.feed(2000.0, 2.0).unwrap_err();
+        assert!(dip.starts_with("went down from 3000 to 2000"), "{dip}");
+        assert_eq!(m.feed(3100.0, 4.0), Ok(3100.0));
+        assert_eq!(m.feed(3200.0, 6.0), Ok(3200.0));
     }
 
     #[test]
     fn a_spike_is_handed_on_but_never_taken_for_a_reset() {
         let mut m = Monotone::default();
-        assert_eq!(m.feed(1000.0, 0.0), 1000.0);
+        assert_eq!(m.feed(1000.0, 0.0), Ok(1000.0));
         // 10^12 in 2 s: handed on (the judge refuses it), not remembered.
-        assert_eq!(m.feed(1e12 + 1100.0, 2.0), 1e12 + 1100.0);
+        assert_eq!(m.feed(1e12 + 1100.0, 2.0), Ok(1e12 + 1100.0));
         // Back to normal: not a reset, no offset.
-        assert_eq!(m.feed(1200.0, 4.0), 1200.0);
+        assert_eq!(m.feed(1200.0, 4.0), Ok(1200.0));
     }
 
     #[test]
@@ -574,6 +677,12 @@ mod tests {
                 ("checkouts{v=\"canary\"}", 2.0),
             ],
         );
+        // No data while it may be a series missing from the sum; once it
+        // has stayed down, a reset: the 90 visits before it are carried.
+        for _ in 1..DROPS_BEFORE_RESET {
+            let err = source.snapshot().await.unwrap_err().to_string();
+            assert!(err.contains("went down from 90 to 30"), "{err}");
+        }
         let second = source.snapshot().await.unwrap();
         assert_eq!(
             second.custom,
@@ -638,6 +747,9 @@ mod tests {
         assert_eq!(s.custom, vec![(r(9, 95), r(3, 90))]);
         // Its counters are carried across a reset like the others'.
         set(&state, &[("req{v=\"baseline\"}", 10.0)]);
+        for _ in 1..DROPS_BEFORE_RESET {
+            assert!(source.snapshot().await.is_err());
+        }
         let s = source.snapshot().await.unwrap();
         assert_eq!(s.baseline.map(|b| b.requests), Some(120));
     }
