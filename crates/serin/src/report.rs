@@ -191,6 +191,13 @@ impl VersionSummary {
 impl Report {
     /// Builds the report from what the store holds.
     pub fn new(rollout: &RolloutRecord, events: &[EventRecord], samples: &[Sample]) -> Report {
+        let plan = (!rollout.spec.is_empty())
+            .then(|| crate::spec::parse(&rollout.spec, "the registered rollout file").ok())
+            .flatten()
+            .map(|r| r.plan());
+        // Numbered as status numbers them: the end of the steps is the last
+        // step, not one past it.
+        let steps = plan.as_ref().map_or(usize::MAX, |p| p.steps.len());
         Report {
             name: rollout.name.clone(),
             run: rollout.run,
@@ -203,7 +210,7 @@ impl Report {
             canary_version: rollout.canary_version.clone(),
             former_stable_version: rollout.former_stable_version.clone(),
             weight: rollout.state.weight.percent(),
-            advisory: advisory(&rollout.spec),
+            advisory: plan.as_ref().is_some_and(|p| p.advisory),
             would_roll_back: events
                 .iter()
                 .filter(|e| e.decision.kind == DecisionKind::WouldRollBack)
@@ -222,7 +229,7 @@ impl Report {
                 .iter()
                 .map(|s| SampleEntry {
                     at_ms: s.at.0,
-                    step: s.step + 1,
+                    step: crate::wire::step_number(s.step, steps),
                     weight: s.weight.percent(),
                     canary_share: canary_share(s),
                     verdict: s.verdict.clone(),
@@ -273,13 +280,6 @@ impl Report {
         }
         Ok(report)
     }
-}
-
-/// The rollout file says `analysis.mode: advisory` (a file that does not
-/// parse, or none kept: not advisory).
-fn advisory(spec: &str) -> bool {
-    !spec.is_empty()
-        && crate::spec::parse(spec, "the registered rollout file").is_ok_and(|r| r.plan().advisory)
 }
 
 /// The canary's share of an interval's requests (every version's, the
@@ -1041,6 +1041,32 @@ mod tests {
             )),
             "{w}"
         );
+    }
+
+    /// The intervals after the last step are numbered as status numbers
+    /// the end (the last step), not one past it (outside new user: "step 6"
+    /// in the report where status said 5/5).
+    #[test]
+    fn samples_at_the_end_of_the_steps_carry_the_last_steps_number() {
+        let record = RolloutRecord {
+            spec: "name: checkout
+stable: { version: v1, upstream: http://127.0.0.1:9 }
+canary: { version: v2, upstream: http://127.0.0.1:7 }
+traffic: { listen: 127.0.0.1:8080 }
+steps:
+  - setWeight: 20
+  - pause: {}
+"
+            .into(),
+            ..fixture_record()
+        };
+        let mut at_end = sample(3_000, 20, 0);
+        at_end.step = 2;
+        let mut first = sample(1_000, 20, 0);
+        first.step = 0;
+        let r = Report::new(&record, &[], &[first, at_end]);
+        let steps: Vec<usize> = r.samples.iter().map(|s| s.step).collect();
+        assert_eq!(steps, vec![1, 2]);
     }
 
     fn fixture_record() -> RolloutRecord {

@@ -97,6 +97,63 @@ fn decision(kind: DecisionKind, reason: &str) -> Decision {
     }
 }
 
+/// An operator's request handed to the driver: the decision it makes is
+/// written with the request's id as its (provisional) answer, so a
+/// controller killed before it writes the real answer is never followed by
+/// one that acts on the same request again (outside new user: a `serin
+/// promote` and a kill -9 0.25 s later ended the next pause too, after the
+/// failover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_a_request_makes_is_written_with_its_id() {
+    let sim = KubeSim::start(&[]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let rollout: Rollout = serde_json::from_value(rollout_manifest("checkout", &prom)).unwrap();
+    api.create(&PostParams::default(), &rollout).await.unwrap();
+    let store = StatusStore::open(client.clone(), "shop", "checkout", "a")
+        .await
+        .unwrap();
+    let acting = serin::cluster::requests::Answer {
+        id: "r-1".into(),
+        action: "promote".into(),
+        by: "alice".into(),
+        accepted: true,
+        message: "acted on".into(),
+        at: "2026-12-06T23:00:00Z".into(),
+    };
+    store.set_acting_on(Some(acting.clone()));
+    let mut record = store.record().await;
+    record.run = 1;
+    record.state.phase = Phase::Progressing;
+    store
+        .save(
+            record,
+            vec![decision(DecisionKind::Step, "pause ended by an operator")],
+            Millis(0),
+        )
+        .await
+        .unwrap();
+    store.set_acting_on(None);
+    let status = api.get("checkout").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.last_request.as_ref().map(|a| a.id.as_str()),
+        Some("r-1")
+    );
+    // A request answered (by id) is not pending for the next controller.
+    let annotation =
+        json!({ "id": "r-1", "action": "promote", "by": "alice", "at": 0 }).to_string();
+    assert!(
+        serin::cluster::requests::pending(
+            Some(&annotation),
+            status.last_request.as_ref(),
+            "Rollout shop/checkout"
+        )
+        .is_none()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_is_the_store_and_a_stale_writer_gets_409_and_stops() {
     let sim = KubeSim::start(&[]);

@@ -1120,7 +1120,19 @@ async fn answer_request(
                 "no run in progress: nothing to act on (a run starts when git changes the stable Deployment's pod template)",
                 at,
             ),
-            Some(handle) => match handle.command(input_of(&req)).await {
+            Some(handle) => match {
+                // The decision's write carries the request's id: a
+                // controller killed before the answer below is written is
+                // never followed by one acting on the request again.
+                store.set_acting_on(Some(req.answer(
+                    true,
+                    "acted on by a controller that stopped before it answered (a failover): status.decisions has what it decided",
+                    at.clone(),
+                )));
+                let result = handle.command(input_of(&req)).await;
+                store.set_acting_on(None);
+                result
+            } {
                 Ok(record) => {
                     let mut message = done_message(&req, &record);
                     // What was decided is not always in force yet (a route

@@ -71,6 +71,11 @@ struct Inner {
     fence: Mutex<Fence>,
     /// What is not in force now, put over every write of the run.
     problem: std::sync::Mutex<Option<Problem>>,
+    /// An operator's request handed to the driver: its provisional answer
+    /// goes out with the run's next write, the decision it makes, so a
+    /// controller killed before it wrote the real answer is never followed
+    /// by one that acts on the same request again.
+    acting_on: std::sync::Mutex<Option<crate::cluster::requests::Answer>>,
 }
 
 /// What the run's record says that is not in force, or what stops it
@@ -154,8 +159,18 @@ impl StatusStore {
                     fenced: false,
                 }),
                 problem: std::sync::Mutex::new(None),
+                acting_on: std::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// While the driver acts on an operator's request, `answer` (its
+    /// provisional answer) is written with the run's next record; `None`
+    /// once the real answer is written.
+    pub fn set_acting_on(&self, answer: Option<crate::cluster::requests::Answer>) {
+        if let Ok(mut a) = self.inner.acting_on.lock() {
+            *a = answer;
+        }
     }
 
     /// The Rollout's name.
@@ -418,6 +433,9 @@ impl StatusStore {
                 &self.inner.instance,
             );
             overlay(&mut status, self.problem().as_ref(), observed);
+            if let Some(answer) = self.inner.acting_on.lock().ok().and_then(|a| a.clone()) {
+                status.last_request = Some(answer);
+            }
             self.write(&mut fence, status).await?;
             fence.generation += 1;
         }
