@@ -1074,6 +1074,26 @@ async fn cleanup(r: &Rollout, ctx: &Ctx) -> Result<Action, ReconcileError> {
 /// driver as the same command the CLI gives a daemon, and answered in
 /// `status.lastRequest` with an Event. Too old, malformed, or with no run
 /// to act on: refused, saying why.
+/// Hands `req` to the run's driver. The decision's write carries the
+/// request's id (a provisional answer): a controller killed before the
+/// real answer is written is never followed by one acting on the request
+/// again.
+async fn acted_on(
+    store: &StatusStore,
+    handle: &Handle,
+    req: &Request,
+    at: &str,
+) -> Result<RolloutRecord, DriverError> {
+    store.set_acting_on(Some(req.answer(
+        true,
+        "acted on by a controller that stopped before it answered (a failover): status.decisions has what it decided",
+        at.to_string(),
+    )));
+    let result = handle.command(input_of(req)).await;
+    store.set_acting_on(None);
+    result
+}
+
 async fn answer_request(
     r: &Rollout,
     ctx: &Ctx,
@@ -1120,19 +1140,7 @@ async fn answer_request(
                 "no run in progress: nothing to act on (a run starts when git changes the stable Deployment's pod template)",
                 at,
             ),
-            Some(handle) => match {
-                // The decision's write carries the request's id: a
-                // controller killed before the answer below is written is
-                // never followed by one acting on the request again.
-                store.set_acting_on(Some(req.answer(
-                    true,
-                    "acted on by a controller that stopped before it answered (a failover): status.decisions has what it decided",
-                    at.clone(),
-                )));
-                let result = handle.command(input_of(&req)).await;
-                store.set_acting_on(None);
-                result
-            } {
+            Some(handle) => match acted_on(store, &handle, &req, &at).await {
                 Ok(record) => {
                     let mut message = done_message(&req, &record);
                     // What was decided is not always in force yet (a route
