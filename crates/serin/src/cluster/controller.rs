@@ -886,6 +886,17 @@ async fn act(
                 return Ok(Action::await_change());
             }
         }
+        // Persist, then apply, on resume too: the driver re-applies what
+        // the status says, so first a write under the fence proves that
+        // status is still the latest and this replica still leads. A
+        // replica that lost the Lease in the middle of a reconcile (its
+        // connection stalled while another took over and rolled back) gets
+        // 409 here and writes nothing to the cluster (outside breaker: it
+        // scaled the rolled-back canary up again and re-created its route).
+        if !ctx.leads() {
+            return Ok(Action::requeue(RETRY));
+        }
+        store.note(|_| {}).await?;
         tracing::info!(rollout = %key.1, namespace = %key.0, run = status.run.unwrap_or(0), "resuming the run from the Rollout's status");
         store.record().await
     } else {
