@@ -526,6 +526,24 @@ pub fn parser() -> Parser {
     })
 }
 
+/// The parser of a daemon that runs the Kubernetes controller (`serve
+/// --kubernetes`): a rollout file on a Kubernetes provider is refused. On
+/// Kubernetes a rollout is a Rollout resource, which only the replica
+/// holding the Lease acts on; one registered with `serin init` would be
+/// driven by whichever replica took it, beside (or against) the controller.
+pub fn controller_parser() -> Parser {
+    let inner = parser();
+    Arc::new(move |text: &str, origin: &str| {
+        let setup = inner(text, origin)?;
+        if matches!(setup.plane, PlaneKind::Kubernetes(_)) {
+            return Err(format!(
+                "{origin}: traffic.provider: this daemon runs the Kubernetes controller (serin serve --kubernetes); a rollout on Kubernetes is a Rollout resource (kubectl apply -f), which only the replica holding the Lease acts on, expected a file for the built-in proxy or nginx here"
+            ));
+        }
+        Ok(setup)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,6 +278,25 @@ async fn the_follower_shows_the_rollout_as_the_leader_moves_it_and_nothing_over_
             "{}",
         );
         assert_eq!(a.status, 404, "{}", a.body);
+        // Nor does a rollout file on a Kubernetes provider registered with
+        // the local API (outside breaker: `init` + `deploy` on a follower
+        // sent 100 % to an unjudged canary of a Deployment a Rollout
+        // manages): refused, naming why.
+        let file = "name: checkout\nstable: { version: v1 }\ncanary: { version: v9 }\ntraffic:\n  provider: nginx-ingress\n  kubernetes: { namespace: shop, deployment: checkout, ingress: checkout }\nanalysis:\n  prometheus: { address: http://127.0.0.1:9 }\n";
+        let a = http(
+            api,
+            "POST",
+            "/api/v1/rollouts",
+            &[("Content-Type", "application/yaml")],
+            file,
+        );
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(
+            a.body
+                .contains("this daemon runs the Kubernetes controller"),
+            "{}",
+            a.body
+        );
     }
     let after = rollouts.get("checkout").await.unwrap();
     assert_eq!(

@@ -122,7 +122,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             token,
             Commands::new(&args.allow_command),
             paths,
-            crate::runtime::parser(),
+            if args.kubernetes {
+                crate::runtime::controller_parser()
+            } else {
+                crate::runtime::parser()
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
