@@ -841,6 +841,9 @@ async fn act(
         } else if is_invalid_marked(&status)
             || status.conditions.is_empty()
             || status.phase.is_none()
+            // A spec edited while at rest is observed too (kstatus:
+            // `kubectl wait`, Flux and Argo CD wait for it).
+            || status.observed_generation != generation
         {
             store
                 .update(|s| {
@@ -861,6 +864,17 @@ async fn act(
     let ours = status.canary_template_hash.as_deref() == Some(template.as_str());
     if ours && phase == Some(Phase::RolledBack) {
         // Rolled back: waits for git's template to be fixed or reverted.
+        if !is_invalid_marked(&status) && status.observed_generation != generation {
+            // A spec edited meanwhile is observed (kstatus).
+            store
+                .update(|s| {
+                    s.observed_generation = generation;
+                    for c in &mut s.conditions {
+                        c.observed_generation = generation;
+                    }
+                })
+                .await?;
+        }
         if is_invalid_marked(&status) {
             store
                 .update(|s| {
