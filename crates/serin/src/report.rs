@@ -229,7 +229,8 @@ impl Report {
                 .iter()
                 .map(|s| SampleEntry {
                     at_ms: s.at.0,
-                    step: crate::wire::step_number(s.step, steps),
+                    // (wire's step_number; wire reads this module.)
+                    step: (s.step + 1).min(steps),
                     weight: s.weight.percent(),
                     canary_share: canary_share(s),
                     verdict: s.verdict.clone(),
