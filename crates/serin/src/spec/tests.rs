@@ -173,6 +173,10 @@ fn absurd_durations_and_look_alike_versions_are_refused_with_their_place() {
         "http://localhost:9001",
         "http://[::ffff:127.0.0.1]:9001",
         "http://[::1]:9001",
+        // Connecting to the unspecified address reaches this machine.
+        "http://0.0.0.0:9001",
+        "http://0:9001",
+        "http://[::]:9001",
     ] {
         let p = problems(&MINIMAL.replacen("http://127.0.0.1:9002", same, 1));
         assert!(

@@ -146,8 +146,9 @@ impl<'de> Deserialize<'de> for Percent {
 }
 
 /// Whether two upstream URLs name one server: the same host and port, or
-/// the same port on two names of this machine's loopback (`localhost`,
-/// `127.0.0.1`, `[::1]`, `[::ffff:127.0.0.1]`).
+/// the same port on two names of this machine (`localhost`, `127.0.0.1`,
+/// `[::1]`, `[::ffff:127.0.0.1]`, and the unspecified `0.0.0.0`, `0`,
+/// `[::]`, which a connection takes for this machine).
 pub(super) fn same_server(a: &str, b: &str) -> bool {
     let (Ok(a), Ok(b)) = (Upstream::parse(a), Upstream::parse(b)) else {
         return false;
@@ -158,13 +159,17 @@ pub(super) fn same_server(a: &str, b: &str) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         host.eq_ignore_ascii_case("localhost")
             || match host.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+                Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_unspecified(),
                 Ok(std::net::IpAddr::V6(ip)) => {
-                    ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                    ip.is_loopback()
+                        || ip.is_unspecified()
+                        || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
                 }
-                // `127.1`, `0x7f.0.0.1`: shorthand the resolver reads as
-                // an address (inet_aton), read here without asking it.
-                Err(_) => shorthand_ipv4(host).is_some_and(|ip| ip.is_loopback()),
+                // `127.1`, `0x7f.0.0.1`, `0`: shorthand the resolver reads
+                // as an address (inet_aton), read here without asking it.
+                Err(_) => {
+                    shorthand_ipv4(host).is_some_and(|ip| ip.is_loopback() || ip.is_unspecified())
+                }
             }
     };
     port(a) == port(b)
