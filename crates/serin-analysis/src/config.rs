@@ -333,10 +333,12 @@ impl Config {
             }
         }
         if !self.advisory.is_empty() && checked.iter().all(|m| self.is_advisory(m)) {
+            // The rollout file marks checks one by one (`advisory: true`):
+            // the error names the section, not a list the file never has.
             return Err(err(
-                "analysis.advisory",
+                "analysis",
                 format!(
-                    "every check ({}) is advisory, expected at least one enforced check (for a dry run of the whole analysis use analysis.mode: advisory)",
+                    "every check ({}) has `advisory: true`, expected at least one enforced check (for a dry run of the whole analysis, `mode: advisory` with the checks' `advisory` left out)",
                     checked.join(", ")
                 ),
             ));
@@ -359,6 +361,25 @@ mod tests {
         assert_eq!(c.confidence, 0.95);
         assert_eq!(c.client_error_ratio, Some(5.0));
         assert!(c.validate().is_ok());
+    }
+
+    /// Every check advisory is refused naming the section the rollout file
+    /// has (its checks are marked one by one), not a list it never has.
+    #[test]
+    fn every_check_advisory_is_refused_naming_the_analysis_section() {
+        let c = Config {
+            client_error_ratio: None,
+            latency_p95: Limit::NONE,
+            advisory: vec!["error-rate".into()],
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "analysis");
+        assert!(
+            e.to_string()
+                .contains("every check (error-rate) has `advisory: true`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -414,7 +435,7 @@ mod tests {
                 "latency-p95".into(),
                 "client-error-rate".into()
             ]),
-            "analysis.advisory"
+            "analysis"
         );
         let some = Config {
             advisory: vec!["error-rate".into(), "client-error-rate".into()],
