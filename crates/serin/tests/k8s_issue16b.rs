@@ -18,22 +18,8 @@ use common::controller::*;
 
 /// The good Rollout, released and paused at 20 % (an untimed pause).
 async fn paused_at_20(sim: &KubeSim, api: &Api<Rollout>, steps: Value, log: &Path) {
-    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
-    let good: Rollout = serde_json::from_value(manifest(
-        "checkout",
-        &prom,
-        "nginx-ingress",
-        nginx_objects(),
-        steps,
-    ))
-    .unwrap();
-    api.create(&PostParams::default(), &good).await.unwrap();
+    nginx_rollout_at_rest(sim, api, steps, log).await;
     let limit = Duration::from_secs(60);
-    until(limit, log, async || {
-        let s = status_of(api, "checkout").await?;
-        (s.phase.as_deref() == Some("Idle")).then_some(())
-    })
-    .await;
     release(sim, "v1.2.0");
     until(limit, log, async || {
         let s = status_of(api, "checkout").await?;

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::kubesim::KubeSim;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use serin::cluster::resource::Rollout;
 
@@ -22,22 +22,9 @@ async fn a_spec_edited_at_rest_is_observed() {
     let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
     let dir = tempfile::tempdir().unwrap();
     let (_serin, log) = serve(&sim, &dir.path().join("a"));
-    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
-    let rollout: Rollout = serde_json::from_value(manifest(
-        "checkout",
-        &prom,
-        "nginx-ingress",
-        nginx_objects(),
-        json!([{ "setWeight": 20 }, { "pause": {} }]),
-    ))
-    .unwrap();
-    api.create(&PostParams::default(), &rollout).await.unwrap();
+    let steps = json!([{ "setWeight": 20 }, { "pause": {} }]);
+    nginx_rollout_at_rest(&sim, &api, steps, &log).await;
     let limit = Duration::from_secs(60);
-    until(limit, &log, async || {
-        let s = status_of(&api, "checkout").await?;
-        (s.phase.as_deref() == Some("Idle")).then_some(())
-    })
-    .await;
     api.patch(
         "checkout",
         &PatchParams::default(),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use serin::cluster::resource::{Rollout, RolloutStatus};
 
@@ -221,4 +221,24 @@ pub fn events(sim: &KubeSim) -> Vec<(String, String, String)> {
             )
         })
         .collect()
+}
+
+/// Creates the nginx-ingress Rollout `checkout` with `steps` and waits
+/// (bounded) until the controller logging to `log` has it at rest (Idle).
+pub async fn nginx_rollout_at_rest(sim: &KubeSim, api: &Api<Rollout>, steps: Value, log: &Path) {
+    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
+    let rollout: Rollout = serde_json::from_value(manifest(
+        "checkout",
+        &prom,
+        "nginx-ingress",
+        nginx_objects(),
+        steps,
+    ))
+    .unwrap();
+    api.create(&PostParams::default(), &rollout).await.unwrap();
+    until(Duration::from_secs(60), log, async || {
+        let s = status_of(api, "checkout").await?;
+        (s.phase.as_deref() == Some("Idle")).then_some(())
+    })
+    .await;
 }
