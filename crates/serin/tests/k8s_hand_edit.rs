@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::kubesim::KubeSim;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::json;
 use serin::cluster::resource::Rollout;
 
@@ -25,22 +25,9 @@ async fn a_hand_edit_before_the_first_weight_then_a_rollback_is_never_called_in_
     let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
     let dir = tempfile::tempdir().unwrap();
     let (_serin, log) = serve(&sim, &dir.path().join("a"));
-    let prom = sim.info["prometheus"].as_str().unwrap().to_string();
-    let good: Rollout = serde_json::from_value(manifest(
-        "checkout",
-        &prom,
-        "nginx-ingress",
-        nginx_objects(),
-        json!([{ "setWeight": 20 }, { "pause": {} }]),
-    ))
-    .unwrap();
-    api.create(&PostParams::default(), &good).await.unwrap();
+    let steps = json!([{ "setWeight": 20 }, { "pause": {} }]);
+    nginx_rollout_at_rest(&sim, &api, steps, &log).await;
     let limit = Duration::from_secs(60);
-    until(limit, &log, async || {
-        let s = status_of(&api, "checkout").await?;
-        (s.phase.as_deref() == Some("Idle")).then_some(())
-    })
-    .await;
     release(&sim, "v1.2.0");
     // The canary Ingress exists (set up at weight 0) while the canary's
     // pods are not ready yet.
@@ -73,8 +60,10 @@ async fn a_hand_edit_before_the_first_weight_then_a_rollback_is_never_called_in_
     .await;
     let (code, out, err) = cli(&sim, &["rollback", "checkout"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    // From here on, whenever status says the run is rolled back with
-    // nothing out of force, the canary gets no traffic.
+    // Persist, then apply: the status shows the rollback a moment before
+    // the route has it (and before a refused apply is reported), so what
+    // must hold is that it settles: rolled back, nothing out of force, and
+    // the canary at 0 % ...
     let deadline = std::time::Instant::now() + limit;
     loop {
         let s = status_of(&api, "checkout").await;
@@ -82,8 +71,8 @@ async fn a_hand_edit_before_the_first_weight_then_a_rollback_is_never_called_in_
         if let Some(s) = &s
             && s.phase.as_deref() == Some("RolledBack")
             && s.not_in_force.is_empty()
+            && weight == Some(0.0)
         {
-            assert_eq!(weight, Some(0.0), "status says in force: {s:?}");
             break;
         }
         assert!(
@@ -93,9 +82,25 @@ async fn a_hand_edit_before_the_first_weight_then_a_rollback_is_never_called_in_
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // ... and stays so: the hand edit does not win back, and status never
+    // claims in force while the canary gets traffic (3 s, polled).
+    let settled = std::time::Instant::now();
+    while settled.elapsed() < Duration::from_secs(3) {
+        let s = status_of(&api, "checkout").await.unwrap();
+        let weight = sim_state(&sim)["weight"].as_f64();
+        if s.not_in_force.is_empty() {
+            assert_eq!(weight, Some(0.0), "status says in force: {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // And the answer to the rollback did not claim it either.
     let s = status_of(&api, "checkout").await.unwrap();
-    if let Some(answer) = &s.last_request {
-        assert!(answer.accepted, "{answer:?}");
-    }
+    let answer = s.last_request.expect("the rollback is answered");
+    assert!(answer.accepted, "{answer:?}");
+    // The real answer, not the provisional one written with the decision.
+    assert_ne!(
+        answer.message,
+        serin::cluster::requests::ACTED_UNANSWERED,
+        "{answer:?}"
+    );
 }

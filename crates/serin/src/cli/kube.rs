@@ -472,7 +472,12 @@ async fn wait_for_answer(
     let started = Instant::now();
     loop {
         let rollout = api.get(name).await.map_err(|e| cluster_error(what, e))?;
-        if let Some(answer) = status_of(&rollout).last_request.filter(|a| a.id == id) {
+        // The provisional answer is followed by the real one within
+        // moments, unless its controller stopped: then it is the answer.
+        if let Some(answer) = status_of(&rollout).last_request.filter(|a| a.id == id)
+            && (answer.message != crate::cluster::requests::ACTED_UNANSWERED
+                || started.elapsed() >= within)
+        {
             return Ok(answer);
         }
         if started.elapsed() >= within {

@@ -1111,7 +1111,7 @@ async fn acted_on(
 ) -> Result<RolloutRecord, DriverError> {
     store.set_acting_on(Some(req.answer(
         true,
-        "acted on by a controller that stopped before it answered (a failover): status.decisions has what it decided",
+        requests::ACTED_UNANSWERED,
         at.to_string(),
     )));
     let result = handle.command(input_of(req)).await;

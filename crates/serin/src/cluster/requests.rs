@@ -98,6 +98,12 @@ pub struct Request {
     pub at_millis: u64,
 }
 
+/// The provisional answer written with the decision a request makes
+/// (before the real answer): a controller stopped between the two is not
+/// followed by one acting on the request again, and a CLI waiting for the
+/// answer keeps waiting while it reads this.
+pub const ACTED_UNANSWERED: &str = "acted on by a controller that stopped before it answered (a failover): status.decisions has what it decided";
+
 /// The controller's answer, in `status.lastRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
