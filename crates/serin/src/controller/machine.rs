@@ -415,7 +415,8 @@ impl Machine<'_> {
                 u.in_flight,
                 human_span(u.silent_ms - u.silent_ms % 1000)
             ),
-            Some(u) if u.in_flight > 0 => format!("; {} in flight", u.in_flight),
+            // Requests open for less than a second are traffic flowing, not
+            // news: said, they would flicker in and out of every reason.
             _ => String::new(),
         };
         let what = match so_far {
@@ -1479,7 +1480,7 @@ mod tests {
         });
         sim.run_for(10, |_| Verdict::NotEnoughData);
         assert!(
-            sim.state.reason.contains("(0 so far; 3 in flight); last"),
+            sim.state.reason.contains("(0 so far); last"),
             "{}",
             sim.state.reason
         );
