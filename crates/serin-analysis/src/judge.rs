@@ -1519,7 +1519,9 @@ impl Judge {
     /// canary is beyond the limit than if it is within). Two identical
     /// versions have a canary "worse" than stable half the time by the
     /// point estimates alone; the e-value of a canary within its limit
-    /// tends to 0, so such holds end.
+    /// tends to 0, so such holds end. A latency quantile beyond m × the
+    /// stable's tested bound is out of the test's sight: it looks beyond on
+    /// its point estimate alone.
     fn beyond(&self, check: &Check, r: &CheckResult) -> bool {
         let point = match check.kind {
             Kind::ErrorMax(max) | Kind::LatencyMax { max, .. } => {
@@ -1540,7 +1542,17 @@ impl Judge {
                 }
             }
         };
-        point && check.ratio.as_ref().is_none_or(|t| t.log_e() >= 0.0)
+        // A latency ratio is tested at the histogram's bounds: the canary's
+        // share above the smallest bound at or above m × the stable's bound.
+        // A canary whose quantile lies beyond m × the stable's bound but
+        // inside that bucket is out of the test's sight (with bounds 15 and
+        // 30 ms, a 20 ms canary against a 10 ms stable): its e-value says
+        // nothing, so it looks beyond on the point estimate alone.
+        let unseen = match (&check.kind, check.bounds, r.canary) {
+            (Kind::LatencyRatio { m, .. }, Some((b_s, _)), Some(c)) => c > *m * b_s,
+            _ => false,
+        };
+        point && (unseen || check.ratio.as_ref().is_none_or(|t| t.log_e() >= 0.0))
     }
 
     /// The data the ratio checks are judged on: since the rollout began for

@@ -431,6 +431,59 @@ fn sequential_latency_ratio_detects_a_slower_canary() {
     }
 }
 
+/// A canary twice as slow as stable whose latencies sit inside the bucket
+/// the ratio test compares at (stable 96 % in (50, 100] ms and 4 % above,
+/// canary 97.5 % in (100, 200] and 2.5 % above; limit 1.5 × stable: the test
+/// compares the canary's share above 200 ms with the stable's above 100 ms,
+/// and the canary looks the better of the two). Its e-value falls, yet its p95 (195 ms)
+/// is beyond 1.5 × the stable's bound (150 ms): held, never a pass (an
+/// outside user saw such a canary promoted at the end of its pause).
+#[test]
+fn a_slower_canary_the_buckets_hide_from_the_ratio_test_is_held_not_passed() {
+    let config = Config {
+        error_rate: Limit::NONE,
+        latency_p95: Limit {
+            max: None,
+            max_ratio_to_stable: Some(1.5),
+        },
+        client_error_ratio: None,
+        method: Method::Sequential,
+        ..Config::default()
+    };
+    let mut j = Judge::new(config.clone()).unwrap();
+    for i in 1..=40 {
+        let o = obs(
+            totals(100 * i, 0, Some([0, 96 * i, 4 * i, 0, 0, 0, 0])),
+            totals(40 * i, 0, Some([0, 0, 39 * i, i, 0, 0, 0])),
+        );
+        let r = j.observe(&o, i == 40);
+        assert_ne!(r.verdict, Verdict::Pass, "interval {i}: {}", r.reason);
+    }
+    let r = j.observe(
+        &obs(
+            totals(4100, 0, Some([0, 3936, 164, 0, 0, 0, 0])),
+            totals(1640, 0, Some([0, 0, 1599, 41, 0, 0, 0])),
+        ),
+        true,
+    );
+    assert!(
+        r.reason.contains("above the limit, not yet significant"),
+        "{}",
+        r.reason
+    );
+    // A canary inside the limit in the same buckets still passes.
+    let mut ok = Judge::new(config).unwrap();
+    let mut last = None;
+    for i in 1..=40 {
+        let o = obs(
+            totals(100 * i, 0, Some([0, 96 * i, 4 * i, 0, 0, 0, 0])),
+            totals(40 * i, 0, Some([0, 39 * i, i, 0, 0, 0, 0])),
+        );
+        last = Some(ok.observe(&o, i == 40));
+    }
+    assert_eq!(last.unwrap().verdict, Verdict::Pass);
+}
+
 #[test]
 fn fixed_latency_ratio_uses_mann_whitney() {
     let mut j = Judge::new(latency_config(Method::Fixed, None, Some(1.0))).unwrap();
