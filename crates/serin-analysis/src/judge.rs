@@ -1520,8 +1520,8 @@ impl Judge {
     /// versions have a canary "worse" than stable half the time by the
     /// point estimates alone; the e-value of a canary within its limit
     /// tends to 0, so such holds end. A latency quantile beyond m × the
-    /// stable's tested bound is out of the test's sight: it looks beyond on
-    /// its point estimate alone.
+    /// stable's tested bound but not above the canary's tested bound is out
+    /// of the test's sight: it looks beyond on its point estimate alone.
     fn beyond(&self, check: &Check, r: &CheckResult) -> bool {
         let point = match check.kind {
             Kind::ErrorMax(max) | Kind::LatencyMax { max, .. } => {
@@ -1549,7 +1549,7 @@ impl Judge {
         // 30 ms, a 20 ms canary against a 10 ms stable): its e-value says
         // nothing, so it looks beyond on the point estimate alone.
         let unseen = match (&check.kind, check.bounds, r.canary) {
-            (Kind::LatencyRatio { m, .. }, Some((b_s, _)), Some(c)) => c > *m * b_s,
+            (Kind::LatencyRatio { m, .. }, Some((b_s, b_c)), Some(c)) => c > *m * b_s && c <= b_c,
             _ => false,
         };
         point && (unseen || check.ratio.as_ref().is_none_or(|t| t.log_e() >= 0.0))
