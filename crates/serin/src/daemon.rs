@@ -836,11 +836,7 @@ impl Daemon {
             .canary_upstream
             .clone()
             .unwrap_or_else(|| table.upstream(Version::Canary).to_string());
-        setup.table = RoutingTable::new(&stable, &canary, Weight::ZERO)
-            .map_err(|e| e.to_string())?
-            .with_sticky(table.sticky().cloned())
-            .with_baseline(table.baseline().cloned())
-            .with_routes(table.routes().to_vec());
+        setup.set_upstreams(&stable, &canary)?;
         if let Some(version) = &record.canary_version {
             setup.retarget_canary(version);
         }
@@ -852,13 +848,38 @@ impl Daemon {
     /// changes nothing and is no error (a script that applies its files
     /// again): [`Registered::Unchanged`].
     pub async fn register(&self, text: &str, by: Actor) -> Result<Registered, DaemonError> {
-        let setup = (self.parse)(text, "request body").map_err(DaemonError::Invalid)?;
+        let mut setup = (self.parse)(text, "request body").map_err(DaemonError::Invalid)?;
         self.permitted(&setup).map_err(DaemonError::Refused)?;
         // The name is held from here on: the old plane drains and the new
         // one starts with no lock held; on an error the name is left free.
         let (held, old) = self.reserve(&setup.name).await;
         let stored = self.store.get(&setup.name).ok();
         let changed = stored.as_ref().map(|r| changed_fields(&r.spec, text));
+        // A promotion made the former canary the stable: a file whose
+        // `stable` is as it was keeps it (its `stable` names the version
+        // the promotion replaced; going back to it is a rollback, not a
+        // registration). A file that names another stable is followed.
+        let kept = match (&stored, &changed) {
+            (Some(r), Some(c))
+                if r.stable_version != setup.stable_version
+                    && !c.iter().any(|f| f == "stable" || f.starts_with("stable.")) =>
+            {
+                let upstream = r
+                    .stable_upstream
+                    .clone()
+                    .unwrap_or_else(|| setup.table.upstream(Version::Stable).to_string());
+                let canary = setup.table.upstream(Version::Canary).to_string();
+                setup
+                    .set_upstreams(&upstream, &canary)
+                    .map_err(DaemonError::Invalid)?;
+                let file = std::mem::replace(&mut setup.stable_version, r.stable_version.clone());
+                format!(
+                    "; the stable stays {} (promoted), not the file's {file}",
+                    r.stable_version
+                )
+            }
+            _ => String::new(),
+        };
         // A proxy that moves: its old address stops answering now, which
         // its clients may not expect of a re-registration.
         let moved = old
@@ -895,11 +916,11 @@ impl Daemon {
         let mut state = State::new(now);
         state.reason = match &changed {
             Some(c) if c.is_empty() => format!(
-                "registered again, file unchanged; `serin deploy {} VERSION` starts a rollout",
+                "registered again, file unchanged{kept}; `serin deploy {} VERSION` starts a rollout",
                 setup.name
             ),
             Some(c) => format!(
-                "updated ({} changed{moved}); `serin deploy {} VERSION` starts a rollout",
+                "updated ({} changed{moved}{kept}); `serin deploy {} VERSION` starts a rollout",
                 c.join(", "),
                 setup.name
             ),
@@ -908,7 +929,10 @@ impl Daemon {
                 setup.name
             ),
         };
-        let record = setup.record(text, None, state);
+        let mut record = setup.record(text, None, state);
+        if !kept.is_empty() {
+            record.former_stable_version = stored.and_then(|r| r.former_stable_version);
+        }
         let plane = match DataPlane::start(&setup, Weight::ZERO).await {
             Ok(plane) => plane,
             Err(e) => {

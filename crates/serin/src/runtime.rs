@@ -184,6 +184,19 @@ impl Setup {
         }
     }
 
+    /// Sends stable's and canary's requests to these upstreams (the ones a
+    /// record says are in force: after a promotion the stable's is the
+    /// former canary's), keeping the sticky key, baseline and routes.
+    pub fn set_upstreams(&mut self, stable: &str, canary: &str) -> Result<(), String> {
+        let table = &self.table;
+        self.table = RoutingTable::new(stable, canary, Weight::ZERO)
+            .map_err(|e| e.to_string())?
+            .with_sticky(table.sticky().cloned())
+            .with_baseline(table.baseline().cloned())
+            .with_routes(table.routes().to_vec());
+        Ok(())
+    }
+
     /// The canary is `version` (a `serin deploy` of another version than the
     /// file names). On Kubernetes the canary image follows: an image whose
     /// tag was the file's version gets the new version as its tag; without
