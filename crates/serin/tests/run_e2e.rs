@@ -454,6 +454,13 @@ fn an_exported_serin_token_does_not_replace_serin_runs_own() {
         "{}",
         text(&o)
     );
+    // Promoted once the run has started (before its health checks pass it
+    // is refused: nothing to promote yet).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !text(&cmd(&["status", "owntoken", "-o", "json"])).contains("\"phase\": \"Paused\"") {
+        assert!(std::time::Instant::now() < deadline, "never paused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let o = cmd(&["promote", "owntoken", "--full"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = run.wait_output(Duration::from_secs(30));
