@@ -1094,6 +1094,26 @@ impl Judge {
             .filter(|c| c.verdict == Verdict::NotEnoughData && c.reason.contains(HELD))
             .map(|c| c.reason.as_str())
             .collect();
+        // A comparison held while the reference gets no requests (the
+        // canary has all the traffic) can gain no evidence either way: it
+        // would hold for ever while every client gets the canary's answers.
+        // That is no data, and noDataLimit rolls it back.
+        if delta.stable.requests == 0 && delta.canary.requests > 0 {
+            let other = self.config.compare_with.as_str();
+            if let Some(c) = checks.iter().zip(&self.checks).find_map(|(c, k)| {
+                (!c.advisory
+                    && k.ratio.is_some()
+                    && c.verdict == Verdict::NotEnoughData
+                    && c.reason.contains(HELD))
+                .then_some(c)
+            }) {
+                let reason = format!(
+                    "no data: {}; {other} got no requests in this interval, so the comparison cannot be judged",
+                    c.reason
+                );
+                return self.judgement(Verdict::NoData, reason, checks);
+            }
+        }
         if !held.is_empty() {
             let reason = held.join("; ");
             return self.judgement(Verdict::NotEnoughData, reason, checks);

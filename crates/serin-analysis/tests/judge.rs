@@ -484,6 +484,56 @@ fn a_slower_canary_the_buckets_hide_from_the_ratio_test_is_held_not_passed() {
     assert_eq!(last.unwrap().verdict, Verdict::Pass);
 }
 
+/// A canary that answers 404 to everything once it has all the traffic:
+/// the 4xx comparison with stable, which gets no requests, cannot gain
+/// evidence. Held, it would hold for ever while every client gets 404s; it
+/// is no data instead, which noDataLimit rolls back (an outside breaker saw
+/// such a canary wait with no end).
+#[test]
+fn a_comparison_the_reference_gives_no_requests_for_is_no_data_not_held() {
+    let config = Config {
+        error_rate: Limit::NONE,
+        latency_p95: Limit::NONE,
+        client_error_ratio: Some(2.0),
+        method: Method::Sequential,
+        ..Config::default()
+    };
+    let with_4xx = |requests, client_errors| Totals {
+        requests,
+        errors: 0,
+        client_errors: Some(client_errors),
+        latency: None,
+    };
+    let mut j = Judge::new(config).unwrap();
+    // At 10 %: both answer 200.
+    let (mut s, mut c, mut c4) = (0, 0, 0);
+    for _ in 0..10 {
+        s += 90;
+        c += 10;
+        let r = j.observe(&obs(with_4xx(s, 0), with_4xx(c, c4)), false);
+        assert_ne!(r.verdict, Verdict::Fail, "{}", r.reason);
+    }
+    // At 100 %: stable gets nothing, the canary answers 404.
+    for i in 0..5 {
+        c += 100;
+        c4 += 100;
+        let r = j.observe(&obs(with_4xx(s, 0), with_4xx(c, c4)), i == 4);
+        assert!(
+            r.verdict == Verdict::NoData || r.verdict == Verdict::Fail,
+            "interval {i} at 100 %: {:?} {}",
+            r.verdict,
+            r.reason
+        );
+        if r.verdict == Verdict::NoData {
+            assert!(
+                r.reason.contains("stable got no requests in this interval"),
+                "{}",
+                r.reason
+            );
+        }
+    }
+}
+
 #[test]
 fn fixed_latency_ratio_uses_mann_whitney() {
     let mut j = Judge::new(latency_config(Method::Fixed, None, Some(1.0))).unwrap();
