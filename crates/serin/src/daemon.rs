@@ -441,6 +441,9 @@ pub struct Daemon {
     down: std::sync::Mutex<BTreeMap<String, Down>>,
     /// `serin run`'s: the one rollout it runs (see [`Daemon::for_run`]).
     foreground: Option<String>,
+    /// Where this daemon's API listens, once it does: no version's
+    /// upstream may be it (its clients would reach the API).
+    api: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// Why a stored rollout does not run in this daemon, with its plan's
@@ -479,6 +482,7 @@ impl Daemon {
             rollouts: std::sync::Mutex::new(BTreeMap::new()),
             down: std::sync::Mutex::new(BTreeMap::new()),
             foreground: None,
+            api: std::sync::OnceLock::new(),
         });
         let rows = daemon.store.list_each()?;
         // Each name once; a retry task spawned here touches only its own.
@@ -546,6 +550,31 @@ impl Daemon {
             rollouts: std::sync::Mutex::new(BTreeMap::new()),
             down: std::sync::Mutex::new(BTreeMap::new()),
             foreground,
+            api: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Where this daemon's API listens (said once, when it does).
+    pub fn serves_api_at(&self, addr: std::net::SocketAddr) {
+        let _ = self.api.set(addr);
+    }
+
+    /// Why `upstream` is no server for a version: this daemon's API, or
+    /// the address the rollout's proxy listens on (requests sent there
+    /// come back through serin, not to a version).
+    fn own_address(&self, upstream: &str, listen: Option<std::net::SocketAddr>) -> Option<String> {
+        let is = |addr: std::net::SocketAddr| {
+            crate::spec::same_server(upstream, &format!("http://{addr}"))
+        };
+        if let Some(api) = self.api.get().copied().filter(|a| is(*a)) {
+            return Some(format!(
+                "expected a version's server, got `{upstream}`, serin's own API at {api} (the service's clients would reach the API)"
+            ));
+        }
+        listen.filter(|a| is(*a)).map(|a| {
+            format!(
+                "expected a version's server, got `{upstream}`, where serin's proxy listens ({a}: its requests would come back through serin's split)"
+            )
         })
     }
 
@@ -850,6 +879,11 @@ impl Daemon {
     pub async fn register(&self, text: &str, by: Actor) -> Result<Registered, DaemonError> {
         let mut setup = (self.parse)(text, "request body").map_err(DaemonError::Invalid)?;
         self.permitted(&setup).map_err(DaemonError::Refused)?;
+        for (version, which) in [(Version::Stable, "stable"), (Version::Canary, "canary")] {
+            if let Some(why) = self.own_address(&setup.table.upstream(version).to_string(), None) {
+                return Err(DaemonError::Invalid(format!("{which}.upstream: {why}")));
+            }
+        }
         // The name is held from here on: the old plane drains and the new
         // one starts with no lock held; on an error the name is left free.
         let (held, old) = self.reserve(&setup.name).await;
@@ -1024,6 +1058,13 @@ impl Daemon {
         let stable_upstream = entry.setup.table.upstream(Version::Stable).to_string();
         crate::spec::check_canary(&req.version, req.upstream.as_deref(), &stable_upstream)
             .map_err(DaemonError::Invalid)?;
+        if let Some(why) = req
+            .upstream
+            .as_deref()
+            .and_then(|u| self.own_address(u, entry.setup.listen))
+        {
+            return Err(DaemonError::Invalid(format!("upstream: {why}")));
+        }
         let mut record = self.store.get(name)?;
         if record.stable_version == req.version {
             return Err(DaemonError::Invalid(format!(

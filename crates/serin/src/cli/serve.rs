@@ -130,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+        daemon.serves_api_at(own);
         tracing::info!(
             api = %format!("http://{own}"),
             state = %args.state.state_dir.display(),

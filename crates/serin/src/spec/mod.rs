@@ -31,14 +31,14 @@ use serin_proxy::{Route, StickyKey, Upstream, Weight};
 use crate::notify;
 use crate::rollout::{Plan, Step};
 use raw::{RawRollout, RawSide};
-use values::{readable_label, same_server};
+use values::readable_label;
 
 pub use kubernetes::{
     BASELINE_SUFFIX, CANARY_SUFFIX, KubeProvider, KubeTarget, OwnedRoute, ParentRef,
 };
 pub use manifest::{API_GROUP, API_VERSION, KIND, check_resource};
 pub use prometheus_templates::prometheus_queries;
-pub use values::{argv, valid_name};
+pub use values::{argv, same_server, valid_name};
 
 // ---------------------------------------------------------------------------
 // The validated rollout.

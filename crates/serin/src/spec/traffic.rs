@@ -51,6 +51,24 @@ impl Checker {
             },
             None => None,
         };
+        // An upstream that is serin's own address sends the version's
+        // requests back through the split: the "canary" would be judged on
+        // the answers of whatever the split gave them to.
+        if let (Some(addr), Some(l)) = (listen, &raw.listen) {
+            for (side, which) in [(stable, "stable"), (canary, "canary")] {
+                if let Some(u) = &side.upstream
+                    && super::values::same_server(u, &format!("http://{addr}"))
+                {
+                    self.at(
+                        &l.referenced,
+                        format!(
+                            "traffic.listen: expected an address other than the {which}'s upstream `{u}` (its requests would come back through serin's own split)"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
         if matches!(provider, Provider::Builtin | Provider::Nginx) {
             if raw.listen.is_none() {
                 self.at(

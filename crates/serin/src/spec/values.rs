@@ -149,7 +149,7 @@ impl<'de> Deserialize<'de> for Percent {
 /// the same port on two names of this machine (`localhost`, `127.0.0.1`,
 /// `[::1]`, `[::ffff:127.0.0.1]`, and the unspecified `0.0.0.0`, `0`,
 /// `[::]`, which a connection takes for this machine).
-pub(super) fn same_server(a: &str, b: &str) -> bool {
+pub fn same_server(a: &str, b: &str) -> bool {
     let (Ok(a), Ok(b)) = (Upstream::parse(a), Upstream::parse(b)) else {
         return false;
     };
