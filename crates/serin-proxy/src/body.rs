@@ -9,10 +9,15 @@
 //! [`crate::pool::ForwardBody`].)
 //!
 //! An [`Exchange`] dropped unrecorded (hyper drops the response future or
-//! body when the client goes away) counts as a timeout of its version if the
-//! client was waiting for the version's response head, and as cancelled
-//! (neither version's fault) once the head has come or while the client was
-//! still sending its body.
+//! body when the client goes away) counts as a timeout of its version when
+//! the client left while the version kept it waiting:
+//! - before the response head (the version had the turn, whatever how long);
+//! - mid-body, when the proxy had been waiting for the upstream's next body
+//!   bytes for at least [`SILENT_UPSTREAM`] (the version stalled its body).
+//!
+//! Its latency is then the time until the client left. Otherwise (the client
+//! was still sending its body, or left while the upstream's body was
+//! flowing) it is cancelled, neither version's fault.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +32,17 @@ use crate::pool::{Lent, Pool, Upload};
 use crate::recorder::{Shard, StatusClass};
 use crate::stall::Stall;
 use crate::weight::Version;
+
+/// How long an upstream must have sent nothing of its response body, the
+/// proxy waiting for it, for a client that leaves then to count as a timeout
+/// of the version rather than a cancel. Far longer than the gaps between the
+/// parts of a body that flows (milliseconds), far shorter than the timeouts
+/// clients give up after (seconds): a body stalled for a second when its
+/// client gave up is the version's failure; a client that leaves a flowing
+/// body (it had what it wanted, or was slow itself) is not. Only a wait the
+/// proxy saw (its timer fired) counts, so a client that leaves while the
+/// proxy itself was stalled does not count against the version.
+pub const SILENT_UPSTREAM: Duration = Duration::from_secs(1);
 
 /// What a request's [`Exchange`] needs of the runtime serving it: its pool, to
 /// give the upstream connection back, and its recorder shard. One per serving
@@ -115,6 +131,18 @@ impl Exchange {
     pub(crate) fn cancel(mut self) {
         self.stage = Stage::Cancel;
     }
+
+    /// The client left while the version's body was stalled: a timeout of
+    /// the version, its latency the time until the client left.
+    fn abandoned_in_silence(mut self) {
+        self.lane.recorder.timed_out(
+            self.run,
+            self.version,
+            self.started.elapsed(),
+            self.by_route,
+        );
+        self.stage = Stage::Done;
+    }
 }
 
 impl Drop for Exchange {
@@ -171,7 +199,9 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    /// The upstream's body; `idle` bounds each wait for its next frame.
+    /// The upstream's body; `idle` bounds each wait for its next frame (and
+    /// [`SILENT_UPSTREAM`] marks a wait whose client leaving is the version's
+    /// fault).
     pub(crate) fn upstream(
         body: Incoming,
         lent: Lent,
@@ -181,7 +211,7 @@ impl ResponseBody {
     ) -> ResponseBody {
         exchange.headed();
         ResponseBody {
-            source: Source::Upstream(body, Some(lent), Stall::new(idle)),
+            source: Source::Upstream(body, Some(lent), Stall::noticing(idle, SILENT_UPSTREAM)),
             exchange: Some(exchange),
             class,
         }
@@ -289,6 +319,12 @@ impl Drop for ResponseBody {
             && (self.is_end_stream() || matches!(self.source, Source::Local(_)))
         {
             self.finish(self.class, true);
+        } else if let Source::Upstream(_, _, stall) = &self.source
+            && stall.silent()
+            && let Some(x) = self.exchange.take()
+        {
+            // The client left while the upstream's body was stalled.
+            x.abandoned_in_silence();
         }
     }
 }
