@@ -11,7 +11,11 @@
 //! An [`Exchange`] dropped unrecorded (hyper drops the response future or
 //! body when the client goes away) counts as a timeout of its version when
 //! the client left while the version kept it waiting:
-//! - before the response head (the version had the turn, whatever how long);
+//! - before the response head (the version had the turn, whatever how long),
+//!   unless its head comes within [`ANSWER_GRACE`] after the client left
+//!   ([`HeadWait`]): it had answered, and the client left on its own (it
+//!   closed its write side, which hyper, as nginx, takes for gone) or while
+//!   the proxy itself was slow to pass the answer on;
 //! - mid-body, when the proxy had been waiting for the upstream's next body
 //!   bytes for at least [`SILENT_UPSTREAM`] (the version stalled its body).
 //!
@@ -19,6 +23,7 @@
 //! was still sending its body, or left while the upstream's body was
 //! flowing) it is cancelled, neither version's fault.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -43,6 +48,15 @@ use crate::weight::Version;
 /// proxy saw (its timer fired) counts, so a client that leaves while the
 /// proxy itself was stalled does not count against the version.
 pub const SILENT_UPSTREAM: Duration = Duration::from_secs(1);
+
+/// When a client leaves before the response head, how long the version's
+/// exchange goes on to learn whether it had in fact answered: a head that
+/// comes within it was there (or all but) when the client left, and the
+/// client did not leave because of the version (it closed its side at once,
+/// or the proxy itself was held up passing the answer on): cancelled, not a
+/// timeout. Short, so that a version slower than its clients' patience is
+/// still their timeout.
+pub const ANSWER_GRACE: Duration = Duration::from_millis(50);
 
 /// What a request's [`Exchange`] needs of the runtime serving it: its pool, to
 /// give the upstream connection back, and its recorder shard. One per serving
@@ -127,6 +141,15 @@ impl Exchange {
         self.stage = Stage::Done;
     }
 
+    /// The client gave up after `waited` without the version's response
+    /// head: a timeout of the version.
+    fn gave_up(mut self, waited: Duration) {
+        self.lane
+            .recorder
+            .timed_out(self.run, self.version, waited, self.by_route);
+        self.stage = Stage::Done;
+    }
+
     /// The client failed: counted against neither version.
     pub(crate) fn cancel(mut self) {
         self.stage = Stage::Cancel;
@@ -161,6 +184,73 @@ impl Drop for Exchange {
             Stage::Done => {}
         }
         recorder.ended(self.version);
+    }
+}
+
+/// A request's [`Exchange`] while the proxy waits for the version's response
+/// head, with the upstream exchange it waits on.
+///
+/// Dropped before [`HeadWait::settle`] (the client went away), the exchange
+/// is not judged at once: the upstream exchange goes on, on a task of its
+/// own, for [`ANSWER_GRACE`]. A head that comes within it makes the request
+/// cancelled (neither version's fault); none makes it a timeout of the
+/// version, its latency the time until the client left. A client still
+/// sending its body is cancelled at once, as before.
+pub(crate) struct HeadWait<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+{
+    sent: Option<Pin<Box<F>>>,
+    exchange: Option<Exchange>,
+}
+
+impl<F, T, E> HeadWait<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+{
+    pub(crate) fn new(sent: F, exchange: Exchange) -> HeadWait<F, T, E> {
+        HeadWait {
+            sent: Some(Box::pin(sent)),
+            exchange: Some(exchange),
+        }
+    }
+
+    /// The upstream exchange, to be awaited; `None` once settled.
+    pub(crate) fn sent(&mut self) -> Option<&mut Pin<Box<F>>> {
+        self.sent.as_mut()
+    }
+
+    /// The wait is over (an answer, a failure or the upstream timeout): the
+    /// exchange, for the caller to record.
+    pub(crate) fn settle(mut self) -> Option<Exchange> {
+        self.sent = None;
+        self.exchange.take()
+    }
+}
+
+impl<F, T, E> Drop for HeadWait<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+{
+    fn drop(&mut self) {
+        let (Some(sent), Some(exchange)) = (self.sent.take(), self.exchange.take()) else {
+            return;
+        };
+        if exchange.on_client() {
+            return exchange.cancel();
+        }
+        let left = exchange.started.elapsed();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return exchange.gave_up(left);
+        };
+        runtime.spawn(async move {
+            match tokio::time::timeout(ANSWER_GRACE, sent).await {
+                // It had answered: dropped, the upstream connection closes.
+                Ok(Ok(_)) => exchange.cancel(),
+                // It failed or kept the client waiting: the version's.
+                Ok(Err(_)) | Err(_) => exchange.gave_up(left),
+            }
+        });
     }
 }
 

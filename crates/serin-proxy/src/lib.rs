@@ -66,7 +66,7 @@ mod table;
 mod weight;
 
 pub use admin::bearer_matches;
-pub use body::{ResponseBody, SILENT_UPSTREAM};
+pub use body::{ANSWER_GRACE, ResponseBody, SILENT_UPSTREAM};
 pub use latency::empty_histogram;
 pub use prometheus::{
     CONTENT_TYPE as METRICS_CONTENT_TYPE, LATENCY_BOUNDS, RolloutMetrics, encode as encode_metrics,

@@ -449,3 +449,48 @@ async fn a_client_that_leaves_a_fast_body_mid_way_counts_against_neither_version
     assert_eq!(snap.canary.errors(), 0);
     assert_eq!(snap.canary.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_as_the_version_answers_is_not_its_timeout() {
+    // The version answers the moment the client goes away (the client
+    // closed its write side, which the proxy takes for gone as nginx does;
+    // or it gave up while the proxy itself was slow to pass the answer on):
+    // the version did answer, so it is cancelled, not the version's timeout.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let up = upstream(move |_req| {
+        let gate = gate.clone();
+        async move {
+            let _ = gate.acquire().await;
+            Response::new(full("ok"))
+        }
+    })
+    .await;
+    let p = start_proxy(table(&up, &up, 100.0), ProxyOptions::default()).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let proxy = p.proxy.clone();
+    eventually("the request is in flight", || {
+        proxy.recorder().snapshot().canary.in_flight == 1
+    })
+    .await;
+    s.shutdown().await.unwrap();
+    // The proxy closes the connection once it has taken the client for
+    // gone; the version answers just after.
+    let (got, closed) = read_until_close(&mut s, Duration::from_secs(10)).await;
+    assert!(closed && got.is_empty(), "{got}");
+    release.add_permits(1);
+    eventually("the request is recorded", || {
+        proxy.recorder().snapshot().canary.in_flight == 0
+    })
+    .await;
+    let snap = p.proxy.recorder().snapshot();
+    assert_eq!(snap.canary.timed_out, 0);
+    assert_eq!(snap.canary.errors(), 0);
+    assert_eq!(
+        snap.canary.requests_of(StatusClass::Success) + snap.canary.cancelled,
+        1
+    );
+}
