@@ -13,9 +13,10 @@
 //! the client left while the version kept it waiting:
 //! - before the response head (the version had the turn, whatever how long),
 //!   unless its head comes within [`ANSWER_GRACE`] after the client left
-//!   ([`HeadWait`]): it had answered, and the client left on its own (it
-//!   closed its write side, which hyper, as nginx, takes for gone) or while
-//!   the proxy itself was slow to pass the answer on;
+//!   ([`HeadWait`]): it had answered (recorded so, with the head's status),
+//!   and the client left on its own (it closed its write side, which hyper,
+//!   as nginx, takes for gone) or while the proxy itself was slow to pass the
+//!   answer on;
 //! - mid-body, when the proxy had been waiting for the upstream's next body
 //!   bytes for at least [`SILENT_UPSTREAM`] (the version stalled its body).
 //!
@@ -30,6 +31,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -52,11 +54,13 @@ pub const SILENT_UPSTREAM: Duration = Duration::from_secs(1);
 /// When a client leaves before the response head, how long the version's
 /// exchange goes on to learn whether it had in fact answered: a head that
 /// comes within it was there (or all but) when the client left, and the
-/// client did not leave because of the version (it closed its side at once,
-/// or the proxy itself was held up passing the answer on): cancelled, not a
-/// timeout. Short, so that a version slower than its clients' patience is
-/// still their timeout.
-pub const ANSWER_GRACE: Duration = Duration::from_millis(50);
+/// client did not leave because of the version (it closed its write side at
+/// once, or the proxy itself was held up passing the answer on). Such a
+/// request is recorded as answered, with the head's status and the time to
+/// it, so nothing of it is lost: a slow version's latency still counts. Short,
+/// so that a version slower than its clients' patience is still their
+/// timeout.
+pub const ANSWER_GRACE: Duration = Duration::from_millis(200);
 
 /// What a request's [`Exchange`] needs of the runtime serving it: its pool, to
 /// give the upstream connection back, and its recorder shard. One per serving
@@ -193,22 +197,22 @@ impl Drop for Exchange {
 /// Dropped before [`HeadWait::settle`] (the client went away), the exchange
 /// is not judged at once: the upstream exchange goes on, on a task of its
 /// own, for [`ANSWER_GRACE`]. A head that comes within it makes the request
-/// cancelled (neither version's fault); none makes it a timeout of the
-/// version, its latency the time until the client left. A client still
-/// sending its body is cancelled at once, as before.
-pub(crate) struct HeadWait<F, T, E>
+/// answered, with the head's status class and the time to the head; none
+/// makes it a timeout of the version, its latency the time until the client
+/// left. A client still sending its body is cancelled at once, as before.
+pub(crate) struct HeadWait<F, E>
 where
-    F: Future<Output = Result<T, E>> + Send + 'static,
+    F: Future<Output = Result<(Response<Incoming>, Lent), E>> + Send + 'static,
 {
     sent: Option<Pin<Box<F>>>,
     exchange: Option<Exchange>,
 }
 
-impl<F, T, E> HeadWait<F, T, E>
+impl<F, E> HeadWait<F, E>
 where
-    F: Future<Output = Result<T, E>> + Send + 'static,
+    F: Future<Output = Result<(Response<Incoming>, Lent), E>> + Send + 'static,
 {
-    pub(crate) fn new(sent: F, exchange: Exchange) -> HeadWait<F, T, E> {
+    pub(crate) fn new(sent: F, exchange: Exchange) -> HeadWait<F, E> {
         HeadWait {
             sent: Some(Box::pin(sent)),
             exchange: Some(exchange),
@@ -228,9 +232,9 @@ where
     }
 }
 
-impl<F, T, E> Drop for HeadWait<F, T, E>
+impl<F, E> Drop for HeadWait<F, E>
 where
-    F: Future<Output = Result<T, E>> + Send + 'static,
+    F: Future<Output = Result<(Response<Incoming>, Lent), E>> + Send + 'static,
 {
     fn drop(&mut self) {
         let (Some(sent), Some(exchange)) = (self.sent.take(), self.exchange.take()) else {
@@ -245,8 +249,9 @@ where
         };
         runtime.spawn(async move {
             match tokio::time::timeout(ANSWER_GRACE, sent).await {
-                // It had answered: dropped, the upstream connection closes.
-                Ok(Ok(_)) => exchange.cancel(),
+                // It had answered: recorded so; the response is dropped
+                // and its upstream connection closes.
+                Ok(Ok((resp, _lent))) => exchange.answered(StatusClass::of(resp.status())),
                 // It failed or kept the client waiting: the version's.
                 Ok(Err(_)) | Err(_) => exchange.gave_up(left),
             }

@@ -4,7 +4,8 @@
 //! Every request routed to a version ends in exactly one of three ways:
 //! - **answered**: counted by status class, with its latency;
 //! - **timed out**: the client gave up while the version kept it waiting:
-//!   before the version sent its response head, or mid-body when the
+//!   before the version sent its response head (and it sent none within
+//!   [`ANSWER_GRACE`](crate::ANSWER_GRACE) after), or mid-body when the
 //!   upstream had sent nothing for [`SILENT_UPSTREAM`](crate::SILENT_UPSTREAM)
 //!   or more. It counts against the version: an error, in
 //!   [`VersionSnapshot::requests`] and [`VersionSnapshot::errors`], with the
