@@ -9,17 +9,29 @@
 //! [`crate::pool::ForwardBody`].)
 //!
 //! An [`Exchange`] dropped unrecorded (hyper drops the response future or
-//! body when the client goes away) counts as a timeout of its version if the
-//! client was waiting for the version's response head, and as cancelled
-//! (neither version's fault) once the head has come or while the client was
-//! still sending its body.
+//! body when the client goes away) counts as a timeout of its version when
+//! the client left while the version kept it waiting:
+//! - before the response head (the version had the turn, whatever how long),
+//!   unless its head comes within [`ANSWER_GRACE`] after the client left
+//!   ([`HeadWait`]): it had answered (recorded so, with the head's status),
+//!   and the client left on its own (it closed its write side, which hyper,
+//!   as nginx, takes for gone) or while the proxy itself was slow to pass the
+//!   answer on;
+//! - mid-body, when the proxy had been waiting for the upstream's next body
+//!   bytes for at least [`SILENT_UPSTREAM`] (the version stalled its body).
+//!
+//! Its latency is then the time until the client left. Otherwise (the client
+//! was still sending its body, or left while the upstream's body was
+//! flowing) it is cancelled, neither version's fault.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -27,6 +39,28 @@ use crate::pool::{Lent, Pool, Upload};
 use crate::recorder::{Shard, StatusClass};
 use crate::stall::Stall;
 use crate::weight::Version;
+
+/// How long an upstream must have sent nothing of its response body, the
+/// proxy waiting for it, for a client that leaves then to count as a timeout
+/// of the version rather than a cancel. Far longer than the gaps between the
+/// parts of a body that flows (milliseconds), far shorter than the timeouts
+/// clients give up after (seconds): a body stalled for a second when its
+/// client gave up is the version's failure; a client that leaves a flowing
+/// body (it had what it wanted, or was slow itself) is not. Only a wait the
+/// proxy saw (its timer fired) counts, so a client that leaves while the
+/// proxy itself was stalled does not count against the version.
+pub const SILENT_UPSTREAM: Duration = Duration::from_secs(1);
+
+/// When a client leaves before the response head, how long the version's
+/// exchange goes on to learn whether it had in fact answered: a head that
+/// comes within it was there (or all but) when the client left, and the
+/// client did not leave because of the version (it closed its write side at
+/// once, or the proxy itself was held up passing the answer on). Such a
+/// request is recorded as answered, with the head's status and the time to
+/// it, so nothing of it is lost: a slow version's latency still counts. Short,
+/// so that a version slower than its clients' patience is still their
+/// timeout.
+pub const ANSWER_GRACE: Duration = Duration::from_millis(200);
 
 /// What a request's [`Exchange`] needs of the runtime serving it: its pool, to
 /// give the upstream connection back, and its recorder shard. One per serving
@@ -111,9 +145,30 @@ impl Exchange {
         self.stage = Stage::Done;
     }
 
+    /// The client gave up after `waited` without the version's response
+    /// head: a timeout of the version.
+    fn gave_up(mut self, waited: Duration) {
+        self.lane
+            .recorder
+            .timed_out(self.run, self.version, waited, self.by_route);
+        self.stage = Stage::Done;
+    }
+
     /// The client failed: counted against neither version.
     pub(crate) fn cancel(mut self) {
         self.stage = Stage::Cancel;
+    }
+
+    /// The client left while the version's body was stalled: a timeout of
+    /// the version, its latency the time until the client left.
+    fn abandoned_in_silence(mut self) {
+        self.lane.recorder.timed_out(
+            self.run,
+            self.version,
+            self.started.elapsed(),
+            self.by_route,
+        );
+        self.stage = Stage::Done;
     }
 }
 
@@ -133,6 +188,74 @@ impl Drop for Exchange {
             Stage::Done => {}
         }
         recorder.ended(self.version);
+    }
+}
+
+/// A request's [`Exchange`] while the proxy waits for the version's response
+/// head, with the upstream exchange it waits on.
+///
+/// Dropped before [`HeadWait::settle`] (the client went away), the exchange
+/// is not judged at once: the upstream exchange goes on, on a task of its
+/// own, for [`ANSWER_GRACE`]. A head that comes within it makes the request
+/// answered, with the head's status class and the time to the head; none
+/// makes it a timeout of the version, its latency the time until the client
+/// left. A client still sending its body is cancelled at once, as before.
+pub(crate) struct HeadWait<F, E>
+where
+    F: Future<Output = Result<(Response<Incoming>, Lent), E>> + Send + 'static,
+{
+    sent: Option<Pin<Box<F>>>,
+    exchange: Option<Exchange>,
+}
+
+impl<F, E> HeadWait<F, E>
+where
+    F: Future<Output = Result<(Response<Incoming>, Lent), E>> + Send + 'static,
+{
+    pub(crate) fn new(sent: F, exchange: Exchange) -> HeadWait<F, E> {
+        HeadWait {
+            sent: Some(Box::pin(sent)),
+            exchange: Some(exchange),
+        }
+    }
+
+    /// The upstream exchange, to be awaited; `None` once settled.
+    pub(crate) fn sent(&mut self) -> Option<&mut Pin<Box<F>>> {
+        self.sent.as_mut()
+    }
+
+    /// The wait is over (an answer, a failure or the upstream timeout): the
+    /// exchange, for the caller to record.
+    pub(crate) fn settle(mut self) -> Option<Exchange> {
+        self.sent = None;
+        self.exchange.take()
+    }
+}
+
+impl<F, E> Drop for HeadWait<F, E>
+where
+    F: Future<Output = Result<(Response<Incoming>, Lent), E>> + Send + 'static,
+{
+    fn drop(&mut self) {
+        let (Some(sent), Some(exchange)) = (self.sent.take(), self.exchange.take()) else {
+            return;
+        };
+        if exchange.on_client() {
+            return exchange.cancel();
+        }
+        let left = exchange.started.elapsed();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return exchange.gave_up(left);
+        };
+        runtime.spawn(async move {
+            match tokio::time::timeout(ANSWER_GRACE, sent).await {
+                // It had answered: recorded so; the response is dropped
+                // and its upstream connection closes.
+                Ok(Ok((resp, _lent))) => exchange.answered(StatusClass::of(resp.status())),
+                // It failed or kept the client waiting: the version's.
+                Ok(Err(_)) | Err(_) => exchange.gave_up(left),
+            }
+        });
     }
 }
 
@@ -171,7 +294,9 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    /// The upstream's body; `idle` bounds each wait for its next frame.
+    /// The upstream's body; `idle` bounds each wait for its next frame (and
+    /// [`SILENT_UPSTREAM`] marks a wait whose client leaving is the version's
+    /// fault).
     pub(crate) fn upstream(
         body: Incoming,
         lent: Lent,
@@ -181,7 +306,7 @@ impl ResponseBody {
     ) -> ResponseBody {
         exchange.headed();
         ResponseBody {
-            source: Source::Upstream(body, Some(lent), Stall::new(idle)),
+            source: Source::Upstream(body, Some(lent), Stall::noticing(idle, SILENT_UPSTREAM)),
             exchange: Some(exchange),
             class,
         }
@@ -289,6 +414,12 @@ impl Drop for ResponseBody {
             && (self.is_end_stream() || matches!(self.source, Source::Local(_)))
         {
             self.finish(self.class, true);
+        } else if let Source::Upstream(_, _, stall) = &self.source
+            && stall.silent()
+            && let Some(x) = self.exchange.take()
+        {
+            // The client left while the upstream's body was stalled.
+            x.abandoned_in_silence();
         }
     }
 }

@@ -19,7 +19,7 @@
 //!   fields, `X-Forwarded-*`, `Via`) and the request checks hyper leaves to us.
 //! - `body`: the response body, which records the request when sent (or as a
 //!   timeout of its version when the client gives up before the response
-//!   head) and gives its connection back to the pool; it holds the serving
+//!   head or on a body stalled for [`SILENT_UPSTREAM`]) and gives its connection back to the pool; it holds the serving
 //!   runtime's pool and recorder shard, never the proxy.
 //! - `stall`: the idle timeout of both bodies.
 //!
@@ -66,7 +66,7 @@ mod table;
 mod weight;
 
 pub use admin::bearer_matches;
-pub use body::ResponseBody;
+pub use body::{ANSWER_GRACE, ResponseBody, SILENT_UPSTREAM};
 pub use latency::empty_histogram;
 pub use prometheus::{
     CONTENT_TYPE as METRICS_CONTENT_TYPE, LATENCY_BOUNDS, RolloutMetrics, encode as encode_metrics,

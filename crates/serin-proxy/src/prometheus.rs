@@ -39,7 +39,7 @@ pub const LATENCY_BOUNDS: [(&str, u64); 18] = [
 ];
 
 /// The `code` label of requests whose client gave up waiting for the
-/// version's response head ([`VersionSnapshot::timed_out`]).
+/// version's response head or stalled body ([`VersionSnapshot::timed_out`]).
 const TIMEOUT: &str = "timeout";
 
 /// One rollout's figures, as the page shows them.
@@ -61,9 +61,10 @@ pub struct RolloutMetrics<'a> {
 ///
 /// - `serin_requests_total{rollout,version,code}` counter, `code` = `1xx`..`5xx`,
 ///   or `timeout`: the client gave up before the version sent its response
-///   head (an error of the version, like `5xx`; its latency is the time waited)
+///   head, or while its body had been stalled for [`crate::SILENT_UPSTREAM`]
+///   (an error of the version, like `5xx`; its latency is the time waited)
 /// - `serin_requests_cancelled_total{rollout,version}` counter: the client went
-///   away after the response head, or failed sending its body; in no class
+///   away while the response body flowed, or failed sending its body; in no class
 ///   and no latency, against neither version
 /// - `serin_requests_carried_over_total{rollout,version}` counter: requests
 ///   routed in an earlier run that ended after a later run began
@@ -77,7 +78,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         out,
         "serin_requests_total",
         "counter",
-        "Requests answered since the proxy started, by version and status class, except those carried over from one run into the next (serin_requests_carried_over_total); code=\"timeout\": the client gave up waiting for the version's response head (an error).",
+        "Requests answered since the proxy started, by version and status class, except those carried over from one run into the next (serin_requests_carried_over_total); code=\"timeout\": the client gave up waiting for the version's response head, or on a response body the version had stalled for a second (an error).",
     );
     for r in rollouts {
         for (v, s) in versions(r.snapshot) {
@@ -106,7 +107,7 @@ pub fn encode(rollouts: &[RolloutMetrics<'_>], out: &mut String) {
         out,
         "serin_requests_cancelled_total",
         "counter",
-        "Requests whose client went away after the response head, or failed sending its body, since the proxy started; counted against neither version.",
+        "Requests whose client went away while the response body flowed, or failed sending its body, since the proxy started; counted against neither version.",
     );
     for_each_version(rollouts, |r, v, s| {
         line(

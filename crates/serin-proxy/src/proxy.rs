@@ -27,7 +27,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::balance::Balancer;
-use crate::body::{Exchange, Lane, ResponseBody};
+use crate::body::{Exchange, HeadWait, Lane, ResponseBody};
 use crate::failure::{Chain, Failure, WarnLimit};
 use crate::forwarding;
 use crate::pool::{ForwardBody, Pool};
@@ -268,14 +268,20 @@ impl Worker {
         // An intermediary speaks its own version on each hop (RFC 9110 6.2).
         head.version = http::Version::HTTP_11;
 
-        let sent = self
-            .lane
-            .pool
-            .send(version, &table, Request::from_parts(head, body));
-        tokio::pin!(sent);
+        // Owned (not borrowed from this future), so that a client that goes
+        // away before the head leaves it to finish on its own: see HeadWait.
+        let sent = {
+            let (lane, table) = (self.lane.clone(), table.clone());
+            let req = Request::from_parts(head, body);
+            async move { lane.pool.send(version, &table, req).await }
+        };
+        let mut wait = HeadWait::new(sent, exchange);
         let mut deadline = tokio::time::Instant::now() + options.upstream_timeout;
         let answer = loop {
-            match tokio::time::timeout_at(deadline, &mut sent).await {
+            let Some(sent) = wait.sent() else {
+                break None;
+            };
+            match tokio::time::timeout_at(deadline, sent).await {
                 Ok(answer) => break Some(answer),
                 // The head timeout runs only while the upstream has the turn:
                 // while the client is still sending, look again later.
@@ -290,6 +296,10 @@ impl Worker {
                     None => break None,
                 },
             }
+        };
+        let Some(exchange) = wait.settle() else {
+            // HeadWait gives its exchange back exactly once, here.
+            return local(StatusCode::BAD_GATEWAY, Failure::Upstream.body(), None);
         };
         let failure = match answer {
             Some(Ok((resp, lent))) => {

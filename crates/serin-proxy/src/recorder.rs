@@ -3,13 +3,16 @@
 //!
 //! Every request routed to a version ends in exactly one of three ways:
 //! - **answered**: counted by status class, with its latency;
-//! - **timed out**: the client gave up while the version had not yet sent its
-//!   response head. The version kept it waiting, so it counts against the
-//!   version: an error, in [`VersionSnapshot::requests`] and
-//!   [`VersionSnapshot::errors`], with the time waited as its latency;
-//! - **cancelled**: the client went away or failed on its own side (after the
-//!   response head came, or while it was still sending its body); counted on
-//!   its own, against neither version.
+//! - **timed out**: the client gave up while the version kept it waiting:
+//!   before the version sent its response head (and it sent none within
+//!   [`ANSWER_GRACE`](crate::ANSWER_GRACE) after), or mid-body when the
+//!   upstream had sent nothing for [`SILENT_UPSTREAM`](crate::SILENT_UPSTREAM)
+//!   or more. It counts against the version: an error, in
+//!   [`VersionSnapshot::requests`] and [`VersionSnapshot::errors`], with the
+//!   time until the client left as its latency;
+//! - **cancelled**: the client went away or failed on its own side (while the
+//!   response body was flowing, or while it was still sending its own body);
+//!   counted on its own, against neither version.
 //!
 //! # Runs
 //!
@@ -204,7 +207,8 @@ impl Shard {
     }
 
     /// The client of a request of `version` gave up after `waited` without
-    /// the version's response head: an error of the version.
+    /// the version's response head, or with its body stalled: an error of the
+    /// version.
     pub(crate) fn timed_out(&self, run: u64, version: Version, waited: Duration, by_route: bool) {
         let v = self.of(version);
         if self.late(run) {
@@ -216,9 +220,9 @@ impl Shard {
         v.routed(by_route);
     }
 
-    /// A started request of `version` was abandoned by its client (after the
-    /// response head, or while sending its own body): counted on its own,
-    /// against neither version's error rate.
+    /// A started request of `version` was abandoned by its client (while the
+    /// response body flowed, or while sending its own body): counted on its
+    /// own, against neither version's error rate.
     pub(crate) fn cancelled(&self, run: u64, version: Version) {
         let v = self.of(version);
         if self.late(run) {
@@ -369,12 +373,13 @@ pub struct VersionSnapshot {
     /// Requests started and not yet answered in full.
     pub in_flight: u64,
     /// Requests whose client gave up before the version sent its response
-    /// head: errors of the version, in no status class; their latency is the
-    /// time waited.
+    /// head, or while its response body had been stalled for
+    /// [`SILENT_UPSTREAM`](crate::SILENT_UPSTREAM): errors of the version, in
+    /// no status class; their latency is the time until the client left.
     pub timed_out: u64,
-    /// Requests whose client went away after the response head, or failed
-    /// while sending its own body; counted in no class, in no latency and
-    /// against neither version.
+    /// Requests whose client went away while the response body flowed, or
+    /// failed while sending its own body; counted in no class, in no latency
+    /// and against neither version.
     pub cancelled: u64,
     /// Of [`requests`](VersionSnapshot::requests) (answered and timed out),
     /// those a route override (a header or cookie match) sent to this

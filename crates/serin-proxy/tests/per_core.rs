@@ -176,7 +176,13 @@ async fn the_drain_has_a_deadline() {
         .unwrap()
         .unwrap();
     assert!(r.is_err(), "the stuck request's connection was closed");
-    // The version kept it waiting past the drain: its error.
+    // The version kept it waiting past the drain: its error, once the
+    // version has had its ANSWER_GRACE to show it had answered.
+    let proxy = p.proxy.clone();
+    eventually("the request is recorded", || {
+        proxy.recorder().snapshot().stable.in_flight == 0
+    })
+    .await;
     assert_eq!(p.proxy.recorder().snapshot().stable.timed_out, 1);
 }
 

@@ -1,6 +1,7 @@
 //! Waiting, and whose fault it is: a client that gives up on a silent
 //! version, a client that leaves after the answer came, an upstream whose body
-//! stalls, a client whose upload is slow or stalls.
+//! stalls, a client whose upload is slow or stalls, a client that leaves a
+//! body the upstream stalled or one that was flowing.
 
 mod common;
 
@@ -13,9 +14,9 @@ use common::*;
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use serin_proxy::{ProxyOptions, StatusClass};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use serin_proxy::{ProxyOptions, SILENT_UPSTREAM, StatusClass};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// A body that sends `first` and then nothing, ever (and never ends).
 struct Stalls {
@@ -294,4 +295,200 @@ async fn a_client_that_leaves_mid_upload_counts_against_neither_version() {
     assert_eq!(snap.canary.timed_out, 0);
     assert_eq!(snap.canary.requests(), 0);
     assert_eq!(snap.canary.errors(), 0);
+}
+
+/// A plain TCP upstream: for each connection, reads the request head and
+/// hands the stream to `answer`. Aborted (its connections closed) on Drop.
+async fn tcp_upstream<F, Fut>(answer: F) -> Upstream
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            conns.spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                answer(stream).await;
+            });
+        }
+    });
+    Upstream::from_task(addr, task)
+}
+
+/// A client that sends `GET /` and reads what comes for `patience`, then
+/// gives up and closes. Returns what it read.
+async fn impatient_get(addr: std::net::SocketAddr, patience: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(patience, read).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_on_a_stalled_body_counts_against_the_version() {
+    // Issue 17 F4: the canary sends its head and 3 bytes at once, then
+    // nothing; the client gives up long before the upstream body timeout.
+    let stable = named("stable").await;
+    let canary = tcp_upstream(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc")
+            .await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let p = start_proxy(table(&stable, &canary, 100.0), ProxyOptions::default()).await;
+    let got = impatient_get(p.addr, SILENT_UPSTREAM * 2).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.ends_with("abc"), "{got}");
+    let proxy = p.proxy.clone();
+    eventually("the request is recorded", || {
+        proxy.recorder().snapshot().canary.in_flight == 0
+    })
+    .await;
+    let snap = p.proxy.recorder().snapshot();
+    assert_eq!(snap.canary.timed_out, 1);
+    assert_eq!(snap.canary.errors(), 1);
+    assert_eq!(snap.canary.requests(), 1);
+    assert_eq!(snap.canary.cancelled, 0);
+    // Its latency is the time until the client left: over the silence.
+    let silence = u64::try_from(SILENT_UPSTREAM.as_micros()).unwrap();
+    assert!(snap.canary.latency.min() >= silence * 99 / 100);
+    assert_eq!(snap.stable.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_flowing_body_counts_against_neither_version() {
+    // A chunk every 100 ms (never a silence near SILENT_UPSTREAM), for
+    // far longer than the client stays: it leaves mid-body, after longer
+    // than the silence bound, while the body was flowing.
+    let up = tcp_upstream(|mut s| async move {
+        if s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for _ in 0..200 {
+            if s.write_all(b"3\r\nabc\r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = s.write_all(b"0\r\n\r\n").await;
+    })
+    .await;
+    let p = start_proxy(table(&up, &up, 100.0), ProxyOptions::default()).await;
+    let got = impatient_get(p.addr, SILENT_UPSTREAM * 2).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.matches("abc").count() >= 2, "{got}");
+    let proxy = p.proxy.clone();
+    eventually("the request is recorded", || {
+        proxy.recorder().snapshot().canary.in_flight == 0
+    })
+    .await;
+    let snap = p.proxy.recorder().snapshot();
+    assert_eq!(snap.canary.cancelled, 1);
+    assert_eq!(snap.canary.timed_out, 0);
+    assert_eq!(snap.canary.requests(), 0);
+    assert_eq!(snap.canary.errors(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_fast_body_mid_way_counts_against_neither_version() {
+    // The upstream sends 8 MiB at once; the client reads a little and
+    // leaves: the proxy was waiting on the client, never on the upstream.
+    let up = tcp_upstream(|mut s| async move {
+        let len = 8 << 20;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+        if s.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let _ = s.write_all(&vec![b'x'; len]).await;
+    })
+    .await;
+    let p = start_proxy(table(&up, &up, 100.0), ProxyOptions::default()).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    drop(s);
+    let proxy = p.proxy.clone();
+    eventually("the request is recorded", || {
+        proxy.recorder().snapshot().canary.in_flight == 0
+    })
+    .await;
+    let snap = p.proxy.recorder().snapshot();
+    assert_eq!(snap.canary.cancelled, 1);
+    assert_eq!(snap.canary.errors(), 0);
+    assert_eq!(snap.canary.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_as_the_version_answers_is_not_its_timeout() {
+    // The version answers the moment the client goes away (the client
+    // closed its write side, which the proxy takes for gone as nginx does;
+    // or it gave up while the proxy itself was slow to pass the answer on):
+    // the version did answer, so it is recorded answered, not its timeout.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let up = upstream(move |_req| {
+        let gate = gate.clone();
+        async move {
+            let _ = gate.acquire().await;
+            Response::new(full("ok"))
+        }
+    })
+    .await;
+    let p = start_proxy(table(&up, &up, 100.0), ProxyOptions::default()).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let proxy = p.proxy.clone();
+    eventually("the request is in flight", || {
+        proxy.recorder().snapshot().canary.in_flight == 1
+    })
+    .await;
+    s.shutdown().await.unwrap();
+    // The proxy closes the connection once it has taken the client for
+    // gone; the version answers just after.
+    let (got, closed) = read_until_close(&mut s, Duration::from_secs(10)).await;
+    assert!(closed && got.is_empty(), "{got}");
+    release.add_permits(1);
+    eventually("the request is recorded", || {
+        proxy.recorder().snapshot().canary.in_flight == 0
+    })
+    .await;
+    let snap = p.proxy.recorder().snapshot();
+    assert_eq!(snap.canary.timed_out, 0);
+    assert_eq!(snap.canary.errors(), 0);
+    assert_eq!(snap.canary.requests_of(StatusClass::Success), 1);
+    assert_eq!(snap.canary.cancelled, 0);
 }

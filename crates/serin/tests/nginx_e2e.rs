@@ -9,6 +9,7 @@
 //! also records which version answered and when.
 
 mod common;
+mod stalling_canary;
 
 use common::hooks;
 
@@ -886,4 +887,70 @@ fn after_a_rollback_exits_nginx_no_longer_answers_from_the_canary() {
     );
     let answered = after.iter().filter(|(s, _)| *s == 200).count();
     assert_eq!(answered, after.len(), "every request answered: {after:?}");
+}
+
+/// Issue 17 F4 with nginx: a canary that sends its head at once and stalls
+/// the body of half its requests, under load whose clients give up after
+/// 2 s. nginx logs each such request 499 with the upstream's 200 and its
+/// connection open to the end (`$upstream_response_time` = `$request_time`):
+/// a timeout of the canary, so it is rolled back on its error rate rather
+/// than promoted on the healthy half.
+#[test]
+fn a_canary_that_stalls_half_its_bodies_is_rolled_back_on_nginx_access_log_metrics() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let canary = stalling_canary::stalling_canary();
+    let port = free_port();
+    let name = "bstall";
+    // The error rate decides (the p95 ceiling is above the clients' 2 s).
+    let yaml = Rollout::new(name, local(port), stable, canary)
+        .traffic(&format!(
+            "  provider: nginx
+  nginx:
+    include: {include}
+    test: {test}
+    reload: {reload}
+    accessLog: {log}
+",
+            include = nginx.include(&format!("serin-{name}")).display(),
+            test = nginx_test(&nginx),
+            reload = nginx.command(&["-s", "reload"]).join(" "),
+            log = nginx.dir.join(format!("logs/serin-{name}.json")).display(),
+        ))
+        .steps("  - setWeight: 50\n  - pause: { duration: 8s }\n  - setWeight: 100\n  - pause: { duration: 4s }\n")
+        .latency_p95("5s")
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let run = spawn_run(&file, dir.path());
+    wait_served(local(port));
+    let mut load = common::serin::serin();
+    load.args([
+        "load",
+        &format!("http://127.0.0.1:{port}/"),
+        "--rps",
+        "100",
+        "--duration",
+        "30s",
+        "--timeout",
+        "2s",
+    ]);
+    let _load = Proc::spawn(load, false);
+    let output = run.wait_output(Duration::from_secs(60));
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{out}");
+    assert!(out.contains("rolled back"), "{out}");
+    assert!(!out.contains("promoted: v2"), "{out}");
+    assert!(
+        out.contains("canary error rate"),
+        "the reason names the error rate: {out}"
+    );
+    // What nginx logged for the stalled requests: 499 after the canary's 200.
+    let log = std::fs::read_to_string(nginx.dir.join(format!("logs/serin-{name}.json"))).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("\"status\":\"499\"")
+            && l.contains("\"upstream_status\":\"200\"")
+            && l.contains("\"version\":\"canary\"")),
+        "{log}"
+    );
 }

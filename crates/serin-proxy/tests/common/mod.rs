@@ -36,6 +36,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// An upstream served by `task` on `addr`.
+    pub fn from_task(addr: SocketAddr, task: JoinHandle<()>) -> Upstream {
+        Upstream { addr, task }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -21,10 +21,25 @@
 //! long as every line counted has said (lines written by an older serin do
 //! not: then it is `None`, unknown, never a guess).
 //!
-//! Errors are 5xx and timeouts: a 499 (the client closed the connection)
-//! before the version answered (`$upstream_status` `-`) is a client that
-//! gave up waiting on it, counted against it as the built-in proxy counts
-//! one; a 499 after it answered counts against neither version.
+//! Errors are 5xx and timeouts. A request whose client went away before the
+//! end (nginx's 499, or a status below 500 with `$request_completion` not
+//! `OK`: nginx logs the status it had sent when bytes of the body had gone
+//! out) is:
+//! - a timeout of the version when the version had not answered
+//!   (`$upstream_status` `-`): the client gave up waiting on it;
+//! - a timeout of the version when it had answered but was still sending its
+//!   body when the client left (its connection ended with the request:
+//!   `$upstream_response_time` within [`STILL_SENDING`] of `$request_time`)
+//!   and the request had lasted at least [`SILENT_UPSTREAM`], the built-in
+//!   proxy's bound: a body that stalled (or still trickled) for a second
+//!   when its client gave up;
+//! - otherwise counted against neither version: the upstream had delivered
+//!   its whole body and the client left on its own (or was slow itself).
+//!
+//! The latency of such a timeout is `$request_time`, the time until the
+//! client left. Unlike the built-in proxy, nginx's log cannot tell a stalled
+//! body from one still trickling in: a client that leaves a body still
+//! coming after a second counts against the version either way.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -34,6 +49,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use serin_analysis::{Histogram, Totals};
+
+use serin_proxy::SILENT_UPSTREAM;
 
 use super::default_bounds_ms;
 use crate::controller::seams::{BoxFuture, MetricSource, Snapshot};
@@ -49,6 +66,15 @@ struct Line {
     /// comma-separated, when nginx tried more than one.
     #[serde(default)]
     upstream_status: Option<String>,
+    /// `$upstream_response_time`: seconds from the upstream connection's
+    /// start to its end; several values when nginx tried more than one.
+    #[serde(default)]
+    upstream_response_time: Option<String>,
+    /// `$request_completion`: `OK` when the whole response was sent, empty
+    /// when the client went away first; missing in lines of a file written
+    /// before serin logged it (then only a 499 says the client left).
+    #[serde(default)]
+    request_completion: Option<String>,
     /// `"1"` when a route override sent the request, `"0"` when the weight
     /// did; missing in lines of a file written before serin logged it.
     #[serde(default)]
@@ -75,10 +101,37 @@ const CLIENT_CLOSED: u16 = 499;
 /// counted against it, as the built-in proxy counts one; once it had, the
 /// client left on its own and the request counts against neither.
 fn answered_before_client_closed(upstream_status: Option<&str>) -> bool {
-    upstream_status
-        .and_then(|s| s.rsplit(',').next())
-        .and_then(|last| last.trim().parse::<u16>().ok())
+    last_value(upstream_status)
+        .and_then(|last| last.parse::<u16>().ok())
         .is_some_and(|code| (100..600).contains(&code) && code != CLIENT_CLOSED)
+}
+
+/// How close `$upstream_response_time` must be to `$request_time` for the
+/// upstream to have been still sending when the client left. When nginx
+/// ends a request because its client left, it ends the upstream's exchange
+/// at the same millisecond: the two differ only by the time before nginx
+/// connected to the upstream (reading the request, a few milliseconds for a
+/// GET). An upstream that had finished first differs by the time the client
+/// took to read what nginx had buffered.
+const STILL_SENDING: f64 = 0.1;
+
+/// The last of nginx's comma- (or colon-) separated values of an upstream
+/// variable: the upstream that served the request.
+fn last_value(value: Option<&str>) -> Option<&str> {
+    value
+        .and_then(|s| s.rsplit([',', ':']).next())
+        .map(str::trim)
+}
+
+/// Whether a request whose client left after the version answered counts
+/// against the version: its upstream was still sending when the client left
+/// (see [`STILL_SENDING`]) after at least [`SILENT_UPSTREAM`].
+fn left_while_still_sending(request_time: f64, upstream_response_time: Option<&str>) -> bool {
+    let Some(upstream) = last_value(upstream_response_time).and_then(|t| t.parse::<f64>().ok())
+    else {
+        return false;
+    };
+    request_time >= SILENT_UPSTREAM.as_secs_f64() && request_time - upstream <= STILL_SENDING
 }
 
 /// Tails a JSON access log.
@@ -233,9 +286,18 @@ impl NginxLogSource {
         let parsed = serde_json::from_slice::<Line>(raw).ok().and_then(|l| {
             let status: u16 = l.status.parse().ok()?;
             let seconds: f64 = l.request_time.parse().ok()?;
-            Some((l.version, status, seconds, l.upstream_status, l.routed))
+            // The client went away before the end: a 499, or (when nginx
+            // had sent bytes of the body) the status sent, not completed. A
+            // 5xx sent is the version's error whether the client stayed or not.
+            let left = status == CLIENT_CLOSED
+                || (status < 500 && l.request_completion.as_deref().is_some_and(|c| c != "OK"));
+            // Whose fault: see the module docs.
+            let timed_out = left
+                && (!answered_before_client_closed(l.upstream_status.as_deref())
+                    || left_while_still_sending(seconds, l.upstream_response_time.as_deref()));
+            Some((l.version, status, seconds, left, timed_out, l.routed))
         });
-        let Some((version, status, seconds, upstream_status, routed)) = parsed else {
+        let Some((version, status, seconds, left, timed_out, routed)) = parsed else {
             self.skipped += 1;
             if self.skipped.is_power_of_two() {
                 tracing::warn!(log = %self.path.display(), skipped = self.skipped, "access log line not in serin's format, skipped");
@@ -254,9 +316,8 @@ impl NginxLogSource {
                 return;
             }
         };
-        let timed_out = status == CLIENT_CLOSED;
-        if timed_out && answered_before_client_closed(upstream_status.as_deref()) {
-            return; // answered, then the client left: neither
+        if left && !timed_out {
+            return; // answered, then the client left on its own: neither
         }
         totals.requests += 1;
         let by_route = match routed.as_deref() {
@@ -478,6 +539,68 @@ mod tests {
         let h = c.latency.as_ref().unwrap();
         let at_1s = h.le_ms.iter().position(|&le| le == 1000.0).unwrap();
         assert_eq!(h.counts[at_1s], 1, "the waits count with the time waited");
+    }
+
+    /// What nginx 1.22 logged (one request each, `curl -m 2`, or `-m 0.5
+    /// --limit-rate 100k` for the last) for an upstream that sent its head
+    /// and 3 bytes then stalled (499: nothing had gone out), one that sent
+    /// 20 000 bytes then stalled (200 as sent, not completed), one that
+    /// trickled 3 bytes every 100 ms, and a fast 50 MB one whose slow client
+    /// left (the upstream done at 0.244 s).
+    #[test]
+    fn a_client_that_left_a_stalled_body_is_a_timeout_of_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.json");
+        std::fs::write(&path, "").unwrap();
+        let mut src = NginxLogSource::new(path.clone());
+        let left = |version: &str, status: u16, rt: &str, urt: &str| {
+            format!(
+                "{{\"version\":\"{version}\",\"status\":\"{status}\",\"request_time\":\"{rt}\",\
+                 \"upstream_response_time\":\"{urt}\",\"upstream_status\":\"200\",\
+                 \"request_completion\":\"\",\"routed\":\"0\"}}\n"
+            )
+        };
+        let complete = |status: u16| {
+            format!(
+                "{{\"version\":\"stable\",\"status\":\"{status}\",\"request_time\":\"0.010\",\
+                 \"upstream_response_time\":\"0.010\",\"upstream_status\":\"{status}\",\
+                 \"request_completion\":\"OK\",\"routed\":\"0\"}}\n"
+            )
+        };
+        append(
+            &path,
+            &(left("canary", 499, "2.002", "2.002")
+                + &left("canary", 200, "2.001", "2.000")
+                + &left("canary", 499, "1.999", "1.998")
+                // Two tries, the last still sending.
+                + &left("canary", 499, "2.500", "0.001, 2.499")
+                // Still sending, but the client left before the bound.
+                + &left("stable", 499, "0.300", "0.300")
+                // The upstream had finished; the client was slow.
+                + &left("stable", 200, "0.499", "0.244")
+                + &left("stable", 200, "3.000", "0.500")
+                // A 5xx sent is an error, the client there or not.
+                + &left("stable", 503, "0.020", "0.010")
+                + &complete(200)
+                + &complete(500)),
+        );
+        src.poll().unwrap();
+        let c = &src.totals.canary;
+        assert_eq!((c.requests, c.errors), (4, 4), "every stalled body");
+        assert_eq!(c.client_errors, Some(0));
+        let h = c.latency.as_ref().unwrap();
+        let at_1s = h.le_ms.iter().position(|&le| le == 1000.0).unwrap();
+        assert_eq!(
+            h.counts[at_1s], 0,
+            "each with the time until the client left"
+        );
+        let st = &src.totals.stable;
+        assert_eq!(
+            (st.requests, st.errors),
+            (3, 2),
+            "the 503 and the complete 200 and 500; the client's leavings in none"
+        );
+        assert_eq!(src.skipped, 0);
     }
 
     #[test]

@@ -232,7 +232,7 @@ pub fn render(config: &NginxConfig, weight: Weight) -> String {
         "log_format serin_{id} escape=json '{{\"time\":\"$time_iso8601\",\"version\":\"$serin_{id}_version\",\
          \"status\":\"$status\",\"request_time\":\"$request_time\",\
          \"upstream_response_time\":\"$upstream_response_time\",\"upstream_status\":\"$upstream_status\",\
-         \"routed\":\"{routed}\"}}';\n"
+         \"request_completion\":\"$request_completion\",\"routed\":\"{routed}\"}}';\n"
     );
     let _ = write!(
         f,
