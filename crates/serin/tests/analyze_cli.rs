@@ -95,6 +95,29 @@ fn bad_input_names_the_line_and_exits_2() {
     }
 }
 
+/// An input without line ends (`/dev/zero`) is refused after a bounded
+/// read, not read until memory runs out (an outside breaker saw exit 134
+/// under a memory limit).
+#[test]
+fn an_endless_line_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "rollout.yaml", CONFIG);
+    let mut cmd = serin();
+    cmd.args([
+        "analyze",
+        "/dev/zero",
+        "--config",
+        &config.display().to_string(),
+    ]);
+    let o = common::serin::Proc::spawn(cmd, true).wait_output(std::time::Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("/dev/zero:1: longer than 1024 KiB"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// `serin analyze … | head -1` in a CI script with `pipefail`: the verdict is
 /// the exit code, so a reader that went away must not turn a fail into 0
 /// (it did: the write panicked and the closed-pipe hook exited 0).

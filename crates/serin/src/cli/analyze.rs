@@ -95,16 +95,44 @@ pub struct Outcome {
     pub verdicts: Vec<Entry>,
 }
 
+/// The longest input line read: an observation is well under a KiB, its
+/// histogram included.
+const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// The most lines read: a day of one-second intervals, with room.
+const MAX_LINES: usize = 1_000_000;
+
 /// Judges `input` (JSON lines) with `judge`; `origin` names the input in errors.
-pub fn analyze(mut judge: Judge, input: impl BufRead, origin: &str) -> anyhow::Result<Outcome> {
+pub fn analyze(mut judge: Judge, mut input: impl BufRead, origin: &str) -> anyhow::Result<Outcome> {
     let mut lines: Vec<(usize, Line)> = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|e| invalid(format!("{origin}:{n}: cannot read: {e}")))?;
+    let mut raw = Vec::new();
+    for n in 1.. {
+        if n > MAX_LINES {
+            return Err(invalid(format!(
+                "{origin}: more than {MAX_LINES} lines (expected one observation per interval; split the recording)"
+            )));
+        }
+        raw.clear();
+        // Bounded: a line without an end (`/dev/zero`) is refused, not read
+        // until memory runs out.
+        let mut limited = std::io::Read::take(&mut input, MAX_LINE_BYTES as u64 + 1);
+        let read = limited
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| invalid(format!("{origin}:{n}: cannot read: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        if raw.len() > MAX_LINE_BYTES {
+            return Err(invalid(format!(
+                "{origin}:{n}: longer than {} KiB (expected one JSON object per line)",
+                MAX_LINE_BYTES / 1024
+            )));
+        }
+        let line = std::str::from_utf8(&raw)
+            .map_err(|e| invalid(format!("{origin}:{n}: not UTF-8 text: {e}")))?;
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line).map_err(|e| {
+        let parsed: Line = serde_json::from_str(line).map_err(|e| {
             invalid(format!(
                 "{origin}:{n}: expected a JSON object with t, stable and canary (docs/judge.md, `serin analyze` input): {e}"
             ))
