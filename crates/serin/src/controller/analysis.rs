@@ -72,6 +72,11 @@ pub struct LiveAnalysis {
     /// it has not been judged yet: when the judge goes on from it (the
     /// counters moved for good), the interval's numbers start there too.
     refused: Option<Snapshot>,
+    /// The base a new stage replaced before an interval was judged from
+    /// it: the next interval's numbers start there, so the requests between
+    /// the last interval and the step change are in a sample too (a report
+    /// lost a whole interval at every step change).
+    sample_from: Option<Snapshot>,
     /// The clock observations are timed by.
     started: std::time::Instant,
     /// While canary requests are in flight: the canary's request count when
@@ -91,6 +96,7 @@ impl LiveAnalysis {
             judge: Judge::new(config)?,
             last: None,
             refused: None,
+            sample_from: None,
             started: std::time::Instant::now(),
             canary_answered: None,
         })
@@ -147,7 +153,10 @@ impl Analysis for LiveAnalysis {
                 Ok((s, o)) => {
                     // A refused (implausible) start leaves the base where it was.
                     if self.judge.begin_stage(&o) {
-                        self.last = Some(s);
+                        let before = self.last.replace(s);
+                        if self.sample_from.is_none() {
+                            self.sample_from = before;
+                        }
                     }
                 }
                 Err(e) => {
@@ -189,6 +198,7 @@ impl Analysis for LiveAnalysis {
             if backwards {
                 // A counter went backwards: start over from these numbers.
                 self.refused = None;
+                self.sample_from = None;
                 if self.judge.begin_stage(&current) {
                     self.last = Some(now);
                 }
@@ -208,7 +218,10 @@ impl Analysis for LiveAnalysis {
             let refused = self.refused.take();
             let sample = match (judged.from_refused, &refused) {
                 (true, Some(r)) => since(r),
-                _ => interval,
+                _ => match self.sample_from.take() {
+                    Some(from) => since(&from).or(interval),
+                    None => interval,
+                },
             };
             self.last = Some(now);
             Analysed {
@@ -490,6 +503,42 @@ mod tests {
             "the interval from the refused reading: {}",
             moved.reason
         );
+    }
+
+    /// A step change between two intervals starts the judge's stage from
+    /// its own reading; the next interval's numbers still start where the
+    /// last interval ended, so no request is missing from the samples.
+    #[tokio::test]
+    async fn the_requests_before_a_step_change_are_in_the_next_sample() {
+        let script = [
+            s(1000, (100, 0)),
+            s(1500, (150, 0)),
+            s(1900, (250, 0)),
+            s(2600, (450, 0)),
+            s(3000, (550, 0)),
+        ];
+        let mut a = LiveAnalysis::new(
+            Box::new(Scripted(script.into_iter().map(Ok).collect())),
+            Config {
+                min_requests: 20,
+                latency_p95: Limit::NONE,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        a.begin_stage(Weight::from_percent(10.0).unwrap()).await;
+        let first = a.analyse(false).await.sample.expect("numbers");
+        assert_eq!((first.stable.requests, first.canary.requests), (500, 50));
+        // The step changes at 1900 (400 and 100 requests since 1500).
+        a.begin_stage(Weight::from_percent(25.0).unwrap()).await;
+        let second = a.analyse(false).await.sample.expect("numbers");
+        assert_eq!(
+            (second.stable.requests, second.canary.requests),
+            (1100, 300),
+            "from 1500, not from the step change at 1900"
+        );
+        let third = a.analyse(false).await.sample.expect("numbers");
+        assert_eq!((third.stable.requests, third.canary.requests), (400, 100));
     }
 
     /// With a baseline, each interval carries its numbers too, counted
