@@ -195,6 +195,9 @@ struct Ctx {
     runs: Mutex<HashMap<Key, Run>>,
     /// Failed reconciles in a row, per Rollout (the backoff).
     failures: Mutex<HashMap<Key, u32>>,
+    /// The Rollouts skipped for a status this version cannot read, with
+    /// the resourceVersion last reported (one WARN and Event per change).
+    unreadable: Mutex<HashMap<Key, String>>,
 }
 
 impl Ctx {
@@ -267,6 +270,7 @@ pub async fn run(
         stores: tokio::sync::Mutex::new(HashMap::new()),
         runs: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        unreadable: Mutex::new(HashMap::new()),
     });
     // Losing the lead stops every run before anything else is written.
     let mut leader = options.leader.clone();
@@ -354,6 +358,9 @@ async fn reconcile(r: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, ReconcileEr
     let ns = r.metadata.namespace.clone().unwrap_or_default();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
     let key = key_of(&r);
+    if let Some(action) = skip_unreadable(&r, &ctx).await {
+        return Ok(action);
+    }
     let answer = finalizer(&api, FINALIZER, r, |event| async {
         match event {
             Finalized::Apply(r) => {
@@ -379,6 +386,57 @@ async fn reconcile(r: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, ReconcileEr
         f.remove(&key);
     }
     answer
+}
+
+/// A Rollout whose status has fields this version cannot read (a hand
+/// edit, a newer serin's status) is not acted on: its run cannot be
+/// resumed from what was written, and writing the status would lose what
+/// is there. Said once per change of the object (a WARN and a Warning
+/// Event naming the fields), then waited on; a deleted one is still
+/// cleaned up. The other Rollouts are controlled as usual.
+async fn skip_unreadable(r: &Rollout, ctx: &Ctx) -> Option<Action> {
+    let key = key_of(r);
+    let fields = r
+        .status
+        .as_ref()
+        .map(|s| s.unreadable.as_slice())
+        .unwrap_or_default();
+    if fields.is_empty() || r.metadata.deletion_timestamp.is_some() {
+        if let Ok(mut u) = ctx.unreadable.lock()
+            && u.remove(&key).is_some()
+        {
+            tracing::info!(rollout = %key.1, namespace = %key.0, "the Rollout's status reads again: controlled again");
+        }
+        return None;
+    }
+    let rv = r.metadata.resource_version.clone().unwrap_or_default();
+    let new = ctx
+        .unreadable
+        .lock()
+        .map(|mut u| u.insert(key.clone(), rv.clone()).as_deref() != Some(rv.as_str()))
+        .unwrap_or(true);
+    if new {
+        let shown: Vec<&str> = fields.iter().take(3).map(String::as_str).collect();
+        let more = fields.len().saturating_sub(shown.len());
+        let note = format!(
+            "not controlled: status fields this version of serin cannot read: {}{}; fix or remove \
+             them (kubectl patch --subresource=status), or run the serin version that wrote them",
+            shown.join("; "),
+            if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            }
+        );
+        tracing::warn!(rollout = %key.1, namespace = %key.0, resource_version = %rv, "{note}");
+        if let Ok(store) = ctx.store(&key).await {
+            store
+                .event(true, "StatusUnreadable", "Reconcile", &note)
+                .await;
+        }
+        ctx.stores.lock().await.remove(&key);
+    }
+    Some(Action::requeue(Duration::from_secs(60)))
 }
 
 fn key_of(r: &Rollout) -> Key {

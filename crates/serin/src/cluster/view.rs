@@ -424,7 +424,21 @@ fn steps_of(r: &DynamicObject, spec: Option<RolloutSpec>) -> Option<usize> {
     typed.check().ok().map(|c| c.steps.len())
 }
 
-/// One Rollout as its status says.
+/// The reason of a Rollout whose status has fields this version cannot
+/// read: the controller does not act on it.
+fn unreadable_reason(fields: &[String]) -> String {
+    let names: Vec<&str> = fields
+        .iter()
+        .map(|f| f.split(':').next().unwrap_or(f))
+        .collect();
+    format!(
+        "not controlled: status field(s) {} cannot be read by this serin",
+        names.join(", ")
+    )
+}
+
+/// One Rollout as its status says (field by field: a field that cannot be
+/// read is left out, the others shown).
 pub fn view_of(r: &DynamicObject) -> RolloutView {
     let s: RolloutStatus = r
         .data
@@ -463,7 +477,11 @@ pub fn view_of(r: &DynamicObject) -> RolloutView {
         },
         last_verdict: s.last_verdict.clone(),
         last_reason: s.last_reason.clone(),
-        reason: s.reason.clone().or_else(|| s.summary()),
+        reason: if s.unreadable.is_empty() {
+            s.reason.clone().or_else(|| s.summary())
+        } else {
+            Some(unreadable_reason(&s.unreadable))
+        },
         message: s.message.clone(),
         last_run: s.last_run.clone(),
         conditions: s.conditions.clone(),
@@ -525,5 +543,35 @@ mod tests {
         assert_eq!(v.phase, "Progressing");
         assert_eq!(v.steps, None);
         assert_eq!(v.weight, Some(5.0));
+    }
+
+    #[test]
+    fn a_status_field_this_version_cannot_read_hides_only_that_field() {
+        let v = view_of(&object(serde_json::json!({
+            "phase": "Paused", "run": -1, "step": 2, "weight": 20.0, "canaryVersion": "v2"
+        })));
+        assert_eq!(v.phase, "Paused");
+        assert_eq!(v.run, None);
+        assert_eq!((v.step, v.weight), (Some(2), Some(20.0)));
+        assert_eq!(v.canary.version.as_deref(), Some("v2"));
+        let reason = v.reason.unwrap();
+        assert!(
+            reason.contains("not controlled") && reason.contains("run"),
+            "{reason}"
+        );
+        let s: RolloutStatus =
+            serde_json::from_value(serde_json::json!({ "run": -1, "step": "x", "phase": "Idle" }))
+                .unwrap();
+        assert_eq!(s.phase.as_deref(), Some("Idle"));
+        assert_eq!(s.unreadable.len(), 2, "{:?}", s.unreadable);
+        assert!(s.unreadable.iter().any(|f| f.starts_with("run: ")));
+        // A readable status round-trips without the marker.
+        let ok: RolloutStatus =
+            serde_json::from_value(serde_json::json!({ "run": 3, "phase": "Idle" })).unwrap();
+        assert!(ok.unreadable.is_empty());
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            serde_json::json!({ "run": 3, "phase": "Idle" })
+        );
     }
 }
