@@ -128,3 +128,80 @@ async fn a_rollout_with_an_unreadable_status_is_skipped_and_the_others_stay_cont
         "{v}"
     );
 }
+
+/// SIGCONT for a sim stopped with SIGSTOP, also when the test fails.
+struct Stopped(String);
+
+impl Stopped {
+    fn stop(sim: &KubeSim) -> Stopped {
+        let pid = sim.info["pid"].as_u64().unwrap().to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+fn controller_of(v: &serde_json::Value) -> (Option<String>, bool) {
+    (
+        v["controller"]["leader"].as_str().map(str::to_string),
+        v["controller"]["leads"].as_bool().unwrap_or(false),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_api_server_hangs_the_view_says_it_is_stale_and_names_no_leader() {
+    let sim = KubeSim::start(&["--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let client = sim.client().await;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "shop");
+    let dir = tempfile::tempdir().unwrap();
+    let (_serin, log, addr) = serve_as(&sim, &dir.path().join("a"), "serin-0");
+    nginx_rollout_at_rest(&sim, &api, json!([{ "setWeight": 20 }]), &log).await;
+    let list = |addr| {
+        let a = common::http::get(addr, "/api/v1/kubernetes/rollouts");
+        assert_eq!(a.status, 200, "{}", a.body);
+        serde_json::from_str::<serde_json::Value>(&a.body).unwrap()
+    };
+    let limit = Duration::from_secs(40);
+    until(limit, &log, async || {
+        let v = list(addr);
+        (v["watchError"].is_null() && controller_of(&v) == (Some("serin-0".into()), true))
+            .then_some(())
+    })
+    .await;
+
+    // The API server hangs (its sockets accept, nothing answers).
+    let stopped = Stopped::stop(&sim);
+    let stale = until(limit, &log, async || {
+        let v = list(addr);
+        let (leader, leads) = controller_of(&v);
+        // Never "led by serin-0" on a replica that says it does not lead.
+        assert!(leads || leader.is_none(), "{v}");
+        let error = v["watchError"].as_str()?.to_string();
+        (!leads && leader.is_none()).then_some(error)
+    })
+    .await;
+    assert!(stale.contains("no answer from the API server"), "{stale}");
+    // The Rollouts are still shown, as last seen.
+    assert_eq!(list(addr)["rollouts"][0]["name"], "checkout");
+    drop(stopped);
+
+    // Back: fresh again, and this replica leads and says so.
+    until(Duration::from_secs(60), &log, async || {
+        let v = list(addr);
+        (v["watchError"].is_null() && controller_of(&v) == (Some("serin-0".into()), true))
+            .then_some(())
+    })
+    .await;
+}
