@@ -271,7 +271,9 @@ async fn ctrl_c_while_waiting_for_an_answer_says_the_request_is_still_pending() 
     ))
     .unwrap();
     api.create(&PostParams::default(), &r).await.unwrap();
-    // No controller runs: the CLI waits; Ctrl-C once the request is written.
+    mark_seen(&sim, "checkout");
+    // No controller runs now: the CLI waits; Ctrl-C once the request is
+    // written.
     let child = common::serin::serin()
         .args([
             "pause",

@@ -268,3 +268,23 @@ pub fn kubectl_create(sim: &KubeSim, dir: &Path, object: &Value) {
     std::fs::write(&file, object.to_string()).unwrap();
     kubectl_ok(sim, &["create", "-f", &file.display().to_string()]);
 }
+
+/// Writes the status a controller that saw Rollout `name` and then
+/// stopped leaves (phase Idle): the CLI writes requests only on a
+/// Rollout some controller has seen.
+pub fn mark_seen(sim: &KubeSim, name: &str) {
+    kubectl_ok(
+        sim,
+        &[
+            "patch",
+            "rollouts.serin.dev",
+            name,
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Idle","observedGeneration":1}}"#,
+        ],
+    );
+}
