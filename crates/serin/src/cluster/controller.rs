@@ -619,7 +619,16 @@ fn set_no_run(s: &mut RolloutStatus, generation: Option<i64>, reason: &str, mess
         && phase != IDLE
         && phase != INVALID_SPEC
     {
-        let how = s.message.clone().unwrap_or_default();
+        // The advice to fix or revert the template is stale once there is
+        // no run; a revert is said as what happened.
+        let written = s.message.clone().unwrap_or_default();
+        let mut how = written
+            .strip_suffix(&format!("; {}", super::status::FIX_OR_REVERT))
+            .unwrap_or(&written)
+            .to_string();
+        if message == REVERTED {
+            how.push_str("; git's pod template was then reverted to the running one");
+        }
         let ended = match phase {
             "RolledBack" => "rolled back".to_string(),
             "Succeeded" => "promoted".to_string(),
@@ -1380,9 +1389,10 @@ mod tests {
             canary_version: Some("v1.3.0".into()),
             last_verdict: Some("fail".into()),
             last_reason: Some("error rate 30 % > 5 %".into()),
-            message: Some(
-                "error rate 30 % > 5 %; git's pod template must be fixed or reverted".into(),
-            ),
+            message: Some(format!(
+                "error rate 30 % > 5 %; {}",
+                super::super::status::FIX_OR_REVERT
+            )),
             ..RolloutStatus::default()
         };
         set_no_run(&mut s, Some(4), "Idle", REVERTED);
@@ -1392,13 +1402,13 @@ mod tests {
             (None, None, None)
         );
         assert_eq!(s.message.as_deref(), Some(REVERTED));
+        let last = s.last_run.as_deref().unwrap();
+        assert!(last.starts_with("run 2 rolled back: error rate"), "{last}");
+        // Not the advice of the rollback, which the revert followed.
+        assert!(!last.contains("must be fixed"), "{last}");
         assert!(
-            s.last_run
-                .as_deref()
-                .unwrap()
-                .starts_with("run 2 rolled back: error rate"),
-            "{:?}",
-            s.last_run
+            last.ends_with("was then reverted to the running one"),
+            "{last}"
         );
         let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(ready.status, "True");

@@ -679,6 +679,10 @@ pub struct WebhookSpec {
 /// run's go out as Events.
 pub const RECENT_DECISIONS: usize = 20;
 
+/// Of the [`RECENT_DECISIONS`], how many are the run's first ones, kept
+/// whatever follows.
+pub const FIRST_DECISIONS: usize = 4;
+
 /// The kstatus conditions (what Flux's health checks and `kubectl wait
 /// --for condition=...` read): `Ready` True when the run is done and the
 /// spec observed, `Reconciling` True while a run moves, `Stalled` True when
@@ -963,11 +967,15 @@ pub struct RecentDecision {
 }
 
 impl RolloutStatus {
-    /// Adds a decision, keeping the newest [`RECENT_DECISIONS`].
+    /// Adds a decision, keeping at most [`RECENT_DECISIONS`]: the run's
+    /// first [`FIRST_DECISIONS`] (how it started: the first weight) and
+    /// the newest after them, so a stream of verdicts never pushes out the
+    /// start.
     pub fn record(&mut self, decision: RecentDecision) {
         self.decisions.push(decision);
         let over = self.decisions.len().saturating_sub(RECENT_DECISIONS);
-        self.decisions.drain(..over);
+        let first = FIRST_DECISIONS.min(self.decisions.len());
+        self.decisions.drain(first..first + over);
     }
 
     /// Sets one condition; its lastTransitionTime changes only when its
@@ -1117,7 +1125,10 @@ mod tests {
             });
         }
         assert_eq!(s.decisions.len(), RECENT_DECISIONS);
-        assert_eq!(s.decisions[0].at, "t5");
+        // The run's first four, then the newest sixteen.
+        let at: Vec<&str> = s.decisions.iter().map(|d| d.at.as_str()).collect();
+        assert_eq!(&at[..5], &["t0", "t1", "t2", "t3", "t9"]);
+        assert_eq!(at[RECENT_DECISIONS - 1], "t24");
         let ready = |status: &str, at: &str| Condition {
             type_: "Ready".into(),
             status: status.into(),
