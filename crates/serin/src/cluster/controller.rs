@@ -650,6 +650,18 @@ fn set_no_run(s: &mut RolloutStatus, generation: Option<i64>, reason: &str, mess
 /// The message of a Rollout with no run.
 const NO_RUN: &str = "no run: the stable Deployment runs its template";
 
+/// The reason of a Rollout at rest whose route serin could not write.
+const ROUTE_CONFLICT: &str = "RouteConflict";
+
+/// What a Rollout at rest says when the first write of a run to its route
+/// (weight 0) would be refused.
+fn route_conflict_message(e: &Error) -> String {
+    format!(
+        "{NO_RUN}; the next release would stop at weight 0, at the first run's first write to the route: {}",
+        e.message()
+    )
+}
+
 /// Stalled for a refused spec or a Deployment another Rollout manages.
 fn is_invalid_marked(s: &RolloutStatus) -> bool {
     s.conditions.iter().any(|c| {
@@ -905,22 +917,47 @@ async fn act(
                 .update(|s| set_no_run(s, generation, "Idle", REVERTED))
                 .await?;
             store.event(false, "RunEnded", "EndRun", REVERTED).await;
-        } else if is_invalid_marked(&status)
-            || status.conditions.is_empty()
-            || status.phase.is_none()
-            // A spec edited while at rest is observed too (kstatus:
-            // `kubectl wait`, Flux and Argo CD wait for it).
-            || status.observed_generation != generation
-        {
-            store
-                .update(|s| {
-                    if matches!(s.phase.as_deref(), None | Some(IDLE | INVALID_SPEC)) {
-                        set_no_run(s, generation, "Idle", NO_RUN);
-                    } else {
-                        set_idle(s, generation, "Idle", NO_RUN);
-                    }
-                })
-                .await?;
+        } else {
+            let no_run = matches!(status.phase.as_deref(), None | Some(IDLE | INVALID_SPEC));
+            // With no run, the route is checked at rest: a route another
+            // field manager owns is said now, not at the first release.
+            let refused = if no_run {
+                router_for(ctx, &target, &stable).routing_refused().await
+            } else {
+                None
+            };
+            let (reason, message) = match &refused {
+                Some(e) => (ROUTE_CONFLICT, route_conflict_message(e)),
+                None => ("Idle", NO_RUN.to_string()),
+            };
+            let changed = no_run && status.message.as_deref() != Some(message.as_str());
+            if changed
+                || is_invalid_marked(&status)
+                || status.conditions.is_empty()
+                || status.phase.is_none()
+                // A spec edited while at rest is observed too (kstatus:
+                // `kubectl wait`, Flux and Argo CD wait for it).
+                || status.observed_generation != generation
+            {
+                store
+                    .update(|s| {
+                        if no_run {
+                            set_no_run(s, generation, reason, &message);
+                        } else {
+                            set_idle(s, generation, "Idle", NO_RUN);
+                        }
+                    })
+                    .await?;
+                if changed && refused.is_some() {
+                    store
+                        .event(true, ROUTE_CONFLICT, "CheckRoute", &message)
+                        .await;
+                }
+            }
+            if refused.is_some() {
+                // Looked at again: the hand-over does not change the Rollout.
+                return Ok(Action::requeue(CLAIM_CHECK));
+            }
         }
         return Ok(Action::await_change());
     }
