@@ -270,6 +270,52 @@ async fn a_route_another_manager_owns_is_said_at_rest_before_any_release() {
         .collect();
     assert!(route_writes.is_empty(), "{route_writes:?}");
     assert_eq!(s.run, None, "{s:?}");
+
+    // The documented hand-over ("A route by name under Argo CD or Flux"):
+    // the next look at rest finds the route writable and says so.
+    let rules = dir.path().join("rules.json");
+    std::fs::write(
+        &rules,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": { "name": "checkout", "namespace": "shop" },
+            "spec": { "rules": [{
+                "matches": [{ "path": { "type": "PathPrefix", "value": "/" } }],
+                "backendRefs": [
+                    { "name": "checkout", "port": 80, "weight": 10000 },
+                    { "name": "checkout-canary", "port": 80, "weight": 0 }
+                ]
+            }] }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    kubectl_ok(
+        &sim,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=serin",
+            "--force-conflicts",
+            "-f",
+            &rules.display().to_string(),
+        ],
+    );
+    let s = until(Duration::from_secs(40), &log, async || {
+        let s = status_of(&api, "checkout").await?;
+        (s.phase.as_deref() == Some("Idle")
+            && s.message
+                .as_deref()
+                .is_some_and(|m| !m.contains("weight 0")))
+        .then_some(s)
+    })
+    .await;
+    let ready = condition(&s, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Idle"),
+        "{s:?}"
+    );
 }
 
 /// SIGSTOP for a serin process, SIGCONT on drop (also when the test fails).
