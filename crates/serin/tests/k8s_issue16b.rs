@@ -6,41 +6,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::kubesim::KubeSim;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use serin::cluster::resource::Rollout;
 
 use common::controller::*;
-
-/// The good Rollout, released and paused at 20 % (an untimed pause).
-async fn paused_at_20(sim: &KubeSim, api: &Api<Rollout>, steps: Value, log: &Path) {
-    nginx_rollout_at_rest(sim, api, steps, log).await;
-    let limit = Duration::from_secs(60);
-    release(sim, "v1.2.0");
-    until(limit, log, async || {
-        let s = status_of(api, "checkout").await?;
-        (s.phase.as_deref() == Some("Paused") && s.weight == Some(20.0)).then_some(())
-    })
-    .await;
-    // Status is written before the routing (persist, then apply): wait
-    // until the split is really in force, so what a test does next meets
-    // a set-up route.
-    until(limit, log, async || {
-        (sim_state(sim)["weight"].as_f64() == Some(20.0)).then_some(())
-    })
-    .await;
-}
-
-/// Creates `object` with kubectl, as a user would (no typed client).
-fn kubectl_create(sim: &KubeSim, dir: &Path, object: &Value) {
-    let file = dir.join("object.json");
-    std::fs::write(&file, object.to_string()).unwrap();
-    kubectl_ok(sim, &["create", "-f", &file.display().to_string()]);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_rollout_is_refused_by_field_and_the_others_stay_controlled() {
@@ -298,7 +271,9 @@ async fn ctrl_c_while_waiting_for_an_answer_says_the_request_is_still_pending() 
     ))
     .unwrap();
     api.create(&PostParams::default(), &r).await.unwrap();
-    // No controller runs: the CLI waits; Ctrl-C once the request is written.
+    mark_seen(&sim, "checkout");
+    // No controller runs now: the CLI waits; Ctrl-C once the request is
+    // written.
     let child = common::serin::serin()
         .args([
             "pause",

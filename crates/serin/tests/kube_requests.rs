@@ -98,12 +98,65 @@ fn request(sim: &KubeSim) -> Option<Value> {
         .map(|s| serde_json::from_str(s).unwrap())
 }
 
+/// A status as a controller that saw the Rollout writes it (then
+/// stopped): phase Idle.
+fn seen_once(sim: &KubeSim) {
+    kubectl_ok(
+        sim,
+        &[
+            "patch",
+            "rollouts.serin.dev",
+            "checkout",
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Idle","observedGeneration":1}}"#,
+        ],
+    );
+}
+
+#[test]
+fn a_request_on_a_rollout_no_controller_has_seen_is_refused_before_anything_is_written() {
+    let sim = cluster();
+    let before = rollout(&sim);
+    let out = cli(
+        &sim,
+        &[
+            "promote",
+            "checkout",
+            "--kubernetes",
+            "-n",
+            "shop",
+            "--wait",
+            "1s",
+        ],
+    );
+    let err = text(&out.stderr);
+    // Unavailable (exit 1), naming why and the namespace; not the Lease's
+    // "no serin controller answered".
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Rollout shop/checkout: no serin controller has seen this Rollout")
+            && err.contains("namespace shop"),
+        "{err}"
+    );
+    assert!(!err.contains("answered"), "{err}");
+    assert_eq!(request(&sim), None);
+    assert_eq!(
+        rollout(&sim)["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
+    );
+}
+
 #[test]
 fn requests_are_an_annotation_waited_for_and_only_a_rollback_replaces_one() {
     let sim = cluster();
+    seen_once(&sim);
     let before = rollout(&sim);
 
-    // No controller runs: the request is written, and the wait ends
+    // No controller runs now: the request is written, and the wait ends
     // saying nobody answered (exit 1), naming what to look at.
     let out = cli(
         &sim,

@@ -447,3 +447,53 @@ async fn a_process_restarted_under_the_same_name_waits_out_the_lease_it_held() {
     never_two(&[&ta, &t_again]);
     again.release().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_written_lease_with_a_huge_duration_is_taken_over_after_the_honoured_cap() {
+    let sim = KubeSim::start(&[]);
+    // Another program (or a hand edit) holds the Lease as "mallory" for
+    // 68 years, renewed in 2099, and never renews it.
+    serin::notify::install_crypto();
+    let api: Api<Lease> = Api::namespaced(sim.client().await, "shop");
+    let far = k8s_openapi::jiff::Timestamp::from_second(4_070_908_800).unwrap();
+    api.create(
+        &PostParams::default(),
+        &Lease {
+            metadata: ObjectMeta {
+                name: Some("serin".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("mallory".into()),
+                lease_duration_seconds: Some(i32::MAX),
+                renew_time: Some(MicroTime(far)),
+                acquire_time: Some(MicroTime(far)),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    let started = wall_ms();
+    let (a, ta) = start(&sim, "serin-a").await;
+    let cap = settings("serin-a").honoured_lease();
+    assert_eq!(cap, 4 * LEASE);
+    // Not taken before the cap (counted from the first read, after the
+    // start), then taken: a bounded wait, not 68 years.
+    until(cap + Duration::from_secs(10), "serin-a leads", || {
+        a.is_leading()
+    })
+    .await;
+    let took = ta.first_lead().unwrap();
+    assert!(
+        took - started >= cap.as_millis() as i64,
+        "taken {} ms after the start, before the {cap:?} cap",
+        took - started
+    );
+    let spec = lease_of(&sim).await;
+    assert_eq!(spec.holder_identity.as_deref(), Some("serin-a"));
+    assert_eq!(spec.lease_duration_seconds, Some(3));
+    assert_eq!(spec.lease_transitions, Some(1));
+    a.release().await.unwrap();
+}

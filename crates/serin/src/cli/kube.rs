@@ -433,6 +433,9 @@ async fn write_request(
             .and_then(|a| a.get(REQUEST_ANNOTATION))
             .map(String::as_str);
         let status = status_of(&rollout);
+        if !seen(&status) {
+            return Err(Error::unavailable(not_seen(what, api.namespace())));
+        }
         may_replace(current, status.last_request.as_ref(), req, what)?;
         let patch = json!({
             "metadata": {
@@ -448,6 +451,15 @@ async fn write_request(
             Err(e) => return Err(cluster_error(what, e)),
         }
     }
+}
+
+/// Why a request on a Rollout whose status no controller ever wrote is
+/// not written: nothing would answer it.
+fn not_seen(what: &str, namespace: Option<&str>) -> String {
+    let ns = namespace.unwrap_or("its namespace");
+    format!(
+        "{what}: no serin controller has seen this Rollout (its status is empty), so nothing would act on the request; nothing was written. A controller acts only on the Rollouts of the namespaces it watches: is one running (kubectl -n serin-system get pods,lease serin) and watching namespace {ns} (started without --namespace, or with --namespace {ns})?"
+    )
 }
 
 /// What a request no controller answered says: where to look for one, in

@@ -195,6 +195,9 @@ struct Ctx {
     runs: Mutex<HashMap<Key, Run>>,
     /// Failed reconciles in a row, per Rollout (the backoff).
     failures: Mutex<HashMap<Key, u32>>,
+    /// The Rollouts skipped for a status this version cannot read, with
+    /// the resourceVersion last reported (one WARN and Event per change).
+    unreadable: Mutex<HashMap<Key, String>>,
 }
 
 impl Ctx {
@@ -267,6 +270,7 @@ pub async fn run(
         stores: tokio::sync::Mutex::new(HashMap::new()),
         runs: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        unreadable: Mutex::new(HashMap::new()),
     });
     // Losing the lead stops every run before anything else is written.
     let mut leader = options.leader.clone();
@@ -354,6 +358,9 @@ async fn reconcile(r: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, ReconcileEr
     let ns = r.metadata.namespace.clone().unwrap_or_default();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
     let key = key_of(&r);
+    if let Some(action) = skip_unreadable(&r, &ctx).await {
+        return Ok(action);
+    }
     let answer = finalizer(&api, FINALIZER, r, |event| async {
         match event {
             Finalized::Apply(r) => {
@@ -379,6 +386,57 @@ async fn reconcile(r: Arc<Rollout>, ctx: Arc<Ctx>) -> Result<Action, ReconcileEr
         f.remove(&key);
     }
     answer
+}
+
+/// A Rollout whose status has fields this version cannot read (a hand
+/// edit, a newer serin's status) is not acted on: its run cannot be
+/// resumed from what was written, and writing the status would lose what
+/// is there. Said once per change of the object (a WARN and a Warning
+/// Event naming the fields), then waited on; a deleted one is still
+/// cleaned up. The other Rollouts are controlled as usual.
+async fn skip_unreadable(r: &Rollout, ctx: &Ctx) -> Option<Action> {
+    let key = key_of(r);
+    let fields = r
+        .status
+        .as_ref()
+        .map(|s| s.unreadable.as_slice())
+        .unwrap_or_default();
+    if fields.is_empty() || r.metadata.deletion_timestamp.is_some() {
+        if let Ok(mut u) = ctx.unreadable.lock()
+            && u.remove(&key).is_some()
+        {
+            tracing::info!(rollout = %key.1, namespace = %key.0, "the Rollout's status reads again: controlled again");
+        }
+        return None;
+    }
+    let rv = r.metadata.resource_version.clone().unwrap_or_default();
+    let new = ctx
+        .unreadable
+        .lock()
+        .map(|mut u| u.insert(key.clone(), rv.clone()).as_deref() != Some(rv.as_str()))
+        .unwrap_or(true);
+    if new {
+        let shown: Vec<&str> = fields.iter().take(3).map(String::as_str).collect();
+        let more = fields.len().saturating_sub(shown.len());
+        let note = format!(
+            "not controlled: status fields this version of serin cannot read: {}{}; fix or remove \
+             them (kubectl patch --subresource=status), or run the serin version that wrote them",
+            shown.join("; "),
+            if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            }
+        );
+        tracing::warn!(rollout = %key.1, namespace = %key.0, resource_version = %rv, "{note}");
+        if let Ok(store) = ctx.store(&key).await {
+            store
+                .event(true, "StatusUnreadable", "Reconcile", &note)
+                .await;
+        }
+        ctx.stores.lock().await.remove(&key);
+    }
+    Some(Action::requeue(Duration::from_secs(60)))
 }
 
 fn key_of(r: &Rollout) -> Key {
@@ -561,7 +619,16 @@ fn set_no_run(s: &mut RolloutStatus, generation: Option<i64>, reason: &str, mess
         && phase != IDLE
         && phase != INVALID_SPEC
     {
-        let how = s.message.clone().unwrap_or_default();
+        // The advice to fix or revert the template is stale once there is
+        // no run; a revert is said as what happened.
+        let written = s.message.clone().unwrap_or_default();
+        let mut how = written
+            .strip_suffix(&format!("; {}", super::status::FIX_OR_REVERT))
+            .unwrap_or(&written)
+            .to_string();
+        if message == REVERTED {
+            how.push_str("; git's pod template was then reverted to the running one");
+        }
         let ended = match phase {
             "RolledBack" => "rolled back".to_string(),
             "Succeeded" => "promoted".to_string(),
@@ -582,6 +649,18 @@ fn set_no_run(s: &mut RolloutStatus, generation: Option<i64>, reason: &str, mess
 
 /// The message of a Rollout with no run.
 const NO_RUN: &str = "no run: the stable Deployment runs its template";
+
+/// The reason of a Rollout at rest whose route serin could not write.
+const ROUTE_CONFLICT: &str = "RouteConflict";
+
+/// What a Rollout at rest says when the first write of a run to its route
+/// (weight 0) would be refused.
+fn route_conflict_message(e: &Error) -> String {
+    format!(
+        "{NO_RUN}; the next release would stop at weight 0, at the first run's first write to the route: {}",
+        e.message()
+    )
+}
 
 /// Stalled for a refused spec or a Deployment another Rollout manages.
 fn is_invalid_marked(s: &RolloutStatus) -> bool {
@@ -838,22 +917,47 @@ async fn act(
                 .update(|s| set_no_run(s, generation, "Idle", REVERTED))
                 .await?;
             store.event(false, "RunEnded", "EndRun", REVERTED).await;
-        } else if is_invalid_marked(&status)
-            || status.conditions.is_empty()
-            || status.phase.is_none()
-            // A spec edited while at rest is observed too (kstatus:
-            // `kubectl wait`, Flux and Argo CD wait for it).
-            || status.observed_generation != generation
-        {
-            store
-                .update(|s| {
-                    if matches!(s.phase.as_deref(), None | Some(IDLE | INVALID_SPEC)) {
-                        set_no_run(s, generation, "Idle", NO_RUN);
-                    } else {
-                        set_idle(s, generation, "Idle", NO_RUN);
-                    }
-                })
-                .await?;
+        } else {
+            let no_run = matches!(status.phase.as_deref(), None | Some(IDLE | INVALID_SPEC));
+            // With no run, the route is checked at rest: a route another
+            // field manager owns is said now, not at the first release.
+            let refused = if no_run {
+                router_for(ctx, &target, &stable).routing_refused().await
+            } else {
+                None
+            };
+            let (reason, message) = match &refused {
+                Some(e) => (ROUTE_CONFLICT, route_conflict_message(e)),
+                None => ("Idle", NO_RUN.to_string()),
+            };
+            let changed = no_run && status.message.as_deref() != Some(message.as_str());
+            if changed
+                || is_invalid_marked(&status)
+                || status.conditions.is_empty()
+                || status.phase.is_none()
+                // A spec edited while at rest is observed too (kstatus:
+                // `kubectl wait`, Flux and Argo CD wait for it).
+                || status.observed_generation != generation
+            {
+                store
+                    .update(|s| {
+                        if no_run {
+                            set_no_run(s, generation, reason, &message);
+                        } else {
+                            set_idle(s, generation, "Idle", NO_RUN);
+                        }
+                    })
+                    .await?;
+                if changed && refused.is_some() {
+                    store
+                        .event(true, ROUTE_CONFLICT, "CheckRoute", &message)
+                        .await;
+                }
+            }
+            if refused.is_some() {
+                // Looked at again: the hand-over does not change the Rollout.
+                return Ok(Action::requeue(CLAIM_CHECK));
+            }
         }
         return Ok(Action::await_change());
     }
@@ -1322,9 +1426,10 @@ mod tests {
             canary_version: Some("v1.3.0".into()),
             last_verdict: Some("fail".into()),
             last_reason: Some("error rate 30 % > 5 %".into()),
-            message: Some(
-                "error rate 30 % > 5 %; git's pod template must be fixed or reverted".into(),
-            ),
+            message: Some(format!(
+                "error rate 30 % > 5 %; {}",
+                super::super::status::FIX_OR_REVERT
+            )),
             ..RolloutStatus::default()
         };
         set_no_run(&mut s, Some(4), "Idle", REVERTED);
@@ -1334,13 +1439,13 @@ mod tests {
             (None, None, None)
         );
         assert_eq!(s.message.as_deref(), Some(REVERTED));
+        let last = s.last_run.as_deref().unwrap();
+        assert!(last.starts_with("run 2 rolled back: error rate"), "{last}");
+        // Not the advice of the rollback, which the revert followed.
+        assert!(!last.contains("must be fixed"), "{last}");
         assert!(
-            s.last_run
-                .as_deref()
-                .unwrap()
-                .starts_with("run 2 rolled back: error rate"),
-            "{:?}",
-            s.last_run
+            last.ends_with("was then reverted to the running one"),
+            "{last}"
         );
         let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(ready.status, "True");

@@ -79,6 +79,19 @@ impl LeaseSettings {
     pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
     /// 2 s.
     pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
+    /// Another holder's `leaseDurationSeconds` is honoured up to this many
+    /// times this process' own lease duration (60 s with the defaults): a
+    /// Lease written with a huge duration by hand or by another program,
+    /// whose holder never renews, is taken over after that bound instead of
+    /// stopping every replica for as long as it says.
+    pub const HONOURED_LEASE_FACTOR: u32 = 4;
+
+    /// The longest lease this replica waits out without a change:
+    /// [`LeaseSettings::HONOURED_LEASE_FACTOR`] times `lease_duration`.
+    pub fn honoured_lease(&self) -> Duration {
+        self.lease_duration
+            .saturating_mul(LeaseSettings::HONOURED_LEASE_FACTOR)
+    }
 
     /// The Lease `serin` with the default timings, in the namespace and
     /// under the identity this process is given ([`pick_namespace`],
@@ -257,17 +270,24 @@ impl Observed {
         }
     }
 
-    fn holder(&self, me: &str, written: &Written, default: Duration) -> Holder {
+    /// The holder's lease as written (`leaseDurationSeconds`), `default`
+    /// when missing or not positive.
+    fn written_duration(&self, default: Duration) -> Duration {
+        self.spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0)
+            .map_or(default, Duration::from_secs)
+    }
+
+    /// Who holds the record; another holder's lease runs for its written
+    /// duration, at most `cap` ([`LeaseSettings::honoured_lease`]).
+    fn holder(&self, me: &str, written: &Written, default: Duration, cap: Duration) -> Holder {
         match self.spec.holder_identity.as_deref() {
             None | Some("") => Holder::Free,
             Some(h) if h == me && written.mine(&self.spec, me) => Holder::Me,
             Some(h) => {
-                let duration = self
-                    .spec
-                    .lease_duration_seconds
-                    .and_then(|s| u64::try_from(s).ok())
-                    .filter(|s| *s > 0)
-                    .map_or(default, Duration::from_secs);
+                let duration = self.written_duration(default).min(cap);
                 Holder::Other {
                     holder: h.to_string(),
                     until: self.since + duration,
@@ -385,6 +405,9 @@ struct Elector {
     /// The records this process wrote: what makes a Lease naming its
     /// identity its own.
     written: Written,
+    /// Whether the "two processes run with the same POD_NAME" error was
+    /// logged for the twin renewing now: once per episode, not per read.
+    twin_reported: bool,
 }
 
 impl Elector {
@@ -521,11 +544,35 @@ impl Elector {
         let spec = current.spec.clone().unwrap_or_default();
         let before = observed.clone();
         let seen = Observed::after(observed.take(), spec.clone(), now);
-        let holder = seen.holder(&s.identity, &self.written, s.lease_duration);
+        let cap = s.honoured_lease();
+        let holder = seen.holder(&s.identity, &self.written, s.lease_duration, cap);
+        let capped = seen.written_duration(s.lease_duration) > cap;
+        let new_record = before.as_ref().is_none_or(|o| o.spec != spec);
         *observed = Some(seen);
+        if !matches!(&holder, Holder::Other { twin: true, .. }) {
+            self.twin_reported = false;
+        }
+        if let (Holder::Other { holder: h, .. }, true, true) = (&holder, capped, new_record) {
+            tracing::warn!(
+                "{}: held by {h} with leaseDurationSeconds {} (renewTime {}), longer than this \
+                 replica honours ({cap:?}, {} times its own lease): taken over if the record \
+                 does not change for {cap:?}",
+                s.place(),
+                spec.lease_duration_seconds.unwrap_or_default(),
+                spec.renew_time
+                    .as_ref()
+                    .map_or_else(|| "none".to_string(), |t| t.0.to_string()),
+                LeaseSettings::HONOURED_LEASE_FACTOR,
+            );
+        }
         let how = match &holder {
             Holder::Free => "the Lease was free".to_string(),
             Holder::Me => "the Lease still held this process' own last write".to_string(),
+            Holder::Other { holder, until, .. } if *until <= now && capped => format!(
+                "{holder} did not renew the Lease within {cap:?} (its leaseDurationSeconds {} \
+                 is more than this replica honours)",
+                spec.lease_duration_seconds.unwrap_or_default()
+            ),
             Holder::Other { holder, until, .. } if *until <= now => format!(
                 "{holder} did not renew the Lease within {}s",
                 spec.lease_duration_seconds.unwrap_or_default()
@@ -537,10 +584,11 @@ impl Elector {
             } => {
                 let was = before
                     .as_ref()
-                    .map(|o| o.holder(&s.identity, &self.written, s.lease_duration));
+                    .map(|o| o.holder(&s.identity, &self.written, s.lease_duration, cap));
                 let same = matches!(&was, Some(Holder::Other { holder, .. }) if holder == h);
                 let renewed = before.as_ref().is_some_and(|o| o.spec != spec);
-                if *twin && same && renewed {
+                if *twin && same && renewed && !self.twin_reported {
+                    self.twin_reported = true;
                     tracing::error!(
                         "{}: another process holds the Lease under this replica's own identity {h} \
                          (it renewed it; this process did not): two processes run with the same \
@@ -748,6 +796,7 @@ impl Leadership {
             last_error: None,
             wake: None,
             written: Written::default(),
+            twin_reported: false,
         };
         let task = tokio::spawn(elector.run(stopped));
         Ok(Leadership {
@@ -1097,6 +1146,31 @@ mod tests {
         drop(l);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_with_a_huge_lease_that_never_renews_is_taken_over_after_the_cap() {
+        let server = shared(true);
+        {
+            let mut s = server.lock().unwrap();
+            s.write_as("mallory");
+            let l = s.lease.as_mut().unwrap();
+            l["spec"]["leaseDurationSeconds"] = i32::MAX.into();
+            l["spec"]["renewTime"] = "2099-01-01T00:00:00.000000Z".into();
+        }
+        let start = Instant::now();
+        let settings = LeaseSettings::with_defaults("ns".into(), "me".into());
+        let cap = settings.honoured_lease();
+        assert_eq!(cap, Duration::from_secs(60));
+        let l = Leadership::start(client(server.clone()), settings).unwrap();
+        let mut rx = l.leading();
+        let took = until_leading(&mut rx, true).await;
+        // Read at once, waited out for the cap from that read, not longer.
+        assert_eq!(took - start, cap);
+        let lease = server.lock().unwrap().lease.clone().unwrap();
+        assert_eq!(lease["spec"]["holderIdentity"], "me");
+        assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
+        drop(l);
+    }
+
     #[test]
     fn the_namespace_comes_from_the_downward_api_then_the_pod_then_the_kubeconfig() {
         assert_eq!(pick_namespace(Some("ops"), Some("x"), "default"), "ops");
@@ -1154,7 +1228,7 @@ mod tests {
         let seen = Observed::after(None, spec(Some("a"), 15, 1000), t0);
         let until = t0 + d;
         assert_eq!(
-            seen.holder("me", &none, d),
+            seen.holder("me", &none, d, 4 * d),
             Holder::Other {
                 holder: "a".into(),
                 until,
@@ -1172,7 +1246,7 @@ mod tests {
         // The holder's own promise counts (leaseDurationSeconds), not ours.
         let short = Observed::after(None, spec(Some("a"), 3, 1), t0);
         assert_eq!(
-            short.holder("me", &none, d),
+            short.holder("me", &none, d, 4 * d),
             Holder::Other {
                 holder: "a".into(),
                 until: t0 + Duration::from_secs(3),
@@ -1180,18 +1254,18 @@ mod tests {
             }
         );
         assert_eq!(
-            Observed::after(None, spec(None, 1, 1), t0).holder("me", &none, d),
+            Observed::after(None, spec(None, 1, 1), t0).holder("me", &none, d, 4 * d),
             Holder::Free
         );
         assert_eq!(
-            Observed::after(None, spec(Some(""), 1, 1), t0).holder("me", &none, d),
+            Observed::after(None, spec(Some(""), 1, 1), t0).holder("me", &none, d, 4 * d),
             Holder::Free
         );
         // A record naming this identity is this process' only when it
         // wrote it (its renewTime): else it is a twin's, waited out.
         let named = Observed::after(None, spec(Some("me"), 15, 1), t0);
         assert_eq!(
-            named.holder("me", &none, d),
+            named.holder("me", &none, d, 4 * d),
             Holder::Other {
                 holder: "me".into(),
                 until: t0 + d,
@@ -1200,10 +1274,20 @@ mod tests {
         );
         let mut written = Written::default();
         written.note(&spec(Some("me"), 15, 1));
-        assert_eq!(named.holder("me", &written, d), Holder::Me);
+        assert_eq!(named.holder("me", &written, d, 4 * d), Holder::Me);
+        // A huge written duration is honoured only up to the cap.
+        let huge = Observed::after(None, spec(Some("a"), i32::MAX, 1), t0);
+        assert_eq!(
+            huge.holder("me", &none, d, 4 * d),
+            Holder::Other {
+                holder: "a".into(),
+                until: t0 + 4 * d,
+                twin: false
+            }
+        );
         // Another identity is never ours, whatever its renewTime.
         assert!(matches!(
-            Observed::after(None, spec(Some("a"), 15, 1), t0).holder("me", &written, d),
+            Observed::after(None, spec(Some("a"), 15, 1), t0).holder("me", &written, d, 4 * d),
             Holder::Other { twin: false, .. }
         ));
     }

@@ -679,6 +679,10 @@ pub struct WebhookSpec {
 /// run's go out as Events.
 pub const RECENT_DECISIONS: usize = 20;
 
+/// Of the [`RECENT_DECISIONS`], how many are the run's first ones, kept
+/// whatever follows.
+pub const FIRST_DECISIONS: usize = 4;
+
 /// The kstatus conditions (what Flux's health checks and `kubectl wait
 /// --for condition=...` read): `Ready` True when the run is done and the
 /// spec observed, `Reconciling` True while a run moves, `Stalled` True when
@@ -690,8 +694,14 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 
 /// What the controller reports: the durable state of the current run.
+// Read leniently, field by field: a field this version cannot read (a
+// status written by a newer serin, a hand edit such as `run: -1`) is left
+// out and named in `unreadable` instead of failing the whole object, so
+// one such Rollout never breaks the list of all of them.
+// `remote = "Self"`: the derives give inherent (de)serializers, which the
+// trait impls below wrap (the lenient reading).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct RolloutStatus {
     /// Idle (no run: the stable Deployment runs its template),
     /// InvalidSpec (no run, the spec refused), or the run's phase:
@@ -767,6 +777,76 @@ pub struct RolloutStatus {
     /// `run 2 rolled back: ...`); health checks do not read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<String>,
+    /// The fields of the status as written that this version could not
+    /// read, each with why (`run: invalid value: integer -1, expected
+    /// u64`); they are left out of the fields above. Not part of the
+    /// status: the controller does not act on a Rollout with any.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub unreadable: Vec<String>,
+}
+
+impl Serialize for RolloutStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        RolloutStatus::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RolloutStatus {
+    /// Every field that reads; the others named in `unreadable`. Fails
+    /// only when the status is not an object.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(d)?;
+        if let Ok(status) = RolloutStatus::deserialize(&value) {
+            return Ok(status);
+        }
+        let serde_json::Value::Object(fields) = value else {
+            return Err(D::Error::custom(format!(
+                "expected the status to be an object, not {}",
+                kind_of(&value)
+            )));
+        };
+        let mut readable = serde_json::Map::new();
+        let mut unreadable = Vec::new();
+        for (name, field) in fields {
+            let alone =
+                serde_json::Value::Object(std::iter::once((name.clone(), field.clone())).collect());
+            match RolloutStatus::deserialize(&alone) {
+                Ok(_) => {
+                    readable.insert(name, field);
+                }
+                Err(e) => unreadable.push(format!("{name}: {}", one_line(&e.to_string(), 120))),
+            }
+        }
+        let mut status = RolloutStatus::deserialize(&serde_json::Value::Object(readable))
+            .map_err(|e| D::Error::custom(one_line(&e.to_string(), 200)))?;
+        status.unreadable = unreadable;
+        Ok(status)
+    }
+}
+
+/// What kind of JSON value `v` is, for an error message.
+fn kind_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// `text` on one line, cut at `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    let mut cut: String = line.chars().take(max).collect();
+    cut.push('…');
+    cut
 }
 
 /// The longest `status.reason` (a printer column).
@@ -887,11 +967,15 @@ pub struct RecentDecision {
 }
 
 impl RolloutStatus {
-    /// Adds a decision, keeping the newest [`RECENT_DECISIONS`].
+    /// Adds a decision, keeping at most [`RECENT_DECISIONS`]: the run's
+    /// first [`FIRST_DECISIONS`] (how it started: the first weight) and
+    /// the newest after them, so a stream of verdicts never pushes out the
+    /// start.
     pub fn record(&mut self, decision: RecentDecision) {
         self.decisions.push(decision);
         let over = self.decisions.len().saturating_sub(RECENT_DECISIONS);
-        self.decisions.drain(..over);
+        let first = FIRST_DECISIONS.min(self.decisions.len());
+        self.decisions.drain(first..first + over);
     }
 
     /// Sets one condition; its lastTransitionTime changes only when its
@@ -1041,7 +1125,10 @@ mod tests {
             });
         }
         assert_eq!(s.decisions.len(), RECENT_DECISIONS);
-        assert_eq!(s.decisions[0].at, "t5");
+        // The run's first four, then the newest sixteen.
+        let at: Vec<&str> = s.decisions.iter().map(|d| d.at.as_str()).collect();
+        assert_eq!(&at[..5], &["t0", "t1", "t2", "t3", "t9"]);
+        assert_eq!(at[RECENT_DECISIONS - 1], "t24");
         let ready = |status: &str, at: &str| Condition {
             type_: "Ready".into(),
             status: status.into(),

@@ -76,6 +76,9 @@ struct Inner {
     /// controller killed before it wrote the real answer is never followed
     /// by one that acts on the same request again.
     acting_on: std::sync::Mutex<Option<crate::cluster::requests::Answer>>,
+    /// The verdict of the last Verdict Event sent: one is sent only when
+    /// the verdict changes, not every analysis interval.
+    last_verdict_event: std::sync::Mutex<Option<String>>,
 }
 
 /// What the run's record says that is not in force, or what stops it
@@ -160,6 +163,7 @@ impl StatusStore {
                 }),
                 problem: std::sync::Mutex::new(None),
                 acting_on: std::sync::Mutex::new(None),
+                last_verdict_event: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -397,6 +401,9 @@ impl StatusStore {
         let mut fence = self.inner.fence.lock().await;
         let mut status = fence.object.status.clone().unwrap_or_default();
         status.decisions.clear();
+        if let Ok(mut last) = self.inner.last_verdict_event.lock() {
+            *last = None;
+        }
         status.canary_template_hash = Some(template_hash.to_string());
         status.run_steps = Some(steps.to_string());
         // The last run's problem went with its router.
@@ -440,6 +447,18 @@ impl StatusStore {
             fence.generation += 1;
         }
         for d in &decisions {
+            if d.kind == DecisionKind::Verdict {
+                let verdict = format!("{:?}", d.verdict);
+                let mut last = self
+                    .inner
+                    .last_verdict_event
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if last.as_deref() == Some(verdict.as_str()) {
+                    continue;
+                }
+                *last = Some(verdict);
+            }
             let warning =
                 d.kind == DecisionKind::RolledBack || d.verdict == Some(RecordedVerdict::Fail);
             let (reason, action) = event_reason(d.kind);
@@ -598,7 +617,15 @@ fn fill_status(
     let s = &record.state;
     status.phase = Some(s.phase.as_str().to_string());
     status.run = Some(u64::from(record.run));
-    status.step = Some(u32::try_from(s.step).unwrap_or(u32::MAX).saturating_add(1));
+    // From 1; a promoted run's index is one past its last step (the
+    // machine sets it to the number of steps): its last step is shown,
+    // as `serin status` and the API show it (4/4, not 5).
+    let index = u32::try_from(s.step).unwrap_or(u32::MAX);
+    status.step = Some(if s.phase == Phase::Succeeded {
+        index.max(1)
+    } else {
+        index.saturating_add(1)
+    });
     status.weight = Some(s.weight.percent());
     status.canary_version = record.canary_version.clone();
     status.stable_version = Some(record.stable_version.clone());
@@ -768,5 +795,16 @@ mod tests {
             "{}",
             stalled.message
         );
+
+        // Promoted: the index is one past the last of 4 steps; the STEP
+        // column (status.step) says 4, as the API's 4/4, and the record
+        // still comes back whole.
+        record.state.phase = Phase::Succeeded;
+        record.state.step = 4;
+        record.state.outcome = Some(Outcome::Promoted { by: None });
+        fill_status(&mut status, &record, &[], Some(3), "me");
+        r.status = Some(status.clone());
+        assert_eq!(status.step, Some(4));
+        assert_eq!(record_of(&r, 1), record);
     }
 }

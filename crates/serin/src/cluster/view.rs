@@ -37,6 +37,16 @@ pub const NOT_SEEN: &str = "NotSeen";
 /// How often the Lease is read to say who leads.
 const LEASE_READ: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long one read of the Lease may take before it counts as no answer
+/// (the client's own read timeout is minutes).
+const LEASE_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// After how long without any answer from the API server the view says it
+/// is stale (`watchError`) and no longer names a leader: three Lease reads
+/// missed. The Lease read is the view's probe: an idle watch says nothing
+/// for as long as nothing changes, a hung one for minutes.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// Which replica leads, and whether this one does.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -129,9 +139,46 @@ pub struct RolloutList {
     pub rollouts: Vec<RolloutView>,
 }
 
+/// The problem of a view whose reads are not answered at all.
+const NO_ANSWER: &str = "no answer from the API server";
+
+/// What the Lease reads say: its holder, when the API server last
+/// answered, and what went wrong since.
+#[derive(Debug)]
+struct LeaseRead {
+    holder: Option<String>,
+    answered: tokio::time::Instant,
+    problem: Option<String>,
+}
+
+impl LeaseRead {
+    /// The holder, unless the API server has not answered for
+    /// [`STALE_AFTER`] or the last read failed (unknown: `None`).
+    fn holder(&self) -> Option<String> {
+        if self.problem.is_some() {
+            return None;
+        }
+        self.holder.clone()
+    }
+
+    /// Why the view may be stale, if it may.
+    fn stale(&self) -> Option<String> {
+        let quiet = self.answered.elapsed().as_secs();
+        self.problem.as_ref().map(|p| {
+            if p == NO_ANSWER {
+                format!("{NO_ANSWER} for {quiet}s (the Rollouts shown are as last seen)")
+            } else {
+                format!(
+                    "{p} (the API server last answered {quiet}s ago; the Rollouts shown are as last seen)"
+                )
+            }
+        })
+    }
+}
+
 struct Inner {
     rollouts: Store<DynamicObject>,
-    holder: Arc<Mutex<Option<String>>>,
+    lease: Arc<Mutex<LeaseRead>>,
     namespace: Option<String>,
     identity: String,
     leading: watch::Receiver<bool>,
@@ -208,28 +255,56 @@ impl ClusterView {
         // watch), and who leads changes at most every few seconds.
         let (lease_ns, lease_name) = options.lease;
         let leases: Api<Lease> = Api::namespaced(client, &lease_ns);
-        let holder = Arc::new(Mutex::new(None::<String>));
-        let written = holder.clone();
+        let lease = Arc::new(Mutex::new(LeaseRead {
+            holder: None,
+            answered: tokio::time::Instant::now(),
+            problem: None,
+        }));
+        let written = lease.clone();
         let lease_task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(LEASE_READ);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match leases.get_opt(&lease_name).await {
-                    Ok(lease) => {
-                        let h = lease
+                let read =
+                    tokio::time::timeout(LEASE_READ_LIMIT, leases.get_opt(&lease_name)).await;
+                let mut w = written.lock().unwrap_or_else(|p| p.into_inner());
+                match read {
+                    Ok(Ok(lease)) => {
+                        w.holder = lease
                             .and_then(|l| l.spec)
                             .and_then(|s| s.holder_identity)
                             .filter(|h| !h.is_empty());
-                        *written.lock().unwrap_or_else(|p| p.into_inner()) = h;
+                        w.answered = tokio::time::Instant::now();
+                        if w.problem.take().is_some() {
+                            tracing::info!("the API server answers the view's reads again");
+                        }
                     }
-                    Err(e) => tracing::debug!("reading the Lease (for the API): {e}"),
+                    Ok(Err(e)) => {
+                        let text = format!("reading the Lease {lease_ns}/{lease_name} failed: {e}");
+                        if w.problem.as_deref() != Some(text.as_str()) {
+                            tracing::warn!("{text} (the view no longer names a leader)");
+                        }
+                        w.problem = Some(text);
+                    }
+                    Err(_) => {
+                        let quiet = w.answered.elapsed();
+                        if quiet >= STALE_AFTER {
+                            if w.problem.is_none() {
+                                tracing::warn!(
+                                    "no answer from the API server for {}s: the view of the cluster's Rollouts may be stale and names no leader",
+                                    quiet.as_secs()
+                                );
+                            }
+                            w.problem = Some(NO_ANSWER.to_string());
+                        }
+                    }
                 }
             }
         });
         ClusterView(Arc::new(Inner {
             rollouts,
-            holder,
+            lease,
             namespace: options.namespace,
             identity: options.identity,
             leading: options.leading,
@@ -239,19 +314,38 @@ impl ClusterView {
         }))
     }
 
-    /// Which replica leads, and whether this one does.
+    /// Which replica leads, and whether this one does. A replica that
+    /// leads names itself (it knows before its next read of the Lease);
+    /// while the Lease cannot be read, the leader is unknown (`None`).
     pub fn controller(&self) -> ControllerView {
-        let leader = self
-            .0
-            .holder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let leads = *self.0.leading.borrow();
+        let leader = if leads {
+            Some(self.0.identity.clone())
+        } else {
+            self.0
+                .lease
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .holder()
+        };
         ControllerView {
             leader,
             this_replica: self.0.identity.clone(),
-            leads: *self.0.leading.borrow(),
+            leads,
         }
+    }
+
+    /// The watch's error, else why the view may be stale (the API server
+    /// has not answered for [`STALE_AFTER`], or the Lease read fails).
+    fn watch_error(&self) -> Option<String> {
+        let watch = self.0.error.lock().ok().and_then(|e| e.clone());
+        watch.or_else(|| {
+            self.0
+                .lease
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .stale()
+        })
     }
 
     fn synced(&self) -> Result<(), Error> {
@@ -281,7 +375,7 @@ impl ClusterView {
         Ok(RolloutList {
             controller: self.controller(),
             namespace: self.0.namespace.clone(),
-            watch_error: self.0.error.lock().ok().and_then(|e| e.clone()),
+            watch_error: self.watch_error(),
             rollouts,
         })
     }
@@ -424,7 +518,21 @@ fn steps_of(r: &DynamicObject, spec: Option<RolloutSpec>) -> Option<usize> {
     typed.check().ok().map(|c| c.steps.len())
 }
 
-/// One Rollout as its status says.
+/// The reason of a Rollout whose status has fields this version cannot
+/// read: the controller does not act on it.
+fn unreadable_reason(fields: &[String]) -> String {
+    let names: Vec<&str> = fields
+        .iter()
+        .map(|f| f.split(':').next().unwrap_or(f))
+        .collect();
+    format!(
+        "not controlled: status field(s) {} cannot be read by this serin",
+        names.join(", ")
+    )
+}
+
+/// One Rollout as its status says (field by field: a field that cannot be
+/// read is left out, the others shown).
 pub fn view_of(r: &DynamicObject) -> RolloutView {
     let s: RolloutStatus = r
         .data
@@ -463,7 +571,11 @@ pub fn view_of(r: &DynamicObject) -> RolloutView {
         },
         last_verdict: s.last_verdict.clone(),
         last_reason: s.last_reason.clone(),
-        reason: s.reason.clone().or_else(|| s.summary()),
+        reason: if s.unreadable.is_empty() {
+            s.reason.clone().or_else(|| s.summary())
+        } else {
+            Some(unreadable_reason(&s.unreadable))
+        },
         message: s.message.clone(),
         last_run: s.last_run.clone(),
         conditions: s.conditions.clone(),
@@ -525,5 +637,35 @@ mod tests {
         assert_eq!(v.phase, "Progressing");
         assert_eq!(v.steps, None);
         assert_eq!(v.weight, Some(5.0));
+    }
+
+    #[test]
+    fn a_status_field_this_version_cannot_read_hides_only_that_field() {
+        let v = view_of(&object(serde_json::json!({
+            "phase": "Paused", "run": -1, "step": 2, "weight": 20.0, "canaryVersion": "v2"
+        })));
+        assert_eq!(v.phase, "Paused");
+        assert_eq!(v.run, None);
+        assert_eq!((v.step, v.weight), (Some(2), Some(20.0)));
+        assert_eq!(v.canary.version.as_deref(), Some("v2"));
+        let reason = v.reason.unwrap();
+        assert!(
+            reason.contains("not controlled") && reason.contains("run"),
+            "{reason}"
+        );
+        let s: RolloutStatus =
+            serde_json::from_value(serde_json::json!({ "run": -1, "step": "x", "phase": "Idle" }))
+                .unwrap();
+        assert_eq!(s.phase.as_deref(), Some("Idle"));
+        assert_eq!(s.unreadable.len(), 2, "{:?}", s.unreadable);
+        assert!(s.unreadable.iter().any(|f| f.starts_with("run: ")));
+        // A readable status round-trips without the marker.
+        let ok: RolloutStatus =
+            serde_json::from_value(serde_json::json!({ "run": 3, "phase": "Idle" })).unwrap();
+        assert!(ok.unreadable.is_empty());
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            serde_json::json!({ "run": 3, "phase": "Idle" })
+        );
     }
 }

@@ -242,3 +242,49 @@ pub async fn nginx_rollout_at_rest(sim: &KubeSim, api: &Api<Rollout>, steps: Val
     })
     .await;
 }
+
+/// The good Rollout, released and paused at 20 % (an untimed pause).
+pub async fn paused_at_20(sim: &KubeSim, api: &Api<Rollout>, steps: Value, log: &Path) {
+    nginx_rollout_at_rest(sim, api, steps, log).await;
+    let limit = Duration::from_secs(60);
+    release(sim, "v1.2.0");
+    until(limit, log, async || {
+        let s = status_of(api, "checkout").await?;
+        (s.phase.as_deref() == Some("Paused") && s.weight == Some(20.0)).then_some(())
+    })
+    .await;
+    // Status is written before the routing (persist, then apply): wait
+    // until the split is really in force, so what a test does next meets
+    // a set-up route.
+    until(limit, log, async || {
+        (sim_state(sim)["weight"].as_f64() == Some(20.0)).then_some(())
+    })
+    .await;
+}
+
+/// Creates `object` with kubectl, as a user would (no typed client).
+pub fn kubectl_create(sim: &KubeSim, dir: &Path, object: &Value) {
+    let file = dir.join("object.json");
+    std::fs::write(&file, object.to_string()).unwrap();
+    kubectl_ok(sim, &["create", "-f", &file.display().to_string()]);
+}
+
+/// Writes the status a controller that saw Rollout `name` and then
+/// stopped leaves (phase Idle): the CLI writes requests only on a
+/// Rollout some controller has seen.
+pub fn mark_seen(sim: &KubeSim, name: &str) {
+    kubectl_ok(
+        sim,
+        &[
+            "patch",
+            "rollouts.serin.dev",
+            name,
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Idle","observedGeneration":1}}"#,
+        ],
+    );
+}

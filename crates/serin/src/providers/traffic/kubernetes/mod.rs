@@ -551,6 +551,28 @@ impl KubernetesRouter {
         })
     }
 
+    /// Whether the first write of a run to the route — the routing at
+    /// weight 0, applied unforced — would be refused now: a server-side
+    /// apply with `dryRun` (nothing changes). `Some` only for a refusal of
+    /// that apply (another field manager owns the fields: a 409 saying
+    /// which, with the hand-over); a route or Service that cannot be read
+    /// is left to the run, which says it.
+    pub async fn routing_refused(&self) -> Option<Error> {
+        let plan = self.read_plan().await.ok()?;
+        let o = plan.routing.render(Weight::ZERO, true);
+        let api =
+            Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), &o.resource);
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.dry_run = true;
+        match api.patch(&o.name, &params, &Patch::Apply(&o.body)).await {
+            Err(e @ kube::Error::Api(_)) => {
+                let e = api_error(&self.what(&o.resource.kind, &o.name), e);
+                (e.kind() == Kind::Conflict).then_some(e)
+            }
+            _ => None,
+        }
+    }
+
     /// The baseline's Deployment (from the stable's running template) and
     /// Service.
     async fn baseline_plan(
