@@ -393,6 +393,9 @@ pub struct Driver {
     pre_rollout: Option<String>,
     /// When the next health check may run while `Initializing`.
     next_check: Option<Instant>,
+    /// Since when the health checks fail, and how they failed last:
+    /// recorded ([`Input::ReadyWaited`]) when the wait ends or changes.
+    ready_wait: Option<(Millis, String)>,
     /// The waiting reason last sent to watchers.
     waiting_sent: String,
     /// When the waiting reason is logged.
@@ -469,6 +472,7 @@ impl Driver {
             report_url: None,
             pre_rollout: None,
             next_check: None,
+            ready_wait: None,
             waiting_sent: String::new(),
             teller: Teller::default(),
             fenced: false,
@@ -589,6 +593,8 @@ impl Driver {
         if self.fenced {
             return Err(self.stop_fenced());
         }
+        // Rolled back while its health checks still failed: the wait too.
+        self.end_ready_wait().await;
         tracing::info!(rollout = %self.record.name, phase = self.record.state.phase.as_str(), reason = %self.record.state.reason, "rollout ended");
         // The rollout has ended; its end is not done until the data plane
         // has it (all traffic on the new stable, or on stable after a
@@ -801,18 +807,42 @@ impl Driver {
         });
     }
 
-    /// Both versions answered (or why not): start the first step.
+    /// Both versions answered (or why not): start the first step. A wait
+    /// for them is recorded once it ends, or when its failure changes
+    /// (other than in its numbers), never once per check.
     async fn on_ready(&mut self, ready: Result<(), String>) {
         self.checking = false;
         self.next_check = Some(Instant::now() + CHECK_EVERY);
         if self.record.state.phase != Phase::Initializing {
-            return; // an operator rolled it back meanwhile
+            // An operator rolled it back meanwhile.
+            self.end_ready_wait().await;
+            return;
         }
         match ready {
-            Ok(()) => self.feed_logged(Input::Start).await,
+            Ok(()) => {
+                self.end_ready_wait().await;
+                self.feed_logged(Input::Start).await;
+            }
             // Through the machine, so the store (and status) has it;
             // [`Driver::tell_waiting`] logs it.
-            Err(reason) => self.feed_logged(Input::NotReady(reason)).await,
+            Err(reason) => {
+                match &mut self.ready_wait {
+                    Some((_, last)) if gist(last) == gist(&reason) => last.clone_from(&reason),
+                    Some(_) => {
+                        self.end_ready_wait().await;
+                        self.ready_wait = Some((time::now(), reason.clone()));
+                    }
+                    None => self.ready_wait = Some((time::now(), reason.clone())),
+                }
+                self.feed_logged(Input::NotReady(reason)).await;
+            }
+        }
+    }
+
+    /// Records the health checks' wait, if there was one.
+    async fn end_ready_wait(&mut self) {
+        if let Some((since, last)) = self.ready_wait.take() {
+            self.feed_logged(Input::ReadyWaited { since, last }).await;
         }
     }
 
@@ -1643,6 +1673,58 @@ mod tests {
             at(45)
         ));
         assert!(t.tell("held by an operator (serin pause at 12:00:46 UTC)", at(46)));
+    }
+
+    /// A wait for the health checks is in the history, once (not once per
+    /// check), with its span and how the checks failed last.
+    #[tokio::test]
+    async fn a_wait_for_the_health_checks_is_recorded_once_with_its_last_failure() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let asked = Arc::new(AtomicUsize::new(0));
+        let a = asked.clone();
+        let app = axum::Router::new().route(
+            "/pre",
+            axum::routing::post(move || {
+                let a = a.clone();
+                async move {
+                    if a.fetch_add(1, Ordering::SeqCst) < 3 {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        crate::notify::install_crypto();
+        let rig = Rig::new().await;
+        let (driver, _handle) = rig.driver(rig.register());
+        let driver = driver.with_pre_rollout(Some(format!("http://{addr}/pre")));
+        let done = bounded(driver.run(std::future::pending())).await.unwrap();
+        assert_eq!(done.state.phase, Phase::Succeeded);
+        assert!(
+            asked.load(Ordering::SeqCst) >= 4,
+            "three failed checks, then one passed"
+        );
+        let events = rig.store.events("checkout").unwrap();
+        let waits: Vec<_> = events
+            .iter()
+            .filter(|e| e.decision.reason.starts_with("health checks failed for"))
+            .collect();
+        assert_eq!(waits.len(), 1, "one record, not one per check: {events:#?}");
+        let wait = &waits[0].decision;
+        assert!(
+            wait.reason.contains(&format!("http://{addr}/pre"))
+                && wait.reason.contains("503")
+                && wait.reason.contains(" UTC to "),
+            "{}",
+            wait.reason
+        );
+        let at = |kind: &str| events.iter().position(|e| e.kind == kind);
+        let recorded = events.iter().position(|e| std::ptr::eq(&e.decision, wait));
+        assert!(recorded < at("started"), "before the start: {events:#?}");
     }
 
     #[tokio::test]
