@@ -573,3 +573,47 @@ fn status_says_the_store_is_failing_instead_of_a_countdown() {
     );
     assert!(!reason.contains("left (until "), "no countdown: {s:#}");
 }
+
+/// `serin promote NAME --full` on nginx: the promotion is handed to nginx
+/// on a task of its own, so the decision's answer comes a moment before
+/// nginx has it. The answer waits for it (briefly) and never says "NOT in
+/// force" for a change merely on its way (it did, alarming the operator).
+#[test]
+fn promote_full_on_nginx_answers_without_the_not_in_force_alarm() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let name = "applying";
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &nginx
+            .rollout(name, port, stable, canary, &nginx.test_command())
+            .steps("  - setWeight: 20\n  - pause: {}\n  - setWeight: 60\n  - pause: {}\n")
+            .no_data_limit(1000)
+            .yaml(),
+    );
+    let (_daemon, api_addr) = serve_nginx(&nginx, &dir.path().join("state"), TOKEN);
+    let file = file.display().to_string();
+    for args in [vec!["init", file.as_str()], vec!["deploy", name, "v2"]] {
+        let o = cli(api_addr, &args, Some(TOKEN));
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+    }
+    wait_status(api_addr, name, "20 % in force", |s| {
+        s["weightInForce"].as_f64() == Some(20.0) && s["phase"] == "Paused"
+    });
+    let o = cli(api_addr, &["promote", name, "--full"], Some(TOKEN));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!out.contains("NOT in force"), "{out}");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first == "applying: promoted fully"
+            || first.starts_with("applying: promoted fully (being applied: "),
+        "{out}"
+    );
+    let s = wait_status(api_addr, name, "promoted", |s| s["phase"] == "Succeeded");
+    assert_eq!(s["notInForce"], serde_json::json!([]), "{s:#}");
+}
