@@ -577,6 +577,8 @@ impl Driver {
                 Some(judged) = self.judged_rx.recv() => self.on_judged(judged).await,
                 Some(flushed) = self.flushed_rx.recv() => self.on_flushed(flushed).await,
                 () = &mut shutdown => {
+                    // A wait for the health checks so far is the run's too.
+                    self.end_ready_wait().await;
                     self.last_write().await;
                     tracing::info!(
                         rollout = %self.record.name,
@@ -1725,6 +1727,48 @@ mod tests {
         let at = |kind: &str| events.iter().position(|e| e.kind == kind);
         let recorded = events.iter().position(|e| std::ptr::eq(&e.decision, wait));
         assert!(recorded < at("started"), "before the start: {events:#?}");
+    }
+
+    /// Stopped while its health checks still fail: the wait so far is
+    /// recorded (the next start begins a wait of its own).
+    #[tokio::test]
+    async fn a_wait_for_the_health_checks_is_recorded_when_serin_stops() {
+        crate::notify::install_crypto();
+        let rig = Rig::new().await;
+        let (driver, handle) = rig.driver(rig.register());
+        // Nothing listens on the pre-rollout check's port.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver = driver.with_pre_rollout(Some(format!("http://127.0.0.1:{port}/pre")));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(driver.run(async move {
+            let _ = stopped.await;
+        }));
+        let mut progress = handle.subscribe();
+        bounded(async {
+            while !matches!(progress.recv().await, Ok(Progress::Waiting { reason, .. }) if reason.contains("pre-rollout check"))
+            {}
+        })
+        .await;
+        stop.send(()).unwrap();
+        let done = bounded(task).await.unwrap().unwrap();
+        assert_eq!(done.state.phase, Phase::Initializing);
+        let events = rig.store.events("checkout").unwrap();
+        let waits: Vec<_> = events
+            .iter()
+            .filter(|e| e.decision.reason.starts_with("health checks failed for"))
+            .collect();
+        assert_eq!(waits.len(), 1, "{events:#?}");
+        assert!(
+            waits[0]
+                .decision
+                .reason
+                .contains(&format!("127.0.0.1:{port}/pre")),
+            "{:?}",
+            waits[0].decision
+        );
     }
 
     #[tokio::test]
