@@ -1232,8 +1232,10 @@ impl Driver {
         self.flushing = false;
         match f.result {
             Ok(generation) => {
+                // Written before the driver goes on (its end waits for them).
+                let held = std::mem::take(&mut self.held_samples);
                 self.store_ok();
-                for sample in std::mem::take(&mut self.held_samples) {
+                for sample in held {
                     self.save_sample(&sample).await;
                 }
                 tracing::info!(rollout = %self.record.name, phase = f.record.state.phase.as_str(), decisions = f.decisions, "the rollout's state is written");
@@ -1322,7 +1324,19 @@ impl Driver {
         }
     }
 
+    /// A write got through: the samples held while the store failed are
+    /// written now, in order, whichever write it was (a background one, or
+    /// an operator's command, after which no background write comes).
     fn store_ok(&mut self) {
+        let held = std::mem::take(&mut self.held_samples);
+        if !held.is_empty() {
+            let writes: Vec<_> = held.iter().map(|s| self.save_sample(s)).collect();
+            tokio::spawn(async move {
+                for write in writes {
+                    write.await;
+                }
+            });
+        }
         if let Some(StoreFailing {
             error: e, since, ..
         }) = self.store_failing.take()
@@ -2389,6 +2403,44 @@ mod tests {
             !health.unsaved && health.store_error.is_none(),
             "{health:?}"
         );
+    }
+
+    /// The samples held while the store was locked are written once it
+    /// answers, also when the write that gets through first is an
+    /// operator's command (no background write follows it).
+    #[tokio::test]
+    async fn samples_held_while_the_store_was_locked_are_written_after_an_operators_write() {
+        let rig = Rig::new().await;
+        let (driver, handle) = rig.driver_with(long_plan(), rig.builtin(), rig.scripted());
+        let mut progress = handle.subscribe();
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| rig.proxy.weight() == w(10.0)).await;
+        let lock = rig.lock_store();
+        until(|| handle.health().store_error.is_some()).await;
+        // A sample taken while the store is locked.
+        let held = bounded(async {
+            loop {
+                if let Ok(Progress::Sample(s)) = progress.recv().await
+                    && handle.health().store_error.is_some()
+                {
+                    return s;
+                }
+            }
+        })
+        .await;
+        lock.execute_batch("COMMIT").unwrap();
+        bounded(handle.command(Input::Pause { by: Actor::Cli }))
+            .await
+            .unwrap();
+        until(|| {
+            rig.store
+                .samples("checkout")
+                .unwrap()
+                .iter()
+                .any(|s| s.at == held.at)
+        })
+        .await;
+        task.abort();
     }
 
     /// Found by an outside test: a rollback decided while the database was
