@@ -556,6 +556,19 @@ fn the_dashboard_of_a_running_daemon_renders() {
         cart.contains("class=\"left\" data-until=") && cart.contains(" left</span>"),
         "cart's time left in its pause: {cart}"
     );
+    // Said once, on the server's clock: the reason keeps the pause's end,
+    // not a countdown of its own that disagreed with the badge.
+    let reason = cart
+        .split("<div class=\"reason\">")
+        .nth(1)
+        .and_then(|r| r.split("</div>").next())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("pausing 10m until ")
+            && !reason.contains("left (until")
+            && reason.matches(" left").count() == 1,
+        "cart's countdown is shown once: {reason}"
+    );
     assert!(
         cart.contains("class=\"over-mark\"") && cart.contains("verdict inconclusive over"),
         "cart's canary is marked over a limit while inconclusive: {cart}"
@@ -682,4 +695,97 @@ fn the_dashboard_says_when_serin_stops_answering() {
     assert!(dom.contains("serin no longer answers"), "{dom}");
     assert!(dom.contains("gone"), "the last status stays: {dom}");
     assert!(!dom.contains("Failed to fetch"), "{dom}");
+}
+
+/// The dashboard of `serin serve --kubernetes` (against kubesim) with only
+/// the cluster's Rollouts: the header counts them (it said "0 rollouts"
+/// beside a listed Rollout), no token box (nothing there takes one), the
+/// reason's `commands` as code (raw backticks before), and the "act"
+/// column offers only what the controller would accept in the phase (it
+/// offered `serin promote` for an Idle Rollout, which is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_kubernetes_section_counts_rollouts_and_offers_only_what_is_accepted() {
+    use common::controller::{install_crd, nginx_rollout_at_rest, release, serve_as, until};
+    use common::kubesim::KubeSim;
+    use kube::api::Api;
+    use serin::cluster::resource::Rollout as KubeRollout;
+
+    let sim = KubeSim::start(&["--ready-delay", "0.3"]);
+    install_crd(&sim);
+    let rollouts: Api<KubeRollout> = Api::namespaced(sim.client().await, "shop");
+    let state = tempfile::tempdir().unwrap();
+    let (_serve, log, api) = serve_as(&sim, state.path(), "serin-0");
+    wait_for_port(api);
+    let steps = serde_json::json!([{ "setWeight": 20 }, { "pause": {} }, { "setWeight": 100 }]);
+    nginx_rollout_at_rest(&sim, &rollouts, steps, &log).await;
+    let url = format!("http://{api}/");
+    let profile = tempfile::tempdir().unwrap();
+    let profile = profile.path().join("profile");
+    let row = |dom: &str| {
+        let at = dom
+            .find(r#"data-rollout="shop/checkout""#)
+            .unwrap_or_else(|| panic!("the Rollout's row: {dom}"));
+        let end = dom[at..].find("</tr>").unwrap();
+        dom[at..at + end].to_string()
+    };
+
+    // Idle: counted, nothing to act on, no token box.
+    let dom = dump_dom(&profile, &url);
+    assert!(
+        dom.contains("0 local rollouts · 1 Kubernetes Rollout ·"),
+        "the header counts the cluster's Rollout: {dom}"
+    );
+    assert!(
+        dom.contains(r#"<input id="token" type="password" placeholder="token (for actions)" autocomplete="off" hidden="""#),
+        "no token box without a button that takes it: {dom}"
+    );
+    let idle = row(&dom);
+    assert!(idle.contains("Idle"), "{idle}");
+    assert!(
+        !idle.contains("serin promote"),
+        "an Idle Rollout refuses promote; it is not offered: {idle}"
+    );
+    assert!(
+        idle.contains(r#"<td class="act"><span class="k""#),
+        "{idle}"
+    );
+
+    // A run held at its `pause: {}`: promote, resume and rollback offered;
+    // the reason's command shown as code, without backticks.
+    release(&sim, "v1.2.0");
+    let paused = until(Duration::from_secs(60), &log, async || {
+        let dom = dump_dom(&profile, &url);
+        let row = row(&dom);
+        row.contains(">Paused<").then_some(row)
+    })
+    .await;
+    assert!(
+        paused.contains("<code>serin promote checkout --kubernetes -n shop</code>")
+            && paused.contains("also resume, rollback"),
+        "{paused}"
+    );
+    assert!(
+        paused.contains("<code>serin promote") && !paused.contains('`'),
+        "the reason's command as code: {paused}"
+    );
+    let png = out_dir().join("dashboard-kubernetes.png");
+    let _ = std::fs::remove_file(&png);
+    let shot = format!("--screenshot={}", png.display());
+    chromium(
+        &profile,
+        &[
+            "--hide-scrollbars",
+            &shot,
+            "--window-size=1280,700",
+            "--virtual-time-budget=3000",
+        ],
+        &url,
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 15_000,
+        "{}",
+        png.display()
+    );
+    eprintln!("dashboard screenshot: {}", png.display());
 }

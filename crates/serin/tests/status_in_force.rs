@@ -335,6 +335,8 @@ fn kill(signal: &str, pid: u32) {
 /// transaction: the rollback is put in force at once and `serin run` exits
 /// 4 promptly (it waited for the database, as long as it was held), saying
 /// the database could not be written and where the rollback is recorded.
+/// Once the lock goes, the first read (`serin history`) writes it: history
+/// and report then agree with status.
 #[test]
 fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_recorded() {
     let dir = tempfile::tempdir().unwrap();
@@ -394,11 +396,12 @@ fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_rec
         "{recorded:?}"
     );
     assert_eq!(stored_phase(&db).as_deref(), Some("Paused"), "{out}");
-    db.execute_batch("COMMIT").unwrap();
-    // Read before any start: rolled back, not the stored "Paused".
+    // Read while the database is still locked: rolled back (from its
+    // record), not the stored "Paused"; nothing can be written yet.
+    let state = dir.path().join("state");
     let o = common::serin::serin()
         .args(["status", "locked", "-o", "json", "--state-dir"])
-        .arg(dir.path().join("state"))
+        .arg(&state)
         .env_remove("SERIN_API")
         .output()
         .unwrap();
@@ -411,20 +414,27 @@ fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_rec
         ),
         "{status:#}"
     );
-    // The next start writes the rollback with its cause, and ends as that
-    // cause does: an interrupt is exit 4.
-    let (code, out) = LiveRun::spawn(&file, dir.path()).wait(Duration::from_secs(30));
-    assert_eq!(code, Some(4), "{out}");
-    assert!(out.contains("interrupted (SIGINT)"), "{out}");
-    assert_eq!(stored_phase(&db).as_deref(), Some("RolledBack"), "{out}");
-    assert!(!pending.exists(), "{out}");
+    assert!(pending.exists(), "not written while locked");
+    db.execute_batch("COMMIT").unwrap();
+    // The lock gone, the next read writes the rollback with its cause (as
+    // the next start would): history and report agree with status
+    // (they showed the run in progress until serin started again).
     let o = common::serin::serin()
         .args(["history", "locked", "-o", "json", "--state-dir"])
-        .arg(dir.path().join("state"))
+        .arg(&state)
+        .env_remove("SERIN_API")
         .output()
         .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("is written to the state database now"),
+        "{said}"
+    );
     let history: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(stored_phase(&db).as_deref(), Some("RolledBack"));
+    assert!(!pending.exists(), "removed once the database has it");
     let run = &history["runs"][0];
+    assert!(run["ended"].is_string(), "{history:#}");
     assert_eq!(run["outcome"]["kind"], "recovered", "{history:#}");
     assert_eq!(run["outcome"]["of"]["kind"], "interrupted", "{history:#}");
     assert!(
@@ -433,6 +443,17 @@ fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_rec
             .is_some_and(|r| r.contains("interrupted (SIGINT)")),
         "{history:#}"
     );
+    let o = common::serin::serin()
+        .args(["report", "locked", "--state-dir"])
+        .arg(&state)
+        .env_remove("SERIN_API")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(report["phase"], "RolledBack", "{report:#}");
+    assert!(report["ended"].is_string(), "{report:#}");
+    assert_eq!(report["outcome"]["of"]["kind"], "interrupted", "{report:#}");
 }
 
 /// A second Ctrl-C exits at once, whatever the first one's rollback waits
@@ -551,4 +572,48 @@ fn status_says_the_store_is_failing_instead_of_a_countdown() {
         "{s:#}"
     );
     assert!(!reason.contains("left (until "), "no countdown: {s:#}");
+}
+
+/// `serin promote NAME --full` on nginx: the promotion is handed to nginx
+/// on a task of its own, so the decision's answer comes a moment before
+/// nginx has it. The answer waits for it (briefly) and never says "NOT in
+/// force" for a change merely on its way (it did, alarming the operator).
+#[test]
+fn promote_full_on_nginx_answers_without_the_not_in_force_alarm() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let name = "applying";
+    let file = write(
+        dir.path(),
+        "rollout.yaml",
+        &nginx
+            .rollout(name, port, stable, canary, &nginx.test_command())
+            .steps("  - setWeight: 20\n  - pause: {}\n  - setWeight: 60\n  - pause: {}\n")
+            .no_data_limit(1000)
+            .yaml(),
+    );
+    let (_daemon, api_addr) = serve_nginx(&nginx, &dir.path().join("state"), TOKEN);
+    let file = file.display().to_string();
+    for args in [vec!["init", file.as_str()], vec!["deploy", name, "v2"]] {
+        let o = cli(api_addr, &args, Some(TOKEN));
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+    }
+    wait_status(api_addr, name, "20 % in force", |s| {
+        s["weightInForce"].as_f64() == Some(20.0) && s["phase"] == "Paused"
+    });
+    let o = cli(api_addr, &["promote", name, "--full"], Some(TOKEN));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!out.contains("NOT in force"), "{out}");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first == "applying: promoted fully"
+            || first.starts_with("applying: promoted fully (being applied: "),
+        "{out}"
+    );
+    let s = wait_status(api_addr, name, "promoted", |s| s["phase"] == "Succeeded");
+    assert_eq!(s["notInForce"], serde_json::json!([]), "{s:#}");
 }

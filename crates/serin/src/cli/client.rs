@@ -172,6 +172,89 @@ fn reads_the_store(
     }
 }
 
+/// Rollbacks that a `serin run` put in force but could not write (the
+/// state database was locked when it was stopped; each is recorded in
+/// `DIR/NAME.rollback-pending`), written now that nothing owns the state
+/// dir, as the next start would write them: otherwise `history` and
+/// `report` showed the run in progress, against `status`, until some serin
+/// started on the dir again. Nothing is written while another process owns
+/// the dir or the database still cannot take it (status then says the
+/// rollback from its record); each one written is said on stderr.
+fn write_pending_rollbacks(dir: &std::path::Path) {
+    let pending: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".rollback-pending").map(str::to_string)
+        })
+        .collect();
+    if pending.is_empty() || !dir.join("serin.db").is_file() {
+        return;
+    }
+    // The dir's one-owner lock first: a serin that owns it writes its own.
+    let Ok(store) = crate::store::Store::open_owned(dir) else {
+        return;
+    };
+    for name in pending {
+        let path = store.pending_rollback_path(&name);
+        match write_pending_rollback(&store, &name, &path) {
+            Ok(true) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    crate::errln!("cannot remove {}: {e}", path.display());
+                }
+                crate::errln!(
+                    "{name}: the rollback recorded in {} (the state database could not take it when serin stopped) is written to the state database now",
+                    path.display()
+                );
+            }
+            Ok(false) => {}
+            Err(e) => crate::errln!(
+                "{name}: the rollback recorded in {} is not written yet: {e}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Writes `name`'s recorded rollback through the state machine, as
+/// [`crate::controller::driver::Driver::run`] does on a start; `Ok(true)`
+/// when the record is done with (written now, or the run had ended).
+fn write_pending_rollback(
+    store: &crate::store::Store,
+    name: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<bool> {
+    use crate::controller::machine::{self, Input};
+    let Ok(recorded) = std::fs::read_to_string(path) else {
+        return Ok(false);
+    };
+    let mut record = store.get(name)?;
+    if record.state.phase.is_finished() {
+        return Ok(record.state.phase == crate::rollout::Phase::RolledBack);
+    }
+    let setup = (crate::runtime::parser())(&record.spec, &format!("the stored rollout {name}"))
+        .map_err(|e| anyhow!(e))?;
+    // The reason, then the outcome's JSON on a line of its own.
+    let (reason, of) = match recorded.trim().split_once('\n') {
+        Some((reason, json)) => (reason, serde_json::from_str(json.trim()).ok()),
+        None => (recorded.trim(), None),
+    };
+    let reason = reason.trim().to_string();
+    let now = crate::time::now();
+    let t = machine::step(
+        &setup.plan,
+        &record.state,
+        now,
+        Input::RecoveredRollback { reason, of },
+    )
+    .map_err(|e| anyhow!(e.0))?;
+    record.state = t.state;
+    store.save(&record, &t.decisions, now)?;
+    Ok(true)
+}
+
 impl ApiClient {
     /// A client for `args`; refuses an `--api` that is not `http://host:port`.
     pub fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
@@ -234,6 +317,7 @@ impl ApiClient {
                 })
         };
         if reads_the_store(found.as_ref(), args.state_dir.is_some(), default_answers) {
+            write_pending_rollbacks(&args.dir());
             client.local = crate::cli::local::Local::open(&args.dir())?;
         }
         if let Some(local) = &client.local {

@@ -105,20 +105,73 @@ fn done(status: &RolloutStatus, output: OutputFormat, what: &str) -> anyhow::Res
     match output {
         OutputFormat::Json => crate::outln!("{}", serde_json::to_string_pretty(status)?),
         OutputFormat::Text => {
-            // A decision the data plane (or the store) has not taken yet is
-            // not claimed done: "rolled back" becomes "rollback decided".
-            if status.not_in_force.is_empty() {
-                crate::outln!("{what}");
-            } else {
-                crate::outln!(
-                    "{what} (decided, NOT in force yet: {})",
-                    status.not_in_force.join("; ")
-                );
-            }
+            crate::outln!("{}", answer_line(what, &status.not_in_force));
             print_status(status);
         }
     }
     Ok(Exit::Success)
+}
+
+/// The end of a sentence of `notInForce` that names a change merely on
+/// its way to the data plane (see [`crate::wire::not_in_force`]).
+const BEING_APPLIED: &str = "(being applied)";
+
+/// The answer's first line: `what`, and what of it is not in force. A
+/// change the data plane refuses is not claimed done ("decided, NOT in
+/// force yet"); one merely on its way there (every promotion passes
+/// through this for a moment) is "being applied", without the alarm; a
+/// decision in force that the state database has not taken is said as such.
+fn answer_line(what: &str, not_in_force: &[String]) -> String {
+    let (unwritten, rest): (Vec<&String>, Vec<&String>) = not_in_force
+        .iter()
+        .partition(|s| s.starts_with("state not written yet"));
+    let (applying, refused): (Vec<&String>, Vec<&String>) =
+        rest.into_iter().partition(|s| s.ends_with(BEING_APPLIED));
+    let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ");
+    let mut notes = Vec::new();
+    if !refused.is_empty() {
+        notes.push(format!("decided, NOT in force yet: {}", join(&refused)));
+    } else if !applying.is_empty() {
+        let what: Vec<String> = applying
+            .iter()
+            .map(|s| s.trim_end_matches(BEING_APPLIED).trim_end().to_string())
+            .map(|s| s.replace(" not applied yet", ""))
+            .collect();
+        notes.push(format!("being applied: {}", what.join("; ")));
+    }
+    if !unwritten.is_empty() {
+        notes.push(join(&unwritten));
+    }
+    if notes.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what} ({})", notes.join("; "))
+    }
+}
+
+/// How long an answer waits for a change on its way to the data plane.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `status` once what it decided is in force, asked again for a moment
+/// (up to [`SETTLE`]) while a change is merely on its way to the data
+/// plane; at once when everything is in force, or something is refused
+/// or not written (waiting would not change that).
+async fn settled(client: &ApiClient, name: &str, mut status: RolloutStatus) -> RolloutStatus {
+    let Ok(path) = rollout_path(name, "") else {
+        return status;
+    };
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let applying = |s: &RolloutStatus| {
+        !s.not_in_force.is_empty() && s.not_in_force.iter().all(|n| n.ends_with(BEING_APPLIED))
+    };
+    while applying(&status) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        match client.get::<RolloutStatus>(&path).await {
+            Ok(now) => status = now,
+            Err(_) => break,
+        }
+    }
+    status
 }
 
 pub fn init(args: InitArgs, output: OutputFormat) -> anyhow::Result<Exit> {
@@ -198,6 +251,7 @@ pub fn traffic(args: TrafficArgs, output: OutputFormat) -> anyhow::Result<Exit> 
         let status: RolloutStatus = client
             .send(Method::PUT, &rollout_path(&args.name, "/weight")?, &body)
             .await?;
+        let status = settled(&client, &args.name, status).await;
         done(
             &status,
             output,
@@ -222,6 +276,7 @@ pub fn promote(args: PromoteArgs, output: OutputFormat) -> anyhow::Result<Exit> 
         let status: RolloutStatus = client
             .send(Method::POST, &rollout_path(&args.name, "/promote")?, &body)
             .await?;
+        let status = settled(&client, &args.name, status).await;
         let what = if args.full {
             "promoted fully"
         } else {
@@ -254,6 +309,7 @@ pub fn simple(args: NameArgs, which: Simple, output: OutputFormat) -> anyhow::Re
                 &json!({}),
             )
             .await?;
+        let status = settled(&client, &args.name, status).await;
         done(&status, output, &format!("{}: {what}", args.name))
     })
 }
@@ -308,4 +364,44 @@ pub fn cleanup(args: CleanupArgs, output: OutputFormat) -> anyhow::Result<Exit> 
         }
         Ok(Exit::Success)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_line;
+
+    fn said(not_in_force: &[&str]) -> String {
+        let v: Vec<String> = not_in_force.iter().map(|s| s.to_string()).collect();
+        answer_line("checkout: promoted fully", &v)
+    }
+
+    #[test]
+    fn a_change_on_its_way_is_being_applied_and_only_a_refusal_is_not_in_force() {
+        assert_eq!(said(&[]), "checkout: promoted fully");
+        // Fails before this change: "(decided, NOT in force yet: promotion
+        // not applied yet (being applied))".
+        let applying = said(&["promotion not applied yet (being applied)"]);
+        assert_eq!(
+            applying,
+            "checkout: promoted fully (being applied: promotion)"
+        );
+        assert!(!applying.contains("NOT"), "{applying}");
+        let refused = said(&["promotion not applied yet: nginx -t: failed"]);
+        assert!(
+            refused.contains("NOT in force yet: promotion not applied yet: nginx -t: failed"),
+            "{refused}"
+        );
+        // In force, but not written: no "NOT in force" either.
+        let unwritten = said(&["state not written yet: database is locked"]);
+        assert_eq!(
+            unwritten,
+            "checkout: promoted fully (state not written yet: database is locked)"
+        );
+        let both = said(&[
+            "rollback not applied yet (being applied)",
+            "state not written yet: database is locked",
+        ]);
+        assert!(!both.contains("NOT"), "{both}");
+        assert!(both.contains("being applied: rollback"), "{both}");
+    }
 }

@@ -393,6 +393,9 @@ pub struct Driver {
     pre_rollout: Option<String>,
     /// When the next health check may run while `Initializing`.
     next_check: Option<Instant>,
+    /// Since when the health checks fail, and how they failed last:
+    /// recorded ([`Input::ReadyWaited`]) when the wait ends or changes.
+    ready_wait: Option<(Millis, String)>,
     /// The waiting reason last sent to watchers.
     waiting_sent: String,
     /// When the waiting reason is logged.
@@ -469,6 +472,7 @@ impl Driver {
             report_url: None,
             pre_rollout: None,
             next_check: None,
+            ready_wait: None,
             waiting_sent: String::new(),
             teller: Teller::default(),
             fenced: false,
@@ -573,6 +577,8 @@ impl Driver {
                 Some(judged) = self.judged_rx.recv() => self.on_judged(judged).await,
                 Some(flushed) = self.flushed_rx.recv() => self.on_flushed(flushed).await,
                 () = &mut shutdown => {
+                    // A wait for the health checks so far is the run's too.
+                    self.end_ready_wait().await;
                     self.last_write().await;
                     tracing::info!(
                         rollout = %self.record.name,
@@ -589,6 +595,8 @@ impl Driver {
         if self.fenced {
             return Err(self.stop_fenced());
         }
+        // Rolled back while its health checks still failed: the wait too.
+        self.end_ready_wait().await;
         tracing::info!(rollout = %self.record.name, phase = self.record.state.phase.as_str(), reason = %self.record.state.reason, "rollout ended");
         // The rollout has ended; its end is not done until the data plane
         // has it (all traffic on the new stable, or on stable after a
@@ -801,18 +809,42 @@ impl Driver {
         });
     }
 
-    /// Both versions answered (or why not): start the first step.
+    /// Both versions answered (or why not): start the first step. A wait
+    /// for them is recorded once it ends, or when its failure changes
+    /// (other than in its numbers), never once per check.
     async fn on_ready(&mut self, ready: Result<(), String>) {
         self.checking = false;
         self.next_check = Some(Instant::now() + CHECK_EVERY);
         if self.record.state.phase != Phase::Initializing {
-            return; // an operator rolled it back meanwhile
+            // An operator rolled it back meanwhile.
+            self.end_ready_wait().await;
+            return;
         }
         match ready {
-            Ok(()) => self.feed_logged(Input::Start).await,
+            Ok(()) => {
+                self.end_ready_wait().await;
+                self.feed_logged(Input::Start).await;
+            }
             // Through the machine, so the store (and status) has it;
             // [`Driver::tell_waiting`] logs it.
-            Err(reason) => self.feed_logged(Input::NotReady(reason)).await,
+            Err(reason) => {
+                match &mut self.ready_wait {
+                    Some((_, last)) if gist(last) == gist(&reason) => last.clone_from(&reason),
+                    Some(_) => {
+                        self.end_ready_wait().await;
+                        self.ready_wait = Some((time::now(), reason.clone()));
+                    }
+                    None => self.ready_wait = Some((time::now(), reason.clone())),
+                }
+                self.feed_logged(Input::NotReady(reason)).await;
+            }
+        }
+    }
+
+    /// Records the health checks' wait, if there was one.
+    async fn end_ready_wait(&mut self) {
+        if let Some((since, last)) = self.ready_wait.take() {
+            self.feed_logged(Input::ReadyWaited { since, last }).await;
         }
     }
 
@@ -1200,8 +1232,10 @@ impl Driver {
         self.flushing = false;
         match f.result {
             Ok(generation) => {
+                // Written before the driver goes on (its end waits for them).
+                let held = std::mem::take(&mut self.held_samples);
                 self.store_ok();
-                for sample in std::mem::take(&mut self.held_samples) {
+                for sample in held {
                     self.save_sample(&sample).await;
                 }
                 tracing::info!(rollout = %self.record.name, phase = f.record.state.phase.as_str(), decisions = f.decisions, "the rollout's state is written");
@@ -1290,7 +1324,19 @@ impl Driver {
         }
     }
 
+    /// A write got through: the samples held while the store failed are
+    /// written now, in order, whichever write it was (a background one, or
+    /// an operator's command, after which no background write comes).
     fn store_ok(&mut self) {
+        let held = std::mem::take(&mut self.held_samples);
+        if !held.is_empty() {
+            let writes: Vec<_> = held.iter().map(|s| self.save_sample(s)).collect();
+            tokio::spawn(async move {
+                for write in writes {
+                    write.await;
+                }
+            });
+        }
         if let Some(StoreFailing {
             error: e, since, ..
         }) = self.store_failing.take()
@@ -1643,6 +1689,100 @@ mod tests {
             at(45)
         ));
         assert!(t.tell("held by an operator (serin pause at 12:00:46 UTC)", at(46)));
+    }
+
+    /// A wait for the health checks is in the history, once (not once per
+    /// check), with its span and how the checks failed last.
+    #[tokio::test]
+    async fn a_wait_for_the_health_checks_is_recorded_once_with_its_last_failure() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let asked = Arc::new(AtomicUsize::new(0));
+        let a = asked.clone();
+        let app = axum::Router::new().route(
+            "/pre",
+            axum::routing::post(move || {
+                let a = a.clone();
+                async move {
+                    if a.fetch_add(1, Ordering::SeqCst) < 3 {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        crate::notify::install_crypto();
+        let rig = Rig::new().await;
+        let (driver, _handle) = rig.driver(rig.register());
+        let driver = driver.with_pre_rollout(Some(format!("http://{addr}/pre")));
+        let done = bounded(driver.run(std::future::pending())).await.unwrap();
+        assert_eq!(done.state.phase, Phase::Succeeded);
+        assert!(
+            asked.load(Ordering::SeqCst) >= 4,
+            "three failed checks, then one passed"
+        );
+        let events = rig.store.events("checkout").unwrap();
+        let waits: Vec<_> = events
+            .iter()
+            .filter(|e| e.decision.reason.starts_with("health checks failed for"))
+            .collect();
+        assert_eq!(waits.len(), 1, "one record, not one per check: {events:#?}");
+        let wait = &waits[0].decision;
+        assert!(
+            wait.reason.contains(&format!("http://{addr}/pre"))
+                && wait.reason.contains("503")
+                && wait.reason.contains(" UTC to "),
+            "{}",
+            wait.reason
+        );
+        let at = |kind: &str| events.iter().position(|e| e.kind == kind);
+        let recorded = events.iter().position(|e| std::ptr::eq(&e.decision, wait));
+        assert!(recorded < at("started"), "before the start: {events:#?}");
+    }
+
+    /// Stopped while its health checks still fail: the wait so far is
+    /// recorded (the next start begins a wait of its own).
+    #[tokio::test]
+    async fn a_wait_for_the_health_checks_is_recorded_when_serin_stops() {
+        crate::notify::install_crypto();
+        let rig = Rig::new().await;
+        let (driver, handle) = rig.driver(rig.register());
+        // Nothing listens on the pre-rollout check's port.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver = driver.with_pre_rollout(Some(format!("http://127.0.0.1:{port}/pre")));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(driver.run(async move {
+            let _ = stopped.await;
+        }));
+        let mut progress = handle.subscribe();
+        bounded(async {
+            while !matches!(progress.recv().await, Ok(Progress::Waiting { reason, .. }) if reason.contains("pre-rollout check"))
+            {}
+        })
+        .await;
+        stop.send(()).unwrap();
+        let done = bounded(task).await.unwrap().unwrap();
+        assert_eq!(done.state.phase, Phase::Initializing);
+        let events = rig.store.events("checkout").unwrap();
+        let waits: Vec<_> = events
+            .iter()
+            .filter(|e| e.decision.reason.starts_with("health checks failed for"))
+            .collect();
+        assert_eq!(waits.len(), 1, "{events:#?}");
+        assert!(
+            waits[0]
+                .decision
+                .reason
+                .contains(&format!("127.0.0.1:{port}/pre")),
+            "{:?}",
+            waits[0].decision
+        );
     }
 
     #[tokio::test]
@@ -2263,6 +2403,44 @@ mod tests {
             !health.unsaved && health.store_error.is_none(),
             "{health:?}"
         );
+    }
+
+    /// The samples held while the store was locked are written once it
+    /// answers, also when the write that gets through first is an
+    /// operator's command (no background write follows it).
+    #[tokio::test]
+    async fn samples_held_while_the_store_was_locked_are_written_after_an_operators_write() {
+        let rig = Rig::new().await;
+        let (driver, handle) = rig.driver_with(long_plan(), rig.builtin(), rig.scripted());
+        let mut progress = handle.subscribe();
+        let task = tokio::spawn(driver.run(std::future::pending()));
+        until(|| rig.proxy.weight() == w(10.0)).await;
+        let lock = rig.lock_store();
+        until(|| handle.health().store_error.is_some()).await;
+        // A sample taken while the store is locked.
+        let held = bounded(async {
+            loop {
+                if let Ok(Progress::Sample(s)) = progress.recv().await
+                    && handle.health().store_error.is_some()
+                {
+                    return s;
+                }
+            }
+        })
+        .await;
+        lock.execute_batch("COMMIT").unwrap();
+        bounded(handle.command(Input::Pause { by: Actor::Cli }))
+            .await
+            .unwrap();
+        until(|| {
+            rig.store
+                .samples("checkout")
+                .unwrap()
+                .iter()
+                .any(|s| s.at == held.at)
+        })
+        .await;
+        task.abort();
     }
 
     /// Found by an outside test: a rollback decided while the database was

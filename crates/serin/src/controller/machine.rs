@@ -95,6 +95,16 @@ pub enum Input {
         /// What it answered, for the record.
         detail: String,
     },
+    /// The health checks (or the pre-rollout check) failed from `since`
+    /// until now, `last` saying how they failed last: recorded once, when
+    /// the wait ends or its failure changes (never once per check), so the
+    /// history says why the run started late.
+    ReadyWaited {
+        /// When the checks began failing this way.
+        since: Millis,
+        /// The last failure, as the status reason said it (versions, URL, error).
+        last: String,
+    },
     /// `serin promote [--full]`.
     Promote {
         /// Skip every remaining step.
@@ -213,6 +223,7 @@ pub fn step(plan: &Plan, state: &State, now: Millis, input: Input) -> Result<Tra
             split,
         }),
         Input::NotReady(reason) => t.not_ready(reason),
+        Input::ReadyWaited { since, last } => t.ready_waited(since, &last),
         Input::Gate { open, detail } => t.gate(open, detail),
         Input::Promote { full, by } => t.promote(full, by)?,
         Input::Rollback(stop) => t.rollback_from_outside(stop)?,
@@ -618,6 +629,16 @@ impl Machine<'_> {
         if self.state.phase == Phase::Initializing {
             self.state.reason = reason;
         }
+    }
+
+    fn ready_waited(&mut self, since: Millis, last: &str) {
+        let waited = human_span(self.now.since(since));
+        let (from, to) = (clock(since), clock(self.now));
+        self.record(
+            DecisionKind::Gate,
+            None,
+            format!("health checks failed for {waited} (from {from} to {to}); last: {last}"),
+        );
     }
 
     fn verdict(&mut self, j: Judged) {
