@@ -197,11 +197,8 @@ fn a_pause_under_serin_run_is_promoted_from_another_terminal_through_the_state_d
     let dir = tempfile::tempdir().unwrap();
     let (_stable, stable) = demo_app("v1", &[]);
     let (_canary, canary) = demo_app("v2", &[]);
-    write(
-        dir.path(),
-        "r.yaml",
-        &held("held", free_port(), stable, canary),
-    );
+    let port = free_port();
+    write(dir.path(), "r.yaml", &held("held", port, stable, canary));
     // `serin run r.yaml` in a directory: the default state dir `.serin`.
     let mut cmd = serin();
     cmd.current_dir(dir.path())
@@ -222,10 +219,13 @@ fn a_pause_under_serin_run_is_promoted_from_another_terminal_through_the_state_d
         assert!(Instant::now() < deadline, "never paused: {s:#}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Traffic, so the canary is judged: a plain promote ends the pause and
+    // the rollout promotes on a passing verdict.
+    let _load = common::serin::load(&format!("http://127.0.0.1:{port}/"), 50, "40s");
     // No --api, no token: both come from .serin/api.json.
     let out = cli_in(dir.path(), &["promote", "held"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = proc.wait_output(Duration::from_secs(30));
+    let out = proc.wait_output(Duration::from_secs(40));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("promoted"), "{}", text(&out));
 }

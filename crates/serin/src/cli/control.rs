@@ -277,8 +277,14 @@ pub fn promote(args: PromoteArgs, output: OutputFormat) -> anyhow::Result<Exit> 
             .send(Method::POST, &rollout_path(&args.name, "/promote")?, &body)
             .await?;
         let status = settled(&client, &args.name, status).await;
+        // A plain promote is no evidence: after the last pause the rollout
+        // promotes on a passing verdict, which the answer says.
         let what = if args.full {
             "promoted fully"
+        } else if status.phase == "Succeeded" {
+            "pause ended: promoted on its passing verdict"
+        } else if status.step >= status.steps && status.phase != "RolledBack" {
+            "pause ended: it promotes on its first passing verdict (`serin status` says what it waits for; `--full` promotes without one)"
         } else {
             "pause ended"
         };

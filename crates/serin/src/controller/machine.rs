@@ -845,25 +845,31 @@ impl Machine<'_> {
             self.current_step(),
             Some(Step::PauseFor { .. } | Step::PauseUntilPromoted | Step::PauseUntilGate(_))
         );
-        // `--full`, promoting the last pause, or a rollout waiting at the
-        // end of its steps, promotes now: the operator's evidence stands
-        // for the verdict, and the record says whether there was one.
-        let last = self.state.step + 1 >= self.plan.steps.len();
-        if full || (in_pause && last) || self.at_end() {
-            let (said, how) = if full {
-                ("promote --full: skipping the remaining steps", " (--full)")
-            } else {
-                ("promote: ending the rollout", "")
-            };
+        // `--full` promotes now: the operator's evidence stands for the
+        // verdict, and the record says whether there was one. A plain
+        // `promote` is no evidence: at the last pause it ends the pause,
+        // and the rollout promotes on a passing verdict as after a timed
+        // pause (it promoted a canary that had not one request, answering
+        // "pause ended").
+        if !full && self.at_end() && !in_pause {
+            return Err(Refused(
+                "cannot promote: the steps are done and the rollout promotes on its first passing verdict (status says what it waits for); `promote --full` promotes without one".into(),
+            ));
+        }
+        if full {
             let evidence = if self.judged_for_promotion() {
                 " (stage judged pass)"
             } else {
                 " without a passing verdict"
             };
-            self.record(DecisionKind::Operator, None, said);
+            self.record(
+                DecisionKind::Operator,
+                None,
+                "promote --full: skipping the remaining steps",
+            );
             self.promote_now(
                 &format!(
-                    "promoted by an operator ({}){how} at {} %{evidence}",
+                    "promoted by an operator ({}) (--full) at {} %{evidence}",
                     by.said(),
                     self.state.weight
                 ),
@@ -1922,6 +1928,15 @@ mod tests {
             by: Actor::Cli,
         })
         .unwrap();
+        // The last pause ended; a plain promote is no evidence: the
+        // rollout promotes on a passing verdict (none came: it waits).
+        assert_eq!(sim.state.phase, Phase::Progressing);
+        assert_eq!(promotions(&sim), 0);
+        assert!(
+            sim.state.reason.contains("waiting for"),
+            "{}",
+            sim.state.reason
+        );
     }
 
     #[test]
@@ -2141,9 +2156,18 @@ mod tests {
         late.run_for(200, |_| Verdict::Pass);
         assert_eq!(late.state.phase, Phase::RolledBack);
         assert_eq!(promotions(&late), 0);
-        // An operator's promote is their evidence, recorded as such.
+        // A plain promote is no evidence: refused, naming --full.
+        let refused = sim
+            .feed(Input::Promote {
+                full: false,
+                by: Actor::Cli,
+            })
+            .unwrap_err();
+        assert!(refused.0.contains("`promote --full`"), "{}", refused.0);
+        assert_eq!(sim.state.phase, Phase::Progressing);
+        // `--full` is the operator's evidence, recorded as such.
         sim.feed(Input::Promote {
-            full: false,
+            full: true,
             by: Actor::Cli,
         })
         .unwrap();
