@@ -461,3 +461,61 @@ fn status_history_and_report_read_the_state_of_a_finished_serin_run() {
         text(&out)
     );
 }
+
+/// A `--state-dir` typed on the command line beats an exported SERIN_API
+/// (meant for a daemon elsewhere): an outside breaker's `serin rollback d
+/// --state-dir s10` rolled back the daemon's `d` and left the `serin run`
+/// the flag named at 50 %. Fails before this change (the command went to
+/// SERIN_API's address). A `--api` flag still wins.
+#[test]
+fn a_state_dir_flag_beats_an_exported_serin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let file = write(
+        dir.path(),
+        "r.yaml",
+        &held("flagged", free_port(), stable, canary),
+    );
+    let _proc = run(&file, &state);
+    wait_api_file(&state);
+    // Nothing listens at the exported address.
+    let elsewhere = format!("http://127.0.0.1:{}", free_port());
+    let with_env = |args: &[&str]| {
+        let mut cmd = serin();
+        cmd.args(args)
+            .env("SERIN_API", &elsewhere)
+            .env_remove("SERIN_TOKEN")
+            .env_remove("SERIN_STATE_DIR");
+        Proc::spawn(cmd, true).wait_output(Duration::from_secs(40))
+    };
+    let state_arg = state.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = with_env(&["status", "flagged", "--state-dir", &state_arg, "-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if s["phase"] == "Paused" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never paused: {s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = with_env(&["traffic", "flagged", "30", "--state-dir", &state_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = with_env(&["status", "flagged", "--state-dir", &state_arg, "-o", "json"]);
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["weight"], 30.0, "{s:#}");
+    // `--api` typed wins over the state dir.
+    let other = format!("http://127.0.0.1:{}", free_port());
+    let out = with_env(&[
+        "status",
+        "flagged",
+        "--state-dir",
+        &state_arg,
+        "--api",
+        &other,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}

@@ -3,7 +3,8 @@
 //!
 //! # Where the API is
 //!
-//! 1. `--api URL` (`SERIN_API`), with `--token` (`SERIN_TOKEN`).
+//! 1. `--api URL` (`SERIN_API`), with `--token` (`SERIN_TOKEN`); a
+//!    `--state-dir` flag beats an exported `SERIN_API` (not a `--api` flag).
 //! 2. Otherwise the state dir (`--state-dir`, `SERIN_STATE_DIR`, default
 //!    `.serin`): the `serin serve` or `serin run` that owns it wrote where
 //!    its API listens into `DIR/api.json` ([`crate::statedir`]), and
@@ -258,7 +259,20 @@ fn write_pending_rollback(
 impl ApiClient {
     /// A client for `args`; refuses an `--api` that is not `http://host:port`.
     pub fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
-        let source = match &args.api {
+        // A `--state-dir` typed on the command line beats an exported
+        // SERIN_API (meant for a daemon elsewhere): a rollback went to the
+        // daemon's rollout of that name, not the `serin run` the flag named.
+        let from_env = |var: &str, value: Option<&std::ffi::OsStr>| {
+            value.is_some() && std::env::var_os(var).as_deref() == value
+        };
+        let api_from_env = from_env("SERIN_API", args.api.as_deref().map(std::ffi::OsStr::new));
+        let dir_typed = args.state_dir.is_some()
+            && !from_env(
+                "SERIN_STATE_DIR",
+                args.state_dir.as_deref().map(|d| d.as_os_str()),
+            );
+        let api = args.api.as_ref().filter(|_| !(api_from_env && dir_typed));
+        let source = match api {
             Some(api) => Source::Flag(checked_url(api)?),
             None => Source::Dir {
                 dir: args.dir(),
