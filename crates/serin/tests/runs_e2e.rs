@@ -323,6 +323,46 @@ fn interrupted_by(signal: &str) {
         i += 1;
         assert!(i < 2000, "the canary never answered");
     }
+    // Its dashboard's action without the token says where this run's
+    // token is and where to paste it (user L3: it spoke of `--state-dir`).
+    let published = dir.path().join("state/api.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let api = loop {
+        let read = std::fs::read_to_string(&published).ok();
+        if let Some(api) = read
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| {
+                v["url"]
+                    .as_str()?
+                    .trim_start_matches("http://")
+                    .parse::<SocketAddr>()
+                    .ok()
+            })
+        {
+            break api;
+        }
+        assert!(std::time::Instant::now() < deadline, "no api.json");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let refused = http(
+        api,
+        "POST",
+        "/api/v1/rollouts/checkout/pause",
+        &[
+            ("content-type", "application/json"),
+            ("x-serin-actor", "dashboard"),
+        ],
+        "{}",
+    );
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(
+        refused.body.contains("this action needs a token")
+            && refused.body.contains("api.json")
+            && refused.body.contains("into the token field")
+            && !refused.body.contains("--state-dir"),
+        "{}",
+        refused.body
+    );
     let pid = run.child.id().to_string();
     let killed = std::process::Command::new("kill")
         .args([&format!("-{}", &signal[3..]), &pid])
