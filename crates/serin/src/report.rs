@@ -624,7 +624,7 @@ impl Report {
         if self.samples.is_empty() {
             return String::new();
         }
-        let t0 = self.samples[0].at_ms;
+        let t0 = self.time_origin();
         let with_baseline = self.samples.iter().any(|s| s.baseline.is_some());
         let mut h = format!(
             "<section><h2>Intervals</h2><table class=\"intervals\"><tr><th>time</th><th>step</th><th>weight</th><th>canary got</th><th>requests stable / canary{}</th><th>verdict</th></tr>",
@@ -654,6 +654,16 @@ impl Report {
         h
     }
 
+    /// Where the report's times count from, in the Intervals table and on
+    /// the charts alike: the run's first decision (its start), or the
+    /// first interval when it came before (or there are no decisions).
+    fn time_origin(&self) -> u64 {
+        self.samples
+            .first()
+            .map_or(u64::MAX, |s| s.at_ms)
+            .min(self.timeline.first().map_or(u64::MAX, |e| e.at_ms))
+    }
+
     /// One SVG chart: stable and canary lines of `value`, the weight as a
     /// shaded step area, decisions as vertical marks.
     fn chart(&self, value: impl Fn(&VersionSample) -> Option<f64>, unit: &str) -> String {
@@ -667,9 +677,7 @@ impl Report {
         if self.samples.is_empty() {
             return "<p class=\"empty\">No intervals were sampled.</p>".into();
         }
-        let t0 = self.samples[0]
-            .at_ms
-            .min(self.timeline.first().map_or(u64::MAX, |e| e.at_ms));
+        let t0 = self.time_origin();
         let t1 = self
             .samples
             .last()
@@ -795,6 +803,10 @@ impl Report {
         for &(class, pick) in lines {
             let mut d = String::new();
             let mut pen_up = true;
+            // A value between two missing ones (or the only interval) is
+            // a line of no length: it is drawn as a dot.
+            let mut dots = String::new();
+            let mut alone: Option<(f64, f64)> = None;
             for s in &self.samples {
                 let v = match pick {
                     0 => value(&s.stable),
@@ -810,12 +822,27 @@ impl Report {
                             x(s.at_ms),
                             y(v)
                         );
+                        alone = pen_up.then(|| (x(s.at_ms), y(v)));
                         pen_up = false;
                     }
-                    None => pen_up = true,
+                    None => {
+                        if let Some((cx, cy)) = alone.take() {
+                            let _ = write!(
+                                dots,
+                                "<circle class=\"dot {class}\" cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"4\"/>"
+                            );
+                        }
+                        pen_up = true;
+                    }
                 }
             }
-            let _ = write!(svg, "<path class=\"line {class}\" d=\"{d}\"/>");
+            if let Some((cx, cy)) = alone {
+                let _ = write!(
+                    dots,
+                    "<circle class=\"dot {class}\" cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"4\"/>"
+                );
+            }
+            let _ = write!(svg, "<path class=\"line {class}\" d=\"{d}\"/>{dots}");
         }
         // The legend: the lines, the weight, and the kinds of marks drawn.
         let mut legend = String::from("<g class=\"legend\">");
@@ -983,6 +1010,7 @@ th.stable{color:var(--stable)}th.canary{color:var(--canary)}th.baseline{color:va
 svg{width:100%;height:auto;background:#fff}
 .grid{stroke:#eee}.axis{fill:var(--mute);font-size:11px}.axis.w{fill:#9ca3af}
 .line{fill:none;stroke-width:2}.line.stable{stroke:var(--stable)}.line.canary{stroke:var(--canary)}.line.baseline{stroke:var(--baseline);stroke-dasharray:6 3}
+circle.dot.stable{fill:var(--stable)}circle.dot.canary{fill:var(--canary)}circle.dot.baseline{fill:var(--baseline)}
 rect.stable{fill:var(--stable)}rect.canary{fill:var(--canary)}rect.baseline{fill:var(--baseline)}
 .weight{fill:#fde68a;opacity:.45}
 .mark{stroke:#9ca3af;stroke-dasharray:3 3}.mark.bad{stroke:var(--bad);stroke-width:2;stroke-dasharray:none}.mark.ok{stroke:var(--ok);stroke-width:2;stroke-dasharray:none}.mark.would{stroke:#6366f1;stroke-width:2;stroke-dasharray:none}
@@ -1385,6 +1413,41 @@ analysis: { mode: advisory, interval: 1s }
             .collect();
         assert_eq!(at_full.len(), 2, "{area}");
         assert!(at_full[1] - at_full[0] > 30.0, "{area}");
+    }
+
+    /// The Intervals table and the charts count from the same origin, the
+    /// run's start (user L1: the table counted from the first sample, so
+    /// its "+50s" was at +60 s on the chart).
+    #[test]
+    fn the_intervals_table_counts_from_the_run_start_as_the_charts_do() {
+        let r = fixture();
+        let table = r.intervals_table();
+        // The samples are 10 s and 20 s after the run's start.
+        let times: Vec<&str> = table
+            .split("<tr><td>+")
+            .skip(1)
+            .filter_map(|row| row.split('<').next())
+            .collect();
+        assert_eq!(times, vec!["10s", "20s"], "{table}");
+        // On the chart the first sample is halfway from the start (0 s)
+        // to the end (20 s): x = L + (W - L - R) / 2 = 60 + 395.
+        let chart = r.chart(|v| Some(v.requests as f64), "");
+        assert!(chart.contains("M455.0,"), "{chart}");
+    }
+
+    /// A run with a single interval draws its values as dots, not lines of
+    /// no length (user L2: its charts were empty).
+    #[test]
+    fn a_single_interval_is_drawn_as_a_dot() {
+        let mut r = fixture();
+        r.samples.truncate(1);
+        let chart = r.chart(|v| v.p95_ms, "ms");
+        assert!(chart.contains("<circle class=\"dot stable\""), "{chart}");
+        assert!(chart.contains("<circle class=\"dot canary\""), "{chart}");
+        // Two intervals are a line, with no dots.
+        let r = fixture();
+        let chart = r.chart(|v| v.p95_ms, "ms");
+        assert!(!chart.contains("<circle"), "{chart}");
     }
 
     #[test]

@@ -323,6 +323,46 @@ fn interrupted_by(signal: &str) {
         i += 1;
         assert!(i < 2000, "the canary never answered");
     }
+    // Its dashboard's action without the token says where this run's
+    // token is and where to paste it (user L3: it spoke of `--state-dir`).
+    let published = dir.path().join("state/api.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let api = loop {
+        let read = std::fs::read_to_string(&published).ok();
+        if let Some(api) = read
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| {
+                v["url"]
+                    .as_str()?
+                    .trim_start_matches("http://")
+                    .parse::<SocketAddr>()
+                    .ok()
+            })
+        {
+            break api;
+        }
+        assert!(std::time::Instant::now() < deadline, "no api.json");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let refused = http(
+        api,
+        "POST",
+        "/api/v1/rollouts/checkout/pause",
+        &[
+            ("content-type", "application/json"),
+            ("x-serin-actor", "dashboard"),
+        ],
+        "{}",
+    );
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(
+        refused.body.contains("this action needs a token")
+            && refused.body.contains("api.json")
+            && refused.body.contains("into the token field")
+            && !refused.body.contains("--state-dir"),
+        "{}",
+        refused.body
+    );
     let pid = run.child.id().to_string();
     let killed = std::process::Command::new("kill")
         .args([&format!("-{}", &signal[3..]), &pid])
@@ -386,4 +426,83 @@ fn a_cleanup_of_a_run_in_progress_is_its_last_decision_with_who() {
             .starts_with("ended by serin cleanup"),
         "{history:#}"
     );
+}
+
+/// A dashboard action the daemon's token refuses says so in the
+/// dashboard's words (user L3): with no token, that one is needed; with a
+/// wrong one, that the token typed was rejected; both say where the token
+/// is and to paste it into the token field (not `--state-dir` or
+/// `SERIN_TOKEN` as for the CLI). Nothing changes.
+#[test]
+fn a_dashboard_action_without_the_token_says_what_to_paste_where() {
+    const TOKEN: &str = "s3cret-dashboard-token";
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let proxy = local(free_port());
+    let api = local(free_port());
+    let mut serve = serin_serve(api, &dir.path().join("state"));
+    serve.env("SERIN_TOKEN", TOKEN);
+    let _daemon = Proc::spawn(serve, false);
+    wait_for_port(api);
+    let file = write(
+        dir.path(),
+        "checkout.yaml",
+        &Rollout::new("checkout", proxy, stable, canary)
+            .steps("  - setWeight: 10\n  - pause: {}\n")
+            .no_data_limit(1000)
+            .yaml(),
+    );
+    let o = cli(api, &["init", &file.display().to_string()], Some(TOKEN));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = cli(api, &["deploy", "checkout", "v2"], Some(TOKEN));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    wait_status(api, "checkout", "run 1 held at 10 %", |s| {
+        s["phase"] == "Paused" && s["weight"] == 10.0
+    });
+    let rollback = |auth: Option<&str>| {
+        let bearer = auth.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("x-serin-actor", "dashboard"),
+        ];
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
+        }
+        http(
+            api,
+            "POST",
+            "/api/v1/rollouts/checkout/rollback",
+            &headers,
+            "{}",
+        )
+    };
+    let none = rollback(None);
+    assert_eq!(none.status, 401, "{}", none.body);
+    let e: Value = serde_json::from_str(&none.body).unwrap();
+    let e = e["error"].as_str().unwrap_or_default();
+    assert!(e.starts_with("this action needs a token"), "{e}");
+    assert!(e.contains("into the token field"), "{e}");
+    assert!(e.contains("--token"), "where the daemon's token is: {e}");
+    assert!(!e.contains("Authorization: Bearer"), "{e}");
+    let wrong = rollback(Some("not-the-token"));
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let e: Value = serde_json::from_str(&wrong.body).unwrap();
+    let e = e["error"].as_str().unwrap_or_default();
+    assert!(
+        e.starts_with("the token in the token field was rejected"),
+        "{e}"
+    );
+    assert!(e.contains("into the token field"), "{e}");
+    // The CLI's wording stays the CLI's.
+    let o = cli(api, &["rollback", "checkout"], Some("not-the-token"));
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("SERIN_TOKEN"), "{}", text(&o));
+    // Nothing changed.
+    let s = get(api, "/api/v1/rollouts/checkout");
+    let s: Value = serde_json::from_str(&s.body).unwrap();
+    assert_eq!(s["phase"], "Paused", "{s:#}");
+    // The right token acts.
+    let right = rollback(Some(TOKEN));
+    assert_eq!(right.status, 200, "{}", right.body);
 }

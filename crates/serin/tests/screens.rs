@@ -677,6 +677,8 @@ fn the_dashboard_says_when_serin_stops_answering() {
             let n = conn.read(&mut buf).unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]).to_string();
             let (body, ctype) = if head.starts_with("GET / ") {
+                // Each page load gets one answer, then none.
+                listed = false;
                 (page.clone(), "text/html; charset=utf-8")
             } else if head.starts_with("GET /api/v1/rollouts ") && !listed {
                 listed = true;
@@ -693,7 +695,19 @@ fn the_dashboard_says_when_serin_stops_answering() {
     });
     let dom = dump_dom(&dir.path().join("profile"), &format!("http://{addr}/"));
     assert!(dom.contains("serin no longer answers"), "{dom}");
+    // The time is rendered, not shown as raw HTML (it read
+    // `(since <time datetime=…>00:11:08 UTC</time>)`).
+    assert!(
+        dom.contains("(since <time datetime=") && !dom.contains("&lt;time"),
+        "{dom}"
+    );
     assert!(dom.contains("gone"), "the last status stays: {dom}");
+    screenshot(
+        &dir.path().join("profile"),
+        &format!("http://{addr}/"),
+        &out_dir().join("dashboard-stopped.png"),
+        true,
+    );
     assert!(!dom.contains("Failed to fetch"), "{dom}");
 }
 

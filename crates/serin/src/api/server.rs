@@ -128,6 +128,25 @@ fn authorize(daemon: &Daemon, headers: &HeaderMap) -> ApiResult<()> {
     let same = serin_proxy::bearer_matches(headers, expected);
     if same {
         Ok(())
+    } else if actor(headers) == Actor::Dashboard {
+        // The dashboard's user has a token field, not --state-dir or
+        // SERIN_TOKEN: say what was wrong with what they typed and where
+        // the right token is.
+        let sent = headers.contains_key(header::AUTHORIZATION);
+        let what = if sent {
+            "the token in the token field was rejected"
+        } else {
+            "this action needs a token"
+        };
+        let where_ = if daemon.foreground().is_some() {
+            "paste this serin run's own token (the `token` in `api.json` in its state dir, DIR/api.json)"
+        } else {
+            "paste the token this daemon was started with (its --token, or SERIN_TOKEN where it was started)"
+        };
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            format!("{what}: {where_} into the token field at the top right"),
+        ))
     } else {
         Err(ApiError(
             StatusCode::UNAUTHORIZED,
