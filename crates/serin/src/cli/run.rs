@@ -584,6 +584,24 @@ impl Drop for QuietControlEcho {
     }
 }
 
+/// While the state database cannot be written, what a rollout in
+/// `phase` waits for instead of its stored reason, as `serin status` says
+/// it: that reason may count down a pause whose end cannot be written, so
+/// it would repeat a countdown that is not running.
+fn store_failing(phase: Phase, health: &Health) -> Option<String> {
+    let error = health.store_error.as_ref()?;
+    if phase.is_finished() {
+        return None;
+    }
+    let since = health
+        .store_failing_since
+        .map(|t| format!(" since {}", crate::time::clock(t)))
+        .unwrap_or_default();
+    Some(format!(
+        "the state database cannot be written{since} ({error}): nothing moves forward (no step, no end of a pause, no promotion) until it can; a failing canary is still rolled back"
+    ))
+}
+
 /// What a person sees: a bar on a terminal, lines elsewhere.
 ///
 /// The bar is two lines:
@@ -760,20 +778,25 @@ impl View {
             Progress::RouterError(e) => {
                 self.line(&format!("data plane refused a change (retrying): {e}"))
             }
-            Progress::Waiting { reason, tell } => match &self.bar {
+            Progress::Waiting { reason, tell } => {
                 // Not a countdown that is not running while the store fails.
-                Some(bar) if self.last.store_error.is_some() => bar.set_message(
-                    "the state database cannot be written: nothing moves forward until it can",
-                ),
-                Some(bar) => bar.set_message(reason.clone()),
-                // A log says it when it changes (unless the decision just
-                // said it, or the health check's warning does) and every
-                // 30 s while it stays.
-                None if *tell && *reason != self.decided && self.phase != Phase::Initializing => {
-                    self.line(&format!("{} waiting: {reason}", rfc3339(time::now())))
+                let failing = store_failing(self.phase, &self.last);
+                match &self.bar {
+                    Some(bar) => bar.set_message(failing.unwrap_or_else(|| reason.clone())),
+                    // A log says it when it changes (unless the decision just
+                    // said it, or the health check's warning does) and every
+                    // 30 s while it stays; while the store fails, why nothing
+                    // moves, every 30 s.
+                    None if *tell
+                        && (failing.is_some() || *reason != self.decided)
+                        && self.phase != Phase::Initializing =>
+                    {
+                        let waiting = failing.unwrap_or_else(|| reason.clone());
+                        self.line(&format!("{} waiting: {waiting}", rfc3339(time::now())))
+                    }
+                    None => {}
                 }
-                None => {}
-            },
+            }
         }
         self.redraw();
     }
@@ -907,6 +930,18 @@ fn sample_line(s: &Sample) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn while_the_store_fails_the_wait_says_so_not_a_countdown() {
+        use super::*;
+        let mut health = Health::default();
+        assert_eq!(store_failing(Phase::Paused, &health), None);
+        health.store_error = Some("database or disk is full".into());
+        health.store_failing_since = Some(crate::time::Millis(0));
+        let said = store_failing(Phase::Paused, &health).unwrap();
+        assert!(said.starts_with("the state database cannot be written since 00:00:00 UTC (database or disk is full): nothing moves forward"), "{said}");
+        assert_eq!(store_failing(Phase::RolledBack, &health), None);
+    }
+
     use super::*;
 
     #[test]
