@@ -125,3 +125,57 @@ fn status_reads_a_state_dir_on_a_read_only_mount() {
     assert!(out.contains("ro2"), "{out}");
     assert!(out.contains("read read-only"), "{out}");
 }
+
+/// A `serin run` of another file on a state dir whose run is in progress
+/// (its serin gone) says on stderr that it replaces that run, and what
+/// changed; history no longer blames a killed `serin run`.
+#[test]
+fn serin_run_says_it_replaces_a_run_in_progress_and_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (_stable, stable) = common::serin::demo_app("v1", &[]);
+    let (_canary, canary) = common::serin::demo_app("v2", &[]);
+    let port = common::nginx::free_port();
+    let first = Rollout::new("rp", local(port), stable, canary).yaml();
+    let store = Store::open(&state).unwrap();
+    let record = RolloutRecord {
+        name: "rp".into(),
+        spec: first,
+        stable_version: "v1".into(),
+        canary_version: Some("v2".into()),
+        former_stable_version: None,
+        stable_upstream: Some(format!("http://{stable}")),
+        canary_upstream: Some(format!("http://{canary}")),
+        state: State::new(Millis(5)),
+        last_verdict: None,
+        generation: 0,
+        run: 0,
+    };
+    let record = store.register(&record, Millis(5)).unwrap();
+    let started = store.start_run(&record, &[], Millis(6)).unwrap();
+    assert_eq!(started.run, 1);
+    drop(store);
+    let second = Rollout::new("rp", local(port), stable, canary)
+        .versions("v1", "v3")
+        .yaml();
+    let file = common::serin::write(dir.path(), "second.yaml", &second);
+    let run = common::serin::Proc::spawn(common::serin::serin_run(&file, dir.path()), true);
+    common::serin::wait_for_port(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut run = run;
+    run.kill();
+    let output = run.wait_output(std::time::Duration::from_secs(10));
+    let out = text(&output);
+    assert!(
+        out.contains("rp: replaces run 1 in progress"),
+        "said on stderr: {out}"
+    );
+    assert!(out.contains("changed: canary version v2 -> v3"), "{out}");
+    let history = common::serin::serin()
+        .args(["history", "rp", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let said = text(&history);
+    assert!(!said.contains("killed or crashed"), "{said}");
+    assert!(said.contains("a serin run, or a serin serve"), "{said}");
+}
