@@ -553,6 +553,9 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     /// Held while any clone lives, when opened by [`Store::open_owned`].
     _owner: Option<Arc<crate::statedir::StateLock>>,
+    /// Opened as an unchanging file ([`Store::open_reader`] on a state dir
+    /// this process cannot write): SQLite writes nothing beside it.
+    immutable: bool,
 }
 
 impl Store {
@@ -662,6 +665,7 @@ impl Store {
             path,
             conn: Arc::new(Mutex::new(conn)),
             _owner: None,
+            immutable: false,
         })
     }
 
@@ -670,7 +674,33 @@ impl Store {
     /// and never migrated, so a reader cannot change a database another
     /// serin (an older one, say) is writing. A database of another schema
     /// version is refused with what to do.
+    ///
+    /// A database this process cannot write beside (another user's state
+    /// dir, a read-only mount, an archived copy) cannot be read the usual
+    /// way: SQLite needs to create or write its `serin.db-shm` to read a
+    /// WAL database. It is then opened as an unchanging file (SQLite's
+    /// `immutable`), which writes nothing, when no write-ahead log holds
+    /// writes that are not in the file yet; [`Store::is_immutable`] says
+    /// so, for a note to the user.
     pub fn open_reader(dir: &Path) -> Result<Store, StoreError> {
+        match Store::open_reader_as(dir, false) {
+            Err(StoreError::Sqlite { source, .. })
+                if cannot_write_beside(&source) && !has_log(&dir.join("serin.db")) =>
+            {
+                Store::open_reader_as(dir, true)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the store was opened as an unchanging file (see
+    /// [`Store::open_reader`]).
+    pub fn is_immutable(&self) -> bool {
+        self.immutable
+    }
+
+    /// [`Store::open_reader`], read the usual way or as an unchanging file.
+    fn open_reader_as(dir: &Path, immutable: bool) -> Result<Store, StoreError> {
         let path = dir.join("serin.db");
         if is_empty_file(&path) {
             return Err(StoreError::Empty { path });
@@ -679,10 +709,21 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open_with_flags(
-            &path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if immutable {
+            // A URI: the path is absolute and its `%`, `?` and `#` escaped.
+            let absolute = std::path::absolute(&path).map_err(|source| StoreError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            Connection::open_with_flags(
+                format!("file:{}?immutable=1", uri_path(&absolute)),
+                flags | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            )
+        } else {
+            Connection::open_with_flags(&path, flags)
+        }
         .map_err(sql)?;
         conn.execute_batch("PRAGMA busy_timeout = 250;")
             .map_err(sql)?;
@@ -699,6 +740,7 @@ impl Store {
             path,
             conn: Arc::new(Mutex::new(conn)),
             _owner: None,
+            immutable,
         })
     }
 
@@ -1572,6 +1614,37 @@ fn create_dir(dir: &Path) -> Result<(), StoreError> {
 /// A database file of 0 bytes with no write-ahead log holding its pages.
 /// (A database in WAL mode may have an empty main file and everything in
 /// `serin.db-wal` until its first checkpoint; that one is not empty.)
+/// SQLite's answer when a reader cannot create or write the files it keeps
+/// beside a WAL database (`-shm`): the directory or the mount is read-only.
+fn cannot_write_beside(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
+/// Whether `path`'s write-ahead log holds anything (writes an unchanging
+/// read of the file alone would miss).
+fn has_log(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(PathBuf::from(wal)).is_ok_and(|m| m.len() > 0)
+}
+
+/// `path` for a `file:` URI: `%`, `?` and `#` percent-encoded.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn is_empty_file(path: &Path) -> bool {
     let len = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
     let mut wal = path.as_os_str().to_owned();
@@ -1813,6 +1886,38 @@ mod tests {
         let read = store.get("old").unwrap();
         assert_eq!(read.former_stable_version.as_deref(), Some("v1"));
         assert_eq!(read.stable_version, "v2");
+    }
+
+    #[test]
+    fn an_unchanging_read_writes_nothing_and_a_pending_log_is_not_skipped() {
+        // A state dir with a name a URI would misread.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a%20b?c#d");
+        Store::open(&dir)
+            .unwrap()
+            .register(&record("a"), Millis(1))
+            .unwrap();
+        let db = dir.join("serin.db");
+        let before = std::fs::read(&db).unwrap();
+        let reader = Store::open_reader_as(&dir, true).unwrap();
+        assert!(reader.is_immutable());
+        assert_eq!(reader.get("a").unwrap().name, "a");
+        assert!(reader.register(&record("b"), Millis(1)).is_err());
+        drop(reader);
+        let shm = dir.join("serin.db-shm");
+        assert!(!shm.exists(), "nothing created beside it");
+        assert_eq!(std::fs::read(&db).unwrap(), before, "nothing written");
+        // The usual read is not an unchanging one.
+        assert!(!Store::open_reader(&dir).unwrap().is_immutable());
+        // A log with writes not in the file: an unchanging read would miss
+        // them, so it is not taken.
+        let writer = Store::open(&dir).unwrap();
+        writer.register(&record("c"), Millis(2)).unwrap();
+        assert!(has_log(&db));
+        assert!(cannot_write_beside(&rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            None
+        )));
     }
 
     #[test]

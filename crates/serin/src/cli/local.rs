@@ -24,6 +24,22 @@ use crate::store::Store;
 /// The database file inside a state dir.
 const DATABASE: &str = "serin.db";
 
+/// The rollouts with a rollback recorded beside the database in `dir`
+/// (`NAME.rollback-pending`), which the database could not take.
+fn pending_rollbacks(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".rollback-pending").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// The API of a stored state, answered in this process.
 pub struct Local {
     router: axum::Router,
@@ -44,6 +60,18 @@ impl Local {
         let store = Store::open_reader(dir).map_err(|e| {
             Error::unavailable(format!("cannot read the state in {}: {e}", dir.display()))
         })?;
+        if store.is_immutable() {
+            crate::errln!(
+                "{} cannot be written here (another user's, or a read-only mount): its store is read read-only, as it was last written",
+                dir.display()
+            );
+            for name in pending_rollbacks(dir) {
+                crate::errln!(
+                    "{name}: the rollback recorded in {} is not written to the state database (it cannot be written here); status shows it from that record",
+                    dir.join(format!("{name}.rollback-pending")).display()
+                );
+            }
+        }
         let daemon = Daemon::reader(store, crate::runtime::parser());
         let guard = Guard::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), &[]);
         Ok(Local {

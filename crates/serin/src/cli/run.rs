@@ -455,11 +455,17 @@ fn resumable(store: &Store, setup: &Setup, text: &str) -> Option<RolloutRecord> 
 fn register(store: &Store, setup: &Setup, text: &str) -> anyhow::Result<RolloutRecord> {
     let now = time::now();
     let record = setup.record(text, Some(setup.canary_version.clone()), State::new(now));
-    // A run left in progress (a killed serin run, another file) ends here.
-    // Nobody decided its end: the process that ran it is gone.
+    // A run left in progress (a killed serin run, a stopped `serin serve`,
+    // another file) ends here, said on stderr. Nobody decided its end: the
+    // process that ran it is gone.
+    if let Ok(existing) = store.get(&setup.name)
+        && let Some(said) = replaced(&existing, &record)
+    {
+        crate::errln!("{said}");
+    }
     store.end_abandoned_run(
         &setup.name,
-        "the serin run that ran it stopped without ending it (killed or crashed); a new serin run of this rollout replaced it",
+        "the serin that ran it (a serin run, or a serin serve) stopped without ending it; a new serin run of this rollout replaced it",
         now,
     )?;
     let record = store.register(&record, now)?;
@@ -472,6 +478,61 @@ fn register(store: &Store, setup: &Setup, text: &str) -> anyhow::Result<RolloutR
     )?;
     let said = crate::daemon::deployed(&record, by, now);
     Ok(store.start_run(&record, &[said], now)?)
+}
+
+/// What `serin run` says when it replaces `existing`'s run in progress
+/// with `new` (another file, or the same after its run was cut short):
+/// the run's number, where it was, and the fields that differ.
+fn replaced(existing: &RolloutRecord, new: &RolloutRecord) -> Option<String> {
+    let deployed = existing.canary_version.is_some();
+    if existing.state.phase.is_finished() || !deployed || existing.run == 0 {
+        return None;
+    }
+    let mut changed = Vec::new();
+    let mut field = |what: &str, was: Option<&str>, now: Option<&str>| {
+        if was != now {
+            changed.push(format!(
+                "{what} {} -> {}",
+                was.unwrap_or("none"),
+                now.unwrap_or("none")
+            ));
+        }
+    };
+    field(
+        "stable version",
+        Some(&existing.stable_version),
+        Some(&new.stable_version),
+    );
+    field(
+        "canary version",
+        existing.canary_version.as_deref(),
+        new.canary_version.as_deref(),
+    );
+    field(
+        "stable upstream",
+        existing.stable_upstream.as_deref(),
+        new.stable_upstream.as_deref(),
+    );
+    field(
+        "canary upstream",
+        existing.canary_upstream.as_deref(),
+        new.canary_upstream.as_deref(),
+    );
+    let differs = if changed.is_empty() && existing.spec != new.spec {
+        "; the file differs (steps, checks or other settings)".to_string()
+    } else if changed.is_empty() {
+        "; the same file".to_string()
+    } else {
+        format!("; changed: {}", changed.join(", "))
+    };
+    Some(format!(
+        "{}: replaces run {} in progress ({}, step {}, canary {} %), which no serin runs now: it ends as abandoned{differs}",
+        existing.name,
+        existing.run,
+        existing.state.phase.as_str(),
+        existing.state.step + 1,
+        existing.state.weight,
+    ))
 }
 
 /// The bar `serin run` draws, while it draws one, so that log lines
@@ -582,6 +643,24 @@ impl Drop for QuietControlEcho {
             &self.saved,
         );
     }
+}
+
+/// While the state database cannot be written, what a rollout in
+/// `phase` waits for instead of its stored reason, as `serin status` says
+/// it: that reason may count down a pause whose end cannot be written, so
+/// it would repeat a countdown that is not running.
+fn store_failing(phase: Phase, health: &Health) -> Option<String> {
+    let error = health.store_error.as_ref()?;
+    if phase.is_finished() {
+        return None;
+    }
+    let since = health
+        .store_failing_since
+        .map(|t| format!(" since {}", crate::time::clock(t)))
+        .unwrap_or_default();
+    Some(format!(
+        "the state database cannot be written{since} ({error}): nothing moves forward (no step, no end of a pause, no promotion) until it can; a failing canary is still rolled back"
+    ))
 }
 
 /// What a person sees: a bar on a terminal, lines elsewhere.
@@ -760,20 +839,25 @@ impl View {
             Progress::RouterError(e) => {
                 self.line(&format!("data plane refused a change (retrying): {e}"))
             }
-            Progress::Waiting { reason, tell } => match &self.bar {
+            Progress::Waiting { reason, tell } => {
                 // Not a countdown that is not running while the store fails.
-                Some(bar) if self.last.store_error.is_some() => bar.set_message(
-                    "the state database cannot be written: nothing moves forward until it can",
-                ),
-                Some(bar) => bar.set_message(reason.clone()),
-                // A log says it when it changes (unless the decision just
-                // said it, or the health check's warning does) and every
-                // 30 s while it stays.
-                None if *tell && *reason != self.decided && self.phase != Phase::Initializing => {
-                    self.line(&format!("{} waiting: {reason}", rfc3339(time::now())))
+                let failing = store_failing(self.phase, &self.last);
+                match &self.bar {
+                    Some(bar) => bar.set_message(failing.unwrap_or_else(|| reason.clone())),
+                    // A log says it when it changes (unless the decision just
+                    // said it, or the health check's warning does) and every
+                    // 30 s while it stays; while the store fails, why nothing
+                    // moves, every 30 s.
+                    None if *tell
+                        && (failing.is_some() || *reason != self.decided)
+                        && self.phase != Phase::Initializing =>
+                    {
+                        let waiting = failing.unwrap_or_else(|| reason.clone());
+                        self.line(&format!("{} waiting: {waiting}", rfc3339(time::now())))
+                    }
+                    None => {}
                 }
-                None => {}
-            },
+            }
         }
         self.redraw();
     }
@@ -907,6 +991,48 @@ fn sample_line(s: &Sample) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn replacing_a_run_in_progress_names_it_and_what_changed() {
+        use super::*;
+        let record = |canary: &str, spec: &str| RolloutRecord {
+            name: "a".into(),
+            spec: spec.into(),
+            stable_version: "v1".into(),
+            canary_version: Some(canary.into()),
+            former_stable_version: None,
+            stable_upstream: Some("http://127.0.0.1:1".into()),
+            canary_upstream: Some("http://127.0.0.1:2".into()),
+            state: State::new(crate::time::Millis(5)),
+            last_verdict: None,
+            generation: 0,
+            run: 3,
+        };
+        let mut existing = record("v2", "x");
+        existing.state.phase = Phase::Paused;
+        let said = replaced(&existing, &record("v3", "y")).unwrap();
+        assert!(
+            said.starts_with("a: replaces run 3 in progress (Paused"),
+            "{said}"
+        );
+        assert!(said.contains("changed: canary version v2 -> v3"), "{said}");
+        let said = replaced(&existing, &record("v2", "y")).unwrap();
+        assert!(said.contains("the file differs"), "{said}");
+        existing.state.phase = Phase::Succeeded;
+        assert_eq!(replaced(&existing, &record("v3", "y")), None);
+    }
+
+    #[test]
+    fn while_the_store_fails_the_wait_says_so_not_a_countdown() {
+        use super::*;
+        let mut health = Health::default();
+        assert_eq!(store_failing(Phase::Paused, &health), None);
+        health.store_error = Some("database or disk is full".into());
+        health.store_failing_since = Some(crate::time::Millis(0));
+        let said = store_failing(Phase::Paused, &health).unwrap();
+        assert!(said.starts_with("the state database cannot be written since 00:00:00 UTC (database or disk is full): nothing moves forward"), "{said}");
+        assert_eq!(store_failing(Phase::RolledBack, &health), None);
+    }
+
     use super::*;
 
     #[test]
