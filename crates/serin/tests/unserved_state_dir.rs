@@ -51,13 +51,31 @@ fn is_root() -> bool {
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
+/// A copy of the binary every user may run: the checkout it was built in
+/// may sit where `nobody` cannot reach (under /root).
+fn binary_for_everyone() -> &'static Path {
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    &COPY
+        .get_or_init(|| {
+            use std::os::unix::fs::PermissionsExt as _;
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let bin = dir.path().join("serin");
+            std::fs::copy(common::serin::BIN, &bin).unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            (dir, bin)
+        })
+        .1
+}
+
 /// `serin ARGS` as a user who cannot write `dir` (root: as `nobody`; any
 /// other user: with the dir and database made read-only).
 fn as_reader(dir: &Path, args: &[&str]) -> Output {
     let mut cmd = if is_root() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-        c.arg(common::serin::BIN);
+        c.arg(binary_for_everyone());
         c
     } else {
         use std::os::unix::fs::PermissionsExt as _;
