@@ -1,4 +1,4 @@
-//! `serin run` and the state dir (fix18 s15c): a state dir this user can
+//! A state dir no serin serves: one this user can
 //! only read is read by `status` and `history`, read-only and unchanged.
 
 mod common;
