@@ -1050,7 +1050,24 @@ impl Daemon {
             .as_mut()
             .and_then(|g| g.as_mut())
             .ok_or_else(|| self.absent(name))?;
-        if entry.driver.as_ref().is_some_and(|d| !d.is_finished()) {
+        if let Some(driver) = entry.driver.as_ref().filter(|d| !d.is_finished()) {
+            // Ended in force but not written yet: say so, as the other
+            // commands do ("has already ended"), not "in progress".
+            let health = driver.health();
+            if let Some(ended) = health
+                .unsaved_record
+                .as_ref()
+                .filter(|r| matches!(r.state.phase, Phase::RolledBack | Phase::Succeeded))
+            {
+                let why = health
+                    .store_error
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                return Err(DaemonError::Conflict(format!(
+                    "rollout {name} has already ended ({}), but its end is not written to the state database yet{why}; deploy again once it is",
+                    ended.state.phase.as_str()
+                )));
+            }
             return Err(DaemonError::Conflict(format!(
                 "rollout {name} is already in progress; promote, roll back or wait"
             )));
@@ -1458,7 +1475,15 @@ impl Daemon {
     }
 
     /// `record`'s status with what runs `here` of it, if anything.
-    fn status_of(&self, record: &RolloutRecord, here: Option<&Entry>) -> RolloutStatus {
+    fn status_of(&self, stored: &RolloutRecord, here: Option<&Entry>) -> RolloutStatus {
+        // What the driver has in force and could not write yet (a rollback
+        // while the database is locked or full) is what status shows, with
+        // `state not written yet`, not the stored phase it left.
+        let unsaved = here
+            .and_then(|e| e.driver.as_ref())
+            .and_then(|d| d.health().unsaved_record)
+            .filter(|r| r.name == stored.name && r.run >= stored.run);
+        let record = unsaved.as_ref().unwrap_or(stored);
         let proxy = here.and_then(|e| e.plane.proxy.as_ref());
         let baseline = here.and_then(|e| e.run_baseline.as_ref());
         // A run that ended counts to its end, not on (after a promotion the
