@@ -1787,6 +1787,14 @@ fn unreadable(name: &str, error: &StoreError) -> RolloutStatus {
     }
 }
 
+/// How status begins the reason of a rollout registered and never deployed.
+pub const NOT_DEPLOYED: &str = "not deployed";
+
+/// A rollout registered and never deployed (no run, no canary).
+fn never_deployed(record: &RolloutRecord) -> bool {
+    record.run == 0 && record.canary_version.is_none() && record.state.phase == Phase::Initializing
+}
+
 /// A status object from a record and, when its proxy runs here, live figures.
 pub fn status_of(
     record: &RolloutRecord,
@@ -1801,7 +1809,16 @@ pub fn status_of(
         weight: record.state.weight.percent(),
         weight_in_force: None,
         not_in_force: Vec::new(),
-        reason: record.state.reason.clone(),
+        // Registered and never deployed: not "waiting for health checks"
+        // (nothing is checked before a deploy), as the dashboard says.
+        reason: if never_deployed(record) {
+            format!(
+                "{NOT_DEPLOYED}: registered, no run yet (`serin deploy {} VERSION` starts one)",
+                record.name
+            )
+        } else {
+            record.state.reason.clone()
+        },
         run: record.run,
         outcome: record.state.outcome.clone(),
         paused_by: record
