@@ -1540,6 +1540,20 @@ impl Daemon {
                 format!("since {} (the proxy's start; no run yet)", rfc3339(since))
             };
         }
+        if status.metrics.is_none() && record.run > 0 && record.state.phase.is_finished() {
+            // A finished run with no proxy here (a `serin run` that ended):
+            // its figures from the intervals it recorded, as a daemon shows
+            // its own from its proxy.
+            match self.store.run_samples(&record.name, record.run) {
+                Ok(samples) if !samples.is_empty() => {
+                    status.metrics = Some(metrics_of_samples(record, &samples))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(rollout = %record.name, "status without the run's figures: {e}")
+                }
+            }
+        }
         if record.run > 0 {
             // The run's latest "would have rolled back"; status goes on
             // without it when the store cannot say.
@@ -1855,6 +1869,44 @@ pub fn status_of(
             }
         }),
         proxy: None,
+    }
+}
+
+/// What a finished run's figures say when only its recorded intervals are
+/// left: requests and errors summed; latencies are per interval (in its
+/// report), none for the whole run.
+fn metrics_of_samples(record: &RolloutRecord, samples: &[crate::store::Sample]) -> wire::Metrics {
+    let sum = |of: &dyn Fn(&crate::store::Sample) -> Option<&crate::store::VersionSample>| {
+        let (requests, errors) = samples
+            .iter()
+            .filter_map(of)
+            .fold((0u64, 0u64), |(r, e), v| {
+                (r.saturating_add(v.requests), e.saturating_add(v.errors))
+            });
+        wire::VersionMetrics {
+            requests,
+            errors,
+            error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
+            p50_ms: None,
+            p95_ms: None,
+            p99_ms: None,
+        }
+    };
+    let (stable_version, canary_version) = run_versions(record);
+    wire::Metrics {
+        window: format!(
+            "{} (its {} recorded intervals; latencies per interval in its report)",
+            wire::THIS_RUN,
+            samples.len()
+        ),
+        stable: sum(&|s| Some(&s.stable)),
+        canary: sum(&|s| Some(&s.canary)),
+        baseline: samples
+            .iter()
+            .any(|s| s.baseline.is_some())
+            .then(|| sum(&|s| s.baseline.as_ref())),
+        stable_version,
+        canary_version,
     }
 }
 
