@@ -1544,15 +1544,7 @@ impl Daemon {
             // A finished run with no proxy here (a `serin run` that ended):
             // its figures from the intervals it recorded, as a daemon shows
             // its own from its proxy.
-            match self.store.run_samples(&record.name, record.run) {
-                Ok(samples) if !samples.is_empty() => {
-                    status.metrics = Some(metrics_of_samples(record, &samples))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(rollout = %record.name, "status without the run's figures: {e}")
-                }
-            }
+            status.metrics = finished_run_metrics(&self.store, record);
         }
         if record.run > 0 {
             // The run's latest "would have rolled back"; status goes on
@@ -1869,6 +1861,20 @@ pub fn status_of(
             }
         }),
         proxy: None,
+    }
+}
+
+/// A finished run's figures from the intervals it recorded (none when it
+/// recorded none or the store cannot say): what status shows of a run no
+/// proxy here counted (`serin run`'s final status uses it too).
+pub fn finished_run_metrics(store: &Store, record: &RolloutRecord) -> Option<wire::Metrics> {
+    match store.run_samples(&record.name, record.run) {
+        Ok(samples) if !samples.is_empty() => Some(metrics_of_samples(record, &samples)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(rollout = %record.name, "status without the run's figures: {e}");
+            None
+        }
     }
 }
 
