@@ -1050,7 +1050,24 @@ impl Daemon {
             .as_mut()
             .and_then(|g| g.as_mut())
             .ok_or_else(|| self.absent(name))?;
-        if entry.driver.as_ref().is_some_and(|d| !d.is_finished()) {
+        if let Some(driver) = entry.driver.as_ref().filter(|d| !d.is_finished()) {
+            // Ended in force but not written yet: say so, as the other
+            // commands do ("has already ended"), not "in progress".
+            let health = driver.health();
+            if let Some(ended) = health
+                .unsaved_record
+                .as_ref()
+                .filter(|r| matches!(r.state.phase, Phase::RolledBack | Phase::Succeeded))
+            {
+                let why = health
+                    .store_error
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                return Err(DaemonError::Conflict(format!(
+                    "rollout {name} has already ended ({}), but its end is not written to the state database yet{why}; deploy again once it is",
+                    ended.state.phase.as_str()
+                )));
+            }
             return Err(DaemonError::Conflict(format!(
                 "rollout {name} is already in progress; promote, roll back or wait"
             )));
@@ -1458,7 +1475,15 @@ impl Daemon {
     }
 
     /// `record`'s status with what runs `here` of it, if anything.
-    fn status_of(&self, record: &RolloutRecord, here: Option<&Entry>) -> RolloutStatus {
+    fn status_of(&self, stored: &RolloutRecord, here: Option<&Entry>) -> RolloutStatus {
+        // What the driver has in force and could not write yet (a rollback
+        // while the database is locked or full) is what status shows, with
+        // `state not written yet`, not the stored phase it left.
+        let unsaved = here
+            .and_then(|e| e.driver.as_ref())
+            .and_then(|d| d.health().unsaved_record)
+            .filter(|r| r.name == stored.name && r.run >= stored.run);
+        let record = unsaved.as_ref().unwrap_or(stored);
         let proxy = here.and_then(|e| e.plane.proxy.as_ref());
         let baseline = here.and_then(|e| e.run_baseline.as_ref());
         // A run that ended counts to its end, not on (after a promotion the
@@ -1514,6 +1539,12 @@ impl Daemon {
             } else {
                 format!("since {} (the proxy's start; no run yet)", rfc3339(since))
             };
+        }
+        if status.metrics.is_none() && record.run > 0 && record.state.phase.is_finished() {
+            // A finished run with no proxy here (a `serin run` that ended):
+            // its figures from the intervals it recorded, as a daemon shows
+            // its own from its proxy.
+            status.metrics = finished_run_metrics(&self.store, record);
         }
         if record.run > 0 {
             // The run's latest "would have rolled back"; status goes on
@@ -1762,6 +1793,14 @@ fn unreadable(name: &str, error: &StoreError) -> RolloutStatus {
     }
 }
 
+/// How status begins the reason of a rollout registered and never deployed.
+pub const NOT_DEPLOYED: &str = "not deployed";
+
+/// A rollout registered and never deployed (no run, no canary).
+fn never_deployed(record: &RolloutRecord) -> bool {
+    record.run == 0 && record.canary_version.is_none() && record.state.phase == Phase::Initializing
+}
+
 /// A status object from a record and, when its proxy runs here, live figures.
 pub fn status_of(
     record: &RolloutRecord,
@@ -1776,7 +1815,16 @@ pub fn status_of(
         weight: record.state.weight.percent(),
         weight_in_force: None,
         not_in_force: Vec::new(),
-        reason: record.state.reason.clone(),
+        // Registered and never deployed: not "waiting for health checks"
+        // (nothing is checked before a deploy), as the dashboard says.
+        reason: if never_deployed(record) {
+            format!(
+                "{NOT_DEPLOYED}: registered, no run yet (`serin deploy {} VERSION` starts one)",
+                record.name
+            )
+        } else {
+            record.state.reason.clone()
+        },
         run: record.run,
         outcome: record.state.outcome.clone(),
         paused_by: record
@@ -1813,6 +1861,58 @@ pub fn status_of(
             }
         }),
         proxy: None,
+    }
+}
+
+/// A finished run's figures from the intervals it recorded (none when it
+/// recorded none or the store cannot say): what status shows of a run no
+/// proxy here counted (`serin run`'s final status uses it too).
+pub fn finished_run_metrics(store: &Store, record: &RolloutRecord) -> Option<wire::Metrics> {
+    match store.run_samples(&record.name, record.run) {
+        Ok(samples) if !samples.is_empty() => Some(metrics_of_samples(record, &samples)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(rollout = %record.name, "status without the run's figures: {e}");
+            None
+        }
+    }
+}
+
+/// What a finished run's figures say when only its recorded intervals are
+/// left: requests and errors summed; latencies are per interval (in its
+/// report), none for the whole run.
+fn metrics_of_samples(record: &RolloutRecord, samples: &[crate::store::Sample]) -> wire::Metrics {
+    let sum = |of: &dyn Fn(&crate::store::Sample) -> Option<&crate::store::VersionSample>| {
+        let (requests, errors) = samples
+            .iter()
+            .filter_map(of)
+            .fold((0u64, 0u64), |(r, e), v| {
+                (r.saturating_add(v.requests), e.saturating_add(v.errors))
+            });
+        wire::VersionMetrics {
+            requests,
+            errors,
+            error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
+            p50_ms: None,
+            p95_ms: None,
+            p99_ms: None,
+        }
+    };
+    let (stable_version, canary_version) = run_versions(record);
+    wire::Metrics {
+        window: format!(
+            "{} (its {} recorded intervals; latencies per interval in its report)",
+            wire::THIS_RUN,
+            samples.len()
+        ),
+        stable: sum(&|s| Some(&s.stable)),
+        canary: sum(&|s| Some(&s.canary)),
+        baseline: samples
+            .iter()
+            .any(|s| s.baseline.is_some())
+            .then(|| sum(&|s| s.baseline.as_ref())),
+        stable_version,
+        canary_version,
     }
 }
 

@@ -119,6 +119,8 @@ pub fn not_in_force(phase: Phase, health: &Health) -> Vec<String> {
     }
     if let Some(e) = &health.store_error {
         out.push(format!("state not written yet: {e}"));
+    } else if health.unsaved {
+        out.push("state not written yet (being written)".to_string());
     }
     out
 }

@@ -617,3 +617,68 @@ fn promote_full_on_nginx_answers_without_the_not_in_force_alarm() {
     let s = wait_status(api_addr, name, "promoted", |s| s["phase"] == "Succeeded");
     assert_eq!(s["notInForce"], serde_json::json!([]), "{s:#}");
 }
+
+/// A rollback while another process holds the state database (outside
+/// breaker F3): status shows what was decided and is in force (RolledBack,
+/// its outcome and reason, weight 0) with "state not written yet", not the
+/// stored `Paused` it left; it did show the stored phase, outcome null.
+#[test]
+fn a_rollback_under_a_locked_database_is_shown_rolled_back_not_yet_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stable, stable) = demo_app("v1", &[]);
+    let (_canary, canary) = demo_app("v2", &[]);
+    let port = free_port();
+    let yaml = Rollout::new("locked", local(port), stable, canary)
+        .steps("  - setWeight: 50\n  - pause: {}\n")
+        .no_data_limit(1000)
+        .yaml();
+    let file = write(dir.path(), "rollout.yaml", &yaml);
+    let _run = LiveRun::spawn(&file, dir.path());
+    wait_for_port(local(port));
+    let db = rusqlite::Connection::open(dir.path().join("state/serin.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored_phase(&db).as_deref() != Some("Paused") {
+        assert!(Instant::now() < deadline, "the rollout reached its pause");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = dir.path().join("state").display().to_string();
+    let status = || -> serde_json::Value {
+        let o = common::serin::serin()
+            .args(["status", "locked", "--state-dir", &state, "-o", "json"])
+            .env_remove("SERIN_API")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    };
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let o = common::serin::serin()
+        .args(["rollback", "locked", "--state-dir", &state])
+        .env_remove("SERIN_API")
+        .output()
+        .unwrap();
+    let answer = text(&o);
+    let s = status();
+    let text_status = common::serin::serin()
+        .args(["status", "locked", "--state-dir", &state])
+        .env_remove("SERIN_API")
+        .output()
+        .unwrap();
+    assert_eq!(stored_phase(&db).as_deref(), Some("Paused"), "still locked");
+    db.execute_batch("COMMIT").unwrap();
+    assert!(answer.contains("RolledBack"), "{answer}");
+    assert_eq!(s["phase"], "RolledBack", "{s:#}");
+    assert_eq!(s["weight"].as_f64(), Some(0.0), "{s:#}");
+    assert_eq!(s["weightInForce"].as_f64(), Some(0.0), "{s:#}");
+    assert!(!s["outcome"].is_null(), "{s:#}");
+    let reason = s["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("state not written yet") && reason.contains("rolled back"),
+        "{s:#}"
+    );
+    assert!(!reason.contains("nothing moves forward"), "{s:#}");
+    let text_status = text(&text_status);
+    assert!(
+        text_status.contains("RolledBack") && text_status.contains("state not written yet"),
+        "{text_status}"
+    );
+}

@@ -99,6 +99,9 @@ pub fn status(args: StatusArgs, output: OutputFormat) -> anyhow::Result<Exit> {
 
 /// The text form of a status object.
 pub fn print_status(s: &RolloutStatus) {
+    let not_deployed = s.run == 0
+        && s.canary.version.is_none()
+        && s.reason.starts_with(crate::daemon::NOT_DEPLOYED);
     let step = if s.steps == 0 {
         String::new()
     } else {
@@ -124,7 +127,12 @@ pub fn print_status(s: &RolloutStatus) {
     } else {
         String::new()
     };
-    crate::outln!("{}  {}{run}{step}  {weight}", s.name, s.phase);
+    if not_deployed {
+        // No step, no weight: nothing runs (as the dashboard says).
+        crate::outln!("{}  {}", s.name, crate::daemon::NOT_DEPLOYED);
+    } else {
+        crate::outln!("{}  {}{run}{step}  {weight}", s.name, s.phase);
+    }
     crate::outln!(
         "  stable {}   canary {}",
         s.stable.version.as_deref().unwrap_or("-"),

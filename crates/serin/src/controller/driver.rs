@@ -167,6 +167,10 @@ pub struct Health {
     /// The record in force is ahead of the store: a rollback (or verdicts)
     /// applied while the store could not be written, written when it answers.
     pub unsaved: bool,
+    /// While [`Health::unsaved`]: the record in force, ahead of the stored
+    /// one (status shows it: a rollback decided and applied while the store
+    /// cannot be written is what is in force, not the stored phase).
+    pub unsaved_record: Option<RolloutRecord>,
     /// Since when the analysis now running was asked for.
     pub analysing_since: Option<Millis>,
 }
@@ -1411,6 +1415,7 @@ impl Driver {
             store_error: self.store_failing.as_ref().map(|f| f.error.clone()),
             store_failing_since: self.store_failing.as_ref().map(|f| f.since),
             unsaved: self.dirty,
+            unsaved_record: self.dirty.then(|| self.record.clone()),
             analysing_since: self.analysing,
         };
         self.health.send_if_modified(|h| {
