@@ -414,6 +414,17 @@ fn an_interrupt_while_the_database_is_locked_exits_at_once_with_the_rollback_rec
         ),
         "{status:#}"
     );
+    // The rollback in force, said once (outside breaker F10: the weight
+    // before it, and "rolled back: rolled back: …").
+    assert_eq!(status["weight"], 0.0, "{status:#}");
+    assert!(
+        !status["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rolled back: rolled back"),
+        "{status:#}"
+    );
+    assert!(!status["outcome"]["kind"].is_null(), "{status:#}");
     assert!(pending.exists(), "not written while locked");
     db.execute_batch("COMMIT").unwrap();
     // The lock gone, the next read writes the rollback with its cause (as

@@ -143,13 +143,26 @@ impl Local {
                 }
                 return false;
             };
-            let cause = text.lines().next().unwrap_or("").trim();
+            let mut lines = text.lines();
+            let cause = lines.next().unwrap_or("").trim();
+            // The record holds the state's whole reason, which says
+            // "rolled back:" itself.
+            let cause = cause.strip_prefix("rolled back: ").unwrap_or(cause);
             let cause = if cause.is_empty() {
                 "its cause was not recorded"
             } else {
                 cause
             };
             v["phase"] = "RolledBack".into();
+            // In force before it was recorded: the canary has no traffic.
+            v["weight"] = 0.0.into();
+            v["weightInForce"] = 0.0.into();
+            if let Some(outcome) = lines
+                .next()
+                .and_then(|json| serde_json::from_str::<serde_json::Value>(json.trim()).ok())
+            {
+                v["outcome"] = outcome;
+            }
             v["reason"] = format!(
                 "rolled back: {cause} (recorded in {} when the state database could not take it; the next serin start on this state dir writes it)",
                 file.display()

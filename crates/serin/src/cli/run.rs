@@ -300,7 +300,11 @@ async fn run_serving(
     }
     let exit = exit_for(&record);
     if output == OutputFormat::Json {
-        let status = crate::daemon::status_of(&record, None, setup.plan.steps.len());
+        let mut status = crate::daemon::status_of(&record, None, setup.plan.steps.len());
+        if status.metrics.is_none() && record.state.phase.is_finished() {
+            // The run's own figures, from its recorded intervals.
+            status.metrics = crate::daemon::finished_run_metrics(&store, &record);
+        }
         let document = serde_json::json!({
             "name": record.name,
             "run": record.run,
