@@ -1095,23 +1095,19 @@ impl Judge {
             .map(|c| c.reason.as_str())
             .collect();
         // A comparison held while the reference gets no requests (the
-        // canary has all the traffic) can gain no evidence either way: it
-        // would hold for ever while every client gets the canary's answers.
-        // That is no data, and noDataLimit rolls it back.
+        // canary has all the traffic) can gain no evidence: it would hold
+        // for ever while every client gets the canary's answers. The
+        // canary's rate in this step is then tested on its own against
+        // what the reference showed since judging began (× the limit, at
+        // least the floor): clearly above it is a fail.
         if delta.stable.requests == 0 && delta.canary.requests > 0 {
-            let other = self.config.compare_with.as_str();
-            if let Some(c) = checks.iter().zip(&self.checks).find_map(|(c, k)| {
-                (!c.advisory
-                    && k.ratio.is_some()
-                    && c.verdict == Verdict::NotEnoughData
-                    && c.reason.contains(HELD))
-                .then_some(c)
-            }) {
-                let reason = format!(
-                    "no data: {}; {other} got no requests in this interval, so the comparison cannot be judged",
-                    c.reason
-                );
-                return self.judgement(Verdict::NoData, reason, checks);
+            for (c, k) in checks.iter().zip(&self.checks) {
+                if c.advisory || c.verdict != Verdict::NotEnoughData || !c.reason.contains(HELD) {
+                    continue;
+                }
+                if let Some(reason) = self.beyond_alone(&k.kind) {
+                    return self.judgement(Verdict::Fail, reason, checks);
+                }
             }
         }
         if !held.is_empty() {
@@ -1358,6 +1354,62 @@ impl Judge {
             }
         }
         None
+    }
+
+    /// For a 5xx or 4xx ratio check while the reference gets no requests:
+    /// `Some(reason)` when the canary's rate in this step is shown above
+    /// `m ×` the reference's rate since judging began (at least the
+    /// check's floor), by a one-sided binomial test at `1 / threshold`.
+    fn beyond_alone(&self, kind: &Kind) -> Option<String> {
+        let other = self.config.compare_with.as_str();
+        let (m, what, x, n, s_x, s_n, floor) = match *kind {
+            Kind::ErrorRatio(m) => (
+                m,
+                "canary error rate",
+                self.stage.canary.errors,
+                self.stage.canary.requests,
+                self.rollout.stable.errors,
+                self.rollout.stable.requests,
+                ERROR_FLOOR,
+            ),
+            Kind::ClientErrorRatio(m) => (
+                m,
+                "canary client errors (4xx)",
+                self.stage.canary.client_errors,
+                self.stage.canary.client_requests,
+                self.rollout.stable.client_errors,
+                self.rollout.stable.client_requests,
+                CLIENT_ERROR_FLOOR,
+            ),
+            _ => return None,
+        };
+        if n == 0 {
+            return None;
+        }
+        let reference = if s_n > 0 {
+            m * s_x as f64 / s_n as f64
+        } else {
+            0.0
+        }
+        .max(floor);
+        if reference >= 1.0 {
+            return None;
+        }
+        let p = stats::binomial_sf_ge(x, n, reference);
+        let alpha = (-self.log_threshold).exp();
+        (p < alpha).then(|| {
+            format!(
+                "{what} {} ({}/{}) in this step, while {other} gets no requests: above {} ({} × {other}'s rate since judging began, at least {}) with p = {} < {}",
+                pct(x as f64 / n as f64),
+                count(x),
+                count(n),
+                pct(reference),
+                ratio(m),
+                pct(floor),
+                p_fmt(p),
+                p_fmt(alpha)
+            )
+        })
     }
 
     fn evaluate(&self, i: usize, end_of_pause: bool) -> CheckResult {

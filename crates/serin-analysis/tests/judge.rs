@@ -486,11 +486,12 @@ fn a_slower_canary_the_buckets_hide_from_the_ratio_test_is_held_not_passed() {
 
 /// A canary that answers 404 to everything once it has all the traffic:
 /// the 4xx comparison with stable, which gets no requests, cannot gain
-/// evidence. Held, it would hold for ever while every client gets 404s; it
-/// is no data instead, which noDataLimit rolls back (an outside breaker saw
-/// such a canary wait with no end).
+/// evidence, and held it would hold for ever while every client gets 404s
+/// (an outside breaker saw it wait with no end). Its rate is then tested
+/// on its own against stable's past rate × the limit (at least the floor):
+/// a fail. A healthy canary with a stray error at 100 % is not.
 #[test]
-fn a_comparison_the_reference_gives_no_requests_for_is_no_data_not_held() {
+fn a_comparison_the_reference_gives_no_requests_for_is_tested_alone() {
     let config = Config {
         error_rate: Limit::NONE,
         latency_p95: Limit::NONE,
@@ -498,39 +499,52 @@ fn a_comparison_the_reference_gives_no_requests_for_is_no_data_not_held() {
         method: Method::Sequential,
         ..Config::default()
     };
-    let with_4xx = |requests, client_errors| Totals {
+    let with_4xx = |requests, errors, client_errors| Totals {
         requests,
-        errors: 0,
+        errors,
         client_errors: Some(client_errors),
         latency: None,
     };
-    let mut j = Judge::new(config).unwrap();
+    let mut j = Judge::new(config.clone()).unwrap();
     // At 10 %: both answer 200.
     let (mut s, mut c, mut c4) = (0, 0, 0);
     for _ in 0..10 {
         s += 90;
         c += 10;
-        let r = j.observe(&obs(with_4xx(s, 0), with_4xx(c, c4)), false);
+        let r = j.observe(&obs(with_4xx(s, 0, 0), with_4xx(c, 0, c4)), false);
         assert_ne!(r.verdict, Verdict::Fail, "{}", r.reason);
     }
     // At 100 %: stable gets nothing, the canary answers 404.
-    for i in 0..5 {
-        c += 100;
-        c4 += 100;
-        let r = j.observe(&obs(with_4xx(s, 0), with_4xx(c, c4)), i == 4);
-        assert!(
-            r.verdict == Verdict::NoData || r.verdict == Verdict::Fail,
-            "interval {i} at 100 %: {:?} {}",
-            r.verdict,
-            r.reason
+    c += 100;
+    c4 += 100;
+    let r = j.observe(&obs(with_4xx(s, 0, 0), with_4xx(c, 0, c4)), false);
+    assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+    assert!(
+        r.reason.contains("while stable gets no requests"),
+        "{}",
+        r.reason
+    );
+
+    // 5xx: 3 in 2 218 on stable before; at 100 % the canary has 4 in 996
+    // (above 2 × stable's 0.14 % by its point estimate, well within noise).
+    let mut ok = Judge::new(Config {
+        error_rate: Limit {
+            max: None,
+            max_ratio_to_stable: Some(2.0),
+        },
+        client_error_ratio: None,
+        ..config
+    })
+    .unwrap();
+    let r = ok.observe(&obs(with_4xx(2218, 3, 0), with_4xx(400, 1, 0)), false);
+    assert_ne!(r.verdict, Verdict::Fail, "{}", r.reason);
+    for (i, (canary, errors)) in [(600, 2), (800, 3), (996, 4)].into_iter().enumerate() {
+        let r = ok.observe(
+            &obs(with_4xx(2218, 3, 0), with_4xx(canary, errors, 0)),
+            false,
         );
-        if r.verdict == Verdict::NoData {
-            assert!(
-                r.reason.contains("stable got no requests in this interval"),
-                "{}",
-                r.reason
-            );
-        }
+        assert_ne!(r.verdict, Verdict::Fail, "interval {i}: {}", r.reason);
+        assert_ne!(r.verdict, Verdict::NoData, "interval {i}: {}", r.reason);
     }
 }
 
