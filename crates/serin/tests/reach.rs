@@ -478,7 +478,7 @@ fn a_state_dir_flag_beats_an_exported_serin_api() {
         "r.yaml",
         &held("flagged", free_port(), stable, canary),
     );
-    let _proc = run(&file, &state);
+    let mut proc = run(&file, &state);
     wait_api_file(&state);
     // Nothing listens at the exported address.
     let elsewhere = format!("http://127.0.0.1:{}", free_port());
@@ -518,4 +518,10 @@ fn a_state_dir_flag_beats_an_exported_serin_api() {
         &other,
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // And on the state dir once no serin serves it: read from its store,
+    // not sent to SERIN_API (it waited 5 s there and failed).
+    proc.kill();
+    let out = with_env(&["status", "flagged", "--state-dir", &state_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("read from its store"), "{}", text(&out));
 }

@@ -208,3 +208,26 @@ analysis:
     );
     assert!(!dir.path().join("state").exists(), "nothing created");
 }
+
+/// A file without an end (`/dev/zero`) is refused after a bounded read by
+/// `serin run` and `serin init`, not read until memory runs out (an outside
+/// tester saw 4.7 GB in 2 s). Fails before this change (the read never
+/// ends).
+#[test]
+fn an_endless_rollout_file_is_refused_after_a_bounded_read() {
+    for args in [
+        vec!["run", "/dev/zero", "--state-dir", "/nonexistent/never-used"],
+        vec!["init", "/dev/zero", "--api", "http://127.0.0.1:1"],
+    ] {
+        let mut cmd = common::serin::serin();
+        cmd.args(&args);
+        let o =
+            common::serin::Proc::spawn(cmd, true).wait_output(std::time::Duration::from_secs(30));
+        let said = common::serin::text(&o);
+        assert_eq!(o.status.code(), Some(2), "serin {args:?}: {said}");
+        assert!(
+            said.contains("/dev/zero: larger than 1024 KiB"),
+            "serin {args:?}: {said}"
+        );
+    }
+}

@@ -70,6 +70,23 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
+    /// The API to talk to, if one is named: `--api` (or SERIN_API), except
+    /// that a `--state-dir` typed on the command line beats an exported
+    /// SERIN_API (meant for a daemon elsewhere: a rollback went to the
+    /// daemon's rollout of that name, not the `serin run` the flag named).
+    pub fn api_in_force(&self) -> Option<&String> {
+        let from_env = |var: &str, value: Option<&std::ffi::OsStr>| {
+            value.is_some() && std::env::var_os(var).as_deref() == value
+        };
+        let api_from_env = from_env("SERIN_API", self.api.as_deref().map(std::ffi::OsStr::new));
+        let dir_typed = self.state_dir.is_some()
+            && !from_env(
+                "SERIN_STATE_DIR",
+                self.state_dir.as_deref().map(|d| d.as_os_str()),
+            );
+        self.api.as_ref().filter(|_| !(api_from_env && dir_typed))
+    }
+
     /// The state dir named, or the default.
     pub fn dir(&self) -> PathBuf {
         self.state_dir
@@ -259,20 +276,7 @@ fn write_pending_rollback(
 impl ApiClient {
     /// A client for `args`; refuses an `--api` that is not `http://host:port`.
     pub fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
-        // A `--state-dir` typed on the command line beats an exported
-        // SERIN_API (meant for a daemon elsewhere): a rollback went to the
-        // daemon's rollout of that name, not the `serin run` the flag named.
-        let from_env = |var: &str, value: Option<&std::ffi::OsStr>| {
-            value.is_some() && std::env::var_os(var).as_deref() == value
-        };
-        let api_from_env = from_env("SERIN_API", args.api.as_deref().map(std::ffi::OsStr::new));
-        let dir_typed = args.state_dir.is_some()
-            && !from_env(
-                "SERIN_STATE_DIR",
-                args.state_dir.as_deref().map(|d| d.as_os_str()),
-            );
-        let api = args.api.as_ref().filter(|_| !(api_from_env && dir_typed));
-        let source = match api {
+        let source = match args.api_in_force() {
             Some(api) => Source::Flag(checked_url(api)?),
             None => Source::Dir {
                 dir: args.dir(),
@@ -320,7 +324,10 @@ impl ApiClient {
     pub fn reading(args: &ApiArgs) -> anyhow::Result<ApiClient> {
         let mut client = ApiClient::new(args)?;
         // The state dir is looked at once (with `--api`, not at all).
-        let found = args.api.is_none().then(|| statedir::find(&args.dir()));
+        let found = args
+            .api_in_force()
+            .is_none()
+            .then(|| statedir::find(&args.dir()));
         let default_answers = || {
             DEFAULT_API
                 .trim_start_matches("http://")

@@ -175,8 +175,9 @@ async fn settled(client: &ApiClient, name: &str, mut status: RolloutStatus) -> R
 }
 
 pub fn init(args: InitArgs, output: OutputFormat) -> anyhow::Result<Exit> {
-    let text =
-        std::fs::read(&args.file).map_err(|e| invalid(format!("{}: {e}", args.file.display())))?;
+    let text = crate::spec::read_text(&args.file)
+        .map(String::into_bytes)
+        .map_err(|e| invalid(format!("{}: {e}", args.file.display())))?;
     let content_type = match args.file.extension().and_then(|e| e.to_str()) {
         Some("json") => "application/json",
         _ => "application/yaml",
@@ -283,7 +284,7 @@ pub fn promote(args: PromoteArgs, output: OutputFormat) -> anyhow::Result<Exit> 
             "promoted fully"
         } else if status.phase == "Succeeded" {
             "pause ended: promoted on its passing verdict"
-        } else if status.step >= status.steps && status.phase != "RolledBack" {
+        } else if status.phase != "RolledBack" && status.reason.starts_with("pause complete") {
             "pause ended: it promotes on its first passing verdict (`serin status` says what it waits for; `--full` promotes without one)"
         } else {
             "pause ended"

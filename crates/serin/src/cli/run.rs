@@ -56,7 +56,7 @@ pub fn exit_for(record: &RolloutRecord) -> Exit {
 }
 
 pub fn run(args: Args, output: OutputFormat) -> anyhow::Result<Exit> {
-    let text = std::fs::read_to_string(&args.file)
+    let text = crate::spec::read_text(&args.file)
         .map_err(|e| invalid(format!("{}: {e}", args.file.display())))?;
     let setup =
         (crate::runtime::parser())(&text, &args.file.display().to_string()).map_err(invalid)?;

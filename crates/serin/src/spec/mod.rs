@@ -367,10 +367,33 @@ pub fn parse(text: &str, origin: &str) -> Result<Rollout, SpecError> {
     check.finish(rollout, origin)
 }
 
+/// The largest rollout file read: one is a few KiB (a file without an
+/// end, `/dev/zero`, is refused rather than read until memory runs out).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A rollout file's text, at most [`MAX_FILE_BYTES`].
+pub fn read_text(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} KiB (a rollout file is a few KiB)",
+                MAX_FILE_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(text)
+}
+
 /// Reads a rollout file from disk.
 pub fn read(path: &std::path::Path) -> Result<Rollout, SpecError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+    let text = read_text(path).map_err(|e| SpecError {
         origin: origin.clone(),
         problems: vec![Problem {
             line: 0,
