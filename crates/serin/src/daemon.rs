@@ -1817,11 +1817,17 @@ pub fn status_of(
         not_in_force: Vec::new(),
         // Registered and never deployed: not "waiting for health checks"
         // (nothing is checked before a deploy), as the dashboard says.
+        // A registration's own reason ("updated (analysis.interval
+        // changed); …") is kept after it: it says what the registration did.
         reason: if never_deployed(record) {
-            format!(
-                "{NOT_DEPLOYED}: registered, no run yet (`serin deploy {} VERSION` starts one)",
-                record.name
-            )
+            if record.state.reason == crate::rollout::State::new(time::Millis(0)).reason {
+                format!(
+                    "{NOT_DEPLOYED}: registered, no run yet (`serin deploy {} VERSION` starts one)",
+                    record.name
+                )
+            } else {
+                format!("{NOT_DEPLOYED}: {}", record.state.reason)
+            }
         } else {
             record.state.reason.clone()
         },

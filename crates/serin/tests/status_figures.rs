@@ -49,7 +49,7 @@ fn a_registered_rollout_never_deployed_is_not_deployed_in_text_and_json() {
     assert!(
         s["reason"]
             .as_str()
-            .is_some_and(|r| r.starts_with("not deployed: registered, no run yet")),
+            .is_some_and(|r| r.starts_with("not deployed: registered")),
         "{s:#}"
     );
     assert_eq!(s["run"], 0, "{s:#}");
