@@ -1386,26 +1386,37 @@ impl Judge {
         if n == 0 {
             return None;
         }
+        // Without any reference request, the limit's slack over the floor.
         let reference = if s_n > 0 {
-            m * s_x as f64 / s_n as f64
+            (m * s_x as f64 / s_n as f64).max(floor)
         } else {
-            0.0
-        }
-        .max(floor);
+            m * floor
+        };
         if reference >= 1.0 {
             return None;
         }
         let p = stats::binomial_sf_ge(x, n, reference);
         let alpha = (-self.log_threshold).exp();
+        let of = if s_n > 0 {
+            format!(
+                "{} × {other}'s rate since judging began, at least {}",
+                ratio(m),
+                pct(floor)
+            )
+        } else {
+            format!(
+                "{} × the floor {}: {other} has had no requests",
+                ratio(m),
+                pct(floor)
+            )
+        };
         (p < alpha).then(|| {
             format!(
-                "{what} {} ({}/{}) in this step, while {other} gets no requests: above {} ({} × {other}'s rate since judging began, at least {}) with p = {} < {}",
+                "{what} {} ({}/{}) in this step, while {other} gets no requests: above {} ({of}) with p = {} < {}",
                 pct(x as f64 / n as f64),
                 count(x),
                 count(n),
                 pct(reference),
-                ratio(m),
-                pct(floor),
                 p_fmt(p),
                 p_fmt(alpha)
             )
@@ -1509,6 +1520,29 @@ impl Judge {
             Kind::ClientErrorRatio(m) => {
                 r.limit = m;
                 let acc = &self.rollout;
+                // Stable has had no request at all since judging began (a
+                // plan that starts at 100 %): nothing to compare with. A
+                // canary above `m ×` the floor is held, and tested alone
+                // while stable gets none (`beyond_alone`).
+                if acc.stable.requests == 0 && acc.canary.client_requests > 0 {
+                    r.canary = acc.canary.client_error_rate();
+                    r.reason = format!(
+                        "canary client errors (4xx) {} ({}/{}) since judging began, while {other} has had no requests",
+                        r.canary.map_or("n/a".into(), pct),
+                        count(acc.canary.client_errors),
+                        count(acc.canary.client_requests),
+                    );
+                    if r.canary.is_some_and(|c| c > m * CLIENT_ERROR_FLOOR) {
+                        r.verdict = Verdict::NotEnoughData;
+                        r.reason = format!(
+                            "{}: {HELD} (above {} × the floor {})",
+                            r.reason,
+                            ratio(m),
+                            pct(CLIENT_ERROR_FLOOR)
+                        );
+                    }
+                    return r;
+                }
                 if acc.canary.client_requests == 0 || acc.stable.client_requests == 0 {
                     // Skipped, as documented: not every source counts 4xx,
                     // and with one side only there is nothing to compare.

@@ -525,6 +525,22 @@ fn a_comparison_the_reference_gives_no_requests_for_is_tested_alone() {
         r.reason
     );
 
+    // A plan that starts at 100 %: stable never gets a request. 404s to
+    // everything fail; a few 4xx (1 %, within 2 × the 1 % floor) do not.
+    for (c4, fails) in [(100, true), (1, false)] {
+        let mut alone = Judge::new(config.clone()).unwrap();
+        let mut last = None;
+        for i in 1..=5 {
+            let r = alone.observe(&obs(with_4xx(0, 0, 0), with_4xx(100 * i, 0, c4 * i)), false);
+            last = Some(r);
+        }
+        let r = last.unwrap();
+        assert_eq!(r.verdict == Verdict::Fail, fails, "{c4} %: {}", r.reason);
+        if !fails {
+            assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+        }
+    }
+
     // 5xx: 3 in 2 218 on stable before; at 100 % the canary has 4 in 996
     // (above 2 × stable's 0.14 % by its point estimate, well within noise).
     let mut ok = Judge::new(Config {
