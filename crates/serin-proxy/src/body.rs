@@ -145,8 +145,8 @@ impl Exchange {
         self.stage = Stage::Done;
     }
 
-    /// The client gave up after `waited` without the version's response
-    /// head: a timeout of the version.
+    /// The client gave up after `waited` while the version kept it waiting
+    /// (no response head, or its body stalled): a timeout of the version.
     fn gave_up(mut self, waited: Duration) {
         self.lane
             .recorder
@@ -157,18 +157,6 @@ impl Exchange {
     /// The client failed: counted against neither version.
     pub(crate) fn cancel(mut self) {
         self.stage = Stage::Cancel;
-    }
-
-    /// The client left while the version's body was stalled: a timeout of
-    /// the version, its latency the time until the client left.
-    fn abandoned_in_silence(mut self) {
-        self.lane.recorder.timed_out(
-            self.run,
-            self.version,
-            self.started.elapsed(),
-            self.by_route,
-        );
-        self.stage = Stage::Done;
     }
 }
 
@@ -419,7 +407,8 @@ impl Drop for ResponseBody {
             && let Some(x) = self.exchange.take()
         {
             // The client left while the upstream's body was stalled.
-            x.abandoned_in_silence();
+            let waited = x.started.elapsed();
+            x.gave_up(waited);
         }
     }
 }
