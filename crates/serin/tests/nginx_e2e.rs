@@ -918,33 +918,15 @@ fn a_canary_that_stalls_half_its_bodies_is_rolled_back_on_nginx_access_log_metri
             reload = nginx.command(&["-s", "reload"]).join(" "),
             log = nginx.dir.join(format!("logs/serin-{name}.json")).display(),
         ))
-        .steps("  - setWeight: 50\n  - pause: { duration: 8s }\n  - setWeight: 100\n  - pause: { duration: 4s }\n")
+        .steps(stalling_canary::STEPS)
         .latency_p95("5s")
         .yaml();
     let file = write(dir.path(), "rollout.yaml", &yaml);
     let run = spawn_run(&file, dir.path());
     wait_served(local(port));
-    let mut load = common::serin::serin();
-    load.args([
-        "load",
-        &format!("http://127.0.0.1:{port}/"),
-        "--rps",
-        "100",
-        "--duration",
-        "30s",
-        "--timeout",
-        "2s",
-    ]);
-    let _load = Proc::spawn(load, false);
+    let _load = stalling_canary::impatient_load(port);
     let output = run.wait_output(Duration::from_secs(60));
-    let out = text(&output);
-    assert_eq!(output.status.code(), Some(3), "{out}");
-    assert!(out.contains("rolled back"), "{out}");
-    assert!(!out.contains("promoted: v2"), "{out}");
-    assert!(
-        out.contains("canary error rate"),
-        "the reason names the error rate: {out}"
-    );
+    stalling_canary::assert_rolled_back(&output, "canary error rate");
     // What nginx logged for the stalled requests: 499 after the canary's 200.
     let log = std::fs::read_to_string(nginx.dir.join(format!("logs/serin-{name}.json"))).unwrap();
     assert!(

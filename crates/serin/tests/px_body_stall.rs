@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::nginx::{free_port, local};
 use common::rollout::Rollout;
-use common::serin::{Proc, demo_app, serin, serin_run, text, wait_for_port, write};
-use stalling_canary::stalling_canary;
+use common::serin::{Proc, demo_app, serin_run, wait_for_port, write};
+use stalling_canary::{STEPS, assert_rolled_back, impatient_load, stalling_canary};
 
 #[test]
 fn a_canary_that_stalls_half_its_bodies_is_rolled_back_not_promoted() {
@@ -23,31 +23,13 @@ fn a_canary_that_stalls_half_its_bodies_is_rolled_back_not_promoted() {
     let port = free_port();
     // The error rate decides (the p95 ceiling is above the clients' 2 s).
     let yaml = Rollout::new("bstall", local(port), stable, canary)
-        .steps("  - setWeight: 50\n  - pause: { duration: 8s }\n  - setWeight: 100\n  - pause: { duration: 4s }\n")
+        .steps(STEPS)
         .latency_p95("5s")
         .yaml();
     let file = write(dir.path(), "rollout.yaml", &yaml);
     let run = Proc::spawn(serin_run(&file, dir.path()), true);
     wait_for_port(local(port));
-    let mut load = serin();
-    load.args([
-        "load",
-        &format!("http://127.0.0.1:{port}/"),
-        "--rps",
-        "100",
-        "--duration",
-        "30s",
-        "--timeout",
-        "2s",
-    ]);
-    let _load = Proc::spawn(load, false);
+    let _load = impatient_load(port);
     let output = run.wait_output(Duration::from_secs(60));
-    let out = text(&output);
-    assert_eq!(output.status.code(), Some(3), "{out}");
-    assert!(out.contains("rolled back"), "{out}");
-    assert!(!out.contains("promoted: v2"), "{out}");
-    assert!(
-        out.contains("error rate"),
-        "the reason names the error rate: {out}"
-    );
+    assert_rolled_back(&output, "error rate");
 }

@@ -55,3 +55,37 @@ pub fn stalling_canary() -> SocketAddr {
     });
     addr
 }
+
+/// The plan both tests run: half the traffic to the stalling canary for 8 s,
+/// then all of it for 4 s.
+pub const STEPS: &str = "  - setWeight: 50\n  - pause: { duration: 8s }\n  - setWeight: 100\n  - pause: { duration: 4s }\n";
+
+/// `serin load` through `port` for 30 s at 100 requests/s, whose clients give
+/// up after 2 s (long before the proxy's 60 s upstream body timeout).
+pub fn impatient_load(port: u16) -> super::common::serin::Proc {
+    let mut load = super::common::serin::serin();
+    load.args([
+        "load",
+        &format!("http://127.0.0.1:{port}/"),
+        "--rps",
+        "100",
+        "--duration",
+        "30s",
+        "--timeout",
+        "2s",
+    ]);
+    super::common::serin::Proc::spawn(load, false)
+}
+
+/// `serin run`'s output says it rolled the canary back (exit 3), not
+/// promoted it, with `reason` (the error rate) in its reason.
+pub fn assert_rolled_back(output: &std::process::Output, reason: &str) {
+    let out = super::common::serin::text(output);
+    assert_eq!(output.status.code(), Some(3), "{out}");
+    assert!(out.contains("rolled back"), "{out}");
+    assert!(!out.contains("promoted: v2"), "{out}");
+    assert!(
+        out.contains(reason),
+        "the reason names the error rate: {out}"
+    );
+}
