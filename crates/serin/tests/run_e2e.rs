@@ -102,6 +102,18 @@ fn a_canary_with_30_percent_errors_is_rolled_back_on_its_error_rate() {
     assert_eq!(doc["status"]["phase"], "RolledBack", "{doc:#}");
     let step = doc["status"]["step"].as_u64().unwrap_or(0);
     assert!(step >= 1, "steps count from 1: {doc:#}");
+    // The finished run's own figures, from its intervals (they were null).
+    let metrics = &doc["status"]["metrics"];
+    assert!(
+        metrics["window"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("this run")),
+        "{doc:#}"
+    );
+    assert!(
+        metrics["canary"]["errors"].as_u64().unwrap_or(0) > 0,
+        "{doc:#}"
+    );
 }
 
 #[test]
